@@ -1,0 +1,110 @@
+"""`forewarn` command line (DESIGN.md, contract: command line).
+
+Exit codes: 0 success, 1 a finding (invalid config, failed rule test), 2 usage error.
+Subcommand modules are imported only when used, so `forewarn check` stays quick and the
+daemon never imports what it does not need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from agent import __version__
+
+DEFAULT_CONFIG = "config/forewarn.yml"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors exit 2, as the contract says
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="forewarn", description="Proactive monitoring agent: preventive problem tickets.")
+    p.add_argument("--version", action="version", version=f"forewarn {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default %(default)s)")
+    run.add_argument("--web.listen-address", dest="listen_address", default=None, help="HOST:PORT for /metrics and the API")
+    run.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
+    run.add_argument("--shard", default=None, help="i/n: take only this agent's share of series")
+
+    check = sub.add_parser("check", help="validate config and rule files")
+    check.add_argument("--config", default=None, help="config file")
+    check.add_argument("rule_files", nargs="*", help="rule files to check")
+
+    test = sub.add_parser("test", help="run rule unit tests (promtool test rules format)")
+    test.add_argument("test_files", nargs="+")
+
+    bt = sub.add_parser("backtest", help="replay history through rules")
+    bt.add_argument("--rules", required=True, action="append", help="rule file (repeatable)")
+    bt.add_argument("--input", required=True, help="CSV file or Prometheus URL")
+    bt.add_argument("--from", dest="from_", default=None, help="start time (RFC 3339 or Unix seconds)")
+    bt.add_argument("--to", default=None, help="end time")
+    bt.add_argument("--step", default=None, help="evaluation step (default: each group's interval)")
+    bt.add_argument("--query", action="append", default=[], help="selector to fetch when --input is a URL")
+    bt.add_argument("--json", action="store_true", help="machine-readable output")
+    bt.add_argument("--report", default=None, help="write an HTML report here")
+
+    det = sub.add_parser("detect", help="score one series for anomalies")
+    det.add_argument("--input", required=True, help="CSV with timestamp,value")
+    det.add_argument("--output", required=True, help="CSV with an anomaly_score column added")
+    det.add_argument("--model", default="default", help="detector name (default %(default)s)")
+
+    tk = sub.add_parser("tickets", help="read the local ticket store and the outbox")
+    tk.add_argument("--config", default=DEFAULT_CONFIG)
+    tk.add_argument("action", nargs="?", default="list", choices=["list", "show", "outbox"])
+    tk.add_argument("id", nargs="?")
+    tk.add_argument("--json", action="store_true")
+
+    si = sub.add_parser("silence", help="manage silences")
+    si.add_argument("--config", default=DEFAULT_CONFIG)
+    si_sub = si.add_subparsers(dest="silence_action", metavar="ACTION", parser_class=_Parser)
+    add = si_sub.add_parser("add", help="add a silence")
+    add.add_argument("matchers", nargs="+", help='label matchers, e.g. alertname=FilesystemWillFill host=~"db-.*"')
+    add.add_argument("--duration", default="1h")
+    add.add_argument("--end", default=None, help="RFC 3339 end time (instead of --duration)")
+    add.add_argument("--comment", default="")
+    add.add_argument("--author", default=None)
+    si_sub.add_parser("list", help="list active silences")
+    exp = si_sub.add_parser("expire", help="expire a silence")
+    exp.add_argument("silence_id")
+    return p
+
+
+# subcommand -> module with `command(args) -> int`
+_COMMANDS = {
+    "run": "agent.daemon",
+    "check": "agent.checkcmd",
+    "test": "agent.ruletest",
+    "backtest": "agent.backtest",
+    "detect": "agent.detect",
+    "tickets": "agent.ticketcmd",
+    "silence": "agent.silencecmd",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.command == "silence" and not args.silence_action:
+        parser.parse_args(["silence", "--help"])
+    module = importlib.import_module(_COMMANDS[args.command])
+    try:
+        return int(module.command(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

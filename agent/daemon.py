@@ -1,0 +1,298 @@
+"""The daemon: wires sources, store, rules, tickets and web; scheduling, signals, reload.
+
+Lifecycle: load config (fatal if invalid at start) -> restore the store snapshot -> first
+collection -> web up, READY=1 -> scheduled work until SIGTERM -> snapshot, STOPPING=1, exit.
+SIGHUP and POST /-/reload reload config and rule files; an invalid new config is logged
+as PATH:LINE:COL and the agent keeps running on the last good one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+
+from agent import __version__, systemd
+from agent.clock import Clock, WallClock
+from agent.config import Config, ConfigErrors, load_config, parse_listen_address, parse_shard
+from agent.pipeline import Pipeline
+from agent.store import Labels, Store
+from agent.web import StoreCollector, WebHooks, WebServer
+
+log = logging.getLogger("forewarn")
+
+SNAPSHOT_FILE = "store.snapshot"
+
+
+def setup_logging(level: str) -> None:
+    """logfmt lines on stderr, like Prometheus (journald adds its own timestamps)."""
+    lvl = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}[level]
+
+    class Logfmt(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+            msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            line = f'ts={ts} level={record.levelname.lower()} logger={record.name} msg="{msg}"'
+            if record.exc_info:
+                line += ' err="' + self.formatException(record.exc_info).replace('"', "'").replace("\n", "\\n") + '"'
+            return line
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Logfmt())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(lvl)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def raw_capacity(cfg: Config) -> int:
+    """Samples per series in the raw tier: raw_retention at the fastest configured interval."""
+    intervals = [cfg.global_.scrape_interval] + [cfg.scrape_interval(s) for s in cfg.scrape_configs]
+    intervals += [q.interval for q in cfg.query_configs]
+    return int(min(100_000, math.ceil(cfg.global_.raw_retention / max(1.0, min(intervals))))) + 1
+
+
+class Agent:
+    """One running agent. Everything it needs arrives in the constructor; nothing at import."""
+
+    def __init__(self, cfg: Config, listen_address: str | None = None, shard: str | None = None,
+                 clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or WallClock()
+        self.listen_address = listen_address or cfg.web.listen_address
+        self.shard = parse_shard(shard or cfg.shard) if (shard or cfg.shard) else None
+        g = cfg.global_
+        self.store = Store(raw_capacity(cfg), g.retention, g.downsample_interval, g.max_series, g.stale_after)
+        self.snapshot_path = os.path.join(cfg.state_dir, SNAPSHOT_FILE)
+        self.ready_event = threading.Event()
+        self.stop_event = threading.Event()
+        self.reload_lock = threading.Lock()
+        self.last_reload_ok = True
+        self.last_reload_success = time.time()
+        self.snapshot_ok_at = 0.0
+        self.snapshot_failures = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collection_seconds = Histogram(
+            "forewarn_collection_duration_seconds", "Time one collection or scrape took, by source.",
+            ["source"], registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.task_seconds = Histogram(
+            "forewarn_task_duration_seconds", "Time the agent's periodic tasks took, by task.",
+            ["task"], registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
+        ProcessCollector(registry=self.registry)
+        self.pipeline = Pipeline(cfg, self.store, self.clock)
+        self.registry.register(StoreCollector(self.store, self.pipeline.families(), self.clock.now,
+                                              self.pipeline.providers()))
+        self.registry.register(_SelfCollector(self))
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=8)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+            timezone="UTC",
+        )
+        self.web: WebServer | None = None
+
+    # ---- jobs ---------------------------------------------------------------------------------
+
+    def _timed(self, name: str, fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            start = time.monotonic()
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a failing job is logged, the agent lives on
+                log.exception("task %s failed", name)
+            finally:
+                self.task_seconds.labels(name).observe(time.monotonic() - start)
+        return run
+
+    def _schedule_sources(self) -> None:
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("source:"):
+                job.remove()
+        for name, interval, fn in self.pipeline.source_jobs(self.collection_seconds):
+            self.scheduler.add_job(fn, "interval", seconds=interval, id=f"source:{name}", name=name,
+                                   next_run_time=_now_dt())
+
+    def _schedule_core(self) -> None:
+        g = self.cfg.global_
+        add = self.scheduler.add_job
+        add(self._timed("snapshot", self.save_snapshot), "interval", seconds=g.snapshot_interval, id="snapshot")
+        add(self._timed("expire", lambda: self.store.expire(self.clock.now())), "interval", seconds=60, id="expire")
+        for name, interval, fn in self.pipeline.periodic_jobs():
+            add(self._timed(name, fn), "interval", seconds=interval, id=f"core:{name}")
+        wd = systemd.watchdog_interval()
+        if wd:
+            add(systemd.watchdog_ping, "interval", seconds=wd, id="watchdog")
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        os.makedirs(self.cfg.state_dir, exist_ok=True)
+        if self.store.load(self.snapshot_path):
+            log.info("restored %d series from %s", len(self.store), self.snapshot_path)
+        self.pipeline.start()
+        host, port = parse_listen_address(self.listen_address)
+        self.web = WebServer((host, port), self.registry, WebHooks(
+            reload=self.reload, ready=self.ready_event.is_set, api=self.pipeline.api_routes()))
+        self.web.start()
+        log.info("listening on %s", self.listen_address)
+        # The first collection happens before READY=1, so a ready agent has data to show.
+        self.pipeline.collect_once(self.collection_seconds)
+        self._schedule_core()
+        self._schedule_sources()
+        self.scheduler.start()
+        self.ready_event.set()
+        systemd.ready(f"collecting {len(self.store)} series")
+        log.info("ready: %d series", len(self.store))
+
+    def reload(self) -> tuple[bool, str]:
+        """Reload config and rule files; keep the last good ones on any error."""
+        with self.reload_lock:
+            systemd.reloading()
+            try:
+                new = load_config(self.cfg.path)
+                self.pipeline.check_rules(new)
+            except ConfigErrors as e:
+                for err in e.errors:
+                    log.error("reload rejected, keeping the last good config: %s", err)
+                self.last_reload_ok = False
+                systemd.ready("reload failed; running on the last good config")
+                return False, "reload failed:\n" + str(e)
+            if new.web.listen_address != self.cfg.web.listen_address:
+                log.warning("web.listen_address changed; it takes effect on restart")
+            if new.state_dir != self.cfg.state_dir:
+                log.warning("global.state_dir changed; it takes effect on restart")
+            self.cfg = new
+            self.pipeline.apply(new)
+            self._schedule_sources()
+            self.last_reload_ok = True
+            self.last_reload_success = time.time()
+            log.info("configuration reloaded from %s", new.path)
+            systemd.ready("reloaded")
+            return True, "config reloaded"
+
+    def save_snapshot(self) -> None:
+        start = time.monotonic()
+        try:
+            self.store.save(self.snapshot_path)
+            self.pipeline.save_state()
+        except OSError as e:
+            self.snapshot_failures += 1
+            log.error("snapshot to %s failed: %s", self.snapshot_path, e)
+            return
+        self.snapshot_ok_at = time.time()
+        log.debug("snapshot written in %.3fs", time.monotonic() - start)
+
+    def stop(self) -> None:
+        systemd.stopping()
+        log.info("stopping")
+        self.scheduler.shutdown(wait=False)
+        self.pipeline.stop()
+        self.save_snapshot()
+        if self.web:
+            self.web.stop()
+        log.info("stopped; snapshot written to %s", self.snapshot_path)
+
+
+class _SelfCollector:
+    """The agent's own health, computed at scrape time."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterable[Any]:
+        a = self.agent
+        info = GaugeMetricFamily("forewarn_build_info", "Forewarn build information.",
+                                 labels=["version", "python_version"])
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+        st = a.store.stats()
+        yield GaugeMetricFamily("forewarn_store_series", "Series held in the store.", value=st.series)
+        yield GaugeMetricFamily("forewarn_store_series_limit", "global.max_series.", value=a.store.max_series)
+        yield CounterMetricFamily("forewarn_store_samples_appended", "Samples written to the store.",
+                                  value=st.samples_appended_total)
+        yield CounterMetricFamily("forewarn_store_series_dropped", "New series refused: max_series reached.",
+                                  value=st.series_dropped_total)
+        yield CounterMetricFamily("forewarn_store_samples_dropped",
+                                  "Samples not stored: refused series or out of order.",
+                                  value=st.samples_dropped_total)
+        yield CounterMetricFamily("forewarn_store_series_expired", "Series removed after stale_after.",
+                                  value=st.series_expired_total)
+        yield GaugeMetricFamily("forewarn_snapshot_last_success_timestamp_seconds",
+                                "When the store snapshot was last written.", value=a.snapshot_ok_at)
+        age = time.time() - a.snapshot_ok_at if a.snapshot_ok_at else float("nan")
+        yield GaugeMetricFamily("forewarn_snapshot_age_seconds", "Age of the last written snapshot.", value=age)
+        yield CounterMetricFamily("forewarn_snapshot_failures", "Snapshots that could not be written.",
+                                  value=a.snapshot_failures)
+        yield GaugeMetricFamily("forewarn_config_last_reload_successful",
+                                "Whether the last configuration reload attempt was successful.",
+                                value=1 if a.last_reload_ok else 0)
+        yield GaugeMetricFamily("forewarn_config_last_reload_success_timestamp_seconds",
+                                "Timestamp of the last successful configuration reload.",
+                                value=a.last_reload_success)
+        yield GaugeMetricFamily("forewarn_ready", "1 once the first collection is done.",
+                                value=1 if a.ready_event.is_set() else 0)
+        yield from a.pipeline.self_metrics()
+
+
+def _now_dt() -> Any:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def command(args: Any) -> int:
+    setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config)
+    except ConfigErrors as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        return 1
+    if args.listen_address:
+        try:
+            parse_listen_address(args.listen_address)
+        except ValueError as e:
+            print(f"forewarn: error: --web.listen-address: {e}", file=sys.stderr)
+            return 2
+    agent = Agent(cfg, args.listen_address, args.shard)
+    signals: list[int] = []
+    wake = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals.append(signum)
+        wake.set()
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    try:
+        agent.start()
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        return 1
+    while True:
+        wake.wait()
+        wake.clear()
+        while signals:
+            s = signals.pop(0)
+            if s == signal.SIGHUP:
+                agent.reload()
+            else:
+                agent.stop()
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                # Worker threads may sit in a scrape until its timeout; the state is saved,
+                # so leave now rather than let interpreter shutdown join them.
+                os._exit(0)

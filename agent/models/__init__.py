@@ -1,0 +1,1 @@
+"""Forecasting and anomaly models: arrays and a clock in, arrays out; no I/O."""

@@ -1,0 +1,453 @@
+"""Per-series history in numpy ring buffers, with a label index, retention and snapshots.
+
+Two tiers per series:
+- raw: the last `raw_capacity` samples at full resolution (PromQL ranges, recent forecasts);
+- downsampled: one mean per `downsample_interval` bucket over `retention` (seasonal models,
+  long lookbacks), accumulated online so a sample costs O(1).
+
+Appends are vectorised: a scrape of N series is a handful of numpy fancy-index writes.
+Series are keyed by their sorted label pairs (including `__name__`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Labels = tuple[tuple[str, str], ...]
+
+# Prometheus's stale marker: a NaN with a particular bit pattern, distinct from a real NaN.
+STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+_STALE_BITS = 0x7FF0000000000002
+
+
+def is_stale(values: np.ndarray) -> np.ndarray:
+    """Which values are stale markers (not merely NaN)."""
+    v = np.asarray(values, dtype=np.float64)
+    return v.view(np.uint64) == np.uint64(_STALE_BITS)
+
+
+def make_labels(name: str | None, labels: dict[str, str] | Iterable[tuple[str, str]] = ()) -> Labels:
+    """Canonical label tuple: sorted pairs, `__name__` included when given, empty values dropped."""
+    items = dict(labels)
+    if name is not None:
+        items["__name__"] = name
+    return tuple(sorted((k, v) for k, v in items.items() if v != ""))
+
+
+def labels_dict(labels: Labels) -> dict[str, str]:
+    return dict(labels)
+
+
+def metric_name(labels: Labels) -> str:
+    for k, v in labels:
+        if k == "__name__":
+            return v
+    return ""
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    series: int
+    samples_appended_total: int
+    series_dropped_total: int  # new series refused because max_series was reached
+    samples_dropped_total: int  # samples of refused series, and out-of-order samples
+    series_expired_total: int
+
+
+class Store:
+    """Ring buffers for up to `max_series` series. Thread-safe: one lock around mutations."""
+
+    SNAPSHOT_MAGIC = b"FWSNAP1\n"
+
+    def __init__(
+        self,
+        raw_capacity: int = 1440,
+        retention: float = 8 * 86400,
+        downsample_interval: float = 300.0,
+        max_series: int = 50000,
+        stale_after: float = 3600.0,
+    ) -> None:
+        self.raw_capacity = max(2, int(raw_capacity))
+        self.retention = float(retention)
+        self.ds_interval = float(downsample_interval)
+        self.ds_capacity = max(2, int(math.ceil(retention / downsample_interval)))
+        self.max_series = int(max_series)
+        self.stale_after = float(stale_after)
+        self.lock = threading.RLock()
+        self._ids: dict[Labels, int] = {}
+        self._labels: list[Labels | None] = []
+        self._free: list[int] = []
+        self._index: dict[str, dict[str, set[int]]] = {}  # label name -> value -> ids
+        self._alloc(0)
+        self._appended = 0
+        self._series_dropped = 0
+        self._samples_dropped = 0
+        self._expired = 0
+        self.generation = 0  # bumps whenever series are added or removed
+
+    # ---- allocation ---------------------------------------------------------------------------
+
+    def _alloc(self, n: int) -> None:
+        self._cap = n
+        self.raw_t = np.full((n, self.raw_capacity), np.nan)
+        self.raw_v = np.full((n, self.raw_capacity), np.nan)
+        self.raw_n = np.zeros(n, dtype=np.int64)  # samples ever written (head = n % capacity)
+        self.last_t = np.full(n, -np.inf)
+        self.ds_v = np.full((n, self.ds_capacity), np.nan)
+        self.ds_b = np.full((n, self.ds_capacity), -1, dtype=np.int64)  # bucket number of each slot
+        self.acc_sum = np.zeros(n)
+        self.acc_cnt = np.zeros(n, dtype=np.int64)
+        self.acc_b = np.full(n, -1, dtype=np.int64)
+
+    def _grow(self, need: int) -> None:
+        new = max(need, 16, self._cap * 2)
+        new = min(new, max(self.max_series, need))
+        old = {k: getattr(self, k) for k in ("raw_t", "raw_v", "raw_n", "last_t", "ds_v", "ds_b", "acc_sum", "acc_cnt", "acc_b")}
+        n = self._cap
+        self._alloc(new)
+        for k, arr in old.items():
+            getattr(self, k)[:n] = arr
+
+    # ---- series -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def get_id(self, labels: Labels) -> int | None:
+        return self._ids.get(labels)
+
+    def series_id(self, labels: Labels) -> int:
+        """The id of the series, created if new; -1 if the store is full (counted as dropped)."""
+        sid = self._ids.get(labels)
+        if sid is not None:
+            return sid
+        with self.lock:
+            sid = self._ids.get(labels)
+            if sid is not None:
+                return sid
+            if len(self._ids) >= self.max_series:
+                self._series_dropped += 1
+                return -1
+            if self._free:
+                sid = self._free.pop()
+            else:
+                sid = len(self._labels)
+                if sid >= self._cap:
+                    self._grow(sid + 1)
+                self._labels.append(None)
+            self._labels[sid] = labels
+            self._ids[labels] = sid
+            for k, v in labels:
+                self._index.setdefault(k, {}).setdefault(v, set()).add(sid)
+            self.generation += 1
+            return sid
+
+    def series_ids(self, labels: Sequence[Labels]) -> np.ndarray:
+        get = self._ids.get
+        out = np.fromiter((get(l, -2) for l in labels), dtype=np.int64, count=len(labels))
+        missing = np.nonzero(out == -2)[0]
+        for i in missing:
+            out[i] = self.series_id(labels[i])
+        return out
+
+    def labels(self, sid: int) -> Labels:
+        lab = self._labels[sid]
+        assert lab is not None, f"series {sid} was removed"
+        return lab
+
+    def all_ids(self) -> np.ndarray:
+        return np.fromiter(self._ids.values(), dtype=np.int64, count=len(self._ids))
+
+    def index_values(self, name: str) -> dict[str, set[int]]:
+        """Label index: value -> ids for one label name (empty dict if the name is unknown)."""
+        return self._index.get(name, {})
+
+    def _remove(self, sid: int) -> None:
+        lab = self._labels[sid]
+        if lab is None:
+            return
+        del self._ids[lab]
+        for k, v in lab:
+            vals = self._index[k]
+            ids = vals[v]
+            ids.discard(sid)
+            if not ids:
+                del vals[v]
+                if not vals:
+                    del self._index[k]
+        self._labels[sid] = None
+        self._free.append(sid)
+        self.raw_t[sid] = np.nan
+        self.raw_v[sid] = np.nan
+        self.raw_n[sid] = 0
+        self.last_t[sid] = -np.inf
+        self.ds_v[sid] = np.nan
+        self.ds_b[sid] = -1
+        self.acc_sum[sid] = 0
+        self.acc_cnt[sid] = 0
+        self.acc_b[sid] = -1
+        self.generation += 1
+
+    # ---- writes -------------------------------------------------------------------------------
+
+    def append(self, ids: np.ndarray, ts: np.ndarray | float, values: np.ndarray) -> int:
+        """Append one sample to each of `ids` (distinct). Negative ids (refused series) and
+        samples not newer than the series' last are dropped and counted. Returns samples kept."""
+        ids = np.asarray(ids, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64)
+        ts = np.broadcast_to(np.asarray(ts, dtype=np.float64), ids.shape)
+        with self.lock:
+            keep = ids >= 0
+            if not keep.all():
+                self._samples_dropped += int((~keep).sum())
+                ids, ts, values = ids[keep], ts[keep], values[keep]
+            newer = ts > self.last_t[ids]
+            if not newer.all():
+                self._samples_dropped += int((~newer).sum())
+                ids, ts, values = ids[newer], ts[newer], values[newer]
+            if ids.size == 0:
+                return 0
+            pos = self.raw_n[ids] % self.raw_capacity
+            self.raw_t[ids, pos] = ts
+            self.raw_v[ids, pos] = values
+            self.raw_n[ids] += 1
+            self.last_t[ids] = ts
+            self._downsample(ids, ts, values)
+            self._appended += int(ids.size)
+            return int(ids.size)
+
+    def _downsample(self, ids: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
+        bucket = np.floor(ts / self.ds_interval).astype(np.int64)
+        cur = self.acc_b[ids]
+        moved = (bucket != cur) & (cur >= 0) & (self.acc_cnt[ids] > 0)
+        if moved.any():
+            mids = ids[moved]
+            slot = self.acc_b[mids] % self.ds_capacity
+            self.ds_v[mids, slot] = self.acc_sum[mids] / self.acc_cnt[mids]
+            self.ds_b[mids, slot] = self.acc_b[mids]
+        reset = bucket != cur
+        rids = ids[reset]
+        self.acc_sum[rids] = 0.0
+        self.acc_cnt[rids] = 0
+        self.acc_b[rids] = bucket[reset]
+        finite = np.isfinite(values)
+        fids = ids[finite]
+        self.acc_sum[fids] += values[finite]
+        self.acc_cnt[fids] += 1
+
+    def append_samples(self, samples: Sequence[tuple[Labels, float]], ts: float) -> int:
+        """Convenience for sources: (labels, value) pairs all taken at `ts`."""
+        if not samples:
+            return 0
+        ids = self.series_ids([s[0] for s in samples])
+        values = np.fromiter((s[1] for s in samples), dtype=np.float64, count=len(samples))
+        ids, first = np.unique(ids, return_index=True)  # a duplicate series in one batch: first wins
+        return self.append(ids, ts, values[first])
+
+    def mark_stale(self, ids: Iterable[int], ts: float) -> None:
+        """Write Prometheus stale markers, e.g. for series that vanished from a target."""
+        arr = np.fromiter((i for i in ids if i >= 0), dtype=np.int64)
+        if arr.size:
+            self.append(arr, ts, np.full(arr.size, STALE_NAN))
+
+    def expire(self, now: float) -> int:
+        """Remove series with no sample for `stale_after` seconds. Returns how many."""
+        with self.lock:
+            n = len(self._labels)
+            if n == 0:
+                return 0
+            old = np.nonzero(self.last_t[:n] < now - self.stale_after)[0]
+            count = 0
+            for sid in old:
+                if self._labels[sid] is not None:
+                    self._remove(int(sid))
+                    count += 1
+            self._expired += count
+            return count
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def raw(self, sid: int, start: float = -np.inf, end: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+        """Raw samples of one series with start < t <= end, oldest first (copies)."""
+        n = int(self.raw_n[sid])
+        cap = self.raw_capacity
+        if n <= cap:
+            t, v = self.raw_t[sid, :n], self.raw_v[sid, :n]
+        else:
+            head = n % cap
+            t = np.concatenate((self.raw_t[sid, head:], self.raw_t[sid, :head]))
+            v = np.concatenate((self.raw_v[sid, head:], self.raw_v[sid, :head]))
+        lo = np.searchsorted(t, start, side="right")
+        hi = np.searchsorted(t, end, side="right")
+        return t[lo:hi].copy(), v[lo:hi].copy()
+
+    def oldest_raw(self, sid: int) -> float:
+        n = int(self.raw_n[sid])
+        if n == 0:
+            return np.inf
+        return float(self.raw_t[sid, 0 if n <= self.raw_capacity else n % self.raw_capacity])
+
+    def downsampled(self, sid: int, start: float = -np.inf, end: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+        """Bucket means (timestamp = bucket start) with start < t <= end, oldest first; the
+        bucket still filling is included as its running mean."""
+        b = self.ds_b[sid]
+        order = np.argsort(b)
+        b, v = b[order], self.ds_v[sid][order]
+        valid = b >= 0
+        b, v = b[valid], v[valid]
+        if self.acc_b[sid] >= 0 and self.acc_cnt[sid] > 0:
+            b = np.append(b, self.acc_b[sid])
+            v = np.append(v, self.acc_sum[sid] / self.acc_cnt[sid])
+        t = b.astype(np.float64) * self.ds_interval
+        keep = (t > start) & (t <= end) & ~is_stale(v)
+        return t[keep], v[keep]
+
+    def history(self, sid: int, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+        """Best available history over (start, end]: downsampled before the raw tier begins,
+        raw after. Stale markers are dropped."""
+        cut = self.oldest_raw(sid)
+        parts_t, parts_v = [], []
+        if start < cut:
+            t, v = self.downsampled(sid, start, min(end, cut - self.ds_interval))
+            parts_t.append(t)
+            parts_v.append(v)
+        t, v = self.raw(sid, max(start, cut - 1e-9) if start < cut else start, end)
+        keep = ~is_stale(v)
+        parts_t.append(t[keep])
+        parts_v.append(v[keep])
+        return np.concatenate(parts_t), np.concatenate(parts_v)
+
+    def latest(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Last timestamp and value of each series (NaN where empty)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        n = self.raw_n[ids]
+        pos = (n - 1) % self.raw_capacity
+        t = np.where(n > 0, self.raw_t[ids, pos], np.nan)
+        v = np.where(n > 0, self.raw_v[ids, pos], np.nan)
+        return t, v
+
+    def iter_series(self) -> Iterator[tuple[int, Labels]]:
+        for lab, sid in list(self._ids.items()):
+            yield sid, lab
+
+    def stats(self) -> StoreStats:
+        return StoreStats(len(self._ids), self._appended, self._series_dropped, self._samples_dropped, self._expired)
+
+    # ---- snapshots ----------------------------------------------------------------------------
+
+    def snapshot_bytes(self) -> bytes:
+        with self.lock:
+            live = np.array(sorted(self._ids.values()), dtype=np.int64)
+            meta = {
+                "version": 1,
+                "raw_capacity": self.raw_capacity,
+                "ds_interval": self.ds_interval,
+                "ds_capacity": self.ds_capacity,
+                "labels": [list(map(list, self._labels[i])) for i in live],  # type: ignore[arg-type]
+                "saved_at": time.time(),
+            }
+            buf = io.BytesIO()
+            arrays = {k: getattr(self, k)[live] for k in
+                      ("raw_t", "raw_v", "raw_n", "last_t", "ds_v", "ds_b", "acc_sum", "acc_cnt", "acc_b")}
+            np.savez(buf, **arrays)
+        payload = json.dumps(meta).encode() + b"\n" + buf.getvalue()
+        body = zlib.compress(payload, 1)
+        return self.SNAPSHOT_MAGIC + struct.pack("<QI", len(body), zlib.crc32(body)) + body
+
+    def save(self, path: str) -> None:
+        """Write a snapshot atomically (temp file, fsync, rename)."""
+        data = self.snapshot_bytes()
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load(self, path: str) -> bool:
+        """Restore from a snapshot. A missing file is fine (False); a corrupt or truncated one
+        is logged and renamed aside (`.corrupt-<time>`), never fatal (False)."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return False
+        try:
+            self._restore(data)
+        except Exception as e:  # noqa: BLE001 - any decoding failure means a bad file
+            aside = f"{path}.corrupt-{int(time.time())}"
+            try:
+                os.replace(path, aside)
+            except OSError:
+                aside = "(could not move it aside)"
+            log.error("store snapshot %s is unreadable (%s); set aside as %s, starting empty", path, e, aside)
+            return False
+        return True
+
+    def _restore(self, data: bytes) -> None:
+        m = self.SNAPSHOT_MAGIC
+        if not data.startswith(m) or len(data) < len(m) + 12:
+            raise ValueError("not a forewarn snapshot")
+        length, crc = struct.unpack("<QI", data[len(m):len(m) + 12])
+        body = data[len(m) + 12:]
+        if len(body) != length:
+            raise ValueError(f"truncated: {len(body)} of {length} bytes")
+        if zlib.crc32(body) != crc:
+            raise ValueError("checksum mismatch")
+        payload = zlib.decompress(body)
+        nl = payload.index(b"\n")
+        meta = json.loads(payload[:nl])
+        arrays = np.load(io.BytesIO(payload[nl + 1:]))
+        labels = [tuple(tuple(p) for p in lab) for lab in meta["labels"]]
+        with self.lock:
+            self.__init__(self.raw_capacity, self.retention, self.ds_interval, self.max_series, self.stale_after)  # type: ignore[misc]
+            n = min(len(labels), self.max_series)
+            if n:
+                self._grow(n)
+            for i in range(n):
+                self.series_id(labels[i])
+            self._copy_restored(arrays, meta, n)
+
+    def _copy_restored(self, a: dict, meta: dict, n: int) -> None:
+        # Copy what fits when tier sizes changed between versions or configs.
+        self.last_t[:n] = a["last_t"][:n]
+        self.acc_sum[:n], self.acc_cnt[:n], self.acc_b[:n] = a["acc_sum"][:n], a["acc_cnt"][:n], a["acc_b"][:n]
+        if float(meta["ds_interval"]) == self.ds_interval:
+            k = min(self.ds_capacity, int(meta["ds_capacity"]))
+            for i in range(n):
+                b, v = a["ds_b"][i], a["ds_v"][i]
+                ok = b >= 0
+                b, v = b[ok], v[ok]
+                order = np.argsort(b)[-k:]
+                slot = b[order] % self.ds_capacity
+                self.ds_b[i, slot], self.ds_v[i, slot] = b[order], v[order]
+        else:
+            self.acc_b[:n] = -1
+            self.acc_cnt[:n] = 0
+        old_cap = int(meta["raw_capacity"])
+        for i in range(n):
+            cnt = int(a["raw_n"][i])
+            if cnt <= old_cap:
+                t, v = a["raw_t"][i, :cnt], a["raw_v"][i, :cnt]
+            else:
+                h = cnt % old_cap
+                t = np.concatenate((a["raw_t"][i, h:], a["raw_t"][i, :h]))
+                v = np.concatenate((a["raw_v"][i, h:], a["raw_v"][i, :h]))
+            t, v = t[-self.raw_capacity:], v[-self.raw_capacity:]
+            k = len(t)
+            self.raw_t[i, :k], self.raw_v[i, :k] = t, v
+            self.raw_n[i] = k

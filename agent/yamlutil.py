@@ -1,0 +1,377 @@
+"""YAML loading that keeps line and column of every node, and dataclass-driven validation.
+
+Every config and rule-file structure is a dataclass whose fields carry defaults and
+docstring-like `metadata["doc"]`; `decode()` turns a marked YAML tree into it, collecting
+every problem as a `ConfigError(path, line, column, message)` instead of stopping at
+the first, like Prometheus's rule-file parser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, get_args, get_origin
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ConfigError(Exception):
+    path: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.message}"
+
+
+class ConfigErrors(Exception):
+    """All problems found in one or more files."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+
+
+Mark = tuple[int, int]  # 1-based line, column
+
+
+class MarkedDict(dict):
+    """A mapping that remembers where each key and value stood in the file."""
+
+    mark: Mark = (1, 1)
+    key_marks: dict[str, Mark]
+    value_marks: dict[str, Mark]
+
+
+class MarkedList(list):
+    mark: Mark = (1, 1)
+    item_marks: list[Mark]
+
+
+class MarkedStr(str):
+    mark: Mark = (1, 1)
+
+
+def _mark(node: yaml.Node) -> Mark:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _MarkedLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _MarkedLoader, node: yaml.MappingNode) -> MarkedDict:
+    loader.flatten_mapping(node)
+    out = MarkedDict()
+    out.mark = _mark(node)
+    out.key_marks = {}
+    out.value_marks = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) or key is None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "mapping keys must be scalars", key_node.start_mark
+            )
+        key = str(key)
+        if key in out:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_marks[key] = _mark(key_node)
+        out.value_marks[key] = _mark(value_node)
+    return out
+
+
+def _construct_sequence(loader: _MarkedLoader, node: yaml.SequenceNode) -> MarkedList:
+    out = MarkedList(loader.construct_object(child, deep=True) for child in node.value)
+    out.mark = _mark(node)
+    out.item_marks = [_mark(child) for child in node.value]
+    return out
+
+
+def _construct_str(loader: _MarkedLoader, node: yaml.ScalarNode) -> MarkedStr:
+    out = MarkedStr(loader.construct_scalar(node))
+    out.mark = _mark(node)
+    return out
+
+
+_MarkedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_MarkedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+_MarkedLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
+
+
+def load_marked(text: str, path: str) -> Any:
+    """Parse YAML safely, keeping marks. Syntax errors become a ConfigError."""
+    try:
+        return yaml.load(text, Loader=_MarkedLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        m = e.problem_mark or e.context_mark
+        line, col = (m.line + 1, m.column + 1) if m else (1, 1)
+        raise ConfigErrors([ConfigError(path, line, col, f"YAML: {e.problem or e}")]) from None
+    except yaml.YAMLError as e:
+        raise ConfigErrors([ConfigError(path, 1, 1, f"YAML: {e}")]) from None
+
+
+def load_marked_file(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigErrors([ConfigError(path, 0, 0, f"cannot read file: {e.strerror}")]) from None
+    return load_marked(text, path)
+
+
+# ---- value types -----------------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?((\d+)ms)?$")
+_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+
+def parse_duration(text: str) -> float:
+    """Prometheus duration (`1h30m`, `15s`, `500ms`, `7d`) in seconds. Raises ValueError."""
+    text = str(text).strip()
+    m = _DURATION_RE.match(text)
+    if text == "0":
+        return 0.0
+    groups = m.groups()[1::2] if m else ()
+    if not m or all(g is None for g in groups):
+        raise ValueError(f"not a valid duration: {text!r} (use e.g. 30s, 5m, 6h, 7d)")
+    return float(sum(int(g) * u for g, u in zip(groups, _DURATION_UNITS) if g is not None))
+
+
+def format_duration(seconds: float) -> str:
+    if seconds == 0:
+        return "0s"
+    ms = int(round(seconds * 1000))
+    out = []
+    for unit, size in (("d", 86400000), ("h", 3600000), ("m", 60000), ("s", 1000), ("ms", 1)):
+        if ms >= size:
+            out.append(f"{ms // size}{unit}")
+            ms %= size
+    return "".join(out)
+
+
+class Duration(float):
+    """Seconds, written in config as a Prometheus duration."""
+
+    def __repr__(self) -> str:
+        return f"Duration({format_duration(self)})"
+
+    def __str__(self) -> str:
+        return format_duration(self)
+
+
+def doc(text: str, **kw: Any) -> Any:
+    """A dataclass field with documentation (used by `check` hints and generated docs)."""
+    meta = {"doc": text}
+    if "default_factory" in kw:
+        return field(default_factory=kw.pop("default_factory"), metadata=meta, **kw)
+    return field(metadata=meta, **kw)
+
+
+# ---- decoding ---------------------------------------------------------------------------------
+
+
+class Decoder:
+    """Turns a marked YAML tree into dataclasses, collecting errors for one file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.errors: list[ConfigError] = []
+
+    def error(self, mark: Mark, message: str) -> None:
+        self.errors.append(ConfigError(self.path, mark[0], mark[1], message))
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise ConfigErrors(sorted(self.errors, key=lambda e: (e.path, e.line, e.column)))
+
+    def decode(self, tp: Any, value: Any, mark: Mark, where: str) -> Any:
+        """Decode `value` as type `tp`; on error record it and return a sentinel `_INVALID`."""
+        origin = get_origin(tp)
+        if tp is Any:
+            return value
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if value is None:
+                return None
+            return self.decode(args[0], value, mark, where)
+        if origin is Literal:
+            allowed = get_args(tp)
+            if value not in allowed:
+                self.error(mark, f"{where}: {value!r} is not one of {', '.join(map(str, allowed))}")
+                return _INVALID
+            return str(value) if isinstance(value, str) else value
+        if origin is list:
+            (item_tp,) = get_args(tp)
+            if value is None:
+                return []
+            if not isinstance(value, list):
+                self.error(mark, f"{where}: expected a list, got {_kind(value)}")
+                return _INVALID
+            marks = getattr(value, "item_marks", [mark] * len(value))
+            out = [self.decode(item_tp, v, m, f"{where}[{i}]") for i, (v, m) in enumerate(zip(value, marks))]
+            return [v for v in out if v is not _INVALID]
+        if origin is dict:
+            key_tp, val_tp = get_args(tp)
+            if value is None:
+                return {}
+            if not isinstance(value, dict):
+                self.error(mark, f"{where}: expected a mapping, got {_kind(value)}")
+                return _INVALID
+            vmarks = getattr(value, "value_marks", {})
+            out = {}
+            for k, v in value.items():
+                dv = self.decode(val_tp, v, vmarks.get(k, mark), f"{where}.{k}")
+                if dv is not _INVALID:
+                    out[str(k)] = dv
+            return out
+        if dataclasses.is_dataclass(tp):
+            return self.decode_dataclass(tp, value, mark, where)
+        if tp is Duration:
+            if isinstance(value, bool) or value is None:
+                self.error(mark, f"{where}: expected a duration, got {_kind(value)}")
+                return _INVALID
+            try:
+                return Duration(parse_duration(str(value)))
+            except ValueError as e:
+                self.error(mark, f"{where}: {e}")
+                return _INVALID
+        if tp is bool:
+            if not isinstance(value, bool):
+                self.error(mark, f"{where}: expected true or false, got {_kind(value)}")
+                return _INVALID
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.error(mark, f"{where}: expected an integer, got {_kind(value)}")
+                return _INVALID
+            return value
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.error(mark, f"{where}: expected a number, got {_kind(value)}")
+                return _INVALID
+            return float(value)
+        if tp is str:
+            if isinstance(value, (dict, list)) or value is None:
+                self.error(mark, f"{where}: expected a string, got {_kind(value)}")
+                return _INVALID
+            return str(value) if not isinstance(value, bool) else str(value).lower()
+        if callable(getattr(tp, "from_yaml", None)):
+            return tp.from_yaml(self, value, mark, where)
+        raise TypeError(f"unsupported config type {tp!r}")
+
+    def decode_dataclass(self, cls: Any, value: Any, mark: Mark, where: str) -> Any:
+        if value is None:
+            value = MarkedDict()
+            value.mark, value.key_marks, value.value_marks = mark, {}, {}
+        if not isinstance(value, dict):
+            self.error(mark, f"{where}: expected a mapping, got {_kind(value)}")
+            return _INVALID
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        yaml_names = {f.metadata.get("yaml", f.name): f.name for f in fields.values()}
+        kmarks = getattr(value, "key_marks", {})
+        vmarks = getattr(value, "value_marks", {})
+        kwargs: dict[str, Any] = {}
+        ok = True
+        for key, raw in value.items():
+            km = kmarks.get(key, mark)
+            if key not in yaml_names:
+                hint = difflib.get_close_matches(key, list(yaml_names), n=1)
+                suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.error(km, f"{where}: unknown field {key!r}{suffix}")
+                ok = False
+                continue
+            name = yaml_names[key]
+            sub = f"{where}.{key}" if where else key
+            dv = self.decode(hints[name], raw, vmarks.get(key, km), sub)
+            if dv is _INVALID:
+                ok = False
+                continue
+            kwargs[name] = dv
+        for name, f in fields.items():
+            if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.error(mark, f"{where}: missing required field {f.metadata.get('yaml', name)!r}")
+                ok = False
+        if not ok:
+            return _INVALID
+        obj = cls(**kwargs)
+        marks = {yaml_names.get(k, k): vmarks.get(k, mark) for k in value}
+        object.__setattr__(obj, "_marks", marks) if _has_slots_free(obj) else None
+        object.__setattr__(obj, "_mark", mark) if _has_slots_free(obj) else None
+        validate = getattr(obj, "validate", None)
+        if validate is not None:
+            validate(_FieldErrors(self, obj, mark, where))
+        return obj
+
+
+class _FieldErrors:
+    """What a dataclass's `validate(errs)` hook receives: report problems at a field's mark."""
+
+    def __init__(self, decoder: Decoder, obj: Any, mark: Mark, where: str) -> None:
+        self.decoder, self.obj, self.mark, self.where = decoder, obj, mark, where
+
+    def __call__(self, field_name: str | None, message: str) -> None:
+        marks = getattr(self.obj, "_marks", {})
+        m = marks.get(field_name, self.mark) if field_name else self.mark
+        label = f"{self.where}.{field_name}" if field_name and self.where else (field_name or self.where)
+        self.decoder.error(m, f"{label}: {message}" if label else message)
+
+    @property
+    def path(self) -> str:
+        return self.decoder.path
+
+
+def _has_slots_free(obj: Any) -> bool:
+    return hasattr(obj, "__dict__")
+
+
+def mark_of(obj: Any, field_name: str | None = None) -> Mark:
+    """Where a decoded dataclass (or one of its fields) stood in its file."""
+    if field_name is not None:
+        return getattr(obj, "_marks", {}).get(field_name, getattr(obj, "_mark", (0, 0)))
+    return getattr(obj, "_mark", (0, 0))
+
+
+class _Invalid:
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+_INVALID: Any = _Invalid()
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def decode_file(cls: Any, path: str, text: str | None = None) -> Any:
+    """Load `path` (or `text`) and decode it as dataclass `cls`; raise ConfigErrors on any problem."""
+    data = load_marked(text, path) if text is not None else load_marked_file(path)
+    d = Decoder(path)
+    obj = d.decode_dataclass(cls, data, getattr(data, "mark", (1, 1)), "")
+    d.raise_if_errors()
+    return obj
+
+
+Validator = Callable[[_FieldErrors], None]

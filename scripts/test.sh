@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on Debian (system packages for the real servers the
+# tests start, a virtualenv with the package and its test extras), then runs the whole suite.
+# Usage: scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager systemd python3-venv)
+APT_PACKAGES_RT=(request-tracker5 rt5-db-sqlite rt5-standalone dbconfig-no-thanks dma w3m curl)
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}" "${APT_PACKAGES_RT[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing system packages: ${missing[*]}"
+  as_root apt-get update -qq
+  # RT's packages ask debconf questions; answer them so the install is unattended.
+  echo "request-tracker5 request-tracker5/initial-root-password password" | as_root debconf-set-selections || true
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Where systemd runs, the Debian services would hold ports; the tests start their own servers.
+if [ -d /run/systemd/system ]; then
+  for svc in prometheus prometheus-node-exporter prometheus-alertmanager; do
+    as_root systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  done
+fi
+
+VENV=${FOREWARN_VENV:-.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip >/dev/null
+"$VENV/bin/pip" install -q -e '.[test]'
+export PATH="$PWD/$VENV/bin:$PATH"
+exec "$VENV/bin/python" -m pytest -q "$@"
