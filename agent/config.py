@@ -50,6 +50,22 @@ def check_url(text: str) -> str | None:
     return None
 
 
+def check_selector(text: str) -> str | None:
+    """An error message unless `text` is an instant-vector selector (what query sources fetch:
+    raw samples exist only for stored series, not for computed expressions)."""
+    import promql_parser
+
+    try:
+        expr = promql_parser.parse(text)
+    except (ValueError, RuntimeError) as e:
+        return f"invalid PromQL {text!r}: {e}"
+    if type(expr).__name__ != "VectorSelector":
+        return f"{text!r} is not a series selector (use e.g. name{{label=\"value\"}}; put computations in rules)"
+    if getattr(expr, "offset", None):
+        return f"{text!r}: offset is not allowed in query sources"
+    return None
+
+
 @dataclass
 class GlobalConfig:
     scrape_interval: Duration = doc("Default interval between collections.", default=Duration(15))
@@ -202,6 +218,9 @@ class QueryConfig:
             err("timeout", "must be greater than zero")
         if self.timeout > self.interval:
             err("timeout", "must not be longer than interval")
+        for q in self.queries:
+            if msg := check_selector(q):
+                err("queries", msg)
 
 
 @dataclass
@@ -298,20 +317,19 @@ class Config:
     path: str = field(default="", metadata={"internal": True}, init=False)
 
     def validate(self, err: Any) -> None:
-        jobs = [s.job_name for s in self.scrape_configs]
+        seen_jobs: set[str] = set()
         for s in self.scrape_configs:
-            if jobs.count(s.job_name) > 1:
-                m = mark_of(s, "job_name")
-                err.decoder.error(m, f"scrape_configs: duplicate job_name {s.job_name!r}")
-                jobs = [j for j in jobs if j != s.job_name]
+            if s.job_name in seen_jobs:
+                err.decoder.error(mark_of(s, "job_name"), f"scrape_configs: duplicate job_name {s.job_name!r}")
+            seen_jobs.add(s.job_name)
             if s.scrape_interval is None and s.scrape_timeout is not None and s.scrape_timeout > self.global_.scrape_interval:
                 err.decoder.error(mark_of(s, "scrape_timeout"),
                                   "scrape_configs.scrape_timeout: must not be longer than scrape_interval")
-        qnames = [q.name for q in self.query_configs]
+        seen_queries: set[str] = set()
         for q in self.query_configs:
-            if qnames.count(q.name) > 1:
+            if q.name in seen_queries:
                 err.decoder.error(mark_of(q, "name"), f"query_configs: duplicate name {q.name!r}")
-                qnames = [n for n in qnames if n != q.name]
+            seen_queries.add(q.name)
         if self.shard and not parse_shard(self.shard):
             err("shard", f"not a valid shard {self.shard!r} (want i/n with 0 <= i < n)")
 

@@ -92,7 +92,7 @@ class Agent:
             "forewarn_task_duration_seconds", "Time the agent's periodic tasks took, by task.",
             ["task"], registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
         ProcessCollector(registry=self.registry)
-        self.pipeline = Pipeline(cfg, self.store, self.clock)
+        self.pipeline = Pipeline(cfg, self.store, self.clock, self.shard)
         self.registry.register(StoreCollector(self.store, self.pipeline.families(), self.clock.now,
                                               self.pipeline.providers()))
         self.registry.register(_SelfCollector(self))
@@ -260,6 +260,10 @@ def command(args: Any) -> int:
         for err in e.errors:
             print(err, file=sys.stderr)
         return 1
+    if args.shard and not parse_shard(args.shard):
+        print(f"forewarn: error: --shard: not a valid shard {args.shard!r} (want i/n with 0 <= i < n)",
+              file=sys.stderr)
+        return 2
     if args.listen_address:
         try:
             parse_listen_address(args.listen_address)

@@ -23,12 +23,14 @@ Job = tuple[str, float, Callable[[], None]]
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, store: Store, clock: Clock) -> None:
+    def __init__(self, cfg: Config, store: Store, clock: Clock, shard: tuple[int, int] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.clock = clock
+        self.shard = shard
         self.system: Any = None
         self.scrapes: Any = None
+        self.queries: list[Any] = []
         self._build_sources(cfg)
 
     # ---- sources ------------------------------------------------------------------------------
@@ -45,6 +47,12 @@ class Pipeline:
         self.scrapes = ScrapeManager(cfg, self.store, self.clock)
         if old is not None and hasattr(old, "close"):
             old.close()
+        self.queries = []
+        if cfg.query_configs:
+            from agent.sources.query import QuerySource
+
+            self.queries = [QuerySource(q, self.store, self.shard, resolve_path=cfg.resolve_path)
+                            for q in cfg.query_configs]
 
     def _collect_system(self) -> None:
         if self.system is None:
@@ -75,6 +83,9 @@ class Pipeline:
 
         if self.system is not None:
             jobs.append(("system", float(self.cfg.global_.scrape_interval), timed("system", self._collect_system)))
+        for q in self.queries:
+            jobs.append((f"query:{q.name}", float(q.cfg.interval),
+                         timed(f"query:{q.name}", lambda q=q: q.run(self.clock.now()))))
         for target in self.scrapes.targets():
             jobs.append((f"scrape:{target.job}:{target.instance}", float(target.interval),
                          timed(f"scrape:{target.job}", lambda t=target: self.scrapes.scrape(t))))
@@ -131,3 +142,20 @@ class Pipeline:
         yield scrapes
         yield failures
         yield GaugeMetricFamily("forewarn_scrape_targets", "Configured scrape targets.", value=len(stats))
+        if self.queries:
+            up = GaugeMetricFamily("forewarn_query_source_up", "1 if the last query run succeeded.", labels=["source"])
+            runs = CounterMetricFamily("forewarn_query_runs", "Query source runs.", labels=["source"])
+            fails = CounterMetricFamily("forewarn_query_failures", "Failed query runs by reason.",
+                                        labels=["source", "reason"])
+            samples = CounterMetricFamily("forewarn_query_samples", "Samples fetched.", labels=["source"])
+            skipped = CounterMetricFamily("forewarn_query_series_skipped_by_shard",
+                                          "Series left to other shards.", labels=["source"])
+            for q in self.queries:
+                st = q.stats
+                up.add_metric([st.name], 1 if st.up else 0)
+                runs.add_metric([st.name], st.runs_total)
+                samples.add_metric([st.name], st.samples_total)
+                skipped.add_metric([st.name], st.series_skipped_by_shard)
+                for reason, n in st.failures_by_reason.items():
+                    fails.add_metric([st.name, reason], n)
+            yield from (up, runs, fails, samples, skipped)

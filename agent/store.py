@@ -230,6 +230,57 @@ class Store:
             self._appended += int(ids.size)
             return int(ids.size)
 
+    def extend(self, sid: int, ts: np.ndarray, values: np.ndarray) -> int:
+        """Append many samples (oldest first) to one series, e.g. a backfill. Samples not newer
+        than the series' last are dropped and counted. Returns samples kept."""
+        ts = np.asarray(ts, dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        if sid < 0:
+            self._samples_dropped += int(ts.size)
+            return 0
+        with self.lock:
+            newer = ts > self.last_t[sid]
+            if not newer.all():
+                self._samples_dropped += int((~newer).sum())
+                ts, values = ts[newer], values[newer]
+            if ts.size and np.any(np.diff(ts) <= 0):
+                raise ValueError("extend() needs strictly increasing timestamps")
+            cap = self.raw_capacity
+            n = int(self.raw_n[sid])
+            tail_t, tail_v = ts[-cap:], values[-cap:]  # older ones would be overwritten anyway
+            pos = (n + (ts.size - tail_t.size) + np.arange(tail_t.size)) % cap
+            self.raw_t[sid, pos] = tail_t
+            self.raw_v[sid, pos] = tail_v
+            n += ts.size
+            if ts.size:
+                self._downsample_series(sid, ts, values)
+            self.raw_n[sid] = n
+            if ts.size:
+                self.last_t[sid] = ts[-1]
+            self._appended += int(ts.size)
+            return int(ts.size)
+
+    def _downsample_series(self, sid: int, ts: np.ndarray, values: np.ndarray) -> None:
+        """The same bucket means as `_downsample`, for many samples of one series at once."""
+        bucket = np.floor(ts / self.ds_interval).astype(np.int64)
+        finite = np.isfinite(values)
+        ub, inv = np.unique(bucket, return_inverse=True)
+        sums = np.bincount(inv, weights=np.where(finite, values, 0.0), minlength=ub.size)
+        cnts = np.bincount(inv, weights=finite.astype(np.float64), minlength=ub.size).astype(np.int64)
+        if self.acc_b[sid] == ub[0]:
+            sums[0] += self.acc_sum[sid]
+            cnts[0] += self.acc_cnt[sid]
+        elif self.acc_b[sid] >= 0 and self.acc_cnt[sid] > 0:
+            slot = self.acc_b[sid] % self.ds_capacity
+            self.ds_v[sid, slot] = self.acc_sum[sid] / self.acc_cnt[sid]
+            self.ds_b[sid, slot] = self.acc_b[sid]
+        done = slice(max(0, ub.size - 1 - self.ds_capacity), ub.size - 1)
+        full = cnts[done] > 0
+        slots = ub[done][full] % self.ds_capacity
+        self.ds_v[sid, slots] = sums[done][full] / cnts[done][full]
+        self.ds_b[sid, slots] = ub[done][full]
+        self.acc_b[sid], self.acc_sum[sid], self.acc_cnt[sid] = ub[-1], sums[-1], cnts[-1]
+
     def _downsample(self, ids: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
         bucket = np.floor(ts / self.ds_interval).astype(np.int64)
         cur = self.acc_b[ids]
@@ -339,6 +390,47 @@ class Store:
         t = np.where(n > 0, self.raw_t[ids, pos], np.nan)
         v = np.where(n > 0, self.raw_v[ids, pos], np.nan)
         return t, v
+
+    def windows(self, ids: np.ndarray, start: float, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw samples with start < t <= end of many series at once, for PromQL evaluation.
+
+        Returns (t, v, offsets): flat arrays of every series' window, oldest first, series i
+        occupying [offsets[i], offsets[i+1]). Vectorised across series: a bisection over the
+        ring buffers (log2(raw_capacity) numpy steps), then one fancy-index gather. Stale
+        markers are included (callers decide)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        with self.lock:
+            cap = self.raw_capacity
+            n = self.raw_n[ids]
+            count = np.minimum(n, cap)
+            head = np.where(n > cap, n % cap, 0)
+            lo = self._bisect_right(ids, head, count, start)
+            hi = self._bisect_right(ids, head, count, end)
+            lens = np.maximum(hi - lo, 0)
+            offsets = np.zeros(ids.size + 1, dtype=np.int64)
+            np.cumsum(lens, out=offsets[1:])
+            total = int(offsets[-1])
+            rep = np.repeat(np.arange(ids.size), lens)
+            logical = lo[rep] + (np.arange(total) - offsets[rep])
+            phys = (head[rep] + logical) % cap
+            rows = ids[rep]
+            return self.raw_t[rows, phys], self.raw_v[rows, phys], offsets
+
+    def _bisect_right(self, ids: np.ndarray, head: np.ndarray, count: np.ndarray, x: float) -> np.ndarray:
+        """Per series, the logical index (0 = oldest) of the first raw sample with t > x."""
+        lo = np.zeros(ids.size, dtype=np.int64)
+        hi = count.astype(np.int64).copy()
+        cap = self.raw_capacity
+        while True:
+            active = lo < hi
+            if not active.any():
+                return lo
+            mid = (lo + hi) // 2
+            tm = self.raw_t[ids, (head + mid) % cap]
+            right = active & (tm <= x)
+            left = active & ~(tm <= x)
+            lo = np.where(right, mid + 1, lo)
+            hi = np.where(left, mid, hi)
 
     def iter_series(self) -> Iterator[tuple[int, Labels]]:
         for lab, sid in list(self._ids.items()):

@@ -233,6 +233,8 @@ class Decoder:
                 if dv is not _INVALID:
                     out[str(k)] = dv
             return out
+        if callable(getattr(tp, "from_yaml", None)):
+            return tp.from_yaml(self, value, mark, where)
         if dataclasses.is_dataclass(tp):
             return self.decode_dataclass(tp, value, mark, where)
         if tp is Duration:
@@ -264,8 +266,6 @@ class Decoder:
                 self.error(mark, f"{where}: expected a string, got {_kind(value)}")
                 return _INVALID
             return str(value) if not isinstance(value, bool) else str(value).lower()
-        if callable(getattr(tp, "from_yaml", None)):
-            return tp.from_yaml(self, value, mark, where)
         raise TypeError(f"unsupported config type {tp!r}")
 
     def decode_dataclass(self, cls: Any, value: Any, mark: Mark, where: str) -> Any:

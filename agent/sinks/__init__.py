@@ -12,6 +12,10 @@ from typing import Any
 # type name -> module that defines `SINK` (the sink class)
 _MODULES = {
     "local": "agent.sinks.local",
+    "servicenow": "agent.sinks.servicenow",
+    "jira": "agent.sinks.jira",
+    "pagerduty": "agent.sinks.pagerduty",
+    "opsgenie": "agent.sinks.opsgenie",
 }
 
 

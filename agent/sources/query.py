@@ -1,0 +1,181 @@
+"""Series from a Prometheus-compatible server (Prometheus, Thanos, Mimir, VictoriaMetrics).
+
+Raw samples, not resampled ones: an instant query of a range selector (`sel[5m]`) returns
+the stored samples, so the agent's store holds what the server holds. At start, `backfill`
+of history is fetched in chunks; afterwards each run fetches the window since the last
+sample seen (plus a margin for late samples) and appends only newer ones.
+
+Sharding: with `shard (i, n)`, this agent keeps the series whose label hash mod n == i.
+The hash is of the canonical label set only (not of which agent or server fetched it), so
+n agents cover a fleet with no overlap and no gaps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agent.config import QueryConfig, read_secret_file
+from agent.store import Labels, Store, make_labels
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNK_SECONDS = 3600.0  # one backfill request covers at most this much history
+LATE_MARGIN_SECONDS = 60.0  # re-read this much before the newest sample seen
+
+
+def shard_of(labels: Labels, n: int) -> int:
+    """Stable shard number of a series: the same on every agent, every run, every Python."""
+    h = hashlib.blake2b(digest_size=8)
+    for k, v in labels:
+        h.update(k.encode())
+        h.update(b"\xff")
+        h.update(v.encode())
+        h.update(b"\xfe")
+    return int.from_bytes(h.digest(), "big") % n
+
+
+@dataclass
+class QueryStats:
+    name: str
+    runs_total: int = 0
+    failures_total: int = 0
+    samples_total: int = 0
+    series_skipped_by_shard: int = 0
+    last_error: str = ""
+    up: bool = False
+    last_duration_seconds: float = 0.0
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class QueryError(Exception):
+    pass
+
+
+class QuerySource:
+    """One `query_configs` entry: backfill once, then incremental fetches."""
+
+    def __init__(self, cfg: QueryConfig, store: Store, shard: tuple[int, int] | None = None,
+                 session: Any = None, resolve_path: Any = None) -> None:
+        import requests  # only agents with query sources pay for requests' import
+
+        self.cfg = cfg
+        self.store = store
+        self.shard = shard
+        self.session = session or requests.Session()
+        resolve = resolve_path or (lambda p: p)
+        if cfg.bearer_token_file:
+            token = read_secret_file(resolve(cfg.bearer_token_file))
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        elif cfg.basic_auth_username:
+            password = read_secret_file(resolve(cfg.basic_auth_password_file)) if cfg.basic_auth_password_file else ""
+            self.session.auth = (cfg.basic_auth_username, password)
+        self.verify: Any = resolve(cfg.ca_file) if cfg.ca_file else (not cfg.insecure_skip_verify)
+        self.stats = QueryStats(cfg.name)
+        self._newest: dict[int, float] = {}  # query index -> newest sample time fetched
+        self._lock = threading.Lock()
+        self._was_up: bool | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def _get(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        import requests
+
+        url = self.cfg.url.rstrip("/") + "/api/v1/query"
+        try:
+            r = self.session.post(url, data=params, timeout=float(self.cfg.timeout), verify=self.verify)
+        except requests.Timeout:
+            raise QueryError("timeout") from None
+        except requests.RequestException as e:
+            raise QueryError(f"connection: {type(e).__name__}") from None
+        try:
+            body = r.json()
+        except ValueError:
+            raise QueryError(f"http_status: HTTP {r.status_code}, not JSON") from None
+        if r.status_code != 200 or body.get("status") != "success":
+            raise QueryError(f"http_status: HTTP {r.status_code}: {body.get('errorType', '')}: {body.get('error', '')}")
+        data = body["data"]
+        if data["resultType"] != "matrix":
+            raise QueryError(f"unexpected result type {data['resultType']!r}")
+        return data["result"]
+
+    def _fetch_window(self, selector: str, end: float, seconds: float) -> int:
+        """Fetch raw samples in (end - seconds, end] and append the new ones. Returns samples stored."""
+        rng = max(1, int(math.ceil(seconds)))
+        # A range selector in an instant query returns the stored samples, not resampled ones.
+        result = self._get({"query": f"{selector}[{rng}s]", "time": f"{end:.3f}"})
+        stored = 0
+        for series in result:
+            labels = make_labels(None, series["metric"])
+            if self.shard is not None and shard_of(labels, self.shard[1]) != self.shard[0]:
+                self.stats.series_skipped_by_shard += 1
+                continue
+            values = series.get("values") or []
+            if not values:
+                continue
+            sid = self.store.series_id(labels)
+            if sid < 0:
+                continue
+            t = np.fromiter((float(p[0]) for p in values), dtype=np.float64, count=len(values))
+            v = np.fromiter((float(p[1]) for p in values), dtype=np.float64, count=len(values))
+            keep = t > self.store.last_t[sid]
+            stored += self.store.extend(sid, t[keep], v[keep])
+        return stored
+
+    def backfill(self, now: float) -> int:
+        """Fetch `backfill` of history in chunks, oldest first."""
+        total = 0
+        start = now - float(self.cfg.backfill)
+        for qi, selector in enumerate(self.cfg.queries):
+            t = start
+            while t < now:
+                end = min(now, t + MAX_CHUNK_SECONDS)
+                total += self._fetch_window(selector, end, end - t)
+                t = end
+            self._newest[qi] = now
+        return total
+
+    def run(self, now: float) -> int:
+        """One scheduled run: backfill on the first, then the window since the last run."""
+        import time
+
+        started = time.monotonic()
+        with self._lock:
+            self.stats.runs_total += 1
+            try:
+                if not self._newest:
+                    n = self.backfill(now)
+                else:
+                    n = 0
+                    for qi, selector in enumerate(self.cfg.queries):
+                        since = self._newest.get(qi, now - float(self.cfg.interval))
+                        n += self._fetch_window(selector, now, now - since + LATE_MARGIN_SECONDS)
+                        self._newest[qi] = now
+                self.stats.samples_total += n
+                self._set_up(True, "")
+                return n
+            except QueryError as e:
+                self.stats.failures_total += 1
+                reason = str(e).split(":")[0]
+                self.stats.failures_by_reason[reason] = self.stats.failures_by_reason.get(reason, 0) + 1
+                self._set_up(False, str(e))
+                return 0
+            finally:
+                self.stats.last_duration_seconds = time.monotonic() - started
+
+    def _set_up(self, up: bool, error: str) -> None:
+        self.stats.up, self.stats.last_error = up, error
+        if self._was_up is not up:
+            if up:
+                log.info("query source %s is up", self.name)
+            else:
+                log.warning("query source %s is down: %s", self.name, error)
+            self._was_up = up

@@ -1,0 +1,138 @@
+"""Shared test utilities: free ports, waiting, running the real daemon as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from typing import Callable
+
+import requests
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Poll until predicate() is truthy; return its value. Fails the test with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            v = predicate()
+            if v:
+                return v
+        except AssertionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - keep polling
+            last_exc = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Samples by name from the text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), s.value))
+    return out
+
+
+class AgentProcess:
+    """`forewarn run` in a subprocess with its own config, state dir and port."""
+
+    def __init__(self, tmpdir: str, config_body: str = "", env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        self.tmpdir = tmpdir
+        self.port = port or free_port()
+        self.config_path = os.path.join(tmpdir, "forewarn.yml")
+        self.state_dir = os.path.join(tmpdir, "state")
+        self.log_path = os.path.join(tmpdir, "agent.log")
+        self.write_config(config_body)
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.proc: subprocess.Popen | None = None
+
+    def write_config(self, body: str) -> None:
+        text = textwrap.dedent(f"""\
+            global:
+              state_dir: {self.state_dir}
+              scrape_interval: 1s
+              scrape_timeout: 1s
+            web:
+              listen_address: 127.0.0.1:{self.port}
+            """) + textwrap.dedent(body)
+        with open(self.config_path, "w") as f:
+            f.write(text)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True, extra_args: tuple[str, ...] = ()) -> "AgentProcess":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", self.config_path, *extra_args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.tmpdir)
+        if wait_ready:
+            wait_for(self.is_ready, timeout=60, what=f"agent ready on {self.url} (log: {self.log()[-2000:]})")
+        return self
+
+    def is_ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"agent exited with {self.proc.returncode}: {self.log()[-3000:]}")
+        return requests.get(self.url + "/-/ready", timeout=2).status_code == 200
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.url + path, timeout=10, **kw)
+
+    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        r = self.get("/metrics")
+        r.raise_for_status()
+        return parse_metrics(r.text)
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def tempdir() -> str:
+    return tempfile.mkdtemp(prefix="forewarn-test-")

@@ -1,0 +1,179 @@
+"""`forewarn check` on config files: each kind of mistake is reported as PATH:LINE:COL: message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from agent.config import load_config, parse_listen_address
+from agent.yamlutil import ConfigErrors, parse_duration
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent", "check", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+
+
+def write(tmp_path, text: str, name: str = "forewarn.yml") -> str:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return str(p)
+
+
+def test_shipped_config_is_valid():
+    r = run_check("--config", "config/forewarn.yml")
+    assert r.returncode == 0, r.stderr
+    assert "SUCCESS" in r.stdout
+
+
+# (config text, expected line, expected column, fragment of the message)
+CASES = {
+    "unknown key": ("""\
+        global:
+          scrape_intervall: 15s
+        """, 2, 3, "unknown field 'scrape_intervall' (did you mean 'scrape_interval'?)"),
+    "unknown top-level key": ("""\
+        globals: {}
+        """, 1, 1, "unknown field 'globals'"),
+    "wrong type": ("""\
+        system:
+          enabled: "yes please"
+        """, 2, 12, "expected true or false"),
+    "wrong type list": ("""\
+        rule_files: rules/*.yml
+        """, 1, 13, "expected a list"),
+    "bad duration": ("""\
+        global:
+          retention: 8 days
+        """, 2, 14, "not a valid duration"),
+    "bad url": ("""\
+        query_configs:
+          - name: fleet
+            url: prometheus:9090
+        """, 3, 10, "not a valid URL"),
+    "bad listen address": ("""\
+        web:
+          listen_address: localhost
+        """, 2, 19, "not a valid listen address"),
+    "port out of range": ("""\
+        web:
+          listen_address: ":99999"
+        """, 2, 19, "port out of range"),
+    "missing file": ("""\
+        scrape_configs:
+          - job_name: app
+            bearer_token_file: /nonexistent/token
+            static_configs: [{targets: ["127.0.0.1:8080"]}]
+        """, 3, 24, "file not found: /nonexistent/token"),
+    "duplicate job name": ("""\
+        scrape_configs:
+          - job_name: app
+            static_configs: [{targets: ["127.0.0.1:8080"]}]
+          - job_name: app
+            static_configs: [{targets: ["127.0.0.1:8081"]}]
+        """, 4, 15, "duplicate job_name 'app'"),
+    "zero interval": ("""\
+        global:
+          scrape_interval: 0s
+        """, 2, 20, "must be greater than zero"),
+    "negative limit": ("""\
+        scrape_configs:
+          - job_name: app
+            sample_limit: -1
+        """, 3, 19, "must not be negative"),
+    "timeout longer than interval": ("""\
+        scrape_configs:
+          - job_name: app
+            scrape_interval: 10s
+            scrape_timeout: 30s
+        """, 4, 21, "scrape_timeout: must not be longer than scrape_interval"),
+    "global timeout longer than interval": ("""\
+        global:
+          scrape_interval: 5s
+        """, 2, 3, "scrape_timeout: must not be longer than scrape_interval"),
+    "unknown sink type": ("""\
+        ticketing:
+          sinks:
+            - {name: x, type: remedy}
+        """, 3, 23, "unknown sink type 'remedy'"),
+    "yaml syntax": ("""\
+        global:
+          scrape_interval: [15s
+        """, 3, 1, "YAML"),
+    "unknown collector": ("""\
+        system:
+          collectors: [cpu, gpu]
+        """, 2, 15, "unknown collector 'gpu'"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_check_reports_file_line_column(tmp_path, name):
+    text, line, col, fragment = CASES[name]
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigErrors) as exc:
+        load_config(path)
+    rendered = [str(e) for e in exc.value.errors]
+    assert any(r.startswith(f"{path}:{line}:{col}: ") and fragment in r for r in rendered), rendered
+
+
+def test_check_command_exit_codes_and_stderr(tmp_path):
+    path = write(tmp_path, CASES["bad duration"][0])
+    r = run_check("--config", path)
+    assert r.returncode == 1
+    assert f"{path}:2:14: global.retention: not a valid duration" in r.stderr
+    assert run_check().returncode == 2  # nothing to check is a usage error
+    assert run_check("--config", str(tmp_path / "absent.yml")).returncode == 1
+
+
+def test_every_problem_in_a_file_is_reported(tmp_path):
+    path = write(tmp_path, """\
+        global:
+          retention: forever
+          scrape_interval: -5s
+        web:
+          listen_addres: ":9469"
+        """)
+    with pytest.raises(ConfigErrors) as exc:
+        load_config(path)
+    lines = sorted(e.line for e in exc.value.errors)
+    assert lines == [2, 3, 5]
+
+
+def test_defaults_are_applied():
+    cfg = load_config("x.yml", text="{}\n")
+    assert cfg.global_.scrape_interval == 15
+    assert cfg.global_.retention == 8 * 86400
+    assert cfg.web.listen_address == ":9469"
+    assert cfg.ticketing.default_sink == "local"
+
+
+@pytest.mark.parametrize("text,seconds", [("15s", 15), ("5m", 300), ("1h30m", 5400), ("7d", 604800),
+                                          ("500ms", 0.5), ("1w", 604800), ("0", 0)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "1.5h", "5 m", "m5", "-5s", "1h1h"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text,expected", [(":9469", ("", 9469)), ("127.0.0.1:80", ("127.0.0.1", 80)),
+                                           ("[::1]:9469", ("::1", 9469))])
+def test_listen_addresses(text, expected):
+    assert parse_listen_address(text) == expected
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = write(tmp_path, "global: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config(path)
+    assert "YAML" in str(exc.value)
