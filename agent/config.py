@@ -74,7 +74,10 @@ class GlobalConfig:
     retention: Duration = doc(
         "History kept per series (downsampled beyond raw_retention).", default=Duration(8 * 86400)
     )
-    raw_retention: Duration = doc("History kept at full resolution per series.", default=Duration(6 * 3600))
+    raw_retention: Duration = doc(
+        "History kept at full resolution per series (PromQL ranges read it; models keep their own state).",
+        default=Duration(3600),
+    )
     downsample_interval: Duration = doc("Bucket width of the downsampled history.", default=Duration(300))
     max_series: int = doc("Most series held in the store; new series beyond are dropped and counted.", default=50000)
     stale_after: Duration = doc("A series with no sample for this long is removed.", default=Duration(3600))
@@ -95,6 +98,8 @@ class GlobalConfig:
             err("scrape_timeout", "must not be longer than scrape_interval")
         if self.raw_retention > self.retention:
             err("raw_retention", "must not be longer than retention")
+        if self.downsample_interval < 60:
+            err("downsample_interval", "must be at least 1m")
         if self.max_series <= 0:
             err("max_series", "must be greater than zero")
         for k in self.external_labels:
@@ -270,6 +275,23 @@ class SilenceConfig:
     comment: str = doc("Why.", default="")
     created_by: str = doc("Who.", default="config")
 
+    def validate(self, err: Any) -> None:
+        from agent.silences import parse_matchers, parse_time  # one parser for config and command
+
+        if not self.matchers:
+            err("matchers", "a silence needs at least one matcher")
+        for m in self.matchers:
+            try:
+                parse_matchers(m)
+            except ValueError as e:
+                err("matchers", str(e))
+        for name in ("starts_at", "ends_at"):
+            if getattr(self, name):
+                try:
+                    parse_time(getattr(self, name))
+                except ValueError as e:
+                    err(name, str(e))
+
 
 @dataclass
 class MaintenanceWindow:
@@ -278,6 +300,17 @@ class MaintenanceWindow:
     duration: Duration = doc("How long each window lasts.")
     timezone: str = doc("Time zone of the cron expression.", default="UTC")
     matchers: list[str] = doc("Which problems it covers (empty: all).", default_factory=list)
+
+    def validate(self, err: Any) -> None:
+        from agent.silences import compile_window  # APScheduler's CronTrigger, as the daemon uses
+
+        if self.duration <= 0:
+            err("duration", "must be greater than zero")
+            return
+        try:
+            compile_window(self)
+        except ValueError as e:
+            err("cron", str(e))
 
 
 @dataclass

@@ -41,12 +41,13 @@ class Pipeline:
             from agent.sources.system import SystemCollector
 
             self.system = SystemCollector(cfg.system)
-        from agent.sources.scrape import ScrapeManager
+        # Only agents with targets pay for the HTTP stack's import (requests, urllib3, ssl: ~14 MB).
+        if self.scrapes is not None:
+            self.scrapes.reload(cfg)
+        elif cfg.scrape_configs:
+            from agent.sources.scrape import ScrapeManager
 
-        old = self.scrapes
-        self.scrapes = ScrapeManager(cfg, self.store, self.clock)
-        if old is not None and hasattr(old, "close"):
-            old.close()
+            self.scrapes = ScrapeManager(cfg, self.store, self.clock)
         self.queries = []
         if cfg.query_configs:
             from agent.sources.query import QuerySource
@@ -86,8 +87,8 @@ class Pipeline:
         for q in self.queries:
             jobs.append((f"query:{q.name}", float(q.cfg.interval),
                          timed(f"query:{q.name}", lambda q=q: q.run(self.clock.now()))))
-        for target in self.scrapes.targets():
-            jobs.append((f"scrape:{target.job}:{target.instance}", float(target.interval),
+        for target in self.scrapes.targets() if self.scrapes is not None else []:
+            jobs.append((f"scrape:{target.key}", float(target.interval_seconds),
                          timed(f"scrape:{target.job}", lambda t=target: self.scrapes.scrape(t))))
         return jobs
 
@@ -103,8 +104,8 @@ class Pipeline:
         pass
 
     def stop(self) -> None:
-        if self.scrapes is not None and hasattr(self.scrapes, "close"):
-            self.scrapes.close()
+        if self.scrapes is not None:
+            self.scrapes.close(stale_markers=False)
 
     def save_state(self) -> None:
         pass
@@ -129,15 +130,13 @@ class Pipeline:
     def self_metrics(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        if self.scrapes is None:
-            return
-        stats = self.scrapes.stats()
+        stats = self.scrapes.stats() if self.scrapes is not None else []
         scrapes = CounterMetricFamily("forewarn_scrapes", "Scrapes attempted, by target.", labels=["job", "instance"])
         failures = CounterMetricFamily("forewarn_scrape_failures", "Failed scrapes, by target and reason.",
                                        labels=["job", "instance", "reason"])
         for st in stats:
             scrapes.add_metric([st.job, st.instance], st.scrapes_total)
-            for reason, n in st.failures.items():
+            for reason, n in st.failures_total.items():
                 failures.add_metric([st.job, st.instance, reason], n)
         yield scrapes
         yield failures

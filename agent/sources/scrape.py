@@ -1,0 +1,520 @@
+"""The `scrape_configs` source: Prometheus /metrics targets, scraped like Prometheus does.
+
+One `ScrapeTarget` per (job, target address). `ScrapeManager.scrape(target)` does one scrape:
+an HTTP GET under a whole-request deadline, the body parsed (text 0.0.4 or OpenMetrics, by
+Content-Type), the samples written to the store at the scrape timestamp with the target's
+labels, stale markers for series that vanished, and the synthetic series (`up`,
+`scrape_duration_seconds`, ...). A failed scrape (timeout, connection, HTTP status, body or
+sample or label limit, malformed body) stores none of its samples, marks the target's series
+stale and writes `up 0`.
+
+The daemon schedules one job per target (APScheduler, thread pool): `scrape()` serialises
+scrapes of one target on a per-target lock and shares nothing else between targets except
+the store, which has its own lock, so a slow target never delays another.
+
+Per target, a cache maps each series' text as exposed (`name{labels}`) to its final label set,
+so a repeated scrape skips label parsing and relabelling: the hot path per sample is a split,
+a float() and two dict look-ups.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Sequence
+from urllib.parse import urlencode
+
+import numpy as np
+import requests
+import urllib3
+
+from agent import __version__
+from agent.clock import Clock
+from agent.config import Config, ScrapeConfig, read_secret_file
+from agent.sources import exposition
+from agent.store import Labels, Store, make_labels
+
+log = logging.getLogger(__name__)
+
+# Why a scrape failed; every target's counters carry all of them (zero until it happens).
+FAILURE_REASONS = (
+    "timeout",
+    "connection",
+    "http_status",
+    "body_size_limit",
+    "sample_limit",
+    "parse_error",
+    "label_limit",
+    "credentials",  # a bearer token or password file could not be read
+)
+
+_READ_CHUNK_BYTES = 65536
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """One target of one job. `labels` are its target labels (job, instance, static labels),
+    sorted; `key` is unique within a manager."""
+
+    key: str
+    job: str
+    instance: str
+    url: str
+    labels: Labels
+    interval_seconds: float
+    timeout_seconds: float
+    config: ScrapeConfig
+    bearer_token_path: str = ""
+    password_path: str = ""
+    ca_path: str = ""
+
+
+@dataclass
+class ScrapeResult:
+    """The outcome of one scrape. `failure` is one of FAILURE_REASONS, None when up."""
+
+    target: ScrapeTarget
+    timestamp: float  # the scrape timestamp (clock time at its start), Unix seconds
+    up: bool
+    failure: str | None = None
+    error: str = ""
+    duration_seconds: float = 0.0
+    samples_scraped: int = 0  # samples in the body (also when over sample_limit)
+    samples_stored: int = 0  # samples the store accepted (not refused or out of order)
+    series_added: int = 0  # series not in the previous scrape
+    stale_marked: int = 0  # series given a stale marker by this scrape
+
+
+@dataclass
+class TargetStats:
+    """Per-target counters for the agent's self-metrics."""
+
+    key: str
+    job: str
+    instance: str
+    url: str
+    up: bool | None = None  # None until the first scrape finishes
+    scrapes_total: int = 0
+    failures_total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_REASONS, 0))
+    last_duration_seconds: float = 0.0
+    last_error: str = ""  # never carries credentials
+    last_scrape_timestamp: float = 0.0
+    last_samples_scraped: int = 0
+
+
+class ScrapeFailure(Exception):
+    """A failed scrape with its reason (one of FAILURE_REASONS)."""
+
+    def __init__(self, reason: str, message: str, samples_scraped: int = 0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.samples_scraped = samples_scraped
+
+
+@dataclass
+class _IngestOutcome:
+    samples_scraped: int
+    samples_stored: int
+    series_added: int
+    stale_marked: int
+
+
+class _TargetState:
+    """What one target remembers between scrapes. Guarded by `lock` (one scrape at a time)."""
+
+    def __init__(self, target: ScrapeTarget, session: requests.Session) -> None:
+        self.target = target
+        self.lock = threading.Lock()
+        self.session = session
+        self.series_cache: dict[Hashable, Labels] = {}  # exposed series key -> final labels
+        self.previous: set[Labels] = set()  # series of the last scrape tracked for staleness
+        self.report_labels = {
+            name: make_labels(name, target.labels)
+            for name in ("up", "scrape_duration_seconds", "scrape_samples_scraped",
+                         "scrape_samples_post_metric_relabeling", "scrape_series_added")
+        }
+        self.stats = TargetStats(target.key, target.job, target.instance, target.url)
+
+
+def build_targets(config: Config) -> list[ScrapeTarget]:
+    """Targets of every job, in config order. The same address listed twice in a job with the
+    same labels is one target, as in Prometheus."""
+    out: list[ScrapeTarget] = []
+    keys: set[str] = set()
+    seen: set[tuple[str, Labels]] = set()
+    for sc in config.scrape_configs:
+        interval, timeout = config.scrape_interval(sc), config.scrape_timeout(sc)
+        query = f"?{urlencode(sc.params)}" if sc.params else ""
+        for static in sc.static_configs:
+            for address in static.targets:
+                # Like Prometheus: static labels may set job and instance themselves.
+                lab = {"job": sc.job_name, **static.labels}
+                lab["instance"] = static.labels.get("instance") or address
+                labels = make_labels(None, lab)
+                if (sc.job_name, labels) in seen:
+                    continue
+                seen.add((sc.job_name, labels))
+                key = f"{sc.job_name}/{address}"
+                n = 2
+                while key in keys:
+                    key = f"{sc.job_name}/{address}#{n}"
+                    n += 1
+                keys.add(key)
+                out.append(ScrapeTarget(
+                    key=key,
+                    job=lab["job"],
+                    instance=lab["instance"],
+                    url=f"{sc.scheme}://{address}{sc.metrics_path}{query}",
+                    labels=labels,
+                    interval_seconds=interval,
+                    timeout_seconds=timeout,
+                    config=sc,
+                    bearer_token_path=config.resolve_path(sc.bearer_token_file),
+                    password_path=config.resolve_path(sc.basic_auth_password_file),
+                    ca_path=config.resolve_path(sc.ca_file),
+                ))
+    return out
+
+
+class ScrapeManager:
+    """Scrapes the targets of `config.scrape_configs` into `store`, stamping with `clock`.
+
+    `session_factory` makes one HTTP session per target (connection reuse; tests pass their
+    own). Nothing happens at construction beyond building the target list.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        session_factory: Callable[[], requests.Session] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self._session_factory = session_factory or default_session
+        self._states: dict[str, _TargetState] = {}
+        self._lock = threading.Lock()  # guards _states and every TargetStats
+        self.reload(config)
+
+    # ---- targets ------------------------------------------------------------------------------
+
+    def targets(self) -> list[ScrapeTarget]:
+        with self._lock:
+            return [s.target for s in self._states.values()]
+
+    def reload(self, config: Config) -> None:
+        """Switch to a new config. Unchanged targets keep their caches and staleness state;
+        removed ones get stale markers on all their series, like Prometheus."""
+        new_targets = build_targets(config)
+        with self._lock:
+            old = self._states
+            states: dict[str, _TargetState] = {}
+            for t in new_targets:
+                prev = old.get(t.key)
+                if prev is not None and prev.target == t:
+                    states[t.key] = prev
+                    continue
+                state = states[t.key] = _TargetState(t, self._session_factory())
+                if prev is not None:
+                    # Same target, new settings: label sets may change, so the series cache
+                    # starts empty, but staleness and counters carry on.
+                    # Report series whose labels changed end at its next scrape.
+                    old_reports = set(prev.report_labels.values()) - set(state.report_labels.values())
+                    state.previous = prev.previous | old_reports
+                    state.stats = prev.stats
+                    state.stats.job, state.stats.instance, state.stats.url = t.job, t.instance, t.url
+                if t.config.insecure_skip_verify and t.config.scheme == "https":
+                    log.warning("scrape target %s: TLS certificate verification is disabled", t.key)
+            self._states = states
+            removed = [s for k, s in old.items() if k not in states]
+            replaced = [s for k, s in old.items() if k in states and states[k] is not s]
+        for s in removed:
+            self._retire(s, stale_markers=True)
+        for s in replaced:
+            self._retire(s, stale_markers=False)
+        if any(t.config.insecure_skip_verify for t in new_targets):
+            # Said once per target above; the library would otherwise warn on every request.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    def close(self, stale_markers: bool = False) -> None:
+        """Stop: close sessions; with `stale_markers`, end every target's series (as when
+        targets are removed). A daemon shutting down leaves them as they are."""
+        with self._lock:
+            states, self._states = list(self._states.values()), {}
+        for s in states:
+            self._retire(s, stale_markers)
+
+    def _retire(self, state: _TargetState, stale_markers: bool) -> None:
+        with state.lock:
+            if stale_markers:
+                ts = self.clock.now()
+                series = state.previous | set(state.report_labels.values())
+                self.store.mark_stale(self._existing_ids(series), ts)
+                state.previous = set()
+            state.session.close()
+
+    def _state(self, target: ScrapeTarget) -> _TargetState:
+        with self._lock:
+            state = self._states.get(target.key)
+        if state is None:
+            raise KeyError(f"unknown scrape target {target.key!r} (removed by a reload?)")
+        return state
+
+    # ---- one scrape ---------------------------------------------------------------------------
+
+    def scrape(self, target: ScrapeTarget) -> ScrapeResult:
+        """Scrape `target` once and write the outcome to the store. Never raises for a target
+        problem: the result (and the stats) say what went wrong."""
+        state = self._state(target)
+        with state.lock:
+            ts = float(self.clock.now())
+            deadline = time.monotonic() + target.timeout_seconds
+            return self._run(state, ts, lambda: self._fetch(state, deadline))
+
+    def ingest(self, target: ScrapeTarget, body: str, content_type: str | None, ts: float) -> ScrapeResult:
+        """Write an already fetched body as a scrape of `target` at `ts` (replays, benchmarks)."""
+        state = self._state(target)
+        with state.lock:
+            return self._run(state, ts, lambda: (body, content_type))
+
+    def _run(self, state: _TargetState, ts: float, fetch: Callable[[], tuple[str, str | None]]) -> ScrapeResult:
+        start = time.monotonic()
+        result = ScrapeResult(state.target, ts, up=False)
+        try:
+            body, content_type = fetch()
+            outcome = self._ingest(state, body, content_type, ts)
+        except ScrapeFailure as f:
+            result.failure, result.error, result.samples_scraped = f.reason, f.message, f.samples_scraped
+            result.stale_marked = self._stale_all(state, ts)
+        else:
+            result.up = True
+            result.samples_scraped, result.samples_stored = outcome.samples_scraped, outcome.samples_stored
+            result.series_added, result.stale_marked = outcome.series_added, outcome.stale_marked
+        result.duration_seconds = time.monotonic() - start
+        self._write_report(state, result)
+        self._record(state, result)
+        return result
+
+    # ---- HTTP ---------------------------------------------------------------------------------
+
+    def _fetch(self, state: _TargetState, deadline: float) -> tuple[str, str | None]:
+        """GET the target's body within `deadline` (time.monotonic()); raises ScrapeFailure."""
+        t = state.target
+        sc = t.config
+        headers = {
+            "Accept": exposition.ACCEPT_HEADER,
+            "Accept-Encoding": "gzip",
+            "User-Agent": f"Forewarn/{__version__}",
+            "X-Prometheus-Scrape-Timeout-Seconds": f"{t.timeout_seconds:g}",
+        }
+        auth = None
+        try:
+            if t.bearer_token_path:  # read every time, so a rotated token is picked up
+                headers["Authorization"] = f"Bearer {read_secret_file(t.bearer_token_path)}"
+            if sc.basic_auth_username:
+                password = read_secret_file(t.password_path) if t.password_path else ""
+                auth = (sc.basic_auth_username, password)
+        except OSError as e:
+            raise ScrapeFailure("credentials", f"cannot read credentials file {e.filename}: {e.strerror}") from None
+        verify: bool | str = False if sc.insecure_skip_verify else (t.ca_path or True)
+        limit = sc.body_size_limit
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _timeout(t)
+            resp = state.session.get(t.url, headers=headers, auth=auth, verify=verify, stream=True,
+                                     timeout=(remaining, remaining))
+            with resp:
+                if not 200 <= resp.status_code < 300:
+                    raise ScrapeFailure("http_status", f"server returned HTTP status {resp.status_code} {resp.reason}")
+                raw = resp.raw
+                chunks: list[bytes] = []
+                size = 0
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise _timeout(t)
+                    _set_read_timeout(raw, remaining)  # no single read may outlive the deadline
+                    chunk = raw.read1(_READ_CHUNK_BYTES, decode_content=True)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if limit and size > limit:
+                        raise ScrapeFailure("body_size_limit",
+                                            f"body size limit exceeded: more than {limit} bytes (body_size_limit)")
+                    chunks.append(chunk)
+                content_type = resp.headers.get("Content-Type")
+        except ScrapeFailure:
+            raise
+        except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
+            raise _timeout(t) from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+            raise ScrapeFailure("connection", f"connection failed: {_short_reason(e)}") from None
+        data = b"".join(chunks)
+        try:
+            return data.decode("utf-8"), content_type
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise ScrapeFailure("parse_error", f"line {line}: invalid UTF-8") from None
+
+    # ---- samples into the store ---------------------------------------------------------------
+
+    def _ingest(self, state: _TargetState, body: str, content_type: str | None, ts: float) -> _IngestOutcome:
+        t = state.target
+        sc = t.config
+        cache = state.series_cache
+        try:
+            samples = exposition.parse(body, content_type, known=cache)
+        except exposition.ParseError as e:
+            raise ScrapeFailure("parse_error", str(e)) from None
+        n = len(samples)
+        if sc.sample_limit and n > sc.sample_limit:
+            raise ScrapeFailure("sample_limit", f"sample limit exceeded: {n} samples, limit {sc.sample_limit}", n)
+        get = cache.get
+        final: list[Labels] = []
+        add = final.append
+        for s in samples:
+            lab = get(s.key)
+            if lab is None:
+                lab = self._target_labels(t, s, n)
+                cache[s.key] = lab
+            add(lab)
+        values = np.fromiter((s.value for s in samples), dtype=np.float64, count=n)
+        stamps = [s.timestamp for s in samples] if sc.honor_timestamps else []
+        explicit = sc.honor_timestamps and stamps.count(None) != n
+        store = self.store
+        ids = store.series_ids(final)
+        ids, first = np.unique(ids, return_index=True)  # a series twice in one body: first wins
+        ts_arr: np.ndarray | float = ts
+        if explicit:
+            ts_arr = np.array([ts if x is None else x for x in stamps], dtype=np.float64)[first]
+            # Series with their own timestamps are not tracked for staleness (as in Prometheus).
+            current = {final[i] for i in range(n) if stamps[i] is None}
+        else:
+            current = set(final)
+        stored = store.append(ids, ts_arr, values[first])
+        vanished = state.previous - current
+        stale = self._existing_ids(vanished)
+        store.mark_stale(stale, ts)
+        added = len(current - state.previous)
+        state.previous = current
+        if len(cache) > 2 * n + 1024:  # forget series gone for good; keeps the cache bounded
+            keep = set(final)
+            state.series_cache = {k: v for k, v in cache.items() if v in keep}
+        return _IngestOutcome(n, stored, added, len(stale))
+
+    def _target_labels(self, t: ScrapeTarget, s: exposition.Sample, n: int) -> Labels:
+        """The stored label set of a new series: its own labels merged with the target's."""
+        own = dict(s.labels or ())
+        sc = t.config
+        if sc.honor_labels:
+            for k, v in t.labels:
+                if not own.get(k):
+                    own[k] = v
+        else:
+            # As Prometheus does: target labels win; each exposed value they displace moves
+            # to exported_<name> (or exported_exported_<name>, ... if that is taken).
+            conflicts = [(k, own[k]) for k, _ in t.labels if own.get(k)]
+            own.update(t.labels)
+            for k, v in sorted(conflicts, key=lambda kv: len(kv[0])):
+                new = "exported_" + k
+                while own.get(new):
+                    new = "exported_" + new
+                own[new] = v
+        labels = make_labels(s.name, own)
+        if sc.label_limit and len(labels) > sc.label_limit:
+            raise ScrapeFailure(
+                "label_limit",
+                f"label limit exceeded: {s.name[:60] if s.name else ''} has {len(labels)} labels, limit {sc.label_limit}",
+                n,
+            )
+        return labels
+
+    def _existing_ids(self, series: set[Labels] | Sequence[Labels]) -> list[int]:
+        get = self.store.get_id
+        return [sid for sid in (get(lab) for lab in series) if sid is not None]
+
+    def _stale_all(self, state: _TargetState, ts: float) -> int:
+        ids = self._existing_ids(state.previous)
+        self.store.mark_stale(ids, ts)
+        state.previous = set()
+        return len(ids)
+
+    def _write_report(self, state: _TargetState, r: ScrapeResult) -> None:
+        rl = state.report_labels
+        self.store.append_samples([
+            (rl["up"], 1.0 if r.up else 0.0),
+            (rl["scrape_duration_seconds"], r.duration_seconds),
+            (rl["scrape_samples_scraped"], float(r.samples_scraped)),
+            (rl["scrape_samples_post_metric_relabeling"], float(r.samples_scraped if r.up else 0)),
+            (rl["scrape_series_added"], float(r.series_added)),
+        ], r.timestamp)
+
+    # ---- reporting ----------------------------------------------------------------------------
+
+    def _record(self, state: _TargetState, r: ScrapeResult) -> None:
+        with self._lock:
+            st = state.stats
+            was_up = st.up
+            st.up = r.up
+            st.scrapes_total += 1
+            if r.failure:
+                st.failures_total[r.failure] = st.failures_total.get(r.failure, 0) + 1
+            st.last_duration_seconds = r.duration_seconds
+            st.last_error = r.error
+            st.last_scrape_timestamp = r.timestamp
+            st.last_samples_scraped = r.samples_scraped
+        # One line per state change, not per scrape.
+        if r.up and was_up is False:
+            log.info("scrape target %s is up again (%s)", state.target.key, state.target.url)
+        elif not r.up and was_up is not False:
+            log.warning("scrape target %s is down (%s): %s: %s",
+                        state.target.key, state.target.url, r.failure, r.error)
+
+    def stats(self) -> list[TargetStats]:
+        """A copy of every target's counters, in target order."""
+        with self._lock:
+            out = []
+            for s in self._states.values():
+                st = s.stats
+                out.append(TargetStats(st.key, st.job, st.instance, st.url, st.up, st.scrapes_total,
+                                       dict(st.failures_total), st.last_duration_seconds, st.last_error,
+                                       st.last_scrape_timestamp, st.last_samples_scraped))
+            return out
+
+
+def default_session() -> requests.Session:
+    """A session that talks to targets directly: no proxy variables and no ~/.netrc
+    credentials from the environment (Prometheus uses neither unless configured)."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def _timeout(t: ScrapeTarget) -> ScrapeFailure:
+    return ScrapeFailure("timeout", f"scrape timed out after {t.timeout_seconds:g}s (scrape_timeout)")
+
+
+def _set_read_timeout(raw: urllib3.response.BaseHTTPResponse, seconds: float) -> None:
+    conn = getattr(raw, "connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.001))
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The innermost OS-level reason (e.g. 'Connection refused'), without URLs or headers."""
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+        inner = e.args[0] if e.args and isinstance(e.args[0], BaseException) else None
+        reason = getattr(e, "reason", None)
+        e = reason if isinstance(reason, BaseException) else inner or e.__cause__ or e.__context__
+        seen += 1
+    return type(exc).__name__

@@ -1,0 +1,215 @@
+"""Parsing scraped bodies: Prometheus text 0.0.4 (our parser) and OpenMetrics 1.0."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import pytest
+from prometheus_client import parser as client_text_parser
+
+from agent.sources import exposition
+from agent.sources.exposition import ParseError, parse, parse_openmetrics, parse_text
+
+
+def benchmark_body(series: int) -> str:
+    """The realistic body of benchmarks/parse.py."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "parse.py")
+    spec = importlib.util.spec_from_file_location("forewarn_bench_parse", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_body(series)
+
+
+def flat(samples: list[exposition.Sample]) -> list[tuple]:
+    return [(s.name, dict(s.labels or ()), s.value, s.timestamp) for s in samples]
+
+
+# ---- text 0.0.4 ------------------------------------------------------------------------------
+
+
+def test_text_plain_samples_labels_and_comments() -> None:
+    body = """# HELP http_requests_total The total number of HTTP requests.
+# TYPE http_requests_total counter
+http_requests_total{method="post",code="200"} 1027 1395066363000
+http_requests_total{method="post",code="400"}    3 1395066363000
+
+# A free-form comment, ignored.
+metric_without_timestamp_and_labels 12.47
+  indented_metric{a="b",} 1
+spaced { a = "b" , c="d" } 2
+"""
+    assert flat(parse_text(body)) == [
+        ("http_requests_total", {"method": "post", "code": "200"}, 1027.0, 1395066363.0),
+        ("http_requests_total", {"method": "post", "code": "400"}, 3.0, 1395066363.0),
+        ("metric_without_timestamp_and_labels", {}, 12.47, None),
+        ("indented_metric", {"a": "b"}, 1.0, None),
+        ("spaced", {"a": "b", "c": "d"}, 2.0, None),
+    ]
+
+
+def test_text_escaped_label_values() -> None:
+    body = r'''msdos_file_access_time_seconds{path="C:\\DIR\\FILE.TXT",error="Cannot find file:\n\"FILE.TXT\""} 1.458255915e9
+braces{v="a}b{c",w="x=1,y=2"} 1
+unknown_escape{v="a\tb"} 1
+'''
+    samples = parse_text(body)
+    assert dict(samples[0].labels) == {"path": "C:\\DIR\\FILE.TXT", "error": 'Cannot find file:\n"FILE.TXT"'}
+    assert samples[0].value == 1.458255915e9
+    assert dict(samples[1].labels) == {"v": "a}b{c", "w": "x=1,y=2"}
+    assert dict(samples[2].labels) == {"v": "a\\tb"}  # unknown escapes stay as written
+
+
+def test_text_special_values_and_timestamps() -> None:
+    body = """a NaN
+b +Inf
+c -Inf
+d -1.5e-3
+e 0x1p3
+f 1 -1000
+g Inf 0
+"""
+    got = {s.name: (s.value, s.timestamp) for s in parse_text(body)}
+    assert math.isnan(got["a"][0])
+    assert got["b"] == (math.inf, None)
+    assert got["c"] == (-math.inf, None)
+    assert got["d"] == (-0.0015, None)
+    assert got["e"] == (8.0, None)
+    assert got["f"] == (1.0, -1.0)
+    assert got["g"] == (math.inf, 0.0)
+
+
+def test_text_histogram_and_summary_samples_as_prometheus_stores_them() -> None:
+    body = """# TYPE rpc_duration_seconds summary
+rpc_duration_seconds{quantile="0.5"} 4773
+rpc_duration_seconds{quantile="0.99"} 76656
+rpc_duration_seconds_sum 1.7560473e+07
+rpc_duration_seconds_count 2693
+# TYPE http_request_duration_seconds histogram
+http_request_duration_seconds_bucket{le="0.05"} 24054
+http_request_duration_seconds_bucket{le="+Inf"} 144320
+http_request_duration_seconds_sum 53423
+http_request_duration_seconds_count 144320
+"""
+    assert [(s.name, dict(s.labels)) for s in parse_text(body)] == [
+        ("rpc_duration_seconds", {"quantile": "0.5"}),
+        ("rpc_duration_seconds", {"quantile": "0.99"}),
+        ("rpc_duration_seconds_sum", {}),
+        ("rpc_duration_seconds_count", {}),
+        ("http_request_duration_seconds_bucket", {"le": "0.05"}),
+        ("http_request_duration_seconds_bucket", {"le": "+Inf"}),
+        ("http_request_duration_seconds_sum", {}),
+        ("http_request_duration_seconds_count", {}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body, line, fragment",
+    [
+        ("ok 1\nbad_value{a=\"b\"} one\n", 2, "invalid value"),
+        ("ok 1\n\nno_value\n", 3, "expected a value"),
+        ('unterminated{a="b" 1\n', 1, "unterminated label set"),
+        ('x{a="b} 1\n', 1, "invalid label set"),
+        ('x{a="b" c="d"} 1\n', 1, "invalid label set"),
+        ('x{1a="b"} 1\n', 1, "invalid label set"),
+        ('x{a="1",a="2"} 1\n', 1, "duplicate label name 'a'"),
+        ("0bad_name 1\n", 1, "invalid metric name"),
+        ("ok 1\n# TYPE ok countr\n", 2, "invalid metric type"),
+        ("x 1 2 3\n", 1, "unexpected text"),
+        ("x 1 1.5\n", 1, "invalid timestamp"),
+        ("x 1_000\n", 1, "invalid value"),
+        ('x{a="b"}1\n', 1, "expected a value"),
+        ("<html><body>Not Found</body></html>\n", 1, ""),
+    ],
+)
+def test_text_errors_name_the_line(body: str, line: int, fragment: str) -> None:
+    with pytest.raises(ParseError) as exc:
+        parse_text(body)
+    assert exc.value.line == line
+    assert fragment in exc.value.message
+    assert str(exc.value).startswith(f"line {line}: ")
+
+
+def test_text_known_series_skip_label_parsing() -> None:
+    body = 'a{x="1"} 1\na{x="2"} 2\n'
+    first = parse_text(body)
+    known = {first[0].key}
+    again = parse_text('a{x="1"} 10\na{x="2"} 20\n', known)
+    assert again[0] == exposition.Sample('a{x="1"}', None, None, 10.0, None)
+    assert again[1].labels == (("x", "2"),)
+
+
+def test_text_agrees_with_prometheus_client_on_a_large_body() -> None:
+    body = benchmark_body(3000)
+    ours = sorted((s.name, tuple(sorted(s.labels)), s.value) for s in parse_text(body))
+    theirs = sorted(
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for fam in client_text_parser.text_string_to_metric_families(body)
+        for s in fam.samples
+    )
+    assert len(ours) == 3000
+    assert ours == theirs
+
+
+# ---- OpenMetrics -----------------------------------------------------------------------------
+
+OM_BODY = """# TYPE acme_http_router_request_seconds histogram
+# UNIT acme_http_router_request_seconds seconds
+# HELP acme_http_router_request_seconds Latency though all of ACME's HTTP request router.
+acme_http_router_request_seconds_bucket{path="/api/v1",method="GET",le="0.1"} 2 # {trace_id="KOO5S4vxi0o"} 0.067
+acme_http_router_request_seconds_bucket{path="/api/v1",method="GET",le="+Inf"} 5 # {trace_id="oHg5SJYRHA0"} 9.8 1520879607.789
+acme_http_router_request_seconds_sum{path="/api/v1",method="GET"} 9036.32
+acme_http_router_request_seconds_count{path="/api/v1",method="GET"} 5
+# TYPE process_cpu_seconds counter
+process_cpu_seconds_total 4.2 1520879607.5
+process_cpu_seconds_created 1520000000.0 1520879607.5
+# TYPE temp gauge
+temp{room="a\\"b"} NaN
+temp{room="c"} -Inf
+# EOF
+"""
+
+
+def test_openmetrics_samples_timestamps_exemplars_dropped() -> None:
+    got = flat(parse_openmetrics(OM_BODY))
+    assert got[:4] == [
+        ("acme_http_router_request_seconds_bucket", {"path": "/api/v1", "method": "GET", "le": "0.1"}, 2.0, None),
+        ("acme_http_router_request_seconds_bucket", {"path": "/api/v1", "method": "GET", "le": "+Inf"}, 5.0, None),
+        ("acme_http_router_request_seconds_sum", {"path": "/api/v1", "method": "GET"}, 9036.32, None),
+        ("acme_http_router_request_seconds_count", {"path": "/api/v1", "method": "GET"}, 5.0, None),
+    ]
+    assert got[4] == ("process_cpu_seconds_total", {}, 4.2, 1520879607.5)
+    assert got[5] == ("process_cpu_seconds_created", {}, 1520000000.0, 1520879607.5)
+    assert got[6][1] == {"room": 'a"b'} and math.isnan(got[6][2])
+    assert got[7][2] == -math.inf
+    assert len(got) == 8  # no exemplar became a sample
+
+
+@pytest.mark.parametrize(
+    "body, line",
+    [
+        ("# TYPE a gauge\na 1\n", 2),  # no # EOF
+        ("# TYPE a gauge\na 1\n# EOF\nb 2\n", 4),  # text after # EOF
+        ("# TYPE a gauge\na 1\nb{ 2\n# EOF\n", 3),
+    ],
+)
+def test_openmetrics_errors_name_the_line(body: str, line: int) -> None:
+    with pytest.raises(ParseError) as exc:
+        parse_openmetrics(body)
+    assert exc.value.line == line
+    assert "OpenMetrics" in exc.value.message
+
+
+def test_parser_chosen_by_content_type() -> None:
+    om = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    assert exposition.is_openmetrics(om)
+    assert not exposition.is_openmetrics("text/plain; version=0.0.4; charset=utf-8")
+    assert not exposition.is_openmetrics(None)
+    # The same body: fine as text 0.0.4 (# EOF is a comment), but OpenMetrics wants # EOF.
+    assert [s.name for s in parse("a 1\n# EOF\n", om)] == ["a"]
+    assert [s.name for s in parse("a 1\n", "text/plain")] == ["a"]
+    assert [s.name for s in parse("a 1\n", "application/json")] == ["a"]  # unknown: text, like Prometheus 2
+    with pytest.raises(ParseError):
+        parse("a 1\n", om)
