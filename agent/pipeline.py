@@ -8,6 +8,7 @@ stages with a simulated clock.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -32,6 +33,12 @@ class Pipeline:
         self.scrapes: Any = None
         self.queries: list[Any] = []
         self._build_sources(cfg)
+        from agent.promql import Engine
+
+        self.engine = Engine(store)
+        self.lock = threading.RLock()  # rule ticks, deliveries and reloads never interleave
+        self.rules = self._build_rules(cfg, load_groups(cfg))
+        self.ticketing: Any = None  # built in start(): it opens the state databases
 
     # ---- sources ------------------------------------------------------------------------------
 
@@ -94,25 +101,60 @@ class Pipeline:
 
     # ---- rules, problems, tickets -------------------------------------------------------------
 
+    def _build_rules(self, cfg: Config, groups: list[Any]) -> Any:
+        from agent.rules import RuleManager
+
+        return RuleManager(groups, self.engine, self.clock, store=self.store,
+                           default_interval=float(cfg.global_.evaluation_interval),
+                           external_labels=cfg.external_labels(), external_url=cfg.web.external_url)
+
     def check_rules(self, cfg: Config) -> None:
         """Raise ConfigErrors if cfg's rule files are invalid (used before applying a reload)."""
+        load_groups(cfg)
+
+    def evaluate(self, now: float) -> list[Any]:
+        """One tick: evaluate the groups that are due, then turn their alerts into ticket actions."""
+        with self.lock:
+            return evaluate_tick(self.rules, self.ticketing.problems if self.ticketing else None, now)
+
+    def deliver(self) -> None:
+        with self.lock:
+            if self.ticketing is not None:
+                self.ticketing.outbox.deliver_due(self.clock.now())
 
     def periodic_jobs(self) -> list[Job]:
-        return []
+        return [("rules", 1.0, lambda: self.evaluate(self.clock.now())), ("outbox", 1.0, self.deliver)]
 
     def start(self) -> None:
-        pass
+        from agent.problems import build_ticketing
+
+        self.ticketing = build_ticketing(self.cfg, self.clock)
 
     def stop(self) -> None:
         if self.scrapes is not None:
             self.scrapes.close(stale_markers=False)
+        with self.lock:
+            if self.ticketing is not None:
+                self.ticketing.close()
+                self.ticketing = None
 
     def save_state(self) -> None:
         pass
 
     def apply(self, cfg: Config) -> None:
-        self.cfg = cfg
+        """Take a validated new config: sources, rules (keeping unchanged rules' state), sinks."""
+        groups = load_groups(cfg)
         self._build_sources(cfg)
+        with self.lock:
+            new_rules = self._build_rules(cfg, groups)
+            new_rules.adopt_state(self.rules)
+            self.rules = new_rules
+            self.cfg = cfg
+            if self.ticketing is not None:
+                from agent.problems import build_ticketing
+
+                self.ticketing.close()
+                self.ticketing = build_ticketing(cfg, self.clock)
 
     # ---- exposition ---------------------------------------------------------------------------
 
@@ -122,14 +164,35 @@ class Pipeline:
         return dict(FAMILIES)
 
     def providers(self) -> list[tuple[Callable[[], Iterable[tuple[Labels, float]]], dict[str, tuple[str, str]]]]:
-        return []
+        def alerts() -> list[tuple[Labels, float]]:
+            rules = self.rules
+            out = list(rules.alerts_series())
+            for samples in rules.forecast_series().values():
+                out.extend(samples)
+            out.extend(rules.anomaly_series())
+            return out
+
+        def problems() -> list[tuple[Labels, float]]:
+            t = self.ticketing
+            return t.problems.metric_samples() if t is not None else []
+
+        return [(alerts, RULE_FAMILIES), (problems, {"forewarn_problems": ("gauge", "Open problems by state.")})]
 
     def api_routes(self) -> dict[str, Callable[[dict[str, str]], tuple[int, Any]]]:
-        return {}
+        from agent import queryapi, rulesapi
+        from agent.sinks.local import tickets_api
+
+        routes: dict[str, Callable[[dict[str, str]], tuple[int, Any]]] = dict(rulesapi.routes(lambda: self.rules))
+        routes["/api/v1/query"] = lambda params: queryapi.handle_query(self.engine, params)
+        routes["/api/v1/query_range"] = lambda params: queryapi.handle_query_range(self.engine, params)
+        routes["/api/v1/tickets"] = lambda params: (200, tickets_api(self.cfg.state_dir, params))
+        return routes
 
     def self_metrics(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        if self.ticketing is not None:
+            yield from self.ticketing.outbox.collect()
         stats = self.scrapes.stats() if self.scrapes is not None else []
         scrapes = CounterMetricFamily("forewarn_scrapes", "Scrapes attempted, by target.", labels=["job", "instance"])
         failures = CounterMetricFamily("forewarn_scrape_failures", "Failed scrapes, by target and reason.",
@@ -158,3 +221,37 @@ class Pipeline:
                 for reason, n in st.failures_by_reason.items():
                     fails.add_metric([st.name, reason], n)
             yield from (up, runs, fails, samples, skipped)
+
+
+RULE_FAMILIES = {
+    "ALERTS": ("gauge", "Pending and firing alerts, as Prometheus writes them."),
+    "ALERTS_FOR_STATE": ("gauge", "When each pending or firing alert became active (Unix seconds)."),
+    "forewarn_forecast_breach_seconds": ("gauge", "Seconds until the forecast crosses the rule's threshold."),
+    "forewarn_forecast_breach_seconds_low": ("gauge", "Low end of the breach time interval, seconds."),
+    "forewarn_forecast_breach_seconds_high": ("gauge", "High end of the breach time interval, seconds."),
+    "forewarn_forecast_breach_probability": ("gauge", "Probability the breach happens within the horizon."),
+    "forewarn_anomaly_score": ("gauge", "Anomaly score in [0, 1]."),
+}
+
+
+def load_groups(cfg: Config) -> list[Any]:
+    """The rule groups of cfg's rule files; raises ConfigErrors."""
+    from agent.rulefile import load_rule_files
+
+    sinks = {s.name for s in cfg.ticketing.sinks} | {"local"}
+    return load_rule_files(cfg.rule_file_paths(), sinks)
+
+
+def evaluate_tick(rules: Any, problems: Any, now: float) -> list[Any]:
+    """Evaluate the rule groups due at `now` and hand each alerting rule's alerts to the
+    problem manager. The daemon, `forewarn test` and `forewarn backtest` all tick through here."""
+    decisions: list[Any] = []
+    for group in rules.due_groups(now):
+        rules.evaluate_group(group, now)
+        if problems is None:
+            continue
+        for rule in group.alerting_rules():
+            decisions.extend(problems.process(rule, rule.all_alerts(), now))
+    if problems is not None:
+        problems.tick(now)
+    return decisions

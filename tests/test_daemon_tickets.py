@@ -1,0 +1,110 @@
+"""End to end in the daemon: a scraped series crosses a rule's threshold, a local ticket opens
+once, the clear is noted, and the API and /metrics show it all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.helpers import wait_for
+
+
+class Exporter:
+    def __init__(self) -> None:
+        self.value = 1.0
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                body = f"app_queue_depth{{queue=\"orders\"}} {exporter.value}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def exporter():
+    e = Exporter()
+    yield e
+    e.close()
+
+
+def test_threshold_rule_opens_one_local_ticket_and_clears_it(agent_factory, exporter, tmp_path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text(textwrap.dedent("""\
+        groups:
+          - name: queues
+            interval: 1s
+            rules:
+              - alert: QueueBacklog
+                expr: app_queue_depth > 10
+                for: 2s
+                labels: {severity: warning}
+                annotations:
+                  summary: "queue {{ $labels.queue }} holds {{ $value }} items"
+                ticket:
+                  on_clear: resolve
+        """))
+    agent = agent_factory(textwrap.dedent(f"""\
+        system: {{enabled: false}}
+        rule_files: ["{rules}"]
+        scrape_configs:
+          - job_name: app
+            scrape_interval: 1s
+            scrape_timeout: 1s
+            static_configs: [{{targets: ["{exporter.address}"]}}]
+        """))
+    wait_for(lambda: agent.get("/api/v1/rules").json()["data"]["groups"], what="rules loaded")
+    assert agent.get("/api/v1/alerts").json()["data"]["alerts"] == []
+    exporter.value = 42.0
+
+    def firing():
+        alerts = agent.get("/api/v1/alerts").json()["data"]["alerts"]
+        return alerts if alerts and alerts[0]["state"] == "firing" else None
+
+    alerts = wait_for(firing, timeout=30, what="alert firing")
+    assert alerts[0]["labels"]["alertname"] == "QueueBacklog"
+    assert alerts[0]["annotations"]["summary"] == "queue orders holds 42 items"
+    m = agent.metrics()
+    assert any(l["alertname"] == "QueueBacklog" and l["alertstate"] == "firing" for l, _ in m["ALERTS"])
+
+    def tickets():
+        return agent.get("/api/v1/tickets").json()["data"]["tickets"] or None
+
+    t = wait_for(tickets, timeout=30, what="a local ticket")
+    assert len(t) == 1 and "queue orders holds 42 items" in t[0]["title"]
+    exporter.value = 3.0
+
+    def resolved():
+        t = tickets()
+        return t if t and t[0]["status"] == "resolved" else None
+
+    t = wait_for(resolved, timeout=30, what="the ticket resolved")
+    assert len(t) == 1  # the clear did not open a second ticket
+    out = subprocess.run([sys.executable, "-m", "agent", "tickets", "list", "--json", "--config", agent.config_path],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(out.stdout)["tickets"]
+    assert len(listed) == 1 and listed[0]["status"] == "resolved"
+    m = agent.metrics()
+    opened = [v for l, v in m["forewarn_ticket_actions_total"] if l["action"] == "open" and l["outcome"] == "delivered"]
+    assert opened == [1.0]
