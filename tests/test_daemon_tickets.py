@@ -106,5 +106,5 @@ def test_threshold_rule_opens_one_local_ticket_and_clears_it(agent_factory, expo
     listed = json.loads(out.stdout)["tickets"]
     assert len(listed) == 1 and listed[0]["status"] == "resolved"
     m = agent.metrics()
-    opened = [v for l, v in m["forewarn_ticket_actions_total"] if l["action"] == "open" and l["outcome"] == "delivered"]
-    assert opened == [1.0]
+    actions = {(l["sink"], l["action"], l["outcome"]): v for l, v in m["forewarn_ticket_actions_total"]}
+    assert actions.get(("local", "open", "success")) == 1.0, actions
