@@ -173,8 +173,14 @@ class Agent:
                 log.warning("web.listen_address changed; it takes effect on restart")
             if new.state_dir != self.cfg.state_dir:
                 log.warning("global.state_dir changed; it takes effect on restart")
+            try:
+                self.pipeline.apply(new)
+            except Exception as e:  # noqa: BLE001 - e.g. a sink whose credentials cannot be read
+                log.error("reload rejected, keeping the last good config: %s", e)
+                self.last_reload_ok = False
+                systemd.ready("reload failed; running on the last good config")
+                return False, f"reload failed: {e}"
             self.cfg = new
-            self.pipeline.apply(new)
             self._schedule_sources()
             self.last_reload_ok = True
             self.last_reload_success = time.time()

@@ -142,19 +142,26 @@ class Pipeline:
         pass
 
     def apply(self, cfg: Config) -> None:
-        """Take a validated new config: sources, rules (keeping unchanged rules' state), sinks."""
+        """Take a validated new config: rules (keeping unchanged rules' state), sinks, sources.
+        Everything new is built before anything is swapped, so a failure keeps the old set."""
         groups = load_groups(cfg)
-        self._build_sources(cfg)
+        new_rules = self._build_rules(cfg, groups)
         with self.lock:
-            new_rules = self._build_rules(cfg, groups)
-            new_rules.adopt_state(self.rules)
-            self.rules = new_rules
-            self.cfg = cfg
+            new_ticketing = None
             if self.ticketing is not None:
                 from agent.problems import build_ticketing
 
-                self.ticketing.close()
-                self.ticketing = build_ticketing(cfg, self.clock)
+                self.ticketing.close()  # the databases are reopened by the new set
+                try:
+                    new_ticketing = build_ticketing(cfg, self.clock)
+                except Exception:
+                    self.ticketing = build_ticketing(self.cfg, self.clock)
+                    raise
+                self.ticketing = new_ticketing
+            new_rules.adopt_state(self.rules)
+            self.rules = new_rules
+            self.cfg = cfg
+        self._build_sources(cfg)
 
     # ---- exposition ---------------------------------------------------------------------------
 

@@ -412,27 +412,40 @@ class Store:
             offsets = np.zeros(ids.size + 1, dtype=np.int64)
             np.cumsum(lens, out=offsets[1:])
             total = int(offsets[-1])
-            rep = np.repeat(np.arange(ids.size), lens)
-            logical = lo[rep] + (np.arange(total) - offsets[rep])
-            phys = (head[rep] + logical) % cap
-            rows = ids[rep]
-            return self.raw_t[rows, phys], self.raw_v[rows, phys], offsets
+            # Flat positions in the row-major buffers, built as the running sum of steps: +1
+            # between neighbours, a jump at each series' start, 1 - cap where a window wraps
+            # round the end of its ring.
+            p0 = (head + lo) % cap
+            row = ids * cap
+            steps = np.ones(total, dtype=np.int64)
+            nonempty = lens > 0
+            if total:
+                starts = offsets[:-1][nonempty]
+                first = (row + p0)[nonempty]
+                last = (row + (p0 + lens - 1) % cap)[nonempty]
+                steps[starts] = first - np.concatenate(([0], last[:-1]))
+                wraps = nonempty & (p0 + lens > cap)
+                steps[offsets[:-1][wraps] + (cap - p0[wraps])] = 1 - cap
+            idx = np.cumsum(steps)
+            return self.raw_t.reshape(-1).take(idx), self.raw_v.reshape(-1).take(idx), offsets
 
     def _bisect_right(self, ids: np.ndarray, head: np.ndarray, count: np.ndarray, x: float) -> np.ndarray:
         """Per series, the logical index (0 = oldest) of the first raw sample with t > x."""
         lo = np.zeros(ids.size, dtype=np.int64)
         hi = count.astype(np.int64).copy()
         cap = self.raw_capacity
+        flat_t = self.raw_t.reshape(-1)
+        row = ids * cap
         while True:
             active = lo < hi
             if not active.any():
                 return lo
-            mid = (lo + hi) // 2
-            tm = self.raw_t[ids, (head + mid) % cap]
-            right = active & (tm <= x)
-            left = active & ~(tm <= x)
-            lo = np.where(right, mid + 1, lo)
-            hi = np.where(left, mid, hi)
+            mid = (lo + hi) >> 1
+            pos = head + mid
+            pos -= cap * (pos >= cap)
+            before = flat_t.take(row + pos) <= x
+            lo = np.where(active & before, mid + 1, lo)
+            hi = np.where(active & ~before, mid, hi)
 
     def iter_series(self) -> Iterator[tuple[int, Labels]]:
         for lab, sid in list(self._ids.items()):

@@ -80,6 +80,7 @@ def test_reload_with_broken_config_keeps_the_last_good_one(agent_factory):
     assert agent.get("/-/ready").status_code == 200
     # The same through SIGHUP, then a fixed config is taken.
     agent.signal(signal.SIGHUP)
+    wait_for(lambda: agent.log().count("global_typo") >= 2, what="the SIGHUP reload rejected too")
     with open(agent.config_path, "w") as f:
         f.write(good.replace("collectors: [cpu, memory, load, time]", "collectors: [cpu, memory, load]"))
     agent.signal(signal.SIGHUP)

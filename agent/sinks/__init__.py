@@ -16,6 +16,9 @@ _MODULES = {
     "jira": "agent.sinks.jira",
     "pagerduty": "agent.sinks.pagerduty",
     "opsgenie": "agent.sinks.opsgenie",
+    "request_tracker": "agent.sinks.request_tracker",
+    "alertmanager": "agent.sinks.alertmanager",
+    "webhook": "agent.sinks.webhook",
 }
 
 

@@ -1,0 +1,25 @@
+"""PromQL over the agent's store: `parse`, `check_supported`, and the `Engine`.
+
+    engine = Engine(store)
+    vec = engine.instant("sum by (job) (rate(http_requests_total[5m]))", now)
+    mat = engine.range("up", start, end, 15)
+"""
+
+from .engine import Engine
+from .parse import (
+    SUPPORTED_AGGREGATIONS,
+    SUPPORTED_FUNCTIONS,
+    EvaluationError,
+    Expr,
+    PromQLError,
+    check_supported,
+    parse,
+    parse_supported,
+)
+from .values import Matrix, Sample, Scalar, Series, String, Value, Vector
+
+__all__ = [
+    "Engine", "EvaluationError", "Expr", "Matrix", "PromQLError", "Sample", "Scalar", "Series",
+    "String", "SUPPORTED_AGGREGATIONS", "SUPPORTED_FUNCTIONS", "Value", "Vector",
+    "check_supported", "parse", "parse_supported",
+]

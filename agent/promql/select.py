@@ -1,0 +1,195 @@
+"""Series selection: label matchers resolved through the store's label index, and the raw
+windows of the selected series gathered in one vectorised read."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import promql_parser as pp
+
+from agent.store import Labels, Store, is_stale
+
+from .values import NAME
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str) -> "re.Pattern[str]":
+    # Prometheus anchors regex matchers at both ends.
+    return re.compile(f"(?:{pattern})")
+
+
+def matcher_predicate(op: "pp.MatchOp", value: str) -> Callable[[str], bool]:
+    if op == pp.MatchOp.Equal:
+        return lambda s: s == value
+    if op == pp.MatchOp.NotEqual:
+        return lambda s: s != value
+    rx = _regex(value)
+    if op == pp.MatchOp.Re:
+        return lambda s: rx.fullmatch(s) is not None
+    return lambda s: rx.fullmatch(s) is None
+
+
+def selector_matchers(vs: "pp.VectorSelector") -> list[tuple[str, Callable[[str], bool], "pp.MatchOp", str]]:
+    """(label name, predicate, op, value) for every matcher, the metric name included."""
+    out = []
+    if vs.name is not None:
+        out.append((NAME, matcher_predicate(pp.MatchOp.Equal, vs.name), pp.MatchOp.Equal, vs.name))
+    for m in vs.matchers.matchers:
+        out.append((m.name, matcher_predicate(m.op, m.value), m.op, m.value))
+    return out
+
+
+def select_ids(store: Store, vs: "pp.VectorSelector") -> np.ndarray:
+    """Ids of the series matching every matcher, sorted. A matcher that matches the empty
+    string also matches series that lack the label, as in Prometheus."""
+    matchers = selector_matchers(vs)
+    # Start from the most selective positive matcher to keep the sets small.
+    candidates: set[int] | None = None
+    for name, pred, op, value in matchers:
+        if op == pp.MatchOp.Equal and value != "":
+            ids = store.index_values(name).get(value, set())
+            candidates = set(ids) if candidates is None else candidates & ids
+    if candidates is None:
+        candidates = set(store.all_ids().tolist())
+    for name, pred, op, value in matchers:
+        if not candidates:
+            break
+        if op == pp.MatchOp.Equal and value != "":
+            continue  # already applied
+        index = store.index_values(name)
+        if pred(""):
+            for v, ids in list(index.items()):
+                if not pred(v):
+                    candidates -= ids
+        else:
+            keep: set[int] = set()
+            for v, ids in list(index.items()):
+                if pred(v):
+                    keep |= ids
+            candidates &= keep
+    return np.array(sorted(candidates), dtype=np.int64)
+
+
+class LabelIds:
+    """Interns label sets as small integers, so vectors can be matched with numpy. Bounded:
+    when full it starts afresh under a new epoch (ids of different epochs never compare)."""
+
+    def __init__(self, max_entries: int = 1_000_000) -> None:
+        self.max_entries = max_entries
+        self.epoch = 0
+        self._ids: dict[Labels, int] = {}
+        self._lock = threading.Lock()
+
+    def ids(self, labels: list[Labels]) -> tuple[np.ndarray, int]:
+        with self._lock:
+            if len(self._ids) + len(labels) > self.max_entries:
+                self._ids = {}
+                self.epoch += 1
+            table = self._ids
+            out = np.fromiter((table.setdefault(lab, len(table)) for lab in labels), dtype=np.int64,
+                              count=len(labels))
+            return out, self.epoch
+
+
+@dataclass
+class Selection:
+    """Resolved series of a selector. The lists are shared by results (never mutate them),
+    which also lets per-list work such as grouping be cached by identity."""
+
+    ids: np.ndarray
+    labels: list[Labels]
+    nameless: list[Labels]  # the same label sets without __name__, for functions
+    nameless_ids: np.ndarray  # LabelIds of `nameless`
+    epoch: int
+
+
+class SelectionCache:
+    """Resolved selectors, valid while the store's set of series is unchanged."""
+
+    def __init__(self, store: Store, max_entries: int = 512) -> None:
+        self.store = store
+        self.max_entries = max_entries
+        # Bound the memory too: at most this many label-set references across all entries.
+        self.max_labels = 4 * store.max_series + 10000
+        self._labels_held = 0
+        self._generation = -1
+        self._entries: dict[str, Selection] = {}
+        self.label_ids = LabelIds(max_entries=4 * store.max_series + 10000)
+
+    def get(self, vs: "pp.VectorSelector") -> Selection:
+        if self.store.generation != self._generation:
+            self._entries = {}
+            self._labels_held = 0
+            self._generation = self.store.generation
+        key = _selector_key(vs)
+        sel = self._entries.get(key)
+        if sel is None:
+            with self.store.lock:
+                ids = select_ids(self.store, vs)
+                labels = [self.store.labels(int(i)) for i in ids]
+            nameless = [tuple(p for p in lab if p[0] != NAME) for lab in labels]
+            nameless_ids, epoch = self.label_ids.ids(nameless)
+            sel = Selection(ids, labels, nameless, nameless_ids, epoch)
+            if len(self._entries) >= self.max_entries or self._labels_held + len(ids) > self.max_labels:
+                self._entries = {}
+                self._labels_held = 0
+            self._entries[key] = sel
+            self._labels_held += len(ids)
+        return sel
+
+
+def _selector_key(vs: "pp.VectorSelector") -> str:
+    parts = [vs.name or ""]
+    for m in vs.matchers.matchers:
+        parts.append(f"{m.name}\x00{m.op}\x00{m.value}")
+    return "\x01".join(parts)
+
+
+@dataclass
+class Windows:
+    """Raw samples of many series: series i is t[offsets[i]:offsets[i+1]]."""
+
+    t: np.ndarray
+    v: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def segment(self) -> np.ndarray:
+        """For each sample, the index of its series."""
+        return np.repeat(np.arange(self.offsets.size - 1), self.lengths)
+
+
+def range_windows(store: Store, ids: np.ndarray, start: float, end: float) -> Windows:
+    """Samples with start < t <= end, stale markers removed (range vectors never contain them)."""
+    t, v, offsets = store.windows(ids, start, end)
+    stale = is_stale(v)
+    if stale.any():
+        keep = ~stale
+        seg = np.repeat(np.arange(ids.size), np.diff(offsets))
+        lens = np.bincount(seg[keep], minlength=ids.size)
+        offsets = np.zeros(ids.size + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        t, v = t[keep], v[keep]
+    return Windows(t, v, offsets)
+
+
+def instant_samples(store: Store, ids: np.ndarray, t: float, lookback: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For an instant selector at `t`: (positions into ids that have a value, their sample
+    times, their values). The newest sample within the lookback delta counts, unless it is a
+    stale marker."""
+    wt, wv, offsets = store.windows(ids, t - lookback, t)
+    lens = np.diff(offsets)
+    have = np.nonzero(lens > 0)[0]
+    last = offsets[have + 1] - 1
+    times, values = wt[last], wv[last]
+    fresh = ~is_stale(values)
+    return have[fresh], times[fresh], values[fresh]

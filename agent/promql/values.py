@@ -1,0 +1,104 @@
+"""PromQL result types. Vectors are columnar (a list of label tuples and one numpy array of
+values; treat both as read-only, since results share them with caches) so that functions, aggregations and operators work on whole arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Union
+
+import numpy as np
+
+from agent.store import Labels
+
+NAME = "__name__"
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: Labels
+    value: float
+
+
+@dataclass
+class Vector:
+    """An instant vector: `labels[i]` has `values[i]`. `times` holds the sample timestamps
+    (seconds) when the vector comes straight from a selector, for `timestamp()`."""
+
+    labels: list[Labels]
+    values: np.ndarray
+    times: Optional[np.ndarray] = None
+    named: bool = True  # False when no label set can contain __name__ (lets matching skip work)
+    # Interned ids of each label set without __name__ (see select.LabelIds), when known: vector
+    # matching and duplicate checks then run on integers instead of hashing label tuples.
+    match_ids: Optional[np.ndarray] = None
+    match_epoch: int = -1
+
+    def with_ids_of(self, other: "Vector", index: Optional[np.ndarray] = None) -> "Vector":
+        """Carry `other`'s match ids (label sets unchanged apart from __name__)."""
+        if other.match_ids is not None:
+            self.match_ids = other.match_ids if index is None else other.match_ids[index]
+            self.match_epoch = other.match_epoch
+        return self
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for lab, v in zip(self.labels, self.values.tolist()):
+            yield Sample(lab, v)
+
+    def samples(self) -> list[Sample]:
+        return list(self)
+
+    def as_dict(self) -> dict[Labels, float]:
+        return dict(zip(self.labels, self.values.tolist()))
+
+    @staticmethod
+    def empty() -> "Vector":
+        return Vector([], np.empty(0))
+
+
+@dataclass
+class Scalar:
+    value: float
+
+
+@dataclass
+class String:
+    value: str
+
+
+@dataclass
+class Series:
+    labels: Labels
+    times: np.ndarray  # seconds, ascending
+    values: np.ndarray
+
+
+@dataclass
+class Matrix:
+    """A range vector (raw samples of a range selector) or the result of a range query."""
+
+    series: list[Series] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __iter__(self) -> Iterator[Series]:
+        return iter(self.series)
+
+
+Value = Union[Vector, Scalar, String, Matrix]
+
+
+def drop_name(labels: Labels) -> Labels:
+    return tuple(p for p in labels if p[0] != NAME)
+
+
+def labels_str(labels: Labels) -> str:
+    """Prometheus's `labels.Labels.String()`: {a="b", c="d"} (name included as a label)."""
+    return "{" + ", ".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

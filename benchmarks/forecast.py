@@ -1,0 +1,202 @@
+"""Rolling-origin forecast accuracy and breach-ETA error on the NAB series.
+
+    python benchmarks/forecast.py [--files N] [--jobs 2] [--stride 6]
+
+For every series in ../shared/data/nab/data/ (relative to the repo root): warm a ForecastBank on
+the first 30 % (at least three days), then walk forward sample by sample through exactly the
+code the daemon runs (`update`, `forecast`, `breach`), refitting every `--refit-every` samples
+with the refit worker's `fit_job` on the history so far (the last 8 days). At every `--stride`-th
+origin, forecast the samples 1, 6, 24 and 72 steps ahead with linear (Prometheus predict_linear
+over a 6 h lookback), holt, holt_winters, auto and the seasonal-naive baseline (same time one day
+earlier). Errors are scaled by the in-sample one-step naive MAE of the warm-up part (MASE);
+tables give the median and mean over series.
+
+Breach ETA: per series, the thresholds "above" at the 95th percentile and "below" at the 5th
+percentile of the whole series (chosen with hindsight: this is a benchmark, not the model).
+At origins where the threshold has not been crossed yet and is crossed within 24 h, compare
+each model's predicted ETA with the actual time of the first crossing; report the median
+absolute ETA error (over origins with a finite prediction), the share of such crossings
+predicted at all within the horizon, and false alarms (predicted, probability >= 0.9, but no
+crossing within 24 h) per 100 origins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from agent.models.forecast import MODELS, ForecastBank, RefitJob  # noqa: E402
+from agent.models.refit import fit_job  # noqa: E402
+from agent.models.seasonality import CANDIDATE_PERIODS, DAY, HOUR  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "nab", "data")
+HORIZON_STEPS = (1, 6, 24, 72)
+LOOKBACK = 6 * HOUR
+HISTORY = 8 * DAY
+BREACH_HORIZON = DAY
+METHODS = ("linear", "holt", "holt_winters", "auto", "seasonal_naive")
+
+
+def load(path: str) -> tuple[np.ndarray, np.ndarray]:
+    ts, vs = [], []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            dt = datetime.strptime(row["timestamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+            ts.append(dt.timestamp())
+            vs.append(float(row["value"]))
+    t, v = np.asarray(ts), np.asarray(vs)
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    keep = np.concatenate(([True], np.diff(t) > 0))
+    return t[keep], v[keep]
+
+
+def refit(bank: ForecastBank, t: np.ndarray, v: np.ndarray, upto: int, now: float) -> None:
+    jobs = bank.refit_jobs(now)
+    if not jobs:
+        bank.next_refit[:] = -np.inf
+        bank.pending_since[:] = np.nan
+        jobs = bank.refit_jobs(now)
+    for job in jobs:
+        lo = np.searchsorted(t, now - HISTORY, side="right")
+        job.t, job.v = t[lo : upto + 1], v[lo : upto + 1]
+        bank.apply_refit([fit_job(job)])
+
+
+def seasonal_naive(t: np.ndarray, v: np.ndarray, i: int, target: float) -> float:
+    k = max(1, math.ceil((target - t[i]) / DAY))
+    j = np.searchsorted(t, target - k * DAY, side="right") - 1
+    return float(v[j]) if 0 <= j <= i else float(v[i])
+
+
+def run_series(args: tuple[str, int, int]) -> dict:
+    path, stride, refit_every = args
+    started = time.perf_counter()
+    t, v = load(path)
+    n = len(t)
+    dt = float(np.median(np.diff(t)))
+    warm_n = max(int(0.3 * n), int(3 * DAY / dt))
+    if warm_n >= n - max(HORIZON_STEPS) - 10:
+        return {"name": os.path.basename(path), "skipped": True}
+    bank = ForecastBank("auto", lookback=LOOKBACK, horizon=max(HORIZON_STEPS) * dt, refit_interval=1e12)
+    bank.warm("s", t[:warm_n], v[:warm_n])
+    slots = bank.slots_for(["s"])
+    refit(bank, t, v, warm_n - 1, t[warm_n - 1])
+    scale = float(np.mean(np.abs(np.diff(v[:warm_n])))) or 1.0
+    hsteps = np.array(HORIZON_STEPS)
+    abs_err = {m: [[] for _ in hsteps] for m in METHODS}
+    thresholds = [("above", float(np.quantile(v, 0.95))), ("below", float(np.quantile(v, 0.05)))]
+    eta_err = {m: [] for m in METHODS[:4]}
+    eta_hits = {m: 0 for m in METHODS[:4]}
+    eta_cases = 0
+    false_alarms = {m: 0 for m in METHODS[:4]}
+    quiet_cases = 0
+    choices: dict[str, int] = {}
+    for i in range(warm_n, n):
+        bank.update(slots, t[i], v[i : i + 1])
+        if (i - warm_n) % refit_every == refit_every - 1:
+            refit(bank, t, v, i, t[i])
+        if (i - warm_n) % stride or i + hsteps[-1] >= n:
+            continue
+        targets = t[i + hsteps]
+        actual = v[i + hsteps]
+        hs = targets - t[i]
+        for m in METHODS[:4]:
+            fc = bank.forecast(slots, t[i], hs, model=None if m == "auto" else m).mean[0]
+            for j in range(len(hsteps)):
+                abs_err[m][j].append(abs(fc[j] - actual[j]) / scale)
+        choice = bank.forecast(slots, t[i], hs[:1]).model[0]
+        choices[choice] = choices.get(choice, 0) + 1
+        for j in range(len(hsteps)):
+            abs_err["seasonal_naive"][j].append(abs(seasonal_naive(t, v, i, targets[j]) - actual[j]) / scale)
+        # breach ETA
+        end = np.searchsorted(t, t[i] + BREACH_HORIZON, side="right")
+        for direction, thr in thresholds:
+            crossed = v[i + 1 : end] >= thr if direction == "above" else v[i + 1 : end] <= thr
+            now_past = v[i] >= thr if direction == "above" else v[i] <= thr
+            if now_past:
+                continue
+            first = int(np.argmax(crossed)) if crossed.any() else -1
+            ests = {m: bank.breach(slots, t[i], thr, direction, BREACH_HORIZON, 0.9,
+                                   model=None if m == "auto" else m) for m in METHODS[:4]}
+            if first >= 0:
+                eta_cases += 1
+                actual_eta = t[i + 1 + first] - t[i]
+                for m, est in ests.items():
+                    if np.isfinite(est.eta_seconds[0]):
+                        eta_hits[m] += 1
+                        eta_err[m].append(abs(est.eta_seconds[0] - actual_eta))
+            elif end < n:
+                quiet_cases += 1
+                for m, est in ests.items():
+                    false_alarms[m] += bool(est.breached[0])
+    return {
+        "name": os.path.basename(path), "skipped": False, "n": n, "dt": dt,
+        "mase": {m: [float(np.mean(e)) if e else math.nan for e in abs_err[m]] for m in METHODS},
+        "eta_err": eta_err, "eta_hits": eta_hits, "eta_cases": eta_cases,
+        "false_alarms": false_alarms, "quiet_cases": quiet_cases, "choices": choices,
+        "period": float(bank.period[slots[0]]), "seconds": time.perf_counter() - started,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=0, help="only the first N files (0: all)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--stride", type=int, default=6, help="score every N-th origin")
+    ap.add_argument("--refit-every", type=int, default=1500, help="refit every N samples")
+    args = ap.parse_args()
+    paths = sorted(os.path.join(root, f) for root, _, files in os.walk(DATA) for f in files if f.endswith(".csv"))
+    if args.files:
+        paths = paths[: args.files]
+    started = time.perf_counter()
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        results = [r for r in pool.imap(run_series, [(p, args.stride, args.refit_every) for p in paths]) if not r["skipped"]]
+    elapsed = time.perf_counter() - started
+    print(f"{len(results)} series from {os.path.normpath(DATA)} ({len(paths) - len(results)} too short), {elapsed:.0f} s\n")
+    print("MASE (scaled by in-sample one-step naive MAE), median over series [mean]")
+    print(f"{'method':16}" + "".join(f"{f'h={h}':>18}" for h in HORIZON_STEPS))
+    table = {m: np.array([r["mase"][m] for r in results]) for m in METHODS}
+    for m in METHODS:
+        med = np.nanmedian(table[m], axis=0)
+        mean = np.nanmean(table[m], axis=0)
+        print(f"{m:16}" + "".join(f"{a:>10.3f} [{b:5.2f}]" for a, b in zip(med, mean)))
+    wins = [(np.nanmedian(table["auto"][:, j]) < np.nanmedian(table["linear"][:, j])) for j in range(len(HORIZON_STEPS))]
+    print(f"\nauto beats linear on median MASE at every horizon: {'YES' if all(wins) else 'NO'} {wins}")
+    better = np.mean(table["auto"] < table["linear"], axis=0)
+    print("share of series where auto beats linear: " + ", ".join(f"h={h}: {b:.0%}" for h, b in zip(HORIZON_STEPS, better)))
+    choices: dict[str, int] = {}
+    for r in results:
+        for k, c in r["choices"].items():
+            choices[k] = choices.get(k, 0) + c
+    total = sum(choices.values()) or 1
+    print("auto's choices over scored origins: " + ", ".join(f"{k} {c / total:.0%}" for k, c in sorted(choices.items())))
+    periods = [r["period"] for r in results]
+    print("detected periods: " + ", ".join(f"{name} {sum(1 for p in periods if p == val)}"
+                                           for name, val in (("none", 0.0), ("hourly", HOUR), ("daily", DAY), ("weekly", 7 * DAY))))
+
+    cases = sum(r["eta_cases"] for r in results)
+    quiet = sum(r["quiet_cases"] for r in results)
+    print(f"\nBreach ETA within {BREACH_HORIZON / HOUR:.0f} h: {cases} origins with a real crossing, {quiet} without")
+    print(f"{'method':16}{'median |ETA err|':>18}{'crossings predicted':>22}{'false alarms /100':>20}")
+    for m in METHODS[:4]:
+        errs = np.concatenate([np.asarray(r["eta_err"][m], dtype=float) for r in results]) if results else np.array([])
+        hits = sum(r["eta_hits"][m] for r in results)
+        fa = sum(r["false_alarms"][m] for r in results)
+        med = f"{np.median(errs) / HOUR:.2f} h" if len(errs) else "n/a"
+        print(f"{m:16}{med:>18}{hits / max(cases, 1):>22.0%}{100 * fa / max(quiet, 1):>20.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

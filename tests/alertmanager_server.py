@@ -1,0 +1,102 @@
+"""The real Prometheus Alertmanager (Debian `prometheus-alertmanager`) for the tests.
+
+`AlertmanagerServer(workdir, webhook_url=...).start()` writes a minimal configuration (every
+alert its own group, notifications with send_resolved to `webhook_url`, or to nobody), starts `/usr/bin/prometheus-alertmanager` on 127.0.0.1 on a free port with
+its storage in `workdir` and clustering disabled, and waits for `/-/ready`. `stop()` ends the
+process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Any
+
+import requests
+
+from tests.helpers import free_port
+
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+READY_TIMEOUT_SECONDS = 30.0
+
+_CONFIG = """\
+global:
+  resolve_timeout: {resolve_timeout}
+route:
+  receiver: {receiver}
+  group_by: ['...']
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: nobody
+  - name: hook
+    webhook_configs:
+      - url: '{webhook_url}'
+        send_resolved: true
+"""
+
+
+class AlertmanagerServer:
+    def __init__(self, workdir: str, resolve_timeout: str = "5m", webhook_url: str = "") -> None:
+        self.workdir = os.path.abspath(workdir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.resolve_timeout = resolve_timeout
+        self.webhook_url = webhook_url  # notifications (firing and resolved) go here when set
+        self.log_path = os.path.join(self.workdir, "alertmanager.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "AlertmanagerServer":
+        if not os.access(ALERTMANAGER, os.X_OK):
+            raise RuntimeError(f"{ALERTMANAGER} missing: apt-get install prometheus-alertmanager")
+        os.makedirs(os.path.join(self.workdir, "data"), exist_ok=True)
+        config = os.path.join(self.workdir, "alertmanager.yml")
+        with open(config, "w") as f:
+            f.write(_CONFIG.format(resolve_timeout=self.resolve_timeout, receiver="hook" if self.webhook_url else "nobody",
+                                   webhook_url=self.webhook_url or "http://127.0.0.1:1/unused"))
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [ALERTMANAGER, f"--config.file={config}", f"--storage.path={os.path.join(self.workdir, 'data')}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"alertmanager exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"alertmanager not ready after {READY_TIMEOUT_SECONDS}s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def log_tail(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-2000:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def alerts(self, **filters: str) -> list[dict[str, Any]]:
+        """GET /api/v2/alerts with `label="value"` matchers (active, silenced, inhibited, unprocessed)."""
+        params: list[tuple[str, str]] = [("filter", f'{k}="{v}"') for k, v in filters.items()]
+        r = requests.get(f"{self.url}/api/v2/alerts", params=params, timeout=10)
+        r.raise_for_status()
+        return r.json()

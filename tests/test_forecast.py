@@ -1,0 +1,332 @@
+"""Forecasters and breach estimates (agent.models.forecast, agent.models.seasonality)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from agent.models.forecast import MODELS, ForecastBank, RefitJob, normal_cdf, predict_linear
+from agent.models.seasonality import DAY, HOUR, detect_period
+
+T0 = 1_700_000_000.0
+
+
+def feed(bank: ForecastBank, key, t, v) -> np.ndarray:
+    slots = bank.slots_for([key])
+    for ti, vi in zip(t, v):
+        bank.update(slots, ti, np.array([vi]))
+    return slots
+
+
+def direct_predict_linear(t, v, eval_time, lookback, horizon):
+    """Prometheus predict_linear computed the textbook way: polyfit on (t - eval_time)."""
+    sel = (t > eval_time - lookback) & (t <= eval_time)
+    slope, intercept = np.polyfit(t[sel] - eval_time, v[sel], 1)
+    return intercept + slope * horizon
+
+
+def test_predict_linear_function_is_least_squares():
+    rng = np.random.default_rng(3)
+    t = T0 + np.sort(rng.uniform(0, 3600, 200))
+    v = 5e11 - 3e5 * (t - T0) + rng.normal(0, 1e6, len(t))
+    now = t[-1] + 7
+    assert predict_linear(t, v, now, 1800) == pytest.approx(direct_predict_linear(t, v, now, 1e9, 1800), rel=1e-10)
+    assert np.isnan(predict_linear(t[:1], v[:1], now, 60))
+
+
+def test_linear_equals_prometheus_predict_linear_on_irregular_samples():
+    rng = np.random.default_rng(7)
+    t = T0 + np.cumsum(rng.uniform(10, 20, 600))  # irregular 10-20 s spacing
+    v = 8e11 - 4e5 * (t - T0) + 3e6 * np.sin((t - T0) / 500) + rng.normal(0, 2e6, len(t))
+    lookback = 900.0
+    bank = ForecastBank("linear", lookback=lookback, linear_buckets=128)  # buckets 7 s < spacing
+    slots = bank.slots_for(["fs"])
+    for i, (ti, vi) in enumerate(zip(t, v)):
+        bank.update(slots, ti, np.array([vi]))
+        if i > 10 and i % 37 == 0:
+            for now in (ti, ti + 3.3):
+                got = bank.forecast(slots, now, [0.0, 3600.0, 86400.0]).mean[0]
+                want = [direct_predict_linear(t[: i + 1], v[: i + 1], now, lookback, h) for h in (0.0, 3600.0, 86400.0)]
+                np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_linear_window_edge_is_quantised_when_buckets_hold_many_samples():
+    t = T0 + np.arange(0, 7200, 5.0)
+    v = 100 + 0.01 * (t - T0)
+    bank = ForecastBank("linear", lookback=3600, linear_buckets=16)
+    slots = feed(bank, "a", t, v)
+    got = bank.forecast(slots, t[-1], [600.0]).mean[0, 0]
+    assert got == pytest.approx(100 + 0.01 * (t[-1] + 600 - T0), rel=1e-9)  # exact line stays exact
+
+
+def test_robust_linear_ignores_a_single_spike():
+    rng = np.random.default_rng(1)
+    t = T0 + np.arange(0, 3600, 15.0)
+    v = 1000 - 0.05 * (t - T0) + rng.normal(0, 0.5, len(t))
+    v[len(v) // 3] += 1e6  # one absurd sample, early in the window
+    bank = ForecastBank("linear", lookback=3600)
+    slots = feed(bank, "a", t, v)
+    now, h = t[-1], 3600.0
+    truth = 1000 - 0.05 * (now + h - T0)
+    robust = bank.forecast(slots, now, [h], model="robust_linear")
+    plain = bank.forecast(slots, now, [h], model="linear")
+    assert abs(robust.mean[0, 0] - truth) < 5
+    assert abs(plain.mean[0, 0] - truth) > 500  # least squares is swung by the spike
+    assert robust.sd[0, 0] < 10  # and its interval is not blown up by it either
+
+
+def seasonal_series(days: float, step: float = 300.0, noise: float = 0.5, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    t = T0 + np.arange(0, days * DAY, step)
+    truth = lambda tt: 50 + 2e-5 * (tt - T0) + 10 * np.sin(2 * np.pi * tt / DAY)  # noqa: E731
+    return t, truth(t) + rng.normal(0, noise, len(t)), truth
+
+
+def test_detect_period_finds_daily_and_hourly_and_none():
+    t, v, _ = seasonal_series(6)
+    assert detect_period(t, v) == DAY
+    rng = np.random.default_rng(2)
+    tt = T0 + np.arange(0, 3 * DAY, 60.0)
+    assert detect_period(tt, np.sin(2 * np.pi * tt / HOUR) + 0.3 * rng.normal(size=len(tt))) == HOUR
+    assert detect_period(tt, rng.normal(size=len(tt))) is None
+    assert detect_period(tt, 1e-3 * (tt - T0) + rng.normal(size=len(tt))) is None
+
+
+def fitted_result(t, v, model="auto", period=None, horizon=6 * HOUR):
+    from agent.models.refit import fit_job  # imports statsmodels in this test process only
+
+    job = RefitJob(key="s", slot=0, gen=1, start=-np.inf, end=np.inf, period=period, candidates=(HOUR, DAY),
+                   lookback=6 * HOUR, horizon=horizon, season_bins=288, linear_buckets=64,
+                   models=MODELS if model == "auto" else (model,), t=t, v=v)
+    return fit_job(job)
+
+
+def test_holt_winters_recovers_trend_plus_season_after_refit():
+    t, v, truth = seasonal_series(8)
+    split = int(len(t) * 0.8)
+    bank = ForecastBank("holt_winters", lookback=6 * HOUR)
+    bank.warm("s", t[:split], v[:split])
+    slots = bank.slots_for(["s"])
+    assert bank.period[slots[0]] == DAY  # detected during warm-up
+    jobs = bank.refit_jobs(t[split - 1], history=lambda key, a, b: (t[:split], v[:split]))
+    assert len(jobs) == 1
+    result = fitted_result(jobs[0].t, jobs[0].v, "holt_winters")
+    result.key, result.slot, result.gen = jobs[0].key, jobs[0].slot, jobs[0].gen
+    assert result.ok and result.period == DAY
+    assert bank.apply_refit([result]) == 1
+    for ti, vi in zip(t[split:], v[split:]):
+        bank.update(slots, ti, np.array([vi]))
+    hs = np.array([1, 6, 12, 24]) * HOUR
+    fc = bank.forecast(slots, t[-1], hs)
+    np.testing.assert_allclose(fc.mean[0], truth(t[-1] + hs), atol=1.5)
+    assert np.all(fc.sd[0] > 0.3) and np.all(np.diff(fc.sd[0]) >= 0)  # intervals exist and widen
+
+
+def test_holt_recovers_a_trend():
+    rng = np.random.default_rng(5)
+    t = T0 + np.arange(0, 2 * DAY, 60.0)
+    v = 20 + 1e-3 * (t - T0) + rng.normal(0, 0.2, len(t))
+    res = fitted_result(t[:2000], v[:2000], "holt", period=0.0)
+    assert res.ok
+    bank = ForecastBank("holt", lookback=2 * HOUR)
+    bank.warm("s", t[:2000], v[:2000])
+    slots = bank.slots_for(["s"])
+    res.slot, res.gen = int(slots[0]), int(bank.gen[slots[0]])
+    bank.apply_refit([res])
+    for ti, vi in zip(t[2000:], v[2000:]):
+        bank.update(slots, ti, np.array([vi]))
+    fc = bank.forecast(slots, t[-1], [600.0, 1800.0])
+    np.testing.assert_allclose(fc.mean[0], 20 + 1e-3 * (t[-1] + np.array([600.0, 1800.0]) - T0), atol=1.0)
+
+
+def test_auto_picks_seasonal_model_for_seasonal_series():
+    t, v, _ = seasonal_series(8)
+    res = fitted_result(t, v)
+    assert res.ok and res.choice == "holt_winters"
+    assert res.errors["holt_winters"] < res.errors["linear"]
+
+
+def test_breach_eta_on_linear_decline_is_right_and_bracketed():
+    rng = np.random.default_rng(11)
+    t = T0 + np.arange(0, 6 * HOUR, 30.0)
+    rate = 1e10 / DAY  # bytes per second: 5e10 lasts 5 days
+    v = 5e10 - rate * (t - T0) + rng.normal(0, 2e7, len(t))
+    bank = ForecastBank("linear", lookback=6 * HOUR)
+    slots = feed(bank, "fs", t, v)
+    now = t[-1]
+    true_eta = (5e10 - rate * (now - T0)) / rate
+    est = bank.breach(slots, now, 0.0, "below", horizon=7 * DAY, confidence=0.9)
+    assert est.eta_seconds[0] == pytest.approx(true_eta, rel=0.02)
+    assert est.eta_low_seconds[0] < true_eta < est.eta_high_seconds[0]
+    assert est.eta_high_seconds[0] - est.eta_low_seconds[0] < 0.2 * true_eta
+    assert est.probability[0] > 0.99 and est.breached[0]
+    assert est.model[0] == "linear"
+    assert est.value_at_horizon[0] < 0
+    # a horizon shorter than the ETA: no breach predicted, small probability
+    short = bank.breach(slots, now, 0.0, "below", horizon=true_eta / 2, confidence=0.9)
+    assert np.isinf(short.eta_seconds[0]) and np.isinf(short.eta_high_seconds[0])
+    assert short.probability[0] < 0.01 and not short.breached[0]
+
+
+def test_breach_probability_behaves():
+    rng = np.random.default_rng(4)
+    t = T0 + np.arange(0, 2 * HOUR, 15.0)
+    v = 50 + rng.normal(0, 1, len(t))  # flat noise around 50
+    v[-1] = 50.0
+    bank = ForecastBank("linear", lookback=2 * HOUR)
+    slots = feed(bank, "cpu", t, v)
+    now = t[-1]
+    far = bank.breach(slots, now, 1000.0, "above", horizon=HOUR, confidence=0.9)
+    assert far.probability[0] < 1e-6 and np.isinf(far.eta_seconds[0]) and not far.breached[0]
+    near = bank.breach(slots, now, 50.5, "above", horizon=HOUR, confidence=0.9)
+    assert 0.2 < near.probability[0] < 0.5  # the noise may cross, the mean does not
+    assert np.isinf(near.eta_seconds[0]) and near.eta_low_seconds[0] < HOUR
+    already = bank.breach(slots, now, 100.0, "below", horizon=HOUR, confidence=0.9)
+    assert already.probability[0] == 1.0 and already.eta_seconds[0] == 0.0
+
+
+def test_breach_with_too_little_data_reports_nothing():
+    bank = ForecastBank("auto", lookback=HOUR)
+    slots = bank.slots_for(["new"])
+    bank.update(slots, T0, np.array([5.0]))
+    est = bank.breach(slots, T0, 0.0, "below", horizon=HOUR, confidence=0.9)
+    assert est.probability[0] == 0.0 and np.isinf(est.eta_seconds[0])
+    with pytest.raises(ValueError):
+        bank.breach(slots, T0, 0.0, "sideways", horizon=HOUR, confidence=0.9)
+
+
+def test_update_is_vectorised_across_slots_and_equals_one_by_one():
+    rng = np.random.default_rng(8)
+    keys = [f"s{i}" for i in range(20)]
+    t = T0 + np.arange(0, 3 * HOUR, 60.0)
+    data = rng.normal(0, 1, (len(keys), len(t))).cumsum(axis=1)
+    together = ForecastBank("auto", lookback=HOUR, season=DAY)
+    apart = ForecastBank("auto", lookback=HOUR, season=DAY)
+    slots = together.slots_for(keys)
+    for j, tj in enumerate(t):
+        together.update(slots, tj, data[:, j])
+    for i, key in enumerate(keys):
+        feed(apart, key, t, data[i])
+    for model in MODELS:
+        a = together.forecast(slots, t[-1], [600, 3600], model=model)
+        b = apart.forecast(apart.slots_for(keys), t[-1], [600, 3600], model=model)
+        np.testing.assert_allclose(a.mean, b.mean, rtol=1e-12)
+        np.testing.assert_allclose(a.sd, b.sd, rtol=1e-12)
+
+
+def test_nan_and_out_of_order_samples_are_ignored():
+    t = T0 + np.arange(0, HOUR, 60.0)
+    v = 10 + 0.01 * (t - T0)
+    clean = ForecastBank("auto", lookback=HOUR)
+    dirty = ForecastBank("auto", lookback=HOUR)
+    cs = feed(clean, "a", t, v)
+    ds = dirty.slots_for(["a"])
+    for ti, vi in zip(t, v):
+        dirty.update(ds, ti, np.array([vi]))
+        dirty.update(ds, ti, np.array([np.nan]))  # stale marker at the same time
+        dirty.update(ds, ti - 30, np.array([1e9]))  # late sample
+    for model in MODELS:
+        np.testing.assert_array_equal(clean.forecast(cs, t[-1], [60.0], model=model).mean,
+                                      dirty.forecast(ds, t[-1], [60.0], model=model).mean)
+
+
+def test_causality_forecasts_depend_only_on_samples_so_far():
+    rng = np.random.default_rng(9)
+    t = T0 + np.cumsum(rng.uniform(50, 70, 400))
+    v = np.cumsum(rng.normal(0, 1, len(t)))
+    full = ForecastBank("auto", lookback=HOUR)
+    slots = full.slots_for(["a"])
+    recorded = {}
+    for i, (ti, vi) in enumerate(zip(t, v)):
+        full.update(slots, ti, np.array([vi]))
+        if i in (50, 199, 399):
+            recorded[i] = [full.forecast(slots, ti, [300.0, 3000.0], model=m).mean.copy() for m in MODELS]
+    for i, want in recorded.items():
+        cut = ForecastBank("auto", lookback=HOUR)
+        cs = feed(cut, "a", t[: i + 1], v[: i + 1])
+        got = [cut.forecast(cs, t[i], [300.0, 3000.0], model=m).mean for m in MODELS]
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_state_dict_round_trip_continues_identically():
+    t, v, _ = seasonal_series(3, step=120.0)
+    a = ForecastBank("auto", lookback=2 * HOUR)
+    a.warm("x", t[:1500], v[:1500])
+    feed(a, "y", t[:900], v[:900] * 2)
+    a.forget(["y"])
+    feed(a, "z", t[:1500], -v[:1500])
+    state = pickle.loads(pickle.dumps(a.state_dict()))
+    b = ForecastBank("auto", lookback=2 * HOUR)
+    b.load_state_dict(state)
+    assert sorted(b.keys()) == ["x", "z"]
+    for bank in (a, b):
+        sl = bank.slots_for(["x", "z"])
+        for ti, vi in zip(t[1500:], v[1500:]):
+            bank.update(sl, ti, np.array([vi, -vi]))
+    ea = a.breach(a.slots_for(["x", "z"]), t[-1], 40.0, "below", DAY, 0.8)
+    eb = b.breach(b.slots_for(["x", "z"]), t[-1], 40.0, "below", DAY, 0.8)
+    for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability", "value_at_horizon"):
+        np.testing.assert_array_equal(getattr(ea, name), getattr(eb, name))
+    with pytest.raises(ValueError):
+        ForecastBank("auto", lookback=HOUR).load_state_dict(state)
+
+
+def test_warm_equals_streaming_for_linear():
+    rng = np.random.default_rng(12)
+    t = T0 + np.arange(0, 4 * HOUR, 20.0)
+    v = 100 - 0.002 * (t - T0) + rng.normal(0, 0.1, len(t))
+    streamed = ForecastBank("linear", lookback=HOUR)
+    ss = feed(streamed, "a", t, v)
+    warmed = ForecastBank("linear", lookback=HOUR)
+    warmed.warm("a", t, v)
+    ws = warmed.slots_for(["a"])
+    for model in ("linear", "robust_linear"):
+        np.testing.assert_allclose(warmed.forecast(ws, t[-1], [0, 3600], model=model).mean,
+                                   streamed.forecast(ss, t[-1], [0, 3600], model=model).mean, rtol=1e-9)
+
+
+def test_forget_reuses_slots_and_ignores_stale_refit_results():
+    from agent.models.forecast import RefitResult
+
+    bank = ForecastBank("auto", lookback=HOUR, min_refit_points=5)
+    t = T0 + np.arange(0, 600, 60.0)
+    slots = feed(bank, "old", t, np.arange(len(t), dtype=float))
+    jobs = bank.refit_jobs(t[-1])
+    assert [j.key for j in jobs] == ["old"]
+    assert bank.refit_jobs(t[-1]) == []  # pending: not reissued
+    bank.forget(["old"])
+    new = bank.slots_for(["new"])
+    assert new[0] == slots[0]
+    stale = RefitResult(key="old", slot=jobs[0].slot, gen=jobs[0].gen, ok=True, choice="holt")
+    assert bank.apply_refit([stale]) == 0
+
+
+def test_refit_schedule_spreads_keys_over_the_interval():
+    bank = ForecastBank("auto", lookback=HOUR, refit_interval=6 * HOUR, min_refit_points=3)
+    keys = [f"k{i}" for i in range(200)]
+    slots = bank.slots_for(keys)
+    for i in range(3):
+        bank.update(slots, T0 + 60 * i, np.ones(len(keys)))
+    first = bank.refit_jobs(T0 + 180)
+    assert len(first) == len(keys)
+    nxt = bank.next_refit[slots] - (T0 + 180)
+    assert np.all((nxt > 0) & (nxt <= 6 * HOUR))
+    assert np.std(nxt) > HOUR  # spread, not all at once
+    assert bank.refit_jobs(T0 + 200, limit=5) == []  # all pending
+    bank.apply_refit([])
+    assert len(bank.refit_jobs(T0 + 180 + 6 * HOUR + 1, limit=5)) == 5  # lost jobs reissued, bounded
+
+
+def test_normal_cdf():
+    from statistics import NormalDist
+
+    zs = np.linspace(-6, 6, 121)
+    np.testing.assert_allclose(normal_cdf(zs), [NormalDist().cdf(z) for z in zs], atol=2e-7)
+
+
+def test_unknown_model_is_rejected():
+    with pytest.raises(ValueError, match="unknown forecast model"):
+        ForecastBank("prophet", lookback=HOUR)

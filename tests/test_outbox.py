@@ -1,0 +1,302 @@
+"""The outbox: persistence before sending, order per problem, retries and backoff, dead letters,
+idempotency through the ref map and `find`, bounds, metrics."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from typing import Any
+
+import pytest
+
+from agent.clock import SimulatedClock
+from agent.outbox import Outbox
+from agent.sinks.base import DeliveryError, Ticket
+
+T0 = 1_795_000_000.0
+
+
+class FakeTool:
+    """An honest in-memory ticket tool: `find` returns the open ticket carrying the key."""
+
+    def __init__(self) -> None:
+        self.tickets: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str, int]] = []  # (method, key, sequence)
+        self.fail: list[DeliveryError | None] = []  # scripted outcomes of the next calls (None: ok)
+        self.fail_after_effect = False  # apply the change, then fail (a timeout after the tool acted)
+
+    def _maybe_fail(self) -> DeliveryError | None:
+        return self.fail.pop(0) if self.fail else None
+
+    def find(self, key: str) -> str | None:
+        self.calls.append(("find", key, 0))
+        for ref, t in self.tickets.items():
+            if t["key"] == key and t["open"]:
+                return ref
+        return None
+
+    def _do(self, name: str, ticket: Ticket, effect: Any) -> Any:
+        err = self._maybe_fail()
+        if err is not None and not self.fail_after_effect:
+            raise err
+        self.calls.append((name, ticket.dedup_key, ticket.sequence))
+        out = effect()
+        if err is not None:
+            raise err
+        return out
+
+    def open(self, ticket: Ticket) -> str:
+        def effect() -> str:
+            ref = f"T{len(self.tickets) + 1}"
+            self.tickets[ref] = {"key": ticket.dedup_key, "open": True, "notes": [ticket.sequence]}
+            return ref
+
+        return self._do("open", ticket, effect)
+
+    def update(self, ref: str, ticket: Ticket) -> None:
+        self._do("update", ticket, lambda: self.tickets[ref]["notes"].append(ticket.sequence))
+
+    def clear(self, ref: str, ticket: Ticket) -> None:
+        def effect() -> None:
+            self.tickets[ref]["notes"].append(ticket.sequence)
+            if ticket.resolve:
+                self.tickets[ref]["open"] = False
+
+        self._do("clear", ticket, effect)
+
+
+def tk(key: str, action: str, seq: int, resolve: bool = False) -> Ticket:
+    return Ticket(dedup_key=key, action=action, sequence=seq, title=f"t {key}", body="b", rule="R",  # type: ignore[arg-type]
+                  resolve=resolve)
+
+
+def make(tmp_path, tool=None, clock=None, **kw):
+    tool = tool or FakeTool()
+    clock = clock or SimulatedClock(T0)
+    ob = Outbox(str(tmp_path / "outbox.db"), {"itsm": tool}, clock, rng=random.Random(1), **kw)
+    return ob, tool, clock
+
+
+def sent(tool: FakeTool) -> list[tuple[str, str, int]]:
+    return [c for c in tool.calls if c[0] != "find"]
+
+
+def test_enqueue_is_durable_before_sending_and_survives_restart(tmp_path):
+    ob, tool, clock = make(tmp_path)
+    assert ob.enqueue("itsm", tk("k1", "open", 1))
+    assert ob.enqueue("itsm", tk("k1", "open", 1))  # same (key, sequence): kept once
+    ob.close()
+    rows = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT dedup_key, state FROM actions").fetchall()
+    assert rows == [("k1", "pending")] and tool.calls == []
+    ob2, _, _ = make(tmp_path, tool, clock)
+    assert ob2.pending_count("itsm") == 1
+    r = ob2.deliver_due()
+    assert (r.attempted, r.delivered) == (1, 1)
+    assert sent(tool) == [("open", "k1", 1)] and ob2.ref_of("itsm", "k1") == "T1"
+
+
+def test_order_per_problem_and_interleaving(tmp_path):
+    ob, tool, clock = make(tmp_path)
+    for seq, action in enumerate(["open", "update", "update", "clear"], 1):
+        ob.enqueue("itsm", tk("a", action, seq))
+        ob.enqueue("itsm", tk("b", action, seq))
+    tool.fail = [None, DeliveryError("HTTP 503", retryable=True)]  # a's open ok, b's open fails once
+    ob.deliver_due()
+    # b's failure holds the sink (an outage is sink-wide), so a stops after its open as well
+    assert sent(tool) == [("open", "a", 1)]
+    # b waits: nothing of b was delivered after its failed open, and its update never overtook it
+    assert [c for c in sent(tool) if c[1] == "b"] == []
+    clock.advance(400)
+    ob.deliver_due()
+    assert [c[2] for c in sent(tool) if c[1] == "b"] == [1, 2, 3, 4]
+    assert [c[2] for c in sent(tool) if c[1] == "a"] == [1, 2, 3, 4]
+    assert tool.tickets["T1"]["notes"] == [1, 2, 3, 4] and ob.pending_count() == 0
+
+
+def test_backoff_honours_retry_after_and_holds_the_sink(tmp_path):
+    ob, tool, clock = make(tmp_path, base_backoff=2.0, max_backoff=60.0)
+    ob.enqueue("itsm", tk("a", "open", 1))
+    ob.enqueue("itsm", tk("b", "open", 1))
+    tool.fail = [DeliveryError("HTTP 429", retryable=True, retry_after=120)]
+    r = ob.deliver_due()
+    assert (r.attempted, r.retried, r.delivered) == (1, 1, 0)  # b not tried: the sink is rate-limited
+    (row,) = [x for x in ob.rows() if x["dedup_key"] == "a"]
+    assert 120 <= row["next_attempt_at"] - T0 <= 121 and row["attempts"] == 1 and "429" in row["last_error"]
+    clock.advance(119)
+    assert ob.deliver_due().attempted == 0
+    clock.advance(2)
+    assert ob.deliver_due().delivered == 2
+    # exponential backoff with jitter when the sink gives no hint
+    ob.enqueue("itsm", tk("c", "open", 1))
+    delays = []
+    for _ in range(7):
+        tool.fail = [DeliveryError("connect timeout", retryable=True)]
+        ob.deliver_due()
+        (row,) = [x for x in ob.rows() if x["dedup_key"] == "c"]
+        delays.append(row["next_attempt_at"] - clock.now())
+        clock.set(row["next_attempt_at"])
+    for i, d in enumerate(delays):
+        full = min(60.0, 2.0 * 2**i)
+        assert full / 2 <= d <= full
+    assert ob.deliver_due().delivered == 1
+
+
+def test_permanent_failure_goes_to_dead_letter_and_the_problem_moves_on(tmp_path, caplog):
+    ob, tool, clock = make(tmp_path)
+    ob.enqueue("itsm", tk("a", "open", 1))
+    ob.enqueue("itsm", tk("a", "update", 2))
+    ob.enqueue("itsm", tk("a", "clear", 3))
+    tool.fail = [DeliveryError("HTTP 400: bad field", retryable=False)]
+    r = ob.deliver_due()
+    assert (r.dead, r.delivered) == (1, 2)
+    (dl,) = ob.dead_letters()
+    assert (dl["dedup_key"], dl["action"], dl["reason"]) == ("a", "open", "HTTP 400: bad field")
+    assert "dead letter: HTTP 400: bad field" in caplog.text
+    # the update found no ticket, so it opened one; the clear then commented on it
+    assert sent(tool) == [("open", "a", 2), ("clear", "a", 3)]
+    fams = {f.name: f for f in ob.collect()}
+    dead = {tuple(s.labels.values()): s.value for s in fams["forewarn_outbox_dead_letters"].samples}
+    assert dead == {("itsm",): 1}
+
+
+def test_find_recovers_an_open_whose_result_was_lost(tmp_path):
+    """The tool created the ticket but the answer never arrived (timeout, SIGKILL): no twin."""
+    ob, tool, clock = make(tmp_path)
+    ob.enqueue("itsm", tk("a", "open", 1))
+    tool.fail, tool.fail_after_effect = [DeliveryError("read timeout", retryable=True)], True
+    ob.deliver_due()
+    assert len(tool.tickets) == 1 and ob.ref_of("itsm", "a") is None
+    clock.advance(10)
+    ob.deliver_due()
+    assert len(tool.tickets) == 1 and ob.ref_of("itsm", "a") == "T1"
+    assert [c[0] for c in sent(tool)] == ["open"]
+    (row,) = ob.rows(states=("delivered",))
+    assert row["outcome"] == "recovered"
+
+
+def test_update_without_ticket_opens_and_clear_alone_never_creates(tmp_path):
+    ob, tool, clock = make(tmp_path)
+    ob.enqueue("itsm", tk("u", "update", 3))
+    ob.enqueue("itsm", tk("c", "clear", 2))
+    ob.deliver_due()
+    assert sent(tool) == [("open", "u", 3)]
+    assert len(tool.tickets) == 1
+    outcomes = {r["dedup_key"]: r["outcome"] for r in ob.rows(states=("delivered",))}
+    assert outcomes == {"u": "opened", "c": "no_ticket"}
+
+
+def test_new_episode_after_clear(tmp_path):
+    ob, tool, clock = make(tmp_path)
+    ob.enqueue("itsm", tk("a", "open", 1))
+    ob.enqueue("itsm", tk("a", "clear", 2, resolve=False))  # comment: ticket stays open in the tool
+    ob.enqueue("itsm", tk("a", "open", 3))  # a later episode: added to the still-open ticket
+    ob.enqueue("itsm", tk("b", "open", 1))
+    ob.enqueue("itsm", tk("b", "clear", 2, resolve=True))
+    ob.enqueue("itsm", tk("b", "open", 3))  # resolved before: a new ticket
+    ob.deliver_due()
+    assert [c for c in sent(tool) if c[1] == "a"] == [("open", "a", 1), ("clear", "a", 2), ("update", "a", 3)]
+    assert [c for c in sent(tool) if c[1] == "b"] == [("open", "b", 1), ("clear", "b", 2), ("open", "b", 3)]
+    assert sorted(t["key"] for t in tool.tickets.values()) == ["a", "b", "b"]
+
+
+def test_bounded_coalesce_evict_refuse(tmp_path, caplog):
+    ob, tool, clock = make(tmp_path, max_pending=3)
+    assert ob.enqueue("itsm", tk("a", "open", 1))
+    assert ob.enqueue("itsm", tk("a", "update", 2))
+    assert ob.enqueue("itsm", tk("a", "update", 3))
+    # full: a newer update of the same problem replaces its oldest pending update
+    assert ob.enqueue("itsm", tk("a", "update", 4))
+    assert ob.pending_count() == 3
+    # full: an open evicts the oldest pending update
+    assert ob.enqueue("itsm", tk("b", "open", 1))
+    # full: an update of a problem with no pending update is refused, loudly
+    assert not ob.enqueue("itsm", tk("b", "update", 2))
+    assert ob.enqueue("itsm", tk("c", "clear", 5))  # evicts a's last update
+    assert not ob.enqueue("itsm", tk("d", "open", 1))  # only opens and clears left: refused
+    assert "outbox full" in caplog.text
+    ob.deliver_due()
+    assert sent(tool) == [("open", "a", 1), ("open", "b", 1)]  # c's clear found no ticket
+    fams = {f.name: f for f in ob.collect()}
+    got = {(s.labels["action"], s.labels["outcome"]): s.value for s in fams["forewarn_ticket_actions"].samples}
+    assert got[("update", "coalesced")] == 1 and got[("update", "evicted")] == 2
+    assert got[("update", "refused")] == 1 and got[("open", "refused")] == 1
+    assert got[("open", "delivered")] == 2 and got[("clear", "skipped")] == 1
+
+
+def test_unknown_sink_and_give_up(tmp_path):
+    ob, tool, clock = make(tmp_path, give_up_after=3600)
+    ob.enqueue("gone", tk("a", "open", 1))
+    ob.enqueue("itsm", tk("b", "open", 1))
+    tool.fail = [DeliveryError("HTTP 503", retryable=True)]
+    ob.deliver_due()
+    clock.advance(3601)
+    tool.fail = [DeliveryError("HTTP 503", retryable=True)]
+    ob.deliver_due()
+    reasons = sorted(d["reason"] for d in ob.dead_letters())
+    assert reasons == ["gave up after 2 attempts: HTTP 503", "sink 'gone' is not configured"]
+    assert ob.pending_count() == 0
+
+
+def test_sink_exception_is_retried_not_lost(tmp_path):
+    class Broken(FakeTool):
+        def open(self, ticket: Ticket) -> str:
+            raise KeyError("bug")
+
+    ob, tool, clock = make(tmp_path, tool=Broken())
+    ob.enqueue("itsm", tk("a", "open", 1))
+    assert ob.deliver_due().retried == 1 and ob.pending_count() == 1
+
+
+def test_metrics(tmp_path):
+    ob, tool, clock = make(tmp_path)
+    ob.enqueue("itsm", tk("a", "open", 1))
+    clock.advance(30)
+    fams = {f.name: f for f in ob.collect()}
+    assert [s.value for s in fams["forewarn_outbox_pending"].samples] == [1]
+    assert [s.value for s in fams["forewarn_outbox_oldest_pending_age_seconds"].samples] == [30]
+    ob.deliver_due()
+    fams = {f.name: f for f in ob.collect()}
+    assert [s.value for s in fams["forewarn_outbox_pending"].samples] == [0]
+    hist = {(s.name, s.labels.get("le")): s.value for s in fams["forewarn_ticket_delivery_latency_seconds"].samples}
+    assert hist[("forewarn_ticket_delivery_latency_seconds_count", None)] == 1
+    assert hist[("forewarn_ticket_delivery_latency_seconds_bucket", "10.0")] == 0
+    assert hist[("forewarn_ticket_delivery_latency_seconds_bucket", "30.0")] == 1
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    reg = CollectorRegistry()
+    reg.register(ob)
+    text = generate_latest(reg).decode()
+    assert 'forewarn_ticket_actions_total{action="open",outcome="delivered",sink="itsm"} 1.0' in text
+
+
+@pytest.mark.parametrize("n", [100])
+def test_many_problems_all_delivered_in_order(tmp_path, n):
+    rng = random.Random(7)
+    ob, tool, clock = make(tmp_path)
+    for i in range(n):
+        for seq, action in enumerate(["open", "update", "clear"], 1):
+            ob.enqueue("itsm", tk(f"p{i}", action, seq, resolve=True))
+    while ob.pending_count():
+        tool.fail = [DeliveryError("HTTP 503", retryable=True) if rng.random() < 0.3 else None for _ in range(50)]
+        ob.deliver_due(budget=50)
+        clock.advance(400)
+    assert len(tool.tickets) == n
+    assert all(t["notes"] == [1, 2, 3] and not t["open"] for t in tool.tickets.values())
+
+
+def test_run_loop_delivers_and_stops(tmp_path):
+    import threading
+
+    from agent.clock import WallClock
+
+    ob, tool, _ = make(tmp_path, clock=WallClock())
+    th = threading.Thread(target=ob.run, kwargs={"poll_interval": 5.0}, daemon=True)
+    th.start()
+    ob.enqueue("itsm", tk("a", "open", 1))  # wakes the loop: no waiting for the poll interval
+    for _ in range(200):
+        if ob.pending_count() == 0:
+            break
+        threading.Event().wait(0.02)
+    ob.stop()
+    th.join(timeout=10)
+    assert not th.is_alive() and sent(tool) == [("open", "a", 1)]

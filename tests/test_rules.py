@@ -1,0 +1,526 @@
+"""The rule state machine, step by step with a fake query and a simulated clock, then the
+same rules over a real Store and PromQL Engine (recording rules, forecast, anomaly)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agent.clock import SimulatedClock
+from agent.promql import Engine
+from agent.rulefile import load_rule_text
+from agent.rules import (
+    RESOLVED_RETENTION,
+    AlertState,
+    BreachInfo,
+    RuleManager,
+    to_samples,
+)
+from agent.store import STALE_NAN, Store, is_stale, make_labels
+
+P, F, I = AlertState.PENDING, AlertState.FIRING, AlertState.INACTIVE
+
+
+def one_rule(body: str, group_extra: str = "") -> RuleManager:
+    text = f"groups:\n- name: g\n{group_extra}  rules:\n" + "\n".join("  " + ln for ln in body.strip().splitlines())
+    return RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0))
+
+
+class FakeQuery:
+    """Answers with the table of the current step: {labels dict as tuple: value}."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[dict[str, str], float]] = []
+        self.error: Exception | None = None
+
+    def __call__(self, expr, t):
+        if self.error:
+            raise self.error
+        return [(make_labels("x", lab), v) for lab, v in self.samples]
+
+
+def run(rm: RuleManager, steps: list[tuple[float, list[tuple[dict[str, str], float]]]]) -> list[list[tuple]]:
+    """Evaluate at each (t, samples); record (state, active_at, resolved_at) of every alert."""
+    q = rm.engine
+    out = []
+    (rule,) = rm.alerting_rules()
+    for t, samples in steps:
+        q.samples = samples
+        rm.evaluate_group(rm.groups[0], t)
+        out.append([(a.state, a.active_at, a.resolved_at) for a in rule.all_alerts()])
+    return out
+
+
+A = {"host": "a"}
+
+
+def test_for_pending_then_firing_then_resolved():
+    rm = one_rule("- alert: X\n  expr: x > 1\n  for: 2m")
+    got = run(rm, [(0, []), (60, [(A, 5)]), (120, [(A, 5)]), (180, [(A, 5)]), (240, []), (300, [])])
+    assert got == [[], [(P, 60, None)], [(P, 60, None)], [(F, 60, None)], [(I, 60, 240)], [(I, 60, 240)]]
+    (rule,) = rm.alerting_rules()
+    a = rule.all_alerts()[0]
+    assert a.fired_at == 180 and rule.active_alerts() == []
+
+
+def test_for_zero_fires_at_once_and_pending_that_clears_is_forgotten():
+    rm = one_rule("- alert: X\n  expr: x > 1")
+    assert run(rm, [(0, [(A, 5)])]) == [[(F, 0, None)]]
+    rm = one_rule("- alert: X\n  expr: x > 1\n  for: 5m")
+    assert run(rm, [(0, [(A, 5)]), (60, []), (120, [(A, 5)])]) == [[(P, 0, None)], [], [(P, 120, None)]]
+
+
+def test_keep_firing_for():
+    rm = one_rule("- alert: X\n  expr: x > 1\n  keep_firing_for: 2m")
+    got = run(rm, [(0, [(A, 5)]), (60, []), (120, []), (180, []), (240, [])])
+    assert [g[0][0] for g in got] == [F, F, F, I, I]
+    (rule,) = rm.alerting_rules()
+    assert rule.all_alerts()[0].resolved_at == 180
+    # the condition returning during keep_firing_for resets it
+    rm = one_rule("- alert: X\n  expr: x > 1\n  keep_firing_for: 2m")
+    got = run(rm, [(0, [(A, 5)]), (60, []), (120, [(A, 5)]), (180, []), (240, []), (300, [])])
+    assert [g[0][0] for g in got] == [F, F, F, F, F, I]
+
+
+def test_resolved_alert_kept_15_minutes_then_dropped_and_refire_is_new():
+    rm = one_rule("- alert: X\n  expr: x > 1")
+    steps = [(0, [(A, 5)]), (60, [])] + [(60 + k * 60, []) for k in range(1, 17)]
+    got = run(rm, steps)
+    assert got[1] == [(I, 0, 60)]
+    kept = [bool(g) for g in got]
+    # kept while now - resolved_at <= 15m, removed on the first evaluation after that
+    last_kept = max(t for (t, _), k in zip(steps, kept) if k)
+    assert last_kept == 60 + RESOLVED_RETENTION
+    assert got[-1] == []
+    rm2 = one_rule("- alert: X\n  expr: x > 1\n  for: 1m")
+    got = run(rm2, [(0, [(A, 5)]), (60, [(A, 5)]), (120, []), (180, [(A, 5)])])
+    assert got[-1] == [(P, 180, None)]  # a resolved alert is replaced, active_at starts again
+
+
+def test_one_alert_per_label_set_and_templated_labels():
+    rm = one_rule("""
+- alert: X
+  expr: x > 1
+  labels: {severity: '{{ if gt $value 10.0 }}critical{{ else }}warning{{ end }}', team: ops}
+  annotations: {summary: '{{ $labels.host }} at {{ $value }}'}
+""")
+    q = rm.engine
+    q.samples = [({"host": "a"}, 5), ({"host": "b"}, 50)]
+    rm.evaluate_group(rm.groups[0], 0)
+    (rule,) = rm.alerting_rules()
+    alerts = sorted(rule.active_alerts(), key=lambda a: a.labels["host"])
+    assert [a.labels for a in alerts] == [
+        {"host": "a", "severity": "warning", "team": "ops", "alertname": "X"},
+        {"host": "b", "severity": "critical", "team": "ops", "alertname": "X"},
+    ]
+    assert [a.annotations["summary"] for a in alerts] == ["a at 5", "b at 50"]
+    # value and annotations follow the latest evaluation; a label change is another alert
+    q.samples = [({"host": "a"}, 7), ({"host": "b"}, 50)]
+    rm.evaluate_group(rm.groups[0], 60)
+    a = [x for x in rule.active_alerts() if x.labels["host"] == "a"][0]
+    assert (a.value, a.annotations["summary"], a.active_at) == (7, "a at 7", 0)
+    q.samples = [({"host": "a"}, 20)]
+    rm.evaluate_group(rm.groups[0], 120)
+    states = sorted((x.labels["host"], x.labels["severity"], x.state) for x in rule.all_alerts())
+    assert states == [("a", "critical", F), ("a", "warning", I), ("b", "critical", I)]
+    assert rule.state == F
+
+
+def test_duplicate_labelset_is_an_error_and_keeps_state():
+    rm = one_rule("- alert: X\n  expr: x > 1\n  labels: {host: same}")
+    q = rm.engine
+    q.samples = [({"host": "a"}, 5)]
+    rm.evaluate_group(rm.groups[0], 0)
+    q.samples = [({"host": "a"}, 5), ({"host": "b"}, 5)]
+    rm.evaluate_group(rm.groups[0], 60)
+    (rule,) = rm.alerting_rules()
+    assert rule.health == "err" and "same labelset" in rule.last_error
+    assert len(rule.active_alerts()) == 1
+
+
+def test_query_error_sets_health_and_keeps_alerts():
+    rm = one_rule("- alert: X\n  expr: x > 1")
+    q = rm.engine
+    q.samples = [(A, 5)]
+    rm.evaluate_group(rm.groups[0], 0)
+    q.error = RuntimeError("boom")
+    rm.evaluate_group(rm.groups[0], 60)
+    (rule,) = rm.alerting_rules()
+    assert (rule.health, rule.last_error) == ("err", "boom")
+    assert [a.state for a in rule.active_alerts()] == [F]
+    q.error = None
+    rm.evaluate_group(rm.groups[0], 120)
+    assert rule.health == "ok" and rule.last_error == ""
+
+
+def test_group_limit():
+    rm = one_rule("- alert: X\n  expr: x > 1", group_extra="  limit: 1\n")
+    q = rm.engine
+    q.samples = [({"host": "a"}, 5), ({"host": "b"}, 5)]
+    rm.evaluate_group(rm.groups[0], 0)
+    (rule,) = rm.alerting_rules()
+    assert rule.health == "err" and rule.last_error == "exceeded limit of 1 with 2 alerts"
+    assert rule.all_alerts() == []
+
+
+def test_alerts_series_and_notifications():
+    rm = one_rule("- alert: X\n  expr: x > 1\n  for: 1m\n  labels: {severity: page}")
+    q = rm.engine
+    q.samples = [(A, 5)]
+    rm.evaluate_group(rm.groups[0], 0)
+    assert sorted(rm.alerts_series()) == sorted([
+        (make_labels("ALERTS", {"alertname": "X", "alertstate": "pending", "host": "a", "severity": "page"}), 1.0),
+        (make_labels("ALERTS_FOR_STATE", {"alertname": "X", "host": "a", "severity": "page"}), 0.0),
+    ])
+    (rule,) = rm.alerting_rules()
+    assert rule.pending_notifications(0) == []  # pending alerts are never sent
+    rm.evaluate_group(rm.groups[0], 60)
+    assert [a.state for a in rule.pending_notifications(60, resend_delay=60)] == [F]
+    assert rule.pending_notifications(90, resend_delay=60) == []  # resend delay
+    assert len(rule.pending_notifications(121, resend_delay=60)) == 1
+    q.samples = []
+    rm.evaluate_group(rm.groups[0], 130)
+    assert rm.alerts_series() == []
+    sent = rule.pending_notifications(130, resend_delay=60)
+    assert [(a.state, a.resolved_at) for a in sent] == [(I, 130)]  # the resolve goes out at once
+
+
+def test_ticket_policy_defaults():
+    rm = one_rule("- alert: X\n  expr: x > 1\n- alert: Y\n  expr: x\n  ticket: {sink: itsm, group_by: [service], on_clear: resolve}")
+    x, y = rm.alerting_rules()
+    assert (x.ticket.sink, x.ticket.group_by, x.ticket.on_clear) == (None, ["alertname", "host"], "comment")
+    assert (y.ticket.sink, y.ticket.group_by, y.ticket.on_clear) == ("itsm", ["service"], "resolve")
+    assert (x.kind, x.for_, x.keep_firing_for, x.group) == ("threshold", 0.0, 0.0, "g")
+
+
+def test_due_groups_follow_each_interval():
+    text = "groups:\n- name: fast\n  interval: 30s\n  rules: []\n- name: slow\n  interval: 2m\n  rules: []\n- name: default\n  rules: []\n"
+    rm = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0), default_interval=60)
+    seen = []
+    for t in range(0, 241, 15):
+        for g in rm.evaluate_due(float(t)):
+            seen.append((t, g.name))
+    assert [t for t, n in seen if n == "fast"] == list(range(0, 241, 30))
+    assert [t for t, n in seen if n == "slow"] == [0, 120, 240]
+    assert [t for t, n in seen if n == "default"] == [0, 60, 120, 180, 240]
+    # a late tick does not cause catch-up evaluations
+    assert [g.name for g in rm.evaluate_due(1000.0)] == ["fast", "slow", "default"]
+    assert rm.due_groups(1001.0) == []
+
+
+def test_to_samples_shapes():
+    from agent.promql import Scalar, Vector
+
+    lab = make_labels("a", {"x": "1"})
+    assert to_samples(Vector([lab], np.array([2.0]))) == [(lab, 2.0)]
+    assert to_samples(Scalar(3.0)) == [((), 3.0)]
+    with pytest.raises(ValueError):
+        to_samples(object())
+
+
+# ---- over a real store and engine ------------------------------------------------------------
+
+
+def store_manager(text: str, **kw) -> tuple[Store, RuleManager]:
+    store = Store(raw_capacity=4000)
+    rm = RuleManager(load_rule_text(text, "r.yml"), Engine(store), SimulatedClock(0), store=store, **kw)
+    return store, rm
+
+
+def test_recording_rules_write_to_the_store_in_order_and_mark_stale():
+    store, rm = store_manager("""
+groups:
+- name: g
+  interval: 1m
+  rules:
+  - record: job:up:sum
+    expr: sum by (job) (up)
+  - record: job:up:double
+    expr: job:up:sum * 2
+    labels: {source: rule}
+""")
+    ups = [make_labels("up", {"job": "a", "i": "1"}), make_labels("up", {"job": "a", "i": "2"}),
+           make_labels("up", {"job": "b", "i": "3"})]
+    ids = store.series_ids(ups)
+    store.append(ids, 0.0, np.array([1.0, 1.0, 0.0]))
+    rm.evaluate_group(rm.groups[0], 0.0)
+    dbl = make_labels("job:up:double", {"job": "a", "source": "rule"})
+    assert store.latest([store.get_id(dbl)])[1].tolist() == [4.0]
+    assert store.latest([store.get_id(make_labels("job:up:sum", {"job": "b"}))])[1].tolist() == [0.0]
+    # job b disappears: its recorded series get a stale marker
+    store.mark_stale([int(ids[2])], 30.0)
+    store.append(ids[:2], 60.0, np.array([1.0, 0.0]))
+    rm.evaluate_group(rm.groups[0], 60.0)
+    t, v = store.raw(store.get_id(make_labels("job:up:sum", {"job": "b"})))
+    assert t.tolist() == [0.0, 60.0] and is_stale(v).tolist() == [False, True]
+
+
+def _feed(store: Store, labels, t: float, v: float) -> None:
+    store.append(store.series_ids([labels]), t, np.array([v]))
+
+
+def test_forecast_rule_fires_before_the_disk_fills():
+    store, rm = store_manager("""
+groups:
+- name: capacity
+  interval: 5m
+  rules:
+  - alert: FilesystemWillFill
+    expr: node_filesystem_avail_bytes
+    forecast: {model: linear, lookback: 6h, horizon: 24h, threshold: 0, direction: below, confidence: 0.9}
+    for: 15m
+    annotations:
+      summary: 'fills in {{ $forecast.eta | humanizeDuration }} ({{ $forecast.probability | humanizePercentage }})'
+""")
+    disk = make_labels("node_filesystem_avail_bytes", {"mountpoint": "/var"})
+    flat = make_labels("node_filesystem_avail_bytes", {"mountpoint": "/srv"})
+    rng = np.random.default_rng(1)
+    fired_at = None
+    (rule,) = rm.alerting_rules()
+    for k in range(0, 12 * 30):  # 30 hours, every 5 minutes
+        t = k * 300.0
+        # /var loses 1 GB/h from 40 GB (empty at 40h); /srv is flat with noise
+        _feed(store, disk, t, 40e9 - t / 3600 * 1e9 + rng.normal(0, 5e7))
+        _feed(store, flat, t, 20e9 + rng.normal(0, 5e7))
+        rm.evaluate_group(rm.groups[0], t)
+        firing = [a for a in rule.active_alerts() if a.state == F]
+        if firing and fired_at is None:
+            fired_at = t
+            alert = firing[0]
+            eta_then, prob_then = alert.forecast.eta, alert.forecast.probability
+    assert fired_at is not None
+    assert {a.labels["mountpoint"] for a in rule.active_alerts()} == {"/var"}
+    # predicted about 24h ahead of the 40h breach (plus `for`), and not absurdly early
+    assert 14 * 3600 <= fired_at <= 18 * 3600
+    assert isinstance(alert.forecast, BreachInfo) and prob_then >= 0.9
+    assert abs((fired_at + eta_then) - 40 * 3600) < 3 * 3600
+    # the alert's forecast follows later evaluations (the last one at 29h55m)
+    assert abs((29 * 3600 + 55 * 60 + alert.forecast.eta) - 40 * 3600) < 3600
+    assert alert.annotations["summary"].startswith("fills in ")
+    series = rm.forecast_series()
+    eta = {dict(lab)["mountpoint"]: v for lab, v in series["forewarn_forecast_breach_seconds"]}
+    assert set(eta) == {"/var", "/srv"} and eta["/var"] < 24 * 3600 and not eta["/srv"] < 24 * 3600
+    assert all(dict(lab)["alertname"] == "FilesystemWillFill" for lab, _ in series["forewarn_forecast_breach_probability"])
+    assert len(series["forewarn_forecast_breach_seconds_low"]) == len(series["forewarn_forecast_breach_seconds_high"]) == 2
+
+
+def test_anomaly_rule_fires_on_a_spike_and_exposes_scores():
+    """Wiring, not detection quality (the models' own tests and benchmarks cover that): a
+    large upward shift makes the rule fire with the model's score and band; the same shift
+    downwards never fires a `direction: above` rule."""
+    rule_text = """
+groups:
+- name: anomalies
+  interval: 1m
+  rules:
+  - alert: LatencyAnomaly
+    expr: latency_seconds
+    anomaly: {sensitivity: high, direction: above}
+    annotations:
+      summary: 'score {{ printf "%.2f" $anomaly.score }}, expected {{ printf "%.2f" $anomaly.expected }}'
+"""
+    lat = make_labels("latency_seconds", {"service": "api"})
+    for shift, want_fire in ((+2.0, True), (-0.19, False)):
+        store, rm = store_manager(rule_text)
+        rng = np.random.default_rng(2)
+        (rule,) = rm.alerting_rules()
+        fired = []
+        for k in range(330):
+            t = k * 60.0
+            _feed(store, lat, t, 0.2 + (shift if k >= 300 else 0.0) + rng.normal(0, 0.01))
+            rm.evaluate_group(rm.groups[0], t)
+            if k >= 300:
+                fired += [a for a in rule.active_alerts() if a.state == F]
+        assert bool(fired) == want_fire
+        ((lab, score),) = rm.anomaly_series()
+        assert dict(lab) == {"alertname": "LatencyAnomaly", "service": "api"} and 0 <= score <= 1
+    a = fired_up = None
+    store, rm = store_manager(rule_text)
+    rng = np.random.default_rng(2)
+    (rule,) = rm.alerting_rules()
+    for k in range(330):
+        _feed(store, lat, k * 60.0, 0.2 + (2.0 if k >= 300 else 0.0) + rng.normal(0, 0.01))
+        rm.evaluate_group(rm.groups[0], k * 60.0)
+        firing = [x for x in rule.active_alerts() if x.state == F and k >= 300]
+        if firing and fired_up is None:
+            fired_up, a = k, firing[0]
+            info = a.anomaly
+            summary = a.annotations["summary"]
+    assert fired_up is not None and info is not None
+    assert info.score >= rule.detector.threshold and a.value > info.expected
+    assert summary == f"score {info.score:.2f}, expected {info.expected:.2f}"
+
+
+def test_adopt_state_keeps_alerts_across_reload():
+    text = "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 1\n    for: 1m\n"
+    old = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0))
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 0)
+    new = RuleManager(load_rule_text(text, "r.yml"), old.engine, SimulatedClock(0))
+    new.adopt_state(old)
+    new.evaluate_group(new.groups[0], 60)
+    assert [a.state for a in new.alerting_rules()[0].active_alerts()] == [F]
+
+
+def test_stale_input_resolves_threshold_alert():
+    store, rm = store_manager("groups:\n- name: g\n  interval: 1m\n  rules:\n  - alert: Down\n    expr: up == 0\n")
+    up = make_labels("up", {"job": "a"})
+    _feed(store, up, 0.0, 0.0)
+    rm.evaluate_group(rm.groups[0], 0.0)
+    (rule,) = rm.alerting_rules()
+    assert [a.state for a in rule.active_alerts()] == [F]
+    _feed(store, up, 30.0, STALE_NAN)
+    rm.evaluate_group(rm.groups[0], 60.0)
+    assert rule.active_alerts() == [] and math.isclose(rule.all_alerts()[0].resolved_at, 60.0)
+
+
+# ---- /api/v1/rules and /api/v1/alerts -----------------------------------------------------------
+
+API_RULES = """\
+groups:
+  - name: api
+    interval: 1s
+    rules:
+      - alert: AlwaysFiring
+        expr: vector(1) > 0
+        labels:
+          severity: page
+        annotations:
+          summary: value is {{ $value }}
+      - alert: LongPending
+        expr: vector(3)
+        for: 1h
+        keep_firing_for: 5m
+      - record: api:two
+        expr: vector(2)
+        labels:
+          source: rule
+"""
+
+
+def api_manager(now: float = 1700000000.0) -> RuleManager:
+    store = Store()
+    rm = RuleManager(load_rule_text(API_RULES, "/etc/rules.yml"), Engine(store), SimulatedClock(now), store=store)
+    rm.evaluate_group(rm.groups[0], now)
+    return rm
+
+
+def test_rules_api_shape():
+    from agent.rulesapi import alerts_response, rules_response
+
+    rm = api_manager()
+    status, body = rules_response(rm, {})
+    assert status == 200 and body["status"] == "success"
+    (g,) = body["data"]["groups"]
+    assert (g["name"], g["file"], g["interval"], g["limit"], g["lastEvaluation"]) == (
+        "api", "/etc/rules.yml", 1.0, 0, "2023-11-14T22:13:20Z")
+    firing, pending, rec = g["rules"]
+    assert firing["state"] == "firing" and firing["type"] == "alerting" and firing["health"] == "ok"
+    assert firing["alerts"] == [{
+        "labels": {"alertname": "AlwaysFiring", "severity": "page"},
+        "annotations": {"summary": "value is 1"},
+        "state": "firing", "activeAt": "2023-11-14T22:13:20Z", "value": "1e+00",
+    }]
+    assert (pending["state"], pending["duration"], pending["keepFiringFor"]) == ("pending", 3600.0, 300.0)
+    assert rec == {"name": "api:two", "query": "vector(2)", "labels": {"source": "rule"}, "health": "ok",
+                   "evaluationTime": rec["evaluationTime"], "lastEvaluation": "2023-11-14T22:13:20Z",
+                   "type": "recording"}
+    assert [r["name"] for r in rules_response(rm, {"type": "record"})[1]["data"]["groups"][0]["rules"]] == ["api:two"]
+    assert [r["name"] for r in rules_response(rm, {"type": "alert"})[1]["data"]["groups"][0]["rules"]] == [
+        "AlwaysFiring", "LongPending"]
+    assert rules_response(rm, {"type": "bogus"})[0] == 400
+    assert "alerts" not in rules_response(rm, {"exclude_alerts": "true"})[1]["data"]["groups"][0]["rules"][0]
+    _, alerts = alerts_response(rm)
+    assert [(a["labels"]["alertname"], a["state"]) for a in alerts["data"]["alerts"]] == [
+        ("AlwaysFiring", "firing"), ("LongPending", "pending")]
+
+
+def _shape(v):
+    """The JSON structure without values: dict keys (recursively) and value types."""
+    if isinstance(v, dict):
+        return {k: _shape(x) for k, x in v.items() if k not in ("labels", "annotations")} | \
+            {k: "map" for k in v if k in ("labels", "annotations")}
+    if isinstance(v, list):
+        return [_shape(v[0])] if v else []
+    return "number" if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v).__name__
+
+
+def test_api_matches_a_real_prometheus(tmp_path):
+    """Same rules in Prometheus 2.42 and in forewarn: the same JSON keys and types, and the
+    same values where they do not depend on time."""
+    import subprocess
+
+    import requests
+
+    from agent.rulesapi import alerts_response, rules_response
+    from tests.helpers import free_port, wait_for
+
+    (tmp_path / "rules.yml").write_text(API_RULES)
+    (tmp_path / "prometheus.yml").write_text("global:\n  evaluation_interval: 1s\nrule_files: [rules.yml]\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def evaluated():
+            r = requests.get(f"{base}/api/v1/rules", timeout=2).json()
+            rules = r["data"]["groups"][0]["rules"] if r["data"]["groups"] else []
+            return r if rules and all(x["health"] == "ok" for x in rules) and rules[0].get("alerts") else None
+
+        prom_rules = wait_for(evaluated, timeout=60, what="Prometheus evaluating the rules")
+        prom_alerts = requests.get(f"{base}/api/v1/alerts", timeout=2).json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    rm = api_manager()
+    ours_rules = rules_response(rm, {})[1]
+    ours_alerts = alerts_response(rm, {})[1]
+    assert _shape(ours_rules) == _shape(prom_rules)
+    assert _shape(ours_alerts) == _shape(prom_alerts)
+    stable = ("name", "query", "labels", "annotations", "state", "health", "type", "duration", "keepFiringFor")
+    pg, og = prom_rules["data"]["groups"][0], ours_rules["data"]["groups"][0]
+    assert (pg["name"], pg["interval"], pg["limit"]) == (og["name"], og["interval"], og["limit"])
+    for p, o in zip(pg["rules"], og["rules"]):
+        assert {k: p.get(k) for k in stable} == {k: o.get(k) for k in stable}
+        for pa, oa in zip(p.get("alerts", []), o.get("alerts", [])):
+            assert (pa["labels"], pa["annotations"], pa["state"], pa["value"]) == (
+                oa["labels"], oa["annotations"], oa["state"], oa["value"])
+    key = lambda a: a["labels"]["alertname"]  # noqa: E731
+    assert [(a["labels"], a["state"], a["value"]) for a in sorted(prom_alerts["data"]["alerts"], key=key)] == \
+        [(a["labels"], a["state"], a["value"]) for a in sorted(ours_alerts["data"]["alerts"], key=key)]
+
+
+def test_recording_rule_without_labels_omits_them_like_prometheus():
+    from agent.rulesapi import rules_response
+
+    store = Store()
+    text = "groups:\n- name: g\n  rules:\n  - record: a:b\n    expr: vector(1)\n"
+    rm = RuleManager(load_rule_text(text, "r.yml"), Engine(store), SimulatedClock(0), store=store)
+    (rule,) = rules_response(rm)[1]["data"]["groups"][0]["rules"]
+    assert "labels" not in rule and rule["health"] == "unknown" and rule["lastEvaluation"] == "0001-01-01T00:00:00Z"
+
+
+def test_alert_state_survives_a_restart(tmp_path):
+    text = "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 1\n    for: 5m\n  - alert: Y\n    expr: x > 1\n"
+    old = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0))
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 0)
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 60)
+    path = str(tmp_path / "rules.json")
+    old.save_state(path)
+    new = RuleManager(load_rule_text(text, "r.yml"), old.engine, SimulatedClock(0))
+    assert new.load_state(path) == 2
+    x, y = new.alerting_rules()
+    assert [(a.state, a.active_at) for a in x.active_alerts()] == [(P, 0)]
+    assert x.active_alerts()[0].value == 5 and y.active_alerts()[0].state == F
+    new.evaluate_group(new.groups[0], 300)
+    assert [a.state for a in x.active_alerts()] == [F]  # `for` counted from before the restart
+    assert new.load_state(str(tmp_path / "missing.json")) == 0
+    (tmp_path / "bad.json").write_text("{not json")
+    assert new.load_state(str(tmp_path / "bad.json")) == 0

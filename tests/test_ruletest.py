@@ -1,0 +1,147 @@
+"""`forewarn test`: promtool's unit-test format, the series notation, readable failures,
+the `exp_tickets` extension and forecast rules."""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+
+import pytest
+
+from agent.cli import main
+from agent.ruletest import expand_values, parse_metric
+from agent.store import is_stale
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ruletests")
+
+
+def fixture(name: str) -> str:
+    return os.path.join(HERE, name)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("1 2 3", [1, 2, 3]),
+    ("1+1x3", [1, 2, 3, 4]),
+    ("10-2x2", [10, 8, 6]),
+    ("-1-1x2", [-1, -2, -3]),
+    ("7x2", [7, 7, 7]),
+    ("1 _ 3", [1, None, 3]),
+    ("_x3 5", [None, None, None, 5]),
+    ("1e3 +Inf -Inf", [1000, math.inf, -math.inf]),
+    ("0.1+0.1x2", [0.1, 0.2, 0.30000000000000004]),  # added step by step, as Prometheus does
+])
+def test_expanding_notation(text, want):
+    assert expand_values(text) == want
+
+
+def test_stale_and_nan():
+    vals = expand_values("1 stale NaN")
+    assert vals[0] == 1 and is_stale([vals[1]])[0] and math.isnan(vals[2]) and not is_stale([vals[2]])[0]
+
+
+@pytest.mark.parametrize("bad", ["1+x3", "abc", "1x", "1++1x2", "_x"])
+def test_bad_notation(bad):
+    with pytest.raises(ValueError):
+        expand_values(bad)
+
+
+def test_parse_metric():
+    assert parse_metric('up{job="a", instance="b"}') == (("__name__", "up"), ("instance", "b"), ("job", "a"))
+    assert parse_metric('{__name__="x", a="1"}') == (("__name__", "x"), ("a", "1"))
+    assert parse_metric("{}") == () and parse_metric("") == ()
+    with pytest.raises(ValueError):
+        parse_metric('up{job=~"a.*"}')
+    with pytest.raises(ValueError):
+        parse_metric("rate(x[5m])")
+
+
+@pytest.mark.parametrize("name", [
+    "basic_test.yml", "templates_test.yml", "lifecycle_test.yml", "forewarn_tickets_test.yml",
+    "forewarn_forecast_test.yml",
+])
+def test_passing_files(name, capsys):
+    assert main(["test", fixture(name)]) == 0
+    out = capsys.readouterr()
+    assert f"Unit Testing:  {fixture(name)}" in out.out and "SUCCESS" in out.out and out.err == ""
+
+
+def test_failure_output_reads_like_promtool(capsys):
+    assert main(["test", fixture("fail_labels_test.yml")]) == 1
+    err = capsys.readouterr().err
+    assert "  FAILED:\n    alertname: InstanceDown, time: 6m, \n        exp:[\n            0:\n" in err
+    assert 'Labels:{alertname="InstanceDown", instance="c:9100", job="batch", severity="critical"}' in err
+    assert 'Labels:{alertname="InstanceDown", instance="c:9100", job="batch", severity="page"}' in err
+    assert main(["test", fixture("fail_promql_test.yml")]) == 1
+    err = capsys.readouterr().err
+    assert 'expr: "job:up:sum", time: 2m,\n        exp: {__name__="job:up:sum", job="api"} 2E+00\n' \
+           '        got: {__name__="job:up:sum", job="api"} 1E+00' in err
+    assert 'exp: {job="api"} 1E+00\n        got: {} 1E+00' in err
+    assert main(["test", fixture("fail_duplicate_test.yml")]) == 1
+    err = capsys.readouterr().err
+    assert "rule: SameLabels, time: 0s, err: vector contains metrics with the same labelset after applying alert labels" in err
+
+
+def test_several_files_one_failing(capsys):
+    assert main(["test", fixture("basic_test.yml"), fixture("fail_pending_test.yml")]) == 1
+    out = capsys.readouterr()
+    assert out.out.count("Unit Testing:") == 2 and out.out.count("SUCCESS") == 1
+
+
+def test_exp_tickets_mismatch_is_reported(tmp_path, capsys):
+    test = tmp_path / "t.yml"
+    test.write_text(textwrap.dedent(f"""\
+        rule_files: [{fixture("forewarn_tickets_rules.yml")}]
+        tests:
+          - interval: 1m
+            input_series:
+              - series: 'disk_used_ratio{{host="db-1", mountpoint="/var"}}'
+                values: '0.95x5'
+            alert_rule_test:
+              - eval_time: 4m
+                alertname: DiskFull
+                exp_tickets:
+                  - action: open
+                    labels: {{host: db-2}}
+        """))
+    assert main(["test", str(test)]) == 1
+    err = capsys.readouterr().err
+    assert "alertname: DiskFull, time: 4m, tickets:" in err
+    assert 'open {host="db-2"}' in err and 'open {alertname="DiskFull", host="db-1"' in err
+
+
+def test_file_errors_point_at_lines(tmp_path, capsys):
+    test = tmp_path / "t.yml"
+    test.write_text(textwrap.dedent("""\
+        rule_files: [missing_*.yml]
+        tests:
+          - interval: 1m
+            input_series:
+              - series: 'up{job="a"}'
+                values: '1 2 three'
+            alert_rule_tests: []
+        """))
+    assert main(["test", str(test)]) == 1
+    err = capsys.readouterr().err
+    assert f"{test}:7:5: tests[0]: unknown field 'alert_rule_tests' (did you mean 'alert_rule_test'?)" in err
+    test.write_text(textwrap.dedent("""\
+        rule_files: [missing_*.yml]
+        tests:
+          - interval: 1m
+            input_series:
+              - series: 'up{job="a"}'
+                values: '1 2 three'
+        """))
+    assert main(["test", str(test)]) == 1
+    err = capsys.readouterr().err
+    assert f"{test}:1:13: rule_files: no file matches 'missing_*.yml'" in err
+    assert f"{test}:5:17: tests[0].input_series: bad value 'three'" in err
+
+
+def test_invalid_rule_file_is_reported(tmp_path, capsys):
+    rules = tmp_path / "r_rules.yml"
+    rules.write_text("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: 'up =='\n")
+    test = tmp_path / "t.yml"
+    test.write_text("rule_files: [r_rules.yml]\ntests: []\n")
+    assert main(["test", str(test)]) == 1
+    assert f"{rules}:5:11: group \"g\", rule \"A\": expr:" in capsys.readouterr().err
