@@ -45,24 +45,13 @@ import numpy as np
 
 from agent.clock import SimulatedClock
 from agent.replay import Feeder, Recording, ReplayInputError, fetch_recording, parse_time, read_csv, store_for
-from agent.store import Labels
 from agent.yamlutil import ConfigErrors, parse_duration
 
 log = logging.getLogger(__name__)
 
-EPILOG = """\
-input CSV formats (header row decides; timestamps Unix seconds or RFC 3339):
-  long:  timestamp,series,value
-         1700000000,"node_filesystem_avail_bytes{mountpoint=""/var""}",5.1e9
-  long:  metric,labels,timestamp,value   (labels as {name="value",...})
-  wide:  timestamp,<series>,<series>,...  (one column per series; empty cell = no sample)
-values: numbers, NaN, +Inf, -Inf or stale. Bad rows are reported as PATH:LINE: message.
-exit status: 0 ok, 1 bad input, 2 usage error.
-"""
-
 DEFAULT_URL_SPAN = 7 * 86400.0
 REFIT_WAIT_SECONDS = 300.0
-RAW_WINDOW_MIN = 3600.0
+RAW_WINDOW_MIN = 3600.0  # the daemon's default raw_retention
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -162,21 +151,20 @@ def rule_selectors(groups: list[Any]) -> list[str]:
                 sel = e.vector_selector if isinstance(e, pp.MatrixSelector) else e
                 if isinstance(sel, pp.VectorSelector) and sel.name not in recorded:
                     text = str(sel).split(" offset ")[0].split(" @ ")[0]
+                    text = text[:-2] if text.endswith("{}") else text
                     if text not in out:
                         out.append(text)
     return out
 
 
 def longest_window(groups: list[Any]) -> float:
-    """The longest range selector or forecast lookback in the rules (seconds)."""
+    """The longest range selector in the rules (seconds). Forecast lookbacks do not count:
+    models keep their own state and warm up from the downsampled history, as in the daemon."""
     import promql_parser as pp
 
     longest = 0.0
     for g in groups:
         for r in g.rules:
-            fc = r.spec.forecast
-            if fc is not None:
-                longest = max(longest, float(fc.lookback))
             for e in _walk(r.expr):
                 if isinstance(e, pp.MatrixSelector):
                     longest = max(longest, e.range.total_seconds())
@@ -272,7 +260,7 @@ def run_backtest(groups: list[Any], recording: Recording, *, start: float | None
         start = float(rec.t[0]) if len(rec) else 0.0
     if end is None:
         end = float(rec.t[-1]) if len(rec) else start
-    store = store_for(rec, max(RAW_WINDOW_MIN, longest_window(groups) * 1.5))
+    store = store_for(rec, max(RAW_WINDOW_MIN, longest_window(groups) * 1.25))
     feeder = Feeder(rec, store)
     clock = SimulatedClock(start)
     rules = build_rules(groups, store, clock, float(step or default_interval))

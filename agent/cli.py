@@ -15,6 +15,16 @@ from agent import __version__
 
 DEFAULT_CONFIG = "config/forewarn.yml"
 
+BACKTEST_EPILOG = """\
+input CSV formats (the header row decides; timestamps Unix seconds or RFC 3339):
+  long:  timestamp,series,value
+         1700000000,"node_filesystem_avail_bytes{mountpoint=""/var""}",5.1e9
+  long:  metric,labels,timestamp,value      (labels as {name="value",...})
+  wide:  timestamp,<series>,<series>,...    (one column per series; empty cell: no sample)
+values: numbers, NaN, +Inf, -Inf or stale. Bad rows are reported as PATH:LINE: message.
+exit status: 0 done, 1 bad input, 2 usage error.
+"""
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # usage errors exit 2, as the contract says
@@ -41,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     test = sub.add_parser("test", help="run rule unit tests (promtool test rules format)")
     test.add_argument("test_files", nargs="+")
 
-    bt = sub.add_parser("backtest", help="replay history through rules")
+    bt = sub.add_parser("backtest", help="replay history through rules", epilog=BACKTEST_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     bt.add_argument("--rules", required=True, action="append", help="rule file (repeatable)")
     bt.add_argument("--input", required=True, help="CSV file or Prometheus URL")
     bt.add_argument("--from", dest="from_", default=None, help="start time (RFC 3339 or Unix seconds)")

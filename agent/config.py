@@ -389,7 +389,10 @@ class Config:
         return out
 
     def external_labels(self) -> dict[str, str]:
-        labels = {"host": socket.gethostname()}
+        """Labels added to every ticket. `host` defaults to this machine's name, except for a
+        sharded agent: its series come from a fleet, so a problem's identity (and dedup key) must
+        not depend on which agent raised it."""
+        labels = {} if self.shard else {"host": socket.gethostname()}
         labels.update(self.global_.external_labels)
         return labels
 

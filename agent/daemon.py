@@ -73,7 +73,9 @@ class Agent:
         self.cfg = cfg
         self.clock = clock or WallClock()
         self.listen_address = listen_address or cfg.web.listen_address
-        self.shard = parse_shard(shard or cfg.shard) if (shard or cfg.shard) else None
+        if shard:
+            cfg.shard = shard  # the command line wins over the file
+        self.shard = parse_shard(cfg.shard) if cfg.shard else None
         g = cfg.global_
         self.store = Store(raw_capacity(cfg), g.retention, g.downsample_interval, g.max_series, g.stale_after)
         self.snapshot_path = os.path.join(cfg.state_dir, SNAPSHOT_FILE)
@@ -180,6 +182,8 @@ class Agent:
                 self.last_reload_ok = False
                 systemd.ready("reload failed; running on the last good config")
                 return False, f"reload failed: {e}"
+            if self.shard is not None and not new.shard:
+                new.shard = self.cfg.shard
             self.cfg = new
             self._schedule_sources()
             self.last_reload_ok = True
@@ -304,7 +308,9 @@ def command(args: Any) -> int:
         log.error("cannot start: %s", e)
         return 1
     while True:
-        wake.wait()
+        # A process-directed signal may land on a worker thread; CPython then runs the handler
+        # only when the main thread next executes bytecode, so never block without a timeout.
+        wake.wait(timeout=0.5)
         wake.clear()
         while signals:
             s = signals.pop(0)

@@ -161,6 +161,8 @@ class Pipeline:
             new_rules.adopt_state(self.rules)
             self.rules = new_rules
             self.cfg = cfg
+            if self.ticketing is not None:  # problems of rules that are gone are cleared
+                self.ticketing.problems.retire_rules(new_rules.alerting_rules(), self.clock.now())
         self._build_sources(cfg)
 
     # ---- exposition ---------------------------------------------------------------------------
@@ -187,12 +189,13 @@ class Pipeline:
 
     def api_routes(self) -> dict[str, Callable[[dict[str, str]], tuple[int, Any]]]:
         from agent import queryapi, rulesapi
-        from agent.sinks.local import tickets_api
+        from agent.sinks.local import configured_path, tickets_api
 
         routes: dict[str, Callable[[dict[str, str]], tuple[int, Any]]] = dict(rulesapi.routes(lambda: self.rules))
         routes["/api/v1/query"] = lambda params: queryapi.handle_query(self.engine, params)
         routes["/api/v1/query_range"] = lambda params: queryapi.handle_query_range(self.engine, params)
-        routes["/api/v1/tickets"] = lambda params: (200, tickets_api(self.cfg.state_dir, params))
+        routes["/api/v1/tickets"] = lambda params: (200, tickets_api(self.cfg.state_dir, params,
+                                                                     path=configured_path(self.cfg)))
         return routes
 
     def self_metrics(self) -> Iterable[Any]:

@@ -674,6 +674,15 @@ class Ticketing:
         self.outbox.close()
 
 
+def _resolved_paths(cfg: Any, settings: Any) -> Any:
+    """Sink settings with file paths made relative to the config file, as `check` reads them."""
+    import dataclasses
+
+    changes = {f: cfg.resolve_path(getattr(settings, f)) for f in ("credentials_file", "ca_file")
+               if getattr(settings, f, "")}
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
 def build_ticketing(cfg: Any, clock: Any, *, session: Any = None) -> Ticketing:
     """Sinks (the `local` one always exists), outbox, silences and problems from an
     `agent.config.Config`. Raises ValueError on a bad silence or maintenance window."""
@@ -688,7 +697,8 @@ def build_ticketing(cfg: Any, clock: Any, *, session: Any = None) -> Ticketing:
     if not any(e.name == "local" for e in t.sinks):
         sinks["local"] = LocalSink("local", LocalSink.Config(), state_dir=state_dir)
     for e in t.sinks:
-        sinks[e.name] = SINK_TYPES[e.type](e.name, e.settings, state_dir=state_dir, session=session)
+        sinks[e.name] = SINK_TYPES[e.type](e.name, _resolved_paths(cfg, e.settings), state_dir=state_dir,
+                                          session=session)
     outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending)
     suppressor = Suppressor.from_config(t, state_dir)
     pm = ProblemManager(t, state_dir, clock, cfg.external_labels(), suppressor, outbox,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -304,7 +303,7 @@ MAX_FETCH_SAMPLES = 50_000_000  # bounded: a backtest that needs more should nar
 
 def fetch_recording(url: str, selectors: list[str], start: float, end: float,
                     session: Any = None, timeout: float = FETCH_TIMEOUT_SECONDS) -> Recording:
-    """Raw samples in (start, end] of each selector from a Prometheus-compatible server.
+    """Raw samples with start <= t <= end of each selector from a Prometheus-compatible server.
     Raises ReplayInputError (with the server's message) when a request fails."""
     from agent.config import QueryConfig
     from agent.sources.query import QueryError, QuerySource
@@ -322,9 +321,12 @@ def fetch_recording(url: str, selectors: list[str], start: float, end: float,
     total = 0
     last: dict[int, float] = {}
     for selector in selectors:
-        lo = start
+        # Windows are (lo, hi] on the millisecond grid the API's `time` parameter uses;
+        # starting 1 ms early includes a sample exactly at `start`.
+        lo = round(start, 3) - 0.001
+        end = round(end, 3)
         while lo < end:
-            hi = min(end, lo + FETCH_CHUNK_SECONDS)
+            hi = round(min(end, lo + FETCH_CHUNK_SECONDS), 3)
             rng = max(1, int(math.ceil(hi - lo)))
             try:
                 result = source._get({"query": f"{selector}[{rng}s]", "time": f"{hi:.3f}"})

@@ -89,13 +89,13 @@ class TicketSpec:
 
     sink: str | None = doc("Sink name from the config (default: ticketing.default_sink).", default=None)
     group_by: list[str] | None = doc(
-        "Labels that make one problem (default: alertname and host).", default=None)
+        "Labels that make one problem (default: alertname and host; '...': every label).", default=None)
     on_clear: Literal["comment", "resolve"] = doc("What happens to the ticket when the problem clears.",
                                                   default="comment")
 
     def validate(self, err: Any) -> None:
         for name in self.group_by or ():
-            if not _LABEL_NAME_RE.match(name):
+            if name != "..." and not _LABEL_NAME_RE.match(name):
                 err("group_by", f"invalid label name {name!r}")
 
 

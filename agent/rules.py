@@ -255,19 +255,14 @@ class Rule:
 class RecordingRule(Rule):
     kind = "record"
 
-    def __init__(self, d: RuleDef) -> None:
-        super().__init__(d)
-        self._previous: set[Labels] = set()
-
-    def evaluate(self, now: float, query: QueryFn, limit: int = 0) -> tuple[list[Sample], list[Labels]]:
-        """The series to write at `now`, and the series written last time that vanished
-        (the caller writes stale markers for them)."""
+    def evaluate(self, now: float, query: QueryFn, limit: int = 0) -> list[Sample]:
+        """The series to write at `now` (empty on error, with `health` "err")."""
         start = time.monotonic()
         self.last_evaluation = now
         try:
             res = self._query(now, query)
             if res is None:
-                return [], []
+                return []
             out: list[Sample] = []
             seen: set[Labels] = set()
             for labels, value in res:
@@ -277,16 +272,14 @@ class RecordingRule(Rule):
                 if lab in seen:
                     self.health = "err"
                     self.last_error = "vector contains metrics with the same labelset after applying rule labels"
-                    return [], []
+                    return []
                 seen.add(lab)
                 out.append((lab, value))
             if limit > 0 and len(out) > limit:
                 self.health, self.last_error = "err", f"exceeded limit of {limit} with {len(out)} series"
-                return [], []
-            gone = list(self._previous - seen)
-            self._previous = seen
+                return []
             self.health, self.last_error = "ok", ""
-            return out, gone
+            return out
         finally:
             self.evaluation_seconds = time.monotonic() - start
 
@@ -315,11 +308,16 @@ class AlertingRule(Rule):
             self.detector = ForecastDetector(s.forecast)
         elif s.anomaly is not None:
             self.detector = AnomalyDetector(s.anomaly)
-        # Latest model output per expr output series, for /metrics: key -> (labels, info).
-        self.model_outputs: dict[Labels, tuple[dict[str, str], BreachInfo | AnomalyInfo]] = {}
+        # Latest model output per expr output series (keys, infos), for /metrics.
+        self._model_outputs: tuple[list[Labels], list[Any]] = ([], [])
         self._model_seen: dict[Labels, float] = {}
         # Set by the manager: history of a stored series, to warm models on new keys.
         self.history: Callable[[Labels, float, float], tuple[np.ndarray, np.ndarray]] | None = None
+
+    def model_outputs(self) -> list[tuple[dict[str, str], BreachInfo | AnomalyInfo]]:
+        """The detector's latest verdict per expr output series: (labels without __name__, info)."""
+        keys, infos = self._model_outputs
+        return [(_without_name(k), info) for k, info in zip(keys, infos)]
 
     @property
     def state(self) -> AlertState:
@@ -364,7 +362,7 @@ class AlertingRule(Rule):
         active, infos = self.detector.observe(keys, now, values, self.history, new)
         for k in keys:
             self._model_seen[k] = now
-        self.model_outputs = {k: (_without_name(k), info) for k, info in zip(keys, infos)}
+        self._model_outputs = (keys, infos)
         self._forget_models(now)
         return [(lab, v, info) for (lab, v), on, info in zip(res, active.tolist(), infos) if on]
 
@@ -402,9 +400,10 @@ class AlertingRule(Rule):
             alert = Alert(lab, ann, AlertState.PENDING, now, value,
                           forecast=info if isinstance(info, BreachInfo) else None,
                           anomaly=info if isinstance(info, AnomalyInfo) else None)
-            if alert.key in fresh:
+            key = alert.key
+            if key in fresh:
                 return "vector contains metrics with the same labelset after applying alert labels"
-            fresh[alert.key] = alert
+            fresh[key] = alert
         for key, a in fresh.items():
             old = self.active.get(key)
             if old is not None and old.state != AlertState.INACTIVE:
@@ -486,6 +485,7 @@ class RuleGroup:
         ]
         self.last_evaluation: float | None = None
         self.evaluation_seconds = 0.0
+        self._previous: dict[int, set[Labels]] = {}  # rule index -> series written last time
 
     def alerting_rules(self) -> list[AlertingRule]:
         return [r for r in self.rules if isinstance(r, AlertingRule)]
@@ -498,22 +498,29 @@ class RuleGroup:
         query = as_query(engine)
         start = time.monotonic()
         written: list[Sample] = []
-        for rule in self.rules:
+        for i, rule in enumerate(self.rules):
             if isinstance(rule, RecordingRule):
-                samples, gone = rule.evaluate(now, query, self.limit)
-                if store is not None:
-                    store.append_samples(samples, now)
-                    if gone:
-                        store.mark_stale([i for i in (store.get_id(g) for g in gone) if i is not None], now)
+                samples = rule.evaluate(now, query, self.limit)
             else:
                 rule.evaluate(now, query, self.limit)
                 samples = rule.alerts_series() if write_alerts else []
-                if store is not None and samples:
-                    store.append_samples(samples, now)
+            if store is not None:
+                self._write(store, i, samples, now)
             written.extend(samples)
         self.last_evaluation = now
         self.evaluation_seconds = time.monotonic() - start
         return written
+
+    def _write(self, store: Store, i: int, samples: list[Sample], now: float) -> None:
+        """Append a rule's output; series it wrote last time and not now get a stale marker,
+        as Prometheus does, so they vanish from queries at once."""
+        if samples:
+            store.append_samples(samples, now)
+        current = {lab for lab, _ in samples}
+        gone = self._previous.get(i, set()) - current
+        if gone:
+            store.mark_stale([sid for sid in (store.get_id(g) for g in gone) if sid is not None], now)
+        self._previous[i] = current
 
 
 def _json_float(v: float) -> float | str:
@@ -539,12 +546,19 @@ class RuleManager:
 
     def __init__(self, groups: list[RuleGroupDef], engine: Any, clock: Any, *, store: Store | None = None,
                  default_interval: float = 15.0, external_labels: dict[str, str] | None = None,
-                 external_url: str = "", write_alerts: bool = False) -> None:
+                 external_url: str = "", write_alerts: bool = False, interval_override: float | None = None) -> None:
+        """`write_alerts`: also append ALERTS/ALERTS_FOR_STATE to the store, as Prometheus
+        does (`forewarn test`; the daemon exposes them through `alerts_series` instead).
+        `interval_override`: evaluate every group at this interval, ignoring theirs
+        (promtool's semantics, used by `forewarn test`)."""
         self.engine = engine
         self.clock = clock
         self.store = store
         self.write_alerts = write_alerts
         self.groups = [RuleGroup(g, default_interval, external_labels, external_url) for g in groups]
+        if interval_override is not None:
+            for g in self.groups:
+                g.interval = float(interval_override)
         self._next: dict[int, float] = {}
         if store is not None:
             hist = _series_history(store)
@@ -556,7 +570,7 @@ class RuleManager:
         due = []
         for i, g in enumerate(self.groups):
             nxt = self._next.get(i)
-            if nxt is None or now >= nxt:
+            if nxt is None or now >= nxt - 1e-6:  # tolerance: times built by adding intervals
                 due.append(g)
         return due
 
@@ -566,7 +580,7 @@ class RuleManager:
         i = self.groups.index(group)
         prev = self._next.get(i)
         nxt = (prev if prev is not None else now) + group.interval
-        while nxt <= now:
+        while nxt <= now + 1e-6:
             nxt += group.interval
         self._next[i] = nxt
         return out
@@ -591,6 +605,42 @@ class RuleManager:
         """(rule, ForecastBank) of every forecast rule, for the daemon's refit worker:
         `bank.refit_jobs(now, history=manager.history)` and `bank.apply_refit(results)`."""
         return [(r, r.detector.bank) for r in self.alerting_rules() if isinstance(r.detector, ForecastDetector)]
+
+    def refit_jobs(self, now: float, limit: int | None = None) -> list[Any]:
+        """Refit work of every forecast rule due at `now` (at most `limit`), histories filled
+        from the store. Each job's key is tagged with its rule so `apply_refits` can route the
+        result back, across reloads too."""
+        jobs: list[Any] = []
+        for rule, bank in self.forecast_banks():
+            left = None if limit is None else limit - len(jobs)
+            if left is not None and left <= 0:
+                break
+            for job in bank.refit_jobs(now, history=self.history, limit=left):
+                job.key = (rule.group, rule.name, job.key)
+                jobs.append(job)
+        return jobs
+
+    def apply_refits(self, results: Iterable[Any]) -> int:
+        """Install refit results (from `refit_jobs`' jobs); unknown rules are ignored."""
+        banks = {(r.group, r.name): b for r, b in self.forecast_banks()}
+        applied = 0
+        for res in results:
+            group, name, key = res.key
+            bank = banks.get((group, name))
+            if bank is not None:
+                res.key = key
+                applied += bank.apply_refit([res])
+        return applied
+
+    def refit_inline(self, now: float) -> int:
+        """Run due refits synchronously (for `forewarn test` and `backtest`; the daemon uses
+        the background worker). Only models that need refits (not `linear`) cost anything."""
+        jobs = self.refit_jobs(now)
+        if not jobs:
+            return 0
+        from agent.models.refit import fit_job
+
+        return self.apply_refits([fit_job(j) for j in jobs])
 
     @property
     def history(self) -> Callable[[Labels, float, float], tuple[np.ndarray, np.ndarray]] | None:
@@ -686,18 +736,19 @@ class RuleManager:
 
     def forecast_series(self) -> dict[str, list[Sample]]:
         """`forewarn_forecast_breach_seconds` (+ `_low`, `_high`) and
-        `forewarn_forecast_breach_probability` per forecast rule and series."""
+        `forewarn_forecast_breach_probability` per forecast rule and series (labels include
+        `__name__`), by metric name. Seconds are `+Inf` where no breach is predicted."""
         names = ("forewarn_forecast_breach_seconds", "forewarn_forecast_breach_seconds_low",
                  "forewarn_forecast_breach_seconds_high", "forewarn_forecast_breach_probability")
         out: dict[str, list[Sample]] = {n: [] for n in names}
         for r in self.alerting_rules():
             if r.kind != "forecast":
                 continue
-            for labels, info in r.model_outputs.values():
+            for labels, info in r.model_outputs():
                 assert isinstance(info, BreachInfo)
-                lab = make_labels(None, dict(labels, alertname=r.name))
+                lab = dict(labels, alertname=r.name)
                 for n, v in zip(names, (info.eta, info.eta_low, info.eta_high, info.probability)):
-                    out[n].append((lab, float(v)))
+                    out[n].append((make_labels(n, lab), float(v)))
         return out
 
     def anomaly_series(self) -> list[Sample]:
@@ -706,9 +757,9 @@ class RuleManager:
         for r in self.alerting_rules():
             if r.kind != "anomaly":
                 continue
-            for labels, info in r.model_outputs.values():
+            for labels, info in r.model_outputs():
                 assert isinstance(info, AnomalyInfo)
-                out.append((make_labels(None, dict(labels, alertname=r.name)), float(info.score)))
+                out.append((make_labels("forewarn_anomaly_score", dict(labels, alertname=r.name)), float(info.score)))
         return out
 
 

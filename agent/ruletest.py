@@ -32,7 +32,7 @@ import numpy as np
 
 from agent.clock import SimulatedClock
 from agent.rulefile import RuleGroupDef, load_rule_files
-from agent.rules import AlertingRule, AlertState, RuleManager, to_samples
+from agent.rules import AlertState, RuleManager, to_samples
 from agent.templates import go_format_e
 from agent.store import STALE_NAN, Labels, Store, make_labels
 from agent.yamlutil import ConfigError, ConfigErrors, Duration, decode_file, doc, format_duration, mark_of
@@ -262,13 +262,6 @@ class _Tickets:
         pm = ProblemManager(TicketingConfig(), tmp.name, _Clock(0), {}, _NoSuppression(), outbox)
         return cls(pm, outbox, tmp)
 
-    def process(self, rules: list[AlertingRule], now: float) -> None:
-        for r in rules:
-            before = len(self.outbox.tickets)
-            self.manager.process(r, r.active_alerts(), now)
-            for _, t in self.outbox.tickets[before:]:
-                self.seen.append((now, r.name, t))
-
     def close(self) -> None:
         self.manager.close()
         self.tmp.cleanup()
@@ -297,6 +290,7 @@ def _load_series(tg: TestGroup, interval: float) -> tuple[np.ndarray, list[Label
 def run_test_group(tg: TestGroup, groups: list[RuleGroupDef], eval_interval: float,
                    group_order: list[str]) -> list[str]:
     """Run one test group; returns failure messages (empty: passed)."""
+    from agent.pipeline import evaluate_tick
     from agent.promql import Engine
 
     interval = float(tg.interval or eval_interval)
@@ -305,19 +299,24 @@ def run_test_group(tg: TestGroup, groups: list[RuleGroupDef], eval_interval: flo
         times, series_labels, series_idx, values = _load_series(tg, interval)
     except ValueError as e:
         return [f"    input series: {e}"]
+    max_t = max([float(a.eval_time) for a in tg.alert_rule_test] + [float(p.eval_time) for p in tg.promql_expr_test],
+                default=0.0)
+    steps = int(math.floor(max_t / eval_interval + 1e-9))
+    # Room for every input sample and every recorded sample, so nothing is overwritten.
     per_series = np.bincount(series_idx, minlength=len(series_labels)) if len(series_idx) else np.zeros(0)
-    store = Store(raw_capacity=int(per_series.max(initial=0)) + 16, retention=max(float(times.max(initial=0)) * 2, 86400.0),
+    capacity = max(int(per_series.max(initial=0)), steps + 1) + 16
+    store = Store(raw_capacity=capacity, retention=max(float(times.max(initial=0)), max_t) * 2 + 86400.0,
                   downsample_interval=300.0, max_series=1_000_000, stale_after=math.inf)
     ids = store.series_ids(series_labels) if series_labels else np.empty(0, dtype=np.int64)
     clock = SimulatedClock(0)
     engine = Engine(store)
     order = {n: i for i, n in enumerate(group_order)}
     ordered = sorted(groups, key=lambda g: order.get(g.name, len(order)))
+    # promtool evaluates every group at every evaluation_interval, whatever the group's own.
     manager = RuleManager(ordered, engine, clock, store=store, default_interval=interval,
-                          external_labels=tg.external_labels, external_url=tg.external_url, write_alerts=True)
+                          external_labels=tg.external_labels, external_url=tg.external_url, write_alerts=True,
+                          interval_override=eval_interval)
     alert_tests = sorted(tg.alert_rule_test, key=lambda a: float(a.eval_time))
-    max_t = max([float(a.eval_time) for a in tg.alert_rule_test] + [float(p.eval_time) for p in tg.promql_expr_test],
-                default=0.0)
     tickets = _Tickets.create() if any(a.exp_tickets is not None for a in alert_tests) else None
     loaded = 0
 
@@ -335,19 +334,17 @@ def run_test_group(tg: TestGroup, groups: list[RuleGroupDef], eval_interval: flo
     name_line = f"    name: {tg.name},\n" if tg.name else ""
     cur = 0
     try:
-        steps = int(math.floor(max_t / eval_interval + 1e-9))
         for step in range(steps + 1):
             ts = step * eval_interval
             load_till(ts)
             clock.set(ts)
-            eval_errs = []
-            for g in manager.groups:
-                manager.evaluate_group(g, ts)
-                for r in g.rules:
-                    if r.health == "err":
-                        eval_errs.append(f"    rule: {r.name}, time: {go_duration(ts)}, err: {r.last_error}")
+            manager.refit_inline(ts)
+            before = len(tickets.outbox.tickets) if tickets is not None else 0
+            evaluate_tick(manager, tickets.manager if tickets is not None else None, ts)
             if tickets is not None:
-                tickets.process(manager.alerting_rules(), ts)
+                tickets.seen.extend((ts, t.rule, t) for _, t in tickets.outbox.tickets[before:])
+            eval_errs = [f"    rule: {r.name}, time: {go_duration(ts)}, err: {r.last_error}"
+                         for g in manager.groups for r in g.rules if r.health == "err" and r.last_evaluation == ts]
             errs.extend(eval_errs)
             if eval_errs:
                 return errs
@@ -437,6 +434,12 @@ def run_test_file(path: str) -> tuple[list[str], list[ConfigError]]:
             line, col = mark_of(tf, "rule_files")
             file_errors.append(ConfigError(path, line, col, f"rule_files: no file matches {pattern!r}"))
         rule_paths.extend(m for m in matches if m not in rule_paths)
+    seen_groups: set[str] = set()
+    for name in tf.group_eval_order:
+        if name in seen_groups:
+            line, col = mark_of(tf, "group_eval_order")
+            file_errors.append(ConfigError(path, line, col, f"group name repeated in evaluation order: {name}"))
+        seen_groups.add(name)
     for i, tg in enumerate(tf.tests):
         for s in tg.input_series:
             try:

@@ -24,7 +24,7 @@ import decimal
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 # ---- errors -----------------------------------------------------------------------------------
 
@@ -112,7 +112,7 @@ def go_str(v: Any) -> str:
         return go_float(v)
     if isinstance(v, str):
         return v
-    if isinstance(v, Mapping):
+    if isinstance(v, dict):
         return "map[" + " ".join(f"{go_str(k)}:{go_str(v[k])}" for k in sorted(v)) + "]"
     if isinstance(v, (list, tuple)):
         return "[" + " ".join(go_str(x) for x in v) + "]"
@@ -128,7 +128,7 @@ def _go_type(v: Any) -> str:
         return "float64"
     if isinstance(v, str):
         return "string"
-    if isinstance(v, Mapping):
+    if isinstance(v, dict):
         return "map[string]string"
     return type(v).__name__
 
@@ -320,7 +320,7 @@ def _truth(v: Any) -> bool:
         return False
     if isinstance(v, (bool, int, float)):
         return bool(v)
-    if isinstance(v, (str, list, tuple, Mapping)):
+    if isinstance(v, (str, list, tuple, dict)):
         return len(v) > 0
     return True
 
@@ -354,7 +354,7 @@ def _ordered(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
 
 def _index(v: Any, *keys: Any) -> Any:
     for k in keys:
-        if isinstance(v, Mapping):
+        if isinstance(v, dict):
             v = v.get(k, "")
         elif isinstance(v, (list, tuple, str)):
             if not isinstance(k, int) or not 0 <= k < len(v):
@@ -366,7 +366,7 @@ def _index(v: Any, *keys: Any) -> Any:
 
 
 def _len(v: Any) -> int:
-    if isinstance(v, (str, list, tuple, Mapping)):
+    if isinstance(v, (str, list, tuple, dict)):
         return len(v)
     raise TemplateRuntimeError(f"len of type {_go_type(v)}")
 
@@ -535,7 +535,7 @@ def _split(src: str) -> list[tuple[str, Any, int]]:
     while True:
         i = src.find("{{", pos)
         text = src[pos:] if i < 0 else src[pos:i]
-        trim_prev = i >= 0 and src.startswith("{{- ", i) or (i >= 0 and src[i + 2:i + 4] in ("-\t", "-\n", "-\r"))
+        trim_prev = i >= 0 and src[i + 2:i + 4] in ("- ", "-\t", "-\n", "-\r")
         if trim_next:
             text = text.lstrip(" \t\r\n")
         if trim_prev:
@@ -550,12 +550,12 @@ def _split(src: str) -> list[tuple[str, Any, int]]:
             if close < 0:
                 raise TemplateError("unclosed comment", i)
             j = close + 2
-            trim_next = src.startswith(" -}}", j)
-            k = j + (4 if trim_next else 0)
-            if not src.startswith("}}", k if trim_next else j):
-                if not trim_next:
-                    raise TemplateError("comment ends before closing delimiter", j)
-            pos = (k if trim_next else j + 2)
+            if src.startswith(" -}}", j):
+                trim_next, pos = True, j + 4
+            elif src.startswith("}}", j):
+                trim_next, pos = False, j + 2
+            else:
+                raise TemplateError("comment ends before closing delimiter", j)
             continue
         # find the closing delimiter outside string literals
         j = body_start
@@ -805,7 +805,7 @@ class _Parser:
 
 
 def _field(v: Any, name: str) -> Any:
-    if isinstance(v, Mapping):
+    if isinstance(v, dict):
         if name in v:
             return v[name]
         # A missing label is the empty string, as with Prometheus's map[string]string.
@@ -866,7 +866,7 @@ class _Exec:
         try:
             decl = n.pipe.decl
             coll = self.pipeline(_Pipeline(n.pipe.offset, [], n.pipe.cmds))
-            if isinstance(coll, Mapping):
+            if isinstance(coll, dict):
                 items = [(k, coll[k]) for k in sorted(coll)]
             elif isinstance(coll, (list, tuple)):
                 items = list(enumerate(coll))

@@ -287,7 +287,7 @@ class Decoder:
             if key not in yaml_names:
                 hint = difflib.get_close_matches(key, list(yaml_names), n=1)
                 suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-                self.error(km, f"{where}: unknown field {key!r}{suffix}")
+                self.error(km, f"{where + ': ' if where else ''}unknown field {key!r}{suffix}")
                 ok = False
                 continue
             name = yaml_names[key]
@@ -299,7 +299,7 @@ class Decoder:
             kwargs[name] = dv
         for name, f in fields.items():
             if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                self.error(mark, f"{where}: missing required field {f.metadata.get('yaml', name)!r}")
+                self.error(mark, f"{where + ': ' if where else ''}missing required field {f.metadata.get('yaml', name)!r}")
                 ok = False
         if not ok:
             return _INVALID

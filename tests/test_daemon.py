@@ -84,7 +84,10 @@ def test_reload_with_broken_config_keeps_the_last_good_one(agent_factory):
     with open(agent.config_path, "w") as f:
         f.write(good.replace("collectors: [cpu, memory, load, time]", "collectors: [cpu, memory, load]"))
     agent.signal(signal.SIGHUP)
-    wait_for(lambda: agent.metrics()["forewarn_config_last_reload_successful"][0][1] == 1, what="good reload")
+    try:
+        wait_for(lambda: agent.metrics()["forewarn_config_last_reload_successful"][0][1] == 1, what="good reload")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; agent log:\n{agent.log()[-3000:]}") from None
     assert "configuration reloaded" in agent.log()
 
 

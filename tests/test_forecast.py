@@ -330,3 +330,19 @@ def test_normal_cdf():
 def test_unknown_model_is_rejected():
     with pytest.raises(ValueError, match="unknown forecast model"):
         ForecastBank("prophet", lookback=HOUR)
+
+
+def test_refit_installs_a_newly_detected_season():
+    t, v, truth = seasonal_series(6)
+    bank = ForecastBank("auto", lookback=6 * HOUR)
+    slots = feed(bank, "s", t[-300:], v[-300:])  # one day streamed: too little to detect a daily season
+    assert bank.period[slots[0]] == 0
+    result = fitted_result(t, v)
+    result.key, result.slot, result.gen = "s", int(slots[0]), int(bank.gen[slots[0]])
+    assert result.period == DAY and result.choice == "holt_winters"
+    assert bank.apply_refit([result]) == 1
+    assert bank.period[slots[0]] == DAY and bank.nbins[slots[0]] == 288
+    hs = np.array([3, 9, 15]) * HOUR
+    fc = bank.forecast(slots, t[-1], hs)
+    assert fc.model[0] == "holt_winters"
+    np.testing.assert_allclose(fc.mean[0], truth(t[-1] + hs), atol=2.0)

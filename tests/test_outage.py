@@ -1,17 +1,20 @@
-"""Outages: the ITSM tool down while problems open, update and clear, and the agent killed.
+"""Outages: the ITSM tool down or failing while problems open, update and clear, and the
+agent SIGKILLed and restarted meanwhile. Nothing lost, nothing duplicated, order kept.
 
-The agent here is a child process running the real `Outbox` with the real sink (as the
-daemon does), delivering continuously; problems move through phases (open, update, update,
-clear) that the test releases one by one. On every start the child enqueues every released
-phase again, as the problem store does after a crash (the outbox keeps each
-(dedup_key, sequence) once). The child is SIGKILLed and restarted during the outage.
-
-- Request Tracker (real, tests/rt_server.py): RT is stopped before the 20 problems open and
-  started again after they cleared; the agent is SIGKILLed twice in between. Afterwards
-  exactly 20 tickets, each with its updates in order and its clear (a resolve for half).
-- Webhook: a receiver that answers 429 or 503 to 30% of requests (seeded), 200 problems,
-  the agent SIGKILLed twice while delivering. The receiver drops repeats by
-  Idempotency-Key; afterwards every problem's events are exactly opened, updated, resolved.
+- Request Tracker (real, tests/rt_server.py) and the real daemon (`forewarn run`): 20 disks
+  cross a rule's threshold (20 problems), a second and a third series of each disk join
+  (two updates each), everything clears (a resolve), all while RT is stopped; the daemon is
+  SIGKILLed twice in between and restarted. RT comes back: exactly 20 tickets, each with
+  its opening text, both updates in order and the clear, resolved.
+- Webhook (tests/sinks/fake_webhook.py answering 429 or 503 to 30% of requests, seeded),
+  200 problems x (open, update, update, clear). The agent here is a child process running
+  the real `Outbox` with the real webhook sink, delivering continuously with short backoffs
+  (the daemon's defaults, 2 s doubling up to 5 min and a sink-wide hold per failure, would
+  take many minutes through ~350 failures); phases are released one by one and the child
+  enqueues every released phase again on each start, as the problem store does after a
+  crash. It is SIGKILLed twice at random moments while delivering. The receiver drops
+  repeats by Idempotency-Key; afterwards every problem's events are exactly opened,
+  updated, updated, resolved.
 """
 
 from __future__ import annotations
@@ -50,23 +53,15 @@ def phase_tickets(run_id: str, problems: int, phase: str) -> list:
     return out
 
 
-def make_sink(kind: str, url: str, cred: str, state_dir: str):
-    if kind == "rt":
-        from agent.sinks.request_tracker import RequestTrackerSink as S
-
-        return S("itsm", S.Config(url=url, credentials_file=cred, timeout=5), state_dir=state_dir)
-    from agent.sinks.webhook import WebhookSink as S
-
-    return S("itsm", S.Config(url=url, credentials_file=cred, timeout=5), state_dir=state_dir)
-
-
-def child_main(kind: str, state_dir: str, url: str, cred: str, run_id: str, problems: int) -> None:
+def child_main(state_dir: str, url: str, cred: str, run_id: str, problems: int) -> None:
     """The agent under test: enqueue released phases, deliver, forever (until killed)."""
     from agent.clock import WallClock
     from agent.outbox import Outbox
+    from agent.sinks.webhook import WebhookSink
 
-    ob = Outbox(os.path.join(state_dir, "outbox.db"), {"itsm": make_sink(kind, url, cred, state_dir)}, WallClock(),
-                base_backoff=0.02, max_backoff=0.1)
+    sink = WebhookSink("itsm", WebhookSink.Config(url=url, credentials_file=cred, timeout=5), state_dir=state_dir)
+    ob = Outbox(os.path.join(state_dir, "outbox.db"), {"itsm": sink}, WallClock(),
+                base_backoff=0.005, max_backoff=0.04)
     phases_dir = os.path.join(state_dir, "phases")
     released: set[str] = set()
     while True:
@@ -80,9 +75,11 @@ def child_main(kind: str, state_dir: str, url: str, cred: str, run_id: str, prob
 
 
 class Agent:
-    def __init__(self, kind: str, state_dir: str, url: str, cred: str, problems: int) -> None:
-        self.args = [kind, state_dir, url, cred, uuid.uuid4().hex[:8], str(problems)]
-        self.run_id = self.args[4]
+    """The child process of `child_main`, started, killed and restarted by the test."""
+
+    def __init__(self, state_dir: str, url: str, cred: str, problems: int) -> None:
+        self.run_id = uuid.uuid4().hex[:8]
+        self.args = [state_dir, url, cred, self.run_id, str(problems)]
         self.state_dir = state_dir
         self.problems = problems
         self.proc: subprocess.Popen | None = None
@@ -90,8 +87,9 @@ class Agent:
         os.makedirs(os.path.join(state_dir, "phases"), exist_ok=True)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.test_outage", *self.args], cwd=REPO,
-                                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.state_dir, "agent.log"), "ab"))
+        with open(os.path.join(self.state_dir, "agent.log"), "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.test_outage", *self.args], cwd=REPO,
+                                         stdout=subprocess.DEVNULL, stderr=log)
 
     def sigkill(self) -> None:
         assert self.proc is not None and self.proc.poll() is None, "the agent died on its own: see agent.log"
@@ -103,21 +101,7 @@ class Agent:
         open(os.path.join(self.state_dir, "phases", phase), "w").close()
 
     def counts(self) -> tuple[int, int]:
-        """(actions enqueued, actions pending) in the outbox database."""
-        path = os.path.join(self.state_dir, "outbox.db")
-        if not os.path.exists(path):
-            return 0, 0
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        try:
-            total, pending = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(state='pending'), 0) FROM actions").fetchone()
-            dead = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-        except sqlite3.OperationalError:  # the schema is not there yet
-            return 0, 0
-        finally:
-            conn.close()
-        assert dead == 0, "an action went to the dead letter"
-        return total, pending
+        return outbox_counts(self.state_dir)
 
     def wait_enqueued(self, phases: int) -> None:
         wait_for(lambda: self.counts()[0] == phases * self.problems, timeout=30, what=f"{phases} phases enqueued")
@@ -143,41 +127,138 @@ def rt(tmp_path_factory):
         server.stop()
 
 
-def test_request_tracker_down_while_20_problems_live_and_the_agent_is_killed_twice(rt, tmp_path):
-    problems = 20
-    agent = Agent("rt", str(tmp_path / "agent"), rt.url, rt.token_file, problems)
+class Exporter:
+    """`app_disk_used_ratio{disk, part}` series the test sets (one problem per disk)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.values: dict[tuple[str, str], float] = {}
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                body = "".join(f'app_disk_used_ratio{{disk="{d}",part="{p}"}} {v}\n'
+                               for (d, p), v in sorted(exporter.values.items())).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def outbox_counts(state_dir: str) -> tuple[int, int]:
+    """(actions enqueued, actions pending) in an agent's outbox; no dead letters allowed."""
+    path = os.path.join(state_dir, "outbox.db")
+    if not os.path.exists(path):
+        return 0, 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        agent.start()
-        rt.stop()  # the outage begins
-        agent.release("open")
-        agent.wait_enqueued(1)
-        time.sleep(0.5)  # a few failed attempts
-        agent.sigkill()
-        agent.start()
-        agent.release("update1")
-        agent.release("update2")
-        agent.wait_enqueued(3)
-        time.sleep(0.3)
-        agent.sigkill()
-        agent.start()
-        agent.release("clear")
-        agent.wait_enqueued(4)
-        assert agent.counts()[1] == 4 * problems  # nothing could be delivered
-        rt.start()  # the outage ends
-        agent.wait_delivered(timeout=90)
+        total, pending = conn.execute("SELECT COUNT(*), COALESCE(SUM(state='pending'), 0) FROM actions").fetchone()
+        dead = conn.execute("SELECT reason FROM dead_letters").fetchall()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0, 0
     finally:
-        agent.stop()
-    assert agent.kills == 2
-    tickets = rt.search(f"'CF.{{DedupKey}}' LIKE 'outage-{agent.run_id}-'")
-    assert len(tickets) == problems
-    for i in range(problems):
-        key = f"outage-{agent.run_id}-{i:03d}"
-        [t] = rt.search(f"'CF.{{DedupKey}}' = '{key}'")
+        conn.close()
+    assert not dead, f"dead letters: {dead}"
+    return total, pending
+
+
+def test_request_tracker_down_while_20_problems_live_and_the_daemon_is_killed_twice(rt, agent_factory, tmp_path):
+    """The real `forewarn run`: 20 disks cross a rule's threshold (20 problems), a second and a
+    third series of each disk join (two updates), all clear (a resolve), all while RT is
+    down, with two SIGKILLs of the daemon. Then RT comes back."""
+    import textwrap
+
+    problems = 20
+    disks = [f"d{i:02d}" for i in range(problems)]
+    exporter = Exporter()
+    rules = tmp_path / "rules.yml"
+    rules.write_text(textwrap.dedent("""\
+        groups:
+          - name: disks
+            interval: 1s
+            rules:
+              - alert: DiskAlmostFull
+                expr: app_disk_used_ratio > 0.9
+                for: 1s
+                labels: {severity: warning}
+                annotations:
+                  summary: "disk {{ $labels.disk }} is almost full"
+                ticket: {sink: rt, group_by: [alertname, disk], on_clear: resolve}
+        """))
+    agent = agent_factory(textwrap.dedent(f"""\
+        system: {{enabled: false}}
+        rule_files: ["{rules}"]
+        scrape_configs:
+          - job_name: app
+            scrape_interval: 1s
+            scrape_timeout: 1s
+            static_configs: [{{targets: ["{exporter.address}"]}}]
+        ticketing:
+          update_min_interval: 1s
+          max_new_tickets_per_hour: 1000
+          max_new_tickets_per_hour_per_rule: 1000
+          sinks:
+            - name: rt
+              type: request_tracker
+              url: {rt.url}
+              credentials_file: {rt.token_file}
+        """))
+
+    def phase(n: int) -> None:
+        wait_for(lambda: outbox_counts(agent.state_dir) == (n * problems, n * problems), timeout=60,
+                 what=f"{n} actions per problem enqueued and none delivered")
+
+    try:
+        rt.stop()  # the outage begins
+        for d in disks:
+            exporter.values[(d, "1")] = 0.95
+        phase(1)
+        agent.kill()
+        agent.start()
+        for part in ("2", "3"):
+            for d in disks:
+                exporter.values[(d, part)] = 0.95
+            phase(int(part))
+            if part == "2":
+                agent.kill()
+                agent.start()
+        for key in exporter.values:
+            exporter.values[key] = 0.2
+        phase(4)
+        rt.start()  # the outage ends
+        wait_for(lambda: outbox_counts(agent.state_dir) == (4 * problems, 0), timeout=150, interval=0.5,
+                 what="every action delivered to RT")
+    finally:
+        exporter.close()
+    tickets = rt.search("'CF.{DedupKey}' IS NOT NULL")  # this RT serves this test only
+    assert sorted(t["Subject"] for t in tickets) == sorted(f"[Forewarn] disk {d} is almost full" for d in disks)
+    conn = sqlite3.connect(f"file:{os.path.join(agent.state_dir, 'outbox.db')}?mode=ro", uri=True)
+    refs = conn.execute("SELECT ref, cleared FROM refs WHERE sink='rt'").fetchall()
+    conn.close()
+    assert sorted(refs) == sorted((str(t["id"]), 1) for t in tickets)
+    for t in tickets:
         texts = [a["Content"] for a in sorted(rt.attachments(t["id"]), key=lambda a: int(a["id"]))
                  if a["ContentType"] == "text/plain"]
-        assert texts == [f"open {i}", f"update 1 of {i}", f"update 2 of {i}", f"clear {i}"], key
-        assert t["Subject"] == f"outage problem {i}"
-        assert t["Status"] == ("resolved" if i % 2 == 0 else "new"), key
+        assert len(texts) == 4, (t["Subject"], texts)
+        assert texts[0].startswith("What was seen: rule DiskAlmostFull is firing for 1 series"), texts[0]
+        assert texts[1].startswith("Update: 1 more series affected (2 in all)"), texts[1]
+        assert texts[2].startswith("Update: 1 more series affected (3 in all)"), texts[2]
+        assert "Cleared at" in texts[3], texts[3]
+        assert t["Status"] == "resolved"
 
 
 def test_webhook_answering_429_or_503_to_30_percent_over_200_problems_with_two_kills(tmp_path):
@@ -188,7 +269,7 @@ def test_webhook_answering_429_or_503_to_30_percent_over_200_problems_with_two_k
     rng = random.Random(seed)
     secret = "outage-webhook-secret"
     with FakeWebhook(secret=secret, fail_ratio=0.3, seed=seed, retry_after="0") as receiver:
-        agent = Agent("webhook", str(tmp_path / "agent"), receiver.hook_url, write_credentials(tmp_path, secret),
+        agent = Agent(str(tmp_path / "agent"), receiver.hook_url, write_credentials(tmp_path, secret),
                       problems)
         try:
             agent.start()
@@ -214,5 +295,5 @@ def test_webhook_answering_429_or_503_to_30_percent_over_200_problems_with_two_k
 
 
 if __name__ == "__main__":
-    kind_, state_dir_, url_, cred_, run_id_, problems_ = sys.argv[1:7]
-    child_main(kind_, state_dir_, url_, cred_, run_id_, int(problems_))
+    state_dir_, url_, cred_, run_id_, problems_ = sys.argv[1:6]
+    child_main(state_dir_, url_, cred_, run_id_, int(problems_))

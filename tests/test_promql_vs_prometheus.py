@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import subprocess
-import textwrap
 import time
 
 import numpy as np
@@ -295,6 +294,8 @@ RANGE_CASES = [
     "absent(flappy{instance=\"i0\"})",
     "topk(2, memory_free_bytes)",
     "label_replace(up, \"host\", \"$1\", \"instance\", \"i(.*)\")",
+    "delta(temperature_celsius[10m] offset 5m)",
+    "sum(nan_gauge) / count(nan_gauge)",
 ]
 
 
@@ -341,9 +342,13 @@ def test_query_api_matches_prometheus(both):
             if prom["resultType"] == "scalar":
                 assert body["data"]["result"] == prom["result"]
             else:
-                assert {tuple(sorted(r["metric"].items())): (r["value"][0], float(r["value"][1]))
-                        for r in body["data"]["result"]} == pytest.approx(
-                    {tuple(sorted(r["metric"].items())): (r["value"][0], float(r["value"][1])) for r in prom["result"]})
+                ours = {tuple(sorted(r["metric"].items())): (r["value"][0], float(r["value"][1]))
+                        for r in body["data"]["result"]}
+                theirs = {tuple(sorted(r["metric"].items())): (r["value"][0], float(r["value"][1]))
+                          for r in prom["result"]}
+                assert ours.keys() == theirs.keys(), p
+                for k, (t, v) in theirs.items():
+                    assert ours[k][0] == t and ours[k][1] == pytest.approx(v, rel=1e-9, nan_ok=True), (p, k)
         else:
             assert body["errorType"] == resp.json()["errorType"], (p, body, resp.json())
     for p in ({"query": "up", "start": "10", "end": "5", "step": "1"},

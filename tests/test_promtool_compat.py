@@ -19,7 +19,7 @@ from agent.cli import main
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ruletests")
 
-PASSING = ["basic_test.yml", "templates_test.yml", "lifecycle_test.yml"]
+PASSING = ["basic_test.yml", "templates_test.yml", "lifecycle_test.yml", "order_test.yml"]
 FAILING = [
     "fail_labels_test.yml",
     "fail_annotation_test.yml",
@@ -28,6 +28,7 @@ FAILING = [
     "fail_keep_firing_test.yml",
     "fail_promql_test.yml",
     "fail_duplicate_test.yml",
+    "fail_order_test.yml",
 ]
 
 

@@ -303,6 +303,7 @@ groups:
     eta = {dict(lab)["mountpoint"]: v for lab, v in series["forewarn_forecast_breach_seconds"]}
     assert set(eta) == {"/var", "/srv"} and eta["/var"] < 24 * 3600 and not eta["/srv"] < 24 * 3600
     assert all(dict(lab)["alertname"] == "FilesystemWillFill" for lab, _ in series["forewarn_forecast_breach_probability"])
+    assert {dict(lab)["__name__"] for samples in series.values() for lab, _ in samples} == set(series)
     assert len(series["forewarn_forecast_breach_seconds_low"]) == len(series["forewarn_forecast_breach_seconds_high"]) == 2
 
 
@@ -335,7 +336,8 @@ groups:
                 fired += [a for a in rule.active_alerts() if a.state == F]
         assert bool(fired) == want_fire
         ((lab, score),) = rm.anomaly_series()
-        assert dict(lab) == {"alertname": "LatencyAnomaly", "service": "api"} and 0 <= score <= 1
+        assert dict(lab) == {"__name__": "forewarn_anomaly_score", "alertname": "LatencyAnomaly", "service": "api"}
+        assert 0 <= score <= 1
     a = fired_up = None
     store, rm = store_manager(rule_text)
     rng = np.random.default_rng(2)
@@ -524,3 +526,32 @@ def test_alert_state_survives_a_restart(tmp_path):
     assert new.load_state(str(tmp_path / "missing.json")) == 0
     (tmp_path / "bad.json").write_text("{not json")
     assert new.load_state(str(tmp_path / "bad.json")) == 0
+
+
+def test_refits_route_back_to_their_rule():
+    store, rm = store_manager("""
+groups:
+- name: g
+  interval: 5m
+  rules:
+  - alert: A
+    expr: load
+    forecast: {model: holt, lookback: 2h, horizon: 6h, threshold: 100, direction: above}
+  - alert: B
+    expr: load
+    forecast: {model: linear, lookback: 2h, horizon: 6h, threshold: 100, direction: above}
+""")
+    lab = make_labels("load", {"host": "a"})
+    rng = np.random.default_rng(3)
+    for k in range(80):
+        t = k * 300.0
+        _feed(store, lab, t, 10 + 0.01 * k + rng.normal(0, 0.5))
+        rm.evaluate_group(rm.groups[0], t)
+    jobs = rm.refit_jobs(80 * 300.0)
+    assert [j.key[:2] for j in jobs] == [("g", "A")]  # linear models need no refits
+    assert len(jobs[0].t) >= 48
+    from agent.models.refit import fit_job
+
+    results = [fit_job(j) for j in jobs]
+    assert rm.apply_refits(results) == 1
+    assert rm.refit_jobs(80 * 300.0) == []  # not due again right away

@@ -145,3 +145,30 @@ def test_invalid_rule_file_is_reported(tmp_path, capsys):
     test.write_text("rule_files: [r_rules.yml]\ntests: []\n")
     assert main(["test", str(test)]) == 1
     assert f"{rules}:5:11: group \"g\", rule \"A\": expr:" in capsys.readouterr().err
+
+
+def test_group_eval_order(tmp_path, capsys):
+    """Recording rules chained across groups need the right order; a repeated name is an error."""
+    def write(order: str) -> str:
+        t = tmp_path / "t.yml"
+        t.write_text(textwrap.dedent(f"""\
+            rule_files: [{fixture("lifecycle_rules.yml")}]
+            group_eval_order: {order}
+            tests:
+              - interval: 1m
+                input_series:
+                  - series: 'queue_depth{{instance="q1"}}'
+                    values: '60x5'
+                promql_expr_test:
+                  - expr: instance:queue_depth:doubled
+                    eval_time: 0m
+                    exp_samples:
+                      - labels: 'instance:queue_depth:doubled{{instance="q1"}}'
+                        value: 120
+            """))
+        return str(t)
+
+    assert main(["test", write("[first, second]")]) == 0
+    assert main(["test", write("[second, first]")]) == 1  # at 0m the second group ran before the first
+    assert main(["test", write("[second, first, second]")]) == 1
+    assert "group name repeated in evaluation order: second" in capsys.readouterr().err

@@ -66,6 +66,8 @@ class AnomalyParams:
     band_k: float = 3.0  # half-width of the expected band, in sigma
     rare_weight: float = 0.0
     grade_by_scale: float = 0.0
+    range_z_gate: float = 0.0
+    smooth2_alpha: float = 0.0
     rare_bins: int = 20
     rare_alpha: float = 0.002
     rare_ref: float = 0.002
@@ -105,6 +107,9 @@ _FIELDS: dict[str, float] = {
     "sm": 0.0,  # smoothed value
     "smin": 0.0,  # range of the smoothed value (valid after feature_start samples)
     "smax": 0.0,
+    "sm2": 0.0,
+    "s2min": 0.0,
+    "s2max": 0.0,
     "breaks": 0.0,  # memory of recent range breaks
     "fired": 0.0,  # memory of recent scores
 }
@@ -209,8 +214,15 @@ def _step(p: AnomalyParams, ops: Any, st: _State, x: Any, warm: Any) -> tuple[An
     sm = ops.where(first, x, st.sm + p.smooth_alpha * (x - st.sm))
     tracked = st.n > p.feature_start
     smooth_novelty = ops.maximum(sm - st.smax, st.smin - sm) / (st.smax - st.smin + 1e-12)
-    novelty = ops.maximum(novelty, ops.where(tracked, smooth_novelty, -1.0)) - p.range_tolerance
+    novelty = ops.maximum(novelty, ops.where(tracked, smooth_novelty, -1.0))
+    if p.smooth2_alpha > 0:
+        sm2 = ops.where(first, x, st.sm2 + p.smooth2_alpha * (x - st.sm2))
+        nov2 = ops.maximum(sm2 - st.s2max, st.s2min - sm2) / (st.s2max - st.s2min + 1e-12)
+        novelty = ops.maximum(novelty, ops.where(tracked, nov2, -1.0))
+    novelty = novelty - p.range_tolerance
     brk = ops.where(novelty > 0.0, 1.0, 0.0)
+    if p.range_z_gate > 0:
+        brk = brk * ops.where(ops.maximum(z, short) >= p.range_z_gate, 1.0, 0.0)
     if p.grade_by_scale > 0:
         ex = ops.maximum(ops.maximum(x - vmax, vmin - x), 0.0)
         range_score = brk * (0.5 + 0.5 * (1.0 - ops.exp(-ex / (p.grade_by_scale * scale)))) * (1.0 - st.breaks)
@@ -244,6 +256,10 @@ def _step(p: AnomalyParams, ops: Any, st: _State, x: Any, warm: Any) -> tuple[An
     st.smin = ops.where(start, sm, ops.where(tracked, ops.minimum(st.smin, sm), st.smin))
     st.smax = ops.where(start, sm, ops.where(tracked, ops.maximum(st.smax, sm), st.smax))
     st.sm = sm
+    if p.smooth2_alpha > 0:
+        st.s2min = ops.where(start, sm2, ops.where(tracked, ops.minimum(st.s2min, sm2), st.s2min))
+        st.s2max = ops.where(start, sm2, ops.where(tracked, ops.maximum(st.s2max, sm2), st.s2max))
+        st.sm2 = sm2
     st.n = st.n + 1.0
     return out, expected, scale
 

@@ -203,8 +203,14 @@ def _limit_to_one_cpu() -> None:
 def _worker_main(jobs: mp.Queue, results: mp.Queue) -> None:
     """Worker process loop: one job at a time until the None sentinel."""
     _limit_to_one_cpu()
+    parent = os.getppid()
     while True:
-        job = jobs.get()
+        try:
+            job = jobs.get(timeout=5.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the daemon died without closing us: do not linger
+                return
+            continue
         if job is None:
             return
         results.put(fit_job(job))

@@ -21,7 +21,7 @@ from agent.store import Labels, Store
 
 from . import rangefuncs
 from .aggregate import GroupingCache, aggregate, valid_label_name
-from .binary import COMPARISON, scalar_scalar, vector_scalar, vector_vector
+from .binary import scalar_scalar, vector_scalar, vector_vector
 from .parse import EvaluationError, PromQLError, check_supported, parse
 from .select import Selection, SelectionCache, Windows, instant_samples, range_windows
 from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, drop_name
@@ -275,7 +275,7 @@ class Engine:
             raise EvaluationError(f"invalid regular expression in label_replace(): {regex}") from e
         if not valid_label_name(dst):
             raise EvaluationError(f"invalid destination label name in label_replace(): {dst}")
-        template = _go_template(repl)
+        template = _go_template(repl, rx)
         out = []
         for lab in vec.labels:
             d = dict(lab)
@@ -402,13 +402,16 @@ def _absent_labels(e: pp.Expr) -> Labels:
 _GO_GROUP = re.compile(r"\$(\$|\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 
 
-def _go_template(repl: str) -> str:
-    """Go's regexp Expand syntax ($1, ${1}, $name, ${name}, $$) as a Python template."""
+def _go_template(repl: str, rx: "re.Pattern[str]") -> str:
+    """Go's regexp Expand syntax ($1, ${1}, $name, ${name}, $$) as a Python template; a
+    reference to a group that does not exist expands to nothing, as in Go."""
     def sub(m: "re.Match[str]") -> str:
         if m.group(1) == "$":
             return "$"
         name = m.group(2) or m.group(3)
-        return f"\\g<{name}>"
+        if name.isdigit():
+            return f"\\g<{int(name)}>" if int(name) <= rx.groups else ""
+        return f"\\g<{name}>" if name in rx.groupindex else ""
     parts = []
     last = 0
     for m in _GO_GROUP.finditer(repl):

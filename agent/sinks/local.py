@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import requests
 
 from agent.outbox import connect
 from agent.sinks.base import DeliveryError, Ticket
@@ -61,7 +60,7 @@ class LocalSink:
     class Config:
         path: str = doc("SQLite file of the tickets, relative to state_dir.", default=TICKETS_FILE)
 
-    def __init__(self, name: str, config: Any, *, state_dir: str, session: requests.Session | None = None) -> None:
+    def __init__(self, name: str, config: Any, *, state_dir: str, session: Any = None) -> None:
         self.name = name
         self.path = tickets_path(state_dir, config.path if config is not None else TICKETS_FILE)
         self._conn: sqlite3.Connection | None = None

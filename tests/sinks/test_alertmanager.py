@@ -118,3 +118,29 @@ def test_config_validation():
     errs = []
     AlertmanagerSink.Config(url="http://am:9093", resend_interval=600).validate(lambda f, m: errs.append(f))
     assert errs == ["resend_interval"]
+
+
+def test_daemon_rule_fires_alert_in_alertmanager_then_resolves_it(alertmanager_server, agent_factory, tmp_path):
+    from tests.sinks.test_request_tracker import DiskExporter, outbox_ref, start_agent
+
+    am, exporter = alertmanager_server, DiskExporter()
+    try:
+        agent = start_agent(agent_factory, tmp_path, exporter, f"""\
+            - name: am
+              type: alertmanager
+              url: {am.url}
+              resend_interval: 30s
+            """, "am", "comment")
+        exporter.values["a"] = 0.95
+        key, ref, _ = wait_for(lambda: outbox_ref(agent, "am"), timeout=60, what="the alert sent")
+        assert ref == key
+        [alert] = am.alerts(dedup_key=key)
+        assert alert["labels"]["alertname"] == "DiskAlmostFull" and alert["status"]["state"] == "active"
+        assert alert["annotations"]["runbook_url"] == "https://runbooks.example/disk-full"
+        assert "disk a is 95% full" in alert["annotations"]["summary"]
+        wait_for(lambda: ("firing", "1") in notified(am, key), timeout=30, what="a firing notification")
+        exporter.values["a"] = 0.2
+        wait_for(lambda: ("resolved", "2") in notified(am, key), timeout=60, what="a resolved notification")
+        assert am.alerts(dedup_key=key) == []
+    finally:
+        exporter.close()

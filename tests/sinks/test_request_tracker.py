@@ -99,3 +99,130 @@ def test_a_missing_custom_field_is_reported_at_create(rt_server, tmp_path, caplo
 def test_ticketsql_quoting():
     assert ticketsql_string("a'b\\c") == "'a\\'b\\\\c'"
     assert RequestTrackerSink.Config(url="http://rt", credentials_file="/x").queue == "General"
+
+
+# ---- end to end: the real daemon, a scraped series, a rule, the real RT ---------------------------
+
+
+class DiskExporter:
+    """A scrape target with `app_disk_used_ratio{disk=...}` series the test sets."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.values: dict[str, float] = {"a": 0.1, "b": 0.1}
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                body = "".join(f'app_disk_used_ratio{{disk="{d}"}} {v}\n'
+                               for d, v in sorted(exporter.values.items())).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_agent(agent_factory, tmp_path, exporter, sink_yaml: str, sink_name: str, on_clear: str):
+    """`forewarn run` scraping `exporter`, with one rule (both disks grouped in one problem)
+    whose tickets go to the sink described by `sink_yaml`."""
+    import textwrap
+
+    rules = tmp_path / "rules.yml"
+    rules.write_text(textwrap.dedent(f"""\
+        groups:
+          - name: disks
+            interval: 1s
+            rules:
+              - alert: DiskAlmostFull
+                expr: app_disk_used_ratio > 0.9
+                for: 1s
+                labels: {{severity: warning}}
+                annotations:
+                  summary: "disk {{{{ $labels.disk }}}} is {{{{ $value | humanizePercentage }}}} full"
+                  runbook_url: https://runbooks.example/disk-full
+                ticket:
+                  sink: {sink_name}
+                  group_by: [alertname]
+                  on_clear: {on_clear}
+        """))
+    return agent_factory(textwrap.dedent(f"""\
+        system: {{enabled: false}}
+        rule_files: ["{rules}"]
+        scrape_configs:
+          - job_name: app
+            scrape_interval: 1s
+            scrape_timeout: 1s
+            static_configs: [{{targets: ["{exporter.address}"]}}]
+        ticketing:
+          update_min_interval: 1s
+          sinks:
+        """) + textwrap.indent(textwrap.dedent(sink_yaml), "    "))
+
+
+def outbox_ref(agent, sink: str):
+    """(dedup_key, ref, cleared) the agent recorded for its one problem on `sink`, or None."""
+    import os
+    import sqlite3
+
+    path = os.path.join(agent.state_dir, "outbox.db")
+    if not os.path.exists(path):
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute("SELECT dedup_key, ref, cleared FROM refs WHERE sink=?", (sink,)).fetchall()
+    finally:
+        conn.close()
+    assert len(rows) <= 1, rows
+    return rows[0] if rows else None
+
+
+@pytest.fixture
+def disk_exporter():
+    e = DiskExporter()
+    yield e
+    e.close()
+
+
+def test_daemon_rule_fires_ticket_in_rt_with_update_comment_and_resolve(rt_server, agent_factory, disk_exporter,
+                                                                         tmp_path):
+    from tests.helpers import wait_for
+
+    agent = start_agent(agent_factory, tmp_path, disk_exporter, f"""\
+        - name: rt
+          type: request_tracker
+          url: {rt_server.url}
+          queue: General
+          dedup_custom_field: DedupKey
+          credentials_file: {rt_server.token_file}
+        """, "rt", "resolve")
+    disk_exporter.values["a"] = 0.95
+    key, ref, _ = wait_for(lambda: outbox_ref(agent, "rt"), timeout=60, what=f"an RT ticket ({agent.log()[-1500:]})")
+    t = rt_server.ticket(ref)
+    assert [f["values"] for f in t["CustomFields"] if f["name"] == "DedupKey"] == [[key]]
+    assert "disk a is 95% full" in t["Subject"], t["Subject"]
+    opening = texts(rt_server, ref)[0]
+    assert "https://runbooks.example/disk-full" in opening and key in opening
+    disk_exporter.values["b"] = 0.97  # a second series joins the problem: an update
+    wait_for(lambda: len(texts(rt_server, ref)) >= 2, timeout=60, what="an update comment")
+    update = texts(rt_server, ref)[1]
+    assert update.startswith("Update: 1 more series affected") and "disk=b" in update, update
+    disk_exporter.values.update(a=0.2, b=0.2)
+    wait_for(lambda: rt_server.ticket(ref)["Status"] == "resolved", timeout=60, what="the ticket resolved")
+    history = [h["Type"] for h in rt_server.history(ref)]
+    assert history[0] == "Create" and history.count("Comment") >= 2 and "Status" in history
+    assert history.index("Status") > max(i for i, h in enumerate(history) if h == "Comment")
+    assert len(rt_server.search(f"'CF.{{DedupKey}}' = '{key}'")) == 1

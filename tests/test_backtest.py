@@ -1,0 +1,221 @@
+"""`forewarn backtest`: known breaches give the expected tickets at the expected times,
+through the daemon's own rule and problem code; CSV formats and errors; JSON, HTML, exit codes;
+input from a Prometheus-compatible HTTP API."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+import urllib.parse
+
+import numpy as np
+import pytest
+
+from agent import backtest, replay
+from agent.cli import main
+from agent.store import make_labels
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIX = os.path.join(HERE, "fixtures", "backtest")
+RULES = os.path.join(FIX, "rules.yml")
+LONG = os.path.join(FIX, "long.csv")
+WIDE = os.path.join(FIX, "wide.csv")
+T0 = 1_700_000_000.0  # first row of the fixtures; /data falls 1000 -> 0 from minute 60 to 660
+
+
+def _opens(res: backtest.BacktestResult) -> list[tuple[float, str, str]]:
+    return [(e.time, e.rule, e.labels.get("mount", "")) for e in res.events if e.action == "open"]
+
+
+def test_known_breach_opens_the_expected_tickets_at_the_expected_times() -> None:
+    res = backtest.run_backtest(backtest.load_rules([RULES]), replay.read_csv(LONG))
+    # Forecast: the line reaches 0 at minute 660; the ETA drops under the 6 h horizon after
+    # minute 300, pending from minute 301, firing after `for: 5m` at minute 306.
+    # Threshold: below 100 from minute 601 (100.0 exactly at 600), firing at 606.
+    assert _opens(res) == [(T0 + 306 * 60, "DiskWillFill", "/data"), (T0 + 606 * 60, "DiskLow", "/data")]
+    first = res.events[0]
+    assert first.reason == "first notification" and first.sequence == 1
+    assert first.value == pytest.approx(1000 - 246 * 1000 / 600, abs=1e-3)
+    assert first.eta == pytest.approx(354 * 60, rel=1e-3)  # 354 minutes left at minute 306
+    assert first.eta_low <= first.eta <= first.eta_high
+    assert first.probability == pytest.approx(1.0)
+    # nothing about the flat /var series; the forecast ticket is updated as the breach nears
+    assert all(e.labels["mount"] == "/data" for e in res.events)
+    assert [e.action for e in res.events if e.rule == "DiskWillFill"] == ["open", "update", "update"]
+    summary = {s.rule: s for s in res.summary}
+    assert summary["DiskWillFill"].tickets == 1 and summary["DiskWillFill"].open_at_end == 1
+    assert summary["DiskWillFill"].median_eta_at_open_seconds == pytest.approx(354 * 60, rel=1e-3)
+    assert summary["DiskLow"].tickets == 1 and summary["DiskLow"].kind == "threshold"
+    assert len(res.open_at_end) == 2
+    assert res.evaluations == 721  # one per minute, both ends included
+
+
+def test_wide_format_with_gaps_gives_the_same_tickets() -> None:
+    rec = replay.read_csv(WIDE)
+    assert [dict(lab)["mount"] for lab in rec.labels] == ["/data", "/var"]
+    assert len(rec) == 2 * 721 - sum(1 for i in range(721) if i % 7 == 3)
+    res = backtest.run_backtest(backtest.load_rules([RULES]), rec)
+    assert _opens(res) == [(T0 + 306 * 60, "DiskWillFill", "/data"), (T0 + 606 * 60, "DiskLow", "/data")]
+
+
+def test_clear_when_the_series_recovers_and_step_and_window(tmp_path) -> None:
+    path = tmp_path / "recover.csv"
+    rows = ["metric,labels,timestamp,value"]  # the issue's four-column long format
+    for i in range(0, 121):
+        v = 50.0 if 20 <= i < 60 else 500.0
+        rows.append(f'disk_free_bytes,"{{mount=""/x""}}",{T0 + 60 * i:.0f},{v}')
+    path.write_text("\n".join(rows) + "\n")
+    groups = backtest.load_rules([RULES])
+    res = backtest.run_backtest(groups, replay.read_csv(str(path)))
+    low = [(e.action, e.time) for e in res.events if e.rule == "DiskLow"]
+    assert low == [("open", T0 + 25 * 60), ("clear", T0 + 60 * 60)]
+    assert {s.rule: s for s in res.summary}["DiskLow"].median_duration_seconds == 35 * 60
+    assert res.open_at_end == []
+    # --step 10m: evaluations at 0, 10, 20, ...: active at 20, firing at 30, cleared at 60
+    res = backtest.run_backtest(groups, replay.read_csv(str(path)), step=600.0)
+    assert [(e.action, e.time) for e in res.events if e.rule == "DiskLow"] == [
+        ("open", T0 + 30 * 60), ("clear", T0 + 60 * 60)]
+    # --from/--to cut the data: the problem has not fired yet at minute 24
+    res = backtest.run_backtest(groups, replay.read_csv(str(path)), start=T0, end=T0 + 24 * 60)
+    assert res.events == [] and res.evaluations == 25
+
+
+def test_cli_json_shape_and_html_report(tmp_path, capsys) -> None:
+    report = tmp_path / "out.html"
+    rc = main(["backtest", "--rules", RULES, "--input", LONG, "--json", "--report", str(report)])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) >= {"from", "to", "series", "samples", "evaluations", "events", "summary", "open_at_end"}
+    assert doc["series"] == 2 and doc["samples"] == 2 * 721
+    ev = doc["events"][0]
+    assert set(ev) >= {"time", "time_rfc3339", "action", "rule", "labels", "reason", "value", "eta", "eta_low",
+                       "eta_high", "probability", "dedup_key", "sequence", "title"}
+    assert ev["time_rfc3339"] == "2023-11-15T03:19:20Z" and ev["action"] == "open"
+    assert ev["anomaly_score"] is None
+    assert {s["rule"] for s in doc["summary"]} == {"DiskLow", "DiskWillFill"}
+    page = report.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "</html>" in page
+    assert page.count("<svg") == 2  # one chart per problem
+    assert "DiskWillFill" in page and "first notification" in page and "http" not in page.split("<body>")[1].replace(
+        "http://www.w3.org/2000/svg", "")  # self-contained: no external resources
+
+
+def test_cli_text_output(capsys) -> None:
+    assert main(["backtest", "--rules", RULES, "--input", WIDE, "--step", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "2023-11-15T03:19:20Z  open    DiskWillFill" in out
+    assert "breach in ~6 h" in out
+    assert "DiskLow" in out and "threshold" in out
+
+
+@pytest.mark.parametrize("content, message", [
+    ("timestamp,series,value\n1700000000,up,1\nyesterday,up,2\n", "{p}:3: bad timestamp 'yesterday'"),
+    ("timestamp,series,value\n1700000000,up,1\n1700000060,up,many\n", "{p}:3: bad value 'many'"),
+    ("timestamp,series,value\n\n# comment\n1700000000,up{a=,1\n", "{p}:4: "),
+    ("timestamp,series,value\n1700000000,up,1,2\n", "{p}:2: want 3 fields, got 4"),
+    ("time,value\n1,2\n", "{p}:1: unknown header"),
+    ('timestamp,up,"up{a=""b""}"\n1700000000,1\n', "{p}:2: want 3 fields (timestamp and 2 series), got 2"),
+    ('timestamp,up,"up{a=""b""}"\n1700000000,1,x\n', "{p}:2: column 3: bad value 'x'"),
+    ('timestamp,up,up\n1700000000,1,2\n', "{p}:1: column 3: series 'up' appears twice"),
+    ("", "{p}:1: empty file"),
+])
+def test_csv_errors_name_the_line(tmp_path, capsys, content: str, message: str) -> None:
+    p = tmp_path / "bad.csv"
+    p.write_text(content)
+    with pytest.raises(replay.ReplayInputError) as ei:
+        replay.read_csv(str(p))
+    assert ei.value.messages[0].startswith(message.format(p=p))
+    assert main(["backtest", "--rules", RULES, "--input", str(p)]) == 1
+    assert message.format(p=p) in capsys.readouterr().err
+
+
+def test_exit_codes(tmp_path, capsys) -> None:
+    assert main(["backtest", "--rules", RULES, "--input", str(tmp_path / "missing.csv")]) == 1
+    assert "missing.csv:0: cannot read file" in capsys.readouterr().err
+    bad_rules = tmp_path / "bad.yml"
+    bad_rules.write_text("groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: up >\n")
+    assert main(["backtest", "--rules", str(bad_rules), "--input", LONG]) == 1
+    assert f"{bad_rules}:5:" in capsys.readouterr().err
+    assert main(["backtest", "--rules", RULES, "--input", LONG, "--from", "soon"]) == 2
+    assert "--from: bad timestamp" in capsys.readouterr().err
+    assert main(["backtest", "--rules", RULES, "--input", LONG, "--step=-5m"]) == 2
+    assert main(["backtest", "--rules", RULES, "--input", LONG, "--from", "2030-01-01T00:00:00Z"]) == 1
+    assert "no samples" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ei:
+        main(["backtest", "--rules", RULES])  # --input missing
+    assert ei.value.code == 2
+
+
+def test_time_formats() -> None:
+    assert replay.parse_time("1700000000") == 1_700_000_000
+    assert replay.parse_time("2023-11-14T22:13:20Z") == 1_700_000_000
+    assert replay.parse_time("2023-11-14T23:13:20+01:00") == 1_700_000_000
+    assert replay.parse_time("2023-11-14T22:13:20") == 1_700_000_000  # no offset: UTC
+    assert np.isnan(replay.parse_value("stale"))
+
+
+class _FakePrometheus(http.server.BaseHTTPRequestHandler):
+    """Answers instant queries of `selector[Ns]` the way Prometheus does: the raw samples in
+    (time - N, time], as a matrix."""
+
+    samples: dict[str, list[tuple[dict[str, str], np.ndarray, np.ndarray]]] = {}
+    seen: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        query, at = form["query"][0], float(form["time"][0])
+        self.seen.append(query)
+        selector, rng = query[:-1].rsplit("[", 1)
+        lo = at - float(rng.rstrip("s"))
+        result = []
+        for metric, t, v in self.samples.get(selector, []):
+            keep = (t > lo) & (t <= at)
+            result.append({"metric": metric, "values": [[a, repr(b)] for a, b in zip(t[keep].tolist(), v[keep].tolist())]})
+        body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_input_from_a_prometheus_api(capsys) -> None:
+    rec = replay.read_csv(LONG)
+    series = []
+    for i, lab in enumerate(rec.labels):
+        t, v = rec.series_values(i)
+        series.append((dict(lab), t, v))
+    _FakePrometheus.samples = {"disk_free_bytes": series}
+    _FakePrometheus.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakePrometheus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        # default selectors come from the rules' expressions
+        assert backtest.rule_selectors(backtest.load_rules([RULES])) == ["disk_free_bytes"]
+        rc = main(["backtest", "--rules", RULES, "--input", url, "--from", "2023-11-14T22:13:20Z", "--to", str(T0 + 720 * 60),
+                   "--json"])
+        assert rc == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["samples"] == 2 * 721
+        opens = [(e["time"], e["rule"]) for e in doc["events"] if e["action"] == "open"]
+        assert opens == [(T0 + 306 * 60, "DiskWillFill"), (T0 + 606 * 60, "DiskLow")]
+        assert all(q.startswith("disk_free_bytes[") for q in _FakePrometheus.seen) and len(_FakePrometheus.seen) >= 2  # 6 h chunks
+        fetched = replay.fetch_recording(url, ["disk_free_bytes"], T0, T0 + 720 * 60)
+        assert len(fetched) == 2 * 721
+        assert fetched.labels == [make_labels("disk_free_bytes", {"mount": "/data"}),
+                                  make_labels("disk_free_bytes", {"mount": "/var"})]
+        # a server that is not there: exit 1 with the reason
+        server.shutdown()
+        server.server_close()
+        assert main(["backtest", "--rules", RULES, "--input", url, "--query", "up"]) == 1
+        assert "connection" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
