@@ -117,6 +117,30 @@ class Pipeline:
         with self.lock:
             return evaluate_tick(self.rules, self.ticketing.problems if self.ticketing else None, now)
 
+    def chart(self, rule: Any, alerts: list[Any], now: float) -> bytes | None:
+        """PNG of the first alert's series over the rule's lookback, with its forecast and
+        threshold, for tickets in tools that take attachments. None without matplotlib."""
+        from agent.sinks.chart import render_chart
+
+        alert = alerts[0]
+        spec = getattr(rule.definition.spec, "forecast", None)
+        lookback = float(spec.lookback) if spec is not None else 6 * 3600.0
+        step = max(15.0, lookback / 300)
+        rule_labels = set(rule.definition.label_templates) | {"alertname"}
+        want = {k: v for k, v in alert.labels.items() if k not in rule_labels}
+        series = [s for s in self.engine.range(rule.query_text, now - lookback, now, step)
+                  if all(dict(s.labels).get(k) == v for k, v in want.items())]
+        if not series:
+            return None
+        s = series[0]
+        kw: dict[str, Any] = {}
+        fc = alert.forecast
+        if spec is not None and fc is not None:
+            horizon = float(spec.horizon)
+            kw = {"forecast_t": [now, now + horizon], "forecast_mean": [alert.value, fc.predicted],
+                  "threshold": float(spec.threshold)}
+        return render_chart(s.times, s.values, title=f"{rule.name}: {rule.query_text}"[:120], **kw)
+
     def deliver(self) -> None:
         with self.lock:
             if self.ticketing is not None:
@@ -128,7 +152,7 @@ class Pipeline:
     def start(self) -> None:
         from agent.problems import build_ticketing
 
-        self.ticketing = build_ticketing(self.cfg, self.clock)
+        self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart)
 
     def stop(self) -> None:
         if self.scrapes is not None:
@@ -153,9 +177,9 @@ class Pipeline:
 
                 self.ticketing.close()  # the databases are reopened by the new set
                 try:
-                    new_ticketing = build_ticketing(cfg, self.clock)
+                    new_ticketing = build_ticketing(cfg, self.clock, chart=self.chart)
                 except Exception:
-                    self.ticketing = build_ticketing(self.cfg, self.clock)
+                    self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart)
                     raise
                 self.ticketing = new_ticketing
             new_rules.adopt_state(self.rules)

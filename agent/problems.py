@@ -286,6 +286,7 @@ class ProblemManager:
         *,
         external_url: str = "",
         path: str | None = None,
+        chart: Any = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -293,6 +294,8 @@ class ProblemManager:
         self.suppressor = silences
         self.outbox = outbox
         self.external_url = external_url
+        # chart(rule, alerts, now) -> PNG bytes | None, drawn for opens (tools that take attachments)
+        self.chart = chart
         self._conn = connect(path or f"{state_dir.rstrip('/')}/{PROBLEMS_FILE}")
         self._conn.executescript(_SCHEMA)
         cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(problems)")}
@@ -479,6 +482,11 @@ class ProblemManager:
             ticket_labels=self._common_labels(rule, firing) or p.group_labels, started_at=p.started_at, now=now,
             note=note, external_url=self.external_url,
         )
+        if action == "open" and self.chart is not None and firing:
+            try:
+                ticket.chart_png = self.chart(rule, firing, now)
+            except Exception:  # noqa: BLE001 - a ticket without its picture beats no ticket
+                log.warning("chart for %s %s could not be drawn", p.rule, p.dedup_key, exc_info=True)
         if not self.outbox.enqueue(p.sink, ticket):
             return Decision(p.dedup_key, p.rule, Reason.OUTBOX_FULL, p.sink, detail=f"{action} refused, retried next time")
         fc = soonest_forecast(firing)
@@ -683,7 +691,7 @@ def _resolved_paths(cfg: Any, settings: Any) -> Any:
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
-def build_ticketing(cfg: Any, clock: Any, *, session: Any = None) -> Ticketing:
+def build_ticketing(cfg: Any, clock: Any, *, session: Any = None, chart: Any = None) -> Ticketing:
     """Sinks (the `local` one always exists), outbox, silences and problems from an
     `agent.config.Config`. Raises ValueError on a bad silence or maintenance window."""
     from agent.outbox import OUTBOX_FILE, Outbox
@@ -702,5 +710,5 @@ def build_ticketing(cfg: Any, clock: Any, *, session: Any = None) -> Ticketing:
     outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending)
     suppressor = Suppressor.from_config(t, state_dir)
     pm = ProblemManager(t, state_dir, clock, cfg.external_labels(), suppressor, outbox,
-                        external_url=cfg.web.external_url)
+                        external_url=cfg.web.external_url, chart=chart)
     return Ticketing(sinks, outbox, suppressor, pm)

@@ -247,9 +247,15 @@ class Rule:
         try:
             return to_samples(query(self.expr if self.expr is not None else self.query_text, now))
         except Exception as e:  # noqa: BLE001 - a failing rule must not stop the group
-            self.health, self.last_error = "err", str(e) or type(e).__name__
-            log.warning("rule %s/%s: query failed: %s", self.group, self.name, self.last_error)
+            self._fail(str(e) or type(e).__name__)
             return None
+
+    def _fail(self, message: str) -> None:
+        """Record an evaluation error; logged when it first appears or changes, not every
+        interval (the API and health show it meanwhile)."""
+        if self.health != "err" or self.last_error != message:
+            log.warning("rule %s/%s: %s", self.group, self.name, message)
+        self.health, self.last_error = "err", message
 
 
 class RecordingRule(Rule):
@@ -270,13 +276,12 @@ class RecordingRule(Rule):
                 d.update(self.labels)
                 lab = make_labels(self.name, d)
                 if lab in seen:
-                    self.health = "err"
-                    self.last_error = "vector contains metrics with the same labelset after applying rule labels"
+                    self._fail("vector contains metrics with the same labelset after applying rule labels")
                     return []
                 seen.add(lab)
                 out.append((lab, value))
             if limit > 0 and len(out) > limit:
-                self.health, self.last_error = "err", f"exceeded limit of {limit} with {len(out)} series"
+                self._fail(f"exceeded limit of {limit} with {len(out)} series")
                 return []
             self.health, self.last_error = "ok", ""
             return out
@@ -344,8 +349,7 @@ class AlertingRule(Rule):
             conditions = self._conditions(now, res)
             err = self._transition(now, conditions, limit)
             if err:
-                self.health, self.last_error = "err", err
-                log.warning("rule %s/%s: %s", self.group, self.name, err)
+                self._fail(err)
             else:
                 self.health, self.last_error = "ok", ""
             return self.active_alerts()

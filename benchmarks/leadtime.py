@@ -16,8 +16,8 @@ daily cycles and level shifts stay as they are. On it:
   (direction above): linear at D = 1 d, 3 d, accelerating at D = 2 d;
 - the same disk and memory series with no fill or leak.
 
-Fills start at day `days - 3.5`. The breach time is the first sample at or past the
-threshold after the fill starts. Rules (group interval 5m, `for: 15m` for all):
+Fills start at day `days - 3.5`. The breach time is when the trend crosses the threshold
+(fill start + D), known by construction; the noisy series may touch it a little earlier. Rules (group interval 5m, `for: 15m` for all):
 forecast {model, lookback 6h, horizon 24h, confidence 0.9} and
 `predict_linear(x[6h], 24*3600) < 0` (resp. `> 95`).
 
@@ -117,7 +117,7 @@ class Series:
     kind: str
     shape: str
     fill_start: float | None
-    breach: float | None  # first sample at or past the threshold after fill_start
+    breach: float | None  # when the fill's trend crosses the threshold
 
 
 def build(nab: str, n_sources: int, days: float) -> tuple[Recording, list[Series]]:
@@ -136,11 +136,7 @@ def build(nab: str, n_sources: int, days: float) -> tuple[Recording, list[Series
             u = np.clip((t - fill_start) / d, 0, None) if d else np.zeros(n)
             drift = gap * (u if shape == "linear" else u * u) if shape != "none" else 0.0
             v = base + sign * drift
-            breach = None
-            if shape != "none":
-                past = (v <= p["threshold"]) if sign < 0 else (v >= p["threshold"])
-                hit = np.flatnonzero(past & (t >= fill_start))
-                breach = float(t[hit[0]]) if hit.size else None
+            breach = fill_start + d if shape != "none" else None  # the trend crosses here, by construction
             host = f"{name}/{kind}-{shape}-{d / 3600:g}h" if shape != "none" else f"{name}/{kind}-none"
             lab = {"host": host, "scenario": kind}
             series.append(Series(lab, kind, shape, fill_start if shape != "none" else None, breach))
@@ -188,7 +184,7 @@ def score(res: backtest.BacktestResult, series: list[Series], kind_filter: str |
                 continue
             sc.false_tickets += sum(1 for x in times if x < s.fill_start)
             sc.exposure_weeks += (s.fill_start - start) / (7 * DAY)
-            if s.breach is None:
+            if s.breach is None or s.breach > end:
                 continue
             warned = [x for x in times if s.fill_start <= x <= s.breach]
             if warned:

@@ -146,6 +146,10 @@ def test_exit_codes(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as ei:
         main(["backtest", "--rules", RULES])  # --input missing
     assert ei.value.code == 2
+    with pytest.raises(SystemExit) as ei:
+        main(["backtest", "--help"])
+    assert ei.value.code == 0
+    assert "timestamp,series,value" in capsys.readouterr().out  # the formats are in the help
 
 
 def test_time_formats() -> None:

@@ -68,6 +68,7 @@ class AnomalyParams:
     grade_by_scale: float = 0.0
     range_z_gate: float = 0.0
     smooth2_alpha: float = 0.0
+    rare_on: int = 0
     rare_bins: int = 20
     rare_alpha: float = 0.002
     rare_ref: float = 0.002
@@ -232,6 +233,8 @@ def _step(p: AnomalyParams, ops: Any, st: _State, x: Any, warm: Any) -> tuple[An
     score = ops.maximum(p.likelihood_weight * likelihood, range_score)
     if p.rare_weight > 0:
         u = (sm - st.smin) / (st.smax - st.smin + 1e-12)
+        if p.rare_on == 1:
+            u = (x - vmin) / (rng + 1e-12)
         prob = ops.hist_visit(st.hist, st.hrow, u, p.rare_alpha)
         rare = ops.where(st.n > p.feature_start + 1.0 / p.rare_alpha, ops.exp(-prob / p.rare_ref), 0.0)
         score = ops.maximum(score, p.rare_weight * rare)

@@ -7,6 +7,7 @@ idempotency belong to `agent.outbox`.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import time
 from dataclasses import dataclass, field
@@ -35,12 +36,18 @@ class Ticket:
     chart_png: bytes | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-safe form, as the outbox stores it (the chart travels base64-encoded)."""
         d = {k: v for k, v in self.__dict__.items() if k != "chart_png"}
+        if self.chart_png:
+            d["chart_png_b64"] = base64.b64encode(self.chart_png).decode()
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Ticket":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        t = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        if d.get("chart_png_b64"):
+            t.chart_png = base64.b64decode(d["chart_png_b64"])
+        return t
 
 
 class DeliveryError(Exception):
