@@ -8,6 +8,7 @@ stages with a simulated clock.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -21,6 +22,9 @@ from agent.store import Labels, Store
 log = logging.getLogger(__name__)
 
 Job = tuple[str, float, Callable[[], None]]
+
+RULES_STATE_FILE = "rules.state.json"
+REFIT_BATCH = 8  # model histories in flight to the refit worker at most
 
 
 class Pipeline:
@@ -39,6 +43,7 @@ class Pipeline:
         self.lock = threading.RLock()  # rule ticks, deliveries and reloads never interleave
         self.rules = self._build_rules(cfg, load_groups(cfg))
         self.ticketing: Any = None  # built in start(): it opens the state databases
+        self.refit_worker: Any = None  # a background process, started with the first refit
 
     # ---- sources ------------------------------------------------------------------------------
 
@@ -146,13 +151,39 @@ class Pipeline:
             if self.ticketing is not None:
                 self.ticketing.outbox.deliver_due(self.clock.now())
 
+    def refit(self) -> None:
+        """Hand due model refits to the worker process and install what it finished. The
+        worker (and statsmodels) exists only once a rule has something to fit."""
+        now = self.clock.now()
+        with self.lock:
+            if self.refit_worker is not None:
+                results = self.refit_worker.poll()
+                if results:
+                    self.rules.apply_refits(results)
+            free = self.refit_worker.free() if self.refit_worker is not None else REFIT_BATCH
+            jobs = self.rules.refit_jobs(now, limit=free) if free > 0 else []
+        if jobs:
+            if self.refit_worker is None:
+                from agent.models.refit import RefitWorker
+
+                self.refit_worker = RefitWorker(max_pending=REFIT_BATCH)
+            self.refit_worker.submit(jobs)
+
     def periodic_jobs(self) -> list[Job]:
-        return [("rules", 1.0, lambda: self.evaluate(self.clock.now())), ("outbox", 1.0, self.deliver)]
+        return [("rules", 1.0, lambda: self.evaluate(self.clock.now())), ("outbox", 1.0, self.deliver),
+                ("refit", 30.0, self.refit)]
+
+    @property
+    def rules_state_path(self) -> str:
+        return os.path.join(self.cfg.state_dir, RULES_STATE_FILE)
 
     def start(self) -> None:
         from agent.problems import build_ticketing
 
         self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart)
+        restored = self.rules.load_state(self.rules_state_path)
+        if restored:
+            log.info("restored %d alerts from %s", restored, self.rules_state_path)
 
     def stop(self) -> None:
         if self.scrapes is not None:
@@ -161,9 +192,13 @@ class Pipeline:
             if self.ticketing is not None:
                 self.ticketing.close()
                 self.ticketing = None
+        if self.refit_worker is not None:
+            self.refit_worker.close(timeout=2.0)
 
     def save_state(self) -> None:
-        pass
+        """Alert state (for timers, firing alerts) beside the store snapshot."""
+        with self.lock:
+            self.rules.save_state(self.rules_state_path)
 
     def apply(self, cfg: Config) -> None:
         """Take a validated new config: rules (keeping unchanged rules' state), sinks, sources.

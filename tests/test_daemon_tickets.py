@@ -109,3 +109,52 @@ def test_threshold_rule_opens_one_local_ticket_and_clears_it(agent_factory, expo
     actions = {(l["sink"], l["action"], l["outcome"]): v for l, v in m["forewarn_ticket_actions_total"]}
     opened = {o: v for (sink, a, o), v in actions.items() if sink == "local" and a == "open"}
     assert list(opened.values()) == [1.0] and set(opened) <= {"success", "delivered"}, actions
+
+
+def test_forecast_rule_in_the_daemon(agent_factory, exporter, tmp_path):
+    """A declining series: the forecast rule fires with an ETA, /metrics carries the breach
+    estimate, the ticket quotes it, and statsmodels stays out of the main process."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text(textwrap.dedent("""\
+        groups:
+          - name: capacity
+            interval: 1s
+            rules:
+              - alert: QueueWillOverflow
+                expr: app_queue_depth
+                forecast: {model: auto, lookback: 1m, horizon: 1h, threshold: 1000, direction: above, confidence: 0.5}
+                annotations:
+                  summary: "queue {{ $labels.queue }} overflows in {{ $forecast.eta | humanizeDuration }}"
+        """))
+    agent = agent_factory(textwrap.dedent(f"""\
+        system: {{enabled: false}}
+        rule_files: ["{rules}"]
+        scrape_configs:
+          - job_name: app
+            scrape_interval: 1s
+            scrape_timeout: 1s
+            static_configs: [{{targets: ["{exporter.address}"]}}]
+        """))
+    stop = threading.Event()
+
+    def grow():  # +10 items a second: 1000 is about 100 s away
+        while not stop.wait(0.25):
+            exporter.value += 2.5
+
+    threading.Thread(target=grow, daemon=True).start()
+    try:
+        def breach():
+            m = agent.metrics()
+            return [s for s in m.get("forewarn_forecast_breach_seconds", []) if s[1] < float("inf")]
+
+        eta = wait_for(breach, timeout=60, what="a breach estimate on /metrics")
+        labels, seconds = eta[0]
+        assert labels["alertname"] == "QueueWillOverflow" and labels["queue"] == "orders"
+        assert 0 < seconds < 3600
+        tickets = wait_for(lambda: agent.get("/api/v1/tickets").json()["data"]["tickets"], timeout=60,
+                           what="a ticket from the forecast rule")
+        assert "overflows in" in tickets[0]["title"]
+    finally:
+        stop.set()
+    maps = open(f"/proc/{agent.proc.pid}/maps").read()
+    assert "statsmodels" not in maps

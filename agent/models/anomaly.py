@@ -235,6 +235,7 @@ def _step(p: AnomalyParams, ops: Any, st: _State, x: Any, warm: Any) -> tuple[An
         u = (sm - st.smin) / (st.smax - st.smin + 1e-12)
         if p.rare_on == 1:
             u = (x - vmin) / (rng + 1e-12)
+        u = ops.minimum(ops.maximum(u, 0.0), 1.0)
         prob = ops.hist_visit(st.hist, st.hrow, u, p.rare_alpha)
         rare = ops.where(st.n > p.feature_start + 1.0 / p.rare_alpha, ops.exp(-prob / p.rare_ref), 0.0)
         score = ops.maximum(score, p.rare_weight * rare)

@@ -216,6 +216,8 @@ def test_daemon_rule_fires_ticket_in_rt_with_update_comment_and_resolve(rt_serve
     assert "disk a is 95% full" in t["Subject"], t["Subject"]
     opening = texts(rt_server, ref)[0]
     assert "https://runbooks.example/disk-full" in opening and key in opening
+    charts = [a for a in rt_server.attachments(ref) if a["Filename"] == "forecast.png"]
+    assert len(charts) == 1 and charts[0]["ContentType"] == "image/png"  # drawn by the daemon, via the outbox
     disk_exporter.values["b"] = 0.97  # a second series joins the problem: an update
     wait_for(lambda: len(texts(rt_server, ref)) >= 2, timeout=60, what="an update comment")
     update = texts(rt_server, ref)[1]
