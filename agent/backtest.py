@@ -9,7 +9,8 @@ auto), the refit worker process with its results installed before the next evalu
 Samples are appended in time order up to each evaluation time. Ticket actions go to an
 in-memory outbox (problem state lives in a temporary directory); no sink is contacted.
 Silences and maintenance windows are not applied (they belong to a config, not to rules);
-the storm guard is, with the default caps.
+the storm guard is, with the default caps. No config is read: groups without an `interval`
+run every minute (DEFAULT_INTERVAL), and tickets carry no external labels.
 
 Input: a CSV file (formats in `agent.replay`) or the URL of a Prometheus-compatible server
 (`--query` selectors, default: the selectors in the rules' expressions; `--from`/`--to`,
@@ -50,6 +51,7 @@ from agent.yamlutil import ConfigErrors, parse_duration
 log = logging.getLogger(__name__)
 
 DEFAULT_URL_SPAN = 7 * 86400.0
+DEFAULT_INTERVAL = 60.0
 REFIT_WAIT_SECONDS = 300.0
 RAW_WINDOW_MIN = 3600.0  # the daemon's default raw_retention
 
@@ -244,7 +246,7 @@ def build_rules(groups: list[Any], store: Any, clock: Any, default_interval: flo
 
 
 def run_backtest(groups: list[Any], recording: Recording, *, start: float | None = None, end: float | None = None,
-                 step: float | None = None, default_interval: float = 60.0, ticketing: Any = None,
+                 step: float | None = None, default_interval: float = DEFAULT_INTERVAL, ticketing: Any = None,
                  progress: Callable[[float], None] | None = None) -> BacktestResult:
     """Replay `recording` (restricted to [start, end]) through `groups`; see the module doc.
 

@@ -44,6 +44,7 @@ class Pipeline:
         self.rules = self._build_rules(cfg, load_groups(cfg))
         self.ticketing: Any = None  # built in start(): it opens the state databases
         self.refit_worker: Any = None  # a background process, started with the first refit
+        self._resent_at: dict[str, float] = {}
 
     # ---- sources ------------------------------------------------------------------------------
 
@@ -169,9 +170,18 @@ class Pipeline:
                 self.refit_worker = RefitWorker(max_pending=REFIT_BATCH)
             self.refit_worker.submit(jobs)
 
+    def resend(self) -> None:
+        """Sinks whose tool forgets what is not repeated (Alertmanager) re-send active alerts."""
+        now = self.clock.now()
+        t = self.ticketing
+        for name, sink in (t.sinks.items() if t is not None else ()):
+            if hasattr(sink, "resend_active") and now - self._resent_at.get(name, 0.0) >= sink.resend_interval:
+                self._resent_at[name] = now
+                sink.resend_active(now)
+
     def periodic_jobs(self) -> list[Job]:
         return [("rules", 1.0, lambda: self.evaluate(self.clock.now())), ("outbox", 1.0, self.deliver),
-                ("refit", 30.0, self.refit)]
+                ("refit", 30.0, self.refit), ("resend", 1.0, self.resend)]
 
     @property
     def rules_state_path(self) -> str:

@@ -386,6 +386,8 @@ class Feeder:
         # Samples sharing one timestamp go in with one vectorised append; runs are precomputed.
         t = recording.t
         self._run_ends = np.flatnonzero(np.diff(t) != 0) + 1 if t.size else np.empty(0, dtype=np.int64)
+        # Store.append wants distinct ids; check once whether any series repeats within a timestamp.
+        self._repeats = _repeats_within_runs(t, recording.series)
 
     def feed_until(self, until: float) -> int:
         """Append every sample with t <= until not appended yet; returns how many."""
@@ -409,7 +411,19 @@ class Feeder:
                 self.store.extend(int(self.ids[st[0]]), tt, vv[first])
         else:
             for x, y in zip(bounds[:-1], bounds[1:]):
-                ids, first = np.unique(self.ids[s[x:y]], return_index=True)
-                self.store.append(ids, t[x], v[x:y][first])
+                if self._repeats:
+                    ids, first = np.unique(self.ids[s[x:y]], return_index=True)  # a repeat: first wins
+                    self.store.append(ids, t[x], v[x:y][first])
+                else:
+                    self.store.append(self.ids[s[x:y]], t[x], v[x:y])
         self.pos = hi
         return hi - lo
+
+
+def _repeats_within_runs(t: np.ndarray, series: np.ndarray) -> bool:
+    """Whether some series has two samples with the same timestamp."""
+    if not t.size:
+        return False
+    order = np.lexsort((series, t))
+    ts, ss = t[order], series[order]
+    return bool(np.any((np.diff(ts) == 0) & (np.diff(ss) == 0)))

@@ -316,6 +316,7 @@ class AlertingRule(Rule):
         # Latest model output per expr output series (keys, infos), for /metrics.
         self._model_outputs: tuple[list[Labels], list[Any]] = ([], [])
         self._model_seen: dict[Labels, float] = {}
+        self._export_cache: dict[tuple[Labels, tuple[str, ...]], tuple[Labels, ...]] = {}
         # Set by the manager: history of a stored series, to warm models on new keys.
         self.history: Callable[[Labels, float, float], tuple[np.ndarray, np.ndarray]] | None = None
 
@@ -381,6 +382,8 @@ class AlertingRule(Rule):
             self.detector.forget(old)
             for k in old:
                 del self._model_seen[k]
+            gone = set(old)
+            self._export_cache = {ck: v for ck, v in self._export_cache.items() if ck[0] not in gone}
 
     def _template_data(self, labels: Labels, value: float, info: Any) -> TemplateData:
         return TemplateData(
@@ -466,8 +469,27 @@ class AlertingRule(Rule):
         for a in self.active.values():
             if a.state == AlertState.INACTIVE:
                 continue
-            out.append((make_labels("ALERTS", dict(a.labels, alertstate=str(a.state))), 1.0))
-            out.append((make_labels("ALERTS_FOR_STATE", a.labels), float(a.active_at)))
+            cached = getattr(a, "_series_labels", None)  # built once per alert and state
+            if cached is None or cached[0] != a.state:
+                cached = (a.state, make_labels("ALERTS", dict(a.labels, alertstate=str(a.state))),
+                          make_labels("ALERTS_FOR_STATE", a.labels))
+                a._series_labels = cached  # type: ignore[attr-defined]
+            out.append((cached[1], 1.0))
+            out.append((cached[2], float(a.active_at)))
+        return out
+
+    def export_labels(self, names: tuple[str, ...]) -> list[tuple[tuple[Labels, ...], Any]]:
+        """For /metrics: per expr output series, its labels under each of `names` (with
+        alertname, without the series' own name) and the detector's latest info. Label
+        tuples are built once per series."""
+        keys, infos = self._model_outputs
+        out = []
+        for k, info in zip(keys, infos):
+            labs = self._export_cache.get((k, names))
+            if labs is None:
+                base = dict(_without_name(k), alertname=self.name)
+                labs = self._export_cache[(k, names)] = tuple(make_labels(n, base) for n in names)
+            out.append((labs, info))
         return out
 
 
@@ -748,22 +770,17 @@ class RuleManager:
         for r in self.alerting_rules():
             if r.kind != "forecast":
                 continue
-            for labels, info in r.model_outputs():
-                assert isinstance(info, BreachInfo)
-                lab = dict(labels, alertname=r.name)
-                for n, v in zip(names, (info.eta, info.eta_low, info.eta_high, info.probability)):
-                    out[n].append((make_labels(n, lab), float(v)))
+            for labs, info in r.export_labels(names):
+                for n, lab, v in zip(names, labs, (info.eta, info.eta_low, info.eta_high, info.probability)):
+                    out[n].append((lab, float(v)))
         return out
 
     def anomaly_series(self) -> list[Sample]:
         """`forewarn_anomaly_score{alertname, ...}` per anomaly rule and series."""
         out: list[Sample] = []
         for r in self.alerting_rules():
-            if r.kind != "anomaly":
-                continue
-            for labels, info in r.model_outputs():
-                assert isinstance(info, AnomalyInfo)
-                out.append((make_labels("forewarn_anomaly_score", dict(labels, alertname=r.name)), float(info.score)))
+            if r.kind == "anomaly":
+                out.extend((labs[0], float(info.score)) for labs, info in r.export_labels(("forewarn_anomaly_score",)))
         return out
 
 

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 Labels = tuple[tuple[str, str], ...]
 
+SNAPSHOT_VERSION = 2
+_ARRAYS = ("raw_t", "raw_v", "raw_n", "last_t", "ds_v", "ds_first", "ds_last", "acc_sum", "acc_cnt", "acc_b")
+
 # Prometheus's stale marker: a NaN with a particular bit pattern, distinct from a real NaN.
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 _STALE_BITS = 0x7FF0000000000002
@@ -103,22 +106,25 @@ class Store:
 
     def _alloc(self, n: int) -> None:
         self._cap = n
-        self.raw_t = np.full((n, self.raw_capacity), np.nan)
-        self.raw_v = np.full((n, self.raw_capacity), np.nan)
+        self.raw_t = np.zeros((n, self.raw_capacity))
+        self.raw_v = np.zeros((n, self.raw_capacity))
         self.raw_n = np.zeros(n, dtype=np.int64)  # samples ever written (head = n % capacity)
         self.last_t = np.full(n, -np.inf)
         # Bucket means in float32 and bucket numbers in int32 halve the long tier's memory; a mean
         # kept to 7 significant digits is ample for models and long-range charts.
-        self.ds_v = np.full((n, self.ds_capacity), np.nan, dtype=np.float32)
-        self.ds_b = np.full((n, self.ds_capacity), -1, dtype=np.int32)  # bucket number of each slot
+        # np.zeros maps pages lazily: memory is spent as history accrues, not at start. Slot
+        # validity comes from counters (raw_n, ds_first/ds_last), never from the contents.
+        self.ds_v = np.zeros((n, self.ds_capacity), dtype=np.float32)
+        self.ds_first = np.full(n, -1, dtype=np.int64)  # first bucket ever flushed
+        self.ds_last = np.full(n, -1, dtype=np.int64)  # newest bucket flushed (slot = bucket % capacity)
         self.acc_sum = np.zeros(n)
         self.acc_cnt = np.zeros(n, dtype=np.int64)
         self.acc_b = np.full(n, -1, dtype=np.int64)
 
     def _grow(self, need: int) -> None:
-        new = max(need, 16, self._cap * 2)
+        new = max(need, 16, self._cap + self._cap // 4)  # +25%: little slack on a small host
         new = min(new, max(self.max_series, need))
-        old = {k: getattr(self, k) for k in ("raw_t", "raw_v", "raw_n", "last_t", "ds_v", "ds_b", "acc_sum", "acc_cnt", "acc_b")}
+        old = {k: getattr(self, k) for k in _ARRAYS}
         n = self._cap
         self._alloc(new)
         for k, arr in old.items():
@@ -193,12 +199,10 @@ class Store:
                     del self._index[k]
         self._labels[sid] = None
         self._free.append(sid)
-        self.raw_t[sid] = np.nan
-        self.raw_v[sid] = np.nan
         self.raw_n[sid] = 0
         self.last_t[sid] = -np.inf
-        self.ds_v[sid] = np.nan
-        self.ds_b[sid] = -1
+        self.ds_first[sid] = -1
+        self.ds_last[sid] = -1
         self.acc_sum[sid] = 0
         self.acc_cnt[sid] = 0
         self.acc_b[sid] = -1
@@ -262,6 +266,33 @@ class Store:
             self._appended += int(ts.size)
             return int(ts.size)
 
+    def _ds_write(self, ids: np.ndarray, buckets: np.ndarray, means: np.ndarray) -> None:
+        """Flush one finished bucket per series (ids distinct, buckets newer than ds_last).
+        Buckets skipped since the last flush (a gap) are written as NaN so old slot contents
+        never reappear as data."""
+        last = self.ds_last[ids]
+        gap = (last >= 0) & (buckets - last > 1)
+        for sid, lo, hi in zip(ids[gap].tolist(), (last[gap] + 1).tolist(), buckets[gap].tolist()):
+            lo = max(lo, hi - self.ds_capacity)
+            self.ds_v[sid, np.arange(lo, hi) % self.ds_capacity] = np.nan
+        self.ds_v[ids, buckets % self.ds_capacity] = means
+        self.ds_first[ids] = np.where(self.ds_first[ids] < 0, buckets, self.ds_first[ids])
+        self.ds_last[ids] = buckets
+
+    def _ds_write_series(self, sid: int, buckets: np.ndarray, means: np.ndarray) -> None:
+        """Flush many finished buckets (ascending, newer than ds_last) of one series."""
+        last = int(self.ds_last[sid])
+        lo = int(buckets[0]) if last < 0 else last + 1
+        hi = int(buckets[-1])
+        lo = max(lo, hi - self.ds_capacity + 1)
+        dense = np.full(hi - lo + 1, np.nan, dtype=np.float32)
+        keep = buckets >= lo
+        dense[buckets[keep] - lo] = means[keep]
+        self.ds_v[sid, np.arange(lo, hi + 1) % self.ds_capacity] = dense
+        if self.ds_first[sid] < 0:
+            self.ds_first[sid] = int(buckets[0])
+        self.ds_last[sid] = hi
+
     def _downsample_series(self, sid: int, ts: np.ndarray, values: np.ndarray) -> None:
         """The same bucket means as `_downsample`, for many samples of one series at once."""
         bucket = np.floor(ts / self.ds_interval).astype(np.int64)
@@ -273,14 +304,10 @@ class Store:
             sums[0] += self.acc_sum[sid]
             cnts[0] += self.acc_cnt[sid]
         elif self.acc_b[sid] >= 0 and self.acc_cnt[sid] > 0:
-            slot = self.acc_b[sid] % self.ds_capacity
-            self.ds_v[sid, slot] = self.acc_sum[sid] / self.acc_cnt[sid]
-            self.ds_b[sid, slot] = self.acc_b[sid]
-        done = slice(max(0, ub.size - 1 - self.ds_capacity), ub.size - 1)
-        full = cnts[done] > 0
-        slots = ub[done][full] % self.ds_capacity
-        self.ds_v[sid, slots] = sums[done][full] / cnts[done][full]
-        self.ds_b[sid, slots] = ub[done][full]
+            self._ds_write_series(sid, self.acc_b[sid:sid + 1], self.acc_sum[sid:sid + 1] / self.acc_cnt[sid])
+        full = cnts[:-1] > 0
+        if full.any():
+            self._ds_write_series(sid, ub[:-1][full], sums[:-1][full] / cnts[:-1][full])
         self.acc_b[sid], self.acc_sum[sid], self.acc_cnt[sid] = ub[-1], sums[-1], cnts[-1]
 
     def _downsample(self, ids: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
@@ -289,9 +316,7 @@ class Store:
         moved = (bucket != cur) & (cur >= 0) & (self.acc_cnt[ids] > 0)
         if moved.any():
             mids = ids[moved]
-            slot = self.acc_b[mids] % self.ds_capacity
-            self.ds_v[mids, slot] = self.acc_sum[mids] / self.acc_cnt[mids]
-            self.ds_b[mids, slot] = self.acc_b[mids]
+            self._ds_write(mids, self.acc_b[mids], self.acc_sum[mids] / self.acc_cnt[mids])
         reset = bucket != cur
         rids = ids[reset]
         self.acc_sum[rids] = 0.0
@@ -357,11 +382,14 @@ class Store:
     def downsampled(self, sid: int, start: float = -np.inf, end: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """Bucket means (timestamp = bucket start) with start < t <= end, oldest first; the
         bucket still filling is included as its running mean."""
-        b = self.ds_b[sid]
-        order = np.argsort(b)
-        b, v = b[order].astype(np.int64), self.ds_v[sid][order].astype(np.float64)
-        valid = b >= 0
-        b, v = b[valid], v[valid]
+        last = int(self.ds_last[sid])
+        if last >= 0:
+            b = np.arange(max(int(self.ds_first[sid]), last - self.ds_capacity + 1), last + 1)
+            v = self.ds_v[sid, b % self.ds_capacity].astype(np.float64)
+            ok = ~np.isnan(v)
+            b, v = b[ok], v[ok]
+        else:
+            b, v = np.zeros(0, dtype=np.int64), np.zeros(0)
         if self.acc_b[sid] >= 0 and self.acc_cnt[sid] > 0:
             b = np.append(b, self.acc_b[sid])
             v = np.append(v, self.acc_sum[sid] / self.acc_cnt[sid])
@@ -460,7 +488,7 @@ class Store:
         with self.lock:
             live = np.array(sorted(self._ids.values()), dtype=np.int64)
             meta = {
-                "version": 1,
+                "version": SNAPSHOT_VERSION,
                 "raw_capacity": self.raw_capacity,
                 "ds_interval": self.ds_interval,
                 "ds_capacity": self.ds_capacity,
@@ -468,8 +496,7 @@ class Store:
                 "saved_at": time.time(),
             }
             buf = io.BytesIO()
-            arrays = {k: getattr(self, k)[live] for k in
-                      ("raw_t", "raw_v", "raw_n", "last_t", "ds_v", "ds_b", "acc_sum", "acc_cnt", "acc_b")}
+            arrays = {k: getattr(self, k)[live] for k in _ARRAYS}
             np.savez(buf, **arrays)
         payload = json.dumps(meta).encode() + b"\n" + buf.getvalue()
         body = zlib.compress(payload, 1)
@@ -518,6 +545,8 @@ class Store:
         payload = zlib.decompress(body)
         nl = payload.index(b"\n")
         meta = json.loads(payload[:nl])
+        if meta.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {meta.get('version')} is not {SNAPSHOT_VERSION}")
         arrays = np.load(io.BytesIO(payload[nl + 1:]))
         labels = [tuple(tuple(p) for p in lab) for lab in meta["labels"]]
         with self.lock:
@@ -534,14 +563,14 @@ class Store:
         self.last_t[:n] = a["last_t"][:n]
         self.acc_sum[:n], self.acc_cnt[:n], self.acc_b[:n] = a["acc_sum"][:n], a["acc_cnt"][:n], a["acc_b"][:n]
         if float(meta["ds_interval"]) == self.ds_interval:
-            k = min(self.ds_capacity, int(meta["ds_capacity"]))
+            old_cap = int(meta["ds_capacity"])
             for i in range(n):
-                b, v = a["ds_b"][i], a["ds_v"][i]
-                ok = b >= 0
-                b, v = b[ok], v[ok]
-                order = np.argsort(b)[-k:]
-                slot = b[order] % self.ds_capacity
-                self.ds_b[i, slot], self.ds_v[i, slot] = b[order], v[order]
+                last = int(a["ds_last"][i])
+                if last < 0:
+                    continue
+                b = np.arange(max(int(a["ds_first"][i]), last - min(old_cap, self.ds_capacity) + 1), last + 1)
+                self._ds_write_series(i, b, a["ds_v"][i][b % old_cap])
+                self.ds_first[i] = a["ds_first"][i]
         else:
             self.acc_b[:n] = -1
             self.acc_cnt[:n] = 0

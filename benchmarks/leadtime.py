@@ -214,7 +214,12 @@ def main() -> int:
             f.write(rules_yaml(models, args.confidence))
         groups = backtest.load_rules([path])
     started = time.monotonic()
-    res = backtest.run_backtest(groups, rec, ticketing=ticketing)
+    def progress(fraction: float) -> None:
+        print(f"\rreplaying: {fraction * 100:5.1f}% ({time.monotonic() - started:.0f} s)", end="", file=sys.stderr,
+              flush=True)
+
+    res = backtest.run_backtest(groups, rec, ticketing=ticketing, progress=progress)
+    print(file=sys.stderr)
     wall = time.monotonic() - started
     start, end = float(rec.t[0]), float(rec.t[-1])
     kinds = [m for m in models] + ["predict_linear"]

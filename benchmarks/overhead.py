@@ -42,6 +42,17 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,6 +106,8 @@ def main() -> int:
         for k, p in procs.items():
             cpu_per_min = (cpu_seconds(p) - start_cpu[k]) / wall_min
             print(f"{k:<15} {rss_mb(p):>10.1f} {peak[k]:>12.1f} {cpu_per_min:>10.3f} {100 * cpu_per_min / 60:>11.2f}%")
+        for c in children(agent.pid):
+            print(f"{'  worker ' + str(c):<15} {rss_mb(c):>10.1f} {'':>12} {'(refit worker: statsmodels fits, niced)'}")
         print("targets for the agent's main process: RSS <= 60 MB, < 1% of one core")
     finally:
         for p in (agent, ne):

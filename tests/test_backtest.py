@@ -7,8 +7,10 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import threading
 import urllib.parse
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -98,6 +100,13 @@ def test_cli_json_shape_and_html_report(tmp_path, capsys) -> None:
     page = report.read_text()
     assert page.startswith("<!DOCTYPE html>") and "</html>" in page
     assert page.count("<svg") == 2  # one chart per problem
+    charts = [ET.fromstring(m) for m in re.findall(r"<svg.*?</svg>", page, re.S)]  # well-formed
+    ns = "{http://www.w3.org/2000/svg}"
+    for chart in charts:
+        assert chart.findall(f"{ns}polyline")  # the series
+    # the forecast chart has the threshold (dashed) and a marker per action: open, update, update
+    dashed = [ln for ln in charts[0].findall(f"{ns}line") if ln.get("stroke-dasharray")]
+    assert len(dashed) == 1 and len(charts[0].findall(f"{ns}line")) == 1 + 3
     assert "DiskWillFill" in page and "first notification" in page and "http" not in page.split("<body>")[1].replace(
         "http://www.w3.org/2000/svg", "")  # self-contained: no external resources
 
@@ -223,3 +232,28 @@ def test_input_from_a_prometheus_api(capsys) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_unsorted_unaligned_and_repeated_samples(tmp_path) -> None:
+    rows = ["timestamp,series,value"]
+    for i in reversed(range(60)):  # newest first: the reader sorts
+        rows.append(f'{T0 + 60 * i + 7:.0f},"disk_free_bytes{{mount=""/b""}}",{50.0 if i >= 30 else 500.0}')
+        rows.append(f'{T0 + 60 * i + 13 * (i % 4):.0f},"disk_free_bytes{{mount=""/a""}}",500')
+    rows.append(f'{T0 + 7:.0f},"disk_free_bytes{{mount=""/b""}}",1')  # a repeat: the first row wins
+    path = tmp_path / "jitter.csv"
+    path.write_text("\n".join(rows) + "\n")
+    rec = replay.read_csv(str(path))
+    assert np.all(np.diff(rec.t) >= 0) and len(rec) == 121
+    res = backtest.run_backtest(backtest.load_rules([RULES]), rec, step=60.0)
+    # /b drops below 100 at minute 30 (+7 s): seen at the evaluation of minute 31, firing 5 m later
+    assert [(e.action, e.time, e.labels["mount"]) for e in res.events if e.rule == "DiskLow"] == [
+        ("open", T0 + 36 * 60, "/b")]
+    # both feeding paths store the same samples: one append per timestamp, or one extend per series
+    for step in (60.0, 3600.0):
+        store = replay.store_for(rec, 3600.0)
+        feeder = replay.Feeder(rec, store)
+        for t in np.arange(T0, T0 + 3600 + step, step):
+            feeder.feed_until(t)
+        sid = store.get_id(make_labels("disk_free_bytes", {"mount": "/b"}))
+        t_b, v_b = store.raw(sid)
+        assert len(t_b) == 60 and v_b[0] == 500.0

@@ -16,7 +16,10 @@ Per sample and series, O(1):
 4. **Range break.** The value, or its smoothed value, beyond everything seen so far
    (by a 2 % margin) scores 0.5 to 1, graded by how far; repeated breaks in a row
    score less (a climb is news once, not at every new high).
-5. **Refractory.** The score is scaled by (1 - a decaying memory of recent scores): an
+5. **Rarity.** A histogram of the smoothed value over its range, with a memory of
+   ~500 samples: a stay in a part of the range seldom visited lately scores up to 0.3
+   (a dip to a level seen long ago, a plateau in the middle of a daily swing).
+6. **Refractory.** The score is scaled by (1 - a decaying memory of recent scores): an
    anomaly is news when it starts. The level and scale keep adapting meanwhile, so a
    level shift is scored when it happens and then becomes the norm.
 
@@ -50,33 +53,29 @@ class AnomalyParams:
     level_alpha: float = 0.05  # weight of a new (clipped) residual in the level
     season_buckets: int = 24  # time-of-day buckets; 1 disables the seasonal profile
     season_alpha: float = 0.2  # weight of a residual in its bucket's offset
-    scale_alpha: float = 0.02  # weight of a new |residual| in the scale
+    scale_alpha: float = 0.04  # weight of a new |residual| in the scale
     clip_k: float = 4.0  # residuals are clipped at clip_k * scale before they teach
     scale_floor_range: float = 0.002  # scale floor, as a fraction of the range seen
     z_cap: float = 10.0  # one sample's surprise (|residual| / scale) is capped here
     short_alpha: float = 0.1  # short-run mean of surprise (~ the last 20 samples)
     long_alpha: float = 0.0003  # long-run mean and variance of surprise (~ 3000 samples)
-    likelihood_weight: float = 0.9  # the likelihood's share of the score
-    smooth_alpha: float = 0.1  # smoothed value, the second range-break feature
+    likelihood_weight: float = 1.0  # scale of the likelihood in the score
+    smooth_alpha: float = 0.05  # smoothed value (~ the last 40 samples): range and rarity feature
     feature_start: int = 20  # samples before the smoothed value's range is tracked
     range_tolerance: float = 0.02  # a break must pass min/max by this fraction of the range
     range_grade: float = 0.1  # a break by this many ranges scores ~0.82
     range_memory: float = 0.9  # decay of the memory of recent breaks (repeat breaks score less)
+    rarity_bins: int = 10  # histogram of the smoothed value over its range
+    rarity_alpha: float = 0.002  # histogram memory (~ 500 samples); rarity scores after that
+    rarity_mass: float = 0.0005  # a bin holding this share of the history scores e^-1
+    rarity_weight: float = 0.3  # scale of the rarity in the score
     refractory: float = 0.995  # decay of the memory of recent scores (news is scored once)
     band_k: float = 3.0  # half-width of the expected band, in sigma
-    rare_weight: float = 0.0
-    grade_by_scale: float = 0.0
-    range_z_gate: float = 0.0
-    smooth2_alpha: float = 0.0
-    rare_on: int = 0
-    rare_bins: int = 20
-    rare_alpha: float = 0.002
-    rare_ref: float = 0.002
 
 
 DEFAULT_PARAMS = AnomalyParams()
 
-# medium ~ the NAB-optimal threshold of all three profiles (0.243), high a little more
+# medium ~ the NAB-optimal threshold of all three profiles (0.248), high a little more
 # eager, low: only strong, fresh surprises (range breaks score >= 0.5).
 SENSITIVITY_THRESHOLDS = {"low": 0.5, "medium": 0.25, "high": 0.2}
 
@@ -108,9 +107,6 @@ _FIELDS: dict[str, float] = {
     "sm": 0.0,  # smoothed value
     "smin": 0.0,  # range of the smoothed value (valid after feature_start samples)
     "smax": 0.0,
-    "sm2": 0.0,
-    "s2min": 0.0,
-    "s2max": 0.0,
     "breaks": 0.0,  # memory of recent range breaks
     "fired": 0.0,  # memory of recent scores
 }
@@ -134,11 +130,13 @@ class _NumpyOps:
         profile[index] = values
 
     @staticmethod
-    def hist_visit(hist: np.ndarray, rows: np.ndarray, u: np.ndarray, alpha: float) -> np.ndarray:
+    def visit(hist: np.ndarray, rows: np.ndarray, u: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """Share of the history in u's bin (u in [0, 1]); then decay every bin by
+        (1 - alpha) and add alpha to u's bin."""
         nb = hist.shape[1]
-        b = np.clip((u * nb).astype(np.int64), 0, nb - 1)
+        b = np.minimum((u * nb).astype(np.int64), nb - 1)
         prob = hist[rows, b]
-        h = hist[rows] * (1.0 - alpha)
+        h = hist[rows] * (1.0 - alpha)[:, None]
         h[np.arange(len(rows)), b] += alpha
         hist[rows] = h
         return prob
@@ -165,20 +163,21 @@ class _ScalarOps:
         profile[index] = value
 
     @staticmethod
-    def hist_visit(hist: list, row: Any, u: float, alpha: float) -> float:
+    def visit(hist: list, row: Any, u: float, alpha: float) -> float:
         nb = len(hist)
-        b = min(max(int(u * nb), 0), nb - 1) if u == u else 0
+        b = min(int(u * nb), nb - 1)
         prob = hist[b]
-        keep = 1.0 - alpha
-        hist[:] = [h * keep for h in hist]
-        hist[b] += alpha
+        if alpha:
+            keep = 1.0 - alpha
+            hist[:] = [h * keep for h in hist]
+            hist[b] += alpha
         return prob
 
 
 class _State:
     """Attribute bag the step reads and writes: arrays (a batch) or floats (one series)."""
 
-    __slots__ = tuple(_FIELDS) + ("season", "sidx", "hist", "hrow")
+    __slots__ = tuple(_FIELDS) + ("season", "sidx", "hist", "sidx_hist")
 
 
 def _log_tail(ops: Any, z: Any) -> Any:
@@ -214,31 +213,18 @@ def _step(p: AnomalyParams, ops: Any, st: _State, x: Any, warm: Any) -> tuple[An
     novelty = ops.maximum(x - vmax, vmin - x) / (rng + 1e-12)
     sm = ops.where(first, x, st.sm + p.smooth_alpha * (x - st.sm))
     tracked = st.n > p.feature_start
-    smooth_novelty = ops.maximum(sm - st.smax, st.smin - sm) / (st.smax - st.smin + 1e-12)
-    novelty = ops.maximum(novelty, ops.where(tracked, smooth_novelty, -1.0))
-    if p.smooth2_alpha > 0:
-        sm2 = ops.where(first, x, st.sm2 + p.smooth2_alpha * (x - st.sm2))
-        nov2 = ops.maximum(sm2 - st.s2max, st.s2min - sm2) / (st.s2max - st.s2min + 1e-12)
-        novelty = ops.maximum(novelty, ops.where(tracked, nov2, -1.0))
-    novelty = novelty - p.range_tolerance
+    srng = st.smax - st.smin
+    smooth_novelty = ops.maximum(sm - st.smax, st.smin - sm) / (srng + 1e-12)
+    novelty = ops.maximum(novelty, ops.where(tracked, smooth_novelty, -1.0)) - p.range_tolerance
     brk = ops.where(novelty > 0.0, 1.0, 0.0)
-    if p.range_z_gate > 0:
-        brk = brk * ops.where(ops.maximum(z, short) >= p.range_z_gate, 1.0, 0.0)
-    if p.grade_by_scale > 0:
-        ex = ops.maximum(ops.maximum(x - vmax, vmin - x), 0.0)
-        range_score = brk * (0.5 + 0.5 * (1.0 - ops.exp(-ex / (p.grade_by_scale * scale)))) * (1.0 - st.breaks)
-    else:
-        range_score = brk * (0.5 + 0.5 * (1.0 - ops.exp(-novelty / p.range_grade))) * (1.0 - st.breaks)
+    range_score = brk * (0.5 + 0.5 * (1.0 - ops.exp(-novelty / p.range_grade))) * (1.0 - st.breaks)
 
-    score = ops.maximum(p.likelihood_weight * likelihood, range_score)
-    if p.rare_weight > 0:
-        u = (sm - st.smin) / (st.smax - st.smin + 1e-12)
-        if p.rare_on == 1:
-            u = (x - vmin) / (rng + 1e-12)
-        u = ops.minimum(ops.maximum(u, 0.0), 1.0)
-        prob = ops.hist_visit(st.hist, st.hrow, u, p.rare_alpha)
-        rare = ops.where(st.n > p.feature_start + 1.0 / p.rare_alpha, ops.exp(-prob / p.rare_ref), 0.0)
-        score = ops.maximum(score, p.rare_weight * rare)
+    # rarity: the smoothed value in a part of its range it has seldom visited lately
+    u = ops.minimum(ops.maximum((sm - st.smin) / (srng + 1e-12), 0.0), 1.0)
+    share = ops.visit(st.hist, st.sidx_hist, u, ops.where(tracked, p.rarity_alpha, 0.0))
+    rarity = ops.where(st.n > p.feature_start + 1.0 / p.rarity_alpha, ops.exp(-share / p.rarity_mass), 0.0)
+
+    score = ops.maximum(ops.maximum(p.likelihood_weight * likelihood, range_score), p.rarity_weight * rarity)
     score = ops.where(warm, ops.maximum(score, 0.0), 0.0)
     out = score * (1.0 - st.fired)  # what is already known is not news
     st.fired = ops.maximum(st.fired * p.refractory, score)
@@ -260,10 +246,6 @@ def _step(p: AnomalyParams, ops: Any, st: _State, x: Any, warm: Any) -> tuple[An
     st.smin = ops.where(start, sm, ops.where(tracked, ops.minimum(st.smin, sm), st.smin))
     st.smax = ops.where(start, sm, ops.where(tracked, ops.maximum(st.smax, sm), st.smax))
     st.sm = sm
-    if p.smooth2_alpha > 0:
-        st.s2min = ops.where(start, sm2, ops.where(tracked, ops.minimum(st.s2min, sm2), st.s2min))
-        st.s2max = ops.where(start, sm2, ops.where(tracked, ops.maximum(st.s2max, sm2), st.s2max))
-        st.sm2 = sm2
     st.n = st.n + 1.0
     return out, expected, scale
 
@@ -293,6 +275,7 @@ class AnomalyBank:
         self._free: list[int] = []
         self._cols: dict[str, np.ndarray] = {}
         self._season = np.zeros((0, max(1, params.season_buckets)))
+        self._hist = np.zeros((0, max(1, params.rarity_bins)))
         self._capacity = 0
         self._grow(max(1, capacity))
 
@@ -307,6 +290,9 @@ class AnomalyBank:
         season = np.zeros((new, self._season.shape[1]))
         season[: self._capacity] = self._season
         self._season = season
+        hist = np.zeros((new, self._hist.shape[1]))
+        hist[: self._capacity] = self._hist
+        self._hist = hist
         self._free.extend(range(new - 1, self._capacity - 1, -1))
         self._capacity = new
 
@@ -314,6 +300,7 @@ class AnomalyBank:
         for name, init in _FIELDS.items():
             self._cols[name][slot] = init
         self._season[slot] = 0.0
+        self._hist[slot] = 0.0
 
     def slots_for(self, keys: Sequence[Hashable]) -> np.ndarray:
         """Slot per key, allocating fresh (cold) slots for new keys."""
@@ -365,6 +352,8 @@ class AnomalyBank:
                 setattr(st, name, self._cols[name][sl])
             st.season = self._season.reshape(-1)
             st.sidx = sl * self._season.shape[1] + self._bucket(ts[ok])
+            st.hist = self._hist
+            st.sidx_hist = sl
             warm = st.n >= self.params.warmup_samples
             s, e, sc = _step(self.params, _NumpyOps, st, values[ok], warm)
             for name in _FIELDS:
@@ -387,17 +376,19 @@ class AnomalyBank:
         for name in _FIELDS:
             out[name] = self._cols[name][idx].copy()
         out["season"] = self._season[idx].copy()
+        out["hist"] = self._hist[idx].copy()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`. A snapshot taken with another seasonal
-        bucket count loses its seasonal profiles (the rest is kept)."""
+        bucket or rarity bin count loses those profiles (the rest is kept)."""
         keys = [k if not isinstance(k, list) else tuple(_tuplify(k)) for k in state["keys"]]
         self._slot_of.clear()
         self._cols.clear()
         self._free = []
         self._capacity = 0
         self._season = np.zeros((0, max(1, self.params.season_buckets)))
+        self._hist = np.zeros((0, max(1, self.params.rarity_bins)))
         self._grow(max(1, len(keys)))
         slots = self.slots_for(keys)
         for name in _FIELDS:
@@ -405,6 +396,9 @@ class AnomalyBank:
         season = np.asarray(state["season"], dtype=np.float64)
         if season.ndim == 2 and season.shape[1] == self._season.shape[1]:
             self._season[slots] = season
+        hist = np.asarray(state.get("hist", []), dtype=np.float64)
+        if hist.ndim == 2 and hist.shape[1] == self._hist.shape[1]:
+            self._hist[slots] = hist
 
 
 def _tuplify(x: Any) -> Any:
@@ -426,8 +420,8 @@ def score_series(t: np.ndarray, values: np.ndarray, params: AnomalyParams = DEFA
     for name, init in _FIELDS.items():
         setattr(st, name, float(init))
     st.season = [0.0] * b
-    st.hist = [0.0] * params.rare_bins
-    st.hrow = 0
+    st.hist = [0.0] * max(1, params.rarity_bins)
+    st.sidx_hist = 0
     warmup = params.warmup_samples
     band = 1.2533 * params.band_k
     step = _step
