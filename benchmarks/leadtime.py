@@ -82,12 +82,12 @@ RULE_KINDS = {"auto": "forecast model auto", "linear": "forecast model linear",
               "predict_linear": "predict_linear(x[6h], 24*3600)"}
 
 
-def rules_yaml(models: list[str], confidence: float = 0.9) -> str:
+def rules_yaml(models: list[str], confidence: float = 0.9, horizon: str = "24h") -> str:
     out = ["groups:", "  - name: leadtime", "    interval: 5m", "    rules:"]
     for kind, p in (("Disk", DISK), ("Memory", MEMORY)):
         for m in models:
             out += [f"      - alert: {kind}_{m}", f"        expr: {p['metric']}",
-                    f"        forecast: {{model: {m}, lookback: 6h, horizon: 24h, threshold: {p['threshold']}, "
+                    f"        forecast: {{model: {m}, lookback: 6h, horizon: {horizon}, threshold: {p['threshold']}, "
                     f"direction: {p['direction']}, confidence: {confidence}}}",
                     "        for: 15m"]
         op = "<" if p["direction"] == "below" else ">"
@@ -203,6 +203,8 @@ def main() -> int:
     ap.add_argument("--days", type=float, default=7.0, help="length of each series (fills start 3.5 days before the end)")
     ap.add_argument("--models", default="auto,linear", help="forecast models to compare (comma-separated)")
     ap.add_argument("--confidence", type=float, default=0.9, help="the forecast rules' confidence")
+    ap.add_argument("--forecast-horizon", default="24h",
+                    help="the forecast rules' horizon (lead is still a fraction of 24 h, predict_linear's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
@@ -211,7 +213,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "rules.yml")
         with open(path, "w") as f:
-            f.write(rules_yaml(models, args.confidence))
+            f.write(rules_yaml(models, args.confidence, args.forecast_horizon))
         groups = backtest.load_rules([path])
     started = time.monotonic()
     def progress(fraction: float) -> None:
@@ -232,7 +234,7 @@ def main() -> int:
                                  for k, s in sc.items()} for name, sc in table.items()}, indent=2))
     n_breach = sum(1 for s in series if s.breach is not None)
     print(f"{len(series)} series ({n_breach} with a breach) from {min(args.sources, len(NOISE_SOURCES))} NAB noise "
-          f"sources, {args.days:g} days at 5 min, forecast confidence {args.confidence:g}; {res.evaluations} evaluations, {res.refits} refits, {wall:.0f} s")
+          f"sources, {args.days:g} days at 5 min, forecast confidence {args.confidence:g} horizon {args.forecast_horizon}; {res.evaluations} evaluations, {res.refits} refits, {wall:.0f} s")
     print(f"{'':<20}" + "".join(f"{RULE_KINDS.get(k, k):>34}" for k in kinds))
     for name, sc in table.items():
         cells = []

@@ -177,3 +177,29 @@ def test_yaml_is_loaded_safely(tmp_path):
     with pytest.raises(ConfigErrors) as exc:
         load_config(path)
     assert "YAML" in str(exc.value)
+
+
+def test_commented_examples_in_shipped_config_are_valid(tmp_path):
+    """The examples an operator uncomments must pass `check` as they are."""
+    import re
+
+    text = open(os.path.join(REPO, "config", "forewarn.yml")).read()
+    secret = tmp_path / "secret"
+    secret.write_text("user:token\n")
+    lines = []
+    for i, line in enumerate(text.splitlines()):
+        m = re.match(r"^(\s*)# ?(\s*(?:- )?[a-z_]+:(?: .*)?|\s*- .*)$", line)
+        if i > 3 and m:
+            line = m.group(1) + m.group(2)
+        if line.strip() in ("scrape_configs: []", "query_configs: []"):
+            continue  # the uncommented example takes their place
+        lines.append(line.replace("silences: []", "silences:").replace("maintenance_windows: []", "maintenance_windows:"))
+    out = re.sub(r"/run/credentials/forewarn\.service/\w+", str(secret), "\n".join(lines))
+    path = tmp_path / "forewarn.yml"
+    path.write_text(out)
+    cfg = load_config(str(path))
+    assert {s.type for s in cfg.ticketing.sinks} == {"local", "request_tracker", "servicenow", "jira", "pagerduty",
+                                                      "opsgenie", "alertmanager", "webhook"}
+    assert len(cfg.ticketing.silences) == 1 and len(cfg.ticketing.maintenance_windows) == 1
+    assert len(cfg.scrape_configs) == 1 and len(cfg.query_configs) == 1
+    assert cfg.web.external_url == "http://db-7.example:9469"
