@@ -208,8 +208,8 @@ class Agent:
         systemd.stopping()
         log.info("stopping")
         self.scheduler.shutdown(wait=False)
-        self.pipeline.stop()
         self.save_snapshot()
+        self.pipeline.stop()
         if self.web:
             self.web.stop()
         log.info("stopped; snapshot written to %s", self.snapshot_path)

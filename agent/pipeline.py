@@ -25,6 +25,7 @@ Job = tuple[str, float, Callable[[], None]]
 
 RULES_STATE_FILE = "rules.state.json"
 REFIT_BATCH = 8  # model histories in flight to the refit worker at most
+DELIVERY_BUDGET = 20  # actions per delivery round, so a reload waits for at most one short round
 
 
 class Pipeline:
@@ -40,7 +41,8 @@ class Pipeline:
         from agent.promql import Engine
 
         self.engine = Engine(store)
-        self.lock = threading.RLock()  # rule ticks, deliveries and reloads never interleave
+        self.lock = threading.RLock()  # rule ticks and reloads never interleave
+        self.delivery_lock = threading.Lock()  # a delivery round and a reload's sink swap neither
         self.rules = self._build_rules(cfg, load_groups(cfg))
         self.ticketing: Any = None  # built in start(): it opens the state databases
         self.refit_worker: Any = None  # a background process, started with the first refit
@@ -61,12 +63,16 @@ class Pipeline:
             from agent.sources.scrape import ScrapeManager
 
             self.scrapes = ScrapeManager(cfg, self.store, self.clock)
+        # An unchanged query source keeps its place in time, so a reload does not re-backfill.
+        old = {q.cfg.name: q for q in self.queries}
         self.queries = []
-        if cfg.query_configs:
+        for qc in cfg.query_configs:
+            if qc.name in old and old[qc.name].cfg == qc:
+                self.queries.append(old[qc.name])
+                continue
             from agent.sources.query import QuerySource
 
-            self.queries = [QuerySource(q, self.store, self.shard, resolve_path=cfg.resolve_path)
-                            for q in cfg.query_configs]
+            self.queries.append(QuerySource(qc, self.store, self.shard, resolve_path=cfg.resolve_path))
 
     def _collect_system(self) -> None:
         if self.system is None:
@@ -148,9 +154,10 @@ class Pipeline:
         return render_chart(s.times, s.values, title=f"{rule.name}: {rule.query_text}"[:120], **kw)
 
     def deliver(self) -> None:
-        with self.lock:
+        # Its own lock: a slow or unreachable ITSM tool must never hold up rule evaluation.
+        with self.delivery_lock:
             if self.ticketing is not None:
-                self.ticketing.outbox.deliver_due(self.clock.now())
+                self.ticketing.outbox.deliver_due(self.clock.now(), budget=DELIVERY_BUDGET)
 
     def refit(self) -> None:
         """Hand due model refits to the worker process and install what it finished. The
@@ -196,26 +203,40 @@ class Pipeline:
             log.info("restored %d alerts from %s", restored, self.rules_state_path)
 
     def stop(self) -> None:
+        """Close what holds files open. Bounded: a delivery stuck on an unreachable tool or a
+        long evaluation is not waited for (SQLite's WAL keeps what was committed)."""
         if self.scrapes is not None:
             self.scrapes.close(stale_markers=False)
-        with self.lock:
-            if self.ticketing is not None:
+        got_delivery = self.delivery_lock.acquire(timeout=2.0)
+        got_rules = self.lock.acquire(timeout=2.0)
+        try:
+            if got_delivery and got_rules and self.ticketing is not None:
                 self.ticketing.close()
                 self.ticketing = None
+        finally:
+            if got_rules:
+                self.lock.release()
+            if got_delivery:
+                self.delivery_lock.release()
         if self.refit_worker is not None:
             self.refit_worker.close(timeout=2.0)
 
     def save_state(self) -> None:
         """Alert state (for timers, firing alerts) beside the store snapshot."""
-        with self.lock:
+        if not self.lock.acquire(timeout=2.0):
+            log.warning("rule state not saved: an evaluation is still running")
+            return
+        try:
             self.rules.save_state(self.rules_state_path)
+        finally:
+            self.lock.release()
 
     def apply(self, cfg: Config) -> None:
         """Take a validated new config: rules (keeping unchanged rules' state), sinks, sources.
         Everything new is built before anything is swapped, so a failure keeps the old set."""
         groups = load_groups(cfg)
         new_rules = self._build_rules(cfg, groups)
-        with self.lock:
+        with self.lock, self.delivery_lock:
             new_ticketing = None
             if self.ticketing is not None:
                 from agent.problems import build_ticketing
