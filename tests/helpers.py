@@ -136,3 +136,36 @@ class AgentProcess:
 
 def tempdir() -> str:
     return tempfile.mkdtemp(prefix="forewarn-test-")
+
+
+class Exporter:
+    """A scrape target on 127.0.0.1 serving `render()` in the text format 0.0.4. Tests keep
+    their series in `values` (any keys) and describe how to print them in `render`."""
+
+    def __init__(self, render: Callable[["Exporter"], str], values: dict | None = None) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.values: dict = dict(values or {})
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                body = render(exporter).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -8,42 +8,15 @@ import subprocess
 import sys
 import textwrap
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.helpers import wait_for
-
-
-class Exporter:
-    def __init__(self) -> None:
-        self.value = 1.0
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                body = f"app_queue_depth{{queue=\"orders\"}} {exporter.value}\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.helpers import Exporter, wait_for
 
 
 @pytest.fixture
 def exporter():
-    e = Exporter()
+    e = Exporter(lambda e: f'app_queue_depth{{queue="orders"}} {e.values["depth"]}\n', {"depth": 1.0})
     yield e
     e.close()
 
@@ -75,7 +48,7 @@ def test_threshold_rule_opens_one_local_ticket_and_clears_it(agent_factory, expo
         """))
     wait_for(lambda: agent.get("/api/v1/rules").json()["data"]["groups"], what="rules loaded")
     assert agent.get("/api/v1/alerts").json()["data"]["alerts"] == []
-    exporter.value = 42.0
+    exporter.values["depth"] = 42.0
 
     def firing():
         alerts = agent.get("/api/v1/alerts").json()["data"]["alerts"]
@@ -92,7 +65,7 @@ def test_threshold_rule_opens_one_local_ticket_and_clears_it(agent_factory, expo
 
     t = wait_for(tickets, timeout=30, what="a local ticket")
     assert len(t) == 1 and "queue orders holds 42 items" in t[0]["title"]
-    exporter.value = 3.0
+    exporter.values["depth"] = 3.0
 
     def resolved():
         t = tickets()
@@ -139,7 +112,7 @@ def test_forecast_rule_in_the_daemon(agent_factory, exporter, tmp_path):
 
     def grow():  # +10 items a second: 1000 is about 100 s away
         while not stop.wait(0.25):
-            exporter.value += 2.5
+            exporter.values["depth"] += 2.5
 
     threading.Thread(target=grow, daemon=True).start()
     try:

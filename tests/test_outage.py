@@ -30,7 +30,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import REPO, wait_for
+from tests.helpers import REPO, Exporter, wait_for
 
 PHASES = ("open", "update1", "update2", "clear")
 
@@ -127,36 +127,10 @@ def rt(tmp_path_factory):
         server.stop()
 
 
-class Exporter:
+def disk_exporter() -> Exporter:
     """`app_disk_used_ratio{disk, part}` series the test sets (one problem per disk)."""
-
-    def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.values: dict[tuple[str, str], float] = {}
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                body = "".join(f'app_disk_used_ratio{{disk="{d}",part="{p}"}} {v}\n'
-                               for (d, p), v in sorted(exporter.values.items())).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return Exporter(lambda e: "".join(f'app_disk_used_ratio{{disk="{d}",part="{p}"}} {v}\n'
+                                      for (d, p), v in sorted(e.values.items())))
 
 
 def outbox_counts(state_dir: str) -> tuple[int, int]:
@@ -184,7 +158,7 @@ def test_request_tracker_down_while_20_problems_live_and_the_daemon_is_killed_tw
 
     problems = 20
     disks = [f"d{i:02d}" for i in range(problems)]
-    exporter = Exporter()
+    exporter = disk_exporter()
     rules = tmp_path / "rules.yml"
     rules.write_text(textwrap.dedent("""\
         groups:

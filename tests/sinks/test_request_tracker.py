@@ -9,6 +9,7 @@ import pytest
 
 from agent.sinks.base import DeliveryError
 from agent.sinks.request_tracker import RequestTrackerSink, ticketsql_string
+from tests.helpers import Exporter
 from tests.sinks.fakehttp import make_ticket, write_credentials
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -104,36 +105,10 @@ def test_ticketsql_quoting():
 # ---- end to end: the real daemon, a scraped series, a rule, the real RT ---------------------------
 
 
-class DiskExporter:
+def make_disk_exporter() -> Exporter:
     """A scrape target with `app_disk_used_ratio{disk=...}` series the test sets."""
-
-    def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.values: dict[str, float] = {"a": 0.1, "b": 0.1}
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                body = "".join(f'app_disk_used_ratio{{disk="{d}"}} {v}\n'
-                               for d, v in sorted(exporter.values.items())).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return Exporter(lambda e: "".join(f'app_disk_used_ratio{{disk="{d}"}} {v}\n' for d, v in sorted(e.values.items())),
+                    {"a": 0.1, "b": 0.1})
 
 
 def start_agent(agent_factory, tmp_path, exporter, sink_yaml: str, sink_name: str, on_clear: str):
@@ -192,7 +167,7 @@ def outbox_ref(agent, sink: str):
 
 @pytest.fixture
 def disk_exporter():
-    e = DiskExporter()
+    e = make_disk_exporter()
     yield e
     e.close()
 
