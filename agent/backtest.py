@@ -213,18 +213,19 @@ class _Refits:
         self.done = 0
 
     def run(self, rules: Any, now: float) -> None:
-        for _rule, bank in rules.forecast_banks():
-            jobs = bank.refit_jobs(now, history=rules.history)
-            while jobs:
-                if self.worker is None:
-                    from agent.models.refit import RefitWorker
+        """The refits due at `now` (the daemon's `RuleManager.refit_jobs` / `apply_refits`),
+        fitted in the worker process, installed before returning."""
+        jobs = rules.refit_jobs(now)
+        while jobs:
+            if self.worker is None:
+                from agent.models.refit import RefitWorker
 
-                    self.worker = RefitWorker(max_pending=16)
-                n = self.worker.submit(jobs)
-                jobs = jobs[n:]
-                results = self.worker.wait(REFIT_WAIT_SECONDS)
-                bank.apply_refit(results)
-                self.done += len(results)
+                self.worker = RefitWorker(max_pending=16)
+            n = self.worker.submit(jobs)
+            jobs = jobs[n:]
+            results = self.worker.wait(REFIT_WAIT_SECONDS)
+            rules.apply_refits(results)
+            self.done += len(results)
 
     def close(self) -> None:
         if self.worker is not None:

@@ -9,7 +9,7 @@ with the refit worker's `fit_job` on the history so far (the last 8 days). At ev
 origin, forecast the samples 1, 6, 24 and 72 steps ahead with linear (Prometheus predict_linear
 over a 6 h lookback), holt, holt_winters, auto and the seasonal-naive baseline (same time one day
 earlier). Errors are scaled by the in-sample one-step naive MAE of the warm-up part (MASE);
-tables give the median and mean over series.
+tables give the median and mean over series, and the coverage of the 80 % prediction intervals.
 
 Breach ETA: per series, the thresholds "above" at the 95th percentile and "below" at the 5th
 percentile of the whole series (chosen with hindsight: this is a benchmark, not the model).
@@ -44,6 +44,7 @@ HORIZON_STEPS = (1, 6, 24, 72)
 LOOKBACK = 6 * HOUR
 HISTORY = 8 * DAY
 BREACH_HORIZON = DAY
+Z80 = 1.2816  # two-sided 80 % prediction interval
 METHODS = ("linear", "holt", "holt_winters", "auto", "seasonal_naive")
 
 
@@ -102,6 +103,7 @@ def run_series(args: tuple[str, int, int]) -> dict:
     false_alarms = {m: 0 for m in METHODS[:4]}
     quiet_cases = 0
     choices: dict[str, int] = {}
+    covered = {m: [[] for _ in hsteps] for m in METHODS[:4]}
     for i in range(warm_n, n):
         bank.update(slots, t[i], v[i : i + 1])
         if (i - warm_n) % refit_every == refit_every - 1:
@@ -112,9 +114,12 @@ def run_series(args: tuple[str, int, int]) -> dict:
         actual = v[i + hsteps]
         hs = targets - t[i]
         for m in METHODS[:4]:
-            fc = bank.forecast(slots, t[i], hs, model=None if m == "auto" else m).mean[0]
+            f = bank.forecast(slots, t[i], hs, model=None if m == "auto" else m)
+            fc, sd = f.mean[0], f.sd[0]
             for j in range(len(hsteps)):
                 abs_err[m][j].append(abs(fc[j] - actual[j]) / scale)
+                if np.isfinite(sd[j]):
+                    covered[m][j].append(abs(fc[j] - actual[j]) <= Z80 * sd[j])
         choice = bank.forecast(slots, t[i], hs[:1]).model[0]
         choices[choice] = choices.get(choice, 0) + 1
         for j in range(len(hsteps)):
@@ -143,6 +148,7 @@ def run_series(args: tuple[str, int, int]) -> dict:
     return {
         "name": os.path.basename(path), "skipped": False, "n": n, "dt": dt,
         "mase": {m: [float(np.mean(e)) if e else math.nan for e in abs_err[m]] for m in METHODS},
+        "coverage": {m: [(int(np.sum(c)), len(c)) for c in covered[m]] for m in METHODS[:4]},
         "eta_err": eta_err, "eta_hits": eta_hits, "eta_cases": eta_cases,
         "false_alarms": false_alarms, "quiet_cases": quiet_cases, "choices": choices,
         "period": float(bank.period[slots[0]]), "seconds": time.perf_counter() - started,
@@ -181,6 +187,12 @@ def main() -> int:
             choices[k] = choices.get(k, 0) + c
     total = sum(choices.values()) or 1
     print("auto's choices over scored origins: " + ", ".join(f"{k} {c / total:.0%}" for k, c in sorted(choices.items())))
+    print("\nCoverage of the 80 % prediction interval (all scored origins pooled)")
+    print(f"{'method':16}" + "".join(f"{f'h={h}':>10}" for h in HORIZON_STEPS))
+    for m in METHODS[:4]:
+        cov = [sum(r["coverage"][m][j][0] for r in results) / max(sum(r["coverage"][m][j][1] for r in results), 1)
+               for j in range(len(HORIZON_STEPS))]
+        print(f"{m:16}" + "".join(f"{c:>10.0%}" for c in cov))
     periods = [r["period"] for r in results]
     print("detected periods: " + ", ".join(f"{name} {sum(1 for p in periods if p == val)}"
                                            for name, val in (("none", 0.0), ("hourly", HOUR), ("daily", DAY), ("weekly", 7 * DAY))))

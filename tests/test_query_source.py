@@ -135,3 +135,19 @@ def test_three_shards_cover_the_fleet_without_overlap(prometheus, agent_factory)
     assert len(expected) > 30
     for i, s in enumerate(sets):
         assert s and all(shard_of(l, 3) == i for l in s)
+
+
+def test_dedup_key_does_not_depend_on_the_shard_that_raised_it():
+    """A sharded agent adds no host label of its own, so the same fleet problem has the same
+    dedup key whichever agent (or shard layout) sees it."""
+    from agent.config import load_config
+    from agent.problems import dedup_key
+
+    alone = load_config("a.yml", text="{}\n")
+    shard_a = load_config("a.yml", text="shard: 0/3\n")
+    shard_b = load_config("b.yml", text="shard: 2/5\n")
+    assert "host" in alone.external_labels()
+    assert shard_a.external_labels() == shard_b.external_labels() == {}
+    alert_labels = {"alertname": "FilesystemWillFill", "instance": "db-7:9100", "mountpoint": "/var"}
+    keys = {dedup_key("FilesystemWillFill", {**c.external_labels(), **alert_labels}) for c in (shard_a, shard_b)}
+    assert len(keys) == 1
