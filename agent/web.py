@@ -167,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ok, msg = hooks.reload()
                 self._send(200 if ok else 500, (msg + "\n").encode())
             elif path in hooks.api:
-                status, body = hooks.api[path](self._params() | {"_method": self.command})
+                status, body = hooks.api[path](self._params())
                 self._json(status, body)
             elif path == "/":
                 self._send(200, _INDEX.encode(), "text/html; charset=utf-8")
