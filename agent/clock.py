@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import time
 from typing import Protocol
 
@@ -30,3 +32,26 @@ class SimulatedClock:
 
     def advance(self, seconds: float) -> None:
         self._now += seconds
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds, or RFC 3339 (`2026-11-23T10:00:00Z`, an offset, or none meaning UTC; a
+    space may stand for the `T`) -> Unix seconds. Raises ValueError naming the text."""
+    s = str(text).strip()
+    try:
+        x = float(s)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(x):
+            raise ValueError(f"not a valid time: {text!r}")
+        return x
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    try:
+        t = dt.datetime.fromisoformat(s)
+    except ValueError:
+        raise ValueError(f"not a valid time: {text!r} (use Unix seconds or RFC 3339, e.g. 2026-11-23T10:00:00Z)") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.timestamp()

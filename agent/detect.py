@@ -14,10 +14,10 @@ import csv
 import math
 import re
 import sys
-from datetime import datetime, timezone
 
 import numpy as np
 
+from agent.clock import parse_time
 from agent.models.anomaly import DEFAULT_PARAMS, AnomalyParams, score_series
 
 _NAIVE_ISO = re.compile(r"\s*\d{4}-\d\d-\d\d([ T]\d\d:\d\d(:\d\d(\.\d+)?)?)?\s*$")
@@ -32,20 +32,6 @@ class InputError(Exception):
         super().__init__(f"{path}:{line}: {message}")
 
 
-def _parse_one(text: str) -> float:
-    s = text.strip()
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
-    dt = datetime.fromisoformat(s)  # ValueError on garbage
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
 def parse_timestamps(texts: list[str], path: str = "<input>", first_line: int = 2) -> np.ndarray:
     """Unix seconds for each timestamp text (naive times are UTC). Fast path for a
     column of plain ISO-8601 times; raises InputError naming the first bad line."""
@@ -58,7 +44,7 @@ def parse_timestamps(texts: list[str], path: str = "<input>", first_line: int = 
     out = np.empty(len(texts))
     for i, text in enumerate(texts):
         try:
-            out[i] = _parse_one(text)
+            out[i] = parse_time(text)
         except ValueError:
             raise InputError(path, first_line + i, f"bad timestamp {text!r} (want e.g. 2014-04-01 00:00:00, RFC 3339 or Unix seconds)") from None
     return out

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime
 from typing import Any, Callable, Mapping
 
+from agent import clock
 from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, String, Vector
 from agent.promql.aggregate import format_value
 from agent.yamlutil import parse_duration
@@ -36,13 +36,7 @@ def _param(params: Mapping[str, Any], name: str) -> str:
 def parse_time(text: str) -> float:
     """Unix seconds (float) or RFC 3339, as Prometheus accepts."""
     try:
-        t = float(text)
-        if math.isfinite(t):
-            return t
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return clock.parse_time(text)
     except ValueError:
         raise _BadParam(f'cannot parse "{text}" to a valid timestamp') from None
 

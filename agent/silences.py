@@ -26,6 +26,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
+from agent.clock import parse_time  # noqa: F401 - re-exported: config and the command parse times here too
+
 log = logging.getLogger(__name__)
 
 SILENCES_FILE = "silences.json"
@@ -100,24 +102,6 @@ def parse_matcher_list(texts: Iterable[str]) -> list[Matcher]:
 
 def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
     return all(m.matches(labels) for m in matchers)
-
-
-def parse_time(text: str) -> float:
-    """RFC 3339 (`2026-11-23T10:00:00Z`, offsets allowed) or Unix seconds -> Unix seconds."""
-    s = text.strip()
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
-    try:
-        t = dt.datetime.fromisoformat(s)
-    except ValueError:
-        raise ValueError(f"not a valid time: {text!r} (use RFC 3339, e.g. 2026-11-23T10:00:00Z)") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.timestamp()
 
 
 def format_time(ts: float) -> str:
