@@ -45,7 +45,8 @@ from typing import Any, Callable
 import numpy as np
 
 from agent.clock import SimulatedClock
-from agent.replay import Feeder, Recording, ReplayInputError, fetch_recording, parse_time, read_csv, store_for
+from agent.clock import parse_time
+from agent.replay import Feeder, Recording, ReplayInputError, fetch_recording, read_csv, store_for
 from agent.yamlutil import ConfigErrors, parse_duration
 
 log = logging.getLogger(__name__)
@@ -185,25 +186,6 @@ def load_rules(paths: list[str]) -> list[Any]:
 # ---- the replay -------------------------------------------------------------------------------
 
 
-class MemoryOutbox:
-    """Stands in for `agent.outbox.Outbox`: records what would have been sent."""
-
-    def __init__(self) -> None:
-        self.enqueued: list[tuple[str, Any]] = []
-
-    def enqueue(self, sink_name: str, ticket: Any) -> bool:
-        self.enqueued.append((sink_name, ticket))
-        return True
-
-
-class _NoSuppression:
-    def silenced_by(self, labels: Any, now: float) -> None:
-        return None
-
-    def maintenance(self, labels: Any, now: float) -> None:
-        return None
-
-
 class _Refits:
     """Runs the forecast banks' refit jobs in the refit worker process and installs the
     results before the next evaluation, so the replay is deterministic."""
@@ -255,7 +237,7 @@ def run_backtest(groups: list[Any], recording: Recording, *, start: float | None
     `progress(fraction)` is called now and then."""
     from agent.config import TicketingConfig
     from agent.pipeline import evaluate_tick
-    from agent.problems import ProblemManager
+    from agent.problems import MemoryOutbox, NoSuppression, ProblemManager
 
     wall = time.monotonic()
     rec = recording.window(start, end)
@@ -276,7 +258,7 @@ def run_backtest(groups: list[Any], recording: Recording, *, start: float | None
     events: list[TicketEvent] = []
     evaluations = 0
     with tempfile.TemporaryDirectory(prefix="forewarn-backtest-") as state_dir:
-        pm = ProblemManager(ticketing or TicketingConfig(), state_dir, clock, {}, _NoSuppression(), outbox)
+        pm = ProblemManager(ticketing or TicketingConfig(), state_dir, clock, {}, NoSuppression(), outbox)
         try:
             now = start
             last_progress = time.monotonic()

@@ -668,6 +668,28 @@ class ProblemManager:
 # ---- wiring ------------------------------------------------------------------------------------
 
 
+class MemoryOutbox:
+    """Stands in for `agent.outbox.Outbox` in replays (`forewarn test`, `backtest`): records
+    what would have been sent, in order."""
+
+    def __init__(self) -> None:
+        self.enqueued: list[tuple[str, Ticket]] = []
+
+    def enqueue(self, sink_name: str, ticket: Ticket) -> bool:
+        self.enqueued.append((sink_name, ticket))
+        return True
+
+
+class NoSuppression:
+    """No silences and no maintenance windows (replays judge the rules alone)."""
+
+    def silenced_by(self, labels: Any, now: float) -> None:
+        return None
+
+    def maintenance(self, labels: Any, now: float) -> None:
+        return None
+
+
 @dataclass
 class Ticketing:
     """Everything between rules and ITSM tools, built from the config by `build_ticketing`."""

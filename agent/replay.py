@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from agent.clock import parse_time
 from agent.store import STALE_NAN, Labels, Store, make_labels
 
 MAX_ERRORS = 20
@@ -90,26 +91,6 @@ class Recording:
 
 
 # ---- parsing helpers ----------------------------------------------------------------------------
-
-
-def parse_time(text: str) -> float:
-    """Unix seconds or RFC 3339 -> Unix seconds. Raises ValueError."""
-    s = str(text).strip()
-    try:
-        x = float(s)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(x):
-            raise ValueError(f"bad timestamp {s!r}")
-        return x
-    try:
-        d = dt.datetime.fromisoformat(s.replace("z", "Z").replace(" ", "T", 1))
-    except ValueError:
-        raise ValueError(f"bad timestamp {s!r} (want Unix seconds or RFC 3339, e.g. 2026-11-01T12:00:00Z)") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.timezone.utc)
-    return d.timestamp()
 
 
 def parse_value(text: str) -> float:

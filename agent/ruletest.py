@@ -223,43 +223,24 @@ def _samples_string(samples: list[tuple[Labels, float]]) -> str:
 # ---- running ----------------------------------------------------------------------------------
 
 
-class _MemoryOutbox:
-    """Collects what the problem manager would send (tests only look at the actions)."""
-
-    def __init__(self) -> None:
-        self.tickets: list[tuple[str, Any]] = []
-
-    def enqueue(self, sink_name: str, ticket: Any) -> bool:
-        self.tickets.append((sink_name, ticket))
-        return True
-
-
-class _NoSuppression:
-    def silenced_by(self, labels: Any, now: float) -> None:
-        return None
-
-    def maintenance(self, labels: Any, now: float) -> None:
-        return None
-
-
 @dataclass
 class _Tickets:
     """Problems and ticket actions for `exp_tickets` (created only when a test uses it)."""
 
     manager: Any
-    outbox: _MemoryOutbox
+    outbox: MemoryOutbox
     tmp: Any
     seen: list[tuple[float, str, Any]] = field(default_factory=list)  # (time, rule, ticket)
 
     @classmethod
     def create(cls) -> "_Tickets":
         from agent.config import TicketingConfig
-        from agent.problems import ProblemManager
+        from agent.problems import MemoryOutbox, NoSuppression, ProblemManager
         from agent.clock import SimulatedClock as _Clock
 
         tmp = tempfile.TemporaryDirectory(prefix="forewarn-test-")
-        outbox = _MemoryOutbox()
-        pm = ProblemManager(TicketingConfig(), tmp.name, _Clock(0), {}, _NoSuppression(), outbox)
+        outbox = MemoryOutbox()
+        pm = ProblemManager(TicketingConfig(), tmp.name, _Clock(0), {}, NoSuppression(), outbox)
         return cls(pm, outbox, tmp)
 
     def close(self) -> None:
@@ -339,10 +320,10 @@ def run_test_group(tg: TestGroup, groups: list[RuleGroupDef], eval_interval: flo
             load_till(ts)
             clock.set(ts)
             manager.refit_inline(ts)
-            before = len(tickets.outbox.tickets) if tickets is not None else 0
+            before = len(tickets.outbox.enqueued) if tickets is not None else 0
             evaluate_tick(manager, tickets.manager if tickets is not None else None, ts)
             if tickets is not None:
-                tickets.seen.extend((ts, t.rule, t) for _, t in tickets.outbox.tickets[before:])
+                tickets.seen.extend((ts, t.rule, t) for _, t in tickets.outbox.enqueued[before:])
             eval_errs = [f"    rule: {r.name}, time: {go_duration(ts)}, err: {r.last_error}"
                          for g in manager.groups for r in g.rules if r.health == "err" and r.last_evaluation == ts]
             errs.extend(eval_errs)

@@ -120,7 +120,7 @@ def test_cli_text_output(capsys) -> None:
 
 
 @pytest.mark.parametrize("content, message", [
-    ("timestamp,series,value\n1700000000,up,1\nyesterday,up,2\n", "{p}:3: bad timestamp 'yesterday'"),
+    ("timestamp,series,value\n1700000000,up,1\nyesterday,up,2\n", "{p}:3: not a valid time: 'yesterday'"),
     ("timestamp,series,value\n1700000000,up,1\n1700000060,up,many\n", "{p}:3: bad value 'many'"),
     ("timestamp,series,value\n\n# comment\n1700000000,up{a=,1\n", "{p}:4: "),
     ("timestamp,series,value\n1700000000,up,1,2\n", "{p}:2: want 3 fields, got 4"),
@@ -148,7 +148,7 @@ def test_exit_codes(tmp_path, capsys) -> None:
     assert main(["backtest", "--rules", str(bad_rules), "--input", LONG]) == 1
     assert f"{bad_rules}:5:" in capsys.readouterr().err
     assert main(["backtest", "--rules", RULES, "--input", LONG, "--from", "soon"]) == 2
-    assert "--from: bad timestamp" in capsys.readouterr().err
+    assert "--from: not a valid time" in capsys.readouterr().err
     assert main(["backtest", "--rules", RULES, "--input", LONG, "--step=-5m"]) == 2
     assert main(["backtest", "--rules", RULES, "--input", LONG, "--from", "2030-01-01T00:00:00Z"]) == 1
     assert "no samples" in capsys.readouterr().err

@@ -71,6 +71,10 @@ class AnomalyParams:
     rarity_weight: float = 0.3  # scale of the rarity in the score
     refractory: float = 0.995  # decay of the memory of recent scores (news is scored once)
     band_k: float = 3.0  # half-width of the expected band, in sigma
+    recent_alpha: float = 0.01  # recent envelope: max/min that relax toward the smoothed value
+    recent_tolerance: float = 1.0  # a recent break must pass the envelope by this many envelope widths
+    recent_grade: float = 1.0
+    recent_weight: float = 0.0  # scale of the recent break in the score
 
 
 DEFAULT_PARAMS = AnomalyParams()
@@ -109,6 +113,8 @@ _FIELDS: dict[str, float] = {
     "smax": 0.0,
     "breaks": 0.0,  # memory of recent range breaks
     "fired": 0.0,  # memory of recent scores
+    "rhi": 0.0,  # recent envelope of the values
+    "rlo": 0.0,
 }
 
 
@@ -224,7 +230,16 @@ def _step(p: AnomalyParams, ops: Any, st: _State, x: Any, warm: Any) -> tuple[An
     share = ops.visit(st.hist, st.sidx_hist, u, ops.where(tracked, p.rarity_alpha, 0.0))
     rarity = ops.where(st.n > p.feature_start + 1.0 / p.rarity_alpha, ops.exp(-share / p.rarity_mass), 0.0)
 
+    # recent break: the value far outside the envelope of the recent values
+    rhi = ops.where(first, x, st.rhi)
+    rlo = ops.where(first, x, st.rlo)
+    rnov = ops.maximum(x - rhi, rlo - x) / (rhi - rlo + scale) - p.recent_tolerance
+    recent = ops.where(rnov > 0.0, 1.0 - ops.exp(-rnov / p.recent_grade), 0.0)
+    st.rhi = ops.maximum(x, rhi + p.recent_alpha * (sm - rhi))
+    st.rlo = ops.minimum(x, rlo + p.recent_alpha * (sm - rlo))
+
     score = ops.maximum(ops.maximum(p.likelihood_weight * likelihood, range_score), p.rarity_weight * rarity)
+    score = ops.maximum(score, p.recent_weight * recent)
     score = ops.where(warm, ops.maximum(score, 0.0), 0.0)
     out = score * (1.0 - st.fired)  # what is already known is not news
     st.fired = ops.maximum(st.fired * p.refractory, score)
