@@ -1,6 +1,7 @@
 """The anomaly detector: batch (daemon) and single-series (detect) paths agree, state
 survives a snapshot, warm-up, NaN and gaps, and it reacts to real changes, not noise."""
 
+import dataclasses
 import json
 import pickle
 
@@ -163,3 +164,42 @@ def test_sensitivity_mapping():
         sensitivity_threshold("extreme")
     with pytest.raises(ValueError):
         sensitivity_threshold(1.5)
+
+
+def test_burst_after_a_quiet_spell_scores_though_below_the_all_time_max():
+    # a loud first day sets the all-time range; after a long quiet spell a burst to a
+    # quarter of that old peak is news (the recent envelope), though no range break
+    rng = np.random.default_rng(11)
+    n = 4000
+    t = T0 + 300.0 * np.arange(n)
+    v = 10 + rng.normal(0, 1, n)
+    v[150:160] = 400.0
+    v[3500:3505] = 100.0
+    s = score_series(t, v).score
+    assert s[3500:3505].max() >= sensitivity_threshold("medium")
+    assert s[3000:3500].max() < sensitivity_threshold("medium")
+    off = score_series(t, v, dataclasses.replace(DEFAULT_PARAMS, recent_weight=0.0)).score
+    assert off[3500:3505].max() < s[3500:3505].max()
+
+
+def test_version_1_snapshot_without_envelope_loads_and_adds_no_alarm():
+    rng = np.random.default_rng(12)
+    t = T0 + 300.0 * np.arange(1200)
+    v = 50 + rng.normal(0, 1, 1200)
+    bank = AnomalyBank()
+    slots = bank.slots_for(["a"])
+    for i in range(1000):
+        bank.update(slots, t[i], v[i : i + 1])
+    state = bank.state_dict()
+    del state["rhi"], state["rlo"]
+    state["version"] = 1
+    old = AnomalyBank()
+    old.load_state_dict(state)
+    slots = old.slots_for(["a"])
+    assert old._cols["rhi"][slots[0]] == pytest.approx(v[:1000].max())  # as wide as the range
+    scores = np.array([old.update(slots, t[i], v[i : i + 1]).score[0] for i in range(1000, 1200)])
+    intact = score_series(t, v).score[1000:]
+    # a wide envelope adds no alarm the intact state would not raise (white noise does
+    # break its all-time range now and then)
+    assert np.count_nonzero(scores >= 0.2) <= np.count_nonzero(intact >= 0.2)
+    assert scores.max() <= intact.max() + 1e-9

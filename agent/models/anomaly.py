@@ -19,7 +19,11 @@ Per sample and series, O(1):
 5. **Rarity.** A histogram of the smoothed value over its range, with a memory of
    ~500 samples: a stay in a part of the range seldom visited lately scores up to 0.3
    (a dip to a level seen long ago, a plateau in the middle of a daily swing).
-6. **Refractory.** The score is scaled by (1 - a decaying memory of recent scores): an
+6. **Recent break.** The value beyond the envelope of recent values (a max and a min
+   that relax toward the smoothed value, ~300 samples) by more than the envelope's width
+   scores up to 0.3: a spike far above anything seen lately, though not above everything
+   ever seen (a burst after a quiet month).
+7. **Refractory.** The score is scaled by (1 - a decaying memory of recent scores): an
    anomaly is news when it starts. The level and scale keep adapting meanwhile, so a
    level shift is scored when it happens and then becomes the norm.
 
@@ -71,10 +75,10 @@ class AnomalyParams:
     rarity_weight: float = 0.3  # scale of the rarity in the score
     refractory: float = 0.995  # decay of the memory of recent scores (news is scored once)
     band_k: float = 3.0  # half-width of the expected band, in sigma
-    recent_alpha: float = 0.01  # recent envelope: max/min that relax toward the smoothed value
+    recent_alpha: float = 0.003  # recent envelope: max/min relaxing toward the smoothed value (~ 300 samples)
     recent_tolerance: float = 1.0  # a recent break must pass the envelope by this many envelope widths
-    recent_grade: float = 1.0
-    recent_weight: float = 0.0  # scale of the recent break in the score
+    recent_grade: float = 1.0  # a recent break by tolerance + this many widths scores 63 % of its weight
+    recent_weight: float = 0.3  # scale of the recent break in the score
 
 
 DEFAULT_PARAMS = AnomalyParams()
@@ -116,6 +120,10 @@ _FIELDS: dict[str, float] = {
     "rhi": 0.0,  # recent envelope of the values
     "rlo": 0.0,
 }
+
+
+# Fields added after snapshot version 1, restored from another field when missing.
+_ENVELOPE_FALLBACK = {"rhi": "vmax", "rlo": "vmin"}
 
 
 class _NumpyOps:
@@ -387,7 +395,7 @@ class AnomalyBank:
         given, so they must be serialisable by whoever stores the snapshot."""
         keys = list(self._slot_of)
         idx = np.array([self._slot_of[k] for k in keys], dtype=np.int64)
-        out: dict[str, Any] = {"version": 1, "params": {f.name: getattr(self.params, f.name) for f in fields(self.params)}, "keys": keys}
+        out: dict[str, Any] = {"version": 2, "params": {f.name: getattr(self.params, f.name) for f in fields(self.params)}, "keys": keys}
         for name in _FIELDS:
             out[name] = self._cols[name][idx].copy()
         out["season"] = self._season[idx].copy()
@@ -407,7 +415,12 @@ class AnomalyBank:
         self._grow(max(1, len(keys)))
         slots = self.slots_for(keys)
         for name in _FIELDS:
-            self._cols[name][slots] = np.asarray(state[name], dtype=np.float64)
+            if name in state:
+                self._cols[name][slots] = np.asarray(state[name], dtype=np.float64)
+            elif name in _ENVELOPE_FALLBACK:
+                # snapshot from before the recent envelope: start it as wide as the range
+                # seen (it narrows within a few hundred samples, and fires nothing meanwhile)
+                self._cols[name][slots] = np.asarray(state[_ENVELOPE_FALLBACK[name]], dtype=np.float64)
         season = np.asarray(state["season"], dtype=np.float64)
         if season.ndim == 2 and season.shape[1] == self._season.shape[1]:
             self._season[slots] = season
