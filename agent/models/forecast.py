@@ -55,7 +55,7 @@ _SCALE_RATE = 0.02  # EW rate of the one-step residual variance (~50 samples mem
 _SCALE_CLIP = 25.0  # residuals beyond 5 sigma count as 5 sigma in the scale estimate
 _DT_RATE = 0.05  # EW rate of the sampling interval estimate
 _MAX_GAP_STEPS = 100_000
-_BREACH_GRID = 128  # forecast points per horizon used to locate crossings
+_BREACH_GRID = 64  # forecast points per horizon used to locate crossings (linear interpolation between)
 
 
 @dataclass
@@ -485,33 +485,34 @@ class ForecastBank:
         return Forecast(mean, sd, np.asarray(MODELS, dtype=object)[codes])
 
     def _window(self, slots: np.ndarray, now: float) -> tuple[np.ndarray, ...]:
-        """Per-bucket (n, mean x, mean y, sxx, sxy, syy) for buckets in (now - lookback, now],
-        with x = t - now and y = v - lb_c (per-bucket centred sums)."""
+        """Per-bucket (n, safe n, bucket start, in-window mask, sum of x offsets) for buckets in
+        (now - lookback, now]; x is time relative to the bucket start."""
         n = self.lb_n[slots]
+        st = self.lb_st[slots]
         safe_n = np.where(n > 0, n, 1.0)
         start = self.lb_id[slots] * self.width
-        xbar_b = self.lb_st[slots] / safe_n + start - now
         edge = now - self.lookback
-        use = (n > 0) & (xbar_b + now > edge) & (start <= now)
         # a bucket is whole if its start is inside the window; the edge bucket counts by mean time
+        use = (n > 0) & (st / safe_n + start > edge) & (start <= now)
         n = np.where(use, n, 0.0)
-        return n, safe_n, start, use
+        return n, safe_n, start, use, st
 
     def _linear_fit(self, slots: np.ndarray, now: float):
-        n, safe_n, start, use = self._window(slots, now)
+        n, safe_n, start, use, st = self._window(slots, now)
         off = start - now  # bucket origin relative to now
         c = self.lb_c[slots]
+        sv = self.lb_sv[slots]
         N = n.sum(axis=1)
         safeN = np.where(N > 0, N, 1.0)
-        sx = np.where(use, self.lb_st[slots] + n * off, 0.0)
-        # y relative to a common centre: the first used bucket's c (keeps sums well conditioned)
-        with _quiet_nan():
-            ref = np.nan_to_num(np.nanmean(np.where(use, c, np.nan), axis=1))
+        sx = np.where(use, st + n * off, 0.0)
+        # y relative to a common centre: the mean of the used buckets' c (keeps sums well conditioned)
+        used = use.sum(axis=1)
+        ref = np.where(used > 0, np.where(use, c, 0.0).sum(axis=1) / np.maximum(used, 1), 0.0)
         dc = c - ref[:, None]
-        sy = np.where(use, self.lb_sv[slots] + n * dc, 0.0)
-        sxx = np.where(use, self.lb_stt[slots] + 2 * off * self.lb_st[slots] + n * off * off, 0.0)
-        sxy = np.where(use, self.lb_stv[slots] + dc * self.lb_st[slots] + off * self.lb_sv[slots] + n * off * dc, 0.0)
-        syy = np.where(use, self.lb_svv[slots] + 2 * dc * self.lb_sv[slots] + n * dc * dc, 0.0)
+        sy = np.where(use, sv + n * dc, 0.0)
+        sxx = np.where(use, self.lb_stt[slots] + 2 * off * st + n * off * off, 0.0)
+        sxy = np.where(use, self.lb_stv[slots] + dc * st + off * sv + n * off * dc, 0.0)
+        syy = np.where(use, self.lb_svv[slots] + 2 * dc * sv + n * dc * dc, 0.0)
         SX, SY = sx.sum(1), sy.sum(1)
         xbar, ybar = SX / safeN, SY / safeN
         Sxx = sxx.sum(1) - SX * xbar
@@ -523,7 +524,7 @@ class ForecastBank:
             rss = np.maximum(Syy - slope * Sxy, 0.0)
             s2 = np.where(N > 2, rss / np.maximum(N - 2, 1), np.nan)
         return dict(N=N, xbar=xbar, ybar=ybar, ref=ref, Sxx=Sxx, slope=slope, s2=s2, use=use, n=n,
-                    bx=(self.lb_st[slots] / safe_n + off), by=(self.lb_sv[slots] / safe_n + dc))
+                    bx=(st / safe_n + off), by=(sv / safe_n + dc))
 
     def _forecast_linear(self, slots: np.ndarray, now: float, hs: np.ndarray, robust: bool):
         f = self._linear_fit(slots, now)
@@ -618,11 +619,13 @@ class ForecastBank:
         grid = np.concatenate(([0.0], hs))
 
         def with_now(path: np.ndarray) -> np.ndarray:
-            return np.concatenate((np.where(np.isfinite(last), last, np.nan)[:, None], path), axis=1)
+            start = np.where(np.isfinite(last), last, np.nan)
+            return np.concatenate((np.tile(start, len(path) // max(len(start), 1))[:, None], path), axis=1)
 
-        eta = _first_crossing(grid, with_now(mean), threshold, below)
-        eta_low = _first_crossing(grid, with_now(pess), threshold, below)
-        eta_high = _first_crossing(grid, with_now(opt), threshold, below)
+        k = len(slots)  # the three paths in one pass: fewer, larger numpy calls
+        etas = _first_crossing(grid, with_now(np.concatenate((mean, pess, opt))), threshold, below) if k \
+            else np.zeros(0)
+        eta, eta_low, eta_high = etas[:k], etas[k:2 * k], etas[2 * k:]
         eta_low = np.minimum(eta_low, eta)
         eta_high = np.maximum(eta_high, eta)
         with np.errstate(divide="ignore", invalid="ignore"):
