@@ -164,26 +164,24 @@ class Agent:
             systemd.reloading()
             try:
                 new = load_config(self.cfg.path)
+                # What only a restart can change stays as it is, so the new rules, problems and
+                # dedup keys are computed exactly as they will run.
+                for what, old_v, new_v in (("web.listen_address", self.cfg.web.listen_address, new.web.listen_address),
+                                           ("global.state_dir", self.cfg.state_dir, new.state_dir),
+                                           ("shard", self.cfg.shard, new.shard)):
+                    if old_v != new_v:
+                        log.warning("%s changed; it takes effect on restart", what)
+                new.global_.state_dir = self.cfg.state_dir
+                new.shard = self.cfg.shard
                 self.pipeline.check_rules(new)
+                self.pipeline.apply(new)
             except ConfigErrors as e:
                 for err in e.errors:
                     log.error("reload rejected, keeping the last good config: %s", err)
-                self.last_reload_ok = False
-                systemd.ready("reload failed; running on the last good config")
-                return False, "reload failed:\n" + str(e)
-            if new.web.listen_address != self.cfg.web.listen_address:
-                log.warning("web.listen_address changed; it takes effect on restart")
-            if new.state_dir != self.cfg.state_dir:
-                log.warning("global.state_dir changed; it takes effect on restart")
-            try:
-                self.pipeline.apply(new)
-            except Exception as e:  # noqa: BLE001 - e.g. a sink whose credentials cannot be read
+                return self._reload_failed("reload failed:\n" + str(e))
+            except Exception as e:  # noqa: BLE001 - e.g. an unreadable credentials file
                 log.error("reload rejected, keeping the last good config: %s", e)
-                self.last_reload_ok = False
-                systemd.ready("reload failed; running on the last good config")
-                return False, f"reload failed: {e}"
-            if self.shard is not None and not new.shard:
-                new.shard = self.cfg.shard
+                return self._reload_failed(f"reload failed: {e}")
             self.cfg = new
             self._schedule_sources()
             self.last_reload_ok = True
@@ -191,6 +189,11 @@ class Agent:
             log.info("configuration reloaded from %s", new.path)
             systemd.ready("reloaded")
             return True, "config reloaded"
+
+    def _reload_failed(self, message: str) -> tuple[bool, str]:
+        self.last_reload_ok = False
+        systemd.ready("reload failed; running on the last good config")
+        return False, message
 
     def save_snapshot(self) -> None:
         start = time.monotonic()

@@ -51,11 +51,29 @@ class Pipeline:
     # ---- sources ------------------------------------------------------------------------------
 
     def _build_sources(self, cfg: Config) -> None:
-        self.system = None
+        self.system, self.queries = self._new_sources(cfg)
+        self._reload_scrapes(cfg)
+
+    def _new_sources(self, cfg: Config) -> tuple[Any, list[Any]]:
+        """The host collector and query sources for cfg (may raise: e.g. an unreadable token)."""
+        system = None
         if cfg.system.enabled:
             from agent.sources.system import SystemCollector
 
-            self.system = SystemCollector(cfg.system)
+            system = SystemCollector(cfg.system)
+        # An unchanged query source keeps its place in time, so a reload does not re-backfill.
+        old = {q.cfg.name: q for q in self.queries}
+        queries = []
+        for qc in cfg.query_configs:
+            if qc.name in old and old[qc.name].cfg == qc:
+                queries.append(old[qc.name])
+                continue
+            from agent.sources.query import QuerySource
+
+            queries.append(QuerySource(qc, self.store, self.shard, resolve_path=cfg.resolve_path))
+        return system, queries
+
+    def _reload_scrapes(self, cfg: Config) -> None:
         # Only agents with targets pay for the HTTP stack's import (requests, urllib3, ssl: ~14 MB).
         if self.scrapes is not None:
             self.scrapes.reload(cfg)
@@ -63,16 +81,6 @@ class Pipeline:
             from agent.sources.scrape import ScrapeManager
 
             self.scrapes = ScrapeManager(cfg, self.store, self.clock)
-        # An unchanged query source keeps its place in time, so a reload does not re-backfill.
-        old = {q.cfg.name: q for q in self.queries}
-        self.queries = []
-        for qc in cfg.query_configs:
-            if qc.name in old and old[qc.name].cfg == qc:
-                self.queries.append(old[qc.name])
-                continue
-            from agent.sources.query import QuerySource
-
-            self.queries.append(QuerySource(qc, self.store, self.shard, resolve_path=cfg.resolve_path))
 
     def _collect_system(self) -> None:
         if self.system is None:
@@ -232,28 +240,31 @@ class Pipeline:
             self.lock.release()
 
     def apply(self, cfg: Config) -> None:
-        """Take a validated new config: rules (keeping unchanged rules' state), sinks, sources.
-        Everything new is built before anything is swapped, so a failure keeps the old set."""
+        """Take a validated new config: sources, rules (keeping unchanged rules' state), sinks.
+        Everything that can fail is built before anything is swapped, so a failure leaves the
+        running set untouched."""
         groups = load_groups(cfg)
         new_rules = self._build_rules(cfg, groups)
-        with self.lock, self.delivery_lock:
-            new_ticketing = None
-            if self.ticketing is not None:
-                from agent.problems import build_ticketing
+        system, queries = self._new_sources(cfg)
+        from agent.problems import build_ticketing
 
-                self.ticketing.close()  # the databases are reopened by the new set
-                try:
-                    new_ticketing = build_ticketing(cfg, self.clock, chart=self.chart)
-                except Exception:
-                    self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart)
-                    raise
+        with self.lock, self.delivery_lock:
+            new_ticketing = build_ticketing(cfg, self.clock, chart=self.chart) if self.ticketing is not None else None
+            try:
+                self._reload_scrapes(cfg)
+            except Exception:
+                if new_ticketing is not None:
+                    new_ticketing.close()
+                raise
+            if self.ticketing is not None:
+                self.ticketing.close()
                 self.ticketing = new_ticketing
+            self.system, self.queries = system, queries
             new_rules.adopt_state(self.rules)
             self.rules = new_rules
             self.cfg = cfg
             if self.ticketing is not None:  # problems of rules that are gone are cleared
                 self.ticketing.problems.retire_rules(new_rules.alerting_rules(), self.clock.now())
-        self._build_sources(cfg)
 
     # ---- exposition ---------------------------------------------------------------------------
 

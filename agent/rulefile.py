@@ -17,6 +17,7 @@ from agent.yamlutil import (
     ConfigError,
     ConfigErrors,
     Decoder,
+    read_text_file,
     Duration,
     Mark,
     doc,
@@ -173,13 +174,7 @@ def load_rule_files(paths: list[str], sinks: set[str] | None = None) -> list[Rul
     errors: list[ConfigError] = []
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            errors.append(ConfigError(path, 0, 0, f"cannot read file: {e.strerror}"))
-            continue
-        try:
-            groups.extend(load_rule_text(text, path, sinks))
+            groups.extend(load_rule_text(read_text_file(path), path, sinks))
         except ConfigErrors as e:
             errors.extend(e.errors)
     if errors:

@@ -119,13 +119,23 @@ def load_marked(text: str, path: str) -> Any:
         raise ConfigErrors([ConfigError(path, 1, 1, f"YAML: {e}")]) from None
 
 
-def load_marked_file(path: str) -> Any:
+def read_text_file(path: str) -> str:
+    """A config or rule file's text; unreadable or non-UTF-8 files become a ConfigError."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise ConfigErrors([ConfigError(path, 0, 0, f"cannot read file: {e.strerror}")]) from None
-    return load_marked(text, path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigErrors([ConfigError(path, line, col, "not valid UTF-8")]) from None
+
+
+def load_marked_file(path: str) -> Any:
+    return load_marked(read_text_file(path), path)
 
 
 # ---- value types -----------------------------------------------------------------------------

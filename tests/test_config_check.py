@@ -203,3 +203,15 @@ def test_commented_examples_in_shipped_config_are_valid(tmp_path):
     assert len(cfg.ticketing.silences) == 1 and len(cfg.ticketing.maintenance_windows) == 1
     assert len(cfg.scrape_configs) == 1 and len(cfg.query_configs) == 1
     assert cfg.web.external_url == "http://db-7.example:9469"
+
+
+def test_non_utf8_files_are_a_located_error(tmp_path):
+    cfg = tmp_path / "forewarn.yml"
+    cfg.write_bytes(b"global:\n  scrape_interval: 15s # caf\xe9\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config(str(cfg))
+    assert str(exc.value.errors[0]) == f"{cfg}:2:29: not valid UTF-8"
+    rules = tmp_path / "r.yml"
+    rules.write_bytes(b"groups: []\n# \xff\n")
+    r = run_check(str(rules))
+    assert r.returncode == 1 and f"{rules}:2:3: not valid UTF-8" in r.stderr

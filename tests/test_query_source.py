@@ -151,3 +151,64 @@ def test_dedup_key_does_not_depend_on_the_shard_that_raised_it():
     alert_labels = {"alertname": "FilesystemWillFill", "instance": "db-7:9100", "mountpoint": "/var"}
     keys = {dedup_key("FilesystemWillFill", {**c.external_labels(), **alert_labels}) for c in (shard_a, shard_b)}
     assert len(keys) == 1
+
+
+def test_outage_and_partial_failure_fetch_bounded_chunks():
+    """After an outage a query source fetches at most `backfill`, in bounded chunks; a query
+    whose first run failed still gets its backfill later."""
+    import json
+    import re
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
+
+    asked: list[tuple[str, int]] = []
+    failing = {"b": True, "all": False}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            q = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())["query"][0]
+            name, seconds = re.match(r"^(\w+)\[(\d+)s\]$", q).groups()
+            if failing["all"] or (name == "b" and failing["b"]):
+                self.send_response(503)
+                body = b'{"status":"error","errorType":"unavailable","error":"down"}'
+            else:
+                asked.append((name, int(seconds)))
+                self.send_response(200)
+                body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": []}}).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        from agent.sources.query import MAX_CHUNK_SECONDS
+
+        cfg = QueryConfig(name="q", url=f"http://127.0.0.1:{srv.server_address[1]}", backfill=4 * 3600.0,
+                          queries=["a", "b"])
+        src = QuerySource(cfg, Store())
+        t0 = 1_700_000_000.0
+        src.run(t0)  # a backfills; b fails
+        assert sum(s for n, s in asked if n == "a") == 4 * 3600 and not [n for n, _ in asked if n == "b"]
+        failing["b"] = False
+        asked.clear()
+        src.run(t0 + 15)  # b's first success is its backfill; a only fetches what is new
+        assert sum(s for n, s in asked if n == "b") == 4 * 3600
+        assert sum(s for n, s in asked if n == "a") == 15 + 60
+        failing["all"] = True
+        for i in range(1, 100):  # a 25-hour outage
+            src.run(t0 + 15 + i * 900)
+        failing["all"] = False
+        asked.clear()
+        src.run(t0 + 15 + 100 * 900)
+        assert all(s <= MAX_CHUNK_SECONDS for _, s in asked)
+        assert sum(s for n, s in asked if n == "a") == 4 * 3600  # capped at backfill, not 25 h
+        assert src.stats.up
+    finally:
+        srv.shutdown()
+        srv.server_close()

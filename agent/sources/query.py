@@ -130,46 +130,43 @@ class QuerySource:
             stored += self.store.extend(sid, t[keep], v[keep])
         return stored
 
-    def backfill(self, now: float) -> int:
-        """Fetch `backfill` of history in chunks, oldest first."""
+    def _fetch_range(self, selector: str, start: float, end: float) -> int:
+        """Raw samples in (start, end], oldest chunk first, so no single request asks the
+        server for more than MAX_CHUNK_SECONDS of history."""
         total = 0
-        start = now - float(self.cfg.backfill)
-        for qi, selector in enumerate(self.cfg.queries):
-            t = start
-            while t < now:
-                end = min(now, t + MAX_CHUNK_SECONDS)
-                total += self._fetch_window(selector, end, end - t)
-                t = end
-            self._newest[qi] = now
+        t = start
+        while t < end:
+            chunk_end = min(end, t + MAX_CHUNK_SECONDS)
+            total += self._fetch_window(selector, chunk_end, chunk_end - t)
+            t = chunk_end
         return total
 
     def run(self, now: float) -> int:
-        """One scheduled run: backfill on the first, then the window since the last run."""
+        """One scheduled run. Each query fetches what is new since its last success (a little
+        before, for late samples); the first run of a query, and a run after a long outage,
+        fetch `backfill` of history at most."""
         import time
 
         started = time.monotonic()
         with self._lock:
             self.stats.runs_total += 1
+            n = 0
             try:
-                if not self._newest:
-                    n = self.backfill(now)
-                else:
-                    n = 0
-                    for qi, selector in enumerate(self.cfg.queries):
-                        since = self._newest.get(qi, now - float(self.cfg.interval))
-                        n += self._fetch_window(selector, now, now - since + LATE_MARGIN_SECONDS)
-                        self._newest[qi] = now
-                self.stats.samples_total += n
+                for qi, selector in enumerate(self.cfg.queries):
+                    since = self._newest.get(qi, now - float(self.cfg.backfill))
+                    since = max(since - LATE_MARGIN_SECONDS, now - float(self.cfg.backfill))
+                    n += self._fetch_range(selector, since, now)
+                    self._newest[qi] = now
                 self._set_up(True, "")
-                return n
             except QueryError as e:
                 self.stats.failures_total += 1
                 reason = str(e).split(":")[0]
                 self.stats.failures_by_reason[reason] = self.stats.failures_by_reason.get(reason, 0) + 1
                 self._set_up(False, str(e))
-                return 0
             finally:
+                self.stats.samples_total += n
                 self.stats.last_duration_seconds = time.monotonic() - started
+            return n
 
     def _set_up(self, up: bool, error: str) -> None:
         self.stats.up, self.stats.last_error = up, error
