@@ -34,6 +34,7 @@ from agent.web import StoreCollector, WebHooks, WebServer
 log = logging.getLogger("forewarn")
 
 SNAPSHOT_FILE = "store.snapshot"
+DELIVERY_JOBS = ("outbox", "resend")  # talk to ITSM tools: their own pool
 
 
 def setup_logging(level: str) -> None:
@@ -99,7 +100,10 @@ class Agent:
                                               self.pipeline.providers()))
         self.registry.register(_SelfCollector(self))
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=8)},
+            # Separate pools: many slow scrape targets or an unreachable ITSM tool cannot starve
+            # rule evaluation, and nothing can starve the watchdog ping.
+            executors={"default": ThreadPoolExecutor(max_workers=3), "sources": ThreadPoolExecutor(max_workers=8),
+                       "delivery": ThreadPoolExecutor(max_workers=2), "watchdog": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
         )
@@ -124,7 +128,7 @@ class Agent:
                 job.remove()
         for name, interval, fn in self.pipeline.source_jobs(self.collection_seconds):
             self.scheduler.add_job(fn, "interval", seconds=interval, id=f"source:{name}", name=name,
-                                   next_run_time=_now_dt())
+                                   next_run_time=_now_dt(), executor="sources")
 
     def _schedule_core(self) -> None:
         g = self.cfg.global_
@@ -132,10 +136,11 @@ class Agent:
         add(self._timed("snapshot", self.save_snapshot), "interval", seconds=g.snapshot_interval, id="snapshot")
         add(self._timed("expire", lambda: self.store.expire(self.clock.now())), "interval", seconds=60, id="expire")
         for name, interval, fn in self.pipeline.periodic_jobs():
-            add(self._timed(name, fn), "interval", seconds=interval, id=f"core:{name}")
+            executor = "delivery" if name in DELIVERY_JOBS else "default"
+            add(self._timed(name, fn), "interval", seconds=interval, id=f"core:{name}", executor=executor)
         wd = systemd.watchdog_interval()
         if wd:
-            add(systemd.watchdog_ping, "interval", seconds=wd, id="watchdog")
+            add(systemd.watchdog_ping, "interval", seconds=wd, id="watchdog", executor="watchdog")
 
     # ---- lifecycle ----------------------------------------------------------------------------
 

@@ -215,8 +215,8 @@ class Pipeline:
         long evaluation is not waited for (SQLite's WAL keeps what was committed)."""
         if self.scrapes is not None:
             self.scrapes.close(stale_markers=False)
-        got_delivery = self.delivery_lock.acquire(timeout=2.0)
-        got_rules = self.lock.acquire(timeout=2.0)
+        got_delivery = self.delivery_lock.acquire(timeout=1.0)
+        got_rules = self.lock.acquire(timeout=1.0)
         try:
             if got_delivery and got_rules and self.ticketing is not None:
                 self.ticketing.close()
@@ -227,11 +227,11 @@ class Pipeline:
             if got_delivery:
                 self.delivery_lock.release()
         if self.refit_worker is not None:
-            self.refit_worker.close(timeout=2.0)
+            self.refit_worker.close(timeout=0.5)
 
     def save_state(self) -> None:
         """Alert state (for timers, firing alerts) beside the store snapshot."""
-        if not self.lock.acquire(timeout=2.0):
+        if not self.lock.acquire(timeout=1.0):
             log.warning("rule state not saved: an evaluation is still running")
             return
         try:

@@ -327,11 +327,11 @@ class AlertingRule(Rule):
 
     @property
     def state(self) -> AlertState:
-        return max((a.state for a in self.active.values()), default=AlertState.INACTIVE)
+        return max((a.state for a in list(self.active.values())), default=AlertState.INACTIVE)
 
     def active_alerts(self) -> list[Alert]:
         """Pending and firing alerts (resolved ones kept for re-sending are left out)."""
-        return [a for a in self.active.values() if a.state != AlertState.INACTIVE]
+        return [a for a in list(self.active.values()) if a.state != AlertState.INACTIVE]
 
     def all_alerts(self) -> list[Alert]:
         """Every alert held, including resolved ones still kept for re-sending."""
@@ -452,7 +452,7 @@ class AlertingRule(Rule):
         """Alerts to send now (firing ones every `resend_delay`, resolved ones once more after
         resolving); marks them sent. Pending alerts are never sent."""
         out = []
-        for a in self.active.values():
+        for a in list(self.active.values()):
             if a.state == AlertState.PENDING:
                 continue
             due = (a.resolved_at is not None and (a.last_sent_at is None or a.resolved_at > a.last_sent_at)) or (
@@ -466,7 +466,7 @@ class AlertingRule(Rule):
     def alerts_series(self) -> list[Sample]:
         """`ALERTS` and `ALERTS_FOR_STATE` samples of the pending and firing alerts."""
         out: list[Sample] = []
-        for a in self.active.values():
+        for a in list(self.active.values()):
             if a.state == AlertState.INACTIVE:
                 continue
             cached = getattr(a, "_series_labels", None)  # built once per alert and state
@@ -699,7 +699,7 @@ class RuleManager:
                 "active_at": a.active_at, "value": _json_float(a.value), "fired_at": a.fired_at,
                 "resolved_at": a.resolved_at, "last_sent_at": a.last_sent_at,
                 "keep_firing_since": a.keep_firing_since,
-            } for a in r.active.values()]
+            } for a in list(r.active.values())]
             if alerts:
                 rules.append({"group": r.group, "name": r.name, "query": r.query_text, "alerts": alerts})
         return {"version": self.STATE_VERSION, "rules": rules}

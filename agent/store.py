@@ -91,6 +91,10 @@ class Store:
         self.max_series = int(max_series)
         self.stale_after = float(stale_after)
         self.lock = threading.RLock()
+        self._clear()
+
+    def _clear(self) -> None:
+        """Empty the store (keeping its settings and its lock)."""
         self._ids: dict[Labels, int] = {}
         self._labels: list[Labels | None] = []
         self._free: list[int] = []
@@ -100,7 +104,7 @@ class Store:
         self._series_dropped = 0
         self._samples_dropped = 0
         self._expired = 0
-        self.generation = 0  # bumps whenever series are added or removed
+        self.generation = getattr(self, "generation", -1) + 1  # bumps whenever series are added or removed
 
     # ---- allocation ---------------------------------------------------------------------------
 
@@ -361,17 +365,18 @@ class Store:
 
     def raw(self, sid: int, start: float = -np.inf, end: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """Raw samples of one series with start < t <= end, oldest first (copies)."""
-        n = int(self.raw_n[sid])
-        cap = self.raw_capacity
-        if n <= cap:
-            t, v = self.raw_t[sid, :n], self.raw_v[sid, :n]
-        else:
-            head = n % cap
-            t = np.concatenate((self.raw_t[sid, head:], self.raw_t[sid, :head]))
-            v = np.concatenate((self.raw_v[sid, head:], self.raw_v[sid, :head]))
-        lo = np.searchsorted(t, start, side="right")
-        hi = np.searchsorted(t, end, side="right")
-        return t[lo:hi].copy(), v[lo:hi].copy()
+        with self.lock:  # writers run on other threads; a ring read must not see half an append
+            n = int(self.raw_n[sid])
+            cap = self.raw_capacity
+            if n <= cap:
+                t, v = self.raw_t[sid, :n], self.raw_v[sid, :n]
+            else:
+                head = n % cap
+                t = np.concatenate((self.raw_t[sid, head:], self.raw_t[sid, :head]))
+                v = np.concatenate((self.raw_v[sid, head:], self.raw_v[sid, :head]))
+            lo = np.searchsorted(t, start, side="right")
+            hi = np.searchsorted(t, end, side="right")
+            return t[lo:hi].copy(), v[lo:hi].copy()
 
     def oldest_raw(self, sid: int) -> float:
         n = int(self.raw_n[sid])
@@ -382,35 +387,37 @@ class Store:
     def downsampled(self, sid: int, start: float = -np.inf, end: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """Bucket means (timestamp = bucket start) with start < t <= end, oldest first; the
         bucket still filling is included as its running mean."""
-        last = int(self.ds_last[sid])
-        if last >= 0:
-            b = np.arange(max(int(self.ds_first[sid]), last - self.ds_capacity + 1), last + 1)
-            v = self.ds_v[sid, b % self.ds_capacity].astype(np.float64)
-            ok = ~np.isnan(v)
-            b, v = b[ok], v[ok]
-        else:
-            b, v = np.zeros(0, dtype=np.int64), np.zeros(0)
-        if self.acc_b[sid] >= 0 and self.acc_cnt[sid] > 0:
-            b = np.append(b, self.acc_b[sid])
-            v = np.append(v, self.acc_sum[sid] / self.acc_cnt[sid])
-        t = b.astype(np.float64) * self.ds_interval
-        keep = (t > start) & (t <= end) & ~is_stale(v)
-        return t[keep], v[keep]
+        with self.lock:  # writers run on other threads; a ring read must not see half an append
+            last = int(self.ds_last[sid])
+            if last >= 0:
+                b = np.arange(max(int(self.ds_first[sid]), last - self.ds_capacity + 1), last + 1)
+                v = self.ds_v[sid, b % self.ds_capacity].astype(np.float64)
+                ok = ~np.isnan(v)
+                b, v = b[ok], v[ok]
+            else:
+                b, v = np.zeros(0, dtype=np.int64), np.zeros(0)
+            if self.acc_b[sid] >= 0 and self.acc_cnt[sid] > 0:
+                b = np.append(b, self.acc_b[sid])
+                v = np.append(v, self.acc_sum[sid] / self.acc_cnt[sid])
+            t = b.astype(np.float64) * self.ds_interval
+            keep = (t > start) & (t <= end) & ~is_stale(v)
+            return t[keep], v[keep]
 
     def history(self, sid: int, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
         """Best available history over (start, end]: downsampled before the raw tier begins,
         raw after. Stale markers are dropped."""
-        cut = self.oldest_raw(sid)
-        parts_t, parts_v = [], []
-        if start < cut:
-            t, v = self.downsampled(sid, start, min(end, cut - self.ds_interval))
-            parts_t.append(t)
-            parts_v.append(v)
-        t, v = self.raw(sid, max(start, cut - 1e-9) if start < cut else start, end)
-        keep = ~is_stale(v)
-        parts_t.append(t[keep])
-        parts_v.append(v[keep])
-        return np.concatenate(parts_t), np.concatenate(parts_v)
+        with self.lock:  # writers run on other threads; a ring read must not see half an append
+            cut = self.oldest_raw(sid)
+            parts_t, parts_v = [], []
+            if start < cut:
+                t, v = self.downsampled(sid, start, min(end, cut - self.ds_interval))
+                parts_t.append(t)
+                parts_v.append(v)
+            t, v = self.raw(sid, max(start, cut - 1e-9) if start < cut else start, end)
+            keep = ~is_stale(v)
+            parts_t.append(t[keep])
+            parts_v.append(v[keep])
+            return np.concatenate(parts_t), np.concatenate(parts_v)
 
     def latest(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Last timestamp and value of each series (NaN where empty)."""
@@ -569,7 +576,7 @@ class Store:
         arrays = np.load(io.BytesIO(payload[nl + 1:]))
         labels = [tuple(tuple(p) for p in lab) for lab in meta["labels"]]
         with self.lock:
-            self.__init__(self.raw_capacity, self.retention, self.ds_interval, self.max_series, self.stale_after)  # type: ignore[misc]
+            self._clear()
             n = min(len(labels), self.max_series)
             if n:
                 self._grow(n)

@@ -300,3 +300,112 @@ def test_run_loop_delivers_and_stops(tmp_path):
     ob.stop()
     th.join(timeout=10)
     assert not th.is_alive() and sent(tool) == [("open", "a", 1)]
+
+
+# ---- review findings (issue 4/5 robustness) ------------------------------------------------------
+
+
+def test_different_action_with_a_taken_sequence_is_renumbered_not_dropped(tmp_path):
+    """A crash between enqueue and the problem store's commit, then a different decision with
+    the same sequence: the clear must reach the ticket."""
+    ob, tool, clock = make(tmp_path)
+    assert ob.enqueue("itsm", tk("k", "open", 1)) and ob.enqueue("itsm", tk("k", "update", 2))
+    clear = tk("k", "clear", 2)  # the caller never recorded the update at 2
+    assert ob.enqueue("itsm", clear) and clear.sequence == 3
+    again = tk("k", "clear", 2)  # and crashed again: the same decision is kept once
+    assert ob.enqueue("itsm", again) and again.sequence == 3
+    same = tk("k", "clear", 3)
+    assert ob.enqueue("itsm", same) and same.sequence == 3
+    assert [(r["action"], r["sequence"]) for r in reversed(ob.rows())] == [("open", 1), ("update", 2), ("clear", 3)]
+    ob.deliver_due()
+    assert sent(tool) == [("open", "k", 1), ("update", "k", 2), ("clear", "k", 3)]
+    assert ob.last_sequence("itsm", "k") == 3 and ob.last_sequence("itsm", "other") == 0
+    assert ("itsm", "clear", "renumbered") in ob._actions_total
+
+
+def test_retry_after_hold_survives_rebuild(tmp_path):
+    """A reload or restart builds a new Outbox: a sink that said 429 Retry-After: 3600 must
+    not be hit again before that."""
+    ob, tool, clock = make(tmp_path)
+    ob.enqueue("itsm", tk("a", "open", 1))
+    ob.enqueue("itsm", tk("b", "open", 1))
+    tool.fail = [DeliveryError("HTTP 429", retryable=True, retry_after=3600)]
+    assert ob.deliver_due().retried == 1
+    ob.close()
+    clock.advance(60)
+    ob2, _, _ = make(tmp_path, tool, clock)
+    assert ob2.deliver_due().attempted == 0  # b is due, but the sink is still held
+    assert [c for c in tool.calls if c[1] == "b"] == []
+    clock.advance(3600 + 400)
+    assert ob2.deliver_due().delivered == 2
+    # holds that have passed are not restored
+    ob2.close()
+    ob3, _, _ = make(tmp_path, tool, clock)
+    assert ob3._sink_hold_until == {}
+
+
+def test_scrape_during_latency_update_sees_consistent_histogram(tmp_path):
+    """A scrape between publishing a new sink's buckets and its sum used to raise KeyError."""
+    import threading
+
+    ob, tool, clock = make(tmp_path)
+    errors: list[BaseException] = []
+    scrapes: list[threading.Thread] = []
+
+    def scrape() -> None:
+        try:
+            list(ob.collect())
+        except BaseException as e:  # noqa: BLE001 - recorded for the assertion
+            errors.append(e)
+
+    class Hooked(dict):
+        def setdefault(self, key: Any, default: Any = None) -> Any:
+            out = super().setdefault(key, default)
+            th = threading.Thread(target=scrape)
+            scrapes.append(th)
+            th.start()
+            th.join(0.3)  # without the lock the scrape runs right here, mid-update
+            return out
+
+    ob._latency = Hooked()
+    ob.enqueue("itsm", tk("a", "open", 1))
+    ob.deliver_due()
+    for th in scrapes:
+        th.join(10)
+    assert scrapes and errors == []
+    fams = {f.name: f for f in ob.collect()}
+    hist = {s.name: s.value for s in fams["forewarn_ticket_delivery_latency_seconds"].samples}
+    assert hist["forewarn_ticket_delivery_latency_seconds_count"] == 1
+
+
+def test_txn_does_not_hide_errors_or_wedge(tmp_path):
+    from agent.outbox import _Txn, connect
+
+    conn = connect(str(tmp_path / "t.db"))
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(
+        "CREATE TABLE p (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE c (pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);"
+        "CREATE TABLE full (x INTEGER);"
+        "CREATE TRIGGER disk_full BEFORE INSERT ON full BEGIN SELECT RAISE(ROLLBACK, 'database or disk is full'); END;"
+    )
+    # SQLite already rolled back (as on SQLITE_FULL): the real error comes out, not "no transaction"
+    with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
+        with _Txn(conn) as c:
+            c.execute("INSERT INTO p (id) VALUES (1)")
+            c.execute("INSERT INTO full (x) VALUES (1)")
+    assert not conn.in_transaction and conn.execute("SELECT COUNT(*) FROM p").fetchone()[0] == 0
+    # COMMIT fails (deferred constraint) and leaves the transaction open: it is rolled back
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        with _Txn(conn) as c:
+            c.execute("INSERT INTO c (pid) VALUES (42)")
+    assert not conn.in_transaction
+    with _Txn(conn) as c:  # the next transaction works
+        c.execute("INSERT INTO p (id) VALUES (2)")
+    assert [r[0] for r in conn.execute("SELECT id FROM p")] == [2]
+    # an error in the body still rolls back
+    with pytest.raises(ValueError):
+        with _Txn(conn) as c:
+            c.execute("INSERT INTO p (id) VALUES (3)")
+            raise ValueError("boom")
+    assert [r[0] for r in conn.execute("SELECT id FROM p")] == [2] and not conn.in_transaction

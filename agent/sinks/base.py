@@ -119,12 +119,15 @@ def retry_after_from_headers(headers: Any, now: float | None = None) -> float | 
     return None
 
 
-def check_response(resp: Any, what: str) -> None:
-    """Raise DeliveryError for a non-2xx response, classified by the shared status table."""
+def check_response(resp: Any, what: str, redact: Any = None) -> None:
+    """Raise DeliveryError for a non-2xx response, classified by the shared status table.
+    `redact(text)` removes secrets from the whole answer before it is cut to a snippet (a
+    secret straddling the cut would otherwise leave its prefix behind)."""
     if 200 <= resp.status_code < 300:
         return
     reason = f"{what}: HTTP {resp.status_code}"
-    snippet = (resp.text or "")[:300].replace("\n", " ")
+    text = resp.text or ""
+    snippet = (redact(text) if redact else text)[:300].replace("\n", " ")
     if snippet:
         reason += f": {snippet}"
     if resp.status_code in RETRYABLE_STATUSES:

@@ -194,7 +194,7 @@ class HttpClient:
         if resp.status_code in accept_statuses:
             return resp
         try:
-            check_response(resp, what)
+            check_response(resp, what, redact=self.redact)
         except DeliveryError as e:
             raise DeliveryError(self.redact(e.reason), e.retryable, e.retry_after) from None
         return resp
@@ -205,7 +205,7 @@ class HttpClient:
         try:
             return resp.json()
         except (ValueError, json.JSONDecodeError):
-            snippet = self.redact((resp.text or "")[:200].replace("\n", " "))
+            snippet = self.redact(resp.text or "")[:200].replace("\n", " ")
             raise DeliveryError(
                 f"{what}: HTTP {resp.status_code} answer is not JSON: {snippet!r}", retryable=False
             ) from None

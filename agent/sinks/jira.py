@@ -251,7 +251,7 @@ class JiraSink:
         if resp.status_code == 400:
             # The workflow changed under the cached id: forget it; the retry looks it up again.
             self._transition_ids.pop(name, None)
-            snippet = self._http.redact(resp.text[:200].replace("\n", " "))
+            snippet = self._http.redact(resp.text)[:200].replace("\n", " ")
             raise DeliveryError(f"{what}: HTTP 400 for cached transition id {tid}: {snippet}", retryable=True)
 
     def _lookup_transition(self, key: str, what: str) -> str | None:

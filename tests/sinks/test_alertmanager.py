@@ -121,9 +121,9 @@ def test_config_validation():
 
 
 def test_daemon_rule_fires_alert_in_alertmanager_then_resolves_it(alertmanager_server, agent_factory, tmp_path):
-    from tests.sinks.test_request_tracker import DiskExporter, outbox_ref, start_agent
+    from tests.sinks.test_request_tracker import make_disk_exporter, outbox_ref, start_agent
 
-    am, exporter = alertmanager_server, DiskExporter()
+    am, exporter = alertmanager_server, make_disk_exporter()
     try:
         agent = start_agent(agent_factory, tmp_path, exporter, f"""\
             - name: am

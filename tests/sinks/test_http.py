@@ -121,3 +121,20 @@ def test_redact_covers_raw_password_and_basic_forms():
     b64 = base64.b64encode(b"me@example.com:tok-ABCDEF").decode()
     out = client.redact(f"echo: Basic {b64} tok-ABCDEF me@example.com:tok-ABCDEF")
     assert "tok-ABCDEF" not in out and b64 not in out
+
+
+def test_secret_straddling_the_snippet_cut_leaves_no_prefix():
+    """The answer is redacted whole before it is cut to a snippet."""
+    from types import SimpleNamespace
+
+    from agent.sinks.base import DeliveryError, check_response
+
+    secret = "s3cr3t-token-0123456789"
+    text = "x" * 290 + secret + " echoed back"
+    resp = SimpleNamespace(status_code=401, text=text, headers={})
+    try:
+        check_response(resp, "open", redact=lambda t: t.replace(secret, "<redacted>"))
+    except DeliveryError as e:
+        assert "s3cr3t" not in e.reason and not e.retryable
+    else:
+        raise AssertionError("401 must raise")
