@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default %(default)s)")
     run.add_argument("--web.listen-address", dest="listen_address", default=None, help="HOST:PORT for /metrics and the API")
+    run.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                     help="allow POST /-/reload (also web.enable_lifecycle in the config)")
     run.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     run.add_argument("--shard", default=None, help="i/n: take only this agent's share of series")
 

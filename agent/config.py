@@ -111,6 +111,8 @@ class GlobalConfig:
 class WebConfig:
     listen_address: str = doc("Where /metrics and the API listen.", default=":9469")
     external_url: str = doc("URL under which the agent is reachable, used in ticket links.", default="")
+    enable_lifecycle: bool = doc("Allow POST /-/reload (like Prometheus's --web.enable-lifecycle); "
+                                 "SIGHUP always works.", default=False)
 
     def validate(self, err: Any) -> None:
         try:

@@ -70,8 +70,9 @@ class Agent:
     """One running agent. Everything it needs arrives in the constructor; nothing at import."""
 
     def __init__(self, cfg: Config, listen_address: str | None = None, shard: str | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, enable_lifecycle: bool = False) -> None:
         self.cfg = cfg
+        self.enable_lifecycle = enable_lifecycle
         self.clock = clock or WallClock()
         self.listen_address = listen_address or cfg.web.listen_address
         if shard:
@@ -151,7 +152,8 @@ class Agent:
         self.pipeline.start()
         host, port = parse_listen_address(self.listen_address)
         self.web = WebServer((host, port), self.registry, WebHooks(
-            reload=self.reload, ready=self.ready_event.is_set, api=self.pipeline.api_routes()))
+            reload=self.reload, ready=self.ready_event.is_set, api=self.pipeline.api_routes(),
+            lifecycle=self.enable_lifecycle or self.cfg.web.enable_lifecycle))
         self.web.start()
         log.info("listening on %s", self.listen_address)
         # The first collection happens before READY=1, so a ready agent has data to show.
@@ -300,7 +302,7 @@ def command(args: Any) -> int:
         except ValueError as e:
             print(f"forewarn: error: --web.listen-address: {e}", file=sys.stderr)
             return 2
-    agent = Agent(cfg, args.listen_address, args.shard)
+    agent = Agent(cfg, args.listen_address, args.shard, enable_lifecycle=args.enable_lifecycle)
     signals: list[int] = []
     wake = threading.Event()
 

@@ -3,13 +3,18 @@
 Delivery semantics (issue 4 item 4, issue 5 item 3):
 
 - `enqueue` commits the action to SQLite (WAL) before anything is sent. (sink, dedup_key,
-  sequence) is unique, so enqueueing the same action twice (a crash between enqueue and the
-  problem store's commit) keeps one.
+  sequence) is unique and sequences of a key only grow. An action whose sequence is not above
+  the key's highest one in the outbox comes from a caller that is behind (a crash between
+  enqueue and the problem store's commit): when it is the same action as the key's latest,
+  it is that action again and is kept once; a *different* action is never dropped but
+  renumbered to follow the latest (logged, counted `renumbered`). Either way `enqueue` sets
+  `ticket.sequence` to the number the action has in the outbox; the caller records that.
 - `deliver_due` sends due actions, in order per problem: an action waits until every earlier
   action of the same (sink, dedup_key) is delivered or dead.
 - Retryable failures back off exponentially with jitter, never sooner than the sink's
   `retry_after`; the sink is then held for that long (rate limits and outages are sink-wide).
-  Permanent failures, and retryable ones older than `give_up_after`, go to the dead-letter
+  A rebuilt or restarted outbox derives these holds from the pending rows' `next_attempt_at`,
+  so a reload does not hit a rate-limited sink early. Permanent failures, and retryable ones older than `give_up_after`, go to the dead-letter
   table with a log line and a metric.
 - Idempotency: a local (sink, dedup_key) -> ticket ref map. Before an `open` with no known ref,
   `sink.find(key)` is asked first: a ticket found there was opened by an attempt whose result
@@ -21,7 +26,7 @@ Delivery semantics (issue 4 item 4, issue 5 item 3):
   update; if it returns nothing, a new ticket is opened.
 - `forewarn_ticket_actions_total{sink,action,outcome}` outcomes: delivered (sent), recovered
   (found already done through `find`, nothing sent), skipped (a clear with no ticket), retry,
-  dead, refused, coalesced, evicted.
+  dead, refused, coalesced, evicted, renumbered.
 - Bounded by `max_pending`. When full, a new update replaces a pending update of the same
   problem (coalesced into the newest); a new open or clear evicts the oldest pending update;
   when nothing can give way the action is refused. Each of these is logged and counted.
@@ -123,7 +128,26 @@ class _Txn:
         return self.conn
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is not None:
+            # SQLite rolls back by itself on some errors (disk full, I/O error, RAISE(ROLLBACK)):
+            # an explicit ROLLBACK would then raise and hide the error being propagated.
+            if self.conn.in_transaction:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("ROLLBACK failed (the original error follows)")
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT (deferred constraint, SQLITE_BUSY, disk full) may leave the
+            # transaction open, and every later BEGIN IMMEDIATE would fail: end it here.
+            if self.conn.in_transaction:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("ROLLBACK after a failed COMMIT failed")
+            raise
 
 
 @dataclass
@@ -181,8 +205,20 @@ class Outbox:
         self._in_flight: set[int] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._sink_hold_until: dict[str, float] = {}
+        # sink -> no attempt before this time (Retry-After, backoff after a failure). After a
+        # restart or reload: the latest next_attempt_at among the sink's failed pending rows
+        # (while a sink is held nothing else of it is tried, so that row holds the last delay).
+        now = clock.now()
+        self._sink_hold_until: dict[str, float] = {
+            r["sink"]: r["t"]
+            for r in self._conn.execute(
+                "SELECT sink, MAX(next_attempt_at) AS t FROM actions WHERE state='pending' AND attempts>0"
+                " GROUP BY sink")
+            if r["t"] is not None and r["t"] > now
+        }
         self._last_prune = 0.0
+        # metrics are written by the evaluation and delivery threads and read by /metrics
+        self._metrics_lock = threading.Lock()
         # counters since start: (sink, action, outcome) -> n
         self._actions_total: dict[tuple[str, str, str], int] = {}
         self._dead_total: dict[str, int] = {}
@@ -207,15 +243,24 @@ class Outbox:
         now = self.clock.now()
         payload = json.dumps(ticket.to_json(), sort_keys=True)
         dropped: sqlite3.Row | None = None
+        renumbered_from: int | None = None
         try:
             with self._lock:
                 with _Txn(self._conn) as c:
-                    exists = c.execute(
-                        "SELECT 1 FROM actions WHERE sink=? AND dedup_key=? AND sequence=?",
-                        (sink_name, ticket.dedup_key, ticket.sequence),
+                    last = c.execute(
+                        "SELECT sequence, action FROM actions WHERE sink=? AND dedup_key=?"
+                        " ORDER BY sequence DESC LIMIT 1", (sink_name, ticket.dedup_key),
                     ).fetchone()
-                    if exists:
-                        return True
+                    if last is not None and ticket.sequence <= last["sequence"]:
+                        # The caller is behind this outbox: it crashed between enqueue and
+                        # recording it. The same decision again is that action: keep one.
+                        if last["action"] == ticket.action:
+                            ticket.sequence = last["sequence"]
+                            return True
+                        # A different decision must not be deduplicated away: number it next.
+                        renumbered_from = ticket.sequence
+                        ticket.sequence = last["sequence"] + 1
+                        payload = json.dumps(ticket.to_json(), sort_keys=True)
                     if sum(self._pending.values()) >= self.max_pending:
                         dropped = self._make_room(c, sink_name, ticket, now)
                         if dropped is None:
@@ -237,12 +282,27 @@ class Outbox:
             log.error("outbox %s: cannot enqueue %s of %s (seq %d): %s", self.path, ticket.action,
                       ticket.dedup_key, ticket.sequence, e)
             return False
+        if renumbered_from is not None:
+            self._count(sink_name, ticket.action, "renumbered")
+            log.warning("outbox: %s of %s for sink %s came with sequence %d, already taken by another action;"
+                        " enqueued as sequence %d", ticket.action, ticket.dedup_key, sink_name, renumbered_from,
+                        ticket.sequence)
         if dropped is not None:
             self._count(dropped["sink"], "update", dropped["outcome"])
             log.warning("outbox full: pending update #%d for sink %s %s to admit a %s",
                         dropped["id"], dropped["sink"], dropped["outcome"], ticket.action)
         self._wake.set()
         return True
+
+    @staticmethod
+    def _max_sequence(c: sqlite3.Connection, sink_name: str, key: str) -> int:
+        r = c.execute("SELECT MAX(sequence) AS m FROM actions WHERE sink=? AND dedup_key=?", (sink_name, key)).fetchone()
+        return int(r["m"] or 0)
+
+    def last_sequence(self, sink_name: str, dedup_key: str) -> int:
+        """The highest sequence this outbox still holds for (sink, dedup_key); 0 when none."""
+        with self._lock:
+            return self._max_sequence(self._conn, sink_name, dedup_key)
 
     def _make_room(self, c: sqlite3.Connection, sink_name: str, ticket: Ticket, now: float) -> sqlite3.Row | None:
         """Drop one pending update to admit `ticket` (its row, with the outcome); None when none may go."""
@@ -438,7 +498,8 @@ class Outbox:
         with self._lock:
             self._pending[row["sink"]] -= 1
         self._count(row["sink"], row["action"], "dead")
-        self._dead_total[row["sink"]] = self._dead_total.get(row["sink"], 0) + 1
+        with self._metrics_lock:
+            self._dead_total[row["sink"]] = self._dead_total.get(row["sink"], 0) + 1
         log.error("ticket %s %s (seq %d) -> sink %s: dead letter: %s",
                   row["action"], row["dedup_key"], row["sequence"], row["sink"], reason)
 
@@ -470,18 +531,20 @@ class Outbox:
 
     def _count(self, sink: str, action: str, outcome: str) -> None:
         k = (sink, action, outcome)
-        self._actions_total[k] = self._actions_total.get(k, 0) + 1
+        with self._metrics_lock:  # enqueue (evaluation thread) and delivery both count
+            self._actions_total[k] = self._actions_total.get(k, 0) + 1
 
     def _observe_latency(self, sink: str, seconds: float) -> None:
-        buckets = self._latency.setdefault(sink, [0.0] * (len(LATENCY_BUCKETS) + 1))
-        for i, b in enumerate(LATENCY_BUCKETS):
-            if seconds <= b:
-                buckets[i] += 1
-                break
-        else:
-            buckets[-1] += 1
-        self._latency_count[sink] = self._latency_count.get(sink, 0) + 1
-        self._latency_sum[sink] = self._latency_sum.get(sink, 0.0) + max(0.0, seconds)
+        with self._metrics_lock:  # a scrape must never see the buckets of a sink without its sum
+            buckets = self._latency.setdefault(sink, [0.0] * (len(LATENCY_BUCKETS) + 1))
+            for i, b in enumerate(LATENCY_BUCKETS):
+                if seconds <= b:
+                    buckets[i] += 1
+                    break
+            else:
+                buckets[-1] += 1
+            self._latency_count[sink] = self._latency_count.get(sink, 0) + 1
+            self._latency_sum[sink] = self._latency_sum.get(sink, 0.0) + max(0.0, seconds)
 
     def collect(self) -> Iterator[Any]:
         """prometheus_client metric families (register the Outbox as a custom collector)."""
@@ -495,9 +558,13 @@ class Outbox:
             dead_now = {r["sink"]: r["n"] for r in self._conn.execute(
                 "SELECT sink, COUNT(*) AS n FROM dead_letters GROUP BY sink")}
             pending = dict(self._pending)
+        with self._metrics_lock:
+            actions_total = dict(self._actions_total)
+            dead_total = dict(self._dead_total)
+            latency = {s: (list(counts), self._latency_sum[s]) for s, counts in self._latency.items()}
         actions = CounterMetricFamily("forewarn_ticket_actions", "Ticket actions by sink, action and outcome.",
                                       labels=["sink", "action", "outcome"])
-        for (s, a, o), n in sorted(self._actions_total.items()):
+        for (s, a, o), n in sorted(actions_total.items()):
             actions.add_metric([s, a, o], n)
         yield actions
         g = GaugeMetricFamily("forewarn_outbox_pending", "Undelivered ticket actions.", labels=["sink"])
@@ -515,17 +582,17 @@ class Outbox:
         yield g
         c = CounterMetricFamily("forewarn_outbox_dead_letters_added", "Actions sent to the dead letter since start.",
                                 labels=["sink"])
-        for s in sorted(self._dead_total):
-            c.add_metric([s], self._dead_total[s])
+        for s in sorted(dead_total):
+            c.add_metric([s], dead_total[s])
         yield c
         h = HistogramMetricFamily("forewarn_ticket_delivery_latency_seconds",
                                   "Time from enqueue to delivery of ticket actions.", labels=["sink"])
-        for s in sorted(self._latency):
-            counts, cum, buckets = self._latency[s], 0.0, []
+        for s in sorted(latency):
+            (counts, total), cum, buckets = latency[s], 0.0, []
             for b, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts):
                 cum += n
                 buckets.append((b, cum))
-            h.add_metric([s], buckets, self._latency_sum[s])
+            h.add_metric([s], buckets, total)
         yield h
 
     # ---- listing (for `forewarn tickets outbox`) ---------------------------------------------

@@ -102,6 +102,7 @@ class WebHooks:
 
     reload: Callable[[], tuple[bool, str]]
     ready: Callable[[], bool]
+    lifecycle: bool = False  # POST /-/reload allowed (Prometheus's --web.enable-lifecycle)
     api: dict[str, Callable[[dict[str, str]], tuple[int, Any]]] = field(default_factory=dict)
 
 
@@ -134,6 +135,11 @@ class _Handler(BaseHTTPRequestHandler):
                 q.update(parse_qs(body, keep_blank_values=True))
         return {k: v[-1] for k, v in q.items()}
 
+    def _discard_body(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= 1_000_000:
+            self.rfile.read(length)
+
     def do_GET(self) -> None:  # noqa: N802
         self._route()
 
@@ -161,8 +167,12 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._send(503, b"Service Unavailable\n")
             elif path == "/-/reload":
+                self._discard_body()  # keep-alive: the body must not be read as the next request
                 if self.command not in ("POST", "PUT"):
                     self._send(405, b"Only POST or PUT requests allowed\n")
+                    return
+                if not hooks.lifecycle:
+                    self._send(403, b"Lifecycle API is not enabled.\n")
                     return
                 ok, msg = hooks.reload()
                 self._send(200 if ok else 500, (msg + "\n").encode())

@@ -65,8 +65,16 @@ def test_sd_notify_ready_and_watchdog(agent_factory, tmp_path):
         sock.close()
 
 
-def test_reload_with_broken_config_keeps_the_last_good_one(agent_factory):
+def test_reload_endpoint_is_off_unless_enabled(agent_factory):
     agent = agent_factory(SYSTEM_ONLY)
+    r = __import__("requests").post(agent.url + "/-/reload", timeout=10)
+    assert r.status_code == 403 and "not enabled" in r.text
+    assert "configuration reloaded" not in agent.log()
+
+
+def test_reload_with_broken_config_keeps_the_last_good_one(agent_factory):
+    agent = agent_factory(SYSTEM_ONLY, start=False)
+    agent.start(extra_args=("--web.enable-lifecycle",))
     good = open(agent.config_path).read()
     with open(agent.config_path, "a") as f:
         f.write("global_typo: 1\n")
