@@ -130,11 +130,14 @@ class SelectionCache:
         sel = self._entries.get(key)
         if sel is None:
             with self.store.lock:
+                generation = self.store.generation
                 ids = select_ids(self.store, vs)
                 labels = [self.store.labels(int(i)) for i in ids]
             nameless = [tuple(p for p in lab if p[0] != NAME) for lab in labels]
             nameless_ids, epoch = self.label_ids.ids(nameless)
             sel = Selection(ids, labels, nameless, nameless_ids, epoch)
+            if generation != self._generation:
+                return sel  # the series set changed meanwhile: use it once, do not keep it
             if len(self._entries) >= self.max_entries or self._labels_held + len(ids) > self.max_labels:
                 self._entries = {}
                 self._labels_held = 0
