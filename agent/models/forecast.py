@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.models.seasonality import CANDIDATE_PERIODS, detect_period
+from agent.models.seasonality import CANDIDATE_PERIODS, bin_means, detect_period
 
 MODELS: tuple[str, ...] = ("linear", "robust_linear", "holt", "holt_winters")
 LINEAR, ROBUST_LINEAR, HOLT, HOLT_WINTERS = range(4)
@@ -848,19 +848,9 @@ def _line_at(t: np.ndarray, v: np.ndarray, at: float) -> tuple[float, float, flo
 def seasonal_profile(t: np.ndarray, v: np.ndarray, period: float, nbins: int) -> np.ndarray:
     """Mean-zero seasonal profile of (t, v) in `nbins` phase bins of `period` (detrended by a
     one-period moving average of the bin-regularised series)."""
-    step = period / nbins
-    g = np.floor(t / step).astype(np.int64)
-    g0 = g[0]
-    idx = g - g0
-    n = int(idx[-1]) + 1
-    cnt = np.bincount(idx, minlength=n)
-    tot = np.bincount(idx, weights=v, minlength=n)
-    have = cnt > 0
-    grid = np.empty(n)
-    grid[have] = tot[have] / cnt[have]
+    g0, grid = bin_means(t, v, period / nbins)
+    n = len(grid)
     pos = np.arange(n)
-    if not have.all():
-        grid[~have] = np.interp(pos[~have], pos[have], grid[have])
     if n > nbins:
         csum = np.concatenate(([0.0], np.cumsum(grid)))
         ma = (csum[nbins:] - csum[:-nbins]) / nbins

@@ -36,7 +36,7 @@ from agent.models.forecast import (
     RefitJob,
     RefitResult,
 )
-from agent.models.seasonality import detect_period
+from agent.models.seasonality import bin_means, detect_period
 
 MAX_POINTS = 4000  # fit on at most this many grid points (keeps one fit well under a second)
 MIN_POINTS = 24
@@ -48,19 +48,8 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 
 def _regularise(t: np.ndarray, v: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
     """Bin means on a grid of `step` seconds aligned to multiples of `step`; gaps interpolated."""
-    g = np.floor(t / step).astype(np.int64)
-    idx = g - g[0]
-    n = int(idx[-1]) + 1
-    cnt = np.bincount(idx, minlength=n)
-    tot = np.bincount(idx, weights=v, minlength=n)
-    have = cnt > 0
-    y = np.empty(n)
-    y[have] = tot[have] / cnt[have]
-    if not have.all():
-        pos = np.arange(n)
-        y[~have] = np.interp(pos[~have], pos[have], y[have])
-    tg = (np.arange(n) + g[0]) * step + step / 2
-    return tg, y
+    g0, y = bin_means(t, v, step)
+    return (np.arange(len(y)) + g0) * step + step / 2, y
 
 
 def _per_step(x: float, k: float) -> float:

@@ -7,6 +7,24 @@ from __future__ import annotations
 
 import numpy as np
 
+
+def bin_means(t: np.ndarray, v: np.ndarray, step: float, origin: float = 0.0) -> tuple[int, np.ndarray]:
+    """(first bin number, mean of each bin) on a grid of `step` seconds, bins numbered
+    floor((t - origin) / step); empty bins are filled by linear interpolation. `t` ascending."""
+    g = np.floor((t - origin) / step).astype(np.int64)
+    g0 = int(g[0])
+    idx = g - g0
+    n = int(idx[-1]) + 1
+    cnt = np.bincount(idx, minlength=n)
+    tot = np.bincount(idx, weights=v, minlength=n)
+    have = cnt > 0
+    y = np.empty(n)
+    y[have] = tot[have] / cnt[have]
+    if not have.all():
+        pos = np.arange(n)
+        y[~have] = np.interp(pos[~have], pos[have], y[have])
+    return g0, y
+
 HOUR = 3600.0
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -41,17 +59,8 @@ def seasonal_strength(t: np.ndarray, v: np.ndarray, period: float, min_cycles: f
     if nbins < 4:
         return 0.0
     step = period / nbins
-    # Regularise onto a grid of `step` seconds (bin means; gaps interpolated).
-    idx = np.floor((t - t[0]) / step).astype(np.int64)
-    n = int(idx[-1]) + 1
-    cnt = np.bincount(idx, minlength=n)
-    tot = np.bincount(idx, weights=v, minlength=n)
-    have = cnt > 0
-    grid = np.empty(n)
-    grid[have] = tot[have] / cnt[have]
-    if not have.all():
-        pos = np.arange(n)
-        grid[~have] = np.interp(pos[~have], pos[have], grid[have])
+    _, grid = bin_means(t, v, step, origin=t[0])
+    n = len(grid)
     # Remove everything slower than the period: centred moving average over one full cycle.
     if n < 2 * nbins:
         return 0.0
