@@ -294,16 +294,6 @@ class Outbox:
         self._wake.set()
         return True
 
-    @staticmethod
-    def _max_sequence(c: sqlite3.Connection, sink_name: str, key: str) -> int:
-        r = c.execute("SELECT MAX(sequence) AS m FROM actions WHERE sink=? AND dedup_key=?", (sink_name, key)).fetchone()
-        return int(r["m"] or 0)
-
-    def last_sequence(self, sink_name: str, dedup_key: str) -> int:
-        """The highest sequence this outbox still holds for (sink, dedup_key); 0 when none."""
-        with self._lock:
-            return self._max_sequence(self._conn, sink_name, dedup_key)
-
     def _make_room(self, c: sqlite3.Connection, sink_name: str, ticket: Ticket, now: float) -> sqlite3.Row | None:
         """Drop one pending update to admit `ticket` (its row, with the outcome); None when none may go."""
         flight = tuple(self._in_flight) or (-1,)

@@ -27,19 +27,33 @@ Per problem and evaluation, one decision with an explicit `Reason`:
 - no alert of the problem firing or pending -> clear (`resolved`), commenting or resolving
   per the rule's `on_clear`. A problem whose alerts went back to pending (as after an agent
   restart, while `for` runs again) is not cleared.
-- firing again within `flap_window` of its clear -> the same ticket is updated (`reopened`).
+- firing again within `flap_window` of its clear -> the same ticket is updated at once
+  (`reopened`), unless the problem's previous reopen note is less than `update_min_interval`
+  old: then it goes back to open without a note (`repeat interval`), and the note is sent
+  once `update_min_interval` has passed since the previous one, if it still fires then. A
+  problem that clears while its reopen note is owed sends no clear (the ticket's last word
+  already is "cleared"). So reopen notes are at least `update_min_interval` apart and every
+  clear follows an open, update or reopen note: a condition flipping at every evaluation
+  adds at most one reopen note and one clear per `update_min_interval`.
 - Silences and maintenance windows keep a problem from opening a ticket; a problem that
   already has one still gets its updates and its clear (the ticket is where people look).
 - Storm guard: at most `max_new_tickets_per_hour_per_rule` and `max_new_tickets_per_hour`
   new tickets per clock hour. Problems over a cap are held and listed in ONE summary ticket
   per hour window and sink (opened at once, updated at most every 5 minutes with the
   problems held since, cleared when none of them fires any more). Held problems stay
-  covered by that summary until they clear.
+  covered by that summary until they clear. A problem held after its hour's summary was
+  cleared reopens the summary (an `open` of its key: the same ticket when the tool still has
+  it open, else a new one).
 
 Decisions are enqueued in the outbox first and recorded in SQLite (`problems.db`) after, so a
-crash in between re-enqueues the same (dedup_key, sequence), which the outbox keeps once. A
-restart therefore neither reopens nor re-clears. `sequence` continues across episodes of a
-key (reopen, later return), so (dedup_key, sequence) names one action for good.
+crash in between re-enqueues the same (dedup_key, sequence), which the outbox keeps once; a
+different decision after such a crash is renumbered by the outbox (never dropped), and the
+number the outbox gave is what is recorded. A restart therefore neither reopens nor
+re-clears. `sequence` continues across episodes of a key (reopen, later return), so
+(dedup_key, sequence) names one action for good: the last sequence of every key is kept in
+the `sequences` table for `SEQUENCE_RETENTION` (far longer than the problem records, which are
+forgotten after `RECORD_RETENTION`, and than the outbox's rows), and a problem seen anew
+continues from there.
 """
 
 from __future__ import annotations
@@ -66,6 +80,9 @@ URGENCY_BOUNDS = (3600.0, 6 * 3600.0, 24 * 3600.0)
 STORM_SUMMARY_MIN_INTERVAL = 300.0
 STORM_RULE = "ForewarnTicketStorm"
 RECORD_RETENTION = 7 * 86400.0  # cleared problems are remembered this long (at least flap_window)
+# A key's last sequence outlives its problem record so a later episode never reuses a number
+# (receivers dedupe on dedup_key:sequence). Bounded: ~60 bytes per key idle this long.
+SEQUENCE_RETENTION = 400 * 86400.0
 SUMMARY_LIST_MAX = 200
 
 
@@ -176,7 +193,14 @@ CREATE TABLE IF NOT EXISTS problems (
     reported_severity TEXT NOT NULL,
     reported_series INTEGER NOT NULL,
     cleared_at REAL,
-    storm_window INTEGER
+    storm_window INTEGER,
+    ticket_cleared INTEGER NOT NULL DEFAULT 0,  -- the last action sent was a clear
+    reopened_at REAL                  -- when the last reopen note was sent (flap damping)
+);
+CREATE TABLE IF NOT EXISTS sequences (
+    dedup_key TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL,        -- the last one used: the next action of the key gets more
+    updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS storm_counts (
     window INTEGER NOT NULL,
@@ -219,15 +243,19 @@ class Problem:
     reported_series: int = 0
     cleared_at: float | None = None
     storm_window: int | None = None
+    ticket_cleared: bool = False  # the last action sent was a clear (a reopen note may be owed)
+    reopened_at: float | None = None  # when the last reopen note was sent
 
     _COLUMNS = ("dedup_key", "rule", "owner", "sink", "group_labels", "state", "detail", "title", "started_at",
                 "last_action_at", "sequence", "has_ticket", "reported_breach_at", "reported_bucket",
-                "reported_severity", "reported_series", "cleared_at", "storm_window")
+                "reported_severity", "reported_series", "cleared_at", "storm_window", "ticket_cleared",
+                "reopened_at")
 
     def row(self) -> tuple[Any, ...]:
         d = {k: getattr(self, k) for k in self._COLUMNS}
         d["group_labels"] = json.dumps(self.group_labels, sort_keys=True)
         d["has_ticket"] = int(self.has_ticket)
+        d["ticket_cleared"] = int(self.ticket_cleared)
         return tuple(d[k] for k in self._COLUMNS)
 
     @classmethod
@@ -235,6 +263,7 @@ class Problem:
         d = {k: r[k] for k in cls._COLUMNS}
         d["group_labels"] = json.loads(d["group_labels"])
         d["has_ticket"] = bool(d["has_ticket"])
+        d["ticket_cleared"] = bool(d["ticket_cleared"])
         return cls(**d)
 
 
@@ -301,6 +330,16 @@ class ProblemManager:
         cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(problems)")}
         if "owner" not in cols:  # a state file from before rule owners were kept
             self._conn.execute("ALTER TABLE problems ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        if "ticket_cleared" not in cols:  # before flap damping; a cleared problem's ticket was cleared
+            self._conn.execute("ALTER TABLE problems ADD COLUMN ticket_cleared INTEGER NOT NULL DEFAULT 0")
+            self._conn.execute("UPDATE problems SET ticket_cleared=1 WHERE state='cleared' AND has_ticket=1")
+        if "reopened_at" not in cols:
+            self._conn.execute("ALTER TABLE problems ADD COLUMN reopened_at REAL")
+        # state files from before the sequences table: seed it from the problems remembered
+        self._conn.execute(
+            "INSERT INTO sequences (dedup_key, sequence, updated_at) SELECT dedup_key, sequence, last_action_at"
+            " FROM problems WHERE true ON CONFLICT (dedup_key) DO UPDATE SET"
+            " sequence=MAX(sequence, excluded.sequence)")
         self._problems: dict[str, Problem] = {
             r["dedup_key"]: Problem.from_row(r) for r in self._conn.execute("SELECT * FROM problems")
         }
@@ -395,12 +434,14 @@ class ProblemManager:
             return Decision(key, name, Reason.STORM, p.sink, detail=p.detail)
         new_episode = p is None or p.state == "cleared"
         if p is None:
-            p = Problem(key, name, settings.sink, g.labels, "cleared", owner=rule_id(rule), started_at=now)
+            p = Problem(key, name, settings.sink, g.labels, "cleared", owner=rule_id(rule), started_at=now,
+                        sequence=self._last_sequence(key))
         p.owner = rule_id(rule)
         if new_episode:
             flapping = p.has_ticket and p.cleared_at is not None and now - p.cleared_at <= self.config.flap_window
             if not flapping:
                 p.has_ticket = False
+                p.ticket_cleared, p.reopened_at = False, None
                 # since when: the earliest condition start (active_at, when `for` began), not this
                 # evaluation; a flapping problem keeps its first start
                 starts = [float(a.active_at) for a in g.firing if getattr(a, "active_at", None) is not None]
@@ -417,8 +458,14 @@ class ProblemManager:
         if all(w is not None for w in win):
             return self._suppress(p, "maintenance", Reason.MAINTENANCE, f"maintenance window {win[0].name}", changed)
         if p.has_ticket:  # flapping back within flap_window: reopen the same ticket
-            note = f"Problem returned at {iso(now)}, {int(now - (p.cleared_at or now))}s after it cleared."
-            return self._act(rule, settings, p, g, "update", Reason.REOPENED, now, changed, note=note)
+            if p.ticket_cleared and self._reopen_damped(p, now):
+                # open again without a note; `_maybe_update` sends it when the interval is over
+                p.state, p.detail, p.cleared_at = "open", "", None
+                changed.append(p)
+                self._index(p)
+                return Decision(key, name, Reason.REPEAT_INTERVAL, p.sink,
+                                detail="returned; the reopen note waits for update_min_interval")
+            return self._reopen(rule, settings, p, g, now, changed)
         window = int(now // 3600)
         if self._over_storm_cap(name, window, counts):
             p.state, p.detail, p.storm_window = "held", f"storm guard, hour window {iso(window * 3600.0)}", window
@@ -442,8 +489,26 @@ class ProblemManager:
             self._index(p)
         return Decision(p.dedup_key, p.rule, reason, p.sink, detail=detail)
 
+    def _reopen(self, rule: Any, settings: TicketSettings, p: Problem, g: _Group, now: float,
+                changed: list[Problem]) -> Decision:
+        # the clear was the ticket's last action, so last_action_at is when it was sent
+        note = f"Problem returned at {iso(now)}, {int(now - p.last_action_at)}s after it cleared."
+        d = self._act(rule, settings, p, g, "update", Reason.REOPENED, now, changed, note=note)
+        if d.action is not None:
+            p.reopened_at = now
+        return d
+
+    def _reopen_damped(self, p: Problem, now: float) -> bool:
+        """At most one reopen note per update_min_interval."""
+        return p.reopened_at is not None and now - p.reopened_at < self.config.update_min_interval
+
     def _maybe_update(self, rule: Any, settings: TicketSettings, p: Problem, g: _Group, now: float,
                       changed: list[Problem]) -> Decision:
+        if p.ticket_cleared:  # returned while its reopen note was damped: the note is owed
+            if self._reopen_damped(p, now):
+                return Decision(p.dedup_key, p.rule, Reason.REPEAT_INTERVAL, p.sink,
+                                detail="returned; the reopen note waits for update_min_interval")
+            return self._reopen(rule, settings, p, g, now, changed)
         what = self._material_changes(p, g.firing, now)
         if not what:
             return Decision(p.dedup_key, p.rule, Reason.NOTHING, p.sink)
@@ -490,9 +555,9 @@ class ProblemManager:
         if not self.outbox.enqueue(p.sink, ticket):
             return Decision(p.dedup_key, p.rule, Reason.OUTBOX_FULL, p.sink, detail=f"{action} refused, retried next time")
         fc = soonest_forecast(firing)
-        p.sequence = seq
+        p.sequence = ticket.sequence  # the outbox's number (renumbered when this process was behind)
         p.state, p.detail, p.cleared_at = "open", "", None
-        p.has_ticket = True
+        p.has_ticket, p.ticket_cleared = True, False
         p.last_action_at = now
         p.reported_breach_at = now + fc.eta if fc is not None else None
         p.reported_bucket = urgency_bucket(fc.eta if fc is not None else None)
@@ -511,6 +576,10 @@ class ProblemManager:
                 p.has_ticket = False
             changed.append(p)
             return Decision(p.dedup_key, p.rule, Reason.RESOLVED, p.sink, detail=f"was {prev}, no ticket")
+        if p.ticket_cleared:  # returned and went again before its reopen note: the ticket says cleared
+            p.state, p.cleared_at = "cleared", now
+            changed.append(p)
+            return Decision(p.dedup_key, p.rule, Reason.RESOLVED, p.sink, detail="ticket already cleared (flapping)")
         mine = [a for a in alerts if dedup_key(str(rule.name), self._group_of(rule, settings, a)) == p.dedup_key]
         seq = p.sequence + 1
         ticket = make_ticket(
@@ -520,8 +589,9 @@ class ProblemManager:
         )
         if not self.outbox.enqueue(p.sink, ticket):
             return Decision(p.dedup_key, p.rule, Reason.OUTBOX_FULL, p.sink, detail="clear refused, retried next time")
-        p.sequence = seq
+        p.sequence = ticket.sequence
         p.state, p.cleared_at, p.last_action_at = "cleared", now, now
+        p.ticket_cleared = True
         changed.append(p)
         return Decision(p.dedup_key, p.rule, Reason.RESOLVED, p.sink, action="clear", ticket=ticket)
 
@@ -569,11 +639,13 @@ class ProblemManager:
             row = self._conn.execute("SELECT * FROM storm_summaries WHERE window=? AND sink=?",
                                      (window, sink)).fetchone()
             still = [p for p in members if p.state == "held"]
-            if row is not None and row["cleared"] or not members:
+            if not members or row is not None and row["cleared"] and not still:
                 del self._storm_windows[(window, sink)]
                 continue
             if row is None:
                 action, seq = "open", 1
+            elif row["cleared"]:  # held after the summary was cleared: it must list them again
+                action, seq = "open", row["sequence"] + 1
             elif not still:
                 action, seq = "clear", row["sequence"] + 1
             elif len(members) > row["reported"] and now - row["last_action_at"] >= STORM_SUMMARY_MIN_INTERVAL:
@@ -584,6 +656,7 @@ class ProblemManager:
             ticket = self._summary_ticket(key, seq, action, window, members, now)
             if not self.outbox.enqueue(sink, ticket):
                 continue
+            seq = ticket.sequence  # the outbox's number (renumbered when this process was behind)
             with _Txn(self._conn) as c:
                 c.execute(
                     "INSERT INTO storm_summaries (window, sink, dedup_key, sequence, reported, last_action_at, cleared)"
@@ -619,18 +692,29 @@ class ProblemManager:
 
     # ---- persistence -----------------------------------------------------------------------
 
+    def _last_sequence(self, key: str) -> int:
+        """The last sequence a key used before this record: a problem seen anew (never, or
+        forgotten by `_gc`) continues from it, so no (dedup_key, sequence) is used twice."""
+        r = self._conn.execute("SELECT sequence FROM sequences WHERE dedup_key=?", (key,)).fetchone()
+        return int(r["sequence"]) if r else 0
+
     def _index(self, p: Problem) -> None:
         self._problems[p.dedup_key] = p
         self._by_rule.setdefault(p.owner, set()).add(p.dedup_key)
 
     def _save(self, changed: Iterable[Problem], counts: Mapping[tuple[int, str], int]) -> None:
-        rows = {p.dedup_key: p.row() for p in changed}
+        saved = {p.dedup_key: p for p in changed}
+        rows = {k: p.row() for k, p in saved.items()}
         if not rows and not counts:
             return
         cols = Problem._COLUMNS
         with _Txn(self._conn) as c:
             c.executemany(f"INSERT OR REPLACE INTO problems ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
                           rows.values())
+            c.executemany("INSERT INTO sequences (dedup_key, sequence, updated_at) VALUES (?,?,?)"
+                          " ON CONFLICT (dedup_key) DO UPDATE SET sequence=MAX(sequence, excluded.sequence),"
+                          " updated_at=excluded.updated_at",
+                          [(p.dedup_key, p.sequence, p.last_action_at) for p in saved.values() if p.sequence > 0])
             for (window, rule), n in counts.items():
                 c.execute("INSERT INTO storm_counts (window, rule, n) VALUES (?,?,?)"
                           " ON CONFLICT (window, rule) DO UPDATE SET n=n+excluded.n", (window, rule, n))
@@ -643,6 +727,7 @@ class ProblemManager:
             c.executemany("DELETE FROM problems WHERE dedup_key=?", [(p.dedup_key,) for p in old])
             c.execute("DELETE FROM storm_counts WHERE window<?", (int(now // 3600) - 48,))
             c.execute("DELETE FROM storm_summaries WHERE cleared=1 AND window<?", (int(horizon // 3600),))
+            c.execute("DELETE FROM sequences WHERE updated_at<?", (now - SEQUENCE_RETENTION,))
         for p in old:
             del self._problems[p.dedup_key]
             self._by_rule.get(p.owner, set()).discard(p.dedup_key)

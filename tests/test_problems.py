@@ -354,3 +354,131 @@ def test_crash_between_enqueue_and_commit_enqueues_once(tmp_path):
     assert (d.action, d.ticket.sequence) == ("open", 1)
     assert [(r["action"], r["sequence"]) for r in outbox.rows()] == [("open", 1)]
     assert reasons(pm2.process(rule, [alert()], T0 + 30)) == ["nothing to do"]
+
+
+# ---- review findings (issue 4/5 robustness) ------------------------------------------------------
+
+
+def _itsm_outbox(tmp_path, clock):
+    from tests.test_outbox import FakeTool
+
+    tool = FakeTool()
+    return Outbox(str(tmp_path / "outbox.db"), {"local": tool}, clock), tool
+
+
+def test_problem_forgotten_by_gc_never_reuses_a_sequence(tmp_path):
+    """Sink down for a day after the clear, problem back on day 7: the outbox still holds the
+    old (key, 1) and (key, 2); the new episode must not reuse them or its actions are lost."""
+    from agent.sinks.base import DeliveryError
+
+    clock = SimulatedClock(T0)
+    outbox, tool = _itsm_outbox(tmp_path, clock)
+    pm, _ = make(tmp_path, outbox=outbox, clock=clock)
+    rule = FakeRule("FilesystemWillFill")
+    pm.process(rule, [alert()], T0)
+    outbox.deliver_due()
+    pm.process(rule, [], T0 + 600)
+    clock.set(T0 + 600)
+    tool.fail = [DeliveryError("HTTP 503", retryable=True)] * 1000  # down for a day
+    outbox.deliver_due()
+    tool.fail = []
+    clock.set(T0 + 86400 + 600)
+    outbox.deliver_due()
+    assert [c[0] for c in tool.calls if c[0] != "find"] == ["open", "clear"]
+    day7 = T0 + 7 * 86400 + 3 * H
+    clock.set(day7)
+    pm.tick(day7)  # the cleared problem is forgotten...
+    outbox.deliver_due()  # ...while the outbox keeps its rows (done one day later)
+    assert pm.problems() == [] and [r["sequence"] for r in outbox.rows(("delivered",))] == [2]
+    (d,) = pm.process(rule, [alert()], day7)
+    assert (d.action, d.ticket.sequence) == ("open", 3)
+    (d,) = pm.process(rule, [], day7 + 600)
+    assert (d.action, d.ticket.sequence) == ("clear", 4)
+    clock.set(day7 + 600)
+    outbox.deliver_due()
+    # the first ticket was cleared with a comment and is still open: the new episode goes there
+    assert [(c[0], c[2]) for c in tool.calls if c[0] != "find"] == [("open", 1), ("clear", 2), ("update", 3), ("clear", 4)]
+    assert tool.tickets["T1"]["notes"] == [1, 2, 3, 4]
+    # a restart keeps the sequences too (they live in problems.db, not only in memory)
+    pm.close()
+    pm2, _ = make(tmp_path, outbox=RecordingOutbox(), clock=clock)
+    pm2.tick(day7 + 8 * 86400)
+    (d,) = pm2.process(rule, [alert()], day7 + 8 * 86400)
+    assert d.ticket.sequence == 5
+
+
+def test_crash_then_a_different_decision_is_not_deduplicated(tmp_path):
+    """Killed between enqueue (update at 2) and the commit; after the restart the problem is
+    gone: its clear, also at 2 in the stale state, must still reach the ticket."""
+    clock = SimulatedClock(T0)
+    outbox, tool = _itsm_outbox(tmp_path, clock)
+    pm, _ = make(tmp_path, outbox=outbox, clock=clock, update_min_interval=Duration(60))
+    rule = FakeRule("FilesystemWillFill")
+    pm.process(rule, [alert()], T0)
+
+    def crash(*a: Any) -> None:
+        raise SystemExit("killed")
+
+    pm._save = crash  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        pm.process(rule, [alert(severity="critical")], T0 + 120)
+    pm2, _ = make(tmp_path, outbox=outbox, clock=clock, update_min_interval=Duration(60))
+    (d,) = pm2.process(rule, [], T0 + 180)
+    assert (d.action, d.ticket.sequence) == ("clear", 3)
+    assert [(r["action"], r["sequence"]) for r in reversed(outbox.rows())] == [("open", 1), ("update", 2), ("clear", 3)]
+    assert pm2.get(d.dedup_key).sequence == 3
+    clock.set(T0 + 180)
+    outbox.deliver_due()
+    assert [(c[0], c[2]) for c in tool.calls if c[0] != "find"] == [("open", 1), ("update", 2), ("clear", 3)]
+    (d,) = pm2.process(rule, [alert()], T0 + 300)  # and the sequence goes on from there
+    assert d.ticket.sequence == 4
+
+
+def test_problem_held_after_the_summary_cleared_reopens_it(tmp_path):
+    rule = FakeRule("FilesystemWillFill", ticket=TicketPolicy(None, ["alertname", "host", "mountpoint"], "comment"))
+    pm, ob = make(tmp_path, max_new_tickets_per_hour_per_rule=1)
+    pm.process(rule, [alert(mountpoint="/a"), alert(mountpoint="/b")], T0 + 10)  # /b held
+    pm.process(rule, [alert(mountpoint="/a")], T0 + 100)  # /b clears: the summary is cleared
+    summary = [t for _, t in ob.sent if t.rule == "ForewarnTicketStorm"]
+    assert [(t.action, t.sequence) for t in summary] == [("open", 1), ("clear", 2)]
+    (d,) = [d for d in pm.process(rule, [alert(mountpoint="/a"), alert(mountpoint="/c")], T0 + 200)
+            if d.dedup_key != summary[0].dedup_key and d.reason != Reason.NOTHING]
+    assert d.reason == Reason.STORM  # /c, later in the same hour: held, so the summary must say so
+    summary = [t for _, t in ob.sent if t.rule == "ForewarnTicketStorm"]
+    assert [(t.action, t.sequence) for t in summary] == [("open", 1), ("clear", 2), ("open", 3)]
+    assert "/c" in summary[-1].body and "Still firing: 1 of 2" in summary[-1].body
+    pm.process(rule, [alert(mountpoint="/a")], T0 + 300)
+    summary = [t for _, t in ob.sent if t.rule == "ForewarnTicketStorm"]
+    assert [(t.action, t.sequence) for t in summary][-1] == ("clear", 4)
+    pm.tick(T0 + 900)
+    assert len([t for _, t in ob.sent if t.rule == "ForewarnTicketStorm"]) == 4
+
+
+def test_flapping_every_evaluation_is_damped(tmp_path):
+    """A condition flipping at every 60 s evaluation for 3 hours: at most one reopen note and
+    one clear per update_min_interval, never a reopen without a later clear being told."""
+    rule = FakeRule("FilesystemWillFill")
+    pm, ob = make(tmp_path, flap_window=Duration(H), update_min_interval=Duration(H))
+    t = T0
+    for i in range(3 * 60):
+        pm.process(rule, [alert()] if i % 2 == 0 else [], t)
+        t += 60
+    # open, clear, then per hour one reopen note and one clear (was: two notes per 2 minutes)
+    assert [t.action for _, t in ob.sent] == ["open", "clear", "update", "clear", "update", "clear", "update", "clear"]
+    notes = [t for _, t in ob.sent if t.action == "update"]
+    assert all(n.body.startswith("Problem returned") for n in notes)
+    assert [n.body.split(",")[0] for n in notes] == [f"Problem returned at {iso(T0 + 120 + k * H)}" for k in range(3)]
+    assert [t.sequence for _, t in ob.sent] == list(range(1, 9))
+    # it stops flapping and stays firing: the owed reopen note comes once the hour is over
+    pm2, ob2 = make(tmp_path / "steady", flap_window=Duration(H), update_min_interval=Duration(H))
+    pm2.process(rule, [alert()], T0)
+    pm2.process(rule, [], T0 + 60)
+    assert [d.action for d in pm2.process(rule, [alert()], T0 + 120)] == ["update"]  # first return: at once
+    pm2.process(rule, [], T0 + 180)
+    (d,) = pm2.process(rule, [alert()], T0 + 240)
+    assert (d.reason, d.action) == (Reason.REPEAT_INTERVAL, None)
+    assert pm2.get(d.dedup_key).state == "open"
+    assert [d.action for d in pm2.process(rule, [alert()], T0 + 120 + H - 1)] == [None]
+    (d,) = pm2.process(rule, [alert()], T0 + 120 + H)
+    assert (d.reason, d.action) == (Reason.REOPENED, "update")
+    assert [t.action for _, t in ob2.sent] == ["open", "clear", "update", "clear", "update"]
