@@ -247,6 +247,12 @@ class Outbox:
         try:
             with self._lock:
                 with _Txn(self._conn) as c:
+                    same = c.execute(
+                        "SELECT action FROM actions WHERE sink=? AND dedup_key=? AND sequence=?",
+                        (sink_name, ticket.dedup_key, ticket.sequence),
+                    ).fetchone()
+                    if same is not None and same["action"] == ticket.action:
+                        return True  # this very action again (a replayed enqueue): already here
                     last = c.execute(
                         "SELECT sequence, action FROM actions WHERE sink=? AND dedup_key=?"
                         " ORDER BY sequence DESC LIMIT 1", (sink_name, ticket.dedup_key),

@@ -408,3 +408,15 @@ def test_txn_does_not_hide_errors_or_wedge(tmp_path):
             c.execute("INSERT INTO p (id) VALUES (3)")
             raise ValueError("boom")
     assert [r[0] for r in conn.execute("SELECT id FROM p")] == [2] and not conn.in_transaction
+
+
+def test_replaying_earlier_actions_is_idempotent(tmp_path):
+    """A producer that restarts and enqueues its earlier actions again (same sequence, same
+    action) adds nothing: only a *different* action on a taken sequence is renumbered."""
+    ob, tool, clock = make(tmp_path)
+    for t in (tk("k", "open", 1), tk("k", "update", 2), tk("k", "clear", 3)):
+        assert ob.enqueue("itsm", t)
+    for t in (tk("k", "open", 1), tk("k", "update", 2)):
+        assert ob.enqueue("itsm", t)
+    assert [(r["action"], r["sequence"]) for r in reversed(ob.rows())] == [("open", 1), ("update", 2), ("clear", 3)]
+    assert not any(o == "renumbered" for (_, _, o) in ob._actions_total)
