@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from typing import Any
 
 import requests
 
-from tests.helpers import free_port
+from tests.helpers import file_tail, free_port, wait_until_serving
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 READY_TIMEOUT_SECONDS = 30.0
@@ -63,18 +62,13 @@ class AlertmanagerServer:
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         log.close()
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"alertmanager exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"alertmanager not ready after {READY_TIMEOUT_SECONDS}s: {self.log_tail()}")
+        try:
+            wait_until_serving(self.proc, lambda: requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200,
+                               "alertmanager", READY_TIMEOUT_SECONDS, self.log_path)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.proc is None:
@@ -88,11 +82,7 @@ class AlertmanagerServer:
         self.proc = None
 
     def log_tail(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-2000:].decode(errors="replace")
-        except OSError:
-            return ""
+        return file_tail(self.log_path)
 
     def alerts(self, **filters: str) -> list[dict[str, Any]]:
         """GET /api/v2/alerts with `label="value"` matchers (active, silenced, inhibited, unprocessed)."""

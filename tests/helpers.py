@@ -169,3 +169,30 @@ class Exporter:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def wait_until_serving(proc: subprocess.Popen, probe: Callable[[], bool], name: str, timeout: float,
+                       log_path: str, interval: float = 0.1) -> None:
+    """Poll `probe()` until it is true; raise RuntimeError with the log's tail if the process
+    exits or the time runs out (the caller stops the process)."""
+    import requests as _requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}: {file_tail(log_path)}")
+        try:
+            if probe():
+                return
+        except _requests.RequestException:
+            pass
+        time.sleep(interval)
+    raise RuntimeError(f"{name} not ready after {timeout}s: {file_tail(log_path)}")
+
+
+def file_tail(path: str, size: int = 2000) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-size:].decode(errors="replace")
+    except OSError:
+        return ""

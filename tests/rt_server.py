@@ -22,12 +22,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from typing import Any
 
 import requests
 
-from tests.helpers import free_port
+from tests.helpers import file_tail, free_port, wait_until_serving
 
 RT_SERVER = "/usr/share/request-tracker5/libexec/rt-server"
 RT_SETUP_DATABASE = "/usr/sbin/rt-setup-database-5"
@@ -146,18 +145,12 @@ class RTServer:
             env=self._env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"rt-server exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                if self.get("/rt").status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"rt-server not ready after {READY_TIMEOUT_SECONDS}s: {self.log_tail()}")
+        try:
+            wait_until_serving(self.proc, lambda: self.get("/rt").status_code == 200, "rt-server",
+                               READY_TIMEOUT_SECONDS, self.log_path, interval=0.2)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """TERM the Starlet master's process group (it and its workers), KILL if it lingers."""
@@ -174,11 +167,7 @@ class RTServer:
         self.proc = None
 
     def log_tail(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-2000:].decode(errors="replace")
-        except OSError:
-            return ""
+        return file_tail(self.log_path)
 
     # ---- a tiny client for assertions -------------------------------------------------------
 
