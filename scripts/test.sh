@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager systemd python3-venv)
+APT_PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager systemd python3-venv openssl)
 APT_PACKAGES_RT=(request-tracker5 rt5-db-sqlite rt5-standalone dbconfig-no-thanks dma w3m curl)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -17,8 +17,19 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing system packages: ${missing[*]}"
   as_root apt-get update -qq
-  # RT's packages ask debconf questions; answer them so the install is unattended.
-  echo "request-tracker5 request-tracker5/initial-root-password password" | as_root debconf-set-selections || true
+  # RT's and dma's packages ask debconf questions; answer them so the install is unattended.
+  # The tests configure their own RT instance (tests/rt_server.py); these only keep apt quiet.
+  as_root debconf-set-selections <<'EOF_DEBCONF' || true
+request-tracker5 request-tracker5/rtname string rt-ci.localhost
+request-tracker5 request-tracker5/organization string ci.localhost
+request-tracker5 request-tracker5/webbaseurl string http://127.0.0.1:8080
+request-tracker5 request-tracker5/correspondaddress string rt@localhost
+request-tracker5 request-tracker5/commentaddress string rt-comment@localhost
+request-tracker5 request-tracker5/handle-siteconfig-permissions boolean true
+request-tracker5 request-tracker5/install-cronjobs boolean false
+dma dma/mailname string localhost
+dma dma/relayhost string
+EOF_DEBCONF
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # Where systemd runs, the Debian services would hold ports; the tests start their own servers.
