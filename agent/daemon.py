@@ -20,13 +20,11 @@ from typing import Any, Callable, Iterable
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.process_collector import ProcessCollector
 
 from agent import __version__, systemd
 from agent.clock import Clock, WallClock
 from agent.config import Config, ConfigErrors, load_config, parse_listen_address, parse_shard
+from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, ProcessCollector, Registry
 from agent.pipeline import Pipeline
 from agent.store import Labels, Store
 from agent.web import StoreCollector, WebHooks, WebServer
@@ -88,14 +86,14 @@ class Agent:
         self.last_reload_success = time.time()
         self.snapshot_ok_at = 0.0
         self.snapshot_failures = 0
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = Registry()
         self.collection_seconds = Histogram(
             "forewarn_collection_duration_seconds", "Time one collection or scrape took, by source.",
             ["source"], registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.task_seconds = Histogram(
             "forewarn_task_duration_seconds", "Time the agent's periodic tasks took, by task.",
             ["task"], registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
-        ProcessCollector(registry=self.registry)
+        self.registry.register(ProcessCollector())
         self.pipeline = Pipeline(cfg, self.store, self.clock, self.shard)
         self.registry.register(StoreCollector(self.store, self.pipeline.families(), self.clock.now,
                                               self.pipeline.providers()))

@@ -543,8 +543,8 @@ class Outbox:
             self._latency_sum[sink] = self._latency_sum.get(sink, 0.0) + max(0.0, seconds)
 
     def collect(self) -> Iterator[Any]:
-        """prometheus_client metric families (register the Outbox as a custom collector)."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+        """Metric families (agent.metrics) of the outbox: register it as a collector."""
+        from agent.metrics import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         now = self.clock.now()
         sinks = set(self.sinks) | set(self._pending)

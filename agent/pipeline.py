@@ -13,10 +13,9 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from prometheus_client import Histogram
-
 from agent.clock import Clock
 from agent.config import Config
+from agent.metrics import Histogram
 from agent.store import Labels, Store
 
 log = logging.getLogger(__name__)
@@ -300,7 +299,7 @@ class Pipeline:
         return routes
 
     def self_metrics(self) -> Iterable[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from agent.metrics import CounterMetricFamily, GaugeMetricFamily
 
         if self.ticketing is not None:
             yield from self.ticketing.outbox.collect()

@@ -17,9 +17,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
+from agent.metrics import Metric, Registry, choose_encoder
 
 from agent.store import Labels, Store, is_stale
 
@@ -207,7 +205,7 @@ class WebServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], registry: CollectorRegistry, hooks: WebHooks) -> None:
+    def __init__(self, address: tuple[str, int], registry: Registry, hooks: WebHooks) -> None:
         self.registry = registry
         self.hooks = hooks
         host = address[0]

@@ -261,11 +261,11 @@ def test_metrics(tmp_path):
     assert hist[("forewarn_ticket_delivery_latency_seconds_count", None)] == 1
     assert hist[("forewarn_ticket_delivery_latency_seconds_bucket", "10.0")] == 0
     assert hist[("forewarn_ticket_delivery_latency_seconds_bucket", "30.0")] == 1
-    from prometheus_client import CollectorRegistry, generate_latest
+    from agent.metrics import Registry, encode_text
 
-    reg = CollectorRegistry()
+    reg = Registry()
     reg.register(ob)
-    text = generate_latest(reg).decode()
+    text = encode_text(reg).decode()
     assert 'forewarn_ticket_actions_total{action="open",outcome="delivered",sink="itsm"} 1.0' in text
 
 

@@ -1,0 +1,243 @@
+"""The agent's own metric families and their exposition (text 0.0.4 and OpenMetrics 1.0).
+
+The shapes follow client_python (collectors yield metric families at scrape time; a
+registry holds collectors; exposition is separate), but the daemon does not import
+prometheus_client for it: that package's import pulls in its push and TLS-server code
+(ssl and friends, about 8 MB), which is most of an agent's memory budget.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Any, Iterable, NamedTuple, Protocol, Sequence
+
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Sample(NamedTuple):
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+class Metric:
+    """One metric family: name, help, type and samples (sample name, labels, value)."""
+
+    def __init__(self, name: str, documentation: str, typ: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.type = typ  # counter | gauge | histogram | info | untyped
+        self.samples: list[Sample] = []
+
+    def add_sample(self, name: str, labels: dict[str, str], value: float) -> None:
+        self.samples.append(Sample(name, labels, value))
+
+
+class _Family(Metric):
+    suffix = ""
+
+    def __init__(self, name: str, documentation: str, value: float | None = None,
+                 labels: Sequence[str] | None = None, typ: str = "gauge") -> None:
+        if typ == "counter" and name.endswith("_total"):
+            name = name[:-6]
+        super().__init__(name, documentation, typ)
+        self._labelnames = tuple(labels or ())
+        if value is not None:
+            self.add_metric([], value)
+
+    def add_metric(self, labels: Sequence[str], value: float) -> None:
+        self.add_sample(self.name + self.suffix, dict(zip(self._labelnames, labels)), float(value))
+
+
+class GaugeMetricFamily(_Family):
+    def __init__(self, name: str, documentation: str, value: float | None = None,
+                 labels: Sequence[str] | None = None) -> None:
+        super().__init__(name, documentation, value, labels, "gauge")
+
+
+class CounterMetricFamily(_Family):
+    suffix = "_total"
+
+    def __init__(self, name: str, documentation: str, value: float | None = None,
+                 labels: Sequence[str] | None = None) -> None:
+        super().__init__(name, documentation, value, labels, "counter")
+
+
+class HistogramMetricFamily(Metric):
+    def __init__(self, name: str, documentation: str, labels: Sequence[str] | None = None) -> None:
+        super().__init__(name, documentation, "histogram")
+        self._labelnames = tuple(labels or ())
+
+    def add_metric(self, labels: Sequence[str], buckets: Sequence[tuple[str | float, float]],
+                   sum_value: float) -> None:
+        """`buckets`: (upper bound, cumulative count) pairs, the last one +Inf."""
+        base = dict(zip(self._labelnames, labels))
+        for le, count in buckets:
+            le_text = le if isinstance(le, str) else format_value(float(le))
+            self.add_sample(self.name + "_bucket", {**base, "le": le_text}, float(count))
+        self.add_sample(self.name + "_count", base, float(buckets[-1][1]) if buckets else 0.0)
+        self.add_sample(self.name + "_sum", base, float(sum_value))
+
+
+class Collector(Protocol):
+    def collect(self) -> Iterable[Metric]: ...
+
+
+class Registry:
+    """Collectors, asked for their families at every scrape."""
+
+    def __init__(self) -> None:
+        self._collectors: list[Collector] = []
+        self._lock = threading.Lock()
+
+    def register(self, collector: Collector) -> None:
+        with self._lock:
+            self._collectors.append(collector)
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            collectors = list(self._collectors)
+        for c in collectors:
+            yield from c.collect()
+
+
+class Histogram:
+    """A labelled histogram the agent observes into (durations of its own work)."""
+
+    DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: Registry,
+                 buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+        self.name, self.documentation = name, documentation
+        self.labelnames = tuple(labelnames)
+        self.buckets = tuple(float(b) for b in buckets)
+        self._series: dict[tuple[str, ...], list[float]] = {}  # bucket counts..., sum
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def labels(self, *values: str) -> "_Child":
+        return _Child(self, tuple(str(v) for v in values))
+
+    def _observe(self, key: tuple[str, ...], amount: float) -> None:
+        with self._lock:
+            s = self._series.get(key)
+            if s is None:
+                s = self._series[key] = [0.0] * (len(self.buckets) + 2)
+            for i, b in enumerate(self.buckets):
+                if amount <= b:
+                    s[i] += 1
+            s[-2] += 1  # +Inf
+            s[-1] += amount
+
+    def collect(self) -> Iterable[Metric]:
+        fam = HistogramMetricFamily(self.name, self.documentation, self.labelnames)
+        with self._lock:
+            series = {k: list(v) for k, v in self._series.items()}
+        for key, s in sorted(series.items()):
+            fam.add_metric(key, [*zip(self.buckets, s[:-2]), ("+Inf", s[-2])], s[-1])
+        yield fam
+
+
+class _Child:
+    def __init__(self, parent: Histogram, key: tuple[str, ...]) -> None:
+        self.parent, self.key = parent, key
+
+    def observe(self, amount: float) -> None:
+        self.parent._observe(self.key, amount)
+
+
+class ProcessCollector:
+    """process_* metrics of this process from /proc, as client_python exposes them."""
+
+    def __init__(self, proc: str = "/proc", pid: str = "self") -> None:
+        self.proc, self.pid = proc, pid
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.pagesize = os.sysconf("SC_PAGE_SIZE")
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            with open(f"{self.proc}/{self.pid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            with open(f"{self.proc}/stat") as f:
+                btime = next(float(line.split()[1]) for line in f if line.startswith("btime"))
+        except (OSError, StopIteration, IndexError):
+            return
+        yield GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                                value=float(parts[20]))
+        yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size in bytes.",
+                                value=float(parts[21]) * self.pagesize)
+        yield GaugeMetricFamily("process_start_time_seconds",
+                                "Start time of the process since unix epoch in seconds.",
+                                value=float(parts[19]) / self.ticks + btime)
+        yield CounterMetricFamily("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+                                  value=(float(parts[11]) + float(parts[12])) / self.ticks)
+        try:
+            fds = len(os.listdir(f"{self.proc}/{self.pid}/fd"))
+            yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.", value=fds)
+            with open(f"{self.proc}/{self.pid}/limits") as f:
+                for line in f:
+                    if line.startswith("Max open files"):
+                        yield GaugeMetricFamily("process_max_fds", "Maximum number of open file descriptors.",
+                                                value=float(line.split()[3]))
+        except OSError:
+            pass
+
+
+# ---- exposition -----------------------------------------------------------------------------
+
+
+def format_value(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if v == int(v) and abs(v) < 1e15:
+        return f"{int(v)}.0"
+    return repr(float(v))
+
+
+def _escape_label(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _escape_help(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items())) + "}"
+
+
+def encode_text(registry: Registry) -> bytes:
+    """Prometheus text format 0.0.4 (counters are named with `_total` in HELP/TYPE, as
+    client_python writes them)."""
+    out: list[str] = []
+    for m in registry.collect():
+        name = m.name + "_total" if m.type == "counter" else m.name
+        typ = "gauge" if m.type == "info" else m.type
+        out.append(f"# HELP {name} {_escape_help(m.documentation)}\n# TYPE {name} {typ}\n")
+        out.extend(f"{s}{_labels(lab)} {format_value(v)}\n" for s, lab, v in m.samples)
+    return "".join(out).encode()
+
+
+def encode_openmetrics(registry: Registry) -> bytes:
+    out: list[str] = []
+    for m in registry.collect():
+        typ = "unknown" if m.type == "untyped" else m.type
+        out.append(f"# HELP {m.name} {_escape_help(m.documentation)}\n# TYPE {m.name} {typ}\n")
+        out.extend(f"{s}{_labels(lab)} {format_value(v)}\n" for s, lab, v in m.samples)
+    out.append("# EOF\n")
+    return "".join(out).encode()
+
+
+def choose_encoder(accept: str) -> tuple[Any, str]:
+    """OpenMetrics when the scraper asks for it (Prometheus does), else text 0.0.4."""
+    for part in (accept or "").split(","):
+        if part.split(";")[0].strip() == "application/openmetrics-text":
+            return encode_openmetrics, OPENMETRICS_CONTENT_TYPE
+    return encode_text, TEXT_CONTENT_TYPE
