@@ -196,3 +196,17 @@ def file_tail(path: str, size: int = 2000) -> str:
             return f.read()[-size:].decode(errors="replace")
     except OSError:
         return ""
+
+
+def scraping_config(rules: object, target: str) -> str:
+    """Agent config: no host metrics, one rule file, one 1 s scrape job `app` of `target`.
+    Tests append their own `ticketing:` section."""
+    return textwrap.dedent(f"""\
+        system: {{enabled: false}}
+        rule_files: ["{rules}"]
+        scrape_configs:
+          - job_name: app
+            scrape_interval: 1s
+            scrape_timeout: 1s
+            static_configs: [{{targets: ["{target}"]}}]
+        """)

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from tests.helpers import Exporter, wait_for
+from tests.helpers import Exporter, scraping_config, wait_for
 
 
 @pytest.fixture
@@ -37,15 +37,7 @@ def test_threshold_rule_opens_one_local_ticket_and_clears_it(agent_factory, expo
                 ticket:
                   on_clear: resolve
         """))
-    agent = agent_factory(textwrap.dedent(f"""\
-        system: {{enabled: false}}
-        rule_files: ["{rules}"]
-        scrape_configs:
-          - job_name: app
-            scrape_interval: 1s
-            scrape_timeout: 1s
-            static_configs: [{{targets: ["{exporter.address}"]}}]
-        """))
+    agent = agent_factory(scraping_config(rules, exporter.address))
     wait_for(lambda: agent.get("/api/v1/rules").json()["data"]["groups"], what="rules loaded")
     assert agent.get("/api/v1/alerts").json()["data"]["alerts"] == []
     exporter.values["depth"] = 42.0
@@ -99,15 +91,7 @@ def test_forecast_rule_in_the_daemon(agent_factory, exporter, tmp_path):
                 annotations:
                   summary: "queue {{ $labels.queue }} overflows in {{ $forecast.eta | humanizeDuration }}"
         """))
-    agent = agent_factory(textwrap.dedent(f"""\
-        system: {{enabled: false}}
-        rule_files: ["{rules}"]
-        scrape_configs:
-          - job_name: app
-            scrape_interval: 1s
-            scrape_timeout: 1s
-            static_configs: [{{targets: ["{exporter.address}"]}}]
-        """))
+    agent = agent_factory(scraping_config(rules, exporter.address))
     stop = threading.Event()
 
     def grow():  # +10 items a second: 1000 is about 100 s away

@@ -30,7 +30,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import REPO, Exporter, wait_for
+from tests.helpers import REPO, Exporter, scraping_config, wait_for
 
 PHASES = ("open", "update1", "update2", "clear")
 
@@ -173,14 +173,7 @@ def test_request_tracker_down_while_20_problems_live_and_the_daemon_is_killed_tw
                   summary: "disk {{ $labels.disk }} is almost full"
                 ticket: {sink: rt, group_by: [alertname, disk], on_clear: resolve}
         """))
-    agent = agent_factory(textwrap.dedent(f"""\
-        system: {{enabled: false}}
-        rule_files: ["{rules}"]
-        scrape_configs:
-          - job_name: app
-            scrape_interval: 1s
-            scrape_timeout: 1s
-            static_configs: [{{targets: ["{exporter.address}"]}}]
+    agent = agent_factory(scraping_config(rules, exporter.address) + textwrap.dedent(f"""\
         ticketing:
           update_min_interval: 1s
           max_new_tickets_per_hour: 1000

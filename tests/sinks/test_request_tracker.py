@@ -9,7 +9,7 @@ import pytest
 
 from agent.sinks.base import DeliveryError
 from agent.sinks.request_tracker import RequestTrackerSink, ticketsql_string
-from tests.helpers import Exporter
+from tests.helpers import Exporter, scraping_config
 from tests.sinks.fakehttp import make_ticket, write_credentials
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -134,14 +134,7 @@ def start_agent(agent_factory, tmp_path, exporter, sink_yaml: str, sink_name: st
                   group_by: [alertname]
                   on_clear: {on_clear}
         """))
-    return agent_factory(textwrap.dedent(f"""\
-        system: {{enabled: false}}
-        rule_files: ["{rules}"]
-        scrape_configs:
-          - job_name: app
-            scrape_interval: 1s
-            scrape_timeout: 1s
-            static_configs: [{{targets: ["{exporter.address}"]}}]
+    return agent_factory(scraping_config(rules, exporter.address) + textwrap.dedent("""\
         ticketing:
           update_min_interval: 1s
           sinks:
