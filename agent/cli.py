@@ -93,12 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
 # subcommand -> module with `command(args) -> int`
 _COMMANDS = {
     "run": "agent.daemon",
-    "check": "agent.checkcmd",
-    "test": "agent.ruletest",
-    "backtest": "agent.backtest",
-    "detect": "agent.detect",
-    "tickets": "agent.ticketcmd",
-    "silence": "agent.silencecmd",
+    "check": "agent.commands.check",
+    "test": "agent.commands.test",
+    "backtest": "agent.commands.backtest",
+    "detect": "agent.commands.detect",
+    "tickets": "agent.commands.tickets",
+    "silence": "agent.commands.silence",
 }
 
 

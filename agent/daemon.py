@@ -23,11 +23,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from agent import __version__, systemd
 from agent.clock import Clock, WallClock
-from agent.config import Config, ConfigErrors, load_config, parse_listen_address, parse_shard
+from agent.config.schema import Config, ConfigErrors, load_config, parse_listen_address, parse_shard
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, ProcessCollector, Registry
 from agent.pipeline import Pipeline
-from agent.store import Labels, Store
-from agent.web import StoreCollector, WebHooks, WebServer
+from agent.store.series import Labels, Store
+from agent.web.server import StoreCollector, WebHooks, WebServer
 
 log = logging.getLogger("forewarn")
 

@@ -14,9 +14,9 @@ import time
 from typing import Any, Callable, Iterable
 
 from agent.clock import Clock
-from agent.config import Config
+from agent.config.schema import Config
 from agent.metrics import Histogram
-from agent.store import Labels, Store
+from agent.store.series import Labels, Store
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Pipeline:
     # ---- rules, problems, tickets -------------------------------------------------------------
 
     def _build_rules(self, cfg: Config, groups: list[Any]) -> Any:
-        from agent.rules import RuleManager
+        from agent.rules.manager import RuleManager
 
         return RuleManager(groups, self.engine, self.clock, store=self.store,
                            default_interval=float(cfg.global_.evaluation_interval),
@@ -139,7 +139,7 @@ class Pipeline:
     def chart(self, rule: Any, alerts: list[Any], now: float) -> bytes | None:
         """PNG of the first alert's series over the rule's lookback, with its forecast and
         threshold, for tickets in tools that take attachments. None without matplotlib."""
-        from agent.sinks.chart import render_chart
+        from agent.tickets.chart import render_chart
 
         alert = alerts[0]
         spec = getattr(rule.definition.spec, "forecast", None)
@@ -202,7 +202,7 @@ class Pipeline:
         return os.path.join(self.cfg.state_dir, RULES_STATE_FILE)
 
     def start(self) -> None:
-        from agent.problems import build_ticketing
+        from agent.tickets.problems import build_ticketing
 
         self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart)
         restored = self.rules.load_state(self.rules_state_path)
@@ -245,7 +245,7 @@ class Pipeline:
         groups = load_groups(cfg)
         new_rules = self._build_rules(cfg, groups)
         system, queries = self._new_sources(cfg)
-        from agent.problems import build_ticketing
+        from agent.tickets.problems import build_ticketing
 
         with self.lock, self.delivery_lock:
             new_ticketing = build_ticketing(cfg, self.clock, chart=self.chart) if self.ticketing is not None else None
@@ -288,12 +288,12 @@ class Pipeline:
         return [(alerts, RULE_FAMILIES), (problems, {"forewarn_problems": ("gauge", "Open problems by state.")})]
 
     def api_routes(self) -> dict[str, Callable[[dict[str, str]], tuple[int, Any]]]:
-        from agent import queryapi, rulesapi
-        from agent.sinks.local import configured_path, tickets_api
+        from agent.web import query_api, rules_api
+        from agent.tickets.sinks.local import configured_path, tickets_api
 
-        routes: dict[str, Callable[[dict[str, str]], tuple[int, Any]]] = dict(rulesapi.routes(lambda: self.rules))
-        routes["/api/v1/query"] = lambda params: queryapi.handle_query(self.engine, params)
-        routes["/api/v1/query_range"] = lambda params: queryapi.handle_query_range(self.engine, params)
+        routes: dict[str, Callable[[dict[str, str]], tuple[int, Any]]] = dict(rules_api.routes(lambda: self.rules))
+        routes["/api/v1/query"] = lambda params: query_api.handle_query(self.engine, params)
+        routes["/api/v1/query_range"] = lambda params: query_api.handle_query_range(self.engine, params)
         routes["/api/v1/tickets"] = lambda params: (200, tickets_api(self.cfg.state_dir, params,
                                                                      path=configured_path(self.cfg)))
         return routes
@@ -346,7 +346,7 @@ RULE_FAMILIES = {
 
 def load_groups(cfg: Config) -> list[Any]:
     """The rule groups of cfg's rule files; raises ConfigErrors."""
-    from agent.rulefile import load_rule_files
+    from agent.rules.file import load_rule_files
 
     sinks = {s.name for s in cfg.ticketing.sinks} | {"local"}
     return load_rule_files(cfg.rule_file_paths(), sinks)

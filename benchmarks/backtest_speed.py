@@ -1,6 +1,6 @@
 """Backtest speed: 30 days of 1-minute data for 100 series, replayed through a threshold
 rule and a forecast rule (group interval 1m), through the CLI's code path: a wide CSV is
-written, read by `agent.replay.read_csv`, replayed by `agent.backtest.run_backtest`.
+written, read by `agent.sources.recording.read_csv`, replayed by `agent.commands.backtest.run_backtest`.
 Target: the replay in 60 s or less.
 
     python benchmarks/backtest_speed.py [--days 30] [--series 100] [--model linear] [--step SECONDS] [--profile]
@@ -23,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent import backtest, replay  # noqa: E402
+from agent.commands import backtest
+from agent.sources import recording  # noqa: E402
 
 RULES = """\
 groups:
@@ -81,7 +82,7 @@ def main() -> int:
             f.write(RULES.format(model=args.model))
         write_data(data, args.days, args.series)
         t = time.monotonic()
-        rec = replay.read_csv(data)
+        rec = recording.read_csv(data)
         read_s = time.monotonic() - t
         groups = backtest.load_rules([rules])
         prof = cProfile.Profile() if args.profile else None

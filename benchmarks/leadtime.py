@@ -25,7 +25,7 @@ Fills start at day `days - 3.5`. The breach time is when the trend crosses the t
 forecast {model, lookback 6h, horizon 24h, confidence 0.9} and
 `predict_linear(x[6h], 24*3600) < 0` (resp. `> 95`).
 
-Everything runs through `agent.backtest.run_backtest` (Store, RuleManager, evaluate_tick,
+Everything runs through `agent.commands.backtest.run_backtest` (Store, RuleManager, evaluate_tick,
 ProblemManager, refit worker), with the storm guard lifted (each series is its own host).
 Metrics per rule kind:
 - lead: for a breach series, (breach time - first ticket opened between fill start and
@@ -51,10 +51,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from agent import backtest  # noqa: E402
-from agent.config import TicketingConfig  # noqa: E402
-from agent.replay import Recording  # noqa: E402
-from agent.store import make_labels  # noqa: E402
+from agent.commands import backtest  # noqa: E402
+from agent.config.schema import TicketingConfig  # noqa: E402
+from agent.sources.recording import Recording  # noqa: E402
+from agent.store.series import make_labels  # noqa: E402
 
 DEFAULT_NAB = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "nab"))
 NOISE_SOURCES = [  # 5-minute series with at least 14 days, different kinds of noise

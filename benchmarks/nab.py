@@ -45,7 +45,7 @@ PUBLISHED = {
 
 def run_detector(nab_root: str, names: list[str], params: AnomalyParams) -> tuple[np.ndarray, int, float]:
     """Our scores for every file, concatenated in corpus order; rows and seconds."""
-    from agent.detect import parse_timestamps
+    from agent.commands.detect import parse_timestamps
 
     parts = []
     rows = 0

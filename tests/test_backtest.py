@@ -15,9 +15,10 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from agent import backtest, replay
+from agent.commands import backtest
+from agent.sources import recording
 from agent.cli import main
-from agent.store import make_labels
+from agent.store.series import make_labels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "fixtures", "backtest")
@@ -32,7 +33,7 @@ def _opens(res: backtest.BacktestResult) -> list[tuple[float, str, str]]:
 
 
 def test_known_breach_opens_the_expected_tickets_at_the_expected_times() -> None:
-    res = backtest.run_backtest(backtest.load_rules([RULES]), replay.read_csv(LONG))
+    res = backtest.run_backtest(backtest.load_rules([RULES]), recording.read_csv(LONG))
     # Forecast: the line reaches 0 at minute 660; the ETA drops under the 6 h horizon after
     # minute 300, pending from minute 301, firing after `for: 5m` at minute 306.
     # Threshold: below 100 from minute 601 (100.0 exactly at 600), firing at 606.
@@ -55,7 +56,7 @@ def test_known_breach_opens_the_expected_tickets_at_the_expected_times() -> None
 
 
 def test_wide_format_with_gaps_gives_the_same_tickets() -> None:
-    rec = replay.read_csv(WIDE)
+    rec = recording.read_csv(WIDE)
     assert [dict(lab)["mount"] for lab in rec.labels] == ["/data", "/var"]
     assert len(rec) == 2 * 721 - sum(1 for i in range(721) if i % 7 == 3)
     res = backtest.run_backtest(backtest.load_rules([RULES]), rec)
@@ -70,17 +71,17 @@ def test_clear_when_the_series_recovers_and_step_and_window(tmp_path) -> None:
         rows.append(f'disk_free_bytes,"{{mount=""/x""}}",{T0 + 60 * i:.0f},{v}')
     path.write_text("\n".join(rows) + "\n")
     groups = backtest.load_rules([RULES])
-    res = backtest.run_backtest(groups, replay.read_csv(str(path)))
+    res = backtest.run_backtest(groups, recording.read_csv(str(path)))
     low = [(e.action, e.time) for e in res.events if e.rule == "DiskLow"]
     assert low == [("open", T0 + 25 * 60), ("clear", T0 + 60 * 60)]
     assert {s.rule: s for s in res.summary}["DiskLow"].median_duration_seconds == 35 * 60
     assert res.open_at_end == []
     # --step 10m: evaluations at 0, 10, 20, ...: active at 20, firing at 30, cleared at 60
-    res = backtest.run_backtest(groups, replay.read_csv(str(path)), step=600.0)
+    res = backtest.run_backtest(groups, recording.read_csv(str(path)), step=600.0)
     assert [(e.action, e.time) for e in res.events if e.rule == "DiskLow"] == [
         ("open", T0 + 30 * 60), ("clear", T0 + 60 * 60)]
     # --from/--to cut the data: the problem has not fired yet at minute 24
-    res = backtest.run_backtest(groups, replay.read_csv(str(path)), start=T0, end=T0 + 24 * 60)
+    res = backtest.run_backtest(groups, recording.read_csv(str(path)), start=T0, end=T0 + 24 * 60)
     assert res.events == [] and res.evaluations == 25
 
 
@@ -133,8 +134,8 @@ def test_cli_text_output(capsys) -> None:
 def test_csv_errors_name_the_line(tmp_path, capsys, content: str, message: str) -> None:
     p = tmp_path / "bad.csv"
     p.write_text(content)
-    with pytest.raises(replay.ReplayInputError) as ei:
-        replay.read_csv(str(p))
+    with pytest.raises(recording.ReplayInputError) as ei:
+        recording.read_csv(str(p))
     assert ei.value.messages[0].startswith(message.format(p=p))
     assert main(["backtest", "--rules", RULES, "--input", str(p)]) == 1
     assert message.format(p=p) in capsys.readouterr().err
@@ -162,11 +163,11 @@ def test_exit_codes(tmp_path, capsys) -> None:
 
 
 def test_time_formats() -> None:
-    assert replay.parse_time("1700000000") == 1_700_000_000
-    assert replay.parse_time("2023-11-14T22:13:20Z") == 1_700_000_000
-    assert replay.parse_time("2023-11-14T23:13:20+01:00") == 1_700_000_000
-    assert replay.parse_time("2023-11-14T22:13:20") == 1_700_000_000  # no offset: UTC
-    assert np.isnan(replay.parse_value("stale"))
+    assert recording.parse_time("1700000000") == 1_700_000_000
+    assert recording.parse_time("2023-11-14T22:13:20Z") == 1_700_000_000
+    assert recording.parse_time("2023-11-14T23:13:20+01:00") == 1_700_000_000
+    assert recording.parse_time("2023-11-14T22:13:20") == 1_700_000_000  # no offset: UTC
+    assert np.isnan(recording.parse_value("stale"))
 
 
 class _FakePrometheus(http.server.BaseHTTPRequestHandler):
@@ -198,7 +199,7 @@ class _FakePrometheus(http.server.BaseHTTPRequestHandler):
 
 
 def test_input_from_a_prometheus_api(capsys) -> None:
-    rec = replay.read_csv(LONG)
+    rec = recording.read_csv(LONG)
     series = []
     for i, lab in enumerate(rec.labels):
         t, v = rec.series_values(i)
@@ -220,7 +221,7 @@ def test_input_from_a_prometheus_api(capsys) -> None:
         opens = [(e["time"], e["rule"]) for e in doc["events"] if e["action"] == "open"]
         assert opens == [(T0 + 306 * 60, "DiskWillFill"), (T0 + 606 * 60, "DiskLow")]
         assert all(q.startswith("disk_free_bytes[") for q in _FakePrometheus.seen) and len(_FakePrometheus.seen) >= 2  # 6 h chunks
-        fetched = replay.fetch_recording(url, ["disk_free_bytes"], T0, T0 + 720 * 60)
+        fetched = recording.fetch_recording(url, ["disk_free_bytes"], T0, T0 + 720 * 60)
         assert len(fetched) == 2 * 721
         assert fetched.labels == [make_labels("disk_free_bytes", {"mount": "/data"}),
                                   make_labels("disk_free_bytes", {"mount": "/var"})]
@@ -242,7 +243,7 @@ def test_unsorted_unaligned_and_repeated_samples(tmp_path) -> None:
     rows.append(f'{T0 + 7:.0f},"disk_free_bytes{{mount=""/b""}}",1')  # a repeat: the first row wins
     path = tmp_path / "jitter.csv"
     path.write_text("\n".join(rows) + "\n")
-    rec = replay.read_csv(str(path))
+    rec = recording.read_csv(str(path))
     assert np.all(np.diff(rec.t) >= 0) and len(rec) == 121
     res = backtest.run_backtest(backtest.load_rules([RULES]), rec, step=60.0)
     # /b drops below 100 at minute 30 (+7 s): seen at the evaluation of minute 31, firing 5 m later
@@ -250,8 +251,8 @@ def test_unsorted_unaligned_and_repeated_samples(tmp_path) -> None:
         ("open", T0 + 36 * 60, "/b")]
     # both feeding paths store the same samples: one append per timestamp, or one extend per series
     for step in (60.0, 3600.0):
-        store = replay.store_for(rec, 3600.0)
-        feeder = replay.Feeder(rec, store)
+        store = recording.store_for(rec, 3600.0)
+        feeder = recording.Feeder(rec, store)
         for t in np.arange(T0, T0 + 3600 + step, step):
             feeder.feed_until(t)
         sid = store.get_id(make_labels("disk_free_bytes", {"mount": "/b"}))

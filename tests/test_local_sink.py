@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from agent.config import load_config
-from agent.sinks import SINK_TYPES
-from agent.sinks.base import DeliveryError, Ticket
-from agent.sinks.local import LocalSink, configured_path, get_ticket, list_tickets, tickets_api
+from agent.config.schema import load_config
+from agent.tickets.sinks import SINK_TYPES
+from agent.tickets.sinks.base import DeliveryError, Ticket
+from agent.tickets.sinks.local import LocalSink, configured_path, get_ticket, list_tickets, tickets_api
 
 
 def tk(action: str, seq: int, key: str = "k1", resolve: bool = False, body: str = "") -> Ticket:

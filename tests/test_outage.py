@@ -56,8 +56,8 @@ def phase_tickets(run_id: str, problems: int, phase: str) -> list:
 def child_main(state_dir: str, url: str, cred: str, run_id: str, problems: int) -> None:
     """The agent under test: enqueue released phases, deliver, forever (until killed)."""
     from agent.clock import WallClock
-    from agent.outbox import Outbox
-    from agent.sinks.webhook import WebhookSink
+    from agent.tickets.outbox import Outbox
+    from agent.tickets.sinks.webhook import WebhookSink
 
     sink = WebhookSink("itsm", WebhookSink.Config(url=url, credentials_file=cred, timeout=5), state_dir=state_dir)
     ob = Outbox(os.path.join(state_dir, "outbox.db"), {"itsm": sink}, WallClock(),

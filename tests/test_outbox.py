@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from agent.clock import SimulatedClock
-from agent.outbox import Outbox
-from agent.sinks.base import DeliveryError, Ticket
+from agent.tickets.outbox import Outbox
+from agent.tickets.sinks.base import DeliveryError, Ticket
 
 T0 = 1_795_000_000.0
 
@@ -378,7 +378,7 @@ def test_scrape_during_latency_update_sees_consistent_histogram(tmp_path):
 
 
 def test_txn_does_not_hide_errors_or_wedge(tmp_path):
-    from agent.outbox import _Txn, connect
+    from agent.tickets.outbox import _Txn, connect
 
     conn = connect(str(tmp_path / "t.db"))
     conn.execute("PRAGMA foreign_keys=ON")

@@ -25,8 +25,8 @@ from urllib.parse import parse_qs, urlparse
 import requests
 
 from agent.clock import WallClock
-from agent.outbox import Outbox
-from agent.sinks.base import Ticket, check_response, network_error
+from agent.tickets.outbox import Outbox
+from agent.tickets.sinks.base import Ticket, check_response, network_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEMS = 20

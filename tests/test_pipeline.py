@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from agent.clock import SimulatedClock
-from agent.config import load_config
+from agent.config.schema import load_config
 from agent.pipeline import Pipeline
-from agent.store import Store
+from agent.store.series import Store
 
 
 def test_resend_runs_each_sink_on_its_own_interval(tmp_path):

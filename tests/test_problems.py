@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from agent.clock import SimulatedClock
-from agent.config import MaintenanceWindow, SilenceConfig, TicketingConfig
-from agent.outbox import Outbox
-from agent.problems import ProblemManager, Reason, dedup_key
-from agent.rules import Alert, AlertState, BreachInfo, TicketPolicy
-from agent.silences import SilenceStore, Suppressor, compile_window, parse_matchers, silences_from_config
-from agent.sinks.local import LocalSink, get_ticket, list_tickets
-from agent.ticketcontent import approx_duration, iso
-from agent.yamlutil import Duration
+from agent.config.schema import MaintenanceWindow, SilenceConfig, TicketingConfig
+from agent.tickets.outbox import Outbox
+from agent.tickets.problems import ProblemManager, Reason, dedup_key
+from agent.rules.manager import Alert, AlertState, BreachInfo, TicketPolicy
+from agent.tickets.suppress import SilenceStore, Suppressor, compile_window, parse_matchers, silences_from_config
+from agent.tickets.sinks.local import LocalSink, get_ticket, list_tickets
+from agent.tickets.content import approx_duration, iso
+from agent.config.decode import Duration
 
 H = 3600.0
 T0 = 1_795_000_000.0 - 1_795_000_000.0 % H  # on an hour boundary
@@ -311,8 +311,8 @@ def test_silence_added_after_open_does_not_hide_the_clear(tmp_path):
 
 
 def test_ticket_content_without_summary_and_for_anomalies():
-    from agent.rules import AnomalyInfo
-    from agent.ticketcontent import make_ticket
+    from agent.rules.manager import AnomalyInfo
+    from agent.tickets.content import make_ticket
 
     a = Alert(labels={"alertname": "LoadAnomaly", "instance": "db-7:9100"}, annotations={},
               state=AlertState.FIRING, active_at=T0, value=7.5, anomaly=AnomalyInfo(0.97, 1.2, 0.5, 2.5))
@@ -369,7 +369,7 @@ def _itsm_outbox(tmp_path, clock):
 def test_problem_forgotten_by_gc_never_reuses_a_sequence(tmp_path):
     """Sink down for a day after the clear, problem back on day 7: the outbox still holds the
     old (key, 1) and (key, 2); the new episode must not reuse them or its actions are lost."""
-    from agent.sinks.base import DeliveryError
+    from agent.tickets.sinks.base import DeliveryError
 
     clock = SimulatedClock(T0)
     outbox, tool = _itsm_outbox(tmp_path, clock)

@@ -10,7 +10,7 @@ import pytest
 
 from agent.promql import (Engine, EvaluationError, Matrix, PromQLError, Scalar, Vector, check_supported,
                           parse)
-from agent.store import STALE_NAN, Store, make_labels
+from agent.store.series import STALE_NAN, Store, make_labels
 
 T0 = 1_700_000_000.0
 
@@ -315,7 +315,7 @@ def test_ring_buffer_wraparound_reads_newest_window():
 # ---- query API (HTTP-free handlers) -----------------------------------------------------------
 
 def test_query_api_shapes(fleet):
-    from agent.queryapi import handle_query, handle_query_range
+    from agent.web.query_api import handle_query, handle_query_range
 
     status, body = handle_query(fleet, {"query": 'up{job="api",instance="b"}', "time": str(T0 + 600)})
     assert status == 200
@@ -342,7 +342,7 @@ def test_query_api_shapes(fleet):
     ({"query": "req_total / on(job) up", "time": str(T0 + 600)}, 422, "execution", "many-to-many"),
 ])
 def test_query_api_errors(fleet, params, status, etype, fragment):
-    from agent.queryapi import handle_query
+    from agent.web.query_api import handle_query
 
     got_status, body = handle_query(fleet, params)
     assert got_status == status
@@ -351,7 +351,7 @@ def test_query_api_errors(fleet, params, status, etype, fragment):
 
 
 def test_query_range_limits_and_timeout(fleet):
-    from agent.queryapi import handle_query_range
+    from agent.web.query_api import handle_query_range
 
     status, body = handle_query_range(fleet, {"query": "up", "start": "0", "end": "1e6", "step": "1"})
     assert status == 400 and "11,000 points" in body["error"]

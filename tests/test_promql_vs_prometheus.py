@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from agent.promql import Engine, Matrix, PromQLError, Scalar, String, Vector
-from agent.store import Store, make_labels
+from agent.store.series import Store, make_labels
 from tests.helpers import free_port, wait_for
 
 CASES = os.path.join(os.path.dirname(__file__), "promql_cases.txt")
@@ -313,7 +313,7 @@ def _normalise(body: dict) -> tuple:
 
 def test_query_api_matches_prometheus(both):
     """handle_query / handle_query_range answer in Prometheus's own JSON shape and codes."""
-    from agent.queryapi import handle_query, handle_query_range
+    from agent.web.query_api import handle_query, handle_query_range
 
     base, engine, url = both
     params = {"start": f"{base + 1200 + 7.5:.3f}", "end": f"{base + 7000 + 7.5:.3f}", "step": "60s"}

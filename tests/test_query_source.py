@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import requests
 
-from agent.config import QueryConfig
+from agent.config.schema import QueryConfig
 from agent.sources.query import QuerySource, shard_of
-from agent.store import Store, make_labels
+from agent.store.series import Store, make_labels
 from tests.helpers import free_port, parse_metrics, wait_for
 
 SELECTOR = '{__name__=~"prometheus_tsdb_head_.*|prometheus_engine_.*|go_memstats_.*"}'
@@ -140,8 +140,8 @@ def test_three_shards_cover_the_fleet_without_overlap(prometheus, agent_factory)
 def test_dedup_key_does_not_depend_on_the_shard_that_raised_it():
     """A sharded agent adds no host label of its own, so the same fleet problem has the same
     dedup key whichever agent (or shard layout) sees it."""
-    from agent.config import load_config
-    from agent.problems import dedup_key
+    from agent.config.schema import load_config
+    from agent.tickets.problems import dedup_key
 
     alone = load_config("a.yml", text="{}\n")
     shard_a = load_config("a.yml", text="shard: 0/3\n")

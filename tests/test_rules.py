@@ -10,15 +10,15 @@ import pytest
 
 from agent.clock import SimulatedClock
 from agent.promql import Engine
-from agent.rulefile import load_rule_text
-from agent.rules import (
+from agent.rules.file import load_rule_text
+from agent.rules.manager import (
     RESOLVED_RETENTION,
     AlertState,
     BreachInfo,
     RuleManager,
     to_samples,
 )
-from agent.store import STALE_NAN, Store, is_stale, make_labels
+from agent.store.series import STALE_NAN, Store, is_stale, make_labels
 
 P, F, I = AlertState.PENDING, AlertState.FIRING, AlertState.INACTIVE
 
@@ -410,7 +410,7 @@ def api_manager(now: float = 1700000000.0) -> RuleManager:
 
 
 def test_rules_api_shape():
-    from agent.rulesapi import alerts_response, rules_response
+    from agent.web.rules_api import alerts_response, rules_response
 
     rm = api_manager()
     status, body = rules_response(rm, {})
@@ -456,7 +456,7 @@ def test_api_matches_a_real_prometheus(tmp_path):
 
     import requests
 
-    from agent.rulesapi import alerts_response, rules_response
+    from agent.web.rules_api import alerts_response, rules_response
     from tests.helpers import free_port, wait_for
 
     (tmp_path / "rules.yml").write_text(API_RULES)
@@ -498,7 +498,7 @@ def test_api_matches_a_real_prometheus(tmp_path):
 
 
 def test_recording_rule_without_labels_omits_them_like_prometheus():
-    from agent.rulesapi import rules_response
+    from agent.web.rules_api import rules_response
 
     store = Store()
     text = "groups:\n- name: g\n  rules:\n  - record: a:b\n    expr: vector(1)\n"

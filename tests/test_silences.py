@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from agent.config import MaintenanceWindow, SilenceConfig
-from agent.silences import (
+from agent.config.schema import MaintenanceWindow, SilenceConfig
+from agent.tickets.suppress import (
     Matcher,
     SilenceStore,
     Suppressor,
@@ -17,7 +17,7 @@ from agent.silences import (
     parse_time,
     silences_from_config,
 )
-from agent.yamlutil import Duration
+from agent.config.decode import Duration
 
 T0 = parse_time("2026-11-22T00:00:00Z")  # a Sunday
 

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.config import SYSTEM_COLLECTORS, SystemConfig
+from agent.config.schema import SYSTEM_COLLECTORS, SystemConfig
 from agent.sources.system import FAMILIES, NODE_EXPORTER_COLLECTORS, SystemCollector, family, meminfo_metric_name
-from agent.store import Store, make_labels
+from agent.store.series import Store, make_labels
 
 FIXTURES = Path(__file__).parent / "fixtures"
 USER_HZ = os.sysconf("SC_CLK_TCK")

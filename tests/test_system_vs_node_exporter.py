@@ -17,7 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.config import SystemConfig
+from agent.config.schema import SystemConfig
 from agent.sources.system import DISK_DEVICE_EXCLUDE, FAMILIES, NODE_EXPORTER_COLLECTORS, SystemCollector
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"

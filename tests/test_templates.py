@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.templates import (
+from agent.rules.templates import (
     BASE_VARIABLES,
     TemplateData,
     TemplateError,

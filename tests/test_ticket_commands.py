@@ -11,13 +11,13 @@ import pytest
 
 from agent.cli import main
 from agent.clock import SimulatedClock
-from agent.outbox import Outbox
-from agent.problems import ProblemManager, Reason
-from agent.rules import Alert, AlertState, TicketPolicy
-from agent.silences import SilenceStore, Suppressor
-from agent.sinks.base import DeliveryError, Ticket
-from agent.sinks.local import LocalSink
-from agent.config import load_config
+from agent.tickets.outbox import Outbox
+from agent.tickets.problems import ProblemManager, Reason
+from agent.rules.manager import Alert, AlertState, TicketPolicy
+from agent.tickets.suppress import SilenceStore, Suppressor
+from agent.tickets.sinks.base import DeliveryError, Ticket
+from agent.tickets.sinks.local import LocalSink
+from agent.config.schema import load_config
 
 REPO = __file__.rsplit("/tests/", 1)[0]
 

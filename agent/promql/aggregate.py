@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import promql_parser as pp
 
-from agent.store import Labels
+from agent.store.series import Labels
 
 from .parse import EvaluationError
 from .rangefuncs import segment_quantile

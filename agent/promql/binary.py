@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import numpy as np
 import promql_parser as pp
 
-from agent.store import Labels
+from agent.store.series import Labels
 
 from .parse import EvaluationError
 from .values import NAME, Scalar, Vector, drop_name, labels_str

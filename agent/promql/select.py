@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import promql_parser as pp
 
-from agent.store import Labels, Store, is_stale
+from agent.store.series import Labels, Store, is_stale
 
 from .values import NAME
 

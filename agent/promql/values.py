@@ -8,7 +8,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from agent.store import Labels
+from agent.store.series import Labels
 
 NAME = "__name__"
 

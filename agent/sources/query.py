@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.config import QueryConfig, read_secret_file
-from agent.store import Labels, Store, make_labels
+from agent.config.schema import QueryConfig, read_secret_file
+from agent.store.series import Labels, Store, make_labels
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ import urllib3
 
 from agent import __version__
 from agent.clock import Clock
-from agent.config import Config, ScrapeConfig, read_secret_file
+from agent.config.schema import Config, ScrapeConfig, read_secret_file
 from agent.sources import exposition
-from agent.store import Labels, Store, make_labels
+from agent.store.series import Labels, Store, make_labels
 
 log = logging.getLogger(__name__)
 

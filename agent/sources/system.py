@@ -37,8 +37,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import psutil
 
-from agent.config import SystemConfig
-from agent.store import Labels, make_labels
+from agent.config.schema import SystemConfig
+from agent.store.series import Labels, make_labels
 
 log = logging.getLogger(__name__)
 

@@ -238,7 +238,7 @@ def multipart_files(req: Recorded) -> dict[str, tuple[str, str, bytes]]:
 
 def make_ticket(action: str = "open", key: str = "k0123456789abcdef", **kw: Any) -> Any:
     """A ticket as the outbox would hand it over."""
-    from agent.sinks.base import Ticket
+    from agent.tickets.sinks.base import Ticket
 
     defaults: dict[str, Any] = dict(
         dedup_key=key,
@@ -274,7 +274,7 @@ def deliver_through_outage(make_sink: Any, fake: FakeServer, tmp_path: Any, *, p
     import random
 
     from agent.clock import SimulatedClock
-    from agent.outbox import Outbox
+    from agent.tickets.outbox import Outbox
 
     clock = SimulatedClock(start)
     path = str(tmp_path / "outbox.db")

@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from agent.clock import WallClock
-from agent.outbox import Outbox
-from agent.sinks.alertmanager import AlertmanagerSink
-from agent.sinks.base import DeliveryError
+from agent.tickets.outbox import Outbox
+from agent.tickets.sinks.alertmanager import AlertmanagerSink
+from agent.tickets.sinks.base import DeliveryError
 from tests.helpers import free_port, wait_for
 from tests.sinks.fakehttp import FakeServer, answer, make_ticket
 

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from agent.sinks.chart import MAX_POINTS, _thin, render_chart
+from agent.tickets.chart import MAX_POINTS, _thin, render_chart
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

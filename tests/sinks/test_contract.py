@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from agent.sinks.base import DeliveryError
+from agent.tickets.sinks.base import DeliveryError
 from tests.sinks.fakehttp import Answer, FakeServer, Recorded, answer, make_ticket, write_credentials
 
 SECRET = "s3cr3t-0123456789abcdef01234567"  # 32 characters: also a well-formed PagerDuty routing key
@@ -35,7 +35,7 @@ def credential(tmp_path: Any, text: str = SECRET) -> str:
 
 
 def _servicenow(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.sinks.servicenow import ServiceNowSink as S
+    from agent.tickets.sinks.servicenow import ServiceNowSink as S
 
     return S("sn", S.Config(url=url, credentials_file=credential(tmp, BASIC), timeout=timeout,
                             resolve_fields={"problem_state": "106"}), state_dir=str(tmp))
@@ -44,7 +44,7 @@ def _servicenow(url: str, tmp: Any, timeout: float) -> Any:
 def _servicenow_oauth(url: str, tmp: Any, timeout: float) -> Any:
     import json
 
-    from agent.sinks.servicenow import ServiceNowSink as S
+    from agent.tickets.sinks.servicenow import ServiceNowSink as S
 
     creds = json.dumps({"client_id": "forewarn", "client_secret": SECRET, "username": "bot", "password": SECRET})
     return S("sn", S.Config(url=url, credentials_file=credential(tmp, creds), timeout=timeout, auth="oauth"),
@@ -52,45 +52,45 @@ def _servicenow_oauth(url: str, tmp: Any, timeout: float) -> Any:
 
 
 def _jira(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.sinks.jira import JiraSink as S
+    from agent.tickets.sinks.jira import JiraSink as S
 
     return S("jira", S.Config(url=url, credentials_file=credential(tmp, BASIC), timeout=timeout, project="OPS"),
              state_dir=str(tmp))
 
 
 def _jsm(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.sinks.jira import JiraSink as S
+    from agent.tickets.sinks.jira import JiraSink as S
 
     return S("jsm", S.Config(url=url, credentials_file=credential(tmp, BASIC), timeout=timeout, mode="request",
                              service_desk_id="4", request_type_id="11"), state_dir=str(tmp))
 
 
 def _pagerduty(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.sinks.pagerduty import PagerDutySink as S
+    from agent.tickets.sinks.pagerduty import PagerDutySink as S
 
     return S("pd", S.Config(url=url, credentials_file=credential(tmp), timeout=timeout), state_dir=str(tmp))
 
 
 def _opsgenie(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.sinks.opsgenie import OpsgenieSink as S
+    from agent.tickets.sinks.opsgenie import OpsgenieSink as S
 
     return S("og", S.Config(url=url, credentials_file=credential(tmp), timeout=timeout), state_dir=str(tmp))
 
 
 def _request_tracker(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.sinks.request_tracker import RequestTrackerSink as S
+    from agent.tickets.sinks.request_tracker import RequestTrackerSink as S
 
     return S("rt", S.Config(url=url, credentials_file=credential(tmp), timeout=timeout), state_dir=str(tmp))
 
 
 def _alertmanager(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.sinks.alertmanager import AlertmanagerSink as S
+    from agent.tickets.sinks.alertmanager import AlertmanagerSink as S
 
     return S("am", S.Config(url=url, credentials_file=credential(tmp, BASIC), timeout=timeout), state_dir=str(tmp))
 
 
 def _webhook(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.sinks.webhook import WebhookSink as S
+    from agent.tickets.sinks.webhook import WebhookSink as S
 
     return S("hook", S.Config(url=url, credentials_file=credential(tmp), timeout=timeout), state_dir=str(tmp))
 
@@ -301,7 +301,7 @@ def test_credentials_never_leak(case, status_server, tmp_path, caplog):
 
 
 def _registered() -> list[str]:
-    from agent.sinks import SINK_TYPES
+    from agent.tickets.sinks import SINK_TYPES
 
     return sorted(SINK_TYPES)
 
@@ -313,7 +313,7 @@ def test_registered_sink_follows_the_convention(type_name):
     import dataclasses
     import inspect
 
-    from agent.sinks import SINK_TYPES
+    from agent.tickets.sinks import SINK_TYPES
 
     cls = SINK_TYPES[type_name]
     assert dataclasses.is_dataclass(cls.Config)

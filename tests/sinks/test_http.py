@@ -10,10 +10,10 @@ import subprocess
 import pytest
 import requests
 
-from agent.sinks import http as sinkhttp
-from agent.sinks.base import DeliveryError
-from agent.sinks.http import HttpClient, Secret, read_credentials
-from agent.sinks.pagerduty import PagerDutySink
+from agent.tickets.sinks import http as sinkhttp
+from agent.tickets.sinks.base import DeliveryError
+from agent.tickets.sinks.http import HttpClient, Secret, read_credentials
+from agent.tickets.sinks.pagerduty import PagerDutySink
 from tests.sinks.fake_pagerduty import FakePagerDuty
 from tests.sinks.fakehttp import FakeServer, Recorded, answer, make_ticket, write_credentials
 
@@ -127,7 +127,7 @@ def test_secret_straddling_the_snippet_cut_leaves_no_prefix():
     """The answer is redacted whole before it is cut to a snippet."""
     from types import SimpleNamespace
 
-    from agent.sinks.base import DeliveryError, check_response
+    from agent.tickets.sinks.base import DeliveryError, check_response
 
     secret = "s3cr3t-token-0123456789"
     text = "x" * 290 + secret + " echoed back"

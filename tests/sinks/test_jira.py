@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from agent.sinks.base import DeliveryError
-from agent.sinks.jira import JiraSink, to_adf
+from agent.tickets.sinks.base import DeliveryError
+from agent.tickets.sinks.jira import JiraSink, to_adf
 from tests.sinks.fake_jira import FakeJira, adf_text
 from tests.sinks.fakehttp import deliver_through_outage, make_ticket, write_credentials
 

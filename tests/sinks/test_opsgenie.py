@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.sinks.base import DeliveryError
-from agent.sinks.opsgenie import REGION_URLS, OpsgenieSink
+from agent.tickets.sinks.base import DeliveryError
+from agent.tickets.sinks.opsgenie import REGION_URLS, OpsgenieSink
 from tests.sinks.fake_opsgenie import FakeOpsgenie
 from tests.sinks.fakehttp import deliver_through_outage, make_ticket, write_credentials
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.sinks.base import DeliveryError
-from agent.sinks.pagerduty import PagerDutySink
+from agent.tickets.sinks.base import DeliveryError
+from agent.tickets.sinks.pagerduty import PagerDutySink
 from tests.sinks.fake_pagerduty import FakePagerDuty
 from tests.sinks.fakehttp import deliver_through_outage, make_ticket, write_credentials
 
@@ -114,8 +114,8 @@ def test_source_defaults_to_the_configured_name_without_host_labels(fake, tmp_pa
 
 
 def test_bad_severity_mapping_is_rejected_by_check(tmp_path):
-    from agent.config import load_config
-    from agent.yamlutil import ConfigErrors
+    from agent.config.schema import load_config
+    from agent.config.decode import ConfigErrors
 
     write_credentials(tmp_path, ROUTING_KEY)
     cfg = tmp_path / "f.yml"

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from agent.sinks.base import DeliveryError
-from agent.sinks.request_tracker import RequestTrackerSink, ticketsql_string
+from agent.tickets.sinks.base import DeliveryError
+from agent.tickets.sinks.request_tracker import RequestTrackerSink, ticketsql_string
 from tests.helpers import Exporter, scraping_config
 from tests.sinks.fakehttp import make_ticket, write_credentials
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from agent.sinks.base import DeliveryError
-from agent.sinks.servicenow import ServiceNowSink
+from agent.tickets.sinks.base import DeliveryError
+from agent.tickets.sinks.servicenow import ServiceNowSink
 from tests.sinks.fake_servicenow import FakeServiceNow
 from tests.sinks.fakehttp import deliver_through_outage, make_ticket, write_credentials
 
@@ -144,8 +144,8 @@ def test_answer_that_is_not_json_is_a_permanent_failure(fake, tmp_path):
 
 
 def test_fields_the_sink_owns_are_rejected_by_check(tmp_path):
-    from agent.config import load_config
-    from agent.yamlutil import ConfigErrors
+    from agent.config.schema import load_config
+    from agent.config.decode import ConfigErrors
 
     write_credentials(tmp_path, "u:p")
     cfg = tmp_path / "f.yml"

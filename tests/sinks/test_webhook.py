@@ -10,9 +10,9 @@ import random
 import pytest
 
 from agent.clock import SimulatedClock
-from agent.outbox import Outbox
-from agent.sinks.base import DeliveryError
-from agent.sinks.webhook import WebhookSink, webhook_body
+from agent.tickets.outbox import Outbox
+from agent.tickets.sinks.base import DeliveryError
+from agent.tickets.sinks.webhook import WebhookSink, webhook_body
 from tests.sinks.fake_webhook import FakeWebhook
 from tests.sinks.fakehttp import LOST_ANSWER, make_ticket, write_credentials
 

@@ -1,0 +1,467 @@
+"""`forewarn test`: rule unit tests in promtool's format (`promtool test rules`), unchanged.
+
+A test file names rule files, an evaluation interval and test groups; each group loads
+input series (promtool's expanding notation: `1+2x3`, `5-1x4`, `7x2`, `_`, `_x3`, `stale`)
+into a `Store`, evaluates the rules with a `SimulatedClock` through the same `RuleManager`,
+`Engine` and templates as the daemon, and compares alerts and PromQL results at the given
+times. Failures are printed like promtool's (expected and got side by side) and the command
+exits 1. Semantics follow promtool: every group is evaluated at 0, evaluation_interval, ...
+up to the last eval_time with the samples up to that time; an alert check at time t uses
+the evaluation at the last step <= t; only firing alerts are compared.
+
+Extension: `exp_tickets` in an `alert_rule_test` item lists the ticket actions
+(`open`/`update`/`clear`) the rule's problems should have produced up to `eval_time`, in
+order, each with `labels` that must be a subset of the ticket's labels. Tickets come from
+the real `agent.tickets.problems.ProblemManager` with an in-memory outbox. promtool rejects this
+key, so files using it are forewarn-only.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from agent.clock import SimulatedClock
+from agent.rules.file import RuleGroupDef, load_rule_files
+from agent.rules.manager import AlertState, RuleManager, to_samples
+from agent.rules.templates import go_format_e
+from agent.store.series import STALE_NAN, Labels, Store, make_labels
+from agent.config.decode import ConfigError, ConfigErrors, Duration, decode_file, doc, format_duration, mark_of
+
+# ---- test file schema -------------------------------------------------------------------------
+
+
+@dataclass
+class SeriesSpec:
+    series: str = doc("Series in PromQL notation, e.g. 'up{job=\"a\"}'.")
+    values: str = doc("Values in the expanding notation, one per input interval.", default="")
+
+
+@dataclass
+class ExpAlert:
+    exp_labels: dict[str, str] = doc("Labels of the firing alert (alertname is added).", default_factory=dict)
+    exp_annotations: dict[str, str] = doc("Annotations of the firing alert.", default_factory=dict)
+
+
+@dataclass
+class ExpTicket:
+    action: Literal["open", "update", "clear"] = doc("Ticket action.")
+    labels: dict[str, str] = doc("Labels the ticket must carry (a subset).", default_factory=dict)
+
+
+@dataclass
+class AlertRuleTest:
+    alertname: str = doc("Alert to check.")
+    eval_time: Duration = doc("Time of the check.", default=Duration(0))
+    exp_alerts: list[ExpAlert] = doc("Alerts expected firing.", default_factory=list)
+    exp_tickets: list[ExpTicket] | None = doc("forewarn extension: ticket actions up to eval_time.", default=None)
+
+
+@dataclass
+class ExpSample:
+    labels: str = doc("Labels in PromQL notation ('' for a scalar result).", default="")
+    value: Any = doc("Expected value.", default=0.0)
+    histogram: str = doc("Native histograms are not supported.", default="")
+
+    def validate(self, err: Any) -> None:
+        if self.histogram:
+            err("histogram", "native histograms are not supported")
+        try:
+            _to_float(self.value)
+        except ValueError:
+            err("value", f"not a number: {self.value!r}")
+
+
+@dataclass
+class PromqlExprTest:
+    expr: str = doc("PromQL expression.")
+    eval_time: Duration = doc("Evaluation time.", default=Duration(0))
+    exp_samples: list[ExpSample] = doc("Expected samples.", default_factory=list)
+
+
+@dataclass
+class TestGroup:
+    interval: Duration | None = doc("Input series interval (default: evaluation_interval).", default=None)
+    input_series: list[SeriesSpec] = doc("Series loaded before evaluation.", default_factory=list)
+    name: str = doc("Name shown in failures.", default="")
+    alert_rule_test: list[AlertRuleTest] = doc("Alert checks.", default_factory=list)
+    promql_expr_test: list[PromqlExprTest] = doc("PromQL checks.", default_factory=list)
+    external_labels: dict[str, str] = doc("$externalLabels in templates.", default_factory=dict)
+    external_url: str = doc("$externalURL in templates.", default="")
+
+
+@dataclass
+class TestFile:
+    rule_files: list[str] = doc("Rule files (globs), relative to the test file.", default_factory=list)
+    evaluation_interval: Duration = doc("Rule evaluation interval.", default=Duration(60))
+    group_eval_order: list[str] = doc("Order of group evaluation.", default_factory=list)
+    tests: list[TestGroup] = doc("Test groups.", default_factory=list)
+
+    def validate(self, err: Any) -> None:
+        if self.evaluation_interval <= 0:
+            err("evaluation_interval", "must be greater than zero")
+
+
+# ---- series notation --------------------------------------------------------------------------
+
+_NUM = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[Ii]nf|NaN|nan)"
+_ITEM_RE = re.compile(rf"^(?P<a>{_NUM})(?:(?P<b>[-+](?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[Ii]nf))?x(?P<n>\d+))?$")
+
+OMITTED = None  # a `_` in the notation: no sample at that step
+
+
+def _to_float(text: Any) -> float:
+    if isinstance(text, bool):
+        raise ValueError(text)
+    if isinstance(text, (int, float)):
+        return float(text)
+    s = str(text).strip()
+    low = s.lower().lstrip("+")
+    if low in ("inf", "-inf", "nan"):
+        return float(low)
+    return float(s)
+
+
+def expand_values(text: str) -> list[float | None]:
+    """promtool's expanding notation -> one entry per step (None: omitted, STALE_NAN: stale).
+
+    `a+bxN` and `a-bxN` give N+1 values, added up step by step as Prometheus does; `axN`
+    gives N+1 copies; `_xN` gives N omitted steps. Raises ValueError."""
+    out: list[float | None] = []
+    for item in str(text).split():
+        if item == "_":
+            out.append(OMITTED)
+            continue
+        if item == "stale":
+            out.append(STALE_NAN)
+            continue
+        m = re.fullmatch(r"_x(\d+)", item)
+        if m:
+            out.extend([OMITTED] * int(m.group(1)))
+            continue
+        m = _ITEM_RE.match(item)
+        if not m:
+            raise ValueError(f"bad value {item!r} (want a number, a+bxN, a-bxN, axN, _, _xN or stale)")
+        a = _to_float(m.group("a"))
+        if m.group("n") is None:
+            out.append(a)
+            continue
+        step = _to_float(m.group("b")) if m.group("b") else 0.0
+        for _ in range(int(m.group("n")) + 1):
+            out.append(a)
+            a += step
+    return out
+
+
+def parse_metric(text: str) -> Labels:
+    """`name{a="b"}` or `{__name__="x"}` -> canonical labels. Raises ValueError."""
+    text = text.strip()
+    if not text or re.fullmatch(r"\{\s*\}", text):
+        return ()
+    from agent.promql import PromQLError, parse
+
+    try:
+        e = parse(text)
+    except PromQLError as ex:
+        raise ValueError(f"{text!r}: {ex}") from None
+    if type(e).__name__ != "VectorSelector" or getattr(e, "offset", None) or getattr(e, "at", None):
+        raise ValueError(f"{text!r}: not a series (want name{{label=\"value\", ...}})")
+    labels: dict[str, str] = {}
+    for m in e.matchers.matchers:
+        if str(m.op).split(".")[-1].lower() not in ("equal", "=", "matchop.equal"):
+            raise ValueError(f"{text!r}: only = matchers describe a series")
+        labels[m.name] = m.value
+    return make_labels(e.name or None, labels)
+
+
+# ---- Go-compatible printing -------------------------------------------------------------------
+
+
+def go_duration(seconds: float) -> str:
+    """A time as promtool prints it (Prometheus's model.Duration): 0s, 30s, 5m, 1h30m, 1d."""
+    return format_duration(seconds)
+
+
+def _go_quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def labels_string(labels: dict[str, str] | Labels) -> str:
+    items = sorted(dict(labels).items())
+    return "{" + ", ".join(f"{k}={_go_quote(v)}" for k, v in items) + "}"
+
+
+def _alerts_string(items: list[tuple[dict[str, str], dict[str, str]]]) -> str:
+    if not items:
+        return "[]"
+    parts = []
+    for i, (lab, ann) in enumerate(items):
+        body = f"Labels:{labels_string(lab)}\nAnnotations:{labels_string(ann)}"
+        parts.append(f"{i}:" + _indent("\n" + body, "  "))
+    return "[\n" + ",\n".join(parts) + "\n]"
+
+
+def _indent(text: str, prefix: str) -> str:
+    return text.replace("\n", "\n" + prefix)
+
+
+def _samples_string(samples: list[tuple[Labels, float]]) -> str:
+    if not samples:
+        return "nil"
+    return ", ".join(f"{labels_string(lab)} {go_format_e(v, upper=True)}" for lab, v in samples)
+
+
+# ---- running ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tickets:
+    """Problems and ticket actions for `exp_tickets` (created only when a test uses it)."""
+
+    manager: Any
+    outbox: MemoryOutbox
+    tmp: Any
+    seen: list[tuple[float, str, Any]] = field(default_factory=list)  # (time, rule, ticket)
+
+    @classmethod
+    def create(cls) -> "_Tickets":
+        from agent.config.schema import TicketingConfig
+        from agent.tickets.problems import MemoryOutbox, NoSuppression, ProblemManager
+        from agent.clock import SimulatedClock as _Clock
+
+        tmp = tempfile.TemporaryDirectory(prefix="forewarn-test-")
+        outbox = MemoryOutbox()
+        pm = ProblemManager(TicketingConfig(), tmp.name, _Clock(0), {}, NoSuppression(), outbox)
+        return cls(pm, outbox, tmp)
+
+    def close(self) -> None:
+        self.manager.close()
+        self.tmp.cleanup()
+
+
+def _load_series(tg: TestGroup, interval: float) -> tuple[np.ndarray, list[Labels], np.ndarray, np.ndarray]:
+    """All input samples sorted by time: (times, labels per series, series index, values)."""
+    labels: list[Labels] = []
+    ts: list[float] = []
+    idx: list[int] = []
+    vals: list[float] = []
+    for s in tg.input_series:
+        lab = parse_metric(s.series)
+        labels.append(lab)
+        for i, v in enumerate(expand_values(s.values)):
+            if v is OMITTED:
+                continue
+            ts.append(i * interval)
+            idx.append(len(labels) - 1)
+            vals.append(v)
+    order = np.argsort(np.asarray(ts, dtype=np.float64), kind="stable")
+    return (np.asarray(ts, dtype=np.float64)[order], labels, np.asarray(idx, dtype=np.int64)[order],
+            np.asarray(vals, dtype=np.float64)[order])
+
+
+def run_test_group(tg: TestGroup, groups: list[RuleGroupDef], eval_interval: float,
+                   group_order: list[str]) -> list[str]:
+    """Run one test group; returns failure messages (empty: passed)."""
+    from agent.pipeline import evaluate_tick
+    from agent.promql import Engine
+
+    interval = float(tg.interval or eval_interval)
+    errs: list[str] = []
+    try:
+        times, series_labels, series_idx, values = _load_series(tg, interval)
+    except ValueError as e:
+        return [f"    input series: {e}"]
+    max_t = max([float(a.eval_time) for a in tg.alert_rule_test] + [float(p.eval_time) for p in tg.promql_expr_test],
+                default=0.0)
+    steps = int(math.floor(max_t / eval_interval + 1e-9))
+    # Room for every input sample and every recorded sample, so nothing is overwritten.
+    per_series = np.bincount(series_idx, minlength=len(series_labels)) if len(series_idx) else np.zeros(0)
+    capacity = max(int(per_series.max(initial=0)), steps + 1) + 16
+    store = Store(raw_capacity=capacity, retention=max(float(times.max(initial=0)), max_t) * 2 + 86400.0,
+                  downsample_interval=300.0, max_series=1_000_000, stale_after=math.inf)
+    ids = store.series_ids(series_labels) if series_labels else np.empty(0, dtype=np.int64)
+    clock = SimulatedClock(0)
+    engine = Engine(store)
+    order = {n: i for i, n in enumerate(group_order)}
+    ordered = sorted(groups, key=lambda g: order.get(g.name, len(order)))
+    # promtool evaluates every group at every evaluation_interval, whatever the group's own.
+    manager = RuleManager(ordered, engine, clock, store=store, default_interval=interval,
+                          external_labels=tg.external_labels, external_url=tg.external_url, write_alerts=True,
+                          interval_override=eval_interval)
+    alert_tests = sorted(tg.alert_rule_test, key=lambda a: float(a.eval_time))
+    tickets = _Tickets.create() if any(a.exp_tickets is not None for a in alert_tests) else None
+    loaded = 0
+
+    def load_till(t: float) -> None:
+        nonlocal loaded
+        hi = int(np.searchsorted(times, t, side="right"))
+        while loaded < hi:
+            j = loaded
+            tj = times[j]
+            k = int(np.searchsorted(times, tj, side="right"))
+            k = min(k, hi)
+            store.append(ids[series_idx[j:k]], tj, values[j:k])
+            loaded = k
+
+    name_line = f"    name: {tg.name},\n" if tg.name else ""
+    cur = 0
+    try:
+        for step in range(steps + 1):
+            ts = step * eval_interval
+            load_till(ts)
+            clock.set(ts)
+            manager.refit_inline(ts)
+            before = len(tickets.outbox.enqueued) if tickets is not None else 0
+            evaluate_tick(manager, tickets.manager if tickets is not None else None, ts)
+            if tickets is not None:
+                tickets.seen.extend((ts, t.rule, t) for _, t in tickets.outbox.enqueued[before:])
+            eval_errs = [f"    rule: {r.name}, time: {go_duration(ts)}, err: {r.last_error}"
+                         for g in manager.groups for r in g.rules if r.health == "err" and r.last_evaluation == ts]
+            errs.extend(eval_errs)
+            if eval_errs:
+                return errs
+            while cur < len(alert_tests) and ts <= float(alert_tests[cur].eval_time) < ts + eval_interval:
+                errs.extend(_check_alerts(alert_tests[cur], manager, tickets, name_line))
+                cur += 1
+        for pt in tg.promql_expr_test:
+            errs.extend(_check_promql(pt, engine))
+    finally:
+        if tickets is not None:
+            tickets.close()
+    return errs
+
+
+def _check_alerts(at: AlertRuleTest, manager: RuleManager, tickets: _Tickets | None, name_line: str) -> list[str]:
+    got: list[tuple[dict[str, str], dict[str, str]]] = []
+    for r in manager.alerting_rules():
+        if r.name != at.alertname:
+            continue
+        for a in r.active_alerts():
+            if a.state == AlertState.FIRING:
+                got.append((dict(a.labels), dict(a.annotations)))
+    exp = [(dict(e.exp_labels, alertname=at.alertname), dict(e.exp_annotations)) for e in at.exp_alerts]
+
+    def key(x: tuple[dict[str, str], dict[str, str]]) -> tuple[Any, ...]:
+        return (sorted(x[0].items()), sorted(x[1].items()))
+
+    got.sort(key=key)
+    exp.sort(key=key)
+    out = []
+    if got != exp:
+        out.append(f"{name_line}    alertname: {at.alertname}, time: {go_duration(float(at.eval_time))}, \n"
+                   f"        exp:{_indent(_alerts_string(exp), '            ')}, \n"
+                   f"        got:{_indent(_alerts_string(got), '            ')}")
+    if at.exp_tickets is not None and tickets is not None:
+        actual = [(t.action, dict(t.labels)) for when, rule, t in tickets.seen
+                  if rule == at.alertname and when <= float(at.eval_time)]
+        ok = len(actual) == len(at.exp_tickets) and all(
+            a[0] == e.action and all(a[1].get(k) == v for k, v in e.labels.items())
+            for a, e in zip(actual, at.exp_tickets))
+        if not ok:
+            exp_t = "\n".join(f"            {e.action} {labels_string(e.labels)}" for e in at.exp_tickets) or "            (none)"
+            got_t = "\n".join(f"            {a} {labels_string(lab)}" for a, lab in actual) or "            (none)"
+            out.append(f"{name_line}    alertname: {at.alertname}, time: {go_duration(float(at.eval_time))}, tickets:\n"
+                       f"        exp:\n{exp_t}\n        got:\n{got_t}")
+    return out
+
+
+def _check_promql(pt: PromqlExprTest, engine: Any) -> list[str]:
+    t = float(pt.eval_time)
+    head = f"    expr: {_go_quote(pt.expr)}, time: {go_duration(t)}"
+    try:
+        got = to_samples(engine.instant(pt.expr, t))
+    except Exception as e:  # noqa: BLE001 - any evaluation failure is a test failure
+        return [f"{head}, err: {e}"]
+    exp: list[tuple[Labels, float]] = []
+    for s in pt.exp_samples:
+        try:
+            exp.append((parse_metric(s.labels), _to_float(s.value)))
+        except ValueError as e:
+            return [f"{head}, err: labels {e}"]
+    exp.sort(key=lambda x: x[0])
+    got.sort(key=lambda x: x[0])
+
+    def same(a: list[tuple[Labels, float]], b: list[tuple[Labels, float]]) -> bool:
+        return len(a) == len(b) and all(
+            la == lb and (va == vb or (math.isnan(va) and math.isnan(vb))) for (la, va), (lb, vb) in zip(a, b))
+
+    if same(exp, got):
+        return []
+    return [f"{head},\n        exp: {_samples_string(exp)}\n        got: {_samples_string(got)}"]
+
+
+def run_test_file(path: str) -> tuple[list[str], list[ConfigError]]:
+    """Run every test group of one file: (failures, file errors)."""
+    try:
+        tf: TestFile = decode_file(TestFile, path)
+    except ConfigErrors as e:
+        return [], e.errors
+    base = os.path.dirname(os.path.abspath(path))
+    rule_paths: list[str] = []
+    file_errors: list[ConfigError] = []
+    for pattern in tf.rule_files:
+        full = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)
+        matches = sorted(glob.glob(full))
+        if not matches:
+            line, col = mark_of(tf, "rule_files")
+            file_errors.append(ConfigError(path, line, col, f"rule_files: no file matches {pattern!r}"))
+        rule_paths.extend(m for m in matches if m not in rule_paths)
+    seen_groups: set[str] = set()
+    for name in tf.group_eval_order:
+        if name in seen_groups:
+            line, col = mark_of(tf, "group_eval_order")
+            file_errors.append(ConfigError(path, line, col, f"group name repeated in evaluation order: {name}"))
+        seen_groups.add(name)
+    for i, tg in enumerate(tf.tests):
+        for s in tg.input_series:
+            try:
+                parse_metric(s.series)
+                expand_values(s.values)
+            except ValueError as e:
+                line, col = mark_of(s, "series")
+                file_errors.append(ConfigError(path, line, col, f"tests[{i}].input_series: {e}"))
+    if file_errors:
+        return [], file_errors
+    try:
+        groups = load_rule_files(rule_paths, None)
+    except ConfigErrors as e:
+        return [], e.errors
+    failures: list[str] = []
+    for tg in tf.tests:
+        failures.extend(run_test_group(tg, groups, float(tf.evaluation_interval), tf.group_eval_order))
+    return failures, []
+
+
+def command(args: Any) -> int:
+    # Evaluation errors are reported as test failures; the rule module's own warnings about
+    # them would only repeat that on stderr.
+    logging.getLogger("agent.rules.manager").setLevel(logging.ERROR)
+    failed = False
+    for path in args.test_files:
+        print("Unit Testing: ", path)
+        failures, errors = run_test_file(path)
+        if errors:
+            print("  FAILED:", file=sys.stderr)
+            for e in errors:
+                print(e, file=sys.stderr)
+            failed = True
+            continue
+        if failures:
+            print("  FAILED:", file=sys.stderr)
+            for f in failures:
+                print(f, file=sys.stderr)
+                print(file=sys.stderr)
+            failed = True
+            continue
+        print("  SUCCESS")
+        print()
+    return 1 if failed else 0

@@ -1,0 +1,131 @@
+"""`forewarn tickets [list|show ID|outbox] [--json]`: the local ticket store and the outbox.
+
+Reads the files in `state_dir` (found through `--config`) read-only, so it is safe while the
+daemon runs. Exit 0 on success, 1 when the config is invalid or a ticket does not exist,
+2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from typing import Any
+
+from agent.config.schema import Config, ConfigErrors, load_config
+
+
+def load_config_for_command(path: str) -> Config | None:
+    """The config, or None after printing every problem as PATH:LINE:COL: message.
+
+    A missing file is an error: falling back to defaults would read some other state_dir."""
+    try:
+        return load_config(path)
+    except ConfigErrors as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        return None
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _list(path: str, as_json: bool) -> int:
+    from agent.tickets.sinks.local import list_tickets
+
+    tickets = list_tickets(path, limit=1000)
+    if as_json:
+        print(json.dumps({"tickets": tickets}, indent=1, sort_keys=True))
+        return 0
+    if not tickets:
+        print(f"no tickets in {path}")
+        return 0
+    rows = [[t["id"], t["status"], _when(t["created_at"]), _when(t["updated_at"]), t["severity"], t["title"]]
+            for t in tickets]
+    print(_table(rows, ["ID", "STATUS", "CREATED", "UPDATED", "SEVERITY", "TITLE"]))
+    return 0
+
+
+def _show(path: str, ref: str | None, as_json: bool) -> int:
+    from agent.tickets.sinks.local import get_ticket
+
+    if not ref:
+        print("forewarn tickets show: give a ticket ID (see `forewarn tickets list`)", file=sys.stderr)
+        return 2
+    t = get_ticket(path, ref)
+    if t is None:
+        print(f"{path}: no ticket {ref}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(t, indent=1, sort_keys=True))
+        return 0
+    print(f"Ticket {t['id']}: {t['title']}")
+    print(f"Status: {t['status']}   Severity: {t['severity']}   Rule: {t['rule']}")
+    print(f"Created: {_when(t['created_at'])}   Updated: {_when(t['updated_at'])}"
+          f"   Cleared: {_when(t['cleared_at'])}   Resolved: {_when(t['resolved_at'])}")
+    print(f"Problem since: {_when(t['problem_started_at'])}   Dedup key: {t['dedup_key']}")
+    print("Labels: " + ", ".join(f"{k}={v}" for k, v in sorted(t["labels"].items())))
+    for c in t["comments"]:
+        print(f"\n--- {_when(c['at'])} {c['action']} (#{c['sequence']}) ---")
+        print(c["body"].rstrip())
+    return 0
+
+
+def _outbox(cfg: Config, as_json: bool) -> int:
+    from agent.tickets.outbox import OUTBOX_FILE, connect, list_actions, list_dead_letters
+
+    path = os.path.join(cfg.state_dir, OUTBOX_FILE)
+    if not os.path.exists(path):
+        pending, dead, done = [], [], []
+    else:
+        conn = connect(path, readonly=True)
+        try:
+            pending = list_actions(conn, ("pending",), 1000)
+            dead = list_dead_letters(conn, 1000)
+            done = list_actions(conn, ("delivered", "coalesced", "evicted"), 20)
+        finally:
+            conn.close()
+    if as_json:
+        print(json.dumps({"pending": pending, "dead_letters": dead, "recent": done}, indent=1, sort_keys=True))
+        return 0
+    print(f"Outbox {path}: {len(pending)} pending, {len(dead)} dead letters")
+    if pending:
+        print("\nPending:")
+        print(_table([[str(r["id"]), r["sink"], r["action"], r["dedup_key"], str(r["sequence"]), str(r["attempts"]),
+                       _when(r["enqueued_at"]), _when(r["next_attempt_at"]), r["last_error"][:60]] for r in pending],
+                     ["ID", "SINK", "ACTION", "DEDUP_KEY", "SEQ", "ATTEMPTS", "ENQUEUED", "NEXT", "LAST_ERROR"]))
+    if dead:
+        print("\nDead letters:")
+        print(_table([[str(r["action_id"]), r["sink"], r["action"], r["dedup_key"], str(r["sequence"]),
+                       _when(r["failed_at"]), r["reason"][:80]] for r in dead],
+                     ["ID", "SINK", "ACTION", "DEDUP_KEY", "SEQ", "FAILED", "REASON"]))
+    if done:
+        print("\nRecently done:")
+        print(_table([[str(r["id"]), r["sink"], r["action"], r["dedup_key"], str(r["sequence"]), _when(r["done_at"]),
+                       r["outcome"]] for r in done], ["ID", "SINK", "ACTION", "DEDUP_KEY", "SEQ", "DONE", "OUTCOME"]))
+    return 0
+
+
+def command(args: Any) -> int:
+    cfg = load_config_for_command(args.config)
+    if cfg is None:
+        return 1
+    from agent.tickets.sinks.local import configured_path
+
+    if args.action == "outbox":
+        return _outbox(cfg, args.json)
+    path = configured_path(cfg)
+    if args.action == "show":
+        return _show(path, args.id, args.json)
+    return _list(path, args.json)

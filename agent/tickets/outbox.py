@@ -1,0 +1,624 @@
+"""The durable outbox: every ticket action is written here before it is sent.
+
+Delivery semantics (issue 4 item 4, issue 5 item 3):
+
+- `enqueue` commits the action to SQLite (WAL) before anything is sent. (sink, dedup_key,
+  sequence) is unique and sequences of a key only grow. An action whose sequence is not above
+  the key's highest one in the outbox comes from a caller that is behind (a crash between
+  enqueue and the problem store's commit): when it is the same action as the key's latest,
+  it is that action again and is kept once; a *different* action is never dropped but
+  renumbered to follow the latest (logged, counted `renumbered`). Either way `enqueue` sets
+  `ticket.sequence` to the number the action has in the outbox; the caller records that.
+- `deliver_due` sends due actions, in order per problem: an action waits until every earlier
+  action of the same (sink, dedup_key) is delivered or dead.
+- Retryable failures back off exponentially with jitter, never sooner than the sink's
+  `retry_after`; the sink is then held for that long (rate limits and outages are sink-wide).
+  A rebuilt or restarted outbox derives these holds from the pending rows' `next_attempt_at`,
+  so a reload does not hit a rate-limited sink early. Permanent failures, and retryable ones older than `give_up_after`, go to the dead-letter
+  table with a log line and a metric.
+- Idempotency: a local (sink, dedup_key) -> ticket ref map. Before an `open` with no known ref,
+  `sink.find(key)` is asked first: a ticket found there was opened by an attempt whose result
+  we never recorded (SIGKILL between send and commit), so it is recorded and nothing is sent.
+  An update or clear with no ref runs `find` too; an update that finds nothing becomes an
+  open; a clear that finds nothing creates nothing.
+- An open for a key whose last ticket was cleared starts a new episode: if `find` still
+  returns that same ticket (cleared with a comment, left open), the open is added to it as an
+  update; if it returns nothing, a new ticket is opened.
+- `forewarn_ticket_actions_total{sink,action,outcome}` outcomes: delivered (sent), recovered
+  (found already done through `find`, nothing sent), skipped (a clear with no ticket), retry,
+  dead, refused, coalesced, evicted, renumbered.
+- Bounded by `max_pending`. When full, a new update replaces a pending update of the same
+  problem (coalesced into the newest); a new open or clear evicts the oldest pending update;
+  when nothing can give way the action is refused. Each of these is logged and counted.
+
+Updates and clears are delivered at least once: a SIGKILL between a sink's answer and the
+commit re-sends them (they carry dedup_key and sequence, so receivers can tell). Opens are
+exactly once, through `find`.
+
+Durability: WAL with `synchronous=FULL`. With NORMAL, a power cut can lose the last commits;
+the problem store (a separate file) may already have recorded the action as enqueued, so the
+action would be lost for good. Ticket actions are a few per minute, so an fsync per commit
+costs nothing that matters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+from agent.tickets.sinks.base import DeliveryError, Sink, Ticket
+
+log = logging.getLogger(__name__)
+
+OUTBOX_FILE = "outbox.db"
+LATENCY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
+DEAD_LETTERS_KEPT = 10000
+PRUNE_EVERY_SECONDS = 600.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    ticket TEXT NOT NULL,
+    enqueued_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | dead | coalesced | evicted
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    done_at REAL,
+    outcome TEXT NOT NULL DEFAULT '',
+    UNIQUE (sink, dedup_key, sequence)
+);
+CREATE INDEX IF NOT EXISTS actions_pending ON actions (state, sink, dedup_key, id);
+CREATE INDEX IF NOT EXISTS actions_done ON actions (state, done_at);
+CREATE TABLE IF NOT EXISTS refs (
+    sink TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    cleared INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (sink, dedup_key)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action_id INTEGER NOT NULL,
+    sink TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    ticket TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    failed_at REAL NOT NULL
+);
+"""
+
+
+def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
+    """An SQLite connection for the agent's state files: WAL, fsync on commit, autocommit mode."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class _Txn:
+    """`with _Txn(conn):` BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is not None:
+            # SQLite rolls back by itself on some errors (disk full, I/O error, RAISE(ROLLBACK)):
+            # an explicit ROLLBACK would then raise and hide the error being propagated.
+            if self.conn.in_transaction:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("ROLLBACK failed (the original error follows)")
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT (deferred constraint, SQLITE_BUSY, disk full) may leave the
+            # transaction open, and every later BEGIN IMMEDIATE would fail: end it here.
+            if self.conn.in_transaction:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("ROLLBACK after a failed COMMIT failed")
+            raise
+
+
+@dataclass
+class DeliveryRound:
+    """What one `deliver_due` call did."""
+
+    attempted: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+@dataclass
+class _Ref:
+    ref: str
+    cleared: bool
+
+
+class Outbox:
+    """Durable, ordered, idempotent delivery of ticket actions to sinks.
+
+    Thread-safe: `enqueue` may run on the evaluation thread while one delivery thread calls
+    `deliver_due` (calls to `deliver_due` itself are serialised). Sinks are called without
+    the database lock held, so a slow tool never blocks evaluation.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        sinks: Mapping[str, Sink],
+        clock: Any,
+        max_pending: int = 100000,
+        *,
+        base_backoff: float = 2.0,
+        max_backoff: float = 300.0,
+        max_retry_after: float = 6 * 3600.0,
+        give_up_after: float = 7 * 86400.0,
+        keep_done: float = 7 * 86400.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.path = path
+        self.sinks = dict(sinks)
+        self.clock = clock
+        self.max_pending = max_pending
+        self.base_backoff = base_backoff
+        self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
+        self.give_up_after = give_up_after
+        self.keep_done = keep_done
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._deliver_lock = threading.Lock()
+        self._conn = connect(path)
+        self._conn.executescript(_SCHEMA)
+        self._in_flight: set[int] = set()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        # sink -> no attempt before this time (Retry-After, backoff after a failure). After a
+        # restart or reload: the latest next_attempt_at among the sink's failed pending rows
+        # (while a sink is held nothing else of it is tried, so that row holds the last delay).
+        now = clock.now()
+        self._sink_hold_until: dict[str, float] = {
+            r["sink"]: r["t"]
+            for r in self._conn.execute(
+                "SELECT sink, MAX(next_attempt_at) AS t FROM actions WHERE state='pending' AND attempts>0"
+                " GROUP BY sink")
+            if r["t"] is not None and r["t"] > now
+        }
+        self._last_prune = 0.0
+        # metrics are written by the evaluation and delivery threads and read by /metrics
+        self._metrics_lock = threading.Lock()
+        # counters since start: (sink, action, outcome) -> n
+        self._actions_total: dict[tuple[str, str, str], int] = {}
+        self._dead_total: dict[str, int] = {}
+        self._latency: dict[str, list[float]] = {}  # sink -> bucket counts (+Inf last), then sum
+        self._latency_count: dict[str, int] = {}
+        self._latency_sum: dict[str, float] = {}
+        self._pending: dict[str, int] = {
+            r["sink"]: r["n"]
+            for r in self._conn.execute("SELECT sink, COUNT(*) AS n FROM actions WHERE state='pending' GROUP BY sink")
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ---- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(self, sink_name: str, ticket: Ticket) -> bool:
+        """Persist one action. True when it is in the outbox (or already was); False when the
+        outbox is full and nothing could give way, or the database failed (logged and counted,
+        never silent: the problem manager tries again at its next evaluation)."""
+        now = self.clock.now()
+        payload = json.dumps(ticket.to_json(), sort_keys=True)
+        dropped: sqlite3.Row | None = None
+        renumbered_from: int | None = None
+        try:
+            with self._lock:
+                with _Txn(self._conn) as c:
+                    same = c.execute(
+                        "SELECT action FROM actions WHERE sink=? AND dedup_key=? AND sequence=?",
+                        (sink_name, ticket.dedup_key, ticket.sequence),
+                    ).fetchone()
+                    if same is not None and same["action"] == ticket.action:
+                        return True  # this very action again (a replayed enqueue): already here
+                    last = c.execute(
+                        "SELECT sequence, action FROM actions WHERE sink=? AND dedup_key=?"
+                        " ORDER BY sequence DESC LIMIT 1", (sink_name, ticket.dedup_key),
+                    ).fetchone()
+                    if last is not None and ticket.sequence <= last["sequence"]:
+                        # The caller is behind this outbox: it crashed between enqueue and
+                        # recording it. The same decision again is that action: keep one.
+                        if last["action"] == ticket.action:
+                            ticket.sequence = last["sequence"]
+                            return True
+                        # A different decision must not be deduplicated away: number it next.
+                        renumbered_from = ticket.sequence
+                        ticket.sequence = last["sequence"] + 1
+                        payload = json.dumps(ticket.to_json(), sort_keys=True)
+                    if sum(self._pending.values()) >= self.max_pending:
+                        dropped = self._make_room(c, sink_name, ticket, now)
+                        if dropped is None:
+                            self._count(sink_name, ticket.action, "refused")
+                            log.error("outbox full (%d pending): refused %s of %s (seq %d) for sink %s",
+                                      self.max_pending, ticket.action, ticket.dedup_key, ticket.sequence, sink_name)
+                            return False
+                    c.execute(
+                        "INSERT INTO actions (sink, dedup_key, sequence, action, ticket, enqueued_at, next_attempt_at)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        (sink_name, ticket.dedup_key, ticket.sequence, ticket.action, payload, now, now),
+                    )
+                # committed: now the in-memory counts may follow
+                self._pending[sink_name] = self._pending.get(sink_name, 0) + 1
+                if dropped is not None:
+                    self._pending[dropped["sink"]] -= 1
+        except sqlite3.Error as e:
+            self._count(sink_name, ticket.action, "refused")
+            log.error("outbox %s: cannot enqueue %s of %s (seq %d): %s", self.path, ticket.action,
+                      ticket.dedup_key, ticket.sequence, e)
+            return False
+        if renumbered_from is not None:
+            self._count(sink_name, ticket.action, "renumbered")
+            log.warning("outbox: %s of %s for sink %s came with sequence %d, already taken by another action;"
+                        " enqueued as sequence %d", ticket.action, ticket.dedup_key, sink_name, renumbered_from,
+                        ticket.sequence)
+        if dropped is not None:
+            self._count(dropped["sink"], "update", dropped["outcome"])
+            log.warning("outbox full: pending update #%d for sink %s %s to admit a %s",
+                        dropped["id"], dropped["sink"], dropped["outcome"], ticket.action)
+        self._wake.set()
+        return True
+
+    def _make_room(self, c: sqlite3.Connection, sink_name: str, ticket: Ticket, now: float) -> sqlite3.Row | None:
+        """Drop one pending update to admit `ticket` (its row, with the outcome); None when none may go."""
+        flight = tuple(self._in_flight) or (-1,)
+        marks = ",".join("?" * len(flight))
+        if ticket.action == "update":
+            row = c.execute(
+                f"SELECT id, sink, 'coalesced' AS outcome FROM actions WHERE state='pending' AND action='update'"
+                f" AND sink=? AND dedup_key=? AND id NOT IN ({marks}) ORDER BY id LIMIT 1",
+                (sink_name, ticket.dedup_key, *flight),
+            ).fetchone()
+        else:
+            row = c.execute(
+                f"SELECT id, sink, 'evicted' AS outcome FROM actions WHERE state='pending' AND action='update'"
+                f" AND id NOT IN ({marks}) ORDER BY id LIMIT 1",
+                flight,
+            ).fetchone()
+        if row is not None:
+            c.execute("UPDATE actions SET state=?, done_at=?, outcome=? WHERE id=?",
+                      (row["outcome"], now, f"{row['outcome']}: outbox full", row["id"]))
+        return row
+
+    # ---- delivery --------------------------------------------------------------------------
+
+    def deliver_due(self, now: float | None = None, budget: int = 100) -> DeliveryRound:
+        """Attempt up to `budget` due actions, oldest first, respecting per-problem order.
+
+        An action that becomes due because an earlier one of its problem was just delivered
+        is attempted in the same call."""
+        result = DeliveryRound()
+        with self._deliver_lock:
+            now = self.clock.now() if now is None else now
+            while result.attempted < budget:
+                rows = self._due(now, budget - result.attempted)
+                if not rows:
+                    break
+                try:
+                    for row in rows:
+                        if self._sink_hold_until.get(row["sink"], 0.0) > now:
+                            continue  # an earlier action of this round found the sink failing
+                        result.attempted += 1
+                        outcome = self._deliver_one(row)
+                        setattr(result, outcome, getattr(result, outcome) + 1)
+                finally:
+                    with self._lock:
+                        self._in_flight.difference_update(r["id"] for r in rows)
+            if now - self._last_prune >= PRUNE_EVERY_SECONDS:
+                self._prune(now)
+        return result
+
+    def run(self, poll_interval: float = 1.0, budget: int = 100) -> None:
+        """The daemon's delivery loop (run it on its own thread) until `stop()`.
+
+        Delivers what is due; sleeps at most `poll_interval`, less when an action is enqueued."""
+        self._stop.clear()
+        while not self._stop.is_set():
+            try:
+                r = self.deliver_due(budget=budget)
+            except Exception:  # noqa: BLE001 - e.g. disk full: keep the loop, say it loudly
+                log.exception("outbox delivery round failed")
+                r = DeliveryRound()
+            if r.attempted >= budget:
+                continue  # more may be due right now
+            self._wake.wait(poll_interval)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        """Ends `run()` after the exchange in progress (sinks have timeouts, so promptly)."""
+        self._stop.set()
+        self._wake.set()
+
+    def _due(self, now: float, limit: int) -> list[sqlite3.Row]:
+        held = [s for s, t in self._sink_hold_until.items() if t > now]
+        with self._lock:
+            marks = ",".join("?" * len(held))
+            rows = self._conn.execute(
+                "SELECT a.* FROM actions a WHERE a.state='pending' AND a.next_attempt_at<=?"
+                + (f" AND a.sink NOT IN ({marks})" if held else "")
+                + " AND NOT EXISTS (SELECT 1 FROM actions b WHERE b.state='pending' AND b.sink=a.sink"
+                "   AND b.dedup_key=a.dedup_key AND b.id<a.id)"
+                " ORDER BY a.id LIMIT ?",
+                (now, *held, limit),
+            ).fetchall()
+            self._in_flight.update(r["id"] for r in rows)
+        return rows
+
+    def _deliver_one(self, row: sqlite3.Row) -> str:
+        sink_name, key, action = row["sink"], row["dedup_key"], row["action"]
+        sink = self.sinks.get(sink_name)
+        if sink is None:
+            self._dead(row, f"sink {sink_name!r} is not configured")
+            return "dead"
+        ticket = Ticket.from_json(json.loads(row["ticket"]))
+        with self._lock:
+            r = self._conn.execute("SELECT ref, cleared FROM refs WHERE sink=? AND dedup_key=?",
+                                   (sink_name, key)).fetchone()
+        known = _Ref(r["ref"], bool(r["cleared"])) if r else None
+        try:
+            detail, ref, cleared = self._exchange(sink, action, ticket, known)
+        except DeliveryError as e:
+            return self._failed(row, e)
+        except Exception as e:  # a sink bug: keep the action, retry with backoff, say so loudly
+            log.exception("sink %s raised %s on %s of %s", sink_name, type(e).__name__, action, key)
+            return self._failed(row, DeliveryError(f"{type(e).__name__} in sink", retryable=True))
+        now = self.clock.now()
+        with self._lock, _Txn(self._conn) as c:
+            if ref is not None:
+                c.execute(
+                    "INSERT INTO refs (sink, dedup_key, ref, cleared, updated_at) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT (sink, dedup_key) DO UPDATE SET ref=excluded.ref, cleared=excluded.cleared,"
+                    " updated_at=excluded.updated_at",
+                    (sink_name, key, ref, int(cleared), now),
+                )
+            c.execute("UPDATE actions SET state='delivered', done_at=?, outcome=?, attempts=attempts+1 WHERE id=?",
+                      (now, detail, row["id"]))
+        with self._lock:
+            self._pending[sink_name] -= 1
+        outcome = {"recovered": "recovered", "no_ticket": "skipped", "already_cleared": "skipped"}.get(detail, "delivered")
+        self._count(sink_name, action, outcome)
+        self._observe_latency(sink_name, now - row["enqueued_at"])
+        log.info("ticket %s %s (seq %d) -> sink %s: %s%s", action, key, row["sequence"], sink_name, detail,
+                 f" ref {ref}" if ref else "")
+        return "delivered"
+
+    @staticmethod
+    def _exchange(sink: Sink, action: str, ticket: Ticket, known: _Ref | None) -> tuple[str, str | None, bool]:
+        """Talk to the sink. Returns (what happened, ref to record or None, ticket cleared?)."""
+        key = ticket.dedup_key
+        if action == "open":
+            if known is not None and not known.cleared:
+                sink.update(known.ref, ticket)  # the problem store lost track; don't open a twin
+                return "updated_existing", known.ref, False
+            found = sink.find(key)
+            if found is None:
+                return "opened", sink.open(ticket), False
+            if known is not None and found == known.ref:
+                sink.update(found, ticket)  # last episode's ticket is still open: reuse it
+                return "reopened", found, False
+            return "recovered", found, False  # opened by an attempt whose result was never recorded
+        if action == "update":
+            ref = known.ref if known is not None else sink.find(key)
+            if ref is None:
+                opening = Ticket.from_json({**ticket.to_json(), "action": "open"})
+                return "opened", sink.open(opening), False
+            sink.update(ref, ticket)
+            return "updated", ref, False
+        if action == "clear":
+            if known is not None and known.cleared:
+                return "already_cleared", None, True
+            ref = known.ref if known is not None else sink.find(key)
+            if ref is None:
+                return "no_ticket", None, True
+            sink.clear(ref, ticket)
+            return ("resolved" if ticket.resolve else "cleared"), ref, True
+        raise DeliveryError(f"unknown action {action!r}", retryable=False)
+
+    def _failed(self, row: sqlite3.Row, err: DeliveryError) -> str:
+        now = self.clock.now()
+        if not err.retryable:
+            self._dead(row, err.reason)
+            return "dead"
+        if now - row["enqueued_at"] > self.give_up_after:
+            self._dead(row, f"gave up after {row['attempts'] + 1} attempts: {err.reason}")
+            return "dead"
+        attempts = row["attempts"] + 1
+        if err.retry_after is not None:
+            ra = min(max(0.0, err.retry_after), self.max_retry_after)
+            delay = ra + self._rng.uniform(0.0, min(1.0, 0.1 * ra))  # never sooner than asked
+            delay = max(delay, min(1.0, self.base_backoff))  # "retry after 0" must not spin
+        else:
+            full = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 30))
+            delay = self._rng.uniform(full / 2, full)
+        self._sink_hold_until[row["sink"]] = now + delay
+        with self._lock, _Txn(self._conn) as c:
+            c.execute("UPDATE actions SET attempts=?, next_attempt_at=?, last_error=? WHERE id=?",
+                      (attempts, now + delay, err.reason[:500], row["id"]))
+        self._count(row["sink"], row["action"], "retry")
+        log.warning("ticket %s %s (seq %d) -> sink %s failed (attempt %d), retry in %.1fs: %s",
+                    row["action"], row["dedup_key"], row["sequence"], row["sink"], attempts, delay, err.reason)
+        return "retried"
+
+    def _dead(self, row: sqlite3.Row, reason: str) -> None:
+        now = self.clock.now()
+        with self._lock, _Txn(self._conn) as c:
+            c.execute(
+                "INSERT INTO dead_letters (action_id, sink, dedup_key, sequence, action, ticket, reason, attempts,"
+                " enqueued_at, failed_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (row["id"], row["sink"], row["dedup_key"], row["sequence"], row["action"], row["ticket"],
+                 reason[:1000], row["attempts"] + 1, row["enqueued_at"], now),
+            )
+            c.execute("UPDATE actions SET state='dead', done_at=?, outcome=?, attempts=attempts+1 WHERE id=?",
+                      (now, reason[:500], row["id"]))
+        with self._lock:
+            self._pending[row["sink"]] -= 1
+        self._count(row["sink"], row["action"], "dead")
+        with self._metrics_lock:
+            self._dead_total[row["sink"]] = self._dead_total.get(row["sink"], 0) + 1
+        log.error("ticket %s %s (seq %d) -> sink %s: dead letter: %s",
+                  row["action"], row["dedup_key"], row["sequence"], row["sink"], reason)
+
+    def _prune(self, now: float) -> None:
+        with self._lock, _Txn(self._conn) as c:
+            c.execute("DELETE FROM actions WHERE state!='pending' AND done_at<?", (now - self.keep_done,))
+            c.execute("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?",
+                      (DEAD_LETTERS_KEPT,))
+        self._last_prune = now
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def pending_count(self, sink: str | None = None) -> int:
+        with self._lock:
+            return self._pending.get(sink, 0) if sink is not None else sum(self._pending.values())
+
+    def next_due_at(self) -> float | None:
+        """When the earliest pending action becomes due (None: nothing pending)."""
+        with self._lock:
+            r = self._conn.execute("SELECT MIN(next_attempt_at) AS t FROM actions WHERE state='pending'").fetchone()
+        return r["t"]
+
+    def ref_of(self, sink: str, dedup_key: str) -> str | None:
+        with self._lock:
+            r = self._conn.execute("SELECT ref FROM refs WHERE sink=? AND dedup_key=?", (sink, dedup_key)).fetchone()
+        return r["ref"] if r else None
+
+    # ---- metrics ---------------------------------------------------------------------------
+
+    def _count(self, sink: str, action: str, outcome: str) -> None:
+        k = (sink, action, outcome)
+        with self._metrics_lock:  # enqueue (evaluation thread) and delivery both count
+            self._actions_total[k] = self._actions_total.get(k, 0) + 1
+
+    def _observe_latency(self, sink: str, seconds: float) -> None:
+        with self._metrics_lock:  # a scrape must never see the buckets of a sink without its sum
+            buckets = self._latency.setdefault(sink, [0.0] * (len(LATENCY_BUCKETS) + 1))
+            for i, b in enumerate(LATENCY_BUCKETS):
+                if seconds <= b:
+                    buckets[i] += 1
+                    break
+            else:
+                buckets[-1] += 1
+            self._latency_count[sink] = self._latency_count.get(sink, 0) + 1
+            self._latency_sum[sink] = self._latency_sum.get(sink, 0.0) + max(0.0, seconds)
+
+    def collect(self) -> Iterator[Any]:
+        """Metric families (agent.metrics) of the outbox: register it as a collector."""
+        from agent.metrics import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        now = self.clock.now()
+        sinks = set(self.sinks) | set(self._pending)
+        with self._lock:
+            oldest = {r["sink"]: r["t"] for r in self._conn.execute(
+                "SELECT sink, MIN(enqueued_at) AS t FROM actions WHERE state='pending' GROUP BY sink")}
+            dead_now = {r["sink"]: r["n"] for r in self._conn.execute(
+                "SELECT sink, COUNT(*) AS n FROM dead_letters GROUP BY sink")}
+            pending = dict(self._pending)
+        with self._metrics_lock:
+            actions_total = dict(self._actions_total)
+            dead_total = dict(self._dead_total)
+            latency = {s: (list(counts), self._latency_sum[s]) for s, counts in self._latency.items()}
+        actions = CounterMetricFamily("forewarn_ticket_actions", "Ticket actions by sink, action and outcome.",
+                                      labels=["sink", "action", "outcome"])
+        for (s, a, o), n in sorted(actions_total.items()):
+            actions.add_metric([s, a, o], n)
+        yield actions
+        g = GaugeMetricFamily("forewarn_outbox_pending", "Undelivered ticket actions.", labels=["sink"])
+        for s in sorted(sinks):
+            g.add_metric([s], pending.get(s, 0))
+        yield g
+        g = GaugeMetricFamily("forewarn_outbox_oldest_pending_age_seconds",
+                              "Age of the oldest undelivered action (0 when none).", labels=["sink"])
+        for s in sorted(sinks):
+            g.add_metric([s], max(0.0, now - oldest[s]) if s in oldest else 0.0)
+        yield g
+        g = GaugeMetricFamily("forewarn_outbox_dead_letters", "Actions in the dead-letter table.", labels=["sink"])
+        for s in sorted(sinks | set(dead_now)):
+            g.add_metric([s], dead_now.get(s, 0))
+        yield g
+        c = CounterMetricFamily("forewarn_outbox_dead_letters_added", "Actions sent to the dead letter since start.",
+                                labels=["sink"])
+        for s in sorted(dead_total):
+            c.add_metric([s], dead_total[s])
+        yield c
+        h = HistogramMetricFamily("forewarn_ticket_delivery_latency_seconds",
+                                  "Time from enqueue to delivery of ticket actions.", labels=["sink"])
+        for s in sorted(latency):
+            (counts, total), cum, buckets = latency[s], 0.0, []
+            for b, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts):
+                cum += n
+                buckets.append((b, cum))
+            h.add_metric([s], buckets, total)
+        yield h
+
+    # ---- listing (for `forewarn tickets outbox`) ---------------------------------------------
+
+    def rows(self, states: tuple[str, ...] = ("pending",), limit: int = 100) -> list[dict[str, Any]]:
+        return list_actions(self._conn, states, limit, self._lock)
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return list_dead_letters(self._conn, limit, self._lock)
+
+
+def list_actions(conn: sqlite3.Connection, states: tuple[str, ...], limit: int,
+                 lock: threading.Lock | None = None) -> list[dict[str, Any]]:
+    q = (f"SELECT id, sink, dedup_key, sequence, action, state, attempts, enqueued_at, next_attempt_at,"
+         f" last_error, done_at, outcome FROM actions WHERE state IN ({','.join('?' * len(states))})"
+         f" ORDER BY id DESC LIMIT ?")
+    with lock or _nolock():
+        return [dict(r) for r in conn.execute(q, (*states, limit))]
+
+
+def list_dead_letters(conn: sqlite3.Connection, limit: int, lock: threading.Lock | None = None) -> list[dict[str, Any]]:
+    with lock or _nolock():
+        return [dict(r) for r in conn.execute(
+            "SELECT id, action_id, sink, dedup_key, sequence, action, reason, attempts, enqueued_at, failed_at"
+            " FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))]
+
+
+class _nolock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: Any) -> None:
+        return None

@@ -1,0 +1,232 @@
+"""What every HTTP sink shares: settings, credentials, and one guarded request function.
+
+- Credentials come from `credentials_file` (fits systemd `LoadCredential`), are read once at
+  construction and are kept in a `Secret` whose repr and str never show the value. Every
+  error reason leaving `HttpClient.request` is scrubbed of the secret (raw, its password
+  part, and its Basic-auth base64 form), so a server echoing our headers cannot leak it.
+- TLS verification is always on; `ca_file` adds a private CA. Proxies come from the
+  environment (requests' `trust_env`). Every call has a timeout, no redirects are followed
+  (a redirect would drop or leak the Authorization header) and answers are read up to a
+  bound.
+- Classification of answers is `agent.tickets.sinks.base.check_response`: one table for all sinks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from agent import __version__
+from agent.config.schema import check_url
+from agent.tickets.sinks.base import DeliveryError, check_response, network_error
+from agent.config.decode import Duration, doc
+
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # an ITSM answer is a few kB; anything bigger is refused
+USER_AGENT = f"forewarn/{__version__}"
+_REDACTED = "<redacted>"
+_DYNAMIC_SECRETS_KEPT = 4
+
+
+class Secret:
+    """A credential read from a file. `reveal()` is the only way to the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # never pickled into a state file by accident
+        raise TypeError("a Secret cannot be pickled")
+
+    def fragments(self) -> list[str]:
+        """Every form in which the secret might come back in an answer: the value, the
+        password half of `user:password`, the Basic-auth base64 of the whole, and their
+        URL-encoded forms (form bodies, query strings)."""
+        v = self._value
+        out = [v, base64.b64encode(v.encode()).decode()]
+        if ":" in v:
+            out.append(v.split(":", 1)[1])
+        out += [urllib.parse.quote_plus(f) for f in out] + [urllib.parse.quote(f, safe="") for f in out]
+        return sorted({f for f in out if len(f) >= 4}, key=len, reverse=True)
+
+
+def read_credentials(path: str) -> Secret:
+    """The content of a credentials file, stripped. Errors name the path, never the content."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read credentials_file {path}: {e.strerror}") from None
+    if not value:
+        raise ValueError(f"credentials_file {path} is empty")
+    return Secret(value)
+
+
+def split_user_password(secret: Secret, path: str, what: str) -> tuple[str, str]:
+    """`user:password` from a credentials file (Basic auth), or a ValueError naming the path."""
+    user, sep, password = secret.reveal().partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"credentials_file {path} must hold {what} (one line, user:password)")
+    return user, password
+
+
+@dataclass
+class HttpSinkConfig:
+    """Settings shared by every HTTP sink; each sink subclasses it with its own fields."""
+
+    url: str = doc("Base URL of the tool (https://...).", default="")
+    credentials_file: str = doc(
+        "File holding the credential (e.g. /run/credentials/forewarn.service/itsm); read at start.",
+        default="",
+    )
+    ca_file: str = doc("PEM bundle of extra CAs to trust; TLS verification is always on.", default="")
+    timeout: Duration = doc("Timeout of each HTTP call.", default=Duration(10))
+
+    def validate(self, err: Any) -> None:
+        if msg := check_url(self.url):
+            err("url", msg)
+        if not self.credentials_file:
+            err("credentials_file", "required: a file holding the credential")
+        if self.timeout <= 0:
+            err("timeout", "must be greater than zero")
+
+
+class HttpClient:
+    """One tool's endpoint: base URL, auth headers, TLS settings, timeout, secret scrubbing.
+
+    `session` may be shared between sinks (one connection pool); the client never mutates it,
+    everything sink-specific is passed per request.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        ca_file: str = "",
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        secrets: list[Secret] | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self._verify: bool | str = ca_file or True
+        self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
+        self._auth = auth
+        self._fragments = [f for s in (secrets or []) for f in s.fragments()]
+        self._dynamic_fragments: list[list[str]] = []
+        self._session = session if session is not None else requests.Session()
+
+    def __repr__(self) -> str:
+        return f"HttpClient({self.base_url!r})"
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.base_url + path
+
+    def add_secret(self, secret: Secret) -> None:
+        """Also scrub a secret obtained later (an OAuth access token); the last few are kept."""
+        self._dynamic_fragments = (self._dynamic_fragments + [secret.fragments()])[-_DYNAMIC_SECRETS_KEPT:]
+
+    def redact(self, text: str) -> str:
+        for f in self._fragments + [f for fs in self._dynamic_fragments for f in fs]:
+            text = text.replace(f, _REDACTED)
+        return text
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        data: bytes | None = None,
+        files: Any = None,
+        headers: dict[str, str] | None = None,
+        accept_statuses: tuple[int, ...] = (),
+    ) -> requests.Response:
+        """One exchange. Returns a 2xx response (or one whose status is in `accept_statuses`,
+        e.g. 404 for a look-up); raises DeliveryError otherwise. The body is read in full,
+        up to MAX_RESPONSE_BYTES."""
+        hdrs = dict(self._headers)
+        if headers:
+            hdrs.update(headers)
+        try:
+            resp = self._session.request(
+                method,
+                self.url(path),
+                params=params,
+                json=json_body,
+                data=data,
+                files=files,
+                headers=hdrs,
+                auth=self._auth,
+                timeout=self.timeout,
+                verify=self._verify,
+                allow_redirects=False,
+                stream=True,
+            )
+            try:
+                body = bytearray()
+                for chunk in resp.iter_content(65536):
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise DeliveryError(f"{what}: answer larger than {MAX_RESPONSE_BYTES} bytes", False)
+                resp._content = bytes(body)  # what resp.text / resp.json() read
+            finally:
+                resp.close()
+        except requests.RequestException as e:
+            raise network_error(what, e) from None
+        if resp.status_code in accept_statuses:
+            return resp
+        try:
+            check_response(resp, what, redact=self.redact)
+        except DeliveryError as e:
+            raise DeliveryError(self.redact(e.reason), e.retryable, e.retry_after) from None
+        return resp
+
+    def json(self, resp: requests.Response, what: str) -> Any:
+        """The JSON body of a 2xx answer; a body that is not JSON is a permanent failure
+        (a proxy's HTML page, a wrong URL), reported with its first bytes."""
+        try:
+            return resp.json()
+        except (ValueError, json.JSONDecodeError):
+            snippet = self.redact(resp.text or "")[:200].replace("\n", " ")
+            raise DeliveryError(
+                f"{what}: HTTP {resp.status_code} answer is not JSON: {snippet!r}", retryable=False
+            ) from None
+
+
+def field_path(obj: Any, *keys: Any, what: str) -> Any:
+    """`obj[k1][k2]...` from a decoded answer, or a permanent DeliveryError naming the path."""
+    cur = obj
+    for k in keys:
+        try:
+            cur = cur[k]
+        except (KeyError, IndexError, TypeError):
+            path = "".join(f"[{k!r}]" for k in keys)
+            raise DeliveryError(f"{what}: answer lacks {path}", retryable=False) from None
+    return cur
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, ending with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,148 @@
+"""`GET /api/v1/rules` and `GET /api/v1/alerts` in Prometheus's JSON shape, so Grafana,
+promtool-style scripts and other readers of Prometheus's API work unchanged.
+
+Each function takes the `RuleManager` and the request's query parameters and returns
+(HTTP status, JSON-ready body); the web layer only serialises.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Any, Mapping
+
+from agent.rules.templates import go_format_e
+from agent.rules.manager import Alert, AlertingRule, AlertState, RecordingRule, RuleGroup, RuleManager
+
+_ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, what Prometheus shows before a first evaluation
+
+
+def rfc3339(t: float | None) -> str:
+    """Unix seconds as Go's RFC3339Nano in UTC (trailing zeros of the fraction dropped)."""
+    if t is None or not math.isfinite(t):
+        return _ZERO_TIME
+    whole = math.floor(t)
+    nanos = int(round((t - whole) * 1e9))
+    if nanos >= 1_000_000_000:
+        whole, nanos = whole + 1, nanos - 1_000_000_000
+    base = _dt.datetime.fromtimestamp(whole, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    frac = f"{nanos:09d}".rstrip("0")
+    return base + (f".{frac}" if frac else "") + "Z"
+
+
+def format_value(v: float) -> str:
+    """strconv.FormatFloat(v, 'e', -1, 64), as Prometheus renders alert values."""
+    return go_format_e(v)
+
+
+def alert_json(a: Alert) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "labels": dict(a.labels),
+        "annotations": dict(a.annotations),
+        "state": str(a.state),
+        "activeAt": rfc3339(a.active_at),
+        "value": format_value(a.value),
+    }
+    if a.keep_firing_since is not None:
+        out["keepFiringSince"] = rfc3339(a.keep_firing_since)
+    return out
+
+
+def _rule_json(r: AlertingRule | RecordingRule, exclude_alerts: bool) -> dict[str, Any]:
+    common: dict[str, Any] = {"name": r.name, "query": r.query_text}
+    if r.labels or not isinstance(r, RecordingRule):  # omitempty for recording rules, as in Prometheus
+        common["labels"] = dict(r.labels)
+    common["health"] = r.health
+    if r.last_error:
+        common["lastError"] = r.last_error
+    common["evaluationTime"] = r.evaluation_seconds
+    common["lastEvaluation"] = rfc3339(r.last_evaluation)
+    if isinstance(r, RecordingRule):
+        common["type"] = "recording"
+        return common
+    out: dict[str, Any] = {
+        "state": str(r.state),
+        "name": r.name,
+        "query": r.query_text,
+        "duration": _number(r.for_),
+        "keepFiringFor": _number(r.keep_firing_for),
+        "labels": dict(r.labels),
+        "annotations": dict(r.annotations),
+    }
+    if not exclude_alerts:
+        out["alerts"] = [alert_json(a) for a in _sorted(r.active_alerts())]
+    out.update({k: v for k, v in common.items() if k not in out})
+    out["type"] = "alerting"
+    return out
+
+
+def _number(v: float) -> float | int:
+    """Seconds as Go's JSON encoder writes a float64: `300`, not `300.0`."""
+    return int(v) if float(v).is_integer() else v
+
+
+def _sorted(alerts: list[Alert]) -> list[Alert]:
+    return sorted(alerts, key=lambda a: a.key)
+
+
+def _param_list(params: Mapping[str, Any], name: str) -> list[str]:
+    v = params.get(name + "[]", params.get(name))
+    if v is None:
+        return []
+    return [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+
+
+def rules_response(manager: RuleManager, params: Mapping[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """Body of `GET /api/v1/rules` (filters: `type=alert|record`, `rule_name[]`,
+    `rule_group[]`, `file[]`, `exclude_alerts=true`)."""
+    params = params or {}
+    typ = str(params.get("type", "") or "").lower()
+    if typ not in ("", "alert", "record"):
+        return 400, {"status": "error", "errorType": "bad_data", "error": f"unsupported type {typ!r}"}
+    names, groups, files = (set(_param_list(params, k)) for k in ("rule_name", "rule_group", "file"))
+    exclude = str(params.get("exclude_alerts", "")).lower() == "true"
+    out = []
+    for g in manager.groups:
+        if (groups and g.name not in groups) or (files and g.file not in files):
+            continue
+        rules = []
+        for r in g.rules:
+            if typ == "alert" and not isinstance(r, AlertingRule):
+                continue
+            if typ == "record" and not isinstance(r, RecordingRule):
+                continue
+            if names and r.name not in names:
+                continue
+            rules.append(_rule_json(r, exclude))
+        if (names or typ) and not rules:
+            continue
+        out.append(_group_json(g, rules))
+    return 200, {"status": "success", "data": {"groups": out}}
+
+
+def _group_json(g: RuleGroup, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": g.name,
+        "file": g.file,
+        "rules": rules,
+        "interval": _number(g.interval),
+        "limit": g.limit,
+        "evaluationTime": g.evaluation_seconds,
+        "lastEvaluation": rfc3339(g.last_evaluation),
+    }
+
+
+def alerts_response(manager: RuleManager, params: Mapping[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """Body of `GET /api/v1/alerts`: every pending and firing alert."""
+    alerts = [alert_json(a) for r in manager.alerting_rules() for a in _sorted(r.active_alerts())
+              if a.state != AlertState.INACTIVE]
+    return 200, {"status": "success", "data": {"alerts": alerts}}
+
+
+def routes(manager_ref: Any) -> dict[str, Any]:
+    """Routes for the web layer. `manager_ref()` returns the current RuleManager (it changes
+    on reload)."""
+    return {
+        "/api/v1/rules": lambda params: rules_response(manager_ref(), params),
+        "/api/v1/alerts": lambda params: alerts_response(manager_ref(), params),
+    }

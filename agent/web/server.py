@@ -1,0 +1,229 @@
+"""HTTP endpoints: /metrics, /-/healthy, /-/ready, /-/reload, and the JSON API.
+
+The web layer decides nothing: it renders what the agent already holds. `/metrics` is
+built at scrape time by one collector that reads the store and the agent's sample
+providers, so no stale label sets linger in long-lived Gauge objects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+from agent.metrics import Metric, Registry, choose_encoder
+
+from agent.store.series import Labels, Store, is_stale
+
+log = logging.getLogger(__name__)
+
+LOOKBACK_DELTA = 300.0  # like Prometheus: a series not written for 5 minutes is not exposed
+
+# name -> (type, help); sources register their families here (system: node_exporter's).
+FamilyInfo = dict[str, tuple[str, str]]
+SampleProvider = Callable[[], Iterable[tuple[Labels, float]]]
+
+_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created", "_info")
+
+
+def _family_name(sample_name: str, families: FamilyInfo) -> tuple[str, str, str]:
+    """(family name for exposition, type, help) of a stored sample name."""
+    if sample_name in families:
+        typ, help_ = families[sample_name]
+        if typ == "counter" and sample_name.endswith("_total"):
+            return sample_name[:-6], typ, help_
+        return sample_name, typ, help_
+    for suf in _SUFFIXES:
+        if sample_name.endswith(suf):
+            base = sample_name[: -len(suf)]
+            if base in families:
+                typ, help_ = families[base]
+                return base, typ, help_
+    return sample_name, "untyped", ""
+
+
+class StoreCollector:
+    """Exposes the latest value of every live series in the store, plus provider samples."""
+
+    def __init__(self, store: Store, families: FamilyInfo, clock: Callable[[], float],
+                 providers: list[tuple[SampleProvider, FamilyInfo]] | None = None) -> None:
+        self.store = store
+        self.families = families
+        self.clock = clock
+        self.providers = providers if providers is not None else []
+
+    def collect(self) -> Iterable[Metric]:
+        now = self.clock()
+        out: dict[str, Metric] = {}
+        with self.store.lock:
+            ids = self.store.all_ids()
+            if ids.size:
+                t, v = self.store.latest(ids)
+                live = (t > now - LOOKBACK_DELTA) & ~is_stale(v)
+                for sid, value in zip(ids[live].tolist(), v[live].tolist()):
+                    self._add(out, self.store.labels(sid), value, self.families)
+        for provider, fam in self.providers:
+            try:
+                for labels, value in provider():
+                    self._add(out, labels, value, fam)
+            except Exception:  # noqa: BLE001 - one broken provider must not break /metrics
+                log.exception("metrics provider %r failed", provider)
+        return list(out.values())
+
+    @staticmethod
+    def _add(out: dict[str, Metric], labels: Labels, value: float, families: FamilyInfo) -> None:
+        name = ""
+        rest = {}
+        for k, val in labels:
+            if k == "__name__":
+                name = val
+            else:
+                rest[k] = val
+        if not name:
+            return
+        fam_name, typ, help_ = _family_name(name, families)
+        m = out.get(fam_name)
+        if m is None:
+            m = out[fam_name] = Metric(fam_name, help_ or fam_name, typ)
+        m.add_sample(name, rest, value)
+
+
+@dataclass
+class WebHooks:
+    """What the endpoints call. Each returns (HTTP status, JSON-able body)."""
+
+    reload: Callable[[], tuple[bool, str]]
+    ready: Callable[[], bool]
+    lifecycle: bool = False  # POST /-/reload allowed (Prometheus's --web.enable-lifecycle)
+    api: dict[str, Callable[[dict[str, str]], tuple[int, Any]]] = field(default_factory=dict)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "WebServer"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet: access logs at debug only
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    def _send(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any) -> None:
+        self._send(status, json.dumps(obj, default=_json_default, allow_nan=False).encode(), "application/json")
+
+    def _params(self) -> dict[str, str]:
+        q = parse_qs(urlparse(self.path).query, keep_blank_values=True)
+        if self.command == "POST":
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 1_000_000:
+                raise ValueError("request body too large")
+            body = self.rfile.read(length).decode() if length else ""
+            if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+                q.update(parse_qs(body, keep_blank_values=True))
+        return {k: v[-1] for k, v in q.items()}
+
+    def _discard_body(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= 1_000_000:
+            self.rfile.read(length)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._route()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._route()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._route()
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._route()
+
+    def _route(self) -> None:
+        path = urlparse(self.path).path
+        hooks = self.server.hooks
+        try:
+            if path == "/metrics" and self.command in ("GET", "HEAD"):
+                encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
+                self._send(200, encoder(self.server.registry), ctype)
+            elif path == "/-/healthy":
+                self._send(200, b"Forewarn is Healthy.\n")
+            elif path == "/-/ready":
+                if hooks.ready():
+                    self._send(200, b"Forewarn is Ready.\n")
+                else:
+                    self._send(503, b"Service Unavailable\n")
+            elif path == "/-/reload":
+                self._discard_body()  # keep-alive: the body must not be read as the next request
+                if self.command not in ("POST", "PUT"):
+                    self._send(405, b"Only POST or PUT requests allowed\n")
+                    return
+                if not hooks.lifecycle:
+                    self._send(403, b"Lifecycle API is not enabled.\n")
+                    return
+                ok, msg = hooks.reload()
+                self._send(200 if ok else 500, (msg + "\n").encode())
+            elif path in hooks.api:
+                status, body = hooks.api[path](self._params())
+                self._json(status, body)
+            elif path == "/":
+                self._send(200, _INDEX.encode(), "text/html; charset=utf-8")
+            else:
+                self._send(404, b"404 page not found\n")
+        except BrokenPipeError:
+            pass
+        except Exception as e:  # noqa: BLE001 - report, keep serving
+            log.exception("error serving %s", path)
+            self._json(500, {"status": "error", "errorType": "internal", "error": str(e)})
+
+
+_INDEX = """<html><head><title>Forewarn</title></head><body><h1>Forewarn</h1><ul>
+<li><a href="/metrics">/metrics</a></li><li><a href="/api/v1/alerts">/api/v1/alerts</a></li>
+<li><a href="/api/v1/rules">/api/v1/rules</a></li><li><a href="/api/v1/tickets">/api/v1/tickets</a></li>
+</ul></body></html>
+"""
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class WebServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], registry: Registry, hooks: WebHooks) -> None:
+        self.registry = registry
+        self.hooks = hooks
+        host = address[0]
+        if ":" in host:
+            import socket
+
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, name="web", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
