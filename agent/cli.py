@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # subcommand -> module with `command(args) -> int`
 _COMMANDS = {
-    "run": "agent.daemon",
+    "run": "agent.commands.run",
     "check": "agent.commands.check",
     "test": "agent.commands.test",
     "backtest": "agent.commands.backtest",

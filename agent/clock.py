@@ -53,5 +53,5 @@ def parse_time(text: str) -> float:
     except ValueError:
         raise ValueError(f"not a valid time: {text!r} (use Unix seconds or RFC 3339, e.g. 2026-11-23T10:00:00Z)") from None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
+        t = t.replace(tzinfo=dt.UTC)
     return t.timestamp()

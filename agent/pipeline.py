@@ -11,7 +11,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from agent.clock import Clock
 from agent.config.schema import Config
@@ -102,7 +103,7 @@ class Pipeline:
                 start = time.monotonic()
                 try:
                     fn()
-                except Exception:  # noqa: BLE001 - one failing source never stops the others
+                except Exception:
                     log.exception("collection from %s failed", source)
                 finally:
                     durations.labels(source).observe(time.monotonic() - start)
@@ -286,17 +287,6 @@ class Pipeline:
             return t.problems.metric_samples() if t is not None else []
 
         return [(alerts, RULE_FAMILIES), (problems, {"forewarn_problems": ("gauge", "Open problems by state.")})]
-
-    def api_routes(self) -> dict[str, Callable[[dict[str, str]], tuple[int, Any]]]:
-        from agent.web import query_api, rules_api
-        from agent.tickets.sinks.local import configured_path, tickets_api
-
-        routes: dict[str, Callable[[dict[str, str]], tuple[int, Any]]] = dict(rules_api.routes(lambda: self.rules))
-        routes["/api/v1/query"] = lambda params: query_api.handle_query(self.engine, params)
-        routes["/api/v1/query_range"] = lambda params: query_api.handle_query_range(self.engine, params)
-        routes["/api/v1/tickets"] = lambda params: (200, tickets_api(self.cfg.state_dir, params,
-                                                                     path=configured_path(self.cfg)))
-        return routes
 
     def self_metrics(self) -> Iterable[Any]:
         from agent.metrics import CounterMetricFamily, GaugeMetricFamily

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent.commands import backtest
-from agent.sources import recording  # noqa: E402
+from agent.sources import recording
 
 RULES = """\
 groups:

@@ -24,11 +24,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.clock import WallClock  # noqa: E402
-from agent.tickets.outbox import Outbox, connect  # noqa: E402
-from agent.tickets.sinks.webhook import WebhookSink  # noqa: E402
-from tests.sinks.fake_webhook import FakeWebhook  # noqa: E402
-from tests.sinks.fakehttp import make_ticket  # noqa: E402
+from agent.clock import WallClock
+from agent.tickets.outbox import Outbox, connect
+from agent.tickets.sinks.webhook import WebhookSink
+from tests.sinks.fake_webhook import FakeWebhook
+from tests.sinks.fakehttp import make_ticket
 
 SECRET = "benchmark-secret"
 

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.models.anomaly import AnomalyBank, score_series  # noqa: E402
+from agent.models.anomaly import AnomalyBank, score_series
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,15 +29,15 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.models.forecast import MODELS, ForecastBank, RefitJob  # noqa: E402
-from agent.models.refit import fit_job  # noqa: E402
-from agent.models.seasonality import CANDIDATE_PERIODS, DAY, HOUR  # noqa: E402
+from agent.models.forecast import ForecastBank
+from agent.models.refit import fit_job
+from agent.models.seasonality import DAY, HOUR
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "nab", "data")
 HORIZON_STEPS = (1, 6, 24, 72)
@@ -52,7 +52,7 @@ def load(path: str) -> tuple[np.ndarray, np.ndarray]:
     ts, vs = [], []
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            dt = datetime.strptime(row["timestamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+            dt = datetime.strptime(row["timestamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
             ts.append(dt.timestamp())
             vs.append(float(row["value"]))
     t, v = np.asarray(ts), np.asarray(vs)

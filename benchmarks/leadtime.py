@@ -51,10 +51,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from agent.commands import backtest  # noqa: E402
-from agent.config.schema import TicketingConfig  # noqa: E402
-from agent.sources.recording import Recording  # noqa: E402
-from agent.store.series import make_labels  # noqa: E402
+from agent.commands import backtest
+from agent.config.schema import TicketingConfig
+from agent.sources.recording import Recording
+from agent.store.series import make_labels
 
 DEFAULT_NAB = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "nab"))
 NOISE_SOURCES = [  # 5-minute series with at least 14 days, different kinds of noise

@@ -25,8 +25,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from agent.models.anomaly import DEFAULT_PARAMS, AnomalyParams, score_series  # noqa: E402
-from benchmarks.nabscore import PROFILES, Corpus, load_corpus, load_result_scores, read_csv_columns  # noqa: E402
+from agent.models.anomaly import DEFAULT_PARAMS, AnomalyParams, score_series
+from benchmarks.nabscore import PROFILES, Corpus, load_corpus, load_result_scores, read_csv_columns
 
 DEFAULT_NAB = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "nab"))
 

@@ -19,10 +19,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from prometheus_client import parser as text_parser  # noqa: E402
-from prometheus_client.openmetrics import parser as om_parser  # noqa: E402
+from prometheus_client import parser as text_parser
+from prometheus_client.openmetrics import parser as om_parser
 
-from agent.sources import exposition  # noqa: E402
+from agent.sources import exposition
 
 
 def make_body(series: int, openmetrics: bool = False) -> str:

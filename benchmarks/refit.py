@@ -25,9 +25,9 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.models.forecast import ForecastBank  # noqa: E402
-from agent.models.refit import RefitWorker  # noqa: E402
-from agent.models.seasonality import DAY, HOUR  # noqa: E402
+from agent.models.forecast import ForecastBank
+from agent.models.refit import RefitWorker
+from agent.models.seasonality import DAY, HOUR
 
 T0 = 1_700_000_000.0
 STEP = 300.0

@@ -47,7 +47,7 @@ class AlertmanagerServer:
         self.log_path = os.path.join(self.workdir, "alertmanager.log")
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "AlertmanagerServer":
+    def start(self) -> AlertmanagerServer:
         if not os.access(ALERTMANAGER, os.X_OK):
             raise RuntimeError(f"{ALERTMANAGER} missing: apt-get install prometheus-alertmanager")
         os.makedirs(os.path.join(self.workdir, "data"), exist_ok=True)

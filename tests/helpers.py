@@ -10,7 +10,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import requests
 
@@ -34,7 +34,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: f
                 return v
         except AssertionError:
             raise
-        except Exception as e:  # noqa: BLE001 - keep polling
+        except Exception as e:
             last_exc = e
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
@@ -82,7 +82,7 @@ class AgentProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, wait_ready: bool = True, extra_args: tuple[str, ...] = ()) -> "AgentProcess":
+    def start(self, wait_ready: bool = True, extra_args: tuple[str, ...] = ()) -> AgentProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", self.config_path, *extra_args],
@@ -142,7 +142,7 @@ class Exporter:
     """A scrape target on 127.0.0.1 serving `render()` in the text format 0.0.4. Tests keep
     their series in `values` (any keys) and describe how to print them in `render`."""
 
-    def __init__(self, render: Callable[["Exporter"], str], values: dict | None = None) -> None:
+    def __init__(self, render: Callable[[Exporter], str], values: dict | None = None) -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

@@ -103,7 +103,7 @@ class RTServer:
 
     # ---- set-up ---------------------------------------------------------------------------
 
-    def setup(self) -> "RTServer":
+    def setup(self) -> RTServer:
         for path in (RT_SERVER, RT_SETUP_DATABASE):
             if not os.access(path, os.X_OK):
                 raise RuntimeError(f"{path} missing: Request Tracker is not installed ({INSTALL_HINT})")

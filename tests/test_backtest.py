@@ -15,9 +15,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from agent.cli import main
 from agent.commands import backtest
 from agent.sources import recording
-from agent.cli import main
 from agent.store.series import make_labels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -177,7 +177,7 @@ class _FakePrometheus(http.server.BaseHTTPRequestHandler):
     samples: dict[str, list[tuple[dict[str, str], np.ndarray, np.ndarray]]] = {}
     seen: list[str] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
         query, at = form["query"][0], float(form["time"][0])
         self.seen.append(query)

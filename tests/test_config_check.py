@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from agent.config.schema import load_config, parse_listen_address
 from agent.config.decode import ConfigErrors, parse_duration
+from agent.config.schema import load_config, parse_listen_address
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,7 +3,7 @@ score bit-identical), timestamp formats and errors pointing at the line."""
 
 import csv
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ N = 1500
 
 def _series(n=N, seed=3):
     rng = np.random.default_rng(seed)
-    t0 = datetime(2014, 4, 1, tzinfo=timezone.utc).timestamp()
+    t0 = datetime(2014, 4, 1, tzinfo=UTC).timestamp()
     t = t0 + 300.0 * np.arange(n)
     v = 50 + 10 * np.sin(2 * np.pi * t / 86400) + rng.normal(0, 1, n)
     v[n * 3 // 5 :] += 15  # a level shift
@@ -24,7 +24,7 @@ def _series(n=N, seed=3):
 
 
 def _fmt_plain(ts):
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _write(path, t, v, fmt=_fmt_plain, extra=False):
@@ -73,8 +73,8 @@ def test_causal_cutting_after_row_i_keeps_its_score(tmp_path):
 def test_timestamp_formats_agree(tmp_path):
     t, v = _series(600)
     plain = _detect(tmp_path, "plain", t, v)
-    rfc = _detect(tmp_path, "rfc", t, v, fmt=lambda x: datetime.fromtimestamp(x, timezone.utc).isoformat().replace("+00:00", "Z"))
-    offset = _detect(tmp_path, "off", t, v, fmt=lambda x: datetime.fromtimestamp(x, timezone.utc).astimezone(
+    rfc = _detect(tmp_path, "rfc", t, v, fmt=lambda x: datetime.fromtimestamp(x, UTC).isoformat().replace("+00:00", "Z"))
+    offset = _detect(tmp_path, "off", t, v, fmt=lambda x: datetime.fromtimestamp(x, UTC).astimezone(
         timezone(__import__("datetime").timedelta(hours=2))).isoformat())
     unix = _detect(tmp_path, "unix", t, v, fmt=lambda x: f"{x:.0f}")
     for other in (rfc, offset, unix):

@@ -80,7 +80,7 @@ def test_robust_linear_ignores_a_single_spike():
 def seasonal_series(days: float, step: float = 300.0, noise: float = 0.5, seed: int = 0):
     rng = np.random.default_rng(seed)
     t = T0 + np.arange(0, days * DAY, step)
-    truth = lambda tt: 50 + 2e-5 * (tt - T0) + 10 * np.sin(2 * np.pi * tt / DAY)  # noqa: E731
+    truth = lambda tt: 50 + 2e-5 * (tt - T0) + 10 * np.sin(2 * np.pi * tt / DAY)
     return t, truth(t) + rng.normal(0, noise, len(t)), truth
 
 

@@ -14,10 +14,8 @@ from agent.metrics import (
     Metric,
     ProcessCollector,
     Registry,
-    choose_encoder,
-    encode_openmetrics,
-    encode_text,
 )
+from agent.web.exposition import choose_encoder, encode_openmetrics, encode_text
 
 
 class Fixed:

@@ -261,7 +261,8 @@ def test_metrics(tmp_path):
     assert hist[("forewarn_ticket_delivery_latency_seconds_count", None)] == 1
     assert hist[("forewarn_ticket_delivery_latency_seconds_bucket", "10.0")] == 0
     assert hist[("forewarn_ticket_delivery_latency_seconds_bucket", "30.0")] == 1
-    from agent.metrics import Registry, encode_text
+    from agent.metrics import Registry
+    from agent.web.exposition import encode_text
 
     reg = Registry()
     reg.register(ob)
@@ -354,7 +355,7 @@ def test_scrape_during_latency_update_sees_consistent_histogram(tmp_path):
     def scrape() -> None:
         try:
             list(ob.collect())
-        except BaseException as e:  # noqa: BLE001 - recorded for the assertion
+        except BaseException as e:
             errors.append(e)
 
     class Hooked(dict):
@@ -378,7 +379,7 @@ def test_scrape_during_latency_update_sees_consistent_histogram(tmp_path):
 
 
 def test_txn_does_not_hide_errors_or_wedge(tmp_path):
-    from agent.tickets.outbox import _Txn, connect
+    from agent.persistence import Transaction, connect
 
     conn = connect(str(tmp_path / "t.db"))
     conn.execute("PRAGMA foreign_keys=ON")
@@ -390,21 +391,21 @@ def test_txn_does_not_hide_errors_or_wedge(tmp_path):
     )
     # SQLite already rolled back (as on SQLITE_FULL): the real error comes out, not "no transaction"
     with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
-        with _Txn(conn) as c:
+        with Transaction(conn) as c:
             c.execute("INSERT INTO p (id) VALUES (1)")
             c.execute("INSERT INTO full (x) VALUES (1)")
     assert not conn.in_transaction and conn.execute("SELECT COUNT(*) FROM p").fetchone()[0] == 0
     # COMMIT fails (deferred constraint) and leaves the transaction open: it is rolled back
     with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
-        with _Txn(conn) as c:
+        with Transaction(conn) as c:
             c.execute("INSERT INTO c (pid) VALUES (42)")
     assert not conn.in_transaction
-    with _Txn(conn) as c:  # the next transaction works
+    with Transaction(conn) as c:  # the next transaction works
         c.execute("INSERT INTO p (id) VALUES (2)")
     assert [r[0] for r in conn.execute("SELECT id FROM p")] == [2]
     # an error in the body still rolls back
     with pytest.raises(ValueError):
-        with _Txn(conn) as c:
+        with Transaction(conn) as c:
             c.execute("INSERT INTO p (id) VALUES (3)")
             raise ValueError("boom")
     assert [r[0] for r in conn.execute("SELECT id FROM p")] == [2] and not conn.in_transaction

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from agent.clock import SimulatedClock
+from agent.config.decode import Duration
 from agent.config.schema import MaintenanceWindow, SilenceConfig, TicketingConfig
+from agent.rules.manager import Alert, AlertState, BreachInfo, TicketPolicy
+from agent.tickets.content import approx_duration, iso
 from agent.tickets.outbox import Outbox
 from agent.tickets.problems import ProblemManager, Reason, dedup_key
-from agent.rules.manager import Alert, AlertState, BreachInfo, TicketPolicy
-from agent.tickets.suppress import SilenceStore, Suppressor, compile_window, parse_matchers, silences_from_config
 from agent.tickets.sinks.local import LocalSink, get_ticket, list_tickets
-from agent.tickets.content import approx_duration, iso
-from agent.config.decode import Duration
+from agent.tickets.suppress import SilenceStore, Suppressor, compile_window, parse_matchers, silences_from_config
 
 H = 3600.0
 T0 = 1_795_000_000.0 - 1_795_000_000.0 % H  # on an hour boundary

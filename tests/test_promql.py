@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.promql import (Engine, EvaluationError, Matrix, PromQLError, Scalar, Vector, check_supported,
-                          parse)
+from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, Vector, check_supported, parse
 from agent.store.series import STALE_NAN, Store, make_labels
 
 T0 = 1_700_000_000.0

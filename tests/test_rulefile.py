@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from agent.rules.file import DEFAULT_GROUP_BY, load_rule_files, load_rule_text
 from agent.config.decode import ConfigErrors
+from agent.rules.file import DEFAULT_GROUP_BY, load_rule_files, load_rule_text
 
 CONTRACT_EXAMPLE = """\
 groups:

@@ -492,7 +492,7 @@ def test_api_matches_a_real_prometheus(tmp_path):
         for pa, oa in zip(p.get("alerts", []), o.get("alerts", [])):
             assert (pa["labels"], pa["annotations"], pa["state"], pa["value"]) == (
                 oa["labels"], oa["annotations"], oa["state"], oa["value"])
-    key = lambda a: a["labels"]["alertname"]  # noqa: E731
+    key = lambda a: a["labels"]["alertname"]
     assert [(a["labels"], a["state"], a["value"]) for a in sorted(prom_alerts["data"]["alerts"], key=key)] == \
         [(a["labels"], a["state"], a["value"]) for a in sorted(ours_alerts["data"]["alerts"], key=key)]
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from agent.cli import main
-from agent.commands.test import expand_values, parse_metric
+from agent.promql.notation import expand_values, parse_metric
 from agent.store.series import is_stale
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ruletests")

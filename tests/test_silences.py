@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from agent.config.decode import Duration
 from agent.config.schema import MaintenanceWindow, SilenceConfig
 from agent.tickets.suppress import (
     Matcher,
@@ -17,7 +18,6 @@ from agent.tickets.suppress import (
     parse_time,
     silences_from_config,
 )
-from agent.config.decode import Duration
 
 T0 = parse_time("2026-11-22T00:00:00Z")  # a Sunday
 
@@ -112,7 +112,7 @@ def test_maintenance_window_cron():
 
 
 def test_parse_time():
-    assert parse_time("2026-11-22T00:00:00Z") == dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc).timestamp()
+    assert parse_time("2026-11-22T00:00:00Z") == dt.datetime(2026, 11, 22, tzinfo=dt.UTC).timestamp()
     assert parse_time("2026-11-22T01:00:00+01:00") == parse_time("2026-11-22T00:00:00Z")
     assert parse_time("1700000000") == 1700000000.0
     with pytest.raises(ValueError):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import textwrap
 
-import numpy as np
-
 from agent.clock import SimulatedClock
 from agent.config.schema import load_config
 from agent.pipeline import Pipeline
-from agent.tickets.sinks.base import Ticket
 from agent.store.series import Store, make_labels
+from agent.tickets.sinks.base import Ticket
 
 
 def test_ticket_json_round_trip_keeps_the_chart():

@@ -11,13 +11,13 @@ import pytest
 
 from agent.cli import main
 from agent.clock import SimulatedClock
+from agent.config.schema import load_config
+from agent.rules.manager import Alert, AlertState, TicketPolicy
 from agent.tickets.outbox import Outbox
 from agent.tickets.problems import ProblemManager, Reason
-from agent.rules.manager import Alert, AlertState, TicketPolicy
-from agent.tickets.suppress import SilenceStore, Suppressor
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.local import LocalSink
-from agent.config.schema import load_config
+from agent.tickets.suppress import SilenceStore, Suppressor
 
 REPO = __file__.rsplit("/tests/", 1)[0]
 

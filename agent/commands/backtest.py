@@ -39,15 +39,15 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from agent.clock import SimulatedClock
-from agent.clock import parse_time
-from agent.sources.recording import Feeder, Recording, ReplayInputError, fetch_recording, read_csv, store_for
+from agent.clock import SimulatedClock, parse_time
 from agent.config.decode import ConfigErrors, parse_duration
+from agent.sources.recording import Feeder, Recording, ReplayInputError, fetch_recording, read_csv, store_for
 
 log = logging.getLogger(__name__)
 
@@ -127,17 +127,17 @@ class BacktestResult:
 
 
 def rfc3339(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 # ---- rules ------------------------------------------------------------------------------------
 
 
 def _walk(expr: Any) -> Any:
-    from agent.promql.parse import _children  # the evaluator's own notion of sub-expressions
+    from agent.promql.parse import children  # the evaluator's own notion of sub-expressions
 
     yield expr
-    for c in _children(expr):
+    for c in children(expr):
         yield from _walk(c)
 
 

@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Any
 
-from agent.config.schema import ConfigErrors, load_config
 from agent.config.decode import ConfigError
+from agent.config.schema import ConfigErrors, load_config
 
 
 def check(config_path: str | None, rule_files: list[str]) -> list[ConfigError]:

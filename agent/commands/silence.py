@@ -16,9 +16,9 @@ import sys
 import time
 from typing import Any
 
-from agent.tickets.suppress import SilenceStore, format_time, parse_matcher_list, parse_time, silences_from_config
 from agent.commands.tickets import load_config_for_command
 from agent.config.decode import parse_duration
+from agent.tickets.suppress import SilenceStore, format_time, parse_matcher_list, parse_time, silences_from_config
 
 
 def _author(explicit: str | None) -> str:

@@ -22,7 +22,6 @@ import glob
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -31,11 +30,12 @@ from typing import Any, Literal
 import numpy as np
 
 from agent.clock import SimulatedClock
+from agent.config.decode import ConfigError, ConfigErrors, Duration, decode_file, doc, format_duration, mark_of
+from agent.promql.notation import OMITTED, expand_values, parse_metric, to_float
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import AlertState, RuleManager, to_samples
 from agent.rules.templates import go_format_e
-from agent.store.series import STALE_NAN, Labels, Store, make_labels
-from agent.config.decode import ConfigError, ConfigErrors, Duration, decode_file, doc, format_duration, mark_of
+from agent.store.series import Labels, Store
 
 # ---- test file schema -------------------------------------------------------------------------
 
@@ -76,7 +76,7 @@ class ExpSample:
         if self.histogram:
             err("histogram", "native histograms are not supported")
         try:
-            _to_float(self.value)
+            to_float(self.value)
         except ValueError:
             err("value", f"not a number: {self.value!r}")
 
@@ -109,78 +109,6 @@ class TestFile:
     def validate(self, err: Any) -> None:
         if self.evaluation_interval <= 0:
             err("evaluation_interval", "must be greater than zero")
-
-
-# ---- series notation --------------------------------------------------------------------------
-
-_NUM = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[Ii]nf|NaN|nan)"
-_ITEM_RE = re.compile(rf"^(?P<a>{_NUM})(?:(?P<b>[-+](?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[Ii]nf))?x(?P<n>\d+))?$")
-
-OMITTED = None  # a `_` in the notation: no sample at that step
-
-
-def _to_float(text: Any) -> float:
-    if isinstance(text, bool):
-        raise ValueError(text)
-    if isinstance(text, (int, float)):
-        return float(text)
-    s = str(text).strip()
-    low = s.lower().lstrip("+")
-    if low in ("inf", "-inf", "nan"):
-        return float(low)
-    return float(s)
-
-
-def expand_values(text: str) -> list[float | None]:
-    """promtool's expanding notation -> one entry per step (None: omitted, STALE_NAN: stale).
-
-    `a+bxN` and `a-bxN` give N+1 values, added up step by step as Prometheus does; `axN`
-    gives N+1 copies; `_xN` gives N omitted steps. Raises ValueError."""
-    out: list[float | None] = []
-    for item in str(text).split():
-        if item == "_":
-            out.append(OMITTED)
-            continue
-        if item == "stale":
-            out.append(STALE_NAN)
-            continue
-        m = re.fullmatch(r"_x(\d+)", item)
-        if m:
-            out.extend([OMITTED] * int(m.group(1)))
-            continue
-        m = _ITEM_RE.match(item)
-        if not m:
-            raise ValueError(f"bad value {item!r} (want a number, a+bxN, a-bxN, axN, _, _xN or stale)")
-        a = _to_float(m.group("a"))
-        if m.group("n") is None:
-            out.append(a)
-            continue
-        step = _to_float(m.group("b")) if m.group("b") else 0.0
-        for _ in range(int(m.group("n")) + 1):
-            out.append(a)
-            a += step
-    return out
-
-
-def parse_metric(text: str) -> Labels:
-    """`name{a="b"}` or `{__name__="x"}` -> canonical labels. Raises ValueError."""
-    text = text.strip()
-    if not text or re.fullmatch(r"\{\s*\}", text):
-        return ()
-    from agent.promql import PromQLError, parse
-
-    try:
-        e = parse(text)
-    except PromQLError as ex:
-        raise ValueError(f"{text!r}: {ex}") from None
-    if type(e).__name__ != "VectorSelector" or getattr(e, "offset", None) or getattr(e, "at", None):
-        raise ValueError(f"{text!r}: not a series (want name{{label=\"value\", ...}})")
-    labels: dict[str, str] = {}
-    for m in e.matchers.matchers:
-        if str(m.op).split(".")[-1].lower() not in ("equal", "=", "matchop.equal"):
-            raise ValueError(f"{text!r}: only = matchers describe a series")
-        labels[m.name] = m.value
-    return make_labels(e.name or None, labels)
 
 
 # ---- Go-compatible printing -------------------------------------------------------------------
@@ -233,10 +161,10 @@ class _Tickets:
     seen: list[tuple[float, str, Any]] = field(default_factory=list)  # (time, rule, ticket)
 
     @classmethod
-    def create(cls) -> "_Tickets":
+    def create(cls) -> _Tickets:
+        from agent.clock import SimulatedClock as _Clock
         from agent.config.schema import TicketingConfig
         from agent.tickets.problems import MemoryOutbox, NoSuppression, ProblemManager
-        from agent.clock import SimulatedClock as _Clock
 
         tmp = tempfile.TemporaryDirectory(prefix="forewarn-test-")
         outbox = MemoryOutbox()
@@ -379,12 +307,12 @@ def _check_promql(pt: PromqlExprTest, engine: Any) -> list[str]:
     head = f"    expr: {_go_quote(pt.expr)}, time: {go_duration(t)}"
     try:
         got = to_samples(engine.instant(pt.expr, t))
-    except Exception as e:  # noqa: BLE001 - any evaluation failure is a test failure
+    except Exception as e:
         return [f"{head}, err: {e}"]
     exp: list[tuple[Labels, float]] = []
     for s in pt.exp_samples:
         try:
-            exp.append((parse_metric(s.labels), _to_float(s.value)))
+            exp.append((parse_metric(s.labels), to_float(s.value)))
         except ValueError as e:
             return [f"{head}, err: labels {e}"]
     exp.sort(key=lambda x: x[0])

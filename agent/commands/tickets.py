@@ -31,7 +31,7 @@ def load_config_for_command(path: str) -> Config | None:
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -83,7 +83,8 @@ def _show(path: str, ref: str | None, as_json: bool) -> int:
 
 
 def _outbox(cfg: Config, as_json: bool) -> int:
-    from agent.tickets.outbox import OUTBOX_FILE, connect, list_actions, list_dead_letters
+    from agent.persistence import connect
+    from agent.tickets.outbox import OUTBOX_FILE, list_actions, list_dead_letters
 
     path = os.path.join(cfg.state_dir, OUTBOX_FILE)
     if not os.path.exists(path):

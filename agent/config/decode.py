@@ -13,8 +13,10 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlparse
 
 import yaml
 
@@ -110,7 +112,7 @@ _MarkedLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 def load_marked(text: str, path: str) -> Any:
     """Parse YAML safely, keeping marks. Syntax errors become a ConfigError."""
     try:
-        return yaml.load(text, Loader=_MarkedLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_MarkedLoader)
     except yaml.MarkedYAMLError as e:
         m = e.problem_mark or e.context_mark
         line, col = (m.line + 1, m.column + 1) if m else (1, 1)
@@ -204,7 +206,7 @@ class Decoder:
             raise ConfigErrors(sorted(self.errors, key=lambda e: (e.path, e.line, e.column)))
 
     def decode(self, tp: Any, value: Any, mark: Mark, where: str) -> Any:
-        """Decode `value` as type `tp`; on error record it and return a sentinel `_INVALID`."""
+        """Decode `value` as type `tp`; on error record it and return a sentinel `INVALID`."""
         origin = get_origin(tp)
         if tp is Any:
             return value
@@ -217,7 +219,7 @@ class Decoder:
             allowed = get_args(tp)
             if value not in allowed:
                 self.error(mark, f"{where}: {value!r} is not one of {', '.join(map(str, allowed))}")
-                return _INVALID
+                return INVALID
             return str(value) if isinstance(value, str) else value
         if origin is list:
             (item_tp,) = get_args(tp)
@@ -225,22 +227,22 @@ class Decoder:
                 return []
             if not isinstance(value, list):
                 self.error(mark, f"{where}: expected a list, got {_kind(value)}")
-                return _INVALID
+                return INVALID
             marks = getattr(value, "item_marks", [mark] * len(value))
             out = [self.decode(item_tp, v, m, f"{where}[{i}]") for i, (v, m) in enumerate(zip(value, marks))]
-            return [v for v in out if v is not _INVALID]
+            return [v for v in out if v is not INVALID]
         if origin is dict:
             key_tp, val_tp = get_args(tp)
             if value is None:
                 return {}
             if not isinstance(value, dict):
                 self.error(mark, f"{where}: expected a mapping, got {_kind(value)}")
-                return _INVALID
+                return INVALID
             vmarks = getattr(value, "value_marks", {})
             out = {}
             for k, v in value.items():
                 dv = self.decode(val_tp, v, vmarks.get(k, mark), f"{where}.{k}")
-                if dv is not _INVALID:
+                if dv is not INVALID:
                     out[str(k)] = dv
             return out
         if callable(getattr(tp, "from_yaml", None)):
@@ -250,31 +252,31 @@ class Decoder:
         if tp is Duration:
             if isinstance(value, bool) or value is None:
                 self.error(mark, f"{where}: expected a duration, got {_kind(value)}")
-                return _INVALID
+                return INVALID
             try:
                 return Duration(parse_duration(str(value)))
             except ValueError as e:
                 self.error(mark, f"{where}: {e}")
-                return _INVALID
+                return INVALID
         if tp is bool:
             if not isinstance(value, bool):
                 self.error(mark, f"{where}: expected true or false, got {_kind(value)}")
-                return _INVALID
+                return INVALID
             return value
         if tp is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 self.error(mark, f"{where}: expected an integer, got {_kind(value)}")
-                return _INVALID
+                return INVALID
             return value
         if tp is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 self.error(mark, f"{where}: expected a number, got {_kind(value)}")
-                return _INVALID
+                return INVALID
             return float(value)
         if tp is str:
             if isinstance(value, (dict, list)) or value is None:
                 self.error(mark, f"{where}: expected a string, got {_kind(value)}")
-                return _INVALID
+                return INVALID
             return str(value) if not isinstance(value, bool) else str(value).lower()
         raise TypeError(f"unsupported config type {tp!r}")
 
@@ -284,7 +286,7 @@ class Decoder:
             value.mark, value.key_marks, value.value_marks = mark, {}, {}
         if not isinstance(value, dict):
             self.error(mark, f"{where}: expected a mapping, got {_kind(value)}")
-            return _INVALID
+            return INVALID
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         yaml_names = {f.metadata.get("yaml", f.name): f.name for f in fields.values()}
@@ -303,7 +305,7 @@ class Decoder:
             name = yaml_names[key]
             sub = f"{where}.{key}" if where else key
             dv = self.decode(hints[name], raw, vmarks.get(key, km), sub)
-            if dv is _INVALID:
+            if dv is INVALID:
                 ok = False
                 continue
             kwargs[name] = dv
@@ -312,7 +314,7 @@ class Decoder:
                 self.error(mark, f"{where + ': ' if where else ''}missing required field {f.metadata.get('yaml', name)!r}")
                 ok = False
         if not ok:
-            return _INVALID
+            return INVALID
         obj = cls(**kwargs)
         marks = {yaml_names.get(k, k): vmarks.get(k, mark) for k in value}
         object.__setattr__(obj, "_marks", marks) if _has_slots_free(obj) else None
@@ -356,7 +358,7 @@ class _Invalid:
         return "<invalid>"
 
 
-_INVALID: Any = _Invalid()
+INVALID: Any = _Invalid()
 
 
 def _kind(value: Any) -> str:
@@ -385,3 +387,11 @@ def decode_file(cls: Any, path: str, text: str | None = None) -> Any:
 
 
 Validator = Callable[[_FieldErrors], None]
+
+
+def check_url(text: str) -> str | None:
+    """An error message if `text` is not an absolute http(s) URL, else None."""
+    u = urlparse(text)
+    if u.scheme not in ("http", "https") or not u.netloc:
+        return f"not a valid URL: {text!r} (want http:// or https:// and a host)"
+    return None

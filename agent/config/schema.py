@@ -13,7 +13,6 @@ import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from agent.config.decode import (
     ConfigError,
@@ -21,6 +20,7 @@ from agent.config.decode import (
     Decoder,
     Duration,
     Mark,
+    check_url,
     decode_file,
     doc,
     mark_of,
@@ -40,14 +40,6 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"port out of range in listen address {text!r}")
     return host, port
-
-
-def check_url(text: str) -> str | None:
-    """An error message if `text` is not an absolute http(s) URL, else None."""
-    u = urlparse(text)
-    if u.scheme not in ("http", "https") or not u.netloc:
-        return f"not a valid URL: {text!r} (want http:// or https:// and a host)"
-    return None
 
 
 def check_selector(text: str) -> str | None:
@@ -240,13 +232,12 @@ class SinkEntry:
 
     @classmethod
     def from_yaml(cls, decoder: Decoder, value: Any, mark: Mark, where: str) -> Any:
+        from agent.config.decode import INVALID
         from agent.tickets.sinks import SINK_TYPES  # the registry lives with the sinks
-
-        from agent.config.decode import _INVALID
 
         if not isinstance(value, dict):
             decoder.error(mark, f"{where}: expected a mapping with name and type")
-            return _INVALID
+            return INVALID
         kmarks = getattr(value, "key_marks", {})
         name, typ = value.get("name"), value.get("type")
         ok = True
@@ -256,14 +247,14 @@ class SinkEntry:
         if typ not in SINK_TYPES:
             m = getattr(value, "value_marks", {}).get("type", mark)
             decoder.error(m, f"{where}.type: unknown sink type {typ!r} (known: {', '.join(sorted(SINK_TYPES))})")
-            return _INVALID
+            return INVALID
         rest = type(value)({k: v for k, v in value.items() if k not in ("name", "type")})
         rest.mark = getattr(value, "mark", mark)
         rest.key_marks = {k: m for k, m in kmarks.items() if k in rest}
         rest.value_marks = {k: m for k, m in getattr(value, "value_marks", {}).items() if k in rest}
         settings = decoder.decode_dataclass(SINK_TYPES[typ].Config, rest, mark, f"{where}({name})")
-        if settings is _INVALID or not ok:
-            return _INVALID
+        if settings is INVALID or not ok:
+            return INVALID
         entry = cls(str(name), str(typ), settings)
         entry._mark = mark  # type: ignore[attr-defined]
         return entry

@@ -40,8 +40,9 @@ Timestamps may be irregular and have gaps; they only choose the time-of-day buck
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Hashable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

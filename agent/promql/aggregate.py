@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import promql_parser as pp
 
@@ -20,7 +18,7 @@ def valid_label_name(name: str) -> bool:
     return bool(name) and not name[0].isdigit() and set(name) <= _LABEL_NAME_CHARS
 
 
-def grouping_keys(labels: list[Labels], modifier: Optional["pp.AggModifier"]) -> list[Labels]:
+def grouping_keys(labels: list[Labels], modifier: pp.AggModifier | None) -> list[Labels]:
     """The output label set of each element's group."""
     if modifier is None:
         return [()] * len(labels)
@@ -47,7 +45,7 @@ class GroupingCache:
         self.min_size = min_size
         self._entries: dict[tuple, tuple[list[Labels], np.ndarray, list[Labels]]] = {}
 
-    def get(self, labels: list[Labels], modifier: Optional["pp.AggModifier"]) -> tuple[np.ndarray, list[Labels]]:
+    def get(self, labels: list[Labels], modifier: pp.AggModifier | None) -> tuple[np.ndarray, list[Labels]]:
         if len(labels) < self.min_size:
             return group_ids(grouping_keys(labels, modifier))
         mkey = None if modifier is None else (modifier.type == pp.AggModifierType.By, tuple(modifier.labels))
@@ -71,8 +69,8 @@ def format_value(v: float) -> str:
     return np.format_float_positional(v, trim="-")
 
 
-def aggregate(op: str, vec: Vector, modifier: Optional["pp.AggModifier"], param: object,
-              cache: Optional[GroupingCache] = None) -> Vector:
+def aggregate(op: str, vec: Vector, modifier: pp.AggModifier | None, param: object,
+              cache: GroupingCache | None = None) -> Vector:
     if op == "count_values":
         return _count_values(vec, modifier, str(param))
     if len(vec) == 0:
@@ -138,7 +136,7 @@ def _topk(vec: Vector, gid: np.ndarray, g: int, k_param: float, largest: bool) -
     return Vector([vec.labels[i] for i in chosen], v[chosen])
 
 
-def _count_values(vec: Vector, modifier: Optional["pp.AggModifier"], label: str) -> Vector:
+def _count_values(vec: Vector, modifier: pp.AggModifier | None, label: str) -> Vector:
     if not valid_label_name(label):
         raise EvaluationError(f"invalid label name {label!r}")
     keys = grouping_keys(vec.labels, modifier)

@@ -3,7 +3,7 @@ matching with on/ignoring/group_left/group_right, following Prometheus's engine.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import promql_parser as pp
@@ -65,7 +65,7 @@ def vector_scalar(op: str, vec: Vector, scalar: float, scalar_on_left: bool, ret
     return Vector([vec.labels[i] for i in idx], v[idx], named=vec.named).with_ids_of(vec, idx)
 
 
-def _signature_fn(matching: Optional["pp.LabelModifier"]) -> Callable[[Labels], Labels]:
+def _signature_fn(matching: pp.LabelModifier | None) -> Callable[[Labels], Labels]:
     if matching is not None and matching.type == pp.LabelModifierType.Include:
         names = frozenset(matching.labels)
         return lambda lab: tuple(p for p in lab if p[0] in names)
@@ -73,7 +73,7 @@ def _signature_fn(matching: Optional["pp.LabelModifier"]) -> Callable[[Labels], 
     return lambda lab: tuple(p for p in lab if p[0] not in names)
 
 
-def set_operation(op: str, lhs: Vector, rhs: Vector, matching: Optional["pp.LabelModifier"]) -> Vector:
+def set_operation(op: str, lhs: Vector, rhs: Vector, matching: pp.LabelModifier | None) -> Vector:
     sig = _signature_fn(matching)
     if op == "and":
         if len(lhs) == 0 or len(rhs) == 0:
@@ -90,7 +90,7 @@ def set_operation(op: str, lhs: Vector, rhs: Vector, matching: Optional["pp.Labe
     return Vector(lhs.labels + [rhs.labels[i] for i in ridx], np.concatenate((lhs.values, rhs.values[ridx])))
 
 
-def vector_vector(op: str, lhs: Vector, rhs: Vector, modifier: Optional["pp.BinModifier"]) -> Vector:
+def vector_vector(op: str, lhs: Vector, rhs: Vector, modifier: pp.BinModifier | None) -> Vector:
     card = modifier.card if modifier is not None else pp.VectorMatchCardinality.OneToOne
     matching = modifier.matching if modifier is not None else None
     return_bool = bool(modifier.return_bool) if modifier is not None else False
@@ -175,14 +175,14 @@ def vector_vector(op: str, lhs: Vector, rhs: Vector, modifier: Optional["pp.BinM
     return Vector(out_labels, values)
 
 
-def _signatures(vec: Vector, matching: Optional["pp.LabelModifier"]) -> list[Labels]:
+def _signatures(vec: Vector, matching: pp.LabelModifier | None) -> list[Labels]:
     if matching is None and not vec.named:
         return vec.labels  # nothing to ignore but the (absent) metric name
     sig = _signature_fn(matching)
     return [sig(l) for l in vec.labels]
 
 
-def _raise_duplicate(one: Vector, sigs: list[Labels], matching: Optional["pp.LabelModifier"], side: str) -> None:
+def _raise_duplicate(one: Vector, sigs: list[Labels], matching: pp.LabelModifier | None, side: str) -> None:
     seen: dict[Labels, int] = {}
     for j, s in enumerate(sigs):
         prev = seen.get(s)
@@ -195,12 +195,12 @@ def _raise_duplicate(one: Vector, sigs: list[Labels], matching: Optional["pp.Lab
         seen[s] = j
 
 
-def _match_labels(lab: Labels, matching: Optional["pp.LabelModifier"]) -> Labels:
+def _match_labels(lab: Labels, matching: pp.LabelModifier | None) -> Labels:
     return _signature_fn(matching)(lab)
 
 
 def _result_labels(many: Labels, one: Labels, drop: bool, one_to_one: bool,
-                   matching: Optional["pp.LabelModifier"], include: list[str]) -> Labels:
+                   matching: pp.LabelModifier | None, include: list[str]) -> Labels:
     d = dict(many)
     if drop:
         d.pop(NAME, None)

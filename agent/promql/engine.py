@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import promql_parser as pp
@@ -63,7 +63,7 @@ class Engine:
         return self._eval(e, float(t))
 
     def range(self, expr: ExprLike, start: float, end: float, step: float,
-              deadline: Optional[float] = None) -> Matrix:
+              deadline: float | None = None) -> Matrix:
         """Evaluate at start, start+step, ... <= end; series sorted by labels. Raises
         TimeoutError once `time.monotonic()` passes `deadline` (checked between steps)."""
         e = self.prepare(expr)
@@ -402,10 +402,10 @@ def _absent_labels(e: pp.Expr) -> Labels:
 _GO_GROUP = re.compile(r"\$(\$|\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 
 
-def _go_template(repl: str, rx: "re.Pattern[str]") -> str:
+def _go_template(repl: str, rx: re.Pattern[str]) -> str:
     """Go's regexp Expand syntax ($1, ${1}, $name, ${name}, $$) as a Python template; a
     reference to a group that does not exist expands to nothing, as in Go."""
-    def sub(m: "re.Match[str]") -> str:
+    def sub(m: re.Match[str]) -> str:
         if m.group(1) == "$":
             return "$"
         name = m.group(2) or m.group(3)

@@ -5,7 +5,6 @@ engine mis-evaluating it."""
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 import promql_parser as pp
 
@@ -42,7 +41,7 @@ class PromQLError(Exception):
     """A PromQL expression that does not parse, is outside the supported subset, or fails to
     evaluate. `position` is a 0-based character offset when the parser reports one."""
 
-    def __init__(self, message: str, position: Optional[int] = None) -> None:
+    def __init__(self, message: str, position: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.position = position
@@ -71,7 +70,7 @@ def parse(text: str) -> Expr:
         raise PromQLError(msg, _find_position(text, m.group(1)) if m else None) from None
 
 
-def _find_position(text: str, word: str) -> Optional[int]:
+def _find_position(text: str, word: str) -> int | None:
     i = text.find(word)
     return i if i >= 0 else None
 
@@ -105,14 +104,14 @@ def check_supported(expr: Expr) -> list[str]:
             fill = getattr(mod, "fill_values", None) if mod is not None else None
             if fill is not None and (fill.lhs is not None or fill.rhs is not None):
                 seen("fill modifiers on binary operators are not supported")
-        for child in _children(e):
+        for child in children(e):
             visit(child)
 
     visit(expr)
     return problems
 
 
-def _children(e: Expr) -> list[Expr]:
+def children(e: Expr) -> list[Expr]:
     if isinstance(e, pp.BinaryExpr):
         return [e.lhs, e.rhs]
     if isinstance(e, (pp.ParenExpr, pp.UnaryExpr, pp.SubqueryExpr)):

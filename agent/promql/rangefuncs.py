@@ -5,7 +5,7 @@ Formulas follow Prometheus's promql/functions.go (v2.42, the version CI compares
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

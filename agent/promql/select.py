@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 import promql_parser as pp
@@ -18,12 +18,12 @@ from .values import NAME
 
 
 @lru_cache(maxsize=1024)
-def _regex(pattern: str) -> "re.Pattern[str]":
+def _regex(pattern: str) -> re.Pattern[str]:
     # Prometheus anchors regex matchers at both ends.
     return re.compile(f"(?:{pattern})")
 
 
-def matcher_predicate(op: "pp.MatchOp", value: str) -> Callable[[str], bool]:
+def matcher_predicate(op: pp.MatchOp, value: str) -> Callable[[str], bool]:
     if op == pp.MatchOp.Equal:
         return lambda s: s == value
     if op == pp.MatchOp.NotEqual:
@@ -34,7 +34,7 @@ def matcher_predicate(op: "pp.MatchOp", value: str) -> Callable[[str], bool]:
     return lambda s: rx.fullmatch(s) is None
 
 
-def selector_matchers(vs: "pp.VectorSelector") -> list[tuple[str, Callable[[str], bool], "pp.MatchOp", str]]:
+def selector_matchers(vs: pp.VectorSelector) -> list[tuple[str, Callable[[str], bool], pp.MatchOp, str]]:
     """(label name, predicate, op, value) for every matcher, the metric name included."""
     out = []
     if vs.name is not None:
@@ -44,7 +44,7 @@ def selector_matchers(vs: "pp.VectorSelector") -> list[tuple[str, Callable[[str]
     return out
 
 
-def select_ids(store: Store, vs: "pp.VectorSelector") -> np.ndarray:
+def select_ids(store: Store, vs: pp.VectorSelector) -> np.ndarray:
     """Ids of the series matching every matcher, sorted. A matcher that matches the empty
     string also matches series that lack the label, as in Prometheus."""
     matchers = selector_matchers(vs)
@@ -121,7 +121,7 @@ class SelectionCache:
         self._entries: dict[str, Selection] = {}
         self.label_ids = LabelIds(max_entries=4 * store.max_series + 10000)
 
-    def get(self, vs: "pp.VectorSelector") -> Selection:
+    def get(self, vs: pp.VectorSelector) -> Selection:
         if self.store.generation != self._generation:
             self._entries = {}
             self._labels_held = 0
@@ -146,7 +146,7 @@ class SelectionCache:
         return sel
 
 
-def _selector_key(vs: "pp.VectorSelector") -> str:
+def _selector_key(vs: pp.VectorSelector) -> str:
     parts = [vs.name or ""]
     for m in vs.matchers.matchers:
         parts.append(f"{m.name}\x00{m.op}\x00{m.value}")

@@ -3,8 +3,9 @@ values; treat both as read-only, since results share them with caches) so that f
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Union
+from typing import Union
 
 import numpy as np
 
@@ -26,14 +27,14 @@ class Vector:
 
     labels: list[Labels]
     values: np.ndarray
-    times: Optional[np.ndarray] = None
+    times: np.ndarray | None = None
     named: bool = True  # False when no label set can contain __name__ (lets matching skip work)
     # Interned ids of each label set without __name__ (see select.LabelIds), when known: vector
     # matching and duplicate checks then run on integers instead of hashing label tuples.
-    match_ids: Optional[np.ndarray] = None
+    match_ids: np.ndarray | None = None
     match_epoch: int = -1
 
-    def with_ids_of(self, other: "Vector", index: Optional[np.ndarray] = None) -> "Vector":
+    def with_ids_of(self, other: Vector, index: np.ndarray | None = None) -> Vector:
         """Carry `other`'s match ids (label sets unchanged apart from __name__)."""
         if other.match_ids is not None:
             self.match_ids = other.match_ids if index is None else other.match_ids[index]
@@ -54,7 +55,7 @@ class Vector:
         return dict(zip(self.labels, self.values.tolist()))
 
     @staticmethod
-    def empty() -> "Vector":
+    def empty() -> Vector:
         return Vector([], np.empty(0))
 
 

@@ -12,18 +12,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.rules.templates import BASE_VARIABLES, Template, TemplateError, parse_template
 from agent.config.decode import (
     ConfigError,
     ConfigErrors,
     Decoder,
-    read_text_file,
     Duration,
     Mark,
     doc,
     load_marked,
     mark_of,
+    read_text_file,
 )
+from agent.rules.templates import BASE_VARIABLES, Template, TemplateError, parse_template
 
 _LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -223,9 +223,9 @@ def mark_of_raw(raw: Any, key: str, default: Mark) -> Mark:
 
 
 def _invalid() -> Any:
-    from agent.config.decode import _INVALID
+    from agent.config.decode import INVALID
 
-    return _INVALID
+    return INVALID
 
 
 class _Validator:

@@ -20,16 +20,17 @@ import enum
 import json
 import logging
 import math
-import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
+from agent.persistence import atomic_write
 from agent.rules.file import DEFAULT_GROUP_BY, RuleDef, RuleGroupDef
-from agent.store.series import Labels, Store, make_labels
 from agent.rules.templates import TemplateData, expand
+from agent.store.series import Labels, Store, make_labels
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ class Rule:
     def _query(self, now: float, query: QueryFn) -> list[Sample] | None:
         try:
             return to_samples(query(self.expr if self.expr is not None else self.query_text, now))
-        except Exception as e:  # noqa: BLE001 - a failing rule must not stop the group
+        except Exception as e:
             self._fail(str(e) or type(e).__name__)
             return None
 
@@ -673,7 +674,7 @@ class RuleManager:
         """History of a stored series by its labels (None without a store)."""
         return _series_history(self.store) if self.store is not None else None
 
-    def adopt_state(self, old: "RuleManager") -> None:
+    def adopt_state(self, old: RuleManager) -> None:
         """After a reload: keep alerts (and model state) of rules that are unchanged, keyed
         by group, name and expression, like Prometheus's rule manager does."""
         prev = {(r.group, r.name, r.query_text): r for r in old.alerting_rules()}
@@ -730,13 +731,7 @@ class RuleManager:
 
     def save_state(self, path: str) -> None:
         """Write `state_dict()` atomically (temp file, fsync, rename)."""
-        data = json.dumps(self.state_dict(), separators=(",", ":"))
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.state_dict(), separators=(",", ":")))
 
     def load_state(self, path: str) -> int:
         """Restore from `save_state`'s file; a missing or unreadable file restores nothing."""

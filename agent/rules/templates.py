@@ -23,8 +23,9 @@ import datetime as _dt
 import decimal
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # ---- errors -----------------------------------------------------------------------------------
 
@@ -282,7 +283,7 @@ def humanize_timestamp(x: Any) -> str:
     ns = int(v * 1e9)
     ms = abs(ns) // 1_000_000 * (1 if ns >= 0 else -1)
     sec, msec = divmod(ms, 1000)
-    t = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(seconds=sec)
+    t = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC) + _dt.timedelta(seconds=sec)
     frac = f"{msec:03d}".rstrip("0")
     return t.strftime("%Y-%m-%d %H:%M:%S") + (f".{frac}" if frac else "") + " +0000 UTC"
 

@@ -15,7 +15,8 @@ prometheus_client's parser; errors from both name the line.
 from __future__ import annotations
 
 import re
-from typing import Collection, Hashable, Iterator, NamedTuple
+from collections.abc import Collection, Hashable, Iterator
+from typing import NamedTuple
 
 from prometheus_client.openmetrics import parser as _om_parser
 
@@ -232,7 +233,7 @@ def parse_openmetrics(body: str) -> list[Sample]:
                 out.append(Sample((s.name, labels), s.name, labels, value, ts))
     except ParseError:
         raise
-    except Exception as e:  # noqa: BLE001 - the library raises bare ValueError/IndexError/...
+    except Exception as e:
         msg = str(e) or type(e).__name__
         raise ParseError(max(lines.count, 1), f"invalid OpenMetrics: {msg[:200]}") from None
     return out

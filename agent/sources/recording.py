@@ -23,14 +23,15 @@ instant query returns the stored samples, not resampled ones).
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from agent.clock import parse_time
+from agent.promql.notation import parse_metric
 from agent.store.series import STALE_NAN, Labels, Store, make_labels
 
 MAX_ERRORS = 20
@@ -59,7 +60,7 @@ class Recording:
     v: np.ndarray
 
     @classmethod
-    def from_arrays(cls, labels: list[Labels], t: np.ndarray, series: np.ndarray, v: np.ndarray) -> "Recording":
+    def from_arrays(cls, labels: list[Labels], t: np.ndarray, series: np.ndarray, v: np.ndarray) -> Recording:
         order = np.argsort(t, kind="stable")
         return cls(labels, np.asarray(t, dtype=np.float64)[order], np.asarray(series, dtype=np.int64)[order],
                    np.asarray(v, dtype=np.float64)[order])
@@ -67,7 +68,7 @@ class Recording:
     def __len__(self) -> int:
         return int(self.t.size)
 
-    def window(self, start: float | None, end: float | None) -> "Recording":
+    def window(self, start: float | None, end: float | None) -> Recording:
         """The samples with start <= t <= end (None: unbounded)."""
         lo = 0 if start is None else int(np.searchsorted(self.t, start, side="left"))
         hi = len(self) if end is None else int(np.searchsorted(self.t, end, side="right"))
@@ -125,8 +126,6 @@ class _SeriesNames:
 
 def parse_series(text: str) -> Labels:
     """`name{a="b",...}` -> canonical labels. Raises ValueError."""
-    from agent.commands.test import parse_metric  # the one parser of series notation (promtool's input_series)
-
     lab = parse_metric(text)
     if not lab:
         raise ValueError(f"empty series {text!r}")
@@ -286,9 +285,9 @@ def fetch_recording(url: str, selectors: list[str], start: float, end: float,
                     session: Any = None, timeout: float = FETCH_TIMEOUT_SECONDS) -> Recording:
     """Raw samples with start <= t <= end of each selector from a Prometheus-compatible server.
     Raises ReplayInputError (with the server's message) when a request fails."""
+    from agent.config.decode import Duration
     from agent.config.schema import QueryConfig
     from agent.sources.query import QueryError, QuerySource
-    from agent.config.decode import Duration
 
     cfg = QueryConfig(name="backtest", url=url, queries=list(selectors))
     cfg.timeout = Duration(timeout)

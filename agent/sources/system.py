@@ -31,8 +31,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import psutil
@@ -321,7 +322,7 @@ class SystemCollector:
             start = time.perf_counter()
             try:
                 samples = run()
-            except Exception as e:  # noqa: BLE001 - one broken source must not stop the others
+            except Exception as e:
                 samples = []
                 message = str(e) or type(e).__name__
                 if self._errors.get(name) is None:

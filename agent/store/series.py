@@ -20,10 +20,12 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from agent.persistence import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -530,13 +532,7 @@ class Store:
 
     def save(self, path: str) -> None:
         """Write a snapshot atomically (temp file, fsync, rename)."""
-        data = self.snapshot_bytes()
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, self.snapshot_bytes())
 
     def load(self, path: str) -> bool:
         """Restore from a snapshot. A missing file is fine (False); a corrupt or truncated one
@@ -548,7 +544,7 @@ class Store:
             return False
         try:
             self._restore(data)
-        except Exception as e:  # noqa: BLE001 - any decoding failure means a bad file
+        except Exception as e:
             aside = f"{path}.corrupt-{int(time.time())}"
             try:
                 os.replace(path, aside)

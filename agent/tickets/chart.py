@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -60,7 +60,7 @@ def render_chart(
         fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        to_dt = np.vectorize(lambda s: datetime.fromtimestamp(s, tz=timezone.utc), otypes=[object])
+        to_dt = np.vectorize(lambda s: datetime.fromtimestamp(s, tz=UTC), otypes=[object])
         ax.plot(to_dt(ta), va, color="#1f77b4", linewidth=1.2, label="observed")
         if forecast_t is not None and forecast_mean is not None and len(forecast_t) > 0:
             ft = np.asarray(forecast_t, dtype=float)

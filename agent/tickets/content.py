@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from agent.tickets.sinks.base import Action, Ticket
@@ -67,7 +68,7 @@ def exact_duration(seconds: float) -> str:
 def iso(ts: float | None) -> str:
     if ts is None or not math.isfinite(ts):
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def soonest_forecast(alerts: Sequence[Any]) -> Any | None:

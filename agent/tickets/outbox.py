@@ -45,13 +45,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import sqlite3
 import threading
+from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
+from agent.persistence import Transaction, connect, migrate
 from agent.tickets.sinks.base import DeliveryError, Sink, Ticket
 
 log = logging.getLogger(__name__)
@@ -102,52 +104,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed_at REAL NOT NULL
 );
 """
-
-
-def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
-    """An SQLite connection for the agent's state files: WAL, fsync on commit, autocommit mode."""
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
-    else:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-class _Txn:
-    """`with _Txn(conn):` BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is not None:
-            # SQLite rolls back by itself on some errors (disk full, I/O error, RAISE(ROLLBACK)):
-            # an explicit ROLLBACK would then raise and hide the error being propagated.
-            if self.conn.in_transaction:
-                try:
-                    self.conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.exception("ROLLBACK failed (the original error follows)")
-            return
-        try:
-            self.conn.execute("COMMIT")
-        except BaseException:
-            # A failed COMMIT (deferred constraint, SQLITE_BUSY, disk full) may leave the
-            # transaction open, and every later BEGIN IMMEDIATE would fail: end it here.
-            if self.conn.in_transaction:
-                try:
-                    self.conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.exception("ROLLBACK after a failed COMMIT failed")
-            raise
 
 
 @dataclass
@@ -201,7 +157,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._deliver_lock = threading.Lock()
         self._conn = connect(path)
-        self._conn.executescript(_SCHEMA)
+        migrate(self._conn, [_SCHEMA], path)
         self._in_flight: set[int] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -246,7 +202,7 @@ class Outbox:
         renumbered_from: int | None = None
         try:
             with self._lock:
-                with _Txn(self._conn) as c:
+                with Transaction(self._conn) as c:
                     same = c.execute(
                         "SELECT action FROM actions WHERE sink=? AND dedup_key=? AND sequence=?",
                         (sink_name, ticket.dedup_key, ticket.sequence),
@@ -357,7 +313,7 @@ class Outbox:
         while not self._stop.is_set():
             try:
                 r = self.deliver_due(budget=budget)
-            except Exception:  # noqa: BLE001 - e.g. disk full: keep the loop, say it loudly
+            except Exception:
                 log.exception("outbox delivery round failed")
                 r = DeliveryRound()
             if r.attempted >= budget:
@@ -404,7 +360,7 @@ class Outbox:
             log.exception("sink %s raised %s on %s of %s", sink_name, type(e).__name__, action, key)
             return self._failed(row, DeliveryError(f"{type(e).__name__} in sink", retryable=True))
         now = self.clock.now()
-        with self._lock, _Txn(self._conn) as c:
+        with self._lock, Transaction(self._conn) as c:
             if ref is not None:
                 c.execute(
                     "INSERT INTO refs (sink, dedup_key, ref, cleared, updated_at) VALUES (?,?,?,?,?)"
@@ -472,7 +428,7 @@ class Outbox:
             full = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 30))
             delay = self._rng.uniform(full / 2, full)
         self._sink_hold_until[row["sink"]] = now + delay
-        with self._lock, _Txn(self._conn) as c:
+        with self._lock, Transaction(self._conn) as c:
             c.execute("UPDATE actions SET attempts=?, next_attempt_at=?, last_error=? WHERE id=?",
                       (attempts, now + delay, err.reason[:500], row["id"]))
         self._count(row["sink"], row["action"], "retry")
@@ -482,7 +438,7 @@ class Outbox:
 
     def _dead(self, row: sqlite3.Row, reason: str) -> None:
         now = self.clock.now()
-        with self._lock, _Txn(self._conn) as c:
+        with self._lock, Transaction(self._conn) as c:
             c.execute(
                 "INSERT INTO dead_letters (action_id, sink, dedup_key, sequence, action, ticket, reason, attempts,"
                 " enqueued_at, failed_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -500,7 +456,7 @@ class Outbox:
                   row["action"], row["dedup_key"], row["sequence"], row["sink"], reason)
 
     def _prune(self, now: float) -> None:
-        with self._lock, _Txn(self._conn) as c:
+        with self._lock, Transaction(self._conn) as c:
             c.execute("DELETE FROM actions WHERE state!='pending' AND done_at<?", (now - self.keep_done,))
             c.execute("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?",
                       (DEAD_LETTERS_KEPT,))
@@ -605,20 +561,12 @@ def list_actions(conn: sqlite3.Connection, states: tuple[str, ...], limit: int,
     q = (f"SELECT id, sink, dedup_key, sequence, action, state, attempts, enqueued_at, next_attempt_at,"
          f" last_error, done_at, outcome FROM actions WHERE state IN ({','.join('?' * len(states))})"
          f" ORDER BY id DESC LIMIT ?")
-    with lock or _nolock():
+    with lock or nullcontext():
         return [dict(r) for r in conn.execute(q, (*states, limit))]
 
 
 def list_dead_letters(conn: sqlite3.Connection, limit: int, lock: threading.Lock | None = None) -> list[dict[str, Any]]:
-    with lock or _nolock():
+    with lock or nullcontext():
         return [dict(r) for r in conn.execute(
             "SELECT id, action_id, sink, dedup_key, sequence, action, reason, attempts, enqueued_at, failed_at"
             " FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))]
-
-
-class _nolock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: Any) -> None:
-        return None

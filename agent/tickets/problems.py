@@ -63,13 +63,14 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
-from agent.tickets.outbox import _Txn, connect
-from agent.tickets.sinks.base import Ticket
+from agent.persistence import Transaction, connect
 from agent.store.series import Labels, make_labels
 from agent.tickets.content import iso, make_ticket, render_title, severity_of, soonest_forecast
+from agent.tickets.sinks.base import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ class Problem:
         return tuple(d[k] for k in self._COLUMNS)
 
     @classmethod
-    def from_row(cls, r: Mapping[str, Any]) -> "Problem":
+    def from_row(cls, r: Mapping[str, Any]) -> Problem:
         d = {k: r[k] for k in cls._COLUMNS}
         d["group_labels"] = json.loads(d["group_labels"])
         d["has_ticket"] = bool(d["has_ticket"])
@@ -550,7 +551,7 @@ class ProblemManager:
         if action == "open" and self.chart is not None and firing:
             try:
                 ticket.chart_png = self.chart(rule, firing, now)
-            except Exception:  # noqa: BLE001 - a ticket without its picture beats no ticket
+            except Exception:
                 log.warning("chart for %s %s could not be drawn", p.rule, p.dedup_key, exc_info=True)
         if not self.outbox.enqueue(p.sink, ticket):
             return Decision(p.dedup_key, p.rule, Reason.OUTBOX_FULL, p.sink, detail=f"{action} refused, retried next time")
@@ -657,7 +658,7 @@ class ProblemManager:
             if not self.outbox.enqueue(sink, ticket):
                 continue
             seq = ticket.sequence  # the outbox's number (renumbered when this process was behind)
-            with _Txn(self._conn) as c:
+            with Transaction(self._conn) as c:
                 c.execute(
                     "INSERT INTO storm_summaries (window, sink, dedup_key, sequence, reported, last_action_at, cleared)"
                     " VALUES (?,?,?,?,?,?,?) ON CONFLICT (window, sink) DO UPDATE SET sequence=excluded.sequence,"
@@ -708,7 +709,7 @@ class ProblemManager:
         if not rows and not counts:
             return
         cols = Problem._COLUMNS
-        with _Txn(self._conn) as c:
+        with Transaction(self._conn) as c:
             c.executemany(f"INSERT OR REPLACE INTO problems ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
                           rows.values())
             c.executemany("INSERT INTO sequences (dedup_key, sequence, updated_at) VALUES (?,?,?)"
@@ -723,7 +724,7 @@ class ProblemManager:
         horizon = now - max(RECORD_RETENTION, float(self.config.flap_window))
         old = [p for p in self._problems.values() if p.state == "cleared" and (p.cleared_at or 0) < horizon
                and (p.storm_window is None or p.storm_window * 3600.0 < horizon)]
-        with _Txn(self._conn) as c:
+        with Transaction(self._conn) as c:
             c.executemany("DELETE FROM problems WHERE dedup_key=?", [(p.dedup_key,) for p in old])
             c.execute("DELETE FROM storm_counts WHERE window<?", (int(now // 3600) - 48,))
             c.execute("DELETE FROM storm_summaries WHERE cleared=1 AND window<?", (int(horizon // 3600),))
@@ -802,9 +803,9 @@ def build_ticketing(cfg: Any, clock: Any, *, session: Any = None, chart: Any = N
     """Sinks (the `local` one always exists), outbox, silences and problems from an
     `agent.config.schema.Config`. Raises ValueError on a bad silence or maintenance window."""
     from agent.tickets.outbox import OUTBOX_FILE, Outbox
-    from agent.tickets.suppress import Suppressor
     from agent.tickets.sinks import SINK_TYPES
     from agent.tickets.sinks.local import LocalSink
+    from agent.tickets.suppress import Suppressor
 
     state_dir = cfg.state_dir
     t = cfg.ticketing

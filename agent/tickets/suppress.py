@@ -21,12 +21,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from agent.clock import parse_time  # noqa: F401 - re-exported: config and the command parse times here too
+from agent.clock import parse_time
+from agent.persistence import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
 
 
 def format_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -131,7 +132,7 @@ class Silence:
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Silence":
+    def from_json(cls, d: Mapping[str, Any]) -> Silence:
         return cls(
             id=str(d["id"]),
             matchers=parse_matcher_list(d["matchers"]),
@@ -205,26 +206,9 @@ class SilenceStore:
         return result
 
     def _write(self, silences: list[Silence]) -> None:
-        d = os.path.dirname(self.path) or "."
-        fd, tmp = tempfile.mkstemp(prefix=".silences.", dir=d)
-        try:
-            # Readable by all: the command may run as root while the daemon runs as its own user,
-            # and silences hold no secrets.
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"silences": [s.to_json() for s in silences]}, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            dfd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(dfd)  # the rename itself survives a power cut
-            finally:
-                os.close(dfd)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # Readable by all: the command may run as root while the daemon runs as its own user,
+        # and silences hold no secrets.
+        atomic_write(self.path, json.dumps({"silences": [s.to_json() for s in silences]}, indent=1), mode=0o644)
 
     def add(self, matchers: list[Matcher], starts_at: float, ends_at: float, comment: str = "",
             created_by: str = "", now: float | None = None) -> Silence:
@@ -296,7 +280,7 @@ class Window:
     def active(self, labels: Mapping[str, str], now: float) -> bool:
         if not matches_all(self.matchers, labels):
             return False
-        since = dt.datetime.fromtimestamp(now - self.duration, dt.timezone.utc)
+        since = dt.datetime.fromtimestamp(now - self.duration, dt.UTC)
         # First start at or after `since`; the window is open if that start is not in the future.
         start = self.trigger.get_next_fire_time(None, since)
         return start is not None and start.timestamp() <= now and now < start.timestamp() + self.duration
@@ -325,7 +309,7 @@ class Suppressor:
         self.windows = list(windows)
 
     @classmethod
-    def from_config(cls, ticketing: Any, state_dir: str) -> "Suppressor":
+    def from_config(cls, ticketing: Any, state_dir: str) -> Suppressor:
         return cls(SilenceStore(state_dir), silences_from_config(ticketing.silences),
                    [compile_window(w) for w in ticketing.maintenance_windows])
 

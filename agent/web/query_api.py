@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from agent import clock
+from agent.config.decode import parse_duration
 from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, String, Vector
 from agent.promql.aggregate import format_value
-from agent.config.decode import parse_duration
 
 MAX_POINTS_PER_SERIES = 11000
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from agent.rules.templates import go_format_e
 from agent.rules.manager import Alert, AlertingRule, AlertState, RecordingRule, RuleGroup, RuleManager
+from agent.rules.templates import go_format_e
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, what Prometheus shows before a first evaluation
 
@@ -25,7 +26,7 @@ def rfc3339(t: float | None) -> str:
     nanos = int(round((t - whole) * 1e9))
     if nanos >= 1_000_000_000:
         whole, nanos = whole + 1, nanos - 1_000_000_000
-    base = _dt.datetime.fromtimestamp(whole, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = _dt.datetime.fromtimestamp(whole, tz=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     frac = f"{nanos:09d}".rstrip("0")
     return base + (f".{frac}" if frac else "") + "Z"
 

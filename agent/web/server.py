@@ -11,15 +11,17 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
-from agent.metrics import Metric, Registry, choose_encoder
 
+from agent.metrics import Metric, Registry
 from agent.store.series import Labels, Store, is_stale
+from agent.web.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ class StoreCollector:
             try:
                 for labels, value in provider():
                     self._add(out, labels, value, fam)
-            except Exception:  # noqa: BLE001 - one broken provider must not break /metrics
+            except Exception:
                 log.exception("metrics provider %r failed", provider)
         return list(out.values())
 
@@ -105,7 +107,7 @@ class WebHooks:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "WebServer"
+    server: WebServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet: access logs at debug only
@@ -138,16 +140,16 @@ class _Handler(BaseHTTPRequestHandler):
         if 0 < length <= 1_000_000:
             self.rfile.read(length)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._route()
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._route()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._route()
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._route()
 
     def _route(self) -> None:
@@ -183,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(404, b"404 page not found\n")
         except BrokenPipeError:
             pass
-        except Exception as e:  # noqa: BLE001 - report, keep serving
+        except Exception as e:
             log.exception("error serving %s", path)
             self._json(500, {"status": "error", "errorType": "internal", "error": str(e)})
 

@@ -70,7 +70,7 @@ class FakeServer:
 
     # ---- life cycle ---------------------------------------------------------------------
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         self.start()
         return self
 

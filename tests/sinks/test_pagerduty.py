@@ -114,8 +114,8 @@ def test_source_defaults_to_the_configured_name_without_host_labels(fake, tmp_pa
 
 
 def test_bad_severity_mapping_is_rejected_by_check(tmp_path):
-    from agent.config.schema import load_config
     from agent.config.decode import ConfigErrors
+    from agent.config.schema import load_config
 
     write_credentials(tmp_path, ROUTING_KEY)
     cfg = tmp_path / "f.yml"

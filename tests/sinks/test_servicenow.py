@@ -144,8 +144,8 @@ def test_answer_that_is_not_json_is_a_permanent_failure(fake, tmp_path):
 
 
 def test_fields_the_sink_owns_are_rejected_by_check(tmp_path):
-    from agent.config.schema import load_config
     from agent.config.decode import ConfigErrors
+    from agent.config.schema import load_config
 
     write_credentials(tmp_path, "u:p")
     cfg = tmp_path / "f.yml"

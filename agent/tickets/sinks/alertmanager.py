@@ -27,15 +27,15 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
-from agent.config.schema import check_url
+from agent.config.decode import Duration, check_url, doc
+from agent.persistence import atomic_write
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, read_credentials, split_user_password, truncate
-from agent.config.decode import Duration, doc
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ MAX_ACTIVE_ALERTS = 50000  # bound of the re-send state; the oldest-updated are 
 
 
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def alert_labels(ticket: Ticket) -> dict[str, str]:
@@ -217,14 +217,9 @@ class AlertmanagerSink:
         return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
 
     def _save_state(self) -> None:
-        tmp = self._state_path + ".tmp"
         try:
             os.makedirs(os.path.dirname(self._state_path) or ".", exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self._active, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._state_path)
+            atomic_write(self._state_path, json.dumps(self._active, separators=(",", ":")))
         except OSError as e:
             log.error("alertmanager %s: cannot write %s: %s", self.name, self._state_path, e.strerror)
 

@@ -43,7 +43,7 @@ class Ticket:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Ticket":
+    def from_json(cls, d: dict[str, Any]) -> Ticket:
         t = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
         if d.get("chart_png_b64"):
             t.chart_png = base64.b64decode(d["chart_png_b64"])

@@ -22,9 +22,8 @@ from typing import Any
 import requests
 
 from agent import __version__
-from agent.config.schema import check_url
+from agent.config.decode import Duration, check_url, doc
 from agent.tickets.sinks.base import DeliveryError, check_response, network_error
-from agent.config.decode import Duration, doc
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # an ITSM answer is a few kB; anything bigger is refused
 USER_AGENT = f"forewarn/{__version__}"

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import requests
 
+from agent.config.decode import doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import (
     HttpClient,
@@ -34,7 +35,6 @@ from agent.tickets.sinks.http import (
     split_user_password,
     truncate,
 )
-from agent.config.decode import doc
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-
-from agent.tickets.outbox import connect
-from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.config.decode import doc
+from agent.persistence import connect, migrate
+from agent.tickets.sinks.base import DeliveryError, Ticket
 
 TICKETS_FILE = "tickets.db"
 MAX_LIST = 1000
@@ -69,7 +69,7 @@ class LocalSink:
         if self._conn is None:
             try:
                 conn = connect(self.path)
-                conn.executescript(_SCHEMA)
+                migrate(conn, [_SCHEMA], self.path)
             except sqlite3.Error as e:
                 raise DeliveryError(f"local ticket store {self.path}: {e}", retryable=True) from None
             self._conn = conn

@@ -19,10 +19,9 @@ from urllib.parse import quote
 
 import requests
 
-from agent.config.schema import check_url
+from agent.config.decode import check_url, doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, one_line, read_credentials, truncate
-from agent.config.decode import doc
 
 log = logging.getLogger(__name__)
 

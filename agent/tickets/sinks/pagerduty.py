@@ -16,14 +16,14 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
+from agent.config.decode import doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, read_credentials, truncate
-from agent.config.decode import doc
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class PagerDutySink:
             },
         }
         if ticket.starts_at:
-            payload["timestamp"] = datetime.fromtimestamp(ticket.starts_at, tz=timezone.utc).isoformat()
+            payload["timestamp"] = datetime.fromtimestamp(ticket.starts_at, tz=UTC).isoformat()
         for pd_field, label in (("component", "service"), ("group", "job")):
             if label in labels:
                 payload[pd_field] = labels[label]

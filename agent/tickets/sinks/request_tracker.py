@@ -28,9 +28,9 @@ from typing import Any
 
 import requests
 
+from agent.config.decode import doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, field_path, one_line, read_credentials, truncate
-from agent.config.decode import doc
 
 log = logging.getLogger(__name__)
 

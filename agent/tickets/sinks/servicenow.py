@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import requests
 
+from agent.config.decode import doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import (
     HttpClient,
@@ -39,7 +40,6 @@ from agent.tickets.sinks.http import (
     split_user_password,
     truncate,
 )
-from agent.config.decode import doc
 
 log = logging.getLogger(__name__)
 

@@ -43,15 +43,14 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
-from agent.config.schema import check_url
+from agent.config.decode import check_url, doc
 from agent.tickets.sinks.base import Ticket
 from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, Secret, one_line, read_credentials
-from agent.config.decode import doc
 
 BODY_VERSION = "1"
 EVENTS = {"open": "problem.opened", "update": "problem.updated", "clear": "problem.resolved"}
@@ -61,7 +60,7 @@ SIGNATURE_HEADER = "X-Forewarn-Signature"
 def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
 
 
 def webhook_body(ticket: Ticket) -> dict[str, Any]:

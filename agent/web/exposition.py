@@ -1,0 +1,56 @@
+"""Exposition of the agent's metric families: Prometheus text format 0.0.4 and OpenMetrics 1.0,
+chosen by the scraper's Accept header. Collection lives in `agent.metrics`; this module only
+writes what collectors yield."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agent.metrics import Registry, format_value
+
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape_label(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _escape_help(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items())) + "}"
+
+
+def encode_text(registry: Registry) -> bytes:
+    """Prometheus text format 0.0.4 (counters are named with `_total` in HELP/TYPE, as
+    client_python writes them)."""
+    out: list[str] = []
+    for m in registry.collect():
+        name = m.name + "_total" if m.type == "counter" else m.name
+        typ = "gauge" if m.type == "info" else m.type
+        out.append(f"# HELP {name} {_escape_help(m.documentation)}\n# TYPE {name} {typ}\n")
+        out.extend(f"{s}{_labels(lab)} {format_value(v)}\n" for s, lab, v in m.samples)
+    return "".join(out).encode()
+
+
+def encode_openmetrics(registry: Registry) -> bytes:
+    out: list[str] = []
+    for m in registry.collect():
+        typ = "unknown" if m.type == "untyped" else m.type
+        out.append(f"# HELP {m.name} {_escape_help(m.documentation)}\n# TYPE {m.name} {typ}\n")
+        out.extend(f"{s}{_labels(lab)} {format_value(v)}\n" for s, lab, v in m.samples)
+    out.append("# EOF\n")
+    return "".join(out).encode()
+
+
+def choose_encoder(accept: str) -> tuple[Callable[[Registry], bytes], str]:
+    """OpenMetrics when the scraper asks for it (Prometheus does), else text 0.0.4."""
+    for part in (accept or "").split(","):
+        if part.split(";")[0].strip() == "application/openmetrics-text":
+            return encode_openmetrics, OPENMETRICS_CONTENT_TYPE
+    return encode_text, TEXT_CONTENT_TYPE
