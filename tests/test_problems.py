@@ -12,9 +12,10 @@ import pytest
 from agent.clock import SimulatedClock
 from agent.config.decode import Duration
 from agent.config.schema import MaintenanceWindow, SilenceConfig, TicketingConfig
-from agent.rules.manager import Alert, AlertState, BreachInfo, TicketPolicy
+from agent.rules.manager import Alert, AlertState, BreachInfo
 from agent.tickets.content import approx_duration, iso
 from agent.tickets.outbox import Outbox
+from agent.tickets.policy import TicketPolicy
 from agent.tickets.problems import ProblemManager, Reason, dedup_key
 from agent.tickets.sinks.local import LocalSink, get_ticket, list_tickets
 from agent.tickets.suppress import SilenceStore, Suppressor, compile_window, parse_matchers, silences_from_config

@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from agent.config.decode import ConfigErrors
-from agent.rules.file import DEFAULT_GROUP_BY, load_rule_files, load_rule_text
+from agent.rules.file import load_rule_files, load_rule_text
+from agent.tickets.policy import DEFAULT_GROUP_BY
 
 CONTRACT_EXAMPLE = """\
 groups:

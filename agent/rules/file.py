@@ -24,18 +24,12 @@ from agent.config.decode import (
     read_text_file,
 )
 from agent.rules.templates import BASE_VARIABLES, Template, TemplateError, parse_template
+from agent.tickets.policy import LABEL_NAME_RE, TicketPolicy
 
-_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 # Labels the rule machinery sets itself; a rule may not set them.
 RESERVED_LABELS = frozenset({"__name__", "alertname", "alertstate"})
-
-# Ticket grouping when a rule's `ticket.group_by` is not given: like Alertmanager's common
-# `group_by: [alertname, host]`, one problem per rule and host; a label missing from an alert
-# simply does not take part in the key.
-DEFAULT_GROUP_BY = ("alertname", "host")
-
 
 @dataclass
 class ForecastSpec:
@@ -85,22 +79,6 @@ class AnomalySpec:
 
 
 @dataclass
-class TicketSpec:
-    """`ticket:` - where and how the rule's problems become tickets."""
-
-    sink: str | None = doc("Sink name from the config (default: ticketing.default_sink).", default=None)
-    group_by: list[str] | None = doc(
-        "Labels that make one problem (default: alertname and host; '...': every label).", default=None)
-    on_clear: Literal["comment", "resolve"] = doc("What happens to the ticket when the problem clears.",
-                                                  default="comment")
-
-    def validate(self, err: Any) -> None:
-        for name in self.group_by or ():
-            if name != "..." and not _LABEL_NAME_RE.match(name):
-                err("group_by", f"invalid label name {name!r}")
-
-
-@dataclass
 class RuleSpec:
     """One alerting (`alert:`) or recording (`record:`) rule as written in the file."""
 
@@ -113,7 +91,7 @@ class RuleSpec:
     annotations: dict[str, str] = doc("Annotations of each alert (templated).", default_factory=dict)
     forecast: ForecastSpec | None = doc("Forecast detector.", default=None)
     anomaly: AnomalySpec | None = doc("Anomaly detector.", default=None)
-    ticket: TicketSpec | None = doc("Ticketing of this rule's problems.", default=None)
+    ticket: TicketPolicy | None = doc("Ticketing of this rule's problems.", default=None)
 
 
 @dataclass
@@ -387,7 +365,7 @@ class _Validator:
             km = vmarks.get(k, base)
             if fld == "labels":
                 km = kmarks.get(k, km)
-                if not _LABEL_NAME_RE.match(k):
+                if not LABEL_NAME_RE.match(k):
                     self.decoder.error(km, f"{ctx}: {fld}: invalid label name {k!r}")
                     continue
                 if k in RESERVED_LABELS:

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from agent.persistence import atomic_write
-from agent.rules.file import DEFAULT_GROUP_BY, RuleDef, RuleGroupDef
+from agent.rules.file import RuleDef, RuleGroupDef
 from agent.rules.templates import TemplateData, expand
 from agent.store.series import Labels, Store, make_labels
+from agent.tickets.policy import TicketPolicy
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +104,6 @@ class Alert:
     @property
     def key(self) -> Labels:
         return tuple(sorted(self.labels.items()))
-
-
-@dataclass
-class TicketPolicy:
-    """The rule's `ticket:` block with defaults applied."""
-
-    sink: str | None  # None: the config's default sink
-    group_by: list[str]
-    on_clear: str  # comment | resolve
 
 
 # ---- query results ----------------------------------------------------------------------------
@@ -300,12 +292,7 @@ class AlertingRule(Rule):
         self.annotations: dict[str, str] = dict(s.annotations)
         self.for_ = float(s.for_)
         self.keep_firing_for = float(s.keep_firing_for)
-        t = s.ticket
-        self.ticket = TicketPolicy(
-            sink=t.sink if t else None,
-            group_by=list(t.group_by) if t and t.group_by is not None else list(DEFAULT_GROUP_BY),
-            on_clear=t.on_clear if t else "comment",
-        )
+        self.ticket = (s.ticket or TicketPolicy()).with_defaults()
         self.external_labels = dict(external_labels or {})
         self.external_url = external_url
         self.active: dict[Labels, Alert] = {}
@@ -788,7 +775,6 @@ __all__ = [
     "RecordingRule",
     "RuleGroup",
     "RuleManager",
-    "TicketPolicy",
     "as_query",
     "to_samples",
 ]

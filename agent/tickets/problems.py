@@ -70,6 +70,7 @@ from typing import Any, Protocol
 from agent.persistence import Transaction, connect
 from agent.store.series import Labels, make_labels
 from agent.tickets.content import iso, make_ticket, render_title, severity_of, soonest_forecast
+from agent.tickets.policy import TicketPolicy
 from agent.tickets.sinks.base import Ticket
 
 log = logging.getLogger(__name__)
@@ -130,21 +131,9 @@ class RuleLike(Protocol):
     ticket: Any  # None, or an object with sink, group_by, on_clear
 
 
-@dataclass(frozen=True)
-class TicketSettings:
-    sink: str
-    group_by: tuple[str, ...] | None  # None: every label (one problem per alert)
-    on_clear: str  # comment | resolve
-
-
-def ticket_settings(rule: Any, default_sink: str) -> TicketSettings:
-    """A rule's `ticket:` block with defaults (no block: default sink, per alert, comment)."""
-    t = getattr(rule, "ticket", None)
-    src = t if t is not None and not isinstance(t, str) else rule
-    sink = (t if isinstance(t, str) else getattr(src, "sink", None)) or default_sink
-    group_by = getattr(src, "group_by", None)
-    gb = tuple(group_by) if group_by and "..." not in group_by else None
-    return TicketSettings(str(sink), gb, str(getattr(src, "on_clear", None) or "comment"))
+def ticket_policy(rule: Any) -> TicketPolicy:
+    """A rule's ticket policy (no block: the default sink, per alert, comment)."""
+    return getattr(rule, "ticket", None) or TicketPolicy(group_by=["..."])
 
 
 def rule_id(rule: Any) -> str:
@@ -362,7 +351,7 @@ class ProblemManager:
     def process(self, rule: Any, alerts: Sequence[Any], now: float | None = None) -> list[Decision]:
         """One decision per problem of `rule` touched by this evaluation; enqueues the actions."""
         now = self.clock.now() if now is None else now
-        settings = ticket_settings(rule, self.config.default_sink)
+        settings = ticket_policy(rule)
         groups = self._group(rule, settings, alerts)
         decisions: list[Decision] = []
         changed: list[Problem] = []
@@ -408,17 +397,17 @@ class ProblemManager:
         labels.setdefault("alertname", str(rule.name))
         return labels
 
-    def _group(self, rule: Any, settings: TicketSettings, alerts: Sequence[Any]) -> dict[str, _Group]:
+    def _group(self, rule: Any, settings: TicketPolicy, alerts: Sequence[Any]) -> dict[str, _Group]:
         groups: dict[str, _Group] = {}
         for a in alerts:
             st = state_name(a)
             if st not in ("firing", "pending"):
                 continue
             labels = self.alert_labels(rule, a)
-            if settings.group_by is None:
+            if settings.grouping() is None:
                 gl = labels
             else:
-                gl = {k: labels[k] for k in settings.group_by if labels.get(k, "") != ""}
+                gl = {k: labels[k] for k in settings.grouping() or () if labels.get(k, "") != ""}
             key = dedup_key(str(rule.name), gl)
             g = groups.setdefault(key, _Group(gl))
             (g.firing if st == "firing" else g.pending).append(a)
@@ -426,7 +415,7 @@ class ProblemManager:
 
     # ---- decisions -------------------------------------------------------------------------
 
-    def _firing(self, rule: Any, settings: TicketSettings, key: str, g: _Group, p: Problem | None,
+    def _firing(self, rule: Any, settings: TicketPolicy, key: str, g: _Group, p: Problem | None,
                 now: float, counts: dict[tuple[int, str], int], changed: list[Problem]) -> Decision:
         name = str(rule.name)
         if p is not None and p.state == "open":
@@ -435,7 +424,7 @@ class ProblemManager:
             return Decision(key, name, Reason.STORM, p.sink, detail=p.detail)
         new_episode = p is None or p.state == "cleared"
         if p is None:
-            p = Problem(key, name, settings.sink, g.labels, "cleared", owner=rule_id(rule), started_at=now,
+            p = Problem(key, name, settings.sink_name(self.config.default_sink), g.labels, "cleared", owner=rule_id(rule), started_at=now,
                         sequence=self._last_sequence(key))
         p.owner = rule_id(rule)
         if new_episode:
@@ -448,7 +437,7 @@ class ProblemManager:
                 starts = [float(a.active_at) for a in g.firing if getattr(a, "active_at", None) is not None]
                 p.started_at = min([now, *starts])
             p.storm_window = None
-        p.sink = settings.sink
+        p.sink = settings.sink_name(self.config.default_sink)
         p.title = render_title(name, g.firing, g.labels)
         # Silences and maintenance windows: the problem is suppressed if every firing alert is.
         sil = [self.suppressor.silenced_by(self.alert_labels(rule, a), now) for a in g.firing] if self.suppressor else [None]
@@ -490,7 +479,7 @@ class ProblemManager:
             self._index(p)
         return Decision(p.dedup_key, p.rule, reason, p.sink, detail=detail)
 
-    def _reopen(self, rule: Any, settings: TicketSettings, p: Problem, g: _Group, now: float,
+    def _reopen(self, rule: Any, settings: TicketPolicy, p: Problem, g: _Group, now: float,
                 changed: list[Problem]) -> Decision:
         # the clear was the ticket's last action, so last_action_at is when it was sent
         note = f"Problem returned at {iso(now)}, {int(now - p.last_action_at)}s after it cleared."
@@ -503,7 +492,7 @@ class ProblemManager:
         """At most one reopen note per update_min_interval."""
         return p.reopened_at is not None and now - p.reopened_at < self.config.update_min_interval
 
-    def _maybe_update(self, rule: Any, settings: TicketSettings, p: Problem, g: _Group, now: float,
+    def _maybe_update(self, rule: Any, settings: TicketPolicy, p: Problem, g: _Group, now: float,
                       changed: list[Problem]) -> Decision:
         if p.ticket_cleared:  # returned while its reopen note was damped: the note is owed
             if self._reopen_damped(p, now):
@@ -538,7 +527,7 @@ class ProblemManager:
                     out.append(f"breach now less than {int(URGENCY_BOUNDS[urgency_bucket(fc.eta)] // 3600)} h away")
         return out
 
-    def _act(self, rule: Any, settings: TicketSettings, p: Problem, g: _Group, action: str, reason: Reason,
+    def _act(self, rule: Any, settings: TicketPolicy, p: Problem, g: _Group, action: str, reason: Reason,
              now: float, changed: list[Problem], note: str = "") -> Decision:
         seq = p.sequence + 1
         firing = g.firing
@@ -568,7 +557,7 @@ class ProblemManager:
         self._index(p)
         return Decision(p.dedup_key, p.rule, reason, p.sink, action=action, ticket=ticket, detail=note)
 
-    def _resolved(self, rule: Any, settings: TicketSettings, p: Problem, alerts: Sequence[Any], now: float,
+    def _resolved(self, rule: Any, settings: TicketPolicy, p: Problem, alerts: Sequence[Any], now: float,
                   changed: list[Problem]) -> Decision:
         if p.state != "open":  # suppressed or held: no ticket of its own to clear
             prev = p.state
@@ -596,11 +585,11 @@ class ProblemManager:
         changed.append(p)
         return Decision(p.dedup_key, p.rule, Reason.RESOLVED, p.sink, action="clear", ticket=ticket)
 
-    def _group_of(self, rule: Any, settings: TicketSettings, alert: Any) -> dict[str, str]:
+    def _group_of(self, rule: Any, settings: TicketPolicy, alert: Any) -> dict[str, str]:
         labels = self.alert_labels(rule, alert)
-        if settings.group_by is None:
+        if settings.grouping() is None:
             return labels
-        return {k: labels[k] for k in settings.group_by if labels.get(k, "") != ""}
+        return {k: labels[k] for k in settings.grouping() or () if labels.get(k, "") != ""}
 
     def _common_labels(self, rule: Any, alerts: Sequence[Any]) -> dict[str, str]:
         common: dict[str, str] | None = None
