@@ -13,7 +13,8 @@ from agent.clock import SimulatedClock
 from agent.config.decode import Duration
 from agent.config.schema import MaintenanceWindow, SilenceConfig, TicketingConfig
 from agent.rules.manager import Alert, AlertState, BreachInfo
-from agent.tickets.content import approx_duration, iso
+from agent.clock import human_time as iso
+from agent.tickets.content import approx_duration
 from agent.tickets.outbox import Outbox
 from agent.tickets.policy import TicketPolicy
 from agent.tickets.problems import ProblemManager, Reason, dedup_key

@@ -28,7 +28,6 @@ Exit status: 0 done, 1 bad input (unreadable CSV rows, invalid rule files, serve
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import json
 import logging
@@ -45,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.clock import SimulatedClock, parse_time
+from agent.clock import SimulatedClock, parse_time, rfc3339
 from agent.config.decode import ConfigErrors, parse_duration
 from agent.sources.recording import Feeder, Recording, ReplayInputError, fetch_recording, read_csv, store_for
 
@@ -83,7 +82,7 @@ class TicketEvent:
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d["time_rfc3339"] = rfc3339(self.time)
+        d["time_rfc3339"] = _utc(self.time)
         for k, v in d.items():
             if isinstance(v, float) and not math.isfinite(v):
                 d[k] = None
@@ -118,7 +117,7 @@ class BacktestResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "from": self.start, "to": self.end, "from_rfc3339": rfc3339(self.start), "to_rfc3339": rfc3339(self.end),
+            "from": self.start, "to": self.end, "from_rfc3339": _utc(self.start), "to_rfc3339": _utc(self.end),
             "series": self.series, "samples": self.samples, "evaluations": self.evaluations, "refits": self.refits,
             "events": [e.to_json() for e in self.events],
             "summary": [dict(s.__dict__) for s in self.summary],
@@ -126,8 +125,6 @@ class BacktestResult:
         }
 
 
-def rfc3339(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 # ---- rules ------------------------------------------------------------------------------------
@@ -139,6 +136,10 @@ def _walk(expr: Any) -> Any:
     yield expr
     for c in children(expr):
         yield from _walk(c)
+
+
+def _utc(t: float) -> str:
+    return rfc3339(t, "micro")
 
 
 def rule_selectors(groups: list[Any]) -> list[str]:
@@ -390,12 +391,12 @@ def _why(e: TicketEvent) -> str:
 
 
 def format_text(res: BacktestResult) -> str:
-    lines = [f"backtest {rfc3339(res.start)} .. {rfc3339(res.end)}: {res.series} series, {res.samples} samples, "
+    lines = [f"backtest {_utc(res.start)} .. {_utc(res.end)}: {res.series} series, {res.samples} samples, "
              f"{res.evaluations} evaluations, {len(res.events)} ticket actions", ""]
     if res.events:
         lines.append(f"{'TIME':<21} {'ACTION':<7} {'RULE':<28} LABELS / WHY")
         for e in res.events:
-            lines.append(f"{rfc3339(e.time):<21} {e.action:<7} {e.rule:<28} {_labels_text(e.labels)}")
+            lines.append(f"{_utc(e.time):<21} {e.action:<7} {e.rule:<28} {_labels_text(e.labels)}")
             lines.append(f"{'':<58} {_why(e)}")
         lines.append("")
     if res.open_at_end:
@@ -459,7 +460,7 @@ def _svg(rec: Recording, series: list[int], events: list[TicketEvent], start: fl
     marks = {"open": "#d62728", "update": "#ff7f0e", "clear": "#2ca02c"}
     for e in events:
         parts.append(f'<line x1="{x(e.time):.1f}" x2="{x(e.time):.1f}" y1="0" y2="{height}" stroke="{marks[e.action]}" '
-                     f'stroke-width="1.5"><title>{html.escape(e.action)} {html.escape(rfc3339(e.time))}</title></line>')
+                     f'stroke-width="1.5"><title>{html.escape(e.action)} {html.escape(_utc(e.time))}</title></line>')
     parts.append(f'<text x="{width - pad}" y="12" font-size="10" text-anchor="end">{html.escape(f"{hi:.4g}")}</text>'
                  f'<text x="{width - pad}" y="{height - 6}" font-size="10" text-anchor="end">{html.escape(f"{lo:.4g}")}</text>')
     parts.append("</svg>")
@@ -475,7 +476,7 @@ def format_html(res: BacktestResult, rec: Recording, groups: list[Any]) -> str:
            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:left;vertical-align:top}"
            "th{background:#eee}.open{color:#d62728}.update{color:#ff7f0e}.clear{color:#2ca02c}",
            "</style></head><body><h1>Forewarn backtest</h1>",
-           f"<p>{esc(rfc3339(res.start))} .. {esc(rfc3339(res.end))}: {res.series} series, {res.samples} samples, "
+           f"<p>{esc(_utc(res.start))} .. {esc(_utc(res.end))}: {res.series} series, {res.samples} samples, "
            f"{res.evaluations} evaluations, {len(res.events)} ticket actions.</p>",
            "<h2>Per rule</h2><table><tr><th>rule</th><th>kind</th><th>tickets</th><th>updates</th><th>clears</th>"
            "<th>open at end</th><th>median ETA at open</th><th>median duration</th></tr>"]
@@ -499,7 +500,7 @@ def format_html(res: BacktestResult, rec: Recording, groups: list[Any]) -> str:
             out.append(_svg(rec, series, evs, lo, hi, thresholds.get(first.rule)))
         out.append("<table><tr><th>time</th><th>action</th><th>why</th></tr>")
         for e in evs:
-            out.append(f"<tr><td>{esc(rfc3339(e.time))}</td><td class='{esc(e.action)}'>{esc(e.action)}</td>"
+            out.append(f"<tr><td>{esc(_utc(e.time))}</td><td class='{esc(e.action)}'>{esc(e.action)}</td>"
                        f"<td>{esc(_why(e))}</td></tr>")
         out.append("</table>")
     if not problems:

@@ -16,9 +16,10 @@ import sys
 import time
 from typing import Any
 
+from agent.clock import rfc3339
 from agent.commands.tickets import load_config_for_command
 from agent.config.decode import parse_duration
-from agent.tickets.suppress import SilenceStore, format_time, parse_matcher_list, parse_time, silences_from_config
+from agent.tickets.suppress import SilenceStore, parse_matcher_list, parse_time, silences_from_config
 
 
 def _author(explicit: str | None) -> str:
@@ -41,7 +42,7 @@ def _add(store: SilenceStore, args: Any, now: float) -> int:
         print(f"forewarn silence add: {e}", file=sys.stderr)
         return 2
     print(sil.id)
-    print(f"silenced {', '.join(map(str, sil.matchers))} until {format_time(sil.ends_at)}", file=sys.stderr)
+    print(f"silenced {', '.join(map(str, sil.matchers))} until {rfc3339(sil.ends_at, 'seconds')}", file=sys.stderr)
     return 0
 
 
@@ -56,7 +57,7 @@ def _list(store: SilenceStore, config_silences: list[Any], now: float, as_json: 
         return 0
     for s in sils:
         state = "active" if s.active(now) else "pending"
-        until = format_time(s.ends_at) if s.ends_at != float("inf") else "never"
+        until = rfc3339(s.ends_at, "seconds") if s.ends_at != float("inf") else "never"
         print(f"{s.id}  {state}  until {until}  by {s.created_by or '-'}  [{s.source}]")
         print(f"    matchers: {', '.join(map(str, s.matchers))}")
         if s.comment:

@@ -7,12 +7,12 @@ daemon runs. Exit 0 on success, 1 when the config is invalid or a ticket does no
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sys
 from typing import Any
 
+from agent.clock import human_time
 from agent.config.schema import Config, ConfigErrors, load_config
 
 
@@ -28,10 +28,6 @@ def load_config_for_command(path: str) -> Config | None:
         return None
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -51,7 +47,7 @@ def _list(path: str, as_json: bool) -> int:
     if not tickets:
         print(f"no tickets in {path}")
         return 0
-    rows = [[t["id"], t["status"], _when(t["created_at"]), _when(t["updated_at"]), t["severity"], t["title"]]
+    rows = [[t["id"], t["status"], human_time(t["created_at"]), human_time(t["updated_at"]), t["severity"], t["title"]]
             for t in tickets]
     print(_table(rows, ["ID", "STATUS", "CREATED", "UPDATED", "SEVERITY", "TITLE"]))
     return 0
@@ -72,12 +68,12 @@ def _show(path: str, ref: str | None, as_json: bool) -> int:
         return 0
     print(f"Ticket {t['id']}: {t['title']}")
     print(f"Status: {t['status']}   Severity: {t['severity']}   Rule: {t['rule']}")
-    print(f"Created: {_when(t['created_at'])}   Updated: {_when(t['updated_at'])}"
-          f"   Cleared: {_when(t['cleared_at'])}   Resolved: {_when(t['resolved_at'])}")
-    print(f"Problem since: {_when(t['problem_started_at'])}   Dedup key: {t['dedup_key']}")
+    print(f"Created: {human_time(t['created_at'])}   Updated: {human_time(t['updated_at'])}"
+          f"   Cleared: {human_time(t['cleared_at'])}   Resolved: {human_time(t['resolved_at'])}")
+    print(f"Problem since: {human_time(t['problem_started_at'])}   Dedup key: {t['dedup_key']}")
     print("Labels: " + ", ".join(f"{k}={v}" for k, v in sorted(t["labels"].items())))
     for c in t["comments"]:
-        print(f"\n--- {_when(c['at'])} {c['action']} (#{c['sequence']}) ---")
+        print(f"\n--- {human_time(c['at'])} {c['action']} (#{c['sequence']}) ---")
         print(c["body"].rstrip())
     return 0
 
@@ -104,16 +100,16 @@ def _outbox(cfg: Config, as_json: bool) -> int:
     if pending:
         print("\nPending:")
         print(_table([[str(r["id"]), r["sink"], r["action"], r["dedup_key"], str(r["sequence"]), str(r["attempts"]),
-                       _when(r["enqueued_at"]), _when(r["next_attempt_at"]), r["last_error"][:60]] for r in pending],
+                       human_time(r["enqueued_at"]), human_time(r["next_attempt_at"]), r["last_error"][:60]] for r in pending],
                      ["ID", "SINK", "ACTION", "DEDUP_KEY", "SEQ", "ATTEMPTS", "ENQUEUED", "NEXT", "LAST_ERROR"]))
     if dead:
         print("\nDead letters:")
         print(_table([[str(r["action_id"]), r["sink"], r["action"], r["dedup_key"], str(r["sequence"]),
-                       _when(r["failed_at"]), r["reason"][:80]] for r in dead],
+                       human_time(r["failed_at"]), r["reason"][:80]] for r in dead],
                      ["ID", "SINK", "ACTION", "DEDUP_KEY", "SEQ", "FAILED", "REASON"]))
     if done:
         print("\nRecently done:")
-        print(_table([[str(r["id"]), r["sink"], r["action"], r["dedup_key"], str(r["sequence"]), _when(r["done_at"]),
+        print(_table([[str(r["id"]), r["sink"], r["action"], r["dedup_key"], str(r["sequence"]), human_time(r["done_at"]),
                        r["outcome"]] for r in done], ["ID", "SINK", "ACTION", "DEDUP_KEY", "SEQ", "DONE", "OUTCOME"]))
     return 0
 

@@ -8,12 +8,12 @@ links to the agent's API. Sinks may convert the plain text (ADF, HTML) but not r
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from agent.clock import human_time
 from agent.tickets.sinks.base import Action, Ticket
 
 TITLE_MAX = 200
@@ -65,10 +65,6 @@ def exact_duration(seconds: float) -> str:
     return "".join(parts) or f"{s}s"
 
 
-def iso(ts: float | None) -> str:
-    if ts is None or not math.isfinite(ts):
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def soonest_forecast(alerts: Sequence[Any]) -> Any | None:
@@ -171,7 +167,7 @@ def render_body(
     firing = [a for a in alerts if _state_name(a) in ("firing", "pending")]
     shown = firing or list(alerts)
     if action == "clear":
-        lines.append(f"Cleared at {iso(now)} after {exact_duration(now - started_at)}.")
+        lines.append(f"Cleared at {human_time(now)} after {exact_duration(now - started_at)}.")
     else:
         values = [float(getattr(a, "value", math.nan)) for a in shown]
         values = [v for v in values if math.isfinite(v)]
@@ -182,13 +178,13 @@ def render_body(
         else:
             seen = ""
         lines.append(f"What was seen: rule {rule_name} is firing for {len(firing) or len(shown)} series "
-                     f"since {iso(started_at)}{seen}.")
+                     f"since {human_time(started_at)}{seen}.")
     fc = soonest_forecast(shown)
     if fc is not None and action != "clear":
         direction = getattr(fc, "direction", "")
-        line = f"Predicted: the threshold is crossed in {forecast_phrase(fc)}, around {iso(now + fc.eta)}"
+        line = f"Predicted: the threshold is crossed in {forecast_phrase(fc)}, around {human_time(now + fc.eta)}"
         if fc.eta_low is not None and fc.eta_high is not None:
-            line += f" (between {iso(now + fc.eta_low)} and {iso(now + fc.eta_high)})"
+            line += f" (between {human_time(now + fc.eta_low)} and {human_time(now + fc.eta_high)})"
         if getattr(fc, "predicted", None) is not None:
             line += f"; predicted value at the horizon {_fmt_value(fc.predicted)}"
         lines.append(line + (f" [{direction}]" if direction else "") + ".")
@@ -196,7 +192,7 @@ def render_body(
     if an is not None and action != "clear":
         lines.append(f"Anomaly: score {an.score:.2f}; expected {_fmt_value(an.expected)}, "
                      f"normal band {_fmt_value(an.band_low)} to {_fmt_value(an.band_high)}.")
-    lines.append(f"Since: {iso(started_at)}")
+    lines.append(f"Since: {human_time(started_at)}")
     lines.append(f"Rule: {rule_name}" + (f" (group {rule_group})" if rule_group else ""))
     lines.append(f"Labels: {_labels_text(group_labels)}")
     runbook = ""

@@ -67,9 +67,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agent.clock import human_time
 from agent.persistence import Transaction, connect
 from agent.store.series import Labels, make_labels
-from agent.tickets.content import iso, make_ticket, render_title, severity_of, soonest_forecast
+from agent.tickets.content import make_ticket, render_title, severity_of, soonest_forecast
 from agent.tickets.policy import TicketPolicy
 from agent.tickets.sinks.base import Ticket
 
@@ -458,7 +459,7 @@ class ProblemManager:
             return self._reopen(rule, settings, p, g, now, changed)
         window = int(now // 3600)
         if self._over_storm_cap(name, window, counts):
-            p.state, p.detail, p.storm_window = "held", f"storm guard, hour window {iso(window * 3600.0)}", window
+            p.state, p.detail, p.storm_window = "held", f"storm guard, hour window {human_time(window * 3600.0)}", window
             p.cleared_at = None
             changed.append(p)
             self._index(p)
@@ -482,7 +483,7 @@ class ProblemManager:
     def _reopen(self, rule: Any, settings: TicketPolicy, p: Problem, g: _Group, now: float,
                 changed: list[Problem]) -> Decision:
         # the clear was the ticket's last action, so last_action_at is when it was sent
-        note = f"Problem returned at {iso(now)}, {int(now - p.last_action_at)}s after it cleared."
+        note = f"Problem returned at {human_time(now)}, {int(now - p.last_action_at)}s after it cleared."
         d = self._act(rule, settings, p, g, "update", Reason.REOPENED, now, changed, note=note)
         if d.action is not None:
             p.reopened_at = now
@@ -518,11 +519,11 @@ class ProblemManager:
         if fc is not None:
             breach_at = now + fc.eta
             if p.reported_breach_at is None:
-                out.append(f"breach now predicted around {iso(breach_at)}")
+                out.append(f"breach now predicted around {human_time(breach_at)}")
             else:
                 left = max(p.reported_breach_at - p.last_action_at, CHANGE_MIN_SECONDS)
                 if abs(breach_at - p.reported_breach_at) > max(CHANGE_FRACTION * left, CHANGE_MIN_SECONDS):
-                    out.append(f"predicted breach moved from {iso(p.reported_breach_at)} to {iso(breach_at)}")
+                    out.append(f"predicted breach moved from {human_time(p.reported_breach_at)} to {human_time(breach_at)}")
                 elif urgency_bucket(fc.eta) < p.reported_bucket:
                     out.append(f"breach now less than {int(URGENCY_BOUNDS[urgency_bucket(fc.eta)] // 3600)} h away")
         return out
@@ -655,22 +656,22 @@ class ProblemManager:
                     (window, sink, key, seq, len(members), now, int(action == "clear")),
                 )
             log.warning("storm guard: summary ticket %s %s for hour %s lists %d held problems",
-                        action, key, iso(window * 3600.0), len(members))
+                        action, key, human_time(window * 3600.0), len(members))
 
     def _summary_ticket(self, key: str, seq: int, action: str, window: int, members: list[Problem],
                         now: float) -> Ticket:
         start = window * 3600.0
         still = sum(1 for p in members if p.state == "held")
-        title = (f"[Forewarn] Ticket storm: {len(members)} problems held back in the hour from {iso(start)}")
+        title = (f"[Forewarn] Ticket storm: {len(members)} problems held back in the hour from {human_time(start)}")
         lines = [
             f"More new problems than the storm guard allows (per rule {self.config.max_new_tickets_per_hour_per_rule}"
-            f"/h, overall {self.config.max_new_tickets_per_hour}/h) appeared in the hour from {iso(start)}.",
+            f"/h, overall {self.config.max_new_tickets_per_hour}/h) appeared in the hour from {human_time(start)}.",
             "They get no ticket of their own; this ticket lists them.",
-            f"Still firing: {still} of {len(members)}." if action != "clear" else f"All cleared by {iso(now)}.",
+            f"Still firing: {still} of {len(members)}." if action != "clear" else f"All cleared by {human_time(now)}.",
             "",
         ]
         for p in sorted(members, key=lambda p: (p.rule, p.started_at))[:SUMMARY_LIST_MAX]:
-            lines.append(f"- {p.title.removeprefix('[Forewarn] ')} (rule {p.rule}, since {iso(p.started_at)},"
+            lines.append(f"- {p.title.removeprefix('[Forewarn] ')} (rule {p.rule}, since {human_time(p.started_at)},"
                          f" {'firing' if p.state == 'held' else 'cleared'}, key {p.dedup_key})")
         if len(members) > SUMMARY_LIST_MAX:
             lines.append(f"- ... and {len(members) - SUMMARY_LIST_MAX} more")

@@ -7,28 +7,22 @@ Each function takes the `RuleManager` and the request's query parameters and ret
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from collections.abc import Mapping
 from typing import Any
 
+from agent.clock import rfc3339
 from agent.rules.manager import Alert, AlertingRule, AlertState, RecordingRule, RuleGroup, RuleManager
 from agent.rules.templates import go_format_e
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, what Prometheus shows before a first evaluation
 
 
-def rfc3339(t: float | None) -> str:
-    """Unix seconds as Go's RFC3339Nano in UTC (trailing zeros of the fraction dropped)."""
-    if t is None or not math.isfinite(t):
-        return _ZERO_TIME
-    whole = math.floor(t)
-    nanos = int(round((t - whole) * 1e9))
-    if nanos >= 1_000_000_000:
-        whole, nanos = whole + 1, nanos - 1_000_000_000
-    base = _dt.datetime.fromtimestamp(whole, tz=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    frac = f"{nanos:09d}".rstrip("0")
-    return base + (f".{frac}" if frac else "") + "Z"
+def go_time(t: float | None) -> str:
+    """A time as Prometheus's API shows it: RFC3339Nano, or Go's zero time when there is none."""
+    return _ZERO_TIME if t is None or not math.isfinite(t) else rfc3339(t)
+
+
 
 
 def format_value(v: float) -> str:
@@ -41,11 +35,11 @@ def alert_json(a: Alert) -> dict[str, Any]:
         "labels": dict(a.labels),
         "annotations": dict(a.annotations),
         "state": str(a.state),
-        "activeAt": rfc3339(a.active_at),
+        "activeAt": go_time(a.active_at),
         "value": format_value(a.value),
     }
     if a.keep_firing_since is not None:
-        out["keepFiringSince"] = rfc3339(a.keep_firing_since)
+        out["keepFiringSince"] = go_time(a.keep_firing_since)
     return out
 
 
@@ -57,7 +51,7 @@ def _rule_json(r: AlertingRule | RecordingRule, exclude_alerts: bool) -> dict[st
     if r.last_error:
         common["lastError"] = r.last_error
     common["evaluationTime"] = r.evaluation_seconds
-    common["lastEvaluation"] = rfc3339(r.last_evaluation)
+    common["lastEvaluation"] = go_time(r.last_evaluation)
     if isinstance(r, RecordingRule):
         common["type"] = "recording"
         return common
@@ -129,7 +123,7 @@ def _group_json(g: RuleGroup, rules: list[dict[str, Any]]) -> dict[str, Any]:
         "interval": _number(g.interval),
         "limit": g.limit,
         "evaluationTime": g.evaluation_seconds,
-        "lastEvaluation": rfc3339(g.last_evaluation),
+        "lastEvaluation": go_time(g.last_evaluation),
     }
 
 

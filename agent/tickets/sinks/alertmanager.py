@@ -27,11 +27,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
+from agent.clock import rfc3339
 from agent.config.decode import Duration, check_url, doc
 from agent.persistence import atomic_write
 from agent.tickets.sinks.base import DeliveryError, Ticket
@@ -46,8 +46,6 @@ ANNOTATION_MAX = 16000
 MAX_ACTIVE_ALERTS = 50000  # bound of the re-send state; the oldest-updated are dropped beyond it
 
 
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def alert_labels(ticket: Ticket) -> dict[str, str]:
@@ -125,7 +123,7 @@ class AlertmanagerSink:
         alert = self._alert(ticket, known["labels"] if known else alert_labels(ticket))
         if known:
             alert["startsAt"] = known["startsAt"]
-        alert["endsAt"] = rfc3339(ticket.ends_at if ticket.ends_at else time.time())
+        alert["endsAt"] = rfc3339(ticket.ends_at if ticket.ends_at else time.time(), "milli")
         self._post([alert], f"alertmanager {self.name}: resolve {ticket.dedup_key}")
         with self._lock:
             if self._active.pop(ticket.dedup_key, None) is not None:
@@ -140,7 +138,7 @@ class AlertmanagerSink:
         now = time.time() if now is None else now
         with self._lock:
             alerts = [dict(a) for a in self._active.values()]
-        ends = rfc3339(now + ENDS_AT_INTERVALS * self.resend_interval)
+        ends = rfc3339(now + ENDS_AT_INTERVALS * self.resend_interval, "milli")
         sent = 0
         for i in range(0, len(alerts), RESEND_BATCH):
             batch = alerts[i:i + RESEND_BATCH]
@@ -169,7 +167,7 @@ class AlertmanagerSink:
         alert: dict[str, Any] = {
             "labels": labels,
             "annotations": annotations,
-            "startsAt": rfc3339(ticket.starts_at or time.time()),
+            "startsAt": rfc3339(ticket.starts_at or time.time(), "milli"),
         }
         if ticket.details_url:
             alert["generatorURL"] = ticket.details_url
@@ -183,7 +181,7 @@ class AlertmanagerSink:
             self._active[ticket.dedup_key] = alert
             self._bound_state()
             self._save_state()
-        sent = dict(alert, endsAt=rfc3339(time.time() + ENDS_AT_INTERVALS * self.resend_interval))
+        sent = dict(alert, endsAt=rfc3339(time.time() + ENDS_AT_INTERVALS * self.resend_interval, "milli"))
         try:
             self._post([sent], f"alertmanager {self.name}: {what} {ticket.dedup_key}")
         except DeliveryError as e:

@@ -43,11 +43,11 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
+from agent.clock import rfc3339
 from agent.config.decode import check_url, doc
 from agent.tickets.sinks.base import Ticket
 from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, Secret, one_line, read_credentials
@@ -57,10 +57,6 @@ EVENTS = {"open": "problem.opened", "update": "problem.updated", "clear": "probl
 SIGNATURE_HEADER = "X-Forewarn-Signature"
 
 
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
 
 
 def webhook_body(ticket: Ticket) -> dict[str, Any]:
@@ -77,8 +73,8 @@ def webhook_body(ticket: Ticket) -> dict[str, Any]:
         "rule": ticket.rule,
         "labels": dict(ticket.labels),
         "annotations": dict(ticket.annotations),
-        "starts_at": rfc3339(ticket.starts_at) if ticket.starts_at else None,
-        "ends_at": rfc3339(ticket.ends_at),
+        "starts_at": rfc3339(ticket.starts_at, "micro") if ticket.starts_at else None,
+        "ends_at": rfc3339(ticket.ends_at, "micro") if ticket.ends_at is not None else None,
         "resolve": bool(ticket.resolve) if ticket.action == "clear" else False,
         "details_url": ticket.details_url,
     }
