@@ -28,9 +28,10 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -151,7 +152,7 @@ def simulated_clock(t: float) -> Any:
 
 def build_agent(config_path: str, clock: Any) -> Any:
     """The daemon's `Agent` for a config file, on a simulated clock, not started."""
-    from agent.config import load_config
+    from agent.config.schema import load_config
     from agent.daemon import Agent
 
     return Agent(load_config(config_path), clock=clock)
@@ -175,16 +176,17 @@ def stop_agent(agent: Any) -> None:
 
 def serve_agent(agent: Any) -> Any:
     """The agent's real HTTP server (/metrics and the API) on 127.0.0.1, a free port."""
-    from agent.web import WebHooks, WebServer
+    from agent.web.api import api_routes
+    from agent.web.server import WebHooks, WebServer
 
     web = WebServer(("127.0.0.1", 0), agent.registry, WebHooks(
-        reload=agent.reload, ready=agent.ready_event.is_set, api=agent.pipeline.api_routes()))
+        reload=agent.reload, ready=agent.ready_event.is_set, api=api_routes(agent.pipeline)))
     web.start()
     return web
 
 
 def append_samples(agent: Any, t: float, samples: list[tuple[str, dict[str, str], float]]) -> None:
-    from agent.store import make_labels
+    from agent.store.series import make_labels
 
     agent.store.append_samples([(make_labels(name, labels), value) for name, labels, value in samples], t)
 
@@ -204,14 +206,14 @@ def ticket_json(ticket: Any) -> dict[str, Any]:
 
 
 def ticket_from_json(d: dict[str, Any]) -> Any:
-    from agent.sinks.base import Ticket
+    from agent.tickets.sinks.base import Ticket
 
     return Ticket.from_json(d)
 
 
 def make_sink(sink_type: str, name: str, settings: dict[str, Any], state_dir: str) -> Any:
     """A sink as `build_ticketing` makes it: its Config dataclass from `settings`."""
-    from agent.sinks import SINK_TYPES
+    from agent.tickets.sinks import SINK_TYPES
 
     cls = SINK_TYPES[sink_type]
     return cls(name, cls.Config(**settings), state_dir=state_dir)
@@ -220,7 +222,7 @@ def make_sink(sink_type: str, name: str, settings: dict[str, Any], state_dir: st
 def make_outbox(path: str, sinks: dict[str, Any], clock: Any) -> Any:
     import random
 
-    from agent.outbox import Outbox
+    from agent.tickets.outbox import Outbox
 
     return Outbox(path, sinks, clock, rng=random.Random(0))
 
@@ -277,7 +279,7 @@ class Recorder:
         self.server.shutdown()
         self.server.server_close()
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -654,7 +656,7 @@ def normalise_measured_durations(obj: Any) -> Any:
 def time_iso(t: float) -> str:
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ==== 5. /metrics: families, types and help ========================================================
@@ -887,7 +889,7 @@ STATEDIR_SILENCE = ('{alertname="QueueBacklog", queue=~"bill.*"}', "billing queu
 def add_silence(state_dir: str, matchers: str, starts_at: float, ends_at: float, comment: str,
                 author: str) -> None:
     """A silence as `forewarn silence add` stores it."""
-    from agent.silences import SilenceStore, parse_matchers
+    from agent.tickets.suppress import SilenceStore, parse_matchers
 
     SilenceStore(state_dir).add(parse_matchers(matchers), starts_at, ends_at, comment, author, now=starts_at)
 
@@ -899,8 +901,9 @@ def summarise_state(agent: Any, am_recorder: Recorder) -> dict[str, Any]:
     sink re-sends for its active alerts (to `am_recorder`, where the config points it)."""
     import dataclasses
 
-    from agent.silences import SilenceStore
-    from agent.sinks.local import get_ticket, list_tickets
+    from agent.tickets.sinks.local import get_ticket, list_tickets
+    from agent.tickets.suppress import SilenceStore
+    from agent.web.api import api_routes
 
     store, pipeline = agent.store, agent.pipeline
     series = []
@@ -921,7 +924,7 @@ def summarise_state(agent: Any, am_recorder: Recorder) -> dict[str, Any]:
     resend = [json.loads(r["body"]) for r in am_recorder.requests[before:]]
     return {
         "series": series,
-        "alerts": pipeline.api_routes()["/api/v1/alerts"]({})[1],
+        "alerts": api_routes(pipeline)["/api/v1/alerts"]({})[1],
         "rule_state": pipeline.rules.state_dict(),
         "problems": problems,
         "outbox": {state: t.outbox.rows((state,), limit=1000) for state in ("pending", "delivered", "dead")},

@@ -26,12 +26,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from tests.test_golden import (  # noqa: E402
+    CHART_STAND_IN,
     STATEDIR,
     STATEDIR_EXPECTED,
     STATEDIR_MINUTE,
     STATEDIR_SILENCE,
     T0,
-    CHART_STAND_IN,
     AcceptAll,
     Recorder,
     Refuse,
