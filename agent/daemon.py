@@ -25,7 +25,7 @@ from agent import __version__, systemd
 from agent.clock import Clock, WallClock
 from agent.config.schema import Config, ConfigErrors, load_config, parse_listen_address, parse_shard
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, ProcessCollector, Registry
-from agent.pipeline import Pipeline
+from agent.pipeline import Pipeline, ProblemsCollector
 from agent.store.series import Store
 from agent.web.api import api_routes
 from agent.web.server import StoreCollector, WebHooks, WebServer
@@ -76,6 +76,7 @@ class Agent:
         self.pipeline = Pipeline(cfg, self.store, self.clock, self.shard)
         self.registry.register(StoreCollector(self.store, self.pipeline.families(), self.clock.now,
                                               self.pipeline.providers()))
+        self.registry.register(ProblemsCollector(self.pipeline))
         self.registry.register(_SelfCollector(self))
         self.scheduler = BackgroundScheduler(
             # Separate pools: many slow scrape targets or an unreachable ITSM tool cannot starve

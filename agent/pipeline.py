@@ -16,8 +16,9 @@ from typing import Any
 
 from agent.clock import Clock
 from agent.config.schema import Config
-from agent.metrics import Histogram
+from agent.metrics import Histogram, Metric
 from agent.store.series import Labels, Store
+from agent.tickets.sinks.base import Resender
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class Pipeline:
         now = self.clock.now()
         t = self.ticketing
         for name, sink in (t.sinks.items() if t is not None else ()):
-            if hasattr(sink, "resend_active") and now - self._resent_at.get(name, 0.0) >= sink.resend_interval:
+            if isinstance(sink, Resender) and now - self._resent_at.get(name, 0.0) >= sink.resend_interval:
                 self._resent_at[name] = now
                 sink.resend_active(now)
 
@@ -203,7 +204,7 @@ class Pipeline:
         return os.path.join(self.cfg.state_dir, RULES_STATE_FILE)
 
     def start(self) -> None:
-        from agent.tickets.problems import build_ticketing
+        from agent.tickets.builder import build_ticketing
 
         self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart)
         restored = self.rules.load_state(self.rules_state_path)
@@ -246,7 +247,7 @@ class Pipeline:
         groups = load_groups(cfg)
         new_rules = self._build_rules(cfg, groups)
         system, queries = self._new_sources(cfg)
-        from agent.tickets.problems import build_ticketing
+        from agent.tickets.builder import build_ticketing
 
         with self.lock, self.delivery_lock:
             new_ticketing = build_ticketing(cfg, self.clock, chart=self.chart) if self.ticketing is not None else None
@@ -282,11 +283,7 @@ class Pipeline:
             out.extend(rules.anomaly_series())
             return out
 
-        def problems() -> list[tuple[Labels, float]]:
-            t = self.ticketing
-            return t.problems.metric_samples() if t is not None else []
-
-        return [(alerts, RULE_FAMILIES), (problems, {"forewarn_problems": ("gauge", "Open problems by state.")})]
+        return [(alerts, RULE_FAMILIES)]
 
     def self_metrics(self) -> Iterable[Any]:
         from agent.metrics import CounterMetricFamily, GaugeMetricFamily
@@ -321,6 +318,18 @@ class Pipeline:
                 for reason, n in st.failures_by_reason.items():
                     fails.add_metric([st.name, reason], n)
             yield from (up, runs, fails, samples, skipped)
+
+
+class ProblemsCollector:
+    """The problem manager's families, from the ticketing the pipeline holds now (a reload
+    replaces it). The daemon registers it right after the store's collector."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def collect(self) -> Iterable[Metric]:
+        t = self.pipeline.ticketing
+        return t.problems.collect() if t is not None else ()
 
 
 RULE_FAMILIES = {

@@ -25,7 +25,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent.clock import WallClock
-from agent.tickets.outbox import Outbox, connect
+from agent.persistence import connect
+from agent.tickets.outbox import Outbox
 from agent.tickets.sinks.webhook import WebhookSink
 from tests.sinks.fake_webhook import FakeWebhook
 from tests.sinks.fakehttp import make_ticket

@@ -285,22 +285,15 @@ def test_many_problems_all_delivered_in_order(tmp_path, n):
     assert all(t["notes"] == [1, 2, 3] and not t["open"] for t in tool.tickets.values())
 
 
-def test_run_loop_delivers_and_stops(tmp_path):
-    import threading
-
+def test_enqueued_action_is_delivered_by_the_next_round(tmp_path):
+    """What the daemon's `outbox` job does every second: one `deliver_due` round delivers
+    what was enqueued since, with no waiting."""
     from agent.clock import WallClock
 
     ob, tool, _ = make(tmp_path, clock=WallClock())
-    th = threading.Thread(target=ob.run, kwargs={"poll_interval": 5.0}, daemon=True)
-    th.start()
-    ob.enqueue("itsm", tk("a", "open", 1))  # wakes the loop: no waiting for the poll interval
-    for _ in range(200):
-        if ob.pending_count() == 0:
-            break
-        threading.Event().wait(0.02)
-    ob.stop()
-    th.join(timeout=10)
-    assert not th.is_alive() and sent(tool) == [("open", "a", 1)]
+    ob.enqueue("itsm", tk("a", "open", 1))
+    r = ob.deliver_due(budget=20)
+    assert (r.attempted, r.delivered) == (1, 1) and ob.pending_count() == 0 and sent(tool) == [("open", "a", 1)]
 
 
 # ---- review findings (issue 4/5 robustness) ------------------------------------------------------

@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 
 from agent.clock import SimulatedClock
+from agent.clock import human_time as iso
 from agent.config.decode import Duration
 from agent.config.schema import MaintenanceWindow, SilenceConfig, TicketingConfig
 from agent.rules.manager import Alert, AlertState, BreachInfo
-from agent.clock import human_time as iso
 from agent.tickets.content import approx_duration
+from agent.tickets.manager import ProblemManager
 from agent.tickets.outbox import Outbox
 from agent.tickets.policy import TicketPolicy
-from agent.tickets.problems import ProblemManager, Reason, dedup_key
+from agent.tickets.problems import Reason, dedup_key
 from agent.tickets.sinks.local import LocalSink, get_ticket, list_tickets
 from agent.tickets.suppress import SilenceStore, Suppressor, compile_window, parse_matchers, silences_from_config
 
@@ -66,6 +67,11 @@ def make(tmp_path, outbox=None, clock=None, suppressor=None, **cfg: Any) -> tupl
 
 def reasons(decisions) -> list[str]:
     return [str(d.reason) for d in decisions]
+
+
+def metric_samples(pm: ProblemManager) -> dict[str, float]:
+    """forewarn_problems by state, from the manager's collector."""
+    return {s.labels["state"]: s.value for family in pm.collect() for s in family.samples}
 
 
 def test_dedup_key_is_stable():
@@ -172,7 +178,7 @@ def test_silences_from_store_and_config(tmp_path):
     pm, ob = make(tmp_path, suppressor=Suppressor(store, cfg_sil))
     (d,) = pm.process(rule, [alert()], T0 + 60)
     assert (d.reason, d.action) == (Reason.SILENCED, None) and sil.id in d.detail and "disk swap" in d.detail
-    assert pm.metric_samples()[1][1] == 1.0  # forewarn_problems{state="silenced"}
+    assert metric_samples(pm)["silenced"] == 1.0  # forewarn_problems{state="silenced"}
     (d,) = pm.process(rule, [alert()], T0 + 120)
     assert d.reason == Reason.SILENCED
     (d,) = pm.process(rule, [alert()], T0 + H)  # silence ended, still firing: open now
@@ -269,9 +275,10 @@ def test_metric_samples(tmp_path):
     pm, ob = make(tmp_path, max_new_tickets_per_hour_per_rule=1)
     rule = FakeRule("FilesystemWillFill", ticket=TicketPolicy(None, ["mountpoint"], "comment"))
     pm.process(rule, [alert(mountpoint="/a"), alert(mountpoint="/b")], T0)
-    got = {dict(lab)["state"]: v for lab, v in pm.metric_samples()}
-    assert got == {"open": 1.0, "silenced": 0.0, "maintenance": 0.0, "held": 1.0}
-    assert all(dict(lab)["__name__"] == "forewarn_problems" for lab, _ in pm.metric_samples())
+    assert metric_samples(pm) == {"open": 1.0, "silenced": 0.0, "maintenance": 0.0, "held": 1.0}
+    (family,) = pm.collect()
+    assert (family.name, family.type, family.documentation) == ("forewarn_problems", "gauge", "Open problems by state.")
+    assert all(s.name == "forewarn_problems" and list(s.labels) == ["state"] for s in family.samples)
 
 
 def test_end_to_end_with_outbox_and_local_sink(tmp_path):
@@ -348,7 +355,7 @@ def test_crash_between_enqueue_and_commit_enqueues_once(tmp_path):
     def crash(*a: Any) -> None:
         raise SystemExit("killed")
 
-    pm._save = crash  # type: ignore[method-assign]
+    pm.store.save = crash  # type: ignore[method-assign]
     with pytest.raises(SystemExit):
         pm.process(rule, [alert()], T0)
     pm2, _ = make(tmp_path, outbox=outbox, clock=clock)
@@ -421,7 +428,7 @@ def test_crash_then_a_different_decision_is_not_deduplicated(tmp_path):
     def crash(*a: Any) -> None:
         raise SystemExit("killed")
 
-    pm._save = crash  # type: ignore[method-assign]
+    pm.store.save = crash  # type: ignore[method-assign]
     with pytest.raises(SystemExit):
         pm.process(rule, [alert(severity="critical")], T0 + 120)
     pm2, _ = make(tmp_path, outbox=outbox, clock=clock, update_min_interval=Duration(60))

@@ -13,9 +13,10 @@ from agent.cli import main
 from agent.clock import SimulatedClock
 from agent.config.schema import load_config
 from agent.rules.manager import Alert, AlertState
+from agent.tickets.manager import ProblemManager
 from agent.tickets.outbox import Outbox
 from agent.tickets.policy import TicketPolicy
-from agent.tickets.problems import ProblemManager, Reason
+from agent.tickets.problems import Reason
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.local import LocalSink
 from agent.tickets.suppress import SilenceStore, Suppressor

@@ -238,7 +238,9 @@ def run_backtest(groups: list[Any], recording: Recording, *, start: float | None
     `progress(fraction)` is called now and then."""
     from agent.config.schema import TicketingConfig
     from agent.pipeline import evaluate_tick
-    from agent.tickets.problems import MemoryOutbox, NoSuppression, ProblemManager
+    from agent.tickets.manager import ProblemManager
+    from agent.tickets.outbox import MemoryOutbox
+    from agent.tickets.suppress import NoSuppression
 
     wall = time.monotonic()
     rec = recording.window(start, end)
@@ -540,7 +542,7 @@ def _progress_bar() -> Callable[[float], None] | None:
 
 
 def command(args: Any) -> int:
-    logging.getLogger("agent.tickets.problems").setLevel(logging.WARNING)  # one line per action would drown the output
+    logging.getLogger("agent.tickets.manager").setLevel(logging.WARNING)  # one line per action would drown the output
     try:
         start = _time_arg("--from", args.from_)
         end = _time_arg("--to", args.to)

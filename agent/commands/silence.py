@@ -16,10 +16,10 @@ import sys
 import time
 from typing import Any
 
-from agent.clock import rfc3339
+from agent.clock import parse_time, rfc3339
 from agent.commands.tickets import load_config_for_command
 from agent.config.decode import parse_duration
-from agent.tickets.suppress import SilenceStore, parse_matcher_list, parse_time, silences_from_config
+from agent.tickets.suppress import Silence, SilenceStore, parse_matcher_list, silences_from_config
 
 
 def _author(explicit: str | None) -> str:
@@ -46,7 +46,7 @@ def _add(store: SilenceStore, args: Any, now: float) -> int:
     return 0
 
 
-def _list(store: SilenceStore, config_silences: list[Any], now: float, as_json: bool) -> int:
+def _list(store: SilenceStore, config_silences: list[Silence], now: float, as_json: bool) -> int:
     sils = [s for s in config_silences + store.all() if s.ends_at > now]
     if as_json:
         print(json.dumps([{**s.to_json(), "starts_at": s.starts_at if s.starts_at != float("-inf") else None,

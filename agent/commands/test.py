@@ -12,7 +12,7 @@ the evaluation at the last step <= t; only firing alerts are compared.
 Extension: `exp_tickets` in an `alert_rule_test` item lists the ticket actions
 (`open`/`update`/`clear`) the rule's problems should have produced up to `eval_time`, in
 order, each with `labels` that must be a subset of the ticket's labels. Tickets come from
-the real `agent.tickets.problems.ProblemManager` with an in-memory outbox. promtool rejects this
+the real `agent.tickets.manager.ProblemManager` with an in-memory outbox. promtool rejects this
 key, so files using it are forewarn-only.
 """
 
@@ -164,7 +164,9 @@ class _Tickets:
     def create(cls) -> _Tickets:
         from agent.clock import SimulatedClock as _Clock
         from agent.config.schema import TicketingConfig
-        from agent.tickets.problems import MemoryOutbox, NoSuppression, ProblemManager
+        from agent.tickets.manager import ProblemManager
+        from agent.tickets.outbox import MemoryOutbox
+        from agent.tickets.suppress import NoSuppression
 
         tmp = tempfile.TemporaryDirectory(prefix="forewarn-test-")
         outbox = MemoryOutbox()

@@ -2,7 +2,8 @@
 
 Reads the files in `state_dir` (found through `--config`) read-only, so it is safe while the
 daemon runs. Exit 0 on success, 1 when the config is invalid or a ticket does not exist,
-2 on usage errors.
+2 on usage errors. A command: nothing imports it but the CLI (and `forewarn silence`, for
+`load_config_for_command`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 
 from agent.clock import human_time
 from agent.config.schema import Config, ConfigErrors, load_config
+from agent.persistence import connect
+from agent.tickets.outbox import OUTBOX_FILE, list_actions, list_dead_letters
+from agent.tickets.sinks.local import configured_path, get_ticket, list_tickets
 
 
 def load_config_for_command(path: str) -> Config | None:
@@ -28,8 +32,6 @@ def load_config_for_command(path: str) -> Config | None:
         return None
 
 
-
-
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
@@ -38,8 +40,6 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _list(path: str, as_json: bool) -> int:
-    from agent.tickets.sinks.local import list_tickets
-
     tickets = list_tickets(path, limit=1000)
     if as_json:
         print(json.dumps({"tickets": tickets}, indent=1, sort_keys=True))
@@ -54,8 +54,6 @@ def _list(path: str, as_json: bool) -> int:
 
 
 def _show(path: str, ref: str | None, as_json: bool) -> int:
-    from agent.tickets.sinks.local import get_ticket
-
     if not ref:
         print("forewarn tickets show: give a ticket ID (see `forewarn tickets list`)", file=sys.stderr)
         return 2
@@ -79,9 +77,6 @@ def _show(path: str, ref: str | None, as_json: bool) -> int:
 
 
 def _outbox(cfg: Config, as_json: bool) -> int:
-    from agent.persistence import connect
-    from agent.tickets.outbox import OUTBOX_FILE, list_actions, list_dead_letters
-
     path = os.path.join(cfg.state_dir, OUTBOX_FILE)
     if not os.path.exists(path):
         pending, dead, done = [], [], []
@@ -118,8 +113,6 @@ def command(args: Any) -> int:
     cfg = load_config_for_command(args.config)
     if cfg is None:
         return 1
-    from agent.tickets.sinks.local import configured_path
-
     if args.action == "outbox":
         return _outbox(cfg, args.json)
     path = configured_path(cfg)

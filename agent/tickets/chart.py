@@ -3,7 +3,8 @@
 matplotlib is optional (the `charts` extra): it is imported inside `render_chart`, and
 without it there is simply no attachment. The object-oriented API (Figure + Agg canvas) is
 used instead of pyplot, so no global backend or figure registry is touched and rendering
-is safe from any thread.
+is safe from any thread. Like the rest of tickets, this module never imports rules, models,
+PromQL, sources or web: the series arrive as arrays.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ log = logging.getLogger(__name__)
 MAX_POINTS = 2000  # more points than pixels only costs time
 
 
-def _thin(t: np.ndarray, *ys: np.ndarray | None) -> tuple[np.ndarray, ...]:
+def thin(t: np.ndarray, *ys: np.ndarray) -> tuple[np.ndarray, ...]:
     """Every k-th point so that at most MAX_POINTS remain (the last point is always kept)."""
     n = len(t)
     if n <= MAX_POINTS:
         return (t, *ys)
     idx = np.unique(np.append(np.arange(0, n, int(np.ceil(n / MAX_POINTS))), n - 1))
-    return (t[idx], *(y[idx] if y is not None else None for y in ys))
+    return (t[idx], *(y[idx] for y in ys))
 
 
 def render_chart(
@@ -46,8 +47,8 @@ def render_chart(
     its interval band, and the threshold line; None when matplotlib is not installed, the
     series is empty, or drawing fails (the ticket is sent without a picture)."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - costly optional import
+        from matplotlib.figure import Figure  # noqa: PLC0415 - costly optional import
     except ImportError:
         return None
     ta = np.asarray(t, dtype=float)
@@ -55,7 +56,7 @@ def render_chart(
     if ta.size == 0 or ta.size != va.size:
         return None
     try:
-        ta, va = _thin(ta, va)
+        ta, va = thin(ta, va)
         dpi = 100
         fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
         FigureCanvasAgg(fig)
@@ -67,7 +68,9 @@ def render_chart(
             fm = np.asarray(forecast_mean, dtype=float)
             lo = np.asarray(forecast_low, dtype=float) if forecast_low is not None else None
             hi = np.asarray(forecast_high, dtype=float) if forecast_high is not None else None
-            ft, fm, lo, hi = _thin(ft, fm, lo, hi)
+            if lo is not None and hi is not None:
+                _, lo, hi = thin(ft, lo, hi)  # the same points as the mean's
+            ft, fm = thin(ft, fm)
             fdt = to_dt(ft)
             ax.plot(fdt, fm, color="#ff7f0e", linewidth=1.2, linestyle="--", label="forecast")
             if lo is not None and hi is not None:

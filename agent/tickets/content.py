@@ -4,16 +4,19 @@ The title is what a human reads in a queue: "[Forewarn] /var on db-7 fills in ~9
 90%)", from the rule's `summary` annotation when present. The body says what was seen,
 what is predicted with its interval, since when, the rule, the labels, the runbook, and
 links to the agent's API. Sinks may convert the plain text (ADF, HTML) but not reword it.
+
+Pure functions of the alerts (`agent.tickets.problems.AlertLike`): no I/O, no clock. Like the
+rest of tickets, this module never imports rules, models, PromQL, sources or web.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 from urllib.parse import quote
 
 from agent.clock import human_time
+from agent.tickets.problems import AlertLike, AnomalyLike, ForecastLike, RuleLike, state_name
 from agent.tickets.sinks.base import Action, Ticket
 
 TITLE_MAX = 200
@@ -21,7 +24,7 @@ BODY_SERIES_MAX = 20  # series listed in a body; the rest are counted
 SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2, "critical": 3, "page": 4}
 
 
-def severity_of(alerts: Sequence[Any], default: str = "warning") -> str:
+def severity_of(alerts: Sequence[AlertLike], default: str = "warning") -> str:
     """The highest `severity` label among the alerts (unknown values rank as warning)."""
     best, rank = default, -1
     for a in alerts:
@@ -65,34 +68,35 @@ def exact_duration(seconds: float) -> str:
     return "".join(parts) or f"{s}s"
 
 
+def finite_eta(forecast: ForecastLike | None) -> float | None:
+    """The forecast's time to breach, when there is one and it is finite."""
+    if forecast is None or forecast.eta is None or not math.isfinite(forecast.eta):
+        return None
+    return forecast.eta
 
 
-def soonest_forecast(alerts: Sequence[Any]) -> Any | None:
+def soonest_forecast(alerts: Sequence[AlertLike]) -> ForecastLike | None:
     """The forecast of the alert whose breach comes first (None when no alert has one)."""
-    best = None
+    best, best_eta = None, math.inf
     for a in alerts:
-        f = getattr(a, "forecast", None)
-        if f is not None and f.eta is not None and math.isfinite(f.eta):
-            if best is None or f.eta < best.eta:
-                best = f
+        eta = finite_eta(a.forecast)
+        if eta is not None and (best is None or eta < best_eta):
+            best, best_eta = a.forecast, eta
     return best
 
 
-def strongest_anomaly(alerts: Sequence[Any]) -> Any | None:
+def strongest_anomaly(alerts: Sequence[AlertLike]) -> AnomalyLike | None:
     best = None
     for a in alerts:
-        an = getattr(a, "anomaly", None)
+        an = a.anomaly
         if an is not None and (best is None or an.score > best.score):
             best = an
     return best
 
 
-def _fmt_value(v: Any) -> str:
+def _fmt_value(v: float) -> str:
     """Like Prometheus's `humanize`: 1.2e9 -> "1.2G", 0.004 -> "4m"; plain below 1000."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
+    f = float(v)
     if not math.isfinite(f):
         return str(f)
     if f == 0 or 1e-3 <= abs(f) < 1e3:
@@ -114,34 +118,38 @@ def _labels_text(labels: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__") or "(none)"
 
 
-def forecast_phrase(forecast: Any) -> str:
-    """ "~9 h (7-12 h, 90%)" """
+def _interval_phrase(forecast: ForecastLike) -> str:
+    """ "7-12 h, 90%" """
     rng = duration_range(forecast.eta_low, forecast.eta_high)
     prob = f"{round(forecast.probability * 100)}%" if forecast.probability is not None else ""
-    inner = ", ".join(p for p in (rng, prob) if p)
-    return approx_duration(forecast.eta) + (f" ({inner})" if inner else "")
+    return ", ".join(p for p in (rng, prob) if p)
 
 
-def render_title(rule_name: str, alerts: Sequence[Any], group_labels: Mapping[str, str]) -> str:
+def forecast_phrase(forecast: ForecastLike, eta: float) -> str:
+    """ "~9 h (7-12 h, 90%)" """
+    inner = _interval_phrase(forecast)
+    return approx_duration(eta) + (f" ({inner})" if inner else "")
+
+
+def render_title(rule_name: str, alerts: Sequence[AlertLike], group_labels: Mapping[str, str]) -> str:
     summary = ""
     for a in alerts:
-        summary = (getattr(a, "annotations", None) or {}).get("summary", "")
+        summary = (a.annotations or {}).get("summary", "")
         if summary:
             break
     fc = soonest_forecast(alerts)
+    eta = finite_eta(fc)
     if summary:
         title = summary
         if fc is not None and "(" not in summary:
-            rng = duration_range(fc.eta_low, fc.eta_high)
-            prob = f"{round(fc.probability * 100)}%" if fc.probability is not None else ""
-            inner = ", ".join(p for p in (rng, prob) if p)
+            inner = _interval_phrase(fc)
             title += f" ({inner})" if inner else ""
     else:
         where = ", ".join(f"{k}={v}" for k, v in sorted(group_labels.items())
                           if k not in ("alertname", "__name__"))
         title = rule_name + (f" on {where}" if where else "")
-        if fc is not None:
-            title += f": breach in {forecast_phrase(fc)}"
+        if fc is not None and eta is not None:
+            title += f": breach in {forecast_phrase(fc, eta)}"
         elif (an := strongest_anomaly(alerts)) is not None:
             title += f": anomaly (score {an.score:.2f})"
     title = "[Forewarn] " + " ".join(title.split())
@@ -153,7 +161,7 @@ def render_body(
     action: Action,
     rule_name: str,
     rule_group: str,
-    alerts: Sequence[Any],
+    alerts: Sequence[AlertLike],
     group_labels: Mapping[str, str],
     started_at: float,
     now: float,
@@ -164,12 +172,12 @@ def render_body(
     lines: list[str] = []
     if note:
         lines += [note, ""]
-    firing = [a for a in alerts if _state_name(a) in ("firing", "pending")]
+    firing = [a for a in alerts if state_name(a) in ("firing", "pending")]
     shown = firing or list(alerts)
     if action == "clear":
         lines.append(f"Cleared at {human_time(now)} after {exact_duration(now - started_at)}.")
     else:
-        values = [float(getattr(a, "value", math.nan)) for a in shown]
+        values = [float(a.value) for a in shown]
         values = [v for v in values if math.isfinite(v)]
         if len(values) == 1:
             seen = f", value now {_fmt_value(values[0])}"
@@ -180,14 +188,14 @@ def render_body(
         lines.append(f"What was seen: rule {rule_name} is firing for {len(firing) or len(shown)} series "
                      f"since {human_time(started_at)}{seen}.")
     fc = soonest_forecast(shown)
-    if fc is not None and action != "clear":
-        direction = getattr(fc, "direction", "")
-        line = f"Predicted: the threshold is crossed in {forecast_phrase(fc)}, around {human_time(now + fc.eta)}"
+    eta = finite_eta(fc)
+    if fc is not None and eta is not None and action != "clear":
+        line = f"Predicted: the threshold is crossed in {forecast_phrase(fc, eta)}, around {human_time(now + eta)}"
         if fc.eta_low is not None and fc.eta_high is not None:
             line += f" (between {human_time(now + fc.eta_low)} and {human_time(now + fc.eta_high)})"
-        if getattr(fc, "predicted", None) is not None:
+        if fc.predicted is not None:
             line += f"; predicted value at the horizon {_fmt_value(fc.predicted)}"
-        lines.append(line + (f" [{direction}]" if direction else "") + ".")
+        lines.append(line + ".")
     an = strongest_anomaly(shown)
     if an is not None and action != "clear":
         lines.append(f"Anomaly: score {an.score:.2f}; expected {_fmt_value(an.expected)}, "
@@ -197,26 +205,25 @@ def render_body(
     lines.append(f"Labels: {_labels_text(group_labels)}")
     runbook = ""
     for a in shown:
-        ann = getattr(a, "annotations", None) or {}
+        ann = a.annotations or {}
         runbook = runbook or ann.get("runbook_url", "") or ann.get("runbook", "")
     if runbook:
         lines.append(f"Runbook: {runbook}")
     desc = ""
     for a in shown:
-        desc = desc or (getattr(a, "annotations", None) or {}).get("description", "")
+        desc = desc or (a.annotations or {}).get("description", "")
     if desc:
         lines += ["", desc]
     if shown:
         lines += ["", "Series:"]
         for a in shown[:BODY_SERIES_MAX]:
-            item = f"- {_labels_text(dict(a.labels))}: value {_fmt_value(getattr(a, 'value', ''))}"
-            f = getattr(a, "forecast", None)
-            if f is not None and f.eta is not None and math.isfinite(f.eta):
-                item += f", breach in {forecast_phrase(f)}"
-            an1 = getattr(a, "anomaly", None)
-            if an1 is not None:
-                item += f", anomaly score {an1.score:.2f}"
-            lines.append(item + f" [{_state_name(a)}]")
+            item = f"- {_labels_text(dict(a.labels))}: value {_fmt_value(a.value)}"
+            f, f_eta = a.forecast, finite_eta(a.forecast)
+            if f is not None and f_eta is not None:
+                item += f", breach in {forecast_phrase(f, f_eta)}"
+            if a.anomaly is not None:
+                item += f", anomaly score {a.anomaly.score:.2f}"
+            lines.append(item + f" [{state_name(a)}]")
         if len(shown) > BODY_SERIES_MAX:
             lines.append(f"- ... and {len(shown) - BODY_SERIES_MAX} more")
     if external_url:
@@ -229,18 +236,13 @@ def render_body(
     return "\n".join(lines) + "\n"
 
 
-def _state_name(alert: Any) -> str:
-    st = getattr(alert, "state", "")
-    return str(getattr(st, "name", st)).lower()
-
-
 def make_ticket(
     *,
     action: Action,
     dedup_key: str,
     sequence: int,
-    rule: Any,
-    alerts: Sequence[Any],
+    rule: RuleLike,
+    alerts: Sequence[AlertLike],
     group_labels: Mapping[str, str],
     ticket_labels: Mapping[str, str],
     started_at: float,
@@ -253,7 +255,7 @@ def make_ticket(
     rule_name = str(rule.name)
     annotations: dict[str, str] = {}
     for a in alerts:
-        for k, v in (getattr(a, "annotations", None) or {}).items():
+        for k, v in (a.annotations or {}).items():
             annotations.setdefault(k, v)
     base = external_url.rstrip("/")
     return Ticket(
@@ -261,7 +263,7 @@ def make_ticket(
         action=action,
         sequence=sequence,
         title=render_title(rule_name, alerts, group_labels),
-        body=render_body(action=action, rule_name=rule_name, rule_group=str(getattr(rule, "group", "") or ""),
+        body=render_body(action=action, rule_name=rule_name, rule_group=str(rule.group or ""),
                          alerts=alerts, group_labels=group_labels, started_at=started_at, now=now,
                          dedup_key=dedup_key, note=note, external_url=external_url),
         rule=rule_name,

@@ -14,8 +14,8 @@ Delivery semantics (issue 4 item 4, issue 5 item 3):
 - Retryable failures back off exponentially with jitter, never sooner than the sink's
   `retry_after`; the sink is then held for that long (rate limits and outages are sink-wide).
   A rebuilt or restarted outbox derives these holds from the pending rows' `next_attempt_at`,
-  so a reload does not hit a rate-limited sink early. Permanent failures, and retryable ones older than `give_up_after`, go to the dead-letter
-  table with a log line and a metric.
+  so a reload does not hit a rate-limited sink early. Permanent failures, and retryable ones
+  older than `give_up_after`, go to the dead-letter table with a log line and a metric.
 - Idempotency: a local (sink, dedup_key) -> ticket ref map. Before an `open` with no known ref,
   `sink.find(key)` is asked first: a ticket found there was opened by an attempt whose result
   we never recorded (SIGKILL between send and commit), so it is recorded and nothing is sent.
@@ -24,9 +24,10 @@ Delivery semantics (issue 4 item 4, issue 5 item 3):
 - An open for a key whose last ticket was cleared starts a new episode: if `find` still
   returns that same ticket (cleared with a comment, left open), the open is added to it as an
   update; if it returns nothing, a new ticket is opened.
-- `forewarn_ticket_actions_total{sink,action,outcome}` outcomes: delivered (sent), recovered
-  (found already done through `find`, nothing sent), skipped (a clear with no ticket), retry,
-  dead, refused, coalesced, evicted, renumbered.
+- `forewarn_ticket_actions_total{sink,action,outcome}` outcomes (`Outcome`): delivered (sent),
+  recovered (found already done through `find`, nothing sent), skipped (a clear with no
+  ticket), retry, dead, refused, coalesced, evicted, renumbered. What the exchange with the
+  tool did (`Exchanged`: opened, updated, cleared, ...) is kept in the action's row.
 - Bounded by `max_pending`. When full, a new update replaces a pending update of the same
   problem (coalesced into the newest); a new open or clear evicts the oldest pending update;
   when nothing can give way the action is refused. Each of these is logged and counted.
@@ -39,10 +40,16 @@ Durability: WAL with `synchronous=FULL`. With NORMAL, a power cut can lose the l
 the problem store (a separate file) may already have recorded the action as enqueued, so the
 action would be lost for good. Ticket actions are a few per minute, so an fsync per commit
 costs nothing that matters.
+
+`MemoryOutbox` stands in for it in replays; both satisfy `OutboxLike`, which is what the
+problem manager and the storm guard take. Like the rest of tickets, this module never
+imports rules, models, PromQL, sources or web.
 """
 
 from __future__ import annotations
 
+import enum
+import itertools
 import json
 import logging
 import random
@@ -50,11 +57,13 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
+from agent.clock import Clock
+from agent.metrics import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from agent.persistence import Transaction, connect, migrate
-from agent.tickets.sinks.base import DeliveryError, Sink, Ticket
+from agent.tickets.sinks.base import Action, DeliveryError, Sink, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +115,42 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+class Outcome(enum.StrEnum):
+    """The `outcome` label of `forewarn_ticket_actions_total`."""
+
+    DELIVERED = "delivered"  # sent to the tool
+    RECOVERED = "recovered"  # found already done through `find`: nothing sent
+    SKIPPED = "skipped"  # a clear with no ticket to clear
+    RETRY = "retry"
+    DEAD = "dead"
+    REFUSED = "refused"  # not enqueued: the outbox was full or its database failed
+    COALESCED = "coalesced"  # a pending update replaced by a newer one (outbox full)
+    EVICTED = "evicted"  # a pending update dropped to admit an open or clear (outbox full)
+    RENUMBERED = "renumbered"  # enqueued under the next free sequence
+
+
+class Exchanged(enum.StrEnum):
+    """What delivering one action did with the tool (stored in the action's `outcome` column)."""
+
+    OPENED = "opened"
+    UPDATED = "updated"
+    UPDATED_EXISTING = "updated_existing"  # an open while the key's ticket is known and open
+    REOPENED = "reopened"  # an open added to the last episode's ticket, still open in the tool
+    RECOVERED = "recovered"  # opened by an attempt whose result was never recorded
+    CLEARED = "cleared"
+    RESOLVED = "resolved"
+    NO_TICKET = "no_ticket"  # a clear with no ticket in the tool
+    ALREADY_CLEARED = "already_cleared"
+
+    @property
+    def outcome(self) -> Outcome:
+        if self is Exchanged.RECOVERED:
+            return Outcome.RECOVERED
+        if self in (Exchanged.NO_TICKET, Exchanged.ALREADY_CLEARED):
+            return Outcome.SKIPPED
+        return Outcome.DELIVERED
+
+
 @dataclass
 class DeliveryRound:
     """What one `deliver_due` call did."""
@@ -115,11 +160,97 @@ class DeliveryRound:
     retried: int = 0
     dead: int = 0
 
+    def count(self, outcome: Outcome) -> None:
+        if outcome is Outcome.DEAD:
+            self.dead += 1
+        elif outcome is Outcome.RETRY:
+            self.retried += 1
+        else:
+            self.delivered += 1
+
 
 @dataclass
-class _Ref:
+class KnownRef:
+    """The ticket the outbox knows for a (sink, key), and whether its last action cleared it."""
+
     ref: str
     cleared: bool
+
+
+@dataclass
+class Exchange:
+    """How one action went with the tool: what it did, the ticket to record (None: keep
+    what is recorded), and whether the ticket is now cleared."""
+
+    did: Exchanged
+    ref: str | None
+    cleared: bool
+
+
+@dataclass
+class Dropped:
+    """A pending update given up to admit a new action when the outbox is full."""
+
+    id: int
+    sink: str
+    outcome: Outcome  # COALESCED or EVICTED
+
+
+def exchange(sink: Sink, action: Action, ticket: Ticket, known: KnownRef | None) -> Exchange:
+    """Talk to the sink for one action, given the ticket the outbox knows for its key."""
+    key = ticket.dedup_key
+    if action == "open":
+        if known is not None and not known.cleared:
+            sink.update(known.ref, ticket)  # the problem store lost track; don't open a twin
+            return Exchange(Exchanged.UPDATED_EXISTING, known.ref, False)
+        found = sink.find(key)
+        if found is None:
+            return Exchange(Exchanged.OPENED, sink.open(ticket), False)
+        if known is not None and found == known.ref:
+            sink.update(found, ticket)  # last episode's ticket is still open: reuse it
+            return Exchange(Exchanged.REOPENED, found, False)
+        return Exchange(Exchanged.RECOVERED, found, False)  # opened by an attempt whose result was never recorded
+    if action == "update":
+        ref = known.ref if known is not None else sink.find(key)
+        if ref is None:
+            opening = Ticket.from_json({**ticket.to_json(), "action": "open"})
+            return Exchange(Exchanged.OPENED, sink.open(opening), False)
+        sink.update(ref, ticket)
+        return Exchange(Exchanged.UPDATED, ref, False)
+    if action == "clear":
+        if known is not None and known.cleared:
+            return Exchange(Exchanged.ALREADY_CLEARED, None, True)
+        ref = known.ref if known is not None else sink.find(key)
+        if ref is None:
+            return Exchange(Exchanged.NO_TICKET, None, True)
+        sink.clear(ref, ticket)
+        return Exchange(Exchanged.RESOLVED if ticket.resolve else Exchanged.CLEARED, ref, True)
+    raise DeliveryError(f"unknown action {action!r}", retryable=False)
+
+
+class OutboxLike(Protocol):
+    """Where ticket actions go: `Outbox` (durable) or `MemoryOutbox` (replays)."""
+
+    def enqueue(self, sink_name: str, ticket: Ticket) -> bool:
+        """True when the action is kept (`ticket.sequence` then is its number there)."""
+        ...
+
+
+class Enqueued(NamedTuple):
+    sink: str
+    ticket: Ticket
+
+
+@dataclass
+class MemoryOutbox:
+    """Stands in for `Outbox` in replays (`forewarn test`, `backtest`): records what would
+    have been sent, in order."""
+
+    enqueued: list[Enqueued] = field(default_factory=list)
+
+    def enqueue(self, sink_name: str, ticket: Ticket) -> bool:
+        self.enqueued.append(Enqueued(sink_name, ticket))
+        return True
 
 
 class Outbox:
@@ -134,7 +265,7 @@ class Outbox:
         self,
         path: str,
         sinks: Mapping[str, Sink],
-        clock: Any,
+        clock: Clock,
         max_pending: int = 100000,
         *,
         base_backoff: float = 2.0,
@@ -159,8 +290,6 @@ class Outbox:
         self._conn = connect(path)
         migrate(self._conn, [_SCHEMA], path)
         self._in_flight: set[int] = set()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         # sink -> no attempt before this time (Retry-After, backoff after a failure). After a
         # restart or reload: the latest next_attempt_at among the sink's failed pending rows
         # (while a sink is held nothing else of it is tried, so that row holds the last delay).
@@ -178,7 +307,7 @@ class Outbox:
         # counters since start: (sink, action, outcome) -> n
         self._actions_total: dict[tuple[str, str, str], int] = {}
         self._dead_total: dict[str, int] = {}
-        self._latency: dict[str, list[float]] = {}  # sink -> bucket counts (+Inf last), then sum
+        self._latency: dict[str, list[float]] = {}  # sink -> bucket counts (+Inf last)
         self._latency_count: dict[str, int] = {}
         self._latency_sum: dict[str, float] = {}
         self._pending: dict[str, int] = {
@@ -198,7 +327,7 @@ class Outbox:
         never silent: the problem manager tries again at its next evaluation)."""
         now = self.clock.now()
         payload = json.dumps(ticket.to_json(), sort_keys=True)
-        dropped: sqlite3.Row | None = None
+        dropped: Dropped | None = None
         renumbered_from: int | None = None
         try:
             with self._lock:
@@ -226,7 +355,7 @@ class Outbox:
                     if sum(self._pending.values()) >= self.max_pending:
                         dropped = self._make_room(c, sink_name, ticket, now)
                         if dropped is None:
-                            self._count(sink_name, ticket.action, "refused")
+                            self._count(sink_name, ticket.action, Outcome.REFUSED)
                             log.error("outbox full (%d pending): refused %s of %s (seq %d) for sink %s",
                                       self.max_pending, ticket.action, ticket.dedup_key, ticket.sequence, sink_name)
                             return False
@@ -238,44 +367,47 @@ class Outbox:
                 # committed: now the in-memory counts may follow
                 self._pending[sink_name] = self._pending.get(sink_name, 0) + 1
                 if dropped is not None:
-                    self._pending[dropped["sink"]] -= 1
+                    self._pending[dropped.sink] -= 1
         except sqlite3.Error as e:
-            self._count(sink_name, ticket.action, "refused")
+            self._count(sink_name, ticket.action, Outcome.REFUSED)
             log.error("outbox %s: cannot enqueue %s of %s (seq %d): %s", self.path, ticket.action,
                       ticket.dedup_key, ticket.sequence, e)
             return False
         if renumbered_from is not None:
-            self._count(sink_name, ticket.action, "renumbered")
+            self._count(sink_name, ticket.action, Outcome.RENUMBERED)
             log.warning("outbox: %s of %s for sink %s came with sequence %d, already taken by another action;"
                         " enqueued as sequence %d", ticket.action, ticket.dedup_key, sink_name, renumbered_from,
                         ticket.sequence)
         if dropped is not None:
-            self._count(dropped["sink"], "update", dropped["outcome"])
+            self._count(dropped.sink, "update", dropped.outcome)
             log.warning("outbox full: pending update #%d for sink %s %s to admit a %s",
-                        dropped["id"], dropped["sink"], dropped["outcome"], ticket.action)
-        self._wake.set()
+                        dropped.id, dropped.sink, dropped.outcome, ticket.action)
         return True
 
-    def _make_room(self, c: sqlite3.Connection, sink_name: str, ticket: Ticket, now: float) -> sqlite3.Row | None:
-        """Drop one pending update to admit `ticket` (its row, with the outcome); None when none may go."""
+    def _make_room(self, c: sqlite3.Connection, sink_name: str, ticket: Ticket, now: float) -> Dropped | None:
+        """Drop one pending update to admit `ticket`; None when none may go."""
         flight = tuple(self._in_flight) or (-1,)
         marks = ",".join("?" * len(flight))
         if ticket.action == "update":
+            outcome = Outcome.COALESCED
             row = c.execute(
-                f"SELECT id, sink, 'coalesced' AS outcome FROM actions WHERE state='pending' AND action='update'"
+                f"SELECT id, sink FROM actions WHERE state='pending' AND action='update'"
                 f" AND sink=? AND dedup_key=? AND id NOT IN ({marks}) ORDER BY id LIMIT 1",
                 (sink_name, ticket.dedup_key, *flight),
             ).fetchone()
         else:
+            outcome = Outcome.EVICTED
             row = c.execute(
-                f"SELECT id, sink, 'evicted' AS outcome FROM actions WHERE state='pending' AND action='update'"
+                f"SELECT id, sink FROM actions WHERE state='pending' AND action='update'"
                 f" AND id NOT IN ({marks}) ORDER BY id LIMIT 1",
                 flight,
             ).fetchone()
-        if row is not None:
-            c.execute("UPDATE actions SET state=?, done_at=?, outcome=? WHERE id=?",
-                      (row["outcome"], now, f"{row['outcome']}: outbox full", row["id"]))
-        return row
+        if row is None:
+            return None
+        # the row's state is the outcome's name: coalesced | evicted
+        c.execute("UPDATE actions SET state=?, done_at=?, outcome=? WHERE id=?",
+                  (outcome.value, now, f"{outcome.value}: outbox full", row["id"]))
+        return Dropped(row["id"], row["sink"], outcome)
 
     # ---- delivery --------------------------------------------------------------------------
 
@@ -296,35 +428,13 @@ class Outbox:
                         if self._sink_hold_until.get(row["sink"], 0.0) > now:
                             continue  # an earlier action of this round found the sink failing
                         result.attempted += 1
-                        outcome = self._deliver_one(row)
-                        setattr(result, outcome, getattr(result, outcome) + 1)
+                        result.count(self._deliver_one(row))
                 finally:
                     with self._lock:
                         self._in_flight.difference_update(r["id"] for r in rows)
             if now - self._last_prune >= PRUNE_EVERY_SECONDS:
                 self._prune(now)
         return result
-
-    def run(self, poll_interval: float = 1.0, budget: int = 100) -> None:
-        """The daemon's delivery loop (run it on its own thread) until `stop()`.
-
-        Delivers what is due; sleeps at most `poll_interval`, less when an action is enqueued."""
-        self._stop.clear()
-        while not self._stop.is_set():
-            try:
-                r = self.deliver_due(budget=budget)
-            except Exception:
-                log.exception("outbox delivery round failed")
-                r = DeliveryRound()
-            if r.attempted >= budget:
-                continue  # more may be due right now
-            self._wake.wait(poll_interval)
-            self._wake.clear()
-
-    def stop(self) -> None:
-        """Ends `run()` after the exchange in progress (sinks have timeouts, so promptly)."""
-        self._stop.set()
-        self._wake.set()
 
     def _due(self, now: float, limit: int) -> list[sqlite3.Row]:
         held = [s for s, t in self._sink_hold_until.items() if t > now]
@@ -341,19 +451,20 @@ class Outbox:
             self._in_flight.update(r["id"] for r in rows)
         return rows
 
-    def _deliver_one(self, row: sqlite3.Row) -> str:
+    def _deliver_one(self, row: sqlite3.Row) -> Outcome:
+        """Deliver one action: DELIVERED (also when recovered or skipped), RETRY or DEAD."""
         sink_name, key, action = row["sink"], row["dedup_key"], row["action"]
         sink = self.sinks.get(sink_name)
         if sink is None:
             self._dead(row, f"sink {sink_name!r} is not configured")
-            return "dead"
+            return Outcome.DEAD
         ticket = Ticket.from_json(json.loads(row["ticket"]))
         with self._lock:
             r = self._conn.execute("SELECT ref, cleared FROM refs WHERE sink=? AND dedup_key=?",
                                    (sink_name, key)).fetchone()
-        known = _Ref(r["ref"], bool(r["cleared"])) if r else None
+        known = KnownRef(r["ref"], bool(r["cleared"])) if r else None
         try:
-            detail, ref, cleared = self._exchange(sink, action, ticket, known)
+            ex = exchange(sink, action, ticket, known)
         except DeliveryError as e:
             return self._failed(row, e)
         except Exception as e:  # a sink bug: keep the action, retry with backoff, say so loudly
@@ -361,64 +472,31 @@ class Outbox:
             return self._failed(row, DeliveryError(f"{type(e).__name__} in sink", retryable=True))
         now = self.clock.now()
         with self._lock, Transaction(self._conn) as c:
-            if ref is not None:
+            if ex.ref is not None:
                 c.execute(
                     "INSERT INTO refs (sink, dedup_key, ref, cleared, updated_at) VALUES (?,?,?,?,?)"
                     " ON CONFLICT (sink, dedup_key) DO UPDATE SET ref=excluded.ref, cleared=excluded.cleared,"
                     " updated_at=excluded.updated_at",
-                    (sink_name, key, ref, int(cleared), now),
+                    (sink_name, key, ex.ref, int(ex.cleared), now),
                 )
             c.execute("UPDATE actions SET state='delivered', done_at=?, outcome=?, attempts=attempts+1 WHERE id=?",
-                      (now, detail, row["id"]))
+                      (now, ex.did.value, row["id"]))
         with self._lock:
             self._pending[sink_name] -= 1
-        outcome = {"recovered": "recovered", "no_ticket": "skipped", "already_cleared": "skipped"}.get(detail, "delivered")
-        self._count(sink_name, action, outcome)
+        self._count(sink_name, action, ex.did.outcome)
         self._observe_latency(sink_name, now - row["enqueued_at"])
-        log.info("ticket %s %s (seq %d) -> sink %s: %s%s", action, key, row["sequence"], sink_name, detail,
-                 f" ref {ref}" if ref else "")
-        return "delivered"
+        log.info("ticket %s %s (seq %d) -> sink %s: %s%s", action, key, row["sequence"], sink_name, ex.did.value,
+                 f" ref {ex.ref}" if ex.ref else "")
+        return Outcome.DELIVERED
 
-    @staticmethod
-    def _exchange(sink: Sink, action: str, ticket: Ticket, known: _Ref | None) -> tuple[str, str | None, bool]:
-        """Talk to the sink. Returns (what happened, ref to record or None, ticket cleared?)."""
-        key = ticket.dedup_key
-        if action == "open":
-            if known is not None and not known.cleared:
-                sink.update(known.ref, ticket)  # the problem store lost track; don't open a twin
-                return "updated_existing", known.ref, False
-            found = sink.find(key)
-            if found is None:
-                return "opened", sink.open(ticket), False
-            if known is not None and found == known.ref:
-                sink.update(found, ticket)  # last episode's ticket is still open: reuse it
-                return "reopened", found, False
-            return "recovered", found, False  # opened by an attempt whose result was never recorded
-        if action == "update":
-            ref = known.ref if known is not None else sink.find(key)
-            if ref is None:
-                opening = Ticket.from_json({**ticket.to_json(), "action": "open"})
-                return "opened", sink.open(opening), False
-            sink.update(ref, ticket)
-            return "updated", ref, False
-        if action == "clear":
-            if known is not None and known.cleared:
-                return "already_cleared", None, True
-            ref = known.ref if known is not None else sink.find(key)
-            if ref is None:
-                return "no_ticket", None, True
-            sink.clear(ref, ticket)
-            return ("resolved" if ticket.resolve else "cleared"), ref, True
-        raise DeliveryError(f"unknown action {action!r}", retryable=False)
-
-    def _failed(self, row: sqlite3.Row, err: DeliveryError) -> str:
+    def _failed(self, row: sqlite3.Row, err: DeliveryError) -> Outcome:
         now = self.clock.now()
         if not err.retryable:
             self._dead(row, err.reason)
-            return "dead"
+            return Outcome.DEAD
         if now - row["enqueued_at"] > self.give_up_after:
             self._dead(row, f"gave up after {row['attempts'] + 1} attempts: {err.reason}")
-            return "dead"
+            return Outcome.DEAD
         attempts = row["attempts"] + 1
         if err.retry_after is not None:
             ra = min(max(0.0, err.retry_after), self.max_retry_after)
@@ -431,10 +509,10 @@ class Outbox:
         with self._lock, Transaction(self._conn) as c:
             c.execute("UPDATE actions SET attempts=?, next_attempt_at=?, last_error=? WHERE id=?",
                       (attempts, now + delay, err.reason[:500], row["id"]))
-        self._count(row["sink"], row["action"], "retry")
+        self._count(row["sink"], row["action"], Outcome.RETRY)
         log.warning("ticket %s %s (seq %d) -> sink %s failed (attempt %d), retry in %.1fs: %s",
                     row["action"], row["dedup_key"], row["sequence"], row["sink"], attempts, delay, err.reason)
-        return "retried"
+        return Outcome.RETRY
 
     def _dead(self, row: sqlite3.Row, reason: str) -> None:
         now = self.clock.now()
@@ -449,7 +527,7 @@ class Outbox:
                       (now, reason[:500], row["id"]))
         with self._lock:
             self._pending[row["sink"]] -= 1
-        self._count(row["sink"], row["action"], "dead")
+        self._count(row["sink"], row["action"], Outcome.DEAD)
         with self._metrics_lock:
             self._dead_total[row["sink"]] = self._dead_total.get(row["sink"], 0) + 1
         log.error("ticket %s %s (seq %d) -> sink %s: dead letter: %s",
@@ -468,12 +546,6 @@ class Outbox:
         with self._lock:
             return self._pending.get(sink, 0) if sink is not None else sum(self._pending.values())
 
-    def next_due_at(self) -> float | None:
-        """When the earliest pending action becomes due (None: nothing pending)."""
-        with self._lock:
-            r = self._conn.execute("SELECT MIN(next_attempt_at) AS t FROM actions WHERE state='pending'").fetchone()
-        return r["t"]
-
     def ref_of(self, sink: str, dedup_key: str) -> str | None:
         with self._lock:
             r = self._conn.execute("SELECT ref FROM refs WHERE sink=? AND dedup_key=?", (sink, dedup_key)).fetchone()
@@ -481,8 +553,8 @@ class Outbox:
 
     # ---- metrics ---------------------------------------------------------------------------
 
-    def _count(self, sink: str, action: str, outcome: str) -> None:
-        k = (sink, action, outcome)
+    def _count(self, sink: str, action: str, outcome: Outcome) -> None:
+        k = (sink, action, outcome.value)
         with self._metrics_lock:  # enqueue (evaluation thread) and delivery both count
             self._actions_total[k] = self._actions_total.get(k, 0) + 1
 
@@ -498,10 +570,8 @@ class Outbox:
             self._latency_count[sink] = self._latency_count.get(sink, 0) + 1
             self._latency_sum[sink] = self._latency_sum.get(sink, 0.0) + max(0.0, seconds)
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         """Metric families (agent.metrics) of the outbox: register it as a collector."""
-        from agent.metrics import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
         now = self.clock.now()
         sinks = set(self.sinks) | set(self._pending)
         with self._lock:
@@ -540,11 +610,9 @@ class Outbox:
         h = HistogramMetricFamily("forewarn_ticket_delivery_latency_seconds",
                                   "Time from enqueue to delivery of ticket actions.", labels=["sink"])
         for s in sorted(latency):
-            (counts, total), cum, buckets = latency[s], 0.0, []
-            for b, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts):
-                cum += n
-                buckets.append((b, cum))
-            h.add_metric([s], buckets, total)
+            counts, total = latency[s]
+            bounds: list[str | float] = [*map(str, LATENCY_BUCKETS), "+Inf"]
+            h.add_metric([s], list(zip(bounds, itertools.accumulate(counts))), total)
         yield h
 
     # ---- listing (for `forewarn tickets outbox`) ---------------------------------------------

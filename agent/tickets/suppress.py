@@ -11,20 +11,30 @@ Silences from the config file are read-only and carry the id `config-N`.
 
 A maintenance window is a crontab start expression (APScheduler's `CronTrigger`) with a
 duration: it is active at `now` when some start time lies in `(now - duration, now]`.
+
+The suppression stage of the ticket pipeline is `suppression_of`: a problem is suppressed when
+every firing alert of it is silenced (or, failing that, when every one is inside a
+maintenance window). `NoSuppression` stands in where only the rules are judged (replays).
+This module imports nothing of the agent but the foundations: the config schema and the
+`forewarn silence` command use it as well as the problem manager.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import fcntl
 import json
 import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 from agent.clock import parse_time
 from agent.persistence import atomic_write
@@ -48,18 +58,18 @@ class Matcher:
     name: str
     op: str  # one of = != =~ !~
     value: str
+    regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.op in ("=~", "!~"):
-            object.__setattr__(self, "_re", re.compile(f"(?:{self.value})\\Z", re.DOTALL))
+            # frozen: the compiled form is set once, here
+            object.__setattr__(self, "regex", re.compile(f"(?:{self.value})\\Z", re.DOTALL))
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         v = labels.get(self.name, "")
-        if self.op == "=":
-            return v == self.value
-        if self.op == "!=":
-            return v != self.value
-        hit = self._re.match(v) is not None  # type: ignore[attr-defined]
+        if self.regex is None:
+            return v == self.value if self.op == "=" else v != self.value
+        hit = self.regex.match(v) is not None
         return hit if self.op == "=~" else not hit
 
     def __str__(self) -> str:
@@ -105,6 +115,7 @@ def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
     return all(m.matches(labels) for m in matchers)
 
 
+T = TypeVar("T")
 
 
 @dataclass
@@ -193,7 +204,7 @@ class SilenceStore:
 
     # ---- writing ---------------------------------------------------------------------------
 
-    def _modify(self, change: Any) -> Any:
+    def _modify(self, change: Callable[[list[Silence]], T]) -> T:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with open(self._lock_path, "a") as lockf:
             fcntl.flock(lockf, fcntl.LOCK_EX)
@@ -247,7 +258,46 @@ def _gc(silences: list[Silence], now: float) -> None:
     silences[:] = [s for s in silences if s.ends_at > now - EXPIRED_RETENTION_SECONDS]
 
 
-def silences_from_config(entries: Iterable[Any]) -> list[Silence]:
+class SilenceEntry(Protocol):
+    """A `ticketing.silences` entry of the config (agent.config.schema.SilenceConfig)."""
+
+    @property
+    def matchers(self) -> Sequence[str]: ...
+    @property
+    def starts_at(self) -> str: ...
+    @property
+    def ends_at(self) -> str: ...
+    @property
+    def comment(self) -> str: ...
+    @property
+    def created_by(self) -> str: ...
+
+
+class WindowEntry(Protocol):
+    """A `ticketing.maintenance_windows` entry of the config (agent.config.schema.MaintenanceWindow)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def cron(self) -> str: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def matchers(self) -> Sequence[str]: ...
+
+
+class SuppressionConfig(Protocol):
+    """The config's `ticketing` section, as far as suppression reads it."""
+
+    @property
+    def silences(self) -> Sequence[SilenceEntry]: ...
+    @property
+    def maintenance_windows(self) -> Sequence[WindowEntry]: ...
+
+
+def silences_from_config(entries: Iterable[SilenceEntry]) -> list[Silence]:
     """`ticketing.silences` entries (agent.config.schema.SilenceConfig) as Silences with ids `config-N`.
 
     An absent start means "always started", an absent end "never ends". Raises ValueError.
@@ -271,7 +321,7 @@ class Window:
     """One maintenance window, compiled."""
 
     name: str
-    trigger: Any  # apscheduler CronTrigger
+    trigger: CronTrigger
     duration: float
     matchers: list[Matcher] = field(default_factory=list)
 
@@ -284,9 +334,10 @@ class Window:
         return start is not None and start.timestamp() <= now and now < start.timestamp() + self.duration
 
 
-def compile_window(entry: Any) -> Window:
+def compile_window(entry: WindowEntry) -> Window:
     """A config `MaintenanceWindow` -> Window; raises ValueError on a bad cron, zone or matcher."""
-    from apscheduler.triggers.cron import CronTrigger  # only needed when windows are configured
+    # only agents with maintenance windows pay for APScheduler's cron trigger (and its time zones)
+    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415 - measured lazy import
 
     try:
         trigger = CronTrigger.from_crontab(entry.cron, timezone=entry.timezone)
@@ -295,6 +346,24 @@ def compile_window(entry: Any) -> Window:
     if entry.duration <= 0:
         raise ValueError("duration must be greater than zero")
     return Window(entry.name, trigger, float(entry.duration), parse_matcher_list(entry.matchers))
+
+
+class SuppressorLike(Protocol):
+    """What the suppression stage asks: which silence, which maintenance window holds labels."""
+
+    def silenced_by(self, labels: Mapping[str, str], now: float) -> Silence | None: ...
+
+    def maintenance(self, labels: Mapping[str, str], now: float) -> Window | None: ...
+
+
+class NoSuppression:
+    """No silences and no maintenance windows (replays judge the rules alone)."""
+
+    def silenced_by(self, labels: Mapping[str, str], now: float) -> Silence | None:
+        return None
+
+    def maintenance(self, labels: Mapping[str, str], now: float) -> Window | None:
+        return None
 
 
 class Suppressor:
@@ -307,7 +376,7 @@ class Suppressor:
         self.windows = list(windows)
 
     @classmethod
-    def from_config(cls, ticketing: Any, state_dir: str) -> Suppressor:
+    def from_config(cls, ticketing: SuppressionConfig, state_dir: str) -> Suppressor:
         return cls(SilenceStore(state_dir), silences_from_config(ticketing.silences),
                    [compile_window(w) for w in ticketing.maintenance_windows])
 
@@ -322,3 +391,33 @@ class Suppressor:
             if w.active(labels, now):
                 return w
         return None
+
+
+class SuppressedBy(enum.StrEnum):
+    """What keeps a problem from opening a ticket (the values are the problem states)."""
+
+    SILENCE = "silenced"
+    MAINTENANCE = "maintenance"
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """The verdict of the suppression stage for one problem."""
+
+    by: SuppressedBy
+    detail: str  # "silence <id> (<comment>)" or "maintenance window <name>"
+
+
+def suppression_of(suppressor: SuppressorLike, label_sets: Sequence[Mapping[str, str]], now: float) -> Suppression | None:
+    """A problem whose firing alerts have these label sets is silenced if every one is (the
+    first one's silence names it), else in maintenance if every one is inside a window."""
+    silences = [suppressor.silenced_by(labels, now) for labels in label_sets]
+    first_silence = silences[0] if silences else None
+    if first_silence is not None and all(s is not None for s in silences):
+        comment = f" ({first_silence.comment})" if first_silence.comment else ""
+        return Suppression(SuppressedBy.SILENCE, f"silence {first_silence.id}{comment}")
+    windows = [suppressor.maintenance(labels, now) for labels in label_sets]
+    first_window = windows[0] if windows else None
+    if first_window is not None and all(w is not None for w in windows):
+        return Suppression(SuppressedBy.MAINTENANCE, f"maintenance window {first_window.name}")
+    return None

@@ -140,7 +140,8 @@ class FakeJira(FakeServer):
         if not fields.get("summary") or "\n" in fields["summary"] or len(fields["summary"]) > 255:
             return _errors(400, errors={"summary": "Summary must be one line of less than 255 characters."})
         if "description" in fields and not valid_adf(fields["description"]):
-            return _errors(400, errors={"description": "Operation value must be an Atlassian Document (see the Atlassian Document Format)"})
+            return _errors(400, errors={
+                "description": "Operation value must be an Atlassian Document (see the Atlassian Document Format)"})
         if any(re.search(r"\s", label) for label in fields.get("labels", [])):
             return _errors(400, errors={"labels": "The label can't contain spaces."})
         issue = self._new_issue(fields["project"]["key"], {k: v for k, v in fields.items() if k != "project"})
@@ -205,7 +206,8 @@ class FakeJira(FakeServer):
         body = req.json or {}
         tid = str((body.get("transition") or {}).get("id", ""))
         if "resolution" in (body.get("fields") or {}) and not self.resolution_on_screen:
-            return _errors(400, errors={"resolution": "Field 'resolution' cannot be set. It is not on the appropriate screen, or unknown."})
+            return _errors(400, errors={
+                "resolution": "Field 'resolution' cannot be set. It is not on the appropriate screen, or unknown."})
         comments = [c["add"]["body"] for c in (body.get("update") or {}).get("comment", [])]
         if any(not valid_adf(c) for c in comments):
             return _errors(400, errors={"comment": "Comment body is not valid Atlassian Document Format."})

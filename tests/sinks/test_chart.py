@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from agent.tickets.chart import MAX_POINTS, _thin, render_chart
+from agent.tickets.chart import MAX_POINTS, render_chart, thin
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -44,8 +44,8 @@ def test_empty_or_ragged_series_give_no_chart():
 
 def test_thinning_bounds_the_points_and_keeps_the_last():
     t = np.arange(100_000, dtype=float)
-    tt, vv = _thin(t, t * 2)
+    tt, vv = thin(t, t * 2)
     assert tt.size <= MAX_POINTS + 1 and tt[-1] == t[-1] and tt[0] == 0.0
     assert np.array_equal(vv, tt * 2)
     small = np.arange(10.0)
-    assert _thin(small)[0] is small
+    assert thin(small)[0] is small

@@ -1,8 +1,9 @@
 """The contract every sink keeps, run against every sink: one table of HTTP answers and the
 retry decision each must produce, plus network failures, malformed answers and secrecy.
 
-Adding a sink is one line in SINKS: a name and a factory `make(url, tmp_path, timeout)` that
-builds the sink pointed at `url` with a credentials file whose content is `credential(...)`.
+Adding a sink is one line in SINKS: a name, its registered type, and a factory
+`(sink class, url, tmp_path, timeout)` that builds the sink pointed at `url` with a credentials
+file whose content is `credential(...)`. A meta-test fails when a registered sink has no row.
 The server behind `url` answers *every* request with the status under test, so the sink's
 own protocol does not matter here: only how it classifies what comes back.
 """
@@ -10,7 +11,10 @@ own protocol does not matter here: only how it classifies what comes back.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.utils
+import inspect
+import json
 import logging
 import socket
 import time
@@ -20,7 +24,9 @@ from typing import Any
 
 import pytest
 
-from agent.tickets.sinks.base import DeliveryError
+from agent.tickets.sinks import SINK_TYPES
+from agent.tickets.sinks.base import DeliveryError, SinkBase
+from agent.tickets.sinks.http import HttpSink
 from tests.sinks.fakehttp import Answer, FakeServer, Recorded, answer, make_ticket, write_credentials
 
 SECRET = "s3cr3t-0123456789abcdef01234567"  # 32 characters: also a well-formed PagerDuty routing key
@@ -34,90 +40,63 @@ def credential(tmp_path: Any, text: str = SECRET) -> str:
 # ---- the sinks under contract ---------------------------------------------------------------------
 
 
-def _servicenow(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.tickets.sinks.servicenow import ServiceNowSink as S
-
+def _servicenow(S: Any, url: str, tmp: Any, timeout: float) -> Any:
     return S("sn", S.Config(url=url, credentials_file=credential(tmp, BASIC), timeout=timeout,
                             resolve_fields={"problem_state": "106"}), state_dir=str(tmp))
 
 
-def _servicenow_oauth(url: str, tmp: Any, timeout: float) -> Any:
-    import json
-
-    from agent.tickets.sinks.servicenow import ServiceNowSink as S
-
+def _servicenow_oauth(S: Any, url: str, tmp: Any, timeout: float) -> Any:
     creds = json.dumps({"client_id": "forewarn", "client_secret": SECRET, "username": "bot", "password": SECRET})
     return S("sn", S.Config(url=url, credentials_file=credential(tmp, creds), timeout=timeout, auth="oauth"),
              state_dir=str(tmp))
 
 
-def _jira(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.tickets.sinks.jira import JiraSink as S
-
+def _jira(S: Any, url: str, tmp: Any, timeout: float) -> Any:
     return S("jira", S.Config(url=url, credentials_file=credential(tmp, BASIC), timeout=timeout, project="OPS"),
              state_dir=str(tmp))
 
 
-def _jsm(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.tickets.sinks.jira import JiraSink as S
-
+def _jsm(S: Any, url: str, tmp: Any, timeout: float) -> Any:
     return S("jsm", S.Config(url=url, credentials_file=credential(tmp, BASIC), timeout=timeout, mode="request",
                              service_desk_id="4", request_type_id="11"), state_dir=str(tmp))
 
 
-def _pagerduty(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.tickets.sinks.pagerduty import PagerDutySink as S
-
-    return S("pd", S.Config(url=url, credentials_file=credential(tmp), timeout=timeout), state_dir=str(tmp))
-
-
-def _opsgenie(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.tickets.sinks.opsgenie import OpsgenieSink as S
-
-    return S("og", S.Config(url=url, credentials_file=credential(tmp), timeout=timeout), state_dir=str(tmp))
-
-
-def _request_tracker(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.tickets.sinks.request_tracker import RequestTrackerSink as S
-
-    return S("rt", S.Config(url=url, credentials_file=credential(tmp), timeout=timeout), state_dir=str(tmp))
-
-
-def _alertmanager(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.tickets.sinks.alertmanager import AlertmanagerSink as S
-
-    return S("am", S.Config(url=url, credentials_file=credential(tmp, BASIC), timeout=timeout), state_dir=str(tmp))
-
-
-def _webhook(url: str, tmp: Any, timeout: float) -> Any:
-    from agent.tickets.sinks.webhook import WebhookSink as S
-
-    return S("hook", S.Config(url=url, credentials_file=credential(tmp), timeout=timeout), state_dir=str(tmp))
+def _with_credential(name: str, text: str = SECRET) -> Callable[[Any, str, Any, float], Any]:
+    def make(S: Any, url: str, tmp: Any, timeout: float) -> Any:
+        return S(name, S.Config(url=url, credentials_file=credential(tmp, text), timeout=timeout), state_dir=str(tmp))
+    return make
 
 
 @dataclass(frozen=True)
 class SinkCase:
     name: str
-    make: Callable[[str, Any, float], Any]
+    type_name: str  # the sink's `type` in SINK_TYPES
+    factory: Callable[[Any, str, Any, float], Any]  # (sink class, url, tmp_path, timeout) -> sink
     find_uses_http: bool = True  # False: find answers without a call (PagerDuty)
     find_absent_statuses: tuple[int, ...] = ()  # statuses that mean "no such ticket" to find
     secret_sent: bool = True  # False: the credential never travels (the webhook's HMAC key)
+
+    def make(self, url: str, tmp: Any, timeout: float) -> Any:
+        """The registered sink class of `type_name`, built pointed at `url`."""
+        return self.factory(SINK_TYPES[self.type_name], url, tmp, timeout)
 
     def __str__(self) -> str:
         return self.name
 
 
 SINKS = [
-    SinkCase("servicenow", _servicenow),
-    SinkCase("servicenow-oauth", _servicenow_oauth),
-    SinkCase("jira", _jira),
-    SinkCase("jira-service-desk", _jsm),
-    SinkCase("pagerduty", _pagerduty, find_uses_http=False),
-    SinkCase("opsgenie", _opsgenie, find_absent_statuses=(404,)),
-    SinkCase("request_tracker", _request_tracker),
-    SinkCase("alertmanager", _alertmanager),
-    SinkCase("webhook", _webhook, find_uses_http=False, secret_sent=False),
+    SinkCase("servicenow", "servicenow", _servicenow),
+    SinkCase("servicenow-oauth", "servicenow", _servicenow_oauth),
+    SinkCase("jira", "jira", _jira),
+    SinkCase("jira-service-desk", "jira", _jsm),
+    SinkCase("pagerduty", "pagerduty", _with_credential("pd"), find_uses_http=False),
+    SinkCase("opsgenie", "opsgenie", _with_credential("og"), find_absent_statuses=(404,)),
+    SinkCase("request_tracker", "request_tracker", _with_credential("rt")),
+    SinkCase("alertmanager", "alertmanager", _with_credential("am", BASIC)),
+    SinkCase("webhook", "webhook", _with_credential("hook"), find_uses_http=False, secret_sent=False),
 ]
+# Registered sinks that talk no HTTP, and where their contract is tested instead.
+NOT_OVER_HTTP = {"local": "tests/test_local_sink.py (an SQLite file in state_dir)"}
 
 # ---- the table --------------------------------------------------------------------------------
 
@@ -301,21 +280,24 @@ def test_credentials_never_leak(case, status_server, tmp_path, caplog):
 
 
 def _registered() -> list[str]:
-    from agent.tickets.sinks import SINK_TYPES
-
     return sorted(SINK_TYPES)
+
+
+def test_every_registered_sink_is_under_contract():
+    """A sink added to SINK_TYPES must get a row in SINKS (or say why it talks no HTTP)."""
+    covered = {c.type_name for c in SINKS} | set(NOT_OVER_HTTP)
+    assert set(SINK_TYPES) - covered == set(), "registered sinks missing from the contract's SINKS"
+    assert covered - set(SINK_TYPES) == set(), "SINKS names types that are not registered"
+    assert all(issubclass(SINK_TYPES[c.type_name], HttpSink) for c in SINKS)
+    assert not any(issubclass(SINK_TYPES[t], HttpSink) for t in NOT_OVER_HTTP)
 
 
 @pytest.mark.parametrize("type_name", _registered())
 def test_registered_sink_follows_the_convention(type_name):
     """A `Config` dataclass whose every field is documented and has a default where it can,
     the four methods, and the constructor the daemon calls."""
-    import dataclasses
-    import inspect
-
-    from agent.tickets.sinks import SINK_TYPES
-
     cls = SINK_TYPES[type_name]
+    assert issubclass(cls, SinkBase)
     assert dataclasses.is_dataclass(cls.Config)
     for f in dataclasses.fields(cls.Config):
         assert f.metadata.get("doc"), f"{type_name}.{f.name} has no doc"

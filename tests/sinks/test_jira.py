@@ -115,7 +115,8 @@ def test_find_follows_next_page_token_past_stale_index_hits(fake, tmp_path):
     pages = fake.calls("GET", r"/search/jql$")
     assert len(pages) == 3 and "nextPageToken" not in pages[0].query
     assert pages[1].query["nextPageToken"] and pages[2].query["nextPageToken"] != pages[1].query["nextPageToken"]
-    assert pages[0].query["jql"] == f'labels = "forewarn-{make_ticket().dedup_key}" AND statusCategory != Done ORDER BY created ASC'
+    key = make_ticket().dedup_key
+    assert pages[0].query["jql"] == f'labels = "forewarn-{key}" AND statusCategory != Done ORDER BY created ASC'
 
 
 def test_find_reads_at_most_max_pages(fake, tmp_path, caplog):

@@ -1,41 +1,33 @@
-"""Ticket sinks: one module per tool, registered by `type` name.
+"""Ticket sinks: one module per ITSM tool, registered by `type` name in `SINK_TYPES`.
 
-Adding a sink: a module with a class that has a `Config` dataclass and the methods of
-`agent.tickets.sinks.base.Sink`, and one line in `_MODULES`. Nothing else changes.
+Adding a sink: a module with a subclass of `agent.tickets.sinks.base.SinkBase` (an HTTP sink
+subclasses `agent.tickets.sinks.http.HttpSink`) with its `Config` dataclass, and one line in
+`SINK_TYPES`. Nothing else changes; the contract tests pick it up.
+
+Importing every sink module here is cheap: none of them imports `requests` at module level
+(the HTTP stack is loaded by the first HTTP sink built), so `forewarn check` and an agent
+with only the local sink never load it. Sinks know nothing of rules, problems or the store.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agent.tickets.sinks.alertmanager import AlertmanagerSink
+from agent.tickets.sinks.base import SinkBase
+from agent.tickets.sinks.jira import JiraSink
+from agent.tickets.sinks.local import LocalSink
+from agent.tickets.sinks.opsgenie import OpsgenieSink
+from agent.tickets.sinks.pagerduty import PagerDutySink
+from agent.tickets.sinks.request_tracker import RequestTrackerSink
+from agent.tickets.sinks.servicenow import ServiceNowSink
+from agent.tickets.sinks.webhook import WebhookSink
 
-# type name -> module that defines `SINK` (the sink class)
-_MODULES = {
-    "local": "agent.tickets.sinks.local",
-    "servicenow": "agent.tickets.sinks.servicenow",
-    "jira": "agent.tickets.sinks.jira",
-    "pagerduty": "agent.tickets.sinks.pagerduty",
-    "opsgenie": "agent.tickets.sinks.opsgenie",
-    "request_tracker": "agent.tickets.sinks.request_tracker",
-    "alertmanager": "agent.tickets.sinks.alertmanager",
-    "webhook": "agent.tickets.sinks.webhook",
+SINK_TYPES: dict[str, type[SinkBase]] = {
+    "local": LocalSink,
+    "servicenow": ServiceNowSink,
+    "jira": JiraSink,
+    "pagerduty": PagerDutySink,
+    "opsgenie": OpsgenieSink,
+    "request_tracker": RequestTrackerSink,
+    "alertmanager": AlertmanagerSink,
+    "webhook": WebhookSink,
 }
-
-
-class _Registry(dict):
-    """Imports sink modules lazily so `forewarn check` and the daemon load only what is used."""
-
-    def __contains__(self, key: object) -> bool:
-        return key in _MODULES
-
-    def __getitem__(self, key: str) -> Any:
-        return importlib.import_module(_MODULES[key]).SINK
-
-    def __iter__(self):  # type: ignore[override]
-        return iter(_MODULES)
-
-    def keys(self):  # type: ignore[override]
-        return _MODULES.keys()
-
-
-SINK_TYPES: Any = _Registry()

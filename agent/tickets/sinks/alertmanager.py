@@ -27,15 +27,16 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from agent.clock import rfc3339
 from agent.config.decode import Duration, check_url, doc
 from agent.persistence import atomic_write
 from agent.tickets.sinks.base import DeliveryError, Ticket
-from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, read_credentials, split_user_password, truncate
+from agent.tickets.sinks.http import HttpSink, HttpSinkConfig, Secret, read_credentials, split_user_password, truncate
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def alert_labels(ticket: Ticket) -> dict[str, str]:
     return labels
 
 
-class AlertmanagerSink:
+class AlertmanagerSink(HttpSink):
     @dataclass
     class Config(HttpSinkConfig):
         url: str = doc("Alertmanager base URL, e.g. http://alertmanager:9093.", default="")
@@ -76,26 +77,23 @@ class AlertmanagerSink:
             if not 1 <= self.resend_interval <= 180:
                 err("resend_interval", "must be between 1s and 3m (below Alertmanager's resolve_timeout)")
 
+    config: Config
+
     def __init__(
         self, name: str, config: Config, *, state_dir: str, session: requests.Session | None = None
     ) -> None:
-        self.name = name
-        self.config = config
         self.resend_interval = float(config.resend_interval)
-        auth, secrets = None, []
+        auth: tuple[str, str] | None = None
+        secrets: list[Secret] = []
         if config.credentials_file:
             secret = read_credentials(config.credentials_file)
             auth = split_user_password(secret, config.credentials_file, "user:password for Basic auth")
             secrets = [secret]
-        self._http = HttpClient(config.url, timeout=config.timeout, ca_file=config.ca_file, auth=auth,
-                                secrets=secrets, session=session)
+        super().__init__(name, config, session=session, auth=auth, secrets=secrets)
         self._state_path = os.path.join(state_dir, f"alertmanager-{name}.json")
         self._lock = threading.Lock()
         self._active: dict[str, dict[str, Any]] = self._load_state()
         self.resend_failures_total = 0
-
-    def __repr__(self) -> str:
-        return f"AlertmanagerSink({self.name!r}, {self.config.url!r})"
 
     # ---- the sink interface ------------------------------------------------------------------
 
@@ -220,6 +218,3 @@ class AlertmanagerSink:
             atomic_write(self._state_path, json.dumps(self._active, separators=(",", ":")))
         except OSError as e:
             log.error("alertmanager %s: cannot write %s: %s", self.name, self._state_path, e.strerror)
-
-
-SINK = AlertmanagerSink

@@ -2,16 +2,18 @@
 
 A sink turns one action into one exchange with its tool and says how it went; it never
 sleeps, loops or touches the outbox database. Ordering, backoff, persistence and
-idempotency belong to `agent.tickets.outbox`.
+idempotency belong to `agent.tickets.outbox`. Capabilities beyond the four calls are
+declared Protocols here (`Resender`). Sinks know nothing of rules, problems or the store.
 """
 
 from __future__ import annotations
 
+import abc
 import base64
 import email.utils
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 Action = Literal["open", "update", "clear"]
 
@@ -62,9 +64,7 @@ class DeliveryError(Exception):
 
 
 class Sink(Protocol):
-    """One ITSM tool. `Config` is a dataclass of its settings (validated by `forewarn check`)."""
-
-    Config: ClassVar[type]
+    """One ITSM tool: four calls, each one exchange (or a few) with the tool."""
 
     def find(self, dedup_key: str) -> str | None:
         """The reference of the open ticket carrying this key, or None."""
@@ -77,6 +77,38 @@ class Sink(Protocol):
 
     def clear(self, ref: str, ticket: Ticket) -> None:
         """Note the clear; resolve the ticket if `ticket.resolve`."""
+
+
+class SinkBase(abc.ABC):
+    """The base of every sink class in `SINK_TYPES`: `Config`, the dataclass of its settings
+    (validated by `forewarn check`), the constructor the registry calls, and the calls of `Sink`."""
+
+    Config: ClassVar[type]
+
+    def __init__(self, name: str, config: Any, *, state_dir: str, session: Any = None) -> None:
+        self.name = name
+
+    @abc.abstractmethod
+    def find(self, dedup_key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def open(self, ticket: Ticket) -> str: ...
+
+    @abc.abstractmethod
+    def update(self, ref: str, ticket: Ticket) -> None: ...
+
+    @abc.abstractmethod
+    def clear(self, ref: str, ticket: Ticket) -> None: ...
+
+
+@runtime_checkable
+class Resender(Protocol):
+    """A sink whose tool forgets what is not repeated (Alertmanager): the daemon calls
+    `resend_active(now)` every `resend_interval` seconds; it returns how many were re-sent."""
+
+    resend_interval: float
+
+    def resend_active(self, now: float) -> int: ...
 
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))

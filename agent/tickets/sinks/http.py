@@ -9,6 +9,11 @@
   (a redirect would drop or leak the Authorization header) and answers are read up to a
   bound.
 - Classification of answers is `agent.tickets.sinks.base.check_response`: one table for all sinks.
+- `HttpSink` is the base of every HTTP sink: the constructor they all share.
+
+`requests` (with urllib3 and ssl, ~14 MB) is imported when the first `HttpClient` is built,
+so an agent whose sinks are all local never loads it. Like every sink module, this one knows
+nothing of rules, problems or the store.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import base64
 import json
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.config.decode import Duration, check_url, doc
-from agent.tickets.sinks.base import DeliveryError, check_response, network_error
+from agent.tickets.sinks.base import DeliveryError, SinkBase, check_response, network_error
+
+if TYPE_CHECKING:
+    import requests
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # an ITSM answer is a few kB; anything bigger is refused
 USER_AGENT = f"forewarn/{__version__}"
@@ -128,6 +134,10 @@ class HttpClient:
         self._auth = auth
         self._fragments = [f for s in (secrets or []) for f in s.fragments()]
         self._dynamic_fragments: list[list[str]] = []
+        # the HTTP stack is loaded by the first HTTP sink built, never by a local-only agent
+        import requests  # noqa: PLC0415 - costly optional import (requests, urllib3, ssl)
+
+        self._network_errors: tuple[type[Exception], ...] = (requests.RequestException,)
         self._session = session if session is not None else requests.Session()
 
     def __repr__(self) -> str:
@@ -188,7 +198,7 @@ class HttpClient:
                 resp._content = bytes(body)  # what resp.text / resp.json() read
             finally:
                 resp.close()
-        except requests.RequestException as e:
+        except self._network_errors as e:
             raise network_error(what, e) from None
         if resp.status_code in accept_statuses:
             return resp
@@ -229,3 +239,38 @@ def truncate(text: str, limit: int) -> str:
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+class HttpSink(SinkBase):
+    """The base of the sinks that talk HTTP: the constructor they all share (name, settings,
+    one `HttpClient` with the settings' timeout and CA file, the session, the secrets to
+    scrub from every error) and a plain repr. Subclasses read their credential with
+    `read_credentials` and pass what it becomes (headers, Basic auth) to this constructor."""
+
+    config: HttpSinkConfig
+
+    def __init__(
+        self,
+        name: str,
+        config: HttpSinkConfig,
+        *,
+        session: requests.Session | None,
+        url: str | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        secrets: list[Secret] | None = None,
+    ) -> None:
+        super().__init__(name, config, state_dir="", session=session)
+        self.config = config
+        self._http = HttpClient(
+            config.url if url is None else url,
+            timeout=config.timeout,
+            ca_file=config.ca_file,
+            headers=headers,
+            auth=auth,
+            secrets=secrets,
+            session=session,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.config.url!r})"

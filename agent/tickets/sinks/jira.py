@@ -19,15 +19,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
-
-import requests
 
 from agent.config.decode import doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import (
-    HttpClient,
+    HttpSink,
     HttpSinkConfig,
     field_path,
     one_line,
@@ -35,6 +33,9 @@ from agent.tickets.sinks.http import (
     split_user_password,
     truncate,
 )
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def _jql_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class JiraSink:
+class JiraSink(HttpSink):
     @dataclass
     class Config(HttpSinkConfig):
         mode: Literal["issue", "request"] = doc(
@@ -108,20 +109,14 @@ class JiraSink:
             if not 1 <= self.max_pages <= 1000:
                 err("max_pages", "must be between 1 and 1000")
 
+    config: Config
+
     def __init__(
         self, name: str, config: Config, *, state_dir: str, session: requests.Session | None = None
     ) -> None:
-        self.name = name
-        self.config = config
         secret = read_credentials(config.credentials_file)
-        self._http = HttpClient(
-            config.url,
-            timeout=config.timeout,
-            ca_file=config.ca_file,
-            auth=split_user_password(secret, config.credentials_file, "email:api_token"),
-            secrets=[secret],
-            session=session,
-        )
+        super().__init__(name, config, session=session, secrets=[secret],
+                         auth=split_user_password(secret, config.credentials_file, "email:api_token"))
         self._transition_ids: dict[str, str] = {}  # transition name (lower case) -> id, per workflow
 
     def __repr__(self) -> str:
@@ -273,6 +268,3 @@ class JiraSink:
                 self._transition_ids[name] = str(t["id"])
                 return str(t["id"])
         return None
-
-
-SINK = JiraSink

@@ -16,7 +16,7 @@ from typing import Any
 
 from agent.config.decode import doc
 from agent.persistence import connect, migrate
-from agent.tickets.sinks.base import DeliveryError, Ticket
+from agent.tickets.sinks.base import DeliveryError, SinkBase, Ticket
 
 TICKETS_FILE = "tickets.db"
 MAX_LIST = 1000
@@ -53,15 +53,15 @@ CREATE INDEX IF NOT EXISTS comments_ticket ON comments (ticket_id, id);
 """
 
 
-class LocalSink:
+class LocalSink(SinkBase):
     """Tickets in an SQLite file; one row per ticket, one comment per action."""
 
     @dataclass
     class Config:
         path: str = doc("SQLite file of the tickets, relative to state_dir.", default=TICKETS_FILE)
 
-    def __init__(self, name: str, config: Any, *, state_dir: str, session: Any = None) -> None:
-        self.name = name
+    def __init__(self, name: str, config: Config | None, *, state_dir: str, session: Any = None) -> None:
+        super().__init__(name, config, state_dir=state_dir)
         self.path = tickets_path(state_dir, config.path if config is not None else TICKETS_FILE)
         self._conn: sqlite3.Connection | None = None
 
@@ -249,6 +249,3 @@ def configured_path(cfg: Any) -> str:
     entries.sort(key=lambda s: s.name != "local")
     path = entries[0].settings.path if entries and entries[0].settings is not None else TICKETS_FILE
     return tickets_path(cfg.state_dir, path)
-
-
-SINK = LocalSink

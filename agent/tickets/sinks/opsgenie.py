@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
-
-import requests
 
 from agent.config.decode import check_url, doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
-from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, one_line, read_credentials, truncate
+from agent.tickets.sinks.http import HttpSink, HttpSinkConfig, one_line, read_credentials, truncate
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ REGION_URLS = {"us": "https://api.opsgenie.com", "eu": "https://api.eu.opsgenie.
 DEFAULT_PRIORITIES = {"critical": "P1", "page": "P1", "error": "P2", "high": "P2", "warning": "P3", "info": "P5"}
 
 
-class OpsgenieSink:
+class OpsgenieSink(HttpSink):
     @dataclass
     class Config(HttpSinkConfig):
         region: Literal["us", "eu"] = doc("Which Opsgenie endpoint, when url is empty.", default="us")
@@ -59,20 +60,14 @@ class OpsgenieSink:
                 if v not in ("P1", "P2", "P3", "P4", "P5"):
                     err("priorities", f"{k}: {v!r} is not one of P1..P5")
 
+    config: Config
+
     def __init__(
         self, name: str, config: Config, *, state_dir: str, session: requests.Session | None = None
     ) -> None:
-        self.name = name
-        self.config = config
         secret = read_credentials(config.credentials_file)
-        self._http = HttpClient(
-            config.url or REGION_URLS[config.region],
-            timeout=config.timeout,
-            ca_file=config.ca_file,
-            headers={"Authorization": f"GenieKey {secret.reveal()}"},
-            secrets=[secret],
-            session=session,
-        )
+        super().__init__(name, config, session=session, url=config.url or REGION_URLS[config.region],
+                         headers={"Authorization": f"GenieKey {secret.reveal()}"}, secrets=[secret])
 
     def __repr__(self) -> str:
         return f"OpsgenieSink({self.name!r}, {self._http.base_url!r})"
@@ -143,6 +138,3 @@ class OpsgenieSink:
         data = self._http.json(resp, what) if resp.content else {}
         request_id = data.get("requestId") if isinstance(data, dict) else None
         log.debug("%s: accepted, requestId %s", what, request_id)
-
-
-SINK = OpsgenieSink

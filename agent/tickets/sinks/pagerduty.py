@@ -17,13 +17,14 @@ import logging
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from agent.config.decode import doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
-from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, read_credentials, truncate
+from agent.tickets.sinks.http import HttpSink, HttpSinkConfig, read_credentials, truncate
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ DEFAULT_SEVERITIES = {
 }
 
 
-class PagerDutySink:
+class PagerDutySink(HttpSink):
     @dataclass
     class Config(HttpSinkConfig):
         url: str = doc("Events API base URL.", default="https://events.pagerduty.com")
@@ -65,19 +66,14 @@ class PagerDutySink:
                 if v not in PD_SEVERITIES:
                     err("severities", f"{k}: {v!r} is not one of {', '.join(PD_SEVERITIES)}")
 
+    config: Config
+
     def __init__(
         self, name: str, config: Config, *, state_dir: str, session: requests.Session | None = None
     ) -> None:
-        self.name = name
-        self.config = config
         self._routing_key = read_credentials(config.credentials_file)
-        self._http = HttpClient(
-            config.url, timeout=config.timeout, ca_file=config.ca_file, secrets=[self._routing_key], session=session
-        )
+        super().__init__(name, config, session=session, secrets=[self._routing_key])
         self._source = config.source or socket.gethostname()
-
-    def __repr__(self) -> str:
-        return f"PagerDutySink({self.name!r}, {self.config.url!r})"
 
     def find(self, dedup_key: str) -> str | None:
         return None  # not queryable; a trigger of the same key is folded into its open alert
@@ -146,6 +142,3 @@ class PagerDutySink:
         if ticket.annotations.get("runbook_url"):
             out.append(("Runbook", ticket.annotations["runbook_url"]))
         return out
-
-
-SINK = PagerDutySink

@@ -24,13 +24,14 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from agent.config.decode import doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
-from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, field_path, one_line, read_credentials, truncate
+from agent.tickets.sinks.http import HttpSink, HttpSinkConfig, field_path, one_line, read_credentials, truncate
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def ticketsql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class RequestTrackerSink:
+class RequestTrackerSink(HttpSink):
     @dataclass
     class Config(HttpSinkConfig):
         queue: str = doc("Queue new tickets are created in.", default="General")
@@ -61,23 +62,14 @@ class RequestTrackerSink:
             if not self.dedup_custom_field or any(c in self.dedup_custom_field for c in "{}'"):
                 err("dedup_custom_field", "must be a custom field name without braces or quotes")
 
+    config: Config
+
     def __init__(
         self, name: str, config: Config, *, state_dir: str, session: requests.Session | None = None
     ) -> None:
-        self.name = name
-        self.config = config
         token = read_credentials(config.credentials_file)
-        self._http = HttpClient(
-            config.url.rstrip("/") + "/REST/2.0",
-            timeout=config.timeout,
-            ca_file=config.ca_file,
-            headers={"Authorization": f"token {token.reveal()}"},
-            secrets=[token],
-            session=session,
-        )
-
-    def __repr__(self) -> str:
-        return f"RequestTrackerSink({self.name!r}, {self.config.url!r})"
+        super().__init__(name, config, session=session, url=config.url.rstrip("/") + "/REST/2.0",
+                         headers={"Authorization": f"token {token.reveal()}"}, secrets=[token])
 
     # ---- the sink interface ------------------------------------------------------------------
 
@@ -171,6 +163,3 @@ class RequestTrackerSink:
                 "applied to queue %r?); find cannot see it, so restarts may open duplicates",
                 self.name, ref, name, self.config.queue,
             )
-
-
-SINK = RequestTrackerSink

@@ -24,14 +24,12 @@ import logging
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import requests
+from typing import TYPE_CHECKING, Any, Literal
 
 from agent.config.decode import doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import (
-    HttpClient,
+    HttpSink,
     HttpSinkConfig,
     Secret,
     field_path,
@@ -40,6 +38,9 @@ from agent.tickets.sinks.http import (
     split_user_password,
     truncate,
 )
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def _escape_query_value(value: str) -> str:
     return value.replace("^", "^^")
 
 
-class ServiceNowSink:
+class ServiceNowSink(HttpSink):
     @dataclass
     class Config(HttpSinkConfig):
         table: Literal["problem", "incident"] = doc("Table the records go to.", default="problem")
@@ -113,11 +114,11 @@ class ServiceNowSink:
                 if k in self.fields or k in self.resolve_fields:
                     err("fields" if k in self.fields else "resolve_fields", f"{k} is set by the sink itself")
 
+    config: Config
+
     def __init__(
         self, name: str, config: Config, *, state_dir: str, session: requests.Session | None = None
     ) -> None:
-        self.name = name
-        self.config = config
         secret = read_credentials(config.credentials_file)
         secrets = [secret]
         auth: tuple[str, str] | None = None
@@ -127,9 +128,7 @@ class ServiceNowSink:
         elif config.auth == "oauth":
             self._oauth_form = _oauth_form(secret, config.credentials_file)
             secrets += [Secret(self._oauth_form[k]) for k in ("client_secret", "password") if k in self._oauth_form]
-        self._http = HttpClient(
-            config.url, timeout=config.timeout, ca_file=config.ca_file, auth=auth, secrets=secrets, session=session
-        )
+        super().__init__(name, config, session=session, auth=auth, secrets=secrets)
         self._token: Secret | None = secret if config.auth == "bearer" else None
         self._token_expires_at = float("inf")  # monotonic seconds
         self._table_path = f"/api/now/table/{config.table}"
@@ -280,6 +279,3 @@ class ServiceNowSink:
         answer = self._http.json(resp, what)
         result = answer.get("result") if isinstance(answer, dict) else None
         return result if isinstance(result, dict) else {}
-
-
-SINK = ServiceNowSink

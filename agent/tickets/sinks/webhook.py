@@ -43,14 +43,15 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from agent.clock import rfc3339
 from agent.config.decode import check_url, doc
 from agent.tickets.sinks.base import Ticket
-from agent.tickets.sinks.http import HttpClient, HttpSinkConfig, Secret, one_line, read_credentials
+from agent.tickets.sinks.http import HttpSink, HttpSinkConfig, Secret, one_line, read_credentials
+
+if TYPE_CHECKING:
+    import requests
 
 BODY_VERSION = "1"
 EVENTS = {"open": "problem.opened", "update": "problem.updated", "clear": "problem.resolved"}
@@ -85,7 +86,7 @@ def signature(secret: str, raw_body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), raw_body, hashlib.sha256).hexdigest()
 
 
-class WebhookSink:
+class WebhookSink(HttpSink):
     @dataclass
     class Config(HttpSinkConfig):
         url: str = doc("Where every action is POSTed (the full URL).", default="")
@@ -99,23 +100,14 @@ class WebhookSink:
             if self.timeout <= 0:
                 err("timeout", "must be greater than zero")
 
+    config: Config
+
     def __init__(
         self, name: str, config: Config, *, state_dir: str, session: requests.Session | None = None
     ) -> None:
-        self.name = name
-        self.config = config
         self._secret: Secret | None = read_credentials(config.credentials_file) if config.credentials_file else None
-        self._http = HttpClient(
-            config.url,
-            timeout=config.timeout,
-            ca_file=config.ca_file,
-            headers={"Content-Type": "application/json"},
-            secrets=[self._secret] if self._secret else [],
-            session=session,
-        )
-
-    def __repr__(self) -> str:
-        return f"WebhookSink({self.name!r}, {self.config.url!r})"
+        super().__init__(name, config, session=session, headers={"Content-Type": "application/json"},
+                         secrets=[self._secret] if self._secret else [])
 
     def find(self, dedup_key: str) -> str | None:
         return None  # not queryable: a re-sent open is dropped by the receiver (Idempotency-Key)
@@ -137,6 +129,3 @@ class WebhookSink:
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = signature(self._secret.reveal(), raw)
         self._http.request("POST", "", what, data=raw, headers=headers)
-
-
-SINK = WebhookSink

@@ -1,0 +1,70 @@
+"""Ticketing from the config: the sinks, the outbox, the suppression stage and the problem
+manager, built together by `build_ticketing` and closed together by `Ticketing.close`.
+
+Like the rest of tickets, this module never imports rules, models, PromQL, sources or web.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agent.clock import Clock
+from agent.config.schema import Config
+from agent.tickets.manager import ChartFn, ProblemManager
+from agent.tickets.outbox import OUTBOX_FILE, Outbox
+from agent.tickets.sinks import SINK_TYPES
+from agent.tickets.sinks.base import Sink
+from agent.tickets.sinks.http import HttpSinkConfig
+from agent.tickets.sinks.local import LocalSink
+from agent.tickets.suppress import Suppressor
+
+if TYPE_CHECKING:
+    import requests
+
+
+@dataclass
+class Ticketing:
+    """Everything between rules and ITSM tools, built from the config by `build_ticketing`."""
+
+    sinks: dict[str, Sink]
+    outbox: Outbox
+    suppressor: Suppressor
+    problems: ProblemManager
+
+    def close(self) -> None:
+        self.problems.close()
+        self.outbox.close()
+
+
+def resolved_settings(cfg: Config, settings: object) -> object:
+    """A sink's settings with file paths made relative to the config file, as `check` reads them."""
+    if not isinstance(settings, HttpSinkConfig):
+        return settings
+    if not settings.credentials_file and not settings.ca_file:
+        return settings
+    return dataclasses.replace(
+        settings,
+        credentials_file=cfg.resolve_path(settings.credentials_file) if settings.credentials_file else "",
+        ca_file=cfg.resolve_path(settings.ca_file) if settings.ca_file else "",
+    )
+
+
+def build_ticketing(cfg: Config, clock: Clock, *, session: requests.Session | None = None,
+                    chart: ChartFn | None = None) -> Ticketing:
+    """Sinks (the `local` one always exists), outbox, silences and problems from an
+    `agent.config.schema.Config`. Raises ValueError on a bad silence or maintenance window."""
+    state_dir = cfg.state_dir
+    t = cfg.ticketing
+    sinks: dict[str, Sink] = {}
+    if not any(e.name == "local" for e in t.sinks):
+        sinks["local"] = LocalSink("local", LocalSink.Config(), state_dir=state_dir)
+    for e in t.sinks:
+        sinks[e.name] = SINK_TYPES[e.type](e.name, resolved_settings(cfg, e.settings), state_dir=state_dir,
+                                          session=session)
+    outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending)
+    suppressor = Suppressor.from_config(t, state_dir)
+    pm = ProblemManager(t, state_dir, clock, cfg.external_labels(), suppressor, outbox,
+                        external_url=cfg.web.external_url, chart=chart)
+    return Ticketing(sinks, outbox, suppressor, pm)

@@ -1,0 +1,225 @@
+"""The decision: what one problem needs at one evaluation, as a pure function.
+
+`decide(previous, current, policy, now) -> Decision(reason, action, ...)`: no I/O, no clock
+reads, no database. The stages before it (grouping, the suppression stage, the storm guard)
+put what they found into `Current`; the problem manager carries the decision out (renders
+and enqueues the ticket, stores the record the decision says the problem has now).
+
+- first firing -> open (`first notification`), unless silenced (`silenced`), inside a
+  maintenance window (`maintenance`), or over the storm guard (`storm`). A suppressed
+  problem is re-checked at every evaluation and opens when the silence or window ends.
+- still firing -> update (`changed`) when it changed materially since the last action:
+  * the severity (highest `severity` label) changed, or more series joined the problem;
+  * the predicted breach time (now + soonest ETA) moved by more than 25% of the time that
+    was left at the last report (at least 5 minutes), or a breach is newly predicted;
+  * the ETA entered a more urgent bucket: under 24 h, under 6 h, under 1 h.
+  The ETA counting down as time passes is therefore not a change. A material change within
+  `update_min_interval` of the last action waits (`repeat interval`) and is sent once the
+  interval has passed if it still holds; otherwise `nothing to do`.
+- no alert of the problem firing or pending -> clear (`resolved`), commenting or resolving
+  per the rule's `on_clear`. A problem whose alerts went back to pending (as after an agent
+  restart, while `for` runs again) is not cleared.
+- firing again within `flap_window` of its clear -> the same ticket is updated at once
+  (`reopened`), unless the problem's previous reopen note is less than `update_min_interval`
+  old: then it goes back to open without a note (`repeat interval`), and the note is sent
+  once `update_min_interval` has passed since the previous one, if it still fires then. A
+  problem that clears while its reopen note is owed sends no clear (the ticket's last word
+  already is "cleared"). So reopen notes are at least `update_min_interval` apart and every
+  clear follows an open, update or reopen note: a condition flipping at every evaluation
+  adds at most one reopen note and one clear per `update_min_interval`.
+- Silences and maintenance windows keep a problem from opening a ticket; a problem that
+  already has one still gets its updates and its clear (the ticket is where people look).
+- A problem held by the storm guard stays held (listed in the hour's summary ticket) until
+  it clears.
+
+Like the rest of tickets, this module never imports rules, models, PromQL, sources or web.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from agent.clock import human_time
+from agent.tickets.content import finite_eta, render_title, severity_of, soonest_forecast
+from agent.tickets.problems import (
+    ACTIVE_STATES,
+    URGENCY_BOUNDS,
+    AlertGroup,
+    AlertLike,
+    Problem,
+    ProblemState,
+    Reason,
+    urgency_bucket,
+)
+from agent.tickets.sinks.base import Action
+from agent.tickets.suppress import SuppressedBy, Suppression
+
+CHANGE_FRACTION = 0.25  # breach time moved by more than this share of the time left
+CHANGE_MIN_SECONDS = 300.0
+REOPEN_NOTE_WAITS = "returned; the reopen note waits for update_min_interval"
+
+_SUPPRESSED = {
+    SuppressedBy.SILENCE: (Reason.SILENCED, ProblemState.SILENCED),
+    SuppressedBy.MAINTENANCE: (Reason.MAINTENANCE, ProblemState.MAINTENANCE),
+}
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """The timing of decisions (the config's `ticketing` section), in seconds."""
+
+    update_min_interval: float
+    flap_window: float
+
+
+@dataclass
+class Current:
+    """One problem as this evaluation sees it: its alerts, where its ticket goes, and what
+    the stages before the decision found."""
+
+    group: AlertGroup
+    rule: str  # the rule's name
+    owner: str  # group/rule
+    sink: str
+    suppression: Suppression | None = None  # from the suppression stage
+    over_storm_cap: bool = False  # from the storm guard: a new ticket now would exceed a cap
+    last_sequence: int = 0  # the last sequence of the key, for a problem without a record
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one problem. `after` is its record once the decision is carried out
+    (None: unchanged); with an action, `after.sequence` is the sequence asked for, and the
+    record holds only once the outbox took the action."""
+
+    reason: Reason
+    action: Action | None = None
+    detail: str = ""  # why, for logs and `forewarn test`
+    note: str = ""  # the first paragraph of an update's ticket body
+    after: Problem | None = None
+
+
+def storm_window(now: float) -> int:
+    """The clock hour (Unix hours) the storm guard counts new tickets in."""
+    return int(now // 3600)
+
+
+def decide(previous: Problem | None, current: Current, policy: DecisionPolicy, now: float) -> Decision:
+    """The decision for one problem at `now`. `previous` is its record (None: never seen,
+    or forgotten). A group with no firing alert clears an active problem, unless some
+    alert of it is pending; otherwise it is nothing to do (the manager does not report it)."""
+    g = current.group
+    if not g.firing:
+        if g.active or previous is None or previous.state not in ACTIVE_STATES:
+            return Decision(Reason.NOTHING)
+        return _resolved(previous, now)
+    if previous is not None and previous.state == ProblemState.OPEN:
+        return _still_firing(previous, g, policy, now)
+    if previous is not None and previous.state == ProblemState.HELD:
+        return Decision(Reason.STORM, detail=previous.detail)
+    return _firing_anew(previous, current, policy, now)
+
+
+def reopen_damped(p: Problem, policy: DecisionPolicy, now: float) -> bool:
+    """At most one reopen note per update_min_interval."""
+    return p.reopened_at is not None and now - p.reopened_at < policy.update_min_interval
+
+
+def material_changes(p: Problem, firing: Sequence[AlertLike], now: float) -> list[str]:
+    """What changed since the last report, in words (empty: nothing that matters)."""
+    out = []
+    sev = severity_of(firing)
+    if sev != p.reported_severity:
+        out.append(f"severity {p.reported_severity or '-'} -> {sev}")
+    if len(firing) > p.reported_series:
+        out.append(f"{len(firing) - p.reported_series} more series affected ({len(firing)} in all)")
+    eta = finite_eta(soonest_forecast(firing))
+    if eta is not None:
+        breach_at = now + eta
+        if p.reported_breach_at is None:
+            out.append(f"breach now predicted around {human_time(breach_at)}")
+        else:
+            left = max(p.reported_breach_at - p.last_action_at, CHANGE_MIN_SECONDS)
+            if abs(breach_at - p.reported_breach_at) > max(CHANGE_FRACTION * left, CHANGE_MIN_SECONDS):
+                out.append(f"predicted breach moved from {human_time(p.reported_breach_at)} to {human_time(breach_at)}")
+            elif urgency_bucket(eta) < p.reported_bucket:
+                out.append(f"breach now less than {int(URGENCY_BOUNDS[urgency_bucket(eta)] // 3600)} h away")
+    return out
+
+
+def _still_firing(p: Problem, g: AlertGroup, policy: DecisionPolicy, now: float) -> Decision:
+    if p.ticket_cleared:  # returned while its reopen note was damped: the note is owed
+        if reopen_damped(p, policy, now):
+            return Decision(Reason.REPEAT_INTERVAL, detail=REOPEN_NOTE_WAITS)
+        return _reopen(p, g, now)
+    what = material_changes(p, g.firing, now)
+    if not what:
+        return Decision(Reason.NOTHING)
+    if now - p.last_action_at < policy.update_min_interval:
+        return Decision(Reason.REPEAT_INTERVAL, detail="; ".join(what))
+    return _act(p, g, "update", Reason.CHANGED, now, note="Update: " + "; ".join(what) + ".")
+
+
+def _firing_anew(previous: Problem | None, current: Current, policy: DecisionPolicy, now: float) -> Decision:
+    """Firing with no ticket action of its own yet: new, cleared, silenced or in maintenance."""
+    g = current.group
+    p = previous or Problem(g.key, current.rule, current.sink, g.labels, ProblemState.CLEARED, started_at=now,
+                            sequence=current.last_sequence)
+    p = replace(p, owner=current.owner)
+    if p.state == ProblemState.CLEARED:  # a new episode
+        flapping = p.has_ticket and p.cleared_at is not None and now - p.cleared_at <= policy.flap_window
+        if not flapping:
+            # since when: the earliest condition start (active_at, when `for` began), not this
+            # evaluation; a flapping problem keeps its first start
+            starts = [float(a.active_at) for a in g.firing if a.active_at is not None]
+            p = replace(p, has_ticket=False, ticket_cleared=False, reopened_at=None, started_at=min([now, *starts]))
+        p = replace(p, storm_window=None)
+    p = replace(p, sink=current.sink, title=render_title(current.rule, g.firing, g.labels))
+    if current.suppression is not None:
+        reason, state = _SUPPRESSED[current.suppression.by]
+        detail = current.suppression.detail
+        return Decision(reason, detail=detail, after=replace(p, state=state, detail=detail, cleared_at=None))
+    if p.has_ticket:  # flapping back within flap_window: reopen the same ticket
+        if p.ticket_cleared and reopen_damped(p, policy, now):
+            # open again without a note; `_still_firing` sends it when the interval is over
+            return Decision(Reason.REPEAT_INTERVAL, detail=REOPEN_NOTE_WAITS,
+                            after=replace(p, state=ProblemState.OPEN, detail="", cleared_at=None))
+        return _reopen(p, g, now)
+    if current.over_storm_cap:
+        window = storm_window(now)
+        detail = f"storm guard, hour window {human_time(window * 3600.0)}"
+        return Decision(Reason.STORM, detail=detail,
+                        after=replace(p, state=ProblemState.HELD, detail=detail, storm_window=window, cleared_at=None))
+    return _act(p, g, "open", Reason.FIRST, now)
+
+
+def _reopen(p: Problem, g: AlertGroup, now: float) -> Decision:
+    # the clear was the ticket's last action, so last_action_at is when it was sent
+    note = f"Problem returned at {human_time(now)}, {int(now - p.last_action_at)}s after it cleared."
+    d = _act(p, g, "update", Reason.REOPENED, now, note=note)
+    return replace(d, after=replace(d.after, reopened_at=now)) if d.after is not None else d
+
+
+def _act(p: Problem, g: AlertGroup, action: Action, reason: Reason, now: float, note: str = "") -> Decision:
+    eta = finite_eta(soonest_forecast(g.firing))
+    after = replace(
+        p, sequence=p.sequence + 1, state=ProblemState.OPEN, detail="", cleared_at=None, has_ticket=True,
+        ticket_cleared=False, last_action_at=now, reported_breach_at=now + eta if eta is not None else None,
+        reported_bucket=urgency_bucket(eta), reported_severity=severity_of(g.firing), reported_series=len(g.firing),
+    )
+    return Decision(reason, action, note=note, after=after)
+
+
+def _resolved(p: Problem, now: float) -> Decision:
+    if p.state != ProblemState.OPEN:  # suppressed or held: no ticket of its own to clear
+        # held only ever happens to a problem without a ticket: has_ticket stays as it is
+        has_ticket = p.has_ticket if p.state == ProblemState.HELD else False
+        return Decision(Reason.RESOLVED, detail=f"was {p.state}, no ticket",
+                        after=replace(p, state=ProblemState.CLEARED, cleared_at=now, has_ticket=has_ticket))
+    if p.ticket_cleared:  # returned and went again before its reopen note: the ticket says cleared
+        return Decision(Reason.RESOLVED, detail="ticket already cleared (flapping)",
+                        after=replace(p, state=ProblemState.CLEARED, cleared_at=now))
+    after = replace(p, sequence=p.sequence + 1, state=ProblemState.CLEARED, cleared_at=now, last_action_at=now,
+                    ticket_cleared=True)
+    return Decision(Reason.RESOLVED, "clear", after=after)

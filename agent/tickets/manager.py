@@ -1,0 +1,227 @@
+"""The problem manager: from a rule's alerts to ticket actions in the outbox, stage by stage.
+
+For each evaluation of a rule: group its alerts into problems (`ProblemLabels`), ask the
+suppression stage (`suppress.suppression_of`) and the storm guard (`storm.StormGuard`) about
+each firing problem, take the pure decision (`decide.decide`), carry it out (render the
+ticket, enqueue it), record the outcome in the problem store (`problem_store.ProblemStore`),
+and let the storm guard send the summary tickets that are due.
+
+Decisions are enqueued in the outbox first and recorded in SQLite (`problems.db`) after, so a
+crash in between re-enqueues the same (dedup_key, sequence), which the outbox keeps once; a
+different decision after such a crash is renumbered by the outbox (never dropped), and the
+number the outbox gave is what is recorded. A restart therefore neither reopens nor
+re-clears.
+
+Like the rest of tickets, this module never imports rules, models, PromQL, sources or web:
+what it needs of them are the Protocols of `agent.tickets.problems`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from agent.clock import Clock
+from agent.config.schema import TicketingConfig
+from agent.metrics import GaugeMetricFamily, Metric
+from agent.tickets.content import make_ticket
+from agent.tickets.decide import Current, Decision, DecisionPolicy, decide, storm_window
+from agent.tickets.outbox import OutboxLike
+from agent.tickets.problem_store import PROBLEMS_FILE, RECORD_RETENTION, ProblemStore
+from agent.tickets.problems import (
+    ACTIVE_STATES,
+    AlertGroup,
+    AlertLike,
+    Problem,
+    ProblemLabels,
+    ProblemState,
+    Reason,
+    RuleLike,
+    rule_id,
+    ticket_policy,
+)
+from agent.tickets.sinks.base import Action, Ticket
+from agent.tickets.storm import StormCaps, StormGuard
+from agent.tickets.suppress import NoSuppression, SuppressorLike, suppression_of
+
+log = logging.getLogger(__name__)
+
+GC_EVERY_SECONDS = 3600.0
+
+# chart(rule, firing alerts, now) -> PNG bytes or None, drawn for opens (tools that take attachments)
+ChartFn = Callable[[RuleLike, list[AlertLike], float], bytes | None]
+
+
+@dataclass
+class ProblemDecision:
+    """What happened to one problem in one evaluation (one per problem seen)."""
+
+    dedup_key: str
+    rule: str
+    reason: Reason
+    sink: str
+    action: Action | None = None  # open | update | clear when one was enqueued
+    ticket: Ticket | None = None
+    detail: str = ""
+
+
+@dataclass
+class GoneRule:
+    """Stands in for a rule removed from the rule files, so its problems can be cleared."""
+
+    name: str
+    group: str = ""
+    ticket: None = None
+
+
+class ProblemManager:
+    """Turns rule evaluations into ticket actions; state in `state_dir/problems.db`.
+
+    `suppressor` None: nothing is silenced. Not thread-safe (except `collect`): call from
+    the evaluation thread.
+    """
+
+    def __init__(
+        self,
+        config: TicketingConfig,
+        state_dir: str,
+        clock: Clock,
+        external_labels: Mapping[str, str],
+        silences: SuppressorLike | None,
+        outbox: OutboxLike,
+        *,
+        external_url: str = "",
+        path: str | None = None,
+        chart: ChartFn | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.labels = ProblemLabels(external_labels)
+        self.suppressor: SuppressorLike = silences if silences is not None else NoSuppression()
+        self.outbox = outbox
+        self.external_url = external_url
+        self.chart = chart
+        self.policy = DecisionPolicy(float(config.update_min_interval), float(config.flap_window))
+        self.store = ProblemStore(path or f"{state_dir.rstrip('/')}/{PROBLEMS_FILE}")
+        self.storm = StormGuard(StormCaps(config.max_new_tickets_per_hour_per_rule, config.max_new_tickets_per_hour),
+                                self.store, outbox, self.labels.external)
+        self._last_gc = 0.0
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ---- the main entry point --------------------------------------------------------------
+
+    def process(self, rule: RuleLike, alerts: Sequence[AlertLike], now: float | None = None) -> list[ProblemDecision]:
+        """One decision per problem of `rule` touched by this evaluation; enqueues the actions."""
+        now = self.clock.now() if now is None else now
+        name, owner = str(rule.name), rule_id(rule)
+        sink = ticket_policy(rule).sink_name(self.config.default_sink)
+        groups = self.labels.group_alerts(rule, alerts)
+        decisions: list[ProblemDecision] = []
+        changed: list[Problem] = []
+        for key, g in groups.items():
+            if not g.firing:
+                continue  # pending only: nothing new; an open problem stays open
+            previous = self.store.get(key)
+            current = Current(g, name, owner, sink,
+                              last_sequence=previous.sequence if previous else self.store.last_sequence(key))
+            if previous is None or previous.state not in (ProblemState.OPEN, ProblemState.HELD):
+                # the stages before the decision, asked only where the decision reads them
+                current.suppression = suppression_of(self.suppressor, [self.labels.of(rule, a) for a in g.firing], now)
+                current.over_storm_cap = self.storm.over_cap(name, storm_window(now))
+            decisions.append(self._carry_out(rule, previous, current, decide(previous, current, self.policy, now),
+                                             now, changed))
+        for p in sorted(self.store.owned_by(owner), key=lambda p: p.dedup_key):
+            g = groups.get(p.dedup_key) or AlertGroup(p.dedup_key, p.group_labels)
+            if p.state in ACTIVE_STATES and not g.active:
+                current = Current(g, name, owner, sink)
+                decisions.append(self._carry_out(rule, p, current, decide(p, current, self.policy, now), now, changed))
+        self.store.save(changed, self.storm.unsaved_counts())
+        self.storm.saved()
+        self.tick(now)
+        for d in decisions:
+            if d.action:
+                log.info("problem %s %s: %s %s -> %s", d.rule, d.dedup_key, d.reason, d.action, d.sink)
+            else:
+                log.debug("problem %s %s: %s %s", d.rule, d.dedup_key, d.reason, d.detail)
+        return decisions
+
+    def tick(self, now: float | None = None) -> None:
+        """Housekeeping between evaluations: storm summaries due, old records forgotten."""
+        now = self.clock.now() if now is None else now
+        self.storm.flush(now)
+        if now - self._last_gc > GC_EVERY_SECONDS:
+            self.store.gc(now, max(RECORD_RETENTION, float(self.config.flap_window)))
+            self._last_gc = now
+
+    def retire_rules(self, rules: Iterable[RuleLike], now: float | None = None) -> list[ProblemDecision]:
+        """Clear the problems of rules that no longer exist (call after a reload with the
+        alerting rules now loaded)."""
+        now = self.clock.now() if now is None else now
+        keep = {rule_id(r) for r in rules}
+        out = []
+        for rid in sorted(self.store.owners() - keep):
+            if any(p.state in ACTIVE_STATES for p in self.store.owned_by(rid)):
+                group, _, name = rid.partition("/")
+                out += self.process(GoneRule(name, group), [], now)
+        return out
+
+    # ---- carrying a decision out -------------------------------------------------------------
+
+    def _carry_out(self, rule: RuleLike, previous: Problem | None, current: Current, d: Decision, now: float,
+                   changed: list[Problem]) -> ProblemDecision:
+        """Enqueue the decision's action, if any, and note the record that results."""
+        key, name = current.group.key, current.rule
+        # an open problem's actions go where its ticket is, even if the rule names another sink now
+        sink = d.after.sink if d.after is not None else previous.sink if previous is not None else current.sink
+        if d.action is None:
+            after = d.after
+            if after is not None and after != previous:
+                changed.append(after)
+                moved = previous is None or (previous.state, previous.detail) != (after.state, after.detail)
+                if after.state == ProblemState.HELD and moved:
+                    self.storm.held(after)
+                elif d.reason in (Reason.SILENCED, Reason.MAINTENANCE) and moved:
+                    log.info("problem %s %s: %s (%s)", name, key, d.reason, d.detail)
+            return ProblemDecision(key, name, d.reason, sink, detail=d.detail)
+        assert d.after is not None  # an action always comes with the record it leads to
+        ticket = self._ticket(rule, d.action, d.after, current.group, d.note, now)
+        if not self.outbox.enqueue(sink, ticket):
+            return ProblemDecision(key, name, Reason.OUTBOX_FULL, sink, detail=f"{d.action} refused, retried next time")
+        # the outbox's number (renumbered when this process was behind)
+        changed.append(replace(d.after, sequence=ticket.sequence))
+        if d.reason == Reason.FIRST:
+            self.storm.opened(name, storm_window(now))
+        return ProblemDecision(key, name, d.reason, sink, action=d.action, ticket=ticket, detail=d.note)
+
+    def _ticket(self, rule: RuleLike, action: Action, p: Problem, g: AlertGroup, note: str, now: float) -> Ticket:
+        alerts = g.firing if action != "clear" else g.inactive
+        ticket = make_ticket(
+            action=action, dedup_key=p.dedup_key, sequence=p.sequence, rule=rule, alerts=alerts,
+            group_labels=p.group_labels, ticket_labels=self.labels.common(rule, alerts) or p.group_labels,
+            started_at=p.started_at, now=now, note=note, external_url=self.external_url,
+            resolve=action == "clear" and ticket_policy(rule).on_clear == "resolve",
+        )
+        if action == "open" and self.chart is not None and alerts:
+            try:
+                ticket.chart_png = self.chart(rule, list(alerts), now)
+            except Exception:
+                log.warning("chart for %s %s could not be drawn", p.rule, p.dedup_key, exc_info=True)
+        return ticket
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def problems(self) -> list[Problem]:
+        return self.store.all()
+
+    def get(self, key: str) -> Problem | None:
+        return self.store.get(key)
+
+    def collect(self) -> Iterator[Metric]:
+        """`forewarn_problems{state}`: open, silenced, maintenance, held (always all four)."""
+        g = GaugeMetricFamily("forewarn_problems", "Open problems by state.", labels=["state"])
+        for state, n in self.store.counts_by_state().items():
+            g.add_metric([state.value], float(n))
+        yield g

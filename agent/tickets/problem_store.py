@@ -1,0 +1,279 @@
+"""The problem store: problem records, key sequences and the storm guard's tables in
+`state_dir/problems.db`, with a versioned schema (`PRAGMA user_version`, numbered migrations
+through `agent.persistence.migrate`).
+
+Records are held in memory as well (a dict by dedup key, an index by owning rule); `save`
+writes a batch in one transaction and only then updates memory, so what is in memory is
+what is on disk. `sequence` continues across episodes of a key (reopen, later return), so
+(dedup_key, sequence) names one action for good: the last sequence of every key is kept in
+the `sequences` table for `SEQUENCE_RETENTION` (far longer than the problem records, which are
+forgotten after `RECORD_RETENTION`, and than the outbox's rows), and a problem seen anew
+continues from there.
+
+Like the rest of tickets, this module never imports rules, models, PromQL, sources or web.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from agent.persistence import Transaction, connect, migrate
+from agent.tickets.problems import ACTIVE_STATES, PROBLEM_COLUMNS, Problem, ProblemState
+
+PROBLEMS_FILE = "problems.db"
+RECORD_RETENTION = 7 * 86400.0  # cleared problems are remembered this long (at least flap_window)
+# A key's last sequence outlives its problem record so a later episode never reuses a number
+# (receivers dedupe on dedup_key:sequence). Bounded: ~60 bytes per key idle this long.
+SEQUENCE_RETENTION = 400 * 86400.0
+STORM_COUNTS_KEPT_HOURS = 48
+
+# Migration i (1-based) brings the schema to version i. 1 is the original schema; files
+# written before versioning have user_version 0 and are dated by `unversioned_schema_version`.
+MIGRATIONS = (
+    # 1: the original schema
+    """
+CREATE TABLE IF NOT EXISTS problems (
+    dedup_key TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    group_labels TEXT NOT NULL,
+    state TEXT NOT NULL,              -- open | silenced | maintenance | held | cleared
+    detail TEXT NOT NULL,             -- why (silence id, window name, storm window)
+    title TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    last_action_at REAL NOT NULL,
+    sequence INTEGER NOT NULL,
+    has_ticket INTEGER NOT NULL,      -- this (or the flapping previous) episode has a ticket
+    reported_breach_at REAL,
+    reported_bucket INTEGER NOT NULL,
+    reported_severity TEXT NOT NULL,
+    reported_series INTEGER NOT NULL,
+    cleared_at REAL,
+    storm_window INTEGER
+);
+CREATE TABLE IF NOT EXISTS storm_counts (
+    window INTEGER NOT NULL,
+    rule TEXT NOT NULL,               -- '' counts every rule
+    n INTEGER NOT NULL,
+    PRIMARY KEY (window, rule)
+);
+CREATE TABLE IF NOT EXISTS storm_summaries (
+    window INTEGER NOT NULL,
+    sink TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    reported INTEGER NOT NULL,        -- held problems listed so far
+    last_action_at REAL NOT NULL,
+    cleared INTEGER NOT NULL,
+    PRIMARY KEY (window, sink)
+);
+""",
+    # 2: the group/rule that last fired a problem (two groups may share a rule name)
+    "ALTER TABLE problems ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
+    # 3: flap damping: the last action sent was a clear (before, a cleared problem's ticket was cleared)
+    """
+ALTER TABLE problems ADD COLUMN ticket_cleared INTEGER NOT NULL DEFAULT 0;
+UPDATE problems SET ticket_cleared=1 WHERE state='cleared' AND has_ticket=1;
+""",
+    # 4: when the last reopen note was sent (flap damping)
+    "ALTER TABLE problems ADD COLUMN reopened_at REAL;",
+    # 5: the last sequence of every key, outliving the problem records; seeded from them
+    """
+CREATE TABLE IF NOT EXISTS sequences (
+    dedup_key TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL,        -- the last one used: the next action of the key gets more
+    updated_at REAL NOT NULL
+);
+INSERT INTO sequences (dedup_key, sequence, updated_at) SELECT dedup_key, sequence, last_action_at
+    FROM problems WHERE true ON CONFLICT (dedup_key) DO UPDATE SET sequence=MAX(sequence, excluded.sequence);
+""",
+)
+
+
+def unversioned_schema_version(conn: sqlite3.Connection) -> int:
+    """The version a file written before versioning (user_version 0) has in fact: the
+    migrations whose traces it already shows, in order (they were applied in that order)."""
+    tables = {r["name"] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "problems" not in tables:
+        return 0
+    columns = {r["name"] for r in conn.execute("PRAGMA table_info(problems)")}
+    version = 1
+    for present in ("owner" in columns, "ticket_cleared" in columns, "reopened_at" in columns, "sequences" in tables):
+        if not present:
+            break
+        version += 1
+    return version
+
+
+def open_problems_db(path: str) -> sqlite3.Connection:
+    """`problems.db` at the current schema version (a file from before versioning is dated first)."""
+    conn = connect(path)
+    if int(conn.execute("PRAGMA user_version").fetchone()[0]) == 0:
+        conn.execute(f"PRAGMA user_version = {unversioned_schema_version(conn)}")
+    migrate(conn, MIGRATIONS, path)
+    return conn
+
+
+def problem_row(p: Problem) -> tuple[object, ...]:
+    """The `problems` row of a record, in PROBLEM_COLUMNS order."""
+    values: dict[str, object] = {k: getattr(p, k) for k in PROBLEM_COLUMNS}
+    values["state"] = p.state.value
+    values["group_labels"] = json.dumps(p.group_labels, sort_keys=True)
+    values["has_ticket"] = int(p.has_ticket)
+    values["ticket_cleared"] = int(p.ticket_cleared)
+    return tuple(values[k] for k in PROBLEM_COLUMNS)
+
+
+def problem_from_row(r: sqlite3.Row) -> Problem:
+    return Problem(
+        dedup_key=r["dedup_key"], rule=r["rule"], sink=r["sink"], group_labels=json.loads(r["group_labels"]),
+        state=ProblemState(r["state"]), owner=r["owner"], detail=r["detail"], title=r["title"],
+        started_at=r["started_at"], last_action_at=r["last_action_at"], sequence=r["sequence"],
+        has_ticket=bool(r["has_ticket"]), reported_breach_at=r["reported_breach_at"],
+        reported_bucket=r["reported_bucket"], reported_severity=r["reported_severity"],
+        reported_series=r["reported_series"], cleared_at=r["cleared_at"], storm_window=r["storm_window"],
+        ticket_cleared=bool(r["ticket_cleared"]), reopened_at=r["reopened_at"],
+    )
+
+
+@dataclass(frozen=True)
+class StormCount:
+    """New tickets counted in one clock hour, for one rule ('' : every rule)."""
+
+    window: int
+    rule: str
+
+
+@dataclass
+class StormSummary:
+    """The summary ticket of one hour window and sink (a row of `storm_summaries`)."""
+
+    window: int
+    sink: str
+    dedup_key: str
+    sequence: int
+    reported: int  # held problems listed so far
+    last_action_at: float
+    cleared: bool
+
+
+class ProblemStore:
+    """Problem records and the storm guard's counts and summaries. Not thread-safe beyond
+    `counts_by_state` (read by /metrics): call from the evaluation thread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn = open_problems_db(path)
+        self._problems: dict[str, Problem] = {
+            r["dedup_key"]: problem_from_row(r) for r in self._conn.execute("SELECT * FROM problems")
+        }
+        self._by_owner: dict[str, set[str]] = {}
+        for p in self._problems.values():
+            self._by_owner.setdefault(p.owner, set()).add(p.dedup_key)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # ---- records -----------------------------------------------------------------------------
+
+    def get(self, key: str) -> Problem | None:
+        return self._problems.get(key)
+
+    def all(self) -> list[Problem]:
+        """Every record, by rule, start and key."""
+        return sorted(self._problems.values(), key=lambda p: (p.rule, p.started_at, p.dedup_key))
+
+    def owners(self) -> set[str]:
+        """Every group/rule that owns or owned a remembered problem."""
+        return set(self._by_owner)
+
+    def owned_by(self, owner: str) -> list[Problem]:
+        """The problems `owner` fired last (another group's rule of the same name may have
+        taken one over since: such keys are dropped from the owner's index here)."""
+        keys = self._by_owner.get(owner, set())
+        out = []
+        for key in list(keys):
+            p = self._problems.get(key)
+            if p is None or p.owner != owner:
+                keys.discard(key)
+            else:
+                out.append(p)
+        return out
+
+    def last_sequence(self, key: str) -> int:
+        """The last sequence a key used before its record: a problem seen anew (never, or
+        forgotten by `gc`) continues from it, so no (dedup_key, sequence) is used twice."""
+        r = self._conn.execute("SELECT sequence FROM sequences WHERE dedup_key=?", (key,)).fetchone()
+        return int(r["sequence"]) if r else 0
+
+    def counts_by_state(self) -> dict[ProblemState, int]:
+        """How many problems are in each active state (all four, zeros included)."""
+        n = dict.fromkeys(ACTIVE_STATES, 0)
+        for p in list(self._problems.values()):  # may run on the web thread
+            if p.state in n:
+                n[p.state] += 1
+        return n
+
+    def save(self, changed: Iterable[Problem], storm_counts: Mapping[StormCount, int]) -> None:
+        """Write changed records (and their keys' sequences) and new-ticket counts in one
+        transaction, then take the records into memory."""
+        saved = {p.dedup_key: p for p in changed}
+        if not saved and not storm_counts:
+            return
+        cols = PROBLEM_COLUMNS
+        with Transaction(self._conn) as c:
+            c.executemany(f"INSERT OR REPLACE INTO problems ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                          [problem_row(p) for p in saved.values()])
+            c.executemany("INSERT INTO sequences (dedup_key, sequence, updated_at) VALUES (?,?,?)"
+                          " ON CONFLICT (dedup_key) DO UPDATE SET sequence=MAX(sequence, excluded.sequence),"
+                          " updated_at=excluded.updated_at",
+                          [(p.dedup_key, p.sequence, p.last_action_at) for p in saved.values() if p.sequence > 0])
+            for k, n in storm_counts.items():
+                c.execute("INSERT INTO storm_counts (window, rule, n) VALUES (?,?,?)"
+                          " ON CONFLICT (window, rule) DO UPDATE SET n=n+excluded.n", (k.window, k.rule, n))
+        for p in saved.values():
+            self._problems[p.dedup_key] = p
+            self._by_owner.setdefault(p.owner, set()).add(p.dedup_key)
+
+    def gc(self, now: float, keep_cleared: float) -> list[Problem]:
+        """Forget problems cleared more than `keep_cleared` seconds ago (and not listed in a
+        storm summary of that time), old storm counts and summaries, and sequences idle for
+        SEQUENCE_RETENTION. Returns the problems forgotten."""
+        horizon = now - keep_cleared
+        old = [p for p in self._problems.values() if p.state == ProblemState.CLEARED and (p.cleared_at or 0) < horizon
+               and (p.storm_window is None or p.storm_window * 3600.0 < horizon)]
+        with Transaction(self._conn) as c:
+            c.executemany("DELETE FROM problems WHERE dedup_key=?", [(p.dedup_key,) for p in old])
+            c.execute("DELETE FROM storm_counts WHERE window<?", (int(now // 3600) - STORM_COUNTS_KEPT_HOURS,))
+            c.execute("DELETE FROM storm_summaries WHERE cleared=1 AND window<?", (int(horizon // 3600),))
+            c.execute("DELETE FROM sequences WHERE updated_at<?", (now - SEQUENCE_RETENTION,))
+        for p in old:
+            del self._problems[p.dedup_key]
+            self._by_owner.get(p.owner, set()).discard(p.dedup_key)
+        return old
+
+    # ---- the storm guard's tables ------------------------------------------------------------
+
+    def storm_count(self, count: StormCount) -> int:
+        r = self._conn.execute("SELECT n FROM storm_counts WHERE window=? AND rule=?",
+                               (count.window, count.rule)).fetchone()
+        return int(r["n"]) if r else 0
+
+    def storm_summary(self, window: int, sink: str) -> StormSummary | None:
+        r = self._conn.execute("SELECT * FROM storm_summaries WHERE window=? AND sink=?", (window, sink)).fetchone()
+        if r is None:
+            return None
+        return StormSummary(r["window"], r["sink"], r["dedup_key"], r["sequence"], r["reported"], r["last_action_at"],
+                            bool(r["cleared"]))
+
+    def put_storm_summary(self, s: StormSummary) -> None:
+        with Transaction(self._conn) as c:
+            c.execute(
+                "INSERT INTO storm_summaries (window, sink, dedup_key, sequence, reported, last_action_at, cleared)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (window, sink) DO UPDATE SET sequence=excluded.sequence,"
+                " reported=excluded.reported, last_action_at=excluded.last_action_at, cleared=excluded.cleared",
+                (s.window, s.sink, s.dedup_key, s.sequence, s.reported, s.last_action_at, int(s.cleared)),
+            )
