@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,7 +293,7 @@ def run_backtest(groups: list[Any], recording: Recording, *, start: float | None
                           wall_seconds=time.monotonic() - wall, refits=refits.done, rule_kinds=kinds)
 
 
-def _events(enqueued: list[tuple[str, Any]], decisions: list[Any], rules: Any, pm: Any, now: float) -> list[TicketEvent]:
+def _events(enqueued: Sequence[tuple[str, Any]], decisions: list[Any], rules: Any, pm: Any, now: float) -> list[TicketEvent]:
     reasons = {d.dedup_key: str(d.reason) for d in decisions if d.action}
     by_name = {r.name: r for r in rules.alerting_rules()}
     out = []

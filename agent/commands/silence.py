@@ -6,6 +6,7 @@
 
 The running daemon picks changes up at its next evaluation; no reload is needed.
 Exit 0 on success, 1 on an invalid config or unknown id, 2 on bad matchers or times.
+A command: it may import anything, and nothing but the CLI imports it.
 """
 
 from __future__ import annotations

@@ -177,29 +177,8 @@ def render_body(
     if action == "clear":
         lines.append(f"Cleared at {human_time(now)} after {exact_duration(now - started_at)}.")
     else:
-        values = [float(a.value) for a in shown]
-        values = [v for v in values if math.isfinite(v)]
-        if len(values) == 1:
-            seen = f", value now {_fmt_value(values[0])}"
-        elif values:
-            seen = f", values now {_fmt_value(min(values))} to {_fmt_value(max(values))}"
-        else:
-            seen = ""
-        lines.append(f"What was seen: rule {rule_name} is firing for {len(firing) or len(shown)} series "
-                     f"since {human_time(started_at)}{seen}.")
-    fc = soonest_forecast(shown)
-    eta = finite_eta(fc)
-    if fc is not None and eta is not None and action != "clear":
-        line = f"Predicted: the threshold is crossed in {forecast_phrase(fc, eta)}, around {human_time(now + eta)}"
-        if fc.eta_low is not None and fc.eta_high is not None:
-            line += f" (between {human_time(now + fc.eta_low)} and {human_time(now + fc.eta_high)})"
-        if fc.predicted is not None:
-            line += f"; predicted value at the horizon {_fmt_value(fc.predicted)}"
-        lines.append(line + ".")
-    an = strongest_anomaly(shown)
-    if an is not None and action != "clear":
-        lines.append(f"Anomaly: score {an.score:.2f}; expected {_fmt_value(an.expected)}, "
-                     f"normal band {_fmt_value(an.band_low)} to {_fmt_value(an.band_high)}.")
+        lines.append(_seen_line(rule_name, shown, len(firing) or len(shown), started_at))
+        lines += _prediction_lines(shown, now)
     lines.append(f"Since: {human_time(started_at)}")
     lines.append(f"Rule: {rule_name}" + (f" (group {rule_group})" if rule_group else ""))
     lines.append(f"Labels: {_labels_text(group_labels)}")
@@ -215,17 +194,7 @@ def render_body(
     if desc:
         lines += ["", desc]
     if shown:
-        lines += ["", "Series:"]
-        for a in shown[:BODY_SERIES_MAX]:
-            item = f"- {_labels_text(dict(a.labels))}: value {_fmt_value(a.value)}"
-            f, f_eta = a.forecast, finite_eta(a.forecast)
-            if f is not None and f_eta is not None:
-                item += f", breach in {forecast_phrase(f, f_eta)}"
-            if a.anomaly is not None:
-                item += f", anomaly score {a.anomaly.score:.2f}"
-            lines.append(item + f" [{state_name(a)}]")
-        if len(shown) > BODY_SERIES_MAX:
-            lines.append(f"- ... and {len(shown) - BODY_SERIES_MAX} more")
+        lines += ["", "Series:", *_series_lines(shown)]
     if external_url:
         base = external_url.rstrip("/")
         lines += ["", "Links:",
@@ -234,6 +203,53 @@ def render_body(
                   f"- this ticket's history: {base}/api/v1/tickets?dedup_key={quote(dedup_key)}"]
     lines += ["", f"Dedup key: {dedup_key}"]
     return "\n".join(lines) + "\n"
+
+
+def _seen_line(rule_name: str, shown: Sequence[AlertLike], n_firing: int, started_at: float) -> str:
+    """ "What was seen: rule R is firing for N series since T, value now V." """
+    values = [v for v in (float(a.value) for a in shown) if math.isfinite(v)]
+    if len(values) == 1:
+        seen = f", value now {_fmt_value(values[0])}"
+    elif values:
+        seen = f", values now {_fmt_value(min(values))} to {_fmt_value(max(values))}"
+    else:
+        seen = ""
+    return f"What was seen: rule {rule_name} is firing for {n_firing} series since {human_time(started_at)}{seen}."
+
+
+def _prediction_lines(shown: Sequence[AlertLike], now: float) -> list[str]:
+    """The soonest predicted breach and the strongest anomaly, when there are any."""
+    lines = []
+    fc = soonest_forecast(shown)
+    eta = finite_eta(fc)
+    if fc is not None and eta is not None:
+        line = f"Predicted: the threshold is crossed in {forecast_phrase(fc, eta)}, around {human_time(now + eta)}"
+        if fc.eta_low is not None and fc.eta_high is not None:
+            line += f" (between {human_time(now + fc.eta_low)} and {human_time(now + fc.eta_high)})"
+        if fc.predicted is not None:
+            line += f"; predicted value at the horizon {_fmt_value(fc.predicted)}"
+        lines.append(line + ".")
+    an = strongest_anomaly(shown)
+    if an is not None:
+        lines.append(f"Anomaly: score {an.score:.2f}; expected {_fmt_value(an.expected)}, "
+                     f"normal band {_fmt_value(an.band_low)} to {_fmt_value(an.band_high)}.")
+    return lines
+
+
+def _series_lines(shown: Sequence[AlertLike]) -> list[str]:
+    """One line per series (at most BODY_SERIES_MAX, the rest counted)."""
+    lines = []
+    for a in shown[:BODY_SERIES_MAX]:
+        item = f"- {_labels_text(dict(a.labels))}: value {_fmt_value(a.value)}"
+        f, f_eta = a.forecast, finite_eta(a.forecast)
+        if f is not None and f_eta is not None:
+            item += f", breach in {forecast_phrase(f, f_eta)}"
+        if a.anomaly is not None:
+            item += f", anomaly score {a.anomaly.score:.2f}"
+        lines.append(item + f" [{state_name(a)}]")
+    if len(shown) > BODY_SERIES_MAX:
+        lines.append(f"- ... and {len(shown) - BODY_SERIES_MAX} more")
+    return lines
 
 
 def make_ticket(

@@ -17,6 +17,9 @@
   re-posting would be harmless anyway (same labels, same alert).
 - Auth: none built in; `credentials_file` (optional) holds `user:password` for Basic auth
   when Alertmanager's web config or a proxy asks for it.
+
+Like every sink, it knows nothing of rules, problems or the series store (nor models, PromQL,
+sources or web): it turns ticket actions into exchanges with its tool.
 """
 
 from __future__ import annotations

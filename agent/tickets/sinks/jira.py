@@ -12,6 +12,9 @@
 - Charts go to `/rest/api/3/issue/{key}/attachments` with `X-Atlassian-Token: no-check`;
   a failed attachment is logged and does not fail the open.
 - Auth: Basic `email:api_token` from the credentials file.
+
+Like every sink, it knows nothing of rules, problems or the series store (nor models, PromQL,
+sources or web): it turns ticket actions into exchanges with its tool.
 """
 
 from __future__ import annotations

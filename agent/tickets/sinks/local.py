@@ -2,6 +2,9 @@
 
 Works with no ITSM at all; `forewarn tickets list|show ID` and `GET /api/v1/tickets` read it.
 Each ticket keeps its history as comments (the open, every update, the clear).
+
+Like every sink, it knows nothing of rules, problems or the series store (nor models, PromQL,
+sources or web): it turns ticket actions into exchanges with its tool.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ went); the sink logs the id. Updates are notes, a clear is a note or, with
 `region` picks the US or EU endpoint unless `url` is given. Message ≤130 characters,
 alias ≤512, description ≤15000, note ≤25000.
 Opsgenie reaches end of support on 5 April 2027 (successor: JSM Operations).
+
+Like every sink, it knows nothing of rules, problems or the series store (nor models, PromQL,
+sources or web): it turns ticket actions into exchanges with its tool.
 """
 
 from __future__ import annotations

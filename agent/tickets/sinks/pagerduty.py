@@ -9,6 +9,9 @@ log); a clear resolves. The Events API has no comments, so a clear resolves even
 asks for a comment, unless `resolve_on_clear` is false (then the clear sends nothing).
 The routing (integration) key is the credential; it travels in the body, which is never
 logged. 400 is permanent, 429 and 5xx are retried (the shared table).
+
+Like every sink, it knows nothing of rules, problems or the series store (nor models, PromQL,
+sources or web): it turns ticket actions into exchanges with its tool.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@
   clears are at least once, like every sink's.
 - Auth: `Authorization: token <t>` with the token from `credentials_file` (the token
   alone). RT answers 403 for an unknown queue and 401 for a bad token: both permanent.
+
+Like every sink, it knows nothing of rules, problems or the series store (nor models, PromQL,
+sources or web): it turns ticket actions into exchanges with its tool.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@
 - A chart is attached with the Attachment API after the record is created; a failed
   attachment is logged and does not fail the open (the record exists: failing would make
   the outbox open a second one).
+
+Like every sink, it knows nothing of rules, problems or the series store (nor models, PromQL,
+sources or web): it turns ticket actions into exchanges with its tool.
 """
 
 from __future__ import annotations

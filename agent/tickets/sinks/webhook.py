@@ -35,6 +35,9 @@ A webhook cannot be asked what it holds, so `find` answers None and the referenc
 problem is its dedup key (the receiver keys on it). Answering the key from `find` would
 make the outbox record an unsent open as already delivered; with None, an open whose
 answer was lost is sent again and the receiver drops it by its Idempotency-Key.
+
+Like every sink, it knows nothing of rules, problems or the series store (nor models, PromQL,
+sources or web): it turns ticket actions into exchanges with its tool.
 """
 
 from __future__ import annotations
