@@ -148,8 +148,9 @@ def _recorded(slots: np.ndarray, gone: set[int], fresh: np.ndarray,
     return used, np.array([last_fed.get(int(s), np.nan) for s in used])
 
 
-def _record_forecasts(out: dict[str, np.ndarray], tag: str, bank: ForecastBank, slots: np.ndarray,
+def record_forecasts(out: dict[str, np.ndarray], tag: str, bank: ForecastBank, slots: np.ndarray,
                       last: np.ndarray, now: float) -> None:
+    out[f"{tag}/at"] = np.concatenate(([now], slots, last))  # what the calls below were given
     for m in MODELS:
         fc = bank.forecast(slots, now, HORIZONS, model=m)
         out[f"{tag}/{m}/mean"] = fc.mean
@@ -215,7 +216,7 @@ def run() -> dict[str, np.ndarray]:
             if i in checkpoints:
                 tag = f"{name}/{checkpoints[i]}"
                 now = max(series[j][0][min(i, len(series[j][0]) - 1)] for j in range(len(series))) + 7.0
-                _record_forecasts(out, tag, bank, *_recorded(slots, gone, fresh, last_fed), now)
+                record_forecasts(out, tag, bank, *_recorded(slots, gone, fresh, last_fed), now)
                 _refit(out, tag, bank, series, keys, now, i)
                 if checkpoints[i] == "c1":  # series 5 and 6 go away; two new ones take their slots
                     bank.forget([keys[5], keys[6]])
@@ -225,7 +226,7 @@ def run() -> dict[str, np.ndarray]:
                     for s_ in (5, 6):
                         last_fed.pop(int(slots[s_]), None)
         now = max(t[-1] for t, _ in series) + 30.0
-        _record_forecasts(out, f"{name}/end", bank, *_recorded(slots, gone, fresh, last_fed), now)
+        record_forecasts(out, f"{name}/end", bank, *_recorded(slots, gone, fresh, last_fed), now)
         out[f"{name}/keys"] = np.array(sorted(map(str, bank.keys())))
         if name in ("auto", "hw_hourly"):
             _record_state(out, name, bank)

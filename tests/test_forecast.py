@@ -1,4 +1,5 @@
-"""Forecasters and breach estimates (agent.models.forecast, agent.models.seasonality)."""
+"""Forecasters and breach estimates: the bank (agent.models.forecast), its model families
+(linear, ets), breach estimation, the slot table, the refit schedule and season detection."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import pickle
 import numpy as np
 import pytest
 
-from agent.models.forecast import MODELS, ForecastBank, RefitJob, normal_cdf, predict_linear
+from agent.models.breach import normal_cdf
+from agent.models.forecast import MODELS, ForecastBank
+from agent.models.linear import predict_linear
+from agent.models.schedule import RefitJob, RefitResult
 from agent.models.seasonality import DAY, HOUR, detect_period
 
 T0 = 1_700_000_000.0
@@ -109,7 +113,7 @@ def test_holt_winters_recovers_trend_plus_season_after_refit():
     bank = ForecastBank("holt_winters", lookback=6 * HOUR)
     bank.warm("s", t[:split], v[:split])
     slots = bank.slots_for(["s"])
-    assert bank.period[slots[0]] == DAY  # detected during warm-up
+    assert bank.seasonal.period[slots[0]] == DAY  # detected during warm-up
     jobs = bank.refit_jobs(t[split - 1], history=lambda key, a, b: (t[:split], v[:split]))
     assert len(jobs) == 1
     result = fitted_result(jobs[0].t, jobs[0].v, "holt_winters")
@@ -133,7 +137,7 @@ def test_holt_recovers_a_trend():
     bank = ForecastBank("holt", lookback=2 * HOUR)
     bank.warm("s", t[:2000], v[:2000])
     slots = bank.slots_for(["s"])
-    res.slot, res.gen = int(slots[0]), int(bank.gen[slots[0]])
+    res.slot, res.gen = int(slots[0]), int(bank.refits.gen[slots[0]])
     bank.apply_refit([res])
     for ti, vi in zip(t[2000:], v[2000:]):
         bank.update(slots, ti, np.array([vi]))
@@ -289,8 +293,6 @@ def test_warm_equals_streaming_for_linear():
 
 
 def test_forget_reuses_slots_and_ignores_stale_refit_results():
-    from agent.models.forecast import RefitResult
-
     bank = ForecastBank("auto", lookback=HOUR, min_refit_points=5)
     t = T0 + np.arange(0, 600, 60.0)
     slots = feed(bank, "old", t, np.arange(len(t), dtype=float))
@@ -312,7 +314,7 @@ def test_refit_schedule_spreads_keys_over_the_interval():
         bank.update(slots, T0 + 60 * i, np.ones(len(keys)))
     first = bank.refit_jobs(T0 + 180)
     assert len(first) == len(keys)
-    nxt = bank.next_refit[slots] - (T0 + 180)
+    nxt = bank.refits.next_refit[slots] - (T0 + 180)
     assert np.all((nxt > 0) & (nxt <= 6 * HOUR))
     assert np.std(nxt) > HOUR  # spread, not all at once
     assert bank.refit_jobs(T0 + 200, limit=5) == []  # all pending
@@ -336,12 +338,12 @@ def test_refit_installs_a_newly_detected_season():
     t, v, truth = seasonal_series(6)
     bank = ForecastBank("auto", lookback=6 * HOUR)
     slots = feed(bank, "s", t[-300:], v[-300:])  # one day streamed: too little to detect a daily season
-    assert bank.period[slots[0]] == 0
+    assert bank.seasonal.period[slots[0]] == 0
     result = fitted_result(t, v)
-    result.key, result.slot, result.gen = "s", int(slots[0]), int(bank.gen[slots[0]])
+    result.key, result.slot, result.gen = "s", int(slots[0]), int(bank.refits.gen[slots[0]])
     assert result.period == DAY and result.choice == "holt_winters"
     assert bank.apply_refit([result]) == 1
-    assert bank.period[slots[0]] == DAY and bank.nbins[slots[0]] == 288
+    assert bank.seasonal.period[slots[0]] == DAY and bank.seasonal.nbins[slots[0]] == 288
     hs = np.array([3, 9, 15]) * HOUR
     fc = bank.forecast(slots, t[-1], hs)
     assert fc.model[0] == "holt_winters"

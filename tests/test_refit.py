@@ -85,7 +85,7 @@ def test_worker_round_trip_in_a_real_subprocess():
     assert bank.apply_refit(results) == 2
     slots = bank.slots_for(["seasonal", "trend"])
     assert list(bank.model_codes(slots)) == [3, ["linear", "robust_linear", "holt", "holt_winters"].index(by_key["trend"].choice)]
-    assert np.all(np.isnan(bank.pending_since[slots]))
+    assert np.all(np.isnan(bank.refits.pending_since[slots]))
     fc = bank.forecast(slots, t[-1], [HOUR])
     assert np.all(np.isfinite(fc.mean)) and np.all(fc.sd > 0)
 
@@ -101,8 +101,8 @@ def test_worker_restarts_after_its_process_dies():
         worker._proc.kill()  # simulate a crash (OOM kill) of the worker
         worker._proc.join(10)
         assert worker.poll() == [] and worker.pending == 0 and worker.restarts == 1
-        bank.pending_since[:] = np.nan
-        bank.next_refit[:] = -np.inf
+        bank.refits.pending_since[:] = np.nan
+        bank.refits.next_refit[:] = -np.inf
         worker.submit(bank.refit_jobs(t[-1], history=lambda key, a, b: (t, np.sin(t / 5000.0))))
         results = worker.wait(120)
         assert worker.pid() != first_pid
