@@ -1,6 +1,8 @@
-"""Season detection: which of the candidate periods (hourly, daily, weekly) a series repeats at.
+"""Seasonality: which of the candidate periods (hourly, daily, weekly) a series repeats at, and
+its seasonal profile in phase bins; bin means on a regular grid.
 
 numpy only, so it runs in the main process (warm start) and in the refit worker alike.
+Imports nothing of the agent.
 """
 
 from __future__ import annotations
