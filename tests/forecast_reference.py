@@ -127,7 +127,7 @@ def fake_statsmodels() -> Iterator[None]:
     name = "statsmodels.tsa.holtwinters"
     saved = sys.modules.get(name)
     module = types.ModuleType(name)
-    module.ExponentialSmoothing = _FakeExponentialSmoothing  # type: ignore[attr-defined]
+    module.__dict__["ExponentialSmoothing"] = _FakeExponentialSmoothing
     sys.modules[name] = module
     try:
         yield

@@ -92,10 +92,6 @@ class SlotTable:
                 released.append(slot)
         return np.asarray(released, dtype=np.int64)
 
-    def slot(self, key: Hashable) -> int | None:
-        """The slot of `key`, None if the table does not hold it."""
-        return self._slot_of.get(key)
-
     def key(self, slot: int) -> Hashable | None:
         """The key held in `slot`, None if the slot is free."""
         return self._keys[slot]
@@ -114,7 +110,3 @@ class SlotTable:
 
     def __len__(self) -> int:
         return len(self._slot_of)
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._slot_of
-
