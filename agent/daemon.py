@@ -77,6 +77,7 @@ class Agent:
         self.registry.register(StoreCollector(self.store, self.pipeline.families(), self.clock.now,
                                               self.pipeline.providers()))
         self.registry.register(_SelfCollector(self))
+        self.registry.register(self.pipeline.refit_worker)
         self.scheduler = BackgroundScheduler(
             # Separate pools: many slow scrape targets or an unreachable ITSM tool cannot starve
             # rule evaluation, and nothing can starve the watchdog ping.
