@@ -144,7 +144,7 @@ class ForecastBank:
         self.linear_buckets = int(linear_buckets)
         self.width = self.lookback / self.linear_buckets
         self.uses_season = model in ("holt_winters", "auto") and self.season != 0
-        self.season_bins = int(season_bins) if self.uses_season else 0
+        self.season_bins = int(season_bins) if self.uses_season else 0  # 0: no seasonal state at all
         self.min_refit_points = int(min_refit_points)
         self.needs_refit = model in ("holt", "holt_winters", "auto")
         self.table = SlotTable(capacity)
