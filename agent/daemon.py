@@ -78,6 +78,7 @@ class Agent:
                                               self.pipeline.providers()))
         self.registry.register(ProblemsCollector(self.pipeline))
         self.registry.register(_SelfCollector(self))
+        self.registry.register(self.pipeline.refit_worker)
         self.scheduler = BackgroundScheduler(
             # Separate pools: many slow scrape targets or an unreachable ITSM tool cannot starve
             # rule evaluation, and nothing can starve the watchdog ping.

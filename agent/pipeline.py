@@ -17,6 +17,7 @@ from typing import Any
 from agent.clock import Clock
 from agent.config.schema import Config
 from agent.metrics import Histogram, Metric
+from agent.models.refit import RefitWorker
 from agent.store.series import Labels, Store
 from agent.tickets.sinks.base import Resender
 
@@ -46,7 +47,8 @@ class Pipeline:
         self.delivery_lock = threading.Lock()  # a delivery round and a reload's sink swap neither
         self.rules = self._build_rules(cfg, load_groups(cfg))
         self.ticketing: Any = None  # built in start(): it opens the state databases
-        self.refit_worker: Any = None  # a background process, started with the first refit
+        # its process (and statsmodels) starts with the first job: only once a rule has something to fit
+        self.refit_worker = RefitWorker(max_pending=REFIT_BATCH)
         self._resent_at: dict[str, float] = {}
 
     # ---- sources ------------------------------------------------------------------------------
@@ -173,17 +175,14 @@ class Pipeline:
         worker (and statsmodels) exists only once a rule has something to fit."""
         now = self.clock.now()
         with self.lock:
-            if self.refit_worker is not None:
-                results = self.refit_worker.poll()
-                if results:
-                    self.rules.apply_refits(results)
-            free = self.refit_worker.free() if self.refit_worker is not None else REFIT_BATCH
+            results = self.refit_worker.poll()
+            if results:
+                self.rules.apply_refits(results)
+            free = self.refit_worker.free()
             jobs = self.rules.refit_jobs(now, limit=free) if free > 0 else []
+            lag = max((bank.refit_lag(now) for _, bank in self.rules.forecast_banks()), default=0.0)
+        self.refit_worker.set_lag(lag)
         if jobs:
-            if self.refit_worker is None:
-                from agent.models.refit import RefitWorker
-
-                self.refit_worker = RefitWorker(max_pending=REFIT_BATCH)
             self.refit_worker.submit(jobs)
 
     def resend(self) -> None:
@@ -227,8 +226,7 @@ class Pipeline:
                 self.lock.release()
             if got_delivery:
                 self.delivery_lock.release()
-        if self.refit_worker is not None:
-            self.refit_worker.close(timeout=0.5)
+        self.refit_worker.close(timeout=0.5)
 
     def save_state(self) -> None:
         """Alert state (for timers, firing alerts) beside the store snapshot."""

@@ -65,8 +65,8 @@ def load(path: str) -> tuple[np.ndarray, np.ndarray]:
 def refit(bank: ForecastBank, t: np.ndarray, v: np.ndarray, upto: int, now: float) -> None:
     jobs = bank.refit_jobs(now)
     if not jobs:
-        bank.next_refit[:] = -np.inf
-        bank.pending_since[:] = np.nan
+        bank.refits.next_refit[:] = -np.inf
+        bank.refits.pending_since[:] = np.nan
         jobs = bank.refit_jobs(now)
     for job in jobs:
         lo = np.searchsorted(t, now - HISTORY, side="right")
@@ -151,7 +151,7 @@ def run_series(args: tuple[str, int, int]) -> dict:
         "coverage": {m: [(int(np.sum(c)), len(c)) for c in covered[m]] for m in METHODS[:4]},
         "eta_err": eta_err, "eta_hits": eta_hits, "eta_cases": eta_cases,
         "false_alarms": false_alarms, "quiet_cases": quiet_cases, "choices": choices,
-        "period": float(bank.period[slots[0]]), "seconds": time.perf_counter() - started,
+        "period": float(bank.seasonal.period[slots[0]]), "seconds": time.perf_counter() - started,
     }
 
 
@@ -194,8 +194,8 @@ def main() -> int:
                for j in range(len(HORIZON_STEPS))]
         print(f"{m:16}" + "".join(f"{c:>10.0%}" for c in cov))
     periods = [r["period"] for r in results]
-    print("detected periods: " + ", ".join(f"{name} {sum(1 for p in periods if p == val)}"
-                                           for name, val in (("none", 0.0), ("hourly", HOUR), ("daily", DAY), ("weekly", 7 * DAY))))
+    named = (("none", 0.0), ("hourly", HOUR), ("daily", DAY), ("weekly", 7 * DAY))
+    print("detected periods: " + ", ".join(f"{name} {sum(1 for p in periods if p == val)}" for name, val in named))
 
     cases = sum(r["eta_cases"] for r in results)
     quiet = sum(r["quiet_cases"] for r in results)

@@ -75,8 +75,8 @@ def refit_pass(n: int, max_pending: int, interval: float) -> None:
     finally:
         worker.close()
     rss_after = rss_mb()
-    choices = np.bincount(bank.choice[bank.slots_for(list(range(n)))].astype(int), minlength=4)
-    detected = int(np.sum(bank.period[bank.slots_for(list(range(n)))] == DAY))
+    choices = np.bincount(bank.refits.choice[bank.slots_for(list(range(n)))].astype(int), minlength=4)
+    detected = int(np.sum(bank.seasonal.period[bank.slots_for(list(range(n)))] == DAY))
     print(f"refit pass: {n} seasonal series x {len(t)} samples, one worker process (CPUs {affinity})")
     print(f"  wall time {elapsed:.1f} s = {elapsed / interval:.1%} of the {interval / HOUR:.0f} h refit interval"
           f" -> {'fits' if elapsed < interval else 'DOES NOT FIT'}")

@@ -1,4 +1,5 @@
-"""Forecasters and breach estimates (agent.models.forecast, agent.models.seasonality)."""
+"""Forecasters and breach estimates: the bank (agent.models.forecast), its model families
+(linear, ets), breach estimation, the slot table, the refit schedule and season detection."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import pickle
 import numpy as np
 import pytest
 
-from agent.models.forecast import MODELS, ForecastBank, RefitJob, normal_cdf, predict_linear
+from agent.models.breach import first_crossing, is_below, normal_cdf
+from agent.models.ets import damped_sum, variance_factor
+from agent.models.forecast import MODELS, ForecastBank
+from agent.models.linear import line_at, predict_linear
+from agent.models.schedule import RefitJob, RefitResult, spread
 from agent.models.seasonality import DAY, HOUR, detect_period
+from agent.models.slots import SlotTable
 
 T0 = 1_700_000_000.0
 
@@ -109,7 +115,7 @@ def test_holt_winters_recovers_trend_plus_season_after_refit():
     bank = ForecastBank("holt_winters", lookback=6 * HOUR)
     bank.warm("s", t[:split], v[:split])
     slots = bank.slots_for(["s"])
-    assert bank.period[slots[0]] == DAY  # detected during warm-up
+    assert bank.seasonal.period[slots[0]] == DAY  # detected during warm-up
     jobs = bank.refit_jobs(t[split - 1], history=lambda key, a, b: (t[:split], v[:split]))
     assert len(jobs) == 1
     result = fitted_result(jobs[0].t, jobs[0].v, "holt_winters")
@@ -133,7 +139,7 @@ def test_holt_recovers_a_trend():
     bank = ForecastBank("holt", lookback=2 * HOUR)
     bank.warm("s", t[:2000], v[:2000])
     slots = bank.slots_for(["s"])
-    res.slot, res.gen = int(slots[0]), int(bank.gen[slots[0]])
+    res.slot, res.gen = int(slots[0]), int(bank.refits.gen[slots[0]])
     bank.apply_refit([res])
     for ti, vi in zip(t[2000:], v[2000:]):
         bank.update(slots, ti, np.array([vi]))
@@ -289,8 +295,6 @@ def test_warm_equals_streaming_for_linear():
 
 
 def test_forget_reuses_slots_and_ignores_stale_refit_results():
-    from agent.models.forecast import RefitResult
-
     bank = ForecastBank("auto", lookback=HOUR, min_refit_points=5)
     t = T0 + np.arange(0, 600, 60.0)
     slots = feed(bank, "old", t, np.arange(len(t), dtype=float))
@@ -312,7 +316,7 @@ def test_refit_schedule_spreads_keys_over_the_interval():
         bank.update(slots, T0 + 60 * i, np.ones(len(keys)))
     first = bank.refit_jobs(T0 + 180)
     assert len(first) == len(keys)
-    nxt = bank.next_refit[slots] - (T0 + 180)
+    nxt = bank.refits.next_refit[slots] - (T0 + 180)
     assert np.all((nxt > 0) & (nxt <= 6 * HOUR))
     assert np.std(nxt) > HOUR  # spread, not all at once
     assert bank.refit_jobs(T0 + 200, limit=5) == []  # all pending
@@ -336,13 +340,197 @@ def test_refit_installs_a_newly_detected_season():
     t, v, truth = seasonal_series(6)
     bank = ForecastBank("auto", lookback=6 * HOUR)
     slots = feed(bank, "s", t[-300:], v[-300:])  # one day streamed: too little to detect a daily season
-    assert bank.period[slots[0]] == 0
+    assert bank.seasonal.period[slots[0]] == 0
     result = fitted_result(t, v)
-    result.key, result.slot, result.gen = "s", int(slots[0]), int(bank.gen[slots[0]])
+    result.key, result.slot, result.gen = "s", int(slots[0]), int(bank.refits.gen[slots[0]])
     assert result.period == DAY and result.choice == "holt_winters"
     assert bank.apply_refit([result]) == 1
-    assert bank.period[slots[0]] == DAY and bank.nbins[slots[0]] == 288
+    assert bank.seasonal.period[slots[0]] == DAY and bank.seasonal.nbins[slots[0]] == 288
     hs = np.array([3, 9, 15]) * HOUR
     fc = bank.forecast(slots, t[-1], hs)
     assert fc.model[0] == "holt_winters"
     np.testing.assert_allclose(fc.mean[0], truth(t[-1] + hs), atol=2.0)
+
+
+# ---- the slot table ----------------------------------------------------------------------------
+
+# (operation, argument, expected result): one table, run in order on one SlotTable(capacity=2)
+SLOT_STEPS = [
+    ("assign", ["a", "b"], ([0, 1], [0, 1])),
+    ("capacity", None, 2),
+    ("assign", ["a", "c"], ([0, 2], [2])),  # full: the table doubles
+    ("capacity", None, 4),
+    ("forget", ["a", "never-seen"], [0]),
+    ("assign", ["d", "e", "d"], ([0, 3, 0], [0, 3])),  # the forgotten slot is handed out first
+    ("assign", ["b"], ([1], [])),
+    ("keys", None, ["b", "c", "d", "e"]),
+    ("used", None, [1, 2, 0, 3]),
+    ("slot_keys", None, ["d", "b", "c", "e"]),
+    ("forget", ["c", "b"], [2, 1]),
+    ("assign", ["f", "g", "h"], ([1, 2, 4], [1, 2, 4])),  # last forgotten first, then growth
+    ("capacity", None, 8),
+    ("len", None, 5),
+]
+
+
+def test_slot_table_steps():
+    table = SlotTable(capacity=2)
+    for op, arg, want in SLOT_STEPS:
+        if op == "assign":
+            a = table.assign(arg)
+            got = (a.slots.tolist(), a.new.tolist())
+        elif op == "forget":
+            got = table.forget(arg).tolist()
+        elif op == "capacity":
+            got = table.capacity
+        elif op == "len":
+            got = len(table)
+        elif op == "used":
+            got = table.used().tolist()
+        elif op == "slot_keys":
+            got = [k for k in table.slot_keys() if k is not None]
+        else:
+            got = table.keys()
+        assert got == want, (op, arg)
+
+
+@pytest.mark.parametrize("keys, assign, want_slots, want_capacity", [
+    (["x", None, "y"], ["y", "z"], [2, 1], 3),
+    ([None, None], ["p", "q", "r"], [0, 1, 2], 4),
+    ([], ["p"], [0], 1),
+    (["x"], ["x", "n"], [0, 1], 2),
+])
+def test_slot_table_from_keys(keys, assign, want_slots, want_capacity):
+    table = SlotTable.from_keys(keys)
+    assert table.keys() == [k for k in keys if k is not None]
+    assert table.assign(assign).slots.tolist() == want_slots
+    assert table.capacity == want_capacity
+    assert all(table.key(s) == k for s, k in zip(want_slots, assign))
+
+
+# ---- pure parts of the families and of breach estimation ----------------------------------------
+
+HS = np.array([0.0, 10.0, 20.0, 30.0])
+
+
+@pytest.mark.parametrize("path, threshold, below, want", [
+    ([5, 4, 3, 2], 3, True, 20.0),  # reaches the threshold exactly at a grid point
+    ([5, 4, 2, 1], 3, True, 15.0),  # interpolated between grid points
+    ([5, 5, 5, 5], 3, True, np.inf),
+    ([2, 4, 5, 6], 3, True, 0.0),  # already there
+    ([3, 3, 3, 3], 3, True, 0.0),
+    ([0, 1, 2, 3], 1.5, False, 15.0),
+    ([0, 1, 2, 3], 1.5, True, 0.0),
+    ([np.nan, 4, 2, 1], 3, True, 15.0),  # unknown start: from the first known point
+    ([np.nan, 2, 1, 0], 3, True, 10.0),  # crossing between an unknown point and the next: at the next
+    ([np.nan] * 4, 3, True, np.inf),
+    ([0, 2, 4, np.inf], 5, False, 20.0),  # towards infinity: crossed right after the last finite point
+])
+def test_first_crossing(path, threshold, below, want):
+    got = first_crossing(HS, np.array([path], dtype=float), threshold, below)
+    assert got.tolist() == [want]
+
+
+def brute_variance_factor(alpha, beta, phi, gamma, m, h):
+    c = [alpha + beta * sum(phi**i for i in range(1, j + 1)) + (gamma if m and j % m == 0 else 0.0) for j in range(1, h)]
+    return 1.0 + sum(x * x for x in c)
+
+
+@pytest.mark.parametrize("alpha, beta, phi, gamma, m, h", [
+    (0.2, 0.01, 0.98, 0.0, 0, 1),
+    (0.2, 0.01, 0.98, 0.0, 0, 2),
+    (0.5, 0.1, 0.9, 0.0, 0, 30),
+    (0.3, 0.05, 0.95, 0.1, 12, 40),
+    (0.3, 0.05, 0.95, 0.1, 12, 12),
+    (0.3, 0.05, 0.95, 0.1, 12, 13),
+    (0.9, 0.0, 0.5, 0.4, 3, 10),
+    (0.05, 0.05, 0.9999, 0.2, 24, 100),
+])
+def test_variance_factor_is_the_sum_it_closes(alpha, beta, phi, gamma, m, h):
+    got = variance_factor(*(np.array([x], dtype=float) for x in (alpha, beta, phi, gamma, m, h)))
+    assert got[0] == pytest.approx(brute_variance_factor(alpha, beta, phi, gamma, m, h), rel=1e-8)
+
+
+@pytest.mark.parametrize("phi, k", [(0.98, 0), (0.98, 1), (0.9, 5), (0.5, 20), (0.9999, 1000)])
+def test_damped_sum(phi, k):
+    want = sum(phi**i for i in range(1, k + 1))
+    assert float(damped_sum(np.float64(phi), np.float64(k))) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("t, v, at, want", [
+    ([], [], 0.0, (np.nan, 0.0, np.nan)),
+    ([1.0], [7.0], 1.0, (7.0, 0.0, np.nan)),
+    ([1.0, 2.0], [7.0, 9.0], 2.0, (9.0, 0.0, np.nan)),  # two samples: no spread, no slope
+    ([0.0, 1.0, 2.0], [1.0, 3.0, 5.0], 2.0, (5.0, 2.0, 0.0)),
+    ([0.0, 1.0, 2.0], [1.0, 3.0, 5.0], 10.0, (21.0, 2.0, 0.0)),
+    ([0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 0.0, 1.0], 3.0, (0.8, 0.2, 0.4)),
+    ([5.0, 5.0, 5.0], [1.0, 2.0, 3.0], 5.0, (2.0, 0.0, 2.0)),  # one time only: flat
+])
+def test_line_at(t, v, at, want):
+    got = line_at(np.array(t), np.array(v), at)
+    np.testing.assert_allclose([got.value, got.slope, got.s2], want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("direction, want", [("below", True), ("above", False), ("sideways", None), ("", None)])
+def test_is_below(direction, want):
+    if want is None:
+        with pytest.raises(ValueError, match="direction must be"):
+            is_below(direction)
+    else:
+        assert is_below(direction) is want
+
+
+@pytest.mark.parametrize("key", ["a", ("g", "rule", (("instance", "x"),)), 17, ""])
+@pytest.mark.parametrize("now", [0.0, T0, T0 + 12345.6])
+def test_spread_is_periodic_at_a_stable_offset(key, now):
+    interval = 6 * HOUR
+    first = spread(key, now, interval)
+    assert now < first <= now + interval
+    assert spread(key, first, interval) == pytest.approx(first + interval)
+    assert spread(key, first - 1.0, interval) == pytest.approx(first)
+
+
+# ---- the refit schedule ----------------------------------------------------------------------------
+
+
+def test_refit_lag_says_how_long_due_models_wait():
+    bank = ForecastBank("auto", lookback=HOUR, refit_interval=HOUR, min_refit_points=3)
+    slots = bank.slots_for(["a", "b", "c"])
+    assert bank.refit_lag(T0) == 0.0  # nothing ready
+    for i in range(3):
+        bank.update(slots, T0 + 60 * i, np.ones(3))
+    now = T0 + 120
+    assert bank.refit_lag(now) == 0.0  # due from now on
+    assert len(bank.refit_jobs(now + 10, limit=1)) == 1
+    assert bank.refit_lag(now + 100) == 100.0  # the other two wait since `now`
+    assert len(bank.refit_jobs(now + 100)) == 2
+    assert bank.refit_lag(now + 100) == 0.0  # all issued
+    scheduled = bank.refits.next_refit[slots]
+    later = max(float(scheduled.max()), now + 100 + HOUR) + 30.0  # all due again, their jobs lost (not answered)
+    assert bank.refit_lag(later) == pytest.approx(later - float(scheduled.min()))
+    assert ForecastBank("linear", lookback=HOUR).refit_lag(now) == 0.0
+
+
+def test_forget_counts_a_generation_and_reset_state():
+    bank = ForecastBank("auto", lookback=HOUR)
+    s = int(bank.slots_for(["a"])[0])
+    gen = int(bank.refits.gen[s])
+    bank.update(np.array([s]), T0, np.array([1.0]))
+    bank.forget(["a"])
+    assert int(bank.refits.gen[s]) == gen + 1
+    assert int(bank.slots_for(["b"])[0]) == s
+    assert int(bank.refits.gen[s]) == gen + 2 and np.isnan(bank.sampling.t_last[s]) and bank.sampling.nseen[s] == 0
+
+
+def test_load_state_dict_rejects_a_damaged_snapshot_and_keeps_its_state():
+    bank = ForecastBank("auto", lookback=HOUR)
+    feed(bank, "a", T0 + np.arange(10) * 60.0, np.arange(10.0))
+    state = bank.state_dict()
+    del state["arrays"]["h_l"]
+    other = ForecastBank("auto", lookback=HOUR)
+    feed(other, "z", T0 + np.arange(5) * 60.0, np.arange(5.0))
+    before = other.forecast(other.slots_for(["z"]), T0 + 300, [60.0]).mean
+    with pytest.raises(ValueError, match="damaged"):
+        other.load_state_dict(state)
+    assert other.keys() == ["z"]
+    np.testing.assert_array_equal(other.forecast(other.slots_for(["z"]), T0 + 300, [60.0]).mean, before)

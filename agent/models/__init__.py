@@ -1,5 +1,6 @@
-"""Forecasting and anomaly models: arrays and a clock in, arrays out; no I/O."""
+"""Forecasting and anomaly models: arrays and a clock in, arrays out; no I/O.
 
-from agent.models.anomaly import AnomalyBank, AnomalyParams, AnomalyResult, score_series, sensitivity_threshold  # noqa: F401
-from agent.models.forecast import BreachEstimates, Forecast, ForecastBank, predict_linear  # noqa: F401
-from agent.models.refit import RefitWorker  # noqa: F401
+Import the module you use (`agent.models.forecast`, `agent.models.anomaly`, ...): this package
+re-exports nothing, so importing one model does not load the others (nor the refit worker).
+Nothing in `agent.models` imports rules, tickets, web, store or promql.
+"""

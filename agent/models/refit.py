@@ -1,10 +1,11 @@
-"""Refits off the hot path: statsmodels fits in one background worker process.
+"""Refits off the hot path: statsmodels fits in one background worker process, and its metrics.
 
 The main process builds `RefitJob`s (`ForecastBank.refit_jobs`), hands them to a `RefitWorker`
 and installs the `RefitResult`s it polls (`ForecastBank.apply_refit`). The worker is a single
 'spawn' process pinned to one CPU and niced, so fits use at most one core, and statsmodels is
 imported only there: the main process never loads it (its RSS does not grow with fits).
-The queue is bounded (`max_pending`), so at most that many histories are in flight.
+The queue is bounded (`max_pending`), so at most that many histories are in flight. The worker
+is a collector: `collect()` yields its `forewarn_refit_*` families for /metrics.
 
 `fit_job(job)` is the fit itself (also callable directly in benchmarks): detect the period if
 needed, regularise the history onto a grid (coarser when a season has more steps than the
@@ -12,6 +13,8 @@ bank keeps bins for, or the history has more than MAX_POINTS samples), fit dampe
 Holt-Winters with statsmodels on the first 75 %, then replay the rest through a one-slot
 ForecastBank (the same online code the daemon runs) and score every candidate model by its
 held-out multi-step error scaled by the in-sample naive error (MASE); the lowest wins `auto`.
+
+Imports nothing of the agent outside `agent.models` but the metric families (`agent.metrics`).
 """
 
 from __future__ import annotations
@@ -20,22 +23,20 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
 
 import numpy as np
 
-from agent.models.forecast import (
-    DEFAULT_ALPHA,
-    DEFAULT_BETA,
-    DEFAULT_GAMMA,
-    DEFAULT_PHI,
-    MODELS,
-    PHI_MAX,
-    ForecastBank,
-    RefitJob,
-    RefitResult,
-)
+from agent.metrics import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from agent.models.ets import EtsParams
+from agent.models.forecast import MODELS, ForecastBank
+from agent.models.schedule import RefitJob, RefitResult
 from agent.models.seasonality import bin_means, detect_period
 
 MAX_POINTS = 4000  # fit on at most this many grid points (keeps one fit well under a second)
@@ -43,11 +44,44 @@ MIN_POINTS = 24
 TRAIN_SHARE = 0.75
 MAX_ORIGINS = 120  # held-out forecast origins scored per job
 
+# fit times: a short daily series takes ~10 ms, a long weekly one a few seconds
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+OUTCOMES = ("submitted", "fitted", "failed", "lost")
+
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+# ---- the fit -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A history on the grid it is fitted on: grid times `t`, values `y`, the grid step in
+    seconds and in raw samples (`k`), the seasonal period (seconds, 0: none) and its length in
+    grid steps `m`, and where the held-out part starts (`split`)."""
+
+    t: np.ndarray
+    y: np.ndarray
+    step: float
+    k: int
+    period: float
+    m: int
+    split: int
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The held-out MASE of each candidate model, the winner, and the replay bank (one slot,
+    "s") holding the online state at the end of the history."""
+
+    errors: dict[str, float]
+    choice: str
+    bank: ForecastBank
+
+
 def _regularise(t: np.ndarray, v: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
-    """Bin means on a grid of `step` seconds aligned to multiples of `step`; gaps interpolated."""
+    """Bin means on a grid of `step` seconds aligned to multiples of `step`; gaps interpolated.
+    Returns (bin centre times, means)."""
     g0, y = bin_means(t, v, step)
     return (np.arange(len(y)) + g0) * step + step / 2, y
 
@@ -57,11 +91,20 @@ def _per_step(x: float, k: float) -> float:
     return 1.0 - (1.0 - min(max(x, 0.0), 1.0)) ** (1.0 / k)
 
 
-def _fit_ets(y: np.ndarray, m: int) -> tuple[float, float, float, float]:
-    """statsmodels fit; returns (alpha, beta, phi, gamma) in error-correction form per step."""
-    import warnings
+def _to_raw(p: EtsParams, k: int) -> EtsParams:
+    """Parameters per grid step of k samples -> per raw sample (gamma is converted apart)."""
+    if k == 1:
+        return EtsParams(p.alpha, p.beta, p.phi)
+    a = _per_step(p.alpha, k)
+    beta_star = p.beta / p.alpha if p.alpha > 0 else 0.0
+    return EtsParams(a, a * beta_star, p.phi ** (1.0 / k))
 
-    from statsmodels.tsa.holtwinters import ExponentialSmoothing  # worker process only
+
+def fit_ets(y: np.ndarray, m: int) -> EtsParams:
+    """statsmodels' damped Holt (m = 0) or additive Holt-Winters with period m (grid steps) on
+    y; parameters in error-correction form per step. Raises ValueError on non-finite ones."""
+    # Only the worker process (and tests that fit inline) pays for statsmodels and scipy.
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing  # noqa: PLC0415 - costly, worker process only
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -75,27 +118,15 @@ def _fit_ets(y: np.ndarray, m: int) -> tuple[float, float, float, float]:
     beta_star = float(p["smoothing_trend"])
     phi = float(p["damping_trend"])
     gamma = float(p["smoothing_seasonal"]) if m else 0.0
-    vals = (alpha, alpha * beta_star, phi, gamma)
-    if not all(np.isfinite(vals)):
+    params = EtsParams(alpha, alpha * beta_star, phi, gamma)
+    if not all(np.isfinite((params.alpha, params.beta, params.phi, params.gamma))):
         raise ValueError("statsmodels returned non-finite parameters")
-    return vals
+    return params
 
 
-def fit_job(job: RefitJob) -> RefitResult:
-    """Fit one series (see the module docstring). Never raises: failures come back as ok=False."""
-    started = time.perf_counter()
-    res = RefitResult(key=job.key, slot=job.slot, gen=job.gen, ok=False)
-    try:
-        _fit_into(job, res)
-        res.ok = True
-    except Exception as exc:  # a bad series must not kill the worker
-        res.ok = False
-        res.error = f"{type(exc).__name__}: {exc}"
-    res.fit_seconds = time.perf_counter() - started
-    return res
-
-
-def _fit_into(job: RefitJob, res: RefitResult) -> None:
+def _grid(job: RefitJob) -> Grid:
+    """The job's history cleaned (finite, time-ordered), its period, and the fitting grid.
+    Raises ValueError when there is too little of it."""
     if job.t is None or job.v is None:
         raise ValueError("job has no history")
     t = np.asarray(job.t, dtype=float)
@@ -124,57 +155,73 @@ def _fit_into(job: RefitJob, res: RefitResult) -> None:
         m, period = 0, 0.0
     if split < MIN_POINTS // 2:
         raise ValueError("too little history to hold out")
-    train = y[:split]
-    h_alpha, h_beta, h_phi, _ = _fit_ets(train, 0)
-    w_alpha, w_beta, w_phi, gamma = _fit_ets(train, m) if m else (h_alpha, h_beta, h_phi, 0.0)
+    return Grid(tg, y, step, k, float(period), m, split)
 
-    # replay through the online model with the fitted (grid-step) parameters
-    bank = ForecastBank("auto", job.lookback, period, linear_buckets=job.linear_buckets,
-                        season_bins=max(job.season_bins, m, 1) if m else 1)
-    bank.warm("s", tg[:split], y[:split])
+
+def _score(job: RefitJob, g: Grid, holt: EtsParams, hw: EtsParams) -> Scores:
+    """Replay the held-out part through a one-slot bank warmed on the training part, with the
+    fitted (grid-step) parameters, and score each candidate model's forecasts."""
+    bank = ForecastBank("auto", job.lookback, g.period, linear_buckets=job.linear_buckets,
+                        season_bins=max(job.season_bins, g.m, 1) if g.m else 1)
+    bank.warm("s", g.t[: g.split], g.y[: g.split])
     s = bank.slots_for(["s"])
-    bank.h_alpha[s], bank.h_beta[s], bank.h_phi[s] = h_alpha, h_beta, min(h_phi, PHI_MAX)
-    bank.w_alpha[s], bank.w_beta[s], bank.w_phi[s], bank.w_gamma[s] = w_alpha, w_beta, min(w_phi, PHI_MAX), gamma
+    slot = int(s[0])
+    bank.holt.set_params(slot, holt)
+    bank.hw.set_params(slot, hw)
+    bank.seasonal.gamma[slot] = hw.gamma
+    y, split = g.y, g.split
     test = len(y) - split
-    horizon_steps = max(1, int(round(job.horizon / step)))
+    horizon_steps = max(1, int(round(job.horizon / g.step)))
     hsteps = np.unique(np.clip(np.array([1, horizon_steps // 4, horizon_steps // 2, horizon_steps]), 1, max(test // 2, 1)))
-    candidates = [mdl for mdl in job.models if mdl in MODELS and (mdl != "holt_winters" or m)]
+    candidates = [mdl for mdl in job.models if mdl in MODELS and (mdl != "holt_winters" or g.m)]
     if not candidates:
         candidates = ["linear"]
     last_origin = len(y) - int(hsteps[-1]) - 1
     stride = max(1, (last_origin - split) // MAX_ORIGINS) if last_origin > split else 1
     origins = set(range(split, last_origin + 1, stride))
-    scale = float(np.mean(np.abs(np.diff(train)))) or 1.0
-    errs = {mdl: [] for mdl in candidates}
+    scale = float(np.mean(np.abs(np.diff(y[:split])))) or 1.0
+    errs: dict[str, list[np.ndarray]] = {mdl: [] for mdl in candidates}
     for i in range(split, len(y)):
-        bank.update(s, tg[i], y[i : i + 1])
+        bank.update(s, g.t[i], y[i : i + 1])
         if i in origins:
             actual = y[i + hsteps]
             for mdl in candidates:
-                fc = bank.forecast(s, tg[i], hsteps * step, model=mdl).mean[0]
+                fc = bank.forecast(s, g.t[i], hsteps * g.step, model=mdl).mean[0]
                 errs[mdl].append(np.abs(fc - actual) / scale)
     scores = {mdl: float(np.nanmean(e)) if e else math.inf for mdl, e in errs.items()}
     scores = {mdl: (sc if np.isfinite(sc) else math.inf) for mdl, sc in scores.items()}
-    res.errors = scores
-    res.choice = min(candidates, key=lambda mdl: scores[mdl])
-    # parameters per raw sample step
-    res.alpha, res.beta, res.phi = _to_raw(h_alpha, h_beta, h_phi, k)
-    res.hw_alpha, res.hw_beta, res.hw_phi = _to_raw(w_alpha, w_beta, w_phi, k)
-    res.gamma = _per_step(gamma, k)
-    res.period = float(period)
-    res.t_end = float(tg[-1])
-    res.level = float(bank.w_l[s][0])
-    res.trend = float(bank.w_b[s][0]) / k
-    if m:
-        res.season = bank.season_state[s[0], : int(bank.nbins[s][0])].copy()
+    return Scores(scores, min(candidates, key=lambda mdl: scores[mdl]), bank)
 
 
-def _to_raw(alpha: float, beta: float, phi: float, k: int) -> tuple[float, float, float]:
-    if k == 1:
-        return alpha, beta, phi
-    a = _per_step(alpha, k)
-    beta_star = beta / alpha if alpha > 0 else 0.0
-    return a, a * beta_star, phi ** (1.0 / k)
+def _fit(job: RefitJob) -> RefitResult:
+    g = _grid(job)
+    train = g.y[: g.split]
+    holt = fit_ets(train, 0)
+    hw = fit_ets(train, g.m) if g.m else EtsParams(holt.alpha, holt.beta, holt.phi, 0.0)
+    sc = _score(job, g, holt, hw)
+    slot = int(sc.bank.slots_for(["s"])[0])
+    raw_holt, raw_hw = _to_raw(holt, g.k), _to_raw(hw, g.k)
+    season = sc.bank.seasonal.profile[slot, : int(sc.bank.seasonal.nbins[slot])].copy() if g.m else None
+    # parameters and state per raw sample step
+    return RefitResult(key=job.key, slot=job.slot, gen=job.gen, ok=True, period=g.period,
+                       alpha=raw_holt.alpha, beta=raw_holt.beta, phi=raw_holt.phi,
+                       hw_alpha=raw_hw.alpha, hw_beta=raw_hw.beta, hw_phi=raw_hw.phi, gamma=_per_step(hw.gamma, g.k),
+                       choice=sc.choice, errors=sc.errors, t_end=float(g.t[-1]), level=float(sc.bank.hw.level[slot]),
+                       trend=float(sc.bank.hw.trend[slot]) / g.k, season=season)
+
+
+def fit_job(job: RefitJob) -> RefitResult:
+    """Fit one series (see the module docstring). Never raises: failures come back as ok=False."""
+    started = time.perf_counter()
+    try:
+        res = _fit(job)
+    except Exception as exc:  # a bad series must not kill the worker
+        res = RefitResult(key=job.key, slot=job.slot, gen=job.gen, ok=False, error=f"{type(exc).__name__}: {exc}")
+    res.fit_seconds = time.perf_counter() - started
+    return res
+
+
+# ---- the worker process ------------------------------------------------------------------------
 
 
 def _limit_to_one_cpu() -> None:
@@ -189,7 +236,7 @@ def _limit_to_one_cpu() -> None:
         pass
 
 
-def _worker_main(jobs: mp.Queue, results: mp.Queue) -> None:
+def _worker_main(jobs: Queue[RefitJob | None], results: Queue[RefitResult]) -> None:
     """Worker process loop: one job at a time until the None sentinel."""
     _limit_to_one_cpu()
     parent = os.getppid()
@@ -206,32 +253,52 @@ def _worker_main(jobs: mp.Queue, results: mp.Queue) -> None:
 
 
 class RefitWorker:
-    """A background process that runs `fit_job` on submitted jobs.
+    """A background process that runs `fit_job` on submitted jobs, and a metrics collector.
 
     RefitWorker(max_pending): at most `max_pending` jobs queued or running; `submit(jobs)`
     returns how many it took (take only `free()` jobs from the bank), `poll()` returns the
     results that are ready (never blocks), `close()` stops the process. The process is
     started on first use and restarted if it dies (its in-flight jobs are lost; the bank
     reissues them after refit_interval).
+
+    `collect()` yields forewarn_refit_jobs_total{outcome}, forewarn_refit_duration_seconds,
+    forewarn_refit_queue, forewarn_refit_lag_seconds (what the owner last reported with
+    `set_lag`) and forewarn_refit_worker_restarts_total, from the first submitted job on: an
+    agent whose models never refit has no worker process and no refit families.
     """
 
     def __init__(self, max_pending: int = 8) -> None:
         self.max_pending = int(max_pending)
         self._ctx = mp.get_context("spawn")
-        self._jobs: mp.Queue | None = None
-        self._results: mp.Queue | None = None
-        self._proc = None
+        self._jobs: Queue[RefitJob | None] | None = None
+        self._results: Queue[RefitResult] | None = None
+        self._proc: BaseProcess | None = None
         self.pending = 0
         self.restarts = 0
-        self.fit_seconds_total = 0.0
-        self.completed = 0
+        self._lock = threading.Lock()  # counters are read by scrapes on the web server's threads
+        self._jobs_total = dict.fromkeys(OUTCOMES, 0)
+        self._duration_counts = [0] * (len(DURATION_BUCKETS) + 1)  # per bucket (not cumulative), +Inf last
+        self._duration_sum = 0.0
+        self._lag_seconds = 0.0
+        self._used = False
+
+    @property
+    def fit_seconds_total(self) -> float:
+        """Time the answered jobs' fits took, in seconds."""
+        return self._duration_sum
+
+    def _lose_pending(self) -> None:
+        """The process died: what it held is gone (the bank reissues it after refit_interval)."""
+        with self._lock:
+            self._jobs_total["lost"] += self.pending
+        self.restarts += 1
+        self.pending = 0
 
     def _ensure(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             return
         if self._proc is not None:
-            self.restarts += 1
-            self.pending = 0
+            self._lose_pending()
         self._jobs = self._ctx.Queue()
         self._results = self._ctx.Queue()
         saved = {name: os.environ.get(name) for name in _THREAD_ENV}
@@ -257,10 +324,13 @@ class RefitWorker:
         if not take:
             return 0
         self._ensure()
-        assert self._jobs is not None
+        assert self._jobs is not None  # _ensure made it
         for job in take:
             self._jobs.put(job)
         self.pending += len(take)
+        with self._lock:
+            self._used = True
+            self._jobs_total["submitted"] += len(take)
         return len(take)
 
     def poll(self) -> list[RefitResult]:
@@ -275,13 +345,19 @@ class RefitWorker:
                 break
             out.append(r)
         self.pending = max(self.pending - len(out), 0)
-        self.completed += len(out)
-        self.fit_seconds_total += sum(r.fit_seconds for r in out)
+        self._count(out)
         if self.pending and self._proc is not None and not self._proc.is_alive():
-            self.restarts += 1
-            self.pending = 0
+            self._lose_pending()
             self._proc = None
         return out
+
+    def _count(self, results: Sequence[RefitResult]) -> None:
+        with self._lock:
+            for r in results:
+                self._jobs_total["fitted" if r.ok else "failed"] += 1
+                i = next((i for i, b in enumerate(DURATION_BUCKETS) if r.fit_seconds <= b), len(DURATION_BUCKETS))
+                self._duration_counts[i] += 1
+                self._duration_sum += r.fit_seconds
 
     def wait(self, timeout: float) -> list[RefitResult]:
         """Poll until every pending job has answered or `timeout` seconds passed (tests, benchmarks)."""
@@ -317,5 +393,36 @@ class RefitWorker:
             self._jobs = self._results = None
             self.pending = 0
 
+    # ---- metrics ---------------------------------------------------------------------------------
 
-__all__ = ["RefitWorker", "fit_job", "DEFAULT_ALPHA", "DEFAULT_BETA", "DEFAULT_GAMMA", "DEFAULT_PHI"]
+    def set_lag(self, seconds: float) -> None:
+        """How far behind the refit schedule the longest waiting model is (its owner knows the
+        banks: `ForecastBank.refit_lag`), exposed as forewarn_refit_lag_seconds."""
+        with self._lock:
+            self._lag_seconds = max(float(seconds), 0.0)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if not self._used:
+                return
+            jobs_total = dict(self._jobs_total)
+            counts, total_seconds, lag = list(self._duration_counts), self._duration_sum, self._lag_seconds
+        pending, restarts = self.pending, self.restarts
+        jobs = CounterMetricFamily("forewarn_refit_jobs", "Model refit jobs: submitted to the worker process, "
+                                   "fitted, failed (the series could not be fitted), lost (the worker died).",
+                                   labels=["outcome"])
+        for outcome in OUTCOMES:
+            jobs.add_metric([outcome], jobs_total[outcome])
+        yield jobs
+        durations = HistogramMetricFamily("forewarn_refit_duration_seconds", "Time one model refit took in the worker process.")
+        cumulative = np.cumsum(counts).tolist()
+        buckets: list[tuple[str | float, float]] = [*zip(DURATION_BUCKETS, cumulative[:-1]), ("+Inf", cumulative[-1])]
+        durations.add_metric([], buckets, total_seconds)
+        yield durations
+        yield GaugeMetricFamily("forewarn_refit_queue", "Refit jobs submitted to the worker process and not answered yet.",
+                                value=pending)
+        yield GaugeMetricFamily("forewarn_refit_lag_seconds", "How long the longest waiting forecast model has been due "
+                                "for a refit without a job issued for it (0 when none waits).", value=lag)
+        yield CounterMetricFamily("forewarn_refit_worker_restarts", "Times the refit worker process died and was restarted.",
+                                  value=restarts)
+

@@ -1,6 +1,8 @@
-"""Season detection: which of the candidate periods (hourly, daily, weekly) a series repeats at.
+"""Seasonality: which of the candidate periods (hourly, daily, weekly) a series repeats at, and
+its seasonal profile in phase bins; bin means on a regular grid.
 
 numpy only, so it runs in the main process (warm start) and in the refit worker alike.
+Imports nothing of the agent.
 """
 
 from __future__ import annotations
@@ -96,3 +98,26 @@ def detect_period(
         if s >= _PREFER_SHORTER * best:
             return float(p)
     return None
+
+
+def seasonal_profile(t: np.ndarray, v: np.ndarray, period: float, nbins: int) -> np.ndarray:
+    """Mean-zero seasonal profile of (t, v) in `nbins` phase bins of `period` (detrended by a
+    one-period moving average of the bin-regularised series)."""
+    g0, grid = bin_means(t, v, period / nbins)
+    n = len(grid)
+    pos = np.arange(n)
+    if n > nbins:
+        csum = np.concatenate(([0.0], np.cumsum(grid)))
+        ma = (csum[nbins:] - csum[:-nbins]) / nbins
+        half = nbins // 2
+        resid = grid[half : half + len(ma)] - ma
+        ph = (pos[half : half + len(ma)] + g0) % nbins
+    else:
+        resid = grid - grid.mean()
+        ph = (pos + g0) % nbins
+    pc = np.bincount(ph, minlength=nbins)
+    prof = np.bincount(ph, weights=resid, minlength=nbins) / np.maximum(pc, 1)
+    if (pc == 0).any() and (pc > 0).any():
+        k = np.arange(nbins)
+        prof[pc == 0] = np.interp(k[pc == 0], k[pc > 0], prof[pc > 0], period=nbins)
+    return prof - prof.mean()

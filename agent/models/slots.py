@@ -1,0 +1,112 @@
+"""The slot table: which row of a bank's state arrays belongs to which series key.
+
+A model bank keeps the state of many series in numpy arrays, one row ("slot") per series, so
+one vectorised call updates them all. `SlotTable` owns the bookkeeping around those rows and
+nothing else: key -> slot, the capacity (doubled when full), forgetting a key and handing its
+slot to the next new key, and the key of every slot for snapshots. It holds no model state;
+a bank sizes its arrays to `capacity` and resets the rows `assign` reports as
+new. `ForecastBank` uses it; `AnomalyBank` can adopt it as it is.
+
+Imports nothing of the agent (and nothing but numpy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What `SlotTable.assign` did for a batch of keys.
+
+    slots: the slot of each key, in the order the keys were given (int64).
+    new: the slots just given to keys the table did not hold, in the order they were given
+      out (int64): a bank resets their state before use (a reused slot holds a forgotten key's).
+    """
+
+    slots: np.ndarray
+    new: np.ndarray
+
+
+class SlotTable:
+    """Key -> slot for a bank of per-series state arrays (see the module docstring).
+
+    Free slots are handed out lowest first when the table grows, and a forgotten key's slot is
+    the next one handed out. `keys()` and `used()` list the held keys and their slots in the
+    order the keys were first assigned.
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self._slot_of: dict[Hashable, int] = {}
+        self._keys: list[Hashable | None] = []
+        self._free: list[int] = []  # a stack: the last entry is handed out next
+        self._grow(max(1, int(capacity)))
+
+    @classmethod
+    def from_keys(cls, keys: Sequence[Hashable | None]) -> SlotTable:
+        """A table holding `keys[i]` in slot i (None: slot i is free), e.g. from a snapshot."""
+        table = cls(capacity=max(len(keys), 1))
+        table._keys = list(keys) + [None] * (table.capacity - len(keys))
+        table._slot_of = {k: i for i, k in enumerate(table._keys) if k is not None}
+        table._free = [i for i in range(table.capacity - 1, -1, -1) if table._keys[i] is None]
+        return table
+
+    @property
+    def capacity(self) -> int:
+        """Rows a bank's state arrays need: one per slot, held or free."""
+        return len(self._keys)
+
+    def _grow(self, capacity: int) -> None:
+        old = len(self._keys)
+        self._keys.extend([None] * (capacity - old))
+        self._free.extend(range(capacity - 1, old - 1, -1))
+
+    def assign(self, keys: Sequence[Hashable]) -> Assignment:
+        """The slot of each key, giving a free slot (doubling the capacity when none is left)
+        to each key not held yet."""
+        slots = np.empty(len(keys), dtype=np.int64)
+        new: list[int] = []
+        for i, key in enumerate(keys):
+            slot = self._slot_of.get(key)
+            if slot is None:
+                if not self._free:
+                    self._grow(2 * self.capacity)
+                slot = self._free.pop()
+                self._slot_of[key] = slot
+                self._keys[slot] = key
+                new.append(slot)
+            slots[i] = slot
+        return Assignment(slots, np.asarray(new, dtype=np.int64))
+
+    def forget(self, keys: Iterable[Hashable]) -> np.ndarray:
+        """Release the slots of `keys` (keys not held are ignored); returns the released slots."""
+        released: list[int] = []
+        for key in keys:
+            slot = self._slot_of.pop(key, None)
+            if slot is not None:
+                self._keys[slot] = None
+                self._free.append(slot)
+                released.append(slot)
+        return np.asarray(released, dtype=np.int64)
+
+    def key(self, slot: int) -> Hashable | None:
+        """The key held in `slot`, None if the slot is free."""
+        return self._keys[slot]
+
+    def keys(self) -> list[Hashable]:
+        """The held keys, in the order they were first assigned."""
+        return list(self._slot_of)
+
+    def used(self) -> np.ndarray:
+        """The held slots (int64), in the order of `keys()`."""
+        return np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(self._slot_of))
+
+    def slot_keys(self) -> list[Hashable | None]:
+        """The key of every slot (None where free): what `from_keys` takes back."""
+        return list(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
