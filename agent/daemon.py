@@ -26,7 +26,7 @@ from agent.clock import Clock, WallClock
 from agent.config.schema import Config, ConfigErrors, load_config, parse_listen_address, parse_shard
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, ProcessCollector, Registry
 from agent.pipeline import Pipeline
-from agent.store.series import Store
+from agent.store import Store
 from agent.web.api import api_routes
 from agent.web.server import StoreCollector, WebHooks, WebServer
 

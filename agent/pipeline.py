@@ -17,7 +17,7 @@ from typing import Any
 from agent.clock import Clock
 from agent.config.schema import Config
 from agent.metrics import Histogram
-from agent.store.series import Labels, Store
+from agent.store import Labels, Store
 
 log = logging.getLogger(__name__)
 

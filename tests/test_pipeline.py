@@ -5,7 +5,7 @@ from __future__ import annotations
 from agent.clock import SimulatedClock
 from agent.config.schema import load_config
 from agent.pipeline import Pipeline
-from agent.store.series import Store
+from agent.store import Store
 
 
 def test_resend_runs_each_sink_on_its_own_interval(tmp_path):

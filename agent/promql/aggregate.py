@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import promql_parser as pp
 
-from agent.store.series import Labels
+from agent.store import Labels
 
 from .parse import EvaluationError
 from .rangefuncs import segment_quantile

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import promql_parser as pp
 
-from agent.store.series import Labels
+from agent.store import Labels
 
 from .parse import EvaluationError
 from .values import NAME, Scalar, Vector, drop_name, labels_str

@@ -17,7 +17,7 @@ from typing import Union
 import numpy as np
 import promql_parser as pp
 
-from agent.store.series import Labels, Store
+from agent.store import Labels, Store
 
 from . import rangefuncs
 from .aggregate import GroupingCache, aggregate, valid_label_name

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from agent.store.series import Labels
+from agent.store import Labels
 
 from .values import NAME, Vector
 

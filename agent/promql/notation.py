@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.store.series import STALE_NAN, Labels, make_labels
+from agent.store import STALE_NAN, Labels, make_labels
 
 from .parse import PromQLError, parse
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 import promql_parser as pp
 
-from agent.store.series import Labels, Store, is_stale
+from agent.store import Labels, Store, is_stale
 
 from .values import NAME
 

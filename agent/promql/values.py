@@ -9,7 +9,7 @@ from typing import Union
 
 import numpy as np
 
-from agent.store.series import Labels
+from agent.store import Labels
 
 NAME = "__name__"
 

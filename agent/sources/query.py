@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from agent.config.schema import QueryConfig, read_secret_file
-from agent.store.series import Labels, Store, make_labels
+from agent.store import Labels, Store, make_labels
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from agent import __version__
 from agent.clock import Clock
 from agent.config.schema import Config, ScrapeConfig, read_secret_file
 from agent.sources import exposition
-from agent.store.series import Labels, Store, make_labels
+from agent.store import Labels, Store, make_labels
 
 log = logging.getLogger(__name__)
 

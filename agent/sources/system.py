@@ -39,7 +39,7 @@ import numpy as np
 import psutil
 
 from agent.config.schema import SystemConfig
-from agent.store.series import Labels, make_labels
+from agent.store import Labels, make_labels
 
 log = logging.getLogger(__name__)
 

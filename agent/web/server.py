@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from agent.metrics import Metric, Registry
-from agent.store.series import Labels, Store, is_stale
+from agent.store import Labels, Store, is_stale
 from agent.web.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
