@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
 from agent.store import snapshot
 from agent.store.labels import Labels
 from agent.store.labels import make_labels as make_labels  # re-exported until every caller imports `agent.store`
@@ -485,6 +486,22 @@ class Store:
 
     def stats(self) -> StoreStats:
         return StoreStats(len(self._ids), self._appended, self._series_dropped, self._samples_dropped, self._expired)
+
+    def collect(self) -> Iterable[Metric]:
+        """The store's own counters as metric families (register the store in the registry;
+        its series themselves are exposed by the web layer's collector)."""
+        st = self.stats()
+        yield GaugeMetricFamily("forewarn_store_series", "Series held in the store.", value=st.series)
+        yield GaugeMetricFamily("forewarn_store_series_limit", "global.max_series.", value=self.max_series)
+        yield CounterMetricFamily("forewarn_store_samples_appended", "Samples written to the store.",
+                                  value=st.samples_appended_total)
+        yield CounterMetricFamily("forewarn_store_series_dropped", "New series refused: max_series reached.",
+                                  value=st.series_dropped_total)
+        yield CounterMetricFamily("forewarn_store_samples_dropped",
+                                  "Samples not stored: refused series or out of order.",
+                                  value=st.samples_dropped_total)
+        yield CounterMetricFamily("forewarn_store_series_expired", "Series removed after stale_after.",
+                                  value=st.series_expired_total)
 
     # ---- snapshots ----------------------------------------------------------------------------
 
