@@ -4,16 +4,14 @@ serialises."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.config.schema import Config
 from agent.promql import Engine
 from agent.rules.manager import RuleManager
 from agent.tickets.sinks.local import configured_path, tickets_api
 from agent.web import query_api, rules_api
-
-Route = Callable[[dict[str, str]], tuple[int, Any]]
+from agent.web.server import Route
 
 
 class PipelineView(Protocol):
