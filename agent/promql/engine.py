@@ -5,14 +5,16 @@ each step. Work is vectorised across series: a selector resolves its series once
 generation, gathers every series' window in one read, and functions, aggregations and
 operators run on whole numpy arrays. Semantics follow Prometheus: 5-minute lookback delta,
 stale markers end a series, ranges are left-open (t - range, t], rate extrapolation, metric
-name dropped by functions and arithmetic, Prometheus's matching errors."""
+name dropped by functions and arithmetic, Prometheus's matching errors.
+
+It reads the store and never imports anything after it (rules, tickets, web)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import time
-from typing import Union
 
 import numpy as np
 import promql_parser as pp
@@ -22,15 +24,16 @@ from agent.store import Labels, Store
 from . import rangefuncs
 from .aggregate import GroupingCache, aggregate, valid_label_name
 from .binary import scalar_scalar, vector_scalar, vector_vector
+from .histogram import histogram_quantile
 from .parse import EvaluationError, PromQLError, check_supported, parse
 from .select import Selection, SelectionCache, Windows, instant_samples, range_windows
 from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, drop_name
 
-ExprLike = Union[str, pp.Expr]
+ExprLike = str | pp.Expr
 
 
-def _seconds(td: object) -> float:
-    return 0.0 if td is None else float(td.total_seconds())  # type: ignore[attr-defined]
+def _seconds(td: dt.timedelta | None) -> float:
+    return 0.0 if td is None else float(td.total_seconds())
 
 
 class Engine:
@@ -58,8 +61,9 @@ class Engine:
         """Evaluate at time `t` (seconds): a Vector, Scalar, String, or a Matrix for a bare
         range selector."""
         e = self.prepare(expr)
-        if isinstance(_unwrap(e), pp.MatrixSelector):
-            return self._matrix(_unwrap(e), float(t))
+        inner = _unwrap(e)
+        if isinstance(inner, pp.MatrixSelector):
+            return self._matrix(inner, float(t))
         return self._eval(e, float(t))
 
     def range(self, expr: ExprLike, start: float, end: float, step: float,
@@ -169,7 +173,7 @@ class Engine:
         v = self._eval(e, t)
         if not isinstance(v, Scalar):
             raise EvaluationError("expected a scalar argument")
-        return v.value
+        return float(v.value)
 
     def _vector_arg(self, e: pp.Expr, t: float) -> Vector:
         v = self._eval(e, t)
@@ -261,7 +265,6 @@ class Engine:
         if name == "label_join":
             return self._label_join(call, t)
         if name == "histogram_quantile":
-            from .histogram import histogram_quantile
             q = self._scalar_arg(args[0], t)
             return self._checked(histogram_quantile(q, self._vector_arg(args[1], t)))
         raise PromQLError(f"function {name} is not supported")
@@ -310,14 +313,18 @@ class Engine:
 
     def _aggregate(self, e: pp.AggregateExpr, t: float) -> Vector:
         op = str(e.op)
-        param: object = None
-        if op in ("topk", "bottomk", "quantile"):
-            param = self._scalar_arg(e.param, t)
-        elif op == "count_values":
-            p = self._eval(e.param, t)
-            if not isinstance(p, String):
-                raise EvaluationError("count_values needs a string parameter")
-            param = p.value
+        param: float | str | None = None
+        if op in ("topk", "bottomk", "quantile", "count_values"):
+            arg = e.param
+            if arg is None:
+                raise EvaluationError(f"{op} needs a parameter")
+            if op != "count_values":
+                param = self._scalar_arg(arg, t)
+            else:
+                p = self._eval(arg, t)
+                if not isinstance(p, String):
+                    raise EvaluationError("count_values needs a string parameter")
+                param = p.value
         vec = self._vector_arg(e.expr, t)
         return aggregate(op, vec, e.modifier, param, self._groupings)
 
