@@ -15,6 +15,9 @@ the store, which has its own lock, so a slow target never delays another.
 Per target, a cache maps each series' text as exposed (`name{labels}`) to its final label set,
 so a repeated scrape skips label parsing and relabelling: the hot path per sample is a split,
 a float() and two dict look-ups.
+
+The manager exports the scrape counters (`collect()`). HTTP lives in `scrape_http`, imported
+with the first target, so this module never imports requests; nor rules, tickets or web.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ kernel's number, which differ once a CPU is offline). The operating system is pa
 (`psutil_module`, `proc_path`, `sys_path`, `statvfs`, `wall_time`) so tests run on a fake tree.
 
 One collection costs about a millisecond: a handful of small file reads, no subprocess.
+The collector only returns samples (the pipeline stores them): it imports the store's label
+type and its config section, and never the store itself, rules or web.
 """
 
 from __future__ import annotations
@@ -108,9 +110,12 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "node_load15": ("gauge", "15m load average."),
     "node_pressure_cpu_waiting_seconds_total": ("counter", "Total time in seconds that processes have waited for CPU time"),
     "node_pressure_memory_waiting_seconds_total": ("counter", "Total time in seconds that processes have waited for memory"),
-    "node_pressure_memory_stalled_seconds_total": ("counter", "Total time in seconds no process could make progress due to memory congestion"),
-    "node_pressure_io_waiting_seconds_total": ("counter", "Total time in seconds that processes have waited due to IO congestion"),
-    "node_pressure_io_stalled_seconds_total": ("counter", "Total time in seconds no process could make progress due to IO congestion"),
+    "node_pressure_memory_stalled_seconds_total": (
+        "counter", "Total time in seconds no process could make progress due to memory congestion"),
+    "node_pressure_io_waiting_seconds_total": (
+        "counter", "Total time in seconds that processes have waited due to IO congestion"),
+    "node_pressure_io_stalled_seconds_total": (
+        "counter", "Total time in seconds no process could make progress due to IO congestion"),
     "node_time_seconds": ("gauge", "System time in seconds since epoch (1970)."),
     "node_time_zone_offset_seconds": ("gauge", "System time zone offset in seconds."),
     "node_time_clocksource_available_info": ("gauge", "Available clocksources read from '/sys/devices/system/clocksource'."),
@@ -137,7 +142,8 @@ _DISKSTATS_COLUMNS: tuple[tuple[str, str, float, str], ...] = (
     ("node_disk_discarded_sectors_total", "counter", 1.0, "The total number of sectors discarded successfully."),
     ("node_disk_discard_time_seconds_total", "counter", 1e-3, "This is the total number of seconds spent by all discards."),
     ("node_disk_flush_requests_total", "counter", 1.0, "The total number of flush requests completed successfully"),
-    ("node_disk_flush_requests_time_seconds_total", "counter", 1e-3, "This is the total number of seconds spent by all flush requests."),
+    ("node_disk_flush_requests_time_seconds_total", "counter", 1e-3,
+     "This is the total number of seconds spent by all flush requests."),
 )
 FAMILIES.update({name: (kind, help_) for name, kind, _, help_ in _DISKSTATS_COLUMNS})
 

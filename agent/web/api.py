@@ -1,6 +1,7 @@
 """The JSON API's routes: path -> handler(params) -> (HTTP status, JSON-ready body), over the
 running pipeline's rules, PromQL engine and ticket store. The server only dispatches and
-serialises."""
+serialises. What it reads of the pipeline is a Protocol (`PipelineView`): web never imports
+the pipeline or the daemon."""
 
 from __future__ import annotations
 
