@@ -33,9 +33,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, Protocol
 
 import numpy as np
 import psutil
@@ -62,7 +62,7 @@ _SECTOR_BYTES = 512.0
 _CPU_JUMP_BACK_SECONDS = 3.0
 _CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 _CPU_GUEST_MODES = ("user", "nice")  # /proc/stat's guest and guest_nice columns
-_USER_HZ = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+_USER_HZ = float(os.sysconf("SC_CLK_TCK"))
 _LABEL_CACHE_MAX = 20000
 
 # Which node_exporter collectors each config collector runs (the `collector` label values).
@@ -182,6 +182,17 @@ def meminfo_metric_name(field: str, has_unit: bool) -> str:
     return f"node_memory_{key}_bytes" if has_unit else f"node_memory_{key}"
 
 
+class HostStats(Protocol):
+    """The psutil calls the collector makes (psutil itself, or a fake in tests)."""
+
+    def net_io_counters(self, pernic: Literal[True], nowrap: bool) -> Mapping[str, object]: ...
+
+    def getloadavg(self) -> tuple[float, float, float]: ...
+
+
+StatfsResult = os.statvfs_result | OSError  # what statfs(2) gave for a mount point
+
+
 class NoDataError(Exception):
     """The kernel does not provide what a collector reads (node_exporter's ErrNoData)."""
 
@@ -225,7 +236,7 @@ class _StatfsRunner:
     the call finally returns, as node_exporter does.
     """
 
-    def __init__(self, statvfs: Callable[[str], Any], timeout: float) -> None:
+    def __init__(self, statvfs: Callable[[str], os.statvfs_result], timeout: float) -> None:
         self._statvfs = statvfs
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -235,9 +246,9 @@ class _StatfsRunner:
         with self._lock:
             return set(self._stuck)
 
-    def run(self, paths: list[str]) -> dict[str, Any]:
+    def run(self, paths: list[str]) -> dict[str, StatfsResult]:
         """path -> statvfs result or the OSError raised; paths not reached by the deadline are absent."""
-        results: dict[str, Any] = {}
+        results: dict[str, StatfsResult] = {}
         if not paths:
             return results
         current: list[str] = []
@@ -247,7 +258,7 @@ class _StatfsRunner:
                 with self._lock:
                     current[:] = [path]
                 try:
-                    res: Any = self._statvfs(path)
+                    res: StatfsResult = self._statvfs(path)
                 except OSError as e:
                     res = e
                 with self._lock:
@@ -273,11 +284,11 @@ class SystemCollector:
     def __init__(
         self,
         cfg: SystemConfig,
-        psutil_module: Any = psutil,
+        psutil_module: HostStats = psutil,
         proc_path: str | None = None,
         sys_path: str | None = None,
         *,
-        statvfs: Callable[[str], Any] = os.statvfs,
+        statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
         wall_time: Callable[[], float] = time.time,
         statfs_timeout: float = STATFS_TIMEOUT_SECONDS,
     ) -> None:
