@@ -242,6 +242,17 @@ class Decoder:
                 self.error(mark, f"{where}: {value!r} is not one of {', '.join(map(str, allowed))}")
                 return INVALID
             return str(value) if isinstance(value, str) else value
+        if origin is list or origin is dict:
+            return self._decode_collection(tp, value, mark, where)
+        if isinstance(tp, DecodesItself):
+            return tp.from_yaml(self, value, mark, where)
+        if dataclasses.is_dataclass(tp):
+            return self.decode_dataclass(tp, value, mark, where)
+        return self._decode_scalar(tp, value, mark, where)
+
+    def _decode_collection(self, tp: Any, value: Any, mark: Mark, where: str) -> Any:
+        """A `list[T]` or `dict[str, T]`: each item decoded at its own mark, invalid ones left out."""
+        origin = get_origin(tp)
         if origin is list:
             (item_tp,) = get_args(tp)
             if value is None:
@@ -252,24 +263,22 @@ class Decoder:
             marks = item_marks(value, mark)
             items = [self.decode(item_tp, v, m, f"{where}[{i}]") for i, (v, m) in enumerate(zip(value, marks))]
             return [v for v in items if v is not INVALID]
-        if origin is dict:
-            key_tp, val_tp = get_args(tp)
-            if value is None:
-                return {}
-            if not isinstance(value, dict):
-                self.error(mark, f"{where}: expected a mapping, got {_kind(value)}")
-                return INVALID
-            vmarks = value_marks(value)
-            entries = {}
-            for k, v in value.items():
-                dv = self.decode(val_tp, v, vmarks.get(k, mark), f"{where}.{k}")
-                if dv is not INVALID:
-                    entries[str(k)] = dv
-            return entries
-        if isinstance(tp, DecodesItself):
-            return tp.from_yaml(self, value, mark, where)
-        if dataclasses.is_dataclass(tp):
-            return self.decode_dataclass(tp, value, mark, where)
+        _, val_tp = get_args(tp)  # keys are always strings
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(mark, f"{where}: expected a mapping, got {_kind(value)}")
+            return INVALID
+        vmarks = value_marks(value)
+        entries = {}
+        for k, v in value.items():
+            dv = self.decode(val_tp, v, vmarks.get(k, mark), f"{where}.{k}")
+            if dv is not INVALID:
+                entries[str(k)] = dv
+        return entries
+
+    def _decode_scalar(self, tp: Any, value: Any, mark: Mark, where: str) -> Any:
+        """A Duration, bool, int, float or str (a schema with another type is a bug: TypeError)."""
         if tp is Duration:
             if isinstance(value, bool) or value is None:
                 self.error(mark, f"{where}: expected a duration, got {_kind(value)}")
