@@ -67,6 +67,8 @@ class Agent:
         self.ready_event = threading.Event()
         self.reload_lock = threading.Lock()
         self.health = Health(ready=self.ready_event.is_set)
+        # Collectors are registered in the order /metrics shows their families (users' parsers
+        # and tests/golden/metrics/ depend on it).
         self.registry = Registry()
         self.collection_seconds = Histogram(
             "forewarn_collection_duration_seconds", "Time one collection or scrape took, by source.",

@@ -160,10 +160,10 @@ class Pipeline:
         self.store = store
         self.clock = clock
         self.shard = shard
-        self.queries = QuerySources(store, shard)
         self.system = self._new_system(cfg)
+        self.queries = QuerySources(store, shard)
         self.queries.install(self.queries.prepare(cfg))
-        self.scrapes = ScrapeManager(cfg, store, clock)
+        self.scrapes = ScrapeManager(cfg, store, clock)  # also without targets: it keeps its counters
         self.engine = Engine(store)
         self.lock = threading.RLock()  # rule ticks and reloads never interleave
         self.delivery_lock = threading.Lock()  # a delivery round and a reload's sink swap neither
@@ -210,14 +210,13 @@ class Pipeline:
 
         def scrape(target: ScrapeTarget) -> Job:
             return Job(f"scrape:{target.key}", float(target.interval_seconds),
-                       timed(f"scrape:{target.job}", lambda: scrapes.scrape(target)))
+                       timed(f"scrape:{target.job}", lambda: self.scrapes.scrape(target)))
 
         jobs: list[Job] = []
         if self.system is not None:
             jobs.append(Job("system", float(self.cfg.global_.scrape_interval), timed("system", self._collect_system)))
         jobs.extend(scheduled(q) for q in self.queries)
-        scrapes = self.scrapes
-        jobs.extend(scrape(t) for t in scrapes.targets())
+        jobs.extend(scrape(t) for t in self.scrapes.targets())
         return jobs
 
     # ---- rules, problems, tickets -------------------------------------------------------------
