@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 a finding (invalid config, failed rule test), 2 usage error.
 Subcommand modules are imported only when used, so `forewarn check` stays quick and the
-daemon never imports what it does not need.
+daemon never imports what it does not need. It imports the commands (by name) and nothing else
+of the agent.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from agent import __version__
 
@@ -27,7 +29,7 @@ exit status: 0 done, 1 bad input, 2 usage error.
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors exit 2, as the contract says
+    def error(self, message: str) -> NoReturn:  # usage errors exit 2, as the contract says
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -1,4 +1,5 @@
-"""One clock drives everything: wall time in the daemon, simulated in `test` and `backtest`."""
+"""One clock drives everything: wall time in the daemon, simulated in `test` and `backtest`;
+and the one RFC 3339 formatter and parser. A foundation: it imports nothing of the agent."""
 
 from __future__ import annotations
 

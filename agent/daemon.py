@@ -4,6 +4,11 @@ Lifecycle: load config (fatal if invalid at start) -> restore the store snapshot
 collection -> web up, READY=1 -> scheduled work until SIGTERM -> snapshot, STOPPING=1, exit.
 SIGHUP and POST /-/reload reload config and rule files; an invalid new config is logged
 as PATH:LINE:COL and the agent keeps running on the last good one.
+
+The daemon registers every component's collector (its own health, the store, the pipeline's
+stages) in the order /metrics shows them. It may import every stage and the web layer; it must
+never import statsmodels (the refit worker's process only) or prometheus_client (its import
+alone costs more than the agent's own metrics).
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -24,11 +29,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from agent import __version__, systemd
 from agent.clock import Clock, WallClock
 from agent.config.schema import Config, ConfigErrors, load_config, parse_listen_address, parse_shard
-from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, ProcessCollector, Registry
-from agent.pipeline import Pipeline, ProblemsCollector
-from agent.store.series import Store
+from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, Metric, ProcessCollector, Registry
+from agent.pipeline import Pipeline
+from agent.store import Store
 from agent.web.api import api_routes
-from agent.web.server import StoreCollector, WebHooks, WebServer
+from agent.web.collector import StoreCollector
+from agent.web.server import ReloadOutcome, WebHooks, WebServer
 
 log = logging.getLogger("forewarn")
 
@@ -59,12 +65,10 @@ class Agent:
         self.store = Store(raw_capacity(cfg), g.retention, g.downsample_interval, g.max_series, g.stale_after)
         self.snapshot_path = os.path.join(cfg.state_dir, SNAPSHOT_FILE)
         self.ready_event = threading.Event()
-        self.stop_event = threading.Event()
         self.reload_lock = threading.Lock()
-        self.last_reload_ok = True
-        self.last_reload_success = time.time()
-        self.snapshot_ok_at = 0.0
-        self.snapshot_failures = 0
+        self.health = Health(ready=self.ready_event.is_set)
+        # Collectors are registered in the order /metrics shows their families (users' parsers
+        # and tests/golden/metrics/ depend on it).
         self.registry = Registry()
         self.collection_seconds = Histogram(
             "forewarn_collection_duration_seconds", "Time one collection or scrape took, by source.",
@@ -76,9 +80,12 @@ class Agent:
         self.pipeline = Pipeline(cfg, self.store, self.clock, self.shard)
         self.registry.register(StoreCollector(self.store, self.pipeline.families(), self.clock.now,
                                               self.pipeline.providers()))
-        self.registry.register(ProblemsCollector(self.pipeline))
-        self.registry.register(_SelfCollector(self))
-        self.registry.register(self.pipeline.refit_worker)
+        self.registry.register(self.pipeline.problem_families())
+        self.registry.register(BuildInfo())
+        self.registry.register(self.store)
+        self.registry.register(self.health)
+        for collector in self.pipeline.collectors():
+            self.registry.register(collector)
         self.scheduler = BackgroundScheduler(
             # Separate pools: many slow scrape targets or an unreachable ITSM tool cannot starve
             # rule evaluation, and nothing can starve the watchdog ping.
@@ -91,7 +98,7 @@ class Agent:
 
     # ---- jobs ---------------------------------------------------------------------------------
 
-    def _timed(self, name: str, fn: Callable[[], Any]) -> Callable[[], None]:
+    def _timed(self, name: str, fn: Callable[[], object]) -> Callable[[], None]:
         def run() -> None:
             start = time.monotonic()
             try:
@@ -106,18 +113,19 @@ class Agent:
         for job in self.scheduler.get_jobs():
             if job.id.startswith("source:"):
                 job.remove()
-        for name, interval, fn in self.pipeline.source_jobs(self.collection_seconds):
-            self.scheduler.add_job(fn, "interval", seconds=interval, id=f"source:{name}", name=name,
-                                   next_run_time=_now_dt(), executor="sources")
+        for job in self.pipeline.source_jobs(self.collection_seconds):
+            self.scheduler.add_job(job.run, "interval", seconds=job.interval_seconds, id=f"source:{job.name}",
+                                   name=job.name, next_run_time=_now_dt(), executor="sources")
 
     def _schedule_core(self) -> None:
         g = self.cfg.global_
         add = self.scheduler.add_job
         add(self._timed("snapshot", self.save_snapshot), "interval", seconds=g.snapshot_interval, id="snapshot")
         add(self._timed("expire", lambda: self.store.expire(self.clock.now())), "interval", seconds=60, id="expire")
-        for name, interval, fn in self.pipeline.periodic_jobs():
-            executor = "delivery" if name in DELIVERY_JOBS else "default"
-            add(self._timed(name, fn), "interval", seconds=interval, id=f"core:{name}", executor=executor)
+        for job in self.pipeline.periodic_jobs():
+            executor = "delivery" if job.name in DELIVERY_JOBS else "default"
+            add(self._timed(job.name, job.run), "interval", seconds=job.interval_seconds, id=f"core:{job.name}",
+                executor=executor)
         wd = systemd.watchdog_interval()
         if wd:
             add(systemd.watchdog_ping, "interval", seconds=wd, id="watchdog", executor="watchdog")
@@ -144,7 +152,7 @@ class Agent:
         systemd.ready(f"collecting {len(self.store)} series")
         log.info("ready: %d series", len(self.store))
 
-    def reload(self) -> tuple[bool, str]:
+    def reload(self) -> ReloadOutcome:
         """Reload config and rule files; keep the last good ones on any error."""
         with self.reload_lock:
             systemd.reloading()
@@ -170,16 +178,16 @@ class Agent:
                 return self._reload_failed(f"reload failed: {e}")
             self.cfg = new
             self._schedule_sources()
-            self.last_reload_ok = True
-            self.last_reload_success = time.time()
+            self.health.last_reload_ok = True
+            self.health.last_reload_success = time.time()
             log.info("configuration reloaded from %s", new.path)
             systemd.ready("reloaded")
-            return True, "config reloaded"
+            return ReloadOutcome(True, "config reloaded")
 
-    def _reload_failed(self, message: str) -> tuple[bool, str]:
-        self.last_reload_ok = False
+    def _reload_failed(self, message: str) -> ReloadOutcome:
+        self.health.last_reload_ok = False
         systemd.ready("reload failed; running on the last good config")
-        return False, message
+        return ReloadOutcome(False, message)
 
     def save_snapshot(self) -> None:
         start = time.monotonic()
@@ -187,10 +195,10 @@ class Agent:
             self.store.save(self.snapshot_path)
             self.pipeline.save_state()
         except OSError as e:
-            self.snapshot_failures += 1
+            self.health.snapshot_failures += 1
             log.error("snapshot to %s failed: %s", self.snapshot_path, e)
             return
-        self.snapshot_ok_at = time.time()
+        self.health.snapshot_ok_at = time.time()
         log.debug("snapshot written in %.3fs", time.monotonic() - start)
 
     def stop(self) -> None:
@@ -204,45 +212,42 @@ class Agent:
         log.info("stopped; snapshot written to %s", self.snapshot_path)
 
 
-class _SelfCollector:
-    """The agent's own health, computed at scrape time."""
+class BuildInfo:
+    """`forewarn_build_info`: which version runs, on which Python."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    def collect(self) -> Iterable[Any]:
-        a = self.agent
+    def collect(self) -> Iterable[Metric]:
         info = GaugeMetricFamily("forewarn_build_info", "Forewarn build information.",
                                  labels=["version", "python_version"])
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
-        st = a.store.stats()
-        yield GaugeMetricFamily("forewarn_store_series", "Series held in the store.", value=st.series)
-        yield GaugeMetricFamily("forewarn_store_series_limit", "global.max_series.", value=a.store.max_series)
-        yield CounterMetricFamily("forewarn_store_samples_appended", "Samples written to the store.",
-                                  value=st.samples_appended_total)
-        yield CounterMetricFamily("forewarn_store_series_dropped", "New series refused: max_series reached.",
-                                  value=st.series_dropped_total)
-        yield CounterMetricFamily("forewarn_store_samples_dropped",
-                                  "Samples not stored: refused series or out of order.",
-                                  value=st.samples_dropped_total)
-        yield CounterMetricFamily("forewarn_store_series_expired", "Series removed after stale_after.",
-                                  value=st.series_expired_total)
+
+
+@dataclass
+class Health:
+    """The agent's own health: store snapshots written, configuration reloads, readiness.
+    The agent updates the fields; `collect()` exports them at scrape time."""
+
+    ready: Callable[[], bool]
+    snapshot_ok_at: float = 0.0  # Unix seconds of the last snapshot written; 0 before the first
+    snapshot_failures: int = 0
+    last_reload_ok: bool = True
+    last_reload_success: float = field(default_factory=time.time)  # Unix seconds (start counts)
+
+    def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily("forewarn_snapshot_last_success_timestamp_seconds",
-                                "When the store snapshot was last written.", value=a.snapshot_ok_at)
-        age = time.time() - a.snapshot_ok_at if a.snapshot_ok_at else float("nan")
+                                "When the store snapshot was last written.", value=self.snapshot_ok_at)
+        age = time.time() - self.snapshot_ok_at if self.snapshot_ok_at else float("nan")
         yield GaugeMetricFamily("forewarn_snapshot_age_seconds", "Age of the last written snapshot.", value=age)
         yield CounterMetricFamily("forewarn_snapshot_failures", "Snapshots that could not be written.",
-                                  value=a.snapshot_failures)
+                                  value=self.snapshot_failures)
         yield GaugeMetricFamily("forewarn_config_last_reload_successful",
                                 "Whether the last configuration reload attempt was successful.",
-                                value=1 if a.last_reload_ok else 0)
+                                value=1 if self.last_reload_ok else 0)
         yield GaugeMetricFamily("forewarn_config_last_reload_success_timestamp_seconds",
                                 "Timestamp of the last successful configuration reload.",
-                                value=a.last_reload_success)
+                                value=self.last_reload_success)
         yield GaugeMetricFamily("forewarn_ready", "1 once the first collection is done.",
-                                value=1 if a.ready_event.is_set() else 0)
-        yield from a.pipeline.self_metrics()
+                                value=1 if self.ready() else 0)
 
 
 def _now_dt() -> datetime:

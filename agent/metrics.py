@@ -1,9 +1,11 @@
-"""The agent's own metric families and their exposition (text 0.0.4 and OpenMetrics 1.0).
+"""The agent's own metric families, the collector protocol and the registry; the histogram the
+agent observes its own work into; the process collector.
 
 The shapes follow client_python (collectors yield metric families at scrape time; a
-registry holds collectors; exposition is separate), but the daemon does not import
-prometheus_client for it: that package's import pulls in its push and TLS-server code
-(ssl and friends, about 8 MB), which is most of an agent's memory budget.
+registry holds collectors; exposition is separate, in `agent.web.exposition`), but nothing
+here imports prometheus_client: that package's import pulls in its push and TLS-server code
+(ssl and friends, about 8 MB), which is most of an agent's memory budget. A foundation: it
+imports nothing of the agent.
 """
 
 from __future__ import annotations

@@ -1,8 +1,14 @@
 """The data flow of DESIGN.md in one place: sources -> store -> rules -> problems -> outbox -> sinks.
 
-The daemon owns scheduling, signals and the web server; this module owns what runs on
-each tick and what each stage exposes. `forewarn test` and `backtest` drive the same
-stages with a simulated clock.
+The daemon owns scheduling, signals and the web server; this module owns what runs on each
+tick, the stages it drives (declared below as Protocols: what the pipeline calls of each, and
+nothing more), and which of them export metric families. `forewarn test` and `backtest` tick
+through the same `evaluate_tick` with a simulated clock.
+
+It may import every stage (sources, store, PromQL, rules, models, tickets) but never the web
+layer or the daemon. The costly optional imports stay out of a plain agent: requests comes
+with scrape targets or query sources, the refit worker's process with the first refit, and
+statsmodels only ever in that process.
 """
 
 from __future__ import annotations
@@ -11,79 +17,158 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from agent.clock import Clock
 from agent.config.schema import Config
-from agent.metrics import Histogram, Metric
-from agent.models.refit import RefitWorker
-from agent.store.series import Labels, Store
+from agent.metrics import Collector, Histogram, Metric
+from agent.promql import Engine
+from agent.rules.file import RuleGroupDef, load_rule_files
+from agent.rules.manager import Alert, AlertingRule, RuleManager
+from agent.sources.query import QuerySources
+from agent.sources.scrape import ScrapeManager, ScrapeTarget
+from agent.sources.system import FAMILIES as SYSTEM_FAMILIES
+from agent.sources.system import SystemCollector
+from agent.store import Labels, Store
+from agent.tickets.builder import build_ticketing
+from agent.tickets.chart import render_chart
+from agent.tickets.manager import ProblemDecision as Decision
 from agent.tickets.sinks.base import Resender
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from agent.models.refit import RefitWorker
 
-Job = tuple[str, float, Callable[[], None]]
+log = logging.getLogger(__name__)
 
 RULES_STATE_FILE = "rules.state.json"
 REFIT_BATCH = 8  # model histories in flight to the refit worker at most
 DELIVERY_BUDGET = 20  # actions per delivery round, so a reload waits for at most one short round
 
+Sample = tuple[Labels, float]
+
+# ---- the stages, as the pipeline drives them --------------------------------------------------
+
+
+class SampleSource(Protocol):
+    """A source the pipeline collects from and writes to the store itself (the host)."""
+
+    def collect(self, now: float) -> Sequence[Sample]: ...
+
+
+class ScheduledSource(Protocol):
+    """A source that writes to the store itself, run every `interval_seconds` (query sources)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def interval_seconds(self) -> float: ...
+
+    def run(self, now: float) -> object: ...
+
+
+class AlertingRuleView(Protocol):
+    """An alerting rule after its group ran: the problem stage takes it with its alerts."""
+
+    def all_alerts(self) -> Sequence[Any]: ...
+
+
+class RuleGroupView(Protocol):
+    def alerting_rules(self) -> Sequence[AlertingRuleView]: ...
+
+
+GroupT = TypeVar("GroupT", bound=RuleGroupView)
+
+
+class RuleStage(Protocol[GroupT]):
+    """The rules side of a tick: which groups are due, and their evaluation."""
+
+    def due_groups(self, now: float) -> Sequence[GroupT]: ...
+
+    def evaluate_group(self, group: GroupT, now: float) -> object: ...
+
+
+class ProblemStage(Protocol):
+    """The problems side of a tick: alerts in, ticket decisions out. The rule and alerts are
+    passed through as the rules stage made them; what the problem stage reads of them is its
+    own Protocol (`agent.tickets`)."""
+
+    def process(self, rule: Any, alerts: Sequence[Any], now: float) -> Sequence[Decision]: ...
+
+    def tick(self, now: float) -> None: ...
+
+
+class ProblemStore(ProblemStage, Protocol):
+    """The daemon's problem stage: it also retires the problems of removed rules on a reload
+    and counts open problems for /metrics."""
+
+    def retire_rules(self, rules: Iterable[Any], now: float) -> object: ...
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
+class OutboxStage(Protocol):
+    """The durable queue of ticket actions: delivered in short rounds, counted on /metrics."""
+
+    def deliver_due(self, now: float, budget: int) -> object: ...
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
+class TicketingStage(Protocol):
+    """Everything between rules and ITSM tools, built from the config (`build_ticketing`)."""
+
+    @property
+    def problems(self) -> ProblemStore: ...
+
+    @property
+    def outbox(self) -> OutboxStage: ...
+
+    @property
+    def sinks(self) -> Mapping[str, object]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """Periodic work for the daemon's scheduler."""
+
+    name: str
+    interval_seconds: float
+    run: Callable[[], object]
+
+
+# ---- the pipeline -------------------------------------------------------------------------------
+
 
 class Pipeline:
+    """The stages of one running agent and what each tick does with them."""
+
     def __init__(self, cfg: Config, store: Store, clock: Clock, shard: tuple[int, int] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.clock = clock
         self.shard = shard
-        self.system: Any = None
-        self.scrapes: Any = None
-        self.queries: list[Any] = []
-        self._build_sources(cfg)
-        from agent.promql import Engine
-
+        self.system = self._new_system(cfg)
+        self.queries = QuerySources(store, shard)
+        self.queries.install(self.queries.prepare(cfg))
+        self.scrapes = ScrapeManager(cfg, store, clock)  # also without targets: it keeps its counters
         self.engine = Engine(store)
         self.lock = threading.RLock()  # rule ticks and reloads never interleave
         self.delivery_lock = threading.Lock()  # a delivery round and a reload's sink swap neither
         self.rules = self._build_rules(cfg, load_groups(cfg))
-        self.ticketing: Any = None  # built in start(): it opens the state databases
-        # its process (and statsmodels) starts with the first job: only once a rule has something to fit
-        self.refit_worker = RefitWorker(max_pending=REFIT_BATCH)
+        self.ticketing: TicketingStage | None = None  # built in start(): it opens the state databases
+        self.refit_worker: RefitWorker | None = None  # a background process, started with the first refit
         self._resent_at: dict[str, float] = {}
 
     # ---- sources ------------------------------------------------------------------------------
 
-    def _build_sources(self, cfg: Config) -> None:
-        self.system, self.queries = self._new_sources(cfg)
-        self._reload_scrapes(cfg)
-
-    def _new_sources(self, cfg: Config) -> tuple[Any, list[Any]]:
-        """The host collector and query sources for cfg (may raise: e.g. an unreadable token)."""
-        system = None
-        if cfg.system.enabled:
-            from agent.sources.system import SystemCollector
-
-            system = SystemCollector(cfg.system)
-        # An unchanged query source keeps its place in time, so a reload does not re-backfill.
-        old = {q.cfg.name: q for q in self.queries}
-        queries = []
-        for qc in cfg.query_configs:
-            if qc.name in old and old[qc.name].cfg == qc:
-                queries.append(old[qc.name])
-                continue
-            from agent.sources.query import QuerySource
-
-            queries.append(QuerySource(qc, self.store, self.shard, resolve_path=cfg.resolve_path))
-        return system, queries
-
-    def _reload_scrapes(self, cfg: Config) -> None:
-        # Only agents with targets pay for the HTTP stack's import (requests, urllib3, ssl: ~14 MB).
-        if self.scrapes is not None:
-            self.scrapes.reload(cfg)
-        elif cfg.scrape_configs:
-            from agent.sources.scrape import ScrapeManager
-
-            self.scrapes = ScrapeManager(cfg, self.store, self.clock)
+    @staticmethod
+    def _new_system(cfg: Config) -> SampleSource | None:
+        return SystemCollector(cfg.system) if cfg.system.enabled else None
 
     def _collect_system(self) -> None:
         if self.system is None:
@@ -99,9 +184,8 @@ class Pipeline:
         durations.labels("system").observe(time.monotonic() - start)
 
     def source_jobs(self, durations: Histogram) -> list[Job]:
-        jobs: list[Job] = []
-
-        def timed(source: str, fn: Callable[[], Any]) -> Callable[[], None]:
+        """One job per source: the host collection, each query source, each scrape target."""
+        def timed(source: str, fn: Callable[[], object]) -> Callable[[], None]:
             def run() -> None:
                 start = time.monotonic()
                 try:
@@ -112,41 +196,40 @@ class Pipeline:
                     durations.labels(source).observe(time.monotonic() - start)
             return run
 
+        def scheduled(src: ScheduledSource) -> Job:
+            name = f"query:{src.name}"
+            return Job(name, src.interval_seconds, timed(name, lambda: src.run(self.clock.now())))
+
+        def scrape(target: ScrapeTarget) -> Job:
+            return Job(f"scrape:{target.key}", float(target.interval_seconds),
+                       timed(f"scrape:{target.job}", lambda: self.scrapes.scrape(target)))
+
+        jobs: list[Job] = []
         if self.system is not None:
-            jobs.append(("system", float(self.cfg.global_.scrape_interval), timed("system", self._collect_system)))
-        for q in self.queries:
-            jobs.append((f"query:{q.name}", float(q.cfg.interval),
-                         timed(f"query:{q.name}", lambda q=q: q.run(self.clock.now()))))
-        for target in self.scrapes.targets() if self.scrapes is not None else []:
-            jobs.append((f"scrape:{target.key}", float(target.interval_seconds),
-                         timed(f"scrape:{target.job}", lambda t=target: self.scrapes.scrape(t))))
+            jobs.append(Job("system", float(self.cfg.global_.scrape_interval), timed("system", self._collect_system)))
+        jobs.extend(scheduled(q) for q in self.queries)
+        jobs.extend(scrape(t) for t in self.scrapes.targets())
         return jobs
 
     # ---- rules, problems, tickets -------------------------------------------------------------
 
-    def _build_rules(self, cfg: Config, groups: list[Any]) -> Any:
-        from agent.rules.manager import RuleManager
-
-        return RuleManager(groups, self.engine, self.clock, store=self.store,
-                           default_interval=float(cfg.global_.evaluation_interval),
-                           external_labels=cfg.external_labels(), external_url=cfg.web.external_url)
+    def _build_rules(self, cfg: Config, groups: list[RuleGroupDef]) -> RuleManager:
+        return build_rule_manager(cfg, groups, self.engine, self.clock, self.store)
 
     def check_rules(self, cfg: Config) -> None:
         """Raise ConfigErrors if cfg's rule files are invalid (used before applying a reload)."""
         load_groups(cfg)
 
-    def evaluate(self, now: float) -> list[Any]:
+    def evaluate(self, now: float) -> list[Decision]:
         """One tick: evaluate the groups that are due, then turn their alerts into ticket actions."""
         with self.lock:
             return evaluate_tick(self.rules, self.ticketing.problems if self.ticketing else None, now)
 
-    def chart(self, rule: Any, alerts: list[Any], now: float) -> bytes | None:
+    def chart(self, rule: AlertingRule, alerts: Sequence[Alert], now: float) -> bytes | None:
         """PNG of the first alert's series over the rule's lookback, with its forecast and
         threshold, for tickets in tools that take attachments. None without matplotlib."""
-        from agent.tickets.chart import render_chart
-
         alert = alerts[0]
-        spec = getattr(rule.definition.spec, "forecast", None)
+        spec = rule.definition.spec.forecast
         lookback = float(spec.lookback) if spec is not None else 6 * 3600.0
         step = max(15.0, lookback / 300)
         rule_labels = set(rule.definition.label_templates) | {"alertname"}
@@ -156,13 +239,12 @@ class Pipeline:
         if not series:
             return None
         s = series[0]
-        kw: dict[str, Any] = {}
+        title = f"{rule.name}: {rule.query_text}"[:120]
         fc = alert.forecast
-        if spec is not None and fc is not None:
-            horizon = float(spec.horizon)
-            kw = {"forecast_t": [now, now + horizon], "forecast_mean": [alert.value, fc.predicted],
-                  "threshold": float(spec.threshold)}
-        return render_chart(s.times, s.values, title=f"{rule.name}: {rule.query_text}"[:120], **kw)
+        if spec is None or fc is None:
+            return render_chart(s.times, s.values, title=title)
+        return render_chart(s.times, s.values, title=title, forecast_t=[now, now + float(spec.horizon)],
+                            forecast_mean=[alert.value, fc.predicted], threshold=float(spec.threshold))
 
     def deliver(self) -> None:
         # Its own lock: a slow or unreachable ITSM tool must never hold up rule evaluation.
@@ -175,15 +257,23 @@ class Pipeline:
         worker (and statsmodels) exists only once a rule has something to fit."""
         now = self.clock.now()
         with self.lock:
-            results = self.refit_worker.poll()
-            if results:
-                self.rules.apply_refits(results)
-            free = self.refit_worker.free()
+            if self.refit_worker is not None:
+                results = self.refit_worker.poll()
+                if results:
+                    self.rules.apply_refits(results)
+            free = self.refit_worker.free() if self.refit_worker is not None else REFIT_BATCH
             jobs = self.rules.refit_jobs(now, limit=free) if free > 0 else []
             lag = max((bank.refit_lag(now) for _, bank in self.rules.forecast_banks()), default=0.0)
-        self.refit_worker.set_lag(lag)
-        if jobs:
-            self.refit_worker.submit(jobs)
+        if jobs and self.refit_worker is None:
+            # Measured: +2.4 MB RSS (multiprocessing, the model helpers) that an agent
+            # without forecast rules never needs.
+            from agent.models.refit import RefitWorker  # noqa: PLC0415 - see above
+
+            self.refit_worker = RefitWorker(max_pending=REFIT_BATCH)
+        if self.refit_worker is not None:
+            self.refit_worker.set_lag(lag)
+            if jobs:
+                self.refit_worker.submit(jobs)
 
     def resend(self) -> None:
         """Sinks whose tool forgets what is not repeated (Alertmanager) re-send active alerts."""
@@ -195,16 +285,14 @@ class Pipeline:
                 sink.resend_active(now)
 
     def periodic_jobs(self) -> list[Job]:
-        return [("rules", 1.0, lambda: self.evaluate(self.clock.now())), ("outbox", 1.0, self.deliver),
-                ("refit", 30.0, self.refit), ("resend", 1.0, self.resend)]
+        return [Job("rules", 1.0, lambda: self.evaluate(self.clock.now())), Job("outbox", 1.0, self.deliver),
+                Job("refit", 30.0, self.refit), Job("resend", 1.0, self.resend)]
 
     @property
     def rules_state_path(self) -> str:
         return os.path.join(self.cfg.state_dir, RULES_STATE_FILE)
 
     def start(self) -> None:
-        from agent.tickets.builder import build_ticketing
-
         self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart)
         restored = self.rules.load_state(self.rules_state_path)
         if restored:
@@ -213,8 +301,7 @@ class Pipeline:
     def stop(self) -> None:
         """Close what holds files open. Bounded: a delivery stuck on an unreachable tool or a
         long evaluation is not waited for (SQLite's WAL keeps what was committed)."""
-        if self.scrapes is not None:
-            self.scrapes.close(stale_markers=False)
+        self.scrapes.close(stale_markers=False)
         got_delivery = self.delivery_lock.acquire(timeout=1.0)
         got_rules = self.lock.acquire(timeout=1.0)
         try:
@@ -226,7 +313,8 @@ class Pipeline:
                 self.lock.release()
             if got_delivery:
                 self.delivery_lock.release()
-        self.refit_worker.close(timeout=0.5)
+        if self.refit_worker is not None:
+            self.refit_worker.close(timeout=0.5)
 
     def save_state(self) -> None:
         """Alert state (for timers, firing alerts) beside the store snapshot."""
@@ -244,13 +332,12 @@ class Pipeline:
         running set untouched."""
         groups = load_groups(cfg)
         new_rules = self._build_rules(cfg, groups)
-        system, queries = self._new_sources(cfg)
-        from agent.tickets.builder import build_ticketing
-
+        system = self._new_system(cfg)
+        queries = self.queries.prepare(cfg)
         with self.lock, self.delivery_lock:
             new_ticketing = build_ticketing(cfg, self.clock, chart=self.chart) if self.ticketing is not None else None
             try:
-                self._reload_scrapes(cfg)
+                self.scrapes.reload(cfg)
             except Exception:
                 if new_ticketing is not None:
                     new_ticketing.close()
@@ -258,7 +345,8 @@ class Pipeline:
             if self.ticketing is not None:
                 self.ticketing.close()
                 self.ticketing = new_ticketing
-            self.system, self.queries = system, queries
+            self.system = system
+            self.queries.install(queries)
             new_rules.adopt_state(self.rules)
             self.rules = new_rules
             self.cfg = cfg
@@ -268,66 +356,23 @@ class Pipeline:
     # ---- exposition ---------------------------------------------------------------------------
 
     def families(self) -> dict[str, tuple[str, str]]:
-        from agent.sources.system import FAMILIES
+        """(type, help) of the stored series the sources write, for the store's exposition."""
+        return dict(SYSTEM_FAMILIES)
 
-        return dict(FAMILIES)
+    def providers(self) -> list[RuleSeries]:
+        """The series computed at scrape time rather than stored: alerts and the detectors'
+        outputs of the current rules."""
+        return [RuleSeries(lambda: self.rules)]
 
-    def providers(self) -> list[tuple[Callable[[], Iterable[tuple[Labels, float]]], dict[str, tuple[str, str]]]]:
-        def alerts() -> list[tuple[Labels, float]]:
-            rules = self.rules
-            out = list(rules.alerts_series())
-            for samples in rules.forecast_series().values():
-                out.extend(samples)
-            out.extend(rules.anomaly_series())
-            return out
+    def collectors(self) -> list[Collector]:
+        """The stages' own metric families, in exposition order: the outbox (of whichever
+        ticketing is running), the scrape manager, the query sources. Each lives as long as
+        the pipeline, so a reload keeps its counters."""
+        return [OutboxFamilies(lambda: self.ticketing), self.scrapes, self.queries,
+                RefitFamilies(lambda: self.refit_worker)]
 
-        return [(alerts, RULE_FAMILIES)]
-
-    def self_metrics(self) -> Iterable[Any]:
-        from agent.metrics import CounterMetricFamily, GaugeMetricFamily
-
-        if self.ticketing is not None:
-            yield from self.ticketing.outbox.collect()
-        stats = self.scrapes.stats() if self.scrapes is not None else []
-        scrapes = CounterMetricFamily("forewarn_scrapes", "Scrapes attempted, by target.", labels=["job", "instance"])
-        failures = CounterMetricFamily("forewarn_scrape_failures", "Failed scrapes, by target and reason.",
-                                       labels=["job", "instance", "reason"])
-        for st in stats:
-            scrapes.add_metric([st.job, st.instance], st.scrapes_total)
-            for reason, n in st.failures_total.items():
-                failures.add_metric([st.job, st.instance, reason], n)
-        yield scrapes
-        yield failures
-        yield GaugeMetricFamily("forewarn_scrape_targets", "Configured scrape targets.", value=len(stats))
-        if self.queries:
-            up = GaugeMetricFamily("forewarn_query_source_up", "1 if the last query run succeeded.", labels=["source"])
-            runs = CounterMetricFamily("forewarn_query_runs", "Query source runs.", labels=["source"])
-            fails = CounterMetricFamily("forewarn_query_failures", "Failed query runs by reason.",
-                                        labels=["source", "reason"])
-            samples = CounterMetricFamily("forewarn_query_samples", "Samples fetched.", labels=["source"])
-            skipped = CounterMetricFamily("forewarn_query_series_skipped_by_shard",
-                                          "Series left to other shards.", labels=["source"])
-            for q in self.queries:
-                st = q.stats
-                up.add_metric([st.name], 1 if st.up else 0)
-                runs.add_metric([st.name], st.runs_total)
-                samples.add_metric([st.name], st.samples_total)
-                skipped.add_metric([st.name], st.series_skipped_by_shard)
-                for reason, n in st.failures_by_reason.items():
-                    fails.add_metric([st.name, reason], n)
-            yield from (up, runs, fails, samples, skipped)
-
-
-class ProblemsCollector:
-    """The problem manager's families, from the ticketing the pipeline holds now (a reload
-    replaces it). The daemon registers it right after the store's collector."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-
-    def collect(self) -> Iterable[Metric]:
-        t = self.pipeline.ticketing
-        return t.problems.collect() if t is not None else ()
+    def problem_families(self) -> ProblemFamilies:
+        return ProblemFamilies(lambda: self.ticketing)
 
 
 RULE_FAMILIES = {
@@ -341,18 +386,79 @@ RULE_FAMILIES = {
 }
 
 
-def load_groups(cfg: Config) -> list[Any]:
-    """The rule groups of cfg's rule files; raises ConfigErrors."""
-    from agent.rules.file import load_rule_files
+class RuleSeries:
+    """ALERTS, ALERTS_FOR_STATE and the detectors' outputs of the rules `current()` returns
+    (it changes on reload), computed at each scrape."""
 
+    families = RULE_FAMILIES
+
+    def __init__(self, current: Callable[[], RuleManager]) -> None:
+        self.current = current
+
+    def samples(self) -> list[Sample]:
+        rules = self.current()
+        out = list(rules.alerts_series())
+        for samples in rules.forecast_series().values():
+            out.extend(samples)
+        out.extend(rules.anomaly_series())
+        return out
+
+
+class ProblemFamilies:
+    """The problem manager's families (`forewarn_problems{state}`), of whichever manager the
+    running ticketing has. The daemon registers it right after the store's collector, where
+    the family has always been exposed."""
+
+    def __init__(self, current: Callable[[], TicketingStage | None]) -> None:
+        self.current = current
+
+    def collect(self) -> Iterable[Metric]:
+        t = self.current()
+        return t.problems.collect() if t is not None else ()
+
+
+class RefitFamilies:
+    """The refit worker's families, once it exists (an agent with nothing to refit has no
+    worker and exposes none)."""
+
+    def __init__(self, current: Callable[[], RefitWorker | None]) -> None:
+        self.current = current
+
+    def collect(self) -> Iterable[Metric]:
+        worker = self.current()
+        return worker.collect() if worker is not None else ()
+
+
+class OutboxFamilies:
+    """The outbox's own families, of whichever outbox the running ticketing has (a reload
+    builds a new one)."""
+
+    def __init__(self, current: Callable[[], TicketingStage | None]) -> None:
+        self.current = current
+
+    def collect(self) -> Iterable[Metric]:
+        t = self.current()
+        return t.outbox.collect() if t is not None else ()
+
+
+def build_rule_manager(cfg: Config, groups: list[RuleGroupDef], engine: Engine, clock: Clock, store: Store) -> RuleManager:
+    """The RuleManager of `groups` exactly as the daemon runs it (intervals, external labels
+    and URL from `cfg`); `forewarn backtest` builds its own the same way."""
+    return RuleManager(groups, engine, clock, store=store,
+                       default_interval=float(cfg.global_.evaluation_interval),
+                       external_labels=cfg.external_labels(), external_url=cfg.web.external_url)
+
+
+def load_groups(cfg: Config) -> list[RuleGroupDef]:
+    """The rule groups of cfg's rule files; raises ConfigErrors."""
     sinks = {s.name for s in cfg.ticketing.sinks} | {"local"}
     return load_rule_files(cfg.rule_file_paths(), sinks)
 
 
-def evaluate_tick(rules: Any, problems: Any, now: float) -> list[Any]:
+def evaluate_tick(rules: RuleStage[GroupT], problems: ProblemStage | None, now: float) -> list[Decision]:
     """Evaluate the rule groups due at `now` and hand each alerting rule's alerts to the
-    problem manager. The daemon, `forewarn test` and `forewarn backtest` all tick through here."""
-    decisions: list[Any] = []
+    problem stage. The daemon, `forewarn test` and `forewarn backtest` all tick through here."""
+    decisions: list[Decision] = []
     for group in rules.due_groups(now):
         rules.evaluate_group(group, now)
         if problems is None:

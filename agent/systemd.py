@@ -1,7 +1,8 @@
 """sd_notify without a dependency: one datagram on the Unix socket systemd names.
 
 Protocol: https://www.freedesktop.org/software/systemd/man/sd_notify.html. A missing
-NOTIFY_SOCKET (not run by systemd) makes every call a no-op.
+NOTIFY_SOCKET (not run by systemd) makes every call a no-op. A foundation: it imports nothing
+of the agent.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Mapping
 
 
-def notify(message: str, env: dict[str, str] | None = None) -> bool:
+def notify(message: str, env: Mapping[str, str] | None = None) -> bool:
     """Send `message` (e.g. "READY=1") to systemd. True when sent."""
-    env = os.environ if env is None else env
-    address = env.get("NOTIFY_SOCKET")
+    address = (os.environ if env is None else env).get("NOTIFY_SOCKET")
     if not address:
         return False
     if address.startswith("@"):  # abstract namespace
@@ -45,11 +46,11 @@ def watchdog_ping() -> bool:
     return notify("WATCHDOG=1")
 
 
-def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
+def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
     """Seconds between watchdog pings (half of WatchdogSec), or None when not requested."""
-    env = os.environ if env is None else env
-    usec = env.get("WATCHDOG_USEC")
-    pid = env.get("WATCHDOG_PID")
+    environ = os.environ if env is None else env
+    usec = environ.get("WATCHDOG_USEC")
+    pid = environ.get("WATCHDOG_PID")
     if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
         return None
     try:

@@ -54,7 +54,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from agent.commands import backtest
 from agent.config.schema import TicketingConfig
 from agent.sources.recording import Recording
-from agent.store.series import make_labels
+from agent.store import make_labels
 
 DEFAULT_NAB = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "nab"))
 NOISE_SOURCES = [  # 5-minute series with at least 14 days, different kinds of noise

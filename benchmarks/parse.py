@@ -101,7 +101,7 @@ def _ingest_ms(body: str, repeat: int) -> float:
     from agent.clock import SimulatedClock
     from agent.config.schema import Config, ScrapeConfig, StaticConfig
     from agent.sources.scrape import ScrapeManager
-    from agent.store.series import Store
+    from agent.store import Store
 
     cfg = Config()
     cfg.scrape_configs = [ScrapeConfig(job_name="bench", sample_limit=0, static_configs=[StaticConfig(targets=["127.0.0.1:1"])])]

@@ -29,7 +29,7 @@ import requests
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent.promql import Engine
-from agent.store.series import Store, make_labels
+from agent.store import Store, make_labels
 
 EXPRESSIONS = {
     "rate": "rate(x[5m])",

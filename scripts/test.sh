@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on Debian (system packages for the real servers the
-# tests start, a virtualenv with the package and its test extras), then runs the whole suite.
+# tests start, a virtualenv with the package and its test extras), then checks the code (ruff,
+# mypy, the import rules of ARCHITECTURE.md) and runs the whole suite. It stops at the first
+# check that fails: a lint or type error fails the test command like a failing test does.
 # Usage: scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,5 +45,13 @@ VENV=${FOREWARN_VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 "$VENV/bin/pip" install -q -e '.[test]'
-export PATH="$PWD/$VENV/bin:$PATH"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
+export PATH="$VENV/bin:$PATH"
+
+echo "ruff check agent tests benchmarks"
+"$VENV/bin/ruff" check agent tests benchmarks
+echo "mypy (configured in pyproject.toml)"
+"$VENV/bin/mypy"
+echo "import rules (tests/test_architecture.py)"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_architecture.py
 exec "$VENV/bin/python" -m pytest -q "$@"

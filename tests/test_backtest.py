@@ -18,7 +18,7 @@ import pytest
 from agent.cli import main
 from agent.commands import backtest
 from agent.sources import recording
-from agent.store.series import make_labels
+from agent.store import make_labels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "fixtures", "backtest")

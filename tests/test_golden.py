@@ -186,7 +186,7 @@ def serve_agent(agent: Any) -> Any:
 
 
 def append_samples(agent: Any, t: float, samples: list[tuple[str, dict[str, str], float]]) -> None:
-    from agent.store.series import make_labels
+    from agent.store import make_labels
 
     agent.store.append_samples([(make_labels(name, labels), value) for name, labels, value in samples], t)
 

@@ -1,11 +1,18 @@
-"""Pipeline duties between evaluations: re-sending to tools that forget (Alertmanager)."""
+"""Pipeline duties between evaluations (re-sending to tools that forget), the stages' own metric
+families across a reload, and what a plain agent loads."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 from agent.clock import SimulatedClock
 from agent.config.schema import load_config
+from agent.metrics import Histogram, Registry
 from agent.pipeline import Pipeline
-from agent.store.series import Store
+from agent.store import Store
+from tests.helpers import REPO, free_port
 
 
 def test_resend_runs_each_sink_on_its_own_interval(tmp_path):
@@ -34,3 +41,85 @@ def test_resend_runs_each_sink_on_its_own_interval(tmp_path):
         assert [t for n, t in calls if n == "am2"] == [1000.0, 1025.0, 1050.0]
     finally:
         p.stop()
+
+
+def families(collectors) -> dict[str, dict[tuple, float]]:
+    """Family name -> {sorted label pairs: value} of what the collectors yield."""
+    out: dict[str, dict[tuple, float]] = {}
+    for c in collectors:
+        for m in c.collect():
+            fam = out.setdefault(m.name, {})
+            for s in m.samples:
+                fam[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_reload_keeps_the_scrape_and_query_counters(tmp_path):
+    """Each stage exports its own families; a reload changes the stages' settings but not
+    their counters (a changed query source starts afresh in time, not in its counts)."""
+    closed = free_port()  # nothing listens: every scrape and query fails at once
+    body = textwrap.dedent(f"""\
+        global: {{state_dir: {tmp_path}}}
+        system: {{enabled: false}}
+        rule_files: []
+        scrape_configs:
+          - job_name: app
+            scrape_timeout: 1s
+            static_configs: [{{targets: ["127.0.0.1:{closed}"]}}]
+        query_configs:
+          - {{name: fleet, url: "http://127.0.0.1:{closed}", timeout: 1s, queries: [up]}}
+        """)
+    cfg_path = tmp_path / "f.yml"
+    cfg_path.write_text(body)
+    clock = SimulatedClock(1000.0)
+    p = Pipeline(load_config(str(cfg_path)), Store(), clock)
+    try:
+        for job in p.source_jobs(Histogram("d", "d", ["source"], registry=Registry())):
+            job.run()
+        before = families(p.collectors())
+        assert before["forewarn_scrapes"] == {(("instance", f"127.0.0.1:{closed}"), ("job", "app")): 1.0}
+        assert before["forewarn_query_runs"] == {(("source", "fleet"),): 1.0}
+        assert before["forewarn_query_failures"] == {(("reason", "connection"), ("source", "fleet")): 1.0}
+        cfg_path.write_text(body.replace("scrape_timeout: 1s", "scrape_timeout: 2s")
+                            .replace("queries: [up]", "queries: [up, node_load1]"))
+        p.apply(load_config(str(cfg_path)))
+        after = families(p.collectors())
+        for name in ("forewarn_scrapes", "forewarn_scrape_failures", "forewarn_scrape_targets",
+                     "forewarn_query_runs", "forewarn_query_failures", "forewarn_query_samples"):
+            assert after[name] == before[name], name
+        assert [q.cfg.queries for q in p.queries] == [["up", "node_load1"]]
+    finally:
+        p.stop()
+
+
+def test_no_scrape_targets_and_no_query_sources():
+    """Without targets the scrape families are still there (empty, 0 targets); without query
+    sources there are no query families at all."""
+    p = Pipeline(load_config("f.yml", text="system: {enabled: false}\nrule_files: []\n"), Store(), SimulatedClock(0.0))
+    fams = families(p.collectors())
+    assert fams["forewarn_scrapes"] == {} and fams["forewarn_scrape_failures"] == {}
+    assert fams["forewarn_scrape_targets"] == {(): 0.0}
+    assert not [name for name in fams if name.startswith("forewarn_query_")]
+    assert not [name for name in fams if name.startswith("forewarn_refit_")]  # no worker until a first refit
+    assert [type(c).__name__ for c in p.collectors()] == ["OutboxFamilies", "ScrapeManager", "QuerySources", "RefitFamilies"]
+
+
+def test_a_plain_agent_loads_no_optional_dependency(tmp_path):
+    """An agent without scrape targets, query sources or HTTP sinks never imports requests;
+    the daemon never imports statsmodels or prometheus_client."""
+    cfg_path = tmp_path / "f.yml"
+    cfg_path.write_text(f"global: {{state_dir: {tmp_path}}}\nrule_files: []\n")
+    script = textwrap.dedent(f"""\
+        import sys
+        from agent.config.schema import load_config
+        from agent.daemon import Agent
+        agent = Agent(load_config({str(cfg_path)!r}), "127.0.0.1:0")
+        agent.pipeline.start()
+        agent.pipeline.collect_once(agent.collection_seconds)
+        list(agent.registry.collect())
+        agent.pipeline.stop()
+        print(sorted(m for m in ("requests", "urllib3", "statsmodels", "prometheus_client") if m in sys.modules))
+        """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

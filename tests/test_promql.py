@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, Vector, check_supported, parse
-from agent.store.series import STALE_NAN, Store, make_labels
+from agent.store import STALE_NAN, Store, make_labels
 
 T0 = 1_700_000_000.0
 

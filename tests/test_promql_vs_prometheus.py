@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from agent.promql import Engine, Matrix, PromQLError, Scalar, String, Vector
-from agent.store.series import Store, make_labels
+from agent.store import Store, make_labels
 from tests.helpers import free_port, wait_for
 
 CASES = os.path.join(os.path.dirname(__file__), "promql_cases.txt")

@@ -12,7 +12,7 @@ import requests
 
 from agent.config.schema import QueryConfig
 from agent.sources.query import QuerySource, shard_of
-from agent.store.series import Store, make_labels
+from agent.store import Store, make_labels
 from tests.helpers import free_port, parse_metrics, wait_for
 
 SELECTOR = '{__name__=~"prometheus_tsdb_head_.*|prometheus_engine_.*|go_memstats_.*"}'

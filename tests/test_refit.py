@@ -18,7 +18,7 @@ from agent.metrics import Collector
 from agent.models.forecast import ForecastBank
 from agent.models.refit import RefitWorker
 from agent.models.seasonality import DAY, HOUR
-from agent.store.series import make_labels
+from agent.store import make_labels
 from agent.web.exposition import encode_text
 
 T0 = 1_700_000_000.0
@@ -205,10 +205,12 @@ def test_the_pipeline_reports_how_far_behind_the_refits_are(tmp_path):
 
 def test_the_daemon_exposes_refit_metrics_once_a_model_refits(tmp_path):
     agent = agent_with_history(tmp_path, series=1)
-    worker = agent.pipeline.refit_worker
+    assert agent.pipeline.refit_worker is None
     assert "forewarn_refit" not in encode_text(agent.registry).decode()  # no worker yet, no families
     try:
         agent.pipeline.refit()
+        worker = agent.pipeline.refit_worker  # started by the first due refit
+        assert worker is not None
         deadline = time.monotonic() + 120
         while jobs_total(worker).get("fitted", 0) < 1 and time.monotonic() < deadline:
             time.sleep(0.05)

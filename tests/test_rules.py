@@ -18,7 +18,7 @@ from agent.rules.manager import (
     RuleManager,
     to_samples,
 )
-from agent.store.series import STALE_NAN, Store, is_stale, make_labels
+from agent.store import STALE_NAN, Store, is_stale, make_labels
 
 P, F, I = AlertState.PENDING, AlertState.FIRING, AlertState.INACTIVE
 

@@ -11,7 +11,7 @@ import pytest
 
 from agent.cli import main
 from agent.promql.notation import expand_values, parse_metric
-from agent.store.series import is_stale
+from agent.store import is_stale
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ruletests")
 

@@ -20,7 +20,7 @@ import pytest
 from agent.clock import SimulatedClock
 from agent.config.schema import load_config
 from agent.sources.scrape import FAILURE_REASONS, ScrapeManager, ScrapeTarget
-from agent.store.series import Store, is_stale, make_labels
+from agent.store import Store, is_stale, make_labels
 
 T0 = 1_700_000_000.0
 

@@ -14,7 +14,7 @@ import pytest
 
 from agent.config.schema import SYSTEM_COLLECTORS, SystemConfig
 from agent.sources.system import FAMILIES, NODE_EXPORTER_COLLECTORS, SystemCollector, family, meminfo_metric_name
-from agent.store.series import Store, make_labels
+from agent.store import Store, make_labels
 
 FIXTURES = Path(__file__).parent / "fixtures"
 USER_HZ = os.sysconf("SC_CLK_TCK")

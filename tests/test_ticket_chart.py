@@ -7,7 +7,7 @@ import textwrap
 from agent.clock import SimulatedClock
 from agent.config.schema import load_config
 from agent.pipeline import Pipeline
-from agent.store.series import Store, make_labels
+from agent.store import Store, make_labels
 from agent.tickets.sinks.base import Ticket
 
 

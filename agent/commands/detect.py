@@ -5,6 +5,7 @@ carried through). Timestamps may be ``2014-04-01 00:00:00`` (UTC), RFC 3339
 (``2014-04-01T00:00:00Z``, offsets allowed) or Unix seconds. Empty or ``NaN`` values are
 gaps: they score 0 and teach the model nothing. Output: the input's columns plus
 ``anomaly_score`` in [0, 1]; the score of row i depends only on rows 0..i.
+Like every command, nothing imports it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def parse_timestamps(texts: list[str], path: str = "<input>", first_line: int = 
         try:
             out[i] = parse_time(text)
         except ValueError:
-            raise InputError(path, first_line + i, f"bad timestamp {text!r} (want e.g. 2014-04-01 00:00:00, RFC 3339 or Unix seconds)") from None
+            raise InputError(path, first_line + i,
+                             f"bad timestamp {text!r} (want e.g. 2014-04-01 00:00:00, RFC 3339 or Unix seconds)") from None
     return out
 
 

@@ -1,8 +1,9 @@
 """`forewarn run`: the daemon's command line: logging, checks of the flags, signals, and the
-main thread's wait loop around `agent.daemon.Agent`."""
+main thread's wait loop around `agent.daemon.Agent`. Like every command, nothing imports it."""
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import logging
 import os
@@ -10,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from types import FrameType
 
 from agent.config.schema import ConfigErrors, load_config, parse_listen_address, parse_shard
 from agent.daemon import Agent
@@ -49,7 +50,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
-def command(args: Any) -> int:
+def command(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     limit_malloc_arenas()
     try:
@@ -72,12 +73,12 @@ def command(args: Any) -> int:
     signals: list[int] = []
     wake = threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         signals.append(signum)
         wake.set()
 
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, on_signal)
+    for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(handled, on_signal)
     try:
         agent.start()
     except OSError as e:

@@ -35,7 +35,7 @@ from agent.promql.notation import OMITTED, expand_values, parse_metric, to_float
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import AlertState, RuleManager, to_samples
 from agent.rules.templates import go_format_e
-from agent.store.series import Labels, Store
+from agent.store import Labels, Store
 
 # ---- test file schema -------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ Every config and rule-file structure is a dataclass whose fields carry defaults 
 docstring-like `metadata["doc"]`; `decode()` turns a marked YAML tree into it, collecting
 every problem as a `ConfigError(path, line, column, message)` instead of stopping at
 the first, like Prometheus's rule-file parser.
+
+A foundation: it knows YAML and dataclasses, and imports nothing of the agent.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Protocol, get_args, get_origin, runtime_checkable
 from urllib.parse import urlparse
 
 import yaml
@@ -43,7 +44,7 @@ class ConfigErrors(Exception):
 Mark = tuple[int, int]  # 1-based line, column
 
 
-class MarkedDict(dict):
+class MarkedDict(dict[str, Any]):
     """A mapping that remembers where each key and value stood in the file."""
 
     mark: Mark = (1, 1)
@@ -51,13 +52,33 @@ class MarkedDict(dict):
     value_marks: dict[str, Mark]
 
 
-class MarkedList(list):
+class MarkedList(list[Any]):
     mark: Mark = (1, 1)
     item_marks: list[Mark]
 
 
 class MarkedStr(str):
     mark: Mark = (1, 1)
+
+
+def node_mark(node: object, default: Mark) -> Mark:
+    """Where a loaded YAML node stood; `default` for a value that was not loaded from a file."""
+    return node.mark if isinstance(node, MarkedDict | MarkedList | MarkedStr) else default
+
+
+def key_marks(node: object) -> dict[str, Mark]:
+    """Where each key of a loaded mapping stood (empty for anything else)."""
+    return node.key_marks if isinstance(node, MarkedDict) else {}
+
+
+def value_marks(node: object) -> dict[str, Mark]:
+    """Where each value of a loaded mapping stood (empty for anything else)."""
+    return node.value_marks if isinstance(node, MarkedDict) else {}
+
+
+def item_marks(node: list[Any], default: Mark) -> list[Mark]:
+    """Where each item of a loaded list stood; `default` for each when not loaded from a file."""
+    return node.item_marks if isinstance(node, MarkedList) else [default] * len(node)
 
 
 def _mark(node: yaml.Node) -> Mark:
@@ -221,6 +242,17 @@ class Decoder:
                 self.error(mark, f"{where}: {value!r} is not one of {', '.join(map(str, allowed))}")
                 return INVALID
             return str(value) if isinstance(value, str) else value
+        if origin is list or origin is dict:
+            return self._decode_collection(tp, value, mark, where)
+        if isinstance(tp, DecodesItself):
+            return tp.from_yaml(self, value, mark, where)
+        if dataclasses.is_dataclass(tp):
+            return self.decode_dataclass(tp, value, mark, where)
+        return self._decode_scalar(tp, value, mark, where)
+
+    def _decode_collection(self, tp: Any, value: Any, mark: Mark, where: str) -> Any:
+        """A `list[T]` or `dict[str, T]`: each item decoded at its own mark, invalid ones left out."""
+        origin = get_origin(tp)
         if origin is list:
             (item_tp,) = get_args(tp)
             if value is None:
@@ -228,27 +260,25 @@ class Decoder:
             if not isinstance(value, list):
                 self.error(mark, f"{where}: expected a list, got {_kind(value)}")
                 return INVALID
-            marks = getattr(value, "item_marks", [mark] * len(value))
-            out = [self.decode(item_tp, v, m, f"{where}[{i}]") for i, (v, m) in enumerate(zip(value, marks))]
-            return [v for v in out if v is not INVALID]
-        if origin is dict:
-            key_tp, val_tp = get_args(tp)
-            if value is None:
-                return {}
-            if not isinstance(value, dict):
-                self.error(mark, f"{where}: expected a mapping, got {_kind(value)}")
-                return INVALID
-            vmarks = getattr(value, "value_marks", {})
-            out = {}
-            for k, v in value.items():
-                dv = self.decode(val_tp, v, vmarks.get(k, mark), f"{where}.{k}")
-                if dv is not INVALID:
-                    out[str(k)] = dv
-            return out
-        if callable(getattr(tp, "from_yaml", None)):
-            return tp.from_yaml(self, value, mark, where)
-        if dataclasses.is_dataclass(tp):
-            return self.decode_dataclass(tp, value, mark, where)
+            marks = item_marks(value, mark)
+            items = [self.decode(item_tp, v, m, f"{where}[{i}]") for i, (v, m) in enumerate(zip(value, marks))]
+            return [v for v in items if v is not INVALID]
+        _, val_tp = get_args(tp)  # keys are always strings
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(mark, f"{where}: expected a mapping, got {_kind(value)}")
+            return INVALID
+        vmarks = value_marks(value)
+        entries = {}
+        for k, v in value.items():
+            dv = self.decode(val_tp, v, vmarks.get(k, mark), f"{where}.{k}")
+            if dv is not INVALID:
+                entries[str(k)] = dv
+        return entries
+
+    def _decode_scalar(self, tp: Any, value: Any, mark: Mark, where: str) -> Any:
+        """A Duration, bool, int, float or str (a schema with another type is a bug: TypeError)."""
         if tp is Duration:
             if isinstance(value, bool) or value is None:
                 self.error(mark, f"{where}: expected a duration, got {_kind(value)}")
@@ -289,9 +319,9 @@ class Decoder:
             return INVALID
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-        yaml_names = {f.metadata.get("yaml", f.name): f.name for f in fields.values()}
-        kmarks = getattr(value, "key_marks", {})
-        vmarks = getattr(value, "value_marks", {})
+        yaml_names: dict[str, str] = {str(f.metadata.get("yaml", f.name)): f.name for f in fields.values()}
+        kmarks = key_marks(value)
+        vmarks = value_marks(value)
         kwargs: dict[str, Any] = {}
         ok = True
         for key, raw in value.items():
@@ -316,16 +346,28 @@ class Decoder:
         if not ok:
             return INVALID
         obj = cls(**kwargs)
-        marks = {yaml_names.get(k, k): vmarks.get(k, mark) for k in value}
-        object.__setattr__(obj, "_marks", marks) if _has_slots_free(obj) else None
-        object.__setattr__(obj, "_mark", mark) if _has_slots_free(obj) else None
-        validate = getattr(obj, "validate", None)
-        if validate is not None:
-            validate(_FieldErrors(self, obj, mark, where))
+        attach_marks(obj, mark, {yaml_names.get(str(k), str(k)): vmarks.get(str(k), mark) for k in value})
+        if isinstance(obj, Validated):
+            obj.validate(FieldErrors(self, obj, mark, where))
         return obj
 
 
-class _FieldErrors:
+@runtime_checkable
+class DecodesItself(Protocol):
+    """A config type that decodes its own YAML (e.g. a sink entry, whose settings' type depends
+    on its `type` key): the decoder calls `from_yaml` on the class instead of its fields."""
+
+    def from_yaml(self, decoder: Decoder, value: Any, mark: Mark, where: str) -> Any: ...
+
+
+@runtime_checkable
+class Validated(Protocol):
+    """A config dataclass that checks itself once decoded, reporting through `err`."""
+
+    def validate(self, err: FieldErrors) -> None: ...
+
+
+class FieldErrors:
     """What a dataclass's `validate(errs)` hook receives: report problems at a field's mark."""
 
     def __init__(self, decoder: Decoder, obj: Any, mark: Mark, where: str) -> None:
@@ -342,8 +384,13 @@ class _FieldErrors:
         return self.decoder.path
 
 
-def _has_slots_free(obj: Any) -> bool:
-    return hasattr(obj, "__dict__")
+def attach_marks(obj: object, mark: Mark, field_marks: dict[str, Mark] | None = None) -> None:
+    """Remember where a decoded object (and each of its fields) stood in its file, for
+    `mark_of`. Objects without a `__dict__` (slots) keep no marks."""
+    if hasattr(obj, "__dict__"):
+        object.__setattr__(obj, "_mark", mark)  # object's: frozen dataclasses too
+        if field_marks is not None:
+            object.__setattr__(obj, "_marks", field_marks)
 
 
 def mark_of(obj: Any, field_name: str | None = None) -> Mark:
@@ -381,12 +428,9 @@ def decode_file(cls: Any, path: str, text: str | None = None) -> Any:
     """Load `path` (or `text`) and decode it as dataclass `cls`; raise ConfigErrors on any problem."""
     data = load_marked(text, path) if text is not None else load_marked_file(path)
     d = Decoder(path)
-    obj = d.decode_dataclass(cls, data, getattr(data, "mark", (1, 1)), "")
+    obj = d.decode_dataclass(cls, data, node_mark(data, (1, 1)), "")
     d.raise_if_errors()
     return obj
-
-
-Validator = Callable[[_FieldErrors], None]
 
 
 def check_url(text: str) -> str | None:

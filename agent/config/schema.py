@@ -3,10 +3,13 @@
 Each field's default and meaning live here, once; `forewarn check`, `run` and reload all
 go through `load_config`, so documentation, defaults and validation cannot drift apart.
 Sink-specific settings are declared by each sink module (see `agent.tickets.sinks`).
+Besides the sinks' registry and the silence parsers it may import nothing of the agent: never
+rules, models, PromQL, sources, web or the daemon, which all read their settings from here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -14,17 +17,28 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import promql_parser
+
 from agent.config.decode import (
+    INVALID,
     ConfigError,
     ConfigErrors,
     Decoder,
     Duration,
+    FieldErrors,
     Mark,
+    MarkedDict,
+    attach_marks,
     check_url,
     decode_file,
     doc,
+    key_marks,
     mark_of,
+    node_mark,
+    value_marks,
 )
+from agent.tickets.sinks import SINK_TYPES  # the registry lives with the sinks
+from agent.tickets.suppress import compile_window, parse_matchers, parse_time  # one parser for config and command
 
 SYSTEM_COLLECTORS = ("cpu", "memory", "filesystem", "disk", "network", "load", "pressure", "time")
 
@@ -45,15 +59,13 @@ def parse_listen_address(text: str) -> tuple[str, int]:
 def check_selector(text: str) -> str | None:
     """An error message unless `text` is an instant-vector selector (what query sources fetch:
     raw samples exist only for stored series, not for computed expressions)."""
-    import promql_parser
-
     try:
         expr = promql_parser.parse(text)
     except (ValueError, RuntimeError) as e:
         return f"invalid PromQL {text!r}: {e}"
-    if type(expr).__name__ != "VectorSelector":
+    if not isinstance(expr, promql_parser.VectorSelector):
         return f"{text!r} is not a series selector (use e.g. name{{label=\"value\"}}; put computations in rules)"
-    if getattr(expr, "offset", None):
+    if expr.offset:
         return f"{text!r}: offset is not allowed in query sources"
     return None
 
@@ -81,7 +93,7 @@ class GlobalConfig:
     )
     external_labels: dict[str, str] = doc("Added to every ticket; host defaults to the hostname.", default_factory=dict)
 
-    def validate(self, err: Any) -> None:
+    def validate(self, err: FieldErrors) -> None:
         for name in ("scrape_interval", "scrape_timeout", "evaluation_interval", "retention",
                      "raw_retention", "downsample_interval", "snapshot_interval", "stale_after"):
             if getattr(self, name) <= 0:
@@ -106,7 +118,7 @@ class WebConfig:
     enable_lifecycle: bool = doc("Allow POST /-/reload (like Prometheus's --web.enable-lifecycle); "
                                  "SIGHUP always works.", default=False)
 
-    def validate(self, err: Any) -> None:
+    def validate(self, err: FieldErrors) -> None:
         try:
             parse_listen_address(self.listen_address)
         except ValueError as e:
@@ -132,7 +144,7 @@ class SystemConfig:
     proc_path: str = doc("procfs mount point.", default="/proc")
     sys_path: str = doc("sysfs mount point.", default="/sys")
 
-    def validate(self, err: Any) -> None:
+    def validate(self, err: FieldErrors) -> None:
         for c in self.collectors:
             if c not in SYSTEM_COLLECTORS:
                 err("collectors", f"unknown collector {c!r} (known: {', '.join(SYSTEM_COLLECTORS)})")
@@ -148,7 +160,7 @@ class StaticConfig:
     targets: list[str] = doc("host:port of each target.", default_factory=list)
     labels: dict[str, str] = doc("Labels added to every series of these targets.", default_factory=dict)
 
-    def validate(self, err: Any) -> None:
+    def validate(self, err: FieldErrors) -> None:
         for t in self.targets:
             if not re.match(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+)(:\d{1,5})?$", t):
                 err("targets", f"not a valid target {t!r} (want host:port)")
@@ -177,7 +189,7 @@ class ScrapeConfig:
     insecure_skip_verify: bool = doc("Disable TLS verification (not recommended).", default=False)
     static_configs: list[StaticConfig] = doc("Targets.", default_factory=list)
 
-    def validate(self, err: Any) -> None:
+    def validate(self, err: FieldErrors) -> None:
         if not self.job_name:
             err("job_name", "must not be empty")
         if self.scrape_interval is not None and self.scrape_interval <= 0:
@@ -208,7 +220,7 @@ class QueryConfig:
     ca_file: str = doc("CA bundle for TLS verification.", default="")
     insecure_skip_verify: bool = doc("Disable TLS verification (not recommended).", default=False)
 
-    def validate(self, err: Any) -> None:
+    def validate(self, err: FieldErrors) -> None:
         if msg := check_url(self.url):
             err("url", msg)
         if self.interval <= 0:
@@ -232,31 +244,28 @@ class SinkEntry:
 
     @classmethod
     def from_yaml(cls, decoder: Decoder, value: Any, mark: Mark, where: str) -> Any:
-        from agent.config.decode import INVALID
-        from agent.tickets.sinks import SINK_TYPES  # the registry lives with the sinks
-
         if not isinstance(value, dict):
             decoder.error(mark, f"{where}: expected a mapping with name and type")
             return INVALID
-        kmarks = getattr(value, "key_marks", {})
+        kmarks = key_marks(value)
         name, typ = value.get("name"), value.get("type")
         ok = True
         if not name:
             decoder.error(mark, f"{where}: missing required field 'name'")
             ok = False
         if typ not in SINK_TYPES:
-            m = getattr(value, "value_marks", {}).get("type", mark)
+            m = value_marks(value).get("type", mark)
             decoder.error(m, f"{where}.type: unknown sink type {typ!r} (known: {', '.join(sorted(SINK_TYPES))})")
             return INVALID
-        rest = type(value)({k: v for k, v in value.items() if k not in ("name", "type")})
-        rest.mark = getattr(value, "mark", mark)
+        rest = MarkedDict({k: v for k, v in value.items() if k not in ("name", "type")})
+        rest.mark = node_mark(value, mark)
         rest.key_marks = {k: m for k, m in kmarks.items() if k in rest}
-        rest.value_marks = {k: m for k, m in getattr(value, "value_marks", {}).items() if k in rest}
+        rest.value_marks = {k: m for k, m in value_marks(value).items() if k in rest}
         settings = decoder.decode_dataclass(SINK_TYPES[typ].Config, rest, mark, f"{where}({name})")
         if settings is INVALID or not ok:
             return INVALID
         entry = cls(str(name), str(typ), settings)
-        entry._mark = mark  # type: ignore[attr-defined]
+        attach_marks(entry, mark)
         return entry
 
 
@@ -268,9 +277,7 @@ class SilenceConfig:
     comment: str = doc("Why.", default="")
     created_by: str = doc("Who.", default="config")
 
-    def validate(self, err: Any) -> None:
-        from agent.tickets.suppress import parse_matchers, parse_time  # one parser for config and command
-
+    def validate(self, err: FieldErrors) -> None:
         if not self.matchers:
             err("matchers", "a silence needs at least one matcher")
         for m in self.matchers:
@@ -294,9 +301,7 @@ class MaintenanceWindow:
     timezone: str = doc("Time zone of the cron expression.", default="UTC")
     matchers: list[str] = doc("Which problems it covers (empty: all).", default_factory=list)
 
-    def validate(self, err: Any) -> None:
-        from agent.tickets.suppress import compile_window  # APScheduler's CronTrigger, as the daemon uses
-
+    def validate(self, err: FieldErrors) -> None:
         if self.duration <= 0:
             err("duration", "must be greater than zero")
             return
@@ -318,7 +323,7 @@ class TicketingConfig:
     maintenance_windows: list[MaintenanceWindow] = doc("Recurring windows.", default_factory=list)
     outbox_max_pending: int = doc("Most undelivered actions kept in the outbox.", default=100000)
 
-    def validate(self, err: Any) -> None:
+    def validate(self, err: FieldErrors) -> None:
         names = [s.name for s in self.sinks]
         for n in set(names):
             if names.count(n) > 1:
@@ -342,7 +347,7 @@ class Config:
     # Set by load_config: where the file was, for resolving relative paths.
     path: str = field(default="", metadata={"internal": True}, init=False)
 
-    def validate(self, err: Any) -> None:
+    def validate(self, err: FieldErrors) -> None:
         seen_jobs: set[str] = set()
         for s in self.scrape_configs:
             if s.job_name in seen_jobs:
@@ -417,7 +422,7 @@ def load_config(path: str, text: str | None = None) -> Config:
             _check_file(cfg, qc, fname, path, errors)
     for s in cfg.ticketing.sinks:
         for fname in ("credentials_file", "ca_file"):
-            if hasattr(s.settings, fname):
+            if fname in {f.name for f in dataclasses.fields(s.settings)}:
                 _check_file(cfg, s.settings, fname, path, errors)
     if errors:
         raise ConfigErrors(errors)
@@ -438,12 +443,6 @@ def read_secret_file(path: str) -> str:
     """
     with open(path, encoding="utf-8") as f:
         return f.read().strip()
-
-
-def default_config() -> Config:
-    cfg = Config()
-    cfg.path = os.path.join(os.getcwd(), "forewarn.yml")
-    return cfg
 
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""PromQL over the agent's store: `parse`, `check_supported`, and the `Engine`.
+"""PromQL over the agent's store: `parse`, `check_supported`, and the `Engine`. PromQL reads the
+store and nothing after it: it never imports sources, rules, models, tickets, web or the daemon.
 
     engine = Engine(store)
     vec = engine.instant("sum by (job) (rate(http_requests_total[5m]))", now)

@@ -1,11 +1,12 @@
-"""Aggregation operators (`sum by (job) (...)` and friends), vectorised per group."""
+"""Aggregation operators (`sum by (job) (...)` and friends), vectorised per group. Pure
+functions on result values: it imports the store's label type and nothing else of the agent."""
 
 from __future__ import annotations
 
 import numpy as np
 import promql_parser as pp
 
-from agent.store.series import Labels
+from agent.store import Labels
 
 from .parse import EvaluationError
 from .rangefuncs import segment_quantile
@@ -69,8 +70,10 @@ def format_value(v: float) -> str:
     return np.format_float_positional(v, trim="-")
 
 
-def aggregate(op: str, vec: Vector, modifier: pp.AggModifier | None, param: object,
+def aggregate(op: str, vec: Vector, modifier: pp.AggModifier | None, param: float | str | None,
               cache: GroupingCache | None = None) -> Vector:
+    """`op` over the groups of `modifier`; `param` is topk's k, quantile's q or count_values'
+    label name (None for the others)."""
     if op == "count_values":
         return _count_values(vec, modifier, str(param))
     if len(vec) == 0:
@@ -81,8 +84,11 @@ def aggregate(op: str, vec: Vector, modifier: pp.AggModifier | None, param: obje
         gid, groups = group_ids(grouping_keys(vec.labels, modifier))
     g = len(groups)
     v = vec.values
+    out: np.ndarray
     if op in ("topk", "bottomk"):
-        return _topk(vec, gid, g, float(param), op == "topk")  # type: ignore[arg-type]
+        if not isinstance(param, float):
+            raise EvaluationError(f"{op} needs a number parameter")
+        return _topk(vec, gid, g, param, op == "topk")
     counts = np.bincount(gid, minlength=g).astype(np.float64)
     with np.errstate(all="ignore"):
         if op == "sum":
@@ -111,7 +117,9 @@ def aggregate(op: str, vec: Vector, modifier: pp.AggModifier | None, param: obje
             if op == "stddev":
                 out = np.sqrt(out)
         elif op == "quantile":
-            out = segment_quantile(float(param), v, gid, g)  # type: ignore[arg-type]
+            if not isinstance(param, float):
+                raise EvaluationError("quantile needs a number parameter")
+            out = segment_quantile(param, v, gid, g)
         else:
             raise EvaluationError(f"aggregation {op} is not supported")
     named = modifier is not None and modifier.type == pp.AggModifierType.By and NAME in modifier.labels
@@ -144,4 +152,5 @@ def _count_values(vec: Vector, modifier: pp.AggModifier | None, label: str) -> V
     for key, value in zip(keys, vec.values.tolist()):
         lab = tuple(sorted([p for p in key if p[0] != label] + [(label, format_value(value))]))
         counts[lab] = counts.get(lab, 0) + 1
-    return Vector(list(counts), np.array(list(counts.values()), dtype=np.float64), named=NAME in (modifier.labels if modifier else ()))
+    named = NAME in (modifier.labels if modifier else ())
+    return Vector(list(counts), np.array(list(counts.values()), dtype=np.float64), named=named)

@@ -5,32 +5,35 @@ each step. Work is vectorised across series: a selector resolves its series once
 generation, gathers every series' window in one read, and functions, aggregations and
 operators run on whole numpy arrays. Semantics follow Prometheus: 5-minute lookback delta,
 stale markers end a series, ranges are left-open (t - range, t], rate extrapolation, metric
-name dropped by functions and arithmetic, Prometheus's matching errors."""
+name dropped by functions and arithmetic, Prometheus's matching errors.
+
+It reads the store and never imports anything after it (rules, tickets, web)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import time
-from typing import Union
 
 import numpy as np
 import promql_parser as pp
 
-from agent.store.series import Labels, Store
+from agent.store import Labels, Store
 
 from . import rangefuncs
 from .aggregate import GroupingCache, aggregate, valid_label_name
 from .binary import scalar_scalar, vector_scalar, vector_vector
+from .histogram import histogram_quantile
 from .parse import EvaluationError, PromQLError, check_supported, parse
 from .select import Selection, SelectionCache, Windows, instant_samples, range_windows
 from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, drop_name
 
-ExprLike = Union[str, pp.Expr]
+ExprLike = str | pp.Expr
 
 
-def _seconds(td: object) -> float:
-    return 0.0 if td is None else float(td.total_seconds())  # type: ignore[attr-defined]
+def _seconds(td: dt.timedelta | None) -> float:
+    return 0.0 if td is None else float(td.total_seconds())
 
 
 class Engine:
@@ -58,8 +61,9 @@ class Engine:
         """Evaluate at time `t` (seconds): a Vector, Scalar, String, or a Matrix for a bare
         range selector."""
         e = self.prepare(expr)
-        if isinstance(_unwrap(e), pp.MatrixSelector):
-            return self._matrix(_unwrap(e), float(t))
+        inner = _unwrap(e)
+        if isinstance(inner, pp.MatrixSelector):
+            return self._matrix(inner, float(t))
         return self._eval(e, float(t))
 
     def range(self, expr: ExprLike, start: float, end: float, step: float,
@@ -169,7 +173,7 @@ class Engine:
         v = self._eval(e, t)
         if not isinstance(v, Scalar):
             raise EvaluationError("expected a scalar argument")
-        return v.value
+        return float(v.value)
 
     def _vector_arg(self, e: pp.Expr, t: float) -> Vector:
         v = self._eval(e, t)
@@ -180,39 +184,10 @@ class Engine:
     def _call(self, call: pp.Call, t: float) -> Value:
         name = call.func.name
         args = call.args
-        if name in _RANGE_FUNCTIONS:
-            ms = _unwrap(args[0])
-            if not isinstance(ms, pp.MatrixSelector):
-                raise PromQLError(f"function {name} needs a range selector (subqueries are not supported)")
-            sel, w, start, end = self._windows(ms, t)
-            if name in ("rate", "increase", "delta"):
-                ok, values = rangefuncs.extrapolated_rate(
-                    w, start, end, _seconds(ms.range), name != "delta", name == "rate")
-            elif name == "predict_linear":
-                ok, values = rangefuncs.predict_linear(w, t, self._scalar_arg(args[1], t))
-            else:
-                ok, values = rangefuncs.SIMPLE[name](w)
-            source = sel.labels if name == "last_over_time" else sel.nameless
-            return self._checked(Vector(_subset(source, ok), np.asarray(values, dtype=np.float64),
-                                        named=name == "last_over_time", match_ids=sel.nameless_ids[ok],
-                                        match_epoch=sel.epoch))
-        if name == "quantile_over_time":
-            q = self._scalar_arg(args[0], t)
-            ms = _unwrap(args[1])
-            if not isinstance(ms, pp.MatrixSelector):
-                raise PromQLError("function quantile_over_time needs a range selector (subqueries are not supported)")
-            sel, w, _, _ = self._windows(ms, t)
-            ok, values = rangefuncs.quantile_over_time(w, q)
-            return self._checked(Vector(_subset(sel.nameless, ok), values, named=False,
-                                        match_ids=sel.nameless_ids[ok], match_epoch=sel.epoch))
-        if name == "absent_over_time":
-            ms = _unwrap(args[0])
-            if not isinstance(ms, pp.MatrixSelector):
-                raise PromQLError("function absent_over_time needs a range selector (subqueries are not supported)")
-            _, w, _, _ = self._windows(ms, t)
-            if (w.lengths > 0).any():
-                return Vector.empty()
-            return Vector([_absent_labels(ms)], np.ones(1), named=False)
+        if name in _RANGE_FUNCTIONS or name in ("quantile_over_time", "absent_over_time"):
+            return self._range_call(name, args, t)
+        if name in _MATH or name in ("round", "clamp", "clamp_min", "clamp_max", "timestamp"):
+            return self._elementwise_call(name, args, t)
         if name == "absent":
             vec = self._vector_arg(args[0], t)
             if len(vec):
@@ -225,34 +200,6 @@ class Engine:
         if name == "scalar":
             vec = self._vector_arg(args[0], t)
             return Scalar(float(vec.values[0]) if len(vec) == 1 else math.nan)
-        if name in _MATH:
-            vec = self._vector_arg(args[0], t)
-            with np.errstate(all="ignore"):
-                values = _MATH[name](vec.values)
-            return self._checked(Vector(_drop_names(vec), values, named=False).with_ids_of(vec))
-        if name == "round":
-            vec = self._vector_arg(args[0], t)
-            to_nearest = self._scalar_arg(args[1], t) if len(args) > 1 else 1.0
-            inv = 1.0 / to_nearest
-            with np.errstate(all="ignore"):
-                values = np.floor(vec.values * inv + 0.5) / inv
-            return self._checked(Vector(_drop_names(vec), values, named=False).with_ids_of(vec))
-        if name in ("clamp", "clamp_min", "clamp_max"):
-            vec = self._vector_arg(args[0], t)
-            if name == "clamp":
-                lo, hi = self._scalar_arg(args[1], t), self._scalar_arg(args[2], t)
-                if hi < lo:
-                    return Vector.empty()
-                values = _go_max(lo, _go_min(hi, vec.values))
-            elif name == "clamp_min":
-                values = _go_max(self._scalar_arg(args[1], t), vec.values)
-            else:
-                values = _go_min(self._scalar_arg(args[1], t), vec.values)
-            return self._checked(Vector(_drop_names(vec), values, named=False).with_ids_of(vec))
-        if name == "timestamp":
-            vec = self._vector_arg(args[0], t)
-            times = vec.times if vec.times is not None else np.full(len(vec), t)
-            return self._checked(Vector(_drop_names(vec), np.round(times * 1000) / 1000, named=False).with_ids_of(vec))
         if name in ("sort", "sort_desc"):
             vec = self._vector_arg(args[0], t)
             return _sort(vec, name == "sort_desc")
@@ -261,10 +208,64 @@ class Engine:
         if name == "label_join":
             return self._label_join(call, t)
         if name == "histogram_quantile":
-            from .histogram import histogram_quantile
             q = self._scalar_arg(args[0], t)
             return self._checked(histogram_quantile(q, self._vector_arg(args[1], t)))
         raise PromQLError(f"function {name} is not supported")
+
+    def _range_call(self, name: str, args: list[pp.Expr], t: float) -> Vector:
+        """A function of a range selector (`rate(x[5m])`, `quantile_over_time(0.9, x[5m])`, ...)."""
+        ms = _unwrap(args[1] if name == "quantile_over_time" else args[0])
+        if not isinstance(ms, pp.MatrixSelector):
+            raise PromQLError(f"function {name} needs a range selector (subqueries are not supported)")
+        if name == "quantile_over_time":
+            q = self._scalar_arg(args[0], t)
+            sel, w, _, _ = self._windows(ms, t)
+            ok, values = rangefuncs.quantile_over_time(w, q)
+            return self._checked(Vector(_subset(sel.nameless, ok), values, named=False,
+                                        match_ids=sel.nameless_ids[ok], match_epoch=sel.epoch))
+        if name == "absent_over_time":
+            _, w, _, _ = self._windows(ms, t)
+            if (w.lengths > 0).any():
+                return Vector.empty()
+            return Vector([_absent_labels(ms)], np.ones(1), named=False)
+        sel, w, start, end = self._windows(ms, t)
+        if name in ("rate", "increase", "delta"):
+            ok, values = rangefuncs.extrapolated_rate(
+                w, start, end, _seconds(ms.range), name != "delta", name == "rate")
+        elif name == "predict_linear":
+            ok, values = rangefuncs.predict_linear(w, t, self._scalar_arg(args[1], t))
+        else:
+            ok, values = rangefuncs.SIMPLE[name](w)
+        source = sel.labels if name == "last_over_time" else sel.nameless
+        return self._checked(Vector(_subset(source, ok), np.asarray(values, dtype=np.float64),
+                                    named=name == "last_over_time", match_ids=sel.nameless_ids[ok],
+                                    match_epoch=sel.epoch))
+
+    def _elementwise_call(self, name: str, args: list[pp.Expr], t: float) -> Vector:
+        """A function applied to each sample of an instant vector (`abs`, `round`, `clamp`,
+        `timestamp`, ...); the metric name is dropped."""
+        vec = self._vector_arg(args[0], t)
+        if name in _MATH:
+            with np.errstate(all="ignore"):
+                values = _MATH[name](vec.values)
+        elif name == "round":
+            to_nearest = self._scalar_arg(args[1], t) if len(args) > 1 else 1.0
+            inv = 1.0 / to_nearest
+            with np.errstate(all="ignore"):
+                values = np.floor(vec.values * inv + 0.5) / inv
+        elif name == "clamp":
+            lo, hi = self._scalar_arg(args[1], t), self._scalar_arg(args[2], t)
+            if hi < lo:
+                return Vector.empty()
+            values = _go_max(lo, _go_min(hi, vec.values))
+        elif name == "clamp_min":
+            values = _go_max(self._scalar_arg(args[1], t), vec.values)
+        elif name == "clamp_max":
+            values = _go_min(self._scalar_arg(args[1], t), vec.values)
+        else:  # timestamp
+            times = vec.times if vec.times is not None else np.full(len(vec), t)
+            values = np.round(times * 1000) / 1000
+        return self._checked(Vector(_drop_names(vec), values, named=False).with_ids_of(vec))
 
     def _label_replace(self, call: pp.Call, t: float) -> Vector:
         vec = self._vector_arg(call.args[0], t)
@@ -310,14 +311,18 @@ class Engine:
 
     def _aggregate(self, e: pp.AggregateExpr, t: float) -> Vector:
         op = str(e.op)
-        param: object = None
-        if op in ("topk", "bottomk", "quantile"):
-            param = self._scalar_arg(e.param, t)
-        elif op == "count_values":
-            p = self._eval(e.param, t)
-            if not isinstance(p, String):
-                raise EvaluationError("count_values needs a string parameter")
-            param = p.value
+        param: float | str | None = None
+        if op in ("topk", "bottomk", "quantile", "count_values"):
+            arg = e.param
+            if arg is None:
+                raise EvaluationError(f"{op} needs a parameter")
+            if op != "count_values":
+                param = self._scalar_arg(arg, t)
+            else:
+                p = self._eval(arg, t)
+                if not isinstance(p, String):
+                    raise EvaluationError("count_values needs a string parameter")
+                param = p.value
         vec = self._vector_arg(e.expr, t)
         return aggregate(op, vec, e.modifier, param, self._groupings)
 

@@ -1,4 +1,5 @@
-"""histogram_quantile over classic (`le`-labelled) buckets, as Prometheus v2.42 computes it."""
+"""histogram_quantile over classic (`le`-labelled) buckets, as Prometheus v2.42 computes it.
+A pure function on a Vector: it never touches the store."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import numpy as np
 
-from agent.store.series import Labels
+from agent.store import Labels
 
 from .values import NAME, Vector
 

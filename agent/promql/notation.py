@@ -1,13 +1,16 @@
 """promtool's series notation, shared by `forewarn test` (input series), backtest recordings
 and anything else that names a series in text: `name{a="b"}` label sets and the expanding
-value notation (`1+2x3`, `5-1x4`, `7x2`, `_`, `_x3`, `stale`)."""
+value notation (`1+2x3`, `5-1x4`, `7x2`, `_`, `_x3`, `stale`). Text in, label sets and
+values out: it imports the store's label type and nothing of rules or commands."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from agent.store.series import STALE_NAN, Labels, make_labels
+import promql_parser as pp
+
+from agent.store import STALE_NAN, Labels, make_labels
 
 from .parse import PromQLError, parse
 
@@ -70,7 +73,7 @@ def parse_metric(text: str) -> Labels:
         e = parse(text)
     except PromQLError as ex:
         raise ValueError(f"{text!r}: {ex}") from None
-    if type(e).__name__ != "VectorSelector" or getattr(e, "offset", None) or getattr(e, "at", None):
+    if not isinstance(e, pp.VectorSelector) or e.offset or e.at:
         raise ValueError(f"{text!r}: not a series (want name{{label=\"value\", ...}})")
     labels: dict[str, str] = {}
     for m in e.matchers.matchers:

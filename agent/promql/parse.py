@@ -1,6 +1,6 @@
 """PromQL front-end: parse with `promql_parser`, and check an expression stays inside the
 subset the evaluator implements, so `forewarn check` refuses anything else instead of the
-engine mis-evaluating it."""
+engine mis-evaluating it. It knows only promql_parser: never the store or the engine."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Functions over range vectors, vectorised across series: every function takes the flat
 windows of all selected series at once and returns (mask of series with a result, values).
 
-Formulas follow Prometheus's promql/functions.go (v2.42, the version CI compares against)."""
+Formulas follow Prometheus's promql/functions.go (v2.42, the version CI compares against).
+numpy arrays in and out: it imports nothing of the agent."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Series selection: label matchers resolved through the store's label index, and the raw
-windows of the selected series gathered in one vectorised read."""
+windows of the selected series gathered in one vectorised read. The one module of PromQL
+that reads the store's internals (index, ring windows); it imports nothing after the store."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import promql_parser as pp
 
-from agent.store.series import Labels, Store, is_stale
+from agent.store import Labels, Store, is_stale
 
 from .values import NAME
 
@@ -50,7 +51,7 @@ def select_ids(store: Store, vs: pp.VectorSelector) -> np.ndarray:
     matchers = selector_matchers(vs)
     # Start from the most selective positive matcher to keep the sets small.
     candidates: set[int] | None = None
-    for name, pred, op, value in matchers:
+    for name, _, op, value in matchers:
         if op == pp.MatchOp.Equal and value != "":
             ids = store.index_values(name).get(value, set())
             candidates = set(ids) if candidates is None else candidates & ids

@@ -1,15 +1,16 @@
 """PromQL result types. Vectors are columnar (a list of label tuples and one numpy array of
-values; treat both as read-only, since results share them with caches) so that functions, aggregations and operators work on whole arrays."""
+values; treat both as read-only, since results share them with caches) so that functions,
+aggregations and operators work on whole arrays. Plain data: it imports the store's label
+type and nothing else of the agent."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
-from agent.store.series import Labels
+from agent.store import Labels
 
 NAME = "__name__"
 
@@ -89,7 +90,7 @@ class Matrix:
         return iter(self.series)
 
 
-Value = Union[Vector, Scalar, String, Matrix]
+Value = Vector | Scalar | String | Matrix
 
 
 def drop_name(labels: Labels) -> Labels:

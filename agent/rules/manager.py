@@ -30,7 +30,7 @@ import numpy as np
 from agent.persistence import atomic_write
 from agent.rules.file import RuleDef, RuleGroupDef
 from agent.rules.templates import TemplateData, expand
-from agent.store.series import Labels, Store, make_labels
+from agent.store import Labels, Store, make_labels
 from agent.tickets.policy import TicketPolicy
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,6 @@ import re
 from collections.abc import Collection, Hashable, Iterator
 from typing import NamedTuple
 
-from prometheus_client.openmetrics import parser as _om_parser
-
 # What we ask targets for, like Prometheus: OpenMetrics first, then the classic text format.
 ACCEPT_HEADER = (
     "application/openmetrics-text;version=1.0.0;q=0.5,"
@@ -67,7 +65,9 @@ class ParseError(ValueError):
 def is_openmetrics(content_type: str | None) -> bool:
     """Whether a Content-Type header announces OpenMetrics; anything else is parsed as 0.0.4
     text (as Prometheus 2 does for unknown types)."""
-    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() == "application/openmetrics-text"
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == "application/openmetrics-text"
 
 
 def parse(body: str, content_type: str | None, known: Collection[Hashable] = ()) -> list[Sample]:
@@ -219,16 +219,20 @@ class _CountingLines:
 def parse_openmetrics(body: str) -> list[Sample]:
     """Parse OpenMetrics 1.0 text (must end with `# EOF`). Exemplars are dropped; `_created`
     samples are kept as series, as Prometheus 2 stores them. Raises ParseError."""
+    from prometheus_client.openmetrics import parser as om_parser  # noqa: PLC0415 - costly, OpenMetrics targets only
+    from prometheus_client.samples import Timestamp  # noqa: PLC0415 - costly, OpenMetrics targets only
+
     lines = _CountingLines(body)
     out: list[Sample] = []
     try:
-        for family in _om_parser.text_fd_to_metric_families(lines):
+        for family in om_parser.text_fd_to_metric_families(lines):
             for s in family.samples:
                 labels = tuple(s.labels.items())
                 ts = None
-                if s.timestamp is not None:
-                    ts = float(s.timestamp) if not hasattr(s.timestamp, "sec") else (
-                        s.timestamp.sec + s.timestamp.nsec / 1e9)
+                if isinstance(s.timestamp, Timestamp):
+                    ts = s.timestamp.sec + s.timestamp.nsec / 1e9
+                elif s.timestamp is not None:
+                    ts = float(s.timestamp)
                 value = float(s.value)
                 out.append(Sample((s.name, labels), s.name, labels, value, ts))
     except ParseError:

@@ -8,6 +8,10 @@ sample seen (plus a margin for late samples) and appends only newer ones.
 Sharding: with `shard (i, n)`, this agent keeps the series whose label hash mod n == i.
 The hash is of the canonical label set only (not of which agent or server fetched it), so
 n agents cover a fleet with no overlap and no gaps.
+
+`QuerySources` holds an agent's sources across reloads and exports their counters as metric
+families (`forewarn_query_*`). requests is imported only when a source is built, so an agent
+without query sources never loads it. This module must never import rules, tickets or web.
 """
 
 from __future__ import annotations
@@ -16,13 +20,19 @@ import hashlib
 import logging
 import math
 import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.config.schema import QueryConfig, read_secret_file
-from agent.store.series import Labels, Store, make_labels
+from agent.config.schema import Config, QueryConfig, read_secret_file
+from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
+from agent.store import Labels, Store, make_labels
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,8 @@ def shard_of(labels: Labels, n: int) -> int:
 
 @dataclass
 class QueryStats:
+    """One source's counters since start (carried across reloads by `QuerySources`)."""
+
     name: str
     runs_total: int = 0
     failures_total: int = 0
@@ -55,20 +67,25 @@ class QueryStats:
 
 
 class QueryError(Exception):
-    pass
+    """A failed query run; the message starts with the reason (`timeout`, `connection`, ...)."""
 
 
 class QuerySource:
     """One `query_configs` entry: backfill once, then incremental fetches."""
 
     def __init__(self, cfg: QueryConfig, store: Store, shard: tuple[int, int] | None = None,
-                 session: Any = None, resolve_path: Any = None) -> None:
-        import requests  # only agents with query sources pay for requests' import
+                 session: requests.Session | None = None, resolve_path: Callable[[str], str] | None = None,
+                 stats: QueryStats | None = None) -> None:
+        """`stats`: the counters to carry on (a reloaded source of the same name)."""
+        import requests  # noqa: PLC0415 - costly optional import: only agents with query sources pay for it
 
         self.cfg = cfg
         self.store = store
         self.shard = shard
         self.session = session or requests.Session()
+        # requests' exceptions, kept here so that the module imports requests in one place only.
+        self._timeout_error: type[Exception] = requests.Timeout
+        self._request_error: type[Exception] = requests.RequestException
         resolve = resolve_path or (lambda p: p)
         if cfg.bearer_token_file:
             token = read_secret_file(resolve(cfg.bearer_token_file))
@@ -76,8 +93,8 @@ class QuerySource:
         elif cfg.basic_auth_username:
             password = read_secret_file(resolve(cfg.basic_auth_password_file)) if cfg.basic_auth_password_file else ""
             self.session.auth = (cfg.basic_auth_username, password)
-        self.verify: Any = resolve(cfg.ca_file) if cfg.ca_file else (not cfg.insecure_skip_verify)
-        self.stats = QueryStats(cfg.name)
+        self.verify: bool | str = resolve(cfg.ca_file) if cfg.ca_file else (not cfg.insecure_skip_verify)
+        self.stats = stats if stats is not None else QueryStats(cfg.name)
         self._newest: dict[int, float] = {}  # query index -> newest sample time fetched
         self._lock = threading.Lock()
         self._was_up: bool | None = None
@@ -86,15 +103,17 @@ class QuerySource:
     def name(self) -> str:
         return self.cfg.name
 
-    def _get(self, params: dict[str, str]) -> list[dict[str, Any]]:
-        import requests
+    @property
+    def interval_seconds(self) -> float:
+        return float(self.cfg.interval)
 
+    def _get(self, params: dict[str, str]) -> list[dict[str, Any]]:
         url = self.cfg.url.rstrip("/") + "/api/v1/query"
         try:
             r = self.session.post(url, data=params, timeout=float(self.cfg.timeout), verify=self.verify)
-        except requests.Timeout:
+        except self._timeout_error:
             raise QueryError("timeout") from None
-        except requests.RequestException as e:
+        except self._request_error as e:
             raise QueryError(f"connection: {type(e).__name__}") from None
         try:
             body = r.json()
@@ -145,8 +164,6 @@ class QuerySource:
         """One scheduled run. Each query fetches what is new since its last success (a little
         before, for late samples); the first run of a query, and a run after a long outage,
         fetch `backfill` of history at most."""
-        import time
-
         started = time.monotonic()
         with self._lock:
             self.stats.runs_total += 1
@@ -176,3 +193,64 @@ class QuerySource:
             else:
                 log.warning("query source %s is down: %s", self.name, error)
             self._was_up = up
+
+
+class QuerySources:
+    """An agent's query sources (`query_configs`), kept across reloads, and their counters as
+    metric families (`collect()`; register it in the registry)."""
+
+    def __init__(self, store: Store, shard: tuple[int, int] | None = None) -> None:
+        self.store = store
+        self.shard = shard
+        self._sources: list[QuerySource] = []
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[QuerySource]:
+        with self._lock:
+            return iter(list(self._sources))
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def prepare(self, cfg: Config) -> list[QuerySource]:
+        """The sources for `cfg`, built but not yet installed (building may raise, e.g. on an
+        unreadable token). An unchanged source is kept as it is, with its place in time, so a
+        reload does not re-backfill; a changed one starts afresh but keeps its counters."""
+        with self._lock:
+            old = {q.name: q for q in self._sources}
+        out = []
+        for qc in cfg.query_configs:
+            prev = old.get(qc.name)
+            if prev is not None and prev.cfg == qc:
+                out.append(prev)
+            else:
+                out.append(QuerySource(qc, self.store, self.shard, resolve_path=cfg.resolve_path,
+                                       stats=prev.stats if prev is not None else None))
+        return out
+
+    def install(self, sources: list[QuerySource]) -> None:
+        """Run `sources` (from `prepare`) from now on."""
+        with self._lock:
+            self._sources = list(sources)
+
+    def collect(self) -> Iterable[Metric]:
+        """`forewarn_query_*` per source; nothing at all when there are no sources."""
+        sources = list(self)
+        if not sources:
+            return
+        up = GaugeMetricFamily("forewarn_query_source_up", "1 if the last query run succeeded.", labels=["source"])
+        runs = CounterMetricFamily("forewarn_query_runs", "Query source runs.", labels=["source"])
+        fails = CounterMetricFamily("forewarn_query_failures", "Failed query runs by reason.",
+                                    labels=["source", "reason"])
+        samples = CounterMetricFamily("forewarn_query_samples", "Samples fetched.", labels=["source"])
+        skipped = CounterMetricFamily("forewarn_query_series_skipped_by_shard",
+                                      "Series left to other shards.", labels=["source"])
+        for q in sources:
+            st = q.stats
+            up.add_metric([st.name], 1 if st.up else 0)
+            runs.add_metric([st.name], st.runs_total)
+            samples.add_metric([st.name], st.samples_total)
+            skipped.add_metric([st.name], st.series_skipped_by_shard)
+            for reason, n in st.failures_by_reason.items():
+                fails.add_metric([st.name, reason], n)
+        yield from (up, runs, fails, samples, skipped)

@@ -32,7 +32,7 @@ import numpy as np
 
 from agent.clock import parse_time
 from agent.promql.notation import parse_metric
-from agent.store.series import STALE_NAN, Labels, Store, make_labels
+from agent.store import STALE_NAN, Labels, Store, make_labels
 
 MAX_ERRORS = 20
 LONG_HEADER = ("timestamp", "series", "value")

@@ -15,6 +15,9 @@ the store, which has its own lock, so a slow target never delays another.
 Per target, a cache maps each series' text as exposed (`name{labels}`) to its final label set,
 so a repeated scrape skips label parsing and relabelling: the hot path per sample is a split,
 a float() and two dict look-ups.
+
+The manager exports the scrape counters (`collect()`). HTTP lives in `scrape_http`, imported
+with the first target, so this module never imports requests; nor rules, tickets or web.
 """
 
 from __future__ import annotations
@@ -22,19 +25,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlencode
 
 import numpy as np
-import requests
-import urllib3
 
-from agent import __version__
 from agent.clock import Clock
-from agent.config.schema import Config, ScrapeConfig, read_secret_file
+from agent.config.schema import Config, ScrapeConfig
+from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
 from agent.sources import exposition
-from agent.store.series import Labels, Store, make_labels
+from agent.store import Labels, Store, make_labels
+
+if TYPE_CHECKING:
+    import requests
+
+    from agent.sources.scrape_http import TargetClient
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +56,6 @@ FAILURE_REASONS = (
     "label_limit",
     "credentials",  # a bearer token or password file could not be read
 )
-
-_READ_CHUNK_BYTES = 65536
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,13 @@ class ScrapeFailure(Exception):
         self.samples_scraped = samples_scraped
 
 
+class Body(NamedTuple):
+    """A fetched exposition: its text and the Content-Type it came with (None: not sent)."""
+
+    text: str
+    content_type: str | None
+
+
 @dataclass
 class _IngestOutcome:
     samples_scraped: int
@@ -125,10 +137,10 @@ class _IngestOutcome:
 class _TargetState:
     """What one target remembers between scrapes. Guarded by `lock` (one scrape at a time)."""
 
-    def __init__(self, target: ScrapeTarget, session: requests.Session) -> None:
+    def __init__(self, target: ScrapeTarget, client: TargetClient) -> None:
         self.target = target
         self.lock = threading.Lock()
-        self.session = session
+        self.client = client
         self.series_cache: dict[Hashable, Labels] = {}  # exposed series key -> final labels
         self.previous: set[Labels] = set()  # series of the last scrape tracked for staleness
         self.report_labels = {
@@ -180,10 +192,12 @@ def build_targets(config: Config) -> list[ScrapeTarget]:
 
 
 class ScrapeManager:
-    """Scrapes the targets of `config.scrape_configs` into `store`, stamping with `clock`.
+    """Scrapes the targets of `config.scrape_configs` into `store`, stamping with `clock`, and
+    exports the scrape counters as metric families (`collect()`; register it in the registry).
 
     `session_factory` makes one HTTP session per target (connection reuse; tests pass their
-    own). Nothing happens at construction beyond building the target list.
+    own). Nothing happens at construction beyond building the target list. The manager lives
+    as long as the agent: a reload changes its targets and keeps the counters of those it keeps.
     """
 
     def __init__(
@@ -195,7 +209,7 @@ class ScrapeManager:
     ) -> None:
         self.store = store
         self.clock = clock
-        self._session_factory = session_factory or default_session
+        self._session_factory = session_factory
         self._states: dict[str, _TargetState] = {}
         self._lock = threading.Lock()  # guards _states and every TargetStats
         self.reload(config)
@@ -218,7 +232,7 @@ class ScrapeManager:
                 if prev is not None and prev.target == t:
                     states[t.key] = prev
                     continue
-                state = states[t.key] = _TargetState(t, self._session_factory())
+                state = states[t.key] = _TargetState(t, self._client(t))
                 if prev is not None:
                     # Same target, new settings: label sets may change, so the series cache
                     # starts empty, but staleness and counters carry on.
@@ -236,9 +250,12 @@ class ScrapeManager:
             self._retire(s, stale_markers=True)
         for s in replaced:
             self._retire(s, stale_markers=False)
-        if any(t.config.insecure_skip_verify for t in new_targets):
-            # Said once per target above; the library would otherwise warn on every request.
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    def _client(self, target: ScrapeTarget) -> TargetClient:
+        # Only agents with scrape targets pay for the HTTP stack (requests, urllib3, ssl: ~150 modules).
+        from agent.sources.scrape_http import TargetClient  # noqa: PLC0415 - costly optional import, see above
+
+        return TargetClient(target, self._session_factory() if self._session_factory is not None else None)
 
     def close(self, stale_markers: bool = False) -> None:
         """Stop: close sessions; with `stale_markers`, end every target's series (as when
@@ -255,7 +272,7 @@ class ScrapeManager:
                 series = state.previous | set(state.report_labels.values())
                 self.store.mark_stale(self._existing_ids(series), ts)
                 state.previous = set()
-            state.session.close()
+            state.client.close()
 
     def _state(self, target: ScrapeTarget) -> _TargetState:
         with self._lock:
@@ -273,20 +290,20 @@ class ScrapeManager:
         with state.lock:
             ts = float(self.clock.now())
             deadline = time.monotonic() + target.timeout_seconds
-            return self._run(state, ts, lambda: self._fetch(state, deadline))
+            return self._run(state, ts, lambda: state.client.fetch(deadline))
 
     def ingest(self, target: ScrapeTarget, body: str, content_type: str | None, ts: float) -> ScrapeResult:
         """Write an already fetched body as a scrape of `target` at `ts` (replays, benchmarks)."""
         state = self._state(target)
         with state.lock:
-            return self._run(state, ts, lambda: (body, content_type))
+            return self._run(state, ts, lambda: Body(body, content_type))
 
-    def _run(self, state: _TargetState, ts: float, fetch: Callable[[], tuple[str, str | None]]) -> ScrapeResult:
+    def _run(self, state: _TargetState, ts: float, fetch: Callable[[], Body]) -> ScrapeResult:
         start = time.monotonic()
         result = ScrapeResult(state.target, ts, up=False)
         try:
-            body, content_type = fetch()
-            outcome = self._ingest(state, body, content_type, ts)
+            body = fetch()
+            outcome = self._ingest(state, body.text, body.content_type, ts)
         except ScrapeFailure as f:
             result.failure, result.error, result.samples_scraped = f.reason, f.message, f.samples_scraped
             result.stale_marked = self._stale_all(state, ts)
@@ -298,68 +315,6 @@ class ScrapeManager:
         self._write_report(state, result)
         self._record(state, result)
         return result
-
-    # ---- HTTP ---------------------------------------------------------------------------------
-
-    def _fetch(self, state: _TargetState, deadline: float) -> tuple[str, str | None]:
-        """GET the target's body within `deadline` (time.monotonic()); raises ScrapeFailure."""
-        t = state.target
-        sc = t.config
-        headers = {
-            "Accept": exposition.ACCEPT_HEADER,
-            "Accept-Encoding": "gzip",
-            "User-Agent": f"Forewarn/{__version__}",
-            "X-Prometheus-Scrape-Timeout-Seconds": f"{t.timeout_seconds:g}",
-        }
-        auth = None
-        try:
-            if t.bearer_token_path:  # read every time, so a rotated token is picked up
-                headers["Authorization"] = f"Bearer {read_secret_file(t.bearer_token_path)}"
-            if sc.basic_auth_username:
-                password = read_secret_file(t.password_path) if t.password_path else ""
-                auth = (sc.basic_auth_username, password)
-        except OSError as e:
-            raise ScrapeFailure("credentials", f"cannot read credentials file {e.filename}: {e.strerror}") from None
-        verify: bool | str = False if sc.insecure_skip_verify else (t.ca_path or True)
-        limit = sc.body_size_limit
-        try:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _timeout(t)
-            resp = state.session.get(t.url, headers=headers, auth=auth, verify=verify, stream=True,
-                                     timeout=(remaining, remaining))
-            with resp:
-                if not 200 <= resp.status_code < 300:
-                    raise ScrapeFailure("http_status", f"server returned HTTP status {resp.status_code} {resp.reason}")
-                raw = resp.raw
-                chunks: list[bytes] = []
-                size = 0
-                while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise _timeout(t)
-                    _set_read_timeout(raw, remaining)  # no single read may outlive the deadline
-                    chunk = raw.read1(_READ_CHUNK_BYTES, decode_content=True)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    if limit and size > limit:
-                        raise ScrapeFailure("body_size_limit",
-                                            f"body size limit exceeded: more than {limit} bytes (body_size_limit)")
-                    chunks.append(chunk)
-                content_type = resp.headers.get("Content-Type")
-        except ScrapeFailure:
-            raise
-        except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
-            raise _timeout(t) from None
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-            raise ScrapeFailure("connection", f"connection failed: {_short_reason(e)}") from None
-        data = b"".join(chunks)
-        try:
-            return data.decode("utf-8"), content_type
-        except UnicodeDecodeError as e:
-            line = data.count(b"\n", 0, e.start) + 1
-            raise ScrapeFailure("parse_error", f"line {line}: invalid UTF-8") from None
 
     # ---- samples into the store ---------------------------------------------------------------
 
@@ -486,35 +441,16 @@ class ScrapeManager:
                                        st.last_scrape_timestamp, st.last_samples_scraped))
             return out
 
-
-def default_session() -> requests.Session:
-    """A session that talks to targets directly: no proxy variables and no ~/.netrc
-    credentials from the environment (Prometheus uses neither unless configured)."""
-    session = requests.Session()
-    session.trust_env = False
-    return session
-
-
-def _timeout(t: ScrapeTarget) -> ScrapeFailure:
-    return ScrapeFailure("timeout", f"scrape timed out after {t.timeout_seconds:g}s (scrape_timeout)")
-
-
-def _set_read_timeout(raw: urllib3.response.BaseHTTPResponse, seconds: float) -> None:
-    conn = getattr(raw, "connection", None)
-    sock = getattr(conn, "sock", None)
-    if sock is not None:
-        sock.settimeout(max(seconds, 0.001))
-
-
-def _short_reason(exc: BaseException) -> str:
-    """The innermost OS-level reason (e.g. 'Connection refused'), without URLs or headers."""
-    seen = 0
-    e: BaseException | None = exc
-    while e is not None and seen < 10:
-        if isinstance(e, OSError) and e.strerror:
-            return e.strerror
-        inner = e.args[0] if e.args and isinstance(e.args[0], BaseException) else None
-        reason = getattr(e, "reason", None)
-        e = reason if isinstance(reason, BaseException) else inner or e.__cause__ or e.__context__
-        seen += 1
-    return type(exc).__name__
+    def collect(self) -> Iterable[Metric]:
+        """The scrape counters as metric families (every family, also with no targets)."""
+        stats = self.stats()
+        scrapes = CounterMetricFamily("forewarn_scrapes", "Scrapes attempted, by target.", labels=["job", "instance"])
+        failures = CounterMetricFamily("forewarn_scrape_failures", "Failed scrapes, by target and reason.",
+                                       labels=["job", "instance", "reason"])
+        for st in stats:
+            scrapes.add_metric([st.job, st.instance], st.scrapes_total)
+            for reason, n in st.failures_total.items():
+                failures.add_metric([st.job, st.instance, reason], n)
+        yield scrapes
+        yield failures
+        yield GaugeMetricFamily("forewarn_scrape_targets", "Configured scrape targets.", value=len(stats))

@@ -22,6 +22,8 @@ kernel's number, which differ once a CPU is offline). The operating system is pa
 (`psutil_module`, `proc_path`, `sys_path`, `statvfs`, `wall_time`) so tests run on a fake tree.
 
 One collection costs about a millisecond: a handful of small file reads, no subprocess.
+The collector only returns samples (the pipeline stores them): it imports the store's label
+type and its config section, and never the store itself, rules or web.
 """
 
 from __future__ import annotations
@@ -31,15 +33,15 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, Protocol
 
 import numpy as np
 import psutil
 
 from agent.config.schema import SystemConfig
-from agent.store.series import Labels, make_labels
+from agent.store import Labels, make_labels
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ _SECTOR_BYTES = 512.0
 _CPU_JUMP_BACK_SECONDS = 3.0
 _CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 _CPU_GUEST_MODES = ("user", "nice")  # /proc/stat's guest and guest_nice columns
-_USER_HZ = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+_USER_HZ = float(os.sysconf("SC_CLK_TCK"))
 _LABEL_CACHE_MAX = 20000
 
 # Which node_exporter collectors each config collector runs (the `collector` label values).
@@ -108,9 +110,12 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "node_load15": ("gauge", "15m load average."),
     "node_pressure_cpu_waiting_seconds_total": ("counter", "Total time in seconds that processes have waited for CPU time"),
     "node_pressure_memory_waiting_seconds_total": ("counter", "Total time in seconds that processes have waited for memory"),
-    "node_pressure_memory_stalled_seconds_total": ("counter", "Total time in seconds no process could make progress due to memory congestion"),
-    "node_pressure_io_waiting_seconds_total": ("counter", "Total time in seconds that processes have waited due to IO congestion"),
-    "node_pressure_io_stalled_seconds_total": ("counter", "Total time in seconds no process could make progress due to IO congestion"),
+    "node_pressure_memory_stalled_seconds_total": (
+        "counter", "Total time in seconds no process could make progress due to memory congestion"),
+    "node_pressure_io_waiting_seconds_total": (
+        "counter", "Total time in seconds that processes have waited due to IO congestion"),
+    "node_pressure_io_stalled_seconds_total": (
+        "counter", "Total time in seconds no process could make progress due to IO congestion"),
     "node_time_seconds": ("gauge", "System time in seconds since epoch (1970)."),
     "node_time_zone_offset_seconds": ("gauge", "System time zone offset in seconds."),
     "node_time_clocksource_available_info": ("gauge", "Available clocksources read from '/sys/devices/system/clocksource'."),
@@ -137,7 +142,8 @@ _DISKSTATS_COLUMNS: tuple[tuple[str, str, float, str], ...] = (
     ("node_disk_discarded_sectors_total", "counter", 1.0, "The total number of sectors discarded successfully."),
     ("node_disk_discard_time_seconds_total", "counter", 1e-3, "This is the total number of seconds spent by all discards."),
     ("node_disk_flush_requests_total", "counter", 1.0, "The total number of flush requests completed successfully"),
-    ("node_disk_flush_requests_time_seconds_total", "counter", 1e-3, "This is the total number of seconds spent by all flush requests."),
+    ("node_disk_flush_requests_time_seconds_total", "counter", 1e-3,
+     "This is the total number of seconds spent by all flush requests."),
 )
 FAMILIES.update({name: (kind, help_) for name, kind, _, help_ in _DISKSTATS_COLUMNS})
 
@@ -174,6 +180,17 @@ def meminfo_metric_name(field: str, has_unit: bool) -> str:
     """node_exporter's name for a /proc/meminfo field: `Active(anon)` + kB -> node_memory_Active_anon_bytes."""
     key = _MEMINFO_PAREN.sub(r"_\1", field)
     return f"node_memory_{key}_bytes" if has_unit else f"node_memory_{key}"
+
+
+class HostStats(Protocol):
+    """The psutil calls the collector makes (psutil itself, or a fake in tests)."""
+
+    def net_io_counters(self, pernic: Literal[True], nowrap: bool) -> Mapping[str, object]: ...
+
+    def getloadavg(self) -> tuple[float, float, float]: ...
+
+
+StatfsResult = os.statvfs_result | OSError  # what statfs(2) gave for a mount point
 
 
 class NoDataError(Exception):
@@ -219,7 +236,7 @@ class _StatfsRunner:
     the call finally returns, as node_exporter does.
     """
 
-    def __init__(self, statvfs: Callable[[str], Any], timeout: float) -> None:
+    def __init__(self, statvfs: Callable[[str], os.statvfs_result], timeout: float) -> None:
         self._statvfs = statvfs
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -229,9 +246,9 @@ class _StatfsRunner:
         with self._lock:
             return set(self._stuck)
 
-    def run(self, paths: list[str]) -> dict[str, Any]:
+    def run(self, paths: list[str]) -> dict[str, StatfsResult]:
         """path -> statvfs result or the OSError raised; paths not reached by the deadline are absent."""
-        results: dict[str, Any] = {}
+        results: dict[str, StatfsResult] = {}
         if not paths:
             return results
         current: list[str] = []
@@ -241,7 +258,7 @@ class _StatfsRunner:
                 with self._lock:
                     current[:] = [path]
                 try:
-                    res: Any = self._statvfs(path)
+                    res: StatfsResult = self._statvfs(path)
                 except OSError as e:
                     res = e
                 with self._lock:
@@ -267,11 +284,11 @@ class SystemCollector:
     def __init__(
         self,
         cfg: SystemConfig,
-        psutil_module: Any = psutil,
+        psutil_module: HostStats = psutil,
         proc_path: str | None = None,
         sys_path: str | None = None,
         *,
-        statvfs: Callable[[str], Any] = os.statvfs,
+        statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
         wall_time: Callable[[], float] = time.time,
         statfs_timeout: float = STATFS_TIMEOUT_SECONDS,
     ) -> None:

@@ -1,4 +1,13 @@
-"""The series store: label sets, series ids and the label index, the raw and downsampled
-tiers, and snapshots. It knows nothing of rules, models, PromQL, tickets or web; it imports
-only the foundations (persistence).
+"""The series store: label sets (`labels`), the series and their raw and downsampled tiers
+with the label index (`series`), and the snapshot file (`snapshot`). It knows nothing of
+rules, models, PromQL, tickets or web; it imports only the foundations (persistence).
+
+Other packages import the store's public names from here.
 """
+
+from agent.store.series import STALE_NAN, Store, StoreStats, is_stale
+from agent.store.labels import Labels, labels_dict, make_labels, metric_name
+from agent.store.snapshot import Snapshot
+
+__all__ = ["STALE_NAN", "Labels", "Snapshot", "Store", "StoreStats", "is_stale", "labels_dict", "make_labels",
+           "metric_name"]

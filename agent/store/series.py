@@ -1,4 +1,5 @@
-"""Per-series history in numpy ring buffers, with a label index, retention and snapshots.
+"""The series store proper: per-series history in numpy ring buffers, series ids and the
+label index, retention and expiry.
 
 Two tiers per series:
 - raw: the last `raw_capacity` samples at full resolution (PromQL ranges, recent forecasts);
@@ -6,37 +7,30 @@ Two tiers per series:
   long lookbacks), accumulated online so a sample costs O(1).
 
 Appends are vectorised: a scrape of N series is a handful of numpy fancy-index writes.
-Series are keyed by their sorted label pairs (including `__name__`).
+Series are keyed by their label sets (`agent.store.labels`, `__name__` included). The
+snapshot's format and file live in `agent.store.snapshot`; this module only says which arrays
+it holds and how to take them back. It must never import rules, models, PromQL, tickets or web.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 import math
-import os
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from agent.persistence import atomic_write
-
-log = logging.getLogger(__name__)
-
-Labels = tuple[tuple[str, str], ...]
-
-SNAPSHOT_VERSION = 2
-_ARRAYS = ("raw_t", "raw_v", "raw_n", "last_t", "ds_v", "ds_first", "ds_last", "acc_sum", "acc_cnt", "acc_b")
+from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
+from agent.store import snapshot
+from agent.store.labels import Labels
+from agent.store.snapshot import ARRAYS, Snapshot
 
 # Prometheus's stale marker: a NaN with a particular bit pattern, distinct from a real NaN.
-STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 _STALE_BITS = 0x7FF0000000000002
+STALE_NAN = struct.unpack("<d", struct.pack("<Q", _STALE_BITS))[0]
 
 
 def is_stale(values: np.ndarray) -> np.ndarray:
@@ -45,27 +39,10 @@ def is_stale(values: np.ndarray) -> np.ndarray:
     return v.view(np.uint64) == np.uint64(_STALE_BITS)
 
 
-def make_labels(name: str | None, labels: dict[str, str] | Iterable[tuple[str, str]] = ()) -> Labels:
-    """Canonical label tuple: sorted pairs, `__name__` included when given, empty values dropped."""
-    items = dict(labels)
-    if name is not None:
-        items["__name__"] = name
-    return tuple(sorted((k, v) for k, v in items.items() if v != ""))
-
-
-def labels_dict(labels: Labels) -> dict[str, str]:
-    return dict(labels)
-
-
-def metric_name(labels: Labels) -> str:
-    for k, v in labels:
-        if k == "__name__":
-            return v
-    return ""
-
-
 @dataclass(frozen=True)
 class StoreStats:
+    """The store's counters since start (the agent's /metrics shows them)."""
+
     series: int
     samples_appended_total: int
     series_dropped_total: int  # new series refused because max_series was reached
@@ -75,8 +52,6 @@ class StoreStats:
 
 class Store:
     """Ring buffers for up to `max_series` series. Thread-safe: one lock around mutations."""
-
-    SNAPSHOT_MAGIC = b"FWSNAP1\n"
 
     def __init__(
         self,
@@ -93,6 +68,7 @@ class Store:
         self.max_series = int(max_series)
         self.stale_after = float(stale_after)
         self.lock = threading.RLock()
+        self.generation = -1  # bumps whenever series are added or removed (PromQL caches selections by it)
         self._clear()
 
     def _clear(self) -> None:
@@ -106,7 +82,7 @@ class Store:
         self._series_dropped = 0
         self._samples_dropped = 0
         self._expired = 0
-        self.generation = getattr(self, "generation", -1) + 1  # bumps whenever series are added or removed
+        self.generation += 1
 
     # ---- allocation ---------------------------------------------------------------------------
 
@@ -130,7 +106,7 @@ class Store:
     def _grow(self, need: int) -> None:
         new = max(need, 16, self._cap + self._cap // 4)  # +25%: little slack on a small host
         new = min(new, max(self.max_series, need))
-        old = {k: getattr(self, k) for k in _ARRAYS}
+        old = {k: getattr(self, k) for k in ARRAYS}
         n = self._cap
         self._alloc(new)
         for k, arr in old.items():
@@ -174,7 +150,7 @@ class Store:
         get = self._ids.get
         out = np.fromiter((get(l, -2) for l in labels), dtype=np.int64, count=len(labels))
         missing = np.nonzero(out == -2)[0]
-        for i in missing:
+        for i in missing.tolist():
             out[i] = self.series_id(labels[i])
         return out
 
@@ -221,24 +197,24 @@ class Store:
         samples not newer than the series' last are dropped and counted. Returns samples kept."""
         ids = np.asarray(ids, dtype=np.int64)
         values = np.asarray(values, dtype=np.float64)
-        ts = np.broadcast_to(np.asarray(ts, dtype=np.float64), ids.shape)
+        stamps = np.broadcast_to(np.asarray(ts, dtype=np.float64), ids.shape)
         with self.lock:
             keep = ids >= 0
             if not keep.all():
                 self._samples_dropped += int((~keep).sum())
-                ids, ts, values = ids[keep], ts[keep], values[keep]
-            newer = ts > self.last_t[ids]
+                ids, stamps, values = ids[keep], stamps[keep], values[keep]
+            newer = stamps > self.last_t[ids]
             if not newer.all():
                 self._samples_dropped += int((~newer).sum())
-                ids, ts, values = ids[newer], ts[newer], values[newer]
+                ids, stamps, values = ids[newer], stamps[newer], values[newer]
             if ids.size == 0:
                 return 0
             pos = self.raw_n[ids] % self.raw_capacity
-            self.raw_t[ids, pos] = ts
+            self.raw_t[ids, pos] = stamps
             self.raw_v[ids, pos] = values
             self.raw_n[ids] += 1
-            self.last_t[ids] = ts
-            self._downsample(ids, ts, values)
+            self.last_t[ids] = stamps
+            self._downsample(ids, stamps, values)
             self._appended += int(ids.size)
             return int(ids.size)
 
@@ -510,82 +486,65 @@ class Store:
     def stats(self) -> StoreStats:
         return StoreStats(len(self._ids), self._appended, self._series_dropped, self._samples_dropped, self._expired)
 
+    def collect(self) -> Iterable[Metric]:
+        """The store's own counters as metric families (register the store in the registry;
+        its series themselves are exposed by the web layer's collector)."""
+        st = self.stats()
+        yield GaugeMetricFamily("forewarn_store_series", "Series held in the store.", value=st.series)
+        yield GaugeMetricFamily("forewarn_store_series_limit", "global.max_series.", value=self.max_series)
+        yield CounterMetricFamily("forewarn_store_samples_appended", "Samples written to the store.",
+                                  value=st.samples_appended_total)
+        yield CounterMetricFamily("forewarn_store_series_dropped", "New series refused: max_series reached.",
+                                  value=st.series_dropped_total)
+        yield CounterMetricFamily("forewarn_store_samples_dropped",
+                                  "Samples not stored: refused series or out of order.",
+                                  value=st.samples_dropped_total)
+        yield CounterMetricFamily("forewarn_store_series_expired", "Series removed after stale_after.",
+                                  value=st.series_expired_total)
+
     # ---- snapshots ----------------------------------------------------------------------------
 
-    def snapshot_bytes(self) -> bytes:
+    def snapshot(self) -> Snapshot:
+        """A copy of every live series' history, in series-id order."""
         with self.lock:
             live = np.array(sorted(self._ids.values()), dtype=np.int64)
-            meta = {
-                "version": SNAPSHOT_VERSION,
-                "raw_capacity": self.raw_capacity,
-                "ds_interval": self.ds_interval,
-                "ds_capacity": self.ds_capacity,
-                "labels": [list(map(list, self._labels[i])) for i in live],  # type: ignore[arg-type]
-                "saved_at": time.time(),
-            }
-            buf = io.BytesIO()
-            arrays = {k: getattr(self, k)[live] for k in _ARRAYS}
-            np.savez(buf, **arrays)
-        payload = json.dumps(meta).encode() + b"\n" + buf.getvalue()
-        body = zlib.compress(payload, 1)
-        return self.SNAPSHOT_MAGIC + struct.pack("<QI", len(body), zlib.crc32(body)) + body
+            return Snapshot(
+                raw_capacity=self.raw_capacity,
+                ds_interval=self.ds_interval,
+                ds_capacity=self.ds_capacity,
+                labels=[self.labels(int(i)) for i in live],
+                arrays={k: getattr(self, k)[live] for k in ARRAYS},
+                saved_at=time.time(),
+            )
 
     def save(self, path: str) -> None:
         """Write a snapshot atomically (temp file, fsync, rename)."""
-        atomic_write(path, self.snapshot_bytes())
+        snapshot.save(path, self.snapshot())
 
     def load(self, path: str) -> bool:
         """Restore from a snapshot. A missing file is fine (False); a corrupt or truncated one
         is logged and renamed aside (`.corrupt-<time>`), never fatal (False)."""
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return False
-        try:
-            self._restore(data)
-        except Exception as e:
-            aside = f"{path}.corrupt-{int(time.time())}"
-            try:
-                os.replace(path, aside)
-            except OSError:
-                aside = "(could not move it aside)"
-            log.error("store snapshot %s is unreadable (%s); set aside as %s, starting empty", path, e, aside)
-            return False
-        return True
+        return snapshot.load(path, self.restore)
 
-    def _restore(self, data: bytes) -> None:
-        m = self.SNAPSHOT_MAGIC
-        if not data.startswith(m) or len(data) < len(m) + 12:
-            raise ValueError("not a forewarn snapshot")
-        length, crc = struct.unpack("<QI", data[len(m):len(m) + 12])
-        body = data[len(m) + 12:]
-        if len(body) != length:
-            raise ValueError(f"truncated: {len(body)} of {length} bytes")
-        if zlib.crc32(body) != crc:
-            raise ValueError("checksum mismatch")
-        payload = zlib.decompress(body)
-        nl = payload.index(b"\n")
-        meta = json.loads(payload[:nl])
-        if meta.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {meta.get('version')} is not {SNAPSHOT_VERSION}")
-        arrays = np.load(io.BytesIO(payload[nl + 1:]))
-        labels = [tuple(tuple(p) for p in lab) for lab in meta["labels"]]
+    def restore(self, snap: Snapshot) -> None:
+        """Replace the contents with `snap`'s, keeping this store's settings: at most
+        `max_series` series, and what fits of each tier when the sizes differ."""
         with self.lock:
             self._clear()
-            n = min(len(labels), self.max_series)
+            n = min(len(snap.labels), self.max_series)
             if n:
                 self._grow(n)
             for i in range(n):
-                self.series_id(labels[i])
-            self._copy_restored(arrays, meta, n)
+                self.series_id(snap.labels[i])
+            self._copy_restored(snap, n)
 
-    def _copy_restored(self, a: dict, meta: dict, n: int) -> None:
+    def _copy_restored(self, snap: Snapshot, n: int) -> None:
         # Copy what fits when tier sizes changed between versions or configs.
+        a = snap.arrays
         self.last_t[:n] = a["last_t"][:n]
         self.acc_sum[:n], self.acc_cnt[:n], self.acc_b[:n] = a["acc_sum"][:n], a["acc_cnt"][:n], a["acc_b"][:n]
-        if float(meta["ds_interval"]) == self.ds_interval:
-            old_cap = int(meta["ds_capacity"])
+        if snap.ds_interval == self.ds_interval:
+            old_cap = snap.ds_capacity
             for i in range(n):
                 last = int(a["ds_last"][i])
                 if last < 0:
@@ -596,7 +555,7 @@ class Store:
         else:
             self.acc_b[:n] = -1
             self.acc_cnt[:n] = 0
-        old_cap = int(meta["raw_capacity"])
+        old_cap = snap.raw_capacity
         for i in range(n):
             cnt = int(a["raw_n"][i])
             if cnt <= old_cap:

@@ -1,19 +1,18 @@
 """The JSON API's routes: path -> handler(params) -> (HTTP status, JSON-ready body), over the
 running pipeline's rules, PromQL engine and ticket store. The server only dispatches and
-serialises."""
+serialises. What it reads of the pipeline is a Protocol (`PipelineView`): web never imports
+the pipeline or the daemon."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.config.schema import Config
 from agent.promql import Engine
 from agent.rules.manager import RuleManager
 from agent.tickets.sinks.local import configured_path, tickets_api
 from agent.web import query_api, rules_api
-
-Route = Callable[[dict[str, str]], tuple[int, Any]]
+from agent.web.server import Route
 
 
 class PipelineView(Protocol):

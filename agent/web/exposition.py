@@ -1,6 +1,6 @@
 """Exposition of the agent's metric families: Prometheus text format 0.0.4 and OpenMetrics 1.0,
 chosen by the scraper's Accept header. Collection lives in `agent.metrics`; this module only
-writes what collectors yield."""
+writes what collectors yield, and imports nothing else of the agent."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 the web layer passes the request's parameters (query string and form, merged) and sends back
 the (status, JSON body) these return. Shapes, error types and status codes follow
 Prometheus's web/api/v1 (bad_data 400, execution 422, timeout 503), so Grafana can use an
-agent as a Prometheus data source."""
+agent as a Prometheus data source. It imports the PromQL engine and never HTTP code."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from agent import clock
 from agent.config.decode import parse_duration
 from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, String, Vector
 from agent.promql.aggregate import format_value
+from agent.store import labels_dict
 
 MAX_POINTS_PER_SERIES = 11000
 
@@ -73,12 +74,8 @@ def _timeout_param(params: Mapping[str, Any]) -> float | None:
     return parse_step(text) if text else None
 
 
-def _point(t: float, v: float) -> list:
+def _point(t: float, v: float) -> list[float | str]:
     return [round(t, 3), format_value(v)]
-
-
-def _metric(labels: tuple) -> dict[str, str]:
-    return dict(labels)
 
 
 def result_json(value: object, t: float) -> dict[str, Any]:
@@ -89,10 +86,10 @@ def result_json(value: object, t: float) -> dict[str, Any]:
         return {"resultType": "string", "result": [round(t, 3), value.value]}
     if isinstance(value, Vector):
         return {"resultType": "vector", "result": [
-            {"metric": _metric(lab), "value": _point(t, v)} for lab, v in zip(value.labels, value.values.tolist())]}
+            {"metric": labels_dict(lab), "value": _point(t, v)} for lab, v in zip(value.labels, value.values.tolist())]}
     assert isinstance(value, Matrix)
     return {"resultType": "matrix", "result": [
-        {"metric": _metric(s.labels), "values": [_point(a, b) for a, b in zip(s.times.tolist(), s.values.tolist())]}
+        {"metric": labels_dict(s.labels), "values": [_point(a, b) for a, b in zip(s.times.tolist(), s.values.tolist())]}
         for s in value.series]}
 
 

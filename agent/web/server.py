@@ -1,109 +1,47 @@
-"""HTTP endpoints: /metrics, /-/healthy, /-/ready, /-/reload, and the JSON API.
+"""The HTTP server: /metrics, /-/healthy, /-/ready, /-/reload, and dispatch of the JSON API.
 
-The web layer decides nothing: it renders what the agent already holds. `/metrics` is
-built at scrape time by one collector that reads the store and the agent's sample
-providers, so no stale label sets linger in long-lived Gauge objects.
+The web layer decides nothing: it renders what the agent already holds. `/metrics` encodes
+the registry's collectors at scrape time (`agent.web.exposition`); the API's routes and the
+reload arrive as `WebHooks`, so this module never imports the pipeline, the daemon or a stage.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
+import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
-from agent.metrics import Metric, Registry
-from agent.store.series import Labels, Store, is_stale
+from agent.metrics import Registry
 from agent.web.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
 
-LOOKBACK_DELTA = 300.0  # like Prometheus: a series not written for 5 minutes is not exposed
-
-# name -> (type, help); sources register their families here (system: node_exporter's).
-FamilyInfo = dict[str, tuple[str, str]]
-SampleProvider = Callable[[], Iterable[tuple[Labels, float]]]
-
-_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created", "_info")
+# A JSON API route: the request's parameters (query string and form, merged) -> (HTTP status,
+# JSON-ready body).
+Route = Callable[[dict[str, str]], tuple[int, Any]]
 
 
-def _family_name(sample_name: str, families: FamilyInfo) -> tuple[str, str, str]:
-    """(family name for exposition, type, help) of a stored sample name."""
-    if sample_name in families:
-        typ, help_ = families[sample_name]
-        if typ == "counter" and sample_name.endswith("_total"):
-            return sample_name[:-6], typ, help_
-        return sample_name, typ, help_
-    for suf in _SUFFIXES:
-        if sample_name.endswith(suf):
-            base = sample_name[: -len(suf)]
-            if base in families:
-                typ, help_ = families[base]
-                return base, typ, help_
-    return sample_name, "untyped", ""
-
-
-class StoreCollector:
-    """Exposes the latest value of every live series in the store, plus provider samples."""
-
-    def __init__(self, store: Store, families: FamilyInfo, clock: Callable[[], float],
-                 providers: list[tuple[SampleProvider, FamilyInfo]] | None = None) -> None:
-        self.store = store
-        self.families = families
-        self.clock = clock
-        self.providers = providers if providers is not None else []
-
-    def collect(self) -> Iterable[Metric]:
-        now = self.clock()
-        out: dict[str, Metric] = {}
-        with self.store.lock:
-            ids = self.store.all_ids()
-            if ids.size:
-                t, v = self.store.latest(ids)
-                live = (t > now - LOOKBACK_DELTA) & ~is_stale(v)
-                for sid, value in zip(ids[live].tolist(), v[live].tolist()):
-                    self._add(out, self.store.labels(sid), value, self.families)
-        for provider, fam in self.providers:
-            try:
-                for labels, value in provider():
-                    self._add(out, labels, value, fam)
-            except Exception:
-                log.exception("metrics provider %r failed", provider)
-        return list(out.values())
-
-    @staticmethod
-    def _add(out: dict[str, Metric], labels: Labels, value: float, families: FamilyInfo) -> None:
-        name = ""
-        rest = {}
-        for k, val in labels:
-            if k == "__name__":
-                name = val
-            else:
-                rest[k] = val
-        if not name:
-            return
-        fam_name, typ, help_ = _family_name(name, families)
-        m = out.get(fam_name)
-        if m is None:
-            m = out[fam_name] = Metric(fam_name, help_ or fam_name, typ)
-        m.add_sample(name, rest, value)
+class ReloadOutcome(NamedTuple):
+    ok: bool
+    message: str  # answered to POST /-/reload
 
 
 @dataclass
 class WebHooks:
-    """What the endpoints call. Each returns (HTTP status, JSON-able body)."""
+    """What the endpoints call: the reload, readiness, and the JSON API's routes."""
 
-    reload: Callable[[], tuple[bool, str]]
+    reload: Callable[[], ReloadOutcome]
     ready: Callable[[], bool]
     lifecycle: bool = False  # POST /-/reload allowed (Prometheus's --web.enable-lifecycle)
-    api: dict[str, Callable[[dict[str, str]], tuple[int, Any]]] = field(default_factory=dict)
+    api: dict[str, Route] = field(default_factory=dict)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -210,10 +148,7 @@ class WebServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], registry: Registry, hooks: WebHooks) -> None:
         self.registry = registry
         self.hooks = hooks
-        host = address[0]
-        if ":" in host:
-            import socket
-
+        if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self._thread: threading.Thread | None = None
@@ -225,7 +160,3 @@ class WebServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
