@@ -122,11 +122,9 @@ class Pipeline:
     # ---- rules, problems, tickets -------------------------------------------------------------
 
     def _build_rules(self, cfg: Config, groups: list[Any]) -> Any:
-        from agent.rules.manager import RuleManager
+        from agent.rules.manager import RuleOptions, build_rule_manager
 
-        return RuleManager(groups, self.engine, self.clock, store=self.store,
-                           default_interval=float(cfg.global_.evaluation_interval),
-                           external_labels=cfg.external_labels(), external_url=cfg.web.external_url)
+        return build_rule_manager(groups, self.store, self.clock, RuleOptions.from_config(cfg), engine=self.engine)
 
     def check_rules(self, cfg: Config) -> None:
         """Raise ConfigErrors if cfg's rule files are invalid (used before applying a reload)."""

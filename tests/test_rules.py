@@ -10,14 +10,12 @@ import pytest
 
 from agent.clock import SimulatedClock
 from agent.promql import Engine
+from agent.rules.alerting import RESOLVED_RETENTION, AlertState
+from agent.rules.detectors import BreachInfo
 from agent.rules.file import load_rule_text
-from agent.rules.manager import (
-    RESOLVED_RETENTION,
-    AlertState,
-    BreachInfo,
-    RuleManager,
-    to_samples,
-)
+from agent.rules.manager import RuleManager, RuleOptions
+from agent.rules.query import to_samples
+from agent.rules.rule import DuplicateLabelsetError, Health, LimitExceededError, QueryFailedError
 from agent.store.series import STALE_NAN, Store, is_stale, make_labels
 
 P, F, I = AlertState.PENDING, AlertState.FIRING, AlertState.INACTIVE
@@ -136,7 +134,8 @@ def test_duplicate_labelset_is_an_error_and_keeps_state():
     q.samples = [({"host": "a"}, 5), ({"host": "b"}, 5)]
     rm.evaluate_group(rm.groups[0], 60)
     (rule,) = rm.alerting_rules()
-    assert rule.health == "err" and "same labelset" in rule.last_error
+    assert rule.health is Health.ERR and isinstance(rule.last_error, DuplicateLabelsetError)
+    assert str(rule.last_error) == "vector contains metrics with the same labelset after applying alert labels"
     assert len(rule.active_alerts()) == 1
 
 
@@ -148,11 +147,12 @@ def test_query_error_sets_health_and_keeps_alerts():
     q.error = RuntimeError("boom")
     rm.evaluate_group(rm.groups[0], 60)
     (rule,) = rm.alerting_rules()
-    assert (rule.health, rule.last_error) == ("err", "boom")
+    assert (rule.health, str(rule.last_error)) == (Health.ERR, "boom")
+    assert isinstance(rule.last_error, QueryFailedError) and rule.last_error.cause is q.error
     assert [a.state for a in rule.active_alerts()] == [F]
     q.error = None
     rm.evaluate_group(rm.groups[0], 120)
-    assert rule.health == "ok" and rule.last_error == ""
+    assert rule.health is Health.OK and rule.last_error is None
 
 
 def test_group_limit():
@@ -161,7 +161,8 @@ def test_group_limit():
     q.samples = [({"host": "a"}, 5), ({"host": "b"}, 5)]
     rm.evaluate_group(rm.groups[0], 0)
     (rule,) = rm.alerting_rules()
-    assert rule.health == "err" and rule.last_error == "exceeded limit of 1 with 2 alerts"
+    assert rule.health is Health.ERR and str(rule.last_error) == "exceeded limit of 1 with 2 alerts"
+    assert isinstance(rule.last_error, LimitExceededError) and (rule.last_error.limit, rule.last_error.count) == (1, 2)
     assert rule.all_alerts() == []
 
 
@@ -188,7 +189,8 @@ def test_alerts_series_and_notifications():
 
 
 def test_ticket_policy_defaults():
-    rm = one_rule("- alert: X\n  expr: x > 1\n- alert: Y\n  expr: x\n  ticket: {sink: itsm, group_by: [service], on_clear: resolve}")
+    rm = one_rule("- alert: X\n  expr: x > 1\n"
+                  "- alert: Y\n  expr: x\n  ticket: {sink: itsm, group_by: [service], on_clear: resolve}")
     x, y = rm.alerting_rules()
     assert (x.ticket.sink, x.ticket.group_by, x.ticket.on_clear) == (None, ["alertname", "host"], "comment")
     assert (y.ticket.sink, y.ticket.group_by, y.ticket.on_clear) == ("itsm", ["service"], "resolve")
@@ -196,8 +198,9 @@ def test_ticket_policy_defaults():
 
 
 def test_due_groups_follow_each_interval():
-    text = "groups:\n- name: fast\n  interval: 30s\n  rules: []\n- name: slow\n  interval: 2m\n  rules: []\n- name: default\n  rules: []\n"
-    rm = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0), default_interval=60)
+    text = ("groups:\n- name: fast\n  interval: 30s\n  rules: []\n- name: slow\n  interval: 2m\n  rules: []\n"
+            "- name: default\n  rules: []\n")
+    rm = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0), options=RuleOptions(default_interval=60))
     seen = []
     for t in range(0, 241, 15):
         for g in rm.evaluate_due(float(t)):

@@ -1,8 +1,8 @@
 """`forewarn backtest`: replay recorded samples through rules and report the tickets that
 would have opened, when and why.
 
-The replay drives the daemon's own code with a `SimulatedClock`: a `Store` sized for the
-data, the `RuleManager` built by `Pipeline._build_rules`, `agent.pipeline.evaluate_tick`
+The replay (`agent.replay`) drives the daemon's own code with a `SimulatedClock`: a `Store`
+sized for the data, the `RuleManager` built as the daemon builds it, `agent.pipeline.evaluate_tick`
 (rules, then the real `ProblemManager`) at every time a group is due (each group's
 `interval`, or `--step` for all), and, for forecast models that refit (holt, holt_winters,
 auto), the refit worker process with its results installed before the next evaluation.
@@ -24,10 +24,13 @@ one JSON document; `--report OUT.html` writes a self-contained page with a chart
 
 Exit status: 0 done, 1 bad input (unreadable CSV rows, invalid rule files, server errors),
 2 usage (bad --from/--to/--step).
+
+A command: it may import any stage; nothing but the CLI imports it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
@@ -35,18 +38,24 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
-import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import promql_parser as pp
 
-from agent.clock import SimulatedClock, parse_time, rfc3339
-from agent.config.decode import ConfigErrors, parse_duration
+from agent.clock import parse_time, rfc3339
+from agent.config.decode import ConfigErrors, Duration, parse_duration
+from agent.config.schema import Config, TicketingConfig
+from agent.promql.parse import children
+from agent.replay import Tick, replay
+from agent.rules.alerting import Alert, AlertingRule, AlertState
+from agent.rules.file import RuleGroupDef, load_rule_files
+from agent.rules.manager import RuleOptions
 from agent.sources.recording import Feeder, Recording, ReplayInputError, fetch_recording, read_csv, store_for
+from agent.tickets.content import approx_duration
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +139,9 @@ class BacktestResult:
 # ---- rules ------------------------------------------------------------------------------------
 
 
-def _walk(expr: Any) -> Any:
-    from agent.promql.parse import children  # the evaluator's own notion of sub-expressions
-
+def _walk(expr: Any) -> Iterator[Any]:
     yield expr
-    for c in children(expr):
+    for c in children(expr):  # the evaluator's own notion of sub-expressions
         yield from _walk(c)
 
 
@@ -142,11 +149,9 @@ def _utc(t: float) -> str:
     return rfc3339(t, "micro")
 
 
-def rule_selectors(groups: list[Any]) -> list[str]:
+def rule_selectors(groups: list[RuleGroupDef]) -> list[str]:
     """The distinct vector selectors in the rules' expressions (series recording rules
     produce are left out: the replay computes them)."""
-    import promql_parser as pp
-
     recorded = {r.spec.record for g in groups for r in g.rules if not r.is_alert}
     out: list[str] = []
     for g in groups:
@@ -161,85 +166,44 @@ def rule_selectors(groups: list[Any]) -> list[str]:
     return out
 
 
-def longest_window(groups: list[Any]) -> float:
+def longest_window(groups: list[RuleGroupDef]) -> float:
     """The longest range selector in the rules (seconds). Forecast lookbacks do not count:
     models keep their own state and warm up from the downsampled history, as in the daemon."""
-    import promql_parser as pp
-
     longest = 0.0
     for g in groups:
         for r in g.rules:
             for e in _walk(r.expr):
-                if isinstance(e, pp.MatrixSelector):
-                    longest = max(longest, e.range.total_seconds())
-                elif isinstance(e, pp.SubqueryExpr):
+                if isinstance(e, (pp.MatrixSelector, pp.SubqueryExpr)) and e.range is not None:
                     longest = max(longest, e.range.total_seconds())
     return longest
 
 
-def load_rules(paths: list[str]) -> list[Any]:
+def load_rules(paths: list[str]) -> list[RuleGroupDef]:
     """Rule groups from files; sinks are not checked (a backtest contacts none)."""
-    from agent.rules.file import load_rule_files
-
     return load_rule_files(list(paths), None)
 
 
 # ---- the replay -------------------------------------------------------------------------------
 
 
-class _Refits:
-    """Runs the forecast banks' refit jobs in the refit worker process and installs the
-    results before the next evaluation, so the replay is deterministic."""
-
-    def __init__(self) -> None:
-        self.worker: Any = None
-        self.done = 0
-
-    def run(self, rules: Any, now: float) -> None:
-        """The refits due at `now` (the daemon's `RuleManager.refit_jobs` / `apply_refits`),
-        fitted in the worker process, installed before returning."""
-        jobs = rules.refit_jobs(now)
-        while jobs:
-            if self.worker is None:
-                from agent.models.refit import RefitWorker
-
-                self.worker = RefitWorker(max_pending=16)
-            n = self.worker.submit(jobs)
-            jobs = jobs[n:]
-            results = self.worker.wait(REFIT_WAIT_SECONDS)
-            rules.apply_refits(results)
-            self.done += len(results)
-
-    def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
-
-
-def build_rules(groups: list[Any], store: Any, clock: Any, default_interval: float) -> Any:
-    """The RuleManager exactly as the daemon builds it (`Pipeline._build_rules`)."""
-    from agent.config.schema import Config
-    from agent.pipeline import Pipeline
-    from agent.promql import Engine
-
+def rule_options(interval: float, step: float | None) -> RuleOptions:
+    """The daemon's rule options for a default config whose evaluation interval is
+    `interval`, with every group at `step` if given. External labels would stamp the
+    backtesting machine's hostname on every ticket, so `host` is empty."""
     cfg = Config()
-    cfg.global_.evaluation_interval = default_interval  # type: ignore[assignment]
-    # External labels would stamp the backtesting machine's hostname on every ticket.
+    cfg.global_.evaluation_interval = Duration(interval)
     cfg.global_.external_labels = {"host": ""}
-    stages = types.SimpleNamespace(engine=Engine(store), clock=clock, store=store)
-    return Pipeline._build_rules(stages, cfg, groups)  # type: ignore[arg-type]
+    return dataclasses.replace(RuleOptions.from_config(cfg), interval=step)
 
 
-def run_backtest(groups: list[Any], recording: Recording, *, start: float | None = None, end: float | None = None,
-                 step: float | None = None, default_interval: float = DEFAULT_INTERVAL, ticketing: Any = None,
+def run_backtest(groups: list[RuleGroupDef], recording: Recording, *, start: float | None = None,
+                 end: float | None = None, step: float | None = None, default_interval: float = DEFAULT_INTERVAL,
+                 ticketing: TicketingConfig | None = None,
                  progress: Callable[[float], None] | None = None) -> BacktestResult:
     """Replay `recording` (restricted to [start, end]) through `groups`; see the module doc.
 
-    `ticketing` is an `agent.config.schema.TicketingConfig` (default: the config defaults);
+    `ticketing`: the problem manager's settings (default: the config defaults);
     `progress(fraction)` is called now and then."""
-    from agent.config.schema import TicketingConfig
-    from agent.pipeline import evaluate_tick
-    from agent.tickets.problems import MemoryOutbox, NoSuppression, ProblemManager
-
     wall = time.monotonic()
     rec = recording.window(start, end)
     if start is None:
@@ -247,76 +211,54 @@ def run_backtest(groups: list[Any], recording: Recording, *, start: float | None
     if end is None:
         end = float(rec.t[-1]) if len(rec) else start
     store = store_for(rec, max(RAW_WINDOW_MIN, longest_window(groups) * 1.25))
-    feeder = Feeder(rec, store)
-    clock = SimulatedClock(start)
-    rules = build_rules(groups, store, clock, float(step or default_interval))
-    if step:
-        for g in rules.groups:
-            g.interval = float(step)
-    kinds = {r.name: r.kind for r in rules.alerting_rules()}
-    outbox = MemoryOutbox()
-    refits = _Refits()
+    kinds = {r.name: r.kind for g in groups for r in g.rules if r.is_alert}
     events: list[TicketEvent] = []
-    evaluations = 0
-    with tempfile.TemporaryDirectory(prefix="forewarn-backtest-") as state_dir:
-        pm = ProblemManager(ticketing or TicketingConfig(), state_dir, clock, {}, NoSuppression(), outbox)
-        try:
-            now = start
-            last_progress = time.monotonic()
-            while now <= end:
-                feeder.feed_until(now)
-                clock.set(now)
-                seen = len(outbox.enqueued)
-                decisions = evaluate_tick(rules, pm, now)
-                evaluations += 1
-                if len(outbox.enqueued) > seen:
-                    events.extend(_events(outbox.enqueued[seen:], decisions, rules, pm, now))
-                refits.run(rules, now)
-                nxt = rules.next_due()
-                if nxt is None or nxt <= now:
-                    break
-                now = nxt
-                if progress is not None and time.monotonic() - last_progress > 0.5:
-                    last_progress = time.monotonic()
-                    progress((now - start) / max(end - start, 1e-9))
-            open_keys = sorted(p.dedup_key for p in pm.problems() if p.state == "open" and p.has_ticket)
-            open_rules = {p.dedup_key: p.rule for p in pm.problems() if p.dedup_key in set(open_keys)}
-        finally:
-            pm.close()
-            refits.close()
+    shown = time.monotonic()
+
+    def on_tick(tick: Tick) -> None:
+        nonlocal shown
+        if tick.tickets:
+            events.extend(_events(tick))
+        if progress is not None and time.monotonic() - shown > 0.5:
+            shown = time.monotonic()
+            progress((tick.time - start) / max(end - start, 1e-9))
+
+    run = replay(groups, store, Feeder(rec, store).feed_until, start=start, end=end,
+                 options=rule_options(float(step or default_interval), step),
+                 ticketing=ticketing or TicketingConfig(), on_tick=on_tick)
+    open_keys = sorted(p.dedup_key for p in run.problems if p.state == "open" and p.has_ticket)
+    open_rules = {p.dedup_key: p.rule for p in run.problems if p.dedup_key in set(open_keys)}
     if progress is not None:
         progress(1.0)
-    return BacktestResult(start=start, end=end, series=len(rec.labels), samples=len(rec), evaluations=evaluations,
+    return BacktestResult(start=start, end=end, series=len(rec.labels), samples=len(rec), evaluations=run.evaluations,
                           events=events, summary=summarise(events, kinds, open_rules), open_at_end=open_keys,
-                          wall_seconds=time.monotonic() - wall, refits=refits.done, rule_kinds=kinds)
+                          wall_seconds=time.monotonic() - wall, refits=run.refits, rule_kinds=kinds)
 
 
-def _events(enqueued: list[tuple[str, Any]], decisions: list[Any], rules: Any, pm: Any, now: float) -> list[TicketEvent]:
-    reasons = {d.dedup_key: str(d.reason) for d in decisions if d.action}
-    by_name = {r.name: r for r in rules.alerting_rules()}
+def _events(tick: Tick) -> list[TicketEvent]:
+    reasons = {d.dedup_key: str(d.reason) for d in tick.decisions if d.action}
+    by_name = {r.name: r for r in tick.rules.alerting_rules()}
     out = []
-    for sink, t in enqueued:
-        ev = TicketEvent(time=now, action=t.action, rule=t.rule, dedup_key=t.dedup_key, sequence=t.sequence,
+    for sink, t in tick.tickets:
+        ev = TicketEvent(time=tick.time, action=t.action, rule=t.rule, dedup_key=t.dedup_key, sequence=t.sequence,
                          reason=reasons.get(t.dedup_key, "storm summary"), title=t.title, labels=dict(t.labels),
                          sink=sink, started_at=float(t.starts_at))
         rule = by_name.get(t.rule)
-        p = pm.get(t.dedup_key)
+        p = tick.problems.get(t.dedup_key) if tick.problems is not None else None
         if rule is not None and p is not None:
             _describe(ev, rule, p.group_labels)
         out.append(ev)
     return out
 
 
-def _describe(ev: TicketEvent, rule: Any, group_labels: dict[str, str]) -> None:
+def _describe(ev: TicketEvent, rule: AlertingRule, group_labels: dict[str, str]) -> None:
     """Value, forecast and anomaly of the problem's most urgent alert at this time."""
-    from agent.rules.manager import AlertState
-
     alerts = [a for a in rule.all_alerts() if all(a.labels.get(k) == v for k, v in group_labels.items())]
     if not alerts:
         return
     firing = [a for a in alerts if a.state == AlertState.FIRING] or alerts
 
-    def urgency(a: Any) -> float:
+    def urgency(a: Alert) -> float:
         if a.forecast is not None:
             return a.forecast.eta
         if a.anomaly is not None:
@@ -367,8 +309,6 @@ def summarise(events: list[TicketEvent], kinds: dict[str, str], open_rules: dict
 def _dur(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "-"
-    from agent.tickets.content import approx_duration
-
     return approx_duration(seconds)
 
 
@@ -488,7 +428,7 @@ def format_html(res: BacktestResult, rec: Recording, groups: list[Any]) -> str:
     problems: dict[str, list[TicketEvent]] = {}
     for e in res.events:
         problems.setdefault(e.dedup_key, []).append(e)
-    for key, evs in problems.items():
+    for evs in problems.values():
         first = evs[0]
         t0 = min(first.time, first.started_at or first.time)
         t1 = evs[-1].time
