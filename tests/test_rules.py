@@ -369,6 +369,172 @@ def test_adopt_state_keeps_alerts_across_reload():
     assert [a.state for a in new.alerting_rules()[0].active_alerts()] == [F]
 
 
+# ---- reload: what a rule keeps (Prometheus's CopyState) ---------------------------------------
+
+
+def reloaded(old: RuleManager, text: str, now: float = 0.0) -> RuleManager:
+    """The manager a reload at `now` builds from `text`, over the same store and query, after adopt_state."""
+    new = RuleManager(load_rule_text(text, "r.yml"), old.engine, SimulatedClock(now), store=old.store)
+    new.adopt_state(old)
+    return new
+
+
+def test_reload_keeps_alert_timers_and_keep_firing():
+    text = "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 1\n    for: 3m\n    keep_firing_for: 5m\n" \
+           "    labels: {team: a}\n  - alert: Y\n    expr: x > 1\n    keep_firing_for: 5m\n"
+    old = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0))
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 0)
+    old.engine.samples = []
+    old.evaluate_group(old.groups[0], 60)  # X pending is forgotten; Y keeps firing since 60
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 120)  # X pending again from 120
+    old.engine.samples = []
+    old.evaluate_group(old.groups[0], 180)
+    # an annotation added and the group order changed: the same rules, the same alerts
+    new = reloaded(old, "groups:\n- name: g\n  rules:\n  - alert: Y\n    expr: x > 1\n    keep_firing_for: 5m\n"
+                        "    annotations: {summary: s}\n  - alert: X\n    expr: x > 1\n    for: 3m\n"
+                        "    keep_firing_for: 5m\n    labels: {team: a}\n")
+    y, x = new.alerting_rules()
+    assert [(a.state, a.active_at, a.keep_firing_since) for a in y.all_alerts()] == [(F, 0, 180)]
+    assert x.all_alerts() == []  # pending alerts that cleared are gone, as before the reload
+    new.engine.samples = [(A, 5)]
+    new.evaluate_group(new.groups[0], 240)
+    assert [(a.state, a.active_at) for a in x.all_alerts()] == [(P, 240)]
+    assert [(a.state, a.keep_firing_since) for a in y.all_alerts()] == [(F, None)]
+    new.engine.samples = []
+    for t in (300, 360, 420, 480, 540, 600):
+        new.evaluate_group(new.groups[0], t)
+    assert [(a.state, a.resolved_at) for a in y.all_alerts()] == [(I, 600)]  # kept firing for 5m from 300
+
+
+def test_reload_with_a_changed_expression_starts_the_rule_fresh():
+    text = "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 1\n"
+    old = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0))
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 0)
+    new = reloaded(old, "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 2\n")
+    assert new.alerting_rules()[0].all_alerts() == []
+    new = reloaded(old, "groups:\n- name: other\n  rules:\n  - alert: X\n    expr: x > 1\n")
+    assert new.alerting_rules()[0].all_alerts() == []  # another group's rule of that name
+
+
+FORECAST_RULE = """
+groups:
+- name: capacity
+  interval: 5m
+  rules:
+  - alert: Fill
+    expr: free * 1
+    forecast: {{model: {model}, lookback: 2h, horizon: 24h, threshold: {threshold}, direction: below}}
+"""
+
+
+def forecast_manager(model: str = "linear", threshold: float = 0) -> tuple[Store, RuleManager]:
+    store, rm = store_manager(FORECAST_RULE.format(model=model, threshold=threshold))
+    free = make_labels("free", {"mount": "/var"})
+    for k in range(30):  # falling 1 per 5 minutes from 100: empty at 500 minutes
+        _feed(store, free, k * 300.0, 100.0 - k)
+        rm.evaluate_group(rm.groups[0], k * 300.0)
+    return store, rm
+
+
+def test_reload_keeps_the_detector_models():
+    """`free * 1` is no stored series, so a fresh model could not warm up from history: only
+    the carried-over model knows the trend right after the reload."""
+    store, old = forecast_manager()
+    (old_rule,) = old.alerting_rules()
+    eta = old.forecast_series()["forewarn_forecast_breach_seconds"]
+    assert len(eta) == 1 and eta[0][1] < 24 * 3600
+    # unchanged: the models and their latest verdicts (what /metrics shows) carry over
+    new = reloaded(old, FORECAST_RULE.format(model="linear", threshold=0))
+    (rule,) = new.alerting_rules()
+    assert rule.detector.bank is old_rule.detector.bank and new.forecast_series() == old.forecast_series()
+    # another threshold reads the same models differently: they carry over, the old verdicts do not
+    new = reloaded(old, FORECAST_RULE.format(model="linear", threshold=10))
+    (rule,) = new.alerting_rules()
+    assert rule.detector.bank is old_rule.detector.bank and new.forecast_series()["forewarn_forecast_breach_seconds"] == []
+    _feed(store, make_labels("free", {"mount": "/var"}), 30 * 300.0, 70.0)
+    new.evaluate_group(new.groups[0], 30 * 300.0)
+    ((_, eta_10),) = new.forecast_series()["forewarn_forecast_breach_seconds"]
+    assert abs(eta_10 - 60 * 300.0) < 600  # 70 -> 10 at 1 per 5 minutes
+    # another model is another model: it starts cold (too little data for any forecast)
+    new = reloaded(old, FORECAST_RULE.format(model="holt", threshold=0))
+    (rule,) = new.alerting_rules()
+    assert rule.detector.bank is not old_rule.detector.bank
+    new.evaluate_group(new.groups[0], 30 * 300.0)
+    ((_, eta_cold),) = new.forecast_series()["forewarn_forecast_breach_seconds"]
+    assert eta_cold == math.inf
+
+
+def test_reload_keeps_anomaly_models_when_only_the_sensitivity_changes():
+    text = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: lat * 1\n    anomaly: {{sensitivity: {s}}}\n"
+    store, old = store_manager(text.format(s="high"))
+    lat = make_labels("lat", {"service": "api"})
+    for k in range(50):
+        _feed(store, lat, k * 60.0, 0.2)
+        old.evaluate_group(old.groups[0], k * 60.0)
+    new = reloaded(old, text.format(s="low"))
+    assert new.alerting_rules()[0].detector.bank is old.alerting_rules()[0].detector.bank
+    assert new.alerting_rules()[0].detector.threshold > old.alerting_rules()[0].detector.threshold
+
+
+RECORDING = """
+groups:
+- name: g
+  interval: 1m
+  rules:
+  - record: job:up:sum
+    expr: sum by (job) (up{{job=~"{jobs}"}})
+  - record: job:up:max
+    expr: max by (job) (up)
+"""
+
+
+def recorded_at(store: Store, name: str, job: str) -> list[tuple[float, bool]]:
+    t, v = store.raw(store.get_id(make_labels(name, {"job": job})))
+    return list(zip(t.tolist(), is_stale(v).tolist()))
+
+
+def recording_manager() -> tuple[Store, RuleManager]:
+    store, rm = store_manager(RECORDING.format(jobs="a|b"))
+    ids = store.series_ids([make_labels("up", {"job": "a"}), make_labels("up", {"job": "b"})])
+    for t in (0.0, 60.0):
+        store.append(ids, t, np.array([1.0, 1.0]))
+    rm.evaluate_group(rm.groups[0], 0.0)
+    return store, rm
+
+
+def test_reload_marks_the_series_a_recording_rule_stops_writing_stale():
+    store, old = recording_manager()
+    new = reloaded(old, RECORDING.format(jobs="a"))  # job b is no longer recorded
+    new.evaluate_group(new.groups[0], 60.0)
+    assert recorded_at(store, "job:up:sum", "a") == [(0.0, False), (60.0, False)]
+    assert recorded_at(store, "job:up:sum", "b") == [(0.0, False), (60.0, True)]
+    assert recorded_at(store, "job:up:max", "b") == [(0.0, False), (60.0, False)]
+
+
+def test_reload_marks_the_series_of_removed_rules_and_groups_stale():
+    store, old = recording_manager()
+    new = reloaded(old, "groups:\n- name: g\n  rules:\n  - record: job:up:max\n    expr: max by (job) (up)\n")
+    new.evaluate_group(new.groups[0], 60.0)
+    for job in ("a", "b"):
+        assert recorded_at(store, "job:up:sum", job) == [(0.0, False), (60.0, True)]
+        assert recorded_at(store, "job:up:max", job) == [(0.0, False), (60.0, False)]
+    store, old = recording_manager()
+    # the group is gone, one of its rules moved to another group: only the other one goes stale
+    new = reloaded(old, "groups:\n- name: h\n  rules:\n  - record: job:up:max\n    expr: max by (job) (up)\n"
+                        "- name: i\n  rules: []\n")
+    new.evaluate_group(new.groups[0], 60.0)
+    assert recorded_at(store, "job:up:sum", "a") == [(0.0, False)]  # not every group has run yet
+    new.evaluate_group(new.groups[1], 60.0)
+    assert recorded_at(store, "job:up:sum", "a") == [(0.0, False), (60.0, True)]
+    assert recorded_at(store, "job:up:max", "a") == [(0.0, False), (60.0, False)]
+    store, old = recording_manager()
+    reloaded(old, "groups: []\n", now=30.0)  # nothing left to evaluate: stale at the reload
+    assert recorded_at(store, "job:up:sum", "b") == [(0.0, False), (30.0, True)]
+
+
 def test_stale_input_resolves_threshold_alert():
     store, rm = store_manager("groups:\n- name: g\n  interval: 1m\n  rules:\n  - alert: Down\n    expr: up == 0\n")
     up = make_labels("up", {"job": "a"})
