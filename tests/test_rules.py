@@ -3,7 +3,9 @@ same rules over a real Store and PromQL Engine (recording rules, forecast, anoma
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from agent.clock import SimulatedClock
 from agent.promql import Engine
 from agent.rules.alerting import RESOLVED_RETENTION, AlertState
 from agent.rules.detectors import BreachInfo
-from agent.rules.file import load_rule_text
+from agent.rules.file import load_rule_files, load_rule_text
 from agent.rules.manager import RuleManager, RuleOptions
 from agent.rules.query import to_samples
 from agent.rules.rule import DuplicateLabelsetError, Health, LimitExceededError, QueryFailedError
@@ -724,3 +726,23 @@ groups:
     results = [fit_job(j) for j in jobs]
     assert rm.apply_refits(results) == 1
     assert rm.refit_jobs(80 * 300.0) == []  # not due again right away
+
+
+def test_state_file_format_is_kept(tmp_path):
+    """A state file written by an earlier version (tests/golden/statedir_v1) is read back and
+    written again byte for byte; a non-finite value is written as Python's repr."""
+    golden = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "statedir_v1", "rules.state.json")
+    with open(golden, encoding="utf-8") as f:
+        saved = f.read()
+    rules = os.path.join(os.path.dirname(golden), "..", "inputs", "scenario", "golden_rules.yml")
+    rm = RuleManager(load_rule_files([rules]), FakeQuery(), SimulatedClock(0))
+    assert rm.load_state(golden) == 3
+    rm.save_state(str(tmp_path / "again.json"))
+    assert (tmp_path / "again.json").read_text(encoding="utf-8") == saved
+    rm = one_rule("- alert: X\n  expr: x")
+    rm.engine.samples = [(A, math.nan)]
+    rm.evaluate_group(rm.groups[0], 0)
+    assert json.dumps(rm.state_dict(), separators=(",", ":")) == (
+        '{"version":1,"rules":[{"group":"g","name":"X","query":"x","alerts":[{"labels":{"host":"a","alertname":"X"},'
+        '"annotations":{},"state":"firing","active_at":0,"value":"nan","fired_at":0,"resolved_at":null,'
+        '"last_sent_at":null,"keep_firing_since":null}]}]}')
