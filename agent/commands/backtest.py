@@ -453,7 +453,16 @@ def format_html(res: BacktestResult, rec: Recording, groups: list[Any]) -> str:
 
 
 class _UsageError(Exception):
-    pass
+    """A bad command line: printed after `forewarn backtest: error:`, exit status 2."""
+
+
+@dataclass
+class _Window:
+    """The replay's time range and step from the command line (None: not given)."""
+
+    start: float | None
+    end: float | None
+    step: float | None
 
 
 def _time_arg(name: str, text: str | None) -> float | None:
@@ -463,6 +472,38 @@ def _time_arg(name: str, text: str | None) -> float | None:
         return parse_time(text)
     except ValueError as e:
         raise _UsageError(f"{name}: {e}") from None
+
+
+def _window(args: Any) -> _Window:
+    start = _time_arg("--from", args.from_)
+    end = _time_arg("--to", args.to)
+    step = None
+    if args.step is not None:
+        try:
+            step = float(args.step) if args.step.replace(".", "", 1).isdigit() else parse_duration(args.step)
+        except ValueError as e:
+            raise _UsageError(f"--step: {e}") from None
+        if not step > 0:
+            raise _UsageError("--step: must be greater than zero")
+    if start is not None and end is not None and end < start:
+        raise _UsageError("--to is before --from")
+    return _Window(start, end, step)
+
+
+def _recording(args: Any, groups: list[RuleGroupDef], window: _Window) -> Recording:
+    """The input: a CSV file, or the rules' (or `--query`'s) series from a server over the
+    window (default: the last DEFAULT_URL_SPAN seconds, set in `window`). Raises
+    ReplayInputError or _UsageError."""
+    if not args.input.startswith(("http://", "https://")):
+        if args.query:
+            raise _UsageError("--query applies only to a server URL")
+        return read_csv(args.input)
+    window.end = window.end if window.end is not None else time.time()
+    window.start = window.start if window.start is not None else window.end - DEFAULT_URL_SPAN
+    selectors = list(args.query) or rule_selectors(groups)
+    if not selectors:
+        raise _UsageError("no selectors to fetch (give --query)")
+    return fetch_recording(args.input, selectors, window.start, window.end)
 
 
 def _progress_bar() -> Callable[[float], None] | None:
@@ -482,18 +523,7 @@ def _progress_bar() -> Callable[[float], None] | None:
 def command(args: Any) -> int:
     logging.getLogger("agent.tickets.problems").setLevel(logging.WARNING)  # one line per action would drown the output
     try:
-        start = _time_arg("--from", args.from_)
-        end = _time_arg("--to", args.to)
-        step = None
-        if args.step is not None:
-            try:
-                step = float(args.step) if args.step.replace(".", "", 1).isdigit() else parse_duration(args.step)
-            except ValueError as e:
-                raise _UsageError(f"--step: {e}") from None
-            if not step > 0:
-                raise _UsageError("--step: must be greater than zero")
-        if start is not None and end is not None and end < start:
-            raise _UsageError("--to is before --from")
+        window = _window(args)
     except _UsageError as e:
         print(f"forewarn backtest: error: {e}", file=sys.stderr)
         return 2
@@ -504,27 +534,19 @@ def command(args: Any) -> int:
             print(err, file=sys.stderr)
         return 1
     try:
-        if args.input.startswith(("http://", "https://")):
-            end = end if end is not None else time.time()
-            start = start if start is not None else end - DEFAULT_URL_SPAN
-            selectors = list(args.query) or rule_selectors(groups)
-            if not selectors:
-                print("forewarn backtest: error: no selectors to fetch (give --query)", file=sys.stderr)
-                return 2
-            recording = fetch_recording(args.input, selectors, start, end)
-        else:
-            if args.query:
-                print("forewarn backtest: error: --query applies only to a server URL", file=sys.stderr)
-                return 2
-            recording = read_csv(args.input)
+        recording = _recording(args, groups, window)
+    except _UsageError as e:
+        print(f"forewarn backtest: error: {e}", file=sys.stderr)
+        return 2
     except ReplayInputError as e:
         for m in e.messages:
             print(m, file=sys.stderr)
         return 1
+    start, end = window.start, window.end
     if not len(recording.window(start, end)):
         print(f"{args.input}: no samples in the chosen time range", file=sys.stderr)
         return 1
-    result = run_backtest(groups, recording, start=start, end=end, step=step, progress=_progress_bar())
+    result = run_backtest(groups, recording, start=start, end=end, step=window.step, progress=_progress_bar())
     if args.report:
         try:
             with open(args.report, "w", encoding="utf-8") as f:
