@@ -3,13 +3,14 @@ promtool-style scripts and other readers of Prometheus's API work unchanged.
 
 Each function takes the `RuleManager` and the request's query parameters and returns
 (HTTP status, JSON-ready body); the web layer only serialises. Rule health and errors are
-typed in `agent.rules`; their text is made here.
+typed in `agent.rules`; their text is made here. Imports `agent.rules` only; never the
+pipeline, the daemon or commands.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent.clock import rfc3339
@@ -136,7 +137,7 @@ def alerts_response(manager: RuleManager, params: Mapping[str, Any] | None = Non
     return 200, {"status": "success", "data": {"alerts": alerts}}
 
 
-def routes(manager_ref: Any) -> dict[str, Any]:
+def routes(manager_ref: Callable[[], RuleManager]) -> dict[str, Callable[[Mapping[str, Any]], tuple[int, dict[str, Any]]]]:
     """Routes for the web layer. `manager_ref()` returns the current RuleManager (it changes
     on reload)."""
     return {
