@@ -43,6 +43,7 @@ from agent.rules.query import to_samples
 from agent.rules.rule import Health
 from agent.rules.rule import log as evaluation_log
 from agent.rules.templates import go_format_e
+from agent.sources.recording import Recording
 from agent.store.series import Labels, Store
 from agent.tickets.sinks.base import Ticket
 
@@ -160,18 +161,8 @@ def _samples_string(samples: list[tuple[Labels, float]]) -> str:
 # ---- running ----------------------------------------------------------------------------------
 
 
-@dataclass
-class InputSeries:
-    """A test group's input samples sorted by time (stable: file order within one time):
-    `series[i]` indexes `labels`."""
-
-    times: np.ndarray
-    labels: list[Labels]
-    series: np.ndarray
-    values: np.ndarray
-
-
-def _load_series(tg: TestGroup, interval: float) -> InputSeries:
+def _load_series(tg: TestGroup, interval: float) -> Recording:
+    """A test group's input samples, sorted by time (file order within one time)."""
     labels: list[Labels] = []
     ts: list[float] = []
     idx: list[int] = []
@@ -185,27 +176,26 @@ def _load_series(tg: TestGroup, interval: float) -> InputSeries:
             ts.append(i * interval)
             idx.append(len(labels) - 1)
             vals.append(v)
-    order = np.argsort(np.asarray(ts, dtype=np.float64), kind="stable")
-    return InputSeries(np.asarray(ts, dtype=np.float64)[order], labels, np.asarray(idx, dtype=np.int64)[order],
-                       np.asarray(vals, dtype=np.float64)[order])
+    return Recording.from_arrays(labels, np.asarray(ts, dtype=np.float64), np.asarray(idx, dtype=np.int64),
+                                 np.asarray(vals, dtype=np.float64))
 
 
 class _Loader:
     """Appends the input samples to the store, one append per time, up to a given time."""
 
-    def __init__(self, inputs: InputSeries, store: Store) -> None:
+    def __init__(self, inputs: Recording, store: Store) -> None:
         self.inputs = inputs
         self.store = store
         self.ids = store.series_ids(inputs.labels) if inputs.labels else np.empty(0, dtype=np.int64)
         self.loaded = 0
 
     def load_until(self, t: float) -> None:
-        times = self.inputs.times
+        times = self.inputs.t
         hi = int(np.searchsorted(times, t, side="right"))
         while self.loaded < hi:
             j = self.loaded
             k = min(int(np.searchsorted(times, times[j], side="right")), hi)
-            self.store.append(self.ids[self.inputs.series[j:k]], times[j], self.inputs.values[j:k])
+            self.store.append(self.ids[self.inputs.series[j:k]], times[j], self.inputs.v[j:k])
             self.loaded = k
 
 
@@ -255,7 +245,7 @@ def run_test_group(tg: TestGroup, groups: list[RuleGroupDef], eval_interval: flo
     # Room for every input sample and every recorded sample, so nothing is overwritten.
     per_series = np.bincount(inputs.series, minlength=len(inputs.labels)) if len(inputs.series) else np.zeros(0)
     capacity = max(int(per_series.max(initial=0)), steps + 1) + 16
-    store = Store(raw_capacity=capacity, retention=max(float(inputs.times.max(initial=0)), max_t) * 2 + 86400.0,
+    store = Store(raw_capacity=capacity, retention=max(float(inputs.t.max(initial=0)), max_t) * 2 + 86400.0,
                   downsample_interval=300.0, max_series=1_000_000, stale_after=math.inf)
     order = {n: i for i, n in enumerate(group_order)}
     ordered = sorted(groups, key=lambda g: order.get(g.name, len(order)))

@@ -92,13 +92,6 @@ class RuleManager:
             self._mark_orphans_stale(now)
         return out
 
-    def evaluate_due(self, now: float | None = None) -> list[RuleGroup]:
-        now = self.clock.now() if now is None else now
-        due = self.due_groups(now)
-        for g in due:
-            self.evaluate_group(g, now)
-        return due
-
     def next_due(self) -> float | None:
         """When the next group is due (None while a group has not been evaluated yet)."""
         due = [g.next_due for g in self.groups]
