@@ -418,6 +418,18 @@ def test_reload_keeps_alert_timers_and_keep_firing():
     assert [(a.state, a.resolved_at) for a in y.all_alerts()] == [(I, 600)]  # kept firing for 5m from 300
 
 
+def test_reload_pairs_rules_of_one_name_by_expression():
+    text = "groups:\n- name: g\n  rules:\n  - alert: Load\n    expr: x > 1\n    labels: {{severity: {a}}}\n" \
+           "  - alert: Load\n    expr: x > 2\n    labels: {{severity: {b}}}\n"
+    old = RuleManager(load_rule_text(text.format(a="warning", b="critical"), "r.yml"), FakeQuery(), SimulatedClock(0))
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 0)
+    swapped = text.replace("x > 1", "x > 0").replace("x > 2", "x > 1").replace("x > 0", "x > 2")
+    new = reloaded(old, swapped.format(a="critical", b="warning"))
+    got = [[a.labels["severity"] for a in r.all_alerts()] for r in new.alerting_rules()]
+    assert got == [["critical"], ["warning"]]  # each kept its own alerts, whatever the order
+
+
 def test_reload_with_a_changed_expression_starts_the_rule_fresh():
     text = "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 1\n"
     old = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0))

@@ -23,7 +23,15 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from agent.rules.detectors import AnomalyDetector, AnomalyInfo, BreachInfo, Condition, ForecastDetector, make_detector
+from agent.rules.detectors import (
+    AnomalyDetector,
+    AnomalyInfo,
+    BreachInfo,
+    Condition,
+    ExportedSeries,
+    ForecastDetector,
+    make_detector,
+)
 from agent.rules.file import RuleDef
 from agent.rules.query import HistoryFn, LabeledValue, QueryFn, without_name
 from agent.rules.rule import DuplicateLabelsetError, LimitExceededError, Rule, RuleError
@@ -239,7 +247,7 @@ class AlertingRule(Rule):
             out.append((cached.for_state, float(a.active_at)))
         return out
 
-    def export_labels(self, names: tuple[str, ...]) -> list[tuple[tuple[Labels, ...], BreachInfo | AnomalyInfo]]:
+    def export_labels(self, names: tuple[str, ...]) -> list[ExportedSeries]:
         """For /metrics: per expr output series, its labels under each of `names` (with
         alertname, without the series' own name) and the detector's latest verdict."""
         return self.detector.export_labels(names, self.name) if self.detector is not None else []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -68,6 +69,14 @@ class Verdicts:
     infos: list[BreachInfo | AnomalyInfo] = field(default_factory=list)
 
 
+class ExportedSeries(NamedTuple):
+    """One series of a detector's latest evaluation for /metrics: its labels under each
+    metric name asked for, and the model's verdict."""
+
+    labels: tuple[Labels, ...]
+    info: BreachInfo | AnomalyInfo
+
+
 @dataclass
 class Condition:
     """One output series for which the rule is active now, with the detector's verdict."""
@@ -99,7 +108,7 @@ class Detector(abc.ABC):
         return [Condition(lab, v, info) for (lab, v), on, info in zip(samples, self.latest.active, self.latest.infos)
                 if on]
 
-    def export_labels(self, names: tuple[str, ...], alertname: str) -> list[tuple[tuple[Labels, ...], BreachInfo | AnomalyInfo]]:
+    def export_labels(self, names: tuple[str, ...], alertname: str) -> list[ExportedSeries]:
         """For /metrics: per series of the latest evaluation, its labels under each of `names`
         (with `alertname`, without the series' own name) and the model's verdict. Label
         tuples are built once per series."""
@@ -109,7 +118,7 @@ class Detector(abc.ABC):
             if labs is None:
                 base = dict(without_name(k), alertname=alertname)
                 labs = self._export[(k, names)] = tuple(make_labels(n, base) for n in names)
-            out.append((labs, info))
+            out.append(ExportedSeries(labs, info))
         return out
 
     @abc.abstractmethod

@@ -98,10 +98,10 @@ class RuleGroup:
 
     def copy_state(self, old: RuleGroup) -> None:
         """Take over from `old`, this group before a reload (Prometheus's `CopyState`). A rule
-        of the same kind and name (paired in order when names repeat) keeps the series it
-        wrote, so the ones it stops writing still get stale markers, and takes what else it
-        can of the old rule (`Rule.adopt`: alerts, models). Series of old rules left unpaired
-        are marked stale at the next evaluation."""
+        of the same kind and name (when names repeat: the one with the same expression, else
+        the first left) keeps the series it wrote, so the ones it stops writing still get
+        stale markers, and takes what else it can of the old rule (`Rule.adopt`: alerts,
+        models). Series of old rules left unpaired are marked stale at the next evaluation."""
         self.last_evaluation, self.evaluation_seconds = old.last_evaluation, old.evaluation_seconds
         unpaired: dict[tuple[bool, str], list[int]] = {}
         for j, r in enumerate(old.rules):
@@ -110,7 +110,8 @@ class RuleGroup:
             same = unpaired.get(_identity(rule))
             if not same:
                 continue
-            j = same.pop(0)
+            j = next((j for j in same if old.rules[j].query_text == rule.query_text), same[0])
+            same.remove(j)
             self.previous[i] = old.previous[j]
             rule.adopt(old.rules[j])
         self.stale_series = set(old.stale_series)
