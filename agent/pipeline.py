@@ -25,8 +25,9 @@ from agent.clock import Clock
 from agent.config.schema import Config
 from agent.metrics import Collector, Histogram, Metric
 from agent.promql import Engine
+from agent.rules.alerting import Alert, AlertingRule
 from agent.rules.file import RuleGroupDef, load_rule_files
-from agent.rules.manager import Alert, AlertingRule, RuleManager
+from agent.rules.manager import RuleManager, RuleOptions, build_rule_manager
 from agent.sources.query import QuerySources
 from agent.sources.scrape import ScrapeManager, ScrapeTarget
 from agent.sources.system import FAMILIES as SYSTEM_FAMILIES
@@ -214,7 +215,7 @@ class Pipeline:
     # ---- rules, problems, tickets -------------------------------------------------------------
 
     def _build_rules(self, cfg: Config, groups: list[RuleGroupDef]) -> RuleManager:
-        return build_rule_manager(cfg, groups, self.engine, self.clock, self.store)
+        return build_rule_manager(groups, self.store, self.clock, RuleOptions.from_config(cfg), engine=self.engine)
 
     def check_rules(self, cfg: Config) -> None:
         """Raise ConfigErrors if cfg's rule files are invalid (used before applying a reload)."""
@@ -439,14 +440,6 @@ class OutboxFamilies:
     def collect(self) -> Iterable[Metric]:
         t = self.current()
         return t.outbox.collect() if t is not None else ()
-
-
-def build_rule_manager(cfg: Config, groups: list[RuleGroupDef], engine: Engine, clock: Clock, store: Store) -> RuleManager:
-    """The RuleManager of `groups` exactly as the daemon runs it (intervals, external labels
-    and URL from `cfg`); `forewarn backtest` builds its own the same way."""
-    return RuleManager(groups, engine, clock, store=store,
-                       default_interval=float(cfg.global_.evaluation_interval),
-                       external_labels=cfg.external_labels(), external_url=cfg.web.external_url)
 
 
 def load_groups(cfg: Config) -> list[RuleGroupDef]:

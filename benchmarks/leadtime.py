@@ -21,12 +21,13 @@ daily cycles and level shifts stay as they are. On it:
 - the same disk and memory series with no fill or leak.
 
 Fills start at day `days - 3.5`. The breach time is when the trend crosses the threshold
-(fill start + D), known by construction; the noisy series may touch it a little earlier. Rules (group interval 5m, `for: 15m` for all):
+(fill start + D), known by construction; the noisy series may touch it a little earlier.
+Rules (group interval 5m, `for: 15m` for all):
 forecast {model, lookback 6h, horizon 24h, confidence 0.9} and
 `predict_linear(x[6h], 24*3600) < 0` (resp. `> 95`).
 
-Everything runs through `agent.commands.backtest.run_backtest` (Store, RuleManager, evaluate_tick,
-ProblemManager, refit worker), with the storm guard lifted (each series is its own host).
+Everything runs through `agent.commands.backtest.run_backtest` (the replay loop of `agent.replay`:
+Store, RuleManager, evaluate_tick, ProblemManager, refit worker), with the storm guard lifted (each series is its own host).
 Metrics per rule kind:
 - lead: for a breach series, (breach time - first ticket opened between fill start and
   breach) / horizon; 0 when no ticket opened before the breach (a miss). Median over series.
@@ -238,7 +239,8 @@ def main() -> int:
                                  for k, s in sc.items()} for name, sc in table.items()}, indent=2))
     n_breach = sum(1 for s in series if s.breach is not None)
     print(f"{len(series)} series ({n_breach} with a breach) from {min(args.sources, len(NOISE_SOURCES))} NAB noise "
-          f"sources, {args.days:g} days at 5 min, forecast confidence {args.confidence:g} horizon {args.forecast_horizon}; {res.evaluations} evaluations, {res.refits} refits, {wall:.0f} s")
+          f"sources, {args.days:g} days at 5 min, forecast confidence {args.confidence:g} horizon {args.forecast_horizon}; "
+          f"{res.evaluations} evaluations, {res.refits} refits, {wall:.0f} s")
     print(f"{'':<20}" + "".join(f"{RULE_KINDS.get(k, k):>34}" for k in kinds))
     for name, sc in table.items():
         cells = []

@@ -15,8 +15,11 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from agent import replay
 from agent.cli import main
 from agent.commands import backtest
+from agent.config.schema import TicketingConfig
+from agent.rules.manager import RuleOptions
 from agent.sources import recording
 from agent.store import make_labels
 
@@ -220,7 +223,8 @@ def test_input_from_a_prometheus_api(capsys) -> None:
         assert doc["samples"] == 2 * 721
         opens = [(e["time"], e["rule"]) for e in doc["events"] if e["action"] == "open"]
         assert opens == [(T0 + 306 * 60, "DiskWillFill"), (T0 + 606 * 60, "DiskLow")]
-        assert all(q.startswith("disk_free_bytes[") for q in _FakePrometheus.seen) and len(_FakePrometheus.seen) >= 2  # 6 h chunks
+        assert all(q.startswith("disk_free_bytes[") for q in _FakePrometheus.seen)
+        assert len(_FakePrometheus.seen) >= 2  # 6 h chunks
         fetched = recording.fetch_recording(url, ["disk_free_bytes"], T0, T0 + 720 * 60)
         assert len(fetched) == 2 * 721
         assert fetched.labels == [make_labels("disk_free_bytes", {"mount": "/data"}),
@@ -258,3 +262,44 @@ def test_unsorted_unaligned_and_repeated_samples(tmp_path) -> None:
         sid = store.get_id(make_labels("disk_free_bytes", {"mount": "/b"}))
         t_b, v_b = store.raw(sid)
         assert len(t_b) == 60 and v_b[0] == 500.0
+
+
+def _replay(step: float | None, **kw) -> tuple[list[float], list[tuple[float, int, list[str]]], replay.ReplayResult]:
+    """Replay the fixture with the daemon's defaults: (times fed, (time, samples fed, ticket
+    actions) per tick, result)."""
+    rec = recording.read_csv(LONG)
+    store = recording.store_for(rec, 3600.0)
+    feeder = recording.Feeder(rec, store)
+    fed: list[float] = []
+    ticks: list[tuple[float, int, list[str]]] = []
+
+    def feed(t: float) -> None:
+        fed.append(t)
+        feeder.feed_until(t)
+
+    def on_tick(tick: replay.Tick) -> bool:
+        ticks.append((tick.time, feeder.pos, [f"{t.action} {t.rule}" for _, t in tick.tickets]))
+        return kw.get("until") is None or tick.time < kw["until"]
+
+    run = replay.replay(backtest.load_rules([RULES]), store, feed, start=T0, end=T0 + 610 * 60,
+                        options=RuleOptions(default_interval=60.0), ticketing=kw.get("ticketing"), step=step,
+                        on_tick=on_tick)
+    return fed, ticks, run
+
+
+def test_replay_steps_feeds_and_reports_each_tick() -> None:
+    """The loop `forewarn test` and `forewarn backtest` share: samples fed up to each time
+    before it is evaluated, on a grid or when groups are due, ticket actions per tick."""
+    # the group runs every minute; a 10-minute grid sees DiskLow (`for: 5m`) first at minute 610, pending
+    for step, want, problems in ((None, [T0 + 60 * k for k in range(611)], ["DiskLow", "DiskWillFill"]),
+                                 (600.0, [T0 + 600 * k for k in range(62)], ["DiskWillFill"])):
+        fed, ticks, run = _replay(step, ticketing=TicketingConfig())
+        assert fed == want == [t for t, _, _ in ticks] and run.evaluations == len(want)
+        assert [pos for _, pos, _ in ticks] == [2 * (int(t - T0) // 60 + 1) for t in want]  # both series, up to t
+        opens = [(t, a) for t, _, acts in ticks for a in acts if a.startswith("open")]
+        if step is None:  # as `forewarn backtest` reports them
+            assert opens == [(T0 + 306 * 60, "open DiskWillFill"), (T0 + 606 * 60, "open DiskLow")]
+        assert sorted(p.rule for p in run.problems) == problems
+    # without ticketing: rules only; a handler returning False ends the replay
+    fed, ticks, run = _replay(None, until=T0 + 120)
+    assert run.evaluations == 3 and run.problems == [] and all(acts == [] for _, _, acts in ticks)

@@ -13,7 +13,8 @@ from agent.clock import SimulatedClock
 from agent.clock import human_time as iso
 from agent.config.decode import Duration
 from agent.config.schema import MaintenanceWindow, SilenceConfig, TicketingConfig
-from agent.rules.manager import Alert, AlertState, BreachInfo
+from agent.rules.alerting import Alert, AlertState
+from agent.rules.detectors import BreachInfo
 from agent.tickets.content import approx_duration
 from agent.tickets.manager import ProblemManager
 from agent.tickets.outbox import Outbox
@@ -320,7 +321,7 @@ def test_silence_added_after_open_does_not_hide_the_clear(tmp_path):
 
 
 def test_ticket_content_without_summary_and_for_anomalies():
-    from agent.rules.manager import AnomalyInfo
+    from agent.rules.detectors import AnomalyInfo
     from agent.tickets.content import make_ticket
 
     a = Alert(labels={"alertname": "LoadAnomaly", "instance": "db-7:9100"}, annotations={},

@@ -3,21 +3,21 @@ same rules over a real Store and PromQL Engine (recording rules, forecast, anoma
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 import pytest
 
 from agent.clock import SimulatedClock
 from agent.promql import Engine
-from agent.rules.file import load_rule_text
-from agent.rules.manager import (
-    RESOLVED_RETENTION,
-    AlertState,
-    BreachInfo,
-    RuleManager,
-    to_samples,
-)
+from agent.rules.alerting import RESOLVED_RETENTION, AlertState
+from agent.rules.detectors import BreachInfo
+from agent.rules.file import load_rule_files, load_rule_text
+from agent.rules.manager import RuleManager, RuleOptions
+from agent.rules.query import to_samples
+from agent.rules.rule import DuplicateLabelsetError, Health, LimitExceededError, QueryFailedError
 from agent.store import STALE_NAN, Store, is_stale, make_labels
 
 P, F, I = AlertState.PENDING, AlertState.FIRING, AlertState.INACTIVE
@@ -136,7 +136,8 @@ def test_duplicate_labelset_is_an_error_and_keeps_state():
     q.samples = [({"host": "a"}, 5), ({"host": "b"}, 5)]
     rm.evaluate_group(rm.groups[0], 60)
     (rule,) = rm.alerting_rules()
-    assert rule.health == "err" and "same labelset" in rule.last_error
+    assert rule.health is Health.ERR and isinstance(rule.last_error, DuplicateLabelsetError)
+    assert str(rule.last_error) == "vector contains metrics with the same labelset after applying alert labels"
     assert len(rule.active_alerts()) == 1
 
 
@@ -148,11 +149,12 @@ def test_query_error_sets_health_and_keeps_alerts():
     q.error = RuntimeError("boom")
     rm.evaluate_group(rm.groups[0], 60)
     (rule,) = rm.alerting_rules()
-    assert (rule.health, rule.last_error) == ("err", "boom")
+    assert (rule.health, str(rule.last_error)) == (Health.ERR, "boom")
+    assert isinstance(rule.last_error, QueryFailedError) and rule.last_error.cause is q.error
     assert [a.state for a in rule.active_alerts()] == [F]
     q.error = None
     rm.evaluate_group(rm.groups[0], 120)
-    assert rule.health == "ok" and rule.last_error == ""
+    assert rule.health is Health.OK and rule.last_error is None
 
 
 def test_group_limit():
@@ -161,7 +163,8 @@ def test_group_limit():
     q.samples = [({"host": "a"}, 5), ({"host": "b"}, 5)]
     rm.evaluate_group(rm.groups[0], 0)
     (rule,) = rm.alerting_rules()
-    assert rule.health == "err" and rule.last_error == "exceeded limit of 1 with 2 alerts"
+    assert rule.health is Health.ERR and str(rule.last_error) == "exceeded limit of 1 with 2 alerts"
+    assert isinstance(rule.last_error, LimitExceededError) and (rule.last_error.limit, rule.last_error.count) == (1, 2)
     assert rule.all_alerts() == []
 
 
@@ -188,25 +191,35 @@ def test_alerts_series_and_notifications():
 
 
 def test_ticket_policy_defaults():
-    rm = one_rule("- alert: X\n  expr: x > 1\n- alert: Y\n  expr: x\n  ticket: {sink: itsm, group_by: [service], on_clear: resolve}")
+    rm = one_rule("- alert: X\n  expr: x > 1\n"
+                  "- alert: Y\n  expr: x\n  ticket: {sink: itsm, group_by: [service], on_clear: resolve}")
     x, y = rm.alerting_rules()
     assert (x.ticket.sink, x.ticket.group_by, x.ticket.on_clear) == (None, ["alertname", "host"], "comment")
     assert (y.ticket.sink, y.ticket.group_by, y.ticket.on_clear) == ("itsm", ["service"], "resolve")
     assert (x.kind, x.for_, x.keep_firing_for, x.group) == ("threshold", 0.0, 0.0, "g")
 
 
+def evaluate_due(rm: RuleManager, now: float) -> list:
+    """What the daemon's tick does with the rules (agent.pipeline.evaluate_tick, without problems)."""
+    due = rm.due_groups(now)
+    for g in due:
+        rm.evaluate_group(g, now)
+    return due
+
+
 def test_due_groups_follow_each_interval():
-    text = "groups:\n- name: fast\n  interval: 30s\n  rules: []\n- name: slow\n  interval: 2m\n  rules: []\n- name: default\n  rules: []\n"
-    rm = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0), default_interval=60)
+    text = ("groups:\n- name: fast\n  interval: 30s\n  rules: []\n- name: slow\n  interval: 2m\n  rules: []\n"
+            "- name: default\n  rules: []\n")
+    rm = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0), options=RuleOptions(default_interval=60))
     seen = []
     for t in range(0, 241, 15):
-        for g in rm.evaluate_due(float(t)):
+        for g in evaluate_due(rm, float(t)):
             seen.append((t, g.name))
     assert [t for t, n in seen if n == "fast"] == list(range(0, 241, 30))
     assert [t for t, n in seen if n == "slow"] == [0, 120, 240]
     assert [t for t, n in seen if n == "default"] == [0, 60, 120, 180, 240]
     # a late tick does not cause catch-up evaluations
-    assert [g.name for g in rm.evaluate_due(1000.0)] == ["fast", "slow", "default"]
+    assert [g.name for g in evaluate_due(rm, 1000.0)] == ["fast", "slow", "default"]
     assert rm.due_groups(1001.0) == []
 
 
@@ -364,6 +377,184 @@ def test_adopt_state_keeps_alerts_across_reload():
     new.adopt_state(old)
     new.evaluate_group(new.groups[0], 60)
     assert [a.state for a in new.alerting_rules()[0].active_alerts()] == [F]
+
+
+# ---- reload: what a rule keeps (Prometheus's CopyState) ---------------------------------------
+
+
+def reloaded(old: RuleManager, text: str, now: float = 0.0) -> RuleManager:
+    """The manager a reload at `now` builds from `text`, over the same store and query, after adopt_state."""
+    new = RuleManager(load_rule_text(text, "r.yml"), old.engine, SimulatedClock(now), store=old.store)
+    new.adopt_state(old)
+    return new
+
+
+def test_reload_keeps_alert_timers_and_keep_firing():
+    text = "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 1\n    for: 3m\n    keep_firing_for: 5m\n" \
+           "    labels: {team: a}\n  - alert: Y\n    expr: x > 1\n    keep_firing_for: 5m\n"
+    old = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0))
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 0)
+    old.engine.samples = []
+    old.evaluate_group(old.groups[0], 60)  # X pending is forgotten; Y keeps firing since 60
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 120)  # X pending again from 120
+    old.engine.samples = []
+    old.evaluate_group(old.groups[0], 180)
+    # an annotation added and the group order changed: the same rules, the same alerts
+    new = reloaded(old, "groups:\n- name: g\n  rules:\n  - alert: Y\n    expr: x > 1\n    keep_firing_for: 5m\n"
+                        "    annotations: {summary: s}\n  - alert: X\n    expr: x > 1\n    for: 3m\n"
+                        "    keep_firing_for: 5m\n    labels: {team: a}\n")
+    y, x = new.alerting_rules()
+    assert [(a.state, a.active_at, a.keep_firing_since) for a in y.all_alerts()] == [(F, 0, 180)]
+    assert x.all_alerts() == []  # pending alerts that cleared are gone, as before the reload
+    new.engine.samples = [(A, 5)]
+    new.evaluate_group(new.groups[0], 240)
+    assert [(a.state, a.active_at) for a in x.all_alerts()] == [(P, 240)]
+    assert [(a.state, a.keep_firing_since) for a in y.all_alerts()] == [(F, None)]
+    new.engine.samples = []
+    for t in (300, 360, 420, 480, 540, 600):
+        new.evaluate_group(new.groups[0], t)
+    assert [(a.state, a.resolved_at) for a in y.all_alerts()] == [(I, 600)]  # kept firing for 5m from 300
+
+
+def test_reload_pairs_rules_of_one_name_by_expression():
+    text = "groups:\n- name: g\n  rules:\n  - alert: Load\n    expr: x > 1\n    labels: {{severity: {a}}}\n" \
+           "  - alert: Load\n    expr: x > 2\n    labels: {{severity: {b}}}\n"
+    old = RuleManager(load_rule_text(text.format(a="warning", b="critical"), "r.yml"), FakeQuery(), SimulatedClock(0))
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 0)
+    swapped = text.replace("x > 1", "x > 0").replace("x > 2", "x > 1").replace("x > 0", "x > 2")
+    new = reloaded(old, swapped.format(a="critical", b="warning"))
+    got = [[a.labels["severity"] for a in r.all_alerts()] for r in new.alerting_rules()]
+    assert got == [["critical"], ["warning"]]  # each kept its own alerts, whatever the order
+
+
+def test_reload_with_a_changed_expression_starts_the_rule_fresh():
+    text = "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 1\n"
+    old = RuleManager(load_rule_text(text, "r.yml"), FakeQuery(), SimulatedClock(0))
+    old.engine.samples = [(A, 5)]
+    old.evaluate_group(old.groups[0], 0)
+    new = reloaded(old, "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 2\n")
+    assert new.alerting_rules()[0].all_alerts() == []
+    new = reloaded(old, "groups:\n- name: other\n  rules:\n  - alert: X\n    expr: x > 1\n")
+    assert new.alerting_rules()[0].all_alerts() == []  # another group's rule of that name
+
+
+FORECAST_RULE = """
+groups:
+- name: capacity
+  interval: 5m
+  rules:
+  - alert: Fill
+    expr: free * 1
+    forecast: {{model: {model}, lookback: 2h, horizon: 24h, threshold: {threshold}, direction: below}}
+"""
+
+
+def forecast_manager(model: str = "linear", threshold: float = 0) -> tuple[Store, RuleManager]:
+    store, rm = store_manager(FORECAST_RULE.format(model=model, threshold=threshold))
+    free = make_labels("free", {"mount": "/var"})
+    for k in range(30):  # falling 1 per 5 minutes from 100: empty at 500 minutes
+        _feed(store, free, k * 300.0, 100.0 - k)
+        rm.evaluate_group(rm.groups[0], k * 300.0)
+    return store, rm
+
+
+def test_reload_keeps_the_detector_models():
+    """`free * 1` is no stored series, so a fresh model could not warm up from history: only
+    the carried-over model knows the trend right after the reload."""
+    store, old = forecast_manager()
+    (old_rule,) = old.alerting_rules()
+    eta = old.forecast_series()["forewarn_forecast_breach_seconds"]
+    assert len(eta) == 1 and eta[0][1] < 24 * 3600
+    # unchanged: the models and their latest verdicts (what /metrics shows) carry over
+    new = reloaded(old, FORECAST_RULE.format(model="linear", threshold=0))
+    (rule,) = new.alerting_rules()
+    assert rule.detector.bank is old_rule.detector.bank and new.forecast_series() == old.forecast_series()
+    # another threshold reads the same models differently: they carry over, the old verdicts do not
+    new = reloaded(old, FORECAST_RULE.format(model="linear", threshold=10))
+    (rule,) = new.alerting_rules()
+    assert rule.detector.bank is old_rule.detector.bank and new.forecast_series()["forewarn_forecast_breach_seconds"] == []
+    _feed(store, make_labels("free", {"mount": "/var"}), 30 * 300.0, 70.0)
+    new.evaluate_group(new.groups[0], 30 * 300.0)
+    ((_, eta_10),) = new.forecast_series()["forewarn_forecast_breach_seconds"]
+    assert abs(eta_10 - 60 * 300.0) < 600  # 70 -> 10 at 1 per 5 minutes
+    # another model is another model: it starts cold (too little data for any forecast)
+    new = reloaded(old, FORECAST_RULE.format(model="holt", threshold=0))
+    (rule,) = new.alerting_rules()
+    assert rule.detector.bank is not old_rule.detector.bank
+    new.evaluate_group(new.groups[0], 30 * 300.0)
+    ((_, eta_cold),) = new.forecast_series()["forewarn_forecast_breach_seconds"]
+    assert eta_cold == math.inf
+
+
+def test_reload_keeps_anomaly_models_when_only_the_sensitivity_changes():
+    text = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: lat * 1\n    anomaly: {{sensitivity: {s}}}\n"
+    store, old = store_manager(text.format(s="high"))
+    lat = make_labels("lat", {"service": "api"})
+    for k in range(50):
+        _feed(store, lat, k * 60.0, 0.2)
+        old.evaluate_group(old.groups[0], k * 60.0)
+    new = reloaded(old, text.format(s="low"))
+    assert new.alerting_rules()[0].detector.bank is old.alerting_rules()[0].detector.bank
+    assert new.alerting_rules()[0].detector.threshold > old.alerting_rules()[0].detector.threshold
+
+
+RECORDING = """
+groups:
+- name: g
+  interval: 1m
+  rules:
+  - record: job:up:sum
+    expr: sum by (job) (up{{job=~"{jobs}"}})
+  - record: job:up:max
+    expr: max by (job) (up)
+"""
+
+
+def recorded_at(store: Store, name: str, job: str) -> list[tuple[float, bool]]:
+    t, v = store.raw(store.get_id(make_labels(name, {"job": job})))
+    return list(zip(t.tolist(), is_stale(v).tolist()))
+
+
+def recording_manager() -> tuple[Store, RuleManager]:
+    store, rm = store_manager(RECORDING.format(jobs="a|b"))
+    ids = store.series_ids([make_labels("up", {"job": "a"}), make_labels("up", {"job": "b"})])
+    for t in (0.0, 60.0):
+        store.append(ids, t, np.array([1.0, 1.0]))
+    rm.evaluate_group(rm.groups[0], 0.0)
+    return store, rm
+
+
+def test_reload_marks_the_series_a_recording_rule_stops_writing_stale():
+    store, old = recording_manager()
+    new = reloaded(old, RECORDING.format(jobs="a"))  # job b is no longer recorded
+    new.evaluate_group(new.groups[0], 60.0)
+    assert recorded_at(store, "job:up:sum", "a") == [(0.0, False), (60.0, False)]
+    assert recorded_at(store, "job:up:sum", "b") == [(0.0, False), (60.0, True)]
+    assert recorded_at(store, "job:up:max", "b") == [(0.0, False), (60.0, False)]
+
+
+def test_reload_marks_the_series_of_removed_rules_and_groups_stale():
+    store, old = recording_manager()
+    new = reloaded(old, "groups:\n- name: g\n  rules:\n  - record: job:up:max\n    expr: max by (job) (up)\n")
+    new.evaluate_group(new.groups[0], 60.0)
+    for job in ("a", "b"):
+        assert recorded_at(store, "job:up:sum", job) == [(0.0, False), (60.0, True)]
+        assert recorded_at(store, "job:up:max", job) == [(0.0, False), (60.0, False)]
+    store, old = recording_manager()
+    # the group is gone, one of its rules moved to another group: only the other one goes stale
+    new = reloaded(old, "groups:\n- name: h\n  rules:\n  - record: job:up:max\n    expr: max by (job) (up)\n"
+                        "- name: i\n  rules: []\n")
+    new.evaluate_group(new.groups[0], 60.0)
+    assert recorded_at(store, "job:up:sum", "a") == [(0.0, False)]  # not every group has run yet
+    new.evaluate_group(new.groups[1], 60.0)
+    assert recorded_at(store, "job:up:sum", "a") == [(0.0, False), (60.0, True)]
+    assert recorded_at(store, "job:up:max", "a") == [(0.0, False), (60.0, False)]
+    store, old = recording_manager()
+    reloaded(old, "groups: []\n", now=30.0)  # nothing left to evaluate: stale at the reload
+    assert recorded_at(store, "job:up:sum", "b") == [(0.0, False), (30.0, True)]
 
 
 def test_stale_input_resolves_threshold_alert():
@@ -555,3 +746,23 @@ groups:
     results = [fit_job(j) for j in jobs]
     assert rm.apply_refits(results) == 1
     assert rm.refit_jobs(80 * 300.0) == []  # not due again right away
+
+
+def test_state_file_format_is_kept(tmp_path):
+    """A state file written by an earlier version (tests/golden/statedir_v1) is read back and
+    written again byte for byte; a non-finite value is written as Python's repr."""
+    golden = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "statedir_v1", "rules.state.json")
+    with open(golden, encoding="utf-8") as f:
+        saved = f.read()
+    rules = os.path.join(os.path.dirname(golden), "..", "inputs", "scenario", "golden_rules.yml")
+    rm = RuleManager(load_rule_files([rules]), FakeQuery(), SimulatedClock(0))
+    assert rm.load_state(golden) == 3
+    rm.save_state(str(tmp_path / "again.json"))
+    assert (tmp_path / "again.json").read_text(encoding="utf-8") == saved
+    rm = one_rule("- alert: X\n  expr: x")
+    rm.engine.samples = [(A, math.nan)]
+    rm.evaluate_group(rm.groups[0], 0)
+    assert json.dumps(rm.state_dict(), separators=(",", ":")) == (
+        '{"version":1,"rules":[{"group":"g","name":"X","query":"x","alerts":[{"labels":{"host":"a","alertname":"X"},'
+        '"annotations":{},"state":"firing","active_at":0,"value":"nan","fired_at":0,"resolved_at":null,'
+        '"last_sent_at":null,"keep_firing_since":null}]}]}')

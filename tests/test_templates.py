@@ -10,6 +10,7 @@ from agent.rules.templates import (
     BASE_VARIABLES,
     TemplateData,
     TemplateError,
+    UndefinedVariableError,
     expand,
     go_float,
     go_format_e,
@@ -124,7 +125,8 @@ def test_string_functions():
 
 def test_forecast_and_anomaly_variables():
     f = {"eta": 3600.0 * 9, "eta_low": 3600.0 * 7, "eta_high": 3600.0 * 12, "probability": 0.9, "predicted": -5.0}
-    t = "{{ $forecast.eta | humanizeDuration }} ({{ $forecast.eta_low | humanizeDuration }}–{{ $forecast.eta_high | humanizeDuration }}, {{ $forecast.probability | humanizePercentage }})"
+    t = ("{{ $forecast.eta | humanizeDuration }} ({{ $forecast.eta_low | humanizeDuration }}–"
+         "{{ $forecast.eta_high | humanizeDuration }}, {{ $forecast.probability | humanizePercentage }})")
     assert render(t, forecast=f) == "9h 0m 0s (7h 0m 0s–12h 0m 0s, 90%)"
     a = {"score": 0.97, "expected": 10.0, "band_low": 8.0, "band_high": 12.0}
     assert render("{{ $anomaly.score }} vs {{ $anomaly.expected }}", anomaly=a) == "0.97 vs 10"
@@ -147,6 +149,14 @@ def test_parse_errors_have_offsets(text, offset, message):
         parse_template(text)
     assert ei.value.message == message
     assert ei.value.offset == offset
+
+
+@pytest.mark.parametrize("text, name", [("{{ $forecast.eta }}", "$forecast"), ("{{ $x = 1 }}", "$x"),
+                                        ("{{ if true }}{{ $y := 1 }}{{ end }}{{ $y }}", "$y")])
+def test_undefined_variables_are_named(text, name):
+    with pytest.raises(UndefinedVariableError) as ei:
+        parse_template(text)
+    assert ei.value.name == name
 
 
 def test_runtime_errors_render_like_prometheus():

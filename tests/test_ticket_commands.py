@@ -12,7 +12,7 @@ import pytest
 from agent.cli import main
 from agent.clock import SimulatedClock
 from agent.config.schema import load_config
-from agent.rules.manager import Alert, AlertState
+from agent.rules.alerting import Alert, AlertState
 from agent.tickets.manager import ProblemManager
 from agent.tickets.outbox import Outbox
 from agent.tickets.policy import TicketPolicy

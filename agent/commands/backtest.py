@@ -1,8 +1,8 @@
 """`forewarn backtest`: replay recorded samples through rules and report the tickets that
 would have opened, when and why.
 
-The replay drives the daemon's own code with a `SimulatedClock`: a `Store` sized for the
-data, the `RuleManager` built by `Pipeline._build_rules`, `agent.pipeline.evaluate_tick`
+The replay (`agent.replay`) drives the daemon's own code with a `SimulatedClock`: a `Store`
+sized for the data, the `RuleManager` built as the daemon builds it, `agent.pipeline.evaluate_tick`
 (rules, then the real `ProblemManager`) at every time a group is due (each group's
 `interval`, or `--step` for all), and, for forecast models that refit (holt, holt_winters,
 auto), the refit worker process with its results installed before the next evaluation.
@@ -24,10 +24,13 @@ one JSON document; `--report OUT.html` writes a self-contained page with a chart
 
 Exit status: 0 done, 1 bad input (unreadable CSV rows, invalid rule files, server errors),
 2 usage (bad --from/--to/--step).
+
+A command: it may import any stage; nothing but the CLI imports it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
@@ -35,18 +38,24 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
-import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import promql_parser as pp
 
-from agent.clock import SimulatedClock, parse_time, rfc3339
-from agent.config.decode import ConfigErrors, parse_duration
+from agent.clock import parse_time, rfc3339
+from agent.config.decode import ConfigErrors, Duration, parse_duration
+from agent.config.schema import Config, TicketingConfig
+from agent.promql.parse import children
+from agent.replay import Tick, replay
+from agent.rules.alerting import Alert, AlertingRule, AlertState
+from agent.rules.file import RuleGroupDef, load_rule_files
+from agent.rules.manager import RuleOptions
 from agent.sources.recording import Feeder, Recording, ReplayInputError, fetch_recording, read_csv, store_for
+from agent.tickets.content import approx_duration
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +139,9 @@ class BacktestResult:
 # ---- rules ------------------------------------------------------------------------------------
 
 
-def _walk(expr: Any) -> Any:
-    from agent.promql.parse import children  # the evaluator's own notion of sub-expressions
-
+def _walk(expr: Any) -> Iterator[Any]:
     yield expr
-    for c in children(expr):
+    for c in children(expr):  # the evaluator's own notion of sub-expressions
         yield from _walk(c)
 
 
@@ -142,11 +149,9 @@ def _utc(t: float) -> str:
     return rfc3339(t, "micro")
 
 
-def rule_selectors(groups: list[Any]) -> list[str]:
+def rule_selectors(groups: list[RuleGroupDef]) -> list[str]:
     """The distinct vector selectors in the rules' expressions (series recording rules
     produce are left out: the replay computes them)."""
-    import promql_parser as pp
-
     recorded = {r.spec.record for g in groups for r in g.rules if not r.is_alert}
     out: list[str] = []
     for g in groups:
@@ -161,87 +166,44 @@ def rule_selectors(groups: list[Any]) -> list[str]:
     return out
 
 
-def longest_window(groups: list[Any]) -> float:
+def longest_window(groups: list[RuleGroupDef]) -> float:
     """The longest range selector in the rules (seconds). Forecast lookbacks do not count:
     models keep their own state and warm up from the downsampled history, as in the daemon."""
-    import promql_parser as pp
-
     longest = 0.0
     for g in groups:
         for r in g.rules:
             for e in _walk(r.expr):
-                if isinstance(e, pp.MatrixSelector):
-                    longest = max(longest, e.range.total_seconds())
-                elif isinstance(e, pp.SubqueryExpr):
+                if isinstance(e, (pp.MatrixSelector, pp.SubqueryExpr)) and e.range is not None:
                     longest = max(longest, e.range.total_seconds())
     return longest
 
 
-def load_rules(paths: list[str]) -> list[Any]:
+def load_rules(paths: list[str]) -> list[RuleGroupDef]:
     """Rule groups from files; sinks are not checked (a backtest contacts none)."""
-    from agent.rules.file import load_rule_files
-
     return load_rule_files(list(paths), None)
 
 
 # ---- the replay -------------------------------------------------------------------------------
 
 
-class _Refits:
-    """Runs the forecast banks' refit jobs in the refit worker process and installs the
-    results before the next evaluation, so the replay is deterministic."""
-
-    def __init__(self) -> None:
-        self.worker: Any = None
-        self.done = 0
-
-    def run(self, rules: Any, now: float) -> None:
-        """The refits due at `now` (the daemon's `RuleManager.refit_jobs` / `apply_refits`),
-        fitted in the worker process, installed before returning."""
-        jobs = rules.refit_jobs(now)
-        while jobs:
-            if self.worker is None:
-                from agent.models.refit import RefitWorker
-
-                self.worker = RefitWorker(max_pending=16)
-            n = self.worker.submit(jobs)
-            jobs = jobs[n:]
-            results = self.worker.wait(REFIT_WAIT_SECONDS)
-            rules.apply_refits(results)
-            self.done += len(results)
-
-    def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
-
-
-def build_rules(groups: list[Any], store: Any, clock: Any, default_interval: float) -> Any:
-    """The RuleManager exactly as the daemon builds it (`Pipeline._build_rules`)."""
-    from agent.config.schema import Config
-    from agent.pipeline import Pipeline
-    from agent.promql import Engine
-
+def rule_options(interval: float, step: float | None) -> RuleOptions:
+    """The daemon's rule options for a default config whose evaluation interval is
+    `interval`, with every group at `step` if given. External labels would stamp the
+    backtesting machine's hostname on every ticket, so `host` is empty."""
     cfg = Config()
-    cfg.global_.evaluation_interval = default_interval  # type: ignore[assignment]
-    # External labels would stamp the backtesting machine's hostname on every ticket.
+    cfg.global_.evaluation_interval = Duration(interval)
     cfg.global_.external_labels = {"host": ""}
-    stages = types.SimpleNamespace(engine=Engine(store), clock=clock, store=store)
-    return Pipeline._build_rules(stages, cfg, groups)  # type: ignore[arg-type]
+    return dataclasses.replace(RuleOptions.from_config(cfg), interval=step)
 
 
-def run_backtest(groups: list[Any], recording: Recording, *, start: float | None = None, end: float | None = None,
-                 step: float | None = None, default_interval: float = DEFAULT_INTERVAL, ticketing: Any = None,
+def run_backtest(groups: list[RuleGroupDef], recording: Recording, *, start: float | None = None,
+                 end: float | None = None, step: float | None = None, default_interval: float = DEFAULT_INTERVAL,
+                 ticketing: TicketingConfig | None = None,
                  progress: Callable[[float], None] | None = None) -> BacktestResult:
     """Replay `recording` (restricted to [start, end]) through `groups`; see the module doc.
 
-    `ticketing` is an `agent.config.schema.TicketingConfig` (default: the config defaults);
+    `ticketing`: the problem manager's settings (default: the config defaults);
     `progress(fraction)` is called now and then."""
-    from agent.config.schema import TicketingConfig
-    from agent.pipeline import evaluate_tick
-    from agent.tickets.manager import ProblemManager
-    from agent.tickets.outbox import MemoryOutbox
-    from agent.tickets.suppress import NoSuppression
-
     wall = time.monotonic()
     rec = recording.window(start, end)
     if start is None:
@@ -249,76 +211,54 @@ def run_backtest(groups: list[Any], recording: Recording, *, start: float | None
     if end is None:
         end = float(rec.t[-1]) if len(rec) else start
     store = store_for(rec, max(RAW_WINDOW_MIN, longest_window(groups) * 1.25))
-    feeder = Feeder(rec, store)
-    clock = SimulatedClock(start)
-    rules = build_rules(groups, store, clock, float(step or default_interval))
-    if step:
-        for g in rules.groups:
-            g.interval = float(step)
-    kinds = {r.name: r.kind for r in rules.alerting_rules()}
-    outbox = MemoryOutbox()
-    refits = _Refits()
+    kinds = {r.name: r.kind for g in groups for r in g.rules if r.is_alert}
     events: list[TicketEvent] = []
-    evaluations = 0
-    with tempfile.TemporaryDirectory(prefix="forewarn-backtest-") as state_dir:
-        pm = ProblemManager(ticketing or TicketingConfig(), state_dir, clock, {}, NoSuppression(), outbox)
-        try:
-            now = start
-            last_progress = time.monotonic()
-            while now <= end:
-                feeder.feed_until(now)
-                clock.set(now)
-                seen = len(outbox.enqueued)
-                decisions = evaluate_tick(rules, pm, now)
-                evaluations += 1
-                if len(outbox.enqueued) > seen:
-                    events.extend(_events(outbox.enqueued[seen:], decisions, rules, pm, now))
-                refits.run(rules, now)
-                nxt = rules.next_due()
-                if nxt is None or nxt <= now:
-                    break
-                now = nxt
-                if progress is not None and time.monotonic() - last_progress > 0.5:
-                    last_progress = time.monotonic()
-                    progress((now - start) / max(end - start, 1e-9))
-            open_keys = sorted(p.dedup_key for p in pm.problems() if p.state == "open" and p.has_ticket)
-            open_rules = {p.dedup_key: p.rule for p in pm.problems() if p.dedup_key in set(open_keys)}
-        finally:
-            pm.close()
-            refits.close()
+    shown = time.monotonic()
+
+    def on_tick(tick: Tick) -> None:
+        nonlocal shown
+        if tick.tickets:
+            events.extend(_events(tick))
+        if progress is not None and time.monotonic() - shown > 0.5:
+            shown = time.monotonic()
+            progress((tick.time - start) / max(end - start, 1e-9))
+
+    run = replay(groups, store, Feeder(rec, store).feed_until, start=start, end=end,
+                 options=rule_options(float(step or default_interval), step),
+                 ticketing=ticketing or TicketingConfig(), on_tick=on_tick)
+    open_keys = sorted(p.dedup_key for p in run.problems if p.state == "open" and p.has_ticket)
+    open_rules = {p.dedup_key: p.rule for p in run.problems if p.dedup_key in set(open_keys)}
     if progress is not None:
         progress(1.0)
-    return BacktestResult(start=start, end=end, series=len(rec.labels), samples=len(rec), evaluations=evaluations,
+    return BacktestResult(start=start, end=end, series=len(rec.labels), samples=len(rec), evaluations=run.evaluations,
                           events=events, summary=summarise(events, kinds, open_rules), open_at_end=open_keys,
-                          wall_seconds=time.monotonic() - wall, refits=refits.done, rule_kinds=kinds)
+                          wall_seconds=time.monotonic() - wall, refits=run.refits, rule_kinds=kinds)
 
 
-def _events(enqueued: Sequence[tuple[str, Any]], decisions: list[Any], rules: Any, pm: Any, now: float) -> list[TicketEvent]:
-    reasons = {d.dedup_key: str(d.reason) for d in decisions if d.action}
-    by_name = {r.name: r for r in rules.alerting_rules()}
+def _events(tick: Tick) -> list[TicketEvent]:
+    reasons = {d.dedup_key: str(d.reason) for d in tick.decisions if d.action}
+    by_name = {r.name: r for r in tick.rules.alerting_rules()}
     out = []
-    for sink, t in enqueued:
-        ev = TicketEvent(time=now, action=t.action, rule=t.rule, dedup_key=t.dedup_key, sequence=t.sequence,
+    for sink, t in tick.tickets:
+        ev = TicketEvent(time=tick.time, action=t.action, rule=t.rule, dedup_key=t.dedup_key, sequence=t.sequence,
                          reason=reasons.get(t.dedup_key, "storm summary"), title=t.title, labels=dict(t.labels),
                          sink=sink, started_at=float(t.starts_at))
         rule = by_name.get(t.rule)
-        p = pm.get(t.dedup_key)
+        p = tick.problems.get(t.dedup_key) if tick.problems is not None else None
         if rule is not None and p is not None:
             _describe(ev, rule, p.group_labels)
         out.append(ev)
     return out
 
 
-def _describe(ev: TicketEvent, rule: Any, group_labels: dict[str, str]) -> None:
+def _describe(ev: TicketEvent, rule: AlertingRule, group_labels: dict[str, str]) -> None:
     """Value, forecast and anomaly of the problem's most urgent alert at this time."""
-    from agent.rules.manager import AlertState
-
     alerts = [a for a in rule.all_alerts() if all(a.labels.get(k) == v for k, v in group_labels.items())]
     if not alerts:
         return
     firing = [a for a in alerts if a.state == AlertState.FIRING] or alerts
 
-    def urgency(a: Any) -> float:
+    def urgency(a: Alert) -> float:
         if a.forecast is not None:
             return a.forecast.eta
         if a.anomaly is not None:
@@ -369,8 +309,6 @@ def summarise(events: list[TicketEvent], kinds: dict[str, str], open_rules: dict
 def _dur(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "-"
-    from agent.tickets.content import approx_duration
-
     return approx_duration(seconds)
 
 
@@ -490,7 +428,7 @@ def format_html(res: BacktestResult, rec: Recording, groups: list[Any]) -> str:
     problems: dict[str, list[TicketEvent]] = {}
     for e in res.events:
         problems.setdefault(e.dedup_key, []).append(e)
-    for key, evs in problems.items():
+    for evs in problems.values():
         first = evs[0]
         t0 = min(first.time, first.started_at or first.time)
         t1 = evs[-1].time
@@ -515,7 +453,16 @@ def format_html(res: BacktestResult, rec: Recording, groups: list[Any]) -> str:
 
 
 class _UsageError(Exception):
-    pass
+    """A bad command line: printed after `forewarn backtest: error:`, exit status 2."""
+
+
+@dataclass
+class _Window:
+    """The replay's time range and step from the command line (None: not given)."""
+
+    start: float | None
+    end: float | None
+    step: float | None
 
 
 def _time_arg(name: str, text: str | None) -> float | None:
@@ -525,6 +472,38 @@ def _time_arg(name: str, text: str | None) -> float | None:
         return parse_time(text)
     except ValueError as e:
         raise _UsageError(f"{name}: {e}") from None
+
+
+def _window(args: Any) -> _Window:
+    start = _time_arg("--from", args.from_)
+    end = _time_arg("--to", args.to)
+    step = None
+    if args.step is not None:
+        try:
+            step = float(args.step) if args.step.replace(".", "", 1).isdigit() else parse_duration(args.step)
+        except ValueError as e:
+            raise _UsageError(f"--step: {e}") from None
+        if not step > 0:
+            raise _UsageError("--step: must be greater than zero")
+    if start is not None and end is not None and end < start:
+        raise _UsageError("--to is before --from")
+    return _Window(start, end, step)
+
+
+def _recording(args: Any, groups: list[RuleGroupDef], window: _Window) -> Recording:
+    """The input: a CSV file, or the rules' (or `--query`'s) series from a server over the
+    window (default: the last DEFAULT_URL_SPAN seconds, set in `window`). Raises
+    ReplayInputError or _UsageError."""
+    if not args.input.startswith(("http://", "https://")):
+        if args.query:
+            raise _UsageError("--query applies only to a server URL")
+        return read_csv(args.input)
+    window.end = window.end if window.end is not None else time.time()
+    window.start = window.start if window.start is not None else window.end - DEFAULT_URL_SPAN
+    selectors = list(args.query) or rule_selectors(groups)
+    if not selectors:
+        raise _UsageError("no selectors to fetch (give --query)")
+    return fetch_recording(args.input, selectors, window.start, window.end)
 
 
 def _progress_bar() -> Callable[[float], None] | None:
@@ -544,18 +523,7 @@ def _progress_bar() -> Callable[[float], None] | None:
 def command(args: Any) -> int:
     logging.getLogger("agent.tickets.manager").setLevel(logging.WARNING)  # one line per action would drown the output
     try:
-        start = _time_arg("--from", args.from_)
-        end = _time_arg("--to", args.to)
-        step = None
-        if args.step is not None:
-            try:
-                step = float(args.step) if args.step.replace(".", "", 1).isdigit() else parse_duration(args.step)
-            except ValueError as e:
-                raise _UsageError(f"--step: {e}") from None
-            if not step > 0:
-                raise _UsageError("--step: must be greater than zero")
-        if start is not None and end is not None and end < start:
-            raise _UsageError("--to is before --from")
+        window = _window(args)
     except _UsageError as e:
         print(f"forewarn backtest: error: {e}", file=sys.stderr)
         return 2
@@ -566,27 +534,19 @@ def command(args: Any) -> int:
             print(err, file=sys.stderr)
         return 1
     try:
-        if args.input.startswith(("http://", "https://")):
-            end = end if end is not None else time.time()
-            start = start if start is not None else end - DEFAULT_URL_SPAN
-            selectors = list(args.query) or rule_selectors(groups)
-            if not selectors:
-                print("forewarn backtest: error: no selectors to fetch (give --query)", file=sys.stderr)
-                return 2
-            recording = fetch_recording(args.input, selectors, start, end)
-        else:
-            if args.query:
-                print("forewarn backtest: error: --query applies only to a server URL", file=sys.stderr)
-                return 2
-            recording = read_csv(args.input)
+        recording = _recording(args, groups, window)
+    except _UsageError as e:
+        print(f"forewarn backtest: error: {e}", file=sys.stderr)
+        return 2
     except ReplayInputError as e:
         for m in e.messages:
             print(m, file=sys.stderr)
         return 1
+    start, end = window.start, window.end
     if not len(recording.window(start, end)):
         print(f"{args.input}: no samples in the chosen time range", file=sys.stderr)
         return 1
-    result = run_backtest(groups, recording, start=start, end=end, step=step, progress=_progress_bar())
+    result = run_backtest(groups, recording, start=start, end=end, step=window.step, progress=_progress_bar())
     if args.report:
         try:
             with open(args.report, "w", encoding="utf-8") as f:

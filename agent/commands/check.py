@@ -1,6 +1,8 @@
 """`forewarn check`: validate the config and rule files, like `promtool check config|rules`.
 
 Every problem is printed as PATH:LINE:COL: message on stderr; exit 1 if any, else 0.
+
+A command: it may import any stage; nothing but the CLI imports it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from agent.config.decode import ConfigError
 from agent.config.schema import ConfigErrors, load_config
+from agent.rules.file import load_rule_files
 
 
 def check(config_path: str | None, rule_files: list[str]) -> list[ConfigError]:
@@ -31,8 +34,6 @@ def check(config_path: str | None, rule_files: list[str]) -> list[ConfigError]:
             errors.append(ConfigError(p, 0, 0, "file not found"))
     paths = [p for p in paths if os.path.isfile(p)]
     if paths:
-        from agent.rules.file import load_rule_files
-
         try:
             load_rule_files(paths, sinks)
         except ConfigErrors as e:

@@ -3,9 +3,10 @@
 A test file names rule files, an evaluation interval and test groups; each group loads
 input series (promtool's expanding notation: `1+2x3`, `5-1x4`, `7x2`, `_`, `_x3`, `stale`)
 into a `Store`, evaluates the rules with a `SimulatedClock` through the same `RuleManager`,
-`Engine` and templates as the daemon, and compares alerts and PromQL results at the given
-times. Failures are printed like promtool's (expected and got side by side) and the command
-exits 1. Semantics follow promtool: every group is evaluated at 0, evaluation_interval, ...
+`Engine` and templates as the daemon (the replay loop of `agent.replay`, which `forewarn
+backtest` also runs), and compares alerts and PromQL results at the given times. Failures
+are printed like promtool's (expected and got side by side) and the command exits 1.
+Semantics follow promtool: every group is evaluated at 0, evaluation_interval, ...
 up to the last eval_time with the samples up to that time; an alert check at time t uses
 the evaluation at the last step <= t; only firing alerts are compared.
 
@@ -14,6 +15,8 @@ Extension: `exp_tickets` in an `alert_rule_test` item lists the ticket actions
 order, each with `labels` that must be a subset of the ticket's labels. Tickets come from
 the real `agent.tickets.manager.ProblemManager` with an in-memory outbox. promtool rejects this
 key, so files using it are forewarn-only.
+
+A command: it may import any stage; nothing but the CLI imports it.
 """
 
 from __future__ import annotations
@@ -23,19 +26,26 @@ import logging
 import math
 import os
 import sys
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from agent.clock import SimulatedClock
 from agent.config.decode import ConfigError, ConfigErrors, Duration, decode_file, doc, format_duration, mark_of
+from agent.config.schema import TicketingConfig
+from agent.promql import Engine
 from agent.promql.notation import OMITTED, expand_values, parse_metric, to_float
+from agent.replay import Tick, replay
+from agent.rules.alerting import AlertState
 from agent.rules.file import RuleGroupDef, load_rule_files
-from agent.rules.manager import AlertState, RuleManager, to_samples
+from agent.rules.manager import RuleManager, RuleOptions
+from agent.rules.query import to_samples
+from agent.rules.rule import Health
+from agent.rules.rule import log as evaluation_log
 from agent.rules.templates import go_format_e
+from agent.sources.recording import Recording
 from agent.store import Labels, Store
+from agent.tickets.sinks.base import Ticket
 
 # ---- test file schema -------------------------------------------------------------------------
 
@@ -151,35 +161,8 @@ def _samples_string(samples: list[tuple[Labels, float]]) -> str:
 # ---- running ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Tickets:
-    """Problems and ticket actions for `exp_tickets` (created only when a test uses it)."""
-
-    manager: Any
-    outbox: MemoryOutbox
-    tmp: Any
-    seen: list[tuple[float, str, Any]] = field(default_factory=list)  # (time, rule, ticket)
-
-    @classmethod
-    def create(cls) -> _Tickets:
-        from agent.clock import SimulatedClock as _Clock
-        from agent.config.schema import TicketingConfig
-        from agent.tickets.manager import ProblemManager
-        from agent.tickets.outbox import MemoryOutbox
-        from agent.tickets.suppress import NoSuppression
-
-        tmp = tempfile.TemporaryDirectory(prefix="forewarn-test-")
-        outbox = MemoryOutbox()
-        pm = ProblemManager(TicketingConfig(), tmp.name, _Clock(0), {}, NoSuppression(), outbox)
-        return cls(pm, outbox, tmp)
-
-    def close(self) -> None:
-        self.manager.close()
-        self.tmp.cleanup()
-
-
-def _load_series(tg: TestGroup, interval: float) -> tuple[np.ndarray, list[Labels], np.ndarray, np.ndarray]:
-    """All input samples sorted by time: (times, labels per series, series index, values)."""
+def _load_series(tg: TestGroup, interval: float) -> Recording:
+    """A test group's input samples, sorted by time (file order within one time)."""
     labels: list[Labels] = []
     ts: list[float] = []
     idx: list[int] = []
@@ -193,84 +176,95 @@ def _load_series(tg: TestGroup, interval: float) -> tuple[np.ndarray, list[Label
             ts.append(i * interval)
             idx.append(len(labels) - 1)
             vals.append(v)
-    order = np.argsort(np.asarray(ts, dtype=np.float64), kind="stable")
-    return (np.asarray(ts, dtype=np.float64)[order], labels, np.asarray(idx, dtype=np.int64)[order],
-            np.asarray(vals, dtype=np.float64)[order])
+    return Recording.from_arrays(labels, np.asarray(ts, dtype=np.float64), np.asarray(idx, dtype=np.int64),
+                                 np.asarray(vals, dtype=np.float64))
+
+
+class _Loader:
+    """Appends the input samples to the store, one append per time, up to a given time."""
+
+    def __init__(self, inputs: Recording, store: Store) -> None:
+        self.inputs = inputs
+        self.store = store
+        self.ids = store.series_ids(inputs.labels) if inputs.labels else np.empty(0, dtype=np.int64)
+        self.loaded = 0
+
+    def load_until(self, t: float) -> None:
+        times = self.inputs.t
+        hi = int(np.searchsorted(times, t, side="right"))
+        while self.loaded < hi:
+            j = self.loaded
+            k = min(int(np.searchsorted(times, times[j], side="right")), hi)
+            self.store.append(self.ids[self.inputs.series[j:k]], times[j], self.inputs.v[j:k])
+            self.loaded = k
+
+
+class _Checks:
+    """The alert checks of one test group, run as the replay reaches their times; evaluation
+    errors end the replay (promtool reports them instead of the checks)."""
+
+    def __init__(self, tg: TestGroup, eval_interval: float) -> None:
+        self.alert_tests = sorted(tg.alert_rule_test, key=lambda a: float(a.eval_time))
+        self.eval_interval = eval_interval
+        self.name_line = f"    name: {tg.name},\n" if tg.name else ""
+        self.errors: list[str] = []
+        self.failed_evaluation = False
+        self.tickets: list[tuple[float, str, Ticket]] = []  # (time, rule, ticket) enqueued so far
+        self.next = 0
+
+    def wants_tickets(self) -> bool:
+        return any(a.exp_tickets is not None for a in self.alert_tests)
+
+    def tick(self, tick: Tick) -> bool:
+        ts = tick.time
+        self.tickets.extend((ts, t.rule, t) for _, t in tick.tickets)
+        eval_errs = [f"    rule: {r.name}, time: {go_duration(ts)}, err: {r.last_error}"
+                     for g in tick.rules.groups for r in g.rules if r.health is Health.ERR and r.last_evaluation == ts]
+        self.errors.extend(eval_errs)
+        if eval_errs:
+            self.failed_evaluation = True
+            return False
+        tests = self.alert_tests
+        while self.next < len(tests) and ts <= float(tests[self.next].eval_time) < ts + self.eval_interval:
+            self.errors.extend(_check_alerts(tests[self.next], tick.rules, self.tickets, self.name_line))
+            self.next += 1
+        return True
 
 
 def run_test_group(tg: TestGroup, groups: list[RuleGroupDef], eval_interval: float,
                    group_order: list[str]) -> list[str]:
     """Run one test group; returns failure messages (empty: passed)."""
-    from agent.pipeline import evaluate_tick
-    from agent.promql import Engine
-
     interval = float(tg.interval or eval_interval)
-    errs: list[str] = []
     try:
-        times, series_labels, series_idx, values = _load_series(tg, interval)
+        inputs = _load_series(tg, interval)
     except ValueError as e:
         return [f"    input series: {e}"]
     max_t = max([float(a.eval_time) for a in tg.alert_rule_test] + [float(p.eval_time) for p in tg.promql_expr_test],
                 default=0.0)
     steps = int(math.floor(max_t / eval_interval + 1e-9))
     # Room for every input sample and every recorded sample, so nothing is overwritten.
-    per_series = np.bincount(series_idx, minlength=len(series_labels)) if len(series_idx) else np.zeros(0)
+    per_series = np.bincount(inputs.series, minlength=len(inputs.labels)) if len(inputs.series) else np.zeros(0)
     capacity = max(int(per_series.max(initial=0)), steps + 1) + 16
-    store = Store(raw_capacity=capacity, retention=max(float(times.max(initial=0)), max_t) * 2 + 86400.0,
+    store = Store(raw_capacity=capacity, retention=max(float(inputs.t.max(initial=0)), max_t) * 2 + 86400.0,
                   downsample_interval=300.0, max_series=1_000_000, stale_after=math.inf)
-    ids = store.series_ids(series_labels) if series_labels else np.empty(0, dtype=np.int64)
-    clock = SimulatedClock(0)
-    engine = Engine(store)
     order = {n: i for i, n in enumerate(group_order)}
     ordered = sorted(groups, key=lambda g: order.get(g.name, len(order)))
     # promtool evaluates every group at every evaluation_interval, whatever the group's own.
-    manager = RuleManager(ordered, engine, clock, store=store, default_interval=interval,
-                          external_labels=tg.external_labels, external_url=tg.external_url, write_alerts=True,
-                          interval_override=eval_interval)
-    alert_tests = sorted(tg.alert_rule_test, key=lambda a: float(a.eval_time))
-    tickets = _Tickets.create() if any(a.exp_tickets is not None for a in alert_tests) else None
-    loaded = 0
-
-    def load_till(t: float) -> None:
-        nonlocal loaded
-        hi = int(np.searchsorted(times, t, side="right"))
-        while loaded < hi:
-            j = loaded
-            tj = times[j]
-            k = int(np.searchsorted(times, tj, side="right"))
-            k = min(k, hi)
-            store.append(ids[series_idx[j:k]], tj, values[j:k])
-            loaded = k
-
-    name_line = f"    name: {tg.name},\n" if tg.name else ""
-    cur = 0
-    try:
-        for step in range(steps + 1):
-            ts = step * eval_interval
-            load_till(ts)
-            clock.set(ts)
-            manager.refit_inline(ts)
-            before = len(tickets.outbox.enqueued) if tickets is not None else 0
-            evaluate_tick(manager, tickets.manager if tickets is not None else None, ts)
-            if tickets is not None:
-                tickets.seen.extend((ts, t.rule, t) for _, t in tickets.outbox.enqueued[before:])
-            eval_errs = [f"    rule: {r.name}, time: {go_duration(ts)}, err: {r.last_error}"
-                         for g in manager.groups for r in g.rules if r.health == "err" and r.last_evaluation == ts]
-            errs.extend(eval_errs)
-            if eval_errs:
-                return errs
-            while cur < len(alert_tests) and ts <= float(alert_tests[cur].eval_time) < ts + eval_interval:
-                errs.extend(_check_alerts(alert_tests[cur], manager, tickets, name_line))
-                cur += 1
-        for pt in tg.promql_expr_test:
-            errs.extend(_check_promql(pt, engine))
-    finally:
-        if tickets is not None:
-            tickets.close()
-    return errs
+    options = RuleOptions(default_interval=interval, external_labels=tg.external_labels, external_url=tg.external_url,
+                          write_alerts=True, interval=eval_interval)
+    checks = _Checks(tg, eval_interval)
+    replay(ordered, store, _Loader(inputs, store).load_until, start=0.0, end=max_t, step=eval_interval, options=options,
+           ticketing=TicketingConfig() if checks.wants_tickets() else None, on_tick=checks.tick)
+    if checks.failed_evaluation:
+        return checks.errors
+    engine = Engine(store)
+    for pt in tg.promql_expr_test:
+        checks.errors.extend(_check_promql(pt, engine))
+    return checks.errors
 
 
-def _check_alerts(at: AlertRuleTest, manager: RuleManager, tickets: _Tickets | None, name_line: str) -> list[str]:
+def _check_alerts(at: AlertRuleTest, manager: RuleManager, tickets: list[tuple[float, str, Ticket]],
+                  name_line: str) -> list[str]:
     got: list[tuple[dict[str, str], dict[str, str]]] = []
     for r in manager.alerting_rules():
         if r.name != at.alertname:
@@ -290,8 +284,8 @@ def _check_alerts(at: AlertRuleTest, manager: RuleManager, tickets: _Tickets | N
         out.append(f"{name_line}    alertname: {at.alertname}, time: {go_duration(float(at.eval_time))}, \n"
                    f"        exp:{_indent(_alerts_string(exp), '            ')}, \n"
                    f"        got:{_indent(_alerts_string(got), '            ')}")
-    if at.exp_tickets is not None and tickets is not None:
-        actual = [(t.action, dict(t.labels)) for when, rule, t in tickets.seen
+    if at.exp_tickets is not None:
+        actual = [(t.action, dict(t.labels)) for when, rule, t in tickets
                   if rule == at.alertname and when <= float(at.eval_time)]
         ok = len(actual) == len(at.exp_tickets) and all(
             a[0] == e.action and all(a[1].get(k) == v for k, v in e.labels.items())
@@ -304,7 +298,7 @@ def _check_alerts(at: AlertRuleTest, manager: RuleManager, tickets: _Tickets | N
     return out
 
 
-def _check_promql(pt: PromqlExprTest, engine: Any) -> list[str]:
+def _check_promql(pt: PromqlExprTest, engine: Engine) -> list[str]:
     t = float(pt.eval_time)
     head = f"    expr: {_go_quote(pt.expr)}, time: {go_duration(t)}"
     try:
@@ -374,7 +368,7 @@ def run_test_file(path: str) -> tuple[list[str], list[ConfigError]]:
 def command(args: Any) -> int:
     # Evaluation errors are reported as test failures; the rule module's own warnings about
     # them would only repeat that on stderr.
-    logging.getLogger("agent.rules.manager").setLevel(logging.ERROR)
+    evaluation_log.setLevel(logging.ERROR)
     failed = False
     for path in args.test_files:
         print("Unit Testing: ", path)

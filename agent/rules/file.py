@@ -4,6 +4,9 @@ Prometheus's rule-file shape (groups of alerting and recording rules) with `fore
 `anomaly:` and `ticket:` added. Like Prometheus's parser, every problem in every file is
 collected, each as `PATH:LINE:COL: group "G", rule "R": message`; PromQL and template
 errors point at the character inside the YAML value, not only at the key.
+
+Imports `agent.config` (decoding), `agent.promql` (parsing), `agent.tickets.policy` and the
+rules package's templates; never the rest of tickets, web, sources, the pipeline or the daemon.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.config.decode import (
+    INVALID,
     ConfigError,
     ConfigErrors,
     Decoder,
@@ -21,9 +25,11 @@ from agent.config.decode import (
     doc,
     load_marked,
     mark_of,
+    parse_duration,
     read_text_file,
 )
-from agent.rules.templates import BASE_VARIABLES, Template, TemplateError, parse_template
+from agent.promql import PromQLError, check_supported, parse
+from agent.rules.templates import BASE_VARIABLES, Template, TemplateError, UndefinedVariableError, parse_template
 from agent.tickets.policy import LABEL_NAME_RE, TicketPolicy
 
 _METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -69,8 +75,6 @@ class AnomalySpec:
 
     def validate(self, err: Any) -> None:
         if self.seasonality not in ("auto", "none"):
-            from agent.config.decode import parse_duration
-
             try:
                 if parse_duration(self.seasonality) <= 0:
                     err("seasonality", "must be greater than zero")
@@ -200,12 +204,6 @@ def mark_of_raw(raw: Any, key: str, default: Mark) -> Mark:
     return getattr(raw, "value_marks", {}).get(key, default) if isinstance(raw, dict) else default
 
 
-def _invalid() -> Any:
-    from agent.config.decode import INVALID
-
-    return INVALID
-
-
 class _Validator:
     def __init__(self, path: str, text: str, sinks: set[str] | None) -> None:
         self.path = path
@@ -236,12 +234,12 @@ class _Validator:
         for k, v in raw.items():
             probe = dict(filler)
             probe[k] = v
-            if Decoder(self.path).decode_dataclass(cls, probe, mark, "") is not _invalid():
+            if Decoder(self.path).decode_dataclass(cls, probe, mark, "") is not INVALID:
                 good[k] = v
         for k, v in filler.items():
             good.setdefault(k, v)
         obj = Decoder(self.path).decode_dataclass(cls, good, mark, "")
-        if obj is _invalid():
+        if obj is INVALID:
             return None
         for k in filler:
             if k not in raw or good[k] is not raw[k]:
@@ -252,7 +250,7 @@ class _Validator:
         name = raw.get("name") if isinstance(raw, dict) else None
         ctx = f'group "{name}"' if name else "group"
         spec = self._sub(GroupSpec, raw, mark, ctx)
-        if spec is _invalid():
+        if spec is INVALID:
             spec = self._partial(GroupSpec, raw, mark, {"name": name or ""})
             if spec is None:
                 return None
@@ -282,7 +280,7 @@ class _Validator:
             rname = str(raw.get("alert") or raw.get("record") or "")
         ctx = f'group "{group}", rule "{rname}"' if rname else f'group "{group}", rule at line {mark[0]}'
         spec = self._sub(RuleSpec, raw, mark, ctx)
-        if spec is _invalid():
+        if spec is INVALID:
             spec = self._partial(RuleSpec, raw, mark, {"expr": ""})
             if spec is None:
                 return None
@@ -341,8 +339,6 @@ class _Validator:
                 return None  # missing: already reported by the decoder
             self.decoder.error(mark, f"{ctx}: expr: must not be empty")
             return None
-        from agent.promql import PromQLError, check_supported, parse
-
         try:
             expr = parse(spec.expr)
         except PromQLError as e:
@@ -376,7 +372,7 @@ class _Validator:
                 out[k] = parse_template(text, variables)
             except TemplateError as e:
                 hint = ""
-                if "undefined variable: $forecast" in e.message or "undefined variable: $anomaly" in e.message:
+                if isinstance(e, UndefinedVariableError) and e.name.startswith(("$forecast", "$anomaly")):
                     hint = " (only rules with that detector can use it)"
                 self.decoder.error(self.offset_mark(km, text, e.offset),
                                    f"{ctx}: {fld}.{k}: bad template: {e.message}{hint}")

@@ -18,6 +18,9 @@ sorted. Every bad row is reported as `PATH:LINE: message` (at most MAX_ERRORS of
 From a server, `fetch_recording` reads the raw samples of each selector in chunks with the
 query source's own HTTP code (`agent.sources.query.QuerySource`: a range selector in an
 instant query returns the stored samples, not resampled ones).
+
+Imports `agent.store`, `agent.config`, `agent.promql` (series notation) and the query source;
+never rules, tickets, web, the pipeline or the daemon.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from typing import Any
 import numpy as np
 
 from agent.clock import parse_time
+from agent.config.decode import Duration
+from agent.config.schema import QueryConfig
 from agent.promql.notation import parse_metric
+from agent.sources.query import QueryError, QuerySource
 from agent.store import STALE_NAN, Labels, Store, make_labels
 
 MAX_ERRORS = 20
@@ -113,14 +119,18 @@ class _SeriesNames:
         self._by_text: dict[str, int] = {}
 
     def index(self, text: str) -> int:
+        """The index of the series written as `text`; raises ValueError."""
         i = self._by_text.get(text)
         if i is None:
-            lab = parse_series(text)
-            i = self._index.get(lab)
-            if i is None:
-                i = self._index[lab] = len(self.labels)
-                self.labels.append(lab)
-            self._by_text[text] = i
+            i = self._by_text[text] = self.add(parse_series(text))
+        return i
+
+    def add(self, lab: Labels) -> int:
+        """The index of the series `lab`, added if new."""
+        i = self._index.get(lab)
+        if i is None:
+            i = self._index[lab] = len(self.labels)
+            self.labels.append(lab)
         return i
 
 
@@ -229,11 +239,10 @@ def _read_wide(path: str, header_line: int, header: list[str], rows: Iterable[tu
             errors.append(f"{path}:{header_line}: column {c}: series {text.strip()!r} appears twice")
         cols.append(i)
     _raise_if(errors)
-    col_index = np.asarray(cols, dtype=np.int64)
+    n = len(cols)
     times: list[float] = []
     blocks: list[np.ndarray] = []
     holes: list[tuple[int, int]] = []  # (row, column) of empty cells
-    n = len(cols)
     for lineno, r in _rows_checked(path, rows, errors):
         if len(r) != n + 1:
             errors.append(f"{path}:{lineno}: want {n + 1} fields (timestamp and {n} series), got {len(r)}")
@@ -243,21 +252,8 @@ def _read_wide(path: str, header_line: int, header: list[str], rows: Iterable[tu
         except ValueError as e:
             errors.append(f"{path}:{lineno}: {e}")
             continue
-        cells = r[1:]
-        try:
-            row = np.array(cells, dtype=np.float64)  # fast path: every cell a plain number
-        except ValueError:
-            row = np.zeros(n)
-            for c, cell in enumerate(cells):
-                if not cell.strip():
-                    holes.append((len(blocks), c))
-                    continue
-                try:
-                    row[c] = parse_value(cell)
-                except ValueError as e:
-                    errors.append(f"{path}:{lineno}: column {c + 2}: {e}")
         times.append(t)
-        blocks.append(row)
+        blocks.append(_wide_row(r[1:], f"{path}:{lineno}", len(blocks), holes, errors))
         if len(errors) > MAX_ERRORS:
             break
     _raise_if(errors)
@@ -266,12 +262,29 @@ def _read_wide(path: str, header_line: int, header: list[str], rows: Iterable[tu
     grid = np.vstack(blocks)  # rows x series
     present = np.ones(grid.shape, dtype=bool)
     if holes:
-        r, c = np.asarray(holes).T
-        present[r, c] = False
-    t = np.repeat(np.asarray(times, dtype=np.float64), n)[present.ravel()]
-    s = np.tile(col_index, len(times))[present.ravel()]
-    v = grid.ravel()[present.ravel()]
-    return Recording.from_arrays(names.labels, t, s, v)
+        hr, hc = np.asarray(holes).T
+        present[hr, hc] = False
+    ts = np.repeat(np.asarray(times, dtype=np.float64), n)[present.ravel()]
+    ss = np.tile(np.asarray(cols, dtype=np.int64), len(times))[present.ravel()]
+    return Recording.from_arrays(names.labels, ts, ss, grid.ravel()[present.ravel()])
+
+
+def _wide_row(cells: list[str], where: str, row: int, holes: list[tuple[int, int]], errors: list[str]) -> np.ndarray:
+    """One wide row's values; empty cells are recorded in `holes`, bad ones in `errors`."""
+    try:
+        return np.array(cells, dtype=np.float64)  # fast path: every cell a plain number
+    except ValueError:
+        pass
+    values = np.zeros(len(cells))
+    for c, cell in enumerate(cells):
+        if not cell.strip():
+            holes.append((row, c))
+            continue
+        try:
+            values[c] = parse_value(cell)
+        except ValueError as e:
+            errors.append(f"{where}: column {c + 2}: {e}")
+    return values
 
 
 # ---- Prometheus-compatible server ----------------------------------------------------------------
@@ -285,26 +298,17 @@ def fetch_recording(url: str, selectors: list[str], start: float, end: float,
                     session: Any = None, timeout: float = FETCH_TIMEOUT_SECONDS) -> Recording:
     """Raw samples with start <= t <= end of each selector from a Prometheus-compatible server.
     Raises ReplayInputError (with the server's message) when a request fails."""
-    from agent.config.decode import Duration
-    from agent.config.schema import QueryConfig
-    from agent.sources.query import QueryError, QuerySource
-
     cfg = QueryConfig(name="backtest", url=url, queries=list(selectors))
     cfg.timeout = Duration(timeout)
-    # Only the source's HTTP exchange (_get: auth, timeout, status and error handling) is used;
+    # Only the source's HTTP exchange (auth, timeout, status and error handling) is used;
     # the store it is given stays empty.
     source = QuerySource(cfg, Store(raw_capacity=2, max_series=1), session=session)
-    names = _SeriesNames()
-    chunks_t: list[np.ndarray] = []
-    chunks_s: list[np.ndarray] = []
-    chunks_v: list[np.ndarray] = []
-    total = 0
-    last: dict[int, float] = {}
+    chunks = _Chunks(url)
+    end = round(end, 3)
     for selector in selectors:
         # Windows are (lo, hi] on the millisecond grid the API's `time` parameter uses;
         # starting 1 ms early includes a sample exactly at `start`.
         lo = round(start, 3) - 0.001
-        end = round(end, 3)
         while lo < end:
             hi = round(min(end, lo + FETCH_CHUNK_SECONDS), 3)
             rng = max(1, int(math.ceil(hi - lo)))
@@ -313,31 +317,47 @@ def fetch_recording(url: str, selectors: list[str], start: float, end: float,
             except QueryError as e:
                 raise ReplayInputError([f"{url}: query {selector!r}: {e}"]) from None
             for series in result:
-                lab = make_labels(None, series["metric"])
-                i = names._index.get(lab)
-                if i is None:
-                    i = names._index[lab] = len(names.labels)
-                    names.labels.append(lab)
-                values = series.get("values") or []
-                if not values:
-                    continue
-                t = np.fromiter((float(p[0]) for p in values), dtype=np.float64, count=len(values))
-                v = np.fromiter((float(p[1]) for p in values), dtype=np.float64, count=len(values))
-                keep = (t > max(lo, last.get(i, -np.inf))) & (t <= hi)  # chunks overlap by a rounding second
-                t, v = t[keep], v[keep]
-                if t.size:
-                    last[i] = float(t[-1])
-                chunks_t.append(t)
-                chunks_s.append(np.full(t.size, i, dtype=np.int64))
-                chunks_v.append(v)
-                total += t.size
-                if total > MAX_FETCH_SAMPLES:
-                    raise ReplayInputError([f"{url}: more than {MAX_FETCH_SAMPLES} samples; narrow --query or --from/--to"])
+                chunks.add(series, lo, hi)
             lo = hi
-    if not chunks_t:
-        return Recording(names.labels, np.empty(0), np.empty(0, dtype=np.int64), np.empty(0))
-    return Recording.from_arrays(names.labels, np.concatenate(chunks_t), np.concatenate(chunks_s),
-                                 np.concatenate(chunks_v))
+    return chunks.recording()
+
+
+class _Chunks:
+    """The samples fetched so far, per series; chunks overlap by a rounding second, so each
+    series keeps only samples newer than its last."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.names = _SeriesNames()
+        self.t: list[np.ndarray] = []
+        self.s: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+        self.total = 0
+        self.last: dict[int, float] = {}
+
+    def add(self, series: dict[str, Any], lo: float, hi: float) -> None:
+        i = self.names.add(make_labels(None, series["metric"]))
+        values = series.get("values") or []
+        if not values:
+            return
+        t = np.fromiter((float(p[0]) for p in values), dtype=np.float64, count=len(values))
+        v = np.fromiter((float(p[1]) for p in values), dtype=np.float64, count=len(values))
+        keep = (t > max(lo, self.last.get(i, -np.inf))) & (t <= hi)
+        t, v = t[keep], v[keep]
+        if t.size:
+            self.last[i] = float(t[-1])
+        self.t.append(t)
+        self.s.append(np.full(t.size, i, dtype=np.int64))
+        self.v.append(v)
+        self.total += t.size
+        if self.total > MAX_FETCH_SAMPLES:
+            raise ReplayInputError([f"{self.url}: more than {MAX_FETCH_SAMPLES} samples; narrow --query or --from/--to"])
+
+    def recording(self) -> Recording:
+        if not self.t:
+            return Recording(self.names.labels, np.empty(0), np.empty(0, dtype=np.int64), np.empty(0))
+        return Recording.from_arrays(self.names.labels, np.concatenate(self.t), np.concatenate(self.s),
+                                     np.concatenate(self.v))
 
 
 # ---- feeding a store --------------------------------------------------------------------------

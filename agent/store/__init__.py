@@ -5,8 +5,8 @@ rules, models, PromQL, tickets or web; it imports only the foundations (persiste
 Other packages import the store's public names from here.
 """
 
-from agent.store.series import STALE_NAN, Store, StoreStats, is_stale
 from agent.store.labels import Labels, labels_dict, make_labels, metric_name
+from agent.store.series import STALE_NAN, Store, StoreStats, is_stale
 from agent.store.snapshot import Snapshot
 
 __all__ = ["STALE_NAN", "Labels", "Snapshot", "Store", "StoreStats", "is_stale", "labels_dict", "make_labels",

@@ -2,17 +2,22 @@
 promtool-style scripts and other readers of Prometheus's API work unchanged.
 
 Each function takes the `RuleManager` and the request's query parameters and returns
-(HTTP status, JSON-ready body); the web layer only serialises.
+(HTTP status, JSON-ready body); the web layer only serialises. Rule health and errors are
+typed in `agent.rules`; their text is made here. Imports `agent.rules` only; never the
+pipeline, the daemon or commands.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent.clock import rfc3339
-from agent.rules.manager import Alert, AlertingRule, AlertState, RecordingRule, RuleGroup, RuleManager
+from agent.rules.alerting import Alert, AlertingRule, AlertState
+from agent.rules.group import RuleGroup
+from agent.rules.manager import RuleManager
+from agent.rules.recording import RecordingRule
 from agent.rules.templates import go_format_e
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, what Prometheus shows before a first evaluation
@@ -21,8 +26,6 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, what Prometheus show
 def go_time(t: float | None) -> str:
     """A time as Prometheus's API shows it: RFC3339Nano, or Go's zero time when there is none."""
     return _ZERO_TIME if t is None or not math.isfinite(t) else rfc3339(t)
-
-
 
 
 def format_value(v: float) -> str:
@@ -47,9 +50,9 @@ def _rule_json(r: AlertingRule | RecordingRule, exclude_alerts: bool) -> dict[st
     common: dict[str, Any] = {"name": r.name, "query": r.query_text}
     if r.labels or not isinstance(r, RecordingRule):  # omitempty for recording rules, as in Prometheus
         common["labels"] = dict(r.labels)
-    common["health"] = r.health
-    if r.last_error:
-        common["lastError"] = r.last_error
+    common["health"] = r.health.value
+    if r.last_error is not None:
+        common["lastError"] = str(r.last_error)
     common["evaluationTime"] = r.evaluation_seconds
     common["lastEvaluation"] = go_time(r.last_evaluation)
     if isinstance(r, RecordingRule):
@@ -134,7 +137,7 @@ def alerts_response(manager: RuleManager, params: Mapping[str, Any] | None = Non
     return 200, {"status": "success", "data": {"alerts": alerts}}
 
 
-def routes(manager_ref: Any) -> dict[str, Any]:
+def routes(manager_ref: Callable[[], RuleManager]) -> dict[str, Callable[[Mapping[str, Any]], tuple[int, dict[str, Any]]]]:
     """Routes for the web layer. `manager_ref()` returns the current RuleManager (it changes
     on reload)."""
     return {

@@ -1,0 +1,82 @@
+"""The seam between rules and the data they read: a query function (`QueryFn`: expression and
+time in, PromQL value out), the instant-query result as (labels, value) samples, and a stored
+series' history (to warm models on series they have not seen).
+
+The daemon, `forewarn test` and `forewarn backtest` differ only in who supplies the query
+function and the store behind it. Imports `agent.store` and `agent.promql` (value types)
+only; never tickets, web, sources, the pipeline or the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from agent.promql import Matrix, Sample, Scalar, String, Vector
+from agent.store import Labels, Store
+
+# One output series of an expression: its labels and its value.
+LabeledValue = tuple[Labels, float]
+# Evaluates an expression (parsed or text) at a time (Unix seconds): an `agent.promql` value,
+# or (tests) a list of (labels, value) pairs.
+QueryFn = Callable[[Any, float], Any]
+# A stored series' samples with start <= t <= end, by its labels (the models' keys): (times, values).
+HistoryFn = Callable[[Hashable, float, float], tuple[np.ndarray, np.ndarray]]
+
+
+@runtime_checkable
+class InstantQuerier(Protocol):
+    """What an `agent.promql.Engine` offers rules: an instant query."""
+
+    def instant(self, expr: Any, t: float) -> Any: ...
+
+
+def as_query(source: InstantQuerier | QueryFn) -> QueryFn:
+    """A query function from an `agent.promql` Engine (its `instant(expr, t)`) or a callable."""
+    if isinstance(source, InstantQuerier):
+        return source.instant
+    return source
+
+
+def to_samples(result: Any) -> list[LabeledValue]:
+    """An instant query's result as (labels, value) pairs. A scalar is one sample with no
+    labels (as Prometheus's rule query function does); a string or a range vector raises
+    ValueError."""
+    if result is None:
+        return []
+    if isinstance(result, Vector):
+        return list(zip(result.labels, np.asarray(result.values, dtype=np.float64).tolist()))
+    if isinstance(result, String):
+        raise ValueError("rule result is a string, not a vector or scalar")
+    if isinstance(result, Scalar):
+        return [((), float(result.value))]
+    if isinstance(result, (list, tuple)):
+        return [_pair(s) for s in result]
+    if isinstance(result, Matrix):
+        raise ValueError("rule result is a range vector, not a vector or scalar")
+    raise ValueError(f"rule result is not a vector or scalar ({type(result).__name__})")
+
+
+def _pair(s: Sample | Sequence[Any]) -> LabeledValue:
+    if isinstance(s, Sample):
+        return tuple(s.labels), float(s.value)
+    return tuple(s[0]), float(s[1])
+
+
+def without_name(labels: Labels) -> dict[str, str]:
+    """A series' labels as a dict, without `__name__` (what alerts and detectors key on)."""
+    return {k: v for k, v in labels if k != "__name__"}
+
+
+def store_history(store: Store) -> HistoryFn:
+    """The history of a stored series by its labels (empty when the store has no such series)."""
+
+    def history(labels: Hashable, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+        sid = store.get_id(labels) if isinstance(labels, tuple) else None
+        if sid is None:
+            return np.empty(0), np.empty(0)
+        return store.history(sid, start, end)
+
+    return history
