@@ -36,6 +36,7 @@ from agent.store import Labels, Store
 from agent.tickets.builder import build_ticketing
 from agent.tickets.chart import render_chart
 from agent.tickets.manager import ProblemDecision as Decision
+from agent.tickets.problems import AlertLike, RuleLike
 from agent.tickets.sinks.base import Resender
 
 if TYPE_CHECKING:
@@ -226,9 +227,12 @@ class Pipeline:
         with self.lock:
             return evaluate_tick(self.rules, self.ticketing.problems if self.ticketing else None, now)
 
-    def chart(self, rule: AlertingRule, alerts: Sequence[Alert], now: float) -> bytes | None:
+    def chart(self, rule: RuleLike, alerts: Sequence[AlertLike], now: float) -> bytes | None:
         """PNG of the first alert's series over the rule's lookback, with its forecast and
-        threshold, for tickets in tools that take attachments. None without matplotlib."""
+        threshold, for tickets in tools that take attachments. None without matplotlib, and
+        for problems that are not an alerting rule's (the storm guard's summary)."""
+        if not isinstance(rule, AlertingRule) or not alerts or not isinstance(alerts[0], Alert):
+            return None
         alert = alerts[0]
         spec = rule.definition.spec.forecast
         lookback = float(spec.lookback) if spec is not None else 6 * 3600.0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from agent.clock import SimulatedClock
@@ -48,7 +48,7 @@ class Tick:
     rules: RuleManager
     problems: ProblemManager | None
     decisions: list[Decision] = field(default_factory=list)
-    tickets: list[tuple[str, Ticket]] = field(default_factory=list)
+    tickets: Sequence[tuple[str, Ticket]] = field(default_factory=list)
 
 
 @dataclass
