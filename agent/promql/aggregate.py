@@ -7,15 +7,16 @@ import promql_parser as pp
 
 from agent.store.series import Labels
 
+from .kahan import grouped, segment_means, segment_sums
 from .parse import EvaluationError
 from .rangefuncs import segment_quantile
-from .values import NAME, Vector
-
-_LABEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789")
+from .values import NAME, Vector, go_quote
 
 
 def valid_label_name(name: str) -> bool:
-    return bool(name) and not name[0].isdigit() and set(name) <= _LABEL_NAME_CHARS
+    """Prometheus 3.x validates label names as UTF-8 (any non-empty string), not the legacy
+    [a-zA-Z_][a-zA-Z0-9_]* form."""
+    return bool(name)
 
 
 def grouping_keys(labels: list[Labels], modifier: pp.AggModifier | None) -> list[Labels]:
@@ -85,10 +86,10 @@ def aggregate(op: str, vec: Vector, modifier: pp.AggModifier | None, param: obje
         return _topk(vec, gid, g, float(param), op == "topk")  # type: ignore[arg-type]
     counts = np.bincount(gid, minlength=g).astype(np.float64)
     with np.errstate(all="ignore"):
-        if op == "sum":
-            out = np.bincount(gid, weights=v, minlength=g)
-        elif op == "avg":
-            out = np.bincount(gid, weights=v, minlength=g) / counts
+        if op in ("sum", "avg"):
+            # Compensated, in input order within each group, as Prometheus adds them up.
+            order, offsets = grouped(gid, g)
+            out = (segment_sums if op == "sum" else segment_means)(v[order], offsets)
         elif op == "count":
             out = counts
         elif op == "group":
@@ -138,10 +139,11 @@ def _topk(vec: Vector, gid: np.ndarray, g: int, k_param: float, largest: bool) -
 
 def _count_values(vec: Vector, modifier: pp.AggModifier | None, label: str) -> Vector:
     if not valid_label_name(label):
-        raise EvaluationError(f"invalid label name {label!r}")
+        raise EvaluationError(f"invalid label name {go_quote(label)}")
     keys = grouping_keys(vec.labels, modifier)
     counts: dict[Labels, int] = {}
     for key, value in zip(keys, vec.values.tolist()):
         lab = tuple(sorted([p for p in key if p[0] != label] + [(label, format_value(value))]))
         counts[lab] = counts.get(lab, 0) + 1
-    return Vector(list(counts), np.array(list(counts.values()), dtype=np.float64), named=NAME in (modifier.labels if modifier else ()))
+    named = NAME in (modifier.labels if modifier else ())
+    return Vector(list(counts), np.array(list(counts.values()), dtype=np.float64), named=named)

@@ -142,7 +142,8 @@ def vector_vector(op: str, lhs: Vector, rhs: Vector, modifier: pp.BinModifier | 
         mi, oi, values = mi[sel], oi[sel], values[sel]
     drop = op in ARITHMETIC or return_bool
     on_labels = matching is not None and matching.type == pp.LabelModifierType.Include
-    if one_to_one and (drop or on_labels) and not include and not (drop and on_labels and NAME in matching.labels):
+    name_on = on_labels and matching is not None and NAME in matching.labels
+    if one_to_one and (drop or on_labels) and not include and not (drop and name_on):
         # The result's labels are the match signature: one tuple per output, no rebuilding.
         out = many_sigs if mi.size == len(many_sigs) else [many_sigs[i] for i in mi.tolist()]
         if by_ids:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import promql_parser as pp
+
 from agent.store.series import STALE_NAN, Labels, make_labels
 
 from .parse import PromQLError, parse
@@ -70,7 +72,7 @@ def parse_metric(text: str) -> Labels:
         e = parse(text)
     except PromQLError as ex:
         raise ValueError(f"{text!r}: {ex}") from None
-    if type(e).__name__ != "VectorSelector" or getattr(e, "offset", None) or getattr(e, "at", None):
+    if not isinstance(e, pp.VectorSelector) or e.offset or e.at:
         raise ValueError(f"{text!r}: not a series (want name{{label=\"value\", ...}})")
     labels: dict[str, str] = {}
     for m in e.matchers.matchers:

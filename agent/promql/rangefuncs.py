@@ -1,7 +1,9 @@
 """Functions over range vectors, vectorised across series: every function takes the flat
 windows of all selected series at once and returns (mask of series with a result, values).
 
-Formulas follow Prometheus's promql/functions.go (v2.42, the version CI compares against)."""
+Formulas follow Prometheus 3.x's promql/functions.go: rate extrapolation limited to half a
+sample interval past the data and stopped at a counter's zero point, compensated (Kahan)
+sums, means that do not overflow."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .kahan import segment_means, segment_sums
 from .select import Windows
 
 Result = tuple[np.ndarray, np.ndarray]  # (which series produce a sample, their values)
@@ -50,7 +53,13 @@ def _spread(w: Windows, per_series: np.ndarray) -> np.ndarray:
 
 def extrapolated_rate(w: Windows, range_start: float, range_end: float, range_seconds: float,
                       is_counter: bool, is_rate: bool) -> Result:
-    """rate / increase / delta, with Prometheus's extrapolation to the range boundaries."""
+    """rate / increase / delta, with Prometheus 3.x's extrapolation to the range boundaries.
+
+    The increase seen between the first and last sample (counter resets added back) is
+    extrapolated to each end of the range when the data reaches to within 1.1 average sample
+    intervals of it, else by half an average interval only (the series starts or ends inside
+    the range). For counters, extrapolation towards the start stops where the counter would
+    reach zero."""
     n = w.lengths
     ok = n >= 2
     first, last = _first_last(w)
@@ -66,15 +75,15 @@ def extrapolated_rate(w: Windows, range_start: float, range_end: float, range_se
         to_end = range_end - t_last
         sampled = t_last - t_first
         avg_step = sampled / (n[ok] - 1)
+        threshold = avg_step * 1.1
+        to_start = np.where(to_start >= threshold, avg_step / 2, to_start)
         if is_counter:
             v0 = w.v[first]
-            zero_ok = (result > 0) & (v0 >= 0)
             to_zero = sampled * (v0 / result)
-            to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
-        threshold = avg_step * 1.1
-        interval = sampled + np.where(to_start < threshold, to_start, avg_step / 2)
-        interval = interval + np.where(to_end < threshold, to_end, avg_step / 2)
-        factor = interval / sampled
+            zero_ok = (result > 0) & (v0 >= 0) & (to_zero < to_start)
+            to_start = np.where(zero_ok, to_zero, to_start)
+        to_end = np.where(to_end >= threshold, avg_step / 2, to_end)
+        factor = (sampled + to_start + to_end) / sampled
         if is_rate:
             factor = factor / range_seconds
         return ok, result * factor
@@ -169,7 +178,7 @@ def _reduce(w: Windows, ufunc: np.ufunc) -> Result:
 
 def sum_over_time(w: Windows) -> Result:
     ok = w.lengths >= 1
-    return ok, seg_reduce(w, w.v)[ok]
+    return ok, segment_sums(w.v, w.offsets)[ok]
 
 
 def count_over_time(w: Windows) -> Result:
@@ -178,9 +187,8 @@ def count_over_time(w: Windows) -> Result:
 
 
 def avg_over_time(w: Windows) -> Result:
-    ok, s = sum_over_time(w)
-    with np.errstate(all="ignore"):
-        return ok, s / w.lengths[ok]
+    ok = w.lengths >= 1
+    return ok, segment_means(w.v, w.offsets)[ok]
 
 
 def min_over_time(w: Windows) -> Result:
@@ -258,6 +266,16 @@ def quantile_over_time(w: Windows, q: float) -> Result:
     return ok, segment_quantile(q, w.v, w.segment, ok.size)[ok]
 
 
+def mad_over_time(w: Windows) -> Result:
+    """Median absolute deviation from the median (experimental in Prometheus 3.x)."""
+    ok = w.lengths >= 1
+    seg = w.segment
+    median = segment_quantile(0.5, w.v, seg, ok.size)
+    with np.errstate(all="ignore"):
+        dev = np.abs(w.v - median[seg])
+    return ok, segment_quantile(0.5, dev, seg, ok.size)[ok]
+
+
 # name -> callable(windows) for the functions whose only argument is the range vector.
 SIMPLE: dict[str, Callable[[Windows], Result]] = {
     "irate": lambda w: instant_value(w, True),
@@ -274,4 +292,5 @@ SIMPLE: dict[str, Callable[[Windows], Result]] = {
     "stdvar_over_time": stdvar_over_time,
     "last_over_time": last_over_time,
     "present_over_time": present_over_time,
+    "mad_over_time": mad_over_time,
 }

@@ -1,11 +1,11 @@
 """PromQL result types. Vectors are columnar (a list of label tuples and one numpy array of
-values; treat both as read-only, since results share them with caches) so that functions, aggregations and operators work on whole arrays."""
+values; treat both as read-only, since results share them with caches) so that functions,
+aggregations and operators work on whole arrays."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class Matrix:
         return iter(self.series)
 
 
-Value = Union[Vector, Scalar, String, Matrix]
+Value = Vector | Scalar | String | Matrix
 
 
 def drop_name(labels: Labels) -> Labels:
@@ -99,6 +99,11 @@ def drop_name(labels: Labels) -> Labels:
 def labels_str(labels: Labels) -> str:
     """Prometheus's `labels.Labels.String()`: {a="b", c="d"} (name included as a label)."""
     return "{" + ", ".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
+
+
+def go_quote(s: str) -> str:
+    """Go's %q of a string (as Prometheus quotes names in error messages)."""
+    return '"' + _escape(s).replace("\t", "\\t").replace("\r", "\\r") + '"'
 
 
 def _escape(v: str) -> str:
