@@ -20,14 +20,15 @@ import promql_parser as pp
 
 from agent.store.series import Labels, Store
 
-from . import mathfuncs, rangefuncs, subquery
+from . import mathfuncs, rangefuncs, stepwise, subquery
 from .aggregate import GroupingCache, aggregate, valid_label_name
 from .binary import scalar_scalar, vector_scalar, vector_vector
 from .datetime_funcs import DATE_FUNCTIONS, date_field
 from .histogram import histogram_fraction, histogram_quantile
 from .parse import EvaluationError, PromQLError, check_supported, parse
 from .regex import RegexError, compile_anchored, expand
-from .select import RangeVector, SelectionCache, instant_samples, range_windows
+from .select import RangeVector, SelectionCache, Windows, instant_samples, range_windows
+from .stepwise import STEPWISE_FUNCTIONS
 from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, drop_name
 
 ExprLike = str | pp.Expr
@@ -186,6 +187,10 @@ class Engine:
             step = _seconds(e.step) or self.subquery_step
             times = subquery.step_times(end, rng, step)
             inner = e.expr
+            fast = self._stepwise(inner, times, q)
+            if fast is not None:
+                labels, w = fast
+                return RangeVector(labels, [drop_name(lab) for lab in labels], w, end - rng, end, rng)
             key = id(inner)
 
             def at(ts: float) -> Value:
@@ -197,6 +202,30 @@ class Engine:
             labels, w = subquery.evaluate(at, times)
             return RangeVector(labels, [drop_name(lab) for lab in labels], w, end - rng, end, rng)
         raise EvaluationError("expected a range vector argument")
+
+    def _stepwise(self, inner: pp.Expr, times: np.ndarray, q: Query) -> tuple[list[Labels], Windows] | None:
+        """A subquery over `f(selector[range])` for the functions stepwise.py covers, evaluated
+        at every step in one pass; None when the expression is of another shape."""
+        call = _unwrap(inner)
+        if not isinstance(call, pp.Call) or call.func.name not in STEPWISE_FUNCTIONS or times.size < 2:
+            return None
+        ms = _unwrap(call.args[0])
+        if not isinstance(ms, pp.MatrixSelector) or ms.vector_selector.at is not None:
+            return None
+        vs = ms.vector_selector
+        sel = self._selections.get(vs)
+        ok, values = stepwise.evaluate(call.func.name, self.store, sel.ids, times - _seconds(vs.offset),
+                                       _seconds(ms.range))
+        source = sel.labels if call.func.name == "last_over_time" else sel.nameless
+        rows = np.nonzero(ok.any(axis=1))[0]
+        labels = [source[i] for i in rows.tolist()]
+        if len(set(labels)) != len(labels):
+            raise EvaluationError("vector cannot contain metrics with the same labelset")
+        grid = ok[rows]
+        offsets = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(grid.sum(axis=1), out=offsets[1:])
+        t_grid = np.broadcast_to(times[None, :], grid.shape)
+        return labels, Windows(t_grid[grid], values[rows][grid], offsets)
 
     def _matrix(self, rv: RangeVector) -> Matrix:
         w = rv.windows

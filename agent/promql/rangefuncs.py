@@ -53,13 +53,8 @@ def _spread(w: Windows, per_series: np.ndarray) -> np.ndarray:
 
 def extrapolated_rate(w: Windows, range_start: float, range_end: float, range_seconds: float,
                       is_counter: bool, is_rate: bool) -> Result:
-    """rate / increase / delta, with Prometheus 3.x's extrapolation to the range boundaries.
-
-    The increase seen between the first and last sample (counter resets added back) is
-    extrapolated to each end of the range when the data reaches to within 1.1 average sample
-    intervals of it, else by half an average interval only (the series starts or ends inside
-    the range). For counters, extrapolation towards the start stops where the counter would
-    reach zero."""
+    """rate / increase / delta, with Prometheus 3.x's extrapolation to the range boundaries
+    (see extrapolate)."""
     n = w.lengths
     ok = n >= 2
     first, last = _first_last(w)
@@ -70,23 +65,36 @@ def extrapolated_rate(w: Windows, range_start: float, range_end: float, range_se
             prev, has = _previous(w)
             corr = seg_reduce(w, np.where(has & (w.v < prev), prev, 0.0))
             result = result + corr[ok]
-        t_first, t_last = w.t[first], w.t[last]
-        to_start = t_first - range_start
-        to_end = range_end - t_last
-        sampled = t_last - t_first
-        avg_step = sampled / (n[ok] - 1)
+    return ok, extrapolate(result, w.v[first], w.t[first], w.t[last], n[ok], range_start, range_end,
+                           range_seconds, is_counter, is_rate)
+
+
+def extrapolate(result: np.ndarray, first_v: np.ndarray, first_t: np.ndarray, last_t: np.ndarray,
+                count: np.ndarray, range_start: np.ndarray | float, range_end: np.ndarray | float,
+                range_seconds: float, is_counter: bool, is_rate: bool) -> np.ndarray:
+    """Prometheus 3.x's extrapolation of the increase `result` seen between the first and last
+    of `count` (>= 2) samples to the range (range_start, range_end].
+
+    Extrapolated all the way to a range boundary when the data reaches to within 1.1 average
+    sample intervals of it, else by half an average interval only (the series starts or ends
+    inside the range). For counters, extrapolation towards the start stops where the counter
+    would reach zero."""
+    with np.errstate(all="ignore"):
+        to_start = first_t - range_start
+        to_end = range_end - last_t
+        sampled = last_t - first_t
+        avg_step = sampled / (count - 1)
         threshold = avg_step * 1.1
         to_start = np.where(to_start >= threshold, avg_step / 2, to_start)
         if is_counter:
-            v0 = w.v[first]
-            to_zero = sampled * (v0 / result)
-            zero_ok = (result > 0) & (v0 >= 0) & (to_zero < to_start)
+            to_zero = sampled * (first_v / result)
+            zero_ok = (result > 0) & (first_v >= 0) & (to_zero < to_start)
             to_start = np.where(zero_ok, to_zero, to_start)
         to_end = np.where(to_end >= threshold, avg_step / 2, to_end)
         factor = (sampled + to_start + to_end) / sampled
         if is_rate:
             factor = factor / range_seconds
-        return ok, result * factor
+        return np.asarray(result * factor, dtype=np.float64)
 
 
 def instant_value(w: Windows, is_rate: bool) -> Result:

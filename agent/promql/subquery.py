@@ -35,25 +35,39 @@ def step_times(end: float, range_seconds: float, step_seconds: float) -> np.ndar
 
 def evaluate(evaluate_at: Callable[[float], Value], times: np.ndarray) -> tuple[list[Labels], Windows]:
     """Evaluate at every time and gather the points per label set: (labels, windows), series i
-    being segment i of the windows (points at the step times, oldest first)."""
-    points: dict[Labels, tuple[list[float], list[float]]] = {}
+    being segment i of the windows (points at the step times, oldest first).
+
+    Label sets are matched across steps by their interned ids when every step's result carries
+    them (results of functions over selectors do), else through a dictionary."""
+    chunks: list[tuple[list[Labels], np.ndarray | None, int, float, np.ndarray]] = []
     for t in times.tolist():
         r = evaluate_at(t)
         if isinstance(r, Scalar):
-            ts, vs = points.setdefault((), ([], []))
-            ts.append(t)
-            vs.append(r.value)
+            chunks.append(([()], None, -1, t, np.array([r.value])))
         elif isinstance(r, Vector):
-            for lab, v in zip(r.labels, r.values.tolist()):
-                ts, vs = points.setdefault(lab, ([], []))
-                ts.append(t)
-                vs.append(v)
+            if len(r):
+                ids = r.match_ids if not r.named else None
+                chunks.append((r.labels, ids, r.match_epoch, t, r.values))
         else:
             raise EvaluationError("subquery is only allowed on instant vector or scalar expressions")
-    labels = list(points)
-    lengths = np.array([len(points[lab][0]) for lab in labels], dtype=np.int64)
-    offsets = np.zeros(len(labels) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    t_flat = np.array([x for lab in labels for x in points[lab][0]], dtype=np.float64)
-    v_flat = np.array([x for lab in labels for x in points[lab][1]], dtype=np.float64)
-    return labels, Windows(t_flat, v_flat, offsets)
+    if not chunks:
+        return [], Windows(np.empty(0), np.empty(0), np.zeros(1, dtype=np.int64))
+    sizes = np.array([len(c[0]) for c in chunks], dtype=np.int64)
+    t_flat = np.repeat(np.array([c[3] for c in chunks]), sizes)
+    v_flat = np.concatenate([np.asarray(c[4], dtype=np.float64) for c in chunks])
+    epochs = {c[2] for c in chunks}
+    if all(c[1] is not None for c in chunks) and len(epochs) == 1:
+        keys = np.concatenate([c[1] for c in chunks if c[1] is not None])
+    else:
+        table: dict[Labels, int] = {}
+        keys = np.concatenate([np.fromiter((table.setdefault(lab, len(table)) for lab in c[0]), dtype=np.int64,
+                                           count=len(c[0])) for c in chunks])
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    bounds = np.zeros(len(chunks) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=bounds[1:])
+    chunk_of = np.searchsorted(bounds, first, side="right") - 1
+    labels = [chunks[c][0][int(i - bounds[c])] for c, i in zip(chunk_of.tolist(), first.tolist())]
+    order = np.argsort(inverse, kind="stable")  # by series, step order kept within each
+    offsets = np.zeros(uniq.size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(inverse, minlength=uniq.size), out=offsets[1:])
+    return labels, Windows(t_flat[order], v_flat[order], offsets)
