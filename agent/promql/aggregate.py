@@ -10,7 +10,7 @@ from agent.store.series import Labels
 from .kahan import grouped, segment_means, segment_sums
 from .parse import EvaluationError
 from .rangefuncs import segment_quantile
-from .values import NAME, Vector, go_quote
+from .values import NAME, Vector, go_float, go_quote
 
 
 def valid_label_name(name: str) -> bool:
@@ -122,6 +122,8 @@ def aggregate(op: str, vec: Vector, modifier: pp.AggModifier | None, param: obje
 def _topk(vec: Vector, gid: np.ndarray, g: int, k_param: float, largest: bool) -> Vector:
     if np.isnan(k_param):
         raise EvaluationError("Parameter value is NaN")
+    if not -(2.0**63) <= k_param < 2.0**63:
+        raise EvaluationError(f"Scalar value {go_float(k_param)} overflows int64")
     k = int(k_param)
     if k < 1:
         return Vector.empty()

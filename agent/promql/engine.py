@@ -428,20 +428,21 @@ _NATIVE_HISTOGRAM_ONLY = frozenset({
 def _at_time(node: pp.VectorSelector | pp.SubqueryExpr, t: float, q: Query) -> float:
     """The time a selector or subquery is evaluated at: its `@` time (start() and end() are
     the query's range), else the evaluation time. Milliseconds, as Prometheus keeps it."""
-    try:
-        at = node.at
-    except BaseException as e:  # the parser binding panics on @ times before 1970
-        if type(e).__name__ != "PanicException":
-            raise
-        raise PromQLError("@ modifier times before 1970 are not supported") from None
+    at = node.at
     if at is None:
         return t
     if at.type == pp.AtModifierType.Start:
         return q.start
     if at.type == pp.AtModifierType.End:
         return q.end
-    assert at.at is not None
-    return round(at.at.timestamp() * 1000) / 1000
+    try:
+        when = at.at
+    except BaseException as e:  # the parser binding panics on @ times before 1970
+        if type(e).__name__ != "PanicException":
+            raise
+        raise PromQLError("@ modifier times before 1970 are not supported") from None
+    assert when is not None
+    return round(when.timestamp() * 1000) / 1000
 
 
 def _go_max(a: float | np.ndarray, b: np.ndarray) -> np.ndarray:

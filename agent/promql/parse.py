@@ -61,6 +61,13 @@ class EvaluationError(PromQLError):
 
 _UNKNOWN_FN = re.compile(r"unknown function with name '([^']*)'")
 
+# The parser's wording -> Prometheus's, for messages users meet often.
+_PROMETHEUS_WORDING = (
+    ("subquery is only allowed on vector, got", "subquery is only allowed on instant vector, got"),
+    ("must be preceded by an vector selector or matrix selector or a subquery",
+     "must be preceded by an instant vector selector or range vector selector or a subquery"),
+)
+
 
 def parse(text: str) -> Expr:
     """Parse PromQL; raise PromQLError with the parser's message on a syntax error."""
@@ -68,6 +75,8 @@ def parse(text: str) -> Expr:
         return pp.parse(text)
     except ValueError as e:
         msg = str(e)
+        for ours, theirs in _PROMETHEUS_WORDING:
+            msg = msg.replace(ours, theirs)
         m = _UNKNOWN_FN.search(msg)
         if m and m.group(1) in _KNOWN_PROMETHEUS_FUNCTIONS:
             msg = f"function {m.group(1)} is not supported"

@@ -30,6 +30,8 @@ def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray,
     n_series, n_steps = ids.size, ends.size
     w = range_windows(store, ids, float(ends[0]) - range_seconds, float(ends[-1]))
     t, v, offsets = w.t, w.v, w.offsets
+    if t.size == 0:
+        return np.zeros((n_series, n_steps), dtype=bool), np.zeros((n_series, n_steps))
     # Locate each window: count, per series, the samples at or before each step's end (and
     # each window's start) by binning samples on the step grid, then a running sum per series.
     before_end = _counts_upto(t, w.segment, n_series, ends)
@@ -64,8 +66,9 @@ def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray,
     ok = count >= 2
     # Work on the whole grid (indices clipped where a window has fewer than two samples) and let
     # `ok` say which cells mean something: cheaper than selecting the cells first.
-    top = max(v.size - 1, 0)
-    last = np.clip(hi - 1, 1, top) if v.size > 1 else np.zeros_like(hi)
+    if v.size < 2:
+        return ok, np.zeros((n_series, n_steps))
+    last = np.clip(hi - 1, 1, v.size - 1)
     first = np.minimum(lo, last)
     with np.errstate(all="ignore"):
         if name in ("irate", "idelta"):

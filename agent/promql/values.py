@@ -101,6 +101,16 @@ def labels_str(labels: Labels) -> str:
     return "{" + ", ".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
 
 
+def go_float(v: float) -> str:
+    """Go's %v of a float64 (shortest representation; +Inf, -Inf, NaN)."""
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    text = repr(float(v))
+    return text[:-2] if text.endswith(".0") else text
+
+
 def go_quote(s: str) -> str:
     """Go's %q of a string (as Prometheus quotes names in error messages)."""
     return '"' + _escape(s).replace("\t", "\\t").replace("\r", "\\r") + '"'
