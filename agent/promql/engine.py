@@ -187,10 +187,9 @@ class Engine:
             step = _seconds(e.step) or self.subquery_step
             times = subquery.step_times(end, rng, step)
             inner = e.expr
-            fast = self._stepwise(inner, times, q)
+            fast = self._stepwise(inner, times, end - rng, end, rng)
             if fast is not None:
-                labels, w = fast
-                return RangeVector(labels, [drop_name(lab) for lab in labels], w, end - rng, end, rng)
+                return fast
             key = id(inner)
 
             def at(ts: float) -> Value:
@@ -203,7 +202,7 @@ class Engine:
             return RangeVector(labels, [drop_name(lab) for lab in labels], w, end - rng, end, rng)
         raise EvaluationError("expected a range vector argument")
 
-    def _stepwise(self, inner: pp.Expr, times: np.ndarray, q: Query) -> tuple[list[Labels], Windows] | None:
+    def _stepwise(self, inner: pp.Expr, times: np.ndarray, start: float, end: float, rng: float) -> RangeVector | None:
         """A subquery over `f(selector[range])` for the functions stepwise.py covers, evaluated
         at every step in one pass; None when the expression is of another shape."""
         call = _unwrap(inner)
@@ -216,16 +215,20 @@ class Engine:
         sel = self._selections.get(vs)
         ok, values = stepwise.evaluate(call.func.name, self.store, sel.ids, times - _seconds(vs.offset),
                                        _seconds(ms.range))
-        source = sel.labels if call.func.name == "last_over_time" else sel.nameless
         rows = np.nonzero(ok.any(axis=1))[0]
-        labels = [source[i] for i in rows.tolist()]
-        if len(set(labels)) != len(labels):
+        every = rows.size == len(sel.labels)
+        nameless = sel.nameless if every else [sel.nameless[i] for i in rows.tolist()]
+        keep_name = call.func.name == "last_over_time"
+        labels = (sel.labels if every else [sel.labels[i] for i in rows.tolist()]) if keep_name else nameless
+        ids = sel.nameless_ids[rows]
+        if np.unique(ids).size != ids.size:
             raise EvaluationError("vector cannot contain metrics with the same labelset")
         grid = ok[rows]
         offsets = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(grid.sum(axis=1), out=offsets[1:])
         t_grid = np.broadcast_to(times[None, :], grid.shape)
-        return labels, Windows(t_grid[grid], values[rows][grid], offsets)
+        w = Windows(t_grid[grid], values[rows][grid], offsets)
+        return RangeVector(labels, nameless, w, start, end, rng, ids, sel.epoch)
 
     def _matrix(self, rv: RangeVector) -> Matrix:
         w = rv.windows

@@ -32,12 +32,21 @@ def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray,
     t, v, offsets = w.t, w.v, w.offsets
     if t.size == 0:
         return np.zeros((n_series, n_steps), dtype=bool), np.zeros((n_series, n_steps))
-    # Locate each window: count, per series, the samples at or before each step's end (and
-    # each window's start) by binning samples on the step grid, then a running sum per series.
-    before_end = _counts_upto(t, w.segment, n_series, ends)
-    before_start = _counts_upto(t, w.segment, n_series, ends - range_seconds)
-    hi = offsets[:-1][:, None] + before_end
-    lo = offsets[:-1][:, None] + before_start
+    # Locate each window by one binary search over keys ordering samples by (series, time).
+    # When the range is a whole number of steps, a window's start is an earlier step's end, so
+    # one search over the extended grid of ends serves both.
+    span = float(ends[-1] - ends[0]) + range_seconds + 1.0
+    base = float(ends[0]) - range_seconds
+    keys = w.segment * span + (t - base)
+    row = (np.arange(n_series) * span)[:, None]
+    starts = ends - range_seconds
+    shift = int(np.searchsorted(starts, ends[0], side="left"))  # windows starting before the first end
+    if 0 < shift < n_steps and np.array_equal(starts[shift:], ends[:n_steps - shift]):
+        upto = np.searchsorted(keys, row + (np.concatenate((starts[:shift], ends))[None, :] - base), side="right")
+        lo, hi = upto[:, :n_steps], upto[:, shift:]
+    else:
+        hi = np.searchsorted(keys, row + (ends[None, :] - base), side="right")
+        lo = np.searchsorted(keys, row + (starts[None, :] - base), side="right")
     count = hi - lo
     out = np.zeros((n_series, n_steps))
     if name in ("count_over_time", "present_over_time", "last_over_time", "resets", "changes"):
@@ -101,21 +110,3 @@ def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray,
                           step_end - range_seconds, step_end, range_seconds, is_counter, name == "rate")
     return ok, out
 
-
-def _counts_upto(t: np.ndarray, seg: np.ndarray, n_series: int, bounds: np.ndarray) -> np.ndarray:
-    """(series, steps): how many of each series' samples have t <= bounds[k]. `bounds` is an
-    evenly spaced ascending grid; each sample goes to the first bound at or after it (found by
-    division, then corrected by exact comparisons), and the counts are summed along the grid."""
-    k = bounds.size
-    if k == 1:
-        step = 1.0
-    else:
-        step = float(bounds[-1] - bounds[0]) / (k - 1)
-    with np.errstate(all="ignore"):
-        b = np.clip(np.ceil((t - bounds[0]) / step), 0, k).astype(np.int64)
-    below = np.clip(b - 1, 0, k - 1)
-    b -= (b >= 1) & (t <= bounds[below])
-    at = np.clip(b, 0, k - 1)
-    b += (b < k) & (t > bounds[at])
-    counts = np.bincount(seg * (k + 1) + b, minlength=n_series * (k + 1)).reshape(n_series, k + 1)
-    return np.cumsum(counts[:, :k], axis=1)
