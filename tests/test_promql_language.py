@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, Vector
+from agent.promql.values import almost_equal
 from agent.store.series import Store, make_labels
 
 T0 = 1_700_000_040.0  # a multiple of 60 s: subquery steps of 1m fall on T0 + k*60
@@ -485,3 +486,12 @@ def test_error_messages(expr, message):
 def test_experimental_mad_over_time():
     e = engine_with({L("g"): [(i, v) for i, v in enumerate([1.0, 2.0, 3.0, 4.0, 100.0])]})
     assert one(e.instant("mad_over_time(g[1m])", T0 + 4)) == 1.0
+
+
+@pytest.mark.parametrize("a,b,equal", [
+    (1.0, 1.0 + 5e-7, True), (1.0, 1.0 + 3e-6, False), (math.nan, math.nan, True), (0.0, 1e-300, False),
+    (0.0, 0.0, True), (math.inf, math.inf, True), (math.inf, -math.inf, False), (1e308, 1.0000001e308, True),
+])
+def test_almost_equal_as_prometheus(a, b, equal):
+    """util/almost.Equal with promtool's 1e-6: how `forewarn test` should compare samples."""
+    assert almost_equal(a, b) is equal

@@ -16,10 +16,9 @@ import numpy as np
 
 from agent.store.series import Labels
 
-from .values import NAME, Vector
+from .values import NAME, Vector, almost_equal
 
 SMALL_DELTA_TOLERANCE = 1e-12
-_MIN_NORMAL = 2.2250738585072014e-308
 
 
 def _parse_le(s: str) -> float | None:
@@ -27,19 +26,6 @@ def _parse_le(s: str) -> float | None:
         return float(s)  # accepts "+Inf", "1e3", ...
     except ValueError:
         return None
-
-
-def almost_equal(a: float, b: float, epsilon: float) -> bool:
-    """Prometheus's util/almost.Equal."""
-    if math.isnan(a) and math.isnan(b):
-        return True
-    if a == b:
-        return True
-    abs_sum = abs(a) + abs(b)
-    diff = abs(a - b)
-    if a == 0 or b == 0 or abs_sum < _MIN_NORMAL:
-        return diff < epsilon * _MIN_NORMAL
-    return diff / min(abs_sum, 1.7976931348623157e308) < epsilon
 
 
 def prepare_buckets(bounds: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -4,6 +4,7 @@ aggregations and operators work on whole arrays."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -99,6 +100,23 @@ def drop_name(labels: Labels) -> Labels:
 def labels_str(labels: Labels) -> str:
     """Prometheus's `labels.Labels.String()`: {a="b", c="d"} (name included as a label)."""
     return "{" + ", ".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
+
+
+_MIN_NORMAL = 2.2250738585072014e-308
+
+
+def almost_equal(a: float, b: float, epsilon: float = 1e-6) -> bool:
+    """Prometheus's util/almost.Equal: equal within `epsilon` relative (NaN equals NaN), as
+    histogram_quantile treats bucket counts and promtool 3.x compares test samples."""
+    if math.isnan(a) and math.isnan(b):
+        return True
+    if a == b:
+        return True
+    abs_sum = abs(a) + abs(b)
+    diff = abs(a - b)
+    if a == 0 or b == 0 or abs_sum < _MIN_NORMAL:
+        return diff < epsilon * _MIN_NORMAL
+    return diff / min(abs_sum, 1.7976931348623157e308) < epsilon
 
 
 def go_float(v: float) -> str:
