@@ -187,7 +187,9 @@ class Engine:
             step = _seconds(e.step) or self.subquery_step
             times = subquery.step_times(end, rng, step)
             inner = e.expr
-            fast = self._stepwise(inner, times, end - rng, end, rng)
+            # One pass over every step suits an instant query (a rule); the steps of a range
+            # query's evaluations overlap, and the per-step path below computes each only once.
+            fast = self._stepwise(inner, times, end - rng, end, rng) if q.start == q.end else None
             if fast is not None:
                 return fast
             key = id(inner)
