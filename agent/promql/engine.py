@@ -225,11 +225,15 @@ class Engine:
         ids = sel.nameless_ids[rows]
         if np.unique(ids).size != ids.size:
             raise EvaluationError("vector cannot contain metrics with the same labelset")
-        grid = ok[rows]
-        offsets = np.zeros(rows.size + 1, dtype=np.int64)
-        np.cumsum(grid.sum(axis=1), out=offsets[1:])
-        t_grid = np.broadcast_to(times[None, :], grid.shape)
-        w = Windows(t_grid[grid], values[rows][grid], offsets)
+        if every and ok.all():  # every series at every step: the grid is the windows
+            offsets = np.arange(0, ok.size + 1, times.size, dtype=np.int64)
+            w = Windows(np.tile(times, rows.size), values.reshape(-1), offsets)
+        else:
+            grid = ok[rows]
+            offsets = np.zeros(rows.size + 1, dtype=np.int64)
+            np.cumsum(grid.sum(axis=1), out=offsets[1:])
+            t_grid = np.broadcast_to(times[None, :], grid.shape)
+            w = Windows(t_grid[grid], values[rows][grid], offsets)
         return RangeVector(labels, nameless, w, start, end, rng, ids, sel.epoch)
 
     def _matrix(self, rv: RangeVector) -> Matrix:

@@ -80,21 +80,26 @@ def extrapolate(result: np.ndarray, first_v: np.ndarray, first_t: np.ndarray, la
     inside the range). For counters, extrapolation towards the start stops where the counter
     would reach zero."""
     with np.errstate(all="ignore"):
-        to_start = first_t - range_start
-        to_end = range_end - last_t
-        sampled = last_t - first_t
+        shape = np.broadcast_shapes(np.shape(result), np.shape(first_t), np.shape(range_start))
+        sampled = np.asarray(last_t - first_t, dtype=np.float64)
         avg_step = sampled / (count - 1)
         threshold = avg_step * 1.1
-        to_start = np.where(to_start >= threshold, avg_step / 2, to_start)
+        half = avg_step * 0.5
+        to_start = np.broadcast_to(first_t - range_start, shape).astype(np.float64)
+        np.copyto(to_start, half, where=to_start >= threshold)
         if is_counter:
             to_zero = sampled * (first_v / result)
-            zero_ok = (result > 0) & (first_v >= 0) & (to_zero < to_start)
-            to_start = np.where(zero_ok, to_zero, to_start)
-        to_end = np.where(to_end >= threshold, avg_step / 2, to_end)
-        factor = (sampled + to_start + to_end) / sampled
+            np.copyto(to_start, to_zero, where=(result > 0) & (first_v >= 0) & (to_zero < to_start))
+        to_end = np.broadcast_to(range_end - last_t, shape).astype(np.float64)
+        np.copyto(to_end, half, where=to_end >= threshold)
+        factor = to_start
+        factor += sampled
+        factor += to_end
+        factor /= sampled
         if is_rate:
-            factor = factor / range_seconds
-        return np.asarray(result * factor, dtype=np.float64)
+            factor /= range_seconds
+        factor *= result
+        return factor
 
 
 def instant_value(w: Windows, is_rate: bool) -> Result:

@@ -32,46 +32,42 @@ def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray,
     t, v, offsets = w.t, w.v, w.offsets
     if t.size == 0:
         return np.zeros((n_series, n_steps), dtype=bool), np.zeros((n_series, n_steps))
-    # Locate each window by one binary search over keys ordering samples by (series, time).
-    # When the range is a whole number of steps, a window's start is an earlier step's end, so
-    # one search over the extended grid of ends serves both.
+    # Locate each window by a binary search. When the range is a whole number of steps, a
+    # window's start is an earlier step's end, so one search over the extended grid serves both.
+    # Keys order the samples by (series, time): series i's times shifted to [i*span, (i+1)*span).
+    # The sums are exact for times on a millisecond (or coarser binary) grid, their magnitude
+    # staying below the timestamps', so comparing shifted times and bounds compares the times.
     span = float(ends[-1] - ends[0]) + range_seconds + 1.0
-    base = float(ends[0]) - range_seconds
-    keys = w.segment * span + (t - base)
-    row = (np.arange(n_series) * span)[:, None]
+    row = np.arange(n_series) * span - (float(ends[0]) - range_seconds)
+    keys = t + np.repeat(row, w.lengths)
     starts = ends - range_seconds
     shift = int(np.searchsorted(starts, ends[0], side="left"))  # windows starting before the first end
     if 0 < shift < n_steps and np.array_equal(starts[shift:], ends[:n_steps - shift]):
-        upto = np.searchsorted(keys, row + (np.concatenate((starts[:shift], ends))[None, :] - base), side="right")
+        upto = np.searchsorted(keys, row[:, None] + np.concatenate((starts[:shift], ends))[None, :], side="right")
         lo, hi = upto[:, :n_steps], upto[:, shift:]
     else:
-        hi = np.searchsorted(keys, row + (ends[None, :] - base), side="right")
-        lo = np.searchsorted(keys, row + (starts[None, :] - base), side="right")
+        hi = np.searchsorted(keys, row[:, None] + ends[None, :], side="right")
+        lo = np.searchsorted(keys, row[:, None] + starts[None, :], side="right")
     count = hi - lo
-    out = np.zeros((n_series, n_steps))
     if name in ("count_over_time", "present_over_time", "last_over_time", "resets", "changes"):
         ok = count >= 1
         if name == "count_over_time":
-            out = count.astype(np.float64)
-        elif name == "present_over_time":
-            out = np.ones((n_series, n_steps))
-        elif name == "last_over_time":
-            out[ok] = v[hi[ok] - 1]
-        else:
-            prev = np.empty_like(v)
-            if v.size:
-                prev[0] = np.nan
-                prev[1:] = v[:-1]
+            return ok, count.astype(np.float64)
+        if name == "present_over_time":
+            return ok, np.ones((n_series, n_steps))
+        if name == "last_over_time":
+            return ok, v[np.maximum(hi - 1, 0)]
+        with np.errstate(invalid="ignore"):
             if name == "resets":
-                event = v < prev
+                event = v[1:] < v[:-1]
             else:
-                event = (v != prev) & ~(np.isnan(v) & np.isnan(prev))
-            # Pairs (j-1, j) inside a window: j in (lo, hi); a pair never spans two series then.
-            events = np.zeros(v.size + 1, dtype=np.int64)
-            np.cumsum(event, out=events[1:])
-            start = np.minimum(lo + 1, hi)
-            out = (events[hi] - events[start]).astype(np.float64)
-        return ok, out
+                event = (v[1:] != v[:-1]) & ~(np.isnan(v[1:]) & np.isnan(v[:-1]))
+        # event[j - 1]: samples j-1 and j differ. Only pairs inside a window count, j in
+        # (lo, hi), so a pair spanning two series never does.
+        events = np.zeros(v.size + 1, dtype=np.int64)
+        np.cumsum(event, out=events[2:])
+        start = np.minimum(lo + 1, hi)
+        return ok, (events[hi] - events[start]).astype(np.float64)
     ok = count >= 2
     # Work on the whole grid (indices clipped where a window has fewer than two samples) and let
     # `ok` say which cells mean something: cheaper than selecting the cells first.
@@ -88,25 +84,20 @@ def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray,
             else:
                 out = lv - pv
             return ok & (dt != 0), out
-        result = v[last] - v[first]
+        first_v = v[first]
+        result = v[last] - first_v
         is_counter = name != "delta"
         if is_counter:
-            prev = np.empty_like(v)
-            if v.size:
-                prev[0] = np.inf
-                prev[1:] = v[:-1]
-            reset = v < prev
-            reset[offsets[:-1][offsets[:-1] < v.size]] = False  # a series' first sample resets nothing
-            if reset.any():
-                corr = np.where(reset, prev, 0.0)
-                cum = np.zeros(v.size + 1)
-                np.cumsum(corr, out=cum[1:])
+            drop = v[1:] < v[:-1]  # drop[j - 1]: a reset at sample j
+            drop[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < v.size)] - 1] = False  # across series
+            if drop.any():
+                corr = np.zeros(v.size + 1)
+                np.cumsum(np.where(drop, v[:-1], 0.0), out=corr[2:])
                 resets = np.zeros(v.size + 1, dtype=np.int64)
-                np.cumsum(reset, out=resets[1:])
+                np.cumsum(drop, out=resets[2:])
                 has = resets[last + 1] - resets[first + 1] > 0
-                result = result + np.where(has, cum[last + 1] - cum[first + 1], 0.0)
+                result = result + np.where(has, corr[last + 1] - corr[first + 1], 0.0)
         step_end = ends[None, :]
-        out = extrapolate(result, v[first], t[first], t[last], count.astype(np.float64),
+        out = extrapolate(result, first_v, t[first], t[last], count.astype(np.float64),
                           step_end - range_seconds, step_end, range_seconds, is_counter, name == "rate")
     return ok, out
-
