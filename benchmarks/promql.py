@@ -1,12 +1,13 @@
 """PromQL evaluation speed over 10,000 series, beside the real Prometheus on the same data.
 
 The store holds `x` (10,000 counters: 10 jobs x 1,000 instances) and `x_errors` (the same
-label sets), each with 1 h of 15 s history. Four expressions are timed through
+label sets), each with 1 h of 15 s history. Five expressions (one a subquery) are timed through
 `agent.promql.Engine.instant` (median of --repeat warm runs; the first, cold run resolves the
 selectors). The same series go into a TSDB block (promtool tsdb create-blocks-from
 openmetrics) served by /usr/bin/prometheus, which evaluates the same expressions as recording
 rules, one group each; its `prometheus_rule_group_last_duration_seconds` is printed beside.
-Target: 50 ms or less per expression.
+Target: 50 ms or less per expression. A last line times the RE2 matcher `{l=~"(a+)+$"}` against
+a 50,000-character label value (catastrophic for a backtracking regex engine).
 
 Usage: python benchmarks/promql.py [--series 10000] [--repeat 15] [--no-prometheus]
 """
@@ -36,6 +37,7 @@ EXPRESSIONS = {
     "sum_by_job_rate": "sum by (job) (rate(x[5m]))",
     "predict_linear": "predict_linear(x[1h], 3600)",
     "ratio": "rate(x_errors[5m]) / rate(x[5m])",
+    "subquery": "max_over_time(rate(x[5m])[1h:1m])",
 }
 STEP = 15.0
 POINTS = 240  # 1 h
@@ -83,6 +85,23 @@ def time_agent(store: Store, at: float, repeat: int) -> dict[str, tuple[float, f
             cpus.append((time.process_time() - c0) * 1e3)
         out[name] = (cold, statistics.median(walls), statistics.median(cpus), len(result))
     return out
+
+
+def time_pathological_regex(repeat: int) -> tuple[float, int]:
+    """(median ms, result size) of {l=~"(a+)+$"} over one series whose label value is 50,000
+    a's and a b, beside one of 50,000 a's."""
+    store = Store(raw_capacity=4)
+    long_a = "a" * 50_000
+    ids = store.series_ids([make_labels("m", {"l": long_a + "b"}), make_labels("m", {"l": long_a})])
+    store.append(ids, 1000.0, np.array([1.0, 2.0]))
+    walls = []
+    n = 0
+    for _ in range(repeat):
+        engine = Engine(store)  # a new engine: the selector is resolved (and matched) every time
+        w0 = time.perf_counter()
+        n = len(engine.instant('m{l=~"(a+)+$"}', 1000.0))
+        walls.append((time.perf_counter() - w0) * 1e3)
+    return statistics.median(walls), n
 
 
 def write_openmetrics(path: str, labels: list, times: np.ndarray, values: np.ndarray) -> None:
@@ -177,6 +196,9 @@ def main() -> int:
         ptxt = f"{p:8.1f} ms" if p is not None else "         -"
         verdict = "ok" if wall <= 50 else "SLOW"
         print(f"{expr:44s} {n:7d} {cold:8.1f} ms {wall:8.1f} ms {cpu:7.1f} ms {ptxt}  {verdict}")
+    rx_ms, rx_n = time_pathological_regex(args.repeat)
+    what = 'm{l=~"(a+)+$"}, 50,000-char label value'
+    print(f"{what:44s} {rx_n:7d} {'':11s} {rx_ms:8.1f} ms")
     print("\nagent: Engine.instant at the last sample's time; warm = median of repeated runs (selectors\n"
           "resolved once per store generation). prometheus: median prometheus_rule_group_last_duration_seconds\n"
           "of one recording rule per group (query + writing its output series), evaluated every 5 s.")

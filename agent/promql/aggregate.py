@@ -8,15 +8,16 @@ import promql_parser as pp
 
 from agent.store import Labels
 
+from .kahan import grouped, segment_means, segment_sums
 from .parse import EvaluationError
 from .rangefuncs import segment_quantile
-from .values import NAME, Vector
-
-_LABEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789")
+from .values import NAME, Vector, go_float, go_quote
 
 
 def valid_label_name(name: str) -> bool:
-    return bool(name) and not name[0].isdigit() and set(name) <= _LABEL_NAME_CHARS
+    """Prometheus 3.x validates label names as UTF-8 (any non-empty string), not the legacy
+    [a-zA-Z_][a-zA-Z0-9_]* form."""
+    return bool(name)
 
 
 def grouping_keys(labels: list[Labels], modifier: pp.AggModifier | None) -> list[Labels]:
@@ -91,10 +92,10 @@ def aggregate(op: str, vec: Vector, modifier: pp.AggModifier | None, param: floa
         return _topk(vec, gid, g, param, op == "topk")
     counts = np.bincount(gid, minlength=g).astype(np.float64)
     with np.errstate(all="ignore"):
-        if op == "sum":
-            out = np.bincount(gid, weights=v, minlength=g)
-        elif op == "avg":
-            out = np.bincount(gid, weights=v, minlength=g) / counts
+        if op in ("sum", "avg"):
+            # Compensated, in input order within each group, as Prometheus adds them up.
+            order, offsets = grouped(gid, g)
+            out = (segment_sums if op == "sum" else segment_means)(v[order], offsets)
         elif op == "count":
             out = counts
         elif op == "group":
@@ -129,6 +130,8 @@ def aggregate(op: str, vec: Vector, modifier: pp.AggModifier | None, param: floa
 def _topk(vec: Vector, gid: np.ndarray, g: int, k_param: float, largest: bool) -> Vector:
     if np.isnan(k_param):
         raise EvaluationError("Parameter value is NaN")
+    if not -(2.0**63) <= k_param < 2.0**63:
+        raise EvaluationError(f"Scalar value {go_float(k_param)} overflows int64")
     k = int(k_param)
     if k < 1:
         return Vector.empty()
@@ -146,7 +149,7 @@ def _topk(vec: Vector, gid: np.ndarray, g: int, k_param: float, largest: bool) -
 
 def _count_values(vec: Vector, modifier: pp.AggModifier | None, label: str) -> Vector:
     if not valid_label_name(label):
-        raise EvaluationError(f"invalid label name {label!r}")
+        raise EvaluationError(f"invalid label name {go_quote(label)}")
     keys = grouping_keys(vec.labels, modifier)
     counts: dict[Labels, int] = {}
     for key, value in zip(keys, vec.values.tolist()):

@@ -1,11 +1,9 @@
 """Binary operators: arithmetic, comparisons (filtering or `bool`), set operators, and vector
-matching with on/ignoring/group_left/group_right, following Prometheus's engine.go. Pure
-functions on result values: it never touches the store."""
+matching with on/ignoring/group_left/group_right, following Prometheus's engine.go."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import numpy as np
 import promql_parser as pp
@@ -104,11 +102,30 @@ def vector_vector(op: str, lhs: Vector, rhs: Vector, modifier: pp.BinModifier | 
     one_to_many = card == pp.VectorMatchCardinality.OneToMany
     one_to_one = card == pp.VectorMatchCardinality.OneToOne
     many, one = (rhs, lhs) if one_to_many else (lhs, rhs)
-    m = _match(many, one, matching, "left" if one_to_many else "right")
-    mi = np.nonzero(m.one_index >= 0)[0]
+    by_ids = (matching is None and many.match_ids is not None and one.match_ids is not None
+              and many.match_epoch == one.match_epoch)
+    if by_ids:
+        # Default matching compares label sets without __name__: their interned ids.
+        assert many.match_ids is not None and one.match_ids is not None
+        if np.unique(one.match_ids).size != len(one):
+            _raise_duplicate(one, _signatures(one, matching), matching, "left" if one_to_many else "right")
+        order = np.argsort(one.match_ids, kind="stable")
+        srt = one.match_ids[order]
+        pos = np.searchsorted(srt, many.match_ids).clip(max=srt.size - 1)
+        oi_all = np.where(srt[pos] == many.match_ids, order[pos], -1)
+        many_sigs = many.labels if not many.named else _signatures(many, matching)
+    else:
+        many_sigs = _signatures(many, matching)
+        one_sigs = _signatures(one, matching)
+        one_by_sig = dict(zip(one_sigs, range(len(one_sigs))))
+        if len(one_by_sig) != len(one_sigs):
+            _raise_duplicate(one, one_sigs, matching, "left" if one_to_many else "right")
+        get = one_by_sig.get
+        oi_all = np.fromiter((get(s, -1) for s in many_sigs), dtype=np.int64, count=len(many_sigs))
+    mi = np.nonzero(oi_all >= 0)[0]
     if mi.size == 0:
         return Vector.empty()
-    oi = m.one_index[mi]
+    oi = oi_all[mi]
     mv, ov = many.values[mi], one.values[oi]
     left, right = (ov, mv) if one_to_many else (mv, ov)
     if op in ARITHMETIC:
@@ -127,12 +144,23 @@ def vector_vector(op: str, lhs: Vector, rhs: Vector, modifier: pp.BinModifier | 
     on_labels = matching is not None and matching.type == pp.LabelModifierType.Include
     name_on = on_labels and matching is not None and NAME in matching.labels
     if one_to_one and (drop or on_labels) and not include and not (drop and name_on):
-        return _signature_result(many, m, mi, values)
+        # The result's labels are the match signature: one tuple per output, no rebuilding.
+        out = many_sigs if mi.size == len(many_sigs) else [many_sigs[i] for i in mi.tolist()]
+        if by_ids:
+            assert many.match_ids is not None
+            unique = np.unique(many.match_ids[mi]).size == mi.size
+        else:
+            unique = len(set(out)) == len(out)
+        if not unique:
+            raise EvaluationError(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
+        result = Vector(out, values, named=False)
+        return result.with_ids_of(many, mi) if by_ids else result
     out_labels: list[Labels] = []
     matched: dict[Labels, set[Labels] | None] = {}
     for i, j in zip(mi.tolist(), oi.tolist()):
         lab = _result_labels(many.labels[i], one.labels[j], drop, one_to_one, matching, include)
-        s = m.many_sigs[i]
+        s = many_sigs[i]
         if one_to_one:
             if s in matched:
                 raise EvaluationError(
@@ -146,53 +174,6 @@ def vector_vector(op: str, lhs: Vector, rhs: Vector, modifier: pp.BinModifier | 
             inserted.add(lab)
         out_labels.append(lab)
     return Vector(out_labels, values)
-
-
-class _Matches(NamedTuple):
-    one_index: np.ndarray  # per sample of the "many" side, its match on the "one" side (-1: none)
-    many_sigs: list[Labels]  # the "many" side's match signatures
-    by_ids: bool  # matched on interned label-set ids rather than on signatures
-
-
-def _match(many: Vector, one: Vector, matching: pp.LabelModifier | None, one_side: str) -> _Matches:
-    """Pair each sample of `many` with the sample of `one` that has its signature; a signature
-    twice on the `one` side (`one_side`: "left" or "right") is Prometheus's duplicate error."""
-    by_ids = (matching is None and many.match_ids is not None and one.match_ids is not None
-              and many.match_epoch == one.match_epoch)
-    if by_ids:
-        # Default matching compares label sets without __name__: their interned ids.
-        assert many.match_ids is not None and one.match_ids is not None
-        if np.unique(one.match_ids).size != len(one):
-            _raise_duplicate(one, _signatures(one, matching), matching, one_side)
-        order = np.argsort(one.match_ids, kind="stable")
-        srt = one.match_ids[order]
-        pos = np.searchsorted(srt, many.match_ids).clip(max=srt.size - 1)
-        index = np.where(srt[pos] == many.match_ids, order[pos], -1)
-        return _Matches(index, many.labels if not many.named else _signatures(many, matching), True)
-    many_sigs = _signatures(many, matching)
-    one_sigs = _signatures(one, matching)
-    one_by_sig = dict(zip(one_sigs, range(len(one_sigs))))
-    if len(one_by_sig) != len(one_sigs):
-        _raise_duplicate(one, one_sigs, matching, one_side)
-    get = one_by_sig.get
-    index = np.fromiter((get(s, -1) for s in many_sigs), dtype=np.int64, count=len(many_sigs))
-    return _Matches(index, many_sigs, False)
-
-
-def _signature_result(many: Vector, m: _Matches, mi: np.ndarray, values: np.ndarray) -> Vector:
-    """A one-to-one result whose labels are the match signature: one tuple per output, no
-    rebuilding."""
-    out = m.many_sigs if mi.size == len(m.many_sigs) else [m.many_sigs[i] for i in mi.tolist()]
-    if m.by_ids:
-        assert many.match_ids is not None
-        unique = np.unique(many.match_ids[mi]).size == mi.size
-    else:
-        unique = len(set(out)) == len(out)
-    if not unique:
-        raise EvaluationError(
-            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
-    result = Vector(out, values, named=False)
-    return result.with_ids_of(many, mi) if m.by_ids else result
 
 
 def _signatures(vec: Vector, matching: pp.LabelModifier | None) -> list[Labels]:

@@ -3,45 +3,62 @@
 `Engine.instant(expr, t)` evaluates at one time; `Engine.range(expr, start, end, step)` at
 each step. Work is vectorised across series: a selector resolves its series once per store
 generation, gathers every series' window in one read, and functions, aggregations and
-operators run on whole numpy arrays. Semantics follow Prometheus: 5-minute lookback delta,
-stale markers end a series, ranges are left-open (t - range, t], rate extrapolation, metric
-name dropped by functions and arithmetic, Prometheus's matching errors.
-
-It reads the store and never imports anything after it (rules, tickets, web)."""
+operators run on whole numpy arrays. Semantics follow Prometheus 3.x: 5-minute lookback delta,
+stale markers end a series, range and lookback windows are left-open (t - range, t], the `@`
+modifier (with `start()`/`end()`) and negative offsets, subqueries with epoch-aligned steps,
+rate extrapolation, compensated sums, the metric name dropped by functions and arithmetic, and
+Prometheus's matching errors."""
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-import re
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import promql_parser as pp
 
 from agent.store import Labels, Store
 
-from . import rangefuncs
+from . import mathfuncs, rangefuncs, stepwise, subquery
 from .aggregate import GroupingCache, aggregate, valid_label_name
 from .binary import scalar_scalar, vector_scalar, vector_vector
-from .histogram import histogram_quantile
+from .datetime_funcs import DATE_FUNCTIONS, date_field
+from .histogram import histogram_fraction, histogram_quantile
 from .parse import EvaluationError, PromQLError, check_supported, parse
-from .select import Selection, SelectionCache, Windows, instant_samples, range_windows
+from .regex import RegexError, compile_anchored, expand
+from .select import RangeVector, SelectionCache, Windows, instant_samples, range_windows
+from .stepwise import STEPWISE_FUNCTIONS
 from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, drop_name
 
 ExprLike = str | pp.Expr
 
 
-def _seconds(td: dt.timedelta | None) -> float:
-    return 0.0 if td is None else float(td.total_seconds())
+def _seconds(td: object) -> float:
+    return 0.0 if td is None else float(td.total_seconds())  # type: ignore[attr-defined]
+
+
+@dataclass
+class Query:
+    """One query's context: its range (for `@ start()` and `@ end()`; both are the evaluation
+    time of an instant query) and the subquery results computed so far (steps are aligned, so
+    the steps of a range query share them)."""
+
+    start: float
+    end: float
+    subquery_points: dict[tuple[int, float], Value] = field(default_factory=dict)
 
 
 class Engine:
-    """Evaluates PromQL over `store`. Thread-safe for concurrent readers of one store."""
+    """Evaluates PromQL over `store`. Thread-safe for concurrent readers of one store.
 
-    def __init__(self, store: Store, lookback_delta: float = 300.0) -> None:
+    `subquery_step` is the step of subqueries written without one (`x[1h:]`): Prometheus uses
+    its global evaluation interval, 1 minute by default."""
+
+    def __init__(self, store: Store, lookback_delta: float = 300.0, subquery_step: float = 60.0) -> None:
         self.store = store
         self.lookback_delta = float(lookback_delta)
+        self.subquery_step = float(subquery_step)
         self._selections = SelectionCache(store)
         self._unique_lists: dict[int, list] = {}  # shared label lists known to be duplicate-free
         self._groupings = GroupingCache()
@@ -49,7 +66,7 @@ class Engine:
     # ---- public -------------------------------------------------------------------------------
 
     def prepare(self, expr: ExprLike) -> pp.Expr:
-        """Parse (if text) and refuse anything outside the supported subset."""
+        """Parse (if text) and refuse anything outside the supported language."""
         if isinstance(expr, str):
             expr = parse(expr)
         problems = check_supported(expr)
@@ -59,12 +76,14 @@ class Engine:
 
     def instant(self, expr: ExprLike, t: float) -> Value:
         """Evaluate at time `t` (seconds): a Vector, Scalar, String, or a Matrix for a bare
-        range selector."""
+        range selector or subquery."""
         e = self.prepare(expr)
+        t = float(t)
+        q = Query(t, t)
         inner = _unwrap(e)
-        if isinstance(inner, pp.MatrixSelector):
-            return self._matrix(inner, float(t))
-        return self._eval(e, float(t))
+        if isinstance(inner, (pp.MatrixSelector, pp.SubqueryExpr)):
+            return self._matrix(self._range_arg(inner, t, q))
+        return self._eval(e, t, q)
 
     def range(self, expr: ExprLike, start: float, end: float, step: float,
               deadline: float | None = None) -> Matrix:
@@ -76,13 +95,14 @@ class Engine:
             raise PromQLError(f'invalid expression type "{_type_name(kind)}" for range query, must be Scalar or instant Vector')
         if step <= 0:
             raise PromQLError("zero or negative query resolution step widths are not accepted. Try a positive integer")
+        q = Query(float(start), float(end))
         points: dict[Labels, tuple[list[float], list[float]]] = {}
         n = int(math.floor((end - start) / step + 1e-9)) + 1 if end >= start else 0
         for i in range(n):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("query timed out in expression evaluation")
             t = start + i * step
-            r = self._eval(e, t)
+            r = self._eval(e, t, q)
             if isinstance(r, Scalar):
                 ts, vs = points.setdefault((), ([], []))
                 ts.append(t)
@@ -97,29 +117,29 @@ class Engine:
 
     # ---- dispatch -----------------------------------------------------------------------------
 
-    def _eval(self, e: pp.Expr, t: float) -> Value:
+    def _eval(self, e: pp.Expr, t: float, q: Query) -> Value:
         if isinstance(e, pp.NumberLiteral):
             return Scalar(float(e.val))
         if isinstance(e, pp.StringLiteral):
             return String(e.val)
         if isinstance(e, pp.ParenExpr):
-            return self._eval(e.expr, t)
+            return self._eval(e.expr, t, q)
         if isinstance(e, pp.UnaryExpr):
-            inner = self._eval(e.expr, t)
+            inner = self._eval(e.expr, t, q)
             if isinstance(inner, Scalar):
                 return Scalar(-inner.value)
             assert isinstance(inner, Vector)
             return self._checked(Vector(_drop_names(inner), -inner.values, named=False).with_ids_of(inner))
         if isinstance(e, pp.VectorSelector):
-            return self._vector(e, t)
-        if isinstance(e, pp.MatrixSelector):
+            return self._vector(e, t, q)
+        if isinstance(e, (pp.MatrixSelector, pp.SubqueryExpr)):
             raise EvaluationError("a range vector can only be an argument to a function")
         if isinstance(e, pp.Call):
-            return self._call(e, t)
+            return self._call(e, t, q)
         if isinstance(e, pp.AggregateExpr):
-            return self._aggregate(e, t)
+            return self._aggregate(e, t, q)
         if isinstance(e, pp.BinaryExpr):
-            return self._binary(e, t)
+            return self._binary(e, t, q)
         raise PromQLError(f"{type(e).__name__} is not supported")
 
     def _checked(self, vec: Vector) -> Vector:
@@ -140,28 +160,86 @@ class Engine:
             self._unique_lists[id(labels)] = labels
         return vec
 
-    # ---- selectors ----------------------------------------------------------------------------
+    # ---- selectors and subqueries -------------------------------------------------------------
 
-    def _vector(self, vs: pp.VectorSelector, t: float) -> Vector:
+    def _vector(self, vs: pp.VectorSelector, t: float, q: Query) -> Vector:
         sel = self._selections.get(vs)
-        ref = t - _seconds(vs.offset)
+        ref = _at_time(vs, t, q) - _seconds(vs.offset)
         pos, times, values = instant_samples(self.store, sel.ids, ref, self.lookback_delta)
         every = pos.size == len(sel.labels)
         labels = sel.labels if every else [sel.labels[i] for i in pos]
         return Vector(labels, values, times, match_ids=sel.nameless_ids if every else sel.nameless_ids[pos],
                       match_epoch=sel.epoch)
 
-    def _windows(self, ms: pp.MatrixSelector, t: float) -> tuple[Selection, Windows, float, float]:
+    def _range_arg(self, e: pp.Expr, t: float, q: Query) -> RangeVector:
+        """The range vector of a range selector or a subquery evaluated at `t`."""
+        e = _unwrap(e)
+        if isinstance(e, pp.MatrixSelector):
+            vs = e.vector_selector
+            sel = self._selections.get(vs)
+            end = _at_time(vs, t, q) - _seconds(vs.offset)
+            rng = _seconds(e.range)
+            w = range_windows(self.store, sel.ids, end - rng, end)
+            return RangeVector(sel.labels, sel.nameless, w, end - rng, end, rng, sel.nameless_ids, sel.epoch)
+        if isinstance(e, pp.SubqueryExpr):
+            end = _at_time(e, t, q) - _seconds(e.offset)
+            rng = _seconds(e.range)
+            step = _seconds(e.step) or self.subquery_step
+            times = subquery.step_times(end, rng, step)
+            inner = e.expr
+            # One pass over every step suits an instant query (a rule); the steps of a range
+            # query's evaluations overlap, and the per-step path below computes each only once.
+            fast = self._stepwise(inner, times, end - rng, end, rng) if q.start == q.end else None
+            if fast is not None:
+                return fast
+            key = id(inner)
+
+            def at(ts: float) -> Value:
+                hit = q.subquery_points.get((key, ts))
+                if hit is None:
+                    hit = q.subquery_points[(key, ts)] = self._eval(inner, ts, q)
+                return hit
+
+            labels, w = subquery.evaluate(at, times)
+            return RangeVector(labels, [drop_name(lab) for lab in labels], w, end - rng, end, rng)
+        raise EvaluationError("expected a range vector argument")
+
+    def _stepwise(self, inner: pp.Expr, times: np.ndarray, start: float, end: float, rng: float) -> RangeVector | None:
+        """A subquery over `f(selector[range])` for the functions stepwise.py covers, evaluated
+        at every step in one pass; None when the expression is of another shape."""
+        call = _unwrap(inner)
+        if not isinstance(call, pp.Call) or call.func.name not in STEPWISE_FUNCTIONS or times.size < 2:
+            return None
+        ms = _unwrap(call.args[0])
+        if not isinstance(ms, pp.MatrixSelector) or ms.vector_selector.at is not None:
+            return None
         vs = ms.vector_selector
         sel = self._selections.get(vs)
-        end = t - _seconds(vs.offset)
-        start = end - _seconds(ms.range)
-        return sel, range_windows(self.store, sel.ids, start, end), start, end
+        ok, values = stepwise.evaluate(call.func.name, self.store, sel.ids, times - _seconds(vs.offset),
+                                       _seconds(ms.range))
+        rows = np.nonzero(ok.any(axis=1))[0]
+        every = rows.size == len(sel.labels)
+        nameless = sel.nameless if every else [sel.nameless[i] for i in rows.tolist()]
+        keep_name = call.func.name == "last_over_time"
+        labels = (sel.labels if every else [sel.labels[i] for i in rows.tolist()]) if keep_name else nameless
+        ids = sel.nameless_ids[rows]
+        if np.unique(ids).size != ids.size:
+            raise EvaluationError("vector cannot contain metrics with the same labelset")
+        if every and ok.all():  # every series at every step: the grid is the windows
+            offsets = np.arange(0, ok.size + 1, times.size, dtype=np.int64)
+            w = Windows(np.tile(times, rows.size), values.reshape(-1), offsets)
+        else:
+            grid = ok[rows]
+            offsets = np.zeros(rows.size + 1, dtype=np.int64)
+            np.cumsum(grid.sum(axis=1), out=offsets[1:])
+            t_grid = np.broadcast_to(times[None, :], grid.shape)
+            w = Windows(t_grid[grid], values[rows][grid], offsets)
+        return RangeVector(labels, nameless, w, start, end, rng, ids, sel.epoch)
 
-    def _matrix(self, ms: pp.MatrixSelector, t: float) -> Matrix:
-        sel, w, _, _ = self._windows(ms, t)
+    def _matrix(self, rv: RangeVector) -> Matrix:
+        w = rv.windows
         out = []
-        for i, lab in enumerate(sel.labels):
+        for i, lab in enumerate(rv.labels):
             a, b = w.offsets[i], w.offsets[i + 1]
             if b > a:
                 out.append(Series(lab, w.t[a:b], w.v[a:b]))
@@ -169,120 +247,124 @@ class Engine:
 
     # ---- functions ----------------------------------------------------------------------------
 
-    def _scalar_arg(self, e: pp.Expr, t: float) -> float:
-        v = self._eval(e, t)
+    def _scalar_arg(self, e: pp.Expr, t: float, q: Query) -> float:
+        v = self._eval(e, t, q)
         if not isinstance(v, Scalar):
             raise EvaluationError("expected a scalar argument")
-        return float(v.value)
+        return v.value
 
-    def _vector_arg(self, e: pp.Expr, t: float) -> Vector:
-        v = self._eval(e, t)
+    def _vector_arg(self, e: pp.Expr, t: float, q: Query) -> Vector:
+        v = self._eval(e, t, q)
         if not isinstance(v, Vector):
             raise EvaluationError("expected an instant vector argument")
         return v
 
-    def _call(self, call: pp.Call, t: float) -> Value:
+    def _range_result(self, rv: RangeVector, ok: np.ndarray, values: np.ndarray, keep_name: bool = False) -> Vector:
+        source = rv.labels if keep_name else rv.nameless
+        ids = rv.nameless_ids[ok] if rv.nameless_ids is not None else None
+        return self._checked(Vector(_subset(source, ok), np.asarray(values, dtype=np.float64), named=keep_name,
+                                    match_ids=ids, match_epoch=rv.epoch))
+
+    def _call(self, call: pp.Call, t: float, q: Query) -> Value:
         name = call.func.name
         args = call.args
-        if name in _RANGE_FUNCTIONS or name in ("quantile_over_time", "absent_over_time"):
-            return self._range_call(name, args, t)
-        if name in _MATH or name in ("round", "clamp", "clamp_min", "clamp_max", "timestamp"):
-            return self._elementwise_call(name, args, t)
+        if name in _RANGE_FUNCTIONS:
+            rv = self._range_arg(args[0], t, q)
+            w = rv.windows
+            if name in ("rate", "increase", "delta"):
+                ok, values = rangefuncs.extrapolated_rate(w, rv.start, rv.end, rv.range_seconds,
+                                                          name != "delta", name == "rate")
+            elif name == "predict_linear":
+                ok, values = rangefuncs.predict_linear(w, t, self._scalar_arg(args[1], t, q))
+            else:
+                ok, values = rangefuncs.SIMPLE[name](w)
+            return self._range_result(rv, ok, values, keep_name=name == "last_over_time")
+        if name == "quantile_over_time":
+            phi = self._scalar_arg(args[0], t, q)
+            rv = self._range_arg(args[1], t, q)
+            ok, values = rangefuncs.quantile_over_time(rv.windows, phi)
+            return self._range_result(rv, ok, values)
+        if name == "absent_over_time":
+            rv = self._range_arg(args[0], t, q)
+            if (rv.windows.lengths > 0).any():
+                return Vector.empty()
+            return Vector([_absent_labels(args[0])], np.ones(1), named=False)
         if name == "absent":
-            vec = self._vector_arg(args[0], t)
+            vec = self._vector_arg(args[0], t, q)
             if len(vec):
                 return Vector.empty()
             return Vector([_absent_labels(args[0])], np.ones(1), named=False)
         if name == "time":
             return Scalar(t)
+        if name == "pi":
+            return Scalar(math.pi)
         if name == "vector":
-            return Vector([()], np.array([self._scalar_arg(args[0], t)]), named=False)
+            return Vector([()], np.array([self._scalar_arg(args[0], t, q)]), named=False)
         if name == "scalar":
-            vec = self._vector_arg(args[0], t)
+            vec = self._vector_arg(args[0], t, q)
             return Scalar(float(vec.values[0]) if len(vec) == 1 else math.nan)
+        if name in mathfuncs.ELEMENTWISE:
+            vec = self._vector_arg(args[0], t, q)
+            return self._checked(Vector(_drop_names(vec), mathfuncs.apply(name, vec.values), named=False).with_ids_of(vec))
+        if name in DATE_FUNCTIONS:
+            if not args:
+                return Vector([()], date_field(name, np.array([t])), named=False)
+            vec = self._vector_arg(args[0], t, q)
+            return self._checked(Vector(_drop_names(vec), date_field(name, vec.values), named=False).with_ids_of(vec))
+        if name == "round":
+            vec = self._vector_arg(args[0], t, q)
+            to_nearest = self._scalar_arg(args[1], t, q) if len(args) > 1 else 1.0
+            return self._checked(Vector(_drop_names(vec), mathfuncs.round_to(vec.values, to_nearest),
+                                        named=False).with_ids_of(vec))
+        if name in ("clamp", "clamp_min", "clamp_max"):
+            vec = self._vector_arg(args[0], t, q)
+            if name == "clamp":
+                lo, hi = self._scalar_arg(args[1], t, q), self._scalar_arg(args[2], t, q)
+                if hi < lo:
+                    return Vector.empty()
+                values = _go_max(lo, _go_min(hi, vec.values))
+            elif name == "clamp_min":
+                values = _go_max(self._scalar_arg(args[1], t, q), vec.values)
+            else:
+                values = _go_min(self._scalar_arg(args[1], t, q), vec.values)
+            return self._checked(Vector(_drop_names(vec), values, named=False).with_ids_of(vec))
+        if name == "timestamp":
+            vec = self._vector_arg(args[0], t, q)
+            times = vec.times if vec.times is not None else np.full(len(vec), t)
+            return self._checked(Vector(_drop_names(vec), np.round(times * 1000) / 1000, named=False).with_ids_of(vec))
         if name in ("sort", "sort_desc"):
-            vec = self._vector_arg(args[0], t)
+            vec = self._vector_arg(args[0], t, q)
             return _sort(vec, name == "sort_desc")
         if name == "label_replace":
-            return self._label_replace(call, t)
+            return self._label_replace(call, t, q)
         if name == "label_join":
-            return self._label_join(call, t)
+            return self._label_join(call, t, q)
         if name == "histogram_quantile":
-            q = self._scalar_arg(args[0], t)
-            return self._checked(histogram_quantile(q, self._vector_arg(args[1], t)))
+            phi = self._scalar_arg(args[0], t, q)
+            return self._checked(histogram_quantile(phi, self._vector_arg(args[1], t, q)))
+        if name == "histogram_fraction":
+            lower, upper = self._scalar_arg(args[0], t, q), self._scalar_arg(args[1], t, q)
+            return self._checked(histogram_fraction(lower, upper, self._vector_arg(args[2], t, q)))
+        if name in _NATIVE_HISTOGRAM_ONLY:
+            self._vector_arg(args[0], t, q)
+            return Vector.empty()  # float samples are ignored; the store holds no native histograms
         raise PromQLError(f"function {name} is not supported")
 
-    def _range_call(self, name: str, args: list[pp.Expr], t: float) -> Vector:
-        """A function of a range selector (`rate(x[5m])`, `quantile_over_time(0.9, x[5m])`, ...)."""
-        ms = _unwrap(args[1] if name == "quantile_over_time" else args[0])
-        if not isinstance(ms, pp.MatrixSelector):
-            raise PromQLError(f"function {name} needs a range selector (subqueries are not supported)")
-        if name == "quantile_over_time":
-            q = self._scalar_arg(args[0], t)
-            sel, w, _, _ = self._windows(ms, t)
-            ok, values = rangefuncs.quantile_over_time(w, q)
-            return self._checked(Vector(_subset(sel.nameless, ok), values, named=False,
-                                        match_ids=sel.nameless_ids[ok], match_epoch=sel.epoch))
-        if name == "absent_over_time":
-            _, w, _, _ = self._windows(ms, t)
-            if (w.lengths > 0).any():
-                return Vector.empty()
-            return Vector([_absent_labels(ms)], np.ones(1), named=False)
-        sel, w, start, end = self._windows(ms, t)
-        if name in ("rate", "increase", "delta"):
-            ok, values = rangefuncs.extrapolated_rate(
-                w, start, end, _seconds(ms.range), name != "delta", name == "rate")
-        elif name == "predict_linear":
-            ok, values = rangefuncs.predict_linear(w, t, self._scalar_arg(args[1], t))
-        else:
-            ok, values = rangefuncs.SIMPLE[name](w)
-        source = sel.labels if name == "last_over_time" else sel.nameless
-        return self._checked(Vector(_subset(source, ok), np.asarray(values, dtype=np.float64),
-                                    named=name == "last_over_time", match_ids=sel.nameless_ids[ok],
-                                    match_epoch=sel.epoch))
-
-    def _elementwise_call(self, name: str, args: list[pp.Expr], t: float) -> Vector:
-        """A function applied to each sample of an instant vector (`abs`, `round`, `clamp`,
-        `timestamp`, ...); the metric name is dropped."""
-        vec = self._vector_arg(args[0], t)
-        if name in _MATH:
-            with np.errstate(all="ignore"):
-                values = _MATH[name](vec.values)
-        elif name == "round":
-            to_nearest = self._scalar_arg(args[1], t) if len(args) > 1 else 1.0
-            inv = 1.0 / to_nearest
-            with np.errstate(all="ignore"):
-                values = np.floor(vec.values * inv + 0.5) / inv
-        elif name == "clamp":
-            lo, hi = self._scalar_arg(args[1], t), self._scalar_arg(args[2], t)
-            if hi < lo:
-                return Vector.empty()
-            values = _go_max(lo, _go_min(hi, vec.values))
-        elif name == "clamp_min":
-            values = _go_max(self._scalar_arg(args[1], t), vec.values)
-        elif name == "clamp_max":
-            values = _go_min(self._scalar_arg(args[1], t), vec.values)
-        else:  # timestamp
-            times = vec.times if vec.times is not None else np.full(len(vec), t)
-            values = np.round(times * 1000) / 1000
-        return self._checked(Vector(_drop_names(vec), values, named=False).with_ids_of(vec))
-
-    def _label_replace(self, call: pp.Call, t: float) -> Vector:
-        vec = self._vector_arg(call.args[0], t)
+    def _label_replace(self, call: pp.Call, t: float, q: Query) -> Vector:
+        vec = self._vector_arg(call.args[0], t, q)
         dst, repl, src, regex = (_string(a) for a in call.args[1:5])
         try:
-            rx = re.compile(regex)
-        except re.error as e:
-            raise EvaluationError(f"invalid regular expression in label_replace(): {regex}") from e
+            rx = compile_anchored(regex)
+        except RegexError:
+            raise EvaluationError(f"invalid regular expression in label_replace(): {regex}") from None
         if not valid_label_name(dst):
             raise EvaluationError(f"invalid destination label name in label_replace(): {dst}")
-        template = _go_template(repl, rx)
         out = []
         for lab in vec.labels:
             d = dict(lab)
-            m = rx.fullmatch(d.get(src, ""))
-            if m is not None:
-                value = m.expand(template) if template else ""
+            groups = rx.groups(d.get(src, ""))
+            if groups is not None:
+                value = expand(repl, rx, groups)
                 if value:
                     d[dst] = value
                 else:
@@ -290,8 +372,8 @@ class Engine:
             out.append(tuple(sorted(d.items())))
         return self._checked(Vector(out, vec.values))
 
-    def _label_join(self, call: pp.Call, t: float) -> Vector:
-        vec = self._vector_arg(call.args[0], t)
+    def _label_join(self, call: pp.Call, t: float, q: Query) -> Vector:
+        vec = self._vector_arg(call.args[0], t, q)
         dst, sep = _string(call.args[1]), _string(call.args[2])
         srcs = [_string(a) for a in call.args[3:]]
         if not valid_label_name(dst):
@@ -309,27 +391,29 @@ class Engine:
 
     # ---- aggregations and operators -----------------------------------------------------------
 
-    def _aggregate(self, e: pp.AggregateExpr, t: float) -> Vector:
+    def _aggregate(self, e: pp.AggregateExpr, t: float, q: Query) -> Vector:
         op = str(e.op)
         param: float | str | None = None
+        expr_param = e.param
         if op in ("topk", "bottomk", "quantile", "count_values"):
-            arg = e.param
-            if arg is None:
-                raise EvaluationError(f"{op} needs a parameter")
-            if op != "count_values":
-                param = self._scalar_arg(arg, t)
-            else:
-                p = self._eval(arg, t)
+            if expr_param is None:
+                raise EvaluationError(f"aggregation {op} needs a parameter")
+            p = self._eval(expr_param, t, q)
+            if op == "count_values":
                 if not isinstance(p, String):
                     raise EvaluationError("count_values needs a string parameter")
                 param = p.value
-        vec = self._vector_arg(e.expr, t)
+            else:
+                if not isinstance(p, Scalar):
+                    raise EvaluationError("expected a scalar argument")
+                param = p.value
+        vec = self._vector_arg(e.expr, t, q)
         return aggregate(op, vec, e.modifier, param, self._groupings)
 
-    def _binary(self, e: pp.BinaryExpr, t: float) -> Value:
+    def _binary(self, e: pp.BinaryExpr, t: float, q: Query) -> Value:
         op = str(e.op)
-        lhs = self._eval(e.lhs, t)
-        rhs = self._eval(e.rhs, t)
+        lhs = self._eval(e.lhs, t, q)
+        rhs = self._eval(e.rhs, t, q)
         return_bool = bool(e.modifier.return_bool) if e.modifier is not None else False
         if isinstance(lhs, Scalar) and isinstance(rhs, Scalar):
             return scalar_scalar(op, lhs.value, rhs.value)
@@ -346,10 +430,30 @@ class Engine:
 
 _RANGE_FUNCTIONS = frozenset(set(rangefuncs.SIMPLE) | {"rate", "increase", "delta", "predict_linear"})
 
-_MATH = {
-    "abs": np.abs, "ceil": np.ceil, "floor": np.floor, "exp": np.exp, "ln": np.log,
-    "log2": np.log2, "log10": np.log10, "sqrt": np.sqrt, "sgn": np.sign,
-}
+# Stable in Prometheus 3.x, but defined on native histograms only: float samples give nothing.
+_NATIVE_HISTOGRAM_ONLY = frozenset({
+    "histogram_count", "histogram_sum", "histogram_avg", "histogram_stddev", "histogram_stdvar",
+})
+
+
+def _at_time(node: pp.VectorSelector | pp.SubqueryExpr, t: float, q: Query) -> float:
+    """The time a selector or subquery is evaluated at: its `@` time (start() and end() are
+    the query's range), else the evaluation time. Milliseconds, as Prometheus keeps it."""
+    at = node.at
+    if at is None:
+        return t
+    if at.type == pp.AtModifierType.Start:
+        return q.start
+    if at.type == pp.AtModifierType.End:
+        return q.end
+    try:
+        when = at.at
+    except BaseException as e:  # the parser binding panics on @ times before 1970
+        if type(e).__name__ != "PanicException":
+            raise
+        raise PromQLError("@ modifier times before 1970 are not supported") from None
+    assert when is not None
+    return round(when.timestamp() * 1000) / 1000
 
 
 def _go_max(a: float | np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -385,46 +489,25 @@ def _string(e: pp.Expr) -> str:
 
 
 def _absent_labels(e: pp.Expr) -> Labels:
-    """Labels of absent()'s output: the equality matchers of a plain selector, unless a label
-    has two of them."""
+    """Labels of absent()'s output, as Prometheus builds them from a plain selector's matchers
+    in order: an `=` matcher sets its label unless one was set already; any other matcher, or
+    a second one on a label already set, removes it (so `{job="a",job=~"b"}` gives no job)."""
     e = _unwrap(e)
     if isinstance(e, pp.MatrixSelector):
         e = e.vector_selector
     if not isinstance(e, pp.VectorSelector):
         return ()
     out: dict[str, str] = {}
-    dup: set[str] = set()
+    has: set[str] = set()
     for m in e.matchers.matchers:
         if m.name == NAME:
             continue
-        if m.op == pp.MatchOp.Equal:
-            if m.name in out:
-                dup.add(m.name)
+        if m.op == pp.MatchOp.Equal and m.name not in has:
             out[m.name] = m.value
-    return tuple(sorted((k, v) for k, v in out.items() if k not in dup and v != ""))
-
-
-_GO_GROUP = re.compile(r"\$(\$|\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
-
-
-def _go_template(repl: str, rx: re.Pattern[str]) -> str:
-    """Go's regexp Expand syntax ($1, ${1}, $name, ${name}, $$) as a Python template; a
-    reference to a group that does not exist expands to nothing, as in Go."""
-    def sub(m: re.Match[str]) -> str:
-        if m.group(1) == "$":
-            return "$"
-        name = m.group(2) or m.group(3)
-        if name.isdigit():
-            return f"\\g<{int(name)}>" if int(name) <= rx.groups else ""
-        return f"\\g<{name}>" if name in rx.groupindex else ""
-    parts = []
-    last = 0
-    for m in _GO_GROUP.finditer(repl):
-        parts.append(repl[last:m.start()].replace("\\", "\\\\"))
-        parts.append(sub(m))
-        last = m.end()
-    parts.append(repl[last:].replace("\\", "\\\\"))
-    return "".join(parts)
+            has.add(m.name)
+        else:
+            out.pop(m.name, None)
+    return tuple(sorted((k, v) for k, v in out.items() if v != ""))
 
 
 def _sort(vec: Vector, descending: bool) -> Vector:

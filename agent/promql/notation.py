@@ -1,7 +1,6 @@
 """promtool's series notation, shared by `forewarn test` (input series), backtest recordings
 and anything else that names a series in text: `name{a="b"}` label sets and the expanding
-value notation (`1+2x3`, `5-1x4`, `7x2`, `_`, `_x3`, `stale`). Text in, label sets and
-values out: it imports the store's label type and nothing of rules or commands."""
+value notation (`1+2x3`, `5-1x4`, `7x2`, `_`, `_x3`, `stale`)."""
 
 from __future__ import annotations
 

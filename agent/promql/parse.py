@@ -1,6 +1,6 @@
 """PromQL front-end: parse with `promql_parser`, and check an expression stays inside the
-subset the evaluator implements, so `forewarn check` refuses anything else instead of the
-engine mis-evaluating it. It knows only promql_parser: never the store or the engine."""
+language the evaluator implements (Prometheus 3.x's stable PromQL), so `forewarn check`
+refuses anything else instead of the engine mis-evaluating it."""
 
 from __future__ import annotations
 
@@ -10,14 +10,20 @@ import promql_parser as pp
 
 Expr = pp.Expr
 
-# The functions the evaluator implements, with Prometheus semantics.
+# The functions the evaluator implements, with Prometheus 3.x semantics: every function that
+# Prometheus 3.x enables without a feature flag, and mad_over_time (experimental there).
 SUPPORTED_FUNCTIONS = frozenset({
     "rate", "irate", "increase", "delta", "idelta", "deriv", "predict_linear", "resets", "changes",
     "avg_over_time", "min_over_time", "max_over_time", "sum_over_time", "count_over_time",
     "stddev_over_time", "stdvar_over_time", "last_over_time", "present_over_time",
-    "quantile_over_time", "absent", "absent_over_time", "abs", "ceil", "floor", "round", "clamp",
-    "clamp_min", "clamp_max", "exp", "ln", "log2", "log10", "sqrt", "sgn", "timestamp", "time",
-    "vector", "scalar", "label_replace", "label_join", "sort", "sort_desc", "histogram_quantile",
+    "quantile_over_time", "mad_over_time", "absent", "absent_over_time", "abs", "ceil", "floor",
+    "round", "clamp", "clamp_min", "clamp_max", "exp", "ln", "log2", "log10", "sqrt", "sgn",
+    "timestamp", "time", "vector", "scalar", "label_replace", "label_join", "sort", "sort_desc",
+    "histogram_quantile", "histogram_fraction", "histogram_count", "histogram_sum", "histogram_avg",
+    "histogram_stddev", "histogram_stdvar",
+    "minute", "hour", "day_of_week", "day_of_month", "day_of_year", "days_in_month", "month", "year",
+    "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh",
+    "deg", "rad", "pi",
 })
 
 SUPPORTED_AGGREGATIONS = frozenset({
@@ -25,15 +31,13 @@ SUPPORTED_AGGREGATIONS = frozenset({
     "topk", "bottomk",
 })
 
-# Functions Prometheus knows but this evaluator does not, so the message can say "not
-# supported" rather than "unknown" (the parser itself may not know the older ones).
+# Functions Prometheus knows but this evaluator does not (all behind Prometheus 3.x's
+# experimental-functions flag), so the message can say "not supported" rather than "unknown"
+# (the parser itself may not know the older ones).
 _KNOWN_PROMETHEUS_FUNCTIONS = frozenset({
-    "holt_winters", "double_exponential_smoothing", "day_of_month", "day_of_week", "day_of_year",
-    "days_in_month", "hour", "minute", "month", "year", "histogram_count", "histogram_sum",
-    "histogram_fraction", "histogram_stddev", "histogram_stdvar", "histogram_avg", "mad_over_time",
-    "sort_by_label", "sort_by_label_desc", "acos", "acosh", "asin", "asinh", "atan", "atanh", "cos",
-    "cosh", "sin", "sinh", "tan", "tanh", "deg", "rad", "pi", "info", "limitk", "limit_ratio",
-    "ts_of_min_over_time", "ts_of_max_over_time", "ts_of_last_over_time", "first_over_time",
+    "holt_winters", "double_exponential_smoothing", "sort_by_label", "sort_by_label_desc", "info",
+    "limitk", "limit_ratio", "ts_of_min_over_time", "ts_of_max_over_time", "ts_of_last_over_time",
+    "first_over_time", "ts_of_first_over_time",
 })
 
 
@@ -57,6 +61,13 @@ class EvaluationError(PromQLError):
 
 _UNKNOWN_FN = re.compile(r"unknown function with name '([^']*)'")
 
+# The parser's wording -> Prometheus's, for messages users meet often.
+_PROMETHEUS_WORDING = (
+    ("subquery is only allowed on vector, got", "subquery is only allowed on instant vector, got"),
+    ("must be preceded by an vector selector or matrix selector or a subquery",
+     "must be preceded by an instant vector selector or range vector selector or a subquery"),
+)
+
 
 def parse(text: str) -> Expr:
     """Parse PromQL; raise PromQLError with the parser's message on a syntax error."""
@@ -64,6 +75,8 @@ def parse(text: str) -> Expr:
         return pp.parse(text)
     except ValueError as e:
         msg = str(e)
+        for ours, theirs in _PROMETHEUS_WORDING:
+            msg = msg.replace(ours, theirs)
         m = _UNKNOWN_FN.search(msg)
         if m and m.group(1) in _KNOWN_PROMETHEUS_FUNCTIONS:
             msg = f"function {m.group(1)} is not supported"
@@ -84,12 +97,8 @@ def check_supported(expr: Expr) -> list[str]:
             problems.append(msg)
 
     def visit(e: Expr) -> None:
-        if isinstance(e, pp.SubqueryExpr):
-            seen("subqueries are not supported")
-        elif isinstance(e, (pp.VectorSelector, pp.MatrixSelector)):
+        if isinstance(e, (pp.VectorSelector, pp.MatrixSelector)):
             vs = e.vector_selector if isinstance(e, pp.MatrixSelector) else e
-            if vs.at is not None:
-                seen("the @ modifier is not supported")
             if vs.matchers.or_matchers:
                 seen("'or' inside label matchers is not supported")
         elif isinstance(e, pp.Call):

@@ -1,8 +1,9 @@
 """Functions over range vectors, vectorised across series: every function takes the flat
 windows of all selected series at once and returns (mask of series with a result, values).
 
-Formulas follow Prometheus's promql/functions.go (v2.42, the version CI compares against).
-numpy arrays in and out: it imports nothing of the agent."""
+Formulas follow Prometheus 3.x's promql/functions.go: rate extrapolation limited to half a
+sample interval past the data and stopped at a counter's zero point, compensated (Kahan)
+sums, means that do not overflow."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .kahan import segment_means, segment_sums
 from .select import Windows
 
 Result = tuple[np.ndarray, np.ndarray]  # (which series produce a sample, their values)
@@ -51,7 +53,8 @@ def _spread(w: Windows, per_series: np.ndarray) -> np.ndarray:
 
 def extrapolated_rate(w: Windows, range_start: float, range_end: float, range_seconds: float,
                       is_counter: bool, is_rate: bool) -> Result:
-    """rate / increase / delta, with Prometheus's extrapolation to the range boundaries."""
+    """rate / increase / delta, with Prometheus 3.x's extrapolation to the range boundaries
+    (see extrapolate)."""
     n = w.lengths
     ok = n >= 2
     first, last = _first_last(w)
@@ -62,23 +65,41 @@ def extrapolated_rate(w: Windows, range_start: float, range_end: float, range_se
             prev, has = _previous(w)
             corr = seg_reduce(w, np.where(has & (w.v < prev), prev, 0.0))
             result = result + corr[ok]
-        t_first, t_last = w.t[first], w.t[last]
-        to_start = t_first - range_start
-        to_end = range_end - t_last
-        sampled = t_last - t_first
-        avg_step = sampled / (n[ok] - 1)
-        if is_counter:
-            v0 = w.v[first]
-            zero_ok = (result > 0) & (v0 >= 0)
-            to_zero = sampled * (v0 / result)
-            to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
+    return ok, extrapolate(result, w.v[first], w.t[first], w.t[last], n[ok], range_start, range_end,
+                           range_seconds, is_counter, is_rate)
+
+
+def extrapolate(result: np.ndarray, first_v: np.ndarray, first_t: np.ndarray, last_t: np.ndarray,
+                count: np.ndarray, range_start: np.ndarray | float, range_end: np.ndarray | float,
+                range_seconds: float, is_counter: bool, is_rate: bool) -> np.ndarray:
+    """Prometheus 3.x's extrapolation of the increase `result` seen between the first and last
+    of `count` (>= 2) samples to the range (range_start, range_end].
+
+    Extrapolated all the way to a range boundary when the data reaches to within 1.1 average
+    sample intervals of it, else by half an average interval only (the series starts or ends
+    inside the range). For counters, extrapolation towards the start stops where the counter
+    would reach zero."""
+    with np.errstate(all="ignore"):
+        shape = np.broadcast_shapes(np.shape(result), np.shape(first_t), np.shape(range_start))
+        sampled = np.asarray(last_t - first_t, dtype=np.float64)
+        avg_step = sampled / (count - 1)
         threshold = avg_step * 1.1
-        interval = sampled + np.where(to_start < threshold, to_start, avg_step / 2)
-        interval = interval + np.where(to_end < threshold, to_end, avg_step / 2)
-        factor = interval / sampled
+        half = avg_step * 0.5
+        to_start = np.broadcast_to(first_t - range_start, shape).astype(np.float64)
+        np.copyto(to_start, half, where=to_start >= threshold)
+        if is_counter:
+            to_zero = sampled * (first_v / result)
+            np.copyto(to_start, to_zero, where=(result > 0) & (first_v >= 0) & (to_zero < to_start))
+        to_end = np.broadcast_to(range_end - last_t, shape).astype(np.float64)
+        np.copyto(to_end, half, where=to_end >= threshold)
+        factor = to_start
+        factor += sampled
+        factor += to_end
+        factor /= sampled
         if is_rate:
-            factor = factor / range_seconds
-        return ok, result * factor
+            factor /= range_seconds
+        factor *= result
+        return factor
 
 
 def instant_value(w: Windows, is_rate: bool) -> Result:
@@ -170,7 +191,7 @@ def _reduce(w: Windows, ufunc: np.ufunc) -> Result:
 
 def sum_over_time(w: Windows) -> Result:
     ok = w.lengths >= 1
-    return ok, seg_reduce(w, w.v)[ok]
+    return ok, segment_sums(w.v, w.offsets)[ok]
 
 
 def count_over_time(w: Windows) -> Result:
@@ -179,9 +200,8 @@ def count_over_time(w: Windows) -> Result:
 
 
 def avg_over_time(w: Windows) -> Result:
-    ok, s = sum_over_time(w)
-    with np.errstate(all="ignore"):
-        return ok, s / w.lengths[ok]
+    ok = w.lengths >= 1
+    return ok, segment_means(w.v, w.offsets)[ok]
 
 
 def min_over_time(w: Windows) -> Result:
@@ -259,6 +279,16 @@ def quantile_over_time(w: Windows, q: float) -> Result:
     return ok, segment_quantile(q, w.v, w.segment, ok.size)[ok]
 
 
+def mad_over_time(w: Windows) -> Result:
+    """Median absolute deviation from the median (experimental in Prometheus 3.x)."""
+    ok = w.lengths >= 1
+    seg = w.segment
+    median = segment_quantile(0.5, w.v, seg, ok.size)
+    with np.errstate(all="ignore"):
+        dev = np.abs(w.v - median[seg])
+    return ok, segment_quantile(0.5, dev, seg, ok.size)[ok]
+
+
 # name -> callable(windows) for the functions whose only argument is the range vector.
 SIMPLE: dict[str, Callable[[Windows], Result]] = {
     "irate": lambda w: instant_value(w, True),
@@ -275,4 +305,5 @@ SIMPLE: dict[str, Callable[[Windows], Result]] = {
     "stdvar_over_time": stdvar_over_time,
     "last_over_time": last_over_time,
     "present_over_time": present_over_time,
+    "mad_over_time": mad_over_time,
 }

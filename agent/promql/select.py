@@ -4,35 +4,33 @@ that reads the store's internals (index, ring windows); it imports nothing after
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import promql_parser as pp
 
 from agent.store import Labels, Store, is_stale
 
+from .parse import PromQLError
+from .regex import RegexError, compile_anchored
 from .values import NAME
 
 
-@lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern[str]:
-    # Prometheus anchors regex matchers at both ends.
-    return re.compile(f"(?:{pattern})")
-
-
 def matcher_predicate(op: pp.MatchOp, value: str) -> Callable[[str], bool]:
+    """The test a label value must pass; regexes are RE2, fully anchored (see regex.py)."""
     if op == pp.MatchOp.Equal:
         return lambda s: s == value
     if op == pp.MatchOp.NotEqual:
         return lambda s: s != value
-    rx = _regex(value)
+    try:
+        rx = compile_anchored(value)
+    except RegexError as e:
+        raise PromQLError(f"invalid regular expression {value!r}: {e}") from None
     if op == pp.MatchOp.Re:
-        return lambda s: rx.fullmatch(s) is not None
-    return lambda s: rx.fullmatch(s) is None
+        return rx.matches
+    return lambda s: not rx.matches(s)
 
 
 def selector_matchers(vs: pp.VectorSelector) -> list[tuple[str, Callable[[str], bool], pp.MatchOp, str]]:
@@ -170,6 +168,21 @@ class Windows:
     def segment(self) -> np.ndarray:
         """For each sample, the index of its series."""
         return np.repeat(np.arange(self.offsets.size - 1), self.lengths)
+
+
+@dataclass
+class RangeVector:
+    """A range argument of a function, from a range selector or a subquery: series i has the
+    samples of segment i of `windows`, all within (start, end]."""
+
+    labels: list[Labels]  # with __name__ where the series have one
+    nameless: list[Labels]  # the same without __name__, for functions that drop it
+    windows: Windows
+    start: float
+    end: float
+    range_seconds: float
+    nameless_ids: np.ndarray | None = None  # LabelIds of `nameless`, when known
+    epoch: int = -1
 
 
 def range_windows(store: Store, ids: np.ndarray, start: float, end: float) -> Windows:

@@ -1,10 +1,10 @@
 """PromQL result types. Vectors are columnar (a list of label tuples and one numpy array of
 values; treat both as read-only, since results share them with caches) so that functions,
-aggregations and operators work on whole arrays. Plain data: it imports the store's label
-type and nothing else of the agent."""
+aggregations and operators work on whole arrays."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -100,6 +100,38 @@ def drop_name(labels: Labels) -> Labels:
 def labels_str(labels: Labels) -> str:
     """Prometheus's `labels.Labels.String()`: {a="b", c="d"} (name included as a label)."""
     return "{" + ", ".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
+
+
+_MIN_NORMAL = 2.2250738585072014e-308
+
+
+def almost_equal(a: float, b: float, epsilon: float = 1e-6) -> bool:
+    """Prometheus's util/almost.Equal: equal within `epsilon` relative (NaN equals NaN), as
+    histogram_quantile treats bucket counts and promtool 3.x compares test samples."""
+    if math.isnan(a) and math.isnan(b):
+        return True
+    if a == b:
+        return True
+    abs_sum = abs(a) + abs(b)
+    diff = abs(a - b)
+    if a == 0 or b == 0 or abs_sum < _MIN_NORMAL:
+        return diff < epsilon * _MIN_NORMAL
+    return diff / min(abs_sum, 1.7976931348623157e308) < epsilon
+
+
+def go_float(v: float) -> str:
+    """Go's %v of a float64 (shortest representation; +Inf, -Inf, NaN)."""
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    text = repr(float(v))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def go_quote(s: str) -> str:
+    """Go's %q of a string (as Prometheus quotes names in error messages)."""
+    return '"' + _escape(s).replace("\t", "\\t").replace("\r", "\\r") + '"'
 
 
 def _escape(v: str) -> str:
