@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = sub.add_parser("test", help="run rule unit tests (promtool test rules format)")
     test.add_argument("test_files", nargs="+")
+    test.add_argument("--run", action="append", default=[], metavar="REGEX",
+                      help="only test groups whose name matches (repeatable), as promtool's --run")
 
     bt = sub.add_parser("backtest", help="replay history through rules", epilog=BACKTEST_EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -158,7 +158,8 @@ class Pipeline:
         self.queries = QuerySources(store, shard)
         self.queries.install(self.queries.prepare(cfg))
         self.scrapes = ScrapeManager(cfg, store, clock)  # also without targets: it keeps its counters
-        self.engine = Engine(store)
+        # `x[1h:]` steps at the evaluation interval, as Prometheus's global one.
+        self.engine = Engine(store, subquery_step=float(cfg.global_.evaluation_interval))
         self.lock = threading.RLock()  # rule ticks and reloads never interleave
         self.delivery_lock = threading.Lock()  # a delivery round and a reload's sink swap neither
         self.rules = self._build_rules(cfg, load_groups(cfg))

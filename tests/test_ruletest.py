@@ -172,3 +172,42 @@ def test_group_eval_order(tmp_path, capsys):
     assert main(["test", write("[second, first]")]) == 1  # at 0m the second group ran before the first
     assert main(["test", write("[second, first, second]")]) == 1
     assert "group name repeated in evaluation order: second" in capsys.readouterr().err
+
+
+def test_run_filters_groups_like_promtool(tmp_path, capsys):
+    """`--run REGEX` runs only the test groups whose name matches (unanchored, repeatable)."""
+    rules = tmp_path / "r.yml"
+    rules.write_text("groups:\n- name: g\n  rules:\n  - record: x2\n    expr: x * 2\n")
+    tests = tmp_path / "t.yml"
+    tests.write_text(
+        "rule_files: [r.yml]\nevaluation_interval: 1m\ntests:\n"
+        "- name: good one\n  input_series: [{series: x, values: 1x5}]\n"
+        "  promql_expr_test: [{expr: x2, eval_time: 1m, exp_samples: [{labels: x2, value: 2}]}]\n"
+        "- name: broken one\n  input_series: [{series: x, values: 1x5}]\n"
+        "  promql_expr_test: [{expr: x2, eval_time: 1m, exp_samples: [{labels: x2, value: 3}]}]\n")
+    from agent.cli import main
+    assert main(["test", str(tests)]) == 1
+    assert main(["test", "--run", "good", str(tests)]) == 0
+    assert main(["test", "--run", "^good one$", "--run", "nothing", str(tests)]) == 0
+    assert main(["test", "--run", "broken", str(tests)]) == 1
+    assert main(["test", "--run", "(", str(tests)]) == 2
+    capsys.readouterr()
+
+
+def test_promql_samples_compare_within_promtools_tolerance(tmp_path):
+    """promtool 3.x compares sample values with almost.Equal (1e-6 relative): 0.1 + 0.2 is 0.3."""
+    rules = tmp_path / "r.yml"
+    rules.write_text("groups:\n- name: g\n  rules:\n  - record: s\n    expr: a + b\n")
+    tests = tmp_path / "t.yml"
+    tests.write_text(
+        "rule_files: [r.yml]\nevaluation_interval: 1m\ntests:\n"
+        "- input_series: [{series: a, values: 0.1x3}, {series: b, values: 0.2x3}]\n"
+        "  promql_expr_test:\n"
+        "  - {expr: s, eval_time: 1m, exp_samples: [{labels: s, value: 0.3}]}\n"
+        "- input_series: [{series: a, values: 0.1x3}, {series: b, values: 0.2x3}]\n"
+        "  promql_expr_test:\n"
+        "  - {expr: s, eval_time: 1m, exp_samples: [{labels: s, value: 0.3001}]}\n")
+    from agent.commands.test import run_test_file
+    failures, errors = run_test_file(str(tests))
+    assert not errors
+    assert len(failures) == 1 and "exp: {__name__=\"s\"} 3.001E-01" in failures[0]

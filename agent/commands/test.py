@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +36,8 @@ from agent.config.decode import ConfigError, ConfigErrors, Duration, decode_file
 from agent.config.schema import TicketingConfig
 from agent.promql import Engine
 from agent.promql.notation import OMITTED, expand_values, parse_metric, to_float
+from agent.promql.regex import Regex, RegexError, compile_anchored
+from agent.promql.values import almost_equal
 from agent.replay import Tick, replay
 from agent.rules.alerting import AlertState
 from agent.rules.file import RuleGroupDef, load_rule_files
@@ -257,7 +260,7 @@ def run_test_group(tg: TestGroup, groups: list[RuleGroupDef], eval_interval: flo
            ticketing=TicketingConfig() if checks.wants_tickets() else None, on_tick=checks.tick)
     if checks.failed_evaluation:
         return checks.errors
-    engine = Engine(store)
+    engine = Engine(store, subquery_step=eval_interval)
     for pt in tg.promql_expr_test:
         checks.errors.extend(_check_promql(pt, engine))
     return checks.errors
@@ -316,15 +319,16 @@ def _check_promql(pt: PromqlExprTest, engine: Engine) -> list[str]:
 
     def same(a: list[tuple[Labels, float]], b: list[tuple[Labels, float]]) -> bool:
         return len(a) == len(b) and all(
-            la == lb and (va == vb or (math.isnan(va) and math.isnan(vb))) for (la, va), (lb, vb) in zip(a, b))
+            la == lb and almost_equal(va, vb) for (la, va), (lb, vb) in zip(a, b))
 
     if same(exp, got):
         return []
     return [f"{head},\n        exp: {_samples_string(exp)}\n        got: {_samples_string(got)}"]
 
 
-def run_test_file(path: str) -> tuple[list[str], list[ConfigError]]:
-    """Run every test group of one file: (failures, file errors)."""
+def run_test_file(path: str, run: Sequence[Regex] = ()) -> tuple[list[str], list[ConfigError]]:
+    """Run the test groups of one file (only those whose name one of `run` matches, when given,
+    as promtool's `--run`): (failures, file errors)."""
     try:
         tf: TestFile = decode_file(TestFile, path)
     except ConfigErrors as e:
@@ -361,6 +365,8 @@ def run_test_file(path: str) -> tuple[list[str], list[ConfigError]]:
         return [], e.errors
     failures: list[str] = []
     for tg in tf.tests:
+        if run and not any(r.matches(tg.name) for r in run):
+            continue
         failures.extend(run_test_group(tg, groups, float(tf.evaluation_interval), tf.group_eval_order))
     return failures, []
 
@@ -369,10 +375,15 @@ def command(args: Any) -> int:
     # Evaluation errors are reported as test failures; the rule module's own warnings about
     # them would only repeat that on stderr.
     evaluation_log.setLevel(logging.ERROR)
+    try:
+        run = [compile_anchored(f".*(?:{r}).*") for r in args.run or ()]  # Go's unanchored MatchString
+    except RegexError as bad:
+        print(f"forewarn: error: --run: {bad}", file=sys.stderr)
+        return 2
     failed = False
     for path in args.test_files:
         print("Unit Testing: ", path)
-        failures, errors = run_test_file(path)
+        failures, errors = run_test_file(path, run)
         if errors:
             print("  FAILED:", file=sys.stderr)
             for e in errors:
