@@ -28,8 +28,9 @@ if REPO not in sys.path:
 from agent.commands import test as ruletest  # noqa: E402  (after the sys.path line, so a checkout runs as is)
 from agent.config.reference import apply_notes, code, config_reference, render_page, schema_sections  # noqa: E402
 from agent.rules import file as rulefile  # noqa: E402
-from agent.rules.manager import AnomalyInfo, BreachInfo  # noqa: E402
-from agent.rules.templates import BASE_VARIABLES, FUNCTIONS  # noqa: E402
+from agent.rules.detectors import AnomalyInfo, BreachInfo  # noqa: E402
+from agent.rules.templates import BASE_VARIABLES  # noqa: E402
+from agent.rules.templates.functions import FUNCTIONS  # noqa: E402
 
 OUT_DIR = os.path.join(REPO, "docs", "reference")
 
@@ -122,8 +123,8 @@ def templates_section() -> str:
     forecast_fields = [f.name for f in dataclasses.fields(BreachInfo)]
     anomaly_fields = [f.name for f in dataclasses.fields(AnomalyInfo)]
     _documented(sorted(BASE_VARIABLES | {"$forecast", "$anomaly"}), VARIABLES, "template variables")
-    _documented(forecast_fields, FORECAST_FIELDS, "$forecast fields (agent.rules.manager.BreachInfo)")
-    _documented(anomaly_fields, ANOMALY_FIELDS, "$anomaly fields (agent.rules.manager.AnomalyInfo)")
+    _documented(forecast_fields, FORECAST_FIELDS, "$forecast fields (agent.rules.detectors.BreachInfo)")
+    _documented(anomaly_fields, ANOMALY_FIELDS, "$anomaly fields (agent.rules.detectors.AnomalyInfo)")
     _documented([*FUNCTIONS, *LOGIC_FUNCTIONS], FUNCTION_DOCS, "template functions (agent.rules.templates)")
     lines = [
         "## Templates",
@@ -146,14 +147,14 @@ def templates_section() -> str:
         "",
         "### `$forecast` fields",
         "",
-        "From `agent.rules.manager.BreachInfo`. Only a rule with a `forecast:` block may use `$forecast`",
+        "From `agent.rules.detectors.BreachInfo`. Only a rule with a `forecast:` block may use `$forecast`",
         "(`forewarn check` refuses it elsewhere); times are seconds, ready for `humanizeDuration`.",
         "",
         *_table({k: FORECAST_FIELDS[k] for k in forecast_fields}, "field"),
         "",
         "### `$anomaly` fields",
         "",
-        "From `agent.rules.manager.AnomalyInfo`. Only a rule with an `anomaly:` block may use `$anomaly`.",
+        "From `agent.rules.detectors.AnomalyInfo`. Only a rule with an `anomaly:` block may use `$anomaly`.",
         "",
         *_table({k: ANOMALY_FIELDS[k] for k in anomaly_fields}, "field"),
         "",

@@ -235,8 +235,9 @@ def test_reference_lists_every_config_key():
 
 def test_reference_lists_every_rule_file_key_and_template_name():
     from agent.rules.file import GroupSpec, RuleSpec
-    from agent.rules.manager import AnomalyInfo, BreachInfo
-    from agent.rules.templates import BASE_VARIABLES, FUNCTIONS
+    from agent.rules.detectors import AnomalyInfo, BreachInfo
+    from agent.rules.templates import BASE_VARIABLES
+    from agent.rules.templates.functions import FUNCTIONS
 
     keys = [("Top level", "groups")] + expected_keys(GroupSpec, "groups[]", {}, {"rules": RuleSpec})
     assert ("`groups[].rules[].forecast`", "threshold") in keys and ("`groups[].rules[]`", "for") in keys
