@@ -75,6 +75,9 @@ class GlobalConfig:
     scrape_interval: Duration = doc("Default interval between collections.", default=Duration(15))
     scrape_timeout: Duration = doc("Default scrape timeout.", default=Duration(10))
     evaluation_interval: Duration = doc("Default rule group interval.", default=Duration(15))
+    rule_query_timeout: Duration = doc(
+        "Longest one rule's query may run; past it that rule is marked err and the others go on "
+        "(Prometheus's --query.timeout for rules).", default=Duration(10))
     retention: Duration = doc(
         "History kept per series (downsampled beyond raw_retention).", default=Duration(8 * 86400)
     )
@@ -94,7 +97,7 @@ class GlobalConfig:
     external_labels: dict[str, str] = doc("Added to every ticket; host defaults to the hostname.", default_factory=dict)
 
     def validate(self, err: FieldErrors) -> None:
-        for name in ("scrape_interval", "scrape_timeout", "evaluation_interval", "retention",
+        for name in ("scrape_interval", "scrape_timeout", "evaluation_interval", "rule_query_timeout", "retention",
                      "raw_retention", "downsample_interval", "snapshot_interval", "stale_after"):
             if getattr(self, name) <= 0:
                 err(name, "must be greater than zero")
