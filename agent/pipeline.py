@@ -74,6 +74,8 @@ class ScheduledSource(Protocol):
 class AlertingRuleView(Protocol):
     """An alerting rule after its group ran: the problem stage takes it with its alerts."""
 
+    name: str
+
     def all_alerts(self) -> Sequence[Any]: ...
 
 
@@ -455,14 +457,24 @@ def load_groups(cfg: Config) -> list[RuleGroupDef]:
 
 def evaluate_tick(rules: RuleStage[GroupT], problems: ProblemStage | None, now: float) -> list[Decision]:
     """Evaluate the rule groups due at `now` and hand each alerting rule's alerts to the
-    problem stage. The daemon, `forewarn test` and `forewarn backtest` all tick through here."""
+    problem stage. The daemon, `forewarn test` and `forewarn backtest` all tick through here.
+
+    A failure stays where it happens: a group whose evaluation raises (rules catch their own
+    errors; this is the net under that) is logged and the other groups still run, and one
+    rule's alerts that the problem stage cannot take never keep the others from tickets."""
     decisions: list[Decision] = []
     for group in rules.due_groups(now):
-        rules.evaluate_group(group, now)
+        try:
+            rules.evaluate_group(group, now)
+        except Exception:
+            log.exception("evaluation of a rule group failed")
         if problems is None:
             continue
         for rule in group.alerting_rules():
-            decisions.extend(problems.process(rule, rule.all_alerts(), now))
+            try:
+                decisions.extend(problems.process(rule, rule.all_alerts(), now))
+            except Exception:
+                log.exception("ticketing of rule %s failed", rule.name)
     if problems is not None:
         problems.tick(now)
     return decisions
