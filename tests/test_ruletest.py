@@ -211,3 +211,21 @@ def test_promql_samples_compare_within_promtools_tolerance(tmp_path):
     failures, errors = run_test_file(str(tests))
     assert not errors
     assert len(failures) == 1 and "exp: {__name__=\"s\"} 3.001E-01" in failures[0]
+
+
+def test_a_template_error_is_compared_not_an_evaluation_failure(tmp_path):
+    """As promtool: the rule's template error is in the alert's annotation, which the test
+    compares; it does not end the test group as a query error does."""
+    rules = tmp_path / "r.yml"
+    rules.write_text("groups:\n- name: g\n  rules:\n  - alert: Expiry\n    expr: expiry > 0\n"
+                     "    annotations: {at: '{{ $value | humanizeTimestamp }}'}\n")
+    tests = tmp_path / "t.yml"
+    text = ("<error expanding template: error calling humanizeTimestamp: 1.7e+12 cannot be represented as a "
+            "nanoseconds timestamp since it overflows int64>")
+    tests.write_text(
+        "rule_files: [r.yml]\nevaluation_interval: 1m\ntests:\n"
+        "- input_series: [{series: expiry, values: 1.7e12x3}]\n"
+        "  alert_rule_test:\n"
+        f"  - {{alertname: Expiry, eval_time: 1m, exp_alerts: [{{exp_annotations: {{at: '{text}'}}}}]}}\n")
+    from agent.commands.test import run_test_file
+    assert run_test_file(str(tests)) == ([], [])

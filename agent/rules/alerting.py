@@ -34,8 +34,15 @@ from agent.rules.detectors import (
 )
 from agent.rules.file import RuleDef
 from agent.rules.query import HistoryFn, LabeledValue, QueryFn, without_name
-from agent.rules.rule import DuplicateLabelsetError, LimitExceededError, Rule, RuleError
-from agent.rules.templates import TemplateData, expand
+from agent.rules.rule import (
+    DuplicateLabelsetError,
+    InternalError,
+    LimitExceededError,
+    Rule,
+    RuleError,
+    TemplateExpansionError,
+)
+from agent.rules.templates import Template, TemplateData, expand_checked
 from agent.store import Labels, make_labels
 from agent.tickets.policy import TicketPolicy
 
@@ -102,6 +109,7 @@ class AlertingRule(Rule):
         self.external_labels = dict(external_labels or {})
         self.external_url = external_url
         self.active: dict[Labels, Alert] = {}
+        self._template_errors: list[tuple[str, str]] = []  # (where, message) of this evaluation
         self.detector: ForecastDetector | AnomalyDetector | None = make_detector(s.forecast, s.anomaly, history)
 
     @property
@@ -134,15 +142,28 @@ class AlertingRule(Rule):
         error (`last_error`) the alerts are kept as they were, except past the limit."""
         start = time.monotonic()
         self.last_evaluation = now
+        self._template_errors = []
         try:
             self._transition(now, self._conditions(now, self.query(now, query)), limit)
+            if self._template_errors:
+                where, message = self._template_errors[0]
+                raise TemplateExpansionError(where, message, len(self._template_errors) - 1)
         except RuleError as e:
             self.failed(e)
+        except Exception as e:  # one rule's bug or bad data never stops the group or the tick
+            self.failed(InternalError(e))
         else:
             self.succeeded()
         finally:
             self.evaluation_seconds = time.monotonic() - start
         return self.active_alerts()
+
+    def _expand(self, where: str, tmpl: Template, data: TemplateData) -> str:
+        """A template's text; a failure is kept for the rule's error (the text says it too)."""
+        r = expand_checked(tmpl, data)
+        if r.error is not None:
+            self._template_errors.append((where, r.error))
+        return r.text
 
     def _conditions(self, now: float, samples: list[LabeledValue]) -> list[Condition]:
         """The samples for which the rule is active now, with their detector's verdict."""
@@ -160,10 +181,10 @@ class AlertingRule(Rule):
         d = self.definition
         lab = without_name(c.labels)
         for k, tmpl in d.label_templates.items():
-            lab[k] = expand(tmpl, data)
+            lab[k] = self._expand(f"labels.{k}", tmpl, data)
         lab = {k: v for k, v in lab.items() if v != ""}  # an empty label is no label
         lab["alertname"] = self.name
-        ann = {k: expand(tmpl, data) for k, tmpl in d.annotation_templates.items()}
+        ann = {k: self._expand(f"annotations.{k}", tmpl, data) for k, tmpl in d.annotation_templates.items()}
         return Alert(lab, ann, AlertState.PENDING, now, c.value,
                      forecast=info if isinstance(info, BreachInfo) else None,
                      anomaly=info if isinstance(info, AnomalyInfo) else None)

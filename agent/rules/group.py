@@ -16,6 +16,7 @@ from agent.rules.alerting import AlertingRule
 from agent.rules.file import RuleGroupDef
 from agent.rules.query import HistoryFn, LabeledValue, QueryFn
 from agent.rules.recording import RecordingRule
+from agent.rules.rule import InternalError
 from agent.store import Labels, Store
 
 # Evaluation times are built by adding intervals; a time this close to the due time is on time.
@@ -75,7 +76,11 @@ class RuleGroup:
                 rule.evaluate(now, query, self.limit)
                 samples = rule.alerts_series() if write_alerts else []
             if store is not None:
-                self._write(store, i, samples, now)
+                try:
+                    self._write(store, i, samples, now)
+                except Exception as e:  # a store that refuses one rule's output fails that rule only
+                    rule.failed(InternalError(e))
+                    continue
             written.extend(samples)
         if store is not None and self.stale_series:
             _mark_stale(store, self.stale_series - set().union(*self.previous), now)

@@ -27,7 +27,15 @@ from agent.rules.alerting import AlertingRule
 from agent.rules.detectors import AnomalyInfo, BreachInfo, ForecastDetector
 from agent.rules.file import RuleGroupDef
 from agent.rules.group import RuleGroup
-from agent.rules.query import HistoryFn, InstantQuerier, LabeledValue, QueryFn, as_query, store_history
+from agent.rules.query import (
+    HistoryFn,
+    InstantQuerier,
+    LabeledValue,
+    QueryFn,
+    TimeLimitedQuery,
+    as_query,
+    store_history,
+)
 from agent.store import Labels, Store
 
 FORECAST_SERIES = ("forewarn_forecast_breach_seconds", "forewarn_forecast_breach_seconds_low",
@@ -43,19 +51,22 @@ class RuleOptions:
     `$externalLabels` and `$externalURL` in templates. `write_alerts`: also append
     ALERTS/ALERTS_FOR_STATE to the store, as Prometheus does (`forewarn test`; the daemon
     exposes them through `alerts_series` instead). `interval`: evaluate every group at this
-    interval, ignoring theirs (promtool's semantics, and `forewarn backtest --step`)."""
+    interval, ignoring theirs (promtool's semantics, and `forewarn backtest --step`).
+    `query_timeout`: the longest one rule's query may run before the rule fails with a
+    timeout and the others go on (None: no limit, for deterministic replays)."""
 
     default_interval: float = 15.0
     external_labels: dict[str, str] = field(default_factory=dict)
     external_url: str = ""
     write_alerts: bool = False
     interval: float | None = None
+    query_timeout: float | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> RuleOptions:
         """The daemon's options for `cfg`."""
         return cls(default_interval=float(cfg.global_.evaluation_interval), external_labels=cfg.external_labels(),
-                   external_url=cfg.web.external_url)
+                   external_url=cfg.web.external_url, query_timeout=float(cfg.global_.rule_query_timeout))
 
 
 class RuleManager:
@@ -68,6 +79,9 @@ class RuleManager:
         options = options or RuleOptions()
         self.engine = engine
         self.query = as_query(engine)
+        self.limited: TimeLimitedQuery | None = None
+        if options.query_timeout is not None and options.query_timeout > 0:
+            self.query = self.limited = TimeLimitedQuery(self.query, options.query_timeout)
         self.clock = clock
         self.store = store
         self.write_alerts = options.write_alerts
@@ -119,6 +133,12 @@ class RuleManager:
         self._orphans = set(old._orphans).union(*(g.series() for left in unpaired.values() for g in left))
         if self._orphans and not self.groups:
             self._mark_orphans_stale(self.clock.now())
+        old.close()
+
+    def close(self) -> None:
+        """Let the query worker thread go (a replaced manager queries no more)."""
+        if self.limited is not None:
+            self.limited.close()
 
     def _mark_orphans_stale(self, now: float) -> None:
         if self.store is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from agent.rules.query import LabeledValue, QueryFn
-from agent.rules.rule import DuplicateLabelsetError, LimitExceededError, Rule, RuleError
+from agent.rules.rule import DuplicateLabelsetError, InternalError, LimitExceededError, Rule, RuleError
 from agent.store import Labels, make_labels
 
 
@@ -26,6 +26,9 @@ class RecordingRule(Rule):
             out = self._series(self.query(now, query), limit)
         except RuleError as e:
             self.failed(e)
+            return []
+        except Exception as e:  # one rule's bug or bad data never stops the group or the tick
+            self.failed(InternalError(e))
             return []
         else:
             self.succeeded()

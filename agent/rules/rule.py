@@ -16,7 +16,7 @@ import enum
 import logging
 
 from agent.rules.file import RuleDef
-from agent.rules.query import LabeledValue, QueryFn, to_samples
+from agent.rules.query import LabeledValue, QueryFn, QueryStillRunning, QueryTimedOut, to_samples
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,39 @@ class QueryFailedError(RuleError):
 
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause) or type(cause).__name__)
+        self.cause = cause
+
+
+class QueryTimeoutError(RuleError):
+    """The expression ran longer than the rule query timeout; the rule is skipped (and says so)
+    until that query ends, so one slow rule never holds up the others."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"query timed out after {timeout:g}s")
+
+
+class QueryStillRunningError(RuleError):
+    """The rule's previous query, which timed out, has not ended yet."""
+
+    def __init__(self) -> None:
+        super().__init__("skipped: the query that timed out earlier is still running")
+
+
+class TemplateExpansionError(RuleError):
+    """A label or annotation template failed on this evaluation's data (`where`: e.g.
+    `annotations.summary`). The alerts are kept, with Prometheus's `<error expanding template:
+    ...>` text where the value would be."""
+
+    def __init__(self, where: str, message: str, more: int = 0) -> None:
+        tail = f" (and {more} more)" if more else ""
+        super().__init__(f"expanding {where}: {message}{tail}")
+
+
+class InternalError(RuleError):
+    """An exception nothing foresaw; the rule fails alone (its traceback is logged once)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"internal error: {type(cause).__name__}: {cause}")
         self.cause = cause
 
 
@@ -81,9 +114,14 @@ class Rule:
         A recording rule holds nothing itself (its group keeps the series it wrote)."""
 
     def query(self, now: float, query: QueryFn) -> list[LabeledValue]:
-        """The rule's expression at `now`; raises QueryFailedError."""
+        """The rule's expression at `now`; raises QueryFailedError, QueryTimeoutError or
+        QueryStillRunningError."""
         try:
             return to_samples(query(self.expr if self.expr is not None else self.query_text, now))
+        except QueryTimedOut as e:
+            raise QueryTimeoutError(e.timeout) from None
+        except QueryStillRunning:
+            raise QueryStillRunningError() from None
         except Exception as e:
             raise QueryFailedError(e) from e
 
@@ -94,5 +132,8 @@ class Rule:
         """Record an evaluation error; logged when it first appears or changes, not every
         interval (the API and health show it meanwhile)."""
         if self.last_error is None or str(self.last_error) != str(error):
-            log.warning("rule %s/%s: %s", self.group, self.name, error)
+            if isinstance(error, InternalError):
+                log.error("rule %s/%s: %s", self.group, self.name, error, exc_info=error.cause)
+            else:
+                log.warning("rule %s/%s: %s", self.group, self.name, error)
         self.last_error = error

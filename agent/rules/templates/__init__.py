@@ -79,10 +79,26 @@ class TemplateData:
     anomaly: dict[str, float] | None = None
 
 
+@dataclass(frozen=True)
+class Expansion:
+    """A rendered template: the text (Prometheus's `<error expanding template: ...>` on a
+    failure) and the failure itself (None: rendered)."""
+
+    text: str
+    error: str | None = None
+
+
 def expand(tmpl: Template, data: TemplateData) -> str:
     """Render like Prometheus: a runtime failure becomes `<error expanding template: ...>`."""
+    return expand_checked(tmpl, data).text
+
+
+def expand_checked(tmpl: Template, data: TemplateData) -> Expansion:
+    """Render like `expand`, and say whether it failed (rules report it as their error).
+    Never raises: templates run on scraped data, and a rendering is bounded (output size,
+    loop iterations; see `execute`)."""
     if tmpl.is_static:
-        return tmpl.source
+        return Expansion(tmpl.source)
     dot = StrictFields(Labels=data.labels, ExternalLabels=data.external_labels,
                        ExternalURL=data.external_url, Value=data.value)
     variables: dict[str, Any] = {
@@ -96,21 +112,26 @@ def expand(tmpl: Template, data: TemplateData) -> str:
     if data.anomaly is not None:
         variables["$anomaly"] = StrictFields(data.anomaly)
     try:
-        return tmpl.render(dot, variables)
+        return Expansion(tmpl.render(dot, variables))
     except TemplateRuntimeError as e:
-        return f"<error expanding template: {e}>"
+        message = str(e)
     except RecursionError:
-        return "<error expanding template: too deeply nested>"
+        message = "too deeply nested"
+    except Exception as e:  # a failure on data nobody foresaw is still this template's error only
+        message = f"{type(e).__name__}: {e}"
+    return Expansion(f"<error expanding template: {message}>", message)
 
 
 __all__ = [
     "BASE_VARIABLES",
+    "Expansion",
     "Template",
     "TemplateData",
     "TemplateError",
     "TemplateRuntimeError",
     "UndefinedVariableError",
     "expand",
+    "expand_checked",
     "go_float",
     "go_format_e",
     "go_printf",

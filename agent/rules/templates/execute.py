@@ -1,12 +1,16 @@
 """Execution: a walk over the node tree with the dot, variables in scopes and the function
 library; a failure raises TemplateRuntimeError, which `expand` turns into Prometheus's text.
 
+Templates come from rule files but run on scraped data, so a rendering is bounded: at most
+MAX_OUTPUT characters of output (and of any one value a function makes), at most
+MAX_ITERATIONS loop iterations, and fields only of mappings (labels, `$forecast`, ...): no
+Python attribute is reachable (`.__class__`, `._private`), as Go reaches no unexported field.
+
 Imports only the template package's `errors`, `functions`, `gofmt` and `nodes`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -15,6 +19,9 @@ from agent.rules.templates.errors import TemplateRuntimeError
 from agent.rules.templates.functions import FUNCTIONS, LOGIC, truth
 from agent.rules.templates.gofmt import go_str, go_type
 from agent.rules.templates.nodes import Action, Command, Dot, Ident, If, Lit, Node, Pipeline, Range, Sub, Text, Var
+
+MAX_OUTPUT = 64 * 1024  # characters one rendering (and any one value in it) may make
+MAX_ITERATIONS = 10_000  # `range` iterations of one rendering, nested loops counted together
 
 
 class StrictFields(dict[str, Any]):
@@ -30,8 +37,7 @@ def _field(v: Any, name: str) -> Any:
         return ""  # a missing label is the empty string, as with Prometheus's map[string]string
     if v is None:
         raise TemplateRuntimeError(f"nil pointer evaluating .{name}")
-    if hasattr(v, name):
-        return getattr(v, name)
+    # Only mappings have fields: getattr on a value would open Python's internals to rule files.
     raise TemplateRuntimeError(f"can't evaluate field {name} in type {go_type(v)}")
 
 
@@ -41,6 +47,14 @@ class Executor:
     def __init__(self, dot: Any, variables: dict[str, Any]) -> None:
         self.dot = dot
         self.vars = [dict(variables, **{"$": dot})]
+        self.size = 0  # characters written so far
+        self.iterations = 0  # range iterations so far
+
+    def emit(self, text: str, out: list[str]) -> None:
+        self.size += len(text)
+        if self.size > MAX_OUTPUT:
+            raise TemplateRuntimeError(f"output exceeds {MAX_OUTPUT} characters")
+        out.append(text)
 
     def lookup(self, name: str) -> Any:
         for scope in reversed(self.vars):
@@ -51,11 +65,11 @@ class Executor:
     def run(self, nodes: list[Node], out: list[str]) -> None:
         for n in nodes:
             if isinstance(n, Text):
-                out.append(n.text)
+                self.emit(n.text, out)
             elif isinstance(n, Action):
                 v = self.pipeline(n.pipe)
                 if not n.pipe.decl:
-                    out.append(go_str(v))
+                    self.emit(go_str(v), out)
             elif isinstance(n, If):
                 for cond, body in n.branches:
                     self.vars.append({})
@@ -83,7 +97,7 @@ class Executor:
             elif isinstance(coll, (list, tuple)):
                 items = list(enumerate(coll))
             elif isinstance(coll, int) and not isinstance(coll, bool):
-                items = [(i, i) for i in range(coll)]
+                items = [(i, i) for i in range(min(coll, MAX_ITERATIONS + 1))]
             elif coll is None:
                 items = []
             else:
@@ -94,6 +108,9 @@ class Executor:
                 return
             saved = self.dot
             for k, v in items:
+                self.iterations += 1
+                if self.iterations > MAX_ITERATIONS:
+                    raise TemplateRuntimeError(f"range: more than {MAX_ITERATIONS} iterations")
                 self.dot = v
                 if len(decl) == 1:
                     self.vars[-1][decl[0]] = v
@@ -127,11 +144,14 @@ class Executor:
             if piped is not _NOTHING:
                 args.append(piped)
             try:
-                return FUNCTIONS[first.name].fn(*args)
-            except TemplateRuntimeError as e:
-                raise TemplateRuntimeError(f"error calling {first.name}: {e}") from None
-            except (TypeError, ValueError, re.error) as e:
-                raise TemplateRuntimeError(f"error calling {first.name}: {e}") from None
+                result = FUNCTIONS[first.name].fn(*args)
+            except RecursionError:
+                raise
+            except Exception as e:  # a function failing on scraped data is the template's error, not the rule's crash
+                raise TemplateRuntimeError(f"error calling {first.name}: {e or type(e).__name__}") from None
+            if isinstance(result, str) and len(result) > MAX_OUTPUT:
+                raise TemplateRuntimeError(f"error calling {first.name}: result exceeds {MAX_OUTPUT} characters")
+            return result
         return self.operand(first)
 
     def _logic(self, name: str, arg_nodes: list[Node], piped: Any) -> Any:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.rules.templates.errors import TemplateRuntimeError
-from agent.rules.templates.gofmt import go_printf, go_sprintf_g, go_str, go_type
+from agent.rules.templates.gofmt import go_float, go_printf, go_sprintf_g, go_str, go_type
 
 
 def to_float(v: Any) -> float:
@@ -99,6 +99,11 @@ def humanize_timestamp(x: Any) -> str:
     v = to_float(x)
     if math.isnan(v) or math.isinf(v):
         return go_sprintf_g(v, 4)
+    if not -(2.0**63) <= v * 1e9 < 2.0**63:
+        # Prometheus's floatToTime: a time is int64 nanoseconds (years 1677 to 2262); a
+        # millisecond timestamp read as seconds lands here.
+        raise TemplateRuntimeError(f"{go_float(v)} cannot be represented as a nanoseconds timestamp since it "
+                                   "overflows int64")
     ns = int(v * 1e9)
     ms = abs(ns) // 1_000_000 * (1 if ns >= 0 else -1)
     sec, msec = divmod(ms, 1000)

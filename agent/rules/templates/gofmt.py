@@ -101,6 +101,7 @@ def go_type(v: Any) -> str:
     return type(v).__name__
 
 
+GO_MAX_WIDTH = 1_000_000  # Go's fmt: larger widths and precisions print %!(BADWIDTH) / %!(BADPREC)
 _VERB_RE = re.compile(r"%([-+# 0]*)(\d+)?(?:\.(\d+))?([a-zA-Z%])")
 
 
@@ -121,6 +122,14 @@ def go_printf(fmt: str, *args: Any) -> str:
             continue
         a = args[argi]
         argi += 1
+        # Go refuses widths and precisions past a million (fmt's tooLarge): a template cannot
+        # ask for a gigabyte of padding.
+        if width is not None and int(width) > GO_MAX_WIDTH:
+            out.append("%!(BADWIDTH)")
+            continue
+        if prec is not None and int(prec) > GO_MAX_WIDTH:
+            out.append("%!(BADPREC)")
+            continue
         spec = f"%{flags}{width or ''}{'.' + prec if prec is not None else ''}"
         out.append(_format_one(spec, verb, a, prec))
     out.append(fmt[pos:])
