@@ -49,8 +49,10 @@ import promql_parser as pp
 from agent.clock import parse_time, rfc3339
 from agent.config.decode import ConfigErrors, Duration, parse_duration
 from agent.config.schema import Config, TicketingConfig
+from agent.promql import parse
 from agent.promql.parse import children
 from agent.replay import Tick, replay
+from agent.rules import slo
 from agent.rules.alerting import Alert, AlertingRule, AlertState
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import RuleOptions
@@ -152,18 +154,35 @@ def _utc(t: float) -> str:
 def rule_selectors(groups: list[RuleGroupDef]) -> list[str]:
     """The distinct vector selectors in the rules' expressions (series recording rules
     produce are left out: the replay computes them)."""
-    recorded = {r.spec.record for g in groups for r in g.rules if not r.is_alert}
+    recorded = {r.spec.record for g in groups for r in g.rule_defs() if not r.is_alert}
     out: list[str] = []
     for g in groups:
-        for r in g.rules:
-            for e in _walk(r.expr):
-                sel = e.vector_selector if isinstance(e, pp.MatrixSelector) else e
-                if isinstance(sel, pp.VectorSelector) and sel.name not in recorded:
-                    text = str(sel).split(" offset ")[0].split(" @ ")[0]
-                    text = text[:-2] if text.endswith("{}") else text
-                    if text not in out:
-                        out.append(text)
+        for e in (x for expr in _source_exprs(g) for x in _walk(expr)):
+            sel = e.vector_selector if isinstance(e, pp.MatrixSelector) else e
+            if isinstance(sel, pp.VectorSelector) and sel.name not in recorded:
+                text = str(sel).split(" offset ")[0].split(" @ ")[0]
+                text = text[:-2] if text.endswith("{}") else text
+                if text not in out:
+                    out.append(text)
     return out
+
+
+def _source_exprs(g: RuleGroupDef) -> list[Any]:
+    """The parsed expressions of a group's rules that read series, an SLO's generated ones too
+    (the window sums and alerts of an SLO read what the SLO itself records)."""
+    out = [r.expr for r in g.rule_defs()]
+    for s in g.slo_defs():
+        out.extend(parse(text) for text in slo.source_exprs(s.spec, float(g.interval or DEFAULT_INTERVAL)))
+    return out
+
+
+def alert_kinds(groups: list[RuleGroupDef]) -> dict[str, str]:
+    """The kind (threshold, forecast, anomaly) of every alerting rule by name, SLOs' included."""
+    kinds = {r.name: r.kind for g in groups for r in g.rule_defs() if r.is_alert}
+    for g in groups:
+        for s in g.slo_defs():
+            kinds.update(slo.rule_kinds(s.spec))
+    return kinds
 
 
 def longest_window(groups: list[RuleGroupDef]) -> float:
@@ -171,10 +190,9 @@ def longest_window(groups: list[RuleGroupDef]) -> float:
     models keep their own state and warm up from the downsampled history, as in the daemon."""
     longest = 0.0
     for g in groups:
-        for r in g.rules:
-            for e in _walk(r.expr):
-                if isinstance(e, (pp.MatrixSelector, pp.SubqueryExpr)) and e.range is not None:
-                    longest = max(longest, e.range.total_seconds())
+        for e in (x for expr in _source_exprs(g) for x in _walk(expr)):
+            if isinstance(e, (pp.MatrixSelector, pp.SubqueryExpr)) and e.range is not None:
+                longest = max(longest, e.range.total_seconds())
     return longest
 
 
@@ -211,7 +229,7 @@ def run_backtest(groups: list[RuleGroupDef], recording: Recording, *, start: flo
     if end is None:
         end = float(rec.t[-1]) if len(rec) else start
     store = store_for(rec, max(RAW_WINDOW_MIN, longest_window(groups) * 1.25))
-    kinds = {r.name: r.kind for g in groups for r in g.rules if r.is_alert}
+    kinds = alert_kinds(groups)
     events: list[TicketEvent] = []
     shown = time.monotonic()
 
@@ -408,7 +426,7 @@ def _svg(rec: Recording, series: list[int], events: list[TicketEvent], start: fl
 
 
 def format_html(res: BacktestResult, rec: Recording, groups: list[Any]) -> str:
-    thresholds = {r.name: float(r.spec.forecast.threshold) for g in groups for r in g.rules
+    thresholds = {r.name: float(r.spec.forecast.threshold) for g in groups for r in g.rule_defs()
                   if r.is_alert and r.spec.forecast is not None}
     esc = html.escape
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Forewarn backtest</title><style>",

@@ -29,6 +29,7 @@ from agent.config.decode import (
     read_text_file,
 )
 from agent.promql import PromQLError, check_supported, parse
+from agent.rules.slospec import SloSpec, contributors_query, fill_window, sli_queries
 from agent.rules.templates import BASE_VARIABLES, Template, TemplateError, UndefinedVariableError, parse_template
 from agent.tickets.policy import LABEL_NAME_RE, TicketPolicy
 
@@ -139,13 +140,38 @@ class RuleDef:
 
 
 @dataclass
+class SloDef:
+    """A validated `slo:` rule; the group expands it (`agent.rules.slo`) once its interval is known."""
+
+    spec: SloSpec
+    group: str
+    file: str
+    mark: Mark = (0, 0)
+
+    @property
+    def name(self) -> str:
+        return self.spec.slo
+
+
+# An SLO's group runs its window sums at the group interval; past this the 5m window is too short.
+SLO_MAX_INTERVAL = 150.0
+
+
+@dataclass
 class RuleGroupDef:
     name: str
     file: str
     interval: float | None  # None: the global evaluation interval
     limit: int
-    rules: list[RuleDef]
+    rules: list[RuleDef | SloDef]
     mark: Mark = (0, 0)
+
+    def rule_defs(self) -> list[RuleDef]:
+        """The alerting and recording rules written as such (not the SLOs)."""
+        return [r for r in self.rules if isinstance(r, RuleDef)]
+
+    def slo_defs(self) -> list[SloDef]:
+        return [r for r in self.rules if isinstance(r, SloDef)]
 
 
 def load_rule_files(paths: list[str], sinks: set[str] | None = None) -> list[RuleGroupDef]:
@@ -260,7 +286,7 @@ class _Validator:
             self.decoder.error(mark_of(spec, "interval"), f"{ctx}: interval must be greater than zero")
         if spec.limit < 0:
             self.decoder.error(mark_of(spec, "limit"), f"{ctx}: limit must not be negative")
-        rules: list[RuleDef] = []
+        rules: list[RuleDef | SloDef] = []
         raw_rules = spec.rules
         if raw_rules is None:
             raw_rules = []
@@ -269,6 +295,11 @@ class _Validator:
             raw_rules = []
         rmarks = getattr(raw_rules, "item_marks", [mark] * len(raw_rules))
         for raw_rule, rm in zip(raw_rules, rmarks):
+            if isinstance(raw_rule, dict) and "slo" in raw_rule:
+                s = self.slo(raw_rule, rm, str(spec.name), spec.interval)
+                if s is not None:
+                    rules.append(s)
+                continue
             r = self.rule(raw_rule, rm, str(spec.name))
             if r is not None:
                 rules.append(r)
@@ -321,6 +352,63 @@ class _Validator:
         annot_t = self._templates(spec, raw, "annotations", variables, ctx)
         self._check_sink(raw, ctx)
         return RuleDef(spec, group, self.path, expr, label_t, annot_t, mark)
+
+    def slo(self, raw: Any, mark: Mark, group: str, interval: float | None) -> SloDef | None:
+        name = str(raw.get("slo") or "")
+        ctx = f'group "{group}", slo "{name}"'
+        spec = self._sub(SloSpec, raw, mark, ctx)
+        if spec is INVALID:
+            return None
+
+        def err(obj: Any, fld: str, msg: str, at: Mark | None = None) -> None:
+            self.decoder.error(at or mark_of(obj, fld), f"{ctx}: {fld}: {msg}")
+
+        if interval is not None and interval > SLO_MAX_INTERVAL:
+            self.decoder.error(mark, f"{ctx}: the group's interval must be at most 2m30s for an SLO "
+                                     "(its shortest window is 5m)")
+        bad, total = sli_queries(spec)
+        for fld, text in (("bad", bad), ("total", total)):
+            at = mark_of(spec.sli.latency if spec.sli.latency is not None else spec.sli,
+                         "metric" if spec.sli.latency is not None else fld)
+            self._promql(fill_window(text, 300.0), at, f"{ctx}: sli.{fld}")
+        c = spec.contributors
+        if c is not None:
+            breakdown = contributors_query(spec)
+            if breakdown is None:
+                err(c, "by", "the SLI's bad query is not a sum(...), so it cannot be broken down: give "
+                             "contributors.expr")
+            else:
+                self._promql(fill_window(breakdown, float(c.window)), mark_of(c, "expr" if c.expr else "by"),
+                             f"{ctx}: contributors")
+        fvars = set(BASE_VARIABLES) | {"$forecast"}
+        for obj, fld, variables in ((spec, "annotations", fvars), (spec.alerting, "labels", BASE_VARIABLES),
+                                    (spec.alerting, "annotations", BASE_VARIABLES),
+                                    (spec.alerting.page, "labels", BASE_VARIABLES),
+                                    (spec.alerting.page, "annotations", BASE_VARIABLES),
+                                    (spec.alerting.ticket, "labels", BASE_VARIABLES),
+                                    (spec.alerting.ticket, "annotations", BASE_VARIABLES)):
+            for k, text in getattr(obj, fld).items():
+                if fld == "labels" and (not LABEL_NAME_RE.match(k) or k in RESERVED_LABELS):
+                    err(obj, fld, f"invalid or reserved label name {k!r}")
+                    continue
+                try:
+                    parse_template(text, variables)
+                except TemplateError as e:
+                    err(obj, fld, f"{k}: bad template: {e.message}")
+        for w in spec.alerting.windows or ():
+            if w.long > spec.window:
+                err(w, "long", "must not be longer than the SLO window")
+        self._check_sink(raw, ctx)
+        return SloDef(spec, group, self.path, mark)
+
+    def _promql(self, text: str, at: Mark, ctx: str) -> None:
+        try:
+            expr = parse(text)
+        except PromQLError as e:
+            self.decoder.error(at, f"{ctx}: {e.message}")
+            return
+        for problem in check_supported(expr):
+            self.decoder.error(at, f"{ctx}: {problem}")
 
     def _check_sink(self, raw: Any, ctx: str) -> None:
         # From the raw mapping, so a rule whose ticket block has other errors is still checked.

@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterable
 
 from agent.rules.alerting import AlertingRule
-from agent.rules.file import RuleGroupDef
+from agent.rules.file import RuleGroupDef, SloDef
 from agent.rules.query import HistoryFn, LabeledValue, QueryFn
 from agent.rules.recording import RecordingRule
 from agent.rules.rule import InternalError
+from agent.rules.slo import SloRules
+from agent.rules.slo import build as build_slo
 from agent.store import Labels, Store
 
 # Evaluation times are built by adding intervals; a time this close to the due time is on time.
@@ -27,15 +29,29 @@ class RuleGroup:
     """Rules evaluated in order at the group's interval."""
 
     def __init__(self, d: RuleGroupDef, default_interval: float, external_labels: dict[str, str] | None = None,
-                 external_url: str = "", history: HistoryFn | None = None) -> None:
+                 external_url: str = "", history: HistoryFn | None = None, interval: float | None = None) -> None:
+        """`interval`: evaluate at this interval whatever the group says (promtool's semantics)."""
         self.definition = d
         self.name = d.name
         self.file = d.file
-        self.interval = float(d.interval) if d.interval is not None else float(default_interval)
+        if interval is not None:
+            self.interval = float(interval)
+        else:
+            self.interval = float(d.interval) if d.interval is not None else float(default_interval)
         self.limit = d.limit
-        self.rules: list[AlertingRule | RecordingRule] = [
-            AlertingRule(r, external_labels, external_url, history) if r.is_alert else RecordingRule(r) for r in d.rules
-        ]
+        self.rules: list[AlertingRule | RecordingRule] = []
+        self.slos: list[SloRules] = []  # the SLOs of the group and their shared state
+        for r in d.rules:
+            if isinstance(r, SloDef):
+                built = build_slo(r.spec, d.name, r.file, r.mark, self.interval,
+                                  lambda rd: AlertingRule(rd, external_labels, external_url, history),
+                                  external_labels, external_url, history)
+                self.slos.append(built)
+                self.rules.extend(built.rules)
+            elif r.is_alert:
+                self.rules.append(AlertingRule(r, external_labels, external_url, history))
+            else:
+                self.rules.append(RecordingRule(r))
         self.last_evaluation: float | None = None
         self.evaluation_seconds = 0.0
         self.next_due: float | None = None  # None: due at once (not evaluated yet)

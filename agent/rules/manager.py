@@ -86,11 +86,8 @@ class RuleManager:
         self.store = store
         self.write_alerts = options.write_alerts
         history = store_history(store) if store is not None else None
-        self.groups = [RuleGroup(g, options.default_interval, options.external_labels, options.external_url, history)
-                       for g in groups]
-        if options.interval is not None:
-            for g in self.groups:
-                g.interval = float(options.interval)
+        self.groups = [RuleGroup(g, options.default_interval, options.external_labels, options.external_url, history,
+                                 interval=options.interval) for g in groups]
         # Series of groups a reload removed: marked stale once every group has run since.
         self._orphans: set[Labels] = set()
 
