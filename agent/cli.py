@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("id", nargs="?")
     tk.add_argument("--json", action="store_true")
 
+    slo = sub.add_parser("slo", help="service level objectives")
+    slo_sub = slo.add_subparsers(dest="slo_action", metavar="ACTION", parser_class=_Parser)
+    sexp = slo_sub.add_parser("export", help="the rules generated for slo: rules, as a Prometheus rule file")
+    sexp.add_argument("rule_files", nargs="+")
+    sexp.add_argument("--evaluation-interval", default="1m",
+                      help="interval of groups that give none (default %(default)s)")
+    sexp.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+
     si = sub.add_parser("silence", help="manage silences")
     si.add_argument("--config", default=DEFAULT_CONFIG)
     si_sub = si.add_subparsers(dest="silence_action", metavar="ACTION", parser_class=_Parser)
@@ -103,6 +111,7 @@ _COMMANDS = {
     "detect": "agent.commands.detect",
     "tickets": "agent.commands.tickets",
     "silence": "agent.commands.silence",
+    "slo": "agent.commands.slo",
 }
 
 
@@ -114,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "silence" and not args.silence_action:
         parser.parse_args(["silence", "--help"])
+    if args.command == "slo" and not args.slo_action:
+        parser.parse_args(["slo", "--help"])
     module = importlib.import_module(_COMMANDS[args.command])
     try:
         return int(module.command(args) or 0)
