@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agent.clock import SimulatedClock
 from agent.rules.file import load_rule_text
 from agent.rules.manager import RuleOptions, build_rule_manager
+from agent.rules.slo import Ledger
 from agent.store import Store, make_labels
 
 SLO = """\
@@ -49,7 +50,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=60.0)
     args = ap.parse_args()
     n, interval = args.slos, args.interval
-    text = "groups:\n  - name: slos\n    interval: {}s\n    rules:\n".format(int(interval))
+    text = f"groups:\n  - name: slos\n    interval: {int(interval)}s\n    rules:\n"
     text += "".join(SLO.format(i=i) for i in range(n))
     groups = load_rule_text(text, "bench.yml")
     store = Store(raw_capacity=64, retention=86400.0, max_series=100_000)
@@ -65,7 +66,7 @@ def main() -> None:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for s in group.slos:
-        from agent.rules.slo import Ledger
+
         led = Ledger(s.state.plan.windows[-1])
         for t in hist_t:
             led.add(float(t), 0.1, 100.0)
