@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     si_sub.add_parser("list", help="list active silences")
     exp = si_sub.add_parser("expire", help="expire a silence")
     exp.add_argument("silence_id")
+
+    from agent.commands import trends  # argparse only; the analysis is imported when it runs
+
+    tr = sub.add_parser("trends", help="incident-trend analysis: recurring clusters, problem candidates",
+                        epilog=trends.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    trends.add_arguments(tr)
     return p
 
 
@@ -99,6 +105,7 @@ _COMMANDS = {
     "detect": "agent.detect",
     "tickets": "agent.ticketcmd",
     "silence": "agent.silencecmd",
+    "trends": "agent.commands.trends",
 }
 
 
