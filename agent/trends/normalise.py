@@ -42,7 +42,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
                  r"prod|stg|dev|test|example|cloud|svc|cluster|int|aws|gcp|eu|us)\b"),
         ("host", r"\b[a-z][a-z0-9]*(?:-[a-z0-9]+)*-\d+[a-z]?(?:\.[a-z0-9-]+)*\b"),
         ("host", r"\b(?:[a-z]{2,}\d{2,}[a-z]?)(?:\.[a-z0-9-]+)*\b"),
-        ("id", r"\b(?=(?:[a-z]*\d){2})(?=(?:\d*[a-z]){2})[a-z0-9]{5,}\b"),  # x2x9z, a1b2c3: generated names
+        ("id", r"\b(?!\d+[a-z]{1,4}\b)(?=(?:[a-z]*\d){2})(?=(?:\d*[a-z]){2})[a-z0-9]{5,}\b"),  # x2x9z, a1b2c3: generated names
         ("num", r"[+-]?\b\d+(?:[.,]\d+)?\s*(?:%|ms|s|sec|secs|m|min|mins|h|hrs?|d|days?|kb|mb|gb|tb|kib|mib|gib|"
                 r"tib|b|k|x|rps|qps)?\b"),
     )
