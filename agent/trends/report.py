@@ -230,32 +230,49 @@ def _weekly_svg(analysis: Analysis, top: list[ClusterReport], width: int = 1060,
                      f'fill="#c9d7e8"><title>week of {_day(since + i * WEEK)}: {a} incidents, {r} recurring</title></rect>')
         parts.append(f'<rect x="{x + 1:.1f}" y="{y(r):.1f}" width="{max(bw - 2, 1):.1f}" height="{head + ch - y(r):.1f}" '
                      f'fill="#2e6fba"/>')
-    for k, c in enumerate(top):
-        color = _PALETTE[(k + 1) % len(_PALETTE)]
-        w = _weekly([i.opened for i in c.cluster.incidents], since, nweeks)
-        pts = " ".join(f"{left + (i + 0.5) * bw:.1f},{y(v):.1f}" for i, v in enumerate(w))
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1" stroke-opacity="0.6" points="{pts}"/>')
-        # the fitted trend: rate_end and the rate ratio give the log-linear line back
-        t = c.trend
-        if t.label != "stable" and t.rate_ratio_per_30d > 0:
-            b = math.log(t.rate_ratio_per_30d) * 7 / 30  # per week
-            line = []
-            for i in range(nweeks):
-                wk_from_end = (until - (since + (i + 0.5) * WEEK)) / WEEK
-                line.append(f"{left + (i + 0.5) * bw:.1f},{y(min(vmax, t.rate_end_per_week * math.exp(-b * wk_from_end))):.1f}")
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2.5" stroke-dasharray="6 3" '
-                         f'points="{" ".join(line)}"/>')
     step = max(1, nweeks // 12)
     for i in range(0, nweeks, step):
         parts.append(f'<text x="{left + i * bw:.1f}" y="{height - 8}">{_day(since + i * WEEK)[5:]}</text>')
     parts.append("</svg>")
     legend = ['<div class="legend"><span><i class="sw" style="background:#c9d7e8"></i>all incidents</span>'
-              '<span><i class="sw" style="background:#2e6fba"></i>in recurring clusters</span>']
-    for k, c in enumerate(top):
-        legend.append(f'<span><i class="sw" style="background:{_PALETTE[(k + 1) % len(_PALETTE)]}"></i>'
-                      f'#{k + 1} {_esc(_cut(c.cluster.signature, 40))} (dashed: fitted trend)</span>')
-    legend.append("</div>")
+              '<span><i class="sw" style="background:#2e6fba"></i>in recurring clusters</span></div>']
+    rows = [_candidate_svg(analysis, c, k + 1) for k, c in enumerate(top)]
+    if rows:
+        legend.append('<h3 style="font-size:14px;margin:14px 0 4px">Top candidates per week (each on its own '
+                      'scale; dashed: fitted trend when significant)</h3><div class="grid">' + "".join(rows) + "</div>")
     return "".join(parts) + "".join(legend)
+
+
+def _candidate_svg(analysis: Analysis, c: ClusterReport, rank: int, width: int = 520, height: int = 90) -> str:
+    since, until = analysis.since, analysis.until
+    nweeks = max(1, int(math.ceil((until - since) / WEEK)))
+    w = _weekly([i.opened for i in c.cluster.incidents], since, nweeks)
+    left, head, foot = 28, 18, 6
+    ch = height - head - foot
+    vmax = max(w + [1])
+    bw = (width - left - 4) / nweeks
+
+    def y(v: float) -> float:
+        return head + ch - ch * min(v, vmax) / vmax
+
+    parts = [f'<svg role="img" aria-label="candidate {rank} per week" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}">',
+             f'<text x="0" y="12" font-weight="600">#{rank} {_esc(_cut(c.cluster.signature, 70))}</text>',
+             f'<text x="{left - 4}" y="{head + 8}" text-anchor="end">{vmax}</text>']
+    for i, v in enumerate(w):
+        if v:
+            parts.append(f'<rect x="{left + i * bw:.1f}" y="{y(v):.1f}" width="{max(bw - 1, 1):.1f}" '
+                         f'height="{head + ch - y(v):.1f}" fill="#2e6fba"><title>week of {_day(since + i * WEEK)}: '
+                         f'{v}</title></rect>')
+    t = c.trend
+    if t.label != "stable" and t.rate_ratio_per_30d > 0:
+        b = math.log(t.rate_ratio_per_30d) * 7 / 30  # per week
+        pts = " ".join(f"{left + (i + 0.5) * bw:.1f},{y(t.rate_end_per_week * math.exp(-b * (until - since - (i + 0.5) * WEEK) / WEEK)):.1f}"
+                       for i in range(nweeks))
+        color = "#c23b4b" if t.label == "growing" else "#3a9b5c"
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="5 3" points="{pts}"/>')
+    parts.append(f'<line x1="{left}" x2="{width - 4}" y1="{head + ch}" y2="{head + ch}" stroke="#999"/></svg>')
+    return "".join(parts)
 
 
 def _heatmap_svg(analysis: Analysis, width: int = 1060) -> str:
