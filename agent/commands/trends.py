@@ -230,7 +230,7 @@ def _problems(cfg: Any, registry: Any, analysis: Any, args: argparse.Namespace, 
     entry = next((e for e in cfg.ticketing.sinks if e.name == sink_name), None)
     try:
         if entry is None:  # `local` exists without being listed
-            sink = LocalSink("local", LocalSink.Config(), state_dir=cfg.state_dir)
+            sink: Any = LocalSink("local", LocalSink.Config(), state_dir=cfg.state_dir)
         else:
             sink = SINK_TYPES[entry.type](sink_name, _resolved_paths(cfg, entry.settings), state_dir=cfg.state_dir)
     except ValueError as e:

@@ -378,7 +378,8 @@ class RequestTrackerReader(Reader):
             page += 1
 
     def _incident(self, t: dict[str, Any], opened_field: str) -> Incident | None:
-        cfs = t.get("CustomFields") if isinstance(t.get("CustomFields"), list) else []
+        raw = t.get("CustomFields")
+        cfs: list[Any] = raw if isinstance(raw, list) else []
         values = {str(cf.get("name")): cf.get("values") or [] for cf in cfs if isinstance(cf, dict)}
         if any(str(v).strip() for v in values.get(self.dedup_field, [])):
             return None  # Forewarn's own ticket (a problem record), not an incident

@@ -171,7 +171,7 @@ def _pareto_svg(items: list[tuple[str, float]], title: str, width: int = 520, to
     parts = [f'<svg role="img" aria-label="{_esc(title)}" width="{width}" height="{h}" viewBox="0 0 {width} {h}">',
              f'<text x="0" y="14" font-weight="600">{_esc(title)}</text>']
     cum = 0.0
-    pts = []
+    pts: list[tuple[float, float]] = []
     span = width - left - right
     for i, (k, v) in enumerate(items):
         y = head + i * bar_h
@@ -185,8 +185,8 @@ def _pareto_svg(items: list[tuple[str, float]], title: str, width: int = 520, to
     if pts:
         parts.append('<polyline fill="none" stroke="#d4662b" stroke-width="1.5" points="'
                      + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
-        for (x, y), (k, _) in zip(pts, items):
-            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#d4662b"/>')
+        for px, py in pts:
+            parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="#d4662b"/>')
         parts.append(f'<text x="{width - right + 4}" y="{head + 12}" fill="#d4662b">cum. %</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -280,8 +280,8 @@ def _heatmap_svg(analysis: Analysis, width: int = 1060) -> str:
     grid = [[0] * 24 for _ in range(7)]
     for c in analysis.clusters:
         for i in c.cluster.incidents:
-            d = dt.datetime.fromtimestamp(i.opened, dt.timezone.utc)
-            grid[d.weekday()][d.hour] += 1
+            when = dt.datetime.fromtimestamp(i.opened, dt.timezone.utc)
+            grid[when.weekday()][when.hour] += 1
     vmax = max(max(r) for r in grid) or 1
     left, head, cell_h = 40, 22, 20
     cw = (width - left - 10) / 24
