@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Literal
@@ -38,7 +39,7 @@ from typing import Iterable, Literal
 import numpy as np
 
 from agent.trends.history import Incident
-from agent.trends.normalise import PLACEHOLDERS, normalise, tokens
+from agent.trends.normalise import PLACEHOLDERS, normalise, tokens, tokens_without
 
 Measure = Literal["tfidf-mixed", "tfidf-words", "jaccard"]
 
@@ -251,9 +252,10 @@ def cluster_incidents(incidents: Iterable[Incident], params: ClusterParams | Non
     for inc in incidents:
         service = inc.service.strip().lower()
         if service not in own_words:
-            own_words[service] = frozenset(tokens(service)) | frozenset(tokens(service.replace("-", "")))
+            own_words[service] = frozenset(normalise(service).split()) | frozenset(
+                normalise(re.sub(r"[-_.]", "", service)).split())
         # Inside one service its own name says nothing (half its titles carry it): drop it.
-        t = tuple(w for w in tokens(inc.title) if w not in own_words[service]) or tokens(inc.title) or ("<empty>",)
+        t = tokens_without(inc.title, own_words[service]) or tokens(inc.title) or ("<empty>",)
         by_service[service][t].append(inc)
         all_tokens.add(t)
     vec = _Vectoriser(sorted(all_tokens))

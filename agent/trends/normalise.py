@@ -52,6 +52,8 @@ _WORD_RE = re.compile(r"<[a-z]+>|[a-z0-9][a-z0-9_']*")  # numbers are placeholde
 STOPWORDS = frozenset(
     "a an the on in at of for to from and or is are was were be been has have had with by via its it this that "
     "as into after before while during due please pls".split()
+    # ticket noise rather than failure words: reply/forward prefixes, priority tags, nagging
+    + "re fw fwd aw tr urgent asap again still check ref p1 p2 p3 p4 p5 sev1 sev2 sev3 sev4".split()
 )
 PLACEHOLDERS = frozenset({"<url>", "<email>", "<uuid>", "<ts>", "<ip>", "<id>", "<path>", "<host>", "<num>"})
 
@@ -70,6 +72,13 @@ def tokens(title: str) -> tuple[str, ...]:
 @lru_cache(maxsize=65536)
 def _tokens_cached(title: str) -> tuple[str, ...]:
     return tuple(stem(w) for w in _words(title) if w not in STOPWORDS)
+
+
+@lru_cache(maxsize=65536)
+def tokens_without(title: str, drop: frozenset[str]) -> tuple[str, ...]:
+    """`tokens(title)` without the words in `drop`, compared before stemming (so dropping the
+    service name "print-service" drops "print" but keeps "printer")."""
+    return tuple(stem(w) for w in _words(title) if w not in STOPWORDS and w not in drop)
 
 
 # Jira-style issue keys are upper case (PROJ-123); matched before lower-casing, so that host
