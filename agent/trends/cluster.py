@@ -10,9 +10,9 @@ cosine of TF-IDF vectors of the normalised, stemmed title words (placeholders su
 `<host>` count half a word). IDF (over the distinct titles of the whole history) makes the
 words every title shares ("error", "<host>") count little and the rare, telling ones
 ("replication", "oom") count much; within a service the service's own name is dropped. On
-the evaluation set's tuning seed it scored best (pairwise F1 0.971 at threshold 0.10) beside
-TF-IDF over words plus character 3-grams (0.966; `measure="tfidf-mixed"`, kept for titles
-with many spelling variants) and plain Jaccard on words (0.911 at best: without IDF, shared
+the evaluation set's tuning seed it scored best (pairwise F1 0.975 at threshold 0.10) beside
+TF-IDF over words plus character 3-grams (0.969; `measure="tfidf-mixed"`, kept for titles
+with many spelling variants) and plain Jaccard on words (0.916 at best: without IDF, shared
 filler words and placeholders pull unrelated titles together).
 
 Clustering: average-linkage agglomerative clustering of the distinct normalised titles of a
