@@ -240,7 +240,7 @@ def _problems(cfg: Any, registry: Any, analysis: Any, args: argparse.Namespace, 
     try:
         done = registry.apply(planned, outbox)
         pending = deliver(outbox, max_wait_seconds=float(cfg.trends.max_wait))
-        registry._load_refs()
+        registry.load_refs()
         dead = outbox.dead_letters(limit=20)
     finally:
         outbox.close()

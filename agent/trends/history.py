@@ -257,11 +257,11 @@ def read_csv(path: str, columns: dict[str, str] | None = None, *, data: bytes | 
     # counting the newlines each record consumed.
     text = "".join(line for line, _ in decoded)
     cp1252_lines = {i + 1 for i, (_, bad) in enumerate(decoded) if bad}
-    try:
-        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel  # type: ignore[assignment]
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    # The delimiter is the one the header uses most (csv.Sniffer also weighs the data rows,
+    # where a title full of commas or semicolons can fool it).
+    header_line = text.split("\n", 1)[0]
+    delimiter = max(",;\t", key=lambda d: (header_line.count(d), d == ","))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     hist = History()
     try:
         header = next(reader)

@@ -123,9 +123,10 @@ class ProblemRegistry:
         self._matched: dict[str, str] = {}  # cluster id -> dedup key
         self._taken: set[str] = set()
         self.refs: dict[str, str] = {}  # dedup key -> ticket reference in the tool, once known
-        self._load_refs()
+        self.load_refs()
 
-    def _load_refs(self) -> None:
+    def load_refs(self) -> None:
+        """(Re)read the ticket references the outbox recorded for this sink's records."""
         path = os.path.join(self.state_dir, OUTBOX_FILE)
         if not os.path.exists(path):
             return

@@ -102,3 +102,10 @@ def test_dates(text, expected):
     import datetime as dt
 
     assert dt.datetime.fromtimestamp(parse_date(text), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") == expected
+
+
+def test_the_delimiter_comes_from_the_header_not_from_titles():
+    h = read("id;title;created\nA;Disk full, again, on db-1, /var, 97%;2025-01-01T00:00:00Z\n")
+    assert h.incidents[0].title == "Disk full, again, on db-1, /var, 97%"
+    h = read("id\ttitle\tcreated\nA\tx; y; z\t2025-01-01T00:00:00Z\n")
+    assert h.incidents[0].title == "x; y; z"
