@@ -13,6 +13,10 @@ and updates for records opened earlier; it only prints the plan unless `--apply`
 Exit status: 0 done; 1 bad input (unreadable rows were reported and skipped, the rest
 analysed; or the source failed), config errors, or problem records left undelivered; 2
 usage errors.
+
+Importing this module costs only argparse (agent.cli builds every subparser); the analysis is
+imported when the command runs. Must never import agent.rules, agent.promql, agent.models,
+agent.web, agent.daemon or agent.pipeline.
 """
 
 from __future__ import annotations
