@@ -17,7 +17,11 @@ Metrics (incident pairs; a pair is "together" when both incidents are in one clu
   Jaccard overlap >= 0.5 with it.
 - growing ranks: positions, among the problem candidates, of each planted growing cluster
   (>= 8 incidents), taking its best-matching output cluster.
-3. Speed: the whole analysis (cluster + statistics + ranking) of a 10,000-incident set.
+3. Speed: the whole analysis (cluster + statistics + ranking) of a 10,000-incident set, and
+   where its precision goes: the output clusters that join the most pairs of different
+   planted failures.
+
+The load average is printed before and after: timings from a busy machine say so.
 """
 
 from __future__ import annotations
@@ -103,6 +107,23 @@ def report(ev: EvaluationSet, params: ClusterParams, label: str) -> None:
     print(f"    analysis time {elapsed:.2f} s")
 
 
+def false_merges(ev: EvaluationSet, params: ClusterParams, top: int = 6) -> None:
+    """The output clusters that cost the most precision: pairs of different planted failures."""
+    clusters = cluster_incidents(ev.incidents, params)
+    losses = []
+    for c in clusters:
+        cnt = Counter(ev.truth[i.id] for i in c.incidents)
+        wrong = comb(c.count, 2) - sum(comb(v, 2) for v in cnt.values())
+        if wrong:
+            losses.append((wrong, c.service, cnt))
+    losses.sort(key=lambda x: -x[0])
+    total = sum(w for w, _, _ in losses)
+    print(f"    false pairs {total}; the largest:")
+    for wrong, service, cnt in losses[:top]:
+        parts = ", ".join(f"{name.split('/')[-1]} {n}" for name, n in cnt.most_common(3))
+        print(f"      {wrong:6d} ({100 * wrong / max(1, total):.0f}%) {service}: {parts}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tune-seed", type=int, default=1)
@@ -110,6 +131,8 @@ def main() -> int:
     ap.add_argument("--incidents", type=int, default=5000)
     args = ap.parse_args()
     print(f"forewarn trends benchmark (evaluation set: benchmarks/trends_data.py, {args.incidents} incidents a year)")
+    print("load average (1, 5, 15 min) at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+          + f" on {os.cpu_count()} CPUs")
     tune = generate(args.tune_seed, args.incidents)
     print(f"\n1. tuning on seed {args.tune_seed} only ({len(tune.incidents)} incidents): pairwise P / R / F1")
     best: tuple[float, str, float] = (-1.0, "", 0.0)
@@ -133,6 +156,8 @@ def main() -> int:
     print("\n3. speed: 10,000 incidents (seed 99), whole analysis with the shipped default")
     big = generate(99, 10000)
     report(big, ClusterParams(), "seed 99")
+    false_merges(big, ClusterParams())
+    print("load average (1, 5, 15 min) at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 0
 
 

@@ -97,9 +97,25 @@ def _words(title: str) -> list[str]:
     return _WORD_RE.findall(s)
 
 
+# British spellings meet American ones ("licence key invalid" and "license expired" are one
+# word to the clustering); -isation becomes -ization below. Only unambiguous words: "-ise" is
+# left alone (raise, noise, promise, enterprise).
+_SPELLING = {"licence": "license", "licences": "licenses", "licenced": "licensed", "behaviour": "behavior",
+             "colour": "color", "catalogue": "catalog", "centre": "center", "cancelled": "canceled",
+             "cancelling": "canceling", "utilise": "utilize", "utilised": "utilized", "analyse": "analyze",
+             "authorise": "authorize", "authorised": "authorized", "unauthorised": "unauthorized",
+             "initialise": "initialize", "synchronise": "synchronize", "optimise": "optimize"}
+
+
 def stem(word: str) -> str:
-    """A crude suffix stripper (not Porter): enough to meet plural and tense variants."""
-    if word.startswith("<") or len(word) <= 4:
+    """A crude suffix stripper (not Porter): enough to meet plural and tense variants, and
+    British and American spellings."""
+    if word.startswith("<"):
+        return word
+    word = _SPELLING.get(word, word)
+    if "isation" in word:
+        word = word.replace("isation", "ization")
+    if len(word) <= 4:
         return word
     for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("er", ""), ("es", ""), ("s", "")):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:

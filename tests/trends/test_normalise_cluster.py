@@ -28,6 +28,9 @@ def test_normalise(title, expected):
 def test_tokens_stem_and_drop_stopwords():
     assert tokens("Timeouts connecting to the DB") == ("timeout", "connect", "db")
     assert tokens("OOMKilled") == tokens("oom killed") == ("oom", "kill")
+    assert tokens("Licence key invalid") == tokens("license key invalid")
+    assert tokens("CPU utilisation 93%") == tokens("cpu utilization 93%")
+    assert tokens("raise noise") == ("raise", "noise")  # -ise stays as it is
 
 
 def inc(i: int, title: str, service: str = "shop") -> Incident:
