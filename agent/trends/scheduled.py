@@ -54,11 +54,11 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.clock import Clock
 from agent.config.schema import Config
@@ -119,11 +119,13 @@ class RunSummary:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, object]) -> RunSummary:
-        raw = dict(d)
-        clusters = tuple(ClusterSeries(**c) for c in raw.pop("clusters", []))  # type: ignore[attr-defined]
-        errors = tuple(str(e) for e in raw.pop("errors", []))  # type: ignore[attr-defined]
-        return cls(clusters=clusters, errors=errors, **raw)  # type: ignore[arg-type]
+    def from_json(cls, d: Mapping[str, Any]) -> RunSummary:
+        """The summary `to_json` wrote; raises KeyError, TypeError or ValueError on anything else."""
+        return cls(at=float(d["at"]), success=bool(d["success"]), duration_seconds=float(d["duration_seconds"]),
+                   incidents=int(d["incidents"]), candidates=int(d["candidates"]),
+                   recurring_ratio=float(d["recurring_ratio"]),
+                   clusters=tuple(ClusterSeries(**c) for c in d["clusters"]),
+                   errors=tuple(str(e) for e in d["errors"]), opened=int(d["opened"]), updated=int(d["updated"]))
 
 
 def summarise(analysis: Analysis, at: float, errors: Sequence[str]) -> RunSummary:
@@ -235,9 +237,10 @@ def _limit(memory_bytes: int, cpu_seconds: int) -> None:
         pass
 
 
-def _child_main(conn: Connection, job: TrendJob, memory_bytes: int, cpu_seconds: int) -> None:
-    """The analysis process: one run, its answer on `conn`, exit."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def _child_main(conn: Connection, job: TrendJob, memory_bytes: int, cpu_seconds: int, log_level: int) -> None:
+    """The analysis process: one run, its answer on `conn`, exit. It logs to the daemon's
+    stderr at the daemon's level."""
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         _limit(memory_bytes, cpu_seconds)
         answer = ChildAnswer(run_analysis(job))
@@ -354,8 +357,9 @@ class TrendSchedule:
         saved = {name: os.environ.get(name) for name in _THREAD_ENV}
         os.environ.update({name: "1" for name in _THREAD_ENV})  # inherited by the child: one BLAS thread
         try:
-            proc = self._ctx.Process(target=_child_main, args=(writer, job, memory_bytes, math.ceil(timeout)),
-                                     name="forewarn-trends", daemon=True)
+            proc = self._ctx.Process(target=_child_main, name="forewarn-trends", daemon=True,
+                                     args=(writer, job, memory_bytes, math.ceil(timeout),
+                                           logging.getLogger().getEffectiveLevel()))
             proc.start()
         finally:
             for name, value in saved.items():
