@@ -27,6 +27,23 @@ values: numbers, NaN, +Inf, -Inf or stale. Bad rows are reported as PATH:LINE: m
 exit status: 0 done, 1 bad input, 2 usage error.
 """
 
+TRENDS_OPEN_PROBLEMS = 5
+
+TRENDS_EPILOG = """\
+sources (one of):
+  --input CSV         an export: ServiceNow, Jira, RT, PagerDuty or Opsgenie column names are
+                      recognised (number/key/id, opened_at/created, resolved_at/resolved/closed_at,
+                      cmdb_ci/business_service/component/queue, category, assignment_group,
+                      priority, short_description/summary/subject/title, problem_id);
+                      others are mapped with --columns opened="Date Opened",title=Headline
+  --sink NAME         a configured ServiceNow, Jira/JSM, Request Tracker, PagerDuty or Opsgenie sink
+  --source forewarn   the agent's own local tickets and problems (state_dir of --config)
+problem records:
+  --open-problems [N] plan one record per top-N candidate (default 5) and updates for earlier ones;
+                      a dry run that prints the plan unless --apply is given
+exit status: 0 done, 1 bad input rows (reported, rest analysed) or source errors, 2 usage error.
+"""
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # usage errors exit 2, as the contract says
@@ -99,6 +116,32 @@ def build_parser() -> argparse.ArgumentParser:
     si_sub.add_parser("list", help="list active silences")
     exp = si_sub.add_parser("expire", help="expire a silence")
     exp.add_argument("silence_id")
+
+    tr = sub.add_parser("trends", help="incident-trend analysis: recurring clusters, problem candidates",
+                        epilog=TRENDS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = tr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="CSV export of incidents ('-' reads standard input)")
+    src.add_argument("--sink", help="read incidents through this configured sink's API")
+    src.add_argument("--source", choices=["forewarn"], help="forewarn: the agent's own tickets and problems")
+    tr.add_argument("--config", default=None, help="config file (default config/forewarn.yml when it exists)")
+    tr.add_argument("--since", default=None, help="history analysed: a duration back from --until (default the "
+                    "config's trends.since, 90d) or an RFC 3339 time")
+    tr.add_argument("--until", default=None, help="end of the history (RFC 3339 or Unix seconds; default now)")
+    tr.add_argument("--columns", default="", help="CSV column mapping ROLE=HEADER,... (roles: id, opened, resolved, "
+                    "closed, service, category, group, priority, title, problem)")
+    tr.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
+    tr.add_argument("--report", default=None, help="write the HTML report here")
+    tr.add_argument("--open-problems", dest="open_problems", nargs="?", type=int, const=TRENDS_OPEN_PROBLEMS,
+                    default=None, metavar="N", help=f"problem records for the top N candidates (default "
+                    f"{TRENDS_OPEN_PROBLEMS}); dry run unless --apply")
+    tr.add_argument("--apply", action="store_true", help="with --open-problems: really open and update the records")
+    tr.add_argument("--problem-sink", dest="problem_sink", default=None,
+                    help="sink for problem records (default: trends.problem_sink, else the --sink read, else "
+                    "ticketing.default_sink)")
+    tr.add_argument("--min-count", dest="min_count", type=int, default=None,
+                    help="incidents a cluster needs to be a candidate (default trends.min_count, 3)")
+    tr.add_argument("--threshold", type=float, default=None,
+                    help="title similarity threshold (default trends.similarity_threshold)")
     return p
 
 
@@ -112,6 +155,7 @@ _COMMANDS = {
     "tickets": "agent.commands.tickets",
     "silence": "agent.commands.silence",
     "slo": "agent.commands.slo",
+    "trends": "agent.commands.trends",
 }
 
 

@@ -32,6 +32,7 @@ from agent.config.schema import Config, ConfigErrors, load_config, parse_listen_
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, Metric, ProcessCollector, Registry
 from agent.pipeline import Pipeline
 from agent.store import Store
+from agent.trends.scheduled import TrendSchedule
 from agent.web.api import api_routes
 from agent.web.collector import StoreCollector
 from agent.web.server import ReloadOutcome, WebHooks, WebServer
@@ -86,11 +87,16 @@ class Agent:
         self.registry.register(self.health)
         for collector in self.pipeline.collectors():
             self.registry.register(collector)
+        # The scheduled incident-trend analysis (trends.enabled): its families come last.
+        self.trends = TrendSchedule(cfg.state_dir, self.clock)
+        self.registry.register(self.trends)
         self.scheduler = BackgroundScheduler(
             # Separate pools: many slow scrape targets or an unreachable ITSM tool cannot starve
             # rule evaluation, and nothing can starve the watchdog ping.
             executors={"default": ThreadPoolExecutor(max_workers=3), "sources": ThreadPoolExecutor(max_workers=8),
-                       "delivery": ThreadPoolExecutor(max_workers=2), "watchdog": ThreadPoolExecutor(max_workers=1)},
+                       "delivery": ThreadPoolExecutor(max_workers=2), "watchdog": ThreadPoolExecutor(max_workers=1),
+                       # waits on the trend analysis's own process: never holds a thread of the others
+                       "trends": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
         )
@@ -130,6 +136,20 @@ class Agent:
         if wd:
             add(systemd.watchdog_ping, "interval", seconds=wd, id="watchdog", executor="watchdog")
 
+    def _schedule_trends(self) -> None:
+        """The trend analysis every trends.interval when enabled, first when the last run
+        (persisted) is an interval old; rescheduled by a reload."""
+        if self.scheduler.get_job("trends") is not None:
+            self.scheduler.remove_job("trends")
+        t = self.cfg.trends
+        self.trends.enabled = t.enabled
+        if not t.enabled:
+            return
+        first = datetime.fromtimestamp(self.trends.due_at(float(t.interval)), UTC)
+        self.scheduler.add_job(self._timed("trends", lambda: self.trends.run(self.cfg, self.pipeline)), "interval",
+                               seconds=float(t.interval), id="trends", next_run_time=max(first, _now_dt()),
+                               executor="trends")
+
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -147,6 +167,7 @@ class Agent:
         self.pipeline.collect_once(self.collection_seconds)
         self._schedule_core()
         self._schedule_sources()
+        self._schedule_trends()
         self.scheduler.start()
         self.ready_event.set()
         systemd.ready(f"collecting {len(self.store)} series")
@@ -178,6 +199,7 @@ class Agent:
                 return self._reload_failed(f"reload failed: {e}")
             self.cfg = new
             self._schedule_sources()
+            self._schedule_trends()
             self.health.last_reload_ok = True
             self.health.last_reload_success = time.time()
             log.info("configuration reloaded from %s", new.path)
@@ -205,6 +227,7 @@ class Agent:
         systemd.stopping()
         log.info("stopping")
         self.scheduler.shutdown(wait=False)
+        self.trends.close()
         self.save_snapshot()
         self.pipeline.stop()
         if self.web:

@@ -37,7 +37,7 @@ from agent.tickets.builder import build_ticketing
 from agent.tickets.chart import render_chart
 from agent.tickets.manager import ProblemDecision as Decision
 from agent.tickets.problems import AlertLike, RuleLike
-from agent.tickets.sinks.base import Resender
+from agent.tickets.sinks.base import Resender, Ticket
 
 if TYPE_CHECKING:
     from agent.models.refit import RefitWorker
@@ -115,6 +115,8 @@ class ProblemStore(ProblemStage, Protocol):
 
 class OutboxStage(Protocol):
     """The durable queue of ticket actions: delivered in short rounds, counted on /metrics."""
+
+    def enqueue(self, sink_name: str, ticket: Ticket) -> bool: ...
 
     def deliver_due(self, now: float, budget: int) -> object: ...
 
@@ -259,6 +261,16 @@ class Pipeline:
         with self.delivery_lock:
             if self.ticketing is not None:
                 self.ticketing.outbox.deliver_due(self.clock.now(), budget=DELIVERY_BUDGET)
+
+    def enqueue(self, sink_name: str, ticket: Ticket) -> bool:
+        """Hand a ticket action made outside the rules (the scheduled trend analysis's problem
+        records) to the running outbox. False when ticketing is not running or has no such sink
+        (the caller plans it again next time)."""
+        with self.delivery_lock:  # a reload swaps the outbox under this lock
+            t = self.ticketing
+            if t is None or sink_name not in t.sinks:
+                return False
+            return t.outbox.enqueue(sink_name, ticket)
 
     def refit(self) -> None:
         """Hand due model refits to the worker process and install what it finished. The

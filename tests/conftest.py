@@ -24,3 +24,16 @@ def agent_factory(tmp_path):
     for a in started:
         if a.proc is not None:
             a.kill()
+
+
+@pytest.fixture(scope="session")
+def rt_server(tmp_path_factory):
+    """A throw-away Request Tracker 5 on 127.0.0.1 (SQLite, DedupKey custom field, auth token),
+    shared by every test of the session that needs one (sinks, trends)."""
+    from tests.rt_server import RTServer
+
+    server = RTServer(str(tmp_path_factory.mktemp("rt"))).setup()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -39,6 +39,7 @@ from agent.config.decode import (
 )
 from agent.tickets.sinks import SINK_TYPES  # the registry lives with the sinks
 from agent.tickets.suppress import compile_window, parse_matchers, parse_time  # one parser for config and command
+from agent.trends.settings import TrendsConfig, check_names  # the trends: section lives with its readers
 
 SYSTEM_COLLECTORS = ("cpu", "memory", "filesystem", "disk", "network", "load", "pressure", "time")
 
@@ -346,6 +347,7 @@ class Config:
     rule_files: list[str] = doc("Globs of rule files, relative to this file.", default_factory=list)
     ticketing: TicketingConfig = doc("Where tickets go.", default_factory=TicketingConfig)
     shard: str = doc("'i/n': this agent takes the series whose label hash mod n is i.", default="")
+    trends: TrendsConfig = doc("Incident-trend analysis (forewarn trends).", default_factory=TrendsConfig)
 
     # Set by load_config: where the file was, for resolving relative paths.
     path: str = field(default="", metadata={"internal": True}, init=False)
@@ -366,6 +368,8 @@ class Config:
             seen_queries.add(q.name)
         if self.shard and not parse_shard(self.shard):
             err("shard", f"not a valid shard {self.shard!r} (want i/n with 0 <= i < n)")
+        check_names(self.trends, {s.name for s in self.ticketing.sinks},
+                    lambda f, m: err.decoder.error(mark_of(self.trends, f), f"trends.{f}: {m}"))
 
     # Resolved views ---------------------------------------------------------------------------
 

@@ -51,18 +51,26 @@ def resolved_settings(cfg: Config, settings: object) -> object:
     )
 
 
+def build_sink(cfg: Config, name: str, *, session: requests.Session | None = None) -> Sink:
+    """The configured sink `name` (`local` exists without being listed). Raises KeyError for a
+    sink the config does not have, ValueError when its credentials cannot be read."""
+    entry = next((e for e in cfg.ticketing.sinks if e.name == name), None)
+    if entry is None:
+        if name != "local":
+            raise KeyError(name)
+        return LocalSink("local", LocalSink.Config(), state_dir=cfg.state_dir)
+    return SINK_TYPES[entry.type](name, resolved_settings(cfg, entry.settings), state_dir=cfg.state_dir,
+                                  session=session)
+
+
 def build_ticketing(cfg: Config, clock: Clock, *, session: requests.Session | None = None,
                     chart: ChartFn | None = None) -> Ticketing:
     """Sinks (the `local` one always exists), outbox, silences and problems from an
     `agent.config.schema.Config`. Raises ValueError on a bad silence or maintenance window."""
     state_dir = cfg.state_dir
     t = cfg.ticketing
-    sinks: dict[str, Sink] = {}
-    if not any(e.name == "local" for e in t.sinks):
-        sinks["local"] = LocalSink("local", LocalSink.Config(), state_dir=state_dir)
-    for e in t.sinks:
-        sinks[e.name] = SINK_TYPES[e.type](e.name, resolved_settings(cfg, e.settings), state_dir=state_dir,
-                                          session=session)
+    names = ([] if any(e.name == "local" for e in t.sinks) else ["local"]) + [e.name for e in t.sinks]
+    sinks: dict[str, Sink] = {n: build_sink(cfg, n, session=session) for n in names}
     outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending)
     suppressor = Suppressor.from_config(t, state_dir)
     pm = ProblemManager(t, state_dir, clock, cfg.external_labels(), suppressor, outbox,

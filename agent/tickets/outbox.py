@@ -52,6 +52,7 @@ import enum
 import itertools
 import json
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -546,6 +547,15 @@ class Outbox:
         with self._lock:
             return self._pending.get(sink, 0) if sink is not None else sum(self._pending.values())
 
+    def next_due_at(self) -> float | None:
+        """When the earliest pending action may next be tried (None when nothing is pending);
+        a held sink's actions count from the end of the hold."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT sink, MIN(next_attempt_at) AS t FROM actions WHERE state='pending' GROUP BY sink").fetchall()
+        due = [max(r["t"], self._sink_hold_until.get(r["sink"], 0.0)) for r in rows if r["t"] is not None]
+        return min(due) if due else None
+
     def ref_of(self, sink: str, dedup_key: str) -> str | None:
         with self._lock:
             r = self._conn.execute("SELECT ref FROM refs WHERE sink=? AND dedup_key=?", (sink, dedup_key)).fetchone()
@@ -622,6 +632,24 @@ class Outbox:
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         return list_dead_letters(self._conn, limit, self._lock)
+
+
+def read_refs(path: str, sink: str, key_prefix: str = "") -> dict[str, str]:
+    """The ticket references an outbox file recorded for `sink`, by dedup key (those starting
+    with `key_prefix`), read-only: {} when the file does not exist yet. Safe while another
+    process delivers from it."""
+    if not os.path.exists(path):
+        return {}
+    conn = connect(path, readonly=True)
+    try:
+        rows = conn.execute("SELECT dedup_key, ref FROM refs WHERE sink=? AND substr(dedup_key, 1, ?)=?",
+                            (sink, len(key_prefix), key_prefix)).fetchall()
+    except sqlite3.Error as e:  # a file from before the refs table: nothing recorded there
+        log.warning("%s: %s", path, e)
+        return {}
+    finally:
+        conn.close()
+    return {r["dedup_key"]: r["ref"] for r in rows}
 
 
 def list_actions(conn: sqlite3.Connection, states: tuple[str, ...], limit: int,

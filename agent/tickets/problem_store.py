@@ -16,6 +16,7 @@ Like the rest of tickets, this module never imports rules, models, PromQL, sourc
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -115,6 +116,27 @@ def open_problems_db(path: str) -> sqlite3.Connection:
         conn.execute(f"PRAGMA user_version = {unversioned_schema_version(conn)}")
     migrate(conn, MIGRATIONS, path)
     return conn
+
+
+def problems_started_between(path: str, since: float, until: float, *, exclude_rule: str = "",
+                             limit: int = 200000) -> list[Problem]:
+    """The problems of `path` (a problems.db) that started in [since, until), oldest first, at
+    most `limit` (the newest are kept); read-only, so safe while the daemon runs ([] when the
+    file does not exist, or predates the current schema: it is migrated by the daemon's next
+    start)."""
+    if not os.path.exists(path):
+        return []
+    conn = connect(path, readonly=True)
+    try:
+        if int(conn.execute("PRAGMA user_version").fetchone()[0]) != len(MIGRATIONS):
+            return []
+        rows = conn.execute(
+            "SELECT * FROM (SELECT * FROM problems WHERE rule != ? AND started_at >= ? AND started_at < ?"
+            " ORDER BY started_at DESC LIMIT ?) ORDER BY started_at",
+            (exclude_rule, since, until, max(0, limit))).fetchall()
+    finally:
+        conn.close()
+    return [problem_from_row(r) for r in rows]
 
 
 def problem_row(p: Problem) -> tuple[object, ...]:

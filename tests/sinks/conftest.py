@@ -6,18 +6,6 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def rt_server(tmp_path_factory):
-    """A throw-away Request Tracker 5 on 127.0.0.1 (SQLite, DedupKey custom field, auth token)."""
-    from tests.rt_server import RTServer
-
-    server = RTServer(str(tmp_path_factory.mktemp("rt"))).setup()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
 def alertmanager_server(tmp_path_factory):
     """The real prometheus-alertmanager on 127.0.0.1, cluster disabled; its notifications
     (webhook, send_resolved) are recorded by `server.notifications` (a FakeServer)."""

@@ -194,6 +194,26 @@ def list_tickets(path: str, *, status: str | None = None, dedup_key: str | None 
         conn.close()
 
 
+def tickets_started_between(path: str, since: float, until: float, *, exclude_rule: str = "",
+                            limit: int = 200000) -> list[dict[str, Any]]:
+    """Tickets whose problem started (else: that were created) in [since, until), oldest
+    first, at most `limit` (the newest are kept), without their comments; read-only ([] when
+    the store does not exist yet). For `forewarn trends --source forewarn`, which reads the
+    store as an incident history."""
+    conn = open_readonly(path)
+    if conn is None:
+        return []
+    started = "(CASE WHEN problem_started_at > 0 THEN problem_started_at ELSE created_at END)"
+    try:
+        rows = conn.execute(
+            f"SELECT * FROM (SELECT *, {started} AS started FROM tickets WHERE rule != ? AND {started} >= ?"
+            f" AND {started} < ? ORDER BY started DESC, id DESC LIMIT ?) ORDER BY started, id",
+            (exclude_rule, since, until, max(0, limit))).fetchall()
+    finally:
+        conn.close()
+    return [{k: v for k, v in _ticket_json(r).items() if k != "started"} for r in rows]
+
+
 def get_ticket(path: str, ref: str) -> dict[str, Any] | None:
     """One ticket with its comments (oldest first), or None."""
     conn = open_readonly(path)

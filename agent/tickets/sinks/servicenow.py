@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from agent.config.decode import doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import (
+    HttpClient,
     HttpSink,
     HttpSinkConfig,
     Secret,
@@ -138,6 +139,17 @@ class ServiceNowSink(HttpSink):
 
     def __repr__(self) -> str:
         return f"ServiceNowSink({self.name!r}, {self.config.url!r}, table={self.config.table!r})"
+
+    # ---- reading (forewarn trends reads the incident table through the sink's credentials) ---------
+
+    @property
+    def http(self) -> HttpClient:
+        """The instance's HTTP client (base URL, timeout, TLS, secrets scrubbed from errors)."""
+        return self._http
+
+    def request(self, method: str, path: str, what: str, **kw: Any) -> requests.Response:
+        """One exchange with the instance with the sink's credentials (basic, bearer or OAuth)."""
+        return self._request(method, path, what, **kw)
 
     # ---- authentication ------------------------------------------------------------------------
 
