@@ -1,9 +1,9 @@
 """The real Prometheus Alertmanager (Debian `prometheus-alertmanager`) for the tests.
 
 `AlertmanagerServer(workdir, webhook_url=...).start()` writes a minimal configuration (every
-alert its own group, notifications with send_resolved to `webhook_url`, or to nobody), starts `/usr/bin/prometheus-alertmanager` on 127.0.0.1 on a free port with
-its storage in `workdir` and clustering disabled, and waits for `/-/ready`. `stop()` ends the
-process it started.
+alert its own group, notifications with send_resolved to `webhook_url`, or to nobody), starts
+`/usr/bin/prometheus-alertmanager` on 127.0.0.1 on a free port with its storage in `workdir`
+and clustering disabled, and waits for `/-/ready`. `stop()` ends the process it started.
 """
 
 from __future__ import annotations

@@ -234,8 +234,8 @@ def test_reference_lists_every_config_key():
 
 
 def test_reference_lists_every_rule_file_key_and_template_name():
-    from agent.rules.file import GroupSpec, RuleSpec
     from agent.rules.detectors import AnomalyInfo, BreachInfo
+    from agent.rules.file import GroupSpec, RuleSpec
     from agent.rules.templates import BASE_VARIABLES
     from agent.rules.templates.functions import FUNCTIONS
 
