@@ -2,13 +2,16 @@
 promtool-style scripts and other readers of Prometheus's API work unchanged.
 
 Each function takes the `RuleManager` and the request's query parameters and returns
-(HTTP status, JSON-ready body); the web layer only serialises. Rule health and errors are
+(HTTP status, JSON-ready body); the web layer only serialises. Alerting rules with a detector
+also carry its spec (`forecast` or `anomaly`, durations in seconds), an addition to
+Prometheus's shape that clients ignore. Rule health and errors are
 typed in `agent.rules`; their text is made here. Imports `agent.rules` only; never the
 pipeline, the daemon or commands.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -67,11 +70,21 @@ def _rule_json(r: AlertingRule | RecordingRule, exclude_alerts: bool) -> dict[st
         "labels": dict(r.labels),
         "annotations": dict(r.annotations),
     }
+    spec = r.definition.spec
+    # Ours, beside Prometheus's fields: the detector a rule runs (durations in seconds).
+    if spec.forecast is not None:
+        out["forecast"] = {k: _spec_value(v) for k, v in dataclasses.asdict(spec.forecast).items()}
+    if spec.anomaly is not None:
+        out["anomaly"] = {k: _spec_value(v) for k, v in dataclasses.asdict(spec.anomaly).items()}
     if not exclude_alerts:
         out["alerts"] = [alert_json(a) for a in _sorted(r.active_alerts())]
     out.update({k: v for k, v in common.items() if k not in out})
     out["type"] = "alerting"
     return out
+
+
+def _spec_value(v: Any) -> Any:
+    return _number(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 def _number(v: float) -> float | int:
