@@ -96,6 +96,14 @@ def _sorted(alerts: list[Alert]) -> list[Alert]:
     return sorted(alerts, key=lambda a: a.key)
 
 
+def _first(params: Mapping[str, Any], name: str) -> str:
+    """A parameter's first value (values may be lists, as parse_qs gives them)."""
+    v = params.get(name, "")
+    if isinstance(v, (list, tuple)):
+        v = v[0] if v else ""
+    return str(v or "")
+
+
 def _param_list(params: Mapping[str, Any], name: str) -> list[str]:
     v = params.get(name + "[]", params.get(name))
     if v is None:
@@ -107,11 +115,11 @@ def rules_response(manager: RuleManager, params: Mapping[str, Any] | None = None
     """Body of `GET /api/v1/rules` (filters: `type=alert|record`, `rule_name[]`,
     `rule_group[]`, `file[]`, `exclude_alerts=true`)."""
     params = params or {}
-    typ = str(params.get("type", "") or "").lower()
+    typ = _first(params, "type").lower()
     if typ not in ("", "alert", "record"):
         return 400, {"status": "error", "errorType": "bad_data", "error": f"unsupported type {typ!r}"}
     names, groups, files = (set(_param_list(params, k)) for k in ("rule_name", "rule_group", "file"))
-    exclude = str(params.get("exclude_alerts", "")).lower() == "true"
+    exclude = _first(params, "exclude_alerts").lower() == "true"
     out = []
     for g in manager.groups:
         if (groups and g.name not in groups) or (files and g.file not in files):
