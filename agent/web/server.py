@@ -29,7 +29,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from agent.metrics import Registry
+from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric, Registry
 from agent.web.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
@@ -282,6 +282,18 @@ class WebServer:
     @property
     def open_connections(self) -> int:
         return len(self._conns)
+
+    def collect(self) -> Iterable[Metric]:
+        """The listener's own families: what hostile or overloaded clients cost it."""
+        yield GaugeMetricFamily("forewarn_http_connections_open", "Open HTTP connections.", value=len(self._conns))
+        yield GaugeMetricFamily("forewarn_http_connections_limit", "web.max_connections.",
+                                value=self.limits.max_connections)
+        yield CounterMetricFamily("forewarn_http_connections_evicted",
+                                  "Connections closed at the limit to make room (the longest waiting first).",
+                                  value=self.connections_evicted)
+        yield CounterMetricFamily("forewarn_http_requests_refused",
+                                  "Requests refused before a handler ran: bad framing, too large, too slow.",
+                                  value=self.requests_refused)
 
     # ---- connections --------------------------------------------------------------------------
 

@@ -79,6 +79,13 @@ def raw(agent: AgentProcess, data: bytes, read: bool = True, timeout: float = 10
         return out
 
 
+def http_families(agent: AgentProcess) -> dict[str, float]:
+    m = agent.metrics()
+    return {name: sum(v for _, v in m.get(name, [])) for name in
+            ("forewarn_http_connections_open", "forewarn_http_connections_evicted_total",
+             "forewarn_http_requests_refused_total")}
+
+
 def test_idle_connections_beyond_the_cap(agent):
     """Three times the connection cap held open and idle: the agent keeps answering, closing
     the connections that waited longest, and holds no more than the cap."""
@@ -100,6 +107,9 @@ def test_idle_connections_beyond_the_cap(agent):
             except ConnectionResetError:
                 closed += 1
         assert closed >= 35, f"only {closed} of 60 idle connections were closed at a cap of 20"
+        # ... and reported
+        fams = http_families(agent)
+        assert fams["forewarn_http_connections_evicted_total"] >= 35 and fams["forewarn_http_connections_open"] <= 20
     finally:
         for s in socks:
             s.close()
@@ -116,8 +126,8 @@ def test_slowloris_headers_and_bodies(agent):
         start = time.monotonic()
         try:
             with socket.create_connection(("127.0.0.1", agent.port), timeout=15) as s:
-                head = b"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" if body else b"GET / HTTP/1.1\r\n"
-                s.sendall(head)
+                post = b"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+                s.sendall(post if body else b"GET / HTTP/1.1\r\n")
                 while not stop.is_set() and time.monotonic() - start < 15:
                     s.sendall(b"a" if body else b"X-a: b\r\n")
                     time.sleep(0.3)
@@ -148,9 +158,11 @@ def test_slowloris_headers_and_bodies(agent):
 ])
 def test_bad_content_length(agent, headers, status):
     before = status_kb(agent.proc.pid, "VmHWM")
+    refused = http_families(agent)["forewarn_http_requests_refused_total"]
     reply = raw(agent, f"POST /api/v1/query HTTP/1.1\r\nHost: x\r\n{headers}\r\n\r\n".encode() + b"q" * 1000)
     assert reply.startswith(f"HTTP/1.1 {status} ".encode()), reply[:200]
     assert status_kb(agent.proc.pid, "VmHWM") - before < 20_000
+    assert http_families(agent)["forewarn_http_requests_refused_total"] == refused + 1
     healthy(agent)
 
 
