@@ -153,6 +153,7 @@ class Agent:
         self.pipeline.start()
         self.self_scrape.run()  # before /metrics is served: no family is exposed twice
         self.web = self.build_web()
+        self.registry.register(self.web)  # last: the listener exists only once started
         self.web.start()
         log.info("listening on %s", self.listen_address)
         # The first collection happens before READY=1, so a ready agent has data to show.
