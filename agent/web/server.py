@@ -478,9 +478,6 @@ class WebServer:
             if hooks.ready():
                 return _Response(200, b"Forewarn is Ready.\n", "text/plain; charset=utf-8")
             return _Response(503, b"Service Unavailable\n", "text/plain; charset=utf-8")
-        if hooks.authenticate is not None and not hooks.authenticate(req):
-            return _Response(401, b"Unauthorized\n", "text/plain; charset=utf-8",
-                             (("WWW-Authenticate", 'Basic realm="forewarn"'),))
         found = match_route(hooks.api, req.path)
         pool = self._query_pool if found is not None and isinstance(found[0], Endpoint) and found[0].query else self._pool
         loop = asyncio.get_running_loop()
@@ -493,6 +490,10 @@ class WebServer:
         hooks = self.hooks
         path = req.path
         try:
+            # Here, not on the event loop: a bcrypt check takes tens of milliseconds.
+            if hooks.authenticate is not None and not hooks.authenticate(req):
+                return _Response(401, b"Unauthorized\n", "text/plain; charset=utf-8",
+                                 (("WWW-Authenticate", 'Basic realm="forewarn"'),))
             if path == "/metrics":
                 if req.method not in ("GET", "HEAD"):
                     return _Response(405, b"Method Not Allowed\n", "text/plain; charset=utf-8", (("Allow", "GET, HEAD"),))
