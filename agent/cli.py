@@ -52,6 +52,19 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _agent_flags(p: argparse.ArgumentParser, default: str) -> None:
+    """The flags of commands that act on the running agent, accepted before and after the
+    action (`default` SUPPRESS on the action's parser, so a value given before it stands)."""
+    suppress = default == argparse.SUPPRESS
+    p.add_argument("--config", default=default, help=None if suppress else "config file: where the agent listens "
+                   "and, with --offline, its state directory (default %(default)s)")
+    p.add_argument("--url", default=argparse.SUPPRESS if suppress else None,
+                   help=None if suppress else "the agent's URL (default: from the config's web.listen_address)")
+    p.add_argument("--offline", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help=None if suppress else "act on the state directory instead of the running agent "
+                   "(when it is stopped)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="forewarn", description="Proactive monitoring agent: preventive problem tickets.")
     p.add_argument("--version", action="version", version=f"forewarn {__version__}")
@@ -62,11 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--web.listen-address", dest="listen_address", default=None, help="HOST:PORT for /metrics and the API")
     run.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
                      help="allow POST /-/reload (also web.enable_lifecycle in the config)")
+    run.add_argument("--web.enable-admin-api", dest="enable_admin_api", action="store_true",
+                     help="allow creating and expiring silences over HTTP and in the UI (also web.enable_admin_api)")
+    run.add_argument("--web.config.file", dest="web_config_file", default=None,
+                     help="TLS and basic auth, in the exporter toolkit's format (also web.config_file)")
     run.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     run.add_argument("--shard", default=None, help="i/n: take only this agent's share of series")
 
     check = sub.add_parser("check", help="validate config and rule files")
-    check.add_argument("--config", default=None, help="config file")
+    check.add_argument("--config", default=None,
+                       help=f"config file (default {DEFAULT_CONFIG} when no rule file is given)")
     check.add_argument("rule_files", nargs="*", help="rule files to check")
 
     test = sub.add_parser("test", help="run rule unit tests (promtool test rules format)")
@@ -90,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--output", required=True, help="CSV with an anomaly_score column added")
     det.add_argument("--model", default="default", help="detector name (default %(default)s)")
 
-    tk = sub.add_parser("tickets", help="read the local ticket store and the outbox")
-    tk.add_argument("--config", default=DEFAULT_CONFIG)
+    tk = sub.add_parser("tickets", help="tickets and the outbox of the running agent")
+    _agent_flags(tk, DEFAULT_CONFIG)
     tk.add_argument("action", nargs="?", default="list", choices=["list", "show", "outbox"])
     tk.add_argument("id", nargs="?")
     tk.add_argument("--json", action="store_true")
@@ -104,17 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="interval of groups that give none (default %(default)s)")
     sexp.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
 
-    si = sub.add_parser("silence", help="manage silences")
-    si.add_argument("--config", default=DEFAULT_CONFIG)
+    si = sub.add_parser("silence", help="silences of the running agent")
+    _agent_flags(si, DEFAULT_CONFIG)
     si_sub = si.add_subparsers(dest="silence_action", metavar="ACTION", parser_class=_Parser)
     add = si_sub.add_parser("add", help="add a silence")
+    _agent_flags(add, argparse.SUPPRESS)
     add.add_argument("matchers", nargs="+", help='label matchers, e.g. alertname=FilesystemWillFill host=~"db-.*"')
     add.add_argument("--duration", default="1h")
     add.add_argument("--end", default=None, help="RFC 3339 end time (instead of --duration)")
     add.add_argument("--comment", default="")
     add.add_argument("--author", default=None)
-    si_sub.add_parser("list", help="list active silences")
+    ls = si_sub.add_parser("list", help="list active and pending silences")
+    _agent_flags(ls, argparse.SUPPRESS)
+    ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     exp = si_sub.add_parser("expire", help="expire a silence")
+    _agent_flags(exp, argparse.SUPPRESS)
     exp.add_argument("silence_id")
 
     tr = sub.add_parser("trends", help="incident-trend analysis: recurring clusters, problem candidates",
@@ -169,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(["silence", "--help"])
     if args.command == "slo" and not args.slo_action:
         parser.parse_args(["slo", "--help"])
+    if args.command == "silence" and not hasattr(args, "json"):
+        args.json = False
     module = importlib.import_module(_COMMANDS[args.command])
     try:
         return int(module.command(args) or 0)

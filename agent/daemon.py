@@ -33,9 +33,12 @@ from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, Met
 from agent.pipeline import Pipeline
 from agent.store import Store
 from agent.trends.scheduled import TrendSchedule
-from agent.web.api import api_routes
-from agent.web.collector import StoreCollector
-from agent.web.server import ReloadOutcome, WebHooks, WebServer
+from agent.web.api import AgentView, api_routes
+from agent.web.collector import SelfScrape, StoreCollector, scraped_families
+from agent.web.query_api import APILimits
+from agent.web.server import ReloadOutcome, ServerLimits, WebHooks, WebServer
+from agent.web.status_api import RuntimeInfo
+from agent.web.webconfig import WebConfigFile, load_web_config
 
 log = logging.getLogger("forewarn")
 
@@ -54,9 +57,13 @@ class Agent:
     """One running agent. Everything it needs arrives in the constructor; nothing at import."""
 
     def __init__(self, cfg: Config, listen_address: str | None = None, shard: str | None = None,
-                 clock: Clock | None = None, enable_lifecycle: bool = False) -> None:
+                 clock: Clock | None = None, enable_lifecycle: bool = False, enable_admin_api: bool = False,
+                 web_config_file: str | None = None) -> None:
         self.cfg = cfg
         self.enable_lifecycle = enable_lifecycle
+        self.enable_admin_api = enable_admin_api
+        self.web_config_file = web_config_file
+        self.start_time = time.time()
         self.clock = clock or WallClock()
         self.listen_address = listen_address or cfg.web.listen_address
         if shard:
@@ -79,8 +86,10 @@ class Agent:
             ["task"], registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
         self.registry.register(ProcessCollector())
         self.pipeline = Pipeline(cfg, self.store, self.clock, self.shard)
-        self.registry.register(StoreCollector(self.store, self.pipeline.families(), self.clock.now,
-                                              self.pipeline.providers()))
+        self.store_collector = StoreCollector(self.store, self.pipeline.families(), self.clock.now,
+                                              self.pipeline.providers(),
+                                              metadata=lambda: scraped_families(self.pipeline.scrapes.metadata()))
+        self.registry.register(self.store_collector)
         self.registry.register(self.pipeline.problem_families())
         self.registry.register(BuildInfo())
         self.registry.register(self.store)
@@ -90,6 +99,10 @@ class Agent:
         # The scheduled incident-trend analysis (trends.enabled): its families come last.
         self.trends = TrendSchedule(cfg.state_dir, self.clock)
         self.registry.register(self.trends)
+        # The agent's own families in its store, for the query API (like Prometheus scraping itself).
+        self.self_scrape = SelfScrape(self.store, lambda: [c for c in self.registry.collectors()
+                                                           if c is not self.store_collector],
+                                      self.store_collector, self.clock.now)
         self.scheduler = BackgroundScheduler(
             # Separate pools: many slow scrape targets or an unreachable ITSM tool cannot starve
             # rule evaluation, and nothing can starve the watchdog ping.
@@ -128,6 +141,7 @@ class Agent:
         add = self.scheduler.add_job
         add(self._timed("snapshot", self.save_snapshot), "interval", seconds=g.snapshot_interval, id="snapshot")
         add(self._timed("expire", lambda: self.store.expire(self.clock.now())), "interval", seconds=60, id="expire")
+        add(self._timed("self", self.self_scrape.run), "interval", seconds=g.scrape_interval, id="self")
         for job in self.pipeline.periodic_jobs():
             executor = "delivery" if job.name in DELIVERY_JOBS else "default"
             add(self._timed(job.name, job.run), "interval", seconds=job.interval_seconds, id=f"core:{job.name}",
@@ -157,10 +171,9 @@ class Agent:
         if self.store.load(self.snapshot_path):
             log.info("restored %d series from %s", len(self.store), self.snapshot_path)
         self.pipeline.start()
-        host, port = parse_listen_address(self.listen_address)
-        self.web = WebServer((host, port), self.registry, WebHooks(
-            reload=self.reload, ready=self.ready_event.is_set, api=api_routes(self.pipeline),
-            lifecycle=self.enable_lifecycle or self.cfg.web.enable_lifecycle))
+        self.self_scrape.run()  # before /metrics is served: no family is exposed twice
+        self.web = self.build_web()
+        self.registry.register(self.web)  # last: the listener exists only once started
         self.web.start()
         log.info("listening on %s", self.listen_address)
         # The first collection happens before READY=1, so a ready agent has data to show.
@@ -172,6 +185,34 @@ class Agent:
         self.ready_event.set()
         systemd.ready(f"collecting {len(self.store)} series")
         log.info("ready: %d series", len(self.store))
+
+    def build_web(self) -> WebServer:
+        """The HTTP server as the config and the flags set it up (raises OSError, ValueError)."""
+        w = self.cfg.web
+        web_file: WebConfigFile | None = None
+        path = self.web_config_file if self.web_config_file is not None else self.cfg.resolve_path(w.config_file)
+        if path:
+            web_file = load_web_config(path)
+        admin = self.enable_admin_api or w.enable_admin_api
+        lifecycle = self.enable_lifecycle or w.enable_lifecycle
+        flags = {"web.enable-admin-api": str(admin).lower(), "web.enable-lifecycle": str(lifecycle).lower(),
+                 "web.listen-address": self.listen_address, "web.max-connections": str(w.max_connections),
+                 "query.timeout": f"{int(w.query_timeout)}s", "query.max-samples": str(w.query_max_samples),
+                 "query.max-concurrency": str(w.query_max_concurrency), "web.config.file": path or ""}
+        view = AgentView(runtime=self.runtime_info, own_families=lambda: (
+            m for c in self.registry.collectors() if c is not self.store_collector for m in c.collect()),
+            limits=APILimits(float(w.query_timeout), w.query_max_samples), flags=lambda: flags)
+        host, port = parse_listen_address(self.listen_address)
+        limits = ServerLimits(max_connections=w.max_connections, read_timeout=float(w.read_timeout),
+                              max_body_bytes=w.max_request_bytes, query_workers=w.query_max_concurrency)
+        return WebServer((host, port), self.registry, WebHooks(
+            reload=self.reload, ready=self.ready_event.is_set, api=api_routes(self.pipeline, view),
+            lifecycle=lifecycle, admin=admin, authenticate=web_file.authenticator() if web_file else None),
+            limits=limits, tls=web_file.tls_context() if web_file else None)
+
+    def runtime_info(self) -> RuntimeInfo:
+        return RuntimeInfo(self.start_time, self.health.last_reload_ok, self.health.last_reload_success,
+                           float(self.cfg.global_.retention), self.cfg.state_dir)
 
     def reload(self) -> ReloadOutcome:
         """Reload config and rule files; keep the last good ones on any error."""
@@ -189,7 +230,9 @@ class Agent:
                 new.global_.state_dir = self.cfg.state_dir
                 new.shard = self.cfg.shard
                 self.pipeline.check_rules(new)
+                before = self.pipeline.summary()
                 self.pipeline.apply(new)
+                changed = before.changes(self.pipeline.summary())
             except ConfigErrors as e:
                 for err in e.errors:
                     log.error("reload rejected, keeping the last good config: %s", err)
@@ -202,7 +245,7 @@ class Agent:
             self._schedule_trends()
             self.health.last_reload_ok = True
             self.health.last_reload_success = time.time()
-            log.info("configuration reloaded from %s", new.path)
+            log.info("configuration reloaded from %s: %s", new.path, changed)
             systemd.ready("reloaded")
             return ReloadOutcome(True, "config reloaded")
 
@@ -221,7 +264,8 @@ class Agent:
             log.error("snapshot to %s failed: %s", self.snapshot_path, e)
             return
         self.health.snapshot_ok_at = time.time()
-        log.debug("snapshot written in %.3fs", time.monotonic() - start)
+        log.info("snapshot of %d series written to %s in %.3fs", len(self.store), self.snapshot_path,
+                 time.monotonic() - start)
 
     def stop(self) -> None:
         systemd.stopping()

@@ -97,6 +97,11 @@ class Registry:
         with self._lock:
             self._collectors.append(collector)
 
+    def collectors(self) -> list[Collector]:
+        """The registered collectors, in registration order."""
+        with self._lock:
+            return list(self._collectors)
+
     def collect(self) -> Iterable[Metric]:
         with self._lock:
             collectors = list(self._collectors)

@@ -36,6 +36,7 @@ from agent.store import Labels, Store
 from agent.tickets.builder import build_ticketing
 from agent.tickets.chart import render_chart
 from agent.tickets.manager import ProblemDecision as Decision
+from agent.tickets.outbox import Outbox
 from agent.tickets.problems import AlertLike, RuleLike
 from agent.tickets.sinks.base import Resender, Ticket
 
@@ -136,6 +137,29 @@ class TicketingStage(Protocol):
     def sinks(self) -> Mapping[str, object]: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineSummary:
+    """The names of what runs: rules (group/name), scrape targets, query sources, sinks."""
+
+    rules: frozenset[str]
+    targets: frozenset[str]
+    queries: frozenset[str]
+    sinks: frozenset[str]
+
+    def changes(self, new: PipelineSummary) -> str:
+        """What differs, as a log line reads it: `rules 4 -> 5 (+capacity/DiskFull), ...`."""
+        parts = []
+        for what in ("rules", "targets", "queries", "sinks"):
+            a, b = getattr(self, what), getattr(new, what)
+            if a == b:
+                continue
+            added, removed = sorted(b - a), sorted(a - b)
+            detail = ", ".join([f"+{x}" for x in added[:5]] + [f"-{x}" for x in removed[:5]])
+            more = len(added) + len(removed) - min(len(added), 5) - min(len(removed), 5)
+            parts.append(f"{what} {len(a)} -> {len(b)} ({detail}{f', {more} more' if more else ''})")
+        return "; ".join(parts) or "no rule, target, query source or sink changed"
 
 
 @dataclass(frozen=True)
@@ -363,6 +387,9 @@ class Pipeline:
                     new_ticketing.close()
                 raise
             if self.ticketing is not None:
+                old_outbox, new_outbox = self.ticketing.outbox, new_ticketing.outbox if new_ticketing else None
+                if isinstance(old_outbox, Outbox) and isinstance(new_outbox, Outbox):
+                    new_outbox.adopt_counters(old_outbox)  # counters never reset on a reload
                 self.ticketing.close()
                 self.ticketing = new_ticketing
             self.system = system
@@ -372,6 +399,14 @@ class Pipeline:
             self.cfg = cfg
             if self.ticketing is not None:  # problems of rules that are gone are cleared
                 self.ticketing.problems.retire_rules(new_rules.alerting_rules(), self.clock.now())
+
+    def summary(self) -> PipelineSummary:
+        """What a reload can change, for its log line."""
+        sinks = tuple(sorted(self.ticketing.sinks)) if self.ticketing is not None else ()
+        return PipelineSummary(
+            rules=frozenset(f"{g.name}/{r.name}" for g in self.rules.groups for r in g.rules),
+            targets=frozenset(t.key for t in self.scrapes.targets()),
+            queries=frozenset(q.name for q in self.queries), sinks=frozenset(sinks))
 
     # ---- exposition ---------------------------------------------------------------------------
 

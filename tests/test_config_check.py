@@ -96,7 +96,8 @@ CASES = {
     "global timeout longer than interval": ("""\
         global:
           scrape_interval: 5s
-        """, 2, 3, "scrape_timeout: must not be longer than scrape_interval"),
+          scrape_timeout: 10s
+        """, 3, 19, "scrape_timeout: must not be longer than scrape_interval"),
     "unknown sink type": ("""\
         ticketing:
           sinks:
@@ -128,7 +129,9 @@ def test_check_command_exit_codes_and_stderr(tmp_path):
     r = run_check("--config", path)
     assert r.returncode == 1
     assert f"{path}:2:14: global.retention: not a valid duration" in r.stderr
-    assert run_check().returncode == 2  # nothing to check is a usage error
+    # nothing named: the config `run` reads by default, as `run` would
+    r = run_check()
+    assert r.returncode == 0 and r.stdout.startswith("SUCCESS: config/forewarn.yml valid: 1 rule file, ")
     assert run_check("--config", str(tmp_path / "absent.yml")).returncode == 1
 
 
@@ -215,3 +218,11 @@ def test_non_utf8_files_are_a_located_error(tmp_path):
     rules.write_bytes(b"groups: []\n# \xff\n")
     r = run_check(str(rules))
     assert r.returncode == 1 and f"{rules}:2:3: not valid UTF-8" in r.stderr
+
+
+def test_default_scrape_timeout_is_clamped_to_a_shorter_interval(tmp_path):
+    """Prometheus: a scrape_timeout left out is 10s, or the interval when that is shorter."""
+    cfg = load_config(write(tmp_path, "global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: a\n"
+                                      "    scrape_interval: 2s\n    static_configs: [{targets: ['h:1']}]\n"))
+    assert cfg.global_.scrape_timeout == 5
+    assert cfg.scrape_timeout(cfg.scrape_configs[0]) == 2

@@ -52,35 +52,38 @@ def tk(action: str, seq: int, key: str) -> Ticket:
 
 
 def test_missing_config_is_an_error_not_defaults(tmp_path, capsys):
+    rc, out, err = run(capsys, "tickets", "--offline", "list", "--config", str(tmp_path / "nope.yml"))
+    assert rc == 1 and "nope.yml: cannot read file" in err
+    # Without --offline the config only says where the agent listens; --url would do instead.
     rc, out, err = run(capsys, "tickets", "list", "--config", str(tmp_path / "nope.yml"))
-    assert rc == 1 and "nope.yml:0:0: cannot read file" in err
-    rc, out, err = run(capsys, "silence", "--config", str(tmp_path / "nope.yml"), "list")
+    assert rc == 1 and "nope.yml: cannot read file" in err and "--url" in err
+    rc, out, err = run(capsys, "silence", "--offline", "--config", str(tmp_path / "nope.yml"), "list")
     assert rc == 1 and "cannot read file" in err
 
 
 def test_tickets_list_show_json(cfg_path, tmp_path, capsys):
-    rc, out, err = run(capsys, "tickets", "list", "--config", cfg_path)
+    rc, out, err = run(capsys, "tickets", "--offline", "list", "--config", cfg_path)
     assert rc == 0 and "no tickets" in out
     sink = LocalSink("local", LocalSink.Config(), state_dir=str(tmp_path / "state"))
     ref = sink.open(tk("open", 1, "abc"))
     sink.update(ref, tk("update", 2, "abc"))
-    rc, out, err = run(capsys, "tickets", "--config", cfg_path)  # list is the default
+    rc, out, err = run(capsys, "tickets", "--offline", "--config", cfg_path)  # list is the default
     assert rc == 0 and out.splitlines()[0].split() == ["ID", "STATUS", "CREATED", "UPDATED", "SEVERITY", "TITLE"]
     assert out.splitlines()[1].split()[:2] == [ref, "open"] and "[Forewarn] problem abc" in out
-    rc, out, err = run(capsys, "tickets", "list", "--json", "--config", cfg_path)
+    rc, out, err = run(capsys, "tickets", "--offline", "list", "--json", "--config", cfg_path)
     assert [t["dedup_key"] for t in json.loads(out)["tickets"]] == ["abc"]
-    rc, out, err = run(capsys, "tickets", "show", ref, "--config", cfg_path)
+    rc, out, err = run(capsys, "tickets", "--offline", "show", ref, "--config", cfg_path)
     assert rc == 0 and "Dedup key: abc" in out and "update body 2" in out and "open (#1)" in out
-    rc, out, err = run(capsys, "tickets", "show", ref, "--json", "--config", cfg_path)
+    rc, out, err = run(capsys, "tickets", "--offline", "show", ref, "--json", "--config", cfg_path)
     assert [c["sequence"] for c in json.loads(out)["comments"]] == [1, 2]
-    rc, out, err = run(capsys, "tickets", "show", "77", "--config", cfg_path)
+    rc, out, err = run(capsys, "tickets", "--offline", "show", "77", "--config", cfg_path)
     assert rc == 1 and "no ticket 77" in err
-    rc, out, err = run(capsys, "tickets", "show", "--config", cfg_path)
+    rc, out, err = run(capsys, "tickets", "--offline", "show", "--config", cfg_path)
     assert rc == 2
 
 
 def test_tickets_outbox(cfg_path, tmp_path, capsys):
-    rc, out, err = run(capsys, "tickets", "outbox", "--config", cfg_path)
+    rc, out, err = run(capsys, "tickets", "--offline", "outbox", "--config", cfg_path)
     assert rc == 0 and "0 pending, 0 dead letters" in out
 
     class Refusing:
@@ -94,22 +97,22 @@ def test_tickets_outbox(cfg_path, tmp_path, capsys):
     ob.enqueue("itsm", tk("open", 1, "dead1"))
     ob.deliver_due()
     ob.enqueue("itsm", tk("open", 1, "waiting"))
-    rc, out, err = run(capsys, "tickets", "outbox", "--config", cfg_path)
+    rc, out, err = run(capsys, "tickets", "--offline", "outbox", "--config", cfg_path)
     assert rc == 0 and "1 pending, 1 dead letters" in out
     assert "waiting" in out and "field 'cmdb_ci' is invalid" in out
-    rc, out, err = run(capsys, "tickets", "outbox", "--json", "--config", cfg_path)
+    rc, out, err = run(capsys, "tickets", "--offline", "outbox", "--json", "--config", cfg_path)
     data = json.loads(out)
     assert [r["dedup_key"] for r in data["pending"]] == ["waiting"]
     assert [r["dedup_key"] for r in data["dead_letters"]] == ["dead1"]
 
 
 def test_silence_add_list_expire_and_the_daemon_sees_it(cfg_path, tmp_path, capsys):
-    rc, out, err = run(capsys, "silence", "--config", cfg_path, "add", "alertname=FilesystemWillFill",
+    rc, out, err = run(capsys, "silence", "--offline", "--config", cfg_path, "add", "alertname=FilesystemWillFill",
                        'host=~"db-.*"', "--duration", "2h", "--comment", "disk swap", "--author", "ana")
     assert rc == 0, err
     sid = out.strip()
     assert len(sid) == 36 and "until" in err
-    rc, out, err = run(capsys, "silence", "--config", cfg_path, "list")
+    rc, out, err = run(capsys, "silence", "--offline", "--config", cfg_path, "list")
     assert rc == 0 and sid in out and "by ana" in out and "disk swap" in out
     assert 'host=~"db-.*"' in out and "config-0" in out and "from config" in out
     # the problem manager (a separate store object, like the daemon) honours it without a reload
@@ -121,32 +124,32 @@ def test_silence_add_list_expire_and_the_daemon_sees_it(cfg_path, tmp_path, caps
               active_at=0.0, value=1.0)
     (d,) = pm.process(rule, [a], time.time())
     assert d.reason == Reason.SILENCED and sid in d.detail
-    rc, out, err = run(capsys, "silence", "--config", cfg_path, "expire", sid[:8])
+    rc, out, err = run(capsys, "silence", "--offline", "--config", cfg_path, "expire", sid[:8])
     assert rc == 0 and f"expired {sid}" in out
-    rc, out, err = run(capsys, "silence", "--config", cfg_path, "list")
+    rc, out, err = run(capsys, "silence", "--offline", "--config", cfg_path, "list")
     assert sid not in out
     (d,) = pm.process(rule, [a], time.time() + 1)
     assert d.reason == Reason.FIRST
-    rc, out, err = run(capsys, "silence", "--config", cfg_path, "expire", "nope")
+    rc, out, err = run(capsys, "silence", "--offline", "--config", cfg_path, "expire", "nope")
     assert rc == 1 and "no silence with id" in err
-    rc, out, err = run(capsys, "silence", "--config", cfg_path, "expire", "config-0")
+    rc, out, err = run(capsys, "silence", "--offline", "--config", cfg_path, "expire", "config-0")
     assert rc == 1 and "config file" in err
 
 
 def test_silence_add_errors(cfg_path, capsys):
-    rc, out, err = run(capsys, "silence", "--config", cfg_path, "add", "host~db")
+    rc, out, err = run(capsys, "silence", "--offline", "--config", cfg_path, "add", "host~db")
     assert rc == 2 and "not a valid matcher" in err
-    rc, out, err = run(capsys, "silence", "--config", cfg_path, "add", "host=db", "--duration", "soon")
+    rc, out, err = run(capsys, "silence", "--offline", "--config", cfg_path, "add", "host=db", "--duration", "soon")
     assert rc == 2 and "not a valid duration" in err
-    rc, out, err = run(capsys, "silence", "--config", cfg_path, "add", "host=db", "--end", "2001-01-01T00:00:00Z")
+    rc, out, err = run(capsys, "silence", "--offline", "--config", cfg_path, "add", "host=db", "--end", "2001-01-01T00:00:00Z")
     assert rc == 2 and "past" in err
-    rc, out, err = run(capsys, "silence", "--config", cfg_path, "add", "host=db", "--end", "2999-01-01T00:00:00Z")
+    rc, out, err = run(capsys, "silence", "--offline", "--config", cfg_path, "add", "host=db", "--end", "2999-01-01T00:00:00Z")
     assert rc == 0
 
 
 def test_entry_point_subprocess(cfg_path):
     """`python -m agent tickets` as a user runs it (exit codes through the real entry point)."""
-    p = subprocess.run([sys.executable, "-m", "agent", "tickets", "list", "--config", cfg_path],
+    p = subprocess.run([sys.executable, "-m", "agent", "tickets", "list", "--offline", "--config", cfg_path],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "no tickets" in p.stdout
 

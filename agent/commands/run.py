@@ -69,7 +69,8 @@ def command(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"forewarn: error: --web.listen-address: {e}", file=sys.stderr)
             return 2
-    agent = Agent(cfg, args.listen_address, args.shard, enable_lifecycle=args.enable_lifecycle)
+    agent = Agent(cfg, args.listen_address, args.shard, enable_lifecycle=args.enable_lifecycle,
+                  enable_admin_api=args.enable_admin_api, web_config_file=args.web_config_file)
     signals: list[int] = []
     wake = threading.Event()
 
@@ -81,7 +82,7 @@ def command(args: argparse.Namespace) -> int:
         signal.signal(handled, on_signal)
     try:
         agent.start()
-    except OSError as e:
+    except (OSError, ValueError) as e:  # the port, the state directory, the web config file
         log.error("cannot start: %s", e)
         return 1
     while True:

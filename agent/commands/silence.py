@@ -1,12 +1,15 @@
-"""`forewarn silence add|list|expire`: silences persisted in `state_dir` (found via `--config`).
+"""`forewarn silence add|list|expire`: the running agent's silences, through its silence API
+(`/api/v1/silences`, Alertmanager v2's shapes) at `--url`, by default where the config says it
+listens. With `--offline`, the silences file in the config's `state_dir` instead (for an agent
+that is stopped; a running one re-reads the file at its next evaluation).
 
     forewarn silence add alertname=FilesystemWillFill 'host=~"db-.*"' --duration 2h --comment "disk swap"
     forewarn silence list
     forewarn silence expire 3f2c...   (an id or a unique prefix)
 
-The running daemon picks changes up at its next evaluation; no reload is needed.
-Exit 0 on success, 1 on an invalid config or unknown id, 2 on bad matchers or times.
-A command: it may import anything, and nothing but the CLI imports it.
+`--config`, `--url` and `--offline` go before or after the action. Exit 0 on success, 1 on an
+invalid config, an unknown id or an agent that refuses or does not answer, 2 on bad matchers
+or times. A command: it may import anything, and nothing but the CLI imports it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import time
 from typing import Any
 
 from agent.clock import parse_time, rfc3339
-from agent.commands.tickets import load_config_for_command
+from agent.commands.remote import RemoteError, call, fail
+from agent.commands.tickets import agent_base, load_config_for_command
 from agent.config.decode import parse_duration
-from agent.tickets.suppress import Silence, SilenceStore, parse_matcher_list, silences_from_config
+from agent.tickets.suppress import Matcher, Silence, SilenceStore, parse_matcher_list, silences_from_config
 
 
 def _author(explicit: str | None) -> str:
@@ -80,7 +84,70 @@ def _expire(store: SilenceStore, silence_id: str, now: float) -> int:
     return 0
 
 
+def _matcher_json(m: Matcher) -> dict[str, Any]:
+    return {"name": m.name, "value": m.value, "isRegex": m.op in ("=~", "!~"), "isEqual": m.op in ("=", "=~")}
+
+
+def _matcher_text(m: dict[str, Any]) -> str:
+    op = ("=~" if m.get("isEqual", True) else "!~") if m.get("isRegex") else ("=" if m.get("isEqual", True) else "!=")
+    return f"{m['name']}{op}{json.dumps(m['value'])}"
+
+
+def _remote(base: str, args: Any) -> int:
+    now = time.time()
+    action = args.silence_action
+    try:
+        if action == "add":
+            try:
+                matchers = parse_matcher_list(args.matchers)
+                ends_at = parse_time(args.end) if args.end else now + parse_duration(args.duration)
+                if ends_at <= now:
+                    raise ValueError("the silence would end in the past")
+            except ValueError as e:
+                print(f"forewarn silence add: {e}", file=sys.stderr)
+                return 2
+            out = call(base, "POST", "/api/v1/silences", body={
+                "matchers": [_matcher_json(m) for m in matchers], "startsAt": rfc3339(now), "endsAt": rfc3339(ends_at),
+                "createdBy": _author(args.author), "comment": args.comment})
+            print(out["silenceID"])
+            print(f"silenced {', '.join(map(str, matchers))} until {rfc3339(ends_at, 'seconds')} on {base}", file=sys.stderr)
+            return 0
+        sils = call(base, "GET", "/api/v1/silences")
+        if action == "expire":
+            hits = [s for s in sils if s["id"] == args.silence_id] or [s for s in sils if s["id"].startswith(args.silence_id)]
+            if len(hits) != 1:
+                print(f"forewarn silence expire: no silence with id {args.silence_id!r} (or the prefix is ambiguous)",
+                      file=sys.stderr)
+                return 1
+            if hits[0].get("source") == "config":
+                print(f"forewarn silence expire: {hits[0]['id']} comes from the config file; remove it there",
+                      file=sys.stderr)
+                return 1
+            call(base, "DELETE", f"/api/v1/silence/{hits[0]['id']}")
+            print(f"expired {hits[0]['id']}")
+            return 0
+    except RemoteError as e:
+        return fail("silence", e)
+    live = [s for s in sils if s["status"]["state"] != "expired"]
+    if args.json:
+        print(json.dumps(live, indent=1))
+        return 0
+    if not live:
+        print("no active silences")
+        return 0
+    for s in live:
+        until = s["endsAt"] or "never"
+        print(f"{s['id']}  {s['status']['state']}  until {until}  by {s['createdBy'] or '-'}  [{s.get('source', 'store')}]")
+        print(f"    matchers: {', '.join(_matcher_text(m) for m in s['matchers'])}")
+        if s["comment"]:
+            print(f"    comment:  {s['comment']}")
+    return 0
+
+
 def command(args: Any) -> int:
+    if not args.offline:
+        base = agent_base(args)
+        return 1 if base is None else _remote(base, args)
     cfg = load_config_for_command(args.config)
     if cfg is None:
         return 1

@@ -1,9 +1,9 @@
-"""`forewarn tickets [list|show ID|outbox] [--json]`: the local ticket store and the outbox.
-
-Reads the files in `state_dir` (found through `--config`) read-only, so it is safe while the
-daemon runs. Exit 0 on success, 1 when the config is invalid or a ticket does not exist,
-2 on usage errors. A command: nothing imports it but the CLI (and `forewarn silence`, for
-`load_config_for_command`).
+"""`forewarn tickets [list|show ID|outbox] [--json]`: the local ticket store and the outbox of
+the running agent, through its API (`/api/v1/tickets`, `/api/v1/outbox`) at `--url`, by
+default where the config says it listens. With `--offline`, the files in the config's
+`state_dir`, read-only. Exit 0 on success, 1 when the config is invalid, a ticket does not
+exist or the agent does not answer, 2 on usage errors. A command: nothing imports it but the
+CLI (and `forewarn silence`, for `load_config_for_command` and `agent_base`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from agent.clock import human_time
+from agent.commands.remote import RemoteError, agent_url, call, fail
 from agent.config.schema import Config, ConfigErrors, load_config
 from agent.persistence import connect
 from agent.tickets.outbox import OUTBOX_FILE, list_actions, list_dead_letters
@@ -32,6 +33,17 @@ def load_config_for_command(path: str) -> Config | None:
         return None
 
 
+def agent_base(args: Any) -> str | None:
+    """The running agent's URL: `--url`, else from the config (None after printing why not)."""
+    if args.url:
+        return str(args.url)
+    cfg = load_config_for_command(args.config)
+    if cfg is None:
+        print("  (give the agent's address with --url, or the config it runs with with --config)", file=sys.stderr)
+        return None
+    return agent_url(cfg)
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
@@ -39,8 +51,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _list(path: str, as_json: bool) -> int:
-    tickets = list_tickets(path, limit=1000)
+def _list(path: str, as_json: bool, tickets: list[dict[str, Any]] | None = None) -> int:
+    tickets = list_tickets(path, limit=1000) if tickets is None else tickets
     if as_json:
         print(json.dumps({"tickets": tickets}, indent=1, sort_keys=True))
         return 0
@@ -53,11 +65,11 @@ def _list(path: str, as_json: bool) -> int:
     return 0
 
 
-def _show(path: str, ref: str | None, as_json: bool) -> int:
+def _show(path: str, ref: str | None, as_json: bool, fetch: Any = None) -> int:
     if not ref:
         print("forewarn tickets show: give a ticket ID (see `forewarn tickets list`)", file=sys.stderr)
         return 2
-    t = get_ticket(path, ref)
+    t = get_ticket(path, ref) if fetch is None else fetch(ref)
     if t is None:
         print(f"{path}: no ticket {ref}", file=sys.stderr)
         return 1
@@ -76,9 +88,11 @@ def _show(path: str, ref: str | None, as_json: bool) -> int:
     return 0
 
 
-def _outbox(cfg: Config, as_json: bool) -> int:
-    path = os.path.join(cfg.state_dir, OUTBOX_FILE)
-    if not os.path.exists(path):
+def _outbox(cfg: Config | None, as_json: bool, remote: dict[str, Any] | None = None) -> int:
+    path = os.path.join(cfg.state_dir, OUTBOX_FILE) if cfg is not None else "of the agent"
+    if remote is not None:
+        pending, dead, done = remote["pending"], remote["dead_letters"], remote["recent"]
+    elif not os.path.exists(path):
         pending, dead, done = [], [], []
     else:
         conn = connect(path, readonly=True)
@@ -109,7 +123,29 @@ def _outbox(cfg: Config, as_json: bool) -> int:
     return 0
 
 
+def _remote(base: str, args: Any) -> int:
+    try:
+        if args.action == "outbox":
+            return _outbox(None, args.json, call(base, "GET", "/api/v1/outbox"))
+        if args.action == "show":
+            def fetch(ref: str) -> dict[str, Any] | None:
+                try:
+                    found = call(base, "GET", "/api/v1/tickets", {"id": ref})["tickets"]
+                except RemoteError as e:
+                    if "no ticket" in str(e):
+                        return None
+                    raise
+                return found[0] if found else None
+            return _show(base, args.id, args.json, fetch)
+        return _list(base, args.json, call(base, "GET", "/api/v1/tickets", {"limit": "1000"})["tickets"])
+    except RemoteError as e:
+        return fail("tickets", e)
+
+
 def command(args: Any) -> int:
+    if not args.offline:
+        base = agent_base(args)
+        return 1 if base is None else _remote(base, args)
     cfg = load_config_for_command(args.config)
     if cfg is None:
         return 1

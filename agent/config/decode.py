@@ -30,6 +30,8 @@ class ConfigError(Exception):
     message: str
 
     def __str__(self) -> str:
+        if self.line <= 0:  # the file as a whole (missing, unreadable): no position to invent
+            return f"{self.path}: {self.message}"
         return f"{self.path}:{self.line}:{self.column}: {self.message}"
 
 

@@ -368,14 +368,14 @@ def config_sections(config_cls: Any | None = None, sink_types: Mapping[str, Any]
 CONFIG_NOTES = {
     ("", "shard"): "`forewarn run --shard i/n` overrides it. A sharded agent does not set `host` in its "
                    "external labels, so a problem's dedup key does not depend on which agent holds the series.",
-    ("global", "scrape_timeout"): "It must not be longer than `scrape_interval`: when `scrape_interval` is "
-                                  "below 10s, set `scrape_timeout` too.",
+    ("global", "scrape_timeout"): "Left out, it is 10s or `scrape_interval` if that is shorter, as in "
+                                  "Prometheus; written, it must not be longer than `scrape_interval`.",
     ("global", "raw_retention"): "Range selectors (`rate(x[5m])`) and the query API see only this much "
                                  "history (at most 100000 samples per series), so a rule using `[2h]` needs "
                                  "at least `2h` here.",
     ("global", "state_dir"): "A relative path is relative to the config file. `forewarn tickets` and "
-                             "`forewarn silence` find the directory the same way, so run them with the "
-                             "same config, working directory and environment as the daemon.",
+                             "`forewarn silence` talk to the running agent over its API; only with "
+                             "`--offline` do they open this directory themselves.",
 }
 
 

@@ -103,7 +103,10 @@ class GlobalConfig:
             if getattr(self, name) <= 0:
                 err(name, "must be greater than zero")
         if self.scrape_timeout > self.scrape_interval:
-            err("scrape_timeout", "must not be longer than scrape_interval")
+            if "scrape_timeout" in getattr(self, "_marks", {}):
+                err("scrape_timeout", "must not be longer than scrape_interval")
+            else:  # the default 10s and a shorter interval: Prometheus takes the interval
+                self.scrape_timeout = Duration(self.scrape_interval)
         if self.raw_retention > self.retention:
             err("raw_retention", "must not be longer than retention")
         if self.downsample_interval < 60:
@@ -121,6 +124,22 @@ class WebConfig:
     external_url: str = doc("URL under which the agent is reachable, used in ticket links.", default="")
     enable_lifecycle: bool = doc("Allow POST /-/reload (like Prometheus's --web.enable-lifecycle); "
                                  "SIGHUP always works.", default=False)
+    enable_admin_api: bool = doc("Allow the state-changing API: creating and expiring silences, in the API "
+                                 "and the web UI (like Prometheus's --web.enable-admin-api).", default=False)
+    max_connections: int = doc("Most simultaneous HTTP connections; at the limit the one idle longest is "
+                               "closed (Prometheus's --web.max-connections).", default=512)
+    read_timeout: Duration = doc("Time to receive a request's headers, then its body; also how long an idle "
+                                 "keep-alive connection stays open.", default=Duration(30))
+    max_request_bytes: int = doc("Largest request body accepted (413 beyond), with or without Content-Length.",
+                                 default=1 << 20)
+    query_timeout: Duration = doc("Longest a query of the HTTP API may run; the `timeout` parameter may only "
+                                  "lower it (Prometheus's --query.timeout).", default=Duration(120))
+    query_max_samples: int = doc("Most samples one query of the HTTP API may read or return "
+                                 "(Prometheus's --query.max-samples, 50000000 there).", default=5_000_000)
+    query_max_concurrency: int = doc("Queries of the HTTP API evaluated at once; more wait their turn "
+                                     "(Prometheus's --query.max-concurrency, 20 there).", default=4)
+    config_file: str = doc("TLS and basic-auth settings in the exporter toolkit's web config format "
+                           "(--web.config.file of Prometheus and its exporters).", default="")
 
     def validate(self, err: FieldErrors) -> None:
         try:
@@ -129,6 +148,14 @@ class WebConfig:
             err("listen_address", str(e))
         if self.external_url and (msg := check_url(self.external_url)):
             err("external_url", msg)
+        for name in ("max_connections", "max_request_bytes", "query_max_concurrency"):
+            if getattr(self, name) <= 0:
+                err(name, "must be greater than zero")
+        for name in ("read_timeout", "query_timeout"):
+            if getattr(self, name) <= 0:
+                err(name, "must be greater than zero")
+        if self.query_max_samples < 0:
+            err("query_max_samples", "must not be negative (0: no limit)")
 
 
 @dataclass

@@ -6,8 +6,11 @@ store and nothing after it: it never imports sources, rules, models, tickets, we
     mat = engine.range("up", start, end, 15)
 """
 
-from .engine import Engine
+from .engine import Engine, QueryLimits, SampleLimitError
 from .parse import (
+    MAX_NESTING,
+    MAX_OPERATORS,
+    MAX_QUERY_LENGTH,
     SUPPORTED_AGGREGATIONS,
     SUPPORTED_FUNCTIONS,
     EvaluationError,
@@ -20,7 +23,7 @@ from .parse import (
 from .values import Matrix, Sample, Scalar, Series, String, Value, Vector
 
 __all__ = [
-    "Engine", "EvaluationError", "Expr", "Matrix", "PromQLError", "Sample", "Scalar", "Series",
-    "String", "SUPPORTED_AGGREGATIONS", "SUPPORTED_FUNCTIONS", "Value", "Vector",
-    "check_supported", "parse", "parse_supported",
+    "Engine", "EvaluationError", "Expr", "Matrix", "PromQLError", "QueryLimits", "Sample",
+    "SampleLimitError", "Scalar", "Series", "String", "SUPPORTED_AGGREGATIONS", "SUPPORTED_FUNCTIONS", "Value", "Vector",
+    "check_supported", "parse", "parse_supported", "MAX_NESTING", "MAX_OPERATORS", "MAX_QUERY_LENGTH",
 ]

@@ -47,6 +47,33 @@ class Query:
     start: float
     end: float
     subquery_points: dict[tuple[int, float], Value] = field(default_factory=dict)
+    limits: QueryLimits | None = None
+    samples: int = 0  # samples this query holds: the current step's selections and the output so far
+
+    def account(self, n: int) -> None:
+        """Count `n` more samples read or produced; raise once the query is over its limits
+        (checked at every selector, so an instant query stops too, not only between steps)."""
+        lim = self.limits
+        if lim is None:
+            return
+        self.samples += n
+        if lim.max_samples and self.samples > lim.max_samples:
+            raise SampleLimitError("query processing would load too many samples into memory in query execution")
+        if lim.deadline is not None and time.monotonic() > lim.deadline:
+            raise TimeoutError("query timed out in expression evaluation")
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Prometheus's `--query.max-samples` (0: none) and the query's deadline (a
+    `time.monotonic()` value; None: none)."""
+
+    max_samples: int = 0
+    deadline: float | None = None
+
+
+class SampleLimitError(EvaluationError):
+    """The query read or produced more samples than `QueryLimits.max_samples`."""
 
 
 class Engine:
@@ -74,45 +101,50 @@ class Engine:
             raise PromQLError("; ".join(problems))
         return expr
 
-    def instant(self, expr: ExprLike, t: float) -> Value:
+    def instant(self, expr: ExprLike, t: float, limits: QueryLimits | None = None) -> Value:
         """Evaluate at time `t` (seconds): a Vector, Scalar, String, or a Matrix for a bare
-        range selector or subquery."""
+        range selector or subquery. With `limits`, raises SampleLimitError or TimeoutError."""
         e = self.prepare(expr)
         t = float(t)
-        q = Query(t, t)
+        q = Query(t, t, limits=limits)
         inner = _unwrap(e)
         if isinstance(inner, (pp.MatrixSelector, pp.SubqueryExpr)):
             return self._matrix(self._range_arg(inner, t, q))
         return self._eval(e, t, q)
 
     def range(self, expr: ExprLike, start: float, end: float, step: float,
-              deadline: float | None = None) -> Matrix:
+              deadline: float | None = None, limits: QueryLimits | None = None) -> Matrix:
         """Evaluate at start, start+step, ... <= end; series sorted by labels. Raises
-        TimeoutError once `time.monotonic()` passes `deadline` (checked between steps)."""
+        TimeoutError once `time.monotonic()` passes `deadline` (checked between steps) or the
+        deadline of `limits`, SampleLimitError past its sample limit (the output points count)."""
         e = self.prepare(expr)
         kind = _static_type(e)
         if kind not in ("vector", "scalar"):
             raise PromQLError(f'invalid expression type "{_type_name(kind)}" for range query, must be Scalar or instant Vector')
         if step <= 0:
             raise PromQLError("zero or negative query resolution step widths are not accepted. Try a positive integer")
-        q = Query(float(start), float(end))
+        q = Query(float(start), float(end), limits=limits)
         points: dict[Labels, tuple[list[float], list[float]]] = {}
+        produced = 0
         n = int(math.floor((end - start) / step + 1e-9)) + 1 if end >= start else 0
         for i in range(n):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("query timed out in expression evaluation")
             t = start + i * step
+            q.samples = produced  # the previous step's selections are released
             r = self._eval(e, t, q)
             if isinstance(r, Scalar):
                 ts, vs = points.setdefault((), ([], []))
                 ts.append(t)
                 vs.append(r.value)
+                produced += 1
             else:
                 assert isinstance(r, Vector)
                 for lab, v in zip(r.labels, r.values.tolist()):
                     ts, vs = points.setdefault(lab, ([], []))
                     ts.append(t)
                     vs.append(v)
+                produced += len(r.labels)
         return Matrix([Series(lab, np.array(points[lab][0]), np.array(points[lab][1])) for lab in sorted(points)])
 
     # ---- dispatch -----------------------------------------------------------------------------
@@ -166,6 +198,7 @@ class Engine:
         sel = self._selections.get(vs)
         ref = _at_time(vs, t, q) - _seconds(vs.offset)
         pos, times, values = instant_samples(self.store, sel.ids, ref, self.lookback_delta)
+        q.account(int(pos.size))
         every = pos.size == len(sel.labels)
         labels = sel.labels if every else [sel.labels[i] for i in pos]
         return Vector(labels, values, times, match_ids=sel.nameless_ids if every else sel.nameless_ids[pos],
@@ -180,6 +213,7 @@ class Engine:
             end = _at_time(vs, t, q) - _seconds(vs.offset)
             rng = _seconds(e.range)
             w = range_windows(self.store, sel.ids, end - rng, end)
+            q.account(int(w.offsets[-1]))
             return RangeVector(sel.labels, sel.nameless, w, end - rng, end, rng, sel.nameless_ids, sel.epoch)
         if isinstance(e, pp.SubqueryExpr):
             end = _at_time(e, t, q) - _seconds(e.offset)
@@ -191,6 +225,7 @@ class Engine:
             # query's evaluations overlap, and the per-step path below computes each only once.
             fast = self._stepwise(inner, times, end - rng, end, rng) if q.start == q.end else None
             if fast is not None:
+                q.account(int(fast.windows.offsets[-1]))
                 return fast
             key = id(inner)
 
@@ -201,6 +236,7 @@ class Engine:
                 return hit
 
             labels, w = subquery.evaluate(at, times)
+            q.account(int(w.offsets[-1]))
             return RangeVector(labels, [drop_name(lab) for lab in labels], w, end - rng, end, rng)
         raise EvaluationError("expected a range vector argument")
 

@@ -69,10 +69,84 @@ _PROMETHEUS_WORDING = (
 )
 
 
+# Bounds checked before the native parser sees the text, and on the tree it returns. The
+# native parser (a Rust LR parser) overflows its stack and kills the process on about 10,000
+# nested parentheses or 5,000 chained operators; the evaluator and `check_supported` recurse in
+# Python, one to three frames per level. Prometheus's own parser has no nesting limit (Go stacks
+# grow to 1 GB) and bounds a query only by its HTTP request; these limits are ours, far above
+# any real query (Grafana's and the rule files' deepest expressions nest about ten levels).
+MAX_QUERY_LENGTH = 128 * 1024  # characters
+MAX_NESTING = 128  # levels of (), [], {} and of the parsed tree (operators, calls, aggregations)
+MAX_OPERATORS = 1000  # binary and unary operators in one expression (checked before parsing)
+
+_OPERATOR_WORDS = re.compile(r"(?<![\w:])(?:and|or|unless|atan2)(?![\w:])", re.IGNORECASE)
+_OPERATOR_CHARS = frozenset("+-*/%^<>=!")
+
+
+def check_bounds(text: str) -> None:
+    """Refuse a text the parser or the evaluator could not handle safely: longer than
+    MAX_QUERY_LENGTH, brackets nested deeper than MAX_NESTING, or more than MAX_OPERATORS
+    operators. Linear in the text; string literals and comments are skipped. Raises
+    PromQLError with the 0-based position of the offending character."""
+    if len(text) > MAX_QUERY_LENGTH:
+        raise PromQLError(f"query is {len(text)} characters long, the limit is {MAX_QUERY_LENGTH}", MAX_QUERY_LENGTH)
+    depth = operators = braces = 0
+    words: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "\"'`":  # a string literal: skip to its end (backticks take no escapes)
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if c != "`" and text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if c == "#":  # a comment runs to the end of the line
+            j = text.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if c in "([{":
+            depth += 1
+            braces += c == "{"
+            if depth > MAX_NESTING:
+                raise PromQLError(f"expression nests deeper than {MAX_NESTING} levels", i)
+        elif c in ")]}":
+            depth = max(0, depth - 1)
+            braces = max(0, braces - (c == "}"))
+        elif c in _OPERATOR_CHARS and not braces:
+            operators += 1
+            if operators > MAX_OPERATORS:
+                raise PromQLError(f"expression has more than {MAX_OPERATORS} operators", i)
+        elif not braces and (c.isalpha() or c == "_"):
+            j = i + 1
+            while j < n and (text[j].isalnum() or text[j] in "_:"):
+                j += 1
+            words.append(text[i:j])
+            i = j
+            continue
+        i += 1
+    operators += sum(1 for w in words if _OPERATOR_WORDS.fullmatch(w))
+    if operators > MAX_OPERATORS:
+        raise PromQLError(f"expression has more than {MAX_OPERATORS} operators", None)
+
+
+def check_depth(expr: Expr) -> None:
+    """Refuse a parsed tree deeper than MAX_NESTING (e.g. a long chain of `or`); iterative, so
+    the check itself cannot overflow."""
+    stack: list[tuple[Expr, int]] = [(expr, 1)]
+    while stack:
+        e, d = stack.pop()
+        if d > MAX_NESTING:
+            raise PromQLError(f"expression nests deeper than {MAX_NESTING} levels")
+        stack.extend((c, d + 1) for c in children(e))
+
+
 def parse(text: str) -> Expr:
-    """Parse PromQL; raise PromQLError with the parser's message on a syntax error."""
+    """Parse PromQL; raise PromQLError with the parser's message on a syntax error, and on a
+    text beyond the bounds above (`check_bounds`, `check_depth`)."""
+    check_bounds(text)
     try:
-        return pp.parse(text)
+        expr = pp.parse(text)
     except ValueError as e:
         msg = str(e)
         for ours, theirs in _PROMETHEUS_WORDING:
@@ -81,6 +155,8 @@ def parse(text: str) -> Expr:
         if m and m.group(1) in _KNOWN_PROMETHEUS_FUNCTIONS:
             msg = f"function {m.group(1)} is not supported"
         raise PromQLError(msg, _find_position(text, m.group(1)) if m else None) from None
+    check_depth(expr)
+    return expr
 
 
 def _find_position(text: str, word: str) -> int | None:

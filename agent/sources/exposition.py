@@ -2,7 +2,8 @@
 
 Both parsers return the samples as Prometheus stores them: one `Sample` per line, histogram
 and summary series as their `_bucket`/`_sum`/`_count` (and `quantile`) samples with their
-`le`/`quantile` labels, exemplars and metadata (HELP/TYPE/UNIT) dropped.
+`le`/`quantile` labels, exemplars dropped; metadata (HELP/TYPE/UNIT) is read separately by
+`parse_metadata`, which visits only the comment lines.
 
 The 0.0.4 parser is our own, a line-at-a-time parser built on `str.split` and a few
 regular expressions: prometheus_client's is pure Python per character and about an order of
@@ -241,3 +242,53 @@ def parse_openmetrics(body: str) -> list[Sample]:
         msg = str(e) or type(e).__name__
         raise ParseError(max(lines.count, 1), f"invalid OpenMetrics: {msg[:200]}") from None
     return out
+
+
+# ---- metadata ---------------------------------------------------------------------------------
+
+MAX_HELP_LENGTH = 1024  # characters of HELP kept per family (bounded memory per target)
+
+
+class Metadata(NamedTuple):
+    """What a target says of one family: its type (counter, gauge, histogram, summary,
+    untyped, or an OpenMetrics type), help and unit ("" when not given)."""
+
+    type: str
+    help: str
+    unit: str
+
+
+def parse_metadata(body: str, limit: int = 10000) -> dict[str, Metadata]:
+    """The `# TYPE`, `# HELP` and `# UNIT` lines of a body (either format), by the name they
+    give, at most `limit` names. Only comment lines are visited (`str.find`), so a body of
+    samples costs almost nothing; never raises (the sample parser judges the body)."""
+    types: dict[str, str] = {}
+    helps: dict[str, str] = {}
+    units: dict[str, str] = {}
+    seen: set[str] = set()
+    pos = 0 if body.startswith("#") else body.find("\n#")
+    while pos >= 0:
+        start = pos if body.startswith("#", pos) else pos + 1
+        end = body.find("\n", start)
+        line = body[start:] if end < 0 else body[start:end]
+        pos = -1 if end < 0 else body.find("\n#", end)
+        parts = line.split(None, 3)
+        if len(parts) < 3 or parts[0] != "#" or parts[1] not in ("TYPE", "HELP", "UNIT"):
+            continue
+        name, text = parts[2], parts[3].strip() if len(parts) == 4 else ""
+        if name not in seen:
+            if len(seen) >= limit:
+                continue
+            seen.add(name)
+        if parts[1] == "TYPE":
+            types[name] = text
+        elif parts[1] == "HELP":
+            helps[name] = _ESCAPE_RE.sub(_unescape_help, text[:MAX_HELP_LENGTH]) if "\\" in text else text[:MAX_HELP_LENGTH]
+        else:
+            units[name] = text[:64]
+    return {n: Metadata(types.get(n, "untyped"), helps.get(n, ""), units.get(n, "")) for n in seen}
+
+
+def _unescape_help(m: re.Match[str]) -> str:
+    c = m.group(1)
+    return {"\\": "\\", "n": "\n"}.get(c, "\\" + c)

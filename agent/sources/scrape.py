@@ -109,6 +109,14 @@ class TargetStats:
     last_samples_scraped: int = 0
 
 
+@dataclass(frozen=True)
+class TargetMetadata:
+    """A target and the metadata of its families, by the name its TYPE/HELP lines give."""
+
+    target: ScrapeTarget
+    families: dict[str, exposition.Metadata]
+
+
 class ScrapeFailure(Exception):
     """A failed scrape with its reason (one of FAILURE_REASONS)."""
 
@@ -143,6 +151,7 @@ class _TargetState:
         self.client = client
         self.series_cache: dict[Hashable, Labels] = {}  # exposed series key -> final labels
         self.previous: set[Labels] = set()  # series of the last scrape tracked for staleness
+        self.metadata: dict[str, exposition.Metadata] = {}  # TYPE/HELP/UNIT of the last good scrape
         self.report_labels = {
             name: make_labels(name, target.labels)
             for name in ("up", "scrape_duration_seconds", "scrape_samples_scraped",
@@ -329,6 +338,8 @@ class ScrapeManager:
         n = len(samples)
         if sc.sample_limit and n > sc.sample_limit:
             raise ScrapeFailure("sample_limit", f"sample limit exceeded: {n} samples, limit {sc.sample_limit}", n)
+        # Bounded like the samples: no more families than the sample limit allows.
+        state.metadata = exposition.parse_metadata(body, limit=sc.sample_limit or 10000)
         get = cache.get
         final: list[Labels] = []
         add = final.append
@@ -440,6 +451,13 @@ class ScrapeManager:
                                        dict(st.failures_total), st.last_duration_seconds, st.last_error,
                                        st.last_scrape_timestamp, st.last_samples_scraped))
             return out
+
+    def metadata(self) -> list[TargetMetadata]:
+        """What each target said of its families at its last good scrape (for the metadata
+        API and for exposing scraped series with their type), in target order."""
+        with self._lock:
+            states = list(self._states.values())
+        return [TargetMetadata(s.target, dict(s.metadata)) for s in states]
 
     def collect(self) -> Iterable[Metric]:
         """The scrape counters as metric families (every family, also with no targets)."""

@@ -563,6 +563,25 @@ class Outbox:
 
     # ---- metrics ---------------------------------------------------------------------------
 
+    def adopt_counters(self, old: Outbox) -> None:
+        """Carry the counters of the outbox this one replaces (a reload builds a new outbox;
+        `forewarn_ticket_actions_total` and friends must not drop to zero, which a `rate()`
+        would read as a counter reset)."""
+        with old._metrics_lock:
+            actions, dead = dict(old._actions_total), dict(old._dead_total)
+            latency = {s: list(c) for s, c in old._latency.items()}
+            count, total = dict(old._latency_count), dict(old._latency_sum)
+        with self._metrics_lock:
+            for k, n in actions.items():
+                self._actions_total[k] = self._actions_total.get(k, 0) + n
+            for k2, n in dead.items():
+                self._dead_total[k2] = self._dead_total.get(k2, 0) + n
+            for s, counts in latency.items():
+                mine = self._latency.setdefault(s, [0.0] * len(counts))
+                self._latency[s] = [a + b for a, b in zip(mine, counts)]
+                self._latency_count[s] = self._latency_count.get(s, 0) + count.get(s, 0)
+                self._latency_sum[s] = self._latency_sum.get(s, 0.0) + total.get(s, 0.0)
+
     def _count(self, sink: str, action: str, outcome: Outcome) -> None:
         k = (sink, action, outcome.value)
         with self._metrics_lock:  # enqueue (evaluation thread) and delivery both count

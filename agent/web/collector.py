@@ -3,6 +3,10 @@ the latest value of each live series in the store, and the series the pipeline c
 demand (alerts, forecasts, anomaly scores, problem counts), into metric families. Nothing is
 kept between scrapes, so no stale label set lingers in a long-lived Gauge.
 
+Scraped series are exposed with the type and help their target gave (`metadata`), where the
+samples fit that type, else untyped. Series the agent writes of itself (`SelfScrape`: its own
+families, kept in the store so the query API can read them) are left to their own collectors.
+
 It reads the store and `agent.metrics`; it must never import the pipeline or the daemon (what
 they compute arrives as `SampleProvider`s).
 """
@@ -10,11 +14,11 @@ they compute arrives as `SampleProvider`s).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, Protocol
 
-from agent.metrics import Metric
-from agent.store import Labels, Store, is_stale, metric_name
+from agent.metrics import Collector, Metric
+from agent.store import Labels, Store, is_stale, make_labels, metric_name
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,14 @@ LOOKBACK_DELTA = 300.0  # like Prometheus: a series not written for 5 minutes is
 FamilyInfo = dict[str, tuple[str, str]]
 
 _SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created", "_info")
+# The sample names each type allows beside its family name, as OpenMetrics checks them.
+_TYPE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "untyped": ("",),
+}
 
 
 class SampleProvider(Protocol):
@@ -43,41 +55,85 @@ class ExposedFamily(NamedTuple):
 
 def exposed_family(sample_name: str, families: FamilyInfo) -> ExposedFamily:
     """The family a stored sample is exposed under: its own entry in `families`, else the entry
-    of its name without a sample suffix (`_bucket`, `_total`, ...), else untyped."""
+    of its name without a sample suffix (`_bucket`, `_total`, ...), else untyped. A sample that
+    its family's type does not allow (a counter named without `_total`, a gauge `_count`, an
+    OpenMetrics-only type) is exposed untyped, so the exposition stays valid OpenMetrics."""
     if sample_name in families:
         typ, help_ = families[sample_name]
         if typ == "counter" and sample_name.endswith("_total"):
             return ExposedFamily(sample_name[:-6], typ, help_)
-        return ExposedFamily(sample_name, typ, help_)
-    for suf in _SUFFIXES:
-        if sample_name.endswith(suf):
-            base = sample_name[: -len(suf)]
-            if base in families:
+        fam = ExposedFamily(sample_name, typ, help_)
+    else:
+        for suf in _SUFFIXES:
+            if sample_name.endswith(suf) and sample_name[: -len(suf)] in families:
+                base = sample_name[: -len(suf)]
                 typ, help_ = families[base]
-                return ExposedFamily(base, typ, help_)
-    return ExposedFamily(sample_name, "untyped", "")
+                fam = ExposedFamily(base, typ, help_)
+                break
+        else:
+            return ExposedFamily(sample_name, "untyped", "")
+    if sample_name[len(fam.name):] not in _TYPE_SUFFIXES.get(fam.type, ()):
+        return ExposedFamily(sample_name, "untyped", fam.help if fam.name == sample_name else "")
+    return fam
+
+
+class TargetMetadataLike(Protocol):
+    """A scrape target's metadata (agent.sources.scrape.TargetMetadata)."""
+
+    @property
+    def families(self) -> Mapping[str, Any]: ...
+
+
+def scraped_families(targets: Iterable[TargetMetadataLike]) -> FamilyInfo:
+    """(type, help) by the names scrape targets gave in TYPE/HELP lines (the first target that
+    names a family wins)."""
+    out: FamilyInfo = {}
+    for t in targets:
+        for name, m in t.families.items():
+            if name not in out:
+                out[name] = (m.type, m.help)
+    return out
 
 
 class StoreCollector:
     """Exposes the latest value of every live series in the store, plus provider samples."""
 
     def __init__(self, store: Store, families: FamilyInfo, clock: Callable[[], float],
-                 providers: Iterable[SampleProvider] = ()) -> None:
+                 providers: Iterable[SampleProvider] = (), metadata: Callable[[], FamilyInfo] | None = None) -> None:
+        """`families`: what the agent's own sources write; `metadata`: what scrape targets said
+        of theirs (read at each scrape; the agent's own entries win)."""
         self.store = store
         self.families = families
         self.clock = clock
         self.providers = list(providers)
+        self.metadata = metadata
+        # Sample names the agent's own collectors expose (set by SelfScrape): their stored
+        # copies are for queries; /metrics shows each family once, from its collector.
+        self.hidden_names: frozenset[str] = frozenset()
 
     def collect(self) -> Iterable[Metric]:
         now = self.clock()
         out: dict[str, Metric] = {}
+        families = self.families
+        if self.metadata is not None:
+            families = {**self.metadata(), **self.families}
+        hidden = self.hidden_names
         with self.store.lock:
             ids = self.store.all_ids()
             if ids.size:
                 t, v = self.store.latest(ids)
                 live = (t > now - LOOKBACK_DELTA) & ~is_stale(v)
                 for sid, value in zip(ids[live].tolist(), v[live].tolist()):
-                    self._add(out, self.store.labels(sid), value, self.families)
+                    labels = self.store.labels(sid)
+                    if hidden and metric_name(labels) in hidden:
+                        continue
+                    self._add(out, labels, value, families)
+        out.update((m.name, m) for m in self.provided())
+        return list(out.values())
+
+    def provided(self) -> list[Metric]:
+        """The providers' families alone (the series computed at scrape time)."""
+        out: dict[str, Metric] = {}
         for provider in self.providers:
             try:
                 for labels, value in provider.samples():
@@ -96,3 +152,56 @@ class StoreCollector:
         if m is None:
             m = out[fam.name] = Metric(fam.name, fam.help or fam.name, fam.type)
         m.add_sample(name, {k: v for k, v in labels if k != "__name__"}, value)
+
+
+class SelfScrape:
+    """The agent's own families written into its store, as a Prometheus scrapes itself, so
+    `/api/v1/query` answers for `ALERTS`, `forewarn_*` and `process_*` with history (rates,
+    ranges) like for any collected series. Run on the global scrape interval; series that
+    vanish get a stale marker. Labels are exactly those on /metrics (no job or instance).
+
+    `collectors()` returns every collector of the registry but the store's; the store's own
+    computed series come from `exposed.provided()`. The names written are hidden from the
+    store's side of /metrics (`StoreCollector.hidden_names`), so no family is exposed twice,
+    also not a stale copy restored from a snapshot or one a scrape target exposes."""
+
+    def __init__(self, store: Store, collectors: Callable[[], Iterable[Collector]], exposed: StoreCollector,
+                 clock: Callable[[], float]) -> None:
+        self.store = store
+        self.collectors = collectors
+        self.exposed = exposed
+        self.clock = clock
+        self.names: set[str] = set()
+        self.previous: set[Labels] | None = None  # None until the first run
+
+    def samples(self) -> list[tuple[Labels, float]]:
+        out: list[tuple[Labels, float]] = []
+        metrics: list[Metric] = []
+        for c in self.collectors():
+            try:
+                metrics.extend(c.collect())
+            except Exception:
+                log.exception("collector %r failed", c)
+        metrics.extend(self.exposed.provided())
+        for m in metrics:
+            out.extend((make_labels(s.name, s.labels), float(s.value)) for s in m.samples)
+        return out
+
+    def run(self) -> int:
+        """Write one round; returns the samples written."""
+        now = self.clock()
+        samples = self.samples()
+        names = {metric_name(lab) for lab, _ in samples}
+        self.names |= names
+        self.exposed.hidden_names = frozenset(self.names)
+        current = {lab for lab, _ in samples}
+        previous = self.previous
+        if previous is None:  # series of an earlier run, restored from the snapshot
+            by_name = self.store.index_values("__name__")
+            previous = {self.store.labels(sid) for n in self.names for sid in by_name.get(n, ())}
+        written = self.store.append_samples(samples, now)
+        vanished = [sid for sid in (self.store.get_id(lab) for lab in previous - current) if sid is not None]
+        if vanished:
+            self.store.mark_stale(vanished, now)
+        self.previous = current
+        return written

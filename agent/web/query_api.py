@@ -9,15 +9,45 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from agent import clock
 from agent.config.decode import parse_duration
-from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, String, Vector
+from agent.promql import (
+    Engine,
+    EvaluationError,
+    Matrix,
+    PromQLError,
+    QueryLimits,
+    SampleLimitError,
+    Scalar,
+    String,
+    Vector,
+)
 from agent.promql.aggregate import format_value
 from agent.store import labels_dict
 
 MAX_POINTS_PER_SERIES = 11000
+
+
+@dataclass(frozen=True)
+class APILimits:
+    """Prometheus's query flags: `--query.timeout` (also the cap of the `timeout` parameter)
+    and `--query.max-samples` (0: none)."""
+
+    timeout: float = 120.0
+    max_samples: int = 50_000_000
+
+    def query_limits(self, params: Mapping[str, Any], received: float | None = None) -> QueryLimits:
+        """The limits of one query: its deadline counts from `received` (time.monotonic() when
+        the request arrived, so a query that waited for a free slot has less time left)."""
+        timeout = self.timeout
+        asked = _timeout_param(params)
+        if asked is not None and asked > 0:
+            timeout = min(timeout, asked)
+        start = time.monotonic() if received is None else received
+        return QueryLimits(self.max_samples, start + timeout if timeout > 0 else None)
 
 Response = tuple[int, dict[str, Any]]
 
@@ -100,8 +130,39 @@ def _run(fn: Callable[[], object], deadline: float | None) -> object:
     return value
 
 
-def handle_query(engine: Engine, params: Mapping[str, Any], now: float | None = None) -> Response:
-    """GET|POST /api/v1/query: `query`, optional `time` (default now) and `timeout`."""
+def _limit_param(params: Mapping[str, Any]) -> int:
+    text = _param(params, "limit")
+    if not text:
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        raise _BadParam(f'cannot parse "{text}" to a valid limit') from None
+    if n < 0:
+        raise _BadParam("limit must be non-negative")
+    return n
+
+
+def _apply_limit(data: dict[str, Any], limit: int) -> list[str]:
+    """Prometheus 3's `limit`: at most that many series, with a warning when cut."""
+    result = data.get("result")
+    if limit and data.get("resultType") in ("vector", "matrix") and isinstance(result, list) and len(result) > limit:
+        data["result"] = result[:limit]
+        return ["results truncated due to limit"]
+    return []
+
+
+def _success(data: dict[str, Any], warnings: list[str]) -> Response:
+    body: dict[str, Any] = {"status": "success", "data": data}
+    if warnings:
+        body["warnings"] = warnings
+    return 200, body
+
+
+def handle_query(engine: Engine, params: Mapping[str, Any], now: float | None = None,
+                 limits: APILimits | None = None, received: float | None = None) -> Response:
+    """GET|POST /api/v1/query: `query`, optional `time` (default now), `timeout`, `limit`.
+    With `limits`, the query stops at its deadline (503) or sample limit (422)."""
     try:
         t = parse_time(_param(params, "time")) if _param(params, "time") else (time.time() if now is None else now)
     except _BadParam as e:
@@ -110,6 +171,10 @@ def handle_query(engine: Engine, params: Mapping[str, Any], now: float | None = 
         timeout = _timeout_param(params)
     except _BadParam as e:
         return _invalid("timeout", e)
+    try:
+        limit = _limit_param(params)
+    except _BadParam as e:
+        return _invalid("limit", e)
     query = _param(params, "query")
     try:
         expr = engine.prepare(query) if query.strip() else None
@@ -117,20 +182,26 @@ def handle_query(engine: Engine, params: Mapping[str, Any], now: float | None = 
         return _invalid("query", f"parse error: {e}")
     if expr is None:
         return _invalid("query", "parse error: no expression found in input")
-    deadline = time.monotonic() + timeout if timeout else None
+    qlimits = limits.query_limits(params, received) if limits is not None else None
+    deadline = qlimits.deadline if qlimits is not None else (time.monotonic() + timeout if timeout else None)
     try:
-        value = _run(lambda: engine.instant(expr, t), deadline)
+        value = _run(lambda: engine.instant(expr, t, limits=qlimits), deadline)
     except TimeoutError:
         return error(503, "timeout", "query timed out in expression evaluation")
+    except SampleLimitError as e:
+        return error(422, "execution", str(e))
     except EvaluationError as e:
         return error(422, "execution", str(e))
     except PromQLError as e:
         return _invalid("query", e)
-    return 200, {"status": "success", "data": result_json(value, t)}
+    data = result_json(value, t)
+    return _success(data, _apply_limit(data, limit))
 
 
-def handle_query_range(engine: Engine, params: Mapping[str, Any]) -> Response:
-    """GET|POST /api/v1/query_range: `query`, `start`, `end`, `step`, optional `timeout`."""
+def handle_query_range(engine: Engine, params: Mapping[str, Any], limits: APILimits | None = None,
+                       received: float | None = None) -> Response:
+    """GET|POST /api/v1/query_range: `query`, `start`, `end`, `step`, optional `timeout` and
+    `limit`; with `limits` as for `handle_query`."""
     try:
         start = parse_time(_param(params, "start"))
     except _BadParam as e:
@@ -153,6 +224,10 @@ def handle_query_range(engine: Engine, params: Mapping[str, Any]) -> Response:
         timeout = _timeout_param(params)
     except _BadParam as e:
         return _invalid("timeout", e)
+    try:
+        limit = _limit_param(params)
+    except _BadParam as e:
+        return _invalid("limit", e)
     query = _param(params, "query")
     if not query.strip():
         return _invalid("query", "parse error: no expression found in input")
@@ -160,9 +235,10 @@ def handle_query_range(engine: Engine, params: Mapping[str, Any]) -> Response:
         expr = engine.prepare(query)
     except PromQLError as e:
         return _invalid("query", f"parse error: {e}")
-    deadline = time.monotonic() + timeout if timeout else None
+    qlimits = limits.query_limits(params, received) if limits is not None else None
+    deadline = qlimits.deadline if qlimits is not None else (time.monotonic() + timeout if timeout else None)
     try:
-        value = engine.range(expr, start, end, step, deadline=deadline)
+        value = engine.range(expr, start, end, step, deadline=deadline, limits=qlimits)
     except TimeoutError:
         return error(503, "timeout", "query timed out in expression evaluation")
     except EvaluationError as e:
@@ -170,6 +246,6 @@ def handle_query_range(engine: Engine, params: Mapping[str, Any]) -> Response:
     except PromQLError as e:  # e.g. a range vector asked for a range query
         return _bad(str(e))
     data = result_json(value, end)
-    return 200, {"status": "success", "data": data}
+    return _success(data, _apply_limit(data, limit))
 
 

@@ -2,13 +2,16 @@
 promtool-style scripts and other readers of Prometheus's API work unchanged.
 
 Each function takes the `RuleManager` and the request's query parameters and returns
-(HTTP status, JSON-ready body); the web layer only serialises. Rule health and errors are
+(HTTP status, JSON-ready body); the web layer only serialises. Alerting rules with a detector
+also carry its spec (`forecast` or `anomaly`, durations in seconds), an addition to
+Prometheus's shape that clients ignore. Rule health and errors are
 typed in `agent.rules`; their text is made here. Imports `agent.rules` only; never the
 pipeline, the daemon or commands.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -67,11 +70,21 @@ def _rule_json(r: AlertingRule | RecordingRule, exclude_alerts: bool) -> dict[st
         "labels": dict(r.labels),
         "annotations": dict(r.annotations),
     }
+    spec = r.definition.spec
+    # Ours, beside Prometheus's fields: the detector a rule runs (durations in seconds).
+    if spec.forecast is not None:
+        out["forecast"] = {k: _spec_value(v) for k, v in dataclasses.asdict(spec.forecast).items()}
+    if spec.anomaly is not None:
+        out["anomaly"] = {k: _spec_value(v) for k, v in dataclasses.asdict(spec.anomaly).items()}
     if not exclude_alerts:
         out["alerts"] = [alert_json(a) for a in _sorted(r.active_alerts())]
     out.update({k: v for k, v in common.items() if k not in out})
     out["type"] = "alerting"
     return out
+
+
+def _spec_value(v: Any) -> Any:
+    return _number(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 def _number(v: float) -> float | int:
@@ -81,6 +94,14 @@ def _number(v: float) -> float | int:
 
 def _sorted(alerts: list[Alert]) -> list[Alert]:
     return sorted(alerts, key=lambda a: a.key)
+
+
+def _first(params: Mapping[str, Any], name: str) -> str:
+    """A parameter's first value (values may be lists, as parse_qs gives them)."""
+    v = params.get(name, "")
+    if isinstance(v, (list, tuple)):
+        v = v[0] if v else ""
+    return str(v or "")
 
 
 def _param_list(params: Mapping[str, Any], name: str) -> list[str]:
@@ -94,11 +115,11 @@ def rules_response(manager: RuleManager, params: Mapping[str, Any] | None = None
     """Body of `GET /api/v1/rules` (filters: `type=alert|record`, `rule_name[]`,
     `rule_group[]`, `file[]`, `exclude_alerts=true`)."""
     params = params or {}
-    typ = str(params.get("type", "") or "").lower()
+    typ = _first(params, "type").lower()
     if typ not in ("", "alert", "record"):
         return 400, {"status": "error", "errorType": "bad_data", "error": f"unsupported type {typ!r}"}
     names, groups, files = (set(_param_list(params, k)) for k in ("rule_name", "rule_group", "file"))
-    exclude = str(params.get("exclude_alerts", "")).lower() == "true"
+    exclude = _first(params, "exclude_alerts").lower() == "true"
     out = []
     for g in manager.groups:
         if (groups and g.name not in groups) or (files and g.file not in files):
