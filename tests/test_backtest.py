@@ -101,18 +101,40 @@ def test_cli_json_shape_and_html_report(tmp_path, capsys) -> None:
     assert ev["time_rfc3339"] == "2023-11-15T03:19:20Z" and ev["action"] == "open"
     assert ev["anomaly_score"] is None
     assert {s["rule"] for s in doc["summary"]} == {"DiskLow", "DiskWillFill"}
+    summary = {s["rule"]: s for s in doc["summary"]}
+    assert summary["DiskWillFill"]["true_tickets"] == 1 and summary["DiskWillFill"]["false_tickets"] == 0
+    assert summary["DiskWillFill"]["median_lead_time_seconds"] == pytest.approx(354 * 60)
+    assert doc["warnings"] == []
     page = report.read_text()
     assert page.startswith("<!DOCTYPE html>") and "</html>" in page
     assert page.count("<svg") == 2  # one chart per problem
     charts = [ET.fromstring(m) for m in re.findall(r"<svg.*?</svg>", page, re.S)]  # well-formed
     ns = "{http://www.w3.org/2000/svg}"
-    for chart in charts:
-        assert chart.findall(f"{ns}polyline")  # the series
-    # the forecast chart has the threshold (dashed) and a marker per action: open, update, update
-    dashed = [ln for ln in charts[0].findall(f"{ns}line") if ln.get("stroke-dasharray")]
-    assert len(dashed) == 1 and len(charts[0].findall(f"{ns}line")) == 1 + 3
+
+    def of(chart, tag, cls):
+        return [e for e in chart.iter(f"{ns}{tag}") if cls in (e.get("class") or "").split()]
+
+    # The forecast problem: the rule's own series only (the /data one, not /var), the
+    # threshold, a forecast line and band at the open and each update, a mark per action,
+    # the actual breach shaded, and time and value axes.
+    fc = charts[0]
+    assert len(of(fc, "polyline", "series")) == 1
+    assert len(of(fc, "line", "threshold")) == 1
+    assert len(of(fc, "line", "forecast")) == 3 and len(of(fc, "polygon", "band")) == 3
+    assert [m.get("class") for m in of(fc, "line", "mark")] == ["mark open", "mark update", "mark update"]
+    assert len(of(fc, "rect", "breach")) == 1
+    labels = [t.text for t in fc.iter(f"{ns}text")]
+    assert "UTC" in labels and any(re.fullmatch(r"\d\d:\d\d", t or "") for t in labels)
+    legend = page.split(re.findall(r"<svg.*?</svg>", page, re.S)[0])[1].split("</div>")[0]
+    assert "{mount=&quot;/data&quot;}" in legend and "threshold 0" in legend and "actual breach" in legend
+    # The threshold problem is charted too: the left side of `disk_free_bytes < 100`, the
+    # threshold 100 and the open mark.
+    th = charts[1]
+    assert len(of(th, "polyline", "series")) == 1 and len(of(th, "line", "threshold")) == 1
+    assert [m.get("class") for m in of(th, "line", "mark")] == ["mark open"]
     assert "DiskWillFill" in page and "first notification" in page and "http" not in page.split("<body>")[1].replace(
         "http://www.w3.org/2000/svg", "")  # self-contained: no external resources
+    assert "<script" not in page
 
 
 def test_cli_text_output(capsys) -> None:
