@@ -325,11 +325,16 @@ def judge_rules(events: list[TicketEvent], traces: Traces, specs: dict[str, Char
     """Each rule's opens judged against the data (`backtest_outcome.judge`); the verdicts and
     lead times are also written on the open events."""
     opened: dict[str, list[tuple[TicketEvent, Opened]]] = {}
-    for i, e in enumerate(events):
-        if e.action != "open":
-            continue
-        cleared = next((x.time for x in events[i + 1:] if x.dedup_key == e.dedup_key and x.action == "clear"), None)
-        opened.setdefault(e.rule, []).append((e, Opened(e.dedup_key, e.time, cleared, e.labels)))
+    current: dict[str, Opened] = {}  # per problem: its ticket open now
+    for e in events:
+        if e.action == "open":
+            o = current[e.dedup_key] = Opened(e.dedup_key, e.time, None, e.labels, [(e.time, e.labels)])
+            opened.setdefault(e.rule, []).append((e, o))
+        elif e.dedup_key in current:
+            if e.action == "clear":
+                current.pop(e.dedup_key).cleared = e.time
+            else:
+                current[e.dedup_key].covers.append((e.time, e.labels))
     out: dict[str, Outcome] = {}
     for rule, kind in kinds.items():
         pairs = opened.get(rule, [])

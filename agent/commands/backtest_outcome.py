@@ -11,11 +11,13 @@ The actual outcome, per kind:
 
 - forecast: a ticket is **true** when the expression reached the threshold (`<=` below,
   `>=` above) at some evaluation in [open, open + horizon], for a series of the problem; the
-  lead time is that time minus the open. **Undecided** when the data ends before the horizon
-  and no breach was seen. A **breach** is an episode of evaluations past the threshold (an
+  lead time is the start of that breach minus the open (negative when the breach was already
+  under way: the ticket came late). **Undecided** when the data ends before the horizon and
+  no breach was seen. A **breach** is an episode of evaluations past the threshold (an
   episode ends after RECOVERY seconds back on the good side); one is **missed** when no
-  ticket of a problem with that series opened before its start, within the horizon or still
-  open then. Episodes already under way at the first evaluation are not counted.
+  ticket covered that series before its start (a ticket covers the series its labels match
+  from its open, and those an update's labels match from the update), within the horizon or
+  still open then. Episodes already under way at the first evaluation are not counted.
 - threshold: the condition held for the rule's `for` (consecutive evaluations with the
   condition true spanning at least `for`). A ticket is true when its series' condition had held
   that long at the open; the lead time is the episode's start minus the open (negative: how
@@ -246,9 +248,19 @@ class Opened:
     time: float
     cleared: float | None
     labels: dict[str, str]
+    # (time, labels) of the open and of each update before the clear: a problem that grows
+    # (more series alerting, grouped into it) covers the new series from that update on
+    covers: list[tuple[float, dict[str, str]]] = field(default_factory=list)
     verdict: str = "not judged"  # true | false | undecided | not judged
     lead_seconds: float | None = None
     breach_at: float | None = None
+
+    def covered_since(self, series: dict[str, str]) -> float | None:
+        """When this ticket started to cover `series` (None: never)."""
+        for t, labels in self.covers or [(self.time, self.labels)]:
+            if series_of(labels, series):
+                return t
+        return None
 
 
 @dataclass
@@ -332,10 +344,11 @@ def _past(v: np.ndarray, threshold: float, below: bool) -> np.ndarray:
         return (v <= threshold if below else v >= threshold) & ~np.isnan(v)
 
 
-def _catches(o: Opened, at: float, horizon: float) -> bool:
-    """Whether ticket `o` was there for a breach starting at `at`: opened before it, and
-    within the horizon or not cleared by then."""
-    return o.time <= at and (at - o.time <= horizon or o.cleared is None or o.cleared >= at)
+def _catches(o: Opened, series: dict[str, str], at: float, horizon: float) -> bool:
+    """Whether ticket `o` was there for a breach of `series` starting at `at`: covering the
+    series before it, and within the horizon or not cleared by then."""
+    since = o.covered_since(series)
+    return since is not None and since <= at and (at - since <= horizon or o.cleared is None or o.cleared >= at)
 
 
 def _judge_forecast(times: np.ndarray, series: list[SeriesTrace], masks: list[np.ndarray], tickets: list[Opened],
@@ -349,10 +362,14 @@ def _judge_forecast(times: np.ndarray, series: list[SeriesTrace], masks: list[np
             hi = int(np.searchsorted(times, o.time + horizon, side="right"))
             j = np.flatnonzero(m[lo:hi])
             if j.size:
-                hits.append(float(times[lo + j[0]]))
+                k = lo + int(j[0])
+                if k == lo:  # already past the threshold at the open: the breach began earlier
+                    before = np.flatnonzero(~m[:k])
+                    k = int(before[-1]) + 1 if before.size else 0
+                hits.append(float(times[k]))
         if hits:
             o.verdict, o.breach_at = "true", min(hits)
-            o.lead_seconds = o.breach_at - o.time
+            o.lead_seconds = o.breach_at - o.time  # negative: the breach was under way at the open
         else:
             o.verdict = "undecided" if o.time + horizon > end else "false"
     breaches: list[Breach] = []
@@ -361,7 +378,7 @@ def _judge_forecast(times: np.ndarray, series: list[SeriesTrace], masks: list[np
             if a == 0:
                 continue  # already past the threshold when the data starts: nothing could warn
             start = float(times[a])
-            caught = any(_catches(o, start, horizon) for o in tickets if series_of(o.labels, s.labels))
+            caught = any(_catches(o, s.labels, start, horizon) for o in tickets)
             breaches.append(Breach(s.labels, start, float(times[b]), caught))
     return _counted(how, tickets, breaches)
 
@@ -375,8 +392,11 @@ def _judge_threshold(times: np.ndarray, series: list[SeriesTrace], masks: list[n
             if times[b] - times[a] >= for_ - 1e-9:
                 held.append((s, float(times[a]), float(times[b])))
     for s, start, stop in held:
-        caught = any(series_of(o.labels, s.labels) and o.time <= stop + 1e-9
-                     and (o.cleared is None or o.cleared >= start + for_ - 1e-9) for o in tickets)
+        caught = False
+        for o in tickets:
+            since = o.covered_since(s.labels)
+            caught = caught or (since is not None and since <= stop + 1e-9
+                                and (o.cleared is None or o.cleared >= start + for_ - 1e-9))
         breaches.append(Breach(s.labels, start, stop, caught))
     for o in tickets:
         starts = [start for s, start, stop in held if series_of(o.labels, s.labels)
