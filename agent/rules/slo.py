@@ -35,7 +35,7 @@ Imports the rules package's own modules, `agent.store`, `agent.config.decode` an
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,6 +90,9 @@ class SloPlan:
     recordings: list[Recording]
     alerts: list[RuleSpec]
     budget_alert: RuleSpec | None
+    # per alert in `alerts`: its conditions in the expression's order, as (short window index,
+    # long window index, threshold), the threshold computed as PromQL computes the literal product
+    conditions: list[list[tuple[int, int, float]]] = field(default_factory=list)
 
     @property
     def selector(self) -> str:
@@ -159,12 +162,15 @@ def plan(spec: SloSpec, interval: float) -> SloPlan:
     if ticket.group_by is None:
         ticket = TicketPolicy(ticket.sink, [*DEFAULT_GROUP_BY, "sloth_id"], ticket.on_clear)
     alerts: list[RuleSpec] = []
+    conditions: list[list[tuple[int, int, float]]] = []
     for severity in ("page", "ticket"):
         sev = getattr(spec.alerting, severity)
         conds = [w for w in burn if w.severity == severity]
         if sev.disable or not conds:
             continue
         parts = []
+        conditions.append([(windows.index(float(c.short)), windows.index(float(c.long)),
+                            float(num_literal(c.burn_rate or 0.0)) * float(num_literal(budget))) for c in conds])
         for cond in conds:
             thr = f"({num_literal(cond.burn_rate or 0.0)} * {num_literal(budget)})"
             parts.append(f"(max(slo:sli_error:ratio_rate{window_name(cond.short)}{sel} > {thr}) without (sloth_window) "
@@ -182,7 +188,7 @@ def plan(spec: SloSpec, interval: float) -> SloPlan:
             forecast=ForecastSpec(threshold=0.0, model=fc.model, lookback=fc.lookback, horizon=Duration(horizon),
                                   direction="below", confidence=fc.confidence),
             annotations={"summary": DEFAULT_SUMMARY} | dict(spec.annotations), ticket=ticket)
-    return SloPlan(spec, interval, base, windows, recs, alerts, budget_alert)
+    return SloPlan(spec, interval, base, windows, recs, alerts, budget_alert, conditions)
 
 
 # ---- the ledger: the base recordings over the SLO window ----------------------------------------
@@ -240,9 +246,12 @@ class Ledger:
             z = np.zeros(len(spans))
             return z, z, z
         lo = np.searchsorted(self.t[:n], now - spans, side="right")
-        cb = np.concatenate(([0.0], self.cum_bad[:n]))
-        ct = np.concatenate(([0.0], self.cum_total[:n]))
-        return cb[n] - cb[lo], ct[n] - ct[lo], (n - lo).astype(np.float64)
+        # the running sum before sample lo (0 before the first): no copy of the arrays
+        before = np.maximum(lo - 1, 0)
+        started = lo > 0
+        cb = np.where(started, self.cum_bad[before], 0.0)
+        ct = np.where(started, self.cum_total[before], 0.0)
+        return self.cum_bad[n - 1] - cb, self.cum_total[n - 1] - ct, (n - lo).astype(np.float64)
 
     @property
     def nbytes(self) -> int:
@@ -257,6 +266,8 @@ class SloSeries:
     labels: dict[str, str]
     ratios: np.ndarray
     present: np.ndarray  # per window: any sample in it (PromQL has no result for an empty range)
+    key: Labels = ()  # `labels` as a label set
+    remaining_labels: Labels = ()  # the budget-remaining series' label set
 
 
 @dataclass
@@ -305,7 +316,13 @@ class SloState:
                 continue
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratios = np.where(n > 0, b / t, np.nan)
-            out[key] = SloSeries(dict(key), ratios, n > 0)
+            prev = self.series.get(key)
+            if prev is not None:  # label sets are built once per series, not per evaluation
+                prev.ratios, prev.present = ratios, n > 0
+                out[key] = prev
+            else:
+                out[key] = SloSeries(dict(key), ratios, n > 0, key,
+                                     make_labels("slo:period_error_budget_remaining:ratio", dict(key)))
         self.series = out
 
     @property
@@ -401,6 +418,33 @@ class SloSeriesRule(RecordingRule):
         return out
 
 
+class SloBurnRule(AlertingRule):
+    """A burn-rate alert (page or ticket). Its PromQL (shown in the API and exported) is
+    Sloth's `(max(short > thr) without (sloth_window) and max(long > thr) without
+    (sloth_window)) or ...`; the agent reads the same ratios from the SLO's shared state
+    instead of querying the series it just recorded: per SLI series, the short window's ratio
+    of the first condition whose two windows both exceed its threshold."""
+
+    def __init__(self, d: RuleDef, state: SloState, conditions: list[tuple[int, int, float]],
+                 external_labels: dict[str, str] | None = None, external_url: str = "",
+                 history: HistoryFn | None = None) -> None:
+        super().__init__(d, external_labels, external_url, history)
+        self.slo = state
+        self.conditions = conditions
+
+    def query(self, now: float, query: QueryFn) -> list[LabeledValue]:
+        self.slo.compute(now)
+        out: list[LabeledValue] = []
+        for s in self.slo.series.values():
+            r, present = s.ratios, s.present
+            for short, long, thr in self.conditions:
+                if present[short] and present[long] and r[short] > thr and r[long] > thr:
+                    out.append((s.key, float(r[short])))
+                    break
+        self.last_samples = out
+        return out
+
+
 class SloBudgetRule(AlertingRule):
     """The budget problem: a forecast alerting rule on the remaining budget whose alerts also
     say the SLO, budget left, burn rates, ETA and top contributors (`description`)."""
@@ -410,6 +454,17 @@ class SloBudgetRule(AlertingRule):
         super().__init__(d, external_labels, external_url, history)
         self.slo = state
         self.own_description = "description" in d.spec.annotations
+
+    def query(self, now: float, query: QueryFn) -> list[LabeledValue]:
+        """`slo:period_error_budget_remaining:ratio{<this SLO>}`, read from the shared state
+        (the same values the SLO's recording wrote this evaluation)."""
+        self.slo.compute(now)
+        i = self.slo.plan.windows.index(float(self.slo.plan.spec.window))  # not the last: alert windows can be longer
+        budget = 1.0 - self.slo.plan.spec.objective / 100.0
+        out = [(s.remaining_labels, 1.0 - float(s.ratios[i]) / budget) for s in self.slo.series.values()
+               if s.present[i]]
+        self.last_samples = out
+        return out
 
     def evaluate(self, now: float, query: QueryFn, limit: int = 0) -> list:
         alerts = super().evaluate(now, query, limit)
@@ -472,8 +527,7 @@ class SloRules:
     rules: list[RecordingRule | AlertingRule]
 
 
-def build(spec: SloSpec, group: str, file: str, mark: Mark, interval: float,
-          make_alerting: Callable[[RuleDef], AlertingRule], external_labels: dict[str, str] | None = None,
+def build(spec: SloSpec, group: str, file: str, mark: Mark, interval: float, external_labels: dict[str, str] | None = None,
           external_url: str = "", history: HistoryFn | None = None) -> SloRules:
     """The rules of `spec` in a group evaluated every `interval` seconds."""
     p = plan(spec, interval)
@@ -485,8 +539,9 @@ def build(spec: SloSpec, group: str, file: str, mark: Mark, interval: float,
             rules.append(SloBaseRule(d, state, rec.kind))
         else:
             rules.append(SloSeriesRule(d, state, rec))
-    for a in p.alerts:
-        rules.append(make_alerting(_rule_def(a, group, file, mark, BASE_VARIABLES)))
+    for a, conds in zip(p.alerts, p.conditions):
+        rules.append(SloBurnRule(_rule_def(a, group, file, mark, BASE_VARIABLES), state, conds, external_labels,
+                                 external_url, history))
     if p.budget_alert is not None:
         d = _rule_def(p.budget_alert, group, file, mark, BASE_VARIABLES | {"$forecast"})
         rules.append(SloBudgetRule(d, state, external_labels, external_url, history))
