@@ -203,3 +203,67 @@ def test_latency_sli_expands_to_histogram_buckets():
         '((sum(rate(http_request_duration_seconds_count{job="checkout"}[1m]))) * 0)')
     alerts = [r for r in RuleGroup(g, 60).rules if isinstance(r, AlertingRule)]
     assert [r.name for r in alerts] == ["ErrorBudgetBurn", "ErrorBudgetBurn", "ErrorBudgetExhaustion"]
+
+
+def _run(rm, feeder, engine, times, out, wanted):
+    for t in times:
+        feeder.feed_until(t)
+        rm.clock.set(t)
+        for g in rm.due_groups(t):
+            rm.evaluate_group(g, t)
+        if t in wanted:
+            out[t] = value(engine, f"slo:period_error_budget_remaining:ratio{SEL}", t)
+
+
+def test_a_restart_mid_window_keeps_the_budget_series(tmp_path):
+    """The SLO's window history is saved with the rules state: a daemon restarted mid-window
+    (store snapshot and rules state written at stop, 3 minutes down) gives the budget series
+    of one that never stopped, to the few samples the downtime missed. Without the saved
+    history the restarted one would start its window empty."""
+    import numpy as np
+
+    from agent.clock import SimulatedClock
+    from agent.promql import Engine
+    from agent.rules.manager import RuleOptions, build_rule_manager, slo_state_path
+    from agent.sources.recording import Feeder, store_for
+
+    traffic = Traffic([(0, 0.0), (2 * H, 0.02), (5 * H, 0.001), (10 * H, 0.004)])
+    rules = AVAILABILITY.format(objective=99, window="1d", lookback="1h")
+    end, stop, down, window = 30 * H + 30 * M, 6 * H, 3 * M, D
+    rec = traffic.recording(end)
+    grid = np.arange(0.0, end + 1, 60.0)
+    options = RuleOptions(default_interval=60.0, interval=60.0)
+
+    def agent():
+        store = store_for(rec, 3600.0)
+        rm = build_rule_manager(load_rule_text(rules, "slo.yml"), store, SimulatedClock(0.0), options)
+        return rm, Feeder(rec, store), Engine(store), store
+
+    later = stop + down + window + 5 * M  # the downtime has left the window
+    wanted = {stop + H, 12 * H, 20 * H, 28 * H, later}
+    steady: dict[float, float | None] = {}
+    rm, feeder, engine, store = agent()
+    _run(rm, feeder, engine, grid[grid < stop], steady, wanted)
+    state = str(tmp_path / "rules.state.json")
+    rm.save_state(state)  # as the daemon does at stop; this one goes on as if it never stopped
+    store.save(str(tmp_path / "store.snapshot"))
+    assert (tmp_path / "slo.state.npz").exists() and slo_state_path(state) == str(tmp_path / "slo.state.npz")
+    _run(rm, feeder, engine, grid[grid >= stop], steady, wanted)
+
+    def restarted(restore: bool, until: float) -> dict[float, float | None]:
+        rm2, feeder2, engine2, store2 = agent()
+        assert store2.load(str(tmp_path / "store.snapshot"))
+        if restore:
+            rm2.load_state(state)
+        feeder2.pos = int(np.searchsorted(rec.t, stop + down, side="right"))  # nothing scraped while down
+        after: dict[float, float | None] = {}
+        _run(rm2, feeder2, engine2, grid[(grid >= stop + down) & (grid <= until)], after, wanted)
+        return after
+
+    after = restarted(True, end)
+    for t in (stop + H, 12 * H, 20 * H, 28 * H):
+        # three of the window's 1440 samples are missing while the downtime is in the window
+        assert after[t] == pytest.approx(steady[t], abs=1e-2), t
+    assert after[later] == pytest.approx(steady[later], abs=1e-9)
+    fresh = restarted(False, stop + H)
+    assert abs(fresh[stop + H] - steady[stop + H]) > 0.3  # what the saved history prevents

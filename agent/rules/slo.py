@@ -34,13 +34,19 @@ Imports the rules package's own modules, `agent.store`, `agent.config.decode` an
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from agent.config.decode import Duration, Mark
+from agent.persistence import atomic_write
 from agent.promql import parse
 from agent.rules.alerting import AlertingRule
 from agent.rules.detectors import BreachInfo
@@ -55,6 +61,8 @@ from agent.store import Labels, make_labels
 from agent.tickets.policy import DEFAULT_GROUP_BY, TicketPolicy
 
 MIN_BASE_WINDOW = 60.0  # rate() needs two samples: the base window is at least a minute
+HISTORY_POINTS = 1000  # points of remaining budget kept per SLI series for the budget chart
+STATE_VERSION = 1  # of the SLO state file (`save_state`)
 CURRENT_WINDOW = 300.0  # Sloth's current burn rate reads the 5m ratio
 SLOTH_LABELS = ("sloth_id", "sloth_service", "sloth_slo")
 DEFAULT_SUMMARY = ("SLO {{ $labels.sloth_slo }}: the error budget runs out in {{ $forecast.eta | humanizeDuration }} "
@@ -205,6 +213,7 @@ class Ledger:
         self.cum_bad = np.empty(capacity)
         self.cum_total = np.empty(capacity)
         self.n = 0
+        self.history = BudgetHistory(span, span / HISTORY_POINTS)  # set by the SLO that owns it
 
     def add(self, t: float, bad: float, total: float) -> None:
         """Append a sample (newer than the last; NaNs count as absent, as a missing sample)."""
@@ -255,7 +264,57 @@ class Ledger:
 
     @property
     def nbytes(self) -> int:
-        return int(self.t.nbytes + self.cum_bad.nbytes + self.cum_total.nbytes)
+        return int(self.t.nbytes + self.cum_bad.nbytes + self.cum_total.nbytes + self.history.nbytes)
+
+    def samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(times, bad, total) of the samples held, oldest first (copies)."""
+        n = self.n
+        bad = np.diff(self.cum_bad[:n], prepend=0.0)
+        total = np.diff(self.cum_total[:n], prepend=0.0)
+        return self.t[:n].copy(), bad, total
+
+    @classmethod
+    def from_samples(cls, span: float, t: np.ndarray, bad: np.ndarray, total: np.ndarray) -> Ledger:
+        """A ledger holding these samples (times strictly increasing, finite values)."""
+        led = cls(span, capacity=max(64, int(t.size) * 2))
+        n = int(t.size)
+        led.t[:n] = t
+        led.cum_bad[:n] = np.cumsum(bad)
+        led.cum_total[:n] = np.cumsum(total)
+        led.n = n
+        return led
+
+
+class BudgetHistory:
+    """The remaining budget of one SLI series over the SLO window, one point per `step`
+    seconds (window / HISTORY_POINTS, at least the interval): what the budget ticket's chart
+    draws. Bounded: about HISTORY_POINTS points."""
+
+    def __init__(self, span: float, step: float) -> None:
+        self.span, self.step = float(span), float(step)
+        self.t = array("d")
+        self.v = array("d")
+
+    def add(self, t: float, v: float) -> None:
+        if self.t and t - self.t[-1] < self.step - 1e-9:
+            return
+        self.t.append(t)
+        self.v.append(v)
+        if len(self.t) > 2 * HISTORY_POINTS:  # drop what left the window, in one go
+            cut = int(np.searchsorted(np.frombuffer(self.t, dtype=np.float64), t - self.span, side="right"))
+            del self.t[:cut]
+            del self.v[:cut]
+
+    def series(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(times, remaining) within the window ending at `now`."""
+        t = np.frombuffer(self.t, dtype=np.float64).copy() if self.t else np.empty(0)
+        v = np.frombuffer(self.v, dtype=np.float64).copy() if self.v else np.empty(0)
+        keep = (t > now - self.span) & (t <= now)
+        return t[keep], v[keep]
+
+    @property
+    def nbytes(self) -> int:
+        return 16 * len(self.t)
 
 
 @dataclass
@@ -304,7 +363,7 @@ class SloState:
                 continue
             ledger = self.ledgers.get(key)
             if ledger is None:
-                ledger = self.ledgers[key] = Ledger(p.windows[-1])
+                ledger = self.ledgers[key] = self.new_ledger()
             ledger.add(now, bad, total)
         self.bad, self.total = {}, {}
         spans = np.maximum(np.asarray(p.windows) - p.interval / 2, p.interval / 2)
@@ -316,6 +375,9 @@ class SloState:
                 continue
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratios = np.where(n > 0, b / t, np.nan)
+            ws = p.windows.index(float(p.spec.window))
+            if n[ws] > 0:
+                ledger.history.add(now, 1.0 - float(ratios[ws]) / (1.0 - p.spec.objective / 100.0))
             prev = self.series.get(key)
             if prev is not None:  # label sets are built once per series, not per evaluation
                 prev.ratios, prev.present = ratios, n > 0
@@ -328,6 +390,19 @@ class SloState:
     @property
     def nbytes(self) -> int:
         return sum(ledger.nbytes for ledger in self.ledgers.values())
+
+    def new_ledger(self) -> Ledger:
+        p = self.plan
+        led = Ledger(p.windows[-1])
+        led.history = BudgetHistory(float(p.spec.window), max(p.interval, float(p.spec.window) / HISTORY_POINTS))
+        return led
+
+    def identity(self) -> dict[str, Any]:
+        """What must be equal for saved ledgers to be this SLO's history: the SLO, its
+        interval and base window, and the SLI's queries."""
+        p = self.plan
+        bad, total = sli_queries(p.spec)
+        return {"slo_id": p.spec.slo_id, "interval": p.interval, "base": p.base, "bad": bad, "total": total}
 
 
 def _key(labels: Labels) -> Labels:
@@ -368,6 +443,7 @@ class SloBaseRule(RecordingRule):
                 self.slo.ledgers = old.slo.ledgers
                 for ledger in self.slo.ledgers.values():
                     ledger.span = p.windows[-1]
+                    ledger.history.span = float(p.spec.window)
 
 
 class SloSeriesRule(RecordingRule):
@@ -598,3 +674,68 @@ def check(spec: SloSpec, interval: float) -> list[tuple[str, str]]:
                 except Exception as e:
                     problems.append((where, f"{k}: bad template: {e}"))
     return problems
+
+
+# ---- the SLOs' history across restarts ------------------------------------------------------------
+
+log = logging.getLogger(__name__)
+
+
+def save_state(states: Sequence[SloState], path: str) -> None:
+    """Write every SLO's ledgers and budget history to `path` atomically: a NumPy .npz
+    archive (no pickles) of one JSON `meta` document (`version`, and per SLO its identity and
+    per series its labels and sample counts) and the concatenated arrays `t`, `bad`, `total`,
+    `hist_t`, `hist_v`."""
+    meta: dict[str, Any] = {"version": STATE_VERSION, "slos": []}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("t", "bad", "total", "hist_t", "hist_v")}
+    for st in states:
+        series = []
+        for key, led in st.ledgers.items():
+            t, bad, total = led.samples()
+            ht, hv = (np.frombuffer(led.history.t, dtype=np.float64), np.frombuffer(led.history.v, dtype=np.float64)) \
+                if led.history.t else (np.empty(0), np.empty(0))
+            for name, arr in (("t", t), ("bad", bad), ("total", total), ("hist_t", ht), ("hist_v", hv)):
+                parts[name].append(arr)
+            series.append({"labels": [list(kv) for kv in key], "n": int(t.size), "history": int(ht.size)})
+        meta["slos"].append(st.identity() | {"series": series})
+    arrays = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in parts.items()}
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
+    atomic_write(path, buf.getvalue())
+
+
+def load_state(states: Sequence[SloState], path: str) -> int:
+    """Restore what `save_state` wrote into the SLOs with the same identity (trimmed to their
+    windows); others, and a missing, unreadable or other-version file, restore nothing.
+    Returns how many series were restored."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            arrays = {k: np.asarray(z[k], dtype=np.float64) for k in ("t", "bad", "total", "hist_t", "hist_v")}
+    except FileNotFoundError:
+        return 0
+    except Exception as e:  # a damaged file loses the SLOs' history, never the start
+        log.error("SLO state %s is unreadable (%s); the SLO windows start empty", path, e)
+        return 0
+    if not isinstance(meta, dict) or meta.get("version") != STATE_VERSION:
+        return 0
+    by_id = {json.dumps(st.identity(), sort_keys=True): st for st in states}
+    restored, at, hat = 0, 0, 0
+    for saved in meta.get("slos", []):
+        ident = json.dumps({k: v for k, v in saved.items() if k != "series"}, sort_keys=True)
+        st = by_id.get(ident)
+        for ser in saved.get("series", []):
+            n, h = int(ser["n"]), int(ser["history"])
+            sl, hsl = slice(at, at + n), slice(hat, hat + h)
+            at, hat = at + n, hat + h
+            if st is None or n == 0:
+                continue
+            key: Labels = tuple((str(k), str(v)) for k, v in ser["labels"])
+            led = st.new_ledger()
+            restored_led = Ledger.from_samples(led.span, arrays["t"][sl], arrays["bad"][sl], arrays["total"][sl])
+            restored_led.history = led.history
+            for t, v in zip(arrays["hist_t"][hsl].tolist(), arrays["hist_v"][hsl].tolist()):
+                restored_led.history.add(t, v)
+            st.ledgers[key] = restored_led
+            restored += 1
+    return restored
