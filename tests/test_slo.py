@@ -7,12 +7,14 @@ from __future__ import annotations
 import math
 import textwrap
 
+import numpy as np
 import pytest
 
 from agent.config.decode import ConfigErrors
 from agent.rules.alerting import AlertingRule, AlertState
 from agent.rules.file import load_rule_text
 from agent.rules.slo import Ledger, SloBudgetRule
+from agent.tickets.chart import render_chart
 from tests.slo_traffic import Traffic, replay_slo, value
 
 H, M, D = 3600.0, 60.0, 86400.0
@@ -126,6 +128,7 @@ def test_constant_burn_exhaustion_eta_is_within_its_interval_and_opens_the_probl
     checks = [D + 2 * H, D + 3 * H, D + 4 * H]
     found = {}
     tickets = []
+    charts = []
 
     def on_tick(tick, engine):
         tickets.extend(t for _, t in tick.tickets)
@@ -133,6 +136,9 @@ def test_constant_burn_exhaustion_eta_is_within_its_interval_and_opens_the_probl
             rule = next(r for r in tick.rules.alerting_rules() if isinstance(r, SloBudgetRule))
             (info,) = [i for _, i in rule.export_labels(("x",))]
             found[tick.time] = (info, rule.active_alerts())
+            if tick.time == checks[-1]:
+                a = rule.active_alerts()[0]
+                charts.append(rule.budget_chart(a.labels, tick.time, a.value, a.forecast))
 
     replay_slo(rules, traffic, D + 4 * H, on_tick=on_tick, tickets=True)
     for t in checks:
@@ -149,6 +155,20 @@ def test_constant_burn_exhaustion_eta_is_within_its_interval_and_opens_the_probl
     assert "Error budget left:" in body and "Burn rate (1x spends the budget exactly over the window): 5m 4.00x" in body
     assert "Top contributors to bad events over the last 1h: route=/pay 75%; route=/cart 25%." in body
     assert "before the window ends" in body
+    # The ticket's chart: the remaining budget over the whole 1d window (untouched, then
+    # falling) and the forecast from now down to 0 at the predicted exhaustion.
+    (chart,) = charts
+    now = checks[-1]
+    assert chart.times[0] <= now - D + 30 * M and chart.times[-1] == now
+    assert chart.values[0] == pytest.approx(1.0) and chart.values[-1] == pytest.approx(1 - 4 * 4 / 24, abs=1e-6)
+    assert chart.forecast_t[0] == now and chart.forecast_mean[0] == pytest.approx(chart.values[-1])
+    at_eta = np.interp(now + found[now][0].eta, chart.forecast_t, chart.forecast_mean)
+    assert at_eta == pytest.approx(0.0, abs=1e-6)
+    assert np.all(chart.forecast_low <= chart.forecast_mean + 1e-12) and np.all(chart.forecast_mean <= chart.forecast_high + 1e-12)
+    png = render_chart(chart.times, chart.values, forecast_t=chart.forecast_t, forecast_mean=chart.forecast_mean,
+                       forecast_low=chart.forecast_low, forecast_high=chart.forecast_high, threshold=0.0,
+                       title=chart.title)
+    assert png is not None and png.startswith(b"\x89PNG")
 
 
 def test_ledger_window_sums_and_trimming():

@@ -494,6 +494,21 @@ class SloSeriesRule(RecordingRule):
         return out
 
 
+@dataclass
+class BudgetChart:
+    """The budget ticket's chart: the remaining budget over the SLO window up to `now` and
+    the forecast from now to the predicted exhaustion (mean, and the early and late ends of
+    its interval), with the threshold 0."""
+
+    times: np.ndarray
+    values: np.ndarray
+    forecast_t: np.ndarray
+    forecast_mean: np.ndarray
+    forecast_low: np.ndarray
+    forecast_high: np.ndarray
+    title: str
+
+
 class SloBurnRule(AlertingRule):
     """A burn-rate alert (page or ticket). Its PromQL (shown in the API and exported) is
     Sloth's `(max(short > thr) without (sloth_window) and max(long > thr) without
@@ -566,6 +581,32 @@ class SloBudgetRule(AlertingRule):
         rows = [(", ".join(f"{k}={dict(lab).get(k, '')}" for k in by), v) for lab, v in samples if math.isfinite(v)]
         rows.sort(key=lambda r: -r[1])
         return rows
+
+    def budget_chart(self, labels: dict[str, str], now: float, remaining: float,
+                     forecast: BreachInfo | None) -> BudgetChart | None:
+        """The chart of the SLI series `labels` matches (None: no history for it)."""
+        spec = self.slo.plan.spec
+        ledger = next((led for key, led in self.slo.ledgers.items()
+                       if all(labels.get(k) == v for k, v in key)), None)
+        if ledger is None:
+            return None
+        t, v = ledger.history.series(now)
+        if t.size and t[-1] < now and math.isfinite(remaining):  # the history is thinned: end on the value now
+            t, v = np.append(t, now), np.append(v, remaining)
+        if not t.size:
+            return None
+        ft = fm = flo = fhi = np.empty(0)
+        if forecast is not None and math.isfinite(forecast.eta) and forecast.eta > 0:
+            late = forecast.eta_high if math.isfinite(forecast.eta_high) else forecast.eta
+            ft = now + np.linspace(0.0, max(late, forecast.eta), 50)
+            dt = ft - now
+
+            def line(eta: float) -> np.ndarray:  # straight to 0 at `eta`, then on below it
+                return remaining * (1.0 - dt / max(eta, 1e-9))
+
+            fm, flo, fhi = line(forecast.eta), line(max(forecast.eta_low, 1e-9)), line(late)
+        title = f"SLO {spec.slo}: error budget left over the {window_name(spec.window)} window"
+        return BudgetChart(t, v, ft, fm, flo, fhi, title)
 
     def describe(self, labels: dict[str, str], remaining: float, forecast: BreachInfo | None,
                  top: Sequence[tuple[str, float]]) -> str:
