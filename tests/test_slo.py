@@ -164,7 +164,8 @@ def test_constant_burn_exhaustion_eta_is_within_its_interval_and_opens_the_probl
     assert chart.forecast_t[0] == now and chart.forecast_mean[0] == pytest.approx(chart.values[-1])
     at_eta = np.interp(now + found[now][0].eta, chart.forecast_t, chart.forecast_mean)
     assert at_eta == pytest.approx(0.0, abs=1e-6)
-    assert np.all(chart.forecast_low <= chart.forecast_mean + 1e-12) and np.all(chart.forecast_mean <= chart.forecast_high + 1e-12)
+    assert np.all(chart.forecast_low <= chart.forecast_mean + 1e-12)
+    assert np.all(chart.forecast_mean <= chart.forecast_high + 1e-12)
     png = render_chart(chart.times, chart.values, forecast_t=chart.forecast_t, forecast_mean=chart.forecast_mean,
                        forecast_low=chart.forecast_low, forecast_high=chart.forecast_high, threshold=0.0,
                        title=chart.title)
