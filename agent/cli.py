@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--query", action="append", default=[], help="selector to fetch when --input is a URL")
     bt.add_argument("--json", action="store_true", help="machine-readable output")
     bt.add_argument("--report", default=None, help="write an HTML report here")
+    bt.add_argument("--incidents", default=None,
+                    help="CSV of known incidents (start,end[,labels]) that anomaly tickets are judged against")
+    bt.add_argument("--progress", action="store_true",
+                    help="show progress on stderr even when it is not a terminal (it is shown on one)")
 
     det = sub.add_parser("detect", help="score one series for anomalies")
     det.add_argument("--input", required=True, help="CSV with timestamp,value")

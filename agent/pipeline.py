@@ -28,6 +28,7 @@ from agent.promql import Engine
 from agent.rules.alerting import Alert, AlertingRule
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import RuleManager, RuleOptions, build_rule_manager
+from agent.rules.slo import SloBudgetRule
 from agent.sources.query import QuerySources
 from agent.sources.scrape import ScrapeManager, ScrapeTarget
 from agent.sources.system import FAMILIES as SYSTEM_FAMILIES
@@ -263,6 +264,11 @@ class Pipeline:
         if not isinstance(rule, AlertingRule) or not alerts or not isinstance(alerts[0], Alert):
             return None
         alert = alerts[0]
+        if isinstance(rule, SloBudgetRule):  # the budget over the whole SLO window, from the SLO's own history
+            b = rule.budget_chart(alert.labels, now, alert.value, alert.forecast)
+            return render_chart(b.times, b.values, title=b.title, forecast_t=b.forecast_t, forecast_mean=b.forecast_mean,
+                                forecast_low=b.forecast_low, forecast_high=b.forecast_high,
+                                threshold=0.0) if b is not None else None
         spec = rule.definition.spec.forecast
         lookback = float(spec.lookback) if spec is not None else 6 * 3600.0
         step = max(15.0, lookback / 300)

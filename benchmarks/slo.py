@@ -7,16 +7,20 @@ from the ledger, meta series, burn-rate alerts, the budget forecast). The ledger
 is first filled with 28 days of base samples at the 1m interval (what a running agent holds
 after four weeks) so the long-window sums are timed at full size.
 
-    python benchmarks/slo.py [--slos 20] [--ticks 200] [--interval 60]
+    python benchmarks/slo.py [--slos 20] [--ticks 200] [--interval 60] [--profile]
 
 Prints: per-tick evaluation time per SLO (median and p95 over the ticks), ledger bytes per
 SLO, and the machine's load average (the figure needs a quiet machine; re-run to compare).
+`--profile` adds the top functions of the timed evaluations (cProfile, by own time and by
+cumulative time).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import statistics
 import sys
 import time
@@ -48,6 +52,7 @@ def main() -> None:
     ap.add_argument("--slos", type=int, default=20)
     ap.add_argument("--ticks", type=int, default=200)
     ap.add_argument("--interval", type=float, default=60.0)
+    ap.add_argument("--profile", action="store_true", help="profile the timed evaluations")
     args = ap.parse_args()
     n, interval = args.slos, args.interval
     text = f"groups:\n  - name: slos\n    interval: {int(interval)}s\n    rules:\n"
@@ -79,15 +84,20 @@ def main() -> None:
     times: list[float] = []
     counters = np.zeros(len(labels))
     t = start
+    prof = cProfile.Profile() if args.profile else None
     for k in range(args.ticks + 5):
         for sub in range(4):  # 15 s scrapes
             ts = t - interval + (sub + 1) * interval / 4
             counters += rates * interval / 4
             store.append(ids, ts, counters)
         clock.set(t)
+        if prof is not None and k >= 5:
+            prof.enable()
         t0 = time.perf_counter()
         rm.evaluate_group(group, t)
         dt = time.perf_counter() - t0
+        if prof is not None:
+            prof.disable()
         if k == 2:
             for s in group.slos:  # move the seeded history under the real key
                 seeded = s.state.ledgers.pop((("sloth_id", s.state.plan.spec.slo_id),), None)
@@ -108,6 +118,10 @@ def main() -> None:
           f"({len(hist_t)} samples; traced allocation while filling: {filled / n / 1e6:.2f} MB per SLO)")
     print(f"rule errors: {errors[:3] if errors else 'none'}")
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    if prof is not None:
+        stats = pstats.Stats(prof)
+        stats.sort_stats("tottime").print_stats(20)
+        stats.sort_stats("cumulative").print_stats(30)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ if REPO not in sys.path:
 from agent.commands import test as ruletest  # noqa: E402  (after the sys.path line, so a checkout runs as is)
 from agent.config.reference import apply_notes, code, config_reference, render_page, schema_sections  # noqa: E402
 from agent.rules import file as rulefile  # noqa: E402
+from agent.rules import slospec  # noqa: E402
 from agent.rules.detectors import AnomalyInfo, BreachInfo  # noqa: E402
 from agent.rules.templates import BASE_VARIABLES  # noqa: E402
 from agent.rules.templates.functions import FUNCTIONS  # noqa: E402
@@ -205,9 +206,17 @@ RULE_NOTES = {
 }
 
 
+SLO_PATH = "groups[].rules[] with slo:"
+SLO_INTRO = ("A rule with an `slo:` key is a service level objective: the agent expands it into recording "
+             "rules, burn-rate alerts and the budget problem (see [Service level objectives](../slo.md)). "
+             "Its keys replace those of an alerting or recording rule.")
+
+
 def rule_file_reference() -> str:
     sections = schema_sections(RuleFileTop, "", item_types={"rules": rulefile.RuleSpec})
     sections[0].source = "agent.rules.file.load_rule_text"
+    slo = schema_sections(slospec.SloSpec, SLO_PATH, intro=SLO_INTRO)
+    sections.extend(slo)
     apply_notes(sections, RULE_NOTES)
     return render_page("Rule file reference", RULES_INTRO, sections, tail=templates_section())
 

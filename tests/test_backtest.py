@@ -17,7 +17,7 @@ import pytest
 
 from agent import replay
 from agent.cli import main
-from agent.commands import backtest
+from agent.commands import backtest, backtest_outcome, backtest_report
 from agent.config.schema import TicketingConfig
 from agent.rules.manager import RuleOptions
 from agent.sources import recording
@@ -101,18 +101,40 @@ def test_cli_json_shape_and_html_report(tmp_path, capsys) -> None:
     assert ev["time_rfc3339"] == "2023-11-15T03:19:20Z" and ev["action"] == "open"
     assert ev["anomaly_score"] is None
     assert {s["rule"] for s in doc["summary"]} == {"DiskLow", "DiskWillFill"}
+    summary = {s["rule"]: s for s in doc["summary"]}
+    assert summary["DiskWillFill"]["true_tickets"] == 1 and summary["DiskWillFill"]["false_tickets"] == 0
+    assert summary["DiskWillFill"]["median_lead_time_seconds"] == pytest.approx(354 * 60)
+    assert doc["warnings"] == []
     page = report.read_text()
     assert page.startswith("<!DOCTYPE html>") and "</html>" in page
     assert page.count("<svg") == 2  # one chart per problem
     charts = [ET.fromstring(m) for m in re.findall(r"<svg.*?</svg>", page, re.S)]  # well-formed
     ns = "{http://www.w3.org/2000/svg}"
-    for chart in charts:
-        assert chart.findall(f"{ns}polyline")  # the series
-    # the forecast chart has the threshold (dashed) and a marker per action: open, update, update
-    dashed = [ln for ln in charts[0].findall(f"{ns}line") if ln.get("stroke-dasharray")]
-    assert len(dashed) == 1 and len(charts[0].findall(f"{ns}line")) == 1 + 3
+
+    def of(chart, tag, cls):
+        return [e for e in chart.iter(f"{ns}{tag}") if cls in (e.get("class") or "").split()]
+
+    # The forecast problem: the rule's own series only (the /data one, not /var), the
+    # threshold, a forecast line and band at the open and each update, a mark per action,
+    # the actual breach shaded, and time and value axes.
+    fc = charts[0]
+    assert len(of(fc, "polyline", "series")) == 1
+    assert len(of(fc, "line", "threshold")) == 1
+    assert len(of(fc, "line", "forecast")) == 3 and len(of(fc, "polygon", "band")) == 3
+    assert [m.get("class") for m in of(fc, "line", "mark")] == ["mark open", "mark update", "mark update"]
+    assert len(of(fc, "rect", "breach")) == 1
+    labels = [t.text for t in fc.iter(f"{ns}text")]
+    assert "UTC" in labels and any(re.fullmatch(r"\d\d:\d\d", t or "") for t in labels)
+    legend = page.split(re.findall(r"<svg.*?</svg>", page, re.S)[0])[1].split("</div>")[0]
+    assert "{mount=&quot;/data&quot;}" in legend and "threshold 0" in legend and "actual breach" in legend
+    # The threshold problem is charted too: the left side of `disk_free_bytes < 100`, the
+    # threshold 100 and the open mark.
+    th = charts[1]
+    assert len(of(th, "polyline", "series")) == 1 and len(of(th, "line", "threshold")) == 1
+    assert [m.get("class") for m in of(th, "line", "mark")] == ["mark open"]
     assert "DiskWillFill" in page and "first notification" in page and "http" not in page.split("<body>")[1].replace(
         "http://www.w3.org/2000/svg", "")  # self-contained: no external resources
+    assert "<script" not in page
 
 
 def test_cli_text_output(capsys) -> None:
@@ -303,3 +325,119 @@ def test_replay_steps_feeds_and_reports_each_tick() -> None:
     # without ticketing: rules only; a handler returning False ends the replay
     fed, ticks, run = _replay(None, until=T0 + 120)
     assert run.evaluations == 3 and run.problems == [] and all(acts == [] for _, _, acts in ticks)
+
+
+OUTCOME_RULES = """\
+groups:
+  - name: outcome
+    interval: 1m
+    rules:
+      - alert: FreeLow
+        expr: free < 100
+        for: 5m
+      - alert: FreeWillRunOut
+        expr: free
+        forecast: {model: linear, lookback: 1h, horizon: 2h, threshold: 0, direction: below, confidence: 0.9}
+        for: 5m
+      - alert: Typo
+        expr: fre_typo < 1
+      - alert: TypoForecast
+        expr: fre_typo
+        forecast: {model: linear, lookback: 1h, horizon: 2h, threshold: 0}
+"""
+
+
+def _outcome_data(path) -> None:
+    """Three series over 10 hours at 1m. `a` falls towards 0 and is cleaned up at 100 (a
+    forecast that did not come true); `b` drops from 1000 to -10 at once at 5 h (a breach no
+    forecast could see: missed by the forecast rule, caught late by the threshold rule); `c`
+    falls steadily to 0 at 8 h (true, with its lead time)."""
+    rows = ["timestamp,series,value"]
+    for i in range(601):
+        t = T0 + 60 * i
+        a = 1000 - 6 * i if i < 150 else 1000.0
+        b = 1000.0 if i < 300 else -10.0
+        c = max(1000 - 1000 * i / 480, 0.0)
+        for name, v in (("a", a), ("b", b), ("c", c)):
+            rows.append(f'{t:.0f},"free{{disk=""{name}""}}",{v}')
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_tickets_are_judged_against_what_the_data_did(tmp_path) -> None:
+    data, rules = tmp_path / "free.csv", tmp_path / "rules.yml"
+    _outcome_data(data)
+    rules.write_text(OUTCOME_RULES.replace("        for: 5m\n", "        for: 5m\n        ticket: {group_by: [disk]}\n"))
+    res = backtest.run_backtest(backtest.load_rules([str(rules)]), recording.read_csv(str(data)))
+    opens = {(e.rule, e.labels["disk"]): e for e in res.events if e.action == "open"}
+    # forecast: a (cleaned up before reaching 0) false; b true but late (it opened after the
+    # drop, once `for` had passed); c true, warned ahead of its breach at minute 480
+    assert opens[("FreeWillRunOut", "a")].verdict == "false"
+    assert (opens[("FreeWillRunOut", "b")].verdict, opens[("FreeWillRunOut", "b")].lead_seconds) == ("true", -300.0)
+    c = opens[("FreeWillRunOut", "c")]
+    assert c.verdict == "true" and c.lead_seconds == pytest.approx(T0 + 480 * 60 - c.time) and c.lead_seconds > 3600
+    summary = {s.rule: s for s in res.summary}
+    fc = summary["FreeWillRunOut"]
+    assert (fc.tickets, fc.true_tickets, fc.false_tickets, fc.breaches, fc.missed_breaches) == (3, 2, 1, 2, 1)
+    assert fc.median_lead_time_seconds == pytest.approx((c.lead_seconds - 300.0) / 2)
+    missed = [b for b in res.outcomes["FreeWillRunOut"].breaches if not b.caught]
+    assert [(b.series["disk"], b.start) for b in missed] == [("b", T0 + 300 * 60)]  # no forecast saw the drop
+    # threshold: b below 100 from minute 300, c from 433; each fires after `for: 5m`
+    th = summary["FreeLow"]
+    assert (th.tickets, th.true_tickets, th.false_tickets, th.breaches, th.missed_breaches) == (2, 2, 0, 2, 0)
+    assert opens[("FreeLow", "b")].lead_seconds == -300.0 and opens[("FreeLow", "c")].lead_seconds == -300.0
+    assert th.time_in_alert_seconds == pytest.approx((600 - 305) * 60 + (600 - 438) * 60)
+    # a selector that matches nothing reads "no data", not "0 tickets" like a quiet rule
+    assert summary["Typo"].evaluations_with_data == 0 and summary["Typo"].evaluations == 601
+    assert summary["FreeLow"].evaluations_with_data > 0
+    assert res.warnings == [
+        "rule Typo: its expression returned no data at any of 601 evaluations; no series matched fre_typo",
+        "rule TypoForecast: its expression returned no data at any of 601 evaluations; no series matched fre_typo"]
+    text = backtest.format_text(res)
+    assert "warning: rule Typo: its expression returned no data" in text
+    assert [ln.split()[0] for ln in text.splitlines() if ln.endswith("NO DATA")] == ["Typo", "TypoForecast"]
+    page = backtest_report.format_html(res)
+    assert page.count('class="warn"') == 2 and page.count('<span class="nodata">no data</span>') == 2
+    assert "Missed breaches" in page
+    # With the default grouping all disks are one problem: c joins b's ticket by an update
+    # before its breach, so that breach is covered; b's drop is still missed.
+    rules.write_text(OUTCOME_RULES)
+    res = backtest.run_backtest(backtest.load_rules([str(rules)]), recording.read_csv(str(data)))
+    missed = [b for b in res.outcomes["FreeWillRunOut"].breaches if not b.caught]
+    assert [(b.series["disk"], b.start) for b in missed] == [("b", T0 + 300 * 60)]
+
+
+def test_anomaly_tickets_are_judged_against_incident_windows(tmp_path) -> None:
+    incidents = tmp_path / "incidents.csv"
+    incidents.write_text('start,end,labels\n2023-11-15T00:00:00Z,2023-11-15T01:00:00Z,"{disk=""a""}"\n'
+                         "1700010000,1700013600\n")
+    got = backtest_outcome.read_incidents(str(incidents))
+    assert got[0].labels == {"disk": "a"} and got[1].start == 1700010000.0
+    opened = [backtest_outcome.Opened("k1", 1700006400.0 + 60, None, {"disk": "a"}),  # inside the first window
+              backtest_outcome.Opened("k2", 1700020000.0, None, {"disk": "b"})]  # in none
+    out = backtest_outcome.judge(None, "anomaly", opened, incidents=got)
+    assert [o.verdict for o in opened] == ["true", "false"] and opened[0].lead_seconds == -60.0
+    assert (out.true, out.false, out.missed) == (1, 1, 1)  # the second incident had no ticket
+    assert backtest_outcome.judge(None, "anomaly", opened).true is None  # no incidents: not judged
+    bad = tmp_path / "bad.csv"
+    bad.write_text("start,end\nyesterday,1\n")
+    with pytest.raises(recording.ReplayInputError, match=r"bad.csv:2: "):
+        backtest_outcome.read_incidents(str(bad))
+
+
+def test_progress_shows_rate_and_time_left(tmp_path, capsys) -> None:
+    import io
+
+    out = io.StringIO()
+    p = backtest.Progress(30 * 86400.0, tty=False, stream=out)
+    p(0.5)
+    p(0.6)  # within LOG_EVERY of the last line: not repeated in a log
+    p(1.0)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "50.0%" in lines[0] and "of data/s" in lines[0] and "ETA" in lines[0]
+    assert "100.0%" in lines[1] and "done in" in lines[1]
+    # --progress writes it to stderr when stderr is not a terminal; stdout keeps the JSON
+    assert main(["backtest", "--rules", RULES, "--input", LONG, "--json", "--progress"]) == 0
+    cap = capsys.readouterr()
+    assert "replaying" in cap.err and "100.0%" in cap.err and json.loads(cap.out)["evaluations"] == 721
+    assert main(["backtest", "--rules", RULES, "--input", LONG, "--json"]) == 0
+    assert capsys.readouterr().err == ""

@@ -236,11 +236,15 @@ def test_reference_lists_every_config_key():
 def test_reference_lists_every_rule_file_key_and_template_name():
     from agent.rules.detectors import AnomalyInfo, BreachInfo
     from agent.rules.file import GroupSpec, RuleSpec
+    from agent.rules.slospec import SloSpec
     from agent.rules.templates import BASE_VARIABLES
     from agent.rules.templates.functions import FUNCTIONS
 
     keys = [("Top level", "groups")] + expected_keys(GroupSpec, "groups[]", {}, {"rules": RuleSpec})
     assert ("`groups[].rules[].forecast`", "threshold") in keys and ("`groups[].rules[]`", "for") in keys
+    keys += expected_keys(SloSpec, "groups[].rules[] with slo:", {})
+    assert ("`groups[].rules[] with slo:.sli.latency`", "threshold") in keys
+    assert ("`groups[].rules[] with slo:.alerting.windows[]`", "budget_percent") in keys
     _assert_keys_listed("docs/reference/rule-file.md", keys)
     templates = _sections("docs/reference/rule-file.md")["Templates"]
     names = [*BASE_VARIABLES, "$forecast", "$anomaly", *FUNCTIONS, "and", "or",

@@ -7,12 +7,14 @@ from __future__ import annotations
 import math
 import textwrap
 
+import numpy as np
 import pytest
 
 from agent.config.decode import ConfigErrors
 from agent.rules.alerting import AlertingRule, AlertState
 from agent.rules.file import load_rule_text
 from agent.rules.slo import Ledger, SloBudgetRule
+from agent.tickets.chart import render_chart
 from tests.slo_traffic import Traffic, replay_slo, value
 
 H, M, D = 3600.0, 60.0, 86400.0
@@ -126,6 +128,7 @@ def test_constant_burn_exhaustion_eta_is_within_its_interval_and_opens_the_probl
     checks = [D + 2 * H, D + 3 * H, D + 4 * H]
     found = {}
     tickets = []
+    charts = []
 
     def on_tick(tick, engine):
         tickets.extend(t for _, t in tick.tickets)
@@ -133,6 +136,9 @@ def test_constant_burn_exhaustion_eta_is_within_its_interval_and_opens_the_probl
             rule = next(r for r in tick.rules.alerting_rules() if isinstance(r, SloBudgetRule))
             (info,) = [i for _, i in rule.export_labels(("x",))]
             found[tick.time] = (info, rule.active_alerts())
+            if tick.time == checks[-1]:
+                a = rule.active_alerts()[0]
+                charts.append(rule.budget_chart(a.labels, tick.time, a.value, a.forecast))
 
     replay_slo(rules, traffic, D + 4 * H, on_tick=on_tick, tickets=True)
     for t in checks:
@@ -149,6 +155,21 @@ def test_constant_burn_exhaustion_eta_is_within_its_interval_and_opens_the_probl
     assert "Error budget left:" in body and "Burn rate (1x spends the budget exactly over the window): 5m 4.00x" in body
     assert "Top contributors to bad events over the last 1h: route=/pay 75%; route=/cart 25%." in body
     assert "before the window ends" in body
+    # The ticket's chart: the remaining budget over the whole 1d window (untouched, then
+    # falling) and the forecast from now down to 0 at the predicted exhaustion.
+    (chart,) = charts
+    now = checks[-1]
+    assert chart.times[0] <= now - D + 30 * M and chart.times[-1] == now
+    assert chart.values[0] == pytest.approx(1.0) and chart.values[-1] == pytest.approx(1 - 4 * 4 / 24, abs=1e-6)
+    assert chart.forecast_t[0] == now and chart.forecast_mean[0] == pytest.approx(chart.values[-1])
+    at_eta = np.interp(now + found[now][0].eta, chart.forecast_t, chart.forecast_mean)
+    assert at_eta == pytest.approx(0.0, abs=1e-6)
+    assert np.all(chart.forecast_low <= chart.forecast_mean + 1e-12)
+    assert np.all(chart.forecast_mean <= chart.forecast_high + 1e-12)
+    png = render_chart(chart.times, chart.values, forecast_t=chart.forecast_t, forecast_mean=chart.forecast_mean,
+                       forecast_low=chart.forecast_low, forecast_high=chart.forecast_high, threshold=0.0,
+                       title=chart.title)
+    assert png is not None and png.startswith(b"\x89PNG")
 
 
 def test_ledger_window_sums_and_trimming():
@@ -203,3 +224,67 @@ def test_latency_sli_expands_to_histogram_buckets():
         '((sum(rate(http_request_duration_seconds_count{job="checkout"}[1m]))) * 0)')
     alerts = [r for r in RuleGroup(g, 60).rules if isinstance(r, AlertingRule)]
     assert [r.name for r in alerts] == ["ErrorBudgetBurn", "ErrorBudgetBurn", "ErrorBudgetExhaustion"]
+
+
+def _run(rm, feeder, engine, times, out, wanted):
+    for t in times:
+        feeder.feed_until(t)
+        rm.clock.set(t)
+        for g in rm.due_groups(t):
+            rm.evaluate_group(g, t)
+        if t in wanted:
+            out[t] = value(engine, f"slo:period_error_budget_remaining:ratio{SEL}", t)
+
+
+def test_a_restart_mid_window_keeps_the_budget_series(tmp_path):
+    """The SLO's window history is saved with the rules state: a daemon restarted mid-window
+    (store snapshot and rules state written at stop, 3 minutes down) gives the budget series
+    of one that never stopped, to the few samples the downtime missed. Without the saved
+    history the restarted one would start its window empty."""
+    import numpy as np
+
+    from agent.clock import SimulatedClock
+    from agent.promql import Engine
+    from agent.rules.manager import RuleOptions, build_rule_manager, slo_state_path
+    from agent.sources.recording import Feeder, store_for
+
+    traffic = Traffic([(0, 0.0), (2 * H, 0.02), (5 * H, 0.001), (10 * H, 0.004)])
+    rules = AVAILABILITY.format(objective=99, window="1d", lookback="1h")
+    end, stop, down, window = 30 * H + 30 * M, 6 * H, 3 * M, D
+    rec = traffic.recording(end)
+    grid = np.arange(0.0, end + 1, 60.0)
+    options = RuleOptions(default_interval=60.0, interval=60.0)
+
+    def agent():
+        store = store_for(rec, 3600.0)
+        rm = build_rule_manager(load_rule_text(rules, "slo.yml"), store, SimulatedClock(0.0), options)
+        return rm, Feeder(rec, store), Engine(store), store
+
+    later = stop + down + window + 5 * M  # the downtime has left the window
+    wanted = {stop + H, 12 * H, 20 * H, 28 * H, later}
+    steady: dict[float, float | None] = {}
+    rm, feeder, engine, store = agent()
+    _run(rm, feeder, engine, grid[grid < stop], steady, wanted)
+    state = str(tmp_path / "rules.state.json")
+    rm.save_state(state)  # as the daemon does at stop; this one goes on as if it never stopped
+    store.save(str(tmp_path / "store.snapshot"))
+    assert (tmp_path / "slo.state.npz").exists() and slo_state_path(state) == str(tmp_path / "slo.state.npz")
+    _run(rm, feeder, engine, grid[grid >= stop], steady, wanted)
+
+    def restarted(restore: bool, until: float) -> dict[float, float | None]:
+        rm2, feeder2, engine2, store2 = agent()
+        assert store2.load(str(tmp_path / "store.snapshot"))
+        if restore:
+            rm2.load_state(state)
+        feeder2.pos = int(np.searchsorted(rec.t, stop + down, side="right"))  # nothing scraped while down
+        after: dict[float, float | None] = {}
+        _run(rm2, feeder2, engine2, grid[(grid >= stop + down) & (grid <= until)], after, wanted)
+        return after
+
+    after = restarted(True, end)
+    for t in (stop + H, 12 * H, 20 * H, 28 * H):
+        # three of the window's 1440 samples are missing while the downtime is in the window
+        assert after[t] == pytest.approx(steady[t], abs=1e-2), t
+    assert after[later] == pytest.approx(steady[later], abs=1e-9)
+    fresh = restarted(False, stop + H)
+    assert abs(fresh[stop + H] - steady[stop + H]) > 0.3  # what the saved history prevents

@@ -31,7 +31,6 @@ A command: it may import any stage; nothing but the CLI imports it.
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import logging
 import math
@@ -43,20 +42,32 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import promql_parser as pp
 
 from agent.clock import parse_time, rfc3339
+from agent.commands.backtest_outcome import (
+    MAX_TRACE_POINTS,
+    Incident,
+    Opened,
+    Outcome,
+    Traces,
+    chart_expr,
+    judge,
+    read_incidents,
+)
+from agent.commands.backtest_report import format_html
 from agent.config.decode import ConfigErrors, Duration, parse_duration
 from agent.config.schema import Config, TicketingConfig
 from agent.promql import parse
 from agent.promql.parse import children
+from agent.promql.select import select_ids
 from agent.replay import Tick, replay
 from agent.rules import slo
 from agent.rules.alerting import Alert, AlertingRule, AlertState
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import RuleOptions
 from agent.sources.recording import Feeder, Recording, ReplayInputError, fetch_recording, read_csv, store_for
+from agent.store import Store
 from agent.tickets.content import approx_duration
 
 log = logging.getLogger(__name__)
@@ -90,6 +101,8 @@ class TicketEvent:
     probability: float | None = None
     anomaly_score: float | None = None
     started_at: float = 0.0
+    verdict: str | None = None  # opens: true | false | undecided | not judged (see backtest_outcome)
+    lead_seconds: float | None = None  # opens judged true: the actual breach's time minus the open's
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -102,6 +115,9 @@ class TicketEvent:
 
 @dataclass
 class RuleSummary:
+    """One rule's tickets and how they compare with the data (`agent.commands.backtest_outcome`:
+    None where a figure does not apply or was not judged)."""
+
     rule: str
     kind: str  # threshold | forecast | anomaly | storm
     tickets: int = 0
@@ -110,6 +126,16 @@ class RuleSummary:
     open_at_end: int = 0
     median_eta_at_open_seconds: float | None = None
     median_duration_seconds: float | None = None
+    evaluations: int = 0
+    evaluations_with_data: int = 0  # evaluations at which the rule's expression returned a sample
+    judged_by: str = ""  # what a ticket is judged against (the actual outcome for this kind)
+    true_tickets: int | None = None
+    false_tickets: int | None = None
+    undecided_tickets: int | None = None  # the data ends before the outcome is known
+    breaches: int | None = None  # episodes of the actual outcome in the data
+    missed_breaches: int | None = None  # breaches no ticket opened before
+    median_lead_time_seconds: float | None = None  # breach minus open, over true tickets
+    time_in_alert_seconds: float = 0.0  # total time the rule's tickets were open
 
 
 @dataclass
@@ -125,15 +151,35 @@ class BacktestResult:
     wall_seconds: float = 0.0
     refits: int = 0
     rule_kinds: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    traces: Traces | None = None  # the rules' chart expressions, for the report
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # per rule
+    thresholds: dict[str, ChartThreshold] = field(default_factory=dict)  # per rule, for charts
 
     def to_json(self) -> dict[str, Any]:
         return {
             "from": self.start, "to": self.end, "from_rfc3339": _utc(self.start), "to_rfc3339": _utc(self.end),
             "series": self.series, "samples": self.samples, "evaluations": self.evaluations, "refits": self.refits,
             "events": [e.to_json() for e in self.events],
-            "summary": [dict(s.__dict__) for s in self.summary],
+            "summary": [_finite(dict(s.__dict__)) for s in self.summary],
             "open_at_end": list(self.open_at_end),
+            "warnings": list(self.warnings),
         }
+
+
+@dataclass(frozen=True)
+class ChartThreshold:
+    """What a rule's chart draws as its threshold, and how its actual outcome is judged:
+    the value, the side that breaches (`below`), the forecast horizon and the rule's `for`."""
+
+    value: float | None
+    below: bool
+    horizon: float
+    for_: float
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 
@@ -207,21 +253,23 @@ def load_rules(paths: list[str]) -> list[RuleGroupDef]:
 def rule_options(interval: float, step: float | None) -> RuleOptions:
     """The daemon's rule options for a default config whose evaluation interval is
     `interval`, with every group at `step` if given. External labels would stamp the
-    backtesting machine's hostname on every ticket, so `host` is empty."""
+    backtesting machine's hostname on every ticket, so `host` is empty. No query timeout: a
+    replay is deterministic and a timeout's worker thread cost half of each evaluation."""
     cfg = Config()
     cfg.global_.evaluation_interval = Duration(interval)
     cfg.global_.external_labels = {"host": ""}
-    return dataclasses.replace(RuleOptions.from_config(cfg), interval=step)
+    return dataclasses.replace(RuleOptions.from_config(cfg), interval=step, query_timeout=None)
 
 
 def run_backtest(groups: list[RuleGroupDef], recording: Recording, *, start: float | None = None,
                  end: float | None = None, step: float | None = None, default_interval: float = DEFAULT_INTERVAL,
-                 ticketing: TicketingConfig | None = None,
-                 progress: Callable[[float], None] | None = None) -> BacktestResult:
+                 ticketing: TicketingConfig | None = None, progress: Callable[[float], None] | None = None,
+                 incidents: list[Incident] | None = None, max_trace_points: int = MAX_TRACE_POINTS) -> BacktestResult:
     """Replay `recording` (restricted to [start, end]) through `groups`; see the module doc.
 
     `ticketing`: the problem manager's settings (default: the config defaults);
-    `progress(fraction)` is called now and then."""
+    `progress(fraction)` is called about twice a second; `incidents`: the windows anomaly
+    rules are judged against (None: anomaly tickets are not judged)."""
     wall = time.monotonic()
     rec = recording.window(start, end)
     if start is None:
@@ -231,10 +279,16 @@ def run_backtest(groups: list[RuleGroupDef], recording: Recording, *, start: flo
     store = store_for(rec, max(RAW_WINDOW_MIN, longest_window(groups) * 1.25))
     kinds = alert_kinds(groups)
     events: list[TicketEvent] = []
+    traces = Traces(max_trace_points)
+    specs: dict[str, ChartThreshold] = {}
     shown = time.monotonic()
 
     def on_tick(tick: Tick) -> None:
         nonlocal shown
+        rules = tick.rules.alerting_rules()
+        if not specs:
+            specs.update({r.name: _chart_threshold(r) for r in reversed(rules)})
+        traces.capture(rules, tick.time, tick.rules.query)
         if tick.tickets:
             events.extend(_events(tick))
         if progress is not None and time.monotonic() - shown > 0.5:
@@ -248,9 +302,103 @@ def run_backtest(groups: list[RuleGroupDef], recording: Recording, *, start: flo
     open_rules = {p.dedup_key: p.rule for p in run.problems if p.dedup_key in set(open_keys)}
     if progress is not None:
         progress(1.0)
+    outcomes = judge_rules(events, traces, specs, kinds, end, incidents)
+    summary = summarise(events, kinds, open_rules, outcomes=outcomes, traces=traces, end=end)
     return BacktestResult(start=start, end=end, series=len(rec.labels), samples=len(rec), evaluations=run.evaluations,
-                          events=events, summary=summarise(events, kinds, open_rules), open_at_end=open_keys,
-                          wall_seconds=time.monotonic() - wall, refits=run.refits, rule_kinds=kinds)
+                          events=events, summary=summary, open_at_end=open_keys,
+                          wall_seconds=time.monotonic() - wall, refits=run.refits, rule_kinds=kinds,
+                          warnings=data_warnings(groups, traces, store, kinds), traces=traces, outcomes=outcomes,
+                          thresholds=specs)
+
+
+def _chart_threshold(rule: AlertingRule) -> ChartThreshold:
+    spec = rule.definition.spec
+    if spec.forecast is not None:
+        f = spec.forecast
+        return ChartThreshold(float(f.threshold), f.direction == "below", float(f.horizon), float(spec.for_))
+    ch = chart_expr(rule)
+    return ChartThreshold(ch.threshold, ch.op in ("<", "<="), 0.0, float(spec.for_))
+
+
+def judge_rules(events: list[TicketEvent], traces: Traces, specs: dict[str, ChartThreshold], kinds: dict[str, str],
+                end: float, incidents: list[Incident] | None) -> dict[str, Outcome]:
+    """Each rule's opens judged against the data (`backtest_outcome.judge`); the verdicts and
+    lead times are also written on the open events."""
+    opened: dict[str, list[tuple[TicketEvent, Opened]]] = {}
+    current: dict[str, Opened] = {}  # per problem: its ticket open now
+    for e in events:
+        if e.action == "open":
+            o = current[e.dedup_key] = Opened(e.dedup_key, e.time, None, e.labels, [(e.time, e.labels)])
+            opened.setdefault(e.rule, []).append((e, o))
+        elif e.dedup_key in current:
+            if e.action == "clear":
+                current.pop(e.dedup_key).cleared = e.time
+            else:
+                current[e.dedup_key].covers.append((e.time, e.labels))
+    out: dict[str, Outcome] = {}
+    for rule, kind in kinds.items():
+        pairs = opened.get(rule, [])
+        sp = specs.get(rule, ChartThreshold(None, True, 0.0, 0.0))
+        out[rule] = judge(traces.rules.get(rule), kind, [o for _, o in pairs], threshold=sp.value, below=sp.below,
+                          horizon=sp.horizon, for_=sp.for_, end=end, incidents=incidents)
+        for e, o in pairs:
+            e.verdict, e.lead_seconds = o.verdict, o.lead_seconds
+    return out
+
+
+def data_warnings(groups: list[RuleGroupDef], traces: Traces, store: Store, kinds: dict[str, str]) -> list[str]:
+    """Rules whose expression never returned data (with the selectors that matched no
+    series), rules never evaluated, and what the trace limit left out."""
+    out = []
+    selectors = _rule_selectors_by_name(groups)
+    for rule, kind in kinds.items():
+        tr = traces.rules.get(rule)
+        if tr is None or not tr.n:
+            out.append(f"rule {rule}: never evaluated (no data in the range?)")
+            continue
+        if tr.with_data:
+            continue
+        if kind == "threshold" and tr.chart.expr is not None and tr.series:
+            continue  # its left side had data: the condition was simply never true
+        empty = [sel for sel in selectors.get(rule, []) if not _matches_any(store, sel)]
+        why = f"; no series matched {', '.join(empty)}" if empty else ""
+        out.append(f"rule {rule}: its expression returned no data at any of {tr.n} evaluations{why}")
+    for rule, tr in traces.rules.items():
+        if tr.dropped_series:
+            out.append(f"rule {rule}: {tr.dropped_series} series not charted nor judged (over {traces.max_points} "
+                       "values kept in all)")
+    for rule, err in traces.query_errors.items():
+        out.append(f"rule {rule}: its chart expression failed: {err}")
+    return out
+
+
+def _rule_selectors_by_name(groups: list[RuleGroupDef]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for g in groups:
+        for r in g.rule_defs():
+            if r.is_alert:
+                out.setdefault(r.name, []).extend(_selectors([r.expr]))
+    return out
+
+
+def _selectors(exprs: list[Any]) -> list[str]:
+    out: list[str] = []
+    for e in (x for expr in exprs for x in _walk(expr)):
+        sel = e.vector_selector if isinstance(e, pp.MatrixSelector) else e
+        if isinstance(sel, pp.VectorSelector):
+            text = str(sel).split(" offset ")[0].split(" @ ")[0]
+            text = text[:-2] if text.endswith("{}") else text
+            if text not in out:
+                out.append(text)
+    return out
+
+
+def _matches_any(store: Store, selector: str) -> bool:
+    try:
+        vs = pp.parse(selector)
+        return not isinstance(vs, pp.VectorSelector) or bool(len(select_ids(store, vs)))
+    except Exception:  # a selector the store cannot answer is not reported as empty
+        return True
 
 
 def _events(tick: Tick) -> list[TicketEvent]:
@@ -292,7 +440,9 @@ def _describe(ev: TicketEvent, rule: AlertingRule, group_labels: dict[str, str])
         ev.anomaly_score = a.anomaly.score
 
 
-def summarise(events: list[TicketEvent], kinds: dict[str, str], open_rules: dict[str, str]) -> list[RuleSummary]:
+def summarise(events: list[TicketEvent], kinds: dict[str, str], open_rules: dict[str, str], *,
+              outcomes: dict[str, Outcome] | None = None, traces: Traces | None = None,
+              end: float | None = None) -> list[RuleSummary]:
     out: dict[str, RuleSummary] = {name: RuleSummary(name, kind) for name, kind in kinds.items()}
     opened: dict[str, float] = {}
     etas: dict[str, list[float]] = {}
@@ -309,7 +459,13 @@ def summarise(events: list[TicketEvent], kinds: dict[str, str], open_rules: dict
         elif e.action == "clear":
             s.clears += 1
             if e.dedup_key in opened:
-                durations.setdefault(e.rule, []).append(e.time - opened.pop(e.dedup_key))
+                took = e.time - opened.pop(e.dedup_key)
+                durations.setdefault(e.rule, []).append(took)
+                s.time_in_alert_seconds += took
+    for key, t in opened.items():  # still open at the end: in alert until then
+        rule = next((e.rule for e in events if e.dedup_key == key), None)
+        if rule in out and end is not None:
+            out[rule].time_in_alert_seconds += max(end - t, 0.0)
     for rule in open_rules.values():
         if rule in out:
             out[rule].open_at_end += 1
@@ -318,6 +474,15 @@ def summarise(events: list[TicketEvent], kinds: dict[str, str], open_rules: dict
             s.median_eta_at_open_seconds = float(statistics.median(etas[name]))
         if durations.get(name):
             s.median_duration_seconds = float(statistics.median(durations[name]))
+        tr = traces.rules.get(name) if traces is not None else None
+        if tr is not None:
+            s.evaluations, s.evaluations_with_data = tr.n, tr.with_data
+        o = (outcomes or {}).get(name)
+        if o is not None:
+            s.judged_by = o.judged_by
+            s.true_tickets, s.false_tickets, s.undecided_tickets = o.true, o.false, o.undecided
+            s.breaches = len(o.breaches) if o.breaches is not None else None
+            s.missed_breaches, s.median_lead_time_seconds = o.missed, o.median_lead_seconds
     return list(out.values())
 
 
@@ -355,116 +520,39 @@ def format_text(res: BacktestResult) -> str:
         lines.append(f"{'TIME':<21} {'ACTION':<7} {'RULE':<28} LABELS / WHY")
         for e in res.events:
             lines.append(f"{_utc(e.time):<21} {e.action:<7} {e.rule:<28} {_labels_text(e.labels)}")
-            lines.append(f"{'':<58} {_why(e)}")
+            judged = f", {e.verdict}" + (f" (lead time {_dur_signed(e.lead_seconds)})" if e.lead_seconds is not None
+                                          else "") if e.verdict and e.verdict != "not judged" else ""
+            lines.append(f"{'':<58} {_why(e)}{judged}")
         lines.append("")
     if res.open_at_end:
         lines.append(f"still open at the end: {len(res.open_at_end)} problem(s)")
         lines.append("")
-    lines.append(f"{'RULE':<28} {'KIND':<10} {'TICKETS':>7} {'UPDATES':>7} {'CLEARS':>6} {'OPEN':>5} "
+    for w in res.warnings:
+        lines.append(f"warning: {w}")
+    if res.warnings:
+        lines.append("")
+    lines.append(f"{'RULE':<28} {'KIND':<10} {'TICKETS':>7} {'TRUE':>5} {'FALSE':>5} {'BREACHES':>8} {'MISSED':>6} "
+                 f"{'MEDIAN LEAD':>14} {'IN ALERT':>9} {'UPDATES':>7} {'CLEARS':>6} {'OPEN':>5} "
                  f"{'MEDIAN ETA AT OPEN':>19} {'MEDIAN DURATION':>16}")
     for s in res.summary:
-        lines.append(f"{s.rule:<28} {s.kind:<10} {s.tickets:>7} {s.updates:>7} {s.clears:>6} {s.open_at_end:>5} "
-                     f"{_dur(s.median_eta_at_open_seconds):>19} {_dur(s.median_duration_seconds):>16}")
+        lines.append(f"{s.rule:<28} {s.kind:<10} {s.tickets:>7} {_n(s.true_tickets):>5} {_n(s.false_tickets):>5} "
+                     f"{_n(s.breaches):>8} {_n(s.missed_breaches):>6} {_dur_signed(s.median_lead_time_seconds):>14} "
+                     f"{_dur(s.time_in_alert_seconds) if s.time_in_alert_seconds else '-':>9} {s.updates:>7} "
+                     f"{s.clears:>6} {s.open_at_end:>5} {_dur(s.median_eta_at_open_seconds):>19} "
+                     f"{_dur(s.median_duration_seconds):>16}"
+                     + ("  NO DATA" if s.evaluations and not s.evaluations_with_data else ""))
     return "\n".join(lines) + "\n"
 
 
-def _matching_series(rec: Recording, labels: dict[str, str], limit: int = 3) -> list[int]:
-    """Recording series whose labels (without __name__) all appear in the ticket's labels."""
-    out = []
-    for i, lab in enumerate(rec.labels):
-        if all(labels.get(k) == v for k, v in lab if k != "__name__"):
-            out.append(i)
-            if len(out) >= limit:
-                break
-    return out
+def _n(v: int | None) -> str:
+    return "-" if v is None else str(v)
 
 
-def _svg(rec: Recording, series: list[int], events: list[TicketEvent], start: float, end: float,
-         threshold: float | None, width: int = 640, height: int = 140) -> str:
-    """An inline SVG chart: the series, the threshold, and the ticket actions as markers."""
-    pad = 4.0
-    ys: list[np.ndarray] = []
-    paths = []
-    for i in series:
-        t, v = rec.series_values(i)
-        keep = (t >= start) & (t <= end) & np.isfinite(v)
-        t, v = t[keep], v[keep]
-        if t.size > 600:  # a chart needs no more points than pixels
-            pick = np.linspace(0, t.size - 1, 600).astype(int)
-            t, v = t[pick], v[pick]
-        ys.append(v)
-        paths.append((t, v))
-    allv = np.concatenate(ys + ([np.array([threshold])] if threshold is not None else [])) if ys else np.array([0.0])
-    lo, hi = (float(np.min(allv)), float(np.max(allv))) if allv.size else (0.0, 1.0)
-    if hi <= lo:
-        hi = lo + 1.0
-    span = max(end - start, 1e-9)
-
-    def x(t: float) -> float:
-        return pad + (t - start) / span * (width - 2 * pad)
-
-    def y(v: float) -> float:
-        return height - pad - (v - lo) / (hi - lo) * (height - 2 * pad)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}"><rect width="100%" height="100%" fill="#fafafa"/>']
-    colours = ("#1f77b4", "#2ca02c", "#9467bd")
-    for (t, v), c in zip(paths, colours):
-        pts = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(t.tolist(), v.tolist()))
-        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.2" points="{pts}"/>')
-    if threshold is not None:
-        parts.append(f'<line x1="{pad}" x2="{width - pad}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
-                     f'stroke="#d62728" stroke-dasharray="4 3"/>')
-    marks = {"open": "#d62728", "update": "#ff7f0e", "clear": "#2ca02c"}
-    for e in events:
-        parts.append(f'<line x1="{x(e.time):.1f}" x2="{x(e.time):.1f}" y1="0" y2="{height}" stroke="{marks[e.action]}" '
-                     f'stroke-width="1.5"><title>{html.escape(e.action)} {html.escape(_utc(e.time))}</title></line>')
-    parts.append(f'<text x="{width - pad}" y="12" font-size="10" text-anchor="end">{html.escape(f"{hi:.4g}")}</text>'
-                 f'<text x="{width - pad}" y="{height - 6}" font-size="10" text-anchor="end">{html.escape(f"{lo:.4g}")}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def format_html(res: BacktestResult, rec: Recording, groups: list[Any]) -> str:
-    thresholds = {r.name: float(r.spec.forecast.threshold) for g in groups for r in g.rule_defs()
-                  if r.is_alert and r.spec.forecast is not None}
-    esc = html.escape
-    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Forewarn backtest</title><style>",
-           "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:left;vertical-align:top}"
-           "th{background:#eee}.open{color:#d62728}.update{color:#ff7f0e}.clear{color:#2ca02c}",
-           "</style></head><body><h1>Forewarn backtest</h1>",
-           f"<p>{esc(_utc(res.start))} .. {esc(_utc(res.end))}: {res.series} series, {res.samples} samples, "
-           f"{res.evaluations} evaluations, {len(res.events)} ticket actions.</p>",
-           "<h2>Per rule</h2><table><tr><th>rule</th><th>kind</th><th>tickets</th><th>updates</th><th>clears</th>"
-           "<th>open at end</th><th>median ETA at open</th><th>median duration</th></tr>"]
-    for s in res.summary:
-        out.append(f"<tr><td>{esc(s.rule)}</td><td>{esc(s.kind)}</td><td>{s.tickets}</td><td>{s.updates}</td>"
-                   f"<td>{s.clears}</td><td>{s.open_at_end}</td><td>{esc(_dur(s.median_eta_at_open_seconds))}</td>"
-                   f"<td>{esc(_dur(s.median_duration_seconds))}</td></tr>")
-    out.append("</table><h2>Problems</h2>")
-    problems: dict[str, list[TicketEvent]] = {}
-    for e in res.events:
-        problems.setdefault(e.dedup_key, []).append(e)
-    for evs in problems.values():
-        first = evs[0]
-        t0 = min(first.time, first.started_at or first.time)
-        t1 = evs[-1].time
-        pad = max((t1 - t0) * 0.5, 6 * 3600.0)
-        lo, hi = max(res.start, t0 - pad), min(res.end, t1 + pad)
-        series = _matching_series(rec, first.labels)
-        out.append(f"<h3>{esc(first.title)}</h3><p><code>{esc(first.rule)} {esc(_labels_text(first.labels))}</code></p>")
-        if series:
-            out.append(_svg(rec, series, evs, lo, hi, thresholds.get(first.rule)))
-        out.append("<table><tr><th>time</th><th>action</th><th>why</th></tr>")
-        for e in evs:
-            out.append(f"<tr><td>{esc(_utc(e.time))}</td><td class='{esc(e.action)}'>{esc(e.action)}</td>"
-                       f"<td>{esc(_why(e))}</td></tr>")
-        out.append("</table>")
-    if not problems:
-        out.append("<p>No tickets would have been opened.</p>")
-    out.append("</body></html>\n")
-    return "\n".join(out)
+def _dur_signed(seconds: float | None) -> str:
+    """A lead time: negative ones (the ticket came after the breach) read "~5 min late"."""
+    if seconds is not None and math.isfinite(seconds) and seconds < 0:
+        return _dur(-seconds) + " late"
+    return _dur(seconds)
 
 
 # ---- command ----------------------------------------------------------------------------------
@@ -524,18 +612,50 @@ def _recording(args: Any, groups: list[RuleGroupDef], window: _Window) -> Record
     return fetch_recording(args.input, selectors, window.start, window.end)
 
 
-def _progress_bar() -> Callable[[float], None] | None:
-    if not sys.stderr.isatty():
-        return None
+class Progress:
+    """Progress of a long replay on stderr: share done, how much data per second it replays,
+    and the time left. On a terminal one line redrawn in place; otherwise (`--progress` into a
+    log) a line every LOG_EVERY seconds."""
 
-    def show(fraction: float) -> None:
-        n = int(max(0.0, min(fraction, 1.0)) * 40)
-        sys.stderr.write(f"\rreplaying [{'#' * n}{'.' * (40 - n)}] {fraction * 100:5.1f}%")
-        if fraction >= 1.0:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    LOG_EVERY = 10.0
 
-    return show
+    def __init__(self, span: float, tty: bool, stream: Any = None) -> None:
+        self.span = span
+        self.tty = tty
+        self.stream = stream if stream is not None else sys.stderr
+        self.started = time.monotonic()
+        self.logged = -math.inf
+
+    def __call__(self, fraction: float) -> None:
+        fraction = max(0.0, min(fraction, 1.0))
+        now = time.monotonic()
+        if not self.tty and fraction < 1.0 and now - self.logged < self.LOG_EVERY:
+            return
+        self.logged = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = fraction * self.span / elapsed  # seconds of data per second
+        left = elapsed * (1 - fraction) / fraction if fraction > 0 else math.inf
+        n = int(fraction * 30)
+        text = (f"replaying [{'#' * n}{'.' * (30 - n)}] {fraction * 100:5.1f}%  {_rate(rate)}  "
+                + (f"done in {_clock(elapsed)}" if fraction >= 1.0 else f"ETA {_clock(left)}"))
+        if self.tty:
+            self.stream.write("\r" + text + ("\n" if fraction >= 1.0 else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _rate(data_seconds_per_second: float) -> str:
+    r = data_seconds_per_second
+    unit, size = next(((u, s) for u, s in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)) if r >= s), ("s", 1.0))
+    return f"{r / size:.1f} {unit} of data/s"
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def command(args: Any) -> int:
@@ -560,15 +680,30 @@ def command(args: Any) -> int:
         for m in e.messages:
             print(m, file=sys.stderr)
         return 1
+    incidents = None
+    if getattr(args, "incidents", None):
+        try:
+            incidents = read_incidents(args.incidents)
+        except ReplayInputError as e:
+            for m in e.messages:
+                print(m, file=sys.stderr)
+            return 1
     start, end = window.start, window.end
-    if not len(recording.window(start, end)):
+    rec = recording.window(start, end)
+    if not len(rec):
         print(f"{args.input}: no samples in the chosen time range", file=sys.stderr)
         return 1
-    result = run_backtest(groups, recording, start=start, end=end, step=window.step, progress=_progress_bar())
+    tty = sys.stderr.isatty()
+    span = (end if end is not None else float(rec.t[-1])) - (start if start is not None else float(rec.t[0]))
+    progress = Progress(span, tty) if tty or getattr(args, "progress", False) else None
+    result = run_backtest(groups, recording, start=start, end=end, step=window.step, progress=progress,
+                          incidents=incidents)
+    for w in result.warnings if args.json else ():
+        print(f"warning: {w}", file=sys.stderr)
     if args.report:
         try:
             with open(args.report, "w", encoding="utf-8") as f:
-                f.write(format_html(result, recording.window(start, end), groups))
+                f.write(format_html(result))
         except OSError as e:
             print(f"{args.report}: cannot write report: {e.strerror}", file=sys.stderr)
             return 1

@@ -17,7 +17,7 @@ from agent.rules.file import RuleGroupDef, SloDef
 from agent.rules.query import HistoryFn, LabeledValue, QueryFn
 from agent.rules.recording import RecordingRule
 from agent.rules.rule import InternalError
-from agent.rules.slo import SloRules
+from agent.rules.slo import SloRules, SloSeriesRule
 from agent.rules.slo import build as build_slo
 from agent.store import Labels, Store
 
@@ -43,9 +43,7 @@ class RuleGroup:
         self.slos: list[SloRules] = []  # the SLOs of the group and their shared state
         for r in d.rules:
             if isinstance(r, SloDef):
-                built = build_slo(r.spec, d.name, r.file, r.mark, self.interval,
-                                  lambda rd: AlertingRule(rd, external_labels, external_url, history),
-                                  external_labels, external_url, history)
+                built = build_slo(r.spec, d.name, r.file, r.mark, self.interval, external_labels, external_url, history)
                 self.slos.append(built)
                 self.rules.extend(built.rules)
             elif r.is_alert:
@@ -85,12 +83,21 @@ class RuleGroup:
         samples written."""
         start = time.monotonic()
         written: list[LabeledValue] = []
+        batch: list[tuple[int, list[LabeledValue]]] = []  # SLO series computed, not yet written
         for i, rule in enumerate(self.rules):
+            if batch and not isinstance(rule, SloSeriesRule):
+                written.extend(self._write_batch(store, batch, now))
+                batch = []
             if isinstance(rule, RecordingRule):
                 samples = rule.evaluate(now, query, self.limit)
             else:
                 rule.evaluate(now, query, self.limit)
                 samples = rule.alerts_series() if write_alerts else []
+            if isinstance(rule, SloSeriesRule):
+                # An SLO's window, meta and burn series read nothing from the store: one
+                # append for the run of them, before any other rule can query them.
+                batch.append((i, samples))
+                continue
             if store is not None:
                 try:
                     self._write(store, i, samples, now)
@@ -98,6 +105,8 @@ class RuleGroup:
                     rule.failed(InternalError(e))
                     continue
             written.extend(samples)
+        if batch:
+            written.extend(self._write_batch(store, batch, now))
         if store is not None and self.stale_series:
             _mark_stale(store, self.stale_series - set().union(*self.previous), now)
             self.stale_series = set()
@@ -106,13 +115,33 @@ class RuleGroup:
         self._schedule_after(now)
         return written
 
-    def _write(self, store: Store, i: int, samples: list[LabeledValue], now: float) -> None:
+    def _write_batch(self, store: Store | None, batch: list[tuple[int, list[LabeledValue]]],
+                     now: float) -> list[LabeledValue]:
+        """Write the outputs of several rules with one append (`_write` for each otherwise)."""
+        samples = [x for _, out in batch for x in out]
+        if store is None:
+            return samples
+        try:
+            if samples:
+                store.append_samples(samples, now)
+        except Exception as e:  # as in `_write`: the rules whose output was refused fail
+            for i, _ in batch:
+                self.rules[i].failed(InternalError(e))
+            return []
+        for i, out in batch:
+            self._write(store, i, [], now, current={lab for lab, _ in out})
+        return samples
+
+    def _write(self, store: Store, i: int, samples: list[LabeledValue], now: float,
+               current: set[Labels] | None = None) -> None:
         """Append a rule's output; series it wrote last time and not now get a stale marker,
         as Prometheus does, so they vanish from queries at once."""
         if samples:
             store.append_samples(samples, now)
-        current = {lab for lab, _ in samples}
-        _mark_stale(store, self.previous[i] - current, now)
+        if current is None:
+            current = {lab for lab, _ in samples}
+        if self.previous[i] - current:
+            _mark_stale(store, self.previous[i] - current, now)
         self.previous[i] = current
 
     # -- reload -------------------------------------------------------------------------------

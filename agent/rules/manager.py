@@ -14,6 +14,8 @@ rules package's own modules; never tickets, web, sources, the pipeline or the da
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +24,7 @@ from agent.clock import Clock
 from agent.config.schema import Config
 from agent.models.forecast import ForecastBank, RefitJob, RefitResult
 from agent.promql import Engine
-from agent.rules import state
+from agent.rules import slo, state
 from agent.rules.alerting import AlertingRule
 from agent.rules.detectors import AnomalyInfo, BreachInfo, ForecastDetector
 from agent.rules.file import RuleGroupDef
@@ -36,8 +38,12 @@ from agent.rules.query import (
     as_query,
     store_history,
 )
+from agent.rules.slo import SloState
 from agent.store import Labels, Store
 
+log = logging.getLogger(__name__)
+
+SLO_STATE_FILE = "slo.state.npz"  # beside the rules state: the SLOs' ledgers (`agent.rules.slo.save_state`)
 FORECAST_SERIES = ("forewarn_forecast_breach_seconds", "forewarn_forecast_breach_seconds_low",
                    "forewarn_forecast_breach_seconds_high", "forewarn_forecast_breach_probability")
 ANOMALY_SERIES = ("forewarn_anomaly_score",)
@@ -194,10 +200,26 @@ class RuleManager:
         return state.load_state_dict(self.alerting_rules(), saved)
 
     def save_state(self, path: str) -> None:
+        """Alert state to `path`; the SLOs' window history (if any SLO) beside it, in
+        `slo_state_path(path)`."""
         state.save_state(self.alerting_rules(), path)
+        slos = self.slo_states()
+        if slos:
+            slo.save_state(slos, slo_state_path(path))
 
     def load_state(self, path: str) -> int:
-        return state.load_state(self.alerting_rules(), path)
+        """Restore what `save_state` wrote; returns how many alerts were restored (SLO series
+        restored are logged)."""
+        n = state.load_state(self.alerting_rules(), path)
+        slos = self.slo_states()
+        if slos:
+            restored = slo.load_state(slos, slo_state_path(path))
+            if restored:
+                log.info("restored the window history of %d SLO series from %s", restored, slo_state_path(path))
+        return n
+
+    def slo_states(self) -> list[SloState]:
+        return [s.state for g in self.groups for s in g.slos]
 
     # -- exposition ---------------------------------------------------------------------------
 
@@ -232,6 +254,11 @@ class RuleManager:
                 out.extend((labs[0], float(info.score)) for labs, info in r.export_labels(ANOMALY_SERIES)
                            if isinstance(info, AnomalyInfo))
         return out
+
+
+def slo_state_path(rules_state_path: str) -> str:
+    """Where the SLOs' history is kept, beside the rules state file."""
+    return os.path.join(os.path.dirname(rules_state_path), SLO_STATE_FILE)
 
 
 def build_rule_manager(groups: list[RuleGroupDef], store: Store, clock: Clock, options: RuleOptions, *,

@@ -101,6 +101,9 @@ class Rule:
         self.labels: dict[str, str] = dict(d.spec.labels)
         self.last_error: RuleError | None = None
         self.last_evaluation: float | None = None
+        # The expression's output at the last evaluation (empty after a failed query): what a
+        # backtest charts and judges; one list per rule, replaced each time.
+        self.last_samples: list[LabeledValue] = []
         self.evaluation_seconds = 0.0
 
     @property
@@ -116,8 +119,10 @@ class Rule:
     def query(self, now: float, query: QueryFn) -> list[LabeledValue]:
         """The rule's expression at `now`; raises QueryFailedError, QueryTimeoutError or
         QueryStillRunningError."""
+        self.last_samples = []
         try:
-            return to_samples(query(self.expr if self.expr is not None else self.query_text, now))
+            self.last_samples = to_samples(query(self.expr if self.expr is not None else self.query_text, now))
+            return self.last_samples
         except QueryTimedOut as e:
             raise QueryTimeoutError(e.timeout) from None
         except QueryStillRunning:

@@ -34,13 +34,19 @@ Imports the rules package's own modules, `agent.store`, `agent.config.decode` an
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import math
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from agent.config.decode import Duration, Mark
+from agent.persistence import atomic_write
 from agent.promql import parse
 from agent.rules.alerting import AlertingRule
 from agent.rules.detectors import BreachInfo
@@ -55,6 +61,8 @@ from agent.store import Labels, make_labels
 from agent.tickets.policy import DEFAULT_GROUP_BY, TicketPolicy
 
 MIN_BASE_WINDOW = 60.0  # rate() needs two samples: the base window is at least a minute
+HISTORY_POINTS = 1000  # points of remaining budget kept per SLI series for the budget chart
+STATE_VERSION = 1  # of the SLO state file (`save_state`)
 CURRENT_WINDOW = 300.0  # Sloth's current burn rate reads the 5m ratio
 SLOTH_LABELS = ("sloth_id", "sloth_service", "sloth_slo")
 DEFAULT_SUMMARY = ("SLO {{ $labels.sloth_slo }}: the error budget runs out in {{ $forecast.eta | humanizeDuration }} "
@@ -90,6 +98,9 @@ class SloPlan:
     recordings: list[Recording]
     alerts: list[RuleSpec]
     budget_alert: RuleSpec | None
+    # per alert in `alerts`: its conditions in the expression's order, as (short window index,
+    # long window index, threshold), the threshold computed as PromQL computes the literal product
+    conditions: list[list[tuple[int, int, float]]] = field(default_factory=list)
 
     @property
     def selector(self) -> str:
@@ -159,12 +170,15 @@ def plan(spec: SloSpec, interval: float) -> SloPlan:
     if ticket.group_by is None:
         ticket = TicketPolicy(ticket.sink, [*DEFAULT_GROUP_BY, "sloth_id"], ticket.on_clear)
     alerts: list[RuleSpec] = []
+    conditions: list[list[tuple[int, int, float]]] = []
     for severity in ("page", "ticket"):
         sev = getattr(spec.alerting, severity)
         conds = [w for w in burn if w.severity == severity]
         if sev.disable or not conds:
             continue
         parts = []
+        conditions.append([(windows.index(float(c.short)), windows.index(float(c.long)),
+                            float(num_literal(c.burn_rate or 0.0)) * float(num_literal(budget))) for c in conds])
         for cond in conds:
             thr = f"({num_literal(cond.burn_rate or 0.0)} * {num_literal(budget)})"
             parts.append(f"(max(slo:sli_error:ratio_rate{window_name(cond.short)}{sel} > {thr}) without (sloth_window) "
@@ -182,7 +196,7 @@ def plan(spec: SloSpec, interval: float) -> SloPlan:
             forecast=ForecastSpec(threshold=0.0, model=fc.model, lookback=fc.lookback, horizon=Duration(horizon),
                                   direction="below", confidence=fc.confidence),
             annotations={"summary": DEFAULT_SUMMARY} | dict(spec.annotations), ticket=ticket)
-    return SloPlan(spec, interval, base, windows, recs, alerts, budget_alert)
+    return SloPlan(spec, interval, base, windows, recs, alerts, budget_alert, conditions)
 
 
 # ---- the ledger: the base recordings over the SLO window ----------------------------------------
@@ -199,6 +213,7 @@ class Ledger:
         self.cum_bad = np.empty(capacity)
         self.cum_total = np.empty(capacity)
         self.n = 0
+        self.history = BudgetHistory(span, span / HISTORY_POINTS)  # set by the SLO that owns it
 
     def add(self, t: float, bad: float, total: float) -> None:
         """Append a sample (newer than the last; NaNs count as absent, as a missing sample)."""
@@ -240,13 +255,66 @@ class Ledger:
             z = np.zeros(len(spans))
             return z, z, z
         lo = np.searchsorted(self.t[:n], now - spans, side="right")
-        cb = np.concatenate(([0.0], self.cum_bad[:n]))
-        ct = np.concatenate(([0.0], self.cum_total[:n]))
-        return cb[n] - cb[lo], ct[n] - ct[lo], (n - lo).astype(np.float64)
+        # the running sum before sample lo (0 before the first): no copy of the arrays
+        before = np.maximum(lo - 1, 0)
+        started = lo > 0
+        cb = np.where(started, self.cum_bad[before], 0.0)
+        ct = np.where(started, self.cum_total[before], 0.0)
+        return self.cum_bad[n - 1] - cb, self.cum_total[n - 1] - ct, (n - lo).astype(np.float64)
 
     @property
     def nbytes(self) -> int:
-        return int(self.t.nbytes + self.cum_bad.nbytes + self.cum_total.nbytes)
+        return int(self.t.nbytes + self.cum_bad.nbytes + self.cum_total.nbytes + self.history.nbytes)
+
+    def samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(times, bad, total) of the samples held, oldest first (copies)."""
+        n = self.n
+        bad = np.diff(self.cum_bad[:n], prepend=0.0)
+        total = np.diff(self.cum_total[:n], prepend=0.0)
+        return self.t[:n].copy(), bad, total
+
+    @classmethod
+    def from_samples(cls, span: float, t: np.ndarray, bad: np.ndarray, total: np.ndarray) -> Ledger:
+        """A ledger holding these samples (times strictly increasing, finite values)."""
+        led = cls(span, capacity=max(64, int(t.size) * 2))
+        n = int(t.size)
+        led.t[:n] = t
+        led.cum_bad[:n] = np.cumsum(bad)
+        led.cum_total[:n] = np.cumsum(total)
+        led.n = n
+        return led
+
+
+class BudgetHistory:
+    """The remaining budget of one SLI series over the SLO window, one point per `step`
+    seconds (window / HISTORY_POINTS, at least the interval): what the budget ticket's chart
+    draws. Bounded: about HISTORY_POINTS points."""
+
+    def __init__(self, span: float, step: float) -> None:
+        self.span, self.step = float(span), float(step)
+        self.t = array("d")
+        self.v = array("d")
+
+    def add(self, t: float, v: float) -> None:
+        if self.t and t - self.t[-1] < self.step - 1e-9:
+            return
+        self.t.append(t)
+        self.v.append(v)
+        if len(self.t) > 2 * HISTORY_POINTS:  # drop what left the window, in one go
+            cut = int(np.searchsorted(np.frombuffer(self.t, dtype=np.float64), t - self.span, side="right"))
+            del self.t[:cut]
+            del self.v[:cut]
+
+    def series(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(times, remaining) within the window ending at `now`."""
+        t = np.frombuffer(self.t, dtype=np.float64).copy() if self.t else np.empty(0)
+        v = np.frombuffer(self.v, dtype=np.float64).copy() if self.v else np.empty(0)
+        keep = (t > now - self.span) & (t <= now)
+        return t[keep], v[keep]
+
+    @property
+    def nbytes(self) -> int:
+        return 16 * len(self.t)
 
 
 @dataclass
@@ -257,6 +325,8 @@ class SloSeries:
     labels: dict[str, str]
     ratios: np.ndarray
     present: np.ndarray  # per window: any sample in it (PromQL has no result for an empty range)
+    key: Labels = ()  # `labels` as a label set
+    remaining_labels: Labels = ()  # the budget-remaining series' label set
 
 
 @dataclass
@@ -293,7 +363,7 @@ class SloState:
                 continue
             ledger = self.ledgers.get(key)
             if ledger is None:
-                ledger = self.ledgers[key] = Ledger(p.windows[-1])
+                ledger = self.ledgers[key] = self.new_ledger()
             ledger.add(now, bad, total)
         self.bad, self.total = {}, {}
         spans = np.maximum(np.asarray(p.windows) - p.interval / 2, p.interval / 2)
@@ -305,12 +375,34 @@ class SloState:
                 continue
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratios = np.where(n > 0, b / t, np.nan)
-            out[key] = SloSeries(dict(key), ratios, n > 0)
+            ws = p.windows.index(float(p.spec.window))
+            if n[ws] > 0:
+                ledger.history.add(now, 1.0 - float(ratios[ws]) / (1.0 - p.spec.objective / 100.0))
+            prev = self.series.get(key)
+            if prev is not None:  # label sets are built once per series, not per evaluation
+                prev.ratios, prev.present = ratios, n > 0
+                out[key] = prev
+            else:
+                out[key] = SloSeries(dict(key), ratios, n > 0, key,
+                                     make_labels("slo:period_error_budget_remaining:ratio", dict(key)))
         self.series = out
 
     @property
     def nbytes(self) -> int:
         return sum(ledger.nbytes for ledger in self.ledgers.values())
+
+    def new_ledger(self) -> Ledger:
+        p = self.plan
+        led = Ledger(p.windows[-1])
+        led.history = BudgetHistory(float(p.spec.window), max(p.interval, float(p.spec.window) / HISTORY_POINTS))
+        return led
+
+    def identity(self) -> dict[str, Any]:
+        """What must be equal for saved ledgers to be this SLO's history: the SLO, its
+        interval and base window, and the SLI's queries."""
+        p = self.plan
+        bad, total = sli_queries(p.spec)
+        return {"slo_id": p.spec.slo_id, "interval": p.interval, "base": p.base, "bad": bad, "total": total}
 
 
 def _key(labels: Labels) -> Labels:
@@ -351,6 +443,7 @@ class SloBaseRule(RecordingRule):
                 self.slo.ledgers = old.slo.ledgers
                 for ledger in self.slo.ledgers.values():
                     ledger.span = p.windows[-1]
+                    ledger.history.span = float(p.spec.window)
 
 
 class SloSeriesRule(RecordingRule):
@@ -401,6 +494,48 @@ class SloSeriesRule(RecordingRule):
         return out
 
 
+@dataclass
+class BudgetChart:
+    """The budget ticket's chart: the remaining budget over the SLO window up to `now` and
+    the forecast from now to the predicted exhaustion (mean, and the early and late ends of
+    its interval), with the threshold 0."""
+
+    times: np.ndarray
+    values: np.ndarray
+    forecast_t: np.ndarray
+    forecast_mean: np.ndarray
+    forecast_low: np.ndarray
+    forecast_high: np.ndarray
+    title: str
+
+
+class SloBurnRule(AlertingRule):
+    """A burn-rate alert (page or ticket). Its PromQL (shown in the API and exported) is
+    Sloth's `(max(short > thr) without (sloth_window) and max(long > thr) without
+    (sloth_window)) or ...`; the agent reads the same ratios from the SLO's shared state
+    instead of querying the series it just recorded: per SLI series, the short window's ratio
+    of the first condition whose two windows both exceed its threshold."""
+
+    def __init__(self, d: RuleDef, state: SloState, conditions: list[tuple[int, int, float]],
+                 external_labels: dict[str, str] | None = None, external_url: str = "",
+                 history: HistoryFn | None = None) -> None:
+        super().__init__(d, external_labels, external_url, history)
+        self.slo = state
+        self.conditions = conditions
+
+    def query(self, now: float, query: QueryFn) -> list[LabeledValue]:
+        self.slo.compute(now)
+        out: list[LabeledValue] = []
+        for s in self.slo.series.values():
+            r, present = s.ratios, s.present
+            for short, long, thr in self.conditions:
+                if present[short] and present[long] and r[short] > thr and r[long] > thr:
+                    out.append((s.key, float(r[short])))
+                    break
+        self.last_samples = out
+        return out
+
+
 class SloBudgetRule(AlertingRule):
     """The budget problem: a forecast alerting rule on the remaining budget whose alerts also
     say the SLO, budget left, burn rates, ETA and top contributors (`description`)."""
@@ -410,6 +545,17 @@ class SloBudgetRule(AlertingRule):
         super().__init__(d, external_labels, external_url, history)
         self.slo = state
         self.own_description = "description" in d.spec.annotations
+
+    def query(self, now: float, query: QueryFn) -> list[LabeledValue]:
+        """`slo:period_error_budget_remaining:ratio{<this SLO>}`, read from the shared state
+        (the same values the SLO's recording wrote this evaluation)."""
+        self.slo.compute(now)
+        i = self.slo.plan.windows.index(float(self.slo.plan.spec.window))  # not the last: alert windows can be longer
+        budget = 1.0 - self.slo.plan.spec.objective / 100.0
+        out = [(s.remaining_labels, 1.0 - float(s.ratios[i]) / budget) for s in self.slo.series.values()
+               if s.present[i]]
+        self.last_samples = out
+        return out
 
     def evaluate(self, now: float, query: QueryFn, limit: int = 0) -> list:
         alerts = super().evaluate(now, query, limit)
@@ -435,6 +581,32 @@ class SloBudgetRule(AlertingRule):
         rows = [(", ".join(f"{k}={dict(lab).get(k, '')}" for k in by), v) for lab, v in samples if math.isfinite(v)]
         rows.sort(key=lambda r: -r[1])
         return rows
+
+    def budget_chart(self, labels: dict[str, str], now: float, remaining: float,
+                     forecast: BreachInfo | None) -> BudgetChart | None:
+        """The chart of the SLI series `labels` matches (None: no history for it)."""
+        spec = self.slo.plan.spec
+        ledger = next((led for key, led in self.slo.ledgers.items()
+                       if all(labels.get(k) == v for k, v in key)), None)
+        if ledger is None:
+            return None
+        t, v = ledger.history.series(now)
+        if t.size and t[-1] < now and math.isfinite(remaining):  # the history is thinned: end on the value now
+            t, v = np.append(t, now), np.append(v, remaining)
+        if not t.size:
+            return None
+        ft = fm = flo = fhi = np.empty(0)
+        if forecast is not None and math.isfinite(forecast.eta) and forecast.eta > 0:
+            late = forecast.eta_high if math.isfinite(forecast.eta_high) else forecast.eta
+            ft = now + np.linspace(0.0, max(late, forecast.eta), 50)
+            dt = ft - now
+
+            def line(eta: float) -> np.ndarray:  # straight to 0 at `eta`, then on below it
+                return remaining * (1.0 - dt / max(eta, 1e-9))
+
+            fm, flo, fhi = line(forecast.eta), line(max(forecast.eta_low, 1e-9)), line(late)
+        title = f"SLO {spec.slo}: error budget left over the {window_name(spec.window)} window"
+        return BudgetChart(t, v, ft, fm, flo, fhi, title)
 
     def describe(self, labels: dict[str, str], remaining: float, forecast: BreachInfo | None,
                  top: Sequence[tuple[str, float]]) -> str:
@@ -472,8 +644,7 @@ class SloRules:
     rules: list[RecordingRule | AlertingRule]
 
 
-def build(spec: SloSpec, group: str, file: str, mark: Mark, interval: float,
-          make_alerting: Callable[[RuleDef], AlertingRule], external_labels: dict[str, str] | None = None,
+def build(spec: SloSpec, group: str, file: str, mark: Mark, interval: float, external_labels: dict[str, str] | None = None,
           external_url: str = "", history: HistoryFn | None = None) -> SloRules:
     """The rules of `spec` in a group evaluated every `interval` seconds."""
     p = plan(spec, interval)
@@ -485,8 +656,9 @@ def build(spec: SloSpec, group: str, file: str, mark: Mark, interval: float,
             rules.append(SloBaseRule(d, state, rec.kind))
         else:
             rules.append(SloSeriesRule(d, state, rec))
-    for a in p.alerts:
-        rules.append(make_alerting(_rule_def(a, group, file, mark, BASE_VARIABLES)))
+    for a, conds in zip(p.alerts, p.conditions):
+        rules.append(SloBurnRule(_rule_def(a, group, file, mark, BASE_VARIABLES), state, conds, external_labels,
+                                 external_url, history))
     if p.budget_alert is not None:
         d = _rule_def(p.budget_alert, group, file, mark, BASE_VARIABLES | {"$forecast"})
         rules.append(SloBudgetRule(d, state, external_labels, external_url, history))
@@ -543,3 +715,68 @@ def check(spec: SloSpec, interval: float) -> list[tuple[str, str]]:
                 except Exception as e:
                     problems.append((where, f"{k}: bad template: {e}"))
     return problems
+
+
+# ---- the SLOs' history across restarts ------------------------------------------------------------
+
+log = logging.getLogger(__name__)
+
+
+def save_state(states: Sequence[SloState], path: str) -> None:
+    """Write every SLO's ledgers and budget history to `path` atomically: a NumPy .npz
+    archive (no pickles) of one JSON `meta` document (`version`, and per SLO its identity and
+    per series its labels and sample counts) and the concatenated arrays `t`, `bad`, `total`,
+    `hist_t`, `hist_v`."""
+    meta: dict[str, Any] = {"version": STATE_VERSION, "slos": []}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("t", "bad", "total", "hist_t", "hist_v")}
+    for st in states:
+        series = []
+        for key, led in st.ledgers.items():
+            t, bad, total = led.samples()
+            ht, hv = (np.frombuffer(led.history.t, dtype=np.float64), np.frombuffer(led.history.v, dtype=np.float64)) \
+                if led.history.t else (np.empty(0), np.empty(0))
+            for name, arr in (("t", t), ("bad", bad), ("total", total), ("hist_t", ht), ("hist_v", hv)):
+                parts[name].append(arr)
+            series.append({"labels": [list(kv) for kv in key], "n": int(t.size), "history": int(ht.size)})
+        meta["slos"].append(st.identity() | {"series": series})
+    arrays = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in parts.items()}
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
+    atomic_write(path, buf.getvalue())
+
+
+def load_state(states: Sequence[SloState], path: str) -> int:
+    """Restore what `save_state` wrote into the SLOs with the same identity (trimmed to their
+    windows); others, and a missing, unreadable or other-version file, restore nothing.
+    Returns how many series were restored."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            arrays = {k: np.asarray(z[k], dtype=np.float64) for k in ("t", "bad", "total", "hist_t", "hist_v")}
+    except FileNotFoundError:
+        return 0
+    except Exception as e:  # a damaged file loses the SLOs' history, never the start
+        log.error("SLO state %s is unreadable (%s); the SLO windows start empty", path, e)
+        return 0
+    if not isinstance(meta, dict) or meta.get("version") != STATE_VERSION:
+        return 0
+    by_id = {json.dumps(st.identity(), sort_keys=True): st for st in states}
+    restored, at, hat = 0, 0, 0
+    for saved in meta.get("slos", []):
+        ident = json.dumps({k: v for k, v in saved.items() if k != "series"}, sort_keys=True)
+        st = by_id.get(ident)
+        for ser in saved.get("series", []):
+            n, h = int(ser["n"]), int(ser["history"])
+            sl, hsl = slice(at, at + n), slice(hat, hat + h)
+            at, hat = at + n, hat + h
+            if st is None or n == 0:
+                continue
+            key: Labels = tuple((str(k), str(v)) for k, v in ser["labels"])
+            led = st.new_ledger()
+            restored_led = Ledger.from_samples(led.span, arrays["t"][sl], arrays["bad"][sl], arrays["total"][sl])
+            restored_led.history = led.history
+            for t, v in zip(arrays["hist_t"][hsl].tolist(), arrays["hist_v"][hsl].tolist()):
+                restored_led.history.add(t, v)
+            st.ledgers[key] = restored_led
+            restored += 1
+    return restored
