@@ -226,9 +226,9 @@ def test_good_and_bad_targets_concurrently(tmp_path, server: Server) -> None:
     assert latest(store, "scrape_samples_scraped", job="many", instance=a) == 1000
 
     # Nothing of a failed scrape is stored.
-    assert not store.index_values("__name__").get("many_series")
-    assert not store.index_values("__name__").get("big_series")
-    assert not store.index_values("__name__").get("late")
+    assert "many_series" not in store.label_values("__name__")
+    assert "big_series" not in store.label_values("__name__")
+    assert "late" not in store.label_values("__name__")
 
     stats = {s.job: s for s in mgr.stats()}
     assert set(stats["good"].failures_total) == set(FAILURE_REASONS)
@@ -269,7 +269,7 @@ def test_timeout_is_a_deadline_for_the_whole_body(tmp_path, server: Server) -> N
     r = mgr.scrape(mgr.targets()[0])
     assert (r.up, r.failure) == (False, "timeout")
     assert not finished.is_set()  # the server was still sending when we gave up
-    assert not store.index_values("__name__").get("slow")
+    assert "slow" not in store.label_values("__name__")
 
 
 # ---- labels ---------------------------------------------------------------------------------

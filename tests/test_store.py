@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.store import Store, labels_dict, make_labels, metric_name
-from agent.store.snapshot import SNAPSHOT_MAGIC, Snapshot, SnapshotError, decode, encode
+from agent.store.snapshot import V2_MAGIC, RestoreInterrupted, Snapshot, SnapshotError, decode, encode
 
 
 @pytest.mark.parametrize("name,labels,expected", [
@@ -56,7 +56,7 @@ def test_snapshot_round_trip_is_the_same_store():
 
 
 def _reframe(body: bytes) -> bytes:
-    return SNAPSHOT_MAGIC + struct.pack("<QI", len(body), zlib.crc32(body)) + body
+    return V2_MAGIC + struct.pack("<QI", len(body), zlib.crc32(body)) + body  # version 2's framing
 
 
 GOOD = encode(Snapshot(raw_capacity=2, ds_interval=60.0, ds_capacity=2, labels=[],
