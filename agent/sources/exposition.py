@@ -18,7 +18,7 @@ Never imports the store, rules or anything else of the agent.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Hashable, Iterator
+from collections.abc import Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -76,16 +76,18 @@ def parse(body: str, content_type: str | None, known: Collection[Hashable] = ())
     return parse_text(body, known)
 
 
-def scan(body: str, content_type: str | None) -> Scanned:
+def scan(body: str, content_type: str | None, known: Mapping[Hashable, int] | None = None) -> Scanned:
     """`scan_text`, or for OpenMetrics the parsed samples in the same columns with
     (name, labels) as keys."""
     if not is_openmetrics(content_type):
-        return scan_text(body)
+        return scan_text(body, known)
     samples = parse_openmetrics(body)
     ts = [math.nan if s.timestamp is None else s.timestamp for s in samples]
-    return Scanned([(s.name, s.labels) for s in samples], np.array([s.value for s in samples], dtype=np.float64),
+    keys: list[Hashable] = [(s.name, s.labels) for s in samples]
+    get = known.get if known else {}.get
+    return Scanned(keys, np.array([s.value for s in samples], dtype=np.float64),
                    np.array(ts, dtype=np.float64) if any(s.timestamp is not None for s in samples) else None,
-                   [0] * len(samples))
+                   [get(k, -1) for k in keys])
 
 
 # ---- Prometheus text format 0.0.4 ------------------------------------------------------------
@@ -96,30 +98,53 @@ class Scanned:
     """A body's samples in columns, without label parsing: `keys[i]` is line i's series text
     (`name{labels}` exactly as written; for OpenMetrics, (name, labels)), `values[i]` its value,
     `timestamps` the explicit timestamps in seconds (NaN where a line has none), None when no
-    line has one. `lines[i]` is the line number (for errors about one sample)."""
+    line has one, `slots[i]` the caller's number for a known key (-1: not known)."""
 
     keys: list[Hashable]
     values: np.ndarray
     timestamps: np.ndarray | None
-    lines: list[int]
+    slots: list[int]
+    body: str = ""  # for locating an error found after the scan (a bad value)
+
+    def line_of(self, i: int) -> int:
+        """The 1-based line number of sample i (a second pass; only for error messages)."""
+        seen = -1
+        for lineno, line in enumerate(self.body.split("\n"), 1):
+            stripped = line.strip()
+            if stripped and stripped[0] != "#":
+                seen += 1
+                if seen == i:
+                    return lineno
+        return 0
 
 
-def scan_text(body: str) -> Scanned:
+def scan_text(body: str, known: Mapping[Hashable, int] | None = None) -> Scanned:
     """Split a 0.0.4 body into series texts, values and timestamps: linear in the body, no
-    regular expression, one dict-free pass of string methods per line. Labels are parsed only
-    for series a caller has not seen (`parse_series`). Raises ParseError naming the line."""
+    regular expression. A line `<known key> <value>` (the usual line of a repeated scrape) costs
+    one rpartition and one dict look-up; any other line (comments, timestamps, odd spacing,
+    series not in `known`) is checked in full. Labels are parsed only later, for series the
+    caller has not seen (`parse_series`). Raises ParseError naming the line."""
     keys: list[Hashable] = []
     vals: list[str] = []
-    stamps: list[str | None] = []
-    lines: list[int] = []
-    add_key, add_val, add_ts, add_line = keys.append, vals.append, stamps.append, lines.append
-    any_ts = False
+    slots: list[int] = []
+    stamps: list[tuple[int, str]] = []  # (sample index, timestamp text): rare
+    add_key, add_val, add_slot = keys.append, vals.append, slots.append
+    get = known.get if known else {}.get
     lineno = 0
     for line in body.split("\n"):
         lineno += 1
+        key, _, value = line.rpartition(" ")
+        slot = get(key)
+        if slot is not None:
+            # A known key is a validated series text ending in "}" or a bare name, so a line
+            # that splits into it and one more token is exactly `key value`.
+            add_key(key)
+            add_val(value)
+            add_slot(slot)
+            continue
         if not line:
             continue
-        if line[0] == "#" or line[0] in " \t\r":
+        if line[0] == "#" or line[0] in " \t\r" or line[-1] in " \t\r":
             line = line.strip()
             if not line:
                 continue
@@ -142,33 +167,38 @@ def scan_text(body: str) -> Scanned:
         if not rest:
             raise ParseError(lineno, f"expected a value after {key[:60]!r}")
         n = len(rest)
-        if n == 1:
-            add_ts(None)
-        elif n == 2:
-            add_ts(rest[1])
-            any_ts = True
-        else:
+        if n == 2:
+            stamps.append((len(keys), _check_timestamp(rest[1], lineno)))
+        elif n > 2:
             raise ParseError(lineno, f"unexpected text after the timestamp: {rest[2][:40]!r}")
         add_key(key)
         add_val(rest[0])
-        add_line(lineno)
-    return Scanned(keys, _values(vals, lines), _timestamps(stamps, lines) if any_ts else None, lines)
+        add_slot(get(key, -1))
+    sc = Scanned(keys, np.zeros(0), None, slots, body)
+    sc.values = _values(vals, sc)
+    if stamps:
+        ts = np.full(len(keys), math.nan)
+        for i, text in stamps:
+            ts[i] = int(text) / 1000.0
+        sc.timestamps = ts
+    return sc
 
 
-def _values(texts: list[str], lines: list[int]) -> np.ndarray:
+def _values(texts: list[str], sc: Scanned) -> np.ndarray:
     # One C-level conversion for the body; Python's float() accepts 1_000 where Prometheus does
-    # not, and Go's ParseFloat reads hex floats: those (and errors) go line by line.
+    # not, and Go's ParseFloat reads hex floats: those (and errors) go value by value.
     if "_" not in "".join(texts):
         try:
-            return np.array(texts, dtype=np.float64)
+            return np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
         except ValueError:
             pass
-    return np.fromiter((_parse_value(t, ln) for t, ln in zip(texts, lines)), dtype=np.float64, count=len(texts))
-
-
-def _timestamps(texts: list[str | None], lines: list[int]) -> np.ndarray:
-    return np.fromiter((math.nan if t is None else _parse_timestamp_ms(t, ln) for t, ln in zip(texts, lines)),
-                       dtype=np.float64, count=len(texts))
+    out = np.empty(len(texts))
+    for i, t in enumerate(texts):
+        v = _parse_value(t)
+        if v is None:
+            raise ParseError(sc.line_of(i), f"invalid value {t[:40]!r}")
+        out[i] = v
+    return out
 
 
 def parse_series(key: str, lineno: int = 0) -> tuple[str, PairLabels]:
@@ -192,13 +222,16 @@ def parse_text(body: str, known: Collection[Hashable] = ()) -> list[Sample]:
     sc = scan_text(body)
     ts = sc.timestamps.tolist() if sc.timestamps is not None else [math.nan] * len(sc.keys)
     out = []
-    for key, v, t, ln in zip(sc.keys, sc.values.tolist(), ts, sc.lines):
+    for i, (key, v, t) in enumerate(zip(sc.keys, sc.values.tolist(), ts)):
         stamp = None if math.isnan(t) else t
         if key in known:
             out.append(Sample(key, None, None, v, stamp))
         else:
             assert isinstance(key, str)
-            name, labels = parse_series(key, ln)
+            try:
+                name, labels = parse_series(key)
+            except ParseError as e:
+                raise ParseError(sc.line_of(i), e.message) from None
             out.append(Sample(key, name, labels, v, stamp))
     return out
 
@@ -228,28 +261,30 @@ def _check_comment(line: str, lineno: int) -> None:
         raise ParseError(lineno, f"invalid metric type {parts[3][:40]!r}")
 
 
-def _parse_value(text: str, lineno: int) -> float:
+def _parse_value(text: str) -> float | None:
+    """A sample value as Go's ParseFloat reads it (hex floats too, no `_`); None if invalid."""
+    if "_" in text:  # Python's float() accepts 1_000, Prometheus does not
+        return None
     try:
-        if "_" in text:  # Python's float() accepts 1_000, Prometheus does not
-            raise ValueError
         return float(text)
     except ValueError:
         pass
-    try:  # Go's ParseFloat, which Prometheus uses, also reads hex floats like 0x1p-3
-        if "x" in text.lower() and "_" not in text:
+    try:
+        if "x" in text.lower():
             return float.fromhex(text)
     except ValueError:
         pass
-    raise ParseError(lineno, f"invalid value {text[:40]!r}")
+    return None
 
 
-def _parse_timestamp_ms(text: str, lineno: int) -> float:
+def _check_timestamp(text: str, lineno: int) -> str:
+    """`text` if it is integer milliseconds that fit Prometheus's int64, else ParseError."""
     digits = text[1:] if text[:1] in "+-" else text
     if not digits.isdigit() or not digits.isascii():
         raise ParseError(lineno, f"invalid timestamp {text[:40]!r} (want integer milliseconds)")
     if len(digits) > 18:  # Prometheus parses into an int64
-        raise ParseError(lineno, f"timestamp {text[:40]!r}... out of range")
-    return int(text) / 1000.0
+        raise ParseError(lineno, f"timestamp {text[:40]!r} out of range")
+    return text
 
 
 def _parse_labels(text: str, lineno: int) -> PairLabels:
@@ -309,17 +344,22 @@ def _closing_quote(text: str, start: int) -> int:
 
 
 def _unescape(value: str) -> str:
-    out: list[str] = []
-    i = 0
-    while True:
-        b = value.find("\\", i)
-        if b < 0 or b + 1 >= len(value):
-            out.append(value[i:])
-            return "".join(out)
-        out.append(value[i:b])
-        c = value[b + 1]
-        out.append(_UNESCAPES.get(c, "\\" + c))  # unknown escapes stay as written, like Prometheus
-        i = b + 2
+    """\\\\ -> \\, \\" -> ", \\n -> newline; unknown escapes stay as written, like Prometheus.
+    A few whole-string replaces (C loops, a copy each), with NUL standing in for an escaped
+    backslash so that `\\\\n` stays a backslash and an n."""
+    if "\x00" in value:  # NUL cannot be the stand-in: left to right, one piece at a time
+        out: list[str] = []
+        i = 0
+        while True:
+            b = value.find("\\", i)
+            if b < 0 or b + 1 >= len(value):
+                out.append(value[i:])
+                return "".join(out)
+            out.append(value[i:b])
+            c = value[b + 1]
+            out.append(_UNESCAPES.get(c, "\\" + c))
+            i = b + 2
+    return value.replace("\\\\", "\x00").replace('\\"', '"').replace("\\n", "\n").replace("\x00", "\\")
 
 
 # ---- OpenMetrics 1.0 -------------------------------------------------------------------------

@@ -355,18 +355,17 @@ class ScrapeManager:
 
     def _ingest(self, state: _TargetState, body: str, content_type: str | None, ts: float) -> _IngestOutcome:
         sc = state.target.config
+        if state.removals != self.store.removals:  # series were expired: re-check the cached ids
+            self._refresh_ids(state)
         try:
-            scanned = exposition.scan(body, content_type)
+            scanned = exposition.scan(body, content_type, state.slots)
         except exposition.ParseError as e:
             raise ScrapeFailure("parse_error", str(e)) from None
         n = len(scanned.keys)
         if sc.sample_limit and n > sc.sample_limit:
             raise ScrapeFailure("sample_limit", f"sample limit exceeded: {n} samples, limit {sc.sample_limit}", n)
         store = self.store
-        if state.removals != store.removals:  # series were expired: re-check the cached ids
-            self._refresh_ids(state)
-        get = state.slots.get
-        slots = np.fromiter((get(k, -1) for k in scanned.keys), dtype=np.int64, count=n)
+        slots = np.asarray(scanned.slots, dtype=np.int64)
         if n and slots.min() < 0:
             slots = self._new_series(state, scanned, slots)
         rejected = dict.fromkeys(REJECT_REASONS, 0)
@@ -446,9 +445,10 @@ class ScrapeManager:
                 name, own = key
             else:
                 try:
-                    name, own = exposition.parse_series(key, scanned.lines[i])
+                    name, own = exposition.parse_series(key)
                 except exposition.ParseError as e:
-                    raise ScrapeFailure("parse_error", str(e)) from None
+                    located = exposition.ParseError(scanned.line_of(i), e.message)
+                    raise ScrapeFailure("parse_error", str(located)) from None
             pending[key] = [i]
             found.append((key, self._target_labels(t, name, own, n), pending[key]))
         new_labels: list[Labels] = []
