@@ -47,6 +47,7 @@ class Query:
     start: float
     end: float
     subquery_points: dict[tuple[int, float], Value] = field(default_factory=dict)
+    warnings: list[str] | None = None  # where the caller wants to hear of incomplete answers
 
 
 class Engine:
@@ -74,19 +75,20 @@ class Engine:
             raise PromQLError("; ".join(problems))
         return expr
 
-    def instant(self, expr: ExprLike, t: float) -> Value:
+    def instant(self, expr: ExprLike, t: float, warnings: list[str] | None = None) -> Value:
         """Evaluate at time `t` (seconds): a Vector, Scalar, String, or a Matrix for a bare
-        range selector or subquery."""
+        range selector or subquery. Given a list, `warnings` receives a line for each range
+        that reaches past the full-resolution samples kept (the answer is then partial)."""
         e = self.prepare(expr)
         t = float(t)
-        q = Query(t, t)
+        q = Query(t, t, warnings=warnings)
         inner = _unwrap(e)
         if isinstance(inner, (pp.MatrixSelector, pp.SubqueryExpr)):
             return self._matrix(self._range_arg(inner, t, q))
         return self._eval(e, t, q)
 
     def range(self, expr: ExprLike, start: float, end: float, step: float,
-              deadline: float | None = None) -> Matrix:
+              deadline: float | None = None, warnings: list[str] | None = None) -> Matrix:
         """Evaluate at start, start+step, ... <= end; series sorted by labels. Raises
         TimeoutError once `time.monotonic()` passes `deadline` (checked between steps)."""
         e = self.prepare(expr)
@@ -95,7 +97,7 @@ class Engine:
             raise PromQLError(f'invalid expression type "{_type_name(kind)}" for range query, must be Scalar or instant Vector')
         if step <= 0:
             raise PromQLError("zero or negative query resolution step widths are not accepted. Try a positive integer")
-        q = Query(float(start), float(end))
+        q = Query(float(start), float(end), warnings=warnings)
         points: dict[Labels, tuple[list[float], list[float]]] = {}
         n = int(math.floor((end - start) / step + 1e-9)) + 1 if end >= start else 0
         for i in range(n):
@@ -180,6 +182,8 @@ class Engine:
             end = _at_time(vs, t, q) - _seconds(vs.offset)
             rng = _seconds(e.range)
             w = range_windows(self.store, sel.ids, end - rng, end)
+            if q.warnings is not None:
+                self._warn_truncated(e, sel.ids, end - rng, q.warnings)
             return RangeVector(sel.labels, sel.nameless, w, end - rng, end, rng, sel.nameless_ids, sel.epoch)
         if isinstance(e, pp.SubqueryExpr):
             end = _at_time(e, t, q) - _seconds(e.offset)
@@ -203,6 +207,15 @@ class Engine:
             labels, w = subquery.evaluate(at, times)
             return RangeVector(labels, [drop_name(lab) for lab in labels], w, end - rng, end, rng)
         raise EvaluationError("expected a range vector argument")
+
+    def _warn_truncated(self, e: pp.MatrixSelector, ids: np.ndarray, start: float, warnings: list[str]) -> None:
+        n = self.store.truncated(ids, start)
+        if n:
+            msg = (f"PromQL warning: {e} reaches past the full-resolution history kept "
+                   f"({self.store.raw_capacity} samples per series) for {n} series: their answer covers "
+                   "only the samples kept (a rule reading this range makes the agent keep it)")
+            if msg not in warnings:
+                warnings.append(msg)
 
     def _stepwise(self, inner: pp.Expr, times: np.ndarray, start: float, end: float, rng: float) -> RangeVector | None:
         """A subquery over `f(selector[range])` for the functions stepwise.py covers, evaluated

@@ -578,6 +578,19 @@ class Store:
             parts_v.append(v[keep])
             return np.concatenate(parts_t), np.concatenate(parts_v)
 
+    def truncated(self, ids: np.ndarray, start: float) -> int:
+        """How many of `ids` have dropped raw samples newer than `start` (their raw ring wrapped
+        past it): a window from `start` is incomplete for them."""
+        ids = np.asarray(ids, dtype=np.int64)
+        with self.lock:
+            n = self.raw_n[ids]
+            full = n > self.raw_capacity
+            if not full.any():
+                return 0
+            ids, n = ids[full], n[full]
+            oldest = self.raw_t[ids, n % self.raw_capacity]
+            return int(np.count_nonzero(oldest > start))
+
     def latest(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Last timestamp and value of each series (NaN where empty)."""
         ids = np.asarray(ids, dtype=np.int64)
