@@ -118,15 +118,24 @@ def handle_query(engine: Engine, params: Mapping[str, Any], now: float | None = 
     if expr is None:
         return _invalid("query", "parse error: no expression found in input")
     deadline = time.monotonic() + timeout if timeout else None
+    warnings: list[str] = []
     try:
-        value = _run(lambda: engine.instant(expr, t), deadline)
+        value = _run(lambda: engine.instant(expr, t, warnings), deadline)
     except TimeoutError:
         return error(503, "timeout", "query timed out in expression evaluation")
     except EvaluationError as e:
         return error(422, "execution", str(e))
     except PromQLError as e:
         return _invalid("query", e)
-    return 200, {"status": "success", "data": result_json(value, t)}
+    return 200, _success(result_json(value, t), warnings)
+
+
+def _success(data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """Prometheus's success envelope; `warnings` only when there are some, as Prometheus does."""
+    body: dict[str, Any] = {"status": "success", "data": data}
+    if warnings:
+        body["warnings"] = warnings
+    return body
 
 
 def handle_query_range(engine: Engine, params: Mapping[str, Any]) -> Response:
@@ -161,8 +170,9 @@ def handle_query_range(engine: Engine, params: Mapping[str, Any]) -> Response:
     except PromQLError as e:
         return _invalid("query", f"parse error: {e}")
     deadline = time.monotonic() + timeout if timeout else None
+    warnings: list[str] = []
     try:
-        value = engine.range(expr, start, end, step, deadline=deadline)
+        value = engine.range(expr, start, end, step, deadline=deadline, warnings=warnings)
     except TimeoutError:
         return error(503, "timeout", "query timed out in expression evaluation")
     except EvaluationError as e:
@@ -170,6 +180,6 @@ def handle_query_range(engine: Engine, params: Mapping[str, Any]) -> Response:
     except PromQLError as e:  # e.g. a range vector asked for a range query
         return _bad(str(e))
     data = result_json(value, end)
-    return 200, {"status": "success", "data": data}
+    return 200, _success(data, warnings)
 
 
