@@ -215,3 +215,21 @@ def test_non_utf8_files_are_a_located_error(tmp_path):
     rules.write_bytes(b"groups: []\n# \xff\n")
     r = run_check(str(rules))
     assert r.returncode == 1 and f"{rules}:2:3: not valid UTF-8" in r.stderr
+
+
+def test_check_warns_when_a_rule_reads_further_back_than_retention(tmp_path):
+    rules = tmp_path / "r.yml"
+    rules.write_text(textwrap.dedent("""\
+        groups:
+          - name: g
+            rules:
+              - alert: Long
+                expr: increase(x[2d]) > 1
+              - alert: Short
+                expr: max_over_time(rate(x[5m])[1h:1m]) > 1
+        """))
+    path = write(tmp_path, f"global:\n  retention: 1d\n  query_retention: 6h\nrule_files: ['{rules}']\n")
+    r = run_check("--config", path)
+    assert r.returncode == 0  # a warning, not a problem
+    assert f"{rules}:4:9: warning: group 'g', rule 'Long': the expression reads 48h back" in r.stderr
+    assert "'Short'" not in r.stderr
