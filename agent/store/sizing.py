@@ -84,7 +84,9 @@ def size_store(budget: MemoryBudget, interval: float, raw_retention: float, hist
             raw_seconds, reader = n.raw_seconds, n.reader
     raw_seconds = min(raw_seconds, retention)
     hist = min(max([history, raw_seconds] + [n.history_seconds for n in needs]), retention)
-    raw_capacity = int(min(1_000_000, math.ceil(raw_seconds / max(1.0, interval)))) + 1
+    # +2: a window of raw_seconds holds one sample more than raw_seconds / interval when scrapes
+    # jitter, and a scrape stamped just after an evaluation's time may already be stored.
+    raw_capacity = int(min(1_000_000, math.ceil(raw_seconds / max(1.0, interval)))) + 2
     per = bytes_per_series(raw_capacity, max(2, math.ceil(hist / downsample_interval)))
     if max_series <= 0:
         room = max(0, budget.bytes - BASELINE_BYTES) * STORE_SHARE
