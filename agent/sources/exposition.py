@@ -18,6 +18,7 @@ Never imports the store, rules or anything else of the agent.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -301,7 +302,7 @@ def _parse_labels(text: str, lineno: int) -> PairLabels:
         eq = text.find("=", pos)
         if eq < 0:
             raise ParseError(lineno, f"invalid label set near {text[pos:pos + 40]!r}")
-        name = text[pos:eq].rstrip(" \t")
+        name = sys.intern(text[pos:eq].rstrip(" \t"))  # a few names, repeated on every series
         if not valid_label_name(name):
             raise ParseError(lineno, f"invalid label set near {text[pos:pos + 40]!r}")
         q = eq + 1

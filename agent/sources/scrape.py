@@ -463,6 +463,7 @@ class ScrapeManager:
                 sid = self.store.series_id(labels, limited=True)
                 if sid < 0:
                     continue
+                labels = self.store.labels(sid)  # the store's interned copy: one label set per series
                 held += 1
             slots[lines] = len(state.slot_labels) + len(new_labels)
             new_keys.append(key)
