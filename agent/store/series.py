@@ -50,10 +50,12 @@ log = logging.getLogger(__name__)
 _STALE_BITS = 0x7FF0000000000002
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", _STALE_BITS))[0]
 
-# Python-side bytes per series besides the arrays (label tuple, interned pairs, the id map and
-# the postings), measured by benchmarks/scale.py's `--measure-store` with 6-label series; used
-# to size max_series from a memory budget and reported by memory_bytes().
-PYTHON_BYTES_PER_SERIES = 420
+# Python-side bytes per series besides the arrays (label tuple, interned pairs, the id map, the
+# postings, a scrape cache's entry), as resident memory: benchmarks/scale.py --measure-store
+# measures about 2,950 bytes a series in all with 6-label series, 15 minutes of 15 s samples
+# and 6 hours of buckets, of which ~1,400 are the arrays (allocation slack included). Used to
+# size max_series from the memory budget and reported by memory_bytes().
+PYTHON_BYTES_PER_SERIES = 1500
 # Per-series arrays besides the two tiers: raw_n, last_t, ds_first, ds_last, acc_sum, acc_cnt, acc_b.
 _FIXED_ARRAY_BYTES = 7 * 8
 REFUSAL_LOG_INTERVAL = 60.0  # seconds between two log lines about refused series
