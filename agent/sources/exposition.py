@@ -85,7 +85,8 @@ def scan(body: str, content_type: str | None, known: Mapping[Hashable, int] | No
     samples = parse_openmetrics(body)
     ts = [math.nan if s.timestamp is None else s.timestamp for s in samples]
     keys: list[Hashable] = [(s.name, s.labels) for s in samples]
-    get = known.get if known else {}.get
+    empty: dict[Hashable, int] = {}
+    get = (known if known else empty).get
     return Scanned(keys, np.array([s.value for s in samples], dtype=np.float64),
                    np.array(ts, dtype=np.float64) if any(s.timestamp is not None for s in samples) else None,
                    [get(k, -1) for k in keys])
@@ -130,7 +131,8 @@ def scan_text(body: str, known: Mapping[Hashable, int] | None = None) -> Scanned
     slots: list[int] = []
     stamps: list[tuple[int, str]] = []  # (sample index, timestamp text): rare
     add_key, add_val, add_slot = keys.append, vals.append, slots.append
-    get = known.get if known else {}.get
+    empty: dict[Hashable, int] = {}
+    get = (known if known else empty).get
     lineno = 0
     for line in body.split("\n"):
         lineno += 1
@@ -206,8 +208,9 @@ def parse_series(key: str, lineno: int = 0) -> tuple[str, PairLabels]:
     """The metric name and label pairs of a series text `name{labels}`. Linear in the text,
     no regular expression. Raises ParseError."""
     brace = key.find("{")
+    labels: PairLabels = ()
     if brace < 0:
-        name, labels = key, ()
+        name = key
     else:
         name = key[:brace].rstrip()
         labels = _parse_labels(key[brace + 1 : -1], lineno)

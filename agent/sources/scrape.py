@@ -445,7 +445,7 @@ class ScrapeManager:
                 name, own = key
             else:
                 try:
-                    name, own = exposition.parse_series(key)
+                    name, own = exposition.parse_series(str(key))
                 except exposition.ParseError as e:
                     located = exposition.ParseError(scanned.line_of(i), e.message)
                     raise ScrapeFailure("parse_error", str(located)) from None
