@@ -14,7 +14,6 @@ alone costs more than the agent's own metrics).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import threading
@@ -22,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -31,7 +31,7 @@ from agent.clock import Clock, WallClock
 from agent.config.schema import Config, ConfigErrors, load_config, parse_listen_address, parse_shard
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, Metric, ProcessCollector, Registry
 from agent.pipeline import Pipeline
-from agent.store import Store
+from agent.store import RestoreInterrupted, Store
 from agent.trends.scheduled import TrendSchedule
 from agent.web.api import AgentView, api_routes
 from agent.web.collector import SelfScrape, StoreCollector, scraped_families
@@ -46,11 +46,34 @@ SNAPSHOT_FILE = "store.snapshot"
 DELIVERY_JOBS = ("outbox", "resend")  # talk to ITSM tools: their own pool
 
 
-def raw_capacity(cfg: Config) -> int:
-    """Samples per series in the raw tier: raw_retention at the fastest configured interval."""
-    intervals = [cfg.global_.scrape_interval] + [cfg.scrape_interval(s) for s in cfg.scrape_configs]
-    intervals += [q.interval for q in cfg.query_configs]
-    return int(min(100_000, math.ceil(cfg.global_.raw_retention / max(1.0, min(intervals))))) + 1
+@runtime_checkable
+class MemoryReporter(Protocol):
+    """A component that knows what memory it holds (bytes; an estimate where exact is costly).
+    The daemon shows each on /metrics as forewarn_memory_bytes{component}."""
+
+    def memory_bytes(self) -> int: ...
+
+
+class MemoryCollector:
+    """`forewarn_memory_bytes{component}` for every component that reports its memory, and the
+    budget they share (`forewarn_memory_budget_bytes`)."""
+
+    def __init__(self, components: Callable[[], Iterable[tuple[str, object]]], budget: Callable[[], int]) -> None:
+        self.components = components
+        self.budget = budget
+
+    def collect(self) -> Iterable[Metric]:
+        fam = GaugeMetricFamily("forewarn_memory_bytes", "Memory held by each component of the agent (bytes).",
+                                labels=["component"])
+        for name, comp in self.components():
+            if isinstance(comp, MemoryReporter):
+                try:
+                    fam.add_metric([name], float(comp.memory_bytes()))
+                except Exception:  # a reporter's failure must not break /metrics
+                    log.exception("memory_bytes() of %s failed", name)
+        yield fam
+        yield GaugeMetricFamily("forewarn_memory_budget_bytes",
+                                "global.memory_budget: new series are refused beyond it.", value=self.budget())
 
 
 class Agent:
@@ -70,7 +93,11 @@ class Agent:
             cfg.shard = shard  # the command line wins over the file
         self.shard = parse_shard(cfg.shard) if cfg.shard else None
         g = cfg.global_
-        self.store = Store(raw_capacity(cfg), g.retention, g.downsample_interval, g.max_series, g.stale_after)
+        # The pipeline fits the tiers and the series limit to the rules and the memory budget.
+        self.store = Store(retention=g.retention, downsample_interval=g.downsample_interval,
+                           stale_after=g.stale_after)
+        self.stop_requested = threading.Event()  # set by SIGTERM/SIGINT; a restore checks it
+        self.restore_interrupted = False
         self.snapshot_path = os.path.join(cfg.state_dir, SNAPSHOT_FILE)
         self.ready_event = threading.Event()
         self.reload_lock = threading.Lock()
@@ -86,6 +113,7 @@ class Agent:
             ["task"], registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
         self.registry.register(ProcessCollector())
         self.pipeline = Pipeline(cfg, self.store, self.clock, self.shard)
+        self.store.memory_limit_bytes = self.pipeline.store_budget.bytes
         self.store_collector = StoreCollector(self.store, self.pipeline.families(), self.clock.now,
                                               self.pipeline.providers(),
                                               metadata=lambda: scraped_families(self.pipeline.scrapes.metadata()))
@@ -93,6 +121,7 @@ class Agent:
         self.registry.register(self.pipeline.problem_families())
         self.registry.register(BuildInfo())
         self.registry.register(self.store)
+        self.registry.register(MemoryCollector(self.memory_components, lambda: self.pipeline.store_budget.bytes))
         self.registry.register(self.health)
         for collector in self.pipeline.collectors():
             self.registry.register(collector)
@@ -166,10 +195,29 @@ class Agent:
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
+    def memory_components(self) -> list[tuple[str, object]]:
+        """What /metrics reports memory for; components without `memory_bytes()` are skipped."""
+        p = self.pipeline
+        out: list[tuple[str, object]] = [("store", self.store), ("rules", p.rules)]
+        out += [(f"models:{rule.name}", bank) for rule, bank in p.rules.forecast_banks()]
+        if p.ticketing is not None:
+            out.append(("outbox", p.ticketing.outbox))
+        return out
+
     def start(self) -> None:
+        """Restore, collect once, serve, schedule. A stop request during the restore
+        (`stop_requested`) ends it early: start returns with nothing started and the snapshot
+        untouched (`restore_interrupted`), so stop() will not overwrite it."""
         os.makedirs(self.cfg.state_dir, exist_ok=True)
-        if self.store.load(self.snapshot_path):
-            log.info("restored %d series from %s", len(self.store), self.snapshot_path)
+        sz = self.pipeline.sizing
+        log.info("memory budget %d MiB (%s): up to %d series of %d raw samples (%s) and %gh of history, "
+                 "about %d bytes each", self.pipeline.store_budget.bytes >> 20, self.pipeline.store_budget.source,
+                 sz.max_series, sz.raw_capacity, sz.raw_reader, sz.retention / 3600, sz.bytes_per_series)
+        try:
+            self.store.load(self.snapshot_path, self.stop_requested.is_set)
+        except RestoreInterrupted:
+            self.restore_interrupted = True
+            return
         self.pipeline.start()
         self.self_scrape.run()  # before /metrics is served: no family is exposed twice
         self.web = self.build_web()
@@ -255,6 +303,8 @@ class Agent:
         return ReloadOutcome(False, message)
 
     def save_snapshot(self) -> None:
+        if self.restore_interrupted:
+            return  # the store is empty: the snapshot on disk is the only copy of the history
         start = time.monotonic()
         try:
             self.store.save(self.snapshot_path)
@@ -270,6 +320,9 @@ class Agent:
     def stop(self) -> None:
         systemd.stopping()
         log.info("stopping")
+        if self.restore_interrupted:
+            log.info("stopped during the snapshot restore; %s left as it was", self.snapshot_path)
+            return
         self.scheduler.shutdown(wait=False)
         self.trends.close()
         self.save_snapshot()

@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 
 log = logging.getLogger(__name__)
@@ -99,10 +99,12 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes | str, mode: int | None = None) -> None:
+def atomic_write(path: str, data: bytes | str | Iterable[bytes | memoryview], mode: int | None = None) -> None:
     """Replace `path` with `data`: a temporary file in the same directory, written, fsynced and
     renamed over `path`, then the directory fsynced. Readers see the old file or the new one,
-    never a mixture. `mode` sets the new file's permissions; None leaves them to the umask."""
+    never a mixture. `data` may be an iterable of pieces, written in turn (large files
+    streamed without a copy). `mode` sets the new file's permissions; None leaves them to the
+    umask."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     # os.open with 0o666 lets the umask decide when no mode is given (mkstemp would force 0600).
@@ -111,7 +113,11 @@ def atomic_write(path: str, data: bytes | str, mode: int | None = None) -> None:
         if mode is not None:
             os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if isinstance(data, (bytes, str)):
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            else:
+                for piece in data:
+                    f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -25,6 +25,7 @@ from agent.clock import Clock
 from agent.config.schema import Config
 from agent.metrics import Collector, Histogram, Metric
 from agent.promql import Engine
+from agent.promql.select import read_back_seconds
 from agent.rules.alerting import Alert, AlertingRule
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import RuleManager, RuleOptions, build_rule_manager
@@ -33,7 +34,8 @@ from agent.sources.query import QuerySources
 from agent.sources.scrape import ScrapeManager, ScrapeTarget
 from agent.sources.system import FAMILIES as SYSTEM_FAMILIES
 from agent.sources.system import SystemCollector
-from agent.store import Labels, Store
+from agent.store import Labels, RetentionNeed, Store
+from agent.store.sizing import MemoryBudget, StoreSizing, cgroup_memory_limit, memory_budget, size_store
 from agent.tickets.builder import build_ticketing
 from agent.tickets.chart import render_chart
 from agent.tickets.manager import ProblemDecision as Decision
@@ -172,6 +174,25 @@ class Job:
     run: Callable[[], object]
 
 
+# ---- what the rules read -----------------------------------------------------------------------
+
+
+def retention_needs(groups: Sequence[RuleGroupDef], lookback_delta: float) -> list[RetentionNeed]:
+    """What each rule reads: its expression's ranges at full resolution (so PromQL answers are
+    exact), a forecast's lookback (two seasons for a seasonal one) as history. The store's tiers
+    are sized from these at load and reload (`agent.store.sizing`)."""
+    out: list[RetentionNeed] = []
+    for g in groups:
+        for r in g.rule_defs():  # an SLO keeps its own history of its base rates
+            raw = read_back_seconds(r.expr, lookback_delta)
+            hist = 0.0
+            fc = r.spec.forecast
+            if fc is not None:
+                hist = max(float(fc.lookback), 2.0 * float(fc.season or 0.0))
+            out.append(RetentionNeed(f"rule {r.name!r} in group {g.name!r} ({r.file})", raw, hist))
+    return out
+
+
 # ---- the pipeline -------------------------------------------------------------------------------
 
 
@@ -191,7 +212,10 @@ class Pipeline:
         self.engine = Engine(store, subquery_step=float(cfg.global_.evaluation_interval))
         self.lock = threading.RLock()  # rule ticks and reloads never interleave
         self.delivery_lock = threading.Lock()  # a delivery round and a reload's sink swap neither
-        self.rules = self._build_rules(cfg, load_groups(cfg))
+        groups = load_groups(cfg)
+        self.store_budget: MemoryBudget = memory_budget(cfg.global_.memory_budget, cgroup_memory_limit())
+        self.sizing = self._size_store(cfg, groups)
+        self.rules = self._build_rules(cfg, groups)
         self.ticketing: TicketingStage | None = None  # built in start(): it opens the state databases
         self.refit_worker: RefitWorker | None = None  # a background process, started with the first refit
         self._resent_at: dict[str, float] = {}
@@ -244,6 +268,17 @@ class Pipeline:
         return jobs
 
     # ---- rules, problems, tickets -------------------------------------------------------------
+
+    def _size_store(self, cfg: Config, groups: list[RuleGroupDef]) -> StoreSizing:
+        """Fit the store's tiers to what the rules read (a reload may lengthen or shorten them)."""
+        g = cfg.global_
+        intervals = [g.scrape_interval] + [cfg.scrape_interval(s) for s in cfg.scrape_configs]
+        intervals += [q.interval for q in cfg.query_configs]
+        sizing = size_store(self.store_budget, float(min(intervals)), g.raw_retention, g.query_retention, g.retention,
+                            g.downsample_interval, retention_needs(groups, self.engine.lookback_delta), g.max_series)
+        self.store.resize(sizing.raw_capacity, sizing.retention)
+        self.store.max_series = sizing.max_series
+        return sizing
 
     def _build_rules(self, cfg: Config, groups: list[RuleGroupDef]) -> RuleManager:
         return build_rule_manager(groups, self.store, self.clock, RuleOptions.from_config(cfg), engine=self.engine)
@@ -382,6 +417,9 @@ class Pipeline:
         running set untouched."""
         groups = load_groups(cfg)
         new_rules = self._build_rules(cfg, groups)
+        with self.lock:
+            self.store_budget = memory_budget(cfg.global_.memory_budget, cgroup_memory_limit())
+            self.sizing = self._size_store(cfg, groups)
         system = self._new_system(cfg)
         queries = self.queries.prepare(cfg)
         with self.lock, self.delivery_lock:

@@ -226,3 +226,21 @@ def test_default_scrape_timeout_is_clamped_to_a_shorter_interval(tmp_path):
                                       "    scrape_interval: 2s\n    static_configs: [{targets: ['h:1']}]\n"))
     assert cfg.global_.scrape_timeout == 5
     assert cfg.scrape_timeout(cfg.scrape_configs[0]) == 2
+
+
+def test_check_warns_when_a_rule_reads_further_back_than_retention(tmp_path):
+    rules = tmp_path / "r.yml"
+    rules.write_text(textwrap.dedent("""\
+        groups:
+          - name: g
+            rules:
+              - alert: Long
+                expr: increase(x[2d]) > 1
+              - alert: Short
+                expr: max_over_time(rate(x[5m])[1h:1m]) > 1
+        """))
+    path = write(tmp_path, f"global:\n  retention: 1d\n  query_retention: 6h\nrule_files: ['{rules}']\n")
+    r = run_check("--config", path)
+    assert r.returncode == 0  # a warning, not a problem
+    assert f"{rules}:4:9: warning: group 'g', rule 'Long': the expression reads 48h back" in r.stderr
+    assert "'Short'" not in r.stderr

@@ -6,6 +6,9 @@ import os
 import signal
 import socket
 
+from agent.config.schema import load_config
+from agent.daemon import Agent
+from agent.store import Store, make_labels
 from tests.helpers import wait_for
 
 SYSTEM_ONLY = """\
@@ -132,3 +135,23 @@ def test_invalid_config_at_start_exits_1_with_position(agent_factory):
     agent.start(wait_ready=False)
     assert agent.proc.wait(timeout=30) == 1
     assert f"{agent.config_path}:2:19: web.listen_address: not a valid listen address" in agent.log()
+
+
+def test_a_stop_during_the_restore_leaves_the_snapshot_as_it_was(tmp_path):
+    """SIGTERM sets stop_requested (forewarn run's handler); a restore polls it between chunks,
+    start() returns at once and stop() does not overwrite the snapshot with an empty store."""
+    cfg_path = tmp_path / "forewarn.yml"
+    cfg_path.write_text(f"global: {{state_dir: {tmp_path / 'state'}}}\nsystem: {{enabled: false}}\n"
+                        "web: {listen_address: '127.0.0.1:0'}\nrule_files: []\n")
+    os.makedirs(tmp_path / "state")
+    old = Store(raw_capacity=8)
+    old.append_samples([(make_labels("m", {"i": str(i)}), 1.0) for i in range(100)], 1000.0)
+    snap = str(tmp_path / "state" / "store.snapshot")
+    old.save(snap)
+    data = open(snap, "rb").read()
+    agent = Agent(load_config(str(cfg_path)))
+    agent.stop_requested.set()
+    agent.start()
+    assert agent.restore_interrupted and agent.web is None  # nothing was started
+    agent.stop()
+    assert open(snap, "rb").read() == data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import tracemalloc
 
 import pytest
 from prometheus_client import parser as client_text_parser
@@ -213,3 +214,30 @@ def test_parser_chosen_by_content_type() -> None:
     assert [s.name for s in parse("a 1\n", "application/json")] == ["a"]  # unknown: text, like Prometheus 2
     with pytest.raises(ParseError):
         parse("a 1\n", om)
+
+
+def test_a_huge_label_value_costs_memory_linear_in_its_size():
+    """A 9 MB label value (under the 10 MB body limit) parses with a few copies of itself, not
+    the ~170 bytes per character a backtracking regex took."""
+    value = "a\\\\b\\\"" * 1_500_000  # 9 MB of escapes, the worst case for a scanner
+    body = f'big{{l="{value}"}} 1\n'
+    tracemalloc.start()
+    try:
+        samples = parse_text(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert samples[0].labels == (("l", 'a\\b"' * 1_500_000),)
+    assert peak < 8 * len(body)
+
+
+@pytest.mark.parametrize("body,message", [
+    ("x 1 " + "9" * 400 + "\n", "line 1: timestamp '9999"),
+    ('x{l="a} 1\n', "line 1: invalid label set"),
+    ("x 1\ny{a=\"1\",a=\"2\"} 2\n", "line 2: duplicate label name 'a'"),
+    ("x 1_000\n", "line 1: invalid value '1_000'"),
+])
+def test_hostile_lines_fail_with_the_line(body, message):
+    with pytest.raises(ParseError) as e:
+        parse_text(body)
+    assert str(e.value).startswith(message)

@@ -381,3 +381,18 @@ def test_store_windows_equal_raw_reads(capacity):
                 rt, rv = store.raw(int(sid), start, end)
                 assert t[offsets[k]:offsets[k + 1]].tolist() == rt.tolist()
                 assert v[offsets[k]:offsets[k + 1]].tolist() == rv.tolist()
+
+
+def test_a_range_past_the_raw_samples_kept_is_reported_as_a_warning():
+    store = Store(raw_capacity=8)
+    sid = store.series_id(make_labels("c", {}))
+    for i in range(20):
+        store.append(np.array([sid]), 1000.0 + 15 * i, np.array([float(i)]))
+    e = Engine(store)
+    warnings: list[str] = []
+    e.instant("rate(c[10m])", 1285.0, warnings=warnings)
+    assert len(warnings) == 1 and "for 1 series" in warnings[0]
+    ok: list[str] = []
+    e.instant("rate(c[1m])", 1285.0, warnings=ok)  # inside the kept samples: no warning
+    e.range("rate(c[1m])", 1245.0, 1285.0, 15.0, warnings=ok)
+    assert ok == []

@@ -21,7 +21,9 @@ import pytest
 import requests
 
 from agent.promql import Engine, Matrix, PromQLError, Scalar, String, Vector
-from agent.store import Store, make_labels
+from agent.promql.select import read_back_seconds
+from agent.store import RetentionNeed, Store, make_labels
+from agent.store.sizing import MemoryBudget, size_store
 from tests.helpers import free_port, wait_for
 
 CASES = os.path.join(os.path.dirname(__file__), "promql_cases.txt")
@@ -133,8 +135,8 @@ def write_openmetrics(series: dict, path: str) -> None:
         f.write("# EOF\n")
 
 
-def load_store(series: dict) -> Store:
-    store = Store(raw_capacity=1024, max_series=10000)
+def load_store(series: dict, raw_capacity: int = 1024) -> Store:
+    store = Store(raw_capacity=raw_capacity, max_series=10000)
     for labels, (t, v) in series.items():
         sid = store.series_id(labels)
         for tt, vv in zip(t.tolist(), v.tolist()):
@@ -293,6 +295,50 @@ def test_errors_match_prometheus_messages(both):
         with pytest.raises(PromQLError) as e:
             engine.instant(expr, t)
         assert str(e.value) == body["error"], (expr, str(e.value), body["error"])
+
+
+# Ranges 2x and 20x a raw_retention of 5 minutes: exact because the store keeps what the
+# expressions read (their retention needs), as the daemon sizes it from its rule files.
+LONG_RAW_RETENTION = 300.0
+LONG_CASES = [
+    "increase(http_requests_total[10m])",
+    "increase(http_requests_total[100m])",
+    "rate(http_requests_total[100m])",
+    "resets(late_counter_total[100m])",
+    "avg_over_time(memory_free_bytes[100m])",
+    "max_over_time(temperature_celsius[100m])",
+    "count_over_time(irregular_gauge[100m])",
+    "predict_linear(disk_used_ratio[100m], 3600)",
+    "sum by (job) (rate(http_requests_total[10m] offset 30m))",
+    "max_over_time(rate(http_requests_total[5m7s])[90m:1m])",  # 5m7s: no sample on a step's boundary
+]
+
+
+def test_long_ranges_are_exact_when_the_store_keeps_what_rules_read(both):
+    """The store sized from the expressions' needs answers 2x and 20x raw_retention exactly; one
+    sized from raw_retention alone does not (so the comparison can fail)."""
+    base, _, url = both
+    series = generate(base)
+    sizing = size_store(MemoryBudget(1 << 30, "test"), STEP, LONG_RAW_RETENTION, 3600, 8 * 86400, 300,
+                        [], 0)
+    short = Engine(load_store(series, sizing.raw_capacity))
+    needs = [RetentionNeed(c, read_back_seconds(Engine(Store()).prepare(c))) for c in LONG_CASES]
+    sized = size_store(MemoryBudget(1 << 30, "test"), STEP, LONG_RAW_RETENTION, 3600, 8 * 86400, 300, needs, 0)
+    assert sized.raw_seconds == 20 * LONG_RAW_RETENTION and sizing.raw_seconds == LONG_RAW_RETENTION
+    exact = Engine(load_store(series, sized.raw_capacity))
+    t = base + (POINTS - 1) * STEP + 7.5  # after the last sample, as a rule evaluates "now"
+    session = requests.Session()
+    mismatches, short_differs = [], 0
+    for expr in LONG_CASES:
+        body = session.get(url + "/api/v1/query", params={"query": expr, "time": f"{t:.3f}"}, timeout=10).json()
+        prom = from_prometheus(body)
+        diff = compare(expr, prom, from_agent(exact, expr, t))
+        if diff:
+            mismatches.append(f"{expr}: {diff}")
+        if compare(expr, prom, from_agent(short, expr, t)):
+            short_differs += 1
+    assert not mismatches, mismatches
+    assert short_differs >= len(LONG_CASES) - 2  # a short raw tier alone gives other answers
 
 
 RANGE_CASES = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import logging
+import math
 import os
 import socket
 import ssl
@@ -112,7 +113,7 @@ def make_manager(tmp_path, yaml_text: str, store: Store | None = None) -> tuple[
     path = tmp_path / "forewarn.yml"
     path.write_text(yaml_text)
     cfg = load_config(str(path), yaml_text)
-    store = store or Store(raw_capacity=32, max_series=20000)
+    store = store if store is not None else Store(raw_capacity=32, max_series=20000)
     clock = SimulatedClock(T0)
     return ScrapeManager(cfg, store, clock), store, clock
 
@@ -226,9 +227,9 @@ def test_good_and_bad_targets_concurrently(tmp_path, server: Server) -> None:
     assert latest(store, "scrape_samples_scraped", job="many", instance=a) == 1000
 
     # Nothing of a failed scrape is stored.
-    assert not store.index_values("__name__").get("many_series")
-    assert not store.index_values("__name__").get("big_series")
-    assert not store.index_values("__name__").get("late")
+    assert "many_series" not in store.label_values("__name__")
+    assert "big_series" not in store.label_values("__name__")
+    assert "late" not in store.label_values("__name__")
 
     stats = {s.job: s for s in mgr.stats()}
     assert set(stats["good"].failures_total) == set(FAILURE_REASONS)
@@ -269,7 +270,7 @@ def test_timeout_is_a_deadline_for_the_whole_body(tmp_path, server: Server) -> N
     r = mgr.scrape(mgr.targets()[0])
     assert (r.up, r.failure) == (False, "timeout")
     assert not finished.is_set()  # the server was still sending when we gave up
-    assert not store.index_values("__name__").get("slow")
+    assert "slow" not in store.label_values("__name__")
 
 
 # ---- labels ---------------------------------------------------------------------------------
@@ -511,3 +512,96 @@ def test_repeated_scrapes_use_the_series_cache(tmp_path, server: Server) -> None
     r = mgr.scrape(t)
     assert r.up and r.series_added == 0 and len(store) == n_series
     assert latest(store, "http_requests_total", method="get", code="200", job="c", instance=server.address) == 2000
+
+
+# ---- hostile targets: reserved names, quotas, timestamps, label lengths -----------------------
+
+
+def test_a_target_cannot_override_the_agents_own_series(tmp_path, server: Server) -> None:
+    for honor in ("false", "true"):
+        server.routes["/m"] = reply('up 0\nscrape_duration_seconds 999\nok 1\n')
+        mgr, store, _ = make_manager(tmp_path, "scrape_configs:\n" + job("j", server.address, "/m",
+                                                                           honor_labels=honor))
+        r = mgr.scrape(mgr.targets()[0])
+        assert r.up
+        assert latest(store, "up", job="j", instance=server.address) == 1.0
+        assert latest(store, "scrape_duration_seconds", job="j", instance=server.address) < 999
+        assert mgr.stats()[0].rejected_total["reserved"] == 2
+
+
+def test_one_target_cannot_take_every_series(tmp_path, server: Server) -> None:
+    server.routes["/greedy"] = reply("".join(f'g{{i="{i}"}} {i}\n' for i in range(50)))
+    server.routes["/small"] = reply('s{i="1"} 1\ns{i="2"} 2\n')
+    a = server.address
+    store = Store(raw_capacity=8, max_series=40, reserve=10)
+    mgr, store, clock = make_manager(tmp_path, "scrape_configs:\n" + job("greedy", a, "/greedy")
+                                     + job("small", a, "/small"), store)
+    r = mgr.scrape(target(mgr, "greedy"))
+    assert r.up and r.samples_stored == 20  # an equal share of max_series
+    assert mgr.stats()[0].rejected_total["series_limit"] == 30
+    clock.advance(10)
+    assert mgr.scrape(target(mgr, "small")).samples_stored == 2  # room left for the other target
+    assert latest(store, "up", job="greedy", instance=a) == 1.0  # the report series use the reserve
+    clock.advance(10)
+    assert mgr.scrape(target(mgr, "greedy")).samples_stored == 20  # refused series stay refused
+
+
+def test_series_limit_per_job(tmp_path, server: Server) -> None:
+    server.routes["/m"] = reply("".join(f'g{{i="{i}"}} {i}\n' for i in range(10)))
+    mgr, store, _ = make_manager(tmp_path, "scrape_configs:\n" + job("j", server.address, "/m", series_limit=3))
+    r = mgr.scrape(mgr.targets()[0])
+    assert r.up and r.samples_stored == 3
+    assert mgr.stats()[0].series == 3 and mgr.stats()[0].rejected_total["series_limit"] == 7
+
+
+def test_own_timestamps_far_ahead_or_too_old_are_rejected_and_counted(tmp_path, server: Server) -> None:
+    now_ms = int(T0 * 1000)
+    server.routes["/m"] = reply(f"future 1 {now_ms + 86_400_000}\nancient 1 {now_ms - 30 * 86_400_000}\n"
+                                f"fine 1 {now_ms - 1000}\nplain 1\n")
+    mgr, store, _ = make_manager(tmp_path, "scrape_configs:\n" + job("j", server.address, "/m"))
+    r = mgr.scrape(mgr.targets()[0])
+    assert r.up and r.samples_stored == 2
+    a = server.address
+    assert latest(store, "future", job="j", instance=a) is None or math.isnan(latest(store, "future", job="j",
+                                                                                        instance=a))
+    assert latest(store, "fine", job="j", instance=a) == 1.0
+    rejected = mgr.stats()[0].rejected_total
+    assert (rejected["too_far_in_future"], rejected["out_of_bounds"]) == (1, 1)
+
+
+def test_a_400_digit_timestamp_fails_the_scrape_with_its_line(tmp_path, server: Server) -> None:
+    server.routes["/m"] = reply("ok 1\nbad 1 " + "9" * 400 + "\n")
+    mgr, store, _ = make_manager(tmp_path, "scrape_configs:\n" + job("j", server.address, "/m"))
+    r = mgr.scrape(mgr.targets()[0])
+    assert (r.up, r.failure) == (False, "parse_error") and "line 2" in r.error
+    assert latest(store, "up", job="j", instance=server.address) == 0.0
+
+
+@pytest.mark.parametrize("limit,body", [
+    ("label_value_length_limit: 10", 'x{a="' + "v" * 11 + '"} 1\n'),
+    ("label_name_length_limit: 5", 'x{abcdef="1"} 1\n'),
+])
+def test_label_length_limits_fail_the_scrape(tmp_path, server: Server, limit: str, body: str) -> None:
+    server.routes["/m"] = reply('ok{a="1"} 1\n' + body)
+    key, value = limit.split(": ")
+    mgr, store, _ = make_manager(tmp_path, "scrape_configs:\n" + job("j", server.address, "/m", **{key: value}))
+    r = mgr.scrape(mgr.targets()[0])
+    assert (r.up, r.failure) == (False, "label_limit") and key in r.error
+    assert latest(store, "ok", job="j", instance=server.address, a="1") is None
+
+
+def test_a_repeated_scrape_after_expiry_parses_returning_series_again(tmp_path, server: Server) -> None:
+    server.routes["/m"] = reply('a{i="1"} 1\nb 2\n')
+    store = Store(raw_capacity=8, stale_after=60)
+    mgr, store, clock = make_manager(tmp_path, "scrape_configs:\n" + job("j", server.address, "/m"), store)
+    mgr.scrape(mgr.targets()[0])
+    server.routes["/m"] = reply("b 3\n")
+    clock.advance(10)
+    mgr.scrape(mgr.targets()[0])
+    clock.advance(100)
+    mgr.scrape(mgr.targets()[0])
+    assert store.expire(clock.now()) >= 1  # a{i="1"} is gone
+    server.routes["/m"] = reply('a{i="1"} 5\nb 4\n')
+    clock.advance(10)
+    assert mgr.scrape(mgr.targets()[0]).samples_stored == 2
+    assert latest(store, "a", job="j", instance=server.address, i="1") == 5.0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.store import Store, labels_dict, make_labels, metric_name
-from agent.store.snapshot import SNAPSHOT_MAGIC, Snapshot, SnapshotError, decode, encode
+from agent.store.snapshot import V2_MAGIC, RestoreInterrupted, Snapshot, SnapshotError, decode, encode
 
 
 @pytest.mark.parametrize("name,labels,expected", [
@@ -56,7 +56,7 @@ def test_snapshot_round_trip_is_the_same_store():
 
 
 def _reframe(body: bytes) -> bytes:
-    return SNAPSHOT_MAGIC + struct.pack("<QI", len(body), zlib.crc32(body)) + body
+    return V2_MAGIC + struct.pack("<QI", len(body), zlib.crc32(body)) + body  # version 2's framing
 
 
 GOOD = encode(Snapshot(raw_capacity=2, ds_interval=60.0, ds_capacity=2, labels=[],
@@ -80,3 +80,98 @@ def test_decode_refuses_what_is_not_a_snapshot(data, message):
 def test_decode_reads_the_empty_snapshot():
     snap = decode(GOOD)
     assert snap.labels == [] and snap.raw_capacity == 2 and snap.ds_interval == 60.0
+
+
+# ---- the store's layout: version 3 snapshots, tiers of other sizes, limits --------------------
+
+
+def test_v3_snapshot_of_another_tier_size_keeps_the_newest_samples_and_buckets():
+    store = filled_store()  # 8 raw samples, 60 buckets of 60 s
+    small = Store(raw_capacity=3, retention=300, downsample_interval=60)
+    small.restore(decode(encode(store.snapshot())))
+    for sid, lab in store.iter_series():
+        other = small.get_id(lab)
+        t1, v1 = store.raw(sid)
+        t2, v2 = small.raw(other)
+        assert t2.tolist() == t1[-3:].tolist() and v2.tolist() == v1[-3:].tolist()
+        b1, m1 = store.downsampled(sid)
+        b2, m2 = small.downsampled(other)
+        assert b2.tolist() == b1[-len(b2):].tolist() and len(b2) >= 5
+        assert m2.tolist() == m1[-len(b2):].tolist()
+
+
+def test_resize_keeps_the_newest_samples():
+    store = filled_store()
+    before = {lab: store.raw(sid) for sid, lab in store.iter_series()}
+    store.resize(4, 3600)
+    for sid, lab in store.iter_series():
+        t, v = store.raw(sid)
+        assert t.tolist() == before[lab][0][-4:].tolist() and v.tolist() == before[lab][1][-4:].tolist()
+    store.resize(16, 3600)
+    sid = store.get_id(make_labels("m", {"i": "1"}))
+    store.append(np.array([sid]), 5000.0, np.array([1.0]))
+    assert store.raw(sid)[0].tolist() == before[make_labels("m", {"i": "1"})][0][-4:].tolist() + [5000.0]
+
+
+@pytest.mark.parametrize("cut,message", [(-5, "truncated"), (-1, "checksum mismatch")])
+def test_v3_refuses_damage(cut, message):
+    data = encode(filled_store().snapshot())
+    damaged = data[:cut] if cut == -5 else data[:-1] + bytes([data[-1] ^ 1])
+    with pytest.raises(SnapshotError, match=message):
+        decode(damaged)
+
+
+def test_a_stop_request_ends_a_restore_and_leaves_the_file(tmp_path):
+    path = str(tmp_path / "store.snapshot")
+    filled_store().save(path)
+    data = open(path, "rb").read()
+    back = Store(raw_capacity=8, retention=3600, downsample_interval=60)
+    with pytest.raises(RestoreInterrupted):
+        back.load(path, should_stop=lambda: True)
+    assert len(back) == 0 and open(path, "rb").read() == data
+    assert back.load(path) and len(back) == 3
+
+
+def test_limited_sources_stop_at_max_series_and_the_agent_keeps_a_reserve(caplog):
+    store = Store(raw_capacity=4, max_series=2, reserve=1)
+    ids = [store.series_id(make_labels("s", {"i": str(i)}), limited=True) for i in range(3)]
+    assert ids[2] == -1
+    assert store.series_id(make_labels("ALERTS", {"alertname": "x"})) >= 0  # the reserve
+    assert store.series_id(make_labels("ALERTS", {"alertname": "y"})) == -1
+    assert store.stats().series_dropped_total == 2
+    assert "refusing new series: max_series" in caplog.text  # one line, not one per series
+    assert caplog.text.count("refusing new series") == 1
+
+
+def test_over_the_memory_budget_new_series_are_refused_and_counted():
+    rss = [100]
+    store = Store(raw_capacity=4, max_series=100, memory_limit_bytes=1000, rss=lambda: rss[0])
+    assert store.series_id(make_labels("a", {})) >= 0
+    rss[0] = 2000
+    store._rss_checked = -1e18  # the next check reads the (fake) RSS again
+    assert store.series_id(make_labels("b", {})) == -1
+    assert store.get_id(make_labels("a", {})) is not None  # existing series keep their samples
+    st = store.stats()
+    assert st.series_refused_memory_total == 1 and st.series_dropped_total == 1
+
+
+def test_expiry_removes_series_from_the_index():
+    store = Store(raw_capacity=4, stale_after=60)
+    old = [make_labels("m", {"i": str(i), "job": "a"}) for i in range(5)]
+    store.append(store.series_ids(old), 1000.0, np.arange(5.0))
+    store.append(store.series_ids(old[:2]), 2000.0, np.arange(2.0))
+    assert store.expire(2030.0) == 3
+    assert sorted(store.postings("job", "a").tolist()) == sorted(store.get_id(lab) for lab in old[:2])
+    assert "2" not in store.label_values("i")
+    again = store.series_id(old[4])  # an id is reused, with an empty history
+    assert store.raw(again)[0].size == 0 and again in store.postings("i", "4").tolist()
+
+
+def test_restore_of_the_golden_version_2_snapshot(tmp_path):
+    golden = __file__.replace("test_store.py", "golden/statedir_v1/store.snapshot")
+    copy = tmp_path / "store.snapshot"  # a failed load moves the file aside: never the golden one
+    copy.write_bytes(open(golden, "rb").read())
+    store = Store()
+    assert store.load(str(copy)) and len(store) > 0
+    sid, lab = next(iter(store.iter_series()))
+    assert store.raw(sid)[0].size > 0

@@ -4,7 +4,9 @@ With neither `--config` nor rule files, the config `run` reads by default is che
 problem is printed as PATH:LINE:COL: message on stderr (a file that cannot be read at all as
 PATH: message; a `rule_files` entry of the config that names a missing file at that entry's
 position); exit 1 if any, else 0 with a count of what was checked, as promtool's `SUCCESS: N
-rules found`.
+rules found`. Rules that read further back than the store keeps (`global.retention`) get a
+warning in the same form (their answers would cover only what is kept); warnings do not fail
+the check.
 
 A command: it may import any stage; nothing but the CLI imports it.
 """
@@ -18,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.decode import ConfigError, mark_of
-from agent.config.schema import Config, ConfigErrors, load_config
+from agent.config.schema import Config, ConfigErrors, GlobalConfig, load_config
+from agent.promql.select import read_back_seconds
 from agent.rules.file import RuleGroupDef, load_rule_files
 
 DEFAULT_CONFIG = "config/forewarn.yml"
@@ -29,6 +32,7 @@ class CheckResult:
     """What `check` found: every problem, and what it checked."""
 
     errors: list[ConfigError] = field(default_factory=list)
+    warnings: list[ConfigError] = field(default_factory=list)  # valid, but not answered in full
     rule_files: list[str] = field(default_factory=list)
     groups: list[RuleGroupDef] = field(default_factory=list)
 
@@ -48,6 +52,7 @@ def _missing_rule_files(cfg: Config) -> list[ConfigError]:
 def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
     """All problems found in the config (if given) and the rule files (given and configured)."""
     result = CheckResult()
+    g = GlobalConfig()
     sinks: set[str] | None = None
     paths = list(rule_files)
     if config_path:
@@ -56,6 +61,7 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
         except ConfigErrors as e:
             result.errors.extend(e.errors)
         else:
+            g = cfg.global_
             sinks = {s.name for s in cfg.ticketing.sinks} | {"local"}
             result.errors.extend(_missing_rule_files(cfg))
             paths += [p for p in cfg.rule_file_paths() if p not in paths]
@@ -68,7 +74,24 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
             result.groups = load_rule_files(result.rule_files, sinks)
         except ConfigErrors as e:
             result.errors.extend(e.errors)
+        else:
+            result.warnings = range_warnings(result.groups, float(g.retention))
     return result
+
+
+def range_warnings(groups: list[RuleGroupDef], retention: float) -> list[ConfigError]:
+    """Rules whose expressions read further back than `retention`: the store keeps what rules
+    read at full resolution up to it, so beyond it their answers are partial."""
+    out = []
+    for group in groups:
+        for r in group.rule_defs():  # an SLO keeps its own history of its base rates
+            back = read_back_seconds(r.expr)
+            if back > retention:
+                out.append(ConfigError(r.file, r.mark[0], r.mark[1],
+                                       f"warning: group {group.name!r}, rule {r.name!r}: the expression reads "
+                                       f"{back / 3600:g}h back, more than global.retention ({retention / 3600:g}h) "
+                                       "keeps; its answers will cover only what is kept"))
+    return out
 
 
 def _plural(n: int, word: str) -> str:
@@ -80,7 +103,7 @@ def command(args: Any) -> int:
     if not config and not args.rule_files:
         config = DEFAULT_CONFIG  # what `forewarn run` reads by default
     result = check(config, args.rule_files)
-    for e in result.errors:
+    for e in result.errors + result.warnings:
         print(e, file=sys.stderr)
     if result.errors:
         print(f"FAILED: {len(result.errors)} problem(s)", file=sys.stderr)

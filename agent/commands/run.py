@@ -76,6 +76,8 @@ def command(args: argparse.Namespace) -> int:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         signals.append(signum)
+        if signum != signal.SIGHUP:
+            agent.stop_requested.set()  # a snapshot restore in progress ends at once
         wake.set()
 
     for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -80,14 +80,30 @@ class GlobalConfig:
         "Longest one rule's query may run; past it that rule is marked err and the others go on "
         "(Prometheus's --query.timeout for rules).", default=Duration(10))
     retention: Duration = doc(
-        "History kept per series (downsampled beyond raw_retention).", default=Duration(8 * 86400)
+        "The longest history kept: what rules and models read (their ranges and lookbacks) is kept up to this.",
+        default=Duration(8 * 86400),
     )
     raw_retention: Duration = doc(
-        "History kept at full resolution per series (PromQL ranges read it; models keep their own state).",
-        default=Duration(3600),
+        "History every series keeps at full resolution; longer where a rule's range reads further back "
+        "(up to retention), so rules always read exact samples.",
+        default=Duration(900),
+    )
+    query_retention: Duration = doc(
+        "History every series keeps for queries and dashboards (downsampled beyond raw_retention); "
+        "longer where a model reads further back (up to retention).",
+        default=Duration(6 * 3600),
     )
     downsample_interval: Duration = doc("Bucket width of the downsampled history.", default=Duration(300))
-    max_series: int = doc("Most series held in the store; new series beyond are dropped and counted.", default=50000)
+    max_series: int = doc(
+        "Most series scraped or queried into the store; new series beyond are refused and counted "
+        "(the agent's own series have a reserve above it). 0: what memory_budget leaves room for.",
+        default=0,
+    )
+    memory_budget: int = doc(
+        "Bytes the agent may use; new series are refused (counted and logged) beyond it. "
+        "0: 80% of the cgroup's memory limit (systemd's MemoryMax), else of 512 MiB.",
+        default=0,
+    )
     stale_after: Duration = doc("A series with no sample for this long is removed.", default=Duration(3600))
     snapshot_interval: Duration = doc("How often the store is written to state_dir.", default=Duration(300))
     state_dir: str = doc(
@@ -99,7 +115,7 @@ class GlobalConfig:
 
     def validate(self, err: FieldErrors) -> None:
         for name in ("scrape_interval", "scrape_timeout", "evaluation_interval", "rule_query_timeout", "retention",
-                     "raw_retention", "downsample_interval", "snapshot_interval", "stale_after"):
+                     "raw_retention", "query_retention", "downsample_interval", "snapshot_interval", "stale_after"):
             if getattr(self, name) <= 0:
                 err(name, "must be greater than zero")
         if self.scrape_timeout > self.scrape_interval:
@@ -109,10 +125,14 @@ class GlobalConfig:
                 self.scrape_timeout = Duration(self.scrape_interval)
         if self.raw_retention > self.retention:
             err("raw_retention", "must not be longer than retention")
+        if self.query_retention > self.retention:
+            err("query_retention", "must not be longer than retention")
         if self.downsample_interval < 60:
             err("downsample_interval", "must be at least 1m")
-        if self.max_series <= 0:
-            err("max_series", "must be greater than zero")
+        if self.max_series < 0:
+            err("max_series", "must not be negative")
+        if self.memory_budget < 0:
+            err("memory_budget", "must not be negative")
         for k in self.external_labels:
             if not _LABEL_NAME_RE.match(k):
                 err("external_labels", f"invalid label name {k!r}")
@@ -210,9 +230,17 @@ class ScrapeConfig:
     params: dict[str, str] = doc("URL query parameters.", default_factory=dict)
     honor_labels: bool = doc("Keep the target's job/instance labels on conflict.", default=False)
     honor_timestamps: bool = doc("Use timestamps the target exposes.", default=True)
-    sample_limit: int = doc("A scrape with more samples than this fails (0: no limit).", default=50000)
+    sample_limit: int = doc("A scrape with more samples than this fails (0: no limit, as in Prometheus).", default=0)
     body_size_limit: int = doc("A response body larger than this many bytes fails (0: no limit).", default=10_000_000)
     label_limit: int = doc("A sample with more labels than this fails the scrape (0: no limit).", default=0)
+    label_name_length_limit: int = doc("A label name longer than this fails the scrape (0: no limit).", default=0)
+    label_value_length_limit: int = doc("A label value longer than this fails the scrape (0: no limit).",
+                                        default=0)
+    series_limit: int = doc(
+        "Most series one target of this job may hold; its new series beyond are refused and counted, "
+        "so one target cannot starve the others. 0: an equal share of max_series among the targets.",
+        default=0,
+    )
     bearer_token_file: str = doc("File holding a bearer token.", default="")
     basic_auth_username: str = doc("Basic auth user.", default="")
     basic_auth_password_file: str = doc("File holding the basic auth password.", default="")
@@ -232,7 +260,8 @@ class ScrapeConfig:
             err("scrape_timeout", "must not be longer than scrape_interval")
         if not self.metrics_path.startswith("/"):
             err("metrics_path", "must start with /")
-        for name in ("sample_limit", "body_size_limit", "label_limit"):
+        for name in ("sample_limit", "body_size_limit", "label_limit", "label_name_length_limit",
+                     "label_value_length_limit", "series_limit"):
             if getattr(self, name) < 0:
                 err(name, "must not be negative")
 

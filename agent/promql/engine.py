@@ -48,6 +48,7 @@ class Query:
     end: float
     subquery_points: dict[tuple[int, float], Value] = field(default_factory=dict)
     limits: QueryLimits | None = None
+    warnings: list[str] | None = None  # where the caller wants to hear of incomplete answers
     samples: int = 0  # samples this query holds: the current step's selections and the output so far
 
     def account(self, n: int) -> None:
@@ -101,19 +102,23 @@ class Engine:
             raise PromQLError("; ".join(problems))
         return expr
 
-    def instant(self, expr: ExprLike, t: float, limits: QueryLimits | None = None) -> Value:
+    def instant(self, expr: ExprLike, t: float, limits: QueryLimits | None = None,
+                warnings: list[str] | None = None) -> Value:
         """Evaluate at time `t` (seconds): a Vector, Scalar, String, or a Matrix for a bare
-        range selector or subquery. With `limits`, raises SampleLimitError or TimeoutError."""
+        range selector or subquery. With `limits`, raises SampleLimitError or TimeoutError.
+        Given a list, `warnings` receives a line for each range that reaches past the
+        full-resolution samples kept (the answer is then partial)."""
         e = self.prepare(expr)
         t = float(t)
-        q = Query(t, t, limits=limits)
+        q = Query(t, t, limits=limits, warnings=warnings)
         inner = _unwrap(e)
         if isinstance(inner, (pp.MatrixSelector, pp.SubqueryExpr)):
             return self._matrix(self._range_arg(inner, t, q))
         return self._eval(e, t, q)
 
     def range(self, expr: ExprLike, start: float, end: float, step: float,
-              deadline: float | None = None, limits: QueryLimits | None = None) -> Matrix:
+              deadline: float | None = None, limits: QueryLimits | None = None,
+              warnings: list[str] | None = None) -> Matrix:
         """Evaluate at start, start+step, ... <= end; series sorted by labels. Raises
         TimeoutError once `time.monotonic()` passes `deadline` (checked between steps) or the
         deadline of `limits`, SampleLimitError past its sample limit (the output points count)."""
@@ -123,7 +128,7 @@ class Engine:
             raise PromQLError(f'invalid expression type "{_type_name(kind)}" for range query, must be Scalar or instant Vector')
         if step <= 0:
             raise PromQLError("zero or negative query resolution step widths are not accepted. Try a positive integer")
-        q = Query(float(start), float(end), limits=limits)
+        q = Query(float(start), float(end), limits=limits, warnings=warnings)
         points: dict[Labels, tuple[list[float], list[float]]] = {}
         produced = 0
         n = int(math.floor((end - start) / step + 1e-9)) + 1 if end >= start else 0
@@ -214,6 +219,8 @@ class Engine:
             rng = _seconds(e.range)
             w = range_windows(self.store, sel.ids, end - rng, end)
             q.account(int(w.offsets[-1]))
+            if q.warnings is not None:
+                self._warn_truncated(e, sel.ids, end - rng, q.warnings)
             return RangeVector(sel.labels, sel.nameless, w, end - rng, end, rng, sel.nameless_ids, sel.epoch)
         if isinstance(e, pp.SubqueryExpr):
             end = _at_time(e, t, q) - _seconds(e.offset)
@@ -239,6 +246,15 @@ class Engine:
             q.account(int(w.offsets[-1]))
             return RangeVector(labels, [drop_name(lab) for lab in labels], w, end - rng, end, rng)
         raise EvaluationError("expected a range vector argument")
+
+    def _warn_truncated(self, e: pp.MatrixSelector, ids: np.ndarray, start: float, warnings: list[str]) -> None:
+        n = self.store.truncated(ids, start)
+        if n:
+            msg = (f"PromQL warning: {e} reaches past the full-resolution history kept "
+                   f"({self.store.raw_capacity} samples per series) for {n} series: their answer covers "
+                   "only the samples kept (a rule reading this range makes the agent keep it)")
+            if msg not in warnings:
+                warnings.append(msg)
 
     def _stepwise(self, inner: pp.Expr, times: np.ndarray, start: float, end: float, rng: float) -> RangeVector | None:
         """A subquery over `f(selector[range])` for the functions stepwise.py covers, evaluated

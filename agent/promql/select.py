@@ -45,33 +45,31 @@ def selector_matchers(vs: pp.VectorSelector) -> list[tuple[str, Callable[[str], 
 
 def select_ids(store: Store, vs: pp.VectorSelector) -> np.ndarray:
     """Ids of the series matching every matcher, sorted. A matcher that matches the empty
-    string also matches series that lack the label, as in Prometheus."""
+    string also matches series that lack the label, as in Prometheus. Set operations are numpy
+    ones over the index's posting lists (sorted id arrays), never Python sets of ids."""
     matchers = selector_matchers(vs)
-    # Start from the most selective positive matcher to keep the sets small.
-    candidates: set[int] | None = None
+    # Start from the most selective positive matchers to keep the arrays small.
+    candidates: np.ndarray | None = None
     for name, _, op, value in matchers:
         if op == pp.MatchOp.Equal and value != "":
-            ids = store.index_values(name).get(value, set())
-            candidates = set(ids) if candidates is None else candidates & ids
+            ids = np.sort(store.postings(name, value))
+            candidates = ids if candidates is None else np.intersect1d(candidates, ids, assume_unique=True)
     if candidates is None:
-        candidates = set(store.all_ids().tolist())
+        candidates = np.sort(store.all_ids())
     for name, pred, op, value in matchers:
-        if not candidates:
+        if not candidates.size:
             break
         if op == pp.MatchOp.Equal and value != "":
             continue  # already applied
-        index = store.index_values(name)
         if pred(""):
-            for v, ids in list(index.items()):
-                if not pred(v):
-                    candidates -= ids
+            # Series lacking the label pass; drop those whose value fails.
+            failing = store.matching_postings(name, lambda v, p=pred: not p(v))  # type: ignore[misc]
+            if failing.size:
+                candidates = np.setdiff1d(candidates, failing, assume_unique=True)
         else:
-            keep: set[int] = set()
-            for v, ids in list(index.items()):
-                if pred(v):
-                    keep |= ids
-            candidates &= keep
-    return np.array(sorted(candidates), dtype=np.int64)
+            passing = store.matching_postings(name, pred)
+            candidates = np.intersect1d(candidates, passing, assume_unique=True)
+    return candidates.astype(np.int64, copy=False)
 
 
 class LabelIds:
@@ -218,3 +216,43 @@ def instant_samples(store: Store, ids: np.ndarray, t: float, lookback: float) ->
     times, values = wt[last], wv[last]
     fresh = ~is_stale(values)
     return have[fresh], times[fresh], values[fresh]
+
+
+def read_back_seconds(expr: pp.Expr, lookback_delta: float = 300.0) -> float:
+    """How far back from the evaluation time an expression reads raw samples: the longest
+    range plus offset of its range selectors and subqueries (nested ones add up), or the
+    lookback delta plus offset of an instant selector. `@` pins a selector to a fixed time, and
+    is counted like its offset alone (the rule cannot know the time). 0 for no selector."""
+
+    def seconds(td: object) -> float:
+        return float(td.total_seconds()) if td is not None else 0.0  # type: ignore[attr-defined]
+
+    def offset(node: pp.Expr) -> float:
+        return max(0.0, seconds(getattr(node, "offset", None)))
+
+    def walk(e: pp.Expr, base: float) -> float:
+        if isinstance(e, pp.VectorSelector):
+            return base + offset(e) + lookback_delta
+        if isinstance(e, pp.MatrixSelector):
+            vs = e.vector_selector
+            return base + offset(vs) + seconds(e.range)
+        if isinstance(e, pp.SubqueryExpr):
+            return walk(e.expr, base + offset(e) + seconds(e.range))
+        best = 0.0
+        for child in _children(e):
+            best = max(best, walk(child, base))
+        return best
+
+    return walk(expr, 0.0)
+
+
+def _children(e: pp.Expr) -> list[pp.Expr]:
+    if isinstance(e, (pp.ParenExpr, pp.UnaryExpr)):
+        return [e.expr]
+    if isinstance(e, pp.BinaryExpr):
+        return [e.lhs, e.rhs]
+    if isinstance(e, pp.AggregateExpr):
+        return [x for x in (e.expr, e.param) if x is not None]
+    if isinstance(e, pp.Call):
+        return list(e.args)
+    return []

@@ -5,19 +5,26 @@ and summary series as their `_bucket`/`_sum`/`_count` (and `quantile`) samples w
 `le`/`quantile` labels, exemplars dropped; metadata (HELP/TYPE/UNIT) is read separately by
 `parse_metadata`, which visits only the comment lines.
 
-The 0.0.4 parser is our own, a line-at-a-time parser built on `str.split` and a few
-regular expressions: prometheus_client's is pure Python per character and about an order of
-magnitude slower on a 10,000-series body (see `benchmarks/parse.py`). It also lets a caller
-skip label parsing for series it has already seen (`known`), which is what makes a repeated
-scrape of the same target cheap. OpenMetrics, rarer and stricter, goes through
-prometheus_client's parser; errors from both name the line.
+The 0.0.4 parser is our own and takes untrusted input, so it uses no regular expression: one
+pass of string methods per line (`scan_text`) yields the series texts, the values (converted
+in one numpy call) and the timestamps, and labels are parsed (`parse_series`, a left-to-right
+scan with str.find, linear in time and memory) only for series the caller has not seen. A
+repeated scrape of the same target therefore costs a split and a dict look-up per line (see
+`benchmarks/parse.py`). OpenMetrics, rarer and stricter, goes through prometheus_client's
+parser (bounded by the scrape's body size limit); errors from both name the line.
+
+Never imports the store, rules or anything else of the agent.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Collection, Hashable, Iterator
+import math
+import sys
+from collections.abc import Collection, Hashable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
+
+import numpy as np
 
 # What we ask targets for, like Prometheus: OpenMetrics first, then the classic text format.
 ACCEPT_HEADER = (
@@ -27,13 +34,6 @@ ACCEPT_HEADER = (
 
 PairLabels = tuple[tuple[str, str], ...]
 
-METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
-# One `name="value"` pair and the separator after it; value escapes are \\, \" and \n.
-_LABEL_PAIR_RE = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*(,|\Z)', re.S)
-_LABEL_SET_RE = re.compile(
-    r'[ \t]*(?:[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"(?:[^"\\]|\\.)*"[ \t]*(?:,[ \t]*|\Z))*\Z', re.S)
-_LABEL_PAIRS_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"', re.S)
-_ESCAPE_RE = re.compile(r"\\(.)", re.S)
 _UNESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 _TEXT_TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
 
@@ -78,56 +78,177 @@ def parse(body: str, content_type: str | None, known: Collection[Hashable] = ())
     return parse_text(body, known)
 
 
+def scan(body: str, content_type: str | None, known: Mapping[Hashable, int] | None = None) -> Scanned:
+    """`scan_text`, or for OpenMetrics the parsed samples in the same columns with
+    (name, labels) as keys."""
+    if not is_openmetrics(content_type):
+        return scan_text(body, known)
+    samples = parse_openmetrics(body)
+    ts = [math.nan if s.timestamp is None else s.timestamp for s in samples]
+    keys: list[Hashable] = [(s.name, s.labels) for s in samples]
+    empty: dict[Hashable, int] = {}
+    get = (known if known else empty).get
+    return Scanned(keys, np.array([s.value for s in samples], dtype=np.float64),
+                   np.array(ts, dtype=np.float64) if any(s.timestamp is not None for s in samples) else None,
+                   [get(k, -1) for k in keys])
+
+
 # ---- Prometheus text format 0.0.4 ------------------------------------------------------------
 
 
-def parse_text(body: str, known: Collection[Hashable] = ()) -> list[Sample]:
-    """Parse the Prometheus text exposition format 0.0.4.
+@dataclass
+class Scanned:
+    """A body's samples in columns, without label parsing: `keys[i]` is line i's series text
+    (`name{labels}` exactly as written; for OpenMetrics, (name, labels)), `values[i]` its value,
+    `timestamps` the explicit timestamps in seconds (NaN where a line has none), None when no
+    line has one, `slots[i]` the caller's number for a known key (-1: not known)."""
 
-    Lines whose series text (`name{labels}`, exactly as written) is in `known` skip label
-    parsing and come back with `name` and `labels` None. Raises ParseError naming the line.
-    """
-    out: list[Sample] = []
-    append = out.append
+    keys: list[Hashable]
+    values: np.ndarray
+    timestamps: np.ndarray | None
+    slots: list[int]
+    body: str = ""  # for locating an error found after the scan (a bad value)
+
+    def line_of(self, i: int) -> int:
+        """The 1-based line number of sample i (a second pass; only for error messages)."""
+        seen = -1
+        for lineno, line in enumerate(self.body.split("\n"), 1):
+            stripped = line.strip()
+            if stripped and stripped[0] != "#":
+                seen += 1
+                if seen == i:
+                    return lineno
+        return 0
+
+
+def scan_text(body: str, known: Mapping[Hashable, int] | None = None) -> Scanned:
+    """Split a 0.0.4 body into series texts, values and timestamps: linear in the body, no
+    regular expression. A line `<known key> <value>` (the usual line of a repeated scrape) costs
+    one rpartition and one dict look-up; any other line (comments, timestamps, odd spacing,
+    series not in `known`) is checked in full. Labels are parsed only later, for series the
+    caller has not seen (`parse_series`). Raises ParseError naming the line."""
+    keys: list[Hashable] = []
+    vals: list[str] = []
+    slots: list[int] = []
+    stamps: list[tuple[int, str]] = []  # (sample index, timestamp text): rare
+    add_key, add_val, add_slot = keys.append, vals.append, slots.append
+    empty: dict[Hashable, int] = {}
+    get = (known if known else empty).get
     lineno = 0
     for line in body.split("\n"):
         lineno += 1
-        line = line.strip()
+        key, _, value = line.rpartition(" ")
+        slot = get(key)
+        if slot is not None:
+            # A known key is a validated series text ending in "}" or a bare name, so a line
+            # that splits into it and one more token is exactly `key value`.
+            add_key(key)
+            add_val(value)
+            add_slot(slot)
+            continue
         if not line:
             continue
-        if line[0] == "#":
-            _check_comment(line, lineno)
-            continue
+        if line[0] == "#" or line[0] in " \t\r" or line[-1] in " \t\r":
+            line = line.strip()
+            if not line:
+                continue
+            if line[0] == "#":
+                _check_comment(line, lineno)
+                continue
         brace = line.find("{")
         if brace >= 0:
             close = line.rfind("}")
             if close < brace:
                 raise ParseError(lineno, "unterminated label set (missing '}')")
             key = line[: close + 1]
-            rest = line[close + 1 :].split()
-            if not rest or not line[close + 1].isspace():
+            tail = line[close + 1 :]
+            if not tail or not tail[0].isspace():
                 raise ParseError(lineno, "expected a value after the label set")
+            rest = tail.split()
         else:
             rest = line.split()
             key = rest.pop(0)
-            if not rest:
-                raise ParseError(lineno, f"expected a value after {key[:60]!r}")
-        if len(rest) > 2:
+        if not rest:
+            raise ParseError(lineno, f"expected a value after {key[:60]!r}")
+        n = len(rest)
+        if n == 2:
+            stamps.append((len(keys), _check_timestamp(rest[1], lineno)))
+        elif n > 2:
             raise ParseError(lineno, f"unexpected text after the timestamp: {rest[2][:40]!r}")
-        value = _parse_value(rest[0], lineno)
-        timestamp = _parse_timestamp_ms(rest[1], lineno) if len(rest) == 2 else None
-        if key in known:
-            append(Sample(key, None, None, value, timestamp))
-            continue
-        if brace >= 0:
-            name = line[:brace].rstrip()
-            labels = _parse_labels(line[brace + 1 : close], lineno)
-        else:
-            name, labels = key, ()
-        if not METRIC_NAME_RE.match(name):
-            raise ParseError(lineno, f"invalid metric name {name[:60]!r}")
-        append(Sample(key, name, labels, value, timestamp))
+        add_key(key)
+        add_val(rest[0])
+        add_slot(get(key, -1))
+    sc = Scanned(keys, np.zeros(0), None, slots, body)
+    sc.values = _values(vals, sc)
+    if stamps:
+        ts = np.full(len(keys), math.nan)
+        for i, text in stamps:
+            ts[i] = int(text) / 1000.0
+        sc.timestamps = ts
+    return sc
+
+
+def _values(texts: list[str], sc: Scanned) -> np.ndarray:
+    # One C-level conversion for the body; Python's float() accepts 1_000 where Prometheus does
+    # not, and Go's ParseFloat reads hex floats: those (and errors) go value by value.
+    if "_" not in "".join(texts):
+        try:
+            return np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
+        except ValueError:
+            pass
+    out = np.empty(len(texts))
+    for i, t in enumerate(texts):
+        v = _parse_value(t)
+        if v is None:
+            raise ParseError(sc.line_of(i), f"invalid value {t[:40]!r}")
+        out[i] = v
     return out
+
+
+def parse_series(key: str, lineno: int = 0) -> tuple[str, PairLabels]:
+    """The metric name and label pairs of a series text `name{labels}`. Linear in the text,
+    no regular expression. Raises ParseError."""
+    brace = key.find("{")
+    labels: PairLabels = ()
+    if brace < 0:
+        name = key
+    else:
+        name = key[:brace].rstrip()
+        labels = _parse_labels(key[brace + 1 : -1], lineno)
+    if not valid_metric_name(name):
+        raise ParseError(lineno, f"invalid metric name {name[:60]!r}")
+    return name, labels
+
+
+def parse_text(body: str, known: Collection[Hashable] = ()) -> list[Sample]:
+    """Parse the Prometheus text exposition format 0.0.4 into one Sample per line (tests and
+    tools; the scrape path uses `scan_text`). Lines whose series text is in `known` come back
+    with `name` and `labels` None. Raises ParseError naming the line."""
+    sc = scan_text(body)
+    ts = sc.timestamps.tolist() if sc.timestamps is not None else [math.nan] * len(sc.keys)
+    out = []
+    for i, (key, v, t) in enumerate(zip(sc.keys, sc.values.tolist(), ts)):
+        stamp = None if math.isnan(t) else t
+        if key in known:
+            out.append(Sample(key, None, None, v, stamp))
+        else:
+            assert isinstance(key, str)
+            try:
+                name, labels = parse_series(key)
+            except ParseError as e:
+                raise ParseError(sc.line_of(i), e.message) from None
+            out.append(Sample(key, name, labels, v, stamp))
+    return out
+
+
+def valid_metric_name(name: str) -> bool:
+    """[a-zA-Z_:][a-zA-Z0-9_:]*, with string methods."""
+    return bool(name) and name.isascii() and not name[0].isdigit() and name.replace("_", "a").replace(":", "a").isalnum()
+
+
+def valid_label_name(name: str) -> bool:
+    """[a-zA-Z_][a-zA-Z0-9_]*, with string methods."""
+    return bool(name) and name.isascii() and not name[0].isdigit() and name.replace("_", "a").isalnum()
 
 
 def _check_comment(line: str, lineno: int) -> None:
@@ -139,65 +260,111 @@ def _check_comment(line: str, lineno: int) -> None:
         return
     if len(parts) != 4:
         raise ParseError(lineno, "malformed TYPE line (want '# TYPE name type')")
-    if not METRIC_NAME_RE.match(parts[2]):
+    if not valid_metric_name(parts[2]):
         raise ParseError(lineno, f"invalid metric name {parts[2][:60]!r} in TYPE line")
     if parts[3] not in _TEXT_TYPES:
         raise ParseError(lineno, f"invalid metric type {parts[3][:40]!r}")
 
 
-def _parse_value(text: str, lineno: int) -> float:
+def _parse_value(text: str) -> float | None:
+    """A sample value as Go's ParseFloat reads it (hex floats too, no `_`); None if invalid."""
+    if "_" in text:  # Python's float() accepts 1_000, Prometheus does not
+        return None
     try:
-        if "_" in text:  # Python's float() accepts 1_000, Prometheus does not
-            raise ValueError
         return float(text)
     except ValueError:
         pass
-    try:  # Go's ParseFloat, which Prometheus uses, also reads hex floats like 0x1p-3
-        if "x" in text.lower() and "_" not in text:
+    try:
+        if "x" in text.lower():
             return float.fromhex(text)
     except ValueError:
         pass
-    raise ParseError(lineno, f"invalid value {text[:40]!r}")
+    return None
 
 
-def _parse_timestamp_ms(text: str, lineno: int) -> float:
-    try:
-        if "_" in text:
-            raise ValueError
-        return int(text) / 1000.0
-    except ValueError:
-        raise ParseError(lineno, f"invalid timestamp {text[:40]!r} (want integer milliseconds)") from None
+def _check_timestamp(text: str, lineno: int) -> str:
+    """`text` if it is integer milliseconds that fit Prometheus's int64, else ParseError."""
+    digits = text[1:] if text[:1] in "+-" else text
+    if not digits.isdigit() or not digits.isascii():
+        raise ParseError(lineno, f"invalid timestamp {text[:40]!r} (want integer milliseconds)")
+    if len(digits) > 18:  # Prometheus parses into an int64
+        raise ParseError(lineno, f"timestamp {text[:40]!r} out of range")
+    return text
 
 
 def _parse_labels(text: str, lineno: int) -> PairLabels:
-    # Two C-level passes (validate the whole set, then pick the pairs) beat a Python loop
-    # over pairs by about 2x; the loop below only runs to explain an invalid set.
-    if not _LABEL_SET_RE.match(text):
-        raise ParseError(lineno, _label_set_problem(text))
-    pairs = _LABEL_PAIRS_RE.findall(text)
-    if "\\" in text:
-        pairs = [(k, _ESCAPE_RE.sub(_unescape, v)) if "\\" in v else (k, v) for k, v in pairs]
-    if len({k for k, _ in pairs}) != len(pairs):
-        names = [k for k, _ in pairs]
-        dup = next(k for k in names if names.count(k) > 1)
-        raise ParseError(lineno, f"duplicate label name {dup!r}")
+    """`name="value", ...` scanned left to right with str.find: linear time and memory
+    whatever the input (each character is looked at a bounded number of times)."""
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    pos, end = 0, len(text)
+    while True:
+        while pos < end and text[pos] in " \t":
+            pos += 1
+        if pos >= end:
+            break
+        eq = text.find("=", pos)
+        if eq < 0:
+            raise ParseError(lineno, f"invalid label set near {text[pos:pos + 40]!r}")
+        name = sys.intern(text[pos:eq].rstrip(" \t"))  # a few names, repeated on every series
+        if not valid_label_name(name):
+            raise ParseError(lineno, f"invalid label set near {text[pos:pos + 40]!r}")
+        q = eq + 1
+        while q < end and text[q] in " \t":
+            q += 1
+        if q >= end or text[q] != '"':
+            raise ParseError(lineno, f"invalid label set near {text[pos:pos + 40]!r}")
+        close = _closing_quote(text, q + 1)
+        if close < 0:
+            raise ParseError(lineno, f"invalid label set near {text[pos:pos + 40]!r} (unterminated value)")
+        value = text[q + 1 : close]
+        if "\\" in value:
+            value = _unescape(value)
+        if name in seen:
+            raise ParseError(lineno, f"duplicate label name {name!r}")
+        seen.add(name)
+        pairs.append((name, value))
+        pos = close + 1
+        while pos < end and text[pos] in " \t":
+            pos += 1
+        if pos < end:
+            if text[pos] != ",":
+                raise ParseError(lineno, f"invalid label set near {text[pos:pos + 40]!r}")
+            pos += 1
     return tuple(pairs)
 
 
-def _label_set_problem(text: str) -> str:
-    pos, end = 0, len(text)
-    while pos < end:
-        m = _LABEL_PAIR_RE.match(text, pos)
-        if m is None or (m.group(3) == "" and m.end() < end):
-            at = pos if m is None else m.end()
-            return f"invalid label set near {text[at:at + 40]!r}"
-        pos = m.end()
-    return "invalid label set"
+def _closing_quote(text: str, start: int) -> int:
+    """Index of the first unescaped '"' at or after `start`, -1 if none. Escapes are skipped
+    pairwise as they are met, so the scan is one pass."""
+    i = start
+    while True:
+        q = text.find('"', i)
+        if q < 0:
+            return -1
+        b = text.find("\\", i, q)
+        if b < 0:
+            return q
+        i = b + 2  # skip the escaped character, whatever it is
 
 
-def _unescape(m: re.Match[str]) -> str:
-    c = m.group(1)
-    return _UNESCAPES.get(c, "\\" + c)  # unknown escapes stay as written, like Prometheus
+def _unescape(value: str) -> str:
+    """\\\\ -> \\, \\" -> ", \\n -> newline; unknown escapes stay as written, like Prometheus.
+    A few whole-string replaces (C loops, a copy each), with NUL standing in for an escaped
+    backslash so that `\\\\n` stays a backslash and an n."""
+    if "\x00" in value:  # NUL cannot be the stand-in: left to right, one piece at a time
+        out: list[str] = []
+        i = 0
+        while True:
+            b = value.find("\\", i)
+            if b < 0 or b + 1 >= len(value):
+                out.append(value[i:])
+                return "".join(out)
+            out.append(value[i:b])
+            c = value[b + 1]
+            out.append(_UNESCAPES.get(c, "\\" + c))
+            i = b + 2
+    return value.replace("\\\\", "\x00").replace('\\"', '"').replace("\\n", "\n").replace("\x00", "\\")
 
 
 # ---- OpenMetrics 1.0 -------------------------------------------------------------------------
@@ -283,12 +450,22 @@ def parse_metadata(body: str, limit: int = 10000) -> dict[str, Metadata]:
         if parts[1] == "TYPE":
             types[name] = text
         elif parts[1] == "HELP":
-            helps[name] = _ESCAPE_RE.sub(_unescape_help, text[:MAX_HELP_LENGTH]) if "\\" in text else text[:MAX_HELP_LENGTH]
+            helps[name] = _unescape_help(text[:MAX_HELP_LENGTH]) if "\\" in text else text[:MAX_HELP_LENGTH]
         else:
             units[name] = text[:64]
     return {n: Metadata(types.get(n, "untyped"), helps.get(n, ""), units.get(n, "")) for n in seen}
 
 
-def _unescape_help(m: re.Match[str]) -> str:
-    c = m.group(1)
-    return {"\\": "\\", "n": "\n"}.get(c, "\\" + c)
+def _unescape_help(text: str) -> str:
+    """HELP's escapes (`\\\\` and `\\n`; any other backslash stays), without a regex."""
+    out = []
+    i = 0
+    while True:
+        j = text.find("\\", i)
+        if j < 0 or j == len(text) - 1:
+            out.append(text[i:])
+            return "".join(out)
+        out.append(text[i:j])
+        c = text[j + 1]
+        out.append({"\\": "\\", "n": "\n"}.get(c, "\\" + c))
+        i = j + 2

@@ -140,7 +140,7 @@ class QuerySource:
             values = series.get("values") or []
             if not values:
                 continue
-            sid = self.store.series_id(labels)
+            sid = self.store.series_id(labels, limited=True)
             if sid < 0:
                 continue
             t = np.fromiter((float(p[0]) for p in values), dtype=np.float64, count=len(values))

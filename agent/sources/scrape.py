@@ -12,9 +12,20 @@ The daemon schedules one job per target (APScheduler, thread pool): `scrape()` s
 scrapes of one target on a per-target lock and shares nothing else between targets except
 the store, which has its own lock, so a slow target never delays another.
 
-Per target, a cache maps each series' text as exposed (`name{labels}`) to its final label set,
-so a repeated scrape skips label parsing and relabelling: the hot path per sample is a split,
-a float() and two dict look-ups.
+Per target, a cache maps each series' text as exposed (`name{labels}`, the bytes of the line
+before its value, as Prometheus's scrape cache does) to a slot holding its final label set and
+store id, so a repeated scrape skips label parsing and relabelling: per line, a split and one
+dict look-up; values are converted and appended for the whole scrape in a few numpy calls, with
+no Python object per sample.
+
+Limits, as Prometheus names them: `sample_limit`, `body_size_limit`, `label_limit`,
+`label_name_length_limit`, `label_value_length_limit` fail the scrape; `series_limit` (per
+target, default an equal share of max_series) refuses a target's new series beyond it, so one
+target cannot starve the others, and the store keeps a reserve for the agent's own series.
+Samples are rejected and counted (`forewarn_scrape_samples_rejected_total{reason}`) when their
+own timestamp is too far in the future or too old for the store (`out_of_bounds`), and when
+they would overwrite the agent's report series for the target (`up`, `scrape_*`: honor_labels
+or not, a target cannot override them).
 
 The manager exports the scrape counters (`collect()`). HTTP lives in `scrape_http`, imported
 with the first target, so this module never imports requests; nor rules, tickets or web.
@@ -56,6 +67,17 @@ FAILURE_REASONS = (
     "label_limit",
     "credentials",  # a bearer token or password file could not be read
 )
+# Why single samples of a successful scrape were not stored.
+REJECT_REASONS = (
+    "too_far_in_future",  # an explicit timestamp more than FUTURE_TOLERANCE ahead of the scrape
+    "out_of_bounds",  # an explicit timestamp older than the store keeps (Prometheus's term)
+    "series_limit",  # a new series over the target's series_limit or the store's max_series
+    "reserved",  # a series the agent writes itself for the target (up, scrape_*)
+    "duplicate",  # the same series twice in one body: the first is kept
+)
+FUTURE_TOLERANCE = 600.0  # seconds an explicit timestamp may run ahead of the agent's clock
+REPORT_NAMES = ("up", "scrape_duration_seconds", "scrape_samples_scraped",
+                "scrape_samples_post_metric_relabeling", "scrape_series_added")
 
 
 @dataclass(frozen=True)
@@ -107,6 +129,8 @@ class TargetStats:
     last_error: str = ""  # never carries credentials
     last_scrape_timestamp: float = 0.0
     last_samples_scraped: int = 0
+    rejected_total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECT_REASONS, 0))
+    series: int = 0  # series the target holds (its cache's stored series)
 
 
 @dataclass(frozen=True)
@@ -142,22 +166,33 @@ class _IngestOutcome:
     stale_marked: int
 
 
+_RESERVED = -2  # slot id of a series the agent writes itself for the target
+
+
 class _TargetState:
-    """What one target remembers between scrapes. Guarded by `lock` (one scrape at a time)."""
+    """What one target remembers between scrapes. Guarded by `lock` (one scrape at a time).
+
+    The scrape cache: `slots` maps each exposed series key to a slot; slot i holds the final
+    label set `slot_labels[i]` and the store id `slot_ids[i]` (_RESERVED for the agent's own
+    series). `previous` are the store ids of the last scrape's series tracked for staleness."""
 
     def __init__(self, target: ScrapeTarget, client: TargetClient) -> None:
         self.target = target
         self.lock = threading.Lock()
         self.client = client
-        self.series_cache: dict[Hashable, Labels] = {}  # exposed series key -> final labels
-        self.previous: set[Labels] = set()  # series of the last scrape tracked for staleness
+        self.slots: dict[Hashable, int] = {}
+        self.slot_labels: list[Labels] = []
+        self.slot_ids = np.zeros(0, dtype=np.int64)
+        self.removals = -1  # the store's removal count the ids were checked against
+        self.previous = np.zeros(0, dtype=np.int64)
+        self.last_slots: np.ndarray | None = None  # the last scrape's slots, to spot an unchanged body
         self.metadata: dict[str, exposition.Metadata] = {}  # TYPE/HELP/UNIT of the last good scrape
-        self.report_labels = {
-            name: make_labels(name, target.labels)
-            for name in ("up", "scrape_duration_seconds", "scrape_samples_scraped",
-                         "scrape_samples_post_metric_relabeling", "scrape_series_added")
-        }
+        self.report_labels = {name: make_labels(name, target.labels) for name in REPORT_NAMES}
         self.stats = TargetStats(target.key, target.job, target.instance, target.url)
+
+    def forget_series(self) -> None:
+        self.slots, self.slot_labels, self.slot_ids = {}, [], np.zeros(0, dtype=np.int64)
+        self.last_slots = None
 
 
 def build_targets(config: Config) -> list[ScrapeTarget]:
@@ -247,7 +282,7 @@ class ScrapeManager:
                     # starts empty, but staleness and counters carry on.
                     # Report series whose labels changed end at its next scrape.
                     old_reports = set(prev.report_labels.values()) - set(state.report_labels.values())
-                    state.previous = prev.previous | old_reports
+                    state.previous = np.union1d(prev.previous, self._existing_ids(old_reports))
                     state.stats = prev.stats
                     state.stats.job, state.stats.instance, state.stats.url = t.job, t.instance, t.url
                 if t.config.insecure_skip_verify and t.config.scheme == "https":
@@ -278,9 +313,9 @@ class ScrapeManager:
         with state.lock:
             if stale_markers:
                 ts = self.clock.now()
-                series = state.previous | set(state.report_labels.values())
-                self.store.mark_stale(self._existing_ids(series), ts)
-                state.previous = set()
+                reports = self._existing_ids(set(state.report_labels.values()))
+                self.store.mark_stale(np.union1d(state.previous, reports).tolist(), ts)
+                state.previous = np.zeros(0, dtype=np.int64)
             state.client.close()
 
     def _state(self, target: ScrapeTarget) -> _TargetState:
@@ -328,55 +363,163 @@ class ScrapeManager:
     # ---- samples into the store ---------------------------------------------------------------
 
     def _ingest(self, state: _TargetState, body: str, content_type: str | None, ts: float) -> _IngestOutcome:
-        t = state.target
-        sc = t.config
-        cache = state.series_cache
+        sc = state.target.config
+        if state.removals != self.store.removals:  # series were expired: re-check the cached ids
+            self._refresh_ids(state)
         try:
-            samples = exposition.parse(body, content_type, known=cache)
+            scanned = exposition.scan(body, content_type, state.slots)
         except exposition.ParseError as e:
             raise ScrapeFailure("parse_error", str(e)) from None
-        n = len(samples)
+        n = len(scanned.keys)
         if sc.sample_limit and n > sc.sample_limit:
             raise ScrapeFailure("sample_limit", f"sample limit exceeded: {n} samples, limit {sc.sample_limit}", n)
         # Bounded like the samples: no more families than the sample limit allows.
         state.metadata = exposition.parse_metadata(body, limit=sc.sample_limit or 10000)
-        get = cache.get
-        final: list[Labels] = []
-        add = final.append
-        for s in samples:
-            lab = get(s.key)
-            if lab is None:
-                lab = self._target_labels(t, s, n)
-                cache[s.key] = lab
-            add(lab)
-        values = np.fromiter((s.value for s in samples), dtype=np.float64, count=n)
-        stamps = [s.timestamp for s in samples] if sc.honor_timestamps else []
-        explicit = sc.honor_timestamps and stamps.count(None) != n
         store = self.store
-        ids = store.series_ids(final)
-        ids, first = np.unique(ids, return_index=True)  # a series twice in one body: first wins
-        ts_arr: np.ndarray | float = ts
-        if explicit:
-            ts_arr = np.array([ts if x is None else x for x in stamps], dtype=np.float64)[first]
-            # Series with their own timestamps are not tracked for staleness (as in Prometheus).
-            current = {final[i] for i in range(n) if stamps[i] is None}
+        slots = np.asarray(scanned.slots, dtype=np.int64)
+        if n and slots.min() < 0:
+            slots = self._new_series(state, scanned, slots)
+        rejected = dict.fromkeys(REJECT_REASONS, 0)
+        ids = np.where(slots >= 0, state.slot_ids[np.maximum(slots, 0)], -1)
+        rejected["series_limit"] = int(np.count_nonzero(slots == -1))
+        rejected["reserved"] = int(np.count_nonzero(ids == _RESERVED))
+        ok = ids >= 0
+        values = scanned.values
+        stamps = scanned.timestamps if sc.honor_timestamps else None
+        tracked = ok
+        if stamps is not None:
+            own = ~np.isnan(stamps)
+            future = own & (stamps > ts + FUTURE_TOLERANCE)
+            old = own & (stamps <= ts - store.retention)
+            rejected["too_far_in_future"] = int(np.count_nonzero(future & ok))
+            rejected["out_of_bounds"] = int(np.count_nonzero(old & ok))
+            ok = ok & ~future & ~old
+            tracked = ok & ~own  # series with their own timestamps are not tracked for staleness
+        if not ok.all():
+            ids, values, tracked = ids[ok], values[ok], tracked[ok]
+            if stamps is not None:
+                stamps = stamps[ok]
+        # A series twice in one body: the first wins. Cheap check first (no sort on the usual body).
+        if ids.size and np.bincount(ids).max() > 1:
+            _, first = np.unique(ids, return_index=True)
+            rejected["duplicate"] = int(ids.size - first.size)
+            ids, values, tracked = ids[first], values[first], tracked[first]
+            if stamps is not None:
+                stamps = stamps[first]
+        ts_arr: np.ndarray | float = ts if stamps is None else np.where(np.isnan(stamps), ts, stamps)
+        stored = store.append(ids, ts_arr, values)
+        current = ids[tracked] if not tracked.all() else ids
+        unchanged = state.last_slots is not None and np.array_equal(state.last_slots, slots)
+        if unchanged and current.size == state.previous.size:
+            added, stale = 0, np.zeros(0, dtype=np.int64)
         else:
-            current = set(final)
-        stored = store.append(ids, ts_arr, values[first])
-        vanished = state.previous - current
-        stale = self._existing_ids(vanished)
-        store.mark_stale(stale, ts)
-        added = len(current - state.previous)
+            current = np.sort(current)
+            stale = np.setdiff1d(state.previous, current, assume_unique=True)
+            added = int(current.size - np.intersect1d(state.previous, current, assume_unique=True).size)
+        store.mark_stale(stale.tolist(), ts)
         state.previous = current
-        if len(cache) > 2 * n + 1024:  # forget series gone for good; keeps the cache bounded
-            keep = set(final)
-            state.series_cache = {k: v for k, v in cache.items() if v in keep}
-        return _IngestOutcome(n, stored, added, len(stale))
+        state.last_slots = slots
+        if len(state.slots) > 2 * n + 1024:  # forget series gone for good; keeps the cache bounded
+            self._compact_cache(state, slots)
+        with self._lock:
+            for k, v in rejected.items():
+                state.stats.rejected_total[k] += v
+            state.stats.series = int(np.count_nonzero(state.slot_ids >= 0))
+        return _IngestOutcome(n, stored, added, int(stale.size))
 
-    def _target_labels(self, t: ScrapeTarget, s: exposition.Sample, n: int) -> Labels:
+    def _series_limit(self, state: _TargetState) -> int:
+        """The target's quota: its job's series_limit, else an equal share of max_series."""
+        if state.target.config.series_limit:
+            return state.target.config.series_limit
+        with self._lock:
+            targets = max(1, len(self._states))
+        return max(1, self.store.max_series // targets)
+
+    def _new_series(self, state: _TargetState, scanned: exposition.Scanned, slots: np.ndarray) -> np.ndarray:
+        """Give slots to the keys not in the cache: parse, merge target labels, check the label
+        limits (a failure fails the scrape, as in Prometheus) and the series quota (over it:
+        slot -1, not cached, tried again next scrape)."""
+        t = state.target
+        reserved = set(state.report_labels.values())
+        held = int(np.count_nonzero(state.slot_ids >= 0))
+        limit = self._series_limit(state)
+        n = len(scanned.keys)
+        # Every new series' labels first: a label limit fails the scrape before any is created.
+        found: list[tuple[Hashable, Labels, list[int]]] = []
+        pending: dict[Hashable, list[int]] = {}
+        for i in np.nonzero(slots < 0)[0].tolist():
+            key = scanned.keys[i]
+            if key in pending:  # the same new series twice in one body
+                pending[key].append(i)
+                continue
+            if isinstance(key, tuple):
+                name, own = key
+            else:
+                try:
+                    name, own = exposition.parse_series(str(key))
+                except exposition.ParseError as e:
+                    located = exposition.ParseError(scanned.line_of(i), e.message)
+                    raise ScrapeFailure("parse_error", str(located)) from None
+            pending[key] = [i]
+            found.append((key, self._target_labels(t, name, own, n), pending[key]))
+        new_labels: list[Labels] = []
+        new_keys: list[Hashable] = []
+        positions: list[int] = []
+        for key, labels, lines in found:
+            if labels in reserved:
+                sid = _RESERVED
+            elif held >= limit:
+                continue  # refused: counted by the caller, not cached
+            else:
+                sid = self.store.series_id(labels, limited=True)
+                if sid < 0:
+                    continue
+                labels = self.store.labels(sid)  # the store's interned copy: one label set per series
+                held += 1
+            slots[lines] = len(state.slot_labels) + len(new_labels)
+            new_keys.append(key)
+            new_labels.append(labels)
+            positions.append(sid)
+        if new_labels:
+            for k, slot in zip(new_keys, range(len(state.slot_labels), len(state.slot_labels) + len(new_labels))):
+                state.slots[k] = slot
+            state.slot_labels.extend(new_labels)
+            state.slot_ids = np.concatenate((state.slot_ids, np.asarray(positions, dtype=np.int64)))
+        return slots
+
+    def _refresh_ids(self, state: _TargetState) -> None:
+        get = self.store.get_id
+        ids = state.slot_ids
+        for i in np.nonzero(ids >= 0)[0].tolist():
+            sid = get(state.slot_labels[i])
+            ids[i] = -3 if sid is None else sid  # -3: expired; the key is parsed again if it returns
+        gone = [k for k, slot in state.slots.items() if ids[slot] == -3]
+        for k in gone:
+            del state.slots[k]
+        state.removals = self.store.removals
+        state.last_slots = None
+
+    def _compact_cache(self, state: _TargetState, slots: np.ndarray) -> None:
+        keep = set(slots[slots >= 0].tolist())
+        items = [(k, slot) for k, slot in state.slots.items() if slot in keep]
+        state.slots = {k: i for i, (k, _) in enumerate(items)}
+        state.slot_labels = [state.slot_labels[slot] for _, slot in items]
+        state.slot_ids = state.slot_ids[np.asarray([slot for _, slot in items], dtype=np.int64)] if items else \
+            np.zeros(0, dtype=np.int64)
+        state.last_slots = None
+
+    def _target_labels(self, t: ScrapeTarget, name: str | None, exposed: exposition.PairLabels | None,
+                       n: int) -> Labels:
         """The stored label set of a new series: its own labels merged with the target's."""
-        own = dict(s.labels or ())
+        own = dict(exposed or ())
         sc = t.config
+        for k, v in own.items():
+            if sc.label_name_length_limit and len(k) > sc.label_name_length_limit:
+                raise ScrapeFailure("label_limit", f"label name {k[:60]!r}... longer than label_name_length_limit "
+                                    f"{sc.label_name_length_limit}", n)
+            if sc.label_value_length_limit and len(v) > sc.label_value_length_limit:
+                raise ScrapeFailure("label_limit", f"label {k!r} has a value of {len(v)} characters, longer than "
+                                    f"label_value_length_limit {sc.label_value_length_limit}", n)
         if sc.honor_labels:
             for k, v in t.labels:
                 if not own.get(k):
@@ -391,11 +534,11 @@ class ScrapeManager:
                 while own.get(new):
                     new = "exported_" + new
                 own[new] = v
-        labels = make_labels(s.name, own)
+        labels = make_labels(name, own)
         if sc.label_limit and len(labels) > sc.label_limit:
             raise ScrapeFailure(
                 "label_limit",
-                f"label limit exceeded: {s.name[:60] if s.name else ''} has {len(labels)} labels, limit {sc.label_limit}",
+                f"label limit exceeded: {name[:60] if name else ''} has {len(labels)} labels, limit {sc.label_limit}",
                 n,
             )
         return labels
@@ -405,14 +548,15 @@ class ScrapeManager:
         return [sid for sid in (get(lab) for lab in series) if sid is not None]
 
     def _stale_all(self, state: _TargetState, ts: float) -> int:
-        ids = self._existing_ids(state.previous)
+        ids = state.previous.tolist()
         self.store.mark_stale(ids, ts)
-        state.previous = set()
+        state.previous = np.zeros(0, dtype=np.int64)
+        state.last_slots = None
         return len(ids)
 
     def _write_report(self, state: _TargetState, r: ScrapeResult) -> None:
         rl = state.report_labels
-        self.store.append_samples([
+        self.store.append_samples([  # the agent's own series: the store's reserve, not the target's quota
             (rl["up"], 1.0 if r.up else 0.0),
             (rl["scrape_duration_seconds"], r.duration_seconds),
             (rl["scrape_samples_scraped"], float(r.samples_scraped)),
@@ -449,7 +593,8 @@ class ScrapeManager:
                 st = s.stats
                 out.append(TargetStats(st.key, st.job, st.instance, st.url, st.up, st.scrapes_total,
                                        dict(st.failures_total), st.last_duration_seconds, st.last_error,
-                                       st.last_scrape_timestamp, st.last_samples_scraped))
+                                       st.last_scrape_timestamp, st.last_samples_scraped, dict(st.rejected_total),
+                                       st.series))
             return out
 
     def metadata(self) -> list[TargetMetadata]:
@@ -465,10 +610,20 @@ class ScrapeManager:
         scrapes = CounterMetricFamily("forewarn_scrapes", "Scrapes attempted, by target.", labels=["job", "instance"])
         failures = CounterMetricFamily("forewarn_scrape_failures", "Failed scrapes, by target and reason.",
                                        labels=["job", "instance", "reason"])
+        rejected = CounterMetricFamily("forewarn_scrape_samples_rejected",
+                                       "Samples of successful scrapes not stored, by target and reason.",
+                                       labels=["job", "instance", "reason"])
+        held = GaugeMetricFamily("forewarn_scrape_target_series", "Series each target holds in the store.",
+                                 labels=["job", "instance"])
         for st in stats:
             scrapes.add_metric([st.job, st.instance], st.scrapes_total)
             for reason, n in st.failures_total.items():
                 failures.add_metric([st.job, st.instance, reason], n)
+            for reason, n in st.rejected_total.items():
+                rejected.add_metric([st.job, st.instance, reason], n)
+            held.add_metric([st.job, st.instance], st.series)
         yield scrapes
         yield failures
+        yield rejected
+        yield held
         yield GaugeMetricFamily("forewarn_scrape_targets", "Configured scrape targets.", value=len(stats))

@@ -6,8 +6,8 @@ Other packages import the store's public names from here.
 """
 
 from agent.store.labels import Labels, labels_dict, make_labels, metric_name
-from agent.store.series import STALE_NAN, Store, StoreStats, is_stale
-from agent.store.snapshot import Snapshot
+from agent.store.series import STALE_NAN, RetentionNeed, Store, StoreStats, bytes_per_series, is_stale
+from agent.store.snapshot import RestoreInterrupted, Snapshot
 
-__all__ = ["STALE_NAN", "Labels", "Snapshot", "Store", "StoreStats", "is_stale", "labels_dict", "make_labels",
-           "metric_name"]
+__all__ = ["STALE_NAN", "Labels", "RestoreInterrupted", "RetentionNeed", "Snapshot", "Store", "StoreStats",
+           "bytes_per_series", "is_stale", "labels_dict", "make_labels", "metric_name"]

@@ -1,24 +1,40 @@
-"""The series store proper: per-series history in numpy ring buffers, series ids and the
-label index, retention and expiry.
+"""The series store proper: per-series history in numpy rings, series ids, the label index,
+retention, expiry and the store's share of the memory budget.
 
-Two tiers per series:
-- raw: the last `raw_capacity` samples at full resolution (PromQL ranges, recent forecasts);
-- downsampled: one mean per `downsample_interval` bucket over `retention` (seasonal models,
-  long lookbacks), accumulated online so a sample costs O(1).
+Layout (measured figures in docs/operations.md, "Sizing"):
 
-Appends are vectorised: a scrape of N series is a handful of numpy fancy-index writes.
-Series are keyed by their label sets (`agent.store.labels`, `__name__` included). The
-snapshot's format and file live in `agent.store.snapshot`; this module only says which arrays
-it holds and how to take them back. It must never import rules, models, PromQL, tickets or web.
+- Columnar: every tier is a 2-D numpy array with one row per series id; a scrape of N series
+  is a handful of fancy-index writes, never a Python object per sample.
+- raw: the last `raw_capacity` samples at full resolution (timestamps and values, float64:
+  16 bytes a sample). Its length follows what is read: `raw_retention` for every series,
+  longer when a rule's range needs it (`RetentionNeed`, filled from the rule files at load
+  and reload), so rules always read exact samples.
+- downsampled: one float32 mean per `downsample_interval` bucket over the history something
+  reads (models warming up, dashboards), accumulated online so a sample costs O(1).
+- labels: one canonical tuple per series whose (name, value) pairs are interned once in the
+  label index, so a label shared by many series (job, instance) is stored once; the index maps
+  name -> value -> postings (an `array('q')` of ids, 8 bytes an id, not a set).
+
+Series are keyed by their label sets (`agent.store.labels`, `__name__` included). New series
+are refused (counted, logged at most once a minute) past `max_series` for the limited sources
+(scrapes, query sources), past `max_series + reserve` for the agent's own (rules, host), and
+whenever the process is over its memory budget (`memory_limit_bytes`), so the agent degrades by
+refusing series, never by being killed. The snapshot's format and file live in
+`agent.store.snapshot`; this module only says which arrays it holds and how to take them back.
+It must never import rules, models, PromQL, tickets or web.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import struct
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +44,21 @@ from agent.store import snapshot
 from agent.store.labels import Labels
 from agent.store.snapshot import ARRAYS, Snapshot
 
+log = logging.getLogger(__name__)
+
 # Prometheus's stale marker: a NaN with a particular bit pattern, distinct from a real NaN.
 _STALE_BITS = 0x7FF0000000000002
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", _STALE_BITS))[0]
+
+# Python-side bytes per series besides the arrays (label tuple, interned pairs, the id map, the
+# postings, a scrape cache's entry), as resident memory: benchmarks/scale.py --measure-store
+# measures about 2,950 bytes a series in all with 6-label series, 15 minutes of 15 s samples
+# and 6 hours of buckets, of which ~1,400 are the arrays (allocation slack included). Used to
+# size max_series from the memory budget and reported by memory_bytes().
+PYTHON_BYTES_PER_SERIES = 1500
+# Per-series arrays besides the two tiers: raw_n, last_t, ds_first, ds_last, acc_sum, acc_cnt, acc_b.
+_FIXED_ARRAY_BYTES = 7 * 8
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between two log lines about refused series
 
 
 def is_stale(values: np.ndarray) -> np.ndarray:
@@ -39,19 +67,65 @@ def is_stale(values: np.ndarray) -> np.ndarray:
     return v.view(np.uint64) == np.uint64(_STALE_BITS)
 
 
+def bytes_per_series(raw_capacity: int, ds_capacity: int) -> int:
+    """What one series costs in the store: both tiers, the per-series counters and the Python
+    side (label set, index, id map)."""
+    return 16 * raw_capacity + 4 * ds_capacity + _FIXED_ARRAY_BYTES + PYTHON_BYTES_PER_SERIES
+
+
+@dataclass(frozen=True)
+class RetentionNeed:
+    """What one reader needs kept. `raw_seconds`: full-resolution samples back from now (a
+    rule's range plus its offset and the lookback); `history_seconds`: history of any
+    resolution (a model's lookback, seasonal warm-up). `reader` names it in messages."""
+
+    reader: str
+    raw_seconds: float = 0.0
+    history_seconds: float = 0.0
+
+
 @dataclass(frozen=True)
 class StoreStats:
     """The store's counters since start (the agent's /metrics shows them)."""
 
     series: int
     samples_appended_total: int
-    series_dropped_total: int  # new series refused because max_series was reached
+    series_dropped_total: int  # new series refused: max_series or the memory budget reached
     samples_dropped_total: int  # samples of refused series, and out-of-order samples
     series_expired_total: int
+    series_refused_memory_total: int = 0  # of series_dropped_total: refused over the memory budget
+
+
+class _Postings:
+    """One (name, value) pair of the index: the canonical pair object every label set holding
+    it shares, and the ids holding it."""
+
+    __slots__ = ("ids", "pair")
+
+    def __init__(self, pair: tuple[str, str]) -> None:
+        self.pair = pair
+        self.ids = array("q")
+
+
+def read_rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc/self/statm); 0 where unreadable."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 class Store:
-    """Ring buffers for up to `max_series` series. Thread-safe: one lock around mutations."""
+    """Ring buffers for up to `max_series` series. Thread-safe: one lock around mutations.
+
+    `retention` is the history kept (the downsampled tier's length); `reserve` extra series
+    stay free for the agent's own (rules, ALERTS, the host) when limited sources fill
+    `max_series`; `memory_limit_bytes` (0: none) refuses new series while the process's
+    resident memory (`rss`) is over it."""
 
     def __init__(
         self,
@@ -60,15 +134,26 @@ class Store:
         downsample_interval: float = 300.0,
         max_series: int = 50000,
         stale_after: float = 3600.0,
+        reserve: int | None = None,
+        memory_limit_bytes: int = 0,
+        rss: Callable[[], int] = read_rss_bytes,
     ) -> None:
         self.raw_capacity = max(2, int(raw_capacity))
         self.retention = float(retention)
         self.ds_interval = float(downsample_interval)
         self.ds_capacity = max(2, int(math.ceil(retention / downsample_interval)))
         self.max_series = int(max_series)
+        self.reserve = max(1000, self.max_series // 20) if reserve is None else int(reserve)
         self.stale_after = float(stale_after)
+        self.memory_limit_bytes = int(memory_limit_bytes)
+        self._rss = rss
+        self._rss_checked = -math.inf
+        self._over_memory = False
         self.lock = threading.RLock()
         self.generation = -1  # bumps whenever series are added or removed (PromQL caches selections by it)
+        self.removals = 0  # bumps whenever series are removed (caches of ids check it)
+        self._refused_logged = -math.inf
+        self._refused_since_log = 0
         self._clear()
 
     def _clear(self) -> None:
@@ -76,13 +161,15 @@ class Store:
         self._ids: dict[Labels, int] = {}
         self._labels: list[Labels | None] = []
         self._free: list[int] = []
-        self._index: dict[str, dict[str, set[int]]] = {}  # label name -> value -> ids
+        self._index: dict[str, dict[str, _Postings]] = {}  # label name -> value -> postings
         self._alloc(0)
         self._appended = 0
         self._series_dropped = 0
+        self._refused_memory = 0
         self._samples_dropped = 0
         self._expired = 0
         self.generation += 1
+        self.removals += 1
 
     # ---- allocation ---------------------------------------------------------------------------
 
@@ -92,10 +179,9 @@ class Store:
         self.raw_v = np.zeros((n, self.raw_capacity))
         self.raw_n = np.zeros(n, dtype=np.int64)  # samples ever written (head = n % capacity)
         self.last_t = np.full(n, -np.inf)
-        # Bucket means in float32 and bucket numbers in int32 halve the long tier's memory; a mean
-        # kept to 7 significant digits is ample for models and long-range charts.
-        # np.zeros maps pages lazily: memory is spent as history accrues, not at start. Slot
-        # validity comes from counters (raw_n, ds_first/ds_last), never from the contents.
+        # Bucket means in float32 halve the long tier's memory; a mean kept to 7 significant
+        # digits is ample for models and long-range charts. Slot validity comes from counters
+        # (raw_n, ds_first/ds_last), never from the contents.
         self.ds_v = np.zeros((n, self.ds_capacity), dtype=np.float32)
         self.ds_first = np.full(n, -1, dtype=np.int64)  # first bucket ever flushed
         self.ds_last = np.full(n, -1, dtype=np.int64)  # newest bucket flushed (slot = bucket % capacity)
@@ -105,12 +191,39 @@ class Store:
 
     def _grow(self, need: int) -> None:
         new = max(need, 16, self._cap + self._cap // 4)  # +25%: little slack on a small host
-        new = min(new, max(self.max_series, need))
+        new = min(new, max(self.max_series + self.reserve, need))
         old = {k: getattr(self, k) for k in ARRAYS}
         n = self._cap
         self._alloc(new)
         for k, arr in old.items():
             getattr(self, k)[:n] = arr
+
+    def resize(self, raw_capacity: int, retention: float) -> None:
+        """Change the tiers' lengths (a reload changed what the rules read), keeping the newest
+        samples and buckets that fit. Vectorised: a few array copies, whatever the series count."""
+        raw_capacity = max(2, int(raw_capacity))
+        ds_capacity = max(2, int(math.ceil(retention / self.ds_interval)))
+        with self.lock:
+            if raw_capacity == self.raw_capacity and ds_capacity == self.ds_capacity:
+                self.retention = float(retention)
+                return
+            n = self._cap
+            snap = Snapshot(self.raw_capacity, self.ds_interval, self.ds_capacity, [],
+                            {k: getattr(self, k) for k in ARRAYS}, time.time())
+            self.raw_capacity, self.ds_capacity, self.retention = raw_capacity, ds_capacity, float(retention)
+            self._alloc(n)
+            self._fit_arrays(snap, np.arange(n))
+            log.info("store tiers resized: %d raw samples and %d buckets of %gs per series",
+                     raw_capacity, ds_capacity, self.ds_interval)
+
+    def bytes_per_series(self) -> int:
+        return bytes_per_series(self.raw_capacity, self.ds_capacity)
+
+    def memory_bytes(self) -> int:
+        """The store's memory: its arrays (allocated rows, used or free) and the Python side of
+        each live series (an estimate: PYTHON_BYTES_PER_SERIES)."""
+        arrays = sum(getattr(self, k).nbytes for k in ARRAYS)
+        return int(arrays + PYTHON_BYTES_PER_SERIES * len(self._ids))
 
     # ---- series -------------------------------------------------------------------------------
 
@@ -120,8 +233,10 @@ class Store:
     def get_id(self, labels: Labels) -> int | None:
         return self._ids.get(labels)
 
-    def series_id(self, labels: Labels) -> int:
-        """The id of the series, created if new; -1 if the store is full (counted as dropped)."""
+    def series_id(self, labels: Labels, limited: bool = False) -> int:
+        """The id of the series, created if new; -1 if refused (counted as dropped). `limited`
+        sources (scrapes, query sources) stop at `max_series`; the agent's own series may use
+        the reserve above it."""
         sid = self._ids.get(labels)
         if sid is not None:
             return sid
@@ -129,8 +244,13 @@ class Store:
             sid = self._ids.get(labels)
             if sid is not None:
                 return sid
-            if len(self._ids) >= self.max_series:
-                self._series_dropped += 1
+            limit = self.max_series if limited else self.max_series + self.reserve
+            if len(self._ids) >= limit:
+                self._refuse(f"max_series ({limit}) reached")
+                return -1
+            if self._over_memory_budget():
+                self._refused_memory += 1
+                self._refuse(f"the memory budget ({self.memory_limit_bytes >> 20} MiB) reached")
                 return -1
             if self._free:
                 sid = self._free.pop()
@@ -139,19 +259,53 @@ class Store:
                 if sid >= self._cap:
                     self._grow(sid + 1)
                 self._labels.append(None)
-            self._labels[sid] = labels
-            self._ids[labels] = sid
-            for k, v in labels:
-                self._index.setdefault(k, {}).setdefault(v, set()).add(sid)
+            canonical = self._intern(labels, sid)
+            self._labels[sid] = canonical
+            self._ids[canonical] = sid
             self.generation += 1
             return sid
 
-    def series_ids(self, labels: Sequence[Labels]) -> np.ndarray:
+    def _intern(self, labels: Labels, sid: int) -> Labels:
+        """Add `sid` to the postings of each pair and return the label set built from the
+        index's canonical pairs (so repeated pairs and strings are stored once)."""
+        index = self._index
+        out = []
+        for k, v in labels:
+            vals = index.get(k)
+            if vals is None:
+                vals = index[sys.intern(k)] = {}
+            p = vals.get(v)
+            if p is None:
+                p = vals[v] = _Postings((sys.intern(k), v))
+            p.ids.append(sid)
+            out.append(p.pair)
+        return tuple(out)
+
+    def _refuse(self, why: str) -> None:
+        self._series_dropped += 1
+        self._refused_since_log += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= REFUSAL_LOG_INTERVAL:
+            log.warning("store: refusing new series: %s; %d refused since the last message "
+                        "(forewarn_store_series_dropped_total counts them)", why, self._refused_since_log)
+            self._refused_logged = now
+            self._refused_since_log = 0
+
+    def _over_memory_budget(self) -> bool:
+        if self.memory_limit_bytes <= 0:
+            return False
+        now = time.monotonic()
+        if now - self._rss_checked >= 1.0:  # one read of /proc a second, not one per series
+            self._rss_checked = now
+            self._over_memory = self._rss() > self.memory_limit_bytes
+        return self._over_memory
+
+    def series_ids(self, labels: Sequence[Labels], limited: bool = False) -> np.ndarray:
         get = self._ids.get
         out = np.fromiter((get(l, -2) for l in labels), dtype=np.int64, count=len(labels))
         missing = np.nonzero(out == -2)[0]
         for i in missing.tolist():
-            out[i] = self.series_id(labels[i])
+            out[i] = self.series_id(labels[i], limited)
         return out
 
     def labels(self, sid: int) -> Labels:
@@ -162,33 +316,66 @@ class Store:
     def all_ids(self) -> np.ndarray:
         return np.fromiter(self._ids.values(), dtype=np.int64, count=len(self._ids))
 
-    def index_values(self, name: str) -> dict[str, set[int]]:
-        """Label index: value -> ids for one label name (empty dict if the name is unknown)."""
-        return self._index.get(name, {})
+    def label_names(self) -> list[str]:
+        """Every label name in the index (`__name__` included)."""
+        return list(self._index)
 
-    def _remove(self, sid: int) -> None:
-        lab = self._labels[sid]
-        if lab is None:
-            return
-        del self._ids[lab]
-        for k, v in lab:
+    def postings(self, name: str, value: str) -> np.ndarray:
+        """Ids of the series with label `name` = `value` (a copy; empty if none)."""
+        with self.lock:
+            p = self._index.get(name, {}).get(value)
+            return np.array(p.ids, dtype=np.int64) if p is not None else np.zeros(0, dtype=np.int64)
+
+    def label_values(self, name: str) -> list[str]:
+        """Every value of label `name` in the index."""
+        return list(self._index.get(name, {}))
+
+    def matching_postings(self, name: str, pred: Callable[[str], bool]) -> np.ndarray:
+        """Ids of the series whose label `name` has a value passing `pred` (unsorted)."""
+        with self.lock:
+            parts = [p.ids for v, p in self._index.get(name, {}).items() if pred(v)]
+            if not parts:
+                return np.zeros(0, dtype=np.int64)
+            return np.concatenate([np.frombuffer(a, dtype=np.int64) for a in parts]).copy()
+
+    def _remove_many(self, sids: Sequence[int]) -> int:
+        """Remove series (batch: each posting list touched is filtered once)."""
+        touched: dict[tuple[str, str], list[int]] = {}
+        count = 0
+        for sid in sids:
+            lab = self._labels[sid]
+            if lab is None:
+                continue
+            count += 1
+            del self._ids[lab]
+            for pair in lab:
+                touched.setdefault(pair, []).append(sid)
+            self._labels[sid] = None
+            self._free.append(sid)
+        for (k, v), gone in touched.items():
             vals = self._index[k]
-            ids = vals[v]
-            ids.discard(sid)
-            if not ids:
+            p = vals[v]
+            ids = np.frombuffer(p.ids, dtype=np.int64)
+            kept = ids[~np.isin(ids, gone)].tolist()
+            del ids  # release the buffer before the array is replaced
+            if kept:
+                p.ids = array("q", kept)
+            else:
                 del vals[v]
                 if not vals:
                     del self._index[k]
-        self._labels[sid] = None
-        self._free.append(sid)
-        self.raw_n[sid] = 0
-        self.last_t[sid] = -np.inf
-        self.ds_first[sid] = -1
-        self.ds_last[sid] = -1
-        self.acc_sum[sid] = 0
-        self.acc_cnt[sid] = 0
-        self.acc_b[sid] = -1
-        self.generation += 1
+        if count:
+            dead = np.asarray(sids, dtype=np.int64)
+            self.raw_n[dead] = 0
+            self.last_t[dead] = -np.inf
+            self.ds_first[dead] = -1
+            self.ds_last[dead] = -1
+            self.acc_sum[dead] = 0
+            self.acc_cnt[dead] = 0
+            self.acc_b[dead] = -1
+            self.generation += 1
+            self.removals += 1
+        return count
 
     # ---- writes -------------------------------------------------------------------------------
 
@@ -309,11 +496,11 @@ class Store:
         self.acc_sum[fids] += values[finite]
         self.acc_cnt[fids] += 1
 
-    def append_samples(self, samples: Sequence[tuple[Labels, float]], ts: float) -> int:
+    def append_samples(self, samples: Sequence[tuple[Labels, float]], ts: float, limited: bool = False) -> int:
         """Convenience for sources: (labels, value) pairs all taken at `ts`."""
         if not samples:
             return 0
-        ids = self.series_ids([s[0] for s in samples])
+        ids = self.series_ids([s[0] for s in samples], limited)
         values = np.fromiter((s[1] for s in samples), dtype=np.float64, count=len(samples))
         ids, first = np.unique(ids, return_index=True)  # a duplicate series in one batch: first wins
         return self.append(ids, ts, values[first])
@@ -331,11 +518,7 @@ class Store:
             if n == 0:
                 return 0
             old = np.nonzero(self.last_t[:n] < now - self.stale_after)[0]
-            count = 0
-            for sid in old:
-                if self._labels[sid] is not None:
-                    self._remove(int(sid))
-                    count += 1
+            count = self._remove_many([int(s) for s in old.tolist() if self._labels[s] is not None])
             self._expired += count
             return count
 
@@ -396,6 +579,19 @@ class Store:
             parts_t.append(t[keep])
             parts_v.append(v[keep])
             return np.concatenate(parts_t), np.concatenate(parts_v)
+
+    def truncated(self, ids: np.ndarray, start: float) -> int:
+        """How many of `ids` have dropped raw samples newer than `start` (their raw ring wrapped
+        past it): a window from `start` is incomplete for them."""
+        ids = np.asarray(ids, dtype=np.int64)
+        with self.lock:
+            n = self.raw_n[ids]
+            full = n > self.raw_capacity
+            if not full.any():
+                return 0
+            ids, n = ids[full], n[full]
+            oldest = self.raw_t[ids, n % self.raw_capacity]
+            return int(np.count_nonzero(oldest > start))
 
     def latest(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Last timestamp and value of each series (NaN where empty)."""
@@ -484,7 +680,8 @@ class Store:
             yield sid, lab
 
     def stats(self) -> StoreStats:
-        return StoreStats(len(self._ids), self._appended, self._series_dropped, self._samples_dropped, self._expired)
+        return StoreStats(len(self._ids), self._appended, self._series_dropped, self._samples_dropped, self._expired,
+                          self._refused_memory)
 
     def collect(self) -> Iterable[Metric]:
         """The store's own counters as metric families (register the store in the registry;
@@ -494,77 +691,126 @@ class Store:
         yield GaugeMetricFamily("forewarn_store_series_limit", "global.max_series.", value=self.max_series)
         yield CounterMetricFamily("forewarn_store_samples_appended", "Samples written to the store.",
                                   value=st.samples_appended_total)
-        yield CounterMetricFamily("forewarn_store_series_dropped", "New series refused: max_series reached.",
+        yield CounterMetricFamily("forewarn_store_series_dropped",
+                                  "New series refused: max_series or the memory budget reached.",
                                   value=st.series_dropped_total)
         yield CounterMetricFamily("forewarn_store_samples_dropped",
                                   "Samples not stored: refused series or out of order.",
                                   value=st.samples_dropped_total)
         yield CounterMetricFamily("forewarn_store_series_expired", "Series removed after stale_after.",
                                   value=st.series_expired_total)
+        yield CounterMetricFamily("forewarn_store_series_refused_memory",
+                                  "New series refused because the process was over its memory budget.",
+                                  value=st.series_refused_memory_total)
+        yield GaugeMetricFamily("forewarn_store_raw_samples_per_series",
+                                "Full-resolution samples kept per series (raw_retention or what rules read).",
+                                value=self.raw_capacity)
+        yield GaugeMetricFamily("forewarn_store_history_seconds",
+                                "History kept per series (downsampled beyond the raw samples).",
+                                value=self.ds_capacity * self.ds_interval)
 
     # ---- snapshots ----------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """A copy of every live series' history, in series-id order."""
+        """Every live series' history, in series-id order. The arrays are the store's own when
+        its ids are dense (no copy: the caller must hold `lock` while it reads them), else a copy
+        of the live rows."""
         with self.lock:
             live = np.array(sorted(self._ids.values()), dtype=np.int64)
+            n = live.size
+            dense = n == 0 or int(live[-1]) == n - 1
+            arrays = {k: (getattr(self, k)[:n] if dense else getattr(self, k)[live]) for k in ARRAYS}
             return Snapshot(
                 raw_capacity=self.raw_capacity,
                 ds_interval=self.ds_interval,
                 ds_capacity=self.ds_capacity,
                 labels=[self.labels(int(i)) for i in live],
-                arrays={k: getattr(self, k)[live] for k in ARRAYS},
+                arrays=arrays,
                 saved_at=time.time(),
             )
 
     def save(self, path: str) -> None:
-        """Write a snapshot atomically (temp file, fsync, rename)."""
-        snapshot.save(path, self.snapshot())
+        """Write a snapshot atomically (temp file, fsync, rename), streaming the arrays as they
+        are; appends wait while it writes (a 100k-series store takes well under a second)."""
+        with self.lock:
+            snapshot.save(path, self.snapshot())
 
-    def load(self, path: str) -> bool:
+    def load(self, path: str, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Restore from a snapshot. A missing file is fine (False); a corrupt or truncated one
-        is logged and renamed aside (`.corrupt-<time>`), never fatal (False)."""
-        return snapshot.load(path, self.restore)
+        is logged and renamed aside (`.corrupt-<time>`), never fatal (False). `should_stop` is
+        polled between chunks: when it says so the restore ends (snapshot.Interrupted), the
+        store stays empty and the file stays as it is."""
+        return snapshot.load(path, self.restore, should_stop)
 
     def restore(self, snap: Snapshot) -> None:
         """Replace the contents with `snap`'s, keeping this store's settings: at most
-        `max_series` series, and what fits of each tier when the sizes differ."""
+        `max_series` (+ reserve) series, and what fits of each tier when the sizes differ.
+        Linear in the data: the label sets go through the index once, the arrays are adopted
+        as they are when the tier sizes match, else fitted in a few vectorised copies."""
         with self.lock:
             self._clear()
-            n = min(len(snap.labels), self.max_series)
-            if n:
-                self._grow(n)
-            for i in range(n):
-                self.series_id(snap.labels[i])
-            self._copy_restored(snap, n)
-
-    def _copy_restored(self, snap: Snapshot, n: int) -> None:
-        # Copy what fits when tier sizes changed between versions or configs.
-        a = snap.arrays
-        self.last_t[:n] = a["last_t"][:n]
-        self.acc_sum[:n], self.acc_cnt[:n], self.acc_b[:n] = a["acc_sum"][:n], a["acc_cnt"][:n], a["acc_b"][:n]
-        if snap.ds_interval == self.ds_interval:
-            old_cap = snap.ds_capacity
-            for i in range(n):
-                last = int(a["ds_last"][i])
-                if last < 0:
-                    continue
-                b = np.arange(max(int(a["ds_first"][i]), last - min(old_cap, self.ds_capacity) + 1), last + 1)
-                self._ds_write_series(i, b, a["ds_v"][i][b % old_cap])
-                self.ds_first[i] = a["ds_first"][i]
-        else:
-            self.acc_b[:n] = -1
-            self.acc_cnt[:n] = 0
-        old_cap = snap.raw_capacity
-        for i in range(n):
-            cnt = int(a["raw_n"][i])
-            if cnt <= old_cap:
-                t, v = a["raw_t"][i, :cnt], a["raw_v"][i, :cnt]
+            n = min(len(snap.labels), self.max_series + self.reserve)
+            same = (snap.raw_capacity == self.raw_capacity and snap.ds_capacity == self.ds_capacity
+                    and snap.ds_interval == self.ds_interval)
+            if same and all(snap.arrays[k].shape[0] == n and snap.arrays[k].dtype == getattr(self, k).dtype
+                            for k in ARRAYS):
+                self._cap = n
+                for k in ARRAYS:
+                    arr = snap.arrays[k]
+                    # A snapshot read from a file owns its arrays: adopt them, no copy.
+                    own = arr.flags.owndata and arr.flags.c_contiguous
+                    setattr(self, k, arr if own else arr.copy())
             else:
-                h = cnt % old_cap
-                t = np.concatenate((a["raw_t"][i, h:], a["raw_t"][i, :h]))
-                v = np.concatenate((a["raw_v"][i, h:], a["raw_v"][i, :h]))
-            t, v = t[-self.raw_capacity:], v[-self.raw_capacity:]
-            k = len(t)
-            self.raw_t[i, :k], self.raw_v[i, :k] = t, v
-            self.raw_n[i] = k
+                self._alloc(n)
+                self._fit_arrays(snap, np.arange(n))
+            labels = snap.labels
+            for i in range(n):
+                lab = self._intern(labels[i], i)
+                self._labels.append(lab)
+                self._ids[lab] = i
+            self.generation += 1
+
+    def _fit_arrays(self, snap: Snapshot, rows: np.ndarray) -> None:
+        """Copy rows `rows` of `snap`'s arrays into rows 0.. of this store's, fitting tiers of
+        other sizes: the newest raw samples and buckets that fit, in vectorised gathers."""
+        a = snap.arrays
+        n = rows.size
+        if n == 0:
+            return
+        self.last_t[:n] = a["last_t"][rows]
+        # raw tier: logical sample j of a row (0 = oldest kept) sits at (head + j) % capacity.
+        old_cap, cap = snap.raw_capacity, self.raw_capacity
+        cnt = a["raw_n"][rows].astype(np.int64)
+        have = np.minimum(cnt, old_cap)
+        keep = np.minimum(have, cap)
+        head = np.where(cnt > old_cap, cnt % old_cap, 0)
+        j = np.arange(cap)
+        for lo in range(0, n, 4096):  # chunks bound the temporaries
+            sl = slice(lo, min(n, lo + 4096))
+            r = rows[sl]
+            logical = (have[sl] - keep[sl])[:, None] + j[None, :]
+            src = (head[sl][:, None] + np.minimum(logical, np.maximum(have[sl] - 1, 0)[:, None])) % old_cap
+            valid = j[None, :] < keep[sl][:, None]
+            self.raw_t[sl] = np.where(valid, np.take_along_axis(a["raw_t"][r], src, axis=1), 0.0)
+            self.raw_v[sl] = np.where(valid, np.take_along_axis(a["raw_v"][r], src, axis=1), 0.0)
+        self.raw_n[:n] = keep
+        if snap.ds_interval != self.ds_interval:
+            return  # buckets of another width cannot be reused; the accumulators start afresh
+        self.acc_sum[:n], self.acc_cnt[:n], self.acc_b[:n] = a["acc_sum"][rows], a["acc_cnt"][rows], a["acc_b"][rows]
+        old_dc, dc = snap.ds_capacity, self.ds_capacity
+        last = a["ds_last"][rows].astype(np.int64)
+        first = a["ds_first"][rows].astype(np.int64)
+        lo_b = np.maximum(first, last - min(old_dc, dc) + 1)
+        k = np.arange(dc)
+        for lo in range(0, n, 4096):
+            sl = slice(lo, min(n, lo + 4096))
+            b = last[sl][:, None] - k[None, :]  # buckets newest first
+            valid = (last[sl][:, None] >= 0) & (b >= lo_b[sl][:, None])
+            vals = np.take_along_axis(a["ds_v"][rows[sl]], np.where(valid, b % old_dc, 0), axis=1)
+            dst = np.where(valid, b % dc, 0)
+            block = np.full((sl.stop - sl.start, dc), np.nan, dtype=np.float32)
+            rr, cc = np.nonzero(valid)
+            block[rr, dst[rr, cc]] = vals[rr, cc]
+            self.ds_v[sl] = block
+        self.ds_last[:n] = last
+        self.ds_first[:n] = np.where(last >= 0, first, -1)

@@ -1,14 +1,23 @@
-"""The store's snapshot file: its format (encode, decode) and its life on disk (an atomic
-write through `agent.persistence`; a corrupt file set aside, never fatal).
+"""The store's snapshot file: its format (write, read) and its life on disk (an atomic write
+through `agent.persistence`; a corrupt file set aside, never fatal).
 
-Format, version 2 (files written by earlier releases of this version stay readable):
+Format, version 3 (what this release writes):
 
-    b"FWSNAP1\\n"  <u64 body length> <u32 crc32 of body>  body
-    body = zlib(JSON meta + b"\\n" + an .npz archive of the per-series arrays)
+    b"FWSNAP3\\n"  <u32 meta length> meta (JSON)
+    strings      the label names and values, each once: a JSON list (meta "strings_bytes")
+    pairs        int32 indexes into strings, name then value, every series' pairs in a row
+    counts       int32 pairs per series
+    columns      each array of ARRAYS as it is in memory, rows in the labels' order
+    <u32 crc32 of everything after the magic>
 
-The meta holds the version, the tier sizes the arrays were written with, each series' label
-pairs (in the arrays' row order) and the time of writing. What the arrays mean, and how to
-fit them into a store with other tier sizes, is the store's business (`Store.restore`).
+The arrays are written as they are (no compression, no copies: 16 bytes a raw sample on disk
+as in memory) and read back in bulk into the arrays the store then adopts, in chunks that let
+a stop request end a restore at once and let progress be logged. Version 2 files (a zlib body
+holding JSON and an .npz archive, magic b"FWSNAP1\\n") still load.
+
+The meta holds the version, the tier sizes the arrays were written with, the series count and
+the time of writing. What the arrays mean, and how to fit them into a store with other tier
+sizes, is the store's business (`Store.restore`).
 
 This module knows only label sets and the snapshot's shape: it never imports the series store
 (which imports it), nor anything of the agent beyond `agent.persistence`.
@@ -23,9 +32,9 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO
 
 import numpy as np
 
@@ -34,15 +43,25 @@ from agent.store.labels import Labels
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_MAGIC = b"FWSNAP1\n"
-SNAPSHOT_VERSION = 2
-# The per-series arrays a snapshot carries, one row per series.
+SNAPSHOT_MAGIC = b"FWSNAP3\n"
+SNAPSHOT_VERSION = 3
+V2_MAGIC = b"FWSNAP1\n"
+# The per-series arrays a snapshot carries, one row per series, and their types.
 ARRAYS = ("raw_t", "raw_v", "raw_n", "last_t", "ds_v", "ds_first", "ds_last", "acc_sum", "acc_cnt", "acc_b")
-_HEADER = struct.Struct("<QI")  # body length, crc32 of the body
+DTYPES = {"raw_t": "<f8", "raw_v": "<f8", "raw_n": "<i8", "last_t": "<f8", "ds_v": "<f4", "ds_first": "<i8",
+          "ds_last": "<i8", "acc_sum": "<f8", "acc_cnt": "<i8", "acc_b": "<i8"}
+_HEADER = struct.Struct("<QI")  # version 2: body length, crc32 of the body
+_U32 = struct.Struct("<I")
+CHUNK_BYTES = 8 << 20  # read and written in pieces of this size: stop requests and progress between
+PROGRESS_INTERVAL = 2.0  # seconds between two progress lines of a long restore
 
 
 class SnapshotError(ValueError):
     """Bytes that are not a readable snapshot (wrong magic, truncated, bad checksum, version)."""
+
+
+class RestoreInterrupted(Exception):
+    """A restore ended early because a stop was requested (the file is left as it is)."""
 
 
 @dataclass
@@ -61,29 +80,141 @@ class Snapshot:
     saved_at: float  # Unix seconds
 
 
+# ---- version 3 -------------------------------------------------------------------------------
+
+
+def _widths(raw_capacity: int, ds_capacity: int) -> dict[str, int]:
+    return {k: (raw_capacity if k in ("raw_t", "raw_v") else ds_capacity if k == "ds_v" else 1) for k in ARRAYS}
+
+
+def chunks(snap: Snapshot) -> Iterator[bytes | memoryview]:
+    """The snapshot's bytes in pieces, the arrays as views of their own memory (no copies),
+    the checksum last."""
+    strings: dict[str, int] = {}
+    pairs: list[int] = []
+    counts = np.empty(len(snap.labels), dtype="<i4")
+    for i, lab in enumerate(snap.labels):
+        counts[i] = len(lab)
+        for k, v in lab:
+            pairs.append(strings.setdefault(k, len(strings)))
+            pairs.append(strings.setdefault(v, len(strings)))
+    table = json.dumps(list(strings), ensure_ascii=False).encode()
+    meta = json.dumps({
+        "version": SNAPSHOT_VERSION, "raw_capacity": snap.raw_capacity, "ds_interval": snap.ds_interval,
+        "ds_capacity": snap.ds_capacity, "series": len(snap.labels), "pairs": len(pairs),
+        "strings_bytes": len(table), "saved_at": snap.saved_at,
+    }).encode()
+    crc = 0
+
+    def piece(b: bytes | memoryview) -> bytes | memoryview:
+        nonlocal crc
+        crc = zlib.crc32(b, crc)
+        return b
+
+    yield SNAPSHOT_MAGIC
+    yield piece(_U32.pack(len(meta)) + meta)
+    yield piece(table)
+    yield piece(np.asarray(pairs, dtype="<i4").tobytes())
+    yield piece(counts.tobytes())
+    widths = _widths(snap.raw_capacity, snap.ds_capacity)
+    for k in ARRAYS:
+        arr = np.ascontiguousarray(snap.arrays[k], dtype=DTYPES[k])
+        if arr.shape[:1] != (len(snap.labels),) or arr.size != len(snap.labels) * widths[k]:
+            raise ValueError(f"snapshot array {k} has shape {arr.shape}, want {len(snap.labels)} x {widths[k]}")
+        flat = arr.reshape(-1).view(np.uint8).data
+        for lo in range(0, len(flat), CHUNK_BYTES):
+            yield piece(flat[lo:lo + CHUNK_BYTES])
+    yield _U32.pack(crc)
+
+
 def encode(snap: Snapshot) -> bytes:
-    meta = {
-        "version": SNAPSHOT_VERSION,
-        "raw_capacity": snap.raw_capacity,
-        "ds_interval": snap.ds_interval,
-        "ds_capacity": snap.ds_capacity,
-        "labels": [list(map(list, lab)) for lab in snap.labels],
-        "saved_at": snap.saved_at,
-    }
-    buf = io.BytesIO()
-    # Typed Any: numpy's stub would match a dict of arrays against savez's `allow_pickle: bool`.
-    members: dict[str, Any] = {k: snap.arrays[k] for k in ARRAYS}
-    np.savez(buf, **members)
-    payload = json.dumps(meta).encode() + b"\n" + buf.getvalue()
-    body = zlib.compress(payload, 1)
-    return SNAPSHOT_MAGIC + _HEADER.pack(len(body), zlib.crc32(body)) + body
+    """The snapshot as one byte string (tests; the daemon streams it with `save`)."""
+    return b"".join(bytes(c) for c in chunks(snap))
 
 
-def decode(data: bytes) -> Snapshot:
-    """The snapshot in `data`; raises SnapshotError (or the decoder's own error for a body that
-    passed the checksum yet does not parse)."""
-    m = len(SNAPSHOT_MAGIC)
-    if not data.startswith(SNAPSHOT_MAGIC) or len(data) < m + _HEADER.size:
+class _Reader:
+    """Reads a version 3 body with a running checksum, polling `should_stop` between chunks."""
+
+    def __init__(self, f: IO[bytes], total: int, should_stop: Callable[[], bool]) -> None:
+        self.f = f
+        self.crc = 0
+        self.done = 0
+        self.total = total
+        self.should_stop = should_stop
+        self.started = time.monotonic()
+        self.logged = self.started
+
+    def read(self, n: int) -> bytes:
+        data = self.f.read(n)
+        if len(data) != n:
+            raise SnapshotError(f"truncated: {self.done + len(data)} of at least {self.done + n} bytes")
+        self.crc = zlib.crc32(data, self.crc)
+        self.done += n
+        return data
+
+    def read_into(self, arr: np.ndarray) -> None:
+        view = arr.reshape(-1).view(np.uint8).data
+        for lo in range(0, len(view), CHUNK_BYTES):
+            if self.should_stop():
+                raise RestoreInterrupted("stop requested")
+            part = view[lo:lo + CHUNK_BYTES]
+            got = self.f.readinto(part)  # type: ignore[attr-defined]
+            if got != len(part):
+                raise SnapshotError(f"truncated: {self.done + (got or 0)} of at least {self.done + len(part)} bytes")
+            self.crc = zlib.crc32(part, self.crc)
+            self.done += got
+            now = time.monotonic()
+            if now - self.logged >= PROGRESS_INTERVAL:
+                self.logged = now
+                log.info("restoring the store snapshot: %d of %d MB (%.0f%%) in %.1fs", self.done >> 20,
+                         self.total >> 20, 100.0 * self.done / max(1, self.total), now - self.started)
+
+
+def _read_v3(f: IO[bytes], total: int, should_stop: Callable[[], bool]) -> Snapshot:
+    r = _Reader(f, total, should_stop)
+    (meta_len,) = _U32.unpack(r.read(_U32.size))
+    if meta_len > 1 << 20:
+        raise SnapshotError("malformed header")
+    meta = json.loads(r.read(meta_len))
+    if meta.get("version") != SNAPSHOT_VERSION:
+        raise SnapshotError(f"snapshot version {meta.get('version')} is not {SNAPSHOT_VERSION}")
+    n, npairs = int(meta["series"]), int(meta["pairs"])
+    raw_capacity, ds_capacity = int(meta["raw_capacity"]), int(meta["ds_capacity"])
+    widths = _widths(raw_capacity, ds_capacity)
+    need = meta_len + int(meta["strings_bytes"]) + 4 * npairs + 4 * n + sum(
+        n * widths[k] * np.dtype(DTYPES[k]).itemsize for k in ARRAYS) + 2 * _U32.size
+    if need > total - len(SNAPSHOT_MAGIC):
+        raise SnapshotError(f"truncated: {total - len(SNAPSHOT_MAGIC)} of {need} bytes")
+    strings = json.loads(r.read(int(meta["strings_bytes"])))
+    pairs = np.frombuffer(r.read(4 * npairs), dtype="<i4").tolist()
+    counts = np.frombuffer(r.read(4 * n), dtype="<i4")
+    arrays: dict[str, np.ndarray] = {}
+    for k in ARRAYS:
+        shape = (n, widths[k]) if k in ("raw_t", "raw_v", "ds_v") else (n,)
+        arr = np.empty(shape, dtype=np.dtype(DTYPES[k]).newbyteorder("="))
+        r.read_into(arr)
+        arrays[k] = arr
+    expected = r.crc
+    tail = f.read(_U32.size)
+    if len(tail) != _U32.size:
+        raise SnapshotError("truncated: no checksum")
+    if _U32.unpack(tail)[0] != expected:
+        raise SnapshotError("checksum mismatch")
+    labels: list[Labels] = []
+    pos = 0
+    for c in counts.tolist():
+        labels.append(tuple((strings[pairs[j]], strings[pairs[j + 1]]) for j in range(pos, pos + 2 * c, 2)))
+        pos += 2 * c
+    return Snapshot(raw_capacity, float(meta["ds_interval"]), ds_capacity, labels, arrays,
+                    float(meta.get("saved_at", 0.0)))
+
+
+# ---- version 2 (read only) -------------------------------------------------------------------
+
+
+def _decode_v2(data: bytes) -> Snapshot:
+    m = len(V2_MAGIC)
+    if len(data) < m + _HEADER.size:
         raise SnapshotError("not a forewarn snapshot")
     length, crc = _HEADER.unpack(data[m:m + _HEADER.size])
     body = data[m + _HEADER.size:]
@@ -94,8 +225,8 @@ def decode(data: bytes) -> Snapshot:
     payload = zlib.decompress(body)
     nl = payload.index(b"\n")
     meta = json.loads(payload[:nl])
-    if meta.get("version") != SNAPSHOT_VERSION:
-        raise SnapshotError(f"snapshot version {meta.get('version')} is not {SNAPSHOT_VERSION}")
+    if meta.get("version") != 2:
+        raise SnapshotError(f"snapshot version {meta.get('version')} is not 2")
     with np.load(io.BytesIO(payload[nl + 1:])) as npz:
         arrays = {k: npz[k] for k in ARRAYS}  # each member decompressed once
     return Snapshot(
@@ -108,22 +239,51 @@ def decode(data: bytes) -> Snapshot:
     )
 
 
+# ---- files -----------------------------------------------------------------------------------
+
+
+def read(f: IO[bytes], total: int, should_stop: Callable[[], bool] = lambda: False) -> Snapshot:
+    """The snapshot in the open file `f` of `total` bytes (either version); raises
+    SnapshotError (or the decoder's own error for a body that passed the checksum yet does not
+    parse), RestoreInterrupted when `should_stop` says so."""
+    magic = f.read(len(SNAPSHOT_MAGIC))
+    if magic == SNAPSHOT_MAGIC:
+        return _read_v3(f, total, should_stop)
+    if magic == V2_MAGIC:
+        return _decode_v2(magic + f.read())
+    raise SnapshotError("not a forewarn snapshot")
+
+
+def decode(data: bytes) -> Snapshot:
+    """The snapshot in `data` (either version)."""
+    return read(io.BytesIO(data), len(data))
+
+
 def save(path: str, snap: Snapshot) -> None:
-    """Write `snap` to `path` atomically (temporary file, fsync, rename, fsync of the directory)."""
-    atomic_write(path, encode(snap))
+    """Write `snap` to `path` atomically (temporary file, fsync, rename, fsync of the directory),
+    streamed: the arrays go to the file from their own memory."""
+    atomic_write(path, chunks(snap))
 
 
-def load(path: str, restore: Callable[[Snapshot], None]) -> bool:
+def load(path: str, restore: Callable[[Snapshot], None], should_stop: Callable[[], bool] = lambda: False) -> bool:
     """Read the snapshot at `path` and hand it to `restore`. A missing file is fine (False); a
     corrupt or truncated one, or one `restore` cannot take, is logged and renamed aside
-    (`.corrupt-<time>`), never fatal (False)."""
+    (`.corrupt-<time>`), never fatal (False). RestoreInterrupted passes through, the file
+    left in place."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")  # closed by the with below
     except FileNotFoundError:
         return False
+    started = time.monotonic()
     try:
-        restore(decode(data))
+        with f:
+            snap = read(f, os.fstat(f.fileno()).st_size, should_stop)
+        if should_stop():
+            raise RestoreInterrupted("stop requested")
+        restore(snap)
+    except RestoreInterrupted:
+        log.warning("store snapshot restore interrupted by a stop request; %s left as it is", path)
+        raise
     except Exception as e:
         aside = f"{path}.corrupt-{int(time.time())}"
         try:
@@ -132,4 +292,6 @@ def load(path: str, restore: Callable[[Snapshot], None]) -> bool:
             aside = "(could not move it aside)"
         log.error("store snapshot %s is unreadable (%s); set aside as %s, starting empty", path, e, aside)
         return False
+    log.info("restored %d series from %s in %.1fs", len(snap.labels), path, time.monotonic() - started)
     return True
+

@@ -197,8 +197,8 @@ class SelfScrape:
         current = {lab for lab, _ in samples}
         previous = self.previous
         if previous is None:  # series of an earlier run, restored from the snapshot
-            by_name = self.store.index_values("__name__")
-            previous = {self.store.labels(sid) for n in self.names for sid in by_name.get(n, ())}
+            previous = {self.store.labels(int(sid)) for n in self.names
+                        for sid in self.store.postings("__name__", n)}
         written = self.store.append_samples(samples, now)
         vanished = [sid for sid in (self.store.get_id(lab) for lab in previous - current) if sid is not None]
         if vanished:

@@ -184,8 +184,9 @@ def handle_query(engine: Engine, params: Mapping[str, Any], now: float | None = 
         return _invalid("query", "parse error: no expression found in input")
     qlimits = limits.query_limits(params, received) if limits is not None else None
     deadline = qlimits.deadline if qlimits is not None else (time.monotonic() + timeout if timeout else None)
+    warnings: list[str] = []
     try:
-        value = _run(lambda: engine.instant(expr, t, limits=qlimits), deadline)
+        value = _run(lambda: engine.instant(expr, t, limits=qlimits, warnings=warnings), deadline)
     except TimeoutError:
         return error(503, "timeout", "query timed out in expression evaluation")
     except SampleLimitError as e:
@@ -195,7 +196,7 @@ def handle_query(engine: Engine, params: Mapping[str, Any], now: float | None = 
     except PromQLError as e:
         return _invalid("query", e)
     data = result_json(value, t)
-    return _success(data, _apply_limit(data, limit))
+    return _success(data, warnings + _apply_limit(data, limit))
 
 
 def handle_query_range(engine: Engine, params: Mapping[str, Any], limits: APILimits | None = None,
@@ -237,8 +238,9 @@ def handle_query_range(engine: Engine, params: Mapping[str, Any], limits: APILim
         return _invalid("query", f"parse error: {e}")
     qlimits = limits.query_limits(params, received) if limits is not None else None
     deadline = qlimits.deadline if qlimits is not None else (time.monotonic() + timeout if timeout else None)
+    warnings: list[str] = []
     try:
-        value = engine.range(expr, start, end, step, deadline=deadline, limits=qlimits)
+        value = engine.range(expr, start, end, step, deadline=deadline, limits=qlimits, warnings=warnings)
     except TimeoutError:
         return error(503, "timeout", "query timed out in expression evaluation")
     except EvaluationError as e:
@@ -246,6 +248,6 @@ def handle_query_range(engine: Engine, params: Mapping[str, Any], limits: APILim
     except PromQLError as e:  # e.g. a range vector asked for a range query
         return _bad(str(e))
     data = result_json(value, end)
-    return _success(data, _apply_limit(data, limit))
+    return _success(data, warnings + _apply_limit(data, limit))
 
 
