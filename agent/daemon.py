@@ -30,6 +30,7 @@ from agent import __version__, systemd
 from agent.clock import Clock, WallClock
 from agent.config.schema import Config, ConfigErrors, load_config, parse_listen_address, parse_shard
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, Metric, ProcessCollector, Registry
+from agent.persistence import make_dirs
 from agent.pipeline import Pipeline
 from agent.store import Store
 from agent.web.api import api_routes
@@ -133,7 +134,7 @@ class Agent:
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        os.makedirs(self.cfg.state_dir, exist_ok=True)
+        make_dirs(self.cfg.state_dir)  # 0700 when the agent makes it
         if self.store.load(self.snapshot_path):
             log.info("restored %d series from %s", len(self.store), self.snapshot_path)
         self.pipeline.start()
