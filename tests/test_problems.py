@@ -36,15 +36,20 @@ class FakeRule:
 
 
 class RecordingOutbox:
+    rebuilt = False
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any]] = []
         self.accept = True
 
-    def enqueue(self, sink: str, ticket: Any) -> bool:
+    def enqueue(self, sink: str, ticket: Any, context: str = "", *, uncertain: bool = False) -> bool:
         if not self.accept:
             return False
         self.sent.append((sink, ticket))
         return True
+
+    def latest_contexts(self) -> list:
+        return []
 
     def actions(self) -> list[tuple[str, int]]:
         return [(t.action, t.sequence) for _, t in self.sent]
@@ -345,13 +350,10 @@ def test_ticket_content_without_summary_and_for_anomalies():
     assert c.body.startswith("Cleared at") and "after 2h30m" in c.body and c.ends_at == T0 + 9000 and c.resolve
 
 
-def test_crash_between_enqueue_and_commit_enqueues_once(tmp_path):
-    """The outbox is written first; the problem store after. A crash in between makes the next
-    evaluation enqueue the same (dedup_key, sequence) again, which the outbox keeps once."""
-    clock = SimulatedClock(T0)
+def _crash_after_enqueue(tmp_path, clock, rule):
+    """A manager whose process dies between the outbox's commit and the problem store's."""
     outbox = Outbox(str(tmp_path / "outbox.db"), {}, clock)
     pm, _ = make(tmp_path, outbox=outbox, clock=clock)
-    rule = FakeRule("FilesystemWillFill")
 
     def crash(*a: Any) -> None:
         raise SystemExit("killed")
@@ -359,11 +361,33 @@ def test_crash_between_enqueue_and_commit_enqueues_once(tmp_path):
     pm.store.save = crash  # type: ignore[method-assign]
     with pytest.raises(SystemExit):
         pm.process(rule, [alert()], T0)
+    return outbox
+
+
+def test_crash_between_enqueue_and_commit_enqueues_once(tmp_path):
+    """The outbox is written first; the problem store after. After a crash in between, the
+    record is restored from the outbox at start: the problem is not opened twice."""
+    clock = SimulatedClock(T0)
+    rule = FakeRule("FilesystemWillFill")
+    outbox = _crash_after_enqueue(tmp_path, clock, rule)
     pm2, _ = make(tmp_path, outbox=outbox, clock=clock)
-    (d,) = pm2.process(rule, [alert()], T0 + 15)
-    assert (d.action, d.ticket.sequence) == ("open", 1)
+    (p,) = pm2.problems()
+    assert (p.state, p.sequence, p.has_ticket, p.owner) == ("open", 1, True, "capacity/FilesystemWillFill")
+    assert reasons(pm2.process(rule, [alert()], T0 + 15)) == ["nothing to do"]
     assert [(r["action"], r["sequence"]) for r in outbox.rows()] == [("open", 1)]
-    assert reasons(pm2.process(rule, [alert()], T0 + 30)) == ["nothing to do"]
+
+
+def test_crash_between_enqueue_and_commit_then_the_alert_is_gone_clears_the_ticket(tmp_path):
+    """The orphan of the adversarial review: the open reached the outbox, the problem store
+    never heard of it, and after the restart the alert is gone (its state was not saved
+    either). The restored record is cleared like any other: no ticket stays open for ever."""
+    clock = SimulatedClock(T0)
+    rule = FakeRule("FilesystemWillFill")
+    outbox = _crash_after_enqueue(tmp_path, clock, rule)
+    pm2, _ = make(tmp_path, outbox=outbox, clock=clock)
+    (d,) = pm2.process(rule, [], T0 + 60)
+    assert (d.reason, d.action, d.ticket.sequence) == (Reason.RESOLVED, "clear", 2)
+    assert [(r["action"], r["sequence"]) for r in outbox.rows()] == [("clear", 2), ("open", 1)]
 
 
 # ---- review findings (issue 4/5 robustness) ------------------------------------------------------

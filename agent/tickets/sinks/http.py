@@ -2,8 +2,11 @@
 
 - Credentials come from `credentials_file` (fits systemd `LoadCredential`), are read once at
   construction and are kept in a `Secret` whose repr and str never show the value. Every
-  error reason leaving `HttpClient.request` is scrubbed of the secret (raw, its password
-  part, and its Basic-auth base64 form), so a server echoing our headers cannot leak it.
+  answer is scrubbed of the secrets *as it is read*, before any sink code sees it: the raw
+  value, its password part, its Basic-auth base64 form, and their JSON-escaped and
+  URL-encoded forms are replaced by `<redacted>`. So a server echoing our credentials back
+  (in an error, an id, a message) cannot carry them into logs, `outbox.db`, dead letters or
+  the API; error reasons are scrubbed once more on the way out.
 - TLS verification is always on; `ca_file` adds a private CA. Proxies come from the
   environment (requests' `trust_env`). Every call has a timeout, no redirects are followed
   (a redirect would drop or leak the Authorization header) and answers are read up to a
@@ -58,13 +61,22 @@ class Secret:
 
     def fragments(self) -> list[str]:
         """Every form in which the secret might come back in an answer: the value, the
-        password half of `user:password`, the Basic-auth base64 of the whole, and their
-        URL-encoded forms (form bodies, query strings)."""
+        password half of `user:password`, each field of a JSON credentials object, the
+        Basic-auth base64 of the whole, and their JSON-escaped (ASCII-only or not) and
+        URL-encoded forms (form bodies, query strings). Longest first."""
         v = self._value
         out = [v, base64.b64encode(v.encode()).decode()]
         if ":" in v:
             out.append(v.split(":", 1)[1])
+        try:
+            fields = json.loads(v)
+        except ValueError:
+            fields = None
+        if isinstance(fields, dict):
+            out += [str(x) for x in fields.values() if isinstance(x, str)]
+        out += [json.dumps(f, ensure_ascii=a)[1:-1] for f in list(out) for a in (True, False)]
         out += [urllib.parse.quote_plus(f) for f in out] + [urllib.parse.quote(f, safe="") for f in out]
+        out += [f.replace("/", "\\/") for f in out if "/" in f]  # JSON may escape the solidus
         return sorted({f for f in out if len(f) >= 4}, key=len, reverse=True)
 
 
@@ -136,8 +148,12 @@ class HttpClient:
         self._dynamic_fragments: list[list[str]] = []
         # the HTTP stack is loaded by the first HTTP sink built, never by a local-only agent
         import requests  # noqa: PLC0415 - costly optional import (requests, urllib3, ssl)
+        import urllib3  # noqa: PLC0415 - comes with requests, loaded with it
 
         self._network_errors: tuple[type[Exception], ...] = (requests.RequestException,)
+        self._connect_timeout: type[Exception] = requests.ConnectTimeout
+        self._connection_error: type[Exception] = requests.ConnectionError
+        self._new_connection_error: type[Exception] = urllib3.exceptions.NewConnectionError
         self._session = session if session is not None else requests.Session()
 
     def __repr__(self) -> str:
@@ -150,10 +166,31 @@ class HttpClient:
         """Also scrub a secret obtained later (an OAuth access token); the last few are kept."""
         self._dynamic_fragments = (self._dynamic_fragments + [secret.fragments()])[-_DYNAMIC_SECRETS_KEPT:]
 
+    def _all_fragments(self) -> list[str]:
+        frags = self._fragments + [f for fs in self._dynamic_fragments for f in fs]
+        return sorted(frags, key=len, reverse=True)
+
     def redact(self, text: str) -> str:
-        for f in self._fragments + [f for fs in self._dynamic_fragments for f in fs]:
+        for f in self._all_fragments():
             text = text.replace(f, _REDACTED)
         return text
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """An answer's bytes with every form of every secret replaced (before anything reads it)."""
+        for f in self._all_fragments():
+            fb = f.encode("utf-8")
+            if fb in data:
+                data = data.replace(fb, _REDACTED.encode())
+        return data
+
+    def _never_connected(self, exc: Exception) -> bool:
+        """The request never left: a connect timeout, or a refused / unresolvable connection."""
+        if isinstance(exc, self._connect_timeout):
+            return True
+        if isinstance(exc, self._connection_error):
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            return isinstance(reason, self._new_connection_error)
+        return False
 
     def request(
         self,
@@ -195,11 +232,12 @@ class HttpClient:
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:
                         raise DeliveryError(f"{what}: answer larger than {MAX_RESPONSE_BYTES} bytes", False)
-                resp._content = bytes(body)  # what resp.text / resp.json() read
+                # scrubbed before anything reads it: what resp.text / resp.json() return
+                resp._content = self.redact_bytes(bytes(body))
             finally:
                 resp.close()
         except self._network_errors as e:
-            raise network_error(what, e) from None
+            raise network_error(what, e, maybe_sent=not self._never_connected(e)) from None
         if resp.status_code in accept_statuses:
             return resp
         try:
