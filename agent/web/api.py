@@ -11,7 +11,7 @@ from agent.config.schema import Config
 from agent.promql import Engine
 from agent.rules.manager import RuleManager
 from agent.tickets.sinks.local import configured_path, tickets_api
-from agent.web import query_api, rules_api
+from agent.web import ha_api, query_api, rules_api
 from agent.web.server import Route
 
 
@@ -30,4 +30,5 @@ def api_routes(pipeline: PipelineView) -> dict[str, Route]:
     routes["/api/v1/query_range"] = lambda params: query_api.handle_query_range(pipeline.engine, params)
     routes["/api/v1/tickets"] = lambda params: (200, tickets_api(pipeline.cfg.state_dir, params,
                                                                  path=configured_path(pipeline.cfg)))
+    routes.update(ha_api.routes(lambda: pipeline.cfg.state_dir))
     return routes
