@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from agent.clock import Clock
 from agent.config.schema import Config
+from agent.tickets.ha import HttpPeers
 from agent.tickets.manager import ChartFn, ProblemManager
 from agent.tickets.outbox import OUTBOX_FILE, Outbox
 from agent.tickets.sinks import SINK_TYPES
@@ -63,7 +64,9 @@ def build_ticketing(cfg: Config, clock: Clock, *, session: requests.Session | No
     for e in t.sinks:
         sinks[e.name] = SINK_TYPES[e.type](e.name, resolved_settings(cfg, e.settings), state_dir=state_dir,
                                           session=session)
-    outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending)
+    # an agent of an HA pair asks its peers what they sent (agent.tickets.ha)
+    peers = HttpPeers(t.ha) if t.ha.peers else None
+    outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending, peers=peers)
     suppressor = Suppressor.from_config(t, state_dir)
     pm = ProblemManager(t, state_dir, clock, cfg.external_labels(), suppressor, outbox,
                         external_url=cfg.web.external_url, chart=chart)

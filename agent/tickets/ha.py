@@ -166,7 +166,8 @@ class HttpPeers:
         out: dict[str, PeerRecord] = {}
         try:
             for i in range(0, len(keys), MAX_KEYS_PER_REQUEST):
-                params: dict[str, Any] = {"sink": sink, "dedup_key": list(keys[i:i + MAX_KEYS_PER_REQUEST])}
+                # dedup keys are hex digits: a comma-separated list is unambiguous
+                params: dict[str, Any] = {"sink": sink, "dedup_key": ",".join(keys[i:i + MAX_KEYS_PER_REQUEST])}
                 resp = self._session.get(url + DELIVERIES_PATH, params=params, timeout=self.timeout,
                                          allow_redirects=False)
                 if resp.status_code != 200:

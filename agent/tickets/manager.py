@@ -172,7 +172,7 @@ class ProblemManager:
         groups = self.labels.group_alerts(rule, alerts)
         decisions: list[ProblemDecision] = []
         changed: list[Problem] = []
-        self._sent: dict[str, LastTicket] = {}
+        self._sent = {}
         for key, g in groups.items():
             if not g.firing:
                 continue  # pending only: nothing new; an open problem stays open

@@ -243,7 +243,7 @@ class HttpClient:
         try:
             check_response(resp, what, redact=self.redact)
         except DeliveryError as e:
-            raise DeliveryError(self.redact(e.reason), e.retryable, e.retry_after) from None
+            raise DeliveryError(self.redact(e.reason), e.retryable, e.retry_after, e.maybe_sent) from None
         return resp
 
     def json(self, resp: requests.Response, what: str) -> Any:
