@@ -65,7 +65,7 @@ def build_ticketing(cfg: Config, clock: Clock, *, session: requests.Session | No
         sinks[e.name] = SINK_TYPES[e.type](e.name, resolved_settings(cfg, e.settings), state_dir=state_dir,
                                           session=session)
     # an agent of an HA pair asks its peers what they sent (agent.tickets.ha)
-    peers = HttpPeers(t.ha) if t.ha.peers else None
+    peers = HttpPeers(t.ha, clock) if t.ha.peers else None
     outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending, peers=peers)
     suppressor = Suppressor.from_config(t, state_dir)
     pm = ProblemManager(t, state_dir, clock, cfg.external_labels(), suppressor, outbox,

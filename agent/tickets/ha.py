@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.clock import Clock
 from agent.config.schema import HAConfig
 
 if TYPE_CHECKING:
@@ -123,7 +123,8 @@ def covering(action: str, enqueued_at: float, records: Sequence[PeerRecord], win
 class HttpPeers:
     """The other agents of this one's pair, asked over HTTP (`DELIVERIES_PATH`)."""
 
-    def __init__(self, config: HAConfig, *, session: requests.Session | None = None) -> None:
+    def __init__(self, config: HAConfig, clock: Clock, *, session: requests.Session | None = None) -> None:
+        self.clock = clock
         self.urls = [u.rstrip("/") for i, u in enumerate(config.peers) if i != config.position]
         self._delay = float(config.position) * float(config.peer_timeout)
         self._window = len(config.peers) * float(config.peer_timeout) + WINDOW_SLACK_SECONDS
@@ -159,7 +160,7 @@ class HttpPeers:
         return out
 
     def _ask(self, url: str, sink: str, keys: Sequence[str]) -> dict[str, PeerRecord] | None:
-        now = time.monotonic()
+        now = self.clock.now()
         with self._lock:
             if self._down_until.get(url, 0.0) > now:
                 return None
@@ -168,8 +169,10 @@ class HttpPeers:
             for i in range(0, len(keys), MAX_KEYS_PER_REQUEST):
                 # dedup keys are hex digits: a comma-separated list is unambiguous
                 params: dict[str, Any] = {"sink": sink, "dedup_key": ",".join(keys[i:i + MAX_KEYS_PER_REQUEST])}
+                # a fresh connection each time: a pooled one to a peer that restarted meanwhile
+                # would fail and make it look down
                 resp = self._session.get(url + DELIVERIES_PATH, params=params, timeout=self.timeout,
-                                         allow_redirects=False)
+                                         allow_redirects=False, headers={"Connection": "close"})
                 if resp.status_code != 200:
                     raise ValueError(f"HTTP {resp.status_code}")
                 for d in resp.json()["data"]["deliveries"]:
