@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from agent.clock import Clock
 from agent.config.schema import Config
 from agent.tickets.ha import HttpPeers
-from agent.tickets.manager import ChartFn, ProblemManager
+from agent.tickets.manager import ChartFn, ProblemManager, SeriesProbe
 from agent.tickets.outbox import OUTBOX_FILE, Outbox
 from agent.tickets.sinks import SINK_TYPES
 from agent.tickets.sinks.base import Sink
@@ -53,7 +53,7 @@ def resolved_settings(cfg: Config, settings: object) -> object:
 
 
 def build_ticketing(cfg: Config, clock: Clock, *, session: requests.Session | None = None,
-                    chart: ChartFn | None = None) -> Ticketing:
+                    chart: ChartFn | None = None, probe: SeriesProbe | None = None) -> Ticketing:
     """Sinks (the `local` one always exists), outbox, silences and problems from an
     `agent.config.schema.Config`. Raises ValueError on a bad silence or maintenance window."""
     state_dir = cfg.state_dir
@@ -69,5 +69,5 @@ def build_ticketing(cfg: Config, clock: Clock, *, session: requests.Session | No
     outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending, peers=peers)
     suppressor = Suppressor.from_config(t, state_dir)
     pm = ProblemManager(t, state_dir, clock, cfg.external_labels(), suppressor, outbox,
-                        external_url=cfg.web.external_url, chart=chart)
+                        external_url=cfg.web.external_url, chart=chart, probe=probe)
     return Ticketing(sinks, outbox, suppressor, pm)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from agent.clock import Clock
 from agent.config.schema import TicketingConfig
 from agent.metrics import GaugeMetricFamily, Metric
-from agent.tickets.content import make_ticket
+from agent.tickets.content import ClearContext, ClearReason, make_ticket
 from agent.tickets.decide import Current, Decision, DecisionPolicy, decide, storm_window
 from agent.tickets.outbox import OutboxLike, as_open
 from agent.tickets.problem_store import (
@@ -64,6 +64,9 @@ GC_EVERY_SECONDS = 3600.0
 
 # chart(rule, firing alerts, now) -> PNG bytes or None, drawn for opens (tools that take attachments)
 ChartFn = Callable[[RuleLike, list[AlertLike], float], bytes | None]
+# probe(rule, alerts, now) -> the value each alert's series has now in the rule's expression
+# (None: the expression no longer returns it), for the clear note
+SeriesProbe = Callable[[RuleLike, Sequence[AlertLike], float], list[float | None]]
 
 
 @dataclass
@@ -107,6 +110,7 @@ class ProblemManager:
         external_url: str = "",
         path: str | None = None,
         chart: ChartFn | None = None,
+        probe: SeriesProbe | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -115,7 +119,9 @@ class ProblemManager:
         self.outbox = outbox
         self.external_url = external_url
         self.chart = chart
-        self.policy = DecisionPolicy(float(config.update_min_interval), float(config.flap_window))
+        self.probe = probe
+        self.policy = DecisionPolicy(float(config.update_min_interval), float(config.flap_window),
+                                     float(config.immediate_update_fraction))
         self.store = ProblemStore(path or f"{state_dir.rstrip('/')}/{PROBLEMS_FILE}")
         self.repair()
         self.storm = StormGuard(StormCaps(config.max_new_tickets_per_hour_per_rule, config.max_new_tickets_per_hour),
@@ -257,6 +263,7 @@ class ProblemManager:
             group_labels=p.group_labels, ticket_labels=self.labels.common(rule, alerts) or p.group_labels,
             started_at=p.started_at, now=now, note=note, external_url=self.external_url,
             resolve=action == "clear" and ticket_policy(rule).on_clear == "resolve",
+            cleared=self._clear_context(rule, p, alerts, now) if action == "clear" else None,
         )
         if action == "open" and self.chart is not None and alerts:
             try:
@@ -264,6 +271,30 @@ class ProblemManager:
             except Exception:
                 log.warning("chart for %s %s could not be drawn", p.rule, p.dedup_key, exc_info=True)
         return ticket
+
+    def _clear_context(self, rule: RuleLike, p: Problem, alerts: Sequence[AlertLike], now: float) -> ClearContext:
+        """Why the problem cleared, the value now, and what covers it now (for the clear note)."""
+        covered = suppression_of(self.suppressor, [self.labels.of(rule, a) for a in alerts] or [p.group_labels], now)
+        suppressed = f"covered by {covered.detail}" if covered is not None else ""
+        if isinstance(rule, GoneRule):
+            return ClearContext(ClearReason.RULE_REMOVED, suppressed=suppressed)
+        detector = any(a.forecast is not None or a.anomaly is not None for a in alerts)
+        values: list[float | None] = []
+        if self.probe is not None and alerts:
+            try:
+                values = self.probe(rule, alerts, now)
+            except Exception:  # the note loses a detail; the clear itself must go out
+                log.warning("problem %s %s: the value now could not be read", p.rule, p.dedup_key, exc_info=True)
+        present = [v for v in values if v is not None]
+        if values and not present and detector:
+            return ClearContext(ClearReason.SERIES_GONE, suppressed=suppressed)
+        if any(a.forecast is not None for a in alerts):
+            reason = ClearReason.FORECAST_RECOVERED
+        elif any(a.anomaly is not None for a in alerts):
+            reason = ClearReason.ANOMALY_RECOVERED
+        else:
+            reason = ClearReason.CONDITION_GONE
+        return ClearContext(reason, present[0] if len(present) == 1 and len(alerts) == 1 else None, suppressed)
 
     # ---- reading ---------------------------------------------------------------------------
 

@@ -335,13 +335,16 @@ class ServiceNowSink(HttpSink):
             log.info("%s: the record is closed already (by an earlier attempt or a person)", what)
             return
         self._patch(ref, {"work_notes": ticket.body}, what)  # alone: a refused state change keeps it
-        if not fields:
+        if not fields or not ({"state", "problem_state"} & set(fields)):
+            if fields:  # fields without a state: set with the note's PATCH, as configured
+                self._patch(ref, fields, what)
             return
         fields.setdefault("close_notes", truncate(first_line(ticket.body), 4000))
         if not self._set_state(ref, fields, what):
+            state = fields.get("state", fields.get("problem_state", "?"))
             self._patch(ref, {"work_notes": (
-                "Forewarn: the forecast has cleared, but this record's state could not be set to "
-                f"{fields.get('state', '?')} (the instance kept it: since Rome the Table API does not change "
+                f"Forewarn: the forecast has cleared, but this record's state could not be set to {state} "
+                "(the instance kept it: since Rome the Table API does not change "
                 "problem states, or a data policy wants more fields). Close it by hand, or see the "
                 "servicenow sink's state_endpoint and resolve_fields.")}, what)
 
@@ -365,20 +368,21 @@ class ServiceNowSink(HttpSink):
         """PATCH the state with its companion fields and check that the instance took it
         (200 may carry the old state); then try `state_endpoint` if configured. False when
         the state is unchanged or a data policy refused (403): the caller notes it."""
-        target = fields["state"]
+        key = "state" if "state" in fields else "problem_state"  # the same codes (older configs used problem_state)
+        target = fields[key]
         try:
-            record = self._patch(sys_id, fields, what, read_back=("state", "number"))
+            record = self._patch(sys_id, fields, what, read_back=(key, "number"))
         except DeliveryError as e:
             if e.retryable:
                 raise
             log.warning("%s: the instance refused the state change: %s", what, e.reason)
             return False
-        if str(record.get("state")) == target:
+        if str(record.get(key)) == target:
             return True
         if self.config.state_endpoint:
             number = str(record.get("number") or self._read(sys_id, "number", what).get("number", ""))
             path = self.config.state_endpoint.format(number=quote(number, safe=""), state=quote(target, safe=""))
-            body = {k: v for k, v in fields.items() if k != "state"}
+            body = {k: v for k, v in fields.items() if k != key}
             try:
                 self._request("PATCH", path, what, json_body=body, params=self._display_values())
             except DeliveryError as e:
@@ -386,10 +390,10 @@ class ServiceNowSink(HttpSink):
                     raise
                 log.warning("%s: %s refused the state change: %s", what, self.config.state_endpoint, e.reason)
                 return False
-            if str(self._read(sys_id, "state", what).get("state")) == target:
+            if str(self._read(sys_id, key, what).get(key)) == target:
                 return True
         log.warning("%s: the instance kept state %s instead of %s (the Table API does not perform problem "
-                    "state transitions since Rome; see state_endpoint)", what, record.get("state"), target)
+                    "state transitions since Rome; see state_endpoint)", what, record.get(key), target)
         return False
 
     def _read(self, sys_id: str, fields: str, what: str) -> dict[str, Any]:
