@@ -38,6 +38,7 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # an ITSM answer is a few kB; anything big
 USER_AGENT = f"forewarn/{__version__}"
 _REDACTED = "<redacted>"
 _DYNAMIC_SECRETS_KEPT = 4
+JSON_ESCAPE_LEVELS = 3
 
 
 class Secret:
@@ -62,10 +63,12 @@ class Secret:
     def fragments(self) -> list[str]:
         """Every form in which the secret might come back in an answer: the value, the
         password half of `user:password`, each field of a JSON credentials object, the
-        Basic-auth base64 of the whole, and their JSON-escaped (ASCII-only or not) and
-        URL-encoded forms (form bodies, query strings). Longest first."""
+        Basic-auth base64 of the whole (UTF-8 and Latin-1), and their URL-encoded and
+        JSON-escaped forms (ASCII-only or not, solidus escaped or not, up to
+        `JSON_ESCAPE_LEVELS` deep: a server may echo a JSON text inside a JSON string, and we
+        decode one level). Longest first."""
         v = self._value
-        out = [v, base64.b64encode(v.encode()).decode()]
+        out = [v]
         if ":" in v:
             out.append(v.split(":", 1)[1])
         try:
@@ -74,9 +77,17 @@ class Secret:
             fields = None
         if isinstance(fields, dict):
             out += [str(x) for x in fields.values() if isinstance(x, str)]
-        out += [json.dumps(f, ensure_ascii=a)[1:-1] for f in list(out) for a in (True, False)]
+        for charset in ("utf-8", "latin-1"):
+            try:
+                out.append(base64.b64encode(v.encode(charset)).decode())
+            except UnicodeEncodeError:
+                pass
         out += [urllib.parse.quote_plus(f) for f in out] + [urllib.parse.quote(f, safe="") for f in out]
-        out += [f.replace("/", "\\/") for f in out if "/" in f]  # JSON may escape the solidus
+        level = list(out)
+        for _ in range(JSON_ESCAPE_LEVELS):
+            level = list(dict.fromkeys(json.dumps(f, ensure_ascii=a)[1:-1] for f in level for a in (True, False)))
+            level += [f.replace("/", "\\/") for f in level if "/" in f]
+            out += level
         return sorted({f for f in out if len(f) >= 4}, key=len, reverse=True)
 
 
@@ -143,7 +154,11 @@ class HttpClient:
         self.timeout = float(timeout)
         self._verify: bool | str = ca_file or True
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
-        self._auth = auth
+        if auth is not None:
+            # RFC 7617 with charset UTF-8 (requests would encode Latin-1, which turns a non-Latin
+            # password into question marks and a Latin one into bytes the tools decode wrongly)
+            basic = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {basic}"
         self._fragments = [f for s in (secrets or []) for f in s.fragments()]
         self._dynamic_fragments: list[list[str]] = []
         # the HTTP stack is loaded by the first HTTP sink built, never by a local-only agent
@@ -220,7 +235,6 @@ class HttpClient:
                 data=data,
                 files=files,
                 headers=hdrs,
-                auth=self._auth,
                 timeout=self.timeout,
                 verify=self._verify,
                 allow_redirects=False,
