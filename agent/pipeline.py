@@ -262,7 +262,8 @@ class Pipeline:
         if not series:
             return None
         s = series[0]
-        title = f"{rule.name}: {rule.query_text}"[:120]
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(want.items()) if k not in ("severity", "fstype"))
+        title = f"{rule.name}: {shown or rule.query_text}"[:120]
         unit = value_unit(rule)
         fc = alert.forecast
         if spec is None or fc is None:
