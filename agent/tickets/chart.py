@@ -32,7 +32,31 @@ log = logging.getLogger(__name__)
 
 MAX_POINTS = 2000  # more points than pixels only costs time
 FAN_POINTS = 60
-UNIT_LABELS = {"bytes": "bytes (binary units)", "seconds": "seconds", "ratio": "percent", "percent": "percent"}
+BINARY_PREFIXES = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+@dataclass(frozen=True)
+class AxisUnit:
+    """How values are plotted: divided by `scale`, the axis labelled `label` (so the ticks
+    fall on round numbers of GiB, not on round numbers of bytes)."""
+
+    scale: float
+    label: str
+
+
+def axis_unit(unit: str, largest: float) -> AxisUnit:
+    if unit == "bytes":
+        k = 0
+        while k < len(BINARY_PREFIXES) - 1 and abs(largest) >= 1024.0 ** (k + 1):
+            k += 1
+        return AxisUnit(1024.0**k, BINARY_PREFIXES[k])
+    if unit == "ratio":
+        return AxisUnit(0.01, "%")
+    if unit == "percent":
+        return AxisUnit(1.0, "%")
+    if unit == "seconds":
+        return AxisUnit(1.0, "seconds")
+    return AxisUnit(1.0, "")
 
 
 @dataclass(frozen=True)
@@ -115,7 +139,6 @@ def render_chart(
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - costly optional import
         from matplotlib.dates import date2num  # noqa: PLC0415 - costly optional import
         from matplotlib.figure import Figure  # noqa: PLC0415 - costly optional import
-        from matplotlib.ticker import FuncFormatter  # noqa: PLC0415 - costly optional import
     except ImportError:
         return None
     ta = np.asarray(t, dtype=float)
@@ -124,6 +147,9 @@ def render_chart(
         return None
     try:
         ta, va = thin(ta, va)
+        finite = va[np.isfinite(va)]
+        axis = axis_unit(unit, float(np.max(np.abs(finite))) if finite.size else 0.0)
+        va = va / axis.scale
         dpi = 100
         fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
         FigureCanvasAgg(fig)
@@ -132,9 +158,9 @@ def render_chart(
         ax.plot(to_dt(ta), va, color="#1f77b4", linewidth=1.2, label="observed")
         if forecast_t is not None and forecast_mean is not None and len(forecast_t) > 0:
             ft = np.asarray(forecast_t, dtype=float)
-            fm = np.asarray(forecast_mean, dtype=float)
-            lo = np.asarray(forecast_low, dtype=float) if forecast_low is not None else None
-            hi = np.asarray(forecast_high, dtype=float) if forecast_high is not None else None
+            fm = np.asarray(forecast_mean, dtype=float) / axis.scale
+            lo = np.asarray(forecast_low, dtype=float) / axis.scale if forecast_low is not None else None
+            hi = np.asarray(forecast_high, dtype=float) / axis.scale if forecast_high is not None else None
             if lo is not None and hi is not None:
                 _, lo, hi = thin(ft, lo, hi)  # the same points as the mean's
             ft, fm = thin(ft, fm)
@@ -143,16 +169,15 @@ def render_chart(
             if lo is not None and hi is not None:
                 ax.fill_between(fdt, lo, hi, color="#ff7f0e", alpha=0.2, linewidth=0, label="forecast interval")
         if threshold is not None:
-            ax.axhline(threshold, color="#d62728", linewidth=1.0, linestyle=":",
+            ax.axhline(threshold / axis.scale, color="#d62728", linewidth=1.0, linestyle=":",
                        label=f"threshold {format_value(threshold, unit)}")
         if now is not None:
-            ax.axvline(float(date2num(datetime.fromtimestamp(now, tz=UTC))), color="#555555", linewidth=0.8, linestyle="-.",
-                       label="now")
+            ax.axvline(float(date2num(datetime.fromtimestamp(now, tz=UTC))), color="#555555", linewidth=0.8,
+                       linestyle="-.", label="now")
         if title:
             ax.set_title(title[:120], fontsize=10)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_value(v, unit)))
-        if unit in UNIT_LABELS:
-            ax.set_ylabel(UNIT_LABELS[unit], fontsize=8)
+        if axis.label:
+            ax.set_ylabel(axis.label, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", fontsize=8)
         ax.set_xlabel("UTC", fontsize=8)
