@@ -89,10 +89,27 @@ def test_kill_loop_never_orphans_a_ticket(tmp_path):
     state_dir = str(tmp_path / "state")
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
+
+    def actions() -> int:
+        path = os.path.join(state_dir, "outbox.db")
+        if not os.path.exists(path):
+            return 0
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM actions").fetchone()[0])
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return 0
+        finally:
+            conn.close()
+
     for round_no in range(KILLS):
+        before = actions()
         child = subprocess.Popen([sys.executable, "-m", "tests.hostile.test_state", state_dir, str(seed + round_no)],
                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.5, 1.0))
+        # killed while it works, however loaded the machine: once it has enqueued a few actions
+        wait_for(lambda c=child, b=before: c.poll() is not None or actions() >= b + 20, timeout=60, interval=0.02,
+                 what="the child at work")
+        time.sleep(rng.uniform(0.0, 0.3))
         assert child.poll() is None, child.stderr.read().decode()[-2000:] if child.stderr else ""
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
