@@ -30,6 +30,7 @@ from agent import __version__, systemd
 from agent.clock import Clock, WallClock
 from agent.config.schema import Config, ConfigErrors, load_config, parse_listen_address, parse_shard
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, Metric, ProcessCollector, Registry
+from agent.persistence import make_dirs
 from agent.pipeline import Pipeline
 from agent.store import RestoreInterrupted, Store
 from agent.trends.scheduled import TrendSchedule
@@ -208,7 +209,7 @@ class Agent:
         """Restore, collect once, serve, schedule. A stop request during the restore
         (`stop_requested`) ends it early: start returns with nothing started and the snapshot
         untouched (`restore_interrupted`), so stop() will not overwrite it."""
-        os.makedirs(self.cfg.state_dir, exist_ok=True)
+        make_dirs(self.cfg.state_dir)  # 0700 when the agent makes it
         sz = self.pipeline.sizing
         log.info("memory budget %d MiB (%s): up to %d series of %d raw samples (%s) and %gh of history, "
                  "about %d bytes each", self.pipeline.store_budget.bytes >> 20, self.pipeline.store_budget.source,

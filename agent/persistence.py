@@ -1,10 +1,12 @@
 """Durable state files: one way to open the agent's SQLite databases, to run a transaction,
-to migrate a schema, and to replace a file atomically.
+to migrate a schema, to replace a file atomically, and to get past a damaged database.
 
 Every state file goes through here: the outbox, the problem store and the local ticket store
 (SQLite), and the store snapshot, the rules state, the silences file and the Alertmanager
-re-send state (whole-file replacement). Knowing nothing of what the files hold, this module
-imports nothing from the rest of the agent.
+re-send state (whole-file replacement). State files are created `0600` and the directories
+made for them `0700`, whatever the umask (an agent run by hand must not leave its outbox,
+with ticket texts and tool references, readable by every user). Knowing nothing of what the
+files hold, this module imports nothing from the rest of the agent.
 """
 
 from __future__ import annotations
@@ -13,24 +15,105 @@ import logging
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+# What SQLite says when a file is not a database or its pages are damaged (extended codes
+# keep the primary code in their low byte).
+_DAMAGE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+T = TypeVar("T")
+
+
+def make_dirs(directory: str) -> None:
+    """Create `directory` (and its parents) `0700`; an existing directory is left as it is
+    (its mode may be the operator's choice, e.g. systemd's StateDirectoryMode=)."""
+    os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
+
+
+def _create_private(path: str) -> None:
+    """Create `path` empty and 0600 unless it exists, so SQLite's -wal and -shm files, which
+    take the database file's mode, are private too."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     """An SQLite connection for the agent's state files: WAL, fsync on commit, autocommit mode
-    (transactions are explicit, through `Transaction`)."""
+    (transactions are explicit, through `Transaction`). A new file is created 0600."""
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
     else:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        make_dirs(os.path.dirname(os.path.abspath(path)))
+        _create_private(path)
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            conn.close()  # a file that is not a database fails here: leave nothing open
+            raise
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def is_damage(e: BaseException) -> bool:
+    """Whether an SQLite error says the file is not a database or is corrupt (as opposed to
+    locked, read-only, missing, or full: those are not fixed by starting afresh)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in _DAMAGE_CODES
+    text = str(e).lower()
+    return "not a database" in text or "malformed" in text
+
+
+def move_aside(path: str, now: float | None = None) -> str:
+    """Rename a damaged database (and its -wal and -shm files) to `<path>.damaged-<UTC time>`,
+    so the agent can start on a new one and the old one stays for a post-mortem. Returns the
+    new name of the main file."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    target = f"{path}.damaged-{stamp}"
+    n = 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{path}.damaged-{stamp}-{n}"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, target + suffix)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return target
+
+
+def open_or_move_aside(path: str, setup: Callable[[sqlite3.Connection], T], what: str) -> tuple[T, bool]:
+    """`setup(connect(path))` after an integrity check (`PRAGMA quick_check`); when the file
+    turns out damaged, it is moved aside with an error in the log, and a new database is set
+    up in its place. Returns what `setup` returned and whether the old file was moved aside.
+    Errors that are not damage (read-only directory, disk full, a newer schema) propagate."""
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = connect(path)
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {verdict}")
+        return setup(conn), False
+    except sqlite3.DatabaseError as e:
+        if not is_damage(e):
+            if conn is not None:
+                conn.close()
+            raise
+        if conn is not None:
+            conn.close()
+        moved = move_aside(path)
+        log.error("%s %s is damaged (%s): moved aside to %s; starting with a new one", what, path, e, moved)
+    return setup(connect(path)), True
 
 
 class Transaction:
@@ -99,12 +182,12 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes | str | Iterable[bytes | memoryview], mode: int | None = None) -> None:
+def atomic_write(path: str, data: bytes | str | Iterable[bytes | memoryview], mode: int | None = FILE_MODE) -> None:
     """Replace `path` with `data`: a temporary file in the same directory, written, fsynced and
     renamed over `path`, then the directory fsynced. Readers see the old file or the new one,
     never a mixture. `data` may be an iterable of pieces, written in turn (large files
-    streamed without a copy). `mode` sets the new file's permissions; None leaves them to the
-    umask."""
+    streamed without a copy). `mode` sets the new file's permissions (0600 unless asked
+    otherwise); None leaves them to the umask."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     # os.open with 0o666 lets the umask decide when no mode is given (mkstemp would force 0600).

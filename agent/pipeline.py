@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from agent.clock import Clock
 from agent.config.schema import Config
 from agent.metrics import Collector, Histogram, Metric
-from agent.promql import Engine
+from agent.promql import Engine, Vector
 from agent.promql.select import read_back_seconds
 from agent.rules.alerting import Alert, AlertingRule
 from agent.rules.file import RuleGroupDef, load_rule_files
@@ -37,7 +38,8 @@ from agent.sources.system import SystemCollector
 from agent.store import Labels, RetentionNeed, Store
 from agent.store.sizing import MemoryBudget, StoreSizing, cgroup_memory_limit, memory_budget, size_store
 from agent.tickets.builder import build_ticketing
-from agent.tickets.chart import render_chart
+from agent.tickets.chart import forecast_fan, render_chart
+from agent.tickets.content import value_unit
 from agent.tickets.manager import ProblemDecision as Decision
 from agent.tickets.outbox import Outbox
 from agent.tickets.problems import AlertLike, RuleLike
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 RULES_STATE_FILE = "rules.state.json"
 REFIT_BATCH = 8  # model histories in flight to the refit worker at most
 DELIVERY_BUDGET = 20  # actions per delivery round, so a reload waits for at most one short round
+HOST_LABEL_CACHE_MAX = 100_000
 
 Sample = tuple[Labels, float]
 
@@ -205,6 +208,8 @@ class Pipeline:
         self.clock = clock
         self.shard = shard
         self.system = self._new_system(cfg)
+        self._host = local_host(cfg)
+        self._with_host: dict[Labels, Labels] = {}  # a host series' labels -> with the host label
         self.queries = QuerySources(store, shard)
         self.queries.install(self.queries.prepare(cfg))
         self.scrapes = ScrapeManager(cfg, store, clock)  # also without targets: it keeps its counters
@@ -231,7 +236,19 @@ class Pipeline:
             return
         now = self.clock.now()
         samples = self.system.collect(now)
-        self.store.append_samples(samples, now)
+        self.store.append_samples([(self._host_labels(labels), v) for labels, v in samples], now)
+
+    def _host_labels(self, labels: Labels) -> Labels:
+        """The host's series carry `host` (as Telegraf's do), so rules can name the machine
+        (`{{ $labels.host }}`) whether series are collected here or read from Prometheus.
+        Label tuples are cached per series: the collector reuses its own."""
+        out = self._with_host.get(labels)
+        if out is None:
+            if len(self._with_host) > HOST_LABEL_CACHE_MAX:
+                self._with_host.clear()
+            out = labels if any(k == "host" for k, _ in labels) else tuple(sorted((*labels, ("host", self._host))))
+            self._with_host[labels] = out
+        return out
 
     def collect_once(self, durations: Histogram) -> None:
         """One synchronous collection of host metrics (before READY=1)."""
@@ -293,9 +310,10 @@ class Pipeline:
             return evaluate_tick(self.rules, self.ticketing.problems if self.ticketing else None, now)
 
     def chart(self, rule: RuleLike, alerts: Sequence[AlertLike], now: float) -> bytes | None:
-        """PNG of the first alert's series over the rule's lookback, with its forecast and
-        threshold, for tickets in tools that take attachments. None without matplotlib, and
-        for problems that are not an alerting rule's (the storm guard's summary)."""
+        """PNG of the first alert's series over the rule's lookback, with its forecast band,
+        threshold and "now", in the values' unit, for tickets in tools that take attachments.
+        None without matplotlib, and for problems that are not an alerting rule's (the storm
+        guard's summary)."""
         if not isinstance(rule, AlertingRule) or not alerts or not isinstance(alerts[0], Alert):
             return None
         alert = alerts[0]
@@ -307,19 +325,44 @@ class Pipeline:
         spec = rule.definition.spec.forecast
         lookback = float(spec.lookback) if spec is not None else 6 * 3600.0
         step = max(15.0, lookback / 300)
-        rule_labels = set(rule.definition.label_templates) | {"alertname"}
-        want = {k: v for k, v in alert.labels.items() if k not in rule_labels}
+        want = self._series_labels(rule, alert)
         series = [s for s in self.engine.range(rule.query_text, now - lookback, now, step)
                   if all(dict(s.labels).get(k) == v for k, v in want.items())]
         if not series:
             return None
         s = series[0]
-        title = f"{rule.name}: {rule.query_text}"[:120]
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(want.items()) if k not in ("severity", "fstype"))
+        title = f"{rule.name}: {shown or rule.query_text}"[:120]
+        unit = value_unit(rule)
         fc = alert.forecast
         if spec is None or fc is None:
-            return render_chart(s.times, s.values, title=title)
-        return render_chart(s.times, s.values, title=title, forecast_t=[now, now + float(spec.horizon)],
-                            forecast_mean=[alert.value, fc.predicted], threshold=float(spec.threshold))
+            return render_chart(s.times, s.values, title=title, now=now, unit=unit)
+        fan = forecast_fan(now, float(alert.value), fc, float(spec.threshold), float(spec.horizon), unit)
+        if fan is None:
+            return render_chart(s.times, s.values, title=title, now=now, unit=unit, threshold=float(spec.threshold))
+        return render_chart(s.times, s.values, title=title, forecast_t=fan.t, forecast_mean=fan.mean,
+                            forecast_low=fan.low, forecast_high=fan.high, threshold=float(spec.threshold),
+                            now=now, unit=unit)
+
+    @staticmethod
+    def _series_labels(rule: AlertingRule, alert: Alert) -> dict[str, str]:
+        """The labels that pick an alert's series out of its rule's expression."""
+        rule_labels = set(rule.definition.label_templates) | {"alertname"}
+        return {k: v for k, v in alert.labels.items() if k not in rule_labels}
+
+    def probe(self, rule: RuleLike, alerts: Sequence[AlertLike], now: float) -> list[float | None]:
+        """The value each alert's series has now in its rule's expression (None: gone from
+        it), for the note of a clear."""
+        if not isinstance(rule, AlertingRule):
+            return [None] * len(alerts)
+        with self.lock:
+            result = self.engine.instant(rule.query_text, now)
+        rows = [(dict(s.labels), float(s.value)) for s in result] if isinstance(result, Vector) else []
+        out: list[float | None] = []
+        for a in alerts:
+            want = self._series_labels(rule, a) if isinstance(a, Alert) else {}
+            out.append(next((v for labels, v in rows if all(labels.get(k) == w for k, w in want.items())), None))
+        return out
 
     def deliver(self) -> None:
         # Its own lock: a slow or unreachable ITSM tool must never hold up rule evaluation.
@@ -378,7 +421,7 @@ class Pipeline:
         return os.path.join(self.cfg.state_dir, RULES_STATE_FILE)
 
     def start(self) -> None:
-        self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart)
+        self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart, probe=self.probe)
         restored = self.rules.load_state(self.rules_state_path)
         if restored:
             log.info("restored %d alerts from %s", restored, self.rules_state_path)
@@ -423,7 +466,8 @@ class Pipeline:
         system = self._new_system(cfg)
         queries = self.queries.prepare(cfg)
         with self.lock, self.delivery_lock:
-            new_ticketing = build_ticketing(cfg, self.clock, chart=self.chart) if self.ticketing is not None else None
+            new_ticketing = (build_ticketing(cfg, self.clock, chart=self.chart, probe=self.probe)
+                             if self.ticketing is not None else None)
             try:
                 self.scrapes.reload(cfg)
             except Exception:
@@ -437,6 +481,8 @@ class Pipeline:
                 self.ticketing.close()
                 self.ticketing = new_ticketing
             self.system = system
+            if local_host(cfg) != self._host:
+                self._host, self._with_host = local_host(cfg), {}
             self.queries.install(queries)
             new_rules.adopt_state(self.rules)
             self.rules = new_rules
@@ -538,6 +584,13 @@ class OutboxFamilies:
     def collect(self) -> Iterable[Metric]:
         t = self.current()
         return t.outbox.collect() if t is not None else ()
+
+
+def local_host(cfg: Config) -> str:
+    """The `host` label of the series collected on this machine: the configured external
+    `host` label, else the hostname (also for sharded agents and HA pairs, whose tickets do
+    not carry it: these series are this machine's own)."""
+    return cfg.global_.external_labels.get("host") or socket.gethostname()
 
 
 def load_groups(cfg: Config) -> list[RuleGroupDef]:

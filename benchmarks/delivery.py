@@ -11,6 +11,10 @@ repeats by Idempotency-Key) on 127.0.0.1, always healthy. Prints:
 - latency: actions enqueued one by one at R per second while one delivery thread loops
   (as the daemon's delivery job does, without its 1 s tick); p50/p99/max of the time from
   enqueue to the commit of the delivered state, and p99 of the HTTP exchange alone.
+
+Each open costs one commit more than updates and clears: the in-flight mark committed before
+the create is sent (the crash window's guard). The machine's load average is printed before
+and after: on a shared machine the figures are only comparable at a similar load.
 """
 
 from __future__ import annotations
@@ -133,10 +137,12 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=500, help="problems for the throughput run (3 actions each)")
     ap.add_argument("--rate", type=float, default=50.0, help="actions per second enqueued in the latency run")
     args = ap.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     with FakeWebhook(secret=SECRET) as receiver:
         throughput(receiver.hook_url, args.problems)
         latency(receiver.hook_url, max(1, args.problems // 5), args.rate)
         assert receiver.repeats == 0
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

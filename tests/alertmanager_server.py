@@ -1,9 +1,11 @@
 """The real Prometheus Alertmanager (Debian `prometheus-alertmanager`) for the tests.
 
 `AlertmanagerServer(workdir, webhook_url=...).start()` writes a minimal configuration (every
-alert its own group, notifications with send_resolved to `webhook_url`, or to nobody), starts
-`/usr/bin/prometheus-alertmanager` on 127.0.0.1 on a free port with its storage in `workdir`
-and clustering disabled, and waits for `/-/ready`. `stop()` ends the process it started.
+alert its own group, notifications with send_resolved to `webhook_url`, or to nobody),
+starts `/usr/bin/prometheus-alertmanager` on 127.0.0.1 on a free port with its storage in
+`workdir`, and waits for `/-/ready`. Clustering is disabled unless `cluster_port` is given
+(with `peers`, the other instances' cluster addresses: an HA cluster as Alertmanager's
+docs/high_availability.md runs it). `stop()` ends the process it started.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ receivers:
 
 
 class AlertmanagerServer:
-    def __init__(self, workdir: str, resolve_timeout: str = "5m", webhook_url: str = "") -> None:
+    def __init__(self, workdir: str, resolve_timeout: str = "5m", webhook_url: str = "",
+                 cluster_port: int | None = None, peers: tuple[str, ...] = ()) -> None:
         self.workdir = os.path.abspath(workdir)
+        self.cluster_port = cluster_port
+        self.peers = peers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.resolve_timeout = resolve_timeout
@@ -56,9 +61,11 @@ class AlertmanagerServer:
             f.write(_CONFIG.format(resolve_timeout=self.resolve_timeout, receiver="hook" if self.webhook_url else "nobody",
                                    webhook_url=self.webhook_url or "http://127.0.0.1:1/unused"))
         log = open(self.log_path, "ab")
+        cluster = ([f"--cluster.listen-address=127.0.0.1:{self.cluster_port}", *(f"--cluster.peer={p}" for p in self.peers)]
+                   if self.cluster_port else ["--cluster.listen-address="])
         self.proc = subprocess.Popen(
             [ALERTMANAGER, f"--config.file={config}", f"--storage.path={os.path.join(self.workdir, 'data')}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+             f"--web.listen-address=127.0.0.1:{self.port}", *cluster],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         log.close()

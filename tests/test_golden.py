@@ -336,6 +336,8 @@ class ServiceNowTool:
             self.records[sys_id] = json.loads(body)
             return 201, {"result": {"sys_id": sys_id, "number": f"PRB{len(self.records):07d}"}}
         m = re.fullmatch(r"/api/now/table/problem/(\w+)", path)
+        if method == "GET" and m and m.group(1) in self.records:
+            return 200, {"result": {"sys_id": m.group(1), "state": self.records[m.group(1)].get("state", "101")}}
         if method == "PATCH" and m and m.group(1) in self.records:
             fields = json.loads(body)
             self.records[m.group(1)].update(fields)
@@ -353,8 +355,11 @@ class JiraTool:
         if method == "POST" and path == "/rest/api/3/issue":
             self.issues += 1
             return 201, {"id": str(10000 + self.issues), "key": f"OPS-{self.issues}"}
+        if method == "GET" and re.fullmatch(r"/rest/api/3/issue/[A-Z]+-\d+", path):
+            return 200, {"fields": {"status": {"name": "To Do", "statusCategory": {"key": "new"}}}}
         if method == "GET" and path.endswith("/transitions"):
-            return 200, {"transitions": [{"id": "11", "name": "In Progress"}, {"id": "31", "name": "Done"}]}
+            return 200, {"transitions": [{"id": "11", "name": "In Progress", "to": {"statusCategory": {"key": "indeterminate"}}},
+                                         {"id": "31", "name": "Done", "to": {"statusCategory": {"key": "done"}}}]}
         if method == "POST" and (path.endswith("/comment") or path.endswith("/transitions")):
             return (201, {"id": "1"}) if path.endswith("/comment") else (204, None)
         return 404, {"errorMessages": ["not found"]}
@@ -368,6 +373,9 @@ class PagerDutyTool:
 
 class OpsgenieTool:
     def answer(self, method: str, path: str, query: str, body: bytes) -> tuple[int, Any]:
+        if method == "GET" and path.startswith("/v2/alerts/requests/"):
+            return 200, {"data": {"isSuccess": True, "status": "Processed", "action": "Create"}, "took": 0.001,
+                         "requestId": "r2"}
         if method == "GET":
             return 404, {"message": "Alert does not exist", "took": 0.001, "requestId": "r0"}
         return 202, {"result": "Request will be processed", "took": 0.002, "requestId": "r1"}

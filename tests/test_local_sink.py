@@ -8,7 +8,7 @@ import pytest
 
 from agent.config.schema import load_config
 from agent.tickets.sinks import SINK_TYPES
-from agent.tickets.sinks.base import DeliveryError, Ticket
+from agent.tickets.sinks.base import DeliveryError, Ticket, TicketGone
 from agent.tickets.sinks.local import LocalSink, configured_path, get_ticket, list_tickets, tickets_api
 
 
@@ -51,10 +51,17 @@ def test_open_find_update_clear_with_history(tmp_path):
 
 def test_bad_reference_is_a_permanent_failure(tmp_path):
     sink = LocalSink("local", LocalSink.Config(), state_dir=str(tmp_path))
-    for ref in ("42", "not-a-number"):
-        with pytest.raises(DeliveryError) as e:
-            sink.update(ref, tk("update", 2))
-        assert e.value.retryable is False
+    with pytest.raises(DeliveryError) as e:
+        sink.update("not-a-number", tk("update", 2))
+    assert e.value.retryable is False and not isinstance(e.value, TicketGone)
+
+
+def test_a_ticket_missing_from_the_store_is_gone(tmp_path):
+    """A reference the store does not hold (its file was damaged and started afresh): the
+    outbox is told the ticket is gone, so the problem's action opens a new one."""
+    sink = LocalSink("local", LocalSink.Config(), state_dir=str(tmp_path))
+    with pytest.raises(TicketGone):
+        sink.update("42", tk("update", 2))
 
 
 def test_path_from_config_relative_to_state_dir(tmp_path):

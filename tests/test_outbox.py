@@ -414,3 +414,252 @@ def test_replaying_earlier_actions_is_idempotent(tmp_path):
         assert ob.enqueue("itsm", t)
     assert [(r["action"], r["sequence"]) for r in reversed(ob.rows())] == [("open", 1), ("update", 2), ("clear", 3)]
     assert not any(o == "renumbered" for (_, _, o) in ob._actions_total)
+
+
+# ---- the crash window, adoption, reopen (issue 12 items 1-2) --------------------------------------
+
+
+class LaggingTool(FakeTool):
+    """A tool whose search sees a new ticket only `lag` seconds after it was created (Jira's
+    search/jql), on the test's clock; `reopen` is the tool's own workflow."""
+
+    def __init__(self, clock: SimulatedClock, lag: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.lookup_lag = lag
+        self.ha_shared = True
+        self.created_at: dict[str, float] = {}
+        self.can_reopen = True
+
+    def find(self, key: str) -> str | None:
+        self.calls.append(("find", key, 0))
+        for ref, t in self.tickets.items():
+            if t["key"] == key and t["open"] and self.clock.now() - self.created_at[ref] >= self.lookup_lag:
+                return ref
+        return None
+
+    def open(self, ticket: Ticket) -> str:
+        n = len(self.tickets) + 1
+        self.created_at[f"T{n}"] = self.clock.now()
+        return super().open(ticket)
+
+    def reopen(self, ref: str, ticket: Ticket) -> bool:
+        self.calls.append(("reopen", ticket.dedup_key, ticket.sequence))
+        if not self.can_reopen:
+            return False
+        self.tickets[ref]["open"] = True
+        self.tickets[ref]["notes"].append(ticket.sequence)
+        return True
+
+
+def lost_answer() -> DeliveryError:
+    return DeliveryError("lost answer: ConnectionError", retryable=True)  # may have reached the tool
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_lost_create_answer_under_search_lag_makes_one_ticket(tmp_path, restart):
+    """The tool created the ticket but the answer was lost (or the agent was killed before
+    recording it). Its search lags 120 s: the outbox keeps looking for that long instead of
+    creating a twin, then records the ticket it finds."""
+    clock = SimulatedClock(T0)
+    tool = LaggingTool(clock, lag=120.0)
+    ob, _, _ = make(tmp_path, tool, clock)
+    ob.enqueue("itsm", tk("k", "open", 1))
+    tool.fail, tool.fail_after_effect = [lost_answer()], True
+    ob.deliver_due()
+    assert len(tool.tickets) == 1 and ob.ref_of("itsm", "k") is None
+    if restart:
+        ob.close()
+        ob, _, _ = make(tmp_path, tool, clock)
+    for _ in range(40):
+        clock.advance(5)
+        ob.deliver_due()
+    assert len(tool.tickets) == 1, "a second ticket was created while the first was not searchable yet"
+    assert ob.ref_of("itsm", "k") == "T1" and ob.pending_count() == 0
+    (row,) = ob.rows(("delivered",))
+    assert row["outcome"] == "recovered"
+    assert any(r == ("itsm", "open", "deferred") for r in ob._actions_total)
+
+
+def test_a_create_that_certainly_did_not_happen_does_not_wait(tmp_path):
+    """A 429 (or a refused connection) says the tool did nothing: the retry creates at once."""
+    clock = SimulatedClock(T0)
+    tool = LaggingTool(clock, lag=120.0)
+    ob, _, _ = make(tmp_path, tool, clock)
+    ob.enqueue("itsm", tk("k", "open", 1))
+    tool.fail = [DeliveryError("HTTP 429", retryable=True, retry_after=1, maybe_sent=False)]
+    ob.deliver_due()
+    clock.advance(3)
+    ob.deliver_due()
+    assert len(tool.tickets) == 1 and ob.ref_of("itsm", "k") == "T1"
+
+
+def test_an_open_finding_a_ticket_it_did_not_create_sends_its_content_as_an_update(tmp_path):
+    """A new episode whose key finds a ticket the outbox never recorded (another agent's, or
+    one a person reopened): the open's text must reach it, not vanish as 'recovered'."""
+    ob, tool, clock = make(tmp_path)
+    tool.tickets["X9"] = {"key": "k", "open": True, "notes": [0]}
+    ob.enqueue("itsm", tk("k", "open", 1))
+    ob.deliver_due()
+    assert sent(tool) == [("update", "k", 1)] and tool.tickets["X9"]["notes"] == [0, 1]
+    assert ob.ref_of("itsm", "k") == "X9" and ob.rows(("delivered",))[0]["outcome"] == "adopted"
+
+
+def test_the_known_ticket_found_again_after_a_comment_only_clear_is_updated(tmp_path):
+    ob, tool, clock = make(tmp_path)
+    ob.enqueue("itsm", tk("k", "open", 1))
+    ob.enqueue("itsm", tk("k", "clear", 2))  # comment only: the ticket stays open in the tool
+    ob.enqueue("itsm", tk("k", "open", 3))  # a later episode
+    ob.deliver_due()
+    assert sent(tool) == [("open", "k", 1), ("clear", "k", 2), ("update", "k", 3)] and len(tool.tickets) == 1
+
+
+def test_a_return_within_flap_window_reopens_the_ticket_in_the_tool(tmp_path):
+    clock = SimulatedClock(T0)
+    tool = LaggingTool(clock, lag=0.0)
+    ob, _, _ = make(tmp_path, tool, clock)
+    for seq, (action, resolve) in enumerate([("open", False), ("clear", True), ("update", False)], 1):
+        ob.enqueue("itsm", tk("k", action, seq, resolve=resolve))
+    ob.deliver_due()
+    assert sent(tool)[-1] == ("reopen", "k", 3) and tool.tickets["T1"]["open"] and len(tool.tickets) == 1
+    assert ob.rows(("delivered",))[0]["outcome"] == "ticket_reopened"
+    # and cleared again: the reopened ticket is the one resolved
+    ob.enqueue("itsm", tk("k", "clear", 4, resolve=True))
+    ob.deliver_due()
+    assert not tool.tickets["T1"]["open"] and tool.tickets["T1"]["notes"] == [1, 2, 3, 4]
+
+
+def test_a_ticket_the_tool_cannot_reopen_is_replaced_by_a_new_one(tmp_path):
+    """A closed ServiceNow incident cannot be reopened: the return opens a new ticket with the
+    update's content."""
+    clock = SimulatedClock(T0)
+    tool = LaggingTool(clock, lag=0.0)
+    tool.can_reopen = False
+    ob, _, _ = make(tmp_path, tool, clock)
+    for seq, (action, resolve) in enumerate([("open", False), ("clear", True), ("update", False)], 1):
+        ob.enqueue("itsm", tk("k", action, seq, resolve=resolve))
+    ob.deliver_due()
+    assert len(tool.tickets) == 2 and tool.tickets["T2"]["open"] and ob.ref_of("itsm", "k") == "T2"
+    assert sent(tool)[-2:] == [("reopen", "k", 3), ("open", "k", 3)]
+
+
+def test_a_ticket_gone_from_the_tool_is_forgotten_and_opened_anew(tmp_path):
+    from agent.tickets.sinks.base import TicketGone
+
+    ob, tool, clock = make(tmp_path)
+    ob.enqueue("itsm", tk("k", "open", 1))
+    ob.deliver_due()
+    del tool.tickets["T1"]
+    tool.fail = [TicketGone("ticket T1 does not exist")]
+    ob.enqueue("itsm", tk("k", "update", 2))
+    ob.deliver_due()
+    assert sent(tool)[-1] == ("open", "k", 2) and list(tool.tickets) == [ob.ref_of("itsm", "k")]
+    assert ob.pending_count() == 0 and ob.dead_letters() == []
+
+
+def test_a_deferred_action_does_not_hold_the_sink(tmp_path):
+    """A sink that says 'not finished, ask again' (Opsgenie's asynchronous requests) delays
+    only that action; other problems of the same sink go through."""
+    from agent.tickets.sinks.base import Deferred
+
+    ob, tool, clock = make(tmp_path)
+    ob.enqueue("itsm", tk("a", "open", 1))
+    ob.enqueue("itsm", tk("b", "open", 1))
+    tool.fail = [Deferred("request still processing", after=2.0)]
+    r = ob.deliver_due()
+    assert (r.deferred, r.delivered) == (1, 1) and [c[1] for c in sent(tool)] == ["b"]
+    (row,) = ob.rows()
+    assert row["dedup_key"] == "a" and row["attempts"] == 0 and "processing" in row["last_error"]
+    clock.advance(2)
+    ob.deliver_due()
+    assert ob.pending_count() == 0
+
+
+# ---- HA peers ---------------------------------------------------------------------------------------
+
+
+class FakePeers:
+    """The other agent of a pair: what it reports having delivered, or silence."""
+
+    def __init__(self, delay: float = 15.0, window: float = 90.0) -> None:
+        self.delay, self.window = delay, window
+        self.records: dict[str, Any] = {}
+        self.down = False
+        self.asked: list[tuple[str, tuple[str, ...]]] = []
+
+    def deliveries(self, sink: str, keys: Any) -> Any:
+        from agent.tickets.ha import PeerAnswer
+
+        self.asked.append((sink, tuple(keys)))
+        if self.down:
+            return PeerAnswer(0)
+        return PeerAnswer(1, {k: [self.records[k]] for k in keys if k in self.records})
+
+
+def test_ha_a_later_position_waits_and_skips_what_its_peer_sent(tmp_path):
+    from agent.tickets.ha import Delivered, PeerRecord
+
+    clock = SimulatedClock(T0)
+    peers = FakePeers(delay=15.0)
+    ob, tool, _ = make(tmp_path, FakeTool(), clock, peers=peers)
+    ob.enqueue("itsm", tk("k", "open", 1))
+    assert ob.deliver_due().attempted == 0  # position 1 waits 15 s
+    peers.records["k"] = PeerRecord("T7", False, {"open": Delivered(1, T0 + 2, T0 + 3)})
+    clock.advance(15)
+    ob.deliver_due()
+    assert sent(tool) == [] and ob.ref_of("itsm", "k") == "T7"
+    assert ob.rows(("delivered",))[0]["outcome"] == "peer"
+    # the peer goes away: this agent carries on with the same ticket
+    peers.down = True
+    ob.enqueue("itsm", tk("k", "update", 2))
+    clock.advance(15)
+    ob.deliver_due()
+    assert sent(tool) == [("update", "k", 2)] and tool.calls[-1][1] == "k"
+
+
+def test_ha_an_update_the_peer_sent_long_before_is_not_taken_for_this_one(tmp_path):
+    from agent.tickets.ha import Delivered, PeerRecord
+
+    clock = SimulatedClock(T0)
+    peers = FakePeers(delay=0.0, window=90.0)
+    ob, tool, _ = make(tmp_path, FakeTool(), clock, peers=peers)
+    tool.tickets["T1"] = {"key": "k", "open": True, "notes": [1]}
+    peers.records["k"] = PeerRecord("T1", False, {"open": Delivered(1, T0 - 3600, T0 - 3600),
+                                                  "update": Delivered(2, T0 - 600, T0 - 600)})
+    ob.enqueue("itsm", tk("k", "update", 3))
+    ob.deliver_due()
+    assert sent(tool) == [("update", "k", 3)]
+
+
+def test_ha_with_the_peer_silent_an_open_waits_out_the_lookup_lag(tmp_path):
+    """No peer answers: it may have created the ticket just before it died, and the tool's
+    search lags. The open is looked up for the sink's lookup lag (from its enqueue) before
+    a ticket is created."""
+    clock = SimulatedClock(T0)
+    tool = LaggingTool(clock, lag=60.0)
+    tool.tickets["P1"] = {"key": "k", "open": True, "notes": [1]}  # the peer's, made just now
+    tool.created_at["P1"] = T0
+    peers = FakePeers(delay=15.0)
+    peers.down = True
+    ob, _, _ = make(tmp_path, tool, clock, peers=peers)
+    ob.enqueue("itsm", tk("k", "open", 1))
+    for _ in range(20):
+        clock.advance(5)
+        ob.deliver_due()
+    assert len(tool.tickets) == 1 and ob.ref_of("itsm", "k") == "P1"
+    assert sent(tool) == []  # recovered: nothing sent twice
+
+
+def test_delivery_log_is_what_the_peers_read(tmp_path):
+    ob, tool, clock = make(tmp_path)
+    ob.enqueue("itsm", tk("k", "open", 1))
+    ob.enqueue("itsm", tk("k", "update", 2))
+    ob.deliver_due()
+    clock.advance(10)
+    ob.enqueue("itsm", tk("k", "clear", 3, resolve=True))
+    ob.deliver_due()
+    log = ob.delivery_log("itsm", ["k", "other"])
+    assert list(log) == ["k"]
+    rec = log["k"]
+    assert (rec.ref, rec.cleared, sorted(rec.last)) == ("T1", True, ["clear", "open", "update"])
+    assert rec.last["clear"].sequence == 3 and rec.last["clear"].enqueued_at == T0 + 10

@@ -36,15 +36,20 @@ class FakeRule:
 
 
 class RecordingOutbox:
+    rebuilt = False
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any]] = []
         self.accept = True
 
-    def enqueue(self, sink: str, ticket: Any) -> bool:
+    def enqueue(self, sink: str, ticket: Any, context: str = "", *, uncertain: bool = False) -> bool:
         if not self.accept:
             return False
         self.sent.append((sink, ticket))
         return True
+
+    def latest_contexts(self) -> list:
+        return []
 
     def actions(self) -> list[tuple[str, int]]:
         return [(t.action, t.sequence) for _, t in self.sent]
@@ -94,9 +99,10 @@ def test_open_steady_clear_and_restart(tmp_path):
     assert t.dedup_key == dedup_key("FilesystemWillFill", {"alertname": "FilesystemWillFill", "host": "db-7"})
     assert t.sequence == 1
     assert t.labels == {"alertname": "FilesystemWillFill", "host": "db-7", "severity": "warning"}  # common labels
-    assert t.title == "[Forewarn] /var on db-7 fills in ~9 h (7-12 h, 90%)"
+    assert t.title == "[Forewarn] /var on db-7 fills in ~9 h (between 7 and 12 hours, 90% likely)"
     assert "Runbook: https://runbooks.example/disk" in t.body and "http://db-7.example:9469/api/v1/alerts" in t.body
-    assert "Predicted: the threshold is crossed in ~9 h (7-12 h, 90%)" in t.body
+    assert "Predicted: the threshold is crossed in about 9 hours" in t.body
+    assert "between 7 and 12 hours from now" in t.body and "90% likely to happen within the forecast's horizon" in t.body
     assert t.starts_at == T0 and f"since {iso(T0)}" in t.body  # when the condition began, not the evaluation
     # the ETA counting down as time passes is not a change
     assert reasons(pm.process(rule, [alert(eta=8 * H), alert(eta=19 * H, mountpoint="/home")], T0 + H + 60)) == [
@@ -119,17 +125,35 @@ def test_update_on_material_eta_change_rate_limited(tmp_path):
     rule = FakeRule("FilesystemWillFill")
     pm, ob = make(tmp_path, update_min_interval=Duration(H))
     pm.process(rule, [alert(eta=20 * H)], T0)
-    # breach moved from T0+20h to T0+10m+8h: far more than 25% of the 20 h that were left
-    (d,) = pm.process(rule, [alert(eta=8 * H)], T0 + 600)
-    assert d.reason == Reason.REPEAT_INTERVAL and d.action is None and "predicted breach moved" in d.detail
-    (d,) = pm.process(rule, [alert(eta=7 * H)], T0 + H)
+    # breach moved from T0+20h to T0+10m+13h: more than 25% of the 20 h that were left (a
+    # material change), less than half (not one that goes out at once)
+    (d,) = pm.process(rule, [alert(eta=13 * H)], T0 + 600)
+    assert d.reason == Reason.REPEAT_INTERVAL and d.action is None and "predicted breach moved earlier" in d.detail
+    (d,) = pm.process(rule, [alert(eta=12 * H)], T0 + H)
     assert (d.reason, d.action, d.ticket.sequence) == (Reason.CHANGED, "update", 2)
-    assert d.ticket.body.startswith("Update: predicted breach moved from")
-    # small wobble (5% of the time left) is nothing
-    assert reasons(pm.process(rule, [alert(eta=6.7 * H)], T0 + 1.1 * H + H)) == ["nothing to do"]
+    assert d.ticket.body.startswith("Update: the predicted breach moved earlier, from")
+    # small wobble (1% of the time left) is nothing
+    assert reasons(pm.process(rule, [alert(eta=10.8 * H)], T0 + 2.1 * H)) == ["nothing to do"]
     # the breach coming under 6 h after the count-down is an urgency change: update
-    (d,) = pm.process(rule, [alert(eta=5.9 * H)], T0 + 2.1 * H)
+    (d,) = pm.process(rule, [alert(eta=5.9 * H)], T0 + 7.2 * H)
     assert d.reason == Reason.CHANGED and "less than 6 h" in d.ticket.body
+    assert ob.actions() == [("open", 1), ("update", 2), ("update", 3)]
+
+
+def test_a_large_eta_move_or_the_breach_itself_is_sent_at_once(tmp_path):
+    """Within update_min_interval: the predicted breach moving by more than half of the time
+    that was left, or the breach happening, goes out at once (a ticket must not keep saying
+    "in 1 h 38 m" once the disk is full)."""
+    rule = FakeRule("FilesystemWillFill")
+    pm, ob = make(tmp_path, update_min_interval=Duration(H))
+    pm.process(rule, [alert(eta=20 * H)], T0)
+    (d,) = pm.process(rule, [alert(eta=8 * H)], T0 + 600)  # 59% of the 20 h
+    assert (d.reason, d.action) == (Reason.CHANGED, "update") and "moved earlier" in d.ticket.body
+    (d,) = pm.process(rule, [alert(eta=0.0)], T0 + 1200)  # crossed, 10 minutes after the last update
+    assert (d.reason, d.action) == (Reason.CHANGED, "update")
+    assert "the threshold was crossed" in d.ticket.body and "Breached: the threshold is crossed now" in d.ticket.body
+    assert "breach in" not in d.ticket.body.split("Series:")[1]
+    assert reasons(pm.process(rule, [alert(eta=0.0)], T0 + 1300)) == ["nothing to do"]  # said once
     assert ob.actions() == [("open", 1), ("update", 2), ("update", 3)]
 
 
@@ -330,7 +354,7 @@ def test_ticket_content_without_summary_and_for_anomalies():
                     group_labels={"alertname": "LoadAnomaly", "host": "db-7"}, ticket_labels={}, started_at=T0,
                     now=T0 + 600)
     assert t.title == "[Forewarn] LoadAnomaly on host=db-7: anomaly (score 0.97)"
-    assert "value now 7.5" in t.body and "Anomaly: score 0.97; expected 1.2, normal band 0.5 to 2.5." in t.body
+    assert "value now 7.5" in t.body and "Anomaly: score 0.97; expected 1.2, usual range 0.5 to 2.5." in t.body
     assert "Links:" not in t.body and t.details_url == ""  # no external_url configured
     f = alert(eta=40 * 60.0)
     f.annotations = {}
@@ -338,20 +362,18 @@ def test_ticket_content_without_summary_and_for_anomalies():
     t = make_ticket(action="open", dedup_key="k", sequence=1, rule=FakeRule("FilesystemWillFill"), alerts=[f],
                     group_labels={"alertname": "FilesystemWillFill", "host": "db-7"}, ticket_labels={},
                     started_at=T0, now=T0)
-    assert t.title == "[Forewarn] FilesystemWillFill on host=db-7: breach in ~40 min (32-52 min, 90%)"
+    assert t.title == ("[Forewarn] FilesystemWillFill on host=db-7: breach in about 40 minutes "
+                       "(between 32 and 52 minutes, 90% likely)")
     assert "value now 1.2G" in t.body
     c = make_ticket(action="clear", dedup_key="k", sequence=2, rule=FakeRule("FilesystemWillFill"), alerts=[f],
                     group_labels={}, ticket_labels={}, started_at=T0, now=T0 + 9000, resolve=True)
     assert c.body.startswith("Cleared at") and "after 2h30m" in c.body and c.ends_at == T0 + 9000 and c.resolve
 
 
-def test_crash_between_enqueue_and_commit_enqueues_once(tmp_path):
-    """The outbox is written first; the problem store after. A crash in between makes the next
-    evaluation enqueue the same (dedup_key, sequence) again, which the outbox keeps once."""
-    clock = SimulatedClock(T0)
+def _crash_after_enqueue(tmp_path, clock, rule):
+    """A manager whose process dies between the outbox's commit and the problem store's."""
     outbox = Outbox(str(tmp_path / "outbox.db"), {}, clock)
     pm, _ = make(tmp_path, outbox=outbox, clock=clock)
-    rule = FakeRule("FilesystemWillFill")
 
     def crash(*a: Any) -> None:
         raise SystemExit("killed")
@@ -359,11 +381,33 @@ def test_crash_between_enqueue_and_commit_enqueues_once(tmp_path):
     pm.store.save = crash  # type: ignore[method-assign]
     with pytest.raises(SystemExit):
         pm.process(rule, [alert()], T0)
+    return outbox
+
+
+def test_crash_between_enqueue_and_commit_enqueues_once(tmp_path):
+    """The outbox is written first; the problem store after. After a crash in between, the
+    record is restored from the outbox at start: the problem is not opened twice."""
+    clock = SimulatedClock(T0)
+    rule = FakeRule("FilesystemWillFill")
+    outbox = _crash_after_enqueue(tmp_path, clock, rule)
     pm2, _ = make(tmp_path, outbox=outbox, clock=clock)
-    (d,) = pm2.process(rule, [alert()], T0 + 15)
-    assert (d.action, d.ticket.sequence) == ("open", 1)
+    (p,) = pm2.problems()
+    assert (p.state, p.sequence, p.has_ticket, p.owner) == ("open", 1, True, "capacity/FilesystemWillFill")
+    assert reasons(pm2.process(rule, [alert()], T0 + 15)) == ["nothing to do"]
     assert [(r["action"], r["sequence"]) for r in outbox.rows()] == [("open", 1)]
-    assert reasons(pm2.process(rule, [alert()], T0 + 30)) == ["nothing to do"]
+
+
+def test_crash_between_enqueue_and_commit_then_the_alert_is_gone_clears_the_ticket(tmp_path):
+    """The orphan of the adversarial review: the open reached the outbox, the problem store
+    never heard of it, and after the restart the alert is gone (its state was not saved
+    either). The restored record is cleared like any other: no ticket stays open for ever."""
+    clock = SimulatedClock(T0)
+    rule = FakeRule("FilesystemWillFill")
+    outbox = _crash_after_enqueue(tmp_path, clock, rule)
+    pm2, _ = make(tmp_path, outbox=outbox, clock=clock)
+    (d,) = pm2.process(rule, [], T0 + 60)
+    assert (d.reason, d.action, d.ticket.sequence) == (Reason.RESOLVED, "clear", 2)
+    assert [(r["action"], r["sequence"]) for r in outbox.rows()] == [("clear", 2), ("open", 1)]
 
 
 # ---- review findings (issue 4/5 robustness) ------------------------------------------------------

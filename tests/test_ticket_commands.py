@@ -155,8 +155,13 @@ def test_entry_point_subprocess(cfg_path):
 
 
 class _Rec:
-    def enqueue(self, sink, ticket):
+    rebuilt = False
+
+    def enqueue(self, sink, ticket, context="", *, uncertain=False):
         return True
+
+    def latest_contexts(self):
+        return []
 
 
 class _Rule:

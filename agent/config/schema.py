@@ -372,6 +372,34 @@ class MaintenanceWindow:
 
 
 @dataclass
+class HAConfig:
+    """`ticketing.ha`: agents that watch the same series with the same rules, run as a pair (or
+    more) for availability, and still make one ticket per problem."""
+
+    peers: list[str] = doc(
+        "Base URLs of every agent of the pair, this one included, in the same order on each "
+        "(e.g. [http://agent-a:9469, http://agent-b:9469]); empty: not part of a pair.",
+        default_factory=list)
+    position: int = doc("This agent's index in peers: 0 sends at once, later positions wait "
+                        "position x peer_timeout and skip what an earlier peer already sent.", default=0)
+    peer_timeout: Duration = doc("How long each later position waits for the one before "
+                                 "(as Alertmanager's --cluster.peer-timeout).", default=Duration(15))
+
+    def validate(self, err: FieldErrors) -> None:
+        for u in self.peers:
+            if msg := check_url(u):
+                err("peers", msg)
+        if len(set(self.peers)) != len(self.peers):
+            err("peers", "each agent may be listed once")
+        if len(self.peers) == 1:
+            err("peers", "a pair needs at least two agents (this one included)")
+        if self.peers and not 0 <= self.position < len(self.peers):
+            err("position", f"must be between 0 and {len(self.peers) - 1} (an index in peers)")
+        if self.peer_timeout <= 0:
+            err("peer_timeout", "must be greater than zero")
+
+
+@dataclass
 class TicketingConfig:
     default_sink: str = doc("Sink used by rules that name none.", default="local")
     sinks: list[SinkEntry] = doc("Configured sinks.", default_factory=list)
@@ -379,11 +407,18 @@ class TicketingConfig:
     max_new_tickets_per_hour_per_rule: int = doc("Storm guard: new tickets per hour per rule.", default=5)
     flap_window: Duration = doc("A problem that returns within this reopens the same ticket.", default=Duration(3600))
     update_min_interval: Duration = doc("Least time between two updates of one ticket.", default=Duration(3600))
+    immediate_update_fraction: float = doc(
+        "An update is sent at once, whatever update_min_interval, when the breach happens or the "
+        "predicted breach time moves by more than this share of the time that was left.", default=0.5)
     silences: list[SilenceConfig] = doc("Silences from config.", default_factory=list)
     maintenance_windows: list[MaintenanceWindow] = doc("Recurring windows.", default_factory=list)
     outbox_max_pending: int = doc("Most undelivered actions kept in the outbox.", default=100000)
+    ha: HAConfig = doc("HA pair: two agents with the same rules make one ticket per problem.",
+                       default_factory=HAConfig)
 
     def validate(self, err: FieldErrors) -> None:
+        if not 0 < self.immediate_update_fraction:
+            err("immediate_update_fraction", "must be greater than zero")
         names = [s.name for s in self.sinks]
         for n in set(names):
             if names.count(n) > 1:
@@ -451,9 +486,10 @@ class Config:
 
     def external_labels(self) -> dict[str, str]:
         """Labels added to every ticket. `host` defaults to this machine's name, except for a
-        sharded agent: its series come from a fleet, so a problem's identity (and dedup key) must
-        not depend on which agent raised it."""
-        labels = {} if self.shard else {"host": socket.gethostname()}
+        sharded agent or one of an HA pair: its series come from a fleet (or are watched by
+        its peer too), so a problem's identity (and dedup key) must not depend on which agent
+        raised it."""
+        labels = {} if self.shard or self.ticketing.ha.peers else {"host": socket.gethostname()}
         labels.update(self.global_.external_labels)
         return labels
 
@@ -513,6 +549,7 @@ __all__ = [
     "ConfigError",
     "ConfigErrors",
     "GlobalConfig",
+    "HAConfig",
     "QueryConfig",
     "ScrapeConfig",
     "SinkEntry",

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from agent.clock import Clock
 from agent.config.schema import Config
-from agent.tickets.manager import ChartFn, ProblemManager
+from agent.tickets.ha import HttpPeers
+from agent.tickets.manager import ChartFn, ProblemManager, SeriesProbe
 from agent.tickets.outbox import OUTBOX_FILE, Outbox
 from agent.tickets.sinks import SINK_TYPES
 from agent.tickets.sinks.base import Sink
@@ -64,15 +65,17 @@ def build_sink(cfg: Config, name: str, *, session: requests.Session | None = Non
 
 
 def build_ticketing(cfg: Config, clock: Clock, *, session: requests.Session | None = None,
-                    chart: ChartFn | None = None) -> Ticketing:
+                    chart: ChartFn | None = None, probe: SeriesProbe | None = None) -> Ticketing:
     """Sinks (the `local` one always exists), outbox, silences and problems from an
     `agent.config.schema.Config`. Raises ValueError on a bad silence or maintenance window."""
     state_dir = cfg.state_dir
     t = cfg.ticketing
     names = ([] if any(e.name == "local" for e in t.sinks) else ["local"]) + [e.name for e in t.sinks]
     sinks: dict[str, Sink] = {n: build_sink(cfg, n, session=session) for n in names}
-    outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending)
+    # an agent of an HA pair asks its peers what they sent (agent.tickets.ha)
+    peers = HttpPeers(t.ha, clock) if t.ha.peers else None
+    outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending, peers=peers)
     suppressor = Suppressor.from_config(t, state_dir)
     pm = ProblemManager(t, state_dir, clock, cfg.external_labels(), suppressor, outbox,
-                        external_url=cfg.web.external_url, chart=chart)
+                        external_url=cfg.web.external_url, chart=chart, probe=probe)
     return Ticketing(sinks, outbox, suppressor, pm)

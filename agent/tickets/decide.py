@@ -11,11 +11,17 @@ and enqueues the ticket, stores the record the decision says the problem has now
 - still firing -> update (`changed`) when it changed materially since the last action:
   * the severity (highest `severity` label) changed, or more series joined the problem;
   * the predicted breach time (now + soonest ETA) moved by more than 25% of the time that
-    was left at the last report (at least 5 minutes), or a breach is newly predicted;
-  * the ETA entered a more urgent bucket: under 24 h, under 6 h, under 1 h.
+    was left at the last report (at least 5 minutes), earlier or later (the note says which),
+    or a breach is newly predicted, or no longer predicted (a forecast that recovered while
+    the alert is held by `keep_firing_for`);
+  * the ETA entered a more urgent bucket: under 24 h, under 6 h, under 1 h;
+  * the breach happened (the ETA is 0: the series crossed the threshold).
   The ETA counting down as time passes is therefore not a change. A material change within
   `update_min_interval` of the last action waits (`repeat interval`) and is sent once the
-  interval has passed if it still holds; otherwise `nothing to do`.
+  interval has passed if it still holds; otherwise `nothing to do`. Two changes do not wait:
+  the breach happening, and the predicted breach moving by more than
+  `immediate_update_fraction` (default half) of the time that was left: a ticket must not
+  keep saying "in 1 h 38 m" once the disk is full.
 - no alert of the problem firing or pending -> clear (`resolved`), commenting or resolving
   per the rule's `on_clear`. A problem whose alerts went back to pending (as after an agent
   restart, while `for` runs again) is not cleared.
@@ -71,6 +77,15 @@ class DecisionPolicy:
 
     update_min_interval: float
     flap_window: float
+    immediate_fraction: float = 0.5  # a breach time moving more than this share of the time left: at once
+
+
+@dataclass(frozen=True)
+class Change:
+    """One material change since the last report, in words; `urgent` ones go out at once."""
+
+    text: str
+    urgent: bool = False
 
 
 @dataclass
@@ -126,25 +141,37 @@ def reopen_damped(p: Problem, policy: DecisionPolicy, now: float) -> bool:
     return p.reopened_at is not None and now - p.reopened_at < policy.update_min_interval
 
 
-def material_changes(p: Problem, firing: Sequence[AlertLike], now: float) -> list[str]:
-    """What changed since the last report, in words (empty: nothing that matters)."""
+def material_changes(p: Problem, firing: Sequence[AlertLike], now: float,
+                     immediate_fraction: float = 0.5) -> list[Change]:
+    """What changed since the last report (empty: nothing that matters)."""
     out = []
     sev = severity_of(firing)
     if sev != p.reported_severity:
-        out.append(f"severity {p.reported_severity or '-'} -> {sev}")
+        out.append(Change(f"severity {p.reported_severity or '-'} -> {sev}"))
     if len(firing) > p.reported_series:
-        out.append(f"{len(firing) - p.reported_series} more series affected ({len(firing)} in all)")
+        out.append(Change(f"{len(firing) - p.reported_series} more series affected ({len(firing)} in all)"))
     eta = finite_eta(soonest_forecast(firing))
-    if eta is not None:
+    if eta is not None and eta <= 0:
+        # reported as breached when the breach time was the report's own time
+        if p.reported_breach_at is None or p.reported_breach_at > p.last_action_at:
+            out.append(Change(f"the threshold was crossed (breach at {human_time(now)})", urgent=True))
+    elif eta is not None:
         breach_at = now + eta
         if p.reported_breach_at is None:
-            out.append(f"breach now predicted around {human_time(breach_at)}")
+            out.append(Change(f"breach now predicted around {human_time(breach_at)}"))
         else:
             left = max(p.reported_breach_at - p.last_action_at, CHANGE_MIN_SECONDS)
-            if abs(breach_at - p.reported_breach_at) > max(CHANGE_FRACTION * left, CHANGE_MIN_SECONDS):
-                out.append(f"predicted breach moved from {human_time(p.reported_breach_at)} to {human_time(breach_at)}")
+            moved = breach_at - p.reported_breach_at
+            if abs(moved) > max(CHANGE_FRACTION * left, CHANGE_MIN_SECONDS):
+                way, why = ("earlier", "the trend toward the threshold steepened") if moved < 0 else \
+                    ("later", "the trend toward the threshold eased")
+                out.append(Change(f"the predicted breach moved {way}, from {human_time(p.reported_breach_at)} to "
+                                  f"{human_time(breach_at)} ({why})", urgent=abs(moved) > immediate_fraction * left))
             elif urgency_bucket(eta) < p.reported_bucket:
-                out.append(f"breach now less than {int(URGENCY_BOUNDS[urgency_bucket(eta)] // 3600)} h away")
+                out.append(Change(f"breach now less than {int(URGENCY_BOUNDS[urgency_bucket(eta)] // 3600)} h away"))
+    elif p.reported_breach_at is not None and any(a.forecast is not None for a in firing):
+        out.append(Change("the forecast no longer predicts a breach within its horizon (the alert still fires: "
+                          "keep_firing_for holds it)"))
     return out
 
 
@@ -153,12 +180,13 @@ def _still_firing(p: Problem, g: AlertGroup, policy: DecisionPolicy, now: float)
         if reopen_damped(p, policy, now):
             return Decision(Reason.REPEAT_INTERVAL, detail=REOPEN_NOTE_WAITS)
         return _reopen(p, g, now)
-    what = material_changes(p, g.firing, now)
+    what = material_changes(p, g.firing, now, policy.immediate_fraction)
     if not what:
         return Decision(Reason.NOTHING)
-    if now - p.last_action_at < policy.update_min_interval:
-        return Decision(Reason.REPEAT_INTERVAL, detail="; ".join(what))
-    return _act(p, g, "update", Reason.CHANGED, now, note="Update: " + "; ".join(what) + ".")
+    words = "; ".join(c.text for c in what)
+    if now - p.last_action_at < policy.update_min_interval and not any(c.urgent for c in what):
+        return Decision(Reason.REPEAT_INTERVAL, detail=words)
+    return _act(p, g, "update", Reason.CHANGED, now, note="Update: " + words + ".")
 
 
 def _firing_anew(previous: Problem | None, current: Current, policy: DecisionPolicy, now: float) -> Decision:

@@ -10,7 +10,13 @@ Decisions are enqueued in the outbox first and recorded in SQLite (`problems.db`
 crash in between re-enqueues the same (dedup_key, sequence), which the outbox keeps once; a
 different decision after such a crash is renumbered by the outbox (never dropped), and the
 number the outbox gave is what is recorded. A restart therefore neither reopens nor
-re-clears.
+re-clears. Each action carries the record it leads to (its outbox `context`): at start, a
+record the crash kept out of `problems.db` is restored from the outbox (`repair`), so a
+ticket whose alert went away during the restart is still cleared. A problem store that could
+not be written (a full disk) keeps its records in memory and writes them at the next
+evaluation. A damaged `problems.db` is rebuilt from the outbox the same way; a damaged
+`outbox.db` is rebuilt from the problem store (each open problem's ticket looked up, or
+opened; each recent clear sent again).
 
 Like the rest of tickets, this module never imports rules, models, PromQL, sources or web:
 what it needs of them are the Protocols of `agent.tickets.problems`.
@@ -25,10 +31,17 @@ from dataclasses import dataclass, replace
 from agent.clock import Clock
 from agent.config.schema import TicketingConfig
 from agent.metrics import GaugeMetricFamily, Metric
-from agent.tickets.content import make_ticket
+from agent.tickets.content import ClearContext, ClearReason, make_ticket
 from agent.tickets.decide import Current, Decision, DecisionPolicy, decide, storm_window
-from agent.tickets.outbox import OutboxLike
-from agent.tickets.problem_store import PROBLEMS_FILE, RECORD_RETENTION, ProblemStore
+from agent.tickets.outbox import OutboxLike, as_open
+from agent.tickets.problem_store import (
+    PROBLEMS_FILE,
+    RECORD_RETENTION,
+    LastTicket,
+    ProblemStore,
+    problem_from_json,
+    problem_json,
+)
 from agent.tickets.problems import (
     ACTIVE_STATES,
     AlertGroup,
@@ -51,6 +64,9 @@ GC_EVERY_SECONDS = 3600.0
 
 # chart(rule, firing alerts, now) -> PNG bytes or None, drawn for opens (tools that take attachments)
 ChartFn = Callable[[RuleLike, list[AlertLike], float], bytes | None]
+# probe(rule, alerts, now) -> the value each alert's series has now in the rule's expression
+# (None: the expression no longer returns it), for the clear note
+SeriesProbe = Callable[[RuleLike, Sequence[AlertLike], float], list[float | None]]
 
 
 @dataclass
@@ -94,6 +110,7 @@ class ProblemManager:
         external_url: str = "",
         path: str | None = None,
         chart: ChartFn | None = None,
+        probe: SeriesProbe | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -102,14 +119,54 @@ class ProblemManager:
         self.outbox = outbox
         self.external_url = external_url
         self.chart = chart
-        self.policy = DecisionPolicy(float(config.update_min_interval), float(config.flap_window))
+        self.probe = probe
+        self.policy = DecisionPolicy(float(config.update_min_interval), float(config.flap_window),
+                                     float(config.immediate_update_fraction))
         self.store = ProblemStore(path or f"{state_dir.rstrip('/')}/{PROBLEMS_FILE}")
+        self.repair()
         self.storm = StormGuard(StormCaps(config.max_new_tickets_per_hour_per_rule, config.max_new_tickets_per_hour),
                                 self.store, outbox, self.labels.external)
         self._last_gc = 0.0
+        self._sent: dict[str, LastTicket] = {}  # the tickets one `process` enqueued, by key
 
     def close(self) -> None:
         self.store.close()
+
+    # ---- repairs at start ----------------------------------------------------------------------
+
+    def repair(self) -> None:
+        """Bring the problem store and the outbox back in step after a crash between their
+        commits or a damaged file (see the module docstring)."""
+        restored = []
+        for c in self.outbox.latest_contexts():
+            p = self.store.get(c.dedup_key)
+            if p is None or p.sequence < c.sequence:
+                try:
+                    restored.append(replace(problem_from_json(c.context), sequence=c.sequence))
+                except (ValueError, KeyError, TypeError) as e:
+                    log.error("problem %s: the outbox's record of it is unreadable: %s", c.dedup_key, e)
+        if restored:
+            self.store.save(restored, {})
+            log.warning("problem store %s: %d records restored from the outbox (the agent stopped between the"
+                        " two commits, or the store was rebuilt)", self.store.path, len(restored))
+        if self.outbox.rebuilt:
+            self._rebuild_outbox()
+
+    def _rebuild_outbox(self) -> None:
+        """A new, empty outbox: each open problem's ticket is looked up in its tool (opened if
+        it is not there), and each clear of the last `RECORD_RETENTION` is sent again."""
+        opens = clears = 0
+        for p in self.store.all():
+            last = self.store.last_ticket(p.dedup_key)
+            if last is None or not p.has_ticket:
+                continue
+            if p.state == ProblemState.OPEN and not p.ticket_cleared:
+                ticket = replace(as_open(last.ticket), sequence=p.sequence)
+                opens += self.outbox.enqueue(last.sink, ticket, problem_json(p), uncertain=True)
+            elif p.state == ProblemState.CLEARED and p.ticket_cleared and last.ticket.action == "clear":
+                clears += self.outbox.enqueue(last.sink, replace(last.ticket, sequence=p.sequence), problem_json(p))
+        log.warning("outbox rebuilt from the problem store: %d open tickets to look up, %d clears sent again",
+                    opens, clears)
 
     # ---- the main entry point --------------------------------------------------------------
 
@@ -121,6 +178,7 @@ class ProblemManager:
         groups = self.labels.group_alerts(rule, alerts)
         decisions: list[ProblemDecision] = []
         changed: list[Problem] = []
+        self._sent = {}
         for key, g in groups.items():
             if not g.firing:
                 continue  # pending only: nothing new; an open problem stays open
@@ -138,7 +196,7 @@ class ProblemManager:
             if p.state in ACTIVE_STATES and not g.active:
                 current = Current(g, name, owner, sink)
                 decisions.append(self._carry_out(rule, p, current, decide(p, current, self.policy, now), now, changed))
-        self.store.save(changed, self.storm.unsaved_counts())
+        self.store.save(changed, self.storm.unsaved_counts(), self._sent)
         self.storm.saved()
         self.tick(now)
         for d in decisions:
@@ -151,6 +209,7 @@ class ProblemManager:
     def tick(self, now: float | None = None) -> None:
         """Housekeeping between evaluations: storm summaries due, old records forgotten."""
         now = self.clock.now() if now is None else now
+        self.store.flush()  # what a failed write (a full disk) left in memory only
         self.storm.flush(now)
         if now - self._last_gc > GC_EVERY_SECONDS:
             self.store.gc(now, max(RECORD_RETENTION, float(self.config.flap_window)))
@@ -188,10 +247,11 @@ class ProblemManager:
             return ProblemDecision(key, name, d.reason, sink, detail=d.detail)
         assert d.after is not None  # an action always comes with the record it leads to
         ticket = self._ticket(rule, d.action, d.after, current.group, d.note, now)
-        if not self.outbox.enqueue(sink, ticket):
+        if not self.outbox.enqueue(sink, ticket, problem_json(d.after)):
             return ProblemDecision(key, name, Reason.OUTBOX_FULL, sink, detail=f"{d.action} refused, retried next time")
         # the outbox's number (renumbered when this process was behind)
         changed.append(replace(d.after, sequence=ticket.sequence))
+        self._sent[key] = LastTicket(sink, ticket)
         if d.reason == Reason.FIRST:
             self.storm.opened(name, storm_window(now))
         return ProblemDecision(key, name, d.reason, sink, action=d.action, ticket=ticket, detail=d.note)
@@ -203,6 +263,7 @@ class ProblemManager:
             group_labels=p.group_labels, ticket_labels=self.labels.common(rule, alerts) or p.group_labels,
             started_at=p.started_at, now=now, note=note, external_url=self.external_url,
             resolve=action == "clear" and ticket_policy(rule).on_clear == "resolve",
+            cleared=self._clear_context(rule, p, alerts, now) if action == "clear" else None,
         )
         if action == "open" and self.chart is not None and alerts:
             try:
@@ -210,6 +271,30 @@ class ProblemManager:
             except Exception:
                 log.warning("chart for %s %s could not be drawn", p.rule, p.dedup_key, exc_info=True)
         return ticket
+
+    def _clear_context(self, rule: RuleLike, p: Problem, alerts: Sequence[AlertLike], now: float) -> ClearContext:
+        """Why the problem cleared, the value now, and what covers it now (for the clear note)."""
+        covered = suppression_of(self.suppressor, [self.labels.of(rule, a) for a in alerts] or [p.group_labels], now)
+        suppressed = f"covered by {covered.detail}" if covered is not None else ""
+        if isinstance(rule, GoneRule):
+            return ClearContext(ClearReason.RULE_REMOVED, suppressed=suppressed)
+        detector = any(a.forecast is not None or a.anomaly is not None for a in alerts)
+        values: list[float | None] = []
+        if self.probe is not None and alerts:
+            try:
+                values = self.probe(rule, alerts, now)
+            except Exception:  # the note loses a detail; the clear itself must go out
+                log.warning("problem %s %s: the value now could not be read", p.rule, p.dedup_key, exc_info=True)
+        present = [v for v in values if v is not None]
+        if values and not present and detector:
+            return ClearContext(ClearReason.SERIES_GONE, suppressed=suppressed)
+        if any(a.forecast is not None for a in alerts):
+            reason = ClearReason.FORECAST_RECOVERED
+        elif any(a.anomaly is not None for a in alerts):
+            reason = ClearReason.ANOMALY_RECOVERED
+        else:
+            reason = ClearReason.CONDITION_GONE
+        return ClearContext(reason, present[0] if len(present) == 1 and len(alerts) == 1 else None, suppressed)
 
     # ---- reading ---------------------------------------------------------------------------
 

@@ -17,16 +17,36 @@ Delivery semantics (issue 4 item 4, issue 5 item 3):
   so a reload does not hit a rate-limited sink early. Permanent failures, and retryable ones
   older than `give_up_after`, go to the dead-letter table with a log line and a metric.
 - Idempotency: a local (sink, dedup_key) -> ticket ref map. Before an `open` with no known ref,
-  `sink.find(key)` is asked first: a ticket found there was opened by an attempt whose result
-  we never recorded (SIGKILL between send and commit), so it is recorded and nothing is sent.
+  `sink.find(key)` is asked first. What it finds is used, never a second ticket:
+  * with an *in-flight mark* on the action (below), the ticket is taken as the one an earlier
+    attempt created whose result was never recorded: it is recorded and nothing is sent;
+  * without one, the ticket was made by someone else (an HA peer, an earlier episode whose
+    clear only commented, a person): the open's content goes to it as an update, so a new
+    episode's text is never lost;
+  * the last episode's ticket, still open in the tool (cleared with a comment), gets the
+    open as an update too.
   An update or clear with no ref runs `find` too; an update that finds nothing becomes an
   open; a clear that finds nothing creates nothing.
-- An open for a key whose last ticket was cleared starts a new episode: if `find` still
-  returns that same ticket (cleared with a comment, left open), the open is added to it as an
-  update; if it returns nothing, a new ticket is opened.
+- The crash window: right before each call that may create a ticket, the action's in-flight
+  mark (`create_at`) is committed; it is cleared once the outcome is recorded (kept when the
+  call failed in a way that may have reached the tool: a timeout, a lost answer, a 5xx).
+  After a restart (or a retry) of a marked action, a `find` that returns nothing is trusted
+  only once the sink's `lookup_lag` has passed since the mark (Jira's search lags; RT,
+  ServiceNow and the local store are read-after-write consistent): until then the action is
+  deferred and looked up again, so a crash between "the tool created it" and "the outbox
+  recorded it" never makes a second ticket.
+- Reopen: an update of a key whose ticket was cleared (the problem returned within
+  `flap_window`) reopens it in the tool's workflow (`Reopener`); when the tool cannot (a
+  closed ServiceNow incident), a new ticket is opened with the update's content.
+- HA pairs (`agent.tickets.ha`): for sinks shared by the pair, each action waits `position x
+  peer_timeout` after enqueue, then the peers are asked what they delivered; an action a peer
+  already sent is recorded with the peer's ticket (outcome `peer`) and not sent again.
+- Deferred actions (`Deferred`: a create that may still be invisible to `find`, an Opsgenie
+  request still processing) are tried again later without holding the sink.
 - `forewarn_ticket_actions_total{sink,action,outcome}` outcomes (`Outcome`): delivered (sent),
   recovered (found already done through `find`, nothing sent), skipped (a clear with no
-  ticket), retry, dead, refused, coalesced, evicted, renumbered. What the exchange with the
+  ticket), peer (already sent by an HA peer), deferred, retry, dead, refused, coalesced,
+  evicted, renumbered. What the exchange with the
   tool did (`Exchanged`: opened, updated, cleared, ...) is kept in the action's row.
 - Bounded by `max_pending`. When full, a new update replaces a pending update of the same
   problem (coalesced into the newest); a new open or clear evicts the oldest pending update;
@@ -34,7 +54,13 @@ Delivery semantics (issue 4 item 4, issue 5 item 3):
 
 Updates and clears are delivered at least once: a SIGKILL between a sink's answer and the
 commit re-sends them (they carry dedup_key and sequence, so receivers can tell). Opens are
-exactly once, through `find`.
+exactly once, through `find` and the in-flight mark.
+
+Each row also keeps the problem record the action leads to (`context`, written by the problem
+manager in the same commit as the action), so a crash between the outbox's commit and the
+problem store's is repaired at the next start (`latest_contexts`). A damaged `outbox.db` is
+moved aside at start (`agent.persistence.open_or_move_aside`); `rebuilt` then tells the
+problem manager to re-enqueue what its store knows.
 
 Durability: WAL with `synchronous=FULL`. With NORMAL, a power cut can lose the last commits;
 the problem store (a separate file) may already have recorded the action as enqueued, so the
@@ -56,15 +82,25 @@ import os
 import random
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from agent.clock import Clock
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from agent.persistence import Transaction, connect, migrate
-from agent.tickets.sinks.base import Action, DeliveryError, Sink, Ticket
+from agent.persistence import Transaction, connect, migrate, open_or_move_aside
+from agent.tickets.ha import Delivered, PeerAnswer, PeerLog, PeerRecord, covering
+from agent.tickets.sinks.base import (
+    Action,
+    Deferred,
+    DeliveryError,
+    LookupTraits,
+    Reopener,
+    Sink,
+    Ticket,
+    TicketGone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +108,7 @@ OUTBOX_FILE = "outbox.db"
 LATENCY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
 DEAD_LETTERS_KEPT = 10000
 PRUNE_EVERY_SECONDS = 600.0
+LOOKUP_RETRY_SECONDS = 5.0  # how often a marked create is looked up again while its lookup lag runs
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS actions (
@@ -114,6 +151,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed_at REAL NOT NULL
 );
 """
+MIGRATIONS = (
+    _SCHEMA,
+    # 2: the in-flight mark of creates, and the problem record each action leads to
+    """
+ALTER TABLE actions ADD COLUMN create_at REAL;
+ALTER TABLE actions ADD COLUMN context TEXT NOT NULL DEFAULT '';
+""",
+)
 
 
 class Outcome(enum.StrEnum):
@@ -122,6 +167,8 @@ class Outcome(enum.StrEnum):
     DELIVERED = "delivered"  # sent to the tool
     RECOVERED = "recovered"  # found already done through `find`: nothing sent
     SKIPPED = "skipped"  # a clear with no ticket to clear
+    PEER = "peer"  # already sent by an HA peer: nothing sent
+    DEFERRED = "deferred"  # tried again later, not a failure (lookup lag, asynchronous request)
     RETRY = "retry"
     DEAD = "dead"
     REFUSED = "refused"  # not enqueued: the outbox was full or its database failed
@@ -137,7 +184,10 @@ class Exchanged(enum.StrEnum):
     UPDATED = "updated"
     UPDATED_EXISTING = "updated_existing"  # an open while the key's ticket is known and open
     REOPENED = "reopened"  # an open added to the last episode's ticket, still open in the tool
+    TICKET_REOPENED = "ticket_reopened"  # an update after a clear: the ticket is open again
+    ADOPTED = "adopted"  # an open sent as an update to a ticket found that nobody recorded here
     RECOVERED = "recovered"  # opened by an attempt whose result was never recorded
+    PEER = "peer"  # an HA peer already sent it
     CLEARED = "cleared"
     RESOLVED = "resolved"
     NO_TICKET = "no_ticket"  # a clear with no ticket in the tool
@@ -147,6 +197,8 @@ class Exchanged(enum.StrEnum):
     def outcome(self) -> Outcome:
         if self is Exchanged.RECOVERED:
             return Outcome.RECOVERED
+        if self is Exchanged.PEER:
+            return Outcome.PEER
         if self in (Exchanged.NO_TICKET, Exchanged.ALREADY_CLEARED):
             return Outcome.SKIPPED
         return Outcome.DELIVERED
@@ -160,12 +212,15 @@ class DeliveryRound:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    deferred: int = 0
 
     def count(self, outcome: Outcome) -> None:
         if outcome is Outcome.DEAD:
             self.dead += 1
         elif outcome is Outcome.RETRY:
             self.retried += 1
+        elif outcome is Outcome.DEFERRED:
+            self.deferred += 1
         else:
             self.delivered += 1
 
@@ -197,25 +252,89 @@ class Dropped:
     outcome: Outcome  # COALESCED or EVICTED
 
 
-def exchange(sink: Sink, action: Action, ticket: Ticket, known: KnownRef | None) -> Exchange:
+@dataclass
+class CreateGuard:
+    """What `exchange` needs to create safely: whether an earlier create of this action may
+    exist (`uncertain_since`: since when; None: certainly not), the sink's lookup lag, and
+    `mark`, which commits the in-flight mark right before a create is sent."""
+
+    now: float
+    lookup_lag: float
+    uncertain_since: float | None
+    mark: Callable[[], None]
+    marked: bool = False
+
+    @property
+    def uncertain(self) -> bool:
+        return self.uncertain_since is not None
+
+    def before_create(self) -> None:
+        """Raise Deferred while a ticket an earlier attempt may have created can still be
+        invisible to `find`; otherwise commit the in-flight mark."""
+        if self.uncertain_since is not None:
+            age = self.now - self.uncertain_since
+            if age < self.lookup_lag:
+                raise Deferred(f"a ticket created {age:.0f}s ago may not be searchable yet (lookup lag "
+                               f"{self.lookup_lag:.0f}s): looking again", min(LOOKUP_RETRY_SECONDS, self.lookup_lag - age))
+        self.mark()
+        self.marked = True
+
+
+def as_open(ticket: Ticket) -> Ticket:
+    """The same content as an open (an update or reopen that has no ticket to go to)."""
+    return Ticket.from_json({**ticket.to_json(), "action": "open"})
+
+
+def reopen_in(sink: Sink, ref: str, ticket: Ticket) -> bool:
+    """Put a cleared ticket back to open with the update, where the sink can (else update it)."""
+    if isinstance(sink, Reopener):
+        return sink.reopen(ref, ticket)
+    sink.update(ref, ticket)
+    return True
+
+
+def lookup_lag(sink: Sink) -> float:
+    return float(sink.lookup_lag) if isinstance(sink, LookupTraits) else 0.0
+
+
+def ha_shared(sink: Sink) -> bool:
+    return bool(sink.ha_shared) if isinstance(sink, LookupTraits) else True
+
+
+def _open_or_adopt(sink: Sink, ticket: Ticket, known: KnownRef | None, guard: CreateGuard) -> Exchange:
+    found = sink.find(ticket.dedup_key)
+    if found is None:
+        guard.before_create()
+        return Exchange(Exchanged.OPENED, sink.open(ticket), False)
+    if known is not None and found == known.ref:
+        sink.update(found, ticket)  # last episode's ticket is still open: reuse it
+        return Exchange(Exchanged.REOPENED, found, False)
+    if guard.uncertain:  # created by an attempt whose result was never recorded (or by a silent peer)
+        return Exchange(Exchanged.RECOVERED, found, False)
+    sink.update(found, ticket)  # somebody else's ticket for this key: it gets the open's text
+    return Exchange(Exchanged.ADOPTED, found, False)
+
+
+def exchange(sink: Sink, action: Action, ticket: Ticket, known: KnownRef | None, guard: CreateGuard) -> Exchange:
     """Talk to the sink for one action, given the ticket the outbox knows for its key."""
     key = ticket.dedup_key
     if action == "open":
         if known is not None and not known.cleared:
             sink.update(known.ref, ticket)  # the problem store lost track; don't open a twin
             return Exchange(Exchanged.UPDATED_EXISTING, known.ref, False)
-        found = sink.find(key)
-        if found is None:
-            return Exchange(Exchanged.OPENED, sink.open(ticket), False)
-        if known is not None and found == known.ref:
-            sink.update(found, ticket)  # last episode's ticket is still open: reuse it
-            return Exchange(Exchanged.REOPENED, found, False)
-        return Exchange(Exchanged.RECOVERED, found, False)  # opened by an attempt whose result was never recorded
+        return _open_or_adopt(sink, ticket, known, guard)
     if action == "update":
+        if known is not None and known.cleared:  # the problem returned after its clear
+            if reopen_in(sink, known.ref, ticket):
+                return Exchange(Exchanged.TICKET_REOPENED, known.ref, False)
+            log.info("ticket %s of %s cannot be reopened in its tool: opening a new one", known.ref, key)
+            return _open_or_adopt(sink, as_open(ticket), None, guard)
         ref = known.ref if known is not None else sink.find(key)
         if ref is None:
-            opening = Ticket.from_json({**ticket.to_json(), "action": "open"})
-            return Exchange(Exchanged.OPENED, sink.open(opening), False)
+            guard.before_create()
+            return Exchange(Exchanged.OPENED, sink.open(as_open(ticket)), False)
+        if known is None and guard.uncertain:  # this update, sent as an open, created it already
+            return Exchange(Exchanged.RECOVERED, ref, False)
         sink.update(ref, ticket)
         return Exchange(Exchanged.UPDATED, ref, False)
     if action == "clear":
@@ -232,9 +351,30 @@ def exchange(sink: Sink, action: Action, ticket: Ticket, known: KnownRef | None)
 class OutboxLike(Protocol):
     """Where ticket actions go: `Outbox` (durable) or `MemoryOutbox` (replays)."""
 
-    def enqueue(self, sink_name: str, ticket: Ticket) -> bool:
-        """True when the action is kept (`ticket.sequence` then is its number there)."""
+    @property
+    def rebuilt(self) -> bool:
+        """True when the outbox started empty because its file was damaged."""
         ...
+
+    def enqueue(self, sink_name: str, ticket: Ticket, context: str = "", *, uncertain: bool = False) -> bool:
+        """True when the action is kept (`ticket.sequence` then is its number there).
+        `context`: what the caller records once the action is kept (kept with it, so a crash
+        between the two commits can be repaired from `latest_contexts`). `uncertain`: the
+        ticket may exist already (rebuilding after damage)."""
+        ...
+
+    def latest_contexts(self) -> list[Context]:
+        """The context of the latest action of every key that has one."""
+        ...
+
+
+@dataclass(frozen=True)
+class Context:
+    """The context the caller gave with the latest action of one key, and its sequence."""
+
+    dedup_key: str
+    sequence: int
+    context: str
 
 
 class Enqueued(NamedTuple):
@@ -248,10 +388,14 @@ class MemoryOutbox:
     have been sent, in order."""
 
     enqueued: list[Enqueued] = field(default_factory=list)
+    rebuilt: bool = False
 
-    def enqueue(self, sink_name: str, ticket: Ticket) -> bool:
+    def enqueue(self, sink_name: str, ticket: Ticket, context: str = "", *, uncertain: bool = False) -> bool:
         self.enqueued.append(Enqueued(sink_name, ticket))
         return True
+
+    def latest_contexts(self) -> list[Context]:
+        return []  # a replay starts with nothing to repair
 
 
 class Outbox:
@@ -275,8 +419,10 @@ class Outbox:
         give_up_after: float = 7 * 86400.0,
         keep_done: float = 7 * 86400.0,
         rng: random.Random | None = None,
+        peers: PeerLog | None = None,
     ) -> None:
         self.path = path
+        self.peers = peers
         self.sinks = dict(sinks)
         self.clock = clock
         self.max_pending = max_pending
@@ -288,8 +434,12 @@ class Outbox:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._deliver_lock = threading.Lock()
-        self._conn = connect(path)
-        migrate(self._conn, [_SCHEMA], path)
+
+        def setup(conn: sqlite3.Connection) -> sqlite3.Connection:
+            migrate(conn, MIGRATIONS, path)
+            return conn
+
+        self._conn, self.rebuilt = open_or_move_aside(path, setup, "outbox")
         self._in_flight: set[int] = set()
         # sink -> no attempt before this time (Retry-After, backoff after a failure). After a
         # restart or reload: the latest next_attempt_at among the sink's failed pending rows
@@ -322,11 +472,16 @@ class Outbox:
 
     # ---- enqueue ---------------------------------------------------------------------------
 
-    def enqueue(self, sink_name: str, ticket: Ticket) -> bool:
+    def enqueue(self, sink_name: str, ticket: Ticket, context: str = "", *, uncertain: bool = False) -> bool:
         """Persist one action. True when it is in the outbox (or already was); False when the
         outbox is full and nothing could give way, or the database failed (logged and counted,
-        never silent: the problem manager tries again at its next evaluation)."""
+        never silent: the problem manager tries again at its next evaluation). `context` is
+        kept with the action (see `latest_contexts`). `uncertain`: the ticket may exist
+        already (a rebuilt outbox): a ticket `find` returns is taken as it is."""
         now = self.clock.now()
+        sink = self.sinks.get(sink_name)
+        # an agent of an HA pair lets the earlier positions send first
+        due = now + (self.peers.delay if self.peers is not None and sink is not None and ha_shared(sink) else 0.0)
         payload = json.dumps(ticket.to_json(), sort_keys=True)
         dropped: Dropped | None = None
         renumbered_from: int | None = None
@@ -361,9 +516,10 @@ class Outbox:
                                       self.max_pending, ticket.action, ticket.dedup_key, ticket.sequence, sink_name)
                             return False
                     c.execute(
-                        "INSERT INTO actions (sink, dedup_key, sequence, action, ticket, enqueued_at, next_attempt_at)"
-                        " VALUES (?,?,?,?,?,?,?)",
-                        (sink_name, ticket.dedup_key, ticket.sequence, ticket.action, payload, now, now),
+                        "INSERT INTO actions (sink, dedup_key, sequence, action, ticket, enqueued_at, next_attempt_at,"
+                        " context, create_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (sink_name, ticket.dedup_key, ticket.sequence, ticket.action, payload, now, due, context,
+                         0.0 if uncertain else None),
                     )
                 # committed: now the in-memory counts may follow
                 self._pending[sink_name] = self._pending.get(sink_name, 0) + 1
@@ -425,11 +581,12 @@ class Outbox:
                 if not rows:
                     break
                 try:
+                    answers = self._ask_peers(rows)
                     for row in rows:
                         if self._sink_hold_until.get(row["sink"], 0.0) > now:
                             continue  # an earlier action of this round found the sink failing
                         result.attempted += 1
-                        result.count(self._deliver_one(row))
+                        result.count(self._deliver_one(row, answers.get(row["sink"])))
                 finally:
                     with self._lock:
                         self._in_flight.difference_update(r["id"] for r in rows)
@@ -452,8 +609,21 @@ class Outbox:
             self._in_flight.update(r["id"] for r in rows)
         return rows
 
-    def _deliver_one(self, row: sqlite3.Row) -> Outcome:
-        """Deliver one action: DELIVERED (also when recovered or skipped), RETRY or DEAD."""
+    def _ask_peers(self, rows: Sequence[sqlite3.Row]) -> dict[str, PeerAnswer]:
+        """What the HA peers delivered for the keys of `rows`, per sink they share (one
+        request per peer and sink; nothing when this agent has no peers)."""
+        if self.peers is None:
+            return {}
+        keys: dict[str, list[str]] = {}
+        for r in rows:
+            sink = self.sinks.get(r["sink"])
+            if sink is not None and ha_shared(sink):
+                keys.setdefault(r["sink"], []).append(r["dedup_key"])
+        return {s: self.peers.deliveries(s, sorted(set(k))) for s, k in keys.items()}
+
+    def _deliver_one(self, row: sqlite3.Row, peers: PeerAnswer | None = None) -> Outcome:
+        """Deliver one action: DELIVERED (also when recovered, skipped or sent by a peer),
+        DEFERRED, RETRY or DEAD."""
         sink_name, key, action = row["sink"], row["dedup_key"], row["action"]
         sink = self.sinks.get(sink_name)
         if sink is None:
@@ -464,13 +634,37 @@ class Outbox:
             r = self._conn.execute("SELECT ref, cleared FROM refs WHERE sink=? AND dedup_key=?",
                                    (sink_name, key)).fetchone()
         known = KnownRef(r["ref"], bool(r["cleared"])) if r else None
+        uncertain_since = row["create_at"]
+        if peers is not None and self.peers is not None:
+            by_peer = covering(action, row["enqueued_at"], peers.records.get(key, []), self.peers.window)
+            if by_peer is not None:
+                return self._by_peer(row, by_peer)
+            if peers.answered == 0 and uncertain_since is None:
+                # no peer answered: one of them may have created it, as from our enqueue
+                uncertain_since = row["enqueued_at"]
+        guard = CreateGuard(self.clock.now(), lookup_lag(sink), uncertain_since,
+                            lambda: self._set_create_mark(row["id"], self.clock.now()))
         try:
-            ex = exchange(sink, action, ticket, known)
+            ex = exchange(sink, action, ticket, known, guard)
+        except Deferred as d:
+            return self._deferred(row, d)
+        except TicketGone as e:
+            return self._gone(row, e)
         except DeliveryError as e:
+            if guard.marked and not e.maybe_sent:  # this attempt's create certainly did not happen
+                self._set_create_mark(row["id"], row["create_at"])
             return self._failed(row, e)
         except Exception as e:  # a sink bug: keep the action, retry with backoff, say so loudly
             log.exception("sink %s raised %s on %s of %s", sink_name, type(e).__name__, action, key)
             return self._failed(row, DeliveryError(f"{type(e).__name__} in sink", retryable=True))
+        self._done(row, ex)
+        log.info("ticket %s %s (seq %d) -> sink %s: %s%s", action, key, row["sequence"], sink_name, ex.did.value,
+                 f" ref {ex.ref}" if ex.ref else "")
+        return Outcome.DELIVERED
+
+    def _done(self, row: sqlite3.Row, ex: Exchange) -> None:
+        """Record a delivered action (and the ticket it leads to) in one commit."""
+        sink_name, key, action = row["sink"], row["dedup_key"], row["action"]
         now = self.clock.now()
         with self._lock, Transaction(self._conn) as c:
             if ex.ref is not None:
@@ -480,15 +674,52 @@ class Outbox:
                     " updated_at=excluded.updated_at",
                     (sink_name, key, ex.ref, int(ex.cleared), now),
                 )
-            c.execute("UPDATE actions SET state='delivered', done_at=?, outcome=?, attempts=attempts+1 WHERE id=?",
-                      (now, ex.did.value, row["id"]))
+            elif ex.cleared:
+                c.execute("UPDATE refs SET cleared=1, updated_at=? WHERE sink=? AND dedup_key=?", (now, sink_name, key))
+            c.execute("UPDATE actions SET state='delivered', done_at=?, outcome=?, attempts=attempts+1, create_at=NULL"
+                      " WHERE id=?", (now, ex.did.value, row["id"]))
         with self._lock:
             self._pending[sink_name] -= 1
         self._count(sink_name, action, ex.did.outcome)
         self._observe_latency(sink_name, now - row["enqueued_at"])
-        log.info("ticket %s %s (seq %d) -> sink %s: %s%s", action, key, row["sequence"], sink_name, ex.did.value,
-                 f" ref {ex.ref}" if ex.ref else "")
+
+    def _by_peer(self, row: sqlite3.Row, rec: PeerRecord) -> Outcome:
+        """An HA peer already sent this action: record its ticket, send nothing."""
+        cleared = rec.cleared if rec.ref is not None else row["action"] == "clear"
+        self._done(row, Exchange(Exchanged.PEER, rec.ref, cleared))
+        log.info("ticket %s %s (seq %d) -> sink %s: already sent by an HA peer%s", row["action"], row["dedup_key"],
+                 row["sequence"], row["sink"], f" (ref {rec.ref})" if rec.ref else "")
         return Outcome.DELIVERED
+
+    def _set_create_mark(self, action_id: int, at: float | None) -> None:
+        """Commit the in-flight mark of a create about to be sent (or put back an earlier one)."""
+        with self._lock, Transaction(self._conn) as c:
+            c.execute("UPDATE actions SET create_at=? WHERE id=?", (at, action_id))
+
+    def _deferred(self, row: sqlite3.Row, d: Deferred) -> Outcome:
+        now = self.clock.now()
+        with self._lock, Transaction(self._conn) as c:
+            c.execute("UPDATE actions SET next_attempt_at=?, last_error=? WHERE id=?",
+                      (now + max(0.1, d.after), d.reason[:500], row["id"]))
+        self._count(row["sink"], row["action"], Outcome.DEFERRED)
+        log.info("ticket %s %s (seq %d) -> sink %s: again in %.1fs: %s", row["action"], row["dedup_key"],
+                 row["sequence"], row["sink"], d.after, d.reason)
+        return Outcome.DEFERRED
+
+    def _gone(self, row: sqlite3.Row, e: TicketGone) -> Outcome:
+        """The recorded ticket is gone from the tool: forget it; the action opens a new one."""
+        with self._lock, Transaction(self._conn) as c:
+            c.execute("DELETE FROM refs WHERE sink=? AND dedup_key=?", (row["sink"], row["dedup_key"]))
+        log.warning("ticket %s %s -> sink %s: %s; the next attempt opens a new one", row["action"],
+                    row["dedup_key"], row["sink"], e.reason)
+        if row["attempts"] >= 3:  # gone again and again: back off like any failure
+            return self._failed(row, e)
+        now = self.clock.now()
+        with self._lock, Transaction(self._conn) as c:
+            c.execute("UPDATE actions SET attempts=attempts+1, next_attempt_at=?, last_error=? WHERE id=?",
+                      (now, e.reason[:500], row["id"]))
+        self._count(row["sink"], row["action"], Outcome.RETRY)
+        return Outcome.RETRY
 
     def _failed(self, row: sqlite3.Row, err: DeliveryError) -> Outcome:
         now = self.clock.now()
@@ -560,6 +791,20 @@ class Outbox:
         with self._lock:
             r = self._conn.execute("SELECT ref FROM refs WHERE sink=? AND dedup_key=?", (sink, dedup_key)).fetchone()
         return r["ref"] if r else None
+
+    def latest_contexts(self) -> list[Context]:
+        """The context of the latest action (highest sequence) of every (sink, key) that has
+        one: the problem records the problem manager asked for, to repair its store."""
+        with self._lock:
+            return [Context(r["dedup_key"], r["sequence"], r["context"]) for r in self._conn.execute(
+                "SELECT a.dedup_key, a.sequence, a.context FROM actions a WHERE a.context != ''"
+                " AND a.sequence = (SELECT MAX(b.sequence) FROM actions b WHERE b.sink=a.sink"
+                " AND b.dedup_key=a.dedup_key) ORDER BY a.id")]
+
+    def delivery_log(self, sink: str, keys: Sequence[str]) -> dict[str, PeerRecord]:
+        """What this agent delivered for some keys of one sink (what its HA peers ask)."""
+        with self._lock:
+            return read_delivery_log(self._conn, sink, keys)
 
     # ---- metrics ---------------------------------------------------------------------------
 
@@ -669,6 +914,25 @@ def read_refs(path: str, sink: str, key_prefix: str = "") -> dict[str, str]:
     finally:
         conn.close()
     return {r["dedup_key"]: r["ref"] for r in rows}
+
+
+def read_delivery_log(conn: sqlite3.Connection, sink: str, keys: Sequence[str]) -> dict[str, PeerRecord]:
+    """Per key: the ticket reference, whether it is cleared, and the latest delivered action
+    of each kind (open, update, clear). Keys with neither are left out."""
+    if not keys:
+        return {}
+    marks = ",".join("?" * len(keys))
+    out: dict[str, PeerRecord] = {}
+    for r in conn.execute(f"SELECT dedup_key, ref, cleared FROM refs WHERE sink=? AND dedup_key IN ({marks})",
+                          (sink, *keys)):
+        out[r["dedup_key"]] = PeerRecord(r["ref"], bool(r["cleared"]))
+    for r in conn.execute(
+            f"SELECT dedup_key, action, MAX(enqueued_at) AS e, MAX(sequence) AS s, MAX(done_at) AS d FROM actions"
+            f" WHERE state='delivered' AND sink=? AND dedup_key IN ({marks}) GROUP BY dedup_key, action",
+            (sink, *keys)):
+        rec = out.setdefault(r["dedup_key"], PeerRecord(None, False))
+        rec.last[r["action"]] = Delivered(int(r["s"]), float(r["e"]), float(r["d"] or 0.0))
+    return out
 
 
 def list_actions(conn: sqlite3.Connection, states: tuple[str, ...], limit: int,

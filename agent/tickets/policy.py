@@ -28,6 +28,10 @@ class TicketPolicy:
         "Labels that make one problem (default: alertname and host; '...': every label).", default=None)
     on_clear: Literal["comment", "resolve"] = doc("What happens to the ticket when the problem clears.",
                                                   default="comment")
+    unit: Literal["", "bytes", "seconds", "ratio", "percent", "none"] = doc(
+        "Unit of the rule's values in ticket texts and charts (bytes in KiB/MiB/GiB, seconds as durations, "
+        "ratio as a percentage); empty: from the metric's name when the expression is one series "
+        "(node_filesystem_avail_bytes: bytes).", default="")
 
     def validate(self, err: Any) -> None:
         for name in self.group_by or ():

@@ -2,9 +2,21 @@
 `state_dir/problems.db`, with a versioned schema (`PRAGMA user_version`, numbered migrations
 through `agent.persistence.migrate`).
 
-Records are held in memory as well (a dict by dedup key, an index by owning rule); `save`
-writes a batch in one transaction and only then updates memory, so what is in memory is
-what is on disk. `sequence` continues across episodes of a key (reopen, later return), so
+Records are held in memory as well (a dict by dedup key, an index by owning rule). `save`
+takes a batch into memory and writes it in one transaction; when the write fails (a full
+disk, an I/O error) the batch stays *dirty* in memory, decisions carry on from it, and every
+later `save` or `flush` tries again (logged and counted in `write_failures`). Memory must not
+fall back to what is on disk: the outbox already holds the actions of that batch, and a
+problem forgotten after its open was enqueued would never be cleared. If the agent dies
+before the write succeeds, the problem manager repairs the store from the outbox at the next
+start (each action carries the record it leads to).
+
+The last ticket sent for each key is kept too (`last_tickets`, written with the records), so
+an outbox that had to be moved aside can be rebuilt from here. A damaged `problems.db` is
+moved aside at start (`agent.persistence.open_or_move_aside`; `rebuilt` says so) and the
+records are recovered from the outbox.
+
+`sequence` continues across episodes of a key (reopen, later return), so
 (dedup_key, sequence) names one action for good: the last sequence of every key is kept in
 the `sequences` table for `SEQUENCE_RETENTION` (far longer than the problem records, which are
 forgotten after `RECORD_RETENTION`, and than the outbox's rows), and a problem seen anew
@@ -16,13 +28,17 @@ Like the rest of tickets, this module never imports rules, models, PromQL, sourc
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.persistence import Transaction, connect, migrate
+from agent.persistence import Transaction, connect, migrate, open_or_move_aside
 from agent.tickets.problems import ACTIVE_STATES, PROBLEM_COLUMNS, Problem, ProblemState
+from agent.tickets.sinks.base import Ticket
+
+log = logging.getLogger(__name__)
 
 PROBLEMS_FILE = "problems.db"
 RECORD_RETENTION = 7 * 86400.0  # cleared problems are remembered this long (at least flap_window)
@@ -91,6 +107,15 @@ CREATE TABLE IF NOT EXISTS sequences (
 INSERT INTO sequences (dedup_key, sequence, updated_at) SELECT dedup_key, sequence, last_action_at
     FROM problems WHERE true ON CONFLICT (dedup_key) DO UPDATE SET sequence=MAX(sequence, excluded.sequence);
 """,
+    # 6: the last ticket enqueued per key (to rebuild a damaged outbox)
+    """
+CREATE TABLE IF NOT EXISTS last_tickets (
+    dedup_key TEXT PRIMARY KEY,
+    sink TEXT NOT NULL,
+    ticket TEXT NOT NULL,             -- Ticket.to_json() without the chart
+    updated_at REAL NOT NULL
+);
+""",
 )
 
 
@@ -109,9 +134,8 @@ def unversioned_schema_version(conn: sqlite3.Connection) -> int:
     return version
 
 
-def open_problems_db(path: str) -> sqlite3.Connection:
+def setup_problems_db(conn: sqlite3.Connection, path: str) -> sqlite3.Connection:
     """`problems.db` at the current schema version (a file from before versioning is dated first)."""
-    conn = connect(path)
     if int(conn.execute("PRAGMA user_version").fetchone()[0]) == 0:
         conn.execute(f"PRAGMA user_version = {unversioned_schema_version(conn)}")
     migrate(conn, MIGRATIONS, path)
@@ -137,6 +161,25 @@ def problems_started_between(path: str, since: float, until: float, *, exclude_r
     finally:
         conn.close()
     return [problem_from_row(r) for r in rows]
+
+
+def open_problems_db(path: str) -> sqlite3.Connection:
+    """`problems.db` at the current schema version."""
+    return setup_problems_db(connect(path), path)
+
+
+def problem_json(p: Problem) -> str:
+    """A record as JSON (what the outbox keeps with each action, to repair the store)."""
+    values: dict[str, object] = {k: getattr(p, k) for k in PROBLEM_COLUMNS}
+    values["state"] = p.state.value
+    return json.dumps(values, sort_keys=True)
+
+
+def problem_from_json(text: str) -> Problem:
+    d = json.loads(text)
+    known = {k: d[k] for k in PROBLEM_COLUMNS if k in d}
+    known["state"] = ProblemState(known["state"])
+    return Problem(**known)
 
 
 def problem_row(p: Problem) -> tuple[object, ...]:
@@ -182,19 +225,33 @@ class StormSummary:
     cleared: bool
 
 
+@dataclass(frozen=True)
+class LastTicket:
+    """The last ticket enqueued for a key, and the sink it went to."""
+
+    sink: str
+    ticket: Ticket
+
+
 class ProblemStore:
     """Problem records and the storm guard's counts and summaries. Not thread-safe beyond
     `counts_by_state` (read by /metrics): call from the evaluation thread."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._conn = open_problems_db(path)
+        self._conn, self.rebuilt = open_or_move_aside(path, lambda c: setup_problems_db(c, path), "problem store")
         self._problems: dict[str, Problem] = {
             r["dedup_key"]: problem_from_row(r) for r in self._conn.execute("SELECT * FROM problems")
         }
         self._by_owner: dict[str, set[str]] = {}
         for p in self._problems.values():
             self._by_owner.setdefault(p.owner, set()).add(p.dedup_key)
+        # taken into memory, not yet on disk (a failed write is tried again at every save)
+        self._dirty: dict[str, Problem] = {}
+        self._dirty_tickets: dict[str, LastTicket] = {}
+        self._dirty_counts: dict[StormCount, int] = {}
+        self.write_failures = 0
+        self._failing = False
 
     def close(self) -> None:
         self._conn.close()
@@ -229,7 +286,8 @@ class ProblemStore:
         """The last sequence a key used before its record: a problem seen anew (never, or
         forgotten by `gc`) continues from it, so no (dedup_key, sequence) is used twice."""
         r = self._conn.execute("SELECT sequence FROM sequences WHERE dedup_key=?", (key,)).fetchone()
-        return int(r["sequence"]) if r else 0
+        dirty = self._dirty.get(key)
+        return max(int(r["sequence"]) if r else 0, dirty.sequence if dirty is not None else 0)
 
     def counts_by_state(self) -> dict[ProblemState, int]:
         """How many problems are in each active state (all four, zeros included)."""
@@ -239,26 +297,64 @@ class ProblemStore:
                 n[p.state] += 1
         return n
 
-    def save(self, changed: Iterable[Problem], storm_counts: Mapping[StormCount, int]) -> None:
-        """Write changed records (and their keys' sequences) and new-ticket counts in one
-        transaction, then take the records into memory."""
-        saved = {p.dedup_key: p for p in changed}
-        if not saved and not storm_counts:
-            return
-        cols = PROBLEM_COLUMNS
-        with Transaction(self._conn) as c:
-            c.executemany(f"INSERT OR REPLACE INTO problems ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-                          [problem_row(p) for p in saved.values()])
-            c.executemany("INSERT INTO sequences (dedup_key, sequence, updated_at) VALUES (?,?,?)"
-                          " ON CONFLICT (dedup_key) DO UPDATE SET sequence=MAX(sequence, excluded.sequence),"
-                          " updated_at=excluded.updated_at",
-                          [(p.dedup_key, p.sequence, p.last_action_at) for p in saved.values() if p.sequence > 0])
-            for k, n in storm_counts.items():
-                c.execute("INSERT INTO storm_counts (window, rule, n) VALUES (?,?,?)"
-                          " ON CONFLICT (window, rule) DO UPDATE SET n=n+excluded.n", (k.window, k.rule, n))
-        for p in saved.values():
+    def save(self, changed: Iterable[Problem], storm_counts: Mapping[StormCount, int],
+             tickets: Mapping[str, LastTicket] | None = None) -> bool:
+        """Take changed records (and their keys' sequences), new-ticket counts and the tickets
+        just enqueued into memory, then write them (with anything still dirty) in one
+        transaction. False when the write failed: it is tried again at the next save or flush."""
+        for p in changed:
             self._problems[p.dedup_key] = p
             self._by_owner.setdefault(p.owner, set()).add(p.dedup_key)
+            self._dirty[p.dedup_key] = p
+        self._dirty_tickets.update(tickets or {})
+        for k, n in storm_counts.items():
+            self._dirty_counts[k] = self._dirty_counts.get(k, 0) + n
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write what is dirty; True when nothing is left to write."""
+        if not (self._dirty or self._dirty_tickets or self._dirty_counts):
+            return True
+        cols = PROBLEM_COLUMNS
+        saved = list(self._dirty.values())
+        try:
+            with Transaction(self._conn) as c:
+                c.executemany(f"INSERT OR REPLACE INTO problems ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                              [problem_row(p) for p in saved])
+                c.executemany("INSERT INTO sequences (dedup_key, sequence, updated_at) VALUES (?,?,?)"
+                              " ON CONFLICT (dedup_key) DO UPDATE SET sequence=MAX(sequence, excluded.sequence),"
+                              " updated_at=excluded.updated_at",
+                              [(p.dedup_key, p.sequence, p.last_action_at) for p in saved if p.sequence > 0])
+                c.executemany("INSERT OR REPLACE INTO last_tickets (dedup_key, sink, ticket, updated_at) VALUES (?,?,?,?)",
+                              [(k, t.sink, json.dumps({**t.ticket.to_json(), "chart_png_b64": None}, sort_keys=True),
+                                t.ticket.ends_at or t.ticket.starts_at) for k, t in self._dirty_tickets.items()])
+                for k, n in self._dirty_counts.items():
+                    c.execute("INSERT INTO storm_counts (window, rule, n) VALUES (?,?,?)"
+                              " ON CONFLICT (window, rule) DO UPDATE SET n=n+excluded.n", (k.window, k.rule, n))
+        except sqlite3.Error as e:
+            self.write_failures += 1
+            self._failing = True
+            log.error("problem store %s: cannot write %d records (%s); kept in memory and tried again at the next"
+                      " evaluation", self.path, len(saved), e)
+            return False
+        if self._failing:
+            self._failing = False
+            log.info("problem store %s: %d records written after earlier failures", self.path, len(saved))
+        self._dirty.clear()
+        self._dirty_tickets.clear()
+        self._dirty_counts.clear()
+        return True
+
+    def pending_writes(self) -> int:
+        """Records taken into memory and not yet written."""
+        return len(self._dirty)
+
+    def last_ticket(self, key: str) -> LastTicket | None:
+        """The last ticket enqueued for `key` (without its chart), or None."""
+        if key in self._dirty_tickets:
+            return self._dirty_tickets[key]
+        r = self._conn.execute("SELECT sink, ticket FROM last_tickets WHERE dedup_key=?", (key,)).fetchone()
+        return LastTicket(r["sink"], Ticket.from_json(json.loads(r["ticket"]))) if r else None
 
     def gc(self, now: float, keep_cleared: float) -> list[Problem]:
         """Forget problems cleared more than `keep_cleared` seconds ago (and not listed in a
@@ -266,12 +362,17 @@ class ProblemStore:
         SEQUENCE_RETENTION. Returns the problems forgotten."""
         horizon = now - keep_cleared
         old = [p for p in self._problems.values() if p.state == ProblemState.CLEARED and (p.cleared_at or 0) < horizon
-               and (p.storm_window is None or p.storm_window * 3600.0 < horizon)]
-        with Transaction(self._conn) as c:
-            c.executemany("DELETE FROM problems WHERE dedup_key=?", [(p.dedup_key,) for p in old])
-            c.execute("DELETE FROM storm_counts WHERE window<?", (int(now // 3600) - STORM_COUNTS_KEPT_HOURS,))
-            c.execute("DELETE FROM storm_summaries WHERE cleared=1 AND window<?", (int(horizon // 3600),))
-            c.execute("DELETE FROM sequences WHERE updated_at<?", (now - SEQUENCE_RETENTION,))
+               and (p.storm_window is None or p.storm_window * 3600.0 < horizon) and p.dedup_key not in self._dirty]
+        try:
+            with Transaction(self._conn) as c:
+                c.executemany("DELETE FROM problems WHERE dedup_key=?", [(p.dedup_key,) for p in old])
+                c.executemany("DELETE FROM last_tickets WHERE dedup_key=?", [(p.dedup_key,) for p in old])
+                c.execute("DELETE FROM storm_counts WHERE window<?", (int(now // 3600) - STORM_COUNTS_KEPT_HOURS,))
+                c.execute("DELETE FROM storm_summaries WHERE cleared=1 AND window<?", (int(horizon // 3600),))
+                c.execute("DELETE FROM sequences WHERE updated_at<?", (now - SEQUENCE_RETENTION,))
+        except sqlite3.Error as e:
+            log.error("problem store %s: old records not forgotten this time: %s", self.path, e)
+            return []
         for p in old:
             del self._problems[p.dedup_key]
             self._by_owner.get(p.owner, set()).discard(p.dedup_key)
@@ -282,7 +383,7 @@ class ProblemStore:
     def storm_count(self, count: StormCount) -> int:
         r = self._conn.execute("SELECT n FROM storm_counts WHERE window=? AND rule=?",
                                (count.window, count.rule)).fetchone()
-        return int(r["n"]) if r else 0
+        return (int(r["n"]) if r else 0) + self._dirty_counts.get(count, 0)
 
     def storm_summary(self, window: int, sink: str) -> StormSummary | None:
         r = self._conn.execute("SELECT * FROM storm_summaries WHERE window=? AND sink=?", (window, sink)).fetchone()
@@ -291,11 +392,18 @@ class ProblemStore:
         return StormSummary(r["window"], r["sink"], r["dedup_key"], r["sequence"], r["reported"], r["last_action_at"],
                             bool(r["cleared"]))
 
-    def put_storm_summary(self, s: StormSummary) -> None:
-        with Transaction(self._conn) as c:
-            c.execute(
-                "INSERT INTO storm_summaries (window, sink, dedup_key, sequence, reported, last_action_at, cleared)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (window, sink) DO UPDATE SET sequence=excluded.sequence,"
-                " reported=excluded.reported, last_action_at=excluded.last_action_at, cleared=excluded.cleared",
-                (s.window, s.sink, s.dedup_key, s.sequence, s.reported, s.last_action_at, int(s.cleared)),
-            )
+    def put_storm_summary(self, s: StormSummary) -> bool:
+        """Record a summary ticket's state; False when the write failed (the summary's action
+        is then decided again at the next flush, and the outbox keeps it once)."""
+        try:
+            with Transaction(self._conn) as c:
+                c.execute(
+                    "INSERT INTO storm_summaries (window, sink, dedup_key, sequence, reported, last_action_at, cleared)"
+                    " VALUES (?,?,?,?,?,?,?) ON CONFLICT (window, sink) DO UPDATE SET sequence=excluded.sequence,"
+                    " reported=excluded.reported, last_action_at=excluded.last_action_at, cleared=excluded.cleared",
+                    (s.window, s.sink, s.dedup_key, s.sequence, s.reported, s.last_action_at, int(s.cleared)),
+                )
+        except sqlite3.Error as e:
+            log.error("problem store %s: storm summary of hour %d not recorded: %s", self.path, s.window, e)
+            return False
+        return True

@@ -25,7 +25,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from agent.tickets.policy import TicketPolicy
 
@@ -99,6 +99,14 @@ class RuleLike(Protocol):
     def group(self) -> str: ...
     @property
     def ticket(self) -> TicketPolicy | None: ...
+
+
+@runtime_checkable
+class ExprRuleLike(Protocol):
+    """A rule with a PromQL expression (the unit of its values may be read from it)."""
+
+    @property
+    def query_text(self) -> str: ...
 
 
 def ticket_policy(rule: RuleLike) -> TicketPolicy:

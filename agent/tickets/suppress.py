@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from apscheduler.triggers.cron import CronTrigger
 
 from agent.clock import parse_time
-from agent.persistence import atomic_write
+from agent.persistence import FILE_MODE, atomic_write, make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,9 @@ class SilenceStore:
     # ---- writing ---------------------------------------------------------------------------
 
     def _modify(self, change: Callable[[list[Silence]], T]) -> T:
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        with open(self._lock_path, "a") as lockf:
+        make_dirs(os.path.dirname(self.path) or ".")
+        # the lock file holds nothing, but like every state file it is not left to the umask
+        with os.fdopen(os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE), "a") as lockf:
             fcntl.flock(lockf, fcntl.LOCK_EX)
             silences = self._read()
             result = change(silences)

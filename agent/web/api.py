@@ -24,7 +24,7 @@ from agent.store import Labels, Store
 from agent.tickets.builder import Ticketing
 from agent.tickets.sinks.local import configured_path, tickets_api
 from agent.tickets.suppress import silences_from_config
-from agent.web import metadata_api, query_api, rules_api, status_api, ui
+from agent.web import ha_api, metadata_api, query_api, rules_api, status_api, ui
 from agent.web.metadata_api import MetricMetadata
 from agent.web.server import Endpoint, Reply, Request, Route
 from agent.web.silences_api import SilencesAPI
@@ -130,6 +130,7 @@ def api_routes(pipeline: PipelineView, agent: AgentView | None = None) -> dict[s
         routes[f"{prefix}/silence/{{id}}"] = Endpoint(lambda req: _silence(silences, req), frozenset({"GET", "DELETE"}),
                                                       admin=frozenset({"DELETE"}))
     routes.update(ui.routes())
+    routes.update(ha_api.routes(lambda: pipeline.cfg.state_dir))
     return routes
 
 

@@ -8,12 +8,21 @@ Documented behaviour kept:
 - `GET /rest/api/3/search` is gone: 410. `GET /rest/api/3/search/jql` pages with
   `maxResults` and an opaque `nextPageToken` (a token it did not issue is a 400), and
   answers `isLast`.
-- The search index is eventually consistent: with `index_lag` on, a search matches
-  against the index as it was at the last `refresh_index()`, while the returned fields are
-  current (so a just-closed issue can still come back from `statusCategory != Done`).
-- Transitions are listed per issue (what the current status allows); a POST with an id
-  that is not available is a 400; `fields.resolution` is a 400 unless the transition screen
-  has it (`resolution_on_screen`). Success is 204 with no body.
+- The search index is eventually consistent ("a few seconds to minutes", developer.atlassian
+  .com/cloud/jira/platform/search-and-reconcile): with `search_lag_seconds` (on the fake's
+  `clock`), a search matches against the index as it was that long ago, so a new issue is
+  not found and a just-closed one still is; with `index_lag` on, against the index as it
+  was at the last `refresh_index()`. The returned fields are current either way.
+- Workflows (`workflow`): "software" (To Do -> Start Progress / Done, Done -> Reopen) or
+  "service", a JSM service desk's (Waiting for support -> "Resolve this issue" -> Resolved,
+  Resolved -> "Back to in progress"): names differ, status categories (new, indeterminate,
+  done) do not. Transitions are listed per issue with their target status and its category
+  (what the current status allows); a POST with an id that is not available is a 400;
+  `fields.resolution` is a 400 unless the transition screen has it
+  (`resolution_on_screen`). Success is 204 with no body.
+- JSM's `/rest/servicedeskapi/request/{key}/transition` lists *customer* transitions
+  (docs.atlassian.com, CustomerTransitionService): on a service desk a customer may cancel
+  a request, never resolve it; agents transition requests through the platform API.
 - Attachments need `X-Atlassian-Token: no-check` (403 "XSRF check failed" otherwise).
 """
 
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from typing import Any
 
 from tests.sinks.fakehttp import Answer, FakeServer, Recorded, answer, basic_credentials, multipart_files
@@ -28,6 +38,25 @@ from tests.sinks.fakehttp import Answer, FakeServer, Recorded, answer, basic_cre
 DONE = {"name": "Done", "statusCategory": {"key": "done", "name": "Done"}}
 OPEN = {"name": "To Do", "statusCategory": {"key": "new", "name": "To Do"}}
 IN_PROGRESS = {"name": "In Progress", "statusCategory": {"key": "indeterminate", "name": "In Progress"}}
+WAITING = {"name": "Waiting for support", "statusCategory": {"key": "new", "name": "To Do"}}
+RESOLVED = {"name": "Resolved", "statusCategory": {"key": "done", "name": "Done"}}
+CANCELED = {"name": "Canceled", "statusCategory": {"key": "done", "name": "Done"}}
+# status name -> [(transition id, transition name, target status)]
+WORKFLOWS: dict[str, dict[str, list[tuple[str, str, dict[str, Any]]]]] = {
+    "software": {
+        "To Do": [("21", "Start Progress", IN_PROGRESS), ("31", "Done", DONE)],
+        "In Progress": [("31", "Done", DONE)],
+        "Done": [("41", "Reopen", OPEN)],
+    },
+    "service": {
+        "Waiting for support": [("11", "Start progress", IN_PROGRESS), ("61", "Resolve this issue", RESOLVED)],
+        "In Progress": [("61", "Resolve this issue", RESOLVED)],
+        "Resolved": [("71", "Back to in progress", IN_PROGRESS)],
+        "Canceled": [],
+    },
+}
+CUSTOMER_TRANSITIONS = {"Waiting for support": [("81", "Cancel request", CANCELED)],
+                        "To Do": [("81", "Cancel request", CANCELED)]}
 
 
 def _errors(status: int, messages: list[str] | None = None, errors: dict[str, str] | None = None) -> Answer:
@@ -80,11 +109,13 @@ class FakeJira(FakeServer):
         self.issues: dict[str, dict[str, Any]] = {}
         self.comments: dict[str, list[dict[str, Any]]] = {}
         self.attachments: dict[str, list[tuple[str, str, bytes]]] = {}
-        # workflow: transition id and name per status
-        self.transition_ids = {"Start Progress": "21", "Done": "31", "Reopen": "41"}
+        self.workflow = "software"
         self.resolution_on_screen = True
         self.index_lag = False
+        self.search_lag_seconds = 0.0
+        self.clock: Any = time.time
         self._index: dict[str, dict[str, Any]] = {}  # key -> {labels, category} as last indexed
+        self._history: dict[str, list[tuple[float, dict[str, Any]]]] = {}  # key -> (when, indexed fields)
         self._tokens: dict[str, int] = {}
         self._seq = 0
 
@@ -104,27 +135,46 @@ class FakeJira(FakeServer):
             }
 
     def _changed(self) -> None:
+        now = self.clock()
+        for k, i in self.issues.items():
+            entry = {"labels": list(i["fields"]["labels"]), "category": i["fields"]["status"]["statusCategory"]["key"]}
+            hist = self._history.setdefault(k, [])
+            if not hist or hist[-1][1] != entry:
+                hist.append((now, entry))
         if not self.index_lag:
             self.refresh_index()
+
+    def _indexed(self) -> dict[str, dict[str, Any]]:
+        """What the search sees: the manual index, or the history as of search_lag_seconds ago."""
+        if self.index_lag:
+            return self._index
+        horizon = self.clock() - self.search_lag_seconds
+        out = {}
+        for k, hist in self._history.items():
+            seen = [e for t, e in hist if t <= horizon]
+            if seen:
+                out[k] = seen[-1]
+        return out
 
     def _new_issue(self, project: str, fields: dict[str, Any]) -> dict[str, Any]:
         self._seq += 1
         key = f"{project}-{self._seq}"
-        issue = {"id": str(10000 + self._seq), "key": key, "fields": {**fields, "status": dict(OPEN), "resolution": None}}
+        first = WAITING if self.workflow == "service" else OPEN
+        issue = {"id": str(10000 + self._seq), "key": key, "fields": {**fields, "status": dict(first), "resolution": None}}
         self.issues[key] = issue
         self.comments[key] = []
         self.attachments[key] = []
         self._changed()
         return issue
 
-    def _available(self, issue: dict[str, Any]) -> list[dict[str, Any]]:
-        names = ["Reopen"] if issue["fields"]["status"]["name"] == "Done" else ["Start Progress", "Done"]
-        to = {"Start Progress": IN_PROGRESS, "Done": DONE, "Reopen": OPEN}
-        return [{"id": self.transition_ids[n], "name": n, "to": to[n], "hasScreen": False} for n in names]
+    def _available(self, issue: dict[str, Any], customer: bool = False) -> list[dict[str, Any]]:
+        table = CUSTOMER_TRANSITIONS if customer else WORKFLOWS[self.workflow]
+        return [{"id": tid, "name": name, "to": dict(to), "hasScreen": False, "isAvailable": True}
+                for tid, name, to in table.get(issue["fields"]["status"]["name"], [])]
 
-    def _apply_transition(self, key: str, tid: str) -> Answer | None:
+    def _apply_transition(self, key: str, tid: str, customer: bool = False) -> Answer | None:
         issue = self.issues[key]
-        for t in self._available(issue):
+        for t in self._available(issue, customer):
             if t["id"] == tid:
                 issue["fields"]["status"] = dict(t["to"])
                 self._changed()
@@ -161,7 +211,7 @@ class FakeJira(FakeServer):
         if not m:
             return _errors(400, [f"Error in the JQL Query: cannot parse {jql!r}"])
         label, not_done = re.sub(r"\\(.)", r"\1", m.group(1)), bool(m.group(2))
-        hits = [k for k, ix in self._index.items()
+        hits = [k for k, ix in self._indexed().items()
                 if label in ix["labels"] and not (not_done and ix["category"] == "done")]
         hits.sort(key=lambda k: int(k.split("-")[1]))
         max_results = min(int(req.query.get("maxResults", "50")), 5000)
@@ -263,14 +313,14 @@ class FakeJira(FakeServer):
     def request_transitions(self, req: Recorded, key: str) -> Answer:
         if key not in self.issues:
             return _errors(404, ["Request does not exist."])
-        values = [{"id": t["id"], "name": t["name"]} for t in self._available(self.issues[key])]
+        values = [{"id": t["id"], "name": t["name"]} for t in self._available(self.issues[key], customer=True)]
         return answer(200, {"size": len(values), "start": 0, "limit": 50, "isLastPage": True, "values": values})
 
     def do_request_transition(self, req: Recorded, key: str) -> Answer:
         if key not in self.issues:
             return _errors(404, ["Request does not exist."])
         body = req.json or {}
-        err = self._apply_transition(key, str(body.get("id", "")))
+        err = self._apply_transition(key, str(body.get("id", "")), customer=True)
         if err:
             return err
         text = (body.get("additionalComment") or {}).get("body")

@@ -1,11 +1,16 @@
 """A fake Opsgenie Alert API (docs.opsgenie.com, Alert API and Rate Limiting).
 
 - `Authorization: GenieKey <key>`; 401 `{"message": "Could not authenticate", ...}` otherwise.
-- Writes are asynchronous: create, note and close answer 202
+- Writes are asynchronous (docs.opsgenie.com/docs/alert-api, "Create alert ... requests are
+  processed asynchronously"): create, note and close answer 202
   `{"result": "Request will be processed", "took", "requestId"}` and are processed later.
   With `auto_process` (default) the queue is processed before the next request is served,
   as if some time had passed; without it, only `process()` does it. The outcome is then
-  readable at `GET /v2/alerts/requests/{requestId}` (404 while still pending).
+  readable at `GET /v2/alerts/requests/{requestId}` (404 "might not be processed, yet"
+  while still pending): `data{isSuccess, action, status, alertId, alias, processedAt}`,
+  e.g. `isSuccess: false, status: "Alert does not exist"` for a note or close of an alias
+  with no alert. `fail_next(status)` makes the next processed request fail with that status
+  (a write the API accepted and then could not carry out).
 - One open alert per alias: a create with the alias of an open alert bumps its `count`.
 - `GET /v2/alerts/{identifier}` reads by id unless `identifierType=alias` (a quirk that
   turns a missing parameter into "Alert does not exist"); by alias it returns the latest
@@ -17,6 +22,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -39,6 +45,11 @@ class FakeOpsgenie(FakeServer):
         self.alerts: list[dict[str, Any]] = []
         self.pending: list[tuple[str, str, str | None, dict[str, Any]]] = []  # (request id, action, alias, body)
         self.outcomes: dict[str, dict[str, Any]] = {}
+        self._failures: list[str] = []
+
+    def fail_next(self, status: str) -> None:
+        with self.lock:
+            self._failures.append(status)
 
     def authorized(self, req: Recorded) -> bool:
         return req.headers.get("authorization") == f"GenieKey {self.api_key}"
@@ -64,7 +75,9 @@ class FakeOpsgenie(FakeServer):
             self.pending.clear()
 
     def _apply(self, action: str, alias: str | None, body: dict[str, Any]) -> dict[str, Any]:
-        out = {"action": action, "alias": alias, "isSuccess": True, "success": True}
+        out = {"action": action, "alias": alias, "isSuccess": True, "success": True, "processedAt": time.time()}
+        if self._failures:
+            return {**out, "isSuccess": False, "success": False, "status": self._failures.pop(0)}
         alert = self.latest(alias) if alias else None
         if action == "Create":
             if alert is not None and alert["status"] == "open":

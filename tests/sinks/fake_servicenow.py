@@ -1,15 +1,40 @@
 """A fake ServiceNow instance: Table API (problem, incident) and Attachment API.
 
-Follows the documented requests and answers: `{"result": ...}` envelopes, encoded queries
-(`a=b^c=d`, `^^` escapes a caret), `sysparm_fields` projection, `sysparm_limit`, string
+Follows the documented requests and answers (ServiceNowDocs api-reference/rest-apis/
+c_TableAPI.md): `{"result": ...}` envelopes, encoded queries (`a=b^c=d`, `^^` escapes a caret;
+`=`, `!=`, `IN`, `NOT IN`, `ORDERBY`), `sysparm_fields` projection, `sysparm_limit`, string
 field values, 201 on create, `{"error": {...}, "status": "failure"}` on errors, Basic or
-Bearer auth. Quirks kept from the notes:
-- `forbid_state_changes` (default True, as since Rome): the Table API silently ignores
-  state fields in a PATCH and answers 200 with the record as it is.
+Bearer auth. What the notes on the vendors' documented behaviour ask of it:
+
+- **An invalid query part is ignored**: a condition on a field the table does not have
+  matches everything (c_TableAPI.md, unless glide.invalid_query.returns_no_rows).
+- **Reference fields** (`assignment_group`, `cmdb_ci`, `assigned_to`, `caller_id`,
+  `opened_by`) hold sys_ids. With `sysparm_input_display_value=true` a display value (a
+  name) is turned into the sys_id of the record that has it (nothing when none does);
+  without it the value is stored "without manipulation": a name becomes a reference to
+  nothing (`reference_ok()` tells).
+- **State models** (the Ansible collection's problem and incident modules; SND
+  map-problem-state.md, reopening-incident.md): incident 1 New, 2 In Progress, 3 On Hold,
+  6 Resolved, 7 Closed, 8 Canceled; Resolved may go back to In Progress, Closed and
+  Canceled cannot be reopened. Problem 101 New ... 106 Resolved, 107 Closed (`state` and
+  `problem_state` carry the same code). `active` is false only for Closed and Canceled
+  records: a Resolved incident is still active.
+- **Data policies**: a problem beyond New needs `assigned_to`; Resolved/Closed need a
+  `resolution_code` with its fields (fix_applied: cause_notes and fix_notes; risk_accepted:
+  cause_notes and close_notes; canceled: close_notes; duplicate: duplicate_of); a Resolved or
+  Closed incident needs `close_code` and `close_notes`. A PATCH that breaks one is refused
+  as a whole, notes included: with 403 and the policy's message (`data_policy_status`, as
+  before 2022), or silently with 200 and the record unchanged (`None`, as since).
+- **Since Rome the Table API does not perform problem state transitions**
+  (`forbid_state_changes`, default True): a PATCH of a problem's state is answered 200 with
+  the record as it was (state unchanged; the rest of the PATCH applied). The Ansible
+  collection's scripted endpoint `PATCH /api/x_rhtpp_ansible/problem/{number}/new_state/
+  {state}` does perform them (with the data policies) when the Store app is installed
+  (`ansible_app`).
 - OAuth: `POST /oauth_token.do` (form: grant_type password or client_credentials) issues
   Bearer tokens; `expire_tokens()` makes every issued token invalid (401), as expiry does.
 - `rate_limit(reset_epoch)`: the next call answers 429 with `X-RateLimit-Limit/Reset/Rule`
-  (no Retry-After), as the inbound REST rate limiter does.
+  (no Retry-After), as the inbound REST rate limiter does (SND inbound-REST-API-rate-limiting.md).
 """
 
 from __future__ import annotations
@@ -21,10 +46,21 @@ from typing import Any
 
 from tests.sinks.fakehttp import Answer, FakeServer, Recorded, answer, basic_credentials
 
-STATE_FIELDS = {"problem": "problem_state", "incident": "state"}
-CLOSED_STATES = {"problem": {"106", "107"}, "incident": {"6", "7"}}
-INITIAL_STATE = {"problem": "101", "incident": "1"}
 NUMBER_PREFIX = {"problem": "PRB", "incident": "INC"}
+INITIAL_STATE = {"problem": "101", "incident": "1"}
+INACTIVE_STATES = {"problem": {"107"}, "incident": {"7", "8"}}
+REOPENABLE = {"problem": {"106", "107"}, "incident": {"6"}}  # Re-analyze; Reopen
+REFERENCES = {"assignment_group": "sys_user_group", "cmdb_ci": "cmdb_ci", "assigned_to": "sys_user",
+              "caller_id": "sys_user", "opened_by": "sys_user"}
+TABLE_FIELDS = {
+    "common": {"sys_id", "number", "state", "active", "short_description", "description", "correlation_id",
+               "correlation_display", "impact", "urgency", "priority", "category", "sys_created_on", "work_notes",
+               "close_notes", "cmdb_ci", "assignment_group", "assigned_to", "caller_id", "opened_by"},
+    "problem": {"problem_state", "resolution_code", "cause_notes", "fix_notes", "duplicate_of"},
+    "incident": {"close_code"},
+}
+RESOLUTION_NEEDS = {"fix_applied": ("cause_notes", "fix_notes"), "risk_accepted": ("cause_notes", "close_notes"),
+                    "canceled": ("close_notes",), "duplicate": ("duplicate_of",)}
 
 
 def _error(status: int, message: str, detail: str = "") -> Answer:
@@ -57,6 +93,7 @@ class FakeServiceNow(FakeServer):
         ("GET", r"/api/now/table/(\w+)/(\w+)", "get_record"),
         ("POST", r"/api/now/attachment/file", "attach"),
         ("POST", r"/oauth_token\.do", "oauth_token"),
+        ("PATCH", r"/api/x_rhtpp_ansible/problem/(\w+)/new_state/(\w+)", "ansible_new_state"),
     ]
 
     def __init__(self, user: str = "forewarn", password: str = "pw", token: str | None = None,
@@ -67,7 +104,15 @@ class FakeServiceNow(FakeServer):
         self.tokens: set[str] = set()  # access tokens currently valid
         self.token_lifetime_seconds = 1799
         self.forbid_state_changes = True
+        self.data_policy_status: int | None = None  # 403: refused loudly (before 2022); None: silently
+        self.ansible_app = False
         self.tables: dict[str, dict[str, dict[str, Any]]] = {"problem": {}, "incident": {}}
+        # the referenced tables: display value (name) -> sys_id
+        self.references: dict[str, dict[str, str]] = {
+            "sys_user_group": {"Database": uuid.uuid4().hex, "Storage": uuid.uuid4().hex},
+            "cmdb_ci": {"db-7": uuid.uuid4().hex, "web-1": uuid.uuid4().hex},
+            "sys_user": {"forewarn": uuid.uuid4().hex, "alice": uuid.uuid4().hex},
+        }
         self.work_notes: dict[str, list[str]] = {}
         self.attachments: list[dict[str, Any]] = []
         self._seq = 10000
@@ -119,22 +164,83 @@ class FakeServiceNow(FakeServer):
         with self.lock:
             return [dict(r) for r in self.tables[table].values()]
 
+    def sys_id_of(self, table: str, name: str) -> str:
+        return self.references[table][name]
+
+    def reference_ok(self, record: dict[str, Any], field: str) -> bool:
+        """Does the record's reference field point at an existing record?"""
+        return record.get(field, "") in self.references[REFERENCES[field]].values()
+
     @staticmethod
     def _project(record: dict[str, Any], fields: str | None) -> dict[str, Any]:
         if not fields:
             return dict(record)
         return {f: record.get(f, "") for f in fields.split(",")}
 
-    def _matches(self, record: dict[str, Any], conditions: list[str]) -> bool:
+    @staticmethod
+    def _fields(table: str) -> set[str]:
+        return TABLE_FIELDS["common"] | TABLE_FIELDS[table]
+
+    def _matches(self, table: str, record: dict[str, Any], conditions: list[str]) -> bool:
+        known = self._fields(table)
         for cond in conditions:
             if cond.startswith(("ORDERBY", "ORDERBYDESC")):
                 continue
-            name, sep, value = cond.partition("=")
-            if not sep:
+            for op in ("NOT IN", "IN", "!=", "="):
+                name, sep, value = cond.partition(op)
+                if sep and name.isidentifier():
+                    break
+            else:
                 raise ValueError(cond)
-            if str(record.get(name, "")) != value:
+            if name not in known:
+                continue  # an invalid query part is ignored: it matches everything
+            have = str(record.get(name, ""))
+            if op == "=" and have != value or op == "!=" and have == value:
+                return False
+            if op == "IN" and have not in value.split(",") or op == "NOT IN" and have in value.split(","):
                 return False
         return True
+
+    def _input(self, req: Recorded, table: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Reference fields as the Table API stores them (display values only with the flag)."""
+        out = dict(body)
+        if req.query.get("sysparm_input_display_value") == "true":
+            for f, ref_table in REFERENCES.items():
+                if f in out:
+                    names = self.references[ref_table]
+                    out[f] = names.get(out[f], out[f] if out[f] in names.values() else "")
+        return out
+
+    def _policy_violation(self, table: str, rec: dict[str, Any], new: dict[str, Any]) -> str | None:
+        """The data policy a change of state breaks, or None."""
+        state = str(new.get("state", rec.get("state")))
+        merged = {**rec, **new}
+        if table == "problem":
+            if state != "101" and not merged.get("assigned_to"):
+                return "Data Policy Exception: Assigned to is mandatory beyond New"
+            if state in ("106", "107"):
+                code = merged.get("resolution_code", "")
+                if code not in RESOLUTION_NEEDS:
+                    return "Data Policy Exception: Resolution code is mandatory"
+                missing = [f for f in RESOLUTION_NEEDS[code] if not merged.get(f)]
+                if missing:
+                    return f"Data Policy Exception: {', '.join(missing)} mandatory for resolution code {code}"
+        elif state in ("6", "7") and not (merged.get("close_code") and merged.get("close_notes")):
+            return "Data Policy Exception: Resolution code and Resolution notes are mandatory"
+        return None
+
+    def _transition_allowed(self, table: str, old: str, new: str) -> bool:
+        if old == new:
+            return True
+        if old in INACTIVE_STATES[table] and not (table == "problem" and old == "107" and new == "103"):
+            return False  # a Closed incident cannot be reopened; a Closed problem only re-analyzed
+        return True
+
+    def _set_state(self, table: str, rec: dict[str, Any], state: str) -> None:
+        rec["state"] = state
+        if table == "problem":
+            rec["problem_state"] = state
+        rec["active"] = "false" if state in INACTIVE_STATES[table] else "true"
 
     # ---- Table API -----------------------------------------------------------------------------
 
@@ -143,7 +249,7 @@ class FakeServiceNow(FakeServer):
             return _error(400, "Invalid table " + table)
         try:
             conds = split_encoded_query(req.query.get("sysparm_query", ""))
-            rows = [r for r in self.tables[table].values() if self._matches(r, conds)]
+            rows = [r for r in self.tables[table].values() if self._matches(table, r, conds)]
         except ValueError as e:
             return _error(400, "Invalid query", str(e))
         rows.sort(key=lambda r: r["sys_created_on"])
@@ -173,11 +279,10 @@ class FakeServiceNow(FakeServer):
         rec = {
             "sys_id": sys_id,
             "number": f"{NUMBER_PREFIX[table]}{self._seq:07d}",
-            "active": "true",
-            STATE_FIELDS[table]: INITIAL_STATE[table],
             "sys_created_on": f"{time.time():.6f}",
-            **{k: v for k, v in body.items() if k != "work_notes"},
+            **{k: v for k, v in self._input(req, table, body).items() if k not in ("work_notes", "state")},
         }
+        self._set_state(table, rec, INITIAL_STATE[table])
         self.tables[table][sys_id] = rec
         self.work_notes[sys_id] = [body["work_notes"]] if body.get("work_notes") else []
         return answer(201, {"result": self._project(rec, req.query.get("sysparm_fields"))},
@@ -190,16 +295,40 @@ class FakeServiceNow(FakeServer):
         body = req.json
         if not isinstance(body, dict):
             return _error(400, "Exception while reading request", "Cannot decode: not an object")
-        for k, v in body.items():
+        new = self._input(req, table, body)
+        if "problem_state" in new:  # the same codes as state
+            new.setdefault("state", new.pop("problem_state"))
+            new.pop("problem_state", None)
+        if "state" in new:
+            ignored = table == "problem" and self.forbid_state_changes
+            if ignored or not self._transition_allowed(table, str(rec["state"]), str(new["state"])):
+                new.pop("state")  # answered 200 with the state as it was
+        if "state" in new and (why := self._policy_violation(table, rec, new)):
+            if self.data_policy_status is not None:
+                return _error(self.data_policy_status, "Operation Failed", why)
+            return answer(200, {"result": self._project(rec, req.query.get("sysparm_fields"))})
+        for k, v in new.items():
             if k == "work_notes":
                 self.work_notes[sys_id].append(v)
-            elif k in ("state", "problem_state") and self.forbid_state_changes:
-                continue  # since Rome: ignored without an error
+            elif k == "state":
+                self._set_state(table, rec, str(v))
             else:
                 rec[k] = v
-        if rec.get(STATE_FIELDS[table]) in CLOSED_STATES[table]:
-            rec["active"] = "false"
         return answer(200, {"result": self._project(rec, req.query.get("sysparm_fields"))})
+
+    def ansible_new_state(self, req: Recorded, number: str, state: str) -> Answer:
+        """The Ansible collection's scripted endpoint (Store app): performs the transition."""
+        if not self.ansible_app:
+            return _error(400, "Requested URI does not represent any resource", req.path)
+        rec = next((r for r in self.tables["problem"].values() if r["number"] == number), None)
+        if rec is None:
+            return _error(404, "No Record found", number)
+        fields = self._input(req, "problem", req.json or {})
+        if why := self._policy_violation("problem", rec, {**fields, "state": state}):
+            return _error(403, "Operation Failed", why)
+        rec.update({k: v for k, v in fields.items() if k != "work_notes"})
+        self._set_state("problem", rec, state)
+        return answer(200, {"result": {"number": number, "state": state}})
 
     # ---- Attachment API ------------------------------------------------------------------------
 

@@ -144,3 +144,46 @@ def test_daemon_rule_fires_alert_in_alertmanager_then_resolves_it(alertmanager_s
         assert am.alerts(dedup_key=key) == []
     finally:
         exporter.close()
+
+
+def test_an_ha_cluster_gets_every_alert_at_every_instance(tmp_path):
+    """Two real Alertmanagers clustered as docs/high_availability.md runs them. Alerts are not
+    gossiped between them (an alert posted to one is not on the other), so the sink sends to
+    every instance; with one down the post still succeeds, and the re-send brings the alert
+    back to it once it returns."""
+    from tests.alertmanager_server import AlertmanagerServer
+
+    pa, pb = free_port(), free_port()
+    a = AlertmanagerServer(str(tmp_path / "a"), cluster_port=pa, peers=(f"127.0.0.1:{pb}",)).start()
+    b = AlertmanagerServer(str(tmp_path / "b"), cluster_port=pb, peers=(f"127.0.0.1:{pa}",)).start()
+    try:
+        one = make_sink(a.url, tmp_path / "one")
+        one.open(make_ticket("open", "only-a"))
+        assert a.alerts(dedup_key="only-a") and b.alerts(dedup_key="only-a") == []  # not gossiped
+
+        sink = make_sink("", tmp_path / "both", urls=[a.url, b.url])
+        key = uuid.uuid4().hex
+        sink.open(make_ticket("open", key))
+        assert a.alerts(dedup_key=key) and b.alerts(dedup_key=key)
+        b.stop()
+        sink.update(key, make_ticket("update", key, body="now 6h"))  # one instance took it: done
+        assert sink.post_failures_total == 1 and a.alerts(dedup_key=key)[0]["annotations"]["description"] == "now 6h"
+        assert sink.find(key) == key
+        b.start()
+        assert b.alerts(dedup_key=key) == []
+        assert sink.resend_active() == 1
+        assert b.alerts(dedup_key=key)[0]["annotations"]["description"] == "now 6h"
+        sink.clear(key, make_ticket("clear", key))
+        assert a.alerts(dedup_key=key) == [] and b.alerts(dedup_key=key) == []
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_urls_or_url_is_required():
+    errs: list = []
+    AlertmanagerSink.Config().validate(lambda f, m: errs.append((f, m)))
+    assert errs and errs[0][0] == "url"
+    errs.clear()
+    AlertmanagerSink.Config(urls=["http://am-1:9093", "not a url"]).validate(lambda f, m: errs.append((f, m)))
+    assert [f for f, _ in errs] == ["urls"]

@@ -75,6 +75,8 @@ class SinkCase:
     find_uses_http: bool = True  # False: find answers without a call (PagerDuty)
     find_absent_statuses: tuple[int, ...] = ()  # statuses that mean "no such ticket" to find
     secret_sent: bool = True  # False: the credential never travels (the webhook's HMAC key)
+    # status -> (retryable, expected retry_after range) where the tool's docs depart from the table
+    overrides: dict[int, tuple[bool, tuple[float, float] | None]] = dataclasses.field(default_factory=dict)
 
     def make(self, url: str, tmp: Any, timeout: float) -> Any:
         """The registered sink class of `type_name`, built pointed at `url`."""
@@ -93,7 +95,9 @@ SINKS = [
     SinkCase("opsgenie", "opsgenie", _with_credential("og"), find_absent_statuses=(404,)),
     SinkCase("request_tracker", "request_tracker", _with_credential("rt")),
     SinkCase("alertmanager", "alertmanager", _with_credential("am", BASIC)),
-    SinkCase("webhook", "webhook", _with_credential("hook"), find_uses_http=False, secret_sent=False),
+    # the Idempotency-Key draft: 409 is "the same key is still being processed", retried later
+    SinkCase("webhook", "webhook", _with_credential("hook"), find_uses_http=False, secret_sent=False,
+             overrides={409: (True, (5, 5))}),
 ]
 # Registered sinks that talk no HTTP, and where their contract is tested instead.
 NOT_OVER_HTTP = {"local": "tests/test_local_sink.py (an SQLite file in state_dir)"}
@@ -195,12 +199,15 @@ def test_status_table(case, row, status_server, tmp_path):
         with pytest.raises(DeliveryError) as e:
             run(sink, op)
         err = e.value
-        assert err.retryable is row.retryable, f"{case} {op} HTTP {row.status}: {err.reason}"
+        retryable, retry_after = case.overrides.get(row.status, (row.retryable, row.retry_after))
+        assert err.retryable is retryable, f"{case} {op} HTTP {row.status}: {err.reason}"
         assert str(row.status) in err.reason, err.reason
-        if row.retry_after is None:
+        # the tool may have acted only when it failed after taking the request (5xx)
+        assert err.maybe_sent is (row.status >= 500), (case, op, row.status)
+        if retry_after is None:
             assert err.retry_after is None, f"{case} {op}: unexpected retry_after {err.retry_after}"
         else:
-            lo, hi = row.retry_after
+            lo, hi = retry_after
             assert err.retry_after is not None and lo <= err.retry_after <= hi, (case, op, err.retry_after)
     assert status_server.requests, "the sink made no call at all"
 
@@ -224,6 +231,7 @@ def test_connection_refused_is_retryable(case, tmp_path):
             run(sink, op)
         assert e.value.retryable and e.value.retry_after is None
         assert "ConnectionError" in e.value.reason
+        assert e.value.maybe_sent is False  # the request never left: a create cannot exist
 
 
 @pytest.mark.parametrize("case", SINKS, ids=str)
@@ -233,6 +241,7 @@ def test_timeout_is_retryable(case, status_server, tmp_path):
     with pytest.raises(DeliveryError) as e:
         run(sink, "open")
     assert e.value.retryable and "Timeout" in e.value.reason
+    assert e.value.maybe_sent is True  # the tool may have created it after all
 
 
 @pytest.mark.parametrize("case", SINKS, ids=str)
@@ -303,6 +312,10 @@ def test_registered_sink_follows_the_convention(type_name):
         assert f.metadata.get("doc"), f"{type_name}.{f.name} has no doc"
     for method in ("find", "open", "update", "clear"):
         assert callable(getattr(cls, method, None)), f"{type_name} lacks {method}"
+    # every sink says whether its lookup is read-after-write consistent and whether HA peers share it
+    assert isinstance(cls.lookup_lag, float) and cls.lookup_lag >= 0 and isinstance(cls.ha_shared, bool)
+    # and reopens in its tool's workflow where there is one (a re-trigger or re-post is their update)
+    assert callable(getattr(cls, "reopen", None)) or type_name in ("pagerduty", "alertmanager"), type_name
     params = inspect.signature(cls.__init__).parameters
     assert list(params)[:3] == ["self", "name", "config"]
     assert params["state_dir"].kind is inspect.Parameter.KEYWORD_ONLY

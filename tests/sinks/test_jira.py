@@ -1,4 +1,5 @@
-"""Jira sink against the fake site: issues in ADF, label look-up with paging, transitions by name."""
+"""Jira sink against the fake site: issues in ADF, label look-up with paging and search lag,
+transitions by status category (or name), JSM requests resolved through the platform API."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_adf_keeps_paragraphs_line_breaks_and_links():
     assert adf_text(doc) == "Seen: 12 GiB free.\nFalling.\n\nRunbook: https://runbooks.example/disk ok"
 
 
-def test_open_find_comment_and_resolve_by_transition_name(fake, tmp_path):
+def test_open_find_comment_and_resolve_by_status_category(fake, tmp_path):
     sink = make_sink(fake, tmp_path, labels=["forewarn"], priorities={"warning": "Medium"}, resolution="Done")
     t = make_ticket()
     assert sink.find(t.dedup_key) is None
@@ -65,40 +66,105 @@ def test_clear_without_resolve_only_comments(fake, tmp_path):
     assert [c["text"] for c in fake.comments[key]] == ["Back to normal."]
 
 
-def test_transition_id_is_looked_up_once_and_relearnt_when_the_workflow_changes(fake, tmp_path):
+def test_a_workflow_with_other_names_is_resolved_by_category_or_by_the_configured_name(fake, tmp_path):
+    """A service desk's workflow has no "Done": its "Resolve this issue" leads to "Resolved",
+    in the Done category. By name only when a name is configured."""
+    fake.workflow = "service"
     sink = make_sink(fake, tmp_path)
-    k1, k2, k3 = (sink.open(make_ticket(key=f"k{i}")) for i in range(3))
-    sink.clear(k1, make_ticket("clear", key="k0", resolve=True))
-    sink.clear(k2, make_ticket("clear", key="k1", resolve=True))
-    assert len(fake.calls("GET", r"/transitions$")) == 1  # cached by name
+    key = sink.open(make_ticket())
+    sink.clear(key, make_ticket("clear", body="Cleared.", resolve=True))
+    assert fake.issues[key]["fields"]["status"]["name"] == "Resolved"
+    named = make_sink(fake, tmp_path, resolve_transition="resolve THIS issue")
+    key2 = named.open(make_ticket(key="k2"))
+    named.clear(key2, make_ticket("clear", key="k2", resolve=True))
+    assert fake.issues[key2]["fields"]["status"]["name"] == "Resolved"
+    assert fake.calls("POST", r"/transitions$")[-1].json["transition"] == {"id": "61"}
 
-    fake.transition_ids["Done"] = "131"  # the workflow was edited: same name, new id
+
+def test_a_lost_transition_answer_does_not_repeat_the_closing_comment(fake, tmp_path):
+    """The transition (with its comment) went through but its answer was lost: the retry
+    reads the status, finds the issue resolved, and adds nothing."""
+    from tests.sinks.fakehttp import LOST_ANSWER
+
+    sink = make_sink(fake, tmp_path)
+    key = sink.open(make_ticket())
+    fake.inject(LOST_ANSWER, method="POST", path_re=r"/transitions$")
     with pytest.raises(DeliveryError) as e:
-        sink.clear(k3, make_ticket("clear", key="k2", resolve=True))
-    assert e.value.retryable and "cached transition" in e.value.reason
-    sink.clear(k3, make_ticket("clear", key="k2", resolve=True))  # the outbox's retry
-    assert fake.issues[k3]["fields"]["status"]["name"] == "Done"
-    assert len(fake.calls("GET", r"/transitions$")) == 2
-    assert len(fake.comments[k3]) == 1  # the refused attempt left no comment
+        sink.clear(key, make_ticket("clear", body="Cleared.", resolve=True))
+    assert e.value.retryable and e.value.maybe_sent
+    sink.clear(key, make_ticket("clear", body="Cleared.", resolve=True))  # the outbox's retry
+    assert [c["text"] for c in fake.comments[key]] == ["Cleared."]
+    assert fake.issues[key]["fields"]["status"]["name"] == "Done"
 
 
-def test_resolve_of_an_issue_closed_by_hand_comments_instead(fake, tmp_path, caplog):
+def test_resolve_of_an_issue_closed_by_hand_adds_nothing(fake, tmp_path, caplog):
     sink = make_sink(fake, tmp_path)
     key = sink.open(make_ticket())
     fake.issues[key]["fields"]["status"] = {"name": "Done", "statusCategory": {"key": "done"}}
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         sink.clear(key, make_ticket("clear", body="Cleared.", resolve=True))
-    assert [c["text"] for c in fake.comments[key]] == ["Cleared."]
-    assert "not available" in caplog.text
+    assert fake.comments[key] == [] and "resolved already" in caplog.text
+    assert fake.calls("POST", r"/transitions$") == []
 
 
-def test_resolution_field_not_on_screen_is_a_permanent_failure_with_jiras_reason(fake, tmp_path):
+def test_a_refused_transition_keeps_the_note(fake, tmp_path, caplog):
+    """The resolution field is not on the transition's screen (400): the issue stays open and
+    the closing comment is posted alone, with a warning, instead of dying with the transition."""
     fake.resolution_on_screen = False
     sink = make_sink(fake, tmp_path, resolution="Fixed")
     key = sink.open(make_ticket())
-    with pytest.raises(DeliveryError) as e:
-        sink.clear(key, make_ticket("clear", resolve=True))
-    assert not e.value.retryable and "not on the appropriate screen" in e.value.reason
+    with caplog.at_level(logging.WARNING):
+        sink.clear(key, make_ticket("clear", body="Cleared.", resolve=True))
+    assert [c["text"] for c in fake.comments[key]] == ["Cleared."]
+    assert fake.issues[key]["fields"]["status"]["name"] == "To Do" and "not on the appropriate screen" in caplog.text
+
+
+@pytest.mark.parametrize("workflow", ["software", "service"])
+def test_reopen_moves_a_resolved_issue_back_to_an_open_category(fake, tmp_path, workflow):
+    fake.workflow = workflow
+    sink = make_sink(fake, tmp_path)
+    key = sink.open(make_ticket())
+    sink.clear(key, make_ticket("clear", body="Cleared.", resolve=True))
+    assert sink.reopen(key, make_ticket("update", body="Problem returned.")) is True
+    status = fake.issues[key]["fields"]["status"]
+    assert status["statusCategory"]["key"] in ("new", "indeterminate")
+    assert [c["text"] for c in fake.comments[key]] == ["Cleared.", "Problem returned."]
+    assert sink.find(make_ticket().dedup_key) == key
+    # an issue still open (the clear only commented) just gets the comment
+    assert sink.reopen(key, make_ticket("update", body="Again.")) is True
+    assert fake.comments[key][-1]["text"] == "Again." and len(fake.calls("POST", r"/transitions$")) == 2
+
+
+def test_reopen_without_a_way_back_asks_for_a_new_issue(fake, tmp_path, caplog):
+    fake.workflow = "service"
+    sink = make_sink(fake, tmp_path)
+    key = sink.open(make_ticket())
+    fake.issues[key]["fields"]["status"] = {"name": "Canceled", "statusCategory": {"key": "done"}}
+    with caplog.at_level(logging.WARNING):
+        assert sink.reopen(key, make_ticket("update", body="Back.")) is False
+    assert "new issue" in caplog.text
+
+
+def test_a_lost_create_under_search_lag_gives_one_issue_through_the_outbox(fake, tmp_path):
+    """Jira's search lags (the fake: 90 s). The create's answer is lost; the outbox searches
+    for the issue for `search_lag` before it would create again, and finds it: one issue."""
+    import random
+
+    from agent.clock import SimulatedClock
+    from agent.tickets.outbox import Outbox
+    from tests.sinks.fakehttp import LOST_ANSWER
+
+    clock = SimulatedClock(1_700_000_000.0)
+    fake.clock, fake.search_lag_seconds = clock.now, 90.0
+    outbox = Outbox(str(tmp_path / "outbox.db"), {"jira": make_sink(fake, tmp_path)}, clock, rng=random.Random(1))
+    outbox.enqueue("jira", make_ticket("open", "lagging"))
+    fake.inject(LOST_ANSWER, method="POST", path_re=r"/rest/api/3/issue$")
+    for _ in range(40):
+        outbox.deliver_due()
+        clock.advance(5)
+    assert len(fake.issues) == 1 and outbox.pending_count() == 0
+    assert outbox.ref_of("jira", "lagging") == "OPS-1"
+    assert len(fake.calls("GET", r"/search/jql$")) > 3  # it kept looking while the index lagged
 
 
 def test_find_follows_next_page_token_past_stale_index_hits(fake, tmp_path):
@@ -139,7 +205,10 @@ def test_chart_attachment_carries_the_xsrf_header(fake, tmp_path):
     assert fake.calls("POST", r"/attachments$")[0].headers["x-atlassian-token"] == "no-check"
 
 
-def test_service_desk_requests(fake, tmp_path):
+def test_service_desk_requests_are_resolved_and_reopened_by_the_agent_through_the_platform_api(fake, tmp_path):
+    """JSM: the Service Management API's transitions are the customer's (here only "Cancel
+    request"); the agent's Resolve is on the platform API."""
+    fake.workflow = "service"
     sink = make_sink(fake, tmp_path, mode="request", project="", service_desk_id="4", request_type_id="11")
     t = make_ticket()
     key = sink.open(t)
@@ -148,8 +217,12 @@ def test_service_desk_requests(fake, tmp_path):
     sink.update(key, make_ticket("update", body="More."))
     assert fake.comments[key][-1] == {"id": "1", "body": "More.", "text": "More.", "public": False}
     sink.clear(key, make_ticket("clear", body="Resolved.", resolve=True))
-    assert fake.issues[key]["fields"]["status"]["name"] == "Done" and fake.comments[key][-1]["text"] == "Resolved."
-    assert fake.calls("POST", r"/servicedeskapi/request/SD-\d+/transition$")[0].json["id"] == "31"
+    assert fake.issues[key]["fields"]["status"]["name"] == "Resolved"
+    assert fake.comments[key][-1]["text"] == "Resolved." and fake.comments[key][-1]["public"] is False
+    assert fake.calls(path_re=r"/servicedeskapi/request/SD-\d+/transition$") == []
+    assert fake.calls("POST", r"/rest/api/3/issue/SD-\d+/transitions$")[0].json == {"transition": {"id": "61"}}
+    assert sink.reopen(key, make_ticket("update", body="Back.")) is True
+    assert fake.issues[key]["fields"]["status"]["statusCategory"]["key"] != "done"
 
 
 def test_bad_api_token_is_permanent_and_not_shown(fake, tmp_path):

@@ -1,10 +1,11 @@
-"""Opsgenie sink against the fake Alert API."""
+"""Opsgenie sink against the fake Alert API: asynchronous writes whose outcome is checked,
+alias deduplication, reopen as a new alert under the same alias."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.tickets.sinks.base import DeliveryError
+from agent.tickets.sinks.base import Deferred, DeliveryError, TicketGone
 from agent.tickets.sinks.opsgenie import REGION_URLS, OpsgenieSink
 from tests.sinks.fake_opsgenie import FakeOpsgenie
 from tests.sinks.fakehttp import deliver_through_outage, make_ticket, write_credentials
@@ -47,17 +48,61 @@ def test_create_note_close_by_alias(fake, tmp_path):
         assert call.headers["authorization"] == f"GenieKey {KEY}"
 
 
-def test_writes_are_asynchronous_and_their_outcome_is_readable(fake, tmp_path):
+def test_a_202_is_not_a_delivery_until_the_request_succeeded(fake, tmp_path):
+    """Accepted but not processed: the sink says 'not yet' (Deferred) and, when asked again,
+    asks Opsgenie about the same request instead of sending it twice."""
     fake.auto_process = False
     sink = make_sink(fake, tmp_path)
-    ref = sink.open(make_ticket())
-    assert sink.find(ref) is None  # accepted (202) but not processed yet
+    with pytest.raises(Deferred) as d:
+        sink.open(make_ticket())
+    assert "still being processed" in d.value.reason and d.value.after > 0
+    assert sink.find(make_ticket().dedup_key) is None  # accepted (202) but not processed yet
     fake.process()
-    assert sink.find(ref) == ref
-    rid = fake.calls("POST", r"/v2/alerts$")[0]
-    assert rid.json["alias"] == ref
+    assert sink.open(make_ticket()) == make_ticket().dedup_key  # the retry: the request's outcome
+    assert len(fake.calls("POST", r"/v2/alerts$")) == 1 and len(fake.alerts) == 1
+    asked = [c.path for c in fake.calls("GET", r"/requests/")]
+    assert len(asked) == 2 and asked[0] == asked[1]  # the same request, twice
     (outcome,) = fake.outcomes.values()
     assert outcome["status"] == "Created alert" and outcome["isSuccess"]
+
+
+def test_a_close_that_failed_asynchronously_is_not_delivered(fake, tmp_path):
+    """The close was accepted (202), then failed: the outbox must not count it delivered."""
+    import random
+
+    from agent.clock import SimulatedClock
+    from agent.tickets.outbox import Outbox
+
+    sink = make_sink(fake, tmp_path)
+    outbox = Outbox(str(tmp_path / "outbox.db"), {"og": sink}, SimulatedClock(1_700_000_000.0), rng=random.Random(1))
+    outbox.enqueue("og", make_ticket("open"))
+    outbox.deliver_due()
+    fake.fail_next("Alert is locked by an integration")
+    outbox.enqueue("og", make_ticket("clear", resolve=True))
+    outbox.deliver_due()
+    (dead,) = outbox.dead_letters()
+    assert dead["action"] == "clear" and "Alert is locked" in dead["reason"]
+    assert fake.alerts[0]["status"] == "open"
+
+
+def test_a_note_on_an_alert_that_no_longer_exists_reopens_through_the_outbox(fake, tmp_path):
+    sink = make_sink(fake, tmp_path)
+    with pytest.raises(TicketGone):
+        sink.update("never-created", make_ticket("update", key="never-created"))
+    assert sink.clear("never-created", make_ticket("clear", key="never-created", resolve=True)) is None
+
+
+def test_reopen_after_a_close_is_a_new_alert_under_the_same_alias(fake, tmp_path):
+    sink = make_sink(fake, tmp_path)
+    t = make_ticket()
+    ref = sink.open(t)
+    sink.clear(ref, make_ticket("clear", body="closed", resolve=True))
+    assert sink.reopen(ref, make_ticket("update", body="Problem returned.")) is True
+    assert [a["status"] for a in fake.alerts] == ["closed", "open"]
+    assert fake.alerts[1]["alias"] == ref and fake.alerts[1]["description"] == "Problem returned."
+    assert sink.find(ref) == ref
+    assert sink.reopen(ref, make_ticket("update", body="Still here.")) is True  # open: a note
+    assert fake.alerts[1]["notes"] == ["Still here."] and len(fake.alerts) == 2
 
 
 def test_a_retried_create_is_deduplicated_by_alias(fake, tmp_path):

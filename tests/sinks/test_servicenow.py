@@ -1,4 +1,5 @@
-"""ServiceNow sink against the fake instance: records, notes, resolve policy, auth, limits."""
+"""ServiceNow sink against the fake instance: records, reference fields by name, notes, the
+state models (resolve, reopen, Rome's restriction, data policies), auth, limits."""
 
 from __future__ import annotations
 
@@ -26,15 +27,16 @@ def make_sink(fake, tmp_path, cred="svc-forewarn:pa:ss w0rd", **kw) -> ServiceNo
 
 def test_open_find_update_and_clear_with_a_work_note(fake, tmp_path):
     sink = make_sink(fake, tmp_path, fields={"caller_id": "forewarn"})
-    t = make_ticket(labels={"host": "db-7", "impact": "2", "urgency": "1", "assignment_group": "dba", "cmdb_ci": "ci-7"})
+    t = make_ticket(labels={"host": "db-7", "impact": "2", "urgency": "1", "assignment_group": "Database",
+                            "cmdb_ci": "db-7"})
     assert sink.find(t.dedup_key) is None
     ref = sink.open(t)
     (rec,) = fake.records()
     assert rec["sys_id"] == ref and rec["number"].startswith("PRB")
     assert rec["correlation_id"] == t.dedup_key and rec["correlation_display"] == "forewarn"
     assert rec["short_description"] == t.title and rec["description"] == t.body
-    assert (rec["impact"], rec["urgency"], rec["assignment_group"], rec["cmdb_ci"]) == ("2", "1", "dba", "ci-7")
-    assert "category" not in rec and rec["caller_id"] == "forewarn"
+    assert (rec["impact"], rec["urgency"]) == ("2", "1")
+    assert "category" not in rec
     assert sink.find(t.dedup_key) == ref
 
     sink.update(ref, make_ticket("update", body="Still falling: 9.0 GiB free."))
@@ -42,48 +44,123 @@ def test_open_find_update_and_clear_with_a_work_note(fake, tmp_path):
     assert fake.work_notes[ref] == ["Still falling: 9.0 GiB free.", "Cleared."]
     assert fake.records()[0]["active"] == "true"
     q = fake.calls("GET")[0].query
-    assert q["sysparm_query"].startswith(f"correlation_id={t.dedup_key}^active=true")
+    assert q["sysparm_query"].startswith(f"correlation_id={t.dedup_key}^stateNOT IN106,107")
     assert q["sysparm_limit"] == "1"
+
+
+def test_reference_fields_given_by_name_point_at_the_records(fake, tmp_path):
+    """assignment_group, cmdb_ci, caller_id by name: stored as the sys_ids of those records
+    (sysparm_input_display_value=true), not as dangling references."""
+    sink = make_sink(fake, tmp_path, fields={"caller_id": "forewarn", "assignment_group": "Storage"}, ci_label="host")
+    sink.open(make_ticket(labels={"host": "db-7"}))
+    (rec,) = fake.records()
+    assert rec["assignment_group"] == fake.sys_id_of("sys_user_group", "Storage")
+    assert rec["cmdb_ci"] == fake.sys_id_of("cmdb_ci", "db-7") and rec["caller_id"] == fake.sys_id_of("sys_user", "forewarn")
+    assert all(fake.reference_ok(rec, f) for f in ("assignment_group", "cmdb_ci", "caller_id"))
+    assert fake.calls("POST")[0].query["sysparm_input_display_value"] == "true"
+
+
+def test_impact_and_urgency_follow_the_severity_unless_a_label_says(fake, tmp_path):
+    sink = make_sink(fake, tmp_path)
+    for sev in ("critical", "warning", "info"):
+        sink.open(make_ticket(key=sev, severity=sev, labels={"host": "db-7"}))
+    sink.open(make_ticket(key="labelled", severity="info", labels={"impact": "1"}))
+    got = {r["correlation_id"]: (r["impact"], r["urgency"]) for r in fake.records()}
+    assert got == {"critical": ("1", "1"), "warning": ("2", "3"), "info": ("3", "3"), "labelled": ("1", "3")}
+    assert all("cmdb_ci" not in r for r in fake.records())  # no CI unless ci_label names one
 
 
 def test_label_mapping_is_configurable_and_title_is_cut_to_the_column(fake, tmp_path):
     sink = make_sink(fake, tmp_path, label_fields={"team": "assignment_group"})
-    sink.open(make_ticket(title="x" * 300, labels={"team": "storage", "impact": "1"}))
+    sink.open(make_ticket(title="x" * 300, labels={"team": "Storage", "impact": "1"}, severity="info"))
     (rec,) = fake.records()
-    assert rec["assignment_group"] == "storage" and "impact" not in rec
+    assert rec["assignment_group"] == fake.sys_id_of("sys_user_group", "Storage") and rec["impact"] == "3"
     assert len(rec["short_description"]) == 160 and rec["short_description"].endswith("…")
 
 
-def test_resolve_where_the_instance_ignores_state_changes_warns_and_keeps_the_note(fake, tmp_path, caplog):
-    fields = {"problem_state": "106", "resolution_code": "fix_applied", "fix_notes": "Cleared by forewarn"}
-    sink = make_sink(fake, tmp_path, resolve_fields=fields)
+def test_since_rome_a_problem_keeps_its_state_and_the_note_says_the_forecast_cleared(fake, tmp_path, caplog):
+    """A default instance ignores problem state changes through the Table API (200, state as
+    it was): the closing note arrives on its own, and a second note says why the record is
+    still open; nothing is a failure."""
+    sink = make_sink(fake, tmp_path, fields={"assigned_to": "alice"})
+    ref = sink.open(make_ticket())
+    with caplog.at_level(logging.WARNING):
+        sink.clear(ref, make_ticket("clear", body="Cleared: the forecast recovered.", resolve=True))
+    rec = fake.records()[0]
+    assert rec["state"] == "101" and rec["active"] == "true"
+    assert fake.work_notes[ref][0] == "Cleared: the forecast recovered."
+    assert "forecast has cleared" in fake.work_notes[ref][1] and "could not be set" in fake.work_notes[ref][1]
+    assert "kept state 101" in caplog.text
+    note, state = fake.calls("PATCH")[:2]
+    assert note.json == {"work_notes": "Cleared: the forecast recovered."}  # alone
+    assert state.json == {"state": "107", "resolution_code": "canceled", "close_notes": "Cleared: the forecast recovered."}
+
+
+@pytest.mark.parametrize("policy_status", [403, None], ids=["refused-403", "refused-silently"])
+def test_a_data_policy_refusal_keeps_the_closing_note(fake, tmp_path, policy_status, caplog):
+    """An instance where the Table API may change states, but the record has no assignee: the
+    data policy refuses the state change (403 before 2022, silently since). The note, sent in
+    its own PATCH, is there all the same; the action is not a dead letter."""
+    fake.forbid_state_changes, fake.data_policy_status = False, policy_status
+    sink = make_sink(fake, tmp_path)
     ref = sink.open(make_ticket())
     with caplog.at_level(logging.WARNING):
         sink.clear(ref, make_ticket("clear", body="Cleared.", resolve=True))
-    rec = fake.records()[0]
-    assert rec["problem_state"] == "101" and rec["active"] == "true"
-    assert rec["resolution_code"] == "fix_applied" and fake.work_notes[ref] == ["Cleared."]
-    assert "problem_state" in caplog.text and "stays open" in caplog.text
-    patch = fake.calls("PATCH")[0]
-    assert patch.json == {"work_notes": "Cleared.", **fields}
+    assert fake.records()[0]["state"] == "101"
+    assert fake.work_notes[ref][0] == "Cleared." and "could not be set" in fake.work_notes[ref][1]
 
 
 def test_resolve_where_state_changes_are_allowed_closes_the_record(fake, tmp_path, caplog):
     fake.forbid_state_changes = False
-    sink = make_sink(fake, tmp_path, resolve_fields={"problem_state": "106", "resolution_code": "fix_applied"})
+    sink = make_sink(fake, tmp_path, fields={"assigned_to": "alice"})
     t = make_ticket()
     ref = sink.open(t)
     with caplog.at_level(logging.WARNING):
-        sink.clear(ref, make_ticket("clear", resolve=True))
-    assert fake.records()[0]["active"] == "false" and "stays open" not in caplog.text
+        sink.clear(ref, make_ticket("clear", body="Cleared.", resolve=True))
+    rec = fake.records()[0]
+    assert (rec["state"], rec["resolution_code"], rec["close_notes"]) == ("107", "canceled", "Cleared.")
+    assert fake.work_notes[ref] == ["Cleared."] and "kept state" not in caplog.text
     assert sink.find(t.dedup_key) is None  # a later problem with the same key gets a new record
+    sink.clear(ref, make_ticket("clear", body="Cleared.", resolve=True))  # a retry after a lost answer
+    assert fake.work_notes[ref] == ["Cleared."]
+
+
+def test_the_state_endpoint_of_the_ansible_app_performs_what_the_table_api_will_not(fake, tmp_path):
+    fake.ansible_app = True
+    sink = make_sink(fake, tmp_path, fields={"assigned_to": "alice"},
+                     state_endpoint="/api/x_rhtpp_ansible/problem/{number}/new_state/{state}")
+    ref = sink.open(make_ticket())
+    sink.clear(ref, make_ticket("clear", body="Cleared.", resolve=True))
+    assert fake.records()[0]["state"] == "107" and fake.work_notes[ref] == ["Cleared."]
+    assert fake.calls("PATCH", r"/new_state/107$")[0].json == {"resolution_code": "canceled", "close_notes": "Cleared."}
+    # and back: Re-analyze (Root Cause Analysis) when the problem returns
+    assert sink.reopen(ref, make_ticket("update", body="Back.")) is True
+    assert fake.records()[0]["state"] == "103" and fake.work_notes[ref][-1] == "Back."
 
 
 def test_resolve_without_resolve_fields_sends_only_the_note(fake, tmp_path):
-    sink = make_sink(fake, tmp_path)
+    sink = make_sink(fake, tmp_path, resolve_fields={})
     ref = sink.open(make_ticket())
     sink.clear(ref, make_ticket("clear", body="bye", resolve=True))
-    assert fake.calls("PATCH")[-1].json == {"work_notes": "bye"}
+    assert [c.json for c in fake.calls("PATCH")] == [{"work_notes": "bye"}]
+
+
+def test_incident_resolve_reopen_and_a_closed_one_that_cannot_be(tmp_path):
+    """Incidents: Resolved (6, with close_code and close_notes) is still active but no longer
+    found; Reopen puts it back In Progress (2); a Closed incident (7) cannot be reopened: the
+    sink says so and the outbox opens a new one."""
+    with FakeServiceNow(user="svc-forewarn", password="pa:ss w0rd") as fake:
+        sink = make_sink(fake, tmp_path, table="incident")
+        t = make_ticket()
+        ref = sink.open(t)
+        sink.clear(ref, make_ticket("clear", body="Cleared.", resolve=True))
+        rec = fake.records("incident")[0]
+        assert (rec["state"], rec["active"], rec["close_code"]) == ("6", "true", "Closed/Resolved by Caller")
+        assert sink.find(t.dedup_key) is None  # active=true, but Resolved: not the open ticket
+        assert sink.reopen(ref, make_ticket("update", body="Back.")) is True
+        assert fake.records("incident")[0]["state"] == "2" and sink.find(t.dedup_key) == ref
+        fake.tables["incident"][ref]["state"] = "7"
+        assert sink.reopen(ref, make_ticket("update", body="Again.")) is False
 
 
 def test_incident_table_and_bearer_token(tmp_path):
@@ -133,6 +210,7 @@ def test_caret_in_the_key_is_escaped_in_the_encoded_query(fake, tmp_path):
     sink = make_sink(fake, tmp_path)
     ref = sink.open(make_ticket(key="a^b"))
     assert sink.find("a^b") == ref and sink.find("a") is None
+    assert sink.find("b") is None  # "b" alone, had the caret split the query, would match nothing either
 
 
 def test_answer_that_is_not_json_is_a_permanent_failure(fake, tmp_path):
@@ -162,7 +240,7 @@ def test_fields_the_sink_owns_are_rejected_by_check(tmp_path):
 def test_outage_lost_answer_and_restart_through_the_outbox_leave_one_record_per_problem(fake, tmp_path):
     fake.forbid_state_changes = False
     deliver_through_outage(
-        lambda: make_sink(fake, tmp_path, resolve_fields={"problem_state": "106"}), fake, tmp_path,
+        lambda: make_sink(fake, tmp_path, fields={"assigned_to": "alice"}), fake, tmp_path,
         create_path_re=r"/api/now/table/problem$",
     )
     recs = sorted(fake.records(), key=lambda r: r["correlation_id"])
@@ -170,6 +248,28 @@ def test_outage_lost_answer_and_restart_through_the_outbox_leave_one_record_per_
     for i, r in enumerate(recs):
         assert fake.work_notes[r["sys_id"]] == [f"update {i}", f"clear {i}"]
         assert r["active"] == "false"
+
+
+def test_a_closed_incident_returning_through_the_outbox_gets_a_new_record(tmp_path):
+    import random
+
+    from agent.clock import SimulatedClock
+    from agent.tickets.outbox import Outbox
+
+    with FakeServiceNow(user="svc-forewarn", password="pa:ss w0rd") as fake:
+        outbox = Outbox(str(tmp_path / "outbox.db"), {"sn": make_sink(fake, tmp_path, table="incident")},
+                        SimulatedClock(1_700_000_000.0), rng=random.Random(1))
+        outbox.enqueue("sn", make_ticket("open", "k"))
+        outbox.enqueue("sn", make_ticket("clear", "k", resolve=True))
+        outbox.deliver_due()
+        (first,) = fake.records("incident")
+        fake.tables["incident"][first["sys_id"]]["state"] = "7"  # closed (auto-close after 7 days)
+        outbox.enqueue("sn", make_ticket("update", "k", sequence=4, body="It came back."))
+        outbox.deliver_due()
+        recs = fake.records("incident")
+        assert len(recs) == 2 and outbox.ref_of("sn", "k") != first["sys_id"]
+        new = next(r for r in recs if r["sys_id"] != first["sys_id"])
+        assert new["state"] == "1" and new["description"] == "It came back."
 
 
 def test_oauth_password_grant_renews_a_refused_token(tmp_path):

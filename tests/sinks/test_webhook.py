@@ -38,7 +38,8 @@ def test_body_headers_and_signature(receiver, tmp_path):
     sink.update(key, make_ticket("update", key, body="now 8h"))
     sink.clear(key, make_ticket("clear", key, resolve=True, ends_at=1_700_003_600.0))
     reqs = receiver.calls("POST", "/hook")
-    assert [r.headers["idempotency-key"] for r in reqs] == [f"{key}:1", f"{key}:2", f"{key}:3"]
+    # an sf-string, as the draft requires: quoted
+    assert [r.headers["idempotency-key"] for r in reqs] == [f'"{key}:1"', f'"{key}:2"', f'"{key}:3"']
     for r in reqs:
         assert r.headers["content-type"] == "application/json"
         mac = hmac.new(SECRET.encode(), r.body, hashlib.sha256).hexdigest()
@@ -52,7 +53,7 @@ def test_body_headers_and_signature(receiver, tmp_path):
         "body": make_ticket().body, "severity": "warning", "rule": "FilesystemWillFill",
         "labels": {"host": "db-7", "mountpoint": "/var", "severity": "warning"},
         "annotations": {"runbook_url": "https://runbooks.example/disk"},
-        "starts_at": "2023-11-14T22:13:20Z", "ends_at": None, "resolve": False,
+        "starts_at": "2023-11-14T22:13:20Z", "ends_at": None, "resolve": False, "reopened": False,
         "details_url": "http://db-7:9469/api/v1/problems/" + key,
     }
     assert (updated["event"], updated["body"]) == ("problem.updated", "now 8h")
@@ -104,3 +105,36 @@ def test_through_the_outbox_a_lost_answer_and_a_restart_give_each_action_once_in
         assert [(e["event"], e["sequence"]) for e in receiver.events[k]] == [
             ("problem.opened", 1), ("problem.updated", 2), ("problem.resolved", 3)]
     assert outbox.ref_of("hook", keys[0]) == keys[0]
+
+
+def test_the_key_must_be_an_sf_string_and_409_means_retry_later(tmp_path):
+    """The draft's rules, which the fake enforces: an unquoted key is refused (400) and a key
+    whose first request is still being processed gets 409, which is retried, not dead."""
+    import threading
+
+    from tests.sinks.fake_webhook import sf_string
+
+    assert sf_string('"abc:1"') == "abc:1" and sf_string("abc:1") is None and sf_string('"a\\"b"') == 'a"b'
+    with FakeWebhook() as receiver:
+        sink = make_sink(receiver.hook_url, tmp_path, secret="")
+        receiver.processing_delay = 0.5
+        first = threading.Thread(target=sink.open, args=(make_ticket(),))
+        first.start()
+        import time
+
+        time.sleep(0.1)
+        with pytest.raises(DeliveryError) as e:
+            sink.open(make_ticket())  # the same key while the first is in progress
+        first.join()
+        assert e.value.retryable and "409" in e.value.reason and e.value.retry_after == 5
+        assert len(receiver.events["k0123456789abcdef"]) == 1
+
+
+def test_a_return_after_the_clear_is_flagged_reopened(receiver, tmp_path):
+    sink = make_sink(receiver.hook_url, tmp_path)
+    key = "k0123456789abcdef"
+    sink.open(make_ticket("open", key))
+    sink.clear(key, make_ticket("clear", key, resolve=True))
+    assert sink.reopen(key, make_ticket("update", key, sequence=4, body="back again")) is True
+    back = receiver.events[key][-1]
+    assert (back["event"], back["sequence"], back["reopened"]) == ("problem.updated", 4, True)

@@ -14,7 +14,15 @@
   always resolves: an alert has no comment.
 - find: `GET /api/v2/alerts?filter=dedup_key="<key>"` (resolved alerts are not listed);
   the reference is the dedup key. An open whose answer was lost is found and not re-sent;
-  re-posting would be harmless anyway (same labels, same alert).
+  re-posting would be harmless anyway (same labels, same alert): creates are idempotent, so
+  `lookup_lag` is 0.
+- High availability (Alertmanager's docs/high_availability.md): alerts are not gossiped
+  between the instances of a cluster, so a client must send every alert to every instance,
+  with no load balancer in between. `url` and `urls` list them all; every post goes to each
+  one. A post succeeds when at least one instance took it (the others are logged and counted
+  in `post_failures_total`, and get the alert at the next re-send); `find` asks each until
+  one answers. Every agent of an HA pair sends its alerts itself (`ha_shared` is False), as
+  two Prometheus servers do: Alertmanager merges them by their labels.
 - Auth: none built in; `credentials_file` (optional) holds `user:password` for Basic auth
   when Alertmanager's web config or a proxy asks for it.
 
@@ -36,7 +44,15 @@ from agent.clock import rfc3339
 from agent.config.decode import Duration, check_url, doc
 from agent.persistence import atomic_write
 from agent.tickets.sinks.base import DeliveryError, Ticket
-from agent.tickets.sinks.http import HttpSink, HttpSinkConfig, Secret, read_credentials, split_user_password, truncate
+from agent.tickets.sinks.http import (
+    HttpClient,
+    HttpSink,
+    HttpSinkConfig,
+    Secret,
+    read_credentials,
+    split_user_password,
+    truncate,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -63,7 +79,9 @@ def alert_labels(ticket: Ticket) -> dict[str, str]:
 class AlertmanagerSink(HttpSink):
     @dataclass
     class Config(HttpSinkConfig):
-        url: str = doc("Alertmanager base URL, e.g. http://alertmanager:9093.", default="")
+        url: str = doc("Alertmanager base URL, e.g. http://alertmanager:9093 (or use urls).", default="")
+        urls: list[str] = doc("Base URLs of every instance of an Alertmanager cluster: each alert is sent to all.",
+                              default_factory=list)
         credentials_file: str = doc(
             "Optional file holding user:password for Basic auth (Alertmanager web config or a proxy).", default=""
         )
@@ -73,14 +91,18 @@ class AlertmanagerSink(HttpSink):
         )
 
         def validate(self, err: Any) -> None:
-            if msg := check_url(self.url):
-                err("url", msg)
+            if not self.url and not self.urls:
+                err("url", "required: url or urls")
+            for name, u in ([("url", self.url)] if self.url else []) + [("urls", u) for u in self.urls]:
+                if msg := check_url(u):
+                    err(name, msg)
             if self.timeout <= 0:
                 err("timeout", "must be greater than zero")
             if not 1 <= self.resend_interval <= 180:
                 err("resend_interval", "must be between 1s and 3m (below Alertmanager's resolve_timeout)")
 
     config: Config
+    ha_shared = False  # every agent of a pair sends its alerts, as two Prometheus servers do
 
     def __init__(
         self, name: str, config: Config, *, state_dir: str, session: requests.Session | None = None
@@ -92,7 +114,13 @@ class AlertmanagerSink(HttpSink):
             secret = read_credentials(config.credentials_file)
             auth = split_user_password(secret, config.credentials_file, "user:password for Basic auth")
             secrets = [secret]
-        super().__init__(name, config, session=session, auth=auth, secrets=secrets)
+        urls = list(dict.fromkeys([u for u in [config.url, *config.urls] if u]))
+        super().__init__(name, config, session=session, url=urls[0], auth=auth, secrets=secrets)
+        # one client per instance (the first is the base class's)
+        self._clients = [self._http] + [
+            HttpClient(u, timeout=config.timeout, ca_file=config.ca_file, auth=auth, secrets=secrets, session=session)
+            for u in urls[1:]]
+        self.post_failures_total = 0
         self._state_path = os.path.join(state_dir, f"alertmanager-{name}.json")
         self._lock = threading.Lock()
         self._active: dict[str, dict[str, Any]] = self._load_state()
@@ -103,11 +131,21 @@ class AlertmanagerSink(HttpSink):
     def find(self, dedup_key: str) -> str | None:
         what = f"alertmanager {self.name}: find {dedup_key}"
         matcher = f'{DEDUP_LABEL}="{dedup_key.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        resp = self._http.request("GET", "/api/v2/alerts", what, params={"filter": matcher})
-        alerts = self._http.json(resp, what)
-        if not isinstance(alerts, list):
-            raise DeliveryError(f"{what}: answer is not a list of alerts", retryable=False)
-        return dedup_key if alerts else None
+        error: DeliveryError | None = None
+        for client in self._clients:  # alerts are not gossiped: any instance may be the one that has it
+            try:
+                resp = client.request("GET", "/api/v2/alerts", what, params={"filter": matcher})
+                alerts = client.json(resp, what)
+            except DeliveryError as e:
+                error = error or e
+                continue
+            if not isinstance(alerts, list):
+                raise DeliveryError(f"{what}: answer is not a list of alerts", retryable=False)
+            if alerts:
+                return dedup_key
+        if error is not None and len(self._clients) == 1:
+            raise error
+        return None
 
     def open(self, ticket: Ticket) -> str:
         self._send_active(ticket, labels=alert_labels(ticket), what="post")
@@ -133,7 +171,8 @@ class AlertmanagerSink(HttpSink):
     # ---- re-sending --------------------------------------------------------------------------
 
     def resend_active(self, now: float | None = None) -> int:
-        """Re-post every active alert with a fresh endsAt; returns how many were sent. Never
+        """Re-post every active alert with a fresh endsAt (to every instance); returns how many
+        were sent. Never
         raises: a failure is logged and counted, and the next call tries again (the daemon
         calls this every `resend_interval`)."""
         now = time.time() if now is None else now
@@ -193,7 +232,20 @@ class AlertmanagerSink(HttpSink):
             raise
 
     def _post(self, alerts: list[dict[str, Any]], what: str) -> None:
-        self._http.request("POST", "/api/v2/alerts", what, json_body=alerts)
+        """Post to every instance; fine when one took it, else the first failure is raised."""
+        errors: list[DeliveryError] = []
+        for client in self._clients:
+            try:
+                client.request("POST", "/api/v2/alerts", what, json_body=alerts)
+            except DeliveryError as e:
+                errors.append(e)
+        if len(errors) == len(self._clients):
+            retryable = [e for e in errors if e.retryable]
+            raise (retryable or errors)[0]
+        for failure in errors:
+            self.post_failures_total += 1
+            log.warning("%s: one instance of %d failed (it gets the alert at the next re-send): %s",
+                        what, len(self._clients), failure.reason)
 
     def _bound_state(self) -> None:
         excess = len(self._active) - MAX_ACTIVE_ALERTS

@@ -2,8 +2,19 @@
 
 A sink turns one action into one exchange with its tool and says how it went; it never
 sleeps, loops or touches the outbox database. Ordering, backoff, persistence and
-idempotency belong to `agent.tickets.outbox`. Capabilities beyond the four calls are
+idempotency belong to `agent.tickets.outbox`. Capabilities beyond the calls of `Sink` are
 declared Protocols here (`Resender`). Sinks know nothing of rules, problems or the store.
+
+How an exchange can end, besides returning:
+
+- `DeliveryError`: it failed; `retryable` or not, and `maybe_sent` says whether the tool may
+  have acted anyway (a timeout after the request left: a create may exist). The outbox keeps
+  its in-flight mark for creates that may exist, and looks them up before creating again.
+- `Deferred`: the tool took the request but has not finished it (Opsgenie processes writes
+  asynchronously), or a create may still be invisible to its search: ask again later. Not a
+  failure: nothing is held back but this action.
+- `TicketGone`: the ticket the outbox recorded no longer exists in the tool (deleted, or a
+  damaged local store): the outbox forgets it, and the action opens a new one.
 """
 
 from __future__ import annotations
@@ -54,13 +65,33 @@ class Ticket:
 
 class DeliveryError(Exception):
     """A failed exchange. `retryable` failures are tried again after `retry_after` seconds
-    (None: the outbox's own backoff); others go to the dead letter with `reason`."""
+    (None: the outbox's own backoff); others go to the dead letter with `reason`.
+    `maybe_sent` False: the tool certainly did not act (a refused connection, a 429)."""
 
-    def __init__(self, reason: str, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retryable: bool, retry_after: float | None = None,
+                 maybe_sent: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.retry_after = retry_after
+        self.maybe_sent = maybe_sent
+
+
+class TicketGone(DeliveryError):
+    """The recorded ticket does not exist in the tool any more: forget it and open anew."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, retryable=True, maybe_sent=False)
+
+
+class Deferred(Exception):
+    """Not done yet, not failed: try this action again in `after` seconds (nothing else of
+    the sink waits). `reason` is shown in the outbox listing."""
+
+    def __init__(self, reason: str, after: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.after = after
 
 
 class Sink(Protocol):
@@ -79,11 +110,38 @@ class Sink(Protocol):
         """Note the clear; resolve the ticket if `ticket.resolve`."""
 
 
+@runtime_checkable
+class Reopener(Protocol):
+    """A sink that can put a cleared ticket back to open (in its tool's workflow) with the
+    update's text. `reopen` returns False when the tool cannot reopen it (closed for good):
+    the outbox then opens a new ticket. Sinks without it get an `update`."""
+
+    def reopen(self, ref: str, ticket: Ticket) -> bool: ...
+
+
+@runtime_checkable
+class LookupTraits(Protocol):
+    """How far a sink's `find` can be trusted right after a create, and whether HA peers share
+    its tool. `lookup_lag`: seconds a new ticket may stay invisible to `find` (0: read-after-
+    write consistent); the outbox keeps looking that long before creating again after an
+    attempt whose outcome it never learnt. `ha_shared`: False when each agent of an HA pair
+    must send everything itself (its own local store; Alertmanager, which wants every alert
+    from every Prometheus-like sender)."""
+
+    lookup_lag: float
+    ha_shared: bool
+
+
 class SinkBase(abc.ABC):
     """The base of every sink class in `SINK_TYPES`: `Config`, the dataclass of its settings
-    (validated by `forewarn check`), the constructor the registry calls, and the calls of `Sink`."""
+    (validated by `forewarn check`), the constructor the registry calls, and the calls of `Sink`.
+    By default a sink's lookup is read-after-write consistent and its tool is shared by the
+    agents of an HA pair (`LookupTraits`); a sink that reopens in its tool's workflow defines
+    `reopen` (`Reopener`)."""
 
     Config: ClassVar[type]
+    lookup_lag: float = 0.0
+    ha_shared: bool = True
 
     def __init__(self, name: str, config: Any, *, state_dir: str, session: Any = None) -> None:
         self.name = name
@@ -163,11 +221,14 @@ def check_response(resp: Any, what: str, redact: Any = None) -> None:
     if snippet:
         reason += f": {snippet}"
     if resp.status_code in RETRYABLE_STATUSES:
-        raise DeliveryError(reason, retryable=True, retry_after=retry_after_from_headers(resp.headers))
-    raise DeliveryError(reason, retryable=False)
+        # 408, 425 and 429 say the request was not processed; a 5xx may come after the tool acted
+        raise DeliveryError(reason, retryable=True, retry_after=retry_after_from_headers(resp.headers),
+                            maybe_sent=resp.status_code >= 500)
+    raise DeliveryError(reason, retryable=False, maybe_sent=False)
 
 
-def network_error(what: str, exc: Exception) -> DeliveryError:
+def network_error(what: str, exc: Exception, maybe_sent: bool = True) -> DeliveryError:
     """A connection or timeout error: always retryable. Only the exception type and a
-    short message are kept, so a URL carrying credentials never lands in logs."""
-    return DeliveryError(f"{what}: {type(exc).__name__}", retryable=True)
+    short message are kept, so a URL carrying credentials never lands in logs. `maybe_sent`
+    False when the connection was never made (refused, connect timeout)."""
+    return DeliveryError(f"{what}: {type(exc).__name__}", retryable=True, maybe_sent=maybe_sent)

@@ -2,8 +2,11 @@
 
 - Credentials come from `credentials_file` (fits systemd `LoadCredential`), are read once at
   construction and are kept in a `Secret` whose repr and str never show the value. Every
-  error reason leaving `HttpClient.request` is scrubbed of the secret (raw, its password
-  part, and its Basic-auth base64 form), so a server echoing our headers cannot leak it.
+  answer is scrubbed of the secrets *as it is read*, before any sink code sees it: the raw
+  value, its password part, its Basic-auth base64 form, and their JSON-escaped and
+  URL-encoded forms are replaced by `<redacted>`. So a server echoing our credentials back
+  (in an error, an id, a message) cannot carry them into logs, `outbox.db`, dead letters or
+  the API; error reasons are scrubbed once more on the way out.
 - TLS verification is always on; `ca_file` adds a private CA. Proxies come from the
   environment (requests' `trust_env`). Every call has a timeout, no redirects are followed
   (a redirect would drop or leak the Authorization header) and answers are read up to a
@@ -35,6 +38,7 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # an ITSM answer is a few kB; anything big
 USER_AGENT = f"forewarn/{__version__}"
 _REDACTED = "<redacted>"
 _DYNAMIC_SECRETS_KEPT = 4
+JSON_ESCAPE_LEVELS = 3
 
 
 class Secret:
@@ -58,13 +62,32 @@ class Secret:
 
     def fragments(self) -> list[str]:
         """Every form in which the secret might come back in an answer: the value, the
-        password half of `user:password`, the Basic-auth base64 of the whole, and their
-        URL-encoded forms (form bodies, query strings)."""
+        password half of `user:password`, each field of a JSON credentials object, the
+        Basic-auth base64 of the whole (UTF-8 and Latin-1), and their URL-encoded and
+        JSON-escaped forms (ASCII-only or not, solidus escaped or not, up to
+        `JSON_ESCAPE_LEVELS` deep: a server may echo a JSON text inside a JSON string, and we
+        decode one level). Longest first."""
         v = self._value
-        out = [v, base64.b64encode(v.encode()).decode()]
+        out = [v]
         if ":" in v:
             out.append(v.split(":", 1)[1])
+        try:
+            fields = json.loads(v)
+        except ValueError:
+            fields = None
+        if isinstance(fields, dict):
+            out += [str(x) for x in fields.values() if isinstance(x, str)]
+        for charset in ("utf-8", "latin-1"):
+            try:
+                out.append(base64.b64encode(v.encode(charset)).decode())
+            except UnicodeEncodeError:
+                pass
         out += [urllib.parse.quote_plus(f) for f in out] + [urllib.parse.quote(f, safe="") for f in out]
+        level = list(out)
+        for _ in range(JSON_ESCAPE_LEVELS):
+            level = list(dict.fromkeys(json.dumps(f, ensure_ascii=a)[1:-1] for f in level for a in (True, False)))
+            level += [f.replace("/", "\\/") for f in level if "/" in f]
+            out += level
         return sorted({f for f in out if len(f) >= 4}, key=len, reverse=True)
 
 
@@ -131,13 +154,21 @@ class HttpClient:
         self.timeout = float(timeout)
         self._verify: bool | str = ca_file or True
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
-        self._auth = auth
+        if auth is not None:
+            # RFC 7617 with charset UTF-8 (requests would encode Latin-1, which turns a non-Latin
+            # password into question marks and a Latin one into bytes the tools decode wrongly)
+            basic = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {basic}"
         self._fragments = [f for s in (secrets or []) for f in s.fragments()]
         self._dynamic_fragments: list[list[str]] = []
         # the HTTP stack is loaded by the first HTTP sink built, never by a local-only agent
         import requests  # noqa: PLC0415 - costly optional import (requests, urllib3, ssl)
+        import urllib3  # noqa: PLC0415 - comes with requests, loaded with it
 
         self._network_errors: tuple[type[Exception], ...] = (requests.RequestException,)
+        self._connect_timeout: type[Exception] = requests.ConnectTimeout
+        self._connection_error: type[Exception] = requests.ConnectionError
+        self._new_connection_error: type[Exception] = urllib3.exceptions.NewConnectionError
         self._session = session if session is not None else requests.Session()
 
     def __repr__(self) -> str:
@@ -150,10 +181,31 @@ class HttpClient:
         """Also scrub a secret obtained later (an OAuth access token); the last few are kept."""
         self._dynamic_fragments = (self._dynamic_fragments + [secret.fragments()])[-_DYNAMIC_SECRETS_KEPT:]
 
+    def _all_fragments(self) -> list[str]:
+        frags = self._fragments + [f for fs in self._dynamic_fragments for f in fs]
+        return sorted(frags, key=len, reverse=True)
+
     def redact(self, text: str) -> str:
-        for f in self._fragments + [f for fs in self._dynamic_fragments for f in fs]:
+        for f in self._all_fragments():
             text = text.replace(f, _REDACTED)
         return text
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """An answer's bytes with every form of every secret replaced (before anything reads it)."""
+        for f in self._all_fragments():
+            fb = f.encode("utf-8")
+            if fb in data:
+                data = data.replace(fb, _REDACTED.encode())
+        return data
+
+    def _never_connected(self, exc: Exception) -> bool:
+        """The request never left: a connect timeout, or a refused / unresolvable connection."""
+        if isinstance(exc, self._connect_timeout):
+            return True
+        if isinstance(exc, self._connection_error):
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            return isinstance(reason, self._new_connection_error)
+        return False
 
     def request(
         self,
@@ -183,7 +235,6 @@ class HttpClient:
                 data=data,
                 files=files,
                 headers=hdrs,
-                auth=self._auth,
                 timeout=self.timeout,
                 verify=self._verify,
                 allow_redirects=False,
@@ -195,17 +246,18 @@ class HttpClient:
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:
                         raise DeliveryError(f"{what}: answer larger than {MAX_RESPONSE_BYTES} bytes", False)
-                resp._content = bytes(body)  # what resp.text / resp.json() read
+                # scrubbed before anything reads it: what resp.text / resp.json() return
+                resp._content = self.redact_bytes(bytes(body))
             finally:
                 resp.close()
         except self._network_errors as e:
-            raise network_error(what, e) from None
+            raise network_error(what, e, maybe_sent=not self._never_connected(e)) from None
         if resp.status_code in accept_statuses:
             return resp
         try:
             check_response(resp, what, redact=self.redact)
         except DeliveryError as e:
-            raise DeliveryError(self.redact(e.reason), e.retryable, e.retry_after) from None
+            raise DeliveryError(self.redact(e.reason), e.retryable, e.retry_after, e.maybe_sent) from None
         return resp
 
     def json(self, resp: requests.Response, what: str) -> Any:

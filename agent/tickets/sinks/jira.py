@@ -2,13 +2,27 @@
 
 - The dedup key is a label `<label_prefix><key>` (labels cannot hold spaces). `find` uses
   `GET /rest/api/3/search/jql` (the old `/search` answers 410) with `nextPageToken` paging,
-  and checks each hit's labels and status itself: the search index is eventually
-  consistent and may still list an issue that was just closed.
-- Updates are comments: ADF on the platform API, plain text and `public: false` on JSM.
-- Resolve is a transition looked up by *name* (ids differ per workflow) and cached; the
-  closing comment travels inside the transition request, so one POST both comments and
-  resolves and a retry cannot leave a duplicate comment. A cached id the workflow refuses
-  (400) is forgotten and the action retried, which looks it up again.
+  and checks each hit's labels and status itself.
+- The search is *not* read-after-write consistent: Atlassian documents that an issue may
+  stay out of (or stale in) its results for "a few seconds to minutes" after a change, and
+  read-after-write needs the issue ids (`reconcileIssues`), which a lost create answer does
+  not give. So `lookup_lag` is `search_lag` (default 2 minutes): after a create whose answer
+  was lost, the outbox keeps searching that long before it creates again.
+- Updates are comments: ADF on the platform API, plain text and `public: false` (internal)
+  on JSM.
+- Resolve and reopen are transitions of the *platform* API (`/rest/api/3/issue/{key}/
+  transitions`), for JSM requests too: the Service Management API's transitions are the
+  customer's, which do not include the agent's Resolve. The transition is chosen by its
+  target status category (`done` to resolve; `new`, else `indeterminate`, to reopen: names
+  vary per workflow and language), or by name when `resolve_transition`/`reopen_transition`
+  is set. The issue's status is read first: an issue already in the wanted category gets
+  no second transition, so a retry after a lost answer does not repeat it.
+- On the platform API the closing comment travels inside the transition request (one POST
+  comments and resolves: a lost answer cannot leave the comment without the transition, and
+  the status check above keeps a retry from adding it again). On JSM the internal comment
+  goes first, then the transition (at least once, like every update). A transition the
+  workflow refuses (400: a screen field, a validator) or that does not exist does not lose
+  the note: the comment is posted alone and a warning says why the issue stays as it is.
 - Charts go to `/rest/api/3/issue/{key}/attachments` with `X-Atlassian-Token: no-check`;
   a failed attachment is logged and does not fail the open.
 - Auth: Basic `email:api_token` from the credentials file.
@@ -25,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from agent.config.decode import doc
+from agent.config.decode import Duration, doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import (
     HttpSink,
@@ -91,10 +105,19 @@ class JiraSink(HttpSink):
             "Ticket severity -> Jira priority name (mode issue), e.g. {critical: Highest}.",
             default_factory=dict,
         )
-        resolve_transition: str = doc("Name of the transition that resolves an issue.", default="Done")
+        resolve_transition: str = doc(
+            "Name of the transition that resolves an issue; empty: the first one whose target status is in "
+            "the Done category.", default="")
+        reopen_transition: str = doc(
+            "Name of the transition that reopens a resolved issue; empty: the first one whose target status "
+            "is in the To Do category, else In Progress.", default="")
         resolution: str = doc(
             "Resolution name set by the transition (mode issue); empty when the screen has none.", default=""
         )
+        search_lag: Duration = doc(
+            "How long a new issue may stay out of search results (Jira's search is eventually "
+            "consistent): a lost create is searched for this long before an issue is created again.",
+            default=Duration(120))
         page_size: int = doc("Issues per search page in find.", default=50)
         max_pages: int = doc("Most search pages read by one find.", default=10)
 
@@ -111,6 +134,8 @@ class JiraSink(HttpSink):
                 err("page_size", "must be between 1 and 5000")
             if not 1 <= self.max_pages <= 1000:
                 err("max_pages", "must be between 1 and 1000")
+            if self.search_lag < 0:
+                err("search_lag", "must not be negative")
 
     config: Config
 
@@ -120,7 +145,7 @@ class JiraSink(HttpSink):
         secret = read_credentials(config.credentials_file)
         super().__init__(name, config, session=session, secrets=[secret],
                          auth=split_user_password(secret, config.credentials_file, "email:api_token"))
-        self._transition_ids: dict[str, str] = {}  # transition name (lower case) -> id, per workflow
+        self.lookup_lag = float(config.search_lag)
 
     def __repr__(self) -> str:
         return f"JiraSink({self.name!r}, {self.config.url!r}, mode={self.config.mode!r})"
@@ -222,52 +247,73 @@ class JiraSink(HttpSink):
         if not ticket.resolve:
             self._comment(ref, ticket.body, what)
             return
-        name = self.config.resolve_transition.lower()
-        cached = name in self._transition_ids
-        tid = self._transition_ids.get(name) or self._lookup_transition(ref, what)
-        if tid is None:
-            log.warning(
-                "%s: transition %r is not available (already resolved, or another workflow); commenting only",
-                what,
-                self.config.resolve_transition,
-            )
-            self._comment(ref, ticket.body, what)
+        if self._category(ref, what) == "done":
+            log.info("%s: the issue is resolved already (by an earlier attempt or a person)", what)
             return
-        k = quote(ref, safe="")
-        if self.config.mode == "issue":
-            path = f"/rest/api/3/issue/{k}/transitions"
-            body: dict[str, Any] = {
-                "transition": {"id": tid},
-                "update": {"comment": [{"add": {"body": to_adf(ticket.body)}}]},
-            }
-            if self.config.resolution:
-                body["fields"] = {"resolution": {"name": self.config.resolution}}
-        else:
-            path = f"/rest/servicedeskapi/request/{k}/transition"
-            body = {"id": tid, "additionalComment": {"body": truncate(ticket.body, TEXT_MAX)}}
-        resp = self._http.request("POST", path, what, json_body=body, accept_statuses=(400,) if cached else ())
-        if resp.status_code == 400:
-            # The workflow changed under the cached id: forget it; the retry looks it up again.
-            self._transition_ids.pop(name, None)
-            snippet = self._http.redact(resp.text)[:200].replace("\n", " ")
-            raise DeliveryError(f"{what}: HTTP 400 for cached transition id {tid}: {snippet}", retryable=True)
+        self._transition(ref, ticket.body, what, self.config.resolve_transition, ("done",),
+                         fields={"resolution": {"name": self.config.resolution}} if self.config.resolution else None)
 
-    def _lookup_transition(self, key: str, what: str) -> str | None:
-        """The id of the resolve transition available on this issue, cached by name."""
+    def reopen(self, ref: str, ticket: Ticket) -> bool:
+        what = f"jira {self.name}: reopen {ref}"
+        if self._category(ref, what) != "done":
+            self._comment(ref, ticket.body, what)  # still open (cleared with a comment, or reopened by a person)
+            return True
+        if not self._transition(ref, ticket.body, what, self.config.reopen_transition, ("new", "indeterminate")):
+            log.warning("%s: no transition leads out of Done here: a new issue is opened instead", what)
+            return False
+        return True
+
+    # ---- transitions (platform API, for JSM requests as well) ---------------------------------
+
+    def _category(self, key: str, what: str) -> str:
+        """The status category key of an issue: new, indeterminate or done."""
+        resp = self._http.request("GET", f"/rest/api/3/issue/{quote(key, safe='')}", what, params={"fields": "status"})
+        status = field_path(self._http.json(resp, what), "fields", "status", what=what)
+        return str(((status or {}).get("statusCategory") or {}).get("key", "")) if isinstance(status, dict) else ""
+
+    def _transition(self, key: str, text: str, what: str, name: str, categories: tuple[str, ...],
+                    fields: dict[str, Any] | None = None) -> bool:
+        """Comment `text` and move the issue through the transition `name` (or the first one
+        to a status in `categories`, in their order). False when there is none: the comment
+        is posted alone. A refused transition (400) also leaves the comment posted alone."""
         k = quote(key, safe="")
-        if self.config.mode == "issue":
-            resp = self._http.request("GET", f"/rest/api/3/issue/{k}/transitions", what)
-            items = self._http.json(resp, what)
-            items = items.get("transitions") if isinstance(items, dict) else None
-        else:
-            resp = self._http.request("GET", f"/rest/servicedeskapi/request/{k}/transition", what)
-            items = self._http.json(resp, what)
-            items = items.get("values") if isinstance(items, dict) else None
+        resp = self._http.request("GET", f"/rest/api/3/issue/{k}/transitions", what)
+        items = self._http.json(resp, what)
+        items = items.get("transitions") if isinstance(items, dict) else None
         if not isinstance(items, list):
             raise DeliveryError(f"{what}: transitions answer has no list", retryable=False)
-        name = self.config.resolve_transition.lower()
-        for t in items:
-            if isinstance(t, dict) and str(t.get("name", "")).lower() == name and "id" in t:
-                self._transition_ids[name] = str(t["id"])
+        tid = pick_transition(items, name, categories)
+        if tid is None:
+            log.warning("%s: no transition %s is available (the workflow, or the user's permissions); "
+                        "commenting only", what, repr(name) if name else "to " + "/".join(categories))
+            self._comment(key, text, what)
+            return False
+        if self.config.mode == "request":
+            self._comment(key, text, what)  # internal comment first: the transition carries none
+            body: dict[str, Any] = {"transition": {"id": tid}}
+        else:
+            body = {"transition": {"id": tid}, "update": {"comment": [{"add": {"body": to_adf(text)}}]}}
+        if fields:
+            body["fields"] = fields
+        resp = self._http.request("POST", f"/rest/api/3/issue/{k}/transitions", what, json_body=body,
+                                  accept_statuses=(400,))
+        if resp.status_code == 400:
+            snippet = self._http.redact(resp.text)[:200].replace("\n", " ")
+            log.warning("%s: the workflow refused transition %s (%s); the note is posted alone", what, tid, snippet)
+            if self.config.mode != "request":
+                self._comment(key, text, what)
+            return False
+        return True
+
+
+def pick_transition(items: list[Any], name: str, categories: tuple[str, ...]) -> str | None:
+    """The id of the transition called `name` (any case), or of the first one whose target
+    status is in the first of `categories` that has one."""
+    valid = [t for t in items if isinstance(t, dict) and "id" in t]
+    if name:
+        return next((str(t["id"]) for t in valid if str(t.get("name", "")).lower() == name.lower()), None)
+    for category in categories:
+        for t in valid:
+            if ((t.get("to") or {}).get("statusCategory") or {}).get("key") == category:
                 return str(t["id"])
-        return None
+    return None

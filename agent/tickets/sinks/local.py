@@ -1,7 +1,11 @@
 """The embedded ticket store (`type: local`): tickets in SQLite in `state_dir`.
 
 Works with no ITSM at all; `forewarn tickets list|show ID` and `GET /api/v1/tickets` read it.
-Each ticket keeps its history as comments (the open, every update, the clear).
+Each ticket keeps its history as comments (the open, every update, the clear). A ticket that
+returns after its clear is open again (`reopen`). `find` reads the same file the creates
+write: it is read-after-write consistent. A damaged `tickets.db` is moved aside when first
+opened and a new one started; the outbox's references into the old one are then answered
+with `TicketGone`, so each problem's next action opens a new ticket.
 
 Like every sink, it knows nothing of rules, problems or the series store (nor models, PromQL,
 sources or web): it turns ticket actions into exchanges with its tool.
@@ -18,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config.decode import doc
-from agent.persistence import connect, migrate
-from agent.tickets.sinks.base import DeliveryError, SinkBase, Ticket
+from agent.persistence import connect, migrate, open_or_move_aside
+from agent.tickets.sinks.base import DeliveryError, SinkBase, Ticket, TicketGone
 
 TICKETS_FILE = "tickets.db"
 MAX_LIST = 1000
@@ -68,15 +72,21 @@ class LocalSink(SinkBase):
         self.path = tickets_path(state_dir, config.path if config is not None else TICKETS_FILE)
         self._conn: sqlite3.Connection | None = None
 
+    # each agent of an HA pair keeps its own local store: it must record every action itself
+    ha_shared = False
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             try:
-                conn = connect(self.path)
-                migrate(conn, [_SCHEMA], self.path)
+                conn, _ = open_or_move_aside(self.path, self._setup, "local ticket store")
             except sqlite3.Error as e:
                 raise DeliveryError(f"local ticket store {self.path}: {e}", retryable=True) from None
             self._conn = conn
         return self._conn
+
+    def _setup(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        migrate(conn, [_SCHEMA], self.path)
+        return conn
 
     def _write(self, fn: Any) -> Any:
         conn = self._db()
@@ -121,7 +131,7 @@ class LocalSink(SinkBase):
         def fn(c: sqlite3.Connection) -> None:
             row = c.execute("SELECT id FROM tickets WHERE id=?", (_int_ref(ref),)).fetchone()
             if row is None:
-                raise DeliveryError(f"local ticket {ref} does not exist", retryable=False)
+                raise TicketGone(f"local ticket {ref} does not exist")
             c.execute("INSERT INTO comments (ticket_id, at, action, sequence, body) VALUES (?,?,?,?,?)",
                       (row["id"], now, ticket.action, ticket.sequence, ticket.body))
             sets = ["updated_at=?", "last_sequence=MAX(last_sequence, ?)", "severity=?"]
@@ -142,6 +152,10 @@ class LocalSink(SinkBase):
 
     def update(self, ref: str, ticket: Ticket) -> None:
         self._comment(ref, ticket, None)
+
+    def reopen(self, ref: str, ticket: Ticket) -> bool:
+        self._comment(ref, ticket, None)  # an update sets the status back to open
+        return True
 
     def clear(self, ref: str, ticket: Ticket) -> None:
         self._comment(ref, ticket, "resolved" if ticket.resolve else None)

@@ -3,12 +3,19 @@
 - find: TicketSQL `'CF.{DedupKey}' = '<key>' AND Status = '__Active__'` on `GET /tickets`
   (any active status of the queue's lifecycle). RT has no unique custom field, so the
   outbox's local dedup_key -> ticket map is what prevents duplicates; find recovers it after
-  a restart.
+  a restart. The search reads RT's database directly: it is read-after-write consistent
+  (a ticket is found as soon as its create has been answered), so `lookup_lag` is 0.
 - open: `POST /ticket` with Queue, Subject, Content (text/plain), the custom field, and the
   chart as a base64 `Attachments` item when the ticket has one. The ticket is read back
   once: RT silently ignores an unknown custom field (201 all the same), which would make
   every later find miss, so a missing key is logged as an error naming the field.
 - update: `POST /ticket/{id}/comment` (an internal comment, not mailed to requestors).
+- reopen (the problem returned within flap_window after a resolve): the ticket is read; one
+  in an inactive status gets `PUT {"Status": "<reopen_status>"}` (default `open`: the default
+  lifecycle allows resolved -> open, its "Re-open"), read back, then the comment. A status RT
+  keeps (a lifecycle without that transition, a deleted ticket) makes the outbox open a new
+  ticket instead. Status first: a retry after a lost answer finds the ticket open already
+  and only comments.
 - clear: a comment and, when `ticket.resolve`, `PUT /ticket/{id} {"Status": "resolved"}`
   followed by reading the ticket back: RT answers 200 to a refused change and only says so
   in the message list (a refusal is permanent: the dead letter carries RT's message). A
@@ -40,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SUBJECT_MAX = 200  # RT stores up to 200 characters
 RESOLVED_STATUS = "resolved"
+REOPEN_STATUS = "open"
 INACTIVE_STATUSES = ("resolved", "rejected", "deleted")  # the default lifecycle's inactive statuses
 CHART_FILE_NAME = "forecast.png"
 
@@ -57,6 +65,8 @@ class RequestTrackerSink(HttpSink):
             "Ticket custom field (FreeformSingle, applied to the queue) holding the dedup key.", default="DedupKey"
         )
         resolved_status: str = doc("Status set when a clear resolves the ticket.", default=RESOLVED_STATUS)
+        reopen_status: str = doc("Status a resolved ticket is set back to when its problem returns "
+                                 "within flap_window.", default=REOPEN_STATUS)
 
         def validate(self, err: Any) -> None:
             super().validate(err)
@@ -106,6 +116,22 @@ class RequestTrackerSink(HttpSink):
 
     def update(self, ref: str, ticket: Ticket) -> None:
         self._comment(ref, ticket, f"request_tracker {self.name}: comment on #{ref}")
+
+    def reopen(self, ref: str, ticket: Ticket) -> bool:
+        what = f"request_tracker {self.name}: reopen #{ref}"
+        status = self._status(ref, what)
+        if status in INACTIVE_STATUSES or status == self.config.resolved_status:
+            target = self.config.reopen_status
+            resp = self._http.request("PUT", f"/ticket/{ref}", what, json_body={"Status": target})
+            messages = self._http.json(resp, what) if resp.content else []
+            now = self._status(ref, what)
+            if now != target:
+                said = "; ".join(map(str, messages)) if isinstance(messages, list) else str(messages)
+                log.warning("%s: status is %r after setting %r (%s): a new ticket is opened instead",
+                            what, now, target, said[:300])
+                return False
+        self._comment(ref, ticket, what)
+        return True
 
     def clear(self, ref: str, ticket: Ticket) -> None:
         what = f"request_tracker {self.name}: clear #{ref}"

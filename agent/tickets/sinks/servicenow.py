@@ -1,14 +1,37 @@
 """ServiceNow Table API: one `problem` (or `incident`) record per problem.
 
 - The dedup key goes to `correlation_id` (`correlation_display` names the agent); `find`
-  looks for an *active* record carrying it.
-- Updates are `work_notes`. A clear is a work note; with `ticket.resolve` the configured
-  `resolve_fields` are set in the same PATCH. Since Rome the Table API no longer performs
-  problem state transitions on many instances, so by default nothing but the note is sent;
-  when fields are configured and the instance silently keeps its old values (it answers 200
-  with the record as it is), a warning says so and the ticket stays open with its note.
-- Fields impact/urgency/assignment_group/cmdb_ci/category come from the rule's labels
-  through `label_fields` (label name -> field name), on top of the constant `fields`.
+  looks for a record carrying it whose `state` is not one of the table's closed states
+  (incident: Resolved 6, Closed 7, Canceled 8; problem: Resolved 106, Closed 107). It does
+  not filter on `active`: a Resolved incident is still active. The Table API reads the
+  database: `find` is read-after-write consistent (`lookup_lag` 0).
+- Reference fields (`assignment_group`, `cmdb_ci`, `assigned_to`, `caller_id`, ...) hold
+  sys_ids. Names are what a config or a label gives, so writes carry
+  `sysparm_input_display_value=true` (`input_display_value`, default on), which makes the
+  Table API turn a display value into the sys_id; without it a name is stored as it is, a
+  reference to nothing. (The flag also reads date/time input in the API user's time zone;
+  the sink sends none.)
+- New records: the constant `fields`, then `impact`/`urgency` from the ticket's severity
+  (`severity_fields`), `cmdb_ci` from the label named by `ci_label`, then the labels mapped by
+  `label_fields` (label name -> field name: a rule's `impact` label wins over its severity).
+- Updates are `work_notes`. A clear is a work note in its own PATCH; with `ticket.resolve`
+  the state change follows in a second PATCH, with the fields the state model's data
+  policies require (`resolve_fields`; defaults: a problem is closed as `canceled` with
+  `close_notes`, an incident resolved with `close_code` and `close_notes`; `close_notes` is
+  filled from the clear's first line unless given). The record is read back from the PATCH:
+  a state the instance kept (since Rome the Table API does not perform problem state
+  transitions; a data policy refuses, with 403 or silently) is not an error, since the note is
+  already there: a second work note says the forecast has cleared and that the state
+  could not be set, and a warning is logged. `state_endpoint` names a scripted REST endpoint
+  that does perform transitions (e.g. the Red Hat Ansible certified content app's
+  `/api/x_rhtpp_ansible/problem/{number}/new_state/{state}`); it is tried when the Table
+  API keeps the state. A record already in a closed state gets nothing more (a retry after
+  a lost answer, or a person closed it).
+- Reopen (the problem returned within flap_window): a record in a closed state is set to
+  `reopen_state` (incident: In Progress 2, as "Reopen" does; problem: Root Cause Analysis
+  103, as "Re-analyze" does) and read back; a Closed incident cannot be reopened (the
+  instance makes a new one), nor can a record whose state the instance keeps: the outbox then
+  opens a new record. The update's work note follows.
 - Auth: Basic (`user:password` in the credentials file); OAuth, with tokens from
   `POST /oauth_token.do` (password or client_credentials grant) renewed before they expire
   or when refused; or a bearer token that something else keeps fresh in the file.
@@ -28,6 +51,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 from agent.config.decode import doc
 from agent.tickets.sinks.base import DeliveryError, Ticket
@@ -58,6 +82,26 @@ DEFAULT_LABEL_FIELDS = {
     "assignment_group": "assignment_group",
     "cmdb_ci": "cmdb_ci",
     "category": "category",
+}
+# impact and urgency by ticket severity (1 high, 2 medium, 3 low): a forecast warns before the
+# harm, so a warning is medium impact, low urgency
+DEFAULT_SEVERITY_FIELDS = {
+    "page": {"impact": "1", "urgency": "1"},
+    "critical": {"impact": "1", "urgency": "1"},
+    "error": {"impact": "2", "urgency": "2"},
+    "warning": {"impact": "2", "urgency": "3"},
+    "info": {"impact": "3", "urgency": "3"},
+}
+# the state models (ServiceNow docs; the Ansible collection's problem and incident modules)
+CLOSED_STATES = {"problem": ("106", "107"), "incident": ("6", "7", "8")}
+FINAL_STATES = {"problem": (), "incident": ("7", "8")}  # what cannot be reopened (a problem: Re-analyze)
+REOPEN_STATES = {"problem": "103", "incident": "2"}
+# the data policies: problem 107 with resolution_code canceled needs close_notes (and an
+# assignee, which the record keeps from `fields` or a person); incident 6 needs close_code
+# and close_notes
+DEFAULT_RESOLVE_FIELDS = {
+    "problem": {"state": "107", "resolution_code": "canceled"},
+    "incident": {"state": "6", "close_code": "Closed/Resolved by Caller"},
 }
 
 
@@ -102,21 +146,46 @@ class ServiceNowSink(HttpSink):
             default_factory=lambda: dict(DEFAULT_LABEL_FIELDS),
         )
         fields: dict[str, str] = doc(
-            "Constant fields set on every new record (e.g. assignment_group, caller_id).",
+            "Constant fields set on every new record (e.g. assignment_group, assigned_to, caller_id; "
+            "reference fields by name).",
             default_factory=dict,
         )
-        resolve_fields: dict[str, str] = doc(
-            "Fields set with the closing work note when a rule resolves on clear, e.g. "
-            "problem: {problem_state: '106', resolution_code: fix_applied, fix_notes: ...}; "
-            "incident: {state: '6', close_code: ..., close_notes: ...}. Empty: the note only.",
-            default_factory=dict,
+        severity_fields: dict[str, dict[str, str]] = doc(
+            "Ticket severity -> fields of new records (default: impact and urgency, 1 to 3).",
+            default_factory=lambda: {k: dict(v) for k, v in DEFAULT_SEVERITY_FIELDS.items()},
         )
+        ci_label: str = doc("Label whose value names the configuration item (cmdb_ci), e.g. host; "
+                            "empty: none.", default="")
+        input_display_value: bool = doc(
+            "Send sysparm_input_display_value=true on writes, so reference fields may be given by name.",
+            default=True)
+        resolve_fields: dict[str, str] | None = doc(
+            "Fields of the PATCH that resolves a record when a rule resolves on clear (after the "
+            "closing work note, in its own PATCH). Default: problem {state: '107', resolution_code: "
+            "canceled}, incident {state: '6', close_code: 'Closed/Resolved by Caller'}; close_notes is "
+            "the clear's first line unless given. {}: the note only.",
+            default=None,
+        )
+        reopen_state: str = doc("State a resolved record returns to when its problem comes back "
+                                "(default: problem 103, incident 2).", default="")
+        state_endpoint: str = doc(
+            "Scripted REST path that performs state transitions the Table API will not, with "
+            "{number} and {state}, e.g. /api/x_rhtpp_ansible/problem/{number}/new_state/{state}; "
+            "empty: the Table API only.", default="")
 
         def validate(self, err: Any) -> None:
             super().validate(err)
             for k in ("correlation_id", "work_notes", "short_description", "description"):
-                if k in self.fields or k in self.resolve_fields:
+                if k in self.fields or k in (self.resolve_fields or {}):
                     err("fields" if k in self.fields else "resolve_fields", f"{k} is set by the sink itself")
+            if self.state_endpoint and not (self.state_endpoint.startswith("/") and "{state}" in self.state_endpoint):
+                err("state_endpoint", "must be a path starting with / and containing {state}")
+
+        def resolve_with(self) -> dict[str, str]:
+            """The fields of the resolving PATCH (the default of the table when not set)."""
+            if self.resolve_fields is not None:
+                return dict(self.resolve_fields)
+            return dict(DEFAULT_RESOLVE_FIELDS[self.table])
 
     config: Config
 
@@ -136,6 +205,7 @@ class ServiceNowSink(HttpSink):
         self._token: Secret | None = secret if config.auth == "bearer" else None
         self._token_expires_at = float("inf")  # monotonic seconds
         self._table_path = f"/api/now/table/{config.table}"
+        self._closed = CLOSED_STATES[config.table]
 
     def __repr__(self) -> str:
         return f"ServiceNowSink({self.name!r}, {self.config.url!r}, table={self.config.table!r})"
@@ -207,7 +277,8 @@ class ServiceNowSink(HttpSink):
             self._table_path,
             what,
             params={
-                "sysparm_query": f"correlation_id={_escape_query_value(dedup_key)}^active=true^ORDERBYsys_created_on",
+                "sysparm_query": f"correlation_id={_escape_query_value(dedup_key)}^stateNOT IN{','.join(self._closed)}"
+                                 "^ORDERBYsys_created_on",
                 "sysparm_fields": "sys_id,number,state",
                 "sysparm_limit": "1",
                 "sysparm_exclude_reference_link": "true",
@@ -222,6 +293,9 @@ class ServiceNowSink(HttpSink):
         what = f"servicenow {self.name}: open {ticket.dedup_key}"
         self._check_key(ticket.dedup_key, what)
         record: dict[str, str] = dict(self.config.fields)
+        record.update(self.config.severity_fields.get(ticket.severity, {}))
+        if self.config.ci_label and ticket.labels.get(self.config.ci_label):
+            record["cmdb_ci"] = ticket.labels[self.config.ci_label]
         for label, fname in self.config.label_fields.items():
             if label in ticket.labels:
                 record[fname] = ticket.labels[label]
@@ -235,7 +309,8 @@ class ServiceNowSink(HttpSink):
             "POST",
             self._table_path,
             what,
-            params={"sysparm_fields": "sys_id,number", "sysparm_exclude_reference_link": "true"},
+            params={"sysparm_fields": "sys_id,number", "sysparm_exclude_reference_link": "true",
+                    **self._display_values()},
             json_body=record,
         )
         result = field_path(self._http.json(resp, what), "result", what=what)
@@ -259,33 +334,96 @@ class ServiceNowSink(HttpSink):
         except DeliveryError as e:
             log.warning("%s", e.reason)
 
+    def _display_values(self) -> dict[str, str]:
+        return {"sysparm_input_display_value": "true"} if self.config.input_display_value else {}
+
     def update(self, ref: str, ticket: Ticket) -> None:
         self._patch(ref, {"work_notes": ticket.body}, f"servicenow {self.name}: update {ref}")
 
     def clear(self, ref: str, ticket: Ticket) -> None:
         what = f"servicenow {self.name}: clear {ref}"
-        fields = {"work_notes": ticket.body}
-        if ticket.resolve and self.config.resolve_fields:
-            fields.update(self.config.resolve_fields)
-        record = self._patch(ref, fields, what)
-        if ticket.resolve and self.config.resolve_fields:
-            ignored = [k for k, v in self.config.resolve_fields.items() if k in record and str(record[k]) != v]
-            if ignored:
-                log.warning(
-                    "%s: the instance kept %s unchanged (state changes through the Table API are "
-                    "often forbidden); the record stays open with the closing work note",
-                    what,
-                    ", ".join(sorted(ignored)),
-                )
+        fields = self.config.resolve_with() if ticket.resolve else {}
+        if fields and self._read(ref, "state", what).get("state") in self._closed:
+            log.info("%s: the record is closed already (by an earlier attempt or a person)", what)
+            return
+        self._patch(ref, {"work_notes": ticket.body}, what)  # alone: a refused state change keeps it
+        if not fields or not ({"state", "problem_state"} & set(fields)):
+            if fields:  # fields without a state: set with the note's PATCH, as configured
+                self._patch(ref, fields, what)
+            return
+        fields.setdefault("close_notes", truncate(first_line(ticket.body), 4000))
+        if not self._set_state(ref, fields, what):
+            state = fields.get("state", fields.get("problem_state", "?"))
+            self._patch(ref, {"work_notes": (
+                f"Forewarn: the forecast has cleared, but this record's state could not be set to {state} "
+                "(the instance kept it: since Rome the Table API does not change "
+                "problem states, or a data policy wants more fields). Close it by hand, or see the "
+                "servicenow sink's state_endpoint and resolve_fields.")}, what)
 
-    def _patch(self, sys_id: str, fields: dict[str, str], what: str) -> dict[str, Any]:
+    def reopen(self, ref: str, ticket: Ticket) -> bool:
+        what = f"servicenow {self.name}: reopen {ref}"
+        state = self._read(ref, "state", what).get("state")
+        if state in self._closed:
+            if state in FINAL_STATES[self.config.table]:
+                log.info("%s: a record in state %s cannot be reopened: a new one is opened", what, state)
+                return False
+            target = self.config.reopen_state or REOPEN_STATES[self.config.table]
+            if not self._set_state(ref, {"state": target}, what):
+                log.warning("%s: the instance kept state %s: a new record is opened instead", what, state)
+                return False
+        self._patch(ref, {"work_notes": ticket.body}, what)
+        return True
+
+    # ---- states ---------------------------------------------------------------------------------
+
+    def _set_state(self, sys_id: str, fields: dict[str, str], what: str) -> bool:
+        """PATCH the state with its companion fields and check that the instance took it
+        (200 may carry the old state); then try `state_endpoint` if configured. False when
+        the state is unchanged or a data policy refused (403): the caller notes it."""
+        key = "state" if "state" in fields else "problem_state"  # the same codes (older configs used problem_state)
+        target = fields[key]
+        try:
+            record = self._patch(sys_id, fields, what, read_back=(key, "number"))
+        except DeliveryError as e:
+            if e.retryable:
+                raise
+            log.warning("%s: the instance refused the state change: %s", what, e.reason)
+            return False
+        if str(record.get(key)) == target:
+            return True
+        if self.config.state_endpoint:
+            number = str(record.get("number") or self._read(sys_id, "number", what).get("number", ""))
+            path = self.config.state_endpoint.format(number=quote(number, safe=""), state=quote(target, safe=""))
+            body = {k: v for k, v in fields.items() if k != key}
+            try:
+                self._request("PATCH", path, what, json_body=body, params=self._display_values())
+            except DeliveryError as e:
+                if e.retryable:
+                    raise
+                log.warning("%s: %s refused the state change: %s", what, self.config.state_endpoint, e.reason)
+                return False
+            if str(self._read(sys_id, key, what).get(key)) == target:
+                return True
+        log.warning("%s: the instance kept state %s instead of %s (the Table API does not perform problem "
+                    "state transitions since Rome; see state_endpoint)", what, record.get(key), target)
+        return False
+
+    def _read(self, sys_id: str, fields: str, what: str) -> dict[str, Any]:
+        resp = self._request("GET", f"{self._table_path}/{sys_id}", what,
+                             params={"sysparm_fields": fields, "sysparm_exclude_reference_link": "true"})
+        result = field_path(self._http.json(resp, what), "result", what=what)
+        return result if isinstance(result, dict) else {}
+
+    def _patch(self, sys_id: str, fields: dict[str, str], what: str,
+               read_back: tuple[str, ...] = ()) -> dict[str, Any]:
         resp = self._request(
             "PATCH",
             f"{self._table_path}/{sys_id}",
             what,
             params={
-                "sysparm_fields": ",".join(["sys_id", *[k for k in fields if k != "work_notes"]]),
+                "sysparm_fields": ",".join(["sys_id", *read_back]),
                 "sysparm_exclude_reference_link": "true",
+                **self._display_values(),
             },
             json_body=fields,
         )
@@ -294,3 +432,7 @@ class ServiceNowSink(HttpSink):
         answer = self._http.json(resp, what)
         result = answer.get("result") if isinstance(answer, dict) else None
         return result if isinstance(result, dict) else {}
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")

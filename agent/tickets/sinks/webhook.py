@@ -17,19 +17,24 @@ The body (version 1; fields are only ever added, never renamed):
       "starts_at": "2026-11-23T01:00:00Z",            # when the problem started firing
       "ends_at": null | "2026-11-23T03:00:00Z",         # set on problem.resolved
       "resolve": false,                # on problem.resolved: should the receiver close its record?
+      "reopened": false,               # on problem.updated: the problem returned after its
+                                       # clear (within flap_window): reopen the record
       "details_url": "http://agent:9469/api/v1/tickets?dedup_key=3f2a..."
     }
 
 Headers:
 - `Content-Type: application/json`
-- `Idempotency-Key: <dedup_key>:<sequence>` (draft-ietf-httpapi-idempotency-key-header):
-  the same action re-sent after a lost answer or a restart carries the same key, so the
-  receiver drops repeats; actions of one problem arrive in sequence order.
+- `Idempotency-Key: "<dedup_key>:<sequence>"` (draft-ietf-httpapi-idempotency-key-header:
+  an Item Structured Header whose value is an sf-string, hence the quotes): the same action
+  re-sent after a lost answer or a restart carries the same key, so the receiver drops
+  repeats; actions of one problem arrive in sequence order.
 - `X-Forewarn-Signature: sha256=<hex>`: HMAC-SHA256 of the raw body with the secret held
   in `credentials_file`, when one is configured. Receivers compare it in constant time.
 
 Any 2xx is success (the answer's body is ignored); 408, 425, 429 and 5xx are retried
-(honouring Retry-After), other statuses are permanent: the shared table.
+(honouring Retry-After), other statuses are permanent: the shared table, except 409, which
+the Idempotency-Key draft gives to "a request with this key is still being processed": no
+correction is needed, so it is retried later.
 
 A webhook cannot be asked what it holds, so `find` answers None and the reference of a
 problem is its dedup key (the receiver keys on it). Answering the key from `find` would
@@ -50,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.clock import rfc3339
 from agent.config.decode import check_url, doc
-from agent.tickets.sinks.base import Ticket
+from agent.tickets.sinks.base import DeliveryError, Ticket
 from agent.tickets.sinks.http import HttpSink, HttpSinkConfig, Secret, one_line, read_credentials
 
 if TYPE_CHECKING:
@@ -59,11 +64,18 @@ if TYPE_CHECKING:
 BODY_VERSION = "1"
 EVENTS = {"open": "problem.opened", "update": "problem.updated", "clear": "problem.resolved"}
 SIGNATURE_HEADER = "X-Forewarn-Signature"
+IN_PROGRESS_RETRY_SECONDS = 5.0  # 409: the receiver is still processing the same key
 
 
 
 
-def webhook_body(ticket: Ticket) -> dict[str, Any]:
+def idempotency_key(ticket: Ticket) -> str:
+    """The header's value: an sf-string (RFC 8941 section 3.3.3), quoted and escaped."""
+    raw = f"{ticket.dedup_key}:{ticket.sequence}"
+    return '"' + raw.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def webhook_body(ticket: Ticket, reopened: bool = False) -> dict[str, Any]:
     """The documented JSON body of one action."""
     return {
         "version": BODY_VERSION,
@@ -80,6 +92,7 @@ def webhook_body(ticket: Ticket) -> dict[str, Any]:
         "starts_at": rfc3339(ticket.starts_at, "micro") if ticket.starts_at else None,
         "ends_at": rfc3339(ticket.ends_at, "micro") if ticket.ends_at is not None else None,
         "resolve": bool(ticket.resolve) if ticket.action == "clear" else False,
+        "reopened": reopened,
         "details_url": ticket.details_url,
     }
 
@@ -122,13 +135,20 @@ class WebhookSink(HttpSink):
     def update(self, ref: str, ticket: Ticket) -> None:
         self._post(ticket)
 
+    def reopen(self, ref: str, ticket: Ticket) -> bool:
+        self._post(ticket, reopened=True)
+        return True
+
     def clear(self, ref: str, ticket: Ticket) -> None:
         self._post(ticket)
 
-    def _post(self, ticket: Ticket) -> None:
+    def _post(self, ticket: Ticket, reopened: bool = False) -> None:
         what = f"webhook {self.name}: {EVENTS[ticket.action]} {ticket.dedup_key} #{ticket.sequence}"
-        raw = json.dumps(webhook_body(ticket), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        headers = {"Idempotency-Key": f"{ticket.dedup_key}:{ticket.sequence}"}
+        raw = json.dumps(webhook_body(ticket, reopened), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        headers = {"Idempotency-Key": idempotency_key(ticket)}
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = signature(self._secret.reveal(), raw)
-        self._http.request("POST", "", what, data=raw, headers=headers)
+        resp = self._http.request("POST", "", what, data=raw, headers=headers, accept_statuses=(409,))
+        if resp.status_code == 409:
+            raise DeliveryError(f"{what}: HTTP 409: the receiver is still processing this Idempotency-Key",
+                                retryable=True, retry_after=IN_PROGRESS_RETRY_SECONDS, maybe_sent=False)
