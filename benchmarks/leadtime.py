@@ -39,7 +39,8 @@ worker), with the storm guard lifted (each series is its own host). Metrics per 
 - lead: for a breach series, (breach - first ticket opened between trend start and breach)
   / horizon; 0 when no ticket opened before the breach (a miss). Median over series.
 - false tickets per series-week: tickets opened on `none` series, or on trend series before
-  their trend started, per week of such series time.
+  their trend started, per week of such series time; the first 6 hours of the replay are not
+  counted (every rule starts cold there, where a running agent or Prometheus has history).
 - target: at least predict_linear's median lead with at most half its false tickets.
 
 Coverage of the ETA interval. `eta_low..eta_high` is the stated 80 % interval. Every 5
@@ -91,6 +92,7 @@ T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 DAY = 86400.0
 HOUR = 3600.0
 NOISE_CLIP = 10.0
+WARM_UP = 6 * HOUR  # the replay starts every rule cold: tickets of its first hours are not counted
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,10 @@ class RuleKind:
     confidence: float = 0.0
 
 
-def rules_yaml(rule_kinds: list[RuleKind], kinds: list[str], horizon: str, lookback: str) -> str:
+def rules_yaml(rule_kinds: list[RuleKind], kinds: list[str], horizon: str, lookback: str,
+               kind_models: dict[str, str] | None = None) -> str:
+    """The rules under test for every scenario kind; `kind_models` gives some kinds another
+    forecast model (as a user would configure a queue's rule: `auto`, which learns seasons)."""
     out = ["groups:", "  - name: leadtime", "    interval: 5m", "    rules:"]
     h = parse_duration(horizon)
     for kind_name in kinds:
@@ -207,8 +212,9 @@ def rules_yaml(rule_kinds: list[RuleKind], kinds: list[str], horizon: str, lookb
                 op = "<" if k.direction == "below" else ">"
                 out.append(f"        expr: predict_linear({k.metric}[6h], {h:g}) {op} {k.threshold:g}")
             else:
+                model = (kind_models or {}).get(kind_name, rk.model)
                 out += [f"        expr: {k.metric}",
-                        f"        forecast: {{model: {rk.model}, lookback: {lookback}, horizon: {horizon}, "
+                        f"        forecast: {{model: {model}, lookback: {lookback}, horizon: {horizon}, "
                         f"threshold: {k.threshold:g}, direction: {k.direction}, confidence: {rk.confidence:g}}}"]
             out.append("        for: 15m")
     return "\n".join(out) + "\n"
@@ -243,12 +249,13 @@ def score(res: backtest.BacktestResult, series: list[Series], rule: str, horizon
             continue
         evs = opens.get(s.labels["host"], [])
         times = [e.time for e in evs]
+        warm = start + WARM_UP  # every rule starts cold at the replay's start: not counted
         if s.trend_start is None:
-            sc.false_tickets += len(times)
-            sc.exposure_weeks += (end - start) / (7 * DAY)
+            sc.false_tickets += sum(1 for x in times if x >= warm)
+            sc.exposure_weeks += (end - warm) / (7 * DAY)
             continue
-        sc.false_tickets += sum(1 for x in times if x < s.trend_start)
-        sc.exposure_weeks += (s.trend_start - start) / (7 * DAY)
+        sc.false_tickets += sum(1 for x in times if warm <= x < s.trend_start)
+        sc.exposure_weeks += (s.trend_start - warm) / (7 * DAY)
         if s.breach is None or s.breach > end:
             continue
         warned = [e for e in evs if s.trend_start <= e.time <= s.breach]
@@ -279,16 +286,18 @@ class Coverage:
         return sum(self.held) / max(sum(self.total), 1)
 
 
-def coverage(series: list[Series], model: str, lookback: float, horizon: float, confidence: float) -> Coverage:
+def coverage(series: list[Series], model: str, lookback: float, horizon: float, confidence: float,
+             kind_models: dict[str, str] | None = None) -> Coverage:
     """The ETA intervals the forecast states every 5 minutes (see the module docstring),
-    through one ForecastBank per scenario kind (all its series at once, as a rule holds them)."""
+    through one ForecastBank per scenario kind (all its series at once, as a rule holds them).
+    A kind whose model refits (`kind_models`) is refitted every 6 h in this process."""
     cov = Coverage([0] * (len(COVERAGE_BINS) + 1), [0] * (len(COVERAGE_BINS) + 1))
     for kind_name in sorted({s.kind for s in series}):
         k = KINDS[kind_name]
         group = [s for s in series if s.kind == kind_name and s.breach is not None]
         if not group:
             continue
-        bank = ForecastBank(model, lookback, horizon=horizon)
+        bank = ForecastBank((kind_models or {}).get(kind_name, model), lookback, horizon=horizon)
         keys = list(range(len(group)))
         slots = bank.slots_for(keys)
         t = group[0].t
@@ -297,6 +306,13 @@ def coverage(series: list[Series], model: str, lookback: float, horizon: float, 
         start = np.array([s.trend_start for s in group])
         for i, now in enumerate(t):
             bank.update(slots, now, values[i])
+            if bank.needs_refit:
+                jobs = bank.refit_jobs(now, history=lambda key, a, b: (t[(t > a) & (t <= b)],
+                                                                       values[(t > a) & (t <= b), int(key)]))
+                if jobs:
+                    from agent.models.refit import fit_job  # noqa: PLC0415 - statsmodels, only for refitting kinds
+
+                    bank.apply_refit([fit_job(j) for j in jobs])
             live = (now >= start) & (now < breach_at)
             if not live.any():
                 continue
@@ -325,12 +341,15 @@ def main() -> int:
     ap.add_argument("--sweep", default="", help="several confidences at once (comma-separated), for tuning")
     ap.add_argument("--horizon", default="24h", help="horizon of both the forecast rules and predict_linear")
     ap.add_argument("--lookback", default="6h", help="the forecast rules' lookback")
+    ap.add_argument("--kind-model", default="", help="another forecast model for some kinds, e.g. queue=auto "
+                    "(how a user would configure a seasonal queue's rule; auto refits in the worker: minutes)")
     ap.add_argument("--no-coverage", action="store_true", help="skip the interval coverage replay")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
     kinds = [k for k in args.kinds.split(",") if k]
     confidences = [float(c) for c in args.sweep.split(",") if c] or [args.confidence]
+    kind_models = dict(item.split("=", 1) for item in args.kind_model.split(",") if item)
     horizon = parse_duration(args.horizon)
     lookback = parse_duration(args.lookback)
     rule_kinds = [RuleKind(f"{m}{round(c * 100)}", f"forecast {m} c={c:g}", m, c) for m in models for c in confidences]
@@ -342,7 +361,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "rules.yml")
         with open(path, "w") as f:
-            f.write(rules_yaml(rule_kinds, kinds, args.horizon, args.lookback))
+            f.write(rules_yaml(rule_kinds, kinds, args.horizon, args.lookback, kind_models))
         groups = backtest.load_rules([path])
     started = time.monotonic()
 
@@ -362,7 +381,8 @@ def main() -> int:
     n_breach = sum(1 for s in series if s.breach is not None)
     print(f"set '{args.set}': {len(series)} series ({n_breach} with a breach) from {len(sources)} NAB noise sources "
           f"({', '.join(os.path.splitext(os.path.basename(s))[0] for s in sources)}), {args.days:g} days at 5 min; "
-          f"horizon {args.horizon} for every rule, forecast lookback {args.lookback}; {res.evaluations} evaluations, "
+          f"horizon {args.horizon} for every rule, forecast lookback {args.lookback}"
+          f"{''.join(f', {k} rules model {m}' for k, m in kind_models.items())}; {res.evaluations} evaluations, "
           f"{res.refits} refits, {wall:.0f} s, load average {load:.1f}")
     print(f"\nEqual horizon ({args.horizon}): median lead (fraction of the horizon), misses, false tickets per "
           "series-week")
@@ -398,7 +418,7 @@ def main() -> int:
         bins = [f"{lo / HOUR:g}-{hi / HOUR:g} h" for lo, hi in COVERAGE_BINS] + [f"> {args.horizon}"]
         print(f"{'':<28}" + "".join(f"{b:>16}" for b in bins) + f"{'all':>10}")
         for m in models:
-            cov = coverage(series, m, lookback, horizon, confidences[0])
+            cov = coverage(series, m, lookback, horizon, confidences[0], kind_models)
             cells = [f"{cov.share(i):.0%} (n={cov.total[i]})" for i in range(len(bins))]
             print(f"{'forecast ' + m:<28}" + "".join(f"{c:>16}" for c in cells) + f"{cov.overall:>10.0%}")
             inside = all(0.7 <= cov.share(i) <= 0.9 for i in range(len(COVERAGE_BINS)) if cov.total[i])

@@ -47,10 +47,11 @@ _DT_RATE = 0.05  # EW rate of the sampling interval estimate
 # only series whose breach probability can reach SCREEN_PROBABILITY get the full estimate.
 SCREEN_PROBABILITY = 1e-4
 SCREEN_POINTS = 8
-# The screen takes a linear slot's curvature from its last full estimate, with this margin, and
-# estimates it in full again when that is older than SCREEN_REFRESH lookbacks.
-SCREEN_CURVATURE_MARGIN = 2.0
-SCREEN_REFRESH = 1 / 8
+# The screen takes a linear slot's variance factor and a bound on its curvature from its last
+# full estimate, each with this margin, and estimates it in full again when that is older
+# than SCREEN_REFRESH lookbacks.
+SCREEN_MARGIN = 2.0
+SCREEN_REFRESH = 1 / 16
 _MAX_GAP_STEPS = 100_000
 STATE_VERSION = 1
 
@@ -89,25 +90,27 @@ class Screen:
 
 @dataclass
 class ScreenState:
-    """Per slot, what the breach screen remembers of the last full linear estimate: its
-    curvature excess (`linear.Curvature`) and when it was measured (-inf: never). Derived
-    state, not in snapshots."""
+    """Per slot, what the breach screen remembers of the last full linear estimate: the most
+    curvature its window allowed and its variance factor (`linear.LineForecast`), and when
+    they were measured (-inf: never). Derived state, not in snapshots."""
 
     curvature: np.ndarray
+    factor: np.ndarray
     measured: np.ndarray
 
     @classmethod
     def empty(cls, capacity: int) -> ScreenState:
-        return cls(np.zeros(capacity), np.full(capacity, -np.inf))
+        return cls(np.zeros(capacity), np.ones(capacity), np.full(capacity, -np.inf))
 
     def grow(self, capacity: int) -> ScreenState:
         out = ScreenState.empty(capacity)
         n = len(self.measured)
-        out.curvature[:n], out.measured[:n] = self.curvature, self.measured
+        out.curvature[:n], out.factor[:n], out.measured[:n] = self.curvature, self.factor, self.measured
         return out
 
     def reset(self, rows: np.ndarray | slice) -> None:
         self.curvature[rows] = 0.0
+        self.factor[rows] = 1.0
         self.measured[rows] = -np.inf
 
 
@@ -201,6 +204,7 @@ class ForecastBank:
         self.keeps_ets = model != "linear"
         self.table = SlotTable(capacity)
         self._allocate(self.table.capacity)
+        self.full_estimates = 0  # slots the last `breach` estimated in full (the others were screened out)
 
     def _allocate(self, capacity: int) -> None:
         self.sampling = Sampling.empty(capacity)
@@ -337,6 +341,7 @@ class ForecastBank:
                                  robust=code == ROBUST_LINEAR, dt0=self.sampling.dt0[slots])
             if code == LINEAR:  # what the breach screen assumes until the next full estimate
                 self.screen.curvature[slots] = lf.curvature
+                self.screen.factor[slots] = lf.factor
                 self.screen.measured[slots] = now
             return lf.prediction
         s = self.sampling
@@ -353,12 +358,14 @@ class ForecastBank:
         slot with too little data has eta inf and probability 0. `model` overrides the model
         as in `forecast`.
 
-        Cost: every slot is screened in O(1) on a coarse grid with the widest interval its
-        model could state (linear: `linear.FACTOR_MAX`) and a union bound over its samples;
+        Cost: every slot is screened in O(1) on a coarse grid with an interval wider than its
+        model states (linear: twice the variance factor and curvature of its last full
+        estimate, at most lookback / 16 old) and a union bound over its samples;
         only slots whose probability could reach SCREEN_PROBABILITY (and robust or seasonal
         ones, whose paths the screen does not bound) are estimated in full. The others are
         reported as they are: no crossing within the horizon (every eta inf) and the screen's
-        bound as probability, below SCREEN_PROBABILITY.
+        probability, below SCREEN_PROBABILITY (a fresh full estimate of a window whose bend
+        grew since it was measured may say a few percent: far from a rule's confidence).
         """
         below = breach.is_below(direction)
         slots = np.asarray(slots, dtype=np.int64)
@@ -368,6 +375,7 @@ class ForecastBank:
         names = np.asarray(MODELS, dtype=object)[codes]
         screen = self._screen(slots, codes, now, hs, threshold, below, last)
         full = np.nonzero(screen.candidate)[0]
+        self.full_estimates = len(full)
         inf = np.full(len(slots), np.inf)
         out = BreachEstimates(inf, inf.copy(), inf.copy(), screen.probability, screen.value, names,
                               np.zeros(len(slots), dtype=bool))
@@ -382,7 +390,10 @@ class ForecastBank:
     def _screen(self, slots: np.ndarray, codes: np.ndarray, now: float, hs: np.ndarray, threshold: float,
                 below: bool, last: np.ndarray) -> Screen:
         """Which slots need the full breach estimate (see `breach`)."""
-        coarse = hs[len(hs) // SCREEN_POINTS - 1 :: len(hs) // SCREEN_POINTS] if len(hs) >= SCREEN_POINTS else hs
+        # the first grid point too: a series next to its threshold but moving away is likeliest
+        # to touch it at once
+        coarse = np.concatenate((hs[:1], hs[len(hs) // SCREEN_POINTS - 1 :: len(hs) // SCREEN_POINTS])) \
+            if len(hs) >= SCREEN_POINTS else hs
         k = len(slots)
         mean = np.full((k, len(coarse)), np.nan)
         sd = np.full_like(mean, np.nan)
@@ -390,11 +401,14 @@ class ForecastBank:
         lin = np.nonzero(codes == LINEAR)[0]
         if len(lin):
             stats = linear.line(self.sums, self.buckets, slots[lin], now, self.lookback, self.width)
-            excess = self.screen.curvature[slots[lin]] * SCREEN_CURVATURE_MARGIN
-            p = linear.predict(stats, coarse, linear.FACTOR_MAX, curve=linear.screen_curvature(stats, excess))
+            excess = self.screen.curvature[slots[lin]] * SCREEN_MARGIN
+            factor = np.minimum(self.screen.factor[slots[lin]] * SCREEN_MARGIN, linear.FACTOR_MAX)
+            p = linear.predict(stats, coarse, factor, curve=linear.screen_curvature(stats, excess))
             mean[lin], sd[lin] = p.mean, p.sd
-            # not measured for a while (or never): estimated in full, which measures it again
-            candidate[lin] = ~(self.screen.measured[slots[lin]] >= now - SCREEN_REFRESH * self.lookback)
+            # not measured for a while (or never): estimated in full, which measures it again;
+            # so is a window still warming up (its estimate is the mean's crossing alone)
+            candidate[lin] = ~(self.screen.measured[slots[lin]] >= now - SCREEN_REFRESH * self.lookback) \
+                | linear.warming(stats, self.lookback)
         hol = np.nonzero(codes == HOLT)[0]
         if len(hol):
             p = self._predict(HOLT, slots[hol], now, coarse)

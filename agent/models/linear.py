@@ -557,7 +557,7 @@ def ar_factor(f: LinearFit, ln: Line) -> np.ndarray:
 
 
 CURVATURE_WEIGHT = 1.0  # how much of a window's curvature counts as the line's model uncertainty
-RATE_UNCERTAINTY = 0.3  # relative sd of the future trend around the window's slope (fill rates change)
+RATE_UNCERTAINTY = 0.25  # relative sd of the future trend around the window's slope (fill rates change)
 
 
 @dataclass(frozen=True)
@@ -572,6 +572,7 @@ class Curvature:
     xm: np.ndarray
     qm: np.ndarray
     beta: np.ndarray
+    bound: np.ndarray | None = None  # `excess` a little later: what a screen may assume for a while
 
     def variance(self, hs: np.ndarray) -> np.ndarray:
         """The model-uncertainty variance at now + hs (series x horizons)."""
@@ -604,8 +605,11 @@ def curvature(f: LinearFit, ln: Line, factor: np.ndarray) -> Curvature:
         c = np.where(sqq > 0, (w * r * qp).sum(axis=1) / np.where(sqq > 0, sqq, 1.0), 0.0)
         var_c = np.where(sqq > 0, ln.s2 * factor / np.where(sqq > 0, sqq, 1.0), np.inf)
         excess = np.maximum(c * c - var_c, 0.0)
-    excess = np.where(np.isfinite(excess) & (f.use.sum(axis=1) >= 4), excess, 0.0)
-    return Curvature(excess, xm, qm, beta)
+        # the excess once the estimate has moved by half a standard error (an eighth of the
+        # window replaced moves it about that much)
+        bound = np.maximum((np.abs(c) + 0.5 * np.sqrt(var_c)) ** 2 - var_c, 0.0)
+    ok = np.isfinite(excess) & (f.use.sum(axis=1) >= 4)
+    return Curvature(np.where(ok, excess, 0.0), xm, qm, beta, np.where(ok & np.isfinite(bound), bound, 0.0))
 
 
 def predict(stats: LineStats, hs: np.ndarray, factor: np.ndarray | float, dt0: np.ndarray | None = None,
@@ -623,7 +627,7 @@ def predict(stats: LineStats, hs: np.ndarray, factor: np.ndarray | float, dt0: n
         own = 1 / np.maximum(stats.N, 1)[:, None] + (hs[None, :] - stats.xbar[:, None]) ** 2 \
             / np.where(stats.Sxx > 0, stats.Sxx, np.inf)[:, None]
         var = stats.s2[:, None] * (1 + f[:, None] * own)
-    drift = RATE_UNCERTAINTY * stats.slope[:, None] * (hs[None, :] - stats.xbar[:, None])
+    drift = RATE_UNCERTAINTY * stats.slope[:, None] * hs[None, :]  # the future rate, from now on
     var = var + np.nan_to_num(drift * drift)
     if curve is not None:
         var = var + curve.variance(hs)
@@ -633,11 +637,25 @@ def predict(stats: LineStats, hs: np.ndarray, factor: np.ndarray | float, dt0: n
 
 @dataclass(frozen=True)
 class LineForecast:
-    """`forecast`'s prediction and the curvature excess it measured per series (what a breach
-    screen remembers, see `ForecastBank.breach`)."""
+    """`forecast`'s prediction and, per series, how much curvature may count as its model
+    uncertainty a little later (`Curvature.bound`) and its variance factor (`ar_factor`): what
+    a breach screen assumes until it measures again, see `ForecastBank.breach`."""
 
     prediction: Prediction
     curvature: np.ndarray
+    factor: np.ndarray
+
+
+MIN_SPAN = 0.25  # of the lookback: a window whose samples span less is still warming up (no spread)
+
+
+def warming(stats: LineStats, lookback: float) -> np.ndarray:
+    """Series whose window holds too short a stretch of time to extrapolate from (its samples
+    span less than MIN_SPAN of the lookback, measured as sqrt(12 Sxx / N), the span of evenly
+    spread samples): a line through the first minutes of a series says little about a day."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        span = np.sqrt(12.0 * np.maximum(stats.Sxx, 0.0) / np.maximum(stats.N, 1))
+    return ~(span >= MIN_SPAN * lookback)
 
 
 def forecast(rows: Buckets, now: float, hs: np.ndarray, lookback: float, width: float, robust: bool,
@@ -645,18 +663,23 @@ def forecast(rows: Buckets, now: float, hs: np.ndarray, lookback: float, width: 
     """Mean and sd at now + hs (seconds) per series (taken rows) of the line fitted over the
     window; `robust` for Theil's line. The sd is the regression's prediction interval widened
     by `ar_factor` where the residuals are autocorrelated, by `curvature` where the window
-    bends, and by RATE_UNCERTAINTY of the slope; `dt0` as in `predict`."""
+    bends, and by RATE_UNCERTAINTY of the slope (NaN while `warming`); `dt0` as in `predict`."""
     f = fit(rows, now, lookback, width)
     ln = theil(f) if robust else least_squares(f)
     stats = LineStats(f.N, ln.slope, f.ref + ln.intercept, ln.s2, f.xbar, f.Sxx)
     factor = ar_factor(f, ln)
     curve = curvature(f, ln, factor)
-    return LineForecast(predict(stats, hs, factor, dt0, curve), curve.excess)
+    p = predict(stats, hs, factor, dt0, curve)
+    # still warming up: the mean stands, its spread is unknown (breach probability 0)
+    sd = np.where(warming(stats, lookback)[:, None], np.nan, p.sd)
+    assert curve.bound is not None  # `curvature` sets it
+    return LineForecast(Prediction(p.mean, sd, p.noise, p.step), curve.bound, factor)
 
 
 def screen_curvature(stats: LineStats, excess: np.ndarray) -> Curvature:
-    """A `Curvature` for the screen of `ForecastBank.breach`: a remembered `excess` on the
-    quadratic of an evenly filled window (no bucket data needed)."""
+    """A `Curvature` for the screen of `ForecastBank.breach`: a remembered bound on the squared
+    curvature (`LineForecast.curvature`) on the quadratic of an evenly filled window (no
+    bucket data needed)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         qm = np.nan_to_num(stats.Sxx / np.maximum(stats.N, 1))
     return Curvature(excess, np.nan_to_num(stats.xbar), qm, np.zeros(len(excess)))
