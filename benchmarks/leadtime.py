@@ -72,6 +72,7 @@ from agent.commands import backtest
 from agent.config.decode import parse_duration
 from agent.config.schema import TicketingConfig
 from agent.models.forecast import ForecastBank
+from agent.models.refit import fit_job
 from agent.sources.recording import Recording
 from agent.store import make_labels
 
@@ -304,15 +305,15 @@ def coverage(series: list[Series], model: str, lookback: float, horizon: float, 
         values = np.stack([s.v for s in group], axis=1)
         breach_at = np.array([s.breach for s in group])
         start = np.array([s.trend_start for s in group])
+        def history(key: object, a: float, b: float, t: np.ndarray = t,
+                    values: np.ndarray = values) -> tuple[np.ndarray, np.ndarray]:
+            sel = (t > a) & (t <= b)
+            return t[sel], values[sel, int(str(key))]
+
         for i, now in enumerate(t):
             bank.update(slots, now, values[i])
             if bank.needs_refit:
-                jobs = bank.refit_jobs(now, history=lambda key, a, b: (t[(t > a) & (t <= b)],
-                                                                       values[(t > a) & (t <= b), int(key)]))
-                if jobs:
-                    from agent.models.refit import fit_job  # noqa: PLC0415 - statsmodels, only for refitting kinds
-
-                    bank.apply_refit([fit_job(j) for j in jobs])
+                bank.apply_refit([fit_job(j) for j in bank.refit_jobs(now, history=history)])
             live = (now >= start) & (now < breach_at)
             if not live.any():
                 continue
