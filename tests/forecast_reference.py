@@ -3,8 +3,9 @@
 `run()` drives `ForecastBank`s and the refit worker's `fit_job` only through their public calls
 (constructor, `slots_for`, `update`, `warm`, `forget`, `forecast`, `breach`, `refit_jobs`,
 `apply_refit`, `state_dict`) and returns every number they produced as flat arrays. The same
-function ran once with the forecasting code as it was before it was split into modules
-(commit 4bb23e7), and its output is `tests/fixtures/forecast_reference.npz`
+function ran with the forecasting code as it was before it was split into modules (commit
+4bb23e7), and again when breach estimates were calibrated on purpose; its output is
+`tests/fixtures/forecast_reference.npz`
 (`tests/fixtures/make_forecast_reference.py` writes it); `tests/test_forecast_equivalence.py`
 runs it again with the code as it is and compares.
 
