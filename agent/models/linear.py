@@ -556,7 +556,8 @@ def ar_factor(f: LinearFit, ln: Line) -> np.ndarray:
     return np.where(ok, np.minimum(factor, FACTOR_MAX), 1.0)
 
 
-CURVATURE_WEIGHT = 1.0  # how much of a window's curvature counts as the line's model uncertainty
+CURVATURE_WEIGHT = 2.0  # how much of a window's curvature counts as the line's model uncertainty
+CURVATURE_REACH = 2.0  # lookbacks ahead a bend is extrapolated, at most
 RATE_UNCERTAINTY = 0.25  # relative sd of the future trend around the window's slope (fill rates change)
 
 
@@ -572,16 +573,19 @@ class Curvature:
     xm: np.ndarray
     qm: np.ndarray
     beta: np.ndarray
+    reach: float = np.inf  # horizons beyond this count as this one: a bend is not extrapolated further
     bound: np.ndarray | None = None  # `excess` a little later: what a screen may assume for a while
 
     def variance(self, hs: np.ndarray) -> np.ndarray:
-        """The model-uncertainty variance at now + hs (series x horizons)."""
-        x = hs[None, :] - self.xm[:, None]
+        """The model-uncertainty variance at now + hs (series x horizons), growing with the
+        horizon up to `reach` (one lookback) and flat after it: a window's bend says how wrong
+        its line may be over about as long again, not for days (the rate uncertainty does)."""
+        x = np.minimum(hs, self.reach)[None, :] - self.xm[:, None]
         q = x * x - self.qm[:, None] - self.beta[:, None] * x
         return CURVATURE_WEIGHT * self.excess[:, None] * q * q
 
 
-def curvature(f: LinearFit, ln: Line, factor: np.ndarray) -> Curvature:
+def curvature(f: LinearFit, ln: Line, factor: np.ndarray, reach: float = np.inf) -> Curvature:
     """The curvature of the bucket means around the fitted line (weighted least squares of their
     residuals on the quadratic orthogonal to 1 and x), less its own noise (`factor` as in
     `ar_factor`). A fill that accelerates, or a season's bend inside the window, makes a line's
@@ -609,7 +613,7 @@ def curvature(f: LinearFit, ln: Line, factor: np.ndarray) -> Curvature:
         # window replaced moves it about that much)
         bound = np.maximum((np.abs(c) + 0.5 * np.sqrt(var_c)) ** 2 - var_c, 0.0)
     ok = np.isfinite(excess) & (f.use.sum(axis=1) >= 4)
-    return Curvature(np.where(ok, excess, 0.0), xm, qm, beta, np.where(ok & np.isfinite(bound), bound, 0.0))
+    return Curvature(np.where(ok, excess, 0.0), xm, qm, beta, reach, np.where(ok & np.isfinite(bound), bound, 0.0))
 
 
 def predict(stats: LineStats, hs: np.ndarray, factor: np.ndarray | float, dt0: np.ndarray | None = None,
@@ -668,7 +672,7 @@ def forecast(rows: Buckets, now: float, hs: np.ndarray, lookback: float, width: 
     ln = theil(f) if robust else least_squares(f)
     stats = LineStats(f.N, ln.slope, f.ref + ln.intercept, ln.s2, f.xbar, f.Sxx)
     factor = ar_factor(f, ln)
-    curve = curvature(f, ln, factor)
+    curve = curvature(f, ln, factor, reach=CURVATURE_REACH * lookback)
     p = predict(stats, hs, factor, dt0, curve)
     # still warming up: the mean stands, its spread is unknown (breach probability 0)
     sd = np.where(warming(stats, lookback)[:, None], np.nan, p.sd)
@@ -676,10 +680,10 @@ def forecast(rows: Buckets, now: float, hs: np.ndarray, lookback: float, width: 
     return LineForecast(Prediction(p.mean, sd, p.noise, p.step), curve.bound, factor)
 
 
-def screen_curvature(stats: LineStats, excess: np.ndarray) -> Curvature:
+def screen_curvature(stats: LineStats, excess: np.ndarray, reach: float) -> Curvature:
     """A `Curvature` for the screen of `ForecastBank.breach`: a remembered bound on the squared
     curvature (`LineForecast.curvature`) on the quadratic of an evenly filled window (no
     bucket data needed)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         qm = np.nan_to_num(stats.Sxx / np.maximum(stats.N, 1))
-    return Curvature(excess, np.nan_to_num(stats.xbar), qm, np.zeros(len(excess)))
+    return Curvature(excess, np.nan_to_num(stats.xbar), qm, np.zeros(len(excess)), reach)
