@@ -93,15 +93,14 @@ def stage_costs(n: int, steps: int) -> None:
     bank.breach(slots, t, 0.0, "below", 24 * HOUR, 0.9)
     full = bank.full_estimates
     br = timed(lambda: bank.breach(slots, t, 0.0, "below", 24 * HOUR, 0.9), 5)
-    samples = [(lab, 0.0) for lab in keys]
+    # what the rule layer hands the detector: (labels, value) per series, built before timing
+    batches = [list(zip(keys, sample(level, rate, noise, t + STEP * (j + 1), rng).tolist())) for j in range(6)]
+    j = iter(range(6))
 
     def evaluate() -> None:
         nonlocal t
         t += STEP
-        vals = sample(level, rate, noise, t, rng)
-        for i, lab in enumerate(keys):
-            samples[i] = (lab, float(vals[i]))
-        det.conditions(t, samples)
+        det.conditions(t, batches[next(j)])
 
     evaluate()  # new keys: every series is warmed and seen once
     ad = timed(evaluate, 5)

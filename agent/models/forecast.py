@@ -403,7 +403,8 @@ class ForecastBank:
             stats = linear.line(self.sums, self.buckets, slots[lin], now, self.lookback, self.width)
             excess = self.screen.curvature[slots[lin]] * SCREEN_MARGIN
             factor = np.minimum(self.screen.factor[slots[lin]] * SCREEN_MARGIN, linear.FACTOR_MAX)
-            p = linear.predict(stats, coarse, factor, curve=linear.screen_curvature(stats, excess, linear.CURVATURE_REACH * self.lookback))
+            bend = linear.screen_curvature(stats, excess, linear.CURVATURE_REACH * self.lookback)
+            p = linear.predict(stats, coarse, factor, curve=bend)
             mean[lin], sd[lin] = p.mean, p.sd
             # not measured for a while (or never): estimated in full, which measures it again;
             # so is a window still warming up (its estimate is the mean's crossing alone)
