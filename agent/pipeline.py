@@ -51,7 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RULES_STATE_FILE = "rules.state.json"
-REFIT_BATCH = 8  # model histories in flight to the refit worker at most
+REFIT_BATCH = 512  # refit jobs in flight to the worker at most (it also bounds their histories' samples)
+REFIT_PERIOD = 30.0  # seconds between refit rounds: the worker is given enough work to last one
+REFIT_FIRST = 8  # jobs of the first round, before the worker has measured how long a fit takes
 DELIVERY_BUDGET = 20  # actions per delivery round, so a reload waits for at most one short round
 HOST_LABEL_CACHE_MAX = 100_000
 
@@ -389,7 +391,7 @@ class Pipeline:
                 results = self.refit_worker.poll()
                 if results:
                     self.rules.apply_refits(results)
-            free = self.refit_worker.free() if self.refit_worker is not None else REFIT_BATCH
+            free = self.refit_worker.free() if self.refit_worker is not None else REFIT_FIRST
             jobs = self.rules.refit_jobs(now, limit=free) if free > 0 else []
             lag = max((bank.refit_lag(now) for _, bank in self.rules.forecast_banks()), default=0.0)
         if jobs and self.refit_worker is None:
@@ -397,7 +399,7 @@ class Pipeline:
             # without forecast rules never needs.
             from agent.models.refit import RefitWorker  # noqa: PLC0415 - see above
 
-            self.refit_worker = RefitWorker(max_pending=REFIT_BATCH)
+            self.refit_worker = RefitWorker(max_pending=REFIT_BATCH, period=REFIT_PERIOD)
         if self.refit_worker is not None:
             self.refit_worker.set_lag(lag)
             if jobs:
@@ -414,7 +416,7 @@ class Pipeline:
 
     def periodic_jobs(self) -> list[Job]:
         return [Job("rules", 1.0, lambda: self.evaluate(self.clock.now())), Job("outbox", 1.0, self.deliver),
-                Job("refit", 30.0, self.refit), Job("resend", 1.0, self.resend)]
+                Job("refit", REFIT_PERIOD, self.refit), Job("resend", 1.0, self.resend)]
 
     @property
     def rules_state_path(self) -> str:

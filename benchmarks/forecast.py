@@ -16,8 +16,9 @@ percentile of the whole series (chosen with hindsight: this is a benchmark, not 
 At origins where the threshold has not been crossed yet and is crossed within 24 h, compare
 each model's predicted ETA with the actual time of the first crossing; report the median
 absolute ETA error (over origins with a finite prediction), the share of such crossings
-predicted at all within the horizon, and false alarms (predicted, probability >= 0.9, but no
-crossing within 24 h) per 100 origins.
+predicted at all within the horizon, false alarms (predicted, probability >= 0.9, but no
+crossing within 24 h) per 100 origins, and the coverage of the stated 80 % ETA interval
+(eta_low..eta_high holds the actual first crossing) by time to the crossing.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ HORIZON_STEPS = (1, 6, 24, 72)
 LOOKBACK = 6 * HOUR
 HISTORY = 8 * DAY
 BREACH_HORIZON = DAY
+ETA_BINS = (0.0, 6 * HOUR, 12 * HOUR, DAY)  # time to the actual crossing, for interval coverage
 Z80 = 1.2816  # two-sided 80 % prediction interval
 METHODS = ("linear", "holt", "holt_winters", "auto", "seasonal_naive")
 
@@ -100,6 +102,7 @@ def run_series(args: tuple[str, int, int]) -> dict:
     eta_err = {m: [] for m in METHODS[:4]}
     eta_hits = {m: 0 for m in METHODS[:4]}
     eta_cases = 0
+    eta_cov = {m: [[0, 0, 0] for _ in ETA_BINS[1:]] for m in METHODS[:4]}
     false_alarms = {m: 0 for m in METHODS[:4]}
     quiet_cases = 0
     choices: dict[str, int] = {}
@@ -137,10 +140,15 @@ def run_series(args: tuple[str, int, int]) -> dict:
             if first >= 0:
                 eta_cases += 1
                 actual_eta = t[i + 1 + first] - t[i]
+                b = int(np.searchsorted(ETA_BINS[1:], actual_eta, side="left"))
                 for m, est in ests.items():
                     if np.isfinite(est.eta_seconds[0]):
                         eta_hits[m] += 1
                         eta_err[m].append(abs(est.eta_seconds[0] - actual_eta))
+                    held = est.eta_low_seconds[0] <= actual_eta <= est.eta_high_seconds[0]
+                    eta_cov[m][b][0] += int(held)
+                    eta_cov[m][b][1] += 1
+                    eta_cov[m][b][2] += int(actual_eta < est.eta_low_seconds[0])  # came earlier than stated
             elif end < n:
                 quiet_cases += 1
                 for m, est in ests.items():
@@ -149,7 +157,7 @@ def run_series(args: tuple[str, int, int]) -> dict:
         "name": os.path.basename(path), "skipped": False, "n": n, "dt": dt,
         "mase": {m: [float(np.mean(e)) if e else math.nan for e in abs_err[m]] for m in METHODS},
         "coverage": {m: [(int(np.sum(c)), len(c)) for c in covered[m]] for m in METHODS[:4]},
-        "eta_err": eta_err, "eta_hits": eta_hits, "eta_cases": eta_cases,
+        "eta_err": eta_err, "eta_hits": eta_hits, "eta_cases": eta_cases, "eta_cov": eta_cov,
         "false_alarms": false_alarms, "quiet_cases": quiet_cases, "choices": choices,
         "period": float(bank.seasonal.period[slots[0]]), "seconds": time.perf_counter() - started,
     }
@@ -207,6 +215,18 @@ def main() -> int:
         fa = sum(r["false_alarms"][m] for r in results)
         med = f"{np.median(errs) / HOUR:.2f} h" if len(errs) else "n/a"
         print(f"{m:16}{med:>18}{hits / max(cases, 1):>22.0%}{100 * fa / max(quiet, 1):>20.1f}")
+    print("\nCoverage of the stated 80 % ETA interval (eta_low..eta_high holds the actual first crossing), "
+          "by time to the crossing; pooled over origins")
+    bins = [f"{lo / HOUR:g}-{hi / HOUR:g} h" for lo, hi in zip(ETA_BINS[:-1], ETA_BINS[1:])]
+    print(f"{'method':16}" + "".join(f"{b:>22}" for b in bins) + "   (early: the crossing came before eta_low)")
+    for m in METHODS[:4]:
+        cells = []
+        for j in range(len(bins)):
+            held = sum(r["eta_cov"][m][j][0] for r in results)
+            total = sum(r["eta_cov"][m][j][1] for r in results)
+            early = sum(r["eta_cov"][m][j][2] for r in results)
+            cells.append(f"{held / max(total, 1):.0%} ({early / max(total, 1):.0%} early)")
+        print(f"{m:16}" + "".join(f"{c:>22}" for c in cells))
     return 0
 
 

@@ -57,14 +57,15 @@ DOT_FIELDS = {
 }
 
 FORECAST_FIELDS = {
-    "eta": "Seconds from this evaluation until the forecast's mean crosses `threshold`; `+Inf` when it does "
-           "not cross within `horizon`.",
-    "eta_low": "Seconds until the pessimistic bound of the prediction interval (at the rule's `confidence`) "
-               "crosses: the earliest plausible breach. At most `eta`.",
-    "eta_high": "Seconds until the optimistic bound crosses: the latest plausible breach. Finite exactly when "
-                "`probability` is at least `confidence`, so finite whenever the rule is active.",
-    "probability": "Probability that the series crosses `threshold` within `horizon`, from 0 to 1 (1 when it "
-                   "already has).",
+    "eta": "Seconds from this evaluation until the predicted breach (the first sample at or past `threshold`): "
+           "the median of its distribution; `+Inf` when that is beyond `horizon`.",
+    "eta_low": "Low end of the 80 % interval of the breach time (its 10th percentile): the breach comes earlier "
+               "with 10 % probability. At most `eta`; `+Inf` when even that is beyond `horizon`.",
+    "eta_high": "High end of the 80 % interval (90th percentile): the breach comes later with 10 % probability. "
+                "`+Inf` when it is beyond `horizon` (the breach is less than 90 % likely within it).",
+    "probability": "Probability that the series reaches `threshold` within `horizon`, from 0 to 1 (1 when it "
+                   "already has): the rule is active from `confidence` on, until it falls below "
+                   "`recovery_confidence`.",
     "predicted": "The forecast's mean value at `horizon` from now, in the unit of `expr`.",
 }
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import http.server
 import json
+import math
 import os
 import re
 import threading
 import urllib.parse
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from agent import replay
 from agent.cli import main
 from agent.commands import backtest, backtest_outcome, backtest_report
 from agent.config.schema import TicketingConfig
+from agent.models.linear import RATE_UNCERTAINTY
 from agent.rules.manager import RuleOptions
 from agent.sources import recording
 from agent.store import make_labels
@@ -29,6 +33,14 @@ RULES = os.path.join(FIX, "rules.yml")
 LONG = os.path.join(FIX, "long.csv")
 WIDE = os.path.join(FIX, "wide.csv")
 T0 = 1_700_000_000.0  # first row of the fixtures; /data falls 1000 -> 0 from minute 60 to 660
+# The forecast rule (horizon 6 h, confidence 0.9, `for: 5m`) on that noiseless line: with the
+# fill rate known to within RATE_UNCERTAINTY (1 sd), a breach T minutes away is inside the
+# horizon with probability Phi((1 - T / 360) / RATE_UNCERTAINTY), 0.9 once T is at most
+# 360 * (1 - z_0.9 * RATE_UNCERTAINTY): pending from the next minute, firing 5 minutes later.
+_Z90 = NormalDist().inv_cdf(0.9)
+FIRE_MIN = math.ceil(660 - 360 * (1 - _Z90 * RATE_UNCERTAINTY)) + 5
+LEFT_MIN = 660 - FIRE_MIN  # minutes to the breach when the ticket opens
+FIRE_AT = datetime.fromtimestamp(T0 + FIRE_MIN * 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _opens(res: backtest.BacktestResult) -> list[tuple[float, str, str]]:
@@ -37,22 +49,23 @@ def _opens(res: backtest.BacktestResult) -> list[tuple[float, str, str]]:
 
 def test_known_breach_opens_the_expected_tickets_at_the_expected_times() -> None:
     res = backtest.run_backtest(backtest.load_rules([RULES]), recording.read_csv(LONG))
-    # Forecast: the line reaches 0 at minute 660; the ETA drops under the 6 h horizon after
-    # minute 300, pending from minute 301, firing after `for: 5m` at minute 306.
+    # Forecast: the line reaches 0 at minute 660; firing at FIRE_MIN (see above).
     # Threshold: below 100 from minute 601 (100.0 exactly at 600), firing at 606.
-    assert _opens(res) == [(T0 + 306 * 60, "DiskWillFill", "/data"), (T0 + 606 * 60, "DiskLow", "/data")]
+    assert _opens(res) == [(T0 + FIRE_MIN * 60, "DiskWillFill", "/data"), (T0 + 606 * 60, "DiskLow", "/data")]
     first = res.events[0]
     assert first.reason == "first notification" and first.sequence == 1
-    assert first.value == pytest.approx(1000 - 246 * 1000 / 600, abs=1e-3)
-    assert first.eta == pytest.approx(354 * 60, rel=1e-3)  # 354 minutes left at minute 306
-    assert first.eta_low <= first.eta <= first.eta_high
-    assert first.probability == pytest.approx(1.0)
+    assert first.value == pytest.approx(1000 - (FIRE_MIN - 60) * 1000 / 600, abs=1e-3)
+    assert first.eta == pytest.approx(LEFT_MIN * 60, rel=1e-3)  # the median: the line's own crossing
+    # the 80 % interval: 10th and 90th percentiles of the breach time, the rate within RATE_UNCERTAINTY
+    assert first.eta_low == pytest.approx(LEFT_MIN * 60 / (1 + _Z90 * RATE_UNCERTAINTY), rel=0.01)
+    assert first.eta_high == pytest.approx(LEFT_MIN * 60 / (1 - _Z90 * RATE_UNCERTAINTY), rel=0.01)
+    assert first.probability == pytest.approx(NormalDist().cdf((1 - LEFT_MIN / 360) / RATE_UNCERTAINTY), abs=0.005)
     # nothing about the flat /var series; the forecast ticket is updated as the breach nears
     assert all(e.labels["mount"] == "/data" for e in res.events)
     assert [e.action for e in res.events if e.rule == "DiskWillFill"] == ["open", "update", "update"]
     summary = {s.rule: s for s in res.summary}
     assert summary["DiskWillFill"].tickets == 1 and summary["DiskWillFill"].open_at_end == 1
-    assert summary["DiskWillFill"].median_eta_at_open_seconds == pytest.approx(354 * 60, rel=1e-3)
+    assert summary["DiskWillFill"].median_eta_at_open_seconds == pytest.approx(LEFT_MIN * 60, rel=1e-3)
     assert summary["DiskLow"].tickets == 1 and summary["DiskLow"].kind == "threshold"
     assert len(res.open_at_end) == 2
     assert res.evaluations == 721  # one per minute, both ends included
@@ -63,7 +76,7 @@ def test_wide_format_with_gaps_gives_the_same_tickets() -> None:
     assert [dict(lab)["mount"] for lab in rec.labels] == ["/data", "/var"]
     assert len(rec) == 2 * 721 - sum(1 for i in range(721) if i % 7 == 3)
     res = backtest.run_backtest(backtest.load_rules([RULES]), rec)
-    assert _opens(res) == [(T0 + 306 * 60, "DiskWillFill", "/data"), (T0 + 606 * 60, "DiskLow", "/data")]
+    assert _opens(res) == [(T0 + FIRE_MIN * 60, "DiskWillFill", "/data"), (T0 + 606 * 60, "DiskLow", "/data")]
 
 
 def test_clear_when_the_series_recovers_and_step_and_window(tmp_path) -> None:
@@ -98,12 +111,12 @@ def test_cli_json_shape_and_html_report(tmp_path, capsys) -> None:
     ev = doc["events"][0]
     assert set(ev) >= {"time", "time_rfc3339", "action", "rule", "labels", "reason", "value", "eta", "eta_low",
                        "eta_high", "probability", "dedup_key", "sequence", "title"}
-    assert ev["time_rfc3339"] == "2023-11-15T03:19:20Z" and ev["action"] == "open"
+    assert ev["time_rfc3339"] == FIRE_AT and ev["action"] == "open"
     assert ev["anomaly_score"] is None
     assert {s["rule"] for s in doc["summary"]} == {"DiskLow", "DiskWillFill"}
     summary = {s["rule"]: s for s in doc["summary"]}
     assert summary["DiskWillFill"]["true_tickets"] == 1 and summary["DiskWillFill"]["false_tickets"] == 0
-    assert summary["DiskWillFill"]["median_lead_time_seconds"] == pytest.approx(354 * 60)
+    assert summary["DiskWillFill"]["median_lead_time_seconds"] == pytest.approx(LEFT_MIN * 60)
     assert doc["warnings"] == []
     page = report.read_text()
     assert page.startswith("<!DOCTYPE html>") and "</html>" in page
@@ -140,8 +153,8 @@ def test_cli_json_shape_and_html_report(tmp_path, capsys) -> None:
 def test_cli_text_output(capsys) -> None:
     assert main(["backtest", "--rules", RULES, "--input", WIDE, "--step", "60"]) == 0
     out = capsys.readouterr().out
-    assert "2023-11-15T03:19:20Z  open    DiskWillFill" in out
-    assert "breach in ~6 h" in out
+    assert f"{FIRE_AT}  open    DiskWillFill" in out
+    assert f"breach in ~{round(LEFT_MIN / 60)} h" in out
     assert "DiskLow" in out and "threshold" in out
 
 
@@ -244,7 +257,7 @@ def test_input_from_a_prometheus_api(capsys) -> None:
         doc = json.loads(capsys.readouterr().out)
         assert doc["samples"] == 2 * 721
         opens = [(e["time"], e["rule"]) for e in doc["events"] if e["action"] == "open"]
-        assert opens == [(T0 + 306 * 60, "DiskWillFill"), (T0 + 606 * 60, "DiskLow")]
+        assert opens == [(T0 + FIRE_MIN * 60, "DiskWillFill"), (T0 + 606 * 60, "DiskLow")]
         assert all(q.startswith("disk_free_bytes[") for q in _FakePrometheus.seen)
         assert len(_FakePrometheus.seen) >= 2  # 6 h chunks
         fetched = recording.fetch_recording(url, ["disk_free_bytes"], T0, T0 + 720 * 60)
@@ -320,7 +333,7 @@ def test_replay_steps_feeds_and_reports_each_tick() -> None:
         assert [pos for _, pos, _ in ticks] == [2 * (int(t - T0) // 60 + 1) for t in want]  # both series, up to t
         opens = [(t, a) for t, _, acts in ticks for a in acts if a.startswith("open")]
         if step is None:  # as `forewarn backtest` reports them
-            assert opens == [(T0 + 306 * 60, "open DiskWillFill"), (T0 + 606 * 60, "open DiskLow")]
+            assert opens == [(T0 + FIRE_MIN * 60, "open DiskWillFill"), (T0 + 606 * 60, "open DiskLow")]
         assert sorted(p.rule for p in run.problems) == problems
     # without ticketing: rules only; a handler returning False ends the replay
     fed, ticks, run = _replay(None, until=T0 + 120)

@@ -1,9 +1,13 @@
 """The forecasting code gives the numbers it gave before it was split into modules.
 
-`tests/fixtures/forecast_reference.npz` holds what `tests/forecast_reference.run()` produced with
-the code of commit 4bb23e7 (one 870-line `agent/models/forecast.py`): forecasts of every model,
-breach estimates, refit jobs and results, slot reuse and bank snapshots over 312 random
-series in six banks. The same scenario runs here with the code as it is.
+`tests/fixtures/forecast_reference.npz` holds what `tests/forecast_reference.run()` produced:
+forecasts of every model, breach estimates, refit jobs and results, slot reuse and bank
+snapshots over 312 random series in six banks. The same scenario runs here with the code as
+it is. It was first recorded with the code of commit 4bb23e7 (one 870-line
+`agent/models/forecast.py`, before the split into modules) and re-recorded once on purpose,
+when breach estimates became calibrated (first passage, autocorrelation-aware linear
+intervals with model uncertainty, a fixed 80 % interval) and linear banks stopped keeping
+smoothing state; the snapshot format did not change.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ def assert_same(name: str, got: np.ndarray, want: np.ndarray) -> None:
 
 def test_the_scenario_records_the_same_things(reference, current):
     assert sorted(current) == sorted(reference)
-    assert len([k for k in reference if k.endswith("/mean")]) >= 90  # 6 banks x 3 checkpoints x 5 model choices
+    # 5 banks x 3 checkpoints x 5 model choices, and the linear bank's 3 (it keeps no smoothing state)
+    assert len([k for k in reference if k.endswith("/mean")]) >= 84
 
 
 @pytest.mark.parametrize("kind", ["forecast", "breach", "refit", "slots", "state"])

@@ -227,3 +227,28 @@ def test_the_daemon_exposes_refit_metrics_once_a_model_refits(tmp_path):
     (rule, bank), = agent.pipeline.rules.forecast_banks()
     slots = bank.slots_for(bank.keys())
     assert np.all(np.isnan(bank.refits.pending_since[slots]))  # the result was installed
+
+
+def test_the_worker_asks_for_as_many_jobs_as_it_fits_between_polls_and_says_when_it_falls_behind(caplog):
+    """With a poll period, `free()` follows the measured time per fit (and the samples in
+    flight); a refit lag past LAG_WARN_SECONDS is a metric and a (rate-limited) warning."""
+    from agent.models import refit
+    from agent.models.schedule import RefitResult
+
+    w = RefitWorker(max_pending=100, period=30.0, max_samples=1_000_000)
+    assert w.free() == min(100, int(np.ceil(30.0 / 0.5)) + 1)  # 0.5 s per fit until measured
+    for _ in range(200):  # fits measured at 1.9 s each
+        w._count([RefitResult(key=0, slot=0, gen=0, ok=True, fit_seconds=1.9)])
+    assert w.free() == 17  # 30 s / 1.9 s rounded up, plus one so the process never idles
+    w._size_ewma = 200_000.0  # histories of 200k samples: five fit in the sample budget
+    assert w.free() == 5
+    with caplog.at_level("WARNING", logger="agent.models.refit"):
+        w.set_lag(refit.LAG_WARN_SECONDS / 2)
+        assert not caplog.records
+        w.set_lag(3 * 3600.0)
+        w.set_lag(3 * 3600.0 + 30)  # not again at once
+    assert len(caplog.records) == 1
+    assert "10800 s behind schedule" in caplog.records[0].getMessage()
+    assert "32 models a minute" in caplog.records[0].getMessage()
+    w._used = True
+    assert exposed(w)[("forewarn_refit_lag_seconds", ())] == 3 * 3600.0 + 30

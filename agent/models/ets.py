@@ -239,4 +239,7 @@ def forecast(rows: EtsState, t_last: np.ndarray, dt0: np.ndarray, nseen: np.ndar
                           np.maximum(steps, 1.0))
     sd = np.sqrt(rows.s2[:, None] * fac)
     sd = np.where(nseen[:, None] >= 3, sd, np.nan)
-    return Prediction(mean, sd)
+    # of the one-step error, the share that does not carry into the level is noise around the
+    # path: (1 - alpha) * s2, as in the local level model's steady state
+    noise = np.sqrt(np.clip(1.0 - rows.alpha, 0.0, 1.0) * rows.s2)
+    return Prediction(mean, sd, noise=noise, step=np.asarray(dt0, dtype=float))

@@ -32,7 +32,7 @@ import numpy as np
 from agent.models import breach, ets, linear
 from agent.models.breach import BreachEstimates
 from agent.models.ets import EtsState, Season
-from agent.models.linear import Buckets
+from agent.models.linear import Buckets, Sums
 from agent.models.prediction import Prediction
 from agent.models.schedule import RefitJob, RefitResult, RefitState, spread
 from agent.models.seasonality import CANDIDATE_PERIODS, detect_period, seasonal_profile
@@ -43,6 +43,15 @@ LINEAR, ROBUST_LINEAR, HOLT, HOLT_WINTERS = range(4)
 MODEL_CHOICES: tuple[str, ...] = MODELS + ("auto",)
 
 _DT_RATE = 0.05  # EW rate of the sampling interval estimate
+# `breach` screens every series on a coarse grid with the widest interval a model can state;
+# only series whose breach probability can reach SCREEN_PROBABILITY get the full estimate.
+SCREEN_PROBABILITY = 1e-4
+SCREEN_POINTS = 8
+# The screen takes a linear slot's variance factor and a bound on its curvature from its last
+# full estimate, each with this margin, and estimates it in full again when that is older
+# than SCREEN_REFRESH lookbacks.
+SCREEN_MARGIN = 2.0
+SCREEN_REFRESH = 1 / 16
 _MAX_GAP_STEPS = 100_000
 STATE_VERSION = 1
 
@@ -54,12 +63,55 @@ class Forecast:
     """Point forecasts and predictive standard deviations, one row per slot.
 
     `mean` and `sd` have shape (len(slots), len(horizons)); NaN where a slot has too little data.
-    `model` is the model name used for each slot.
+    `model` is the model name used for each slot; `noise` and `step` (per slot) describe the
+    noise around each model's path, as in `Prediction`.
     """
 
     mean: np.ndarray
     sd: np.ndarray
     model: np.ndarray
+    noise: np.ndarray | None = None
+    step: np.ndarray | None = None
+
+    def prediction(self) -> Prediction:
+        """The forecast as the `Prediction` breach estimation reads."""
+        return Prediction(self.mean, self.sd, self.noise, self.step)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """`ForecastBank.breach`'s first pass: which slots get the full estimate, and for the
+    others the breach probability (an upper estimate) and the forecast at the horizon."""
+
+    candidate: np.ndarray
+    probability: np.ndarray
+    value: np.ndarray
+
+
+@dataclass
+class ScreenState:
+    """Per slot, what the breach screen remembers of the last full linear estimate: the most
+    curvature its window allowed and its variance factor (`linear.LineForecast`), and when
+    they were measured (-inf: never). Derived state, not in snapshots."""
+
+    curvature: np.ndarray
+    factor: np.ndarray
+    measured: np.ndarray
+
+    @classmethod
+    def empty(cls, capacity: int) -> ScreenState:
+        return cls(np.zeros(capacity), np.ones(capacity), np.full(capacity, -np.inf))
+
+    def grow(self, capacity: int) -> ScreenState:
+        out = ScreenState.empty(capacity)
+        n = len(self.measured)
+        out.curvature[:n], out.factor[:n], out.measured[:n] = self.curvature, self.factor, self.measured
+        return out
+
+    def reset(self, rows: np.ndarray | slice) -> None:
+        self.curvature[rows] = 0.0
+        self.factor[rows] = 1.0
+        self.measured[rows] = -np.inf
 
 
 @dataclass
@@ -147,12 +199,18 @@ class ForecastBank:
         self.season_bins = int(season_bins) if self.uses_season else 0  # 0: no seasonal state at all
         self.min_refit_points = int(min_refit_points)
         self.needs_refit = model in ("holt", "holt_winters", "auto")
+        # a linear bank keeps the linear models' state only: the exponential smoothing states
+        # would double the cost of every update for forecasts nobody reads
+        self.keeps_ets = model != "linear"
         self.table = SlotTable(capacity)
         self._allocate(self.table.capacity)
+        self.full_estimates = 0  # slots the last `breach` estimated in full (the others were screened out)
 
     def _allocate(self, capacity: int) -> None:
         self.sampling = Sampling.empty(capacity)
         self.buckets = Buckets.empty(capacity, self.linear_buckets + 1)
+        self.sums = Sums.empty(capacity)
+        self.screen = ScreenState.empty(capacity)
         self.holt = EtsState.empty(capacity)
         self.hw = EtsState.empty(capacity)
         self.seasonal = Season.empty(capacity, self.season_bins)
@@ -161,6 +219,8 @@ class ForecastBank:
     def _grow(self, capacity: int) -> None:
         self.sampling = self.sampling.grow(capacity)
         self.buckets = self.buckets.grow(capacity)
+        self.sums = self.sums.grow(capacity)
+        self.screen = self.screen.grow(capacity)
         self.holt = self.holt.grow(capacity)
         self.hw = self.hw.grow(capacity)
         self.seasonal = self.seasonal.grow(capacity)
@@ -169,6 +229,8 @@ class ForecastBank:
     def _reset(self, slots: np.ndarray) -> None:
         self.sampling.reset(slots)
         self.buckets.reset(slots)
+        self.sums.reset(slots)
+        self.screen.reset(slots)
         self.holt.reset(slots)
         self.hw.reset(slots)
         self.seasonal.reset(slots)
@@ -225,8 +287,10 @@ class ForecastBank:
         s.v_last[slots] = v
         n = s.nseen[slots] + 1
         s.nseen[slots] = n
-        self.buckets.add(slots, ts, v, self.width)
+        self.buckets.add(slots, ts, v, self.width, self.sums)
         k = np.where(first | ~np.isfinite(dt0), 1.0, np.clip(np.rint(dt / np.where(dt0 > 0, dt0, 1.0)), 1, _MAX_GAP_STEPS))
+        if not self.keeps_ets:
+            return
         rate = np.maximum(1.0 / n, ets.SCALE_RATE)
         ets.update(self.holt, slots, ts, v, k, rate, first, dt0)
         if self.season_bins:
@@ -240,28 +304,46 @@ class ForecastBank:
             return self.refits.choice[slots].astype(np.int64)
         return np.full(len(slots), MODELS.index(self.model), dtype=np.int64)
 
+    def _code(self, model: str) -> int:
+        code = MODELS.index(model)
+        if code not in (LINEAR, ROBUST_LINEAR) and not self.keeps_ets:
+            raise ValueError(f"a linear forecast bank keeps no {model} state")
+        return code
+
     def forecast(self, slots: np.ndarray, now: float, horizons: np.ndarray | Sequence[float],
                  model: str | None = None) -> Forecast:
         """Forecast mean and sd at now + each horizon (seconds) for each slot.
 
         `model` overrides the bank's model choice (e.g. to compare models); default: the
-        bank's model, or per-slot choice for `auto`.
+        bank's model, or per-slot choice for `auto`. A linear bank keeps only `linear` and
+        `robust_linear` (ValueError for the others).
         """
         slots = np.asarray(slots, dtype=np.int64)
         hs = np.asarray(horizons, dtype=float)
-        codes = self.model_codes(slots) if model is None else np.full(len(slots), MODELS.index(model))
+        codes = self.model_codes(slots) if model is None else np.full(len(slots), self._code(model))
         mean = np.full((len(slots), len(hs)), np.nan)
         sd = np.full_like(mean, np.nan)
+        noise = np.zeros(len(slots))
+        step = np.full(len(slots), np.inf)
         for code in np.unique(codes):
             rows = np.nonzero(codes == code)[0]
             p = self._predict(int(code), slots[rows], now, hs)
             mean[rows], sd[rows] = p.mean, p.sd
-        return Forecast(mean, sd, np.asarray(MODELS, dtype=object)[codes])
+            if p.noise is not None:
+                noise[rows] = p.noise
+            if p.step is not None:
+                step[rows] = p.step
+        return Forecast(mean, sd, np.asarray(MODELS, dtype=object)[codes], noise, step)
 
     def _predict(self, code: int, slots: np.ndarray, now: float, hs: np.ndarray) -> Prediction:
         if code in (LINEAR, ROBUST_LINEAR):
-            return linear.forecast(self.buckets.take(slots), now, hs, self.lookback, self.width,
-                                   robust=code == ROBUST_LINEAR)
+            lf = linear.forecast(self.buckets.take(slots), now, hs, self.lookback, self.width,
+                                 robust=code == ROBUST_LINEAR, dt0=self.sampling.dt0[slots])
+            if code == LINEAR:  # what the breach screen assumes until the next full estimate
+                self.screen.curvature[slots] = lf.curvature
+                self.screen.factor[slots] = lf.factor
+                self.screen.measured[slots] = now
+            return lf.prediction
         s = self.sampling
         seasonal = code == HOLT_WINTERS
         return ets.forecast(self.hw.take(slots) if seasonal else self.holt.take(slots), s.t_last[slots], s.dt0[slots],
@@ -275,13 +357,72 @@ class ForecastBank:
         A slot already past the threshold (its last sample) has eta 0 and probability 1; a
         slot with too little data has eta inf and probability 0. `model` overrides the model
         as in `forecast`.
+
+        Cost: every slot is screened in O(1) on a coarse grid with an interval wider than its
+        model states (linear: twice the variance factor and curvature of its last full
+        estimate, at most lookback / 16 old) and a union bound over its samples;
+        only slots whose probability could reach SCREEN_PROBABILITY (and robust or seasonal
+        ones, whose paths the screen does not bound) are estimated in full. The others are
+        reported as they are: no crossing within the horizon (every eta inf) and the screen's
+        probability, below SCREEN_PROBABILITY (a fresh full estimate of a window whose bend
+        grew since it was measured may say a few percent: far from a rule's confidence).
         """
         below = breach.is_below(direction)
         slots = np.asarray(slots, dtype=np.int64)
         hs = breach.grid(horizon)
-        fc = self.forecast(slots, now, hs, model=model)
-        return breach.estimate(Prediction(fc.mean, fc.sd), hs, self.sampling.v_last[slots], fc.model, threshold, below,
-                               horizon, confidence)
+        codes = self.model_codes(slots) if model is None else np.full(len(slots), self._code(model))
+        last = self.sampling.v_last[slots]
+        names = np.asarray(MODELS, dtype=object)[codes]
+        screen = self._screen(slots, codes, now, hs, threshold, below, last)
+        full = np.nonzero(screen.candidate)[0]
+        self.full_estimates = len(full)
+        inf = np.full(len(slots), np.inf)
+        out = BreachEstimates(inf, inf.copy(), inf.copy(), screen.probability, screen.value, names,
+                              np.zeros(len(slots), dtype=bool))
+        if len(full):
+            fc = self.forecast(slots[full], now, hs, model=model)
+            est = breach.estimate(fc.prediction(), hs, last[full], fc.model, threshold, below, horizon, confidence)
+            for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability", "value_at_horizon",
+                         "breached"):
+                getattr(out, name)[full] = getattr(est, name)
+        return out
+
+    def _screen(self, slots: np.ndarray, codes: np.ndarray, now: float, hs: np.ndarray, threshold: float,
+                below: bool, last: np.ndarray) -> Screen:
+        """Which slots need the full breach estimate (see `breach`)."""
+        # the first grid point too: a series next to its threshold but moving away is likeliest
+        # to touch it at once
+        coarse = np.concatenate((hs[:1], hs[len(hs) // SCREEN_POINTS - 1 :: len(hs) // SCREEN_POINTS])) \
+            if len(hs) >= SCREEN_POINTS else hs
+        k = len(slots)
+        mean = np.full((k, len(coarse)), np.nan)
+        sd = np.full_like(mean, np.nan)
+        candidate = np.ones(k, dtype=bool)
+        lin = np.nonzero(codes == LINEAR)[0]
+        if len(lin):
+            stats = linear.line(self.sums, self.buckets, slots[lin], now, self.lookback, self.width)
+            excess = self.screen.curvature[slots[lin]] * SCREEN_MARGIN
+            factor = np.minimum(self.screen.factor[slots[lin]] * SCREEN_MARGIN, linear.FACTOR_MAX)
+            bend = linear.screen_curvature(stats, excess, linear.CURVATURE_REACH * self.lookback)
+            p = linear.predict(stats, coarse, factor, curve=bend)
+            mean[lin], sd[lin] = p.mean, p.sd
+            # not measured for a while (or never): estimated in full, which measures it again;
+            # so is a window still warming up (its estimate is the mean's crossing alone)
+            candidate[lin] = ~(self.screen.measured[slots[lin]] >= now - SCREEN_REFRESH * self.lookback) \
+                | linear.warming(stats, self.lookback)
+        hol = np.nonzero(codes == HOLT)[0]
+        if len(hol):
+            p = self._predict(HOLT, slots[hol], now, coarse)
+            mean[hol], sd[hol] = p.mean, p.sd
+            candidate[hol] = False
+        # a union bound on the first passage: each sample up to the horizon at most as likely
+        # past the threshold as the likeliest point of the coarse grid
+        samples = np.maximum(np.nan_to_num(hs[-1] / self.sampling.dt0[slots], nan=1.0), 1.0) if len(hs) else 1.0
+        prob = np.minimum(breach.crossing_probability(Prediction(mean, sd), threshold, below) * samples, 1.0)
+        past = (last <= threshold) if below else (last >= threshold)
+        candidate |= past | (prob >= SCREEN_PROBABILITY)
+        value = mean[:, -1] if len(coarse) else np.full(k, np.nan)
+        return Screen(candidate, prob, value)
 
     # ---- warm start from history -------------------------------------------------------------
 
@@ -309,7 +450,9 @@ class ForecastBank:
         s = self.sampling
         s.t_last[slot], s.v_last[slot], s.dt0[slot], s.nseen[slot] = end, v[-1], dt0, len(t)
         self.buckets.fill(slot, t, v, self.width)
-        self._warm_ets(slot, t, v, dt0)
+        self.sums.rebuild(self.buckets, np.array([slot]), self.width)
+        if self.keeps_ets:
+            self._warm_ets(slot, t, v, dt0)
         if self.needs_refit and len(t) >= self.min_refit_points:
             self.refits.next_refit[slot] = -np.inf
 
@@ -463,4 +606,7 @@ class ForecastBank:
             self.sampling, self.buckets, self.holt, self.hw, self.seasonal, self.refits = kept
             raise ValueError(f"forecast state is damaged: {exc!r}") from exc
         self.table = table
+        self.sums = Sums.empty(table.capacity)
+        self.sums.rebuild(self.buckets, table.used(), self.width)
+        self.screen = ScreenState.empty(table.capacity)
         self.refits.pending_since[:] = np.nan

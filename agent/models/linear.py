@@ -127,26 +127,59 @@ class Buckets:
     def reset(self, rows: Rows) -> None:
         self.put(rows, Buckets.empty(1, self.ring))
 
-    def add(self, slots: np.ndarray, t: np.ndarray, v: np.ndarray, width: float) -> None:
-        """One sample (t, v) per slot (distinct slots); a ring position whose bucket has left
-        the window is cleared first."""
+    def flat(self, slots: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Index of (slot, ring position) pairs into the ravelled state arrays (`cell`): one
+        1-d gather or scatter per statistic is several times cheaper than a 2-d one."""
+        return slots * self.ring + pos
+
+    @staticmethod
+    def cell(stat: np.ndarray) -> np.ndarray:
+        """`stat` ravelled as a view (the arrays are built C-contiguous, so writes land)."""
+        out = stat.reshape(-1)
+        if not np.shares_memory(out, stat):
+            raise ValueError("bucket state arrays must be C-contiguous")
+        return out
+
+    def contribution(self, slots: np.ndarray, pos: np.ndarray, t0: np.ndarray, v0: np.ndarray,
+                     width: float) -> tuple[np.ndarray, ...]:
+        """The sums (n, x, y, xx, xy, yy) of the bucket at ring position `pos` of each slot, in a
+        frame with x = t - t0 and y = v - v0 (one entry per slot)."""
+        i = self.flat(slots, pos)
+        cell = self.cell
+        n, st, sv = cell(self.n)[i], cell(self.st)[i], cell(self.sv)[i]
+        dx = cell(self.id)[i] * width - t0
+        dy = cell(self.c)[i] - v0
+        return (n, st + n * dx, sv + n * dy, cell(self.stt)[i] + dx * (2 * st + n * dx),
+                cell(self.stv)[i] + dx * sv + dy * st + n * dx * dy, cell(self.svv)[i] + dy * (2 * sv + n * dy))
+
+    def add(self, slots: np.ndarray, t: np.ndarray, v: np.ndarray, width: float, sums: Sums | None = None) -> None:
+        """One sample (t, v) per slot (distinct slots, t after the slot's previous sample); a
+        ring position whose bucket has left the window is cleared first. `sums`, when given, is
+        kept equal to the totals of what the ring holds (see `Sums`)."""
         bid = np.floor(t / width).astype(np.int64)
         pos = bid % self.ring
-        stale = self.id[slots, pos] != bid
+        if sums is not None:
+            sums.before_add(self, slots, t, v, bid, width)
+        i = self.flat(slots, pos)
+        cell = self.cell
+        ids, c = cell(self.id), cell(self.c)
+        stale = ids[i] != bid
         if stale.any():
-            s, p = slots[stale], pos[stale]
+            j = i[stale]
             for stat in (self.n, self.st, self.sv, self.stt, self.stv, self.svv):
-                stat[s, p] = 0.0
-            self.id[s, p] = bid[stale]
-            self.c[s, p] = v[stale]
+                cell(stat)[j] = 0.0
+            ids[j] = bid[stale]
+            c[j] = v[stale]
         x = t - bid * width
-        y = v - self.c[slots, pos]
-        self.n[slots, pos] += 1.0
-        self.st[slots, pos] += x
-        self.sv[slots, pos] += y
-        self.stt[slots, pos] += x * x
-        self.stv[slots, pos] += x * y
-        self.svv[slots, pos] += y * y
+        y = v - c[i]
+        cell(self.n)[i] += 1.0
+        cell(self.st)[i] += x
+        cell(self.sv)[i] += y
+        cell(self.stt)[i] += x * x
+        cell(self.stv)[i] += x * y
+        cell(self.svv)[i] += y * y
+        if sums is not None:
+            sums.after_add(self, slots, t, v, bid, width)
 
     def fill(self, slot: int, t: np.ndarray, v: np.ndarray, width: float) -> None:
         """Load a (reset) slot from a history: t ascending and distinct. Equals `add` of each
@@ -164,6 +197,201 @@ class Buckets:
         for stat, w in ((self.n, np.ones_like(x)), (self.st, x), (self.sv, y), (self.stt, x * x), (self.stv, x * y),
                         (self.svv, y * y)):
             stat[slot, pos] = np.bincount(inv, weights=w, minlength=len(uniq))
+
+
+NO_BUCKET = -(2**62)  # `Sums.top` of a slot whose ring is empty
+REBASE_RINGS = 2.0  # a slot's sums move their origin when it is this many rings behind (conditioning)
+EDGE_BUCKETS = 3  # oldest ring buckets `line` checks against the window edge on its O(1) path
+
+
+@dataclass
+class Sums:
+    """Per slot, the least-squares sums of everything its bucket ring holds, so the window's
+    line costs O(1) per series instead of O(ring): count `n` and sums of x, y, x*x, x*y, y*y
+    with x = t - `t0` and y = v - `v0` (an origin near the ring, moved every `REBASE_RINGS`
+    rings to keep the sums well conditioned), and `top`, the newest bucket id held.
+
+    Kept by `Buckets.add` (each sample added, each bucket leaving the ring subtracted, a gap
+    clears the buckets it skipped) and rebuilt exactly from the buckets by `rebuild` (warm
+    starts, snapshots, rebases): it is derived state and never written to a snapshot."""
+
+    t0: np.ndarray
+    v0: np.ndarray
+    top: np.ndarray
+    n: np.ndarray
+    sx: np.ndarray
+    sy: np.ndarray
+    sxx: np.ndarray
+    sxy: np.ndarray
+    syy: np.ndarray
+
+    @classmethod
+    def empty(cls, capacity: int) -> Sums:
+        z = np.zeros
+        return cls(t0=np.full(capacity, np.nan), v0=np.zeros(capacity), top=np.full(capacity, NO_BUCKET, dtype=np.int64),
+                   n=z(capacity), sx=z(capacity), sy=z(capacity), sxx=z(capacity), sxy=z(capacity), syy=z(capacity))
+
+    def _stats(self) -> tuple[np.ndarray, ...]:
+        return (self.n, self.sx, self.sy, self.sxx, self.sxy, self.syy)
+
+    def put(self, rows: Rows, src: Sums) -> None:
+        for name in ("t0", "v0", "top", "n", "sx", "sy", "sxx", "sxy", "syy"):
+            getattr(self, name)[rows] = getattr(src, name)
+
+    def grow(self, capacity: int) -> Sums:
+        out = Sums.empty(capacity)
+        out.put(slice(0, len(self.n)), self)
+        return out
+
+    def reset(self, rows: Rows) -> None:
+        self.put(rows, Sums.empty(1))
+
+    def _subtract(self, buckets: Buckets, slots: np.ndarray, pos: np.ndarray, width: float) -> None:
+        parts = buckets.contribution(slots, pos, self.t0[slots], self.v0[slots], width)
+        for total, part in zip(self._stats(), parts):
+            np.subtract.at(total, slots, part)
+
+    def before_add(self, buckets: Buckets, slots: np.ndarray, t: np.ndarray, v: np.ndarray, bid: np.ndarray,
+                   width: float) -> None:
+        """Take out of the sums what the ring is about to drop for these samples: after a gap,
+        every bucket older than the ring (cleared here), else the bucket whose position the
+        new bucket takes. A slot without an origin gets one."""
+        ring = buckets.ring
+        top = self.top[slots]
+        gap = (top != NO_BUCKET) & (top < bid - 1)
+        if gap.any():
+            gs, gb = slots[gap], bid[gap]
+            ids = buckets.id[gs]
+            old = (ids >= 0) & (ids <= gb[:, None] - ring)
+            r, p = np.nonzero(old)
+            if len(r):
+                self._subtract(buckets, gs[r], p, width)
+                for stat in (buckets.n, buckets.st, buckets.sv, buckets.stt, buckets.stv, buckets.svv, buckets.c):
+                    stat[gs[r], p] = 0.0
+                buckets.id[gs[r], p] = -1
+        pos = bid % ring
+        held = buckets.cell(buckets.id)[buckets.flat(slots, pos)]
+        leaving = (held >= 0) & (held != bid)
+        if leaving.any():
+            self._subtract(buckets, slots[leaving], pos[leaving], width)
+        fresh = np.isnan(self.t0[slots])
+        if fresh.any():
+            fs = slots[fresh]
+            self.t0[fs] = bid[fresh] * width
+            self.v0[fs] = v[fresh]
+
+    def after_add(self, buckets: Buckets, slots: np.ndarray, t: np.ndarray, v: np.ndarray, bid: np.ndarray,
+                  width: float) -> None:
+        """Add the samples just put in the ring; move the origin of slots far from theirs."""
+        x = t - self.t0[slots]
+        y = v - self.v0[slots]
+        self.n[slots] += 1.0
+        self.sx[slots] += x
+        self.sy[slots] += y
+        self.sxx[slots] += x * x
+        self.sxy[slots] += x * y
+        self.syy[slots] += y * y
+        self.top[slots] = bid
+        far = x > REBASE_RINGS * buckets.ring * width
+        if far.any():
+            self.rebuild(buckets, slots[far], width)
+
+    def rebuild(self, buckets: Buckets, rows: np.ndarray, width: float) -> None:
+        """Recompute the sums of `rows` from their buckets, with the origin at the start of
+        the ring's oldest possible bucket and the newest bucket's first value."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return
+        ring = buckets.ring
+        ids = buckets.id[rows]
+        have = ids >= 0
+        top = np.where(have.any(axis=1), ids.max(axis=1, initial=-1), NO_BUCKET)
+        newest = np.argmax(ids, axis=1)
+        self.top[rows] = top
+        self.t0[rows] = np.where(top != NO_BUCKET, (top - ring + 1) * width, np.nan)
+        self.v0[rows] = np.where(top != NO_BUCKET, buckets.c[rows, newest], 0.0)
+        r = np.repeat(rows, ring)
+        p = np.tile(np.arange(ring), len(rows))
+        parts = buckets.contribution(r, p, self.t0[r], self.v0[r], width)
+        mask = have.reshape(-1)
+        for total, part in zip(self._stats(), parts):
+            total[rows] = np.where(mask, np.nan_to_num(part), 0.0).reshape(len(rows), ring).sum(axis=1)
+
+
+@dataclass(frozen=True)
+class LineStats:
+    """The least-squares line of each series over its window: sample count `N`, slope per
+    second, `value` of the line at the evaluation time, residual variance `s2` of one sample
+    (NaN with fewer than three), mean sample time `xbar` (seconds from the evaluation time)
+    and `Sxx`, the centred sum of squares of the sample times. slope and value are NaN with
+    fewer than two samples or one distinct time."""
+
+    N: np.ndarray
+    slope: np.ndarray
+    value: np.ndarray
+    s2: np.ndarray
+    xbar: np.ndarray
+    Sxx: np.ndarray
+
+    def take(self, rows: np.ndarray) -> LineStats:
+        return LineStats(self.N[rows], self.slope[rows], self.value[rows], self.s2[rows], self.xbar[rows],
+                         self.Sxx[rows])
+
+
+def _stats_from_sums(N: np.ndarray, SX: np.ndarray, SY: np.ndarray, SXX: np.ndarray, SXY: np.ndarray,
+                     SYY: np.ndarray, t0: np.ndarray, v0: np.ndarray, now: float) -> LineStats:
+    safeN = np.where(N > 0, N, 1.0)
+    xbar, ybar = SX / safeN, SY / safeN
+    Sxx = SXX - SX * xbar
+    Sxy = SXY - SX * ybar
+    Syy = SYY - SY * ybar
+    ok = (N >= 2) & (Sxx > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(ok, Sxy / np.where(ok, Sxx, 1.0), np.nan)
+        rss = np.maximum(Syy - slope * Sxy, 0.0)
+        s2 = np.where(N > 2, rss / np.maximum(N - 2, 1), np.nan)
+    xnow = xbar + t0 - now  # mean sample time, from now
+    return LineStats(N, slope, v0 + ybar - slope * xnow, s2, xnow, Sxx)
+
+
+def line(sums: Sums, buckets: Buckets, slots: np.ndarray, now: float, lookback: float, width: float) -> LineStats:
+    """The least-squares line over the window (now - lookback, now] of each slot, equal to
+    `least_squares(fit(...))` (the same buckets count). O(1) per slot: the ring's sums less
+    the few oldest buckets that fall out of the window; slots that missed samples for more
+    than `EDGE_BUCKETS` buckets, or whose samples are newer than `now`, take `fit`."""
+    slots = np.asarray(slots, dtype=np.int64)
+    ring = buckets.ring
+    edge = now - lookback
+    eid = int(np.floor(edge / width))
+    nid = int(np.floor(now / width))
+    top = sums.top[slots]
+    fast = (top <= nid) & (top >= eid + ring - EDGE_BUCKETS)
+    N, SX, SY, SXX, SXY, SYY = (a[slots] for a in sums._stats())
+    t0, v0 = sums.t0[slots], sums.v0[slots]
+    if fast.any():
+        fs = slots[fast]
+        for j in range(EDGE_BUCKETS):
+            bid = eid - j
+            pos = np.full(len(fs), bid % ring, dtype=np.int64)
+            i = buckets.flat(fs, pos)
+            out = buckets.cell(buckets.id)[i] == bid
+            if j == 0:  # the edge bucket counts by its samples' mean time, as in `window`
+                n = buckets.cell(buckets.n)[i]
+                out &= ~(buckets.cell(buckets.st)[i] / np.where(n > 0, n, 1.0) + bid * width > edge)
+            if not out.any():
+                continue
+            parts = buckets.contribution(fs, pos, t0[fast], v0[fast], width)
+            for total, part in zip((N, SX, SY, SXX, SXY, SYY), parts):
+                total[fast] -= np.where(out, part, 0.0)
+    stats = _stats_from_sums(N, SX, SY, SXX, SXY, SYY, t0, v0, now)
+    if not fast.all():
+        slow = np.nonzero(~fast)[0]
+        f = fit(buckets.take(slots[slow]), now, lookback, width)
+        ls = least_squares(f)
+        for name, value in (("N", f.N), ("slope", ls.slope), ("value", f.ref + ls.intercept), ("s2", ls.s2),
+                            ("xbar", f.xbar), ("Sxx", f.Sxx)):
+            getattr(stats, name)[slow] = value
+    return stats
 
 
 @dataclass(frozen=True)
@@ -198,8 +426,8 @@ class LinearFit:
 
     N samples, xbar/ybar their means, Sxx the centred sum of squares of x, slope (NaN with
     fewer than two samples or one distinct time), s2 the residual variance (NaN with fewer
-    than three samples). Per bucket (for the robust fit): `use`, counts `n`, centroids
-    (`bx`, `by`)."""
+    than three samples). Per bucket (for the robust fit and `ar_factor`): `use`, counts `n`,
+    centroids (`bx`, `by`) and bucket ids `bid`."""
 
     N: np.ndarray
     xbar: np.ndarray
@@ -212,6 +440,7 @@ class LinearFit:
     n: np.ndarray
     bx: np.ndarray
     by: np.ndarray
+    bid: np.ndarray
 
 
 def fit(rows: Buckets, now: float, lookback: float, width: float) -> LinearFit:
@@ -243,7 +472,7 @@ def fit(rows: Buckets, now: float, lookback: float, width: float) -> LinearFit:
         rss = np.maximum(Syy - slope * Sxy, 0.0)
         s2 = np.where(N > 2, rss / np.maximum(N - 2, 1), np.nan)
     return LinearFit(N=N, xbar=xbar, ybar=ybar, ref=ref, Sxx=Sxx, slope=slope, s2=s2, use=use, n=n,
-                     bx=(st / safe_n + off), by=(sv / safe_n + dc))
+                     bx=(st / safe_n + off), by=(sv / safe_n + dc), bid=rows.id)
 
 
 @dataclass(frozen=True)
@@ -290,14 +519,171 @@ def theil(f: LinearFit) -> Line:
     return Line(slope, icpt, s2)
 
 
-def forecast(rows: Buckets, now: float, hs: np.ndarray, lookback: float, width: float, robust: bool) -> Prediction:
-    """Mean and sd at now + hs (seconds) per series (taken rows) of the line fitted over the
-    window; `robust` for Theil's line. The sd is the regression's prediction interval."""
-    f = fit(rows, now, lookback, width)
-    line = theil(f) if robust else least_squares(f)
-    N, xbar, Sxx = f.N, f.xbar, f.Sxx
-    mean = f.ref[:, None] + line.intercept[:, None] + line.slope[:, None] * hs[None, :]
+RESIDUAL_CLIP = 4.0  # bucket residuals count at most this many sds in `ar_factor` and `curvature`
+RHO_MAX = 0.9  # lag-1 autocorrelation of bucket residuals counted at most (variance factor <= 19 x psi)
+FACTOR_MAX = 50.0  # the variance factor at most: what a screen that has not computed it assumes
+
+
+def ar_factor(f: LinearFit, ln: Line) -> np.ndarray:
+    """How much autocorrelated residuals inflate the variance of the fitted line, per series
+    (>= 1; 1 for independent noise), from the residuals of the bucket means around `ln`.
+
+    Two parts, multiplied: psi, the variance of the bucket means scaled to one sample over
+    `s2` (> 1 when neighbouring samples move together: the effective sample count is N / psi),
+    and (1 + rho) / (1 - rho) with rho the lag-1 autocorrelation of the scaled bucket residuals
+    between adjacent buckets (bias-corrected for their number, clipped to [0, RHO_MAX]): the
+    long-run variance of an AR(1) process over its marginal variance. Both count only beyond
+    one standard error of their estimate, so white noise keeps a factor of 1. A fit whose residuals
+    wander (a level shift inside the window, a curve fitted by a line) gets a wide interval;
+    one with white noise around a straight trend keeps the textbook interval."""
+    use, n = f.use, f.n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(use, f.by - ln.intercept[:, None] - ln.slope[:, None] * f.bx, 0.0) * np.sqrt(n)
+        lim = RESIDUAL_CLIP * np.sqrt(ln.s2)[:, None]  # one wild bucket (a spike) is not autocorrelation
+        r = np.clip(r, -lim, lim)
+        ss = (r * r).sum(axis=1)
+        nxt = np.roll(r, -1, axis=1)
+        # neighbouring ring positions hold consecutive buckets, except across the ring's seam
+        adjacent = np.roll(use, -1, axis=1) & use & ((np.roll(f.bid, -1, axis=1) - f.bid) == 1)
+        b = use.sum(axis=1).astype(float)
+        rho = np.where(ss > 0, (r * nxt * adjacent).sum(axis=1) / np.where(ss > 0, ss, 1.0), 0.0)
+        # each counts only beyond one standard error of its estimate: white noise gives 1
+        se = 1.0 / np.sqrt(np.maximum(b - 2, 1.0))
+        rho = np.clip(rho + (1 + 4 * rho) / np.maximum(b, 1.0) - se, 0.0, RHO_MAX)
+        psi = ss / np.maximum(b - 2, 1.0) / ln.s2 - np.sqrt(2.0) * se
+    ok = (b >= 4) & (ln.s2 > 0) & np.isfinite(psi)
+    factor = np.maximum(np.where(ok, psi, 1.0), 1.0) * (1 + rho) / (1 - rho)
+    return np.where(ok, np.minimum(factor, FACTOR_MAX), 1.0)
+
+
+CURVATURE_WEIGHT = 2.0  # how much of a window's curvature counts as the line's model uncertainty
+CURVATURE_REACH = 2.0  # lookbacks ahead a bend is extrapolated, at most
+RATE_UNCERTAINTY = 0.25  # relative sd of the future trend around the window's slope (fill rates change)
+
+
+@dataclass(frozen=True)
+class Curvature:
+    """What the window says about how wrong a straight line may be, per series: `excess`, the
+    squared curvature of the bucket residuals (value per second squared, squared) beyond what
+    their noise explains (0 for a straight trend), and the orthogonal quadratic it was measured
+    on (centre `xm`, mean `qm` and slope `beta` of (x - xm)^2 against x), so that the line's
+    error at a time x from now is about curvature * q(x), q(x) = (x - xm)^2 - qm - beta (x - xm)."""
+
+    excess: np.ndarray
+    xm: np.ndarray
+    qm: np.ndarray
+    beta: np.ndarray
+    reach: float = np.inf  # horizons beyond this count as this one: a bend is not extrapolated further
+    bound: np.ndarray | None = None  # `excess` a little later: what a screen may assume for a while
+
+    def variance(self, hs: np.ndarray) -> np.ndarray:
+        """The model-uncertainty variance at now + hs (series x horizons), growing with the
+        horizon up to `reach` (one lookback) and flat after it: a window's bend says how wrong
+        its line may be over about as long again, not for days (the rate uncertainty does)."""
+        x = np.minimum(hs, self.reach)[None, :] - self.xm[:, None]
+        q = x * x - self.qm[:, None] - self.beta[:, None] * x
+        return CURVATURE_WEIGHT * self.excess[:, None] * q * q
+
+
+def curvature(f: LinearFit, ln: Line, factor: np.ndarray, reach: float = np.inf) -> Curvature:
+    """The curvature of the bucket means around the fitted line (weighted least squares of their
+    residuals on the quadratic orthogonal to 1 and x), less its own noise (`factor` as in
+    `ar_factor`). A fill that accelerates, or a season's bend inside the window, makes a line's
+    extrapolation wrong by about curvature * q(h): that error is the line's model uncertainty."""
+    w = np.where(f.use, f.n, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        W = w.sum(axis=1)
+        safe = np.where(W > 0, W, 1.0)
+        bx = np.where(f.use, f.bx, 0.0)
+        xm = (w * bx).sum(axis=1) / safe
+        dx = bx - xm[:, None]
+        q = dx * dx
+        qm = (w * q).sum(axis=1) / safe
+        sxx = (w * dx * dx).sum(axis=1)
+        beta = np.where(sxx > 0, (w * (q - qm[:, None]) * dx).sum(axis=1) / np.where(sxx > 0, sxx, 1.0), 0.0)
+        qp = q - qm[:, None] - beta[:, None] * dx
+        sqq = (w * qp * qp).sum(axis=1)
+        r = np.where(f.use, f.by - ln.intercept[:, None] - ln.slope[:, None] * f.bx, 0.0)
+        lim = RESIDUAL_CLIP * np.sqrt(ln.s2[:, None] / np.where(f.n > 0, f.n, 1.0))
+        r = np.clip(r, -lim, lim)  # nor is it a bend
+        c = np.where(sqq > 0, (w * r * qp).sum(axis=1) / np.where(sqq > 0, sqq, 1.0), 0.0)
+        var_c = np.where(sqq > 0, ln.s2 * factor / np.where(sqq > 0, sqq, 1.0), np.inf)
+        excess = np.maximum(c * c - var_c, 0.0)
+        # the excess once the estimate has moved by half a standard error (an eighth of the
+        # window replaced moves it about that much)
+        bound = np.maximum((np.abs(c) + 0.5 * np.sqrt(var_c)) ** 2 - var_c, 0.0)
+    ok = np.isfinite(excess) & (f.use.sum(axis=1) >= 4)
+    return Curvature(np.where(ok, excess, 0.0), xm, qm, beta, reach, np.where(ok & np.isfinite(bound), bound, 0.0))
+
+
+def predict(stats: LineStats, hs: np.ndarray, factor: np.ndarray | float, dt0: np.ndarray | None = None,
+            curve: Curvature | None = None) -> Prediction:
+    """Mean and sd at now + hs (seconds) of each series' line: the noise of one sample plus
+    the line's own uncertainty (intercept and slope) scaled by the variance `factor`
+    (`ar_factor`), plus the model uncertainty: a trend whose rate may differ from the window's
+    slope by RATE_UNCERTAINTY, and a bending window (`curve`). With the sampling
+    intervals `dt0`, the prediction also says how its noise behaves for breach estimation: sd
+    sqrt(s2), independent every dt0 * factor seconds (the more the residuals move together,
+    the fewer independent chances to touch a threshold)."""
+    mean = stats.value[:, None] + stats.slope[:, None] * hs[None, :]
+    f = np.broadcast_to(np.asarray(factor, dtype=float), stats.N.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
-        var = line.s2[:, None] * (1 + 1 / np.maximum(N, 1)[:, None]
-                                  + (hs[None, :] - xbar[:, None]) ** 2 / np.where(Sxx > 0, Sxx, np.inf)[:, None])
-    return Prediction(mean, np.sqrt(var))
+        own = 1 / np.maximum(stats.N, 1)[:, None] + (hs[None, :] - stats.xbar[:, None]) ** 2 \
+            / np.where(stats.Sxx > 0, stats.Sxx, np.inf)[:, None]
+        var = stats.s2[:, None] * (1 + f[:, None] * own)
+    drift = RATE_UNCERTAINTY * stats.slope[:, None] * hs[None, :]  # the future rate, from now on
+    var = var + np.nan_to_num(drift * drift)
+    if curve is not None:
+        var = var + curve.variance(hs)
+    step = None if dt0 is None else np.asarray(dt0, dtype=float) * f
+    return Prediction(mean, np.sqrt(var), noise=np.sqrt(stats.s2), step=step)
+
+
+@dataclass(frozen=True)
+class LineForecast:
+    """`forecast`'s prediction and, per series, how much curvature may count as its model
+    uncertainty a little later (`Curvature.bound`) and its variance factor (`ar_factor`): what
+    a breach screen assumes until it measures again, see `ForecastBank.breach`."""
+
+    prediction: Prediction
+    curvature: np.ndarray
+    factor: np.ndarray
+
+
+MIN_SPAN = 0.25  # of the lookback: a window whose samples span less is still warming up (no spread)
+
+
+def warming(stats: LineStats, lookback: float) -> np.ndarray:
+    """Series whose window holds too short a stretch of time to extrapolate from (its samples
+    span less than MIN_SPAN of the lookback, measured as sqrt(12 Sxx / N), the span of evenly
+    spread samples): a line through the first minutes of a series says little about a day."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        span = np.sqrt(12.0 * np.maximum(stats.Sxx, 0.0) / np.maximum(stats.N, 1))
+    return ~(span >= MIN_SPAN * lookback)
+
+
+def forecast(rows: Buckets, now: float, hs: np.ndarray, lookback: float, width: float, robust: bool,
+             dt0: np.ndarray | None = None) -> LineForecast:
+    """Mean and sd at now + hs (seconds) per series (taken rows) of the line fitted over the
+    window; `robust` for Theil's line. The sd is the regression's prediction interval widened
+    by `ar_factor` where the residuals are autocorrelated, by `curvature` where the window
+    bends, and by RATE_UNCERTAINTY of the slope (NaN while `warming`); `dt0` as in `predict`."""
+    f = fit(rows, now, lookback, width)
+    ln = theil(f) if robust else least_squares(f)
+    stats = LineStats(f.N, ln.slope, f.ref + ln.intercept, ln.s2, f.xbar, f.Sxx)
+    factor = ar_factor(f, ln)
+    curve = curvature(f, ln, factor, reach=CURVATURE_REACH * lookback)
+    p = predict(stats, hs, factor, dt0, curve)
+    # still warming up: the mean stands, its spread is unknown (breach probability 0)
+    sd = np.where(warming(stats, lookback)[:, None], np.nan, p.sd)
+    assert curve.bound is not None  # `curvature` sets it
+    return LineForecast(Prediction(p.mean, sd, p.noise, p.step), curve.bound, factor)
+
+
+def screen_curvature(stats: LineStats, excess: np.ndarray, reach: float) -> Curvature:
+    """A `Curvature` for the screen of `ForecastBank.breach`: a remembered bound on the squared
+    curvature (`LineForecast.curvature`) on the quadratic of an evenly filled window (no
+    bucket data needed)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        qm = np.nan_to_num(stats.Sxx / np.maximum(stats.N, 1))
+    return Curvature(excess, np.nan_to_num(stats.xbar), qm, np.zeros(len(excess)), reach)

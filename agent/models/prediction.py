@@ -17,7 +17,13 @@ import numpy as np
 @dataclass(frozen=True)
 class Prediction:
     """mean and sd of shape (series, horizons); NaN where a series has too little data (sd
-    alone may be NaN where the spread is unknown but the mean is not)."""
+    alone may be NaN where the spread is unknown but the mean is not).
+
+    Optional, per series, for breach estimation (`breach.passage_cdf`): `noise`, the sd of one
+    sample's own noise around the model's path (part of `sd`), and `step`, the seconds between
+    samples whose noise counts as independent (None: the path alone decides a crossing)."""
 
     mean: np.ndarray
     sd: np.ndarray
+    noise: np.ndarray | None = None
+    step: np.ndarray | None = None

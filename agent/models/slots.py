@@ -67,6 +67,9 @@ class SlotTable:
     def assign(self, keys: Sequence[Hashable]) -> Assignment:
         """The slot of each key, giving a free slot (doubling the capacity when none is left)
         to each key not held yet."""
+        found = list(map(self._slot_of.get, keys))  # one C-level pass: the common case, every key held
+        if None not in found:
+            return Assignment(np.array(found, dtype=np.int64), np.zeros(0, dtype=np.int64))
         slots = np.empty(len(keys), dtype=np.int64)
         new: list[int] = []
         for i, key in enumerate(keys):

@@ -15,12 +15,15 @@ daemon.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from itertools import repeat
+from typing import NamedTuple, overload
 
 import numpy as np
 
 from agent.models.anomaly import AnomalyBank, sensitivity_threshold
+from agent.models.breach import BreachEstimates, default_recovery, latch
 from agent.models.forecast import ForecastBank
 from agent.rules.file import AnomalySpec, ForecastSpec
 from agent.rules.query import HistoryFn, LabeledValue, without_name
@@ -59,14 +62,38 @@ class AnomalyInfo:
         return dict(vars(self))
 
 
+class BreachInfos(Sequence[BreachInfo]):
+    """A forecast's verdicts for every series of an evaluation, kept as the bank's arrays: a
+    `BreachInfo` is built only for a series someone reads (an active alert, a /metrics scrape),
+    not for each of tens of thousands of series at every evaluation."""
+
+    def __init__(self, est: BreachEstimates) -> None:
+        self._columns = tuple(np.asarray(a, dtype=np.float64) for a in (
+            est.eta_seconds, est.eta_low_seconds, est.eta_high_seconds, est.probability, est.value_at_horizon))
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    @overload
+    def __getitem__(self, i: int) -> BreachInfo: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[BreachInfo]: ...
+
+    def __getitem__(self, i: int | slice) -> BreachInfo | list[BreachInfo]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return BreachInfo(*(float(c[i]) for c in self._columns))
+
+
 @dataclass
 class Verdicts:
     """A detector's output for one evaluation: per series, whether the rule is active and the
     model's details (`infos`, in the order of `keys`)."""
 
     keys: list[Labels] = field(default_factory=list)
-    active: list[bool] = field(default_factory=list)
-    infos: list[BreachInfo | AnomalyInfo] = field(default_factory=list)
+    active: Sequence[bool] = field(default_factory=list)
+    infos: Sequence[BreachInfo | AnomalyInfo] = field(default_factory=list)
 
 
 class ExportedSeries(NamedTuple):
@@ -95,18 +122,21 @@ class Detector(abc.ABC):
         self.seen: dict[Labels, float] = {}  # series -> last evaluation that had it
         self.latest = Verdicts()
         self._export: dict[tuple[Labels, tuple[str, ...]], tuple[Labels, ...]] = {}
+        self._next_forget = -np.inf  # idle series are looked for a few times per forget_after, not every evaluation
 
     def conditions(self, now: float, samples: list[LabeledValue]) -> list[Condition]:
         """Feed this evaluation's samples to the model; the samples for which the rule is active."""
         keys = [lab for lab, _ in samples]
         values = np.fromiter((v for _, v in samples), dtype=np.float64, count=len(samples))
-        new = {k for k in keys if k not in self.seen}
+        new = set(keys).difference(self.seen)
         self.latest = self._observe(keys, now, values, new)
-        for k in keys:
-            self.seen[k] = now
-        self._forget_idle(now)
-        return [Condition(lab, v, info) for (lab, v), on, info in zip(samples, self.latest.active, self.latest.infos)
-                if on]
+        self.seen.update(zip(keys, repeat(now)))
+        if now >= self._next_forget:
+            self._next_forget = now + self.forget_after / 4
+            self._forget_idle(now)
+        latest = self.latest
+        return [Condition(samples[i][0], samples[i][1], latest.infos[i])
+                for i in np.flatnonzero(np.asarray(latest.active, dtype=bool)).tolist()]
 
     def export_labels(self, names: tuple[str, ...], alertname: str) -> list[ExportedSeries]:
         """For /metrics: per series of the latest evaluation, its labels under each of `names`
@@ -152,14 +182,19 @@ class Detector(abc.ABC):
 class ForecastDetector(Detector):
     """Feeds a forecast rule's series into a `ForecastBank` and reads breach predictions.
 
-    Active where the probability of crossing `threshold` within `horizon` is at least
-    `confidence` (the bank's `breach`). New keys that are stored series (a plain selector
-    as expr) are warmed from the store's history, so a restart does not start cold."""
+    Active where the probability of crossing `threshold` within `horizon` reaches
+    `confidence` (the bank's `breach`), and stays active until it falls below
+    `recovery_confidence` (hysteresis: `breach.latch`, one flag per bank slot). New keys that
+    are stored series (a plain selector as expr) are warmed from the store's history, so a
+    restart does not start cold."""
 
     def __init__(self, spec: ForecastSpec, history: HistoryFn | None = None) -> None:
         super().__init__(max(MODEL_FORGET_AFTER, float(spec.lookback)), history)
         self.spec = spec
         self.bank = ForecastBank(spec.model, float(spec.lookback), _season(spec), horizon=float(spec.horizon))
+        self.recovery = (spec.recovery_confidence if spec.recovery_confidence is not None
+                         else default_recovery(spec.confidence))
+        self._on = np.zeros(self.bank.table.capacity, dtype=bool)  # per slot: active at the last evaluation
 
     def adopt(self, old: Detector, same_spec: bool) -> bool:
         """The bank carries over when it models the same thing: the threshold, direction and
@@ -170,6 +205,7 @@ class ForecastDetector(Detector):
         if (a.model, a.lookback, a.season, a.horizon) != (b.model, b.lookback, b.season, b.horizon):
             return False
         self.bank = old.bank
+        self._on = old._on
         self._continue(old, same_spec)
         return True
 
@@ -181,17 +217,16 @@ class ForecastDetector(Detector):
                 if len(t):
                     self.bank.warm(k, t, v)
         slots = self.bank.slots_for(keys)
+        if len(self._on) < self.bank.table.capacity:
+            self._on = np.concatenate((self._on, np.zeros(self.bank.table.capacity - len(self._on), dtype=bool)))
+        if new:  # a new series (perhaps in a slot a forgotten one had) starts inactive
+            self._on[slots[np.fromiter((k in new for k in keys), dtype=bool, count=len(keys))]] = False
         self.bank.update(slots, now, values)
         s = self.spec
         est = self.bank.breach(slots, now, s.threshold, s.direction, float(s.horizon), s.confidence)
-        active = np.asarray(est.breached, dtype=bool) & np.isfinite(values)
-        infos: list[BreachInfo | AnomalyInfo] = [BreachInfo(*row) for row in zip(
-            np.asarray(est.eta_seconds, dtype=np.float64).tolist(),
-            np.asarray(est.eta_low_seconds, dtype=np.float64).tolist(),
-            np.asarray(est.eta_high_seconds, dtype=np.float64).tolist(),
-            np.asarray(est.probability, dtype=np.float64).tolist(),
-            np.asarray(est.value_at_horizon, dtype=np.float64).tolist())]
-        return Verdicts(keys, active.tolist(), infos)
+        active = latch(est.probability, self._on[slots], s.confidence, self.recovery) & np.isfinite(values)
+        self._on[slots] = active
+        return Verdicts(keys, active, BreachInfos(est))
 
     def _forget(self, keys: list[Labels]) -> None:
         self.bank.forget(keys)

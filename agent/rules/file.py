@@ -52,6 +52,9 @@ class ForecastSpec:
                             default=0.9)
     season: Duration | None = doc("Season length for holt_winters/auto (e.g. 1d); none: no seasonality.",
                                   default=None)
+    recovery_confidence: float | None = doc(
+        "Probability below which an active series clears (hysteresis, so a breach near the horizon's edge does "
+        "not flap); default 2 * confidence - 1, at least half the confidence.", default=None)
 
     def validate(self, err: Any) -> None:
         if self.lookback <= 0:
@@ -60,6 +63,8 @@ class ForecastSpec:
             err("horizon", "must be greater than zero")
         if not 0 < self.confidence < 1:
             err("confidence", "must be between 0 and 1 (exclusive)")
+        if self.recovery_confidence is not None and not 0 < self.recovery_confidence <= self.confidence:
+            err("recovery_confidence", "must be greater than 0 and at most confidence")
         if self.season is not None and self.season <= 0:
             err("season", "must be greater than zero")
         if self.model == "holt_winters" and self.season is None:
