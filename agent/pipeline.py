@@ -512,7 +512,8 @@ def load_groups(cfg: Config) -> list[RuleGroupDef]:
 
 def evaluate_tick(rules: RuleStage[GroupT], problems: ProblemStage | None, now: float) -> list[Decision]:
     """Evaluate the rule groups due at `now` and hand each alerting rule's alerts to the
-    problem stage. The daemon, `forewarn test` and `forewarn backtest` all tick through here.
+    problem stage (those of rules sharing a name together: `alerts_by_name`). The daemon,
+    `forewarn test` and `forewarn backtest` all tick through here.
 
     A failure stays where it happens: a group whose evaluation raises (rules catch their own
     errors; this is the net under that) is logged and the other groups still run, and one
