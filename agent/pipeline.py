@@ -87,6 +87,8 @@ class AlertingRuleView(Protocol):
 
     def all_alerts(self) -> Sequence[Any]: ...
 
+    def active_alerts(self) -> Sequence[Any]: ...
+
 
 class RuleGroupView(Protocol):
     def alerting_rules(self) -> Sequence[AlertingRuleView]: ...
@@ -603,7 +605,8 @@ def load_groups(cfg: Config) -> list[RuleGroupDef]:
 
 def evaluate_tick(rules: RuleStage[GroupT], problems: ProblemStage | None, now: float) -> list[Decision]:
     """Evaluate the rule groups due at `now` and hand each alerting rule's alerts to the
-    problem stage. The daemon, `forewarn test` and `forewarn backtest` all tick through here.
+    problem stage (those of rules sharing a name together: `alerts_by_name`). The daemon,
+    `forewarn test` and `forewarn backtest` all tick through here.
 
     A failure stays where it happens: a group whose evaluation raises (rules catch their own
     errors; this is the net under that) is logged and the other groups still run, and one
@@ -616,11 +619,29 @@ def evaluate_tick(rules: RuleStage[GroupT], problems: ProblemStage | None, now: 
             log.exception("evaluation of a rule group failed")
         if problems is None:
             continue
-        for rule in group.alerting_rules():
+        for rule, alerts in alerts_by_name(group.alerting_rules()):
             try:
-                decisions.extend(problems.process(rule, rule.all_alerts(), now))
+                decisions.extend(problems.process(rule, alerts, now))
             except Exception:
                 log.exception("ticketing of rule %s failed", rule.name)
     if problems is not None:
         problems.tick(now)
     return decisions
+
+
+def alerts_by_name(rules: Sequence[AlertingRuleView]) -> list[tuple[AlertingRuleView, list[Any]]]:
+    """A group's alerting rules as the problem stage takes them: one hand-over per alert name
+    with the alerts of every rule of that name. Prometheus allows several rules of one name in
+    a group (warning and critical thresholds, an SLO's page and ticket burn alerts), and their
+    problems have one owner (group/name): handed over a rule at a time, one without alerts
+    would clear the problem another still fires, and that one reopen it, at every evaluation.
+    The rule handed over for them (its ticket block and chart) is the first with an active
+    alert, else the first; its alerts come first."""
+    by_name: dict[str, list[AlertingRuleView]] = {}
+    for rule in rules:
+        by_name.setdefault(rule.name, []).append(rule)
+    out: list[tuple[AlertingRuleView, list[Any]]] = []
+    for same in by_name.values():
+        lead = next((r for r in same if r.active_alerts()), same[0])
+        out.append((lead, [a for r in [lead, *(r for r in same if r is not lead)] for a in r.all_alerts()]))
+    return out

@@ -65,6 +65,24 @@ class Traffic:
         return Recording.from_arrays(labels, t[order], np.concatenate(idx)[order], np.concatenate(vals)[order])
 
 
+def write_csv(traffic: Traffic, path: str, end: float, *, scrape: float = 15.0, t0: float = 0.0) -> None:
+    """`traffic`'s counters from 0 to `end` as a wide CSV for `forewarn backtest`, times
+    shifted by `t0` (Unix seconds)."""
+    rec = traffic.recording(end, scrape)
+    names = []
+    for lab in rec.labels:
+        d = dict(lab)
+        name = d.pop("__name__")
+        names.append('"' + (name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(d.items())) + "}").replace('"', '""')
+                     + '"')
+    times = rec.series_values(0)[0]
+    cols = [rec.series_values(i)[1] for i in range(len(rec.labels))]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("timestamp," + ",".join(names) + "\n")
+        for i, t in enumerate(times.tolist()):
+            f.write(f"{t0 + t:.0f}," + ",".join(repr(float(c[i])) for c in cols) + "\n")
+
+
 def replay_slo(rules_text: str, traffic: Traffic, end: float, *, step: float = 60.0, tickets: bool = False,
                on_tick: Callable[[Tick, Engine], None] | None = None, path: str = "slo.yml"):
     """Replay `traffic` through the rule file text every `step` seconds from 0 to `end`."""

@@ -123,3 +123,41 @@ def test_a_plain_agent_loads_no_optional_dependency(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_alerting_rules_sharing_a_name_share_their_problem_without_churn():
+    """Prometheus allows several alerting rules of one name in a group (warning and critical
+    thresholds; an SLO's page and ticket burn alerts): their problem stays open while any of
+    them fires and clears once, when none does. (Handed to the problem stage one rule at a
+    time, the rule without alerts cleared it and the other reopened it at every evaluation.)"""
+    import numpy as np
+
+    from agent.config.schema import TicketingConfig
+    from agent.replay import replay
+    from agent.rules.file import load_rule_text
+    from agent.rules.manager import RuleOptions
+    from agent.sources.recording import Feeder, Recording, store_for
+    from agent.store import make_labels
+
+    groups = load_rule_text(textwrap.dedent("""\
+        groups:
+          - name: g
+            interval: 1m
+            rules:
+              - alert: Errors
+                expr: errors > 10
+                labels: {severity: critical}
+              - alert: Errors
+                expr: errors > 1
+                labels: {severity: warning}
+        """), "r.yml")
+    t = np.arange(0.0, 40 * 60 + 1, 60.0)
+    # none, then warning only from minute 5, both from 15, warning only from 20, none from 30
+    v = np.select([t < 300, t < 900, t < 1200, t < 1800], [0.0, 5.0, 20.0, 5.0], 0.0)
+    rec = Recording.from_arrays([make_labels("errors", {})], t, np.zeros(t.size, dtype=np.int64), v)
+    store = store_for(rec, 3600.0)
+    actions: list[tuple[float, str]] = []
+    replay(groups, store, Feeder(rec, store).feed_until, start=0.0, end=float(t[-1]), step=60.0,
+           options=RuleOptions(default_interval=60.0), ticketing=TicketingConfig(),
+           on_tick=lambda tick: actions.extend((tick.time, tk.action) for _, tk in tick.tickets))
+    assert actions == [(300.0, "open"), (1800.0, "clear")]

@@ -403,23 +403,26 @@ def _matches_any(store: Store, selector: str) -> bool:
 
 def _events(tick: Tick) -> list[TicketEvent]:
     reasons = {d.dedup_key: str(d.reason) for d in tick.decisions if d.action}
-    by_name = {r.name: r for r in tick.rules.alerting_rules()}
+    by_name: dict[str, list[AlertingRule]] = {}
+    for r in tick.rules.alerting_rules():  # several rules may share a name (an SLO's page and ticket alerts)
+        by_name.setdefault(r.name, []).append(r)
     out = []
     for sink, t in tick.tickets:
         ev = TicketEvent(time=tick.time, action=t.action, rule=t.rule, dedup_key=t.dedup_key, sequence=t.sequence,
                          reason=reasons.get(t.dedup_key, "storm summary"), title=t.title, labels=dict(t.labels),
                          sink=sink, started_at=float(t.starts_at))
-        rule = by_name.get(t.rule)
+        rules = by_name.get(t.rule)
         p = tick.problems.get(t.dedup_key) if tick.problems is not None else None
-        if rule is not None and p is not None:
-            _describe(ev, rule, p.group_labels)
+        if rules and p is not None:
+            _describe(ev, rules, p.group_labels)
         out.append(ev)
     return out
 
 
-def _describe(ev: TicketEvent, rule: AlertingRule, group_labels: dict[str, str]) -> None:
-    """Value, forecast and anomaly of the problem's most urgent alert at this time."""
-    alerts = [a for a in rule.all_alerts() if all(a.labels.get(k) == v for k, v in group_labels.items())]
+def _describe(ev: TicketEvent, rules: list[AlertingRule], group_labels: dict[str, str]) -> None:
+    """Value, forecast and anomaly of the problem's most urgent alert at this time (of the
+    rules of its name)."""
+    alerts = [a for rule in rules for a in rule.all_alerts() if all(a.labels.get(k) == v for k, v in group_labels.items())]
     if not alerts:
         return
     firing = [a for a in alerts if a.state == AlertState.FIRING] or alerts

@@ -6,6 +6,9 @@ threshold rule whose expression compares a vector with a number (`free < 0.05`):
 left side is what is charted and judged (one extra query per evaluation), and the number is
 the threshold. Values are kept per series at the rule's evaluation times, at most
 MAX_TRACE_POINTS in all (series beyond that are not charted nor judged, and the result says so).
+Rules sharing a name (Prometheus allows it: warning and critical thresholds, an SLO's page and
+ticket burn alerts) share one trace, as their tickets share problems: their own outputs are
+merged; of split charts, the first rule's is kept, with its threshold.
 
 The actual outcome, per kind:
 
@@ -136,6 +139,7 @@ class RuleTrace:
     series: dict[Labels, SeriesTrace] = field(default_factory=dict)
     with_data: int = 0
     dropped_series: int = 0
+    data_at: float | None = None  # the last evaluation counted in `with_data`
 
     @property
     def n(self) -> int:
@@ -160,10 +164,17 @@ class Traces:
             if tr is None:
                 tr = self.rules[rule.name] = RuleTrace(rule.name, rule.kind, chart_expr(rule))
             if tr.times and tr.times[-1] == now:
-                continue  # a second rule of the same name: the first one is charted
+                # Another rule of the same name (warning and critical, an SLO's page and ticket
+                # alerts): where the rules' own output is charted, its series join the trace (their
+                # labels differ); a split chart keeps the first rule's, with its threshold.
+                if rule.last_samples and tr.data_at != now:
+                    tr.with_data, tr.data_at = tr.with_data + 1, now
+                if tr.chart.expr is None:
+                    self._add(tr, rule.last_samples)
+                continue
             tr.times.append(now)
             if rule.last_samples:
-                tr.with_data += 1
+                tr.with_data, tr.data_at = tr.with_data + 1, now
             samples = rule.last_samples
             if tr.chart.expr is not None:
                 try:
