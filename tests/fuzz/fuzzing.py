@@ -2,9 +2,10 @@
 a few edits each (insert a token that matters to the format, delete or duplicate a span,
 splice in another seed), plus arbitrary text. `derandomize=True` makes every run the same
 examples (seeded by the test's name), no example database is written, and `max_examples` keeps
-the whole fuzz set near a minute on CI's two cores; `FOREWARN_FUZZ_EXAMPLES` raises it for a
-longer local run. A crash Hypothesis finds is shrunk and printed; it becomes a regression test
-in the target's test file (`REGRESSIONS`)."""
+the whole fuzz set under a minute on CI's two cores. `FOREWARN_FUZZ_SCALE=8` multiplies the
+examples for a longer local run, and `FOREWARN_FUZZ_RANDOM=1` draws new examples on each run
+(exploration, not CI). A crash Hypothesis finds is shrunk and printed; it becomes a regression
+test in the target's test file (`REGRESSIONS`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
 def fuzz_settings(examples: int) -> settings:
     scale = float(os.environ.get("FOREWARN_FUZZ_SCALE", "1"))
-    return settings(max_examples=max(1, int(examples * scale)), derandomize=True, database=None, deadline=None,
+    explore = os.environ.get("FOREWARN_FUZZ_RANDOM") == "1"
+    return settings(max_examples=max(1, int(examples * scale)), derandomize=not explore, database=None, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much], print_blob=True)
 
