@@ -146,7 +146,7 @@ def scalar_text(value: Any) -> str:
 # between. Nesting is capped too (yaml.v3 stops at 10,000 levels; the Python stack far sooner,
 # so the cap is lower here and no real config comes near it).
 
-MAX_FILE_BYTES = 4 * 1024 * 1024  # a 1.1 MB file of 4,000 rules costs ~110 MB and seconds to load
+MAX_FILE_BYTES = 1024 * 1024  # parsing costs ~115 bytes of memory per byte: ~120 MB at most, inside MemoryMax
 MAX_NESTING = 100
 _ALIAS_RATIO_LOW, _ALIAS_RATIO_HIGH = 400_000, 4_000_000
 

@@ -199,3 +199,21 @@ def test_fifo_in_the_rule_glob_never_hangs_sighup_or_sigterm(reloading_agent):
     assert rule_names(agent) == ["job:up"]
     agent.signal(signal.SIGTERM)
     assert agent.proc.wait(timeout=20) == 0
+
+
+def test_sigterm_during_a_slow_reload_stops_the_agent_within_the_units_stop_timeout(reloading_agent):
+    """A reload of a rule file just under the size bound takes tens of seconds to read; it runs
+    beside the main thread, so SIGTERM is acted on at once (the unit's TimeoutStopSec is 10 s)."""
+    agent, rules_dir = reloading_agent
+    rule = ('  - alert: HighLatency{i}\n    expr: histogram_quantile(0.99, sum by (le) (rate(x_bucket{{job="s{i}"}}[5m]))) > 1\n'
+            '    for: 10m\n    labels: {{severity: warning}}\n    annotations: {{summary: "p99 of {{{{ $labels.job }}}}"}}\n')
+    text = "groups:\n- name: big\n  rules:\n" + "".join(rule.format(i=i) for i in range(4_500))
+    assert len(text) < MAX_FILE_BYTES
+    (rules_dir / "big.yml").write_text(text)
+    agent.signal(signal.SIGHUP)
+    time.sleep(1)  # the reload is reading the file now
+    start = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    assert agent.proc.wait(timeout=60) == 0
+    assert time.monotonic() - start < 10, "SIGTERM waited for the reload"
+    assert "configuration reloaded" not in agent.log()
