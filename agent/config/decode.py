@@ -10,6 +10,7 @@ A foundation: it knows YAML and dataclasses, and imports nothing of the agent.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import difflib
 import os
@@ -85,8 +86,20 @@ def item_marks(node: list[Any], default: Mark) -> list[Mark]:
     return node.item_marks if isinstance(node, MarkedList) else [default] * len(node)
 
 
-def _mark(node: yaml.Node) -> Mark:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def line_starts(text: str) -> list[int]:
+    """Offsets where each line of `text` starts. Lines end at \\n, \\r\\n or \\r only, as in YAML
+    1.2 and editors: PyYAML's own marks also break lines at U+0085, U+2028 and U+2029 (YAML
+    1.1), which would point past the line an editor shows."""
+    return [0] + [m.end() for m in _LINE_BREAK.finditer(text)]
+
+
+def position(starts: list[int], index: int) -> Mark:
+    """The 1-based line and column of a character offset, given `line_starts`."""
+    line = bisect.bisect_right(starts, index)
+    return (line, index - starts[line - 1] + 1)
 
 
 # ---- YAML 1.2 scalars ---------------------------------------------------------------------------
@@ -167,6 +180,13 @@ class _MarkedLoader(yaml.SafeLoader):
 
     yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
 
+    def mark(self, node: yaml.Node) -> Mark:
+        """Where a node starts, as an editor shows it (see `line_starts`)."""
+        starts = getattr(self, "_line_starts", None)
+        if starts is None:
+            starts = self._line_starts = line_starts(str(self.buffer))
+        return position(starts, node.start_mark.index)
+
     def compose_document(self) -> Any:
         self._decode_count = 0  # nodes once aliases are expanded (yaml.v3's decodeCount)
         self._alias_count = 0  # of which came from aliases
@@ -227,7 +247,7 @@ def _error_mark(event: yaml.Event) -> yaml.error.Mark | None:
 def _construct_mapping(loader: _MarkedLoader, node: yaml.MappingNode) -> MarkedDict:
     loader.flatten_mapping(node)
     out = MarkedDict()
-    out.mark = _mark(node)
+    out.mark = loader.mark(node)
     out.key_marks = {}
     out.value_marks = {}
     for key_node, value_node in node.value:
@@ -243,21 +263,21 @@ def _construct_mapping(loader: _MarkedLoader, node: yaml.MappingNode) -> MarkedD
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         out[key] = loader.construct_object(value_node, deep=True)
-        out.key_marks[key] = _mark(key_node)
-        out.value_marks[key] = _mark(value_node)
+        out.key_marks[key] = loader.mark(key_node)
+        out.value_marks[key] = loader.mark(value_node)
     return out
 
 
 def _construct_sequence(loader: _MarkedLoader, node: yaml.SequenceNode) -> MarkedList:
     out = MarkedList(loader.construct_object(child, deep=True) for child in node.value)
-    out.mark = _mark(node)
-    out.item_marks = [_mark(child) for child in node.value]
+    out.mark = loader.mark(node)
+    out.item_marks = [loader.mark(child) for child in node.value]
     return out
 
 
 def _construct_str(loader: _MarkedLoader, node: yaml.ScalarNode) -> MarkedStr:
     out = MarkedStr(loader.construct_scalar(node))
-    out.mark = _mark(node)
+    out.mark = loader.mark(node)
     return out
 
 
@@ -312,7 +332,7 @@ def load_marked(text: str, path: str) -> Any:
         return yaml.load(text, Loader=_MarkedLoader)
     except yaml.MarkedYAMLError as e:
         m = e.problem_mark or e.context_mark
-        line, col = (m.line + 1, m.column + 1) if m else (1, 1)
+        line, col = position(line_starts(text), min(m.index, len(text))) if m else (1, 1)
         raise ConfigErrors([ConfigError(path, line, col, f"YAML: {e.problem or e}")]) from None
     except yaml.YAMLError as e:
         raise ConfigErrors([ConfigError(path, 1, 1, f"YAML: {e}")]) from None
