@@ -20,11 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
-
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from agent import __version__, systemd
 from agent.clock import Clock, WallClock
@@ -32,6 +28,7 @@ from agent.config.schema import Config, ConfigErrors, load_config, parse_listen_
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, Metric, ProcessCollector, Registry
 from agent.persistence import make_dirs
 from agent.pipeline import Pipeline
+from agent.scheduling import Heartbeat, Scheduler, Watchdog
 from agent.store import RestoreInterrupted, Store
 from agent.trends.scheduled import TrendSchedule
 from agent.web.api import AgentView, api_routes
@@ -133,17 +130,18 @@ class Agent:
         self.self_scrape = SelfScrape(self.store, lambda: [c for c in self.registry.collectors()
                                                            if c is not self.store_collector],
                                       self.store_collector, self.clock.now)
-        self.scheduler = BackgroundScheduler(
+        # Periodic jobs on the monotonic clock: a wall-clock step stalls none of them.
+        self.scheduler = Scheduler(
             # Separate pools: many slow scrape targets or an unreachable ITSM tool cannot starve
             # rule evaluation, and nothing can starve the watchdog ping.
-            executors={"default": ThreadPoolExecutor(max_workers=3), "sources": ThreadPoolExecutor(max_workers=8),
-                       "delivery": ThreadPoolExecutor(max_workers=2), "watchdog": ThreadPoolExecutor(max_workers=1),
-                       # waits on the trend analysis's own process: never holds a thread of the others
-                       "trends": ThreadPoolExecutor(max_workers=1)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
-            timezone="UTC",
-        )
+            {"default": 3, "sources": 8, "delivery": 2, "watchdog": 1,
+             # waits on the trend analysis's own process: never holds a thread of the others
+             "trends": 1})
+        self.scheduler.on_step(self._clock_stepped)
+        # The rule evaluation loop's progress: the systemd watchdog is fed only while it turns.
+        self.evaluation_heartbeat = Heartbeat()
         self.web: WebServer | None = None
+        self.watchdog: Watchdog | None = None
 
     # ---- jobs ---------------------------------------------------------------------------------
 
@@ -159,40 +157,64 @@ class Agent:
         return run
 
     def _schedule_sources(self) -> None:
-        for job in self.scheduler.get_jobs():
-            if job.id.startswith("source:"):
-                job.remove()
+        self.scheduler.remove_prefix("source:")
         for job in self.pipeline.source_jobs(self.collection_seconds):
-            self.scheduler.add_job(job.run, "interval", seconds=job.interval_seconds, id=f"source:{job.name}",
-                                   name=job.name, next_run_time=_now_dt(), executor="sources")
+            self.scheduler.add(f"source:{job.name}", job.interval_seconds, job.run, executor="sources",
+                               first_delay=0.0, name=job.name)
 
     def _schedule_core(self) -> None:
         g = self.cfg.global_
-        add = self.scheduler.add_job
-        add(self._timed("snapshot", self.save_snapshot), "interval", seconds=g.snapshot_interval, id="snapshot")
-        add(self._timed("expire", lambda: self.store.expire(self.clock.now())), "interval", seconds=60, id="expire")
-        add(self._timed("self", self.self_scrape.run), "interval", seconds=g.scrape_interval, id="self")
+        add = self.scheduler.add
+        add("snapshot", float(g.snapshot_interval), self._timed("snapshot", self.save_snapshot))
+        add("expire", 60.0, self._timed("expire", lambda: self.store.expire(self.clock.now())))
+        add("self", float(g.scrape_interval), self._timed("self", self.self_scrape.run))
         for job in self.pipeline.periodic_jobs():
             executor = "delivery" if job.name in DELIVERY_JOBS else "default"
-            add(self._timed(job.name, job.run), "interval", seconds=job.interval_seconds, id=f"core:{job.name}",
-                executor=executor)
+            run = self._timed(job.name, job.run)
+            if job.name == "rules":
+                run = self._beating(run, self.evaluation_heartbeat)
+            add(f"core:{job.name}", job.interval_seconds, run, executor=executor)
         wd = systemd.watchdog_interval()
         if wd:
-            add(systemd.watchdog_ping, "interval", seconds=wd, id="watchdog", executor="watchdog")
+            # WatchdogSec is twice the ping interval: an evaluation loop that has not finished a
+            # round in that long is wedged, and systemd should restart the agent.
+            self.watchdog = Watchdog(self.evaluation_heartbeat, 2 * wd, systemd.watchdog_ping, "rule evaluation")
+            add("watchdog", wd, self.watchdog.tick, executor="watchdog")
+
+    @staticmethod
+    def _beating(run: Callable[[], None], heartbeat: Heartbeat) -> Callable[[], None]:
+        def beating() -> None:
+            try:
+                run()
+            finally:
+                heartbeat.beat()
+        return beating
+
+    def _clock_stepped(self, seconds: float) -> None:
+        """After a wall-clock step the scheduler re-dates its jobs; the rule groups keep their
+        next evaluation in wall time, so each is made due now (and scheduled from the new time
+        on). Samples stamped before a backward step stay the newest of their series: newer
+        ones are refused as out of order and counted (forewarn_store_samples_dropped_total),
+        as Prometheus's TSDB does, until the clock passes them."""
+        # Without the pipeline's lock: a wedged evaluation must not wedge the clock watcher too,
+        # and an evaluation running now schedules its group from the new time anyway.
+        for group in self.pipeline.rules.groups:
+            group.next_due = None
+        if seconds < 0:
+            log.warning("samples of existing series are refused as out of order for up to %.0fs, until the clock "
+                        "passes the newest ones (counted in forewarn_store_samples_dropped_total)", -seconds)
 
     def _schedule_trends(self) -> None:
         """The trend analysis every trends.interval when enabled, first when the last run
         (persisted) is an interval old; rescheduled by a reload."""
-        if self.scheduler.get_job("trends") is not None:
-            self.scheduler.remove_job("trends")
+        self.scheduler.remove("trends")
         t = self.cfg.trends
         self.trends.enabled = t.enabled
         if not t.enabled:
             return
-        first = datetime.fromtimestamp(self.trends.due_at(float(t.interval)), UTC)
-        self.scheduler.add_job(self._timed("trends", lambda: self.trends.run(self.cfg, self.pipeline)), "interval",
-                               seconds=float(t.interval), id="trends", next_run_time=max(first, _now_dt()),
-                               executor="trends")
+        first_delay = max(0.0, self.trends.due_at(float(t.interval)) - time.time())
+        self.scheduler.add("trends", float(t.interval), self._timed("trends", lambda: self.trends.run(self.cfg, self.pipeline)),
+                           executor="trends", first_delay=first_delay)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -324,7 +346,7 @@ class Agent:
         if self.restore_interrupted:
             log.info("stopped during the snapshot restore; %s left as it was", self.snapshot_path)
             return
-        self.scheduler.shutdown(wait=False)
+        self.scheduler.shutdown()
         self.trends.close()
         self.save_snapshot()
         self.pipeline.stop()
@@ -370,8 +392,5 @@ class Health:
         yield GaugeMetricFamily("forewarn_ready", "1 once the first collection is done.",
                                 value=1 if self.ready() else 0)
 
-
-def _now_dt() -> datetime:
-    return datetime.now(UTC)
 
 

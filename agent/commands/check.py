@@ -66,9 +66,10 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
             result.errors.extend(_missing_rule_files(cfg))
             paths += [p for p in cfg.rule_file_paths() if p not in paths]
     for p in rule_files:
-        if not os.path.isfile(p):
+        if not os.path.exists(p):
             result.errors.append(ConfigError(p, 0, 0, "file not found"))
-    result.rule_files = [p for p in paths if os.path.isfile(p)]
+    # What exists is read, so a FIFO or a device a glob reaches is reported as the daemon sees it.
+    result.rule_files = [p for p in paths if os.path.exists(p)]
     if result.rule_files:
         try:
             result.groups = load_rule_files(result.rule_files, sinks)

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from agent.config.schema import ConfigErrors, load_config, parse_listen_address, parse_shard
@@ -50,6 +51,37 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+class Reloads:
+    """SIGHUP's reloads, on a thread of their own: the main thread stays free to act on SIGTERM
+    while a reload reads and checks files (a slow one must not hold up a stop). A SIGHUP during
+    a reload asks for one more after it, so the last change is always read."""
+
+    def __init__(self, reload: Callable[[], object]) -> None:
+        self.reload = reload
+        self.pending = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def request(self) -> None:
+        with self.lock:
+            self.pending.set()
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="reload", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                if not self.pending.is_set():
+                    self.thread = None
+                    return
+                self.pending.clear()
+            try:
+                self.reload()
+            except Exception:  # Agent.reload reports its own failures; this is the net under it
+                log.exception("reload failed")
+
+
 def command(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     limit_malloc_arenas()
@@ -87,6 +119,7 @@ def command(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:  # the port, the state directory, the web config file
         log.error("cannot start: %s", e)
         return 1
+    reloads = Reloads(agent.reload)
     while True:
         # A process-directed signal may land on a worker thread; CPython then runs the handler
         # only when the main thread next executes bytecode, so never block without a timeout.
@@ -95,7 +128,7 @@ def command(args: argparse.Namespace) -> int:
         while signals:
             s = signals.pop(0)
             if s == signal.SIGHUP:
-                agent.reload()
+                reloads.request()
             else:
                 agent.stop()
                 logging.shutdown()

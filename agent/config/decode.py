@@ -10,9 +10,12 @@ A foundation: it knows YAML and dataclasses, and imports nothing of the agent.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import difflib
+import os
 import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -83,80 +86,307 @@ def item_marks(node: list[Any], default: Mark) -> list[Mark]:
     return node.item_marks if isinstance(node, MarkedList) else [default] * len(node)
 
 
-def _mark(node: yaml.Node) -> Mark:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def line_starts(text: str) -> list[int]:
+    """Offsets where each line of `text` starts. Lines end at \\n, \\r\\n or \\r only, as in YAML
+    1.2 and editors: PyYAML's own marks also break lines at U+0085, U+2028 and U+2029 (YAML
+    1.1), which would point past the line an editor shows."""
+    return [0] + [m.end() for m in _LINE_BREAK.finditer(text)]
+
+
+def position(starts: list[int], index: int) -> Mark:
+    """The 1-based line and column of a character offset, given `line_starts`."""
+    line = bisect.bisect_right(starts, index)
+    return (line, index - starts[line - 1] + 1)
+
+
+# ---- YAML 1.2 scalars ---------------------------------------------------------------------------
+#
+# PyYAML resolves plain scalars by YAML 1.1, where `on`, `off`, `yes`, `no`, `y` and `n` are
+# booleans, `1:30` is the integer 90, `017` is octal, `1_000` is a thousand and `2026-01-02` a
+# date. Prometheus reads its rule files with Go's yaml.v3 (YAML 1.2) and its config with
+# yaml.v2, and both hand a string field the text as written. So this loader resolves plain
+# scalars by the YAML 1.2 core schema: only `true`/`false` (and their `True`/`TRUE` forms) are
+# booleans, `null`/`~`/nothing is null, decimal, `0o` octal and `0x` hex integers and decimal
+# floats (with `.inf`, `.nan`) are numbers, everything else is a string. A string field gets a
+# number's text as written (`version: 1.10` stays "1.10"); a boolean field also takes YAML 1.1's
+# `yes`/`no`/`on`/`off`, as yaml.v3 does for typed booleans.
+
+_YAML12_RESOLVERS: tuple[tuple[str, str, str], ...] = (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("tag:yaml.org,2002:float",
+     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+     "-+.0123456789"),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", "~nN"),
+    ("tag:yaml.org,2002:merge", r"^<<$", "<"),  # yaml.v3 keeps merge keys; so do we
+)
+
+YAML11_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
+YAML11_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
+
+
+class MarkedInt(int):
+    """An integer loaded from a file, with its text as written (for string fields)."""
+
+    text: str = ""
+
+
+class MarkedFloat(float):
+    """A float loaded from a file, with its text as written (for string fields)."""
+
+    text: str = ""
+
+
+def scalar_text(value: Any) -> str:
+    """The text a string field takes from a loaded scalar: a number as written in the file
+    (`1.10`, `0x1F`), a boolean as `true`/`false`, a string as it is."""
+    if isinstance(value, MarkedInt | MarkedFloat):
+        return value.text
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+# ---- bounds ---------------------------------------------------------------------------------------
+#
+# Aliases let a few KB of YAML stand for billions of nodes (the "billion laughs"): the loader
+# counts, while composing, how many nodes the document stands for once every alias is expanded,
+# and refuses excessive aliasing with yaml.v2/v3's own rule (Prometheus's config and rule
+# loaders): up to 400,000 nodes 99% may come from aliases, from 4,000,000 only 10%, scaled in
+# between. Nesting is capped too (yaml.v3 stops at 10,000 levels; the Python stack far sooner,
+# so the cap is lower here and no real config comes near it).
+
+MAX_FILE_BYTES = 1024 * 1024  # parsing costs ~115 bytes of memory per byte: ~120 MB at most, inside MemoryMax
+MAX_NESTING = 100
+_ALIAS_RATIO_LOW, _ALIAS_RATIO_HIGH = 400_000, 4_000_000
+
+
+def allowed_alias_ratio(decode_count: int) -> float:
+    """The share of a document's expanded nodes that may come from aliases (yaml.v3's rule)."""
+    if decode_count <= _ALIAS_RATIO_LOW:
+        return 0.99
+    if decode_count >= _ALIAS_RATIO_HIGH:
+        return 0.10
+    return 0.99 - 0.89 * (decode_count - _ALIAS_RATIO_LOW) / (_ALIAS_RATIO_HIGH - _ALIAS_RATIO_LOW)
 
 
 class _MarkedLoader(yaml.SafeLoader):
-    pass
+    """A safe loader: YAML 1.2 scalars (its own resolvers, none of SafeLoader's YAML 1.1 ones),
+    marks on every mapping, list and string, and a composer that counts the nodes the document
+    expands to and its nesting."""
+
+    yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+
+    def mark(self, node: yaml.Node) -> Mark:
+        """Where a node starts, as an editor shows it (see `line_starts`)."""
+        starts = getattr(self, "_line_starts", None)
+        if starts is None:
+            starts = self._line_starts = line_starts(str(self.buffer))
+        return position(starts, node.start_mark.index)
+
+    def compose_document(self) -> Any:
+        self._decode_count = 0  # nodes once aliases are expanded (yaml.v3's decodeCount)
+        self._alias_count = 0  # of which came from aliases
+        self._expanded: dict[str, int] = {}  # anchor -> nodes its value expands to
+        self._open: set[str] = set()  # anchors whose value is being composed
+        self._depth = 0
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open:
+                raise yaml.composer.ComposerError(
+                    None, None, f"alias {event.anchor!r} refers to a value that contains it", _error_mark(event))
+            node = super().compose_node(parent, index)  # an undefined alias raises here
+            size = self._expanded.get(str(event.anchor), 1)
+            self._decode_count += size
+            self._alias_count += size
+            self._check_aliasing(_error_mark(event))
+            return node
+        self._depth += 1
+        if self._depth > MAX_NESTING:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_NESTING} levels", _error_mark(event))
+        anchor = getattr(event, "anchor", None)
+        before = self._decode_count
+        self._decode_count += 1
+        if anchor is not None:
+            self._open.add(anchor)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            if anchor is not None:
+                self._open.discard(anchor)
+        if anchor is not None:
+            self._expanded[anchor] = self._decode_count - before
+        return node
+
+    def _check_aliasing(self, mark: yaml.error.Mark | None) -> None:
+        n, a = self._decode_count, self._alias_count
+        if a > 100 and n > 1000 and a / n > allowed_alias_ratio(n):
+            raise yaml.composer.ComposerError(
+                None, None, f"excessive aliasing: aliases expand the document to more than {n:,} nodes, "
+                f"{a:,} of them copies (at most {allowed_alias_ratio(n):.0%} may be)", mark)
+
+
+for _tag, _pattern, _first in _YAML12_RESOLVERS:
+    # an empty plain scalar is looked up under "" (PyYAML's own null resolver does the same)
+    _MarkedLoader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first) + ([""] if _tag.endswith("null") else []))
+
+
+def _error_mark(event: yaml.Event) -> yaml.error.Mark | None:
+    mark = event.start_mark
+    return mark if isinstance(mark, yaml.error.Mark) else None
 
 
 def _construct_mapping(loader: _MarkedLoader, node: yaml.MappingNode) -> MarkedDict:
     loader.flatten_mapping(node)
     out = MarkedDict()
-    out.mark = _mark(node)
+    out.mark = loader.mark(node)
     out.key_marks = {}
     out.value_marks = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, (str, int, float, bool)) or key is None:
+        if not isinstance(key_node, yaml.ScalarNode):
             raise yaml.constructor.ConstructorError(
                 None, None, "mapping keys must be scalars", key_node.start_mark
             )
-        key = str(key)
+        if loader.construct_object(key_node, deep=True) is None:
+            raise yaml.constructor.ConstructorError(None, None, "mapping keys must not be null", key_node.start_mark)
+        key = str(key_node.value)  # the key as written, as Go's yaml gives a string-keyed map
         if key in out:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         out[key] = loader.construct_object(value_node, deep=True)
-        out.key_marks[key] = _mark(key_node)
-        out.value_marks[key] = _mark(value_node)
+        out.key_marks[key] = loader.mark(key_node)
+        out.value_marks[key] = loader.mark(value_node)
     return out
 
 
 def _construct_sequence(loader: _MarkedLoader, node: yaml.SequenceNode) -> MarkedList:
     out = MarkedList(loader.construct_object(child, deep=True) for child in node.value)
-    out.mark = _mark(node)
-    out.item_marks = [_mark(child) for child in node.value]
+    out.mark = loader.mark(node)
+    out.item_marks = [loader.mark(child) for child in node.value]
     return out
 
 
 def _construct_str(loader: _MarkedLoader, node: yaml.ScalarNode) -> MarkedStr:
     out = MarkedStr(loader.construct_scalar(node))
-    out.mark = _mark(node)
+    out.mark = loader.mark(node)
     return out
+
+
+def _construct_int(loader: _MarkedLoader, node: yaml.ScalarNode) -> MarkedInt:
+    text = str(loader.construct_scalar(node))
+    try:  # Python's own bound on digits (4300) stands: a longer integer is an error, located
+        if text.startswith("0o"):
+            value = int(text[2:], 8)
+        elif text.startswith("0x"):
+            value = int(text[2:], 16)
+        else:
+            value = int(text, 10)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"not an integer, or too long: {text[:40]!r}", node.start_mark) from None
+    out = MarkedInt(value)
+    out.text = text
+    return out
+
+
+def _construct_float(loader: _MarkedLoader, node: yaml.ScalarNode) -> MarkedFloat:
+    text = str(loader.construct_scalar(node))
+    lowered = text.lower()
+    try:
+        value = float(lowered.replace(".inf", "inf").replace(".nan", "nan"))
+    except ValueError:
+        raise yaml.constructor.ConstructorError(None, None, f"not a number: {text[:40]!r}", node.start_mark) from None
+    out = MarkedFloat(value)
+    out.text = text
+    return out
+
+
+def _construct_bool(loader: _MarkedLoader, node: yaml.ScalarNode) -> bool:
+    text = str(loader.construct_scalar(node))
+    if text.lower() not in ("true", "false"):  # an explicit !!bool tag on another text
+        raise yaml.constructor.ConstructorError(None, None, f"not a boolean: {text[:40]!r}", node.start_mark)
+    return text.lower() == "true"
 
 
 _MarkedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _MarkedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 _MarkedLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
+_MarkedLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_MarkedLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_MarkedLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 
 
 def load_marked(text: str, path: str) -> Any:
-    """Parse YAML safely, keeping marks. Syntax errors become a ConfigError."""
+    """Parse YAML safely (YAML 1.2 scalars, bounded aliases and nesting), keeping marks.
+    Every problem becomes a ConfigError at its position."""
     try:
         return yaml.load(text, Loader=_MarkedLoader)
     except yaml.MarkedYAMLError as e:
         m = e.problem_mark or e.context_mark
-        line, col = (m.line + 1, m.column + 1) if m else (1, 1)
+        line, col = position(line_starts(text), min(m.index, len(text))) if m else (1, 1)
         raise ConfigErrors([ConfigError(path, line, col, f"YAML: {e.problem or e}")]) from None
     except yaml.YAMLError as e:
         raise ConfigErrors([ConfigError(path, 1, 1, f"YAML: {e}")]) from None
+    except RecursionError:  # the nesting cap should come first; never a traceback if not
+        raise ConfigErrors([ConfigError(path, 1, 1, "YAML: nested too deeply")]) from None
 
 
-def read_text_file(path: str) -> str:
-    """A config or rule file's text; unreadable or non-UTF-8 files become a ConfigError."""
+def read_text_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """A config or rule file's text. Only a regular file of at most `max_bytes` is read: a
+    FIFO, a device (a glob that reaches /dev/zero), a directory or a larger file is refused
+    with a ConfigError, so a reload can neither hang nor fill memory. Unreadable or non-UTF-8
+    files become a ConfigError too."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it would hang reload and SIGTERM).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except OSError as e:
         raise ConfigErrors([ConfigError(path, 0, 0, f"cannot read file: {e.strerror}")]) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigErrors([ConfigError(path, 0, 0, f"not a regular file ({_file_kind(st.st_mode)}); "
+                                                        "config and rule files must be regular files")])
+        if st.st_size > max_bytes:
+            raise ConfigErrors([ConfigError(path, 0, 0, f"file too large: {st.st_size:,} bytes "
+                                                        f"(at most {max_bytes:,})")])
+        chunks: list[bytes] = []
+        size = 0
+        while True:  # the file may grow between fstat and read: never read past the bound
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise ConfigErrors([ConfigError(path, 0, 0, f"file too large: more than {max_bytes:,} bytes")])
+        data = b"".join(chunks)
+    except OSError as e:
+        raise ConfigErrors([ConfigError(path, 0, 0, f"cannot read file: {e.strerror}")]) from None
+    finally:
+        os.close(fd)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise ConfigErrors([ConfigError(path, line, col, "not valid UTF-8")]) from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def load_marked_file(path: str) -> Any:
@@ -286,11 +516,13 @@ class Decoder:
                 self.error(mark, f"{where}: expected a duration, got {_kind(value)}")
                 return INVALID
             try:
-                return Duration(parse_duration(str(value)))
+                return Duration(parse_duration(scalar_text(value)))
             except ValueError as e:
                 self.error(mark, f"{where}: {e}")
                 return INVALID
         if tp is bool:
+            if isinstance(value, str) and value in YAML11_TRUE | YAML11_FALSE:
+                return value in YAML11_TRUE  # YAML 1.1's forms, for a typed boolean only (as yaml.v3)
             if not isinstance(value, bool):
                 self.error(mark, f"{where}: expected true or false, got {_kind(value)}")
                 return INVALID
@@ -309,7 +541,7 @@ class Decoder:
             if isinstance(value, (dict, list)) or value is None:
                 self.error(mark, f"{where}: expected a string, got {_kind(value)}")
                 return INVALID
-            return str(value) if not isinstance(value, bool) else str(value).lower()
+            return scalar_text(value)
         raise TypeError(f"unsupported config type {tp!r}")
 
     def decode_dataclass(self, cls: Any, value: Any, mark: Mark, where: str) -> Any:
