@@ -286,7 +286,7 @@ def _upgrade(old: dict[str, Any], p: AnomalyParams) -> dict[str, Any]:
     is not carried over (it was relative to a fast level, not a seasonal shape), so the
     season is learnt again from the next day on. Sampling interval and observed time are
     unknown: the interval is measured again from the next two samples, and a series that
-    was past the old warm-up (100 samples) is taken as warm."""
+    was past the old warm-up (100 samples) is taken as warm, with a day of data seen."""
     keys = list(old["keys"])
     m = len(keys)
 
@@ -302,7 +302,9 @@ def _upgrade(old: dict[str, Any], p: AnomalyParams) -> dict[str, Any]:
         new[name] = np.full(m, init)
     was_warm = n >= 100
     new["n"] = n
-    new["obs"] = np.where(was_warm, p.warmup_seconds * 2, 0.0)
+    # a warm old series had a day's worth of range at least (100 samples of 15 s ... 5 min
+    # and more); counting a day lets its range breaks work at once
+    new["obs"] = np.where(was_warm, max(DAY, p.warmup_seconds), 0.0)
     new["sm"] = col("sm", 0.0)
     new["ls"] = level
     new["lf"] = level

@@ -29,7 +29,7 @@ class AnomalyParams:
     gap_intervals: float = 3.0  # a gap counts as at most this many sampling intervals
     # -- baselines
     fast_seconds: float = 3000.0  # fast level (what the last hours say); also the smoothed value
-    slow_seconds: float = 43200.0  # contextual level and its scale (this phase of earlier seasons)
+    slow_seconds: float = 172800.0  # contextual level and its scale (this phase of earlier seasons)
     scale_seconds: float = 7500.0  # scale of the fast residual
     clip_k: float = 4.0  # residuals are clipped at clip_k scales before they teach
     scale_floor_range: float = 0.002  # scale floor, as a fraction of the range seen
@@ -47,7 +47,7 @@ class AnomalyParams:
     likelihood_weight: float = 1.0
     # -- contextual record (seasonal residual)
     context_seconds: float = 3600.0  # short-run mean of the signed contextual residual
-    context_cap: float = 3.0  # one sample adds at most this many sigmas to that mean
+    context_cap: float = 5.0  # one sample adds at most this many sigmas to that mean
     context_memory_seconds: float = 14 * DAY  # memory of the largest contextual deviation
     context_tolerance: float = 1.0  # a record must beat the remembered one by this share
     context_grade: float = 0.5  # ... and by this share more to score ~0.82
@@ -61,15 +61,15 @@ class AnomalyParams:
     rarity_bins: int = 10
     rarity_seconds: float = 150000.0  # memory of the histogram
     rarity_mass: float = 0.0005  # a bin holding this share of the history scores e^-1
-    rarity_weight: float = 0.3
+    rarity_weight: float = 0.15
     # -- recent break (far outside the envelope of recent values)
     recent_seconds: float = 100000.0  # the envelope relaxes toward the smoothed value at this pace
     recent_tolerance: float = 1.0  # a break must pass the envelope by this many widths
     recent_grade: float = 1.0  # ... and by this many more to score 63 % of its weight
     recent_weight: float = 0.3
     # -- news, band and level shifts
-    refractory_seconds: float = 60000.0  # memory of reported scores: news is reported once
-    news_step: float = 0.2  # a score is news again when it beats that memory by this much
+    refractory_seconds: float = 30000.0  # memory of reported scores: news is reported once
+    news_step: float = 0.1  # a score is news again when it beats that memory by this much
     band_k: float = 3.0  # half-width of the expected band, in sigma
     shift_score: float = 0.5
   # a (raw) score at which a move outside the band starts a shift
@@ -90,17 +90,20 @@ TUNABLE: dict[str, tuple[Any, ...]] = {
     "slow_seconds": (43200.0, 86400.0, 172800.0),
     "refractory_seconds": (30000.0, 60000.0, 120000.0),
     "news_step": (0.05, 0.1, 0.2),
-    "context_weight": (0.3, 0.5, 1.0),
-    "context_tolerance": (0.5, 1.0, 2.0),
+    # Contextual records are held to what the product needs (the synthetic seasonal tests:
+    # a weekday holiday, a missing working day): a full record reaches medium (weight at
+    # least 0.5) and a deviation twice the remembered one is a record (tolerance at most
+    # 1). NAB's 39 files hold too few contextual anomalies to ask for either: left free,
+    # the search turned them off (weight 0.3, tolerance 2) for +0.1 on LOCO.
+    "context_weight": (0.5, 0.75, 1.0),
+    "context_tolerance": (0.5, 0.75, 1.0),
     "rarity_weight": (0.0, 0.15, 0.3),
     "recent_weight": (0.0, 0.15, 0.3),
 }
 
-# medium is the tuning procedure's threshold for NAB's standard profile (on all files;
-# the other two profiles chose the same). A score of 0.5 is a range break or a full
-# contextual record or likelihood (a tail probability of 1e-5): low asks for that; high
-# takes scores a fifth below medium.
-SENSITIVITY_THRESHOLDS = {"low": 0.5, "medium": 0.29, "high": 0.23}
+# medium is the tuning procedure's threshold for NAB's standard profile on all files (the
+# same as for reward_low_FN_rate); high takes scores a fifth lower, low a quarter higher.
+SENSITIVITY_THRESHOLDS = {"low": 0.57, "medium": 0.456, "high": 0.365}
 
 
 def sensitivity_threshold(sensitivity: str | float) -> float:
