@@ -245,9 +245,10 @@ def step(p: AnomalyParams, ops: Any, st: State, x: Any, t: Any) -> tuple[Any, An
     srng = st.smax - st.smin
     tracked = srng >= 0.0
     smooth_novelty = ops.where(tracked, ops.maximum(sm - st.smax, st.smin - sm) / (srng + 1e-12), -1.0)
-    novelty = ops.maximum(novelty, smooth_novelty) - p.range_tolerance
-    # (only once a whole day is known: before, the day's own rhythm sets new records)
-    brk = ops.where((novelty > 0.0) & (st.obs >= DAY), 1.0, 0.0)
+    # (until a whole day is known, the day's own rhythm sets new records: then only a
+    # break by half the range counts)
+    novelty = ops.maximum(novelty, smooth_novelty) - ops.where(st.obs >= DAY, p.range_tolerance, 0.5)
+    brk = ops.where(novelty > 0.0, 1.0, 0.0)
     range_score = brk * (0.5 + 0.5 * (1.0 - ops.exp(-ops.maximum(novelty, 0.0) / p.range_grade))) * (1.0 - st.breaks)
 
     # rarity: the smoothed value in a part of its range seldom visited lately
