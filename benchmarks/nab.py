@@ -47,8 +47,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from agent.models.anomaly import DEFAULT_PARAMS, TUNABLE, AnomalyParams, score_series  # noqa: E402
-from benchmarks.nabscore import PROFILES, Corpus, Profile, load_corpus, load_result_scores, read_csv_columns  # noqa: E402
+from agent.models.anomaly import DEFAULT_PARAMS, TUNABLE, AnomalyParams, score_series
+from benchmarks.nabscore import PROFILES, Corpus, Profile, load_corpus, load_result_scores, read_csv_columns
 
 DEFAULT_NAB = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "nab"))
 FULL_CANDIDATES = 100
@@ -202,7 +202,7 @@ def describe(params: AnomalyParams) -> str:
 def print_cv(cv: dict[str, Any], candidates: list[AnomalyParams]) -> None:
     per_cat = cv["per_cat"]
     short = [p.name.replace("reward_low_", "low_").replace("_rate", "") for p in PROFILES]
-    print(f"\nleave-one-category-out (tuned on the other 6 categories, scored on the left-out one):")
+    print("\nleave-one-category-out (tuned on the other 6 categories, scored on the left-out one):")
     print(f"  {'left-out category':22s} {'win':>3s} " + " ".join(f"{s:>9s}" for s in short)
           + f" {'thr(std)':>8s} {'TP/win':>7s} {'FP':>4s} {'train(std)':>10s}  pick")
     means = [[] for _ in PROFILES]
@@ -216,10 +216,12 @@ def print_cv(cv: dict[str, Any], candidates: list[AnomalyParams]) -> None:
                 cells.append(f"{r.raw:+9.2f}")
         std = res[0]
         print(f"  {cat:22s} {nwin:3d} " + " ".join(cells)
-              + f" {pick.thresholds[0]:8.4f} {std.tp:3d}/{std.tp + std.fn:<3d} {std.fp:4d} {pick.train_scores[0]:10.1f}  #{pick.index}")
+              + f" {pick.thresholds[0]:8.4f} {std.tp:3d}/{std.tp + std.fn:<3d} {std.fp:4d}"
+              + f" {pick.train_scores[0]:10.1f}  #{pick.index}")
     print(f"  {'mean (6 with windows)':22s} {'':3s} " + " ".join(f"{np.mean(m):9.1f}" for m in means))
     print(f"  {'pooled (NAB way)':22s} {'':3s} " + " ".join(f"{r.score:9.1f}" for r in cv["pooled"])
-          + f"   detected {cv['pooled'][0].tp}/{cv['pooled'][0].tp + cv['pooled'][0].fn} windows, {cv['pooled'][0].fp} FP rows (standard)")
+          + f"   detected {cv['pooled'][0].tp}/{cv['pooled'][0].tp + cv['pooled'][0].fn} windows,"
+          + f" {cv['pooled'][0].fp} FP rows (standard)")
     print("  (artificialNoAnomaly has no windows: its cells are the raw cost of its false positives,"
           " which the pooled score includes)")
     picks = sorted({pick.index for pick, _, _ in per_cat.values()})
@@ -242,7 +244,8 @@ def breakdown(corpus: Corpus, scores: np.ndarray, threshold: float, profile: Pro
         c["raw"] += part["raw"]
         lines.append(f"    {f.name:58s} raw {part['raw']:+6.2f}  tp {part['tp']} fn {part['fn']} fp {part['fp']:3d}"
                      f" ({-part['fp_cost']:.2f})  credits {' '.join(f'{x:.2f}' for x in part['credits'])}")
-    print(f"  {'category':24s} {'windows':>7s} {'missed':>6s} {'missed-cost':>11s} {'late-cost':>9s} {'FPs':>4s} {'FP-cost':>7s} {'raw':>7s}")
+    print(f"  {'category':24s} {'windows':>7s} {'missed':>6s} {'missed-cost':>11s} {'late-cost':>9s} {'FPs':>4s}"
+          f" {'FP-cost':>7s} {'raw':>7s}")
     for cat in sorted(per_cat):
         c = per_cat[cat]
         print(f"  {cat:24s} {int(c['windows']):7d} {int(c['missed']):6d} {c['missed_cost']:11.2f} {c['late_cost']:9.2f}"
@@ -253,13 +256,14 @@ def breakdown(corpus: Corpus, scores: np.ndarray, threshold: float, profile: Pro
 def in_sample_by_category(corpus: Corpus, names: list[str], scores: np.ndarray, thresholds: list[float]) -> None:
     cats = sorted({n.split("/")[0] for n in names})
     file_cat = [n.split("/")[0] for n in names]
-    print(f"\nin-sample by category (DEFAULT_PARAMS, thresholds optimised on all 39 files):")
+    print("\nin-sample by category (DEFAULT_PARAMS, thresholds optimised on all 39 files):")
     for cat in cats:
         test = Split(corpus, [k for k, c in enumerate(file_cat) if c == cat])
         s = scores[test.rows]
         res = [test.corpus.score_at(s, p, thr) for p, thr in zip(PROFILES, thresholds)]
         cells = [f"{r.score:9.1f}" if test.corpus.n_windows else f"{r.raw:+9.2f}" for r in res]
-        print(f"  {cat:22s} {test.corpus.n_windows:3d} " + " ".join(cells) + f"  TP {res[0].tp}/{res[0].tp + res[0].fn} FP {res[0].fp}")
+        print(f"  {cat:22s} {test.corpus.n_windows:3d} " + " ".join(cells)
+              + f"  TP {res[0].tp}/{res[0].tp + res[0].fn} FP {res[0].fp}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nab", default=DEFAULT_NAB, help="NAB data root (default %(default)s)")
     ap.add_argument("--check-reference", action="store_true", help="also score the shipped reference results")
     ap.add_argument("--breakdown", action="store_true", help="per-category and per-file losses (standard profile)")
-    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a detector parameter (experiments)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a detector parameter (experiments)")
     ap.add_argument("--no-cv", action="store_true", help="in-sample score only")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_CANDIDATES} candidates instead of {FULL_CANDIDATES}")
     ap.add_argument("--candidates", type=int, default=None, help="number of configurations the tuning draws")
@@ -319,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         mark = "  <--" if name.startswith("forewarn") else ""
         print(f"{name:28s} " + " ".join(f"{v:9.1f}" for v in vals) + mark)
     for r in results:
-        print(f"  in-sample {r.profile:20s} threshold {r.threshold:.4f}  detected {r.tp}/{r.tp + r.fn} windows, {r.fp} FP rows, raw {r.raw:+.2f}")
+        print(f"  in-sample {r.profile:20s} threshold {r.threshold:.4f}  detected {r.tp}/{r.tp + r.fn} windows,"
+              f" {r.fp} FP rows, raw {r.raw:+.2f}")
     in_sample_by_category(corpus, names, scores, [r.threshold for r in results])
 
     if cv is not None:
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = cands[pick.index]
         agree = all(getattr(chosen, k) == getattr(params, k) for k in TUNABLE)
         print(f"\nprocedure's pick on all 39 files: #{pick.index} {describe(chosen)}")
-        print(f"  thresholds " + "  ".join(f"{p.name} {thr:.4f}" for p, thr in zip(PROFILES, pick.thresholds))
+        print("  thresholds " + "  ".join(f"{p.name} {thr:.4f}" for p, thr in zip(PROFILES, pick.thresholds))
               + "  (in-sample " + " ".join(f"{s:.1f}" for s in pick.train_scores) + ")")
         print(f"  DEFAULT_PARAMS {'==' if agree else '!='} the pick" + ("" if agree else f" (defaults: {describe(params)})"))
     if args.breakdown:

@@ -67,6 +67,7 @@ def test_bank_matches_single_series_path():
         np.testing.assert_allclose(_field(res, "band_high")[:, col], one.band_high, rtol=1e-9, equal_nan=True)
         np.testing.assert_array_equal(_field(res, "shifted")[:, col], one.shifted)
         np.testing.assert_allclose(_field(res, "shift_low")[:, col], one.shift_low, rtol=1e-9, equal_nan=True)
+        np.testing.assert_array_equal(_field(res, "shift_direction")[:, col], one.shift_direction)
         np.testing.assert_array_equal(_field(res, "warming")[:, col], one.warming)
     assert _field(res, "shifted")[:, 1].any()  # the comparison covered a shift
 
@@ -110,6 +111,24 @@ def test_warmup_is_time_based_and_reported():
         assert not bank.warming(slots)[0]
     # a coarse series keeps the sample count: hourly data warms up over 24 samples
     assert warmup_seconds(DEFAULT_PARAMS, 3600.0) == pytest.approx(DEFAULT_PARAMS.warmup_seconds * 12)
+
+
+@pytest.mark.parametrize("step", [15.0, 60.0, 300.0])
+def test_an_obvious_step_scores_high_whatever_the_time_since_start(step):
+    """The golden scenario's latency (0.20-0.24 s, or the same with noise) jumps tenfold for
+    ten minutes at 2.5 h, 7.5 h or 25 h after the start: the step scores at least medium at
+    once, and nothing before it reaches high, the end of the warm-up included (the
+    start-up's own surprises are not remembered against it)."""
+    for at in (150, 450, 1500):
+        t = T0 + np.arange(0, (at + 60) * 60, step)
+        minute = ((t - T0) // 60).astype(int)
+        for v in (0.2 + 0.01 * ((minute * 7) % 5), 0.2 + np.random.default_rng(at).normal(0, 0.01, len(t))):
+            v = np.where((minute >= at) & (minute < at + 10), 2.0, v)
+            r = score_series(t, v)
+            k = int(np.searchsorted(t, T0 + at * 60))
+            assert not r.warming[k]
+            assert r.score[k] >= MEDIUM, (step, at)
+            assert r.score[:k].max() < sensitivity_threshold("high"), (step, at)
 
 
 def test_stationary_noise_rarely_crosses_medium_sensitivity():
@@ -404,6 +423,23 @@ def test_snapshot_from_the_previous_version_loads_and_continues(version):
     # and a real change after the hand-over is still seen
     r = bank.update(slots, t[-1] + 300, np.array([vals[-1, 0], 40.0]))
     assert r.score[1] >= MEDIUM
+
+
+def test_snapshot_of_version_3_loads_with_the_fields_added_since():
+    t, v = _noise(1500, 14, step=300.0)
+    ref = AnomalyBank()
+    ref.replay("k", t[:1000], v[:1000])
+    state = ref.state_dict()
+    assert state["version"] == 4
+    old = {k: val for k, val in state.items() if k not in ("sh_in", "sh_dir")}
+    old["version"] = 3
+    bank = AnomalyBank()
+    bank.load_state_dict(old)
+    slots = bank.slots_for(["k"])
+    assert bank.state_dict()["sh_dir"][0] == 0.0
+    got = [bank.update(slots, t[i], v[i : i + 1]).score[0] for i in range(1000, 1500)]
+    want = [ref.update(ref.slots_for(["k"]), t[i], v[i : i + 1]).score[0] for i in range(1000, 1500)]
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)  # the new fields start as in a new series
 
 
 # ---------------------------------------------------------------- configuration

@@ -1,107 +1,145 @@
-"""The detector's maths: one step per sample, written once against a tiny operations
-namespace so the same lines run on numpy arrays (a batch of series: the daemon) and on
-Python floats (one long series: ``forewarn detect``, several times faster than 1-element
-arrays). See the package docstring for what each component means."""
+"""The detector's maths: one step per sample, written once.
+
+`step` is written and type-checked for numpy arrays (a batch of series: the daemon's
+`AnomalyBank.update`). `scalar_step()` is the same source recompiled for Python floats (one
+long series: ``forewarn detect``, `AnomalyBank.replay`), several times faster than
+1-element arrays: ``ops.where(c, a, b)`` becomes ``a if c else b`` and
+``ops.minimum/maximum/abs`` the builtins (see `scalarise`). Everything else the step
+needs of its numbers goes through its `ops` argument (`NumpyOps` or `ScalarOps`), so the
+maths exists once; a test checks the two paths agree. See the package docstring for what
+each component means.
+
+Imports numpy and this package's `params` and `state`; never the rule layer, tickets, web or
+statsmodels.
+"""
 
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import math
 import textwrap
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from agent.models.anomaly.params import DAY, WEEK, AnomalyParams
+from agent.models.anomaly.state import SeriesState
 
-_LN_1E10 = math.log(1e-10)  # the likelihood scores 1.0 at a tail probability of 1e-10 or less
+LN_1E10 = math.log(1e-10)  # the likelihood scores 1.0 at a tail probability of 1e-10 or less
 SIGMA_PER_MAD = 1.2533  # mean |residual| -> standard deviation, for Gaussian noise
 
-# State per series: name -> initial value. The daily and weekly profiles and the rarity
-# histogram are kept apart, as matrices.
-FIELDS: dict[str, float] = {
-    "n": 0.0,  # samples seen
-    "t_last": math.nan,  # time of the last sample (NaN: unknown)
-    "dt_typ": 0.0,  # typical sampling interval (0: not known yet)
-    "obs": 0.0,  # seconds observed (gaps capped)
-    "lf": 0.0,  # fast level of the deseasonalised value (robust: from clipped residuals)
-    "lu": 0.0,  # the same, unclipped: where the level is now, for level shifts
-    "ls": 0.0,  # slow level of the deseasonalised value: the contextual baseline
-    "scf": 0.0,  # mean |fast residual|
-    "scc": 0.0,  # mean |contextual residual|
-    "short": 0.0,  # short-run mean surprise
-    "lr_mean": 0.0,  # long-run mean and variance of surprise
-    "lr_var": 1.0,
-    "mc": 0.0,  # short-run mean of the signed contextual residual, in sigmas
-    "cmax": 0.0,  # decaying maximum of |mc|: the largest contextual deviation lately
-    "ma": 0.0,  # short-run mean of |contextual residual|, in sigmas, and its decaying maximum
-    "amax": 0.0,
-    "obs_c": 0.0,  # seconds since the seasonal model last changed
-    "sd": 0.0,  # 1 while the daily profile is in use
-    "sw": 0.0,  # 1 while the weekly profile is in use (instead of the daily one)
-    "e0": 0.0,  # mean |error| of the contextual baseline without season, daily, weekly
-    "ed": 0.0,
-    "ew": 0.0,
-    "vmin": math.inf,  # range of the values seen
-    "vmax": -math.inf,
-    "sm": 0.0,  # smoothed value
-    "smin": 0.0,  # range of the smoothed value since warm-up (none while smax < smin)
-    "smax": -1.0,
-    "breaks": 0.0,  # memory of recent range breaks
-    "fired": 0.0,  # memory of reported scores
-    "lag": 0.0,  # short-run mean of the raw score
-    "rhi": 0.0,  # recent envelope of the values
-    "rlo": 0.0,
-    "shifted": 0.0,  # 1 while outside the pre-change band after a level shift
-    "sh_level": math.nan,  # the pre-change level (deseasonalised) and the band's half-width
-    "sh_half": math.nan,
-    "sh_since": math.nan,  # when the shift started (Unix seconds)
-}
+V = TypeVar("V")
+
+
+@dataclass(slots=True)
+class StepOut(Generic[V]):
+    """One step's outputs per series: the score, the contextual baseline and the band's
+    half-width around it, whether the sample was scored (past the warm-up), and the new
+    daily and weekly profile entries of the sample's phase."""
+
+    score: V
+    expected: V
+    half: V
+    warm: V
+    daily: V
+    weekly: V
+
+
+class Weights(NamedTuple):
+    """Per running mean, the weight of a sample ``dte`` seconds after the previous one
+    (``1 - exp(-dte / duration)``); per decaying memory (``keep_``), what it keeps."""
+
+    fast: Any
+    slow: Any
+    scale: Any
+    short: Any
+    long: Any
+    context: Any
+    keep_context_max: Any
+    selection: Any
+    rarity: Any
+    recent: Any
+    keep_fired: Any
+    keep_breaks: Any
+    recover: Any
+
+
+def time_weights(exp: Callable[[Any], Any], p: AnomalyParams, dte: Any, stretch: Any) -> Weights:
+    """The `Weights` of a step of ``dte`` seconds (durations stretched by ``stretch``)."""
+
+    def w(duration: float) -> Any:
+        return 1.0 - exp(-dte / (duration * stretch))
+
+    return Weights(w(p.fast_seconds), w(p.slow_seconds), w(p.scale_seconds), w(p.short_seconds), w(p.long_seconds),
+                   w(p.context_seconds), 1.0 - w(p.context_memory_seconds), w(p.selection_seconds),
+                   w(p.rarity_seconds), w(p.recent_seconds), 1.0 - w(p.refractory_seconds),
+                   1.0 - w(p.range_memory_seconds), w(p.recover_seconds))
 
 
 class NumpyOps:
-    where = staticmethod(np.where)
-    abs = staticmethod(np.abs)
-    sqrt = staticmethod(np.sqrt)
-    log = staticmethod(np.log)
-    exp = staticmethod(np.exp)
-    minimum = staticmethod(np.minimum)
-    maximum = staticmethod(np.maximum)
+    """The step's operations on arrays. ``hist`` is the bank's rarity histograms and
+    ``rows`` the rows of the series in this batch."""
+
+    def __init__(self, hist: np.ndarray, rows: np.ndarray) -> None:
+        self.hist = hist
+        self.rows = rows
 
     @staticmethod
-    def known(x: np.ndarray) -> np.ndarray:
-        return np.isfinite(x)
+    def where(cond: ArrayLike, a: ArrayLike, b: ArrayLike) -> np.ndarray:
+        return np.where(cond, a, b)
 
     @staticmethod
-    def take(profile: np.ndarray, index: np.ndarray) -> np.ndarray:
-        return profile[index]
+    def minimum(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+        return np.minimum(a, b)
 
     @staticmethod
-    def put(profile: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
-        profile[index] = values
+    def maximum(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+        return np.maximum(a, b)
 
     @staticmethod
-    def visit(hist: np.ndarray, rows: np.ndarray, u: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        """Share of the history in u's bin (u in [0, 1]); then decay every bin by
-        (1 - alpha) and add alpha to u's bin."""
-        nb = hist.shape[1]
+    def abs(a: ArrayLike) -> np.ndarray:
+        return np.abs(a)
+
+    @staticmethod
+    def sqrt(a: ArrayLike) -> np.ndarray:
+        return np.sqrt(a)
+
+    @staticmethod
+    def log(a: ArrayLike) -> np.ndarray:
+        return np.log(a)
+
+    @staticmethod
+    def exp(a: ArrayLike) -> np.ndarray:
+        return np.exp(a)
+
+    def visit(self, u: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """Share of each series' history in u's bin (u in [0, 1]); then every bin decays
+        by (1 - alpha) and u's bin gains alpha."""
+        nb = self.hist.shape[1]
         b = np.minimum((u * nb).astype(np.int64), nb - 1)
-        prob = hist[rows, b]
-        h = hist[rows] * (1.0 - alpha)[:, None]
-        h[np.arange(len(rows)), b] += alpha
-        hist[rows] = h
+        prob = self.hist[self.rows, b]
+        h = self.hist[self.rows] * (1.0 - alpha)[:, None]
+        h[np.arange(len(self.rows)), b] += alpha
+        self.hist[self.rows] = h
         return prob
 
-    @staticmethod
-    def weights(p: AnomalyParams, dte: np.ndarray, stretch: np.ndarray) -> tuple[np.ndarray, ...]:
-        return time_weights(NumpyOps, p, dte, stretch)
+    def weights(self, p: AnomalyParams, dte: np.ndarray, stretch: np.ndarray) -> Weights:
+        return time_weights(np.exp, p, dte, stretch)
+
+
+# A regularly sampled series has the same interval at almost every step: its weights are
+# computed once (by the same function as the batch path's). Bounded: cleared when full.
+_WEIGHTS_CACHE: dict[tuple[int, float, float], tuple[AnomalyParams, Weights]] = {}
+_WEIGHTS_CACHE_MAX = 256
 
 
 class ScalarOps:
-    @staticmethod
-    def where(cond: bool, a: float, b: float) -> float:
-        return a if cond else b
+    """The step's operations on floats, for one series whose rarity histogram is ``hist``."""
 
     abs = staticmethod(abs)
     sqrt = staticmethod(math.sqrt)
@@ -110,20 +148,15 @@ class ScalarOps:
     minimum = staticmethod(min)
     maximum = staticmethod(max)
 
-    @staticmethod
-    def known(x: float) -> bool:
-        return x == x and x not in (math.inf, -math.inf)
+    def __init__(self, hist: list[float]) -> None:
+        self.hist = hist
 
     @staticmethod
-    def take(profile: list, index: int) -> float:
-        return profile[index]
+    def where(cond: bool, a: float, b: float) -> float:
+        return a if cond else b
 
-    @staticmethod
-    def put(profile: list, index: int, value: float) -> None:
-        profile[index] = value
-
-    @staticmethod
-    def visit(hist: list, row: Any, u: float, alpha: float) -> float:
+    def visit(self, u: float, alpha: float) -> float:
+        hist = self.hist
         nb = len(hist)
         b = min(int(u * nb), nb - 1)
         prob = hist[b]
@@ -133,56 +166,33 @@ class ScalarOps:
             hist[b] += alpha
         return prob
 
-    # A regularly sampled series has the same interval at almost every step: its weights
-    # are computed once (the same function as the batch path, so the maths stays one).
-    _cache: dict[tuple[int, float, float], tuple[AnomalyParams, tuple[float, ...]]] = {}
-
-    @classmethod
-    def weights(cls, p: AnomalyParams, dte: float, stretch: float) -> tuple[float, ...]:
+    def weights(self, p: AnomalyParams, dte: float, stretch: float) -> Weights:
         key = (id(p), dte, stretch)
-        hit = cls._cache.get(key)
+        hit = _WEIGHTS_CACHE.get(key)
         if hit is not None and hit[0] is p:
             return hit[1]
-        if len(cls._cache) > 256:
-            cls._cache.clear()
-        w = time_weights(ScalarOps, p, dte, stretch)
-        cls._cache[key] = (p, w)
+        if len(_WEIGHTS_CACHE) >= _WEIGHTS_CACHE_MAX:
+            _WEIGHTS_CACHE.clear()
+        w = time_weights(math.exp, p, dte, stretch)
+        _WEIGHTS_CACHE[key] = (p, w)
         return w
 
 
-class State:
-    """Attribute bag the step reads and writes: arrays (a batch) or floats (one series).
-    ``daily``/``weekly`` are the flat profiles, ``di``/``wi`` the entries of this
-    sample's phase; ``hist``/``hrow`` the rarity histograms and this series' row."""
-
-    __slots__ = tuple(FIELDS) + ("daily", "weekly", "di", "wi", "hist", "hrow")
-
-
-def log_tail(ops: Any, z: Any) -> Any:
+def log_tail(log: Callable[[Any], Any], z: Any) -> Any:
     """log of the Gaussian upper tail Q(z) for z >= 0 (Abramowitz-Stegun 7.1.26 for
     erfc; a relative error under 40 % far out, negligible in log scale)."""
     x = z * 0.7071067811865476
     t = 1.0 / (1.0 + 0.3275911 * x)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return ops.log(0.5 * poly) - x * x
+    return log(0.5 * poly) - x * x
 
 
-def time_weights(ops: Any, p: AnomalyParams, dte: Any, stretch: Any) -> tuple[Any, ...]:
-    """The weight of a sample ``dte`` seconds after the previous one in each running
-    mean, ``1 - exp(-dte / duration)``, and the matching decay factors of the memories."""
-
-    def w(duration: float) -> Any:
-        return 1.0 - ops.exp(-dte / (duration * stretch))
-
-    return (w(p.fast_seconds), w(p.slow_seconds), w(p.scale_seconds), w(p.short_seconds), w(p.long_seconds),
-            w(p.context_seconds), 1.0 - w(p.context_memory_seconds), w(p.selection_seconds), w(p.rarity_seconds),
-            w(p.recent_seconds), 1.0 - w(p.refractory_seconds), 1.0 - w(p.range_memory_seconds))
-
-
-def step(p: AnomalyParams, ops: Any, st: State, x: Any, t: Any) -> tuple[Any, Any, Any, Any]:
-    """Score one sample per series and update the state in place. ``x`` are finite
-    values, ``t`` their times (Unix seconds). Returns (score, expected, half-width of
-    the band, warm): ``warm`` is whether this sample was scored (past the warm-up)."""
+def step(p: AnomalyParams, ops: NumpyOps, st: SeriesState[np.ndarray], x: np.ndarray, t: np.ndarray,
+         d: np.ndarray, w: np.ndarray) -> StepOut[np.ndarray]:
+    """Score one sample per series and update ``st`` in place. ``x`` are finite values,
+    ``t`` their times (Unix seconds), ``d`` and ``w`` the daily and weekly profile
+    entries of this sample's phase; the result has their new values. Written for arrays
+    (and type-checked so); :data:`scalar_step` is the same source compiled for floats."""
     first = st.n == 0
     # -- time. A gap (or a clock going back) carries no more news than a few samples.
     dt = ops.where(first | (st.t_last != st.t_last), 0.0, ops.maximum(t - st.t_last, 0.0))
@@ -192,7 +202,7 @@ def step(p: AnomalyParams, ops: Any, st: State, x: Any, t: Any) -> tuple[Any, An
     # until a duration has passed, running means are plain means of what was seen
     ramp = dte / ops.maximum(obs, 1e-9)
     stretch = ops.maximum(dt_typ / p.reference_interval, 1.0)
-    a_fast, a_slow, a_scale, a_short, a_long, a_ctx, k_cmax, a_sel, a_rare, a_recent, k_fired, k_breaks = \
+    a_fast, a_slow, a_scale, a_short, a_long, a_ctx, k_cmax, a_sel, a_rare, a_recent, k_fired, k_breaks, a_rec = \
         ops.weights(p, dte, stretch)
     a_slow = ops.maximum(a_slow, ramp)
     a_scale = ops.maximum(a_scale, ramp)
@@ -202,8 +212,6 @@ def step(p: AnomalyParams, ops: Any, st: State, x: Any, t: Any) -> tuple[Any, An
 
     # -- which seasonal profiles the series shows: each must beat the simpler model's
     # error by the margin (and keeps its place until it is within half of it)
-    d = ops.take(st.daily, st.di)
-    w = ops.take(st.weekly, st.wi)
     if p.seasonality == "auto":
         use_d = (st.ed < (1.0 - p.season_margin * ops.where(st.sd > 0.0, 0.5, 1.0)) * st.e0) & (obs >= DAY)
         use_w = (st.ew < (1.0 - p.season_margin * ops.where(st.sw > 0.0, 0.5, 1.0)) * ops.where(use_d, st.ed, st.e0)) \
@@ -229,7 +237,7 @@ def step(p: AnomalyParams, ops: Any, st: State, x: Any, t: Any) -> tuple[Any, An
     z = ops.minimum(ops.abs(rf) / scf, p.z_cap)
     short = st.short + a_short * (z - st.short)
     zz = ops.maximum((short - st.lr_mean) / (ops.sqrt(st.lr_var) + 1e-3), 0.0)
-    likelihood = ops.minimum(log_tail(ops, zz) / _LN_1E10, 1.0)
+    likelihood = ops.minimum(log_tail(ops.log, zz) / LN_1E10, 1.0)
 
     # contextual record: the short-run mean of the signed residual against the seasonal
     # baseline, beyond the largest such deviation of the last week (a shift, or values
@@ -247,7 +255,10 @@ def step(p: AnomalyParams, ops: Any, st: State, x: Any, t: Any) -> tuple[Any, An
     sm = ops.where(first, x, st.sm + a_fast * (x - st.sm))
     srng = st.smax - st.smin
     tracked = srng >= 0.0
-    smooth_novelty = ops.where(tracked, ops.maximum(sm - st.smax, st.smin - sm) / (srng + 1e-12), -1.0)
+    # (the smoothed range is tracked from the warm-up on, and counts once it has had the
+    # smoothing's own duration to open: a range a few samples wide is no norm to break)
+    settled = tracked & (st.obs >= (p.warmup_seconds + p.fast_seconds) * stretch)
+    smooth_novelty = ops.where(settled, ops.maximum(sm - st.smax, st.smin - sm) / (srng + 1e-12), -1.0)
     # (until a whole day is known, the day's own rhythm sets new records: then only a
     # break by half the range counts)
     novelty = ops.maximum(novelty, smooth_novelty) - ops.where(st.obs >= DAY, p.range_tolerance, 0.5)
@@ -256,7 +267,7 @@ def step(p: AnomalyParams, ops: Any, st: State, x: Any, t: Any) -> tuple[Any, An
 
     # rarity: the smoothed value in a part of its range seldom visited lately
     u = ops.minimum(ops.maximum((sm - st.smin) / (srng + 1e-12), 0.0), 1.0)
-    share = ops.visit(st.hist, st.hrow, u, ops.where(tracked, a_rare, 0.0))
+    share = ops.visit(u, ops.where(tracked, a_rare, 0.0))
     rarity = ops.where(st.obs > (p.warmup_seconds + p.rarity_seconds) * stretch, ops.exp(-share / p.rarity_mass), 0.0)
 
     # recent break: the value far outside the envelope of the recent values
@@ -281,18 +292,21 @@ def step(p: AnomalyParams, ops: Any, st: State, x: Any, t: Any) -> tuple[Any, An
     st.lag = lag
     st.breaks = ops.maximum(st.breaks * k_breaks, brk)
 
-    # level shift: shortly after a score of news, the smoothed level is outside the
-    # contextual band; it lasts until the smoothed level is back in the band it left
+    # level shift: a score reported at shift_score (the rule's threshold) while the value
+    # is outside the contextual band starts one, and freezes the band it left; it is over
+    # once most samples of the last recover_seconds are back inside that band
     half = p.band_k * SIGMA_PER_MAD * scc
     base = ls + season
     lu = ops.where(first, x - season, st.lu + a_fast * (x - season - st.lu))
-    start = (st.shifted == 0.0) & warm & (ops.maximum(st.fired, out) >= p.shift_score) & (ops.abs(lu - ls) > half)
+    start = (st.shifted == 0.0) & warm & (out >= p.shift_score) & (ops.abs(x - base) > half)
     sh_level = ops.where(start, ls, st.sh_level)
     sh_half = ops.where(start, half, st.sh_half)
     st.sh_since = ops.where(start, t, st.sh_since)
-    back = ops.abs(lu - sh_level) <= sh_half
-    st.shifted = ops.where(start, 1.0, ops.where(back, 0.0, st.shifted))
-    st.sh_level, st.sh_half, st.lu = sh_level, sh_half, lu
+    st.sh_dir = ops.where(start, ops.where(x > base, 1.0, -1.0), st.sh_dir)
+    inside = ops.where(ops.abs(x - season - sh_level) <= sh_half, 1.0, 0.0)
+    sh_in = ops.where(start, 0.0, st.sh_in + a_rec * (inside - st.sh_in))
+    st.shifted = ops.where(start, 1.0, ops.where(sh_in > 0.5, 0.0, st.shifted))
+    st.sh_level, st.sh_half, st.sh_in, st.lu = sh_level, sh_half, sh_in, lu
 
     # -- learn (clipped, so one wild sample moves nothing far)
     limf = p.clip_k * scf
@@ -314,8 +328,6 @@ def step(p: AnomalyParams, ops: Any, st: State, x: Any, t: Any) -> tuple[Any, An
     vw = ops.minimum(ops.maximum(1.0 / p.season_memory, 1.0 / (1.0 + obs / WEEK)), 0.9)
     wd = 1.0 - ops.exp(dte * (p.daily_buckets / DAY) * ops.log(1.0 - vd))
     ww = 1.0 - ops.exp(dte * (p.weekly_buckets / WEEK) * ops.log(1.0 - vw))
-    ops.put(st.daily, st.di, d + wd * rd)
-    ops.put(st.weekly, st.wi, w + ww * rw)
     st.e0 = st.e0 + a_sel * (ops.abs(x - ls) - st.e0)
     st.ed = st.ed + a_sel * (ops.abs(x - ls - d) - st.ed)
     st.ew = st.ew + a_sel * (ops.abs(x - ls - w) - st.ew)
@@ -345,33 +357,50 @@ def step(p: AnomalyParams, ops: Any, st: State, x: Any, t: Any) -> tuple[Any, An
     st.obs = obs
     st.t_last = t
     st.n = st.n + 1.0
-    return out, base, half, warm
+    return StepOut(out, base, half, warm, d + wd * rd, w + ww * rw)
 
 
-def _scalarise(fn: Any) -> Any:
-    """``fn`` recompiled for Python floats: ``ops.where(c, a, b)`` becomes ``a if c else b``
-    and ``ops.minimum/maximum/abs`` the builtins. The same source, so the maths stays
-    one, but without a function call per selection (the single-series path must score
-    tens of thousands of samples a second); only the chosen branch is evaluated, which is
-    all a scalar needs."""
-    builtins = {"minimum": "min", "maximum": "max", "abs": "abs"}
 
-    class Inline(ast.NodeTransformer):
-        def visit_Call(self, node: ast.Call) -> ast.AST:
-            self.generic_visit(node)
-            f = node.func
-            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "ops":
-                if f.attr == "where":
-                    return ast.IfExp(test=node.args[0], body=node.args[1], orelse=node.args[2])
-                if f.attr in builtins:
-                    node.func = ast.Name(builtins[f.attr], ast.Load())
-            return node
 
+class _Inline(ast.NodeTransformer):
+    """``ops.where(c, a, b)`` -> ``a if c else b``; ``ops.minimum/maximum/abs`` -> the
+    builtins; annotations dropped (they name the array types)."""
+
+    BUILTINS = {"minimum": "min", "maximum": "max", "abs": "abs"}
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        f = node.func
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "ops":
+            if f.attr == "where":
+                return ast.IfExp(test=node.args[0], body=node.args[1], orelse=node.args[2])
+            if f.attr in self.BUILTINS:
+                node.func = ast.Name(self.BUILTINS[f.attr], ast.Load())
+        return node
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        self.generic_visit(node)
+        node.returns = None
+        for a in node.args.args:
+            a.annotation = None
+        return node
+
+
+def scalarise(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` recompiled for Python floats (see the module docstring): the same source,
+    so the maths stays one, without a function call per selection; only the chosen
+    branch of a selection is evaluated, which is all a scalar needs."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    tree = ast.fix_missing_locations(Inline().visit(tree))
+    tree = ast.fix_missing_locations(_Inline().visit(tree))
     namespace: dict[str, Any] = {}
     exec(compile(tree, f"<scalar {fn.__name__}>", "exec"), fn.__globals__, namespace)
-    return namespace[fn.__name__]
+    return cast(Callable[..., Any], namespace[fn.__name__])
 
 
-scalar_step = _scalarise(step)
+ScalarStep = Callable[[AnomalyParams, ScalarOps, SeriesState[float], float, float, float, float], StepOut[float]]
+
+
+@functools.cache
+def scalar_step() -> ScalarStep:
+    """`step` for floats, compiled on first use (nothing runs at import)."""
+    return cast(ScalarStep, scalarise(step))

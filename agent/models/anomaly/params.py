@@ -73,8 +73,8 @@ class AnomalyParams:
     refractory_seconds: float = 30000.0  # memory of reported scores: news is reported once
     news_step: float = 0.1  # a score is news again when it beats that memory by this much
     band_k: float = 3.0  # half-width of the expected band, in sigma
-    shift_score: float = 0.5
-  # a (raw) score at which a move outside the band starts a shift
+    shift_score: float = 0.456  # a reported score that starts a shift (a rule sets its threshold here)
+    recover_seconds: float = 450.0  # a shift is over once most samples of about this long are back in its band
 
     def __post_init__(self) -> None:
         if self.seasonality not in SEASONALITIES:
