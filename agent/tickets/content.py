@@ -176,6 +176,7 @@ def render_body(
     shown = firing or list(alerts)
     if action == "clear":
         lines.append(f"Cleared at {human_time(now)} after {exact_duration(now - started_at)}.")
+        lines += anomaly_notes(shown)
     else:
         lines.append(_seen_line(rule_name, shown, len(firing) or len(shown), started_at))
         lines += _prediction_lines(shown, now)
@@ -233,7 +234,13 @@ def _prediction_lines(shown: Sequence[AlertLike], now: float) -> list[str]:
     if an is not None:
         lines.append(f"Anomaly: score {an.score:.2f}; expected {_fmt_value(an.expected)}, "
                      f"normal band {_fmt_value(an.band_low)} to {_fmt_value(an.band_high)}.")
-    return lines
+    return lines + anomaly_notes(shown)
+
+
+def anomaly_notes(alerts: Sequence[AlertLike]) -> list[str]:
+    """The anomaly detector's notes (how long a problem lasts, how it ended), once each."""
+    notes = [a.anomaly.note for a in alerts if a.anomaly is not None and a.anomaly.note]
+    return list(dict.fromkeys(notes))[:BODY_SERIES_MAX]
 
 
 def _series_lines(shown: Sequence[AlertLike]) -> list[str]:

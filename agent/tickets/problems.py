@@ -52,7 +52,8 @@ class ForecastLike(Protocol):
 
 
 class AnomalyLike(Protocol):
-    """An anomaly score in [0, 1] with the expected value and its normal band."""
+    """An anomaly score in [0, 1] with the expected value and its normal band, and the
+    detector's note for the ticket."""
 
     @property
     def score(self) -> float: ...
@@ -62,6 +63,10 @@ class AnomalyLike(Protocol):
     def band_low(self) -> float: ...
     @property
     def band_high(self) -> float: ...
+    @property
+    def note(self) -> str:
+        """A sentence on how long the problem lasts or how it ended ("" for none)."""
+        ...
 
 
 class StateLike(Protocol):
