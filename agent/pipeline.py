@@ -28,6 +28,7 @@ from agent.promql import Engine
 from agent.rules.alerting import Alert, AlertingRule
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import RuleManager, RuleOptions, build_rule_manager
+from agent.rules.model_state import MODEL_STATE_FILE
 from agent.sources.query import QuerySources
 from agent.sources.scrape import ScrapeManager, ScrapeTarget
 from agent.sources.system import FAMILIES as SYSTEM_FAMILIES
@@ -312,11 +313,18 @@ class Pipeline:
     def rules_state_path(self) -> str:
         return os.path.join(self.cfg.state_dir, RULES_STATE_FILE)
 
+    @property
+    def models_state_path(self) -> str:
+        return os.path.join(self.cfg.state_dir, MODEL_STATE_FILE)
+
     def start(self) -> None:
         self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart)
         restored = self.rules.load_state(self.rules_state_path)
         if restored:
             log.info("restored %d alerts from %s", restored, self.rules_state_path)
+        models = self.rules.load_models(self.models_state_path)
+        if models:
+            log.info("restored the anomaly models of %d series from %s", models, self.models_state_path)
 
     def stop(self) -> None:
         """Close what holds files open. Bounded: a delivery stuck on an unreachable tool or a
@@ -343,6 +351,7 @@ class Pipeline:
             return
         try:
             self.rules.save_state(self.rules_state_path)
+            self.rules.save_models(self.models_state_path)
         finally:
             self.lock.release()
 
@@ -403,6 +412,7 @@ RULE_FAMILIES = {
     "forewarn_forecast_breach_seconds_high": ("gauge", "High end of the breach time interval, seconds."),
     "forewarn_forecast_breach_probability": ("gauge", "Probability the breach happens within the horizon."),
     "forewarn_anomaly_score": ("gauge", "Anomaly score in [0, 1]."),
+    "forewarn_model_warming": ("gauge", "1 while the series' anomaly model warms up (its score is 0 until then)."),
 }
 
 
