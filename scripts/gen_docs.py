@@ -130,7 +130,7 @@ def _table(rows: dict[str, str], caption: str) -> list[str]:
 
 def templates_section() -> str:
     forecast_fields = [f.name for f in dataclasses.fields(BreachInfo)]
-    anomaly_fields = list(AnomalyInfo(0.0, 0.0, 0.0, 0.0).as_template())  # what templates see
+    anomaly_fields = [f.name for f in dataclasses.fields(AnomalyInfo)]
     _documented(sorted(BASE_VARIABLES | {"$forecast", "$anomaly"}), VARIABLES, "template variables")
     _documented(forecast_fields, FORECAST_FIELDS, "$forecast fields (agent.rules.detectors.BreachInfo)")
     _documented(anomaly_fields, ANOMALY_FIELDS, "$anomaly fields (agent.rules.detectors.AnomalyInfo)")

@@ -10,8 +10,9 @@ tests drive the real rule manager over a real store and PromQL engine, or the da
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -183,7 +184,7 @@ def drive(text: str, t: np.ndarray, v: np.ndarray, keys=(LAT,)) -> tuple[RuleMan
     for i, ti in enumerate(t.tolist()):
         store.append_samples([(k, float(v[i, j])) for j, k in enumerate(keys)], ti)
         rm.evaluate_group(rm.groups[0], ti)
-        steps.append({a.labels["endpoint"]: Seen(a, replace(a.anomaly), a.value)
+        steps.append({a.labels["endpoint"]: Seen(a, copy.copy(a.anomaly), a.value)
                       for a in rule.active_alerts() if a.state == F})
     return rm, steps
 

@@ -76,7 +76,19 @@ class AnomalyInfo:
     shift_high: float = math.nan
     shifted_since: float = math.nan
     warming: bool = False
-    note: str = ""
+
+    def __post_init__(self) -> None:
+        self._note = ""
+
+    @property
+    def note(self) -> str:
+        """For tickets, not templates: set when the verdict is made, and again when the alert
+        that holds it ends."""
+        return self._note
+
+    @note.setter
+    def note(self, text: str) -> None:
+        self._note = text
 
     def as_template(self) -> dict[str, float]:
         """`$anomaly` in templates: the numbers (`shifted` and `warming` as 1 or 0)."""
