@@ -327,3 +327,25 @@ def test_a_new_rule_over_stored_series_starts_from_their_history():
     rm.evaluate_group(rm.groups[0], float(t[-1]))
     (labs, _), (_, warming) = rm.anomaly_series()
     assert warming == 0.0  # five hours of stored history: no warm-up
+
+
+def test_the_saved_models_go_to_the_same_rule_only_and_a_damaged_file_is_skipped(tmp_path, caplog):
+    store, rm = manager(rule_text("1m", "{seasonality: none}"))
+    for i in range(30):
+        store.append_samples([(LAT, 0.2 + 0.001 * i)], T0 + i * MIN)
+        rm.evaluate_group(rm.groups[0], T0 + i * MIN)
+    path = str(tmp_path / MODEL_STATE_FILE)
+    rm.save_models(path)
+    _, same = manager(rule_text("1m", "{seasonality: 1d, sensitivity: low}"))  # settings may change
+    assert same.load_models(path) == 1
+    (rule,) = same.alerting_rules()
+    assert rule.detector.bank.state_dict()["n"][0] == 30
+    _, other = manager(rule_text("1m", "{}").replace("expr: app_latency_seconds", "expr: app_latency_seconds * 2"))
+    assert other.load_models(path) == 0  # another expression: another model
+    with open(path, "r+b") as f:
+        f.seek(40)
+        f.write(b"\xff" * 64)
+    _, damaged = manager(rule_text("1m", "{}"))
+    with caplog.at_level("ERROR"):
+        assert damaged.load_models(path) == 0
+    assert "unreadable" in caplog.text

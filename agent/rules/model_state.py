@@ -87,7 +87,7 @@ def decode(data: bytes) -> dict[tuple[str, str, str], dict[str, Any]]:
                         state[name[len(prefix):]] = npz[name]
                 out[(entry["group"], entry["name"], entry["query"])] = state
             return out
-    except (OSError, KeyError, TypeError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"not an anomaly state file: {e}") from e
 
 
@@ -124,7 +124,7 @@ def load(rules: Iterable[AlertingRule], path: str) -> int:
             continue
         try:
             n += det.restore(state)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, IndexError) as e:
             log.error("anomaly models of rule %s/%s are damaged (%s); they start from the stored history",
                       rule.group, rule.name, e)
     return n
