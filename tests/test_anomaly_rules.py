@@ -228,12 +228,13 @@ def test_the_same_signal_at_15s_and_60s_gives_the_same_alerts_within_a_step():
 
 
 def shifted_signal(minutes: int = 600) -> tuple[np.ndarray, np.ndarray]:
-    """Two endpoints at 0.2 s; at minute 300 both jump to 0.6 s: /checkout stays there,
-    /search comes back at minute 400."""
+    """Two endpoints at 0.2 s; at minute 300 both jump to 0.6 s: /checkout stays there (one
+    value is NaN), /search comes back at minute 400."""
     t = T0 + MIN * np.arange(minutes)
     a = latency(t, 3)
     b = latency(t, 4)
     a[300:] += 0.4
+    a[350] = np.nan  # a 0/0 rate in the middle: it ends nothing
     b[300:400] += 0.4
     return t, np.stack([a, b], axis=1)
 
@@ -262,7 +263,7 @@ def test_a_persisting_level_shift_keeps_its_problem_open_until_it_returns_or_is_
                        group_labels={"alertname": "LatencyAnomaly"}, started_at=T0 + 300 * MIN, now=checkout_end,
                        dedup_key="k")
     assert "Accepted as the new normal" in body
-    while_open = steps[350]["/checkout"]
+    while_open = steps[360]["/checkout"]
     assert while_open.info.shifted and while_open.info.shifted_since == T0 + 300 * MIN
     assert while_open.info.shift_high < 0.3 and while_open.value > 0.5
     assert "Outside its usual band (" in while_open.info.note and "for 4h" in while_open.info.note

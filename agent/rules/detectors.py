@@ -305,7 +305,8 @@ class AnomalyDetector(Detector):
         after = float(self.spec.accept_after)
         recovered = self.spec.until == "recovered"
         if recovered:
-            held = r.shifted & ok & self._side_of_shift(r.shift_direction)
+            # (a NaN value, such as a 0/0 rate, says nothing about a recovery: the problem holds)
+            held = r.shifted & self._side_of_shift(r.shift_direction)
             if after > 0:
                 accepted = held & (now - r.shifted_since >= after)
                 if accepted.any():
