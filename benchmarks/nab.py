@@ -47,6 +47,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from agent.commands.detect import parse_timestamps
 from agent.models.anomaly import DEFAULT_PARAMS, TUNABLE, AnomalyParams, score_series
 from benchmarks.nabscore import PROFILES, Corpus, Profile, load_corpus, load_result_scores, read_csv_columns
 
@@ -74,8 +75,6 @@ _SERIES: list[tuple[np.ndarray, np.ndarray]] = []
 
 def load_series(nab_root: str, names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(Unix seconds, values) of every file, in corpus order."""
-    from agent.commands.detect import parse_timestamps
-
     out = []
     for name in names:
         cols = read_csv_columns(os.path.join(nab_root, "data", name))
@@ -306,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     results = [corpus.sweep(scores, p) for p in PROFILES]
     label = "forewarn in-sample" if not args.set else "forewarn (" + ",".join(args.set) + ")"
     table[label] = tuple(round(r.score, 1) for r in results)
-    print(f"\ndetector: {rows} rows in {elapsed:.2f} s ({rows / elapsed:,.0f} samples/s)")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\ndetector: {rows} rows in {elapsed:.2f} s ({rows / elapsed:,.0f} samples/s; load average {load}"
+          f" on {os.cpu_count()} cores: the scores do not depend on it)")
 
     cv = None
     if not args.no_cv:
