@@ -30,6 +30,7 @@ from agent.promql.select import read_back_seconds
 from agent.rules.alerting import Alert, AlertingRule
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import RuleManager, RuleOptions, build_rule_manager
+from agent.rules.model_state import MODEL_STATE_FILE
 from agent.rules.slo import SloBudgetRule
 from agent.sources.query import QuerySources
 from agent.sources.scrape import ScrapeManager, ScrapeTarget
@@ -364,7 +365,7 @@ class Pipeline:
         rows = [(dict(s.labels), float(s.value)) for s in result] if isinstance(result, Vector) else []
         out: list[float | None] = []
         for a in alerts:
-            want = self._series_labels(rule, a) if isinstance(a, Alert) else {}
+            want: dict[str, str] = self._series_labels(rule, a) if isinstance(a, Alert) else {}
             out.append(next((v for labels, v in rows if all(labels.get(k) == w for k, w in want.items())), None))
         return out
 
@@ -424,11 +425,18 @@ class Pipeline:
     def rules_state_path(self) -> str:
         return os.path.join(self.cfg.state_dir, RULES_STATE_FILE)
 
+    @property
+    def models_state_path(self) -> str:
+        return os.path.join(self.cfg.state_dir, MODEL_STATE_FILE)
+
     def start(self) -> None:
         self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart, probe=self.probe)
         restored = self.rules.load_state(self.rules_state_path)
         if restored:
             log.info("restored %d alerts from %s", restored, self.rules_state_path)
+        models = self.rules.load_models(self.models_state_path)
+        if models:
+            log.info("restored the anomaly models of %d series from %s", models, self.models_state_path)
 
     def stop(self) -> None:
         """Close what holds files open. Bounded: a delivery stuck on an unreachable tool or a
@@ -455,6 +463,7 @@ class Pipeline:
             return
         try:
             self.rules.save_state(self.rules_state_path)
+            self.rules.save_models(self.models_state_path)
         finally:
             self.lock.release()
 
@@ -532,6 +541,7 @@ RULE_FAMILIES = {
     "forewarn_forecast_breach_seconds_high": ("gauge", "High end of the breach time interval, seconds."),
     "forewarn_forecast_breach_probability": ("gauge", "Probability the breach happens within the horizon."),
     "forewarn_anomaly_score": ("gauge", "Anomaly score in [0, 1]."),
+    "forewarn_model_warming": ("gauge", "1 while the series' anomaly model warms up (its score is 0 until then)."),
 }
 
 

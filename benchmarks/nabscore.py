@@ -195,7 +195,7 @@ class Corpus:
 
     def score_at(self, scores: np.ndarray, profile: Profile, threshold: float) -> ProfileScore:
         raw, tp, fn, fp = 0.0, 0, 0, 0
-        for f, part in self.per_file(scores, profile, threshold):
+        for _f, part in self.per_file(scores, profile, threshold):
             raw += part["raw"]
             tp += part["tp"]
             fn += part["fn"]
@@ -216,7 +216,7 @@ class Corpus:
             fp_cost = float(np.sum(f.fp_cost[fp_rows]) * profile.fp_weight)
             credits = []
             missed = 0
-            for w, (lo, hi) in enumerate(f.windows_rows):
+            for _w, (lo, hi) in enumerate(f.windows_rows):
                 if hi < probation_rows(len(s)):
                     continue
                 hit = np.nonzero(det[lo : hi + 1])[0]

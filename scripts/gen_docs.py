@@ -71,10 +71,19 @@ FORECAST_FIELDS = {
 
 ANOMALY_FIELDS = {
     "score": "Anomaly score from 0 (usual) to 1 (as unusual as it gets); the rule is active when it reaches "
-             "the `sensitivity` threshold. 0 during warm-up.",
-    "expected": "The value the detector expected now (its baseline, with the time-of-day profile).",
+             "the `sensitivity` threshold. It is news: high when a change starts or grows, low while it lasts "
+             "(with `until: recovered` an open problem keeps the score it opened with). 0 during warm-up.",
+    "expected": "The value the detector expected now (its contextual baseline, with the daily or weekly "
+                "profile when the series shows one).",
     "band_low": "Low end of the band of usual values around `expected` (same unit as `expr`).",
     "band_high": "High end of that band.",
+    "shifted": "1 while the series is outside the band it left when the score rose (a level shift, a spike "
+               "not over yet), else 0.",
+    "shift_low": "Low end of that pre-change band (same unit as `expr`); NaN while not shifted.",
+    "shift_high": "High end of that band; NaN while not shifted.",
+    "shifted_since": "When the series left that band (Unix seconds: `humanizeTimestamp` formats it); NaN while "
+                     "not shifted.",
+    "warming": "1 while the model is still warming up for this series (its score is 0 for that reason), else 0.",
 }
 
 FUNCTION_DOCS = {
@@ -199,8 +208,12 @@ RULE_NOTES = {
         "its refits (two full cycles are needed to find one) and `holt_winters` refuses to load; "
         "`linear` and `holt` ignore the key. Today `auto` cannot be told to skip seasonality.",
     ("groups[].rules[].anomaly", "seasonality"):
-        "Validated but not used yet: every anomaly rule learns a time-of-day profile (24 hourly "
-        "buckets) whatever this key says.",
+        "`auto` uses a daily profile (5-minute phases) when it cuts the error of the contextual baseline "
+        "by 15 %, and a weekly one (half-hour phases) when it cuts that of the daily one; a day (a week) "
+        "of data is needed first. `1d` and `1w` force them, `none` turns them off.",
+    ("groups[].rules[].anomaly", "until"):
+        "With `recovered`, the series must also stay on the rule's `direction` side; `keep_firing_for` "
+        "still applies after the alert's condition ends. The ticket says which band and since when.",
     ("groups[].rules[]", "ticket"):
         "Without it, an alerting rule's problems still become tickets: in `ticketing.default_sink`, "
         "one per `alertname` and `host`, commented on when they clear.",

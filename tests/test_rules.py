@@ -353,9 +353,11 @@ groups:
             if k >= 300:
                 fired += [a for a in rule.active_alerts() if a.state == F]
         assert bool(fired) == want_fire
-        ((lab, score),) = rm.anomaly_series()
+        ((lab, score), (wlab, warming)) = rm.anomaly_series()
         assert dict(lab) == {"__name__": "forewarn_anomaly_score", "alertname": "LatencyAnomaly", "service": "api"}
         assert 0 <= score <= 1
+        assert dict(wlab) == {"__name__": "forewarn_model_warming", "alertname": "LatencyAnomaly", "service": "api"}
+        assert warming == 0.0  # 330 minutes of data: past the 2 h warm-up
     a = fired_up = None
     store, rm = store_manager(rule_text)
     rng = np.random.default_rng(2)

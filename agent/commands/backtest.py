@@ -56,7 +56,7 @@ from agent.commands.backtest_outcome import (
     read_incidents,
 )
 from agent.commands.backtest_report import format_html
-from agent.config.decode import ConfigErrors, Duration, parse_duration
+from agent.config.decode import ConfigErrors, Duration, format_duration, parse_duration
 from agent.config.schema import Config, TicketingConfig
 from agent.promql import parse
 from agent.promql.parse import children
@@ -64,6 +64,7 @@ from agent.promql.select import select_ids
 from agent.replay import Tick, replay
 from agent.rules import slo
 from agent.rules.alerting import Alert, AlertingRule, AlertState
+from agent.rules.detectors import warmup_notes
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import RuleOptions
 from agent.sources.recording import Feeder, Recording, ReplayInputError, fetch_recording, read_csv, store_for
@@ -715,6 +716,9 @@ def command(args: Any) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_text(result))
+        for note in warmup_notes(groups, DEFAULT_INTERVAL, window.step):
+            sys.stdout.write(f"note: {note}; the replay starts cold, so no ticket of a series in its first "
+                             f"{format_duration(note.seconds)}\n")
         if args.report:
             sys.stdout.write(f"report written to {os.path.abspath(args.report)}\n")
     return 0

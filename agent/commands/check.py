@@ -6,7 +6,8 @@ PATH: message; a `rule_files` entry of the config that names a missing file at t
 position); exit 1 if any, else 0 with a count of what was checked, as promtool's `SUCCESS: N
 rules found`. Rules that read further back than the store keeps (`global.retention`) get a
 warning in the same form (their answers would cover only what is kept); warnings do not fail
-the check.
+the check. A valid check also notes, on stdout, how long each anomaly rule's model warms up at
+its interval.
 
 A command: it may import any stage; nothing but the CLI imports it.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from agent.config.decode import ConfigError, mark_of
 from agent.config.schema import Config, ConfigErrors, GlobalConfig, load_config
 from agent.promql.select import read_back_seconds
+from agent.rules.detectors import WarmupNote, warmup_notes
 from agent.rules.file import RuleGroupDef, load_rule_files
 
 DEFAULT_CONFIG = "config/forewarn.yml"
@@ -35,6 +37,7 @@ class CheckResult:
     warnings: list[ConfigError] = field(default_factory=list)  # valid, but not answered in full
     rule_files: list[str] = field(default_factory=list)
     groups: list[RuleGroupDef] = field(default_factory=list)
+    notes: list[WarmupNote] = field(default_factory=list)  # each anomaly rule's warm-up
 
     @property
     def rules(self) -> int:
@@ -55,6 +58,7 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
     g = GlobalConfig()
     sinks: set[str] | None = None
     paths = list(rule_files)
+    interval = float(GlobalConfig().evaluation_interval)
     if config_path:
         try:
             cfg = load_config(config_path)
@@ -65,6 +69,7 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
             sinks = {s.name for s in cfg.ticketing.sinks} | {"local"}
             result.errors.extend(_missing_rule_files(cfg))
             paths += [p for p in cfg.rule_file_paths() if p not in paths]
+            interval = float(cfg.global_.evaluation_interval)
     for p in rule_files:
         if not os.path.exists(p):
             result.errors.append(ConfigError(p, 0, 0, "file not found"))
@@ -77,6 +82,7 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
             result.errors.extend(e.errors)
         else:
             result.warnings = range_warnings(result.groups, float(g.retention))
+            result.notes = warmup_notes(result.groups, interval)
     return result
 
 
@@ -112,4 +118,6 @@ def command(args: Any) -> int:
     checked = ([config] if config else []) + list(args.rule_files)
     print(f"SUCCESS: {', '.join(checked)} valid: {_plural(len(result.rule_files), 'rule file')}, "
           f"{_plural(len(result.groups), 'group')}, {_plural(result.rules, 'rule')}")
+    for note in result.notes:
+        print(f"note: {note}")
     return 0

@@ -169,7 +169,9 @@ class AlertingRule(Rule):
         """The samples for which the rule is active now, with their detector's verdict."""
         if self.detector is None:
             return [Condition(lab, v) for lab, v in samples]
-        return self.detector.conditions(now, samples)
+        out = self.detector.conditions(now, samples)
+        self.warming = self.detector.warming_note() if isinstance(self.detector, AnomalyDetector) else None
+        return out
 
     def _new_alert(self, now: float, c: Condition) -> Alert:
         info = c.info

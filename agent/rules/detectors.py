@@ -15,17 +15,28 @@ daemon.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from itertools import repeat
-from typing import NamedTuple, overload
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
-from agent.models.anomaly import AnomalyBank, sensitivity_threshold
+from agent.clock import human_time
+from agent.config.decode import format_duration
+from agent.models.anomaly import (
+    DEFAULT_PARAMS,
+    AnomalyBank,
+    AnomalyParams,
+    Warmup,
+    seasonality_from_spec,
+    sensitivity_threshold,
+    warmup_seconds,
+)
 from agent.models.breach import BreachEstimates, default_recovery, latch
 from agent.models.forecast import ForecastBank
-from agent.rules.file import AnomalySpec, ForecastSpec
+from agent.rules.file import AnomalySpec, ForecastSpec, RuleGroupDef
 from agent.rules.query import HistoryFn, LabeledValue, without_name
 from agent.store import Labels, make_labels
 
@@ -51,15 +62,37 @@ class BreachInfo:
 @dataclass
 class AnomalyInfo:
     """An anomaly model's verdict for one series: `score` in [0, 1], the expected value and
-    the band of usual values around it (same unit as the series)."""
+    the band of usual values around it (same unit as the series). While the series is
+    outside the band it was in before a change, `shifted` is true, with that band
+    (`shift_low`, `shift_high`) and when it left it (`shifted_since`, Unix seconds; NaN
+    otherwise). `warming`: the model is still learning the series (its score is 0 for that
+    reason). `note_text()`: one sentence for tickets on how long the problem lasts, or how
+    it ended."""
 
     score: float
     expected: float
     band_low: float
     band_high: float
+    shifted: bool = False
+    shift_low: float = math.nan
+    shift_high: float = math.nan
+    shifted_since: float = math.nan
+    warming: bool = False
+
+    def __post_init__(self) -> None:
+        # For tickets, not templates: set when the verdict is made, and again when the alert
+        # that holds it ends. The sentence is written when a ticket is, in the series' unit.
+        self.note: Callable[[Callable[[float], str]], str] | None = None
+
+    def note_text(self, fmt: Callable[[float], str] = "{:.4g}".format) -> str:
+        """The note as one sentence, values formatted by `fmt` ("" when there is nothing to say)."""
+        return self.note(fmt) if self.note is not None else ""
 
     def as_template(self) -> dict[str, float]:
-        return dict(vars(self))
+        """`$anomaly` in templates: the numbers (`shifted` and `warming` as 1 or 0)."""
+        return {"score": self.score, "expected": self.expected, "band_low": self.band_low,
+                "band_high": self.band_high, "shifted": float(self.shifted), "shift_low": self.shift_low,
+                "shift_high": self.shift_high, "shifted_since": self.shifted_since, "warming": float(self.warming)}
 
 
 class BreachInfos(Sequence[BreachInfo]):
@@ -233,39 +266,203 @@ class ForecastDetector(Detector):
 
 
 class AnomalyDetector(Detector):
-    """Feeds an anomaly rule's series into an `AnomalyBank` and reads scores. Active where the
-    score reaches the sensitivity's threshold, on the side `direction` names."""
+    """Feeds an anomaly rule's series into an `AnomalyBank` and reads scores.
+
+    Active where the score reaches the sensitivity's threshold, on the side `direction`
+    names; with `until: recovered` (the default) also while the series stays outside the
+    band it left when that happened (the bank's `shifted`, on the same side), until it is
+    back in that band or `accept_after` has passed, when the bank takes the new level as
+    normal. The bank is configured from the rule: its seasonality, and its shifts start at
+    the rule's threshold. A series the bank does not know yet is rebuilt from its stored
+    history when there is one (`history`), within `REPLAY_BUDGET` samples per evaluation,
+    so a new rule over existing series does not start cold."""
 
     def __init__(self, spec: AnomalySpec, history: HistoryFn | None = None) -> None:
         super().__init__(MODEL_FORGET_AFTER, history)
         self.spec = spec
-        self.bank = AnomalyBank()
         self.threshold = sensitivity_threshold(spec.sensitivity)
+        self.bank = AnomalyBank(anomaly_params(spec))
+        self.shown: dict[Labels, AnomalyInfo] = {}  # the verdict each active series' alert holds
+        self.warming: Warmup | None = None  # the warm-up of the series still warming up, at the last evaluation
 
     def adopt(self, old: Detector, same_spec: bool) -> bool:
-        """The bank always carries over: it has no settings of the rule's (sensitivity and
-        direction only read its scores)."""
-        if not isinstance(old, AnomalyDetector):
+        """The bank carries over, with the rule's new settings (seasonality, threshold):
+        they change how it reads its state, not the state."""
+        if not isinstance(old, AnomalyDetector) or not old.bank.reconfigure(self.bank.params):
             return False
         self.bank = old.bank
+        self.shown = old.shown
         self._continue(old, same_spec)
         return True
 
+    def _side(self, values: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        if self.spec.direction == "above":
+            return values > centre
+        if self.spec.direction == "below":
+            return values < centre
+        return np.ones(len(values), dtype=bool)
+
+    def _side_of_shift(self, direction: np.ndarray) -> np.ndarray:
+        if self.spec.direction == "above":
+            return direction > 0
+        if self.spec.direction == "below":
+            return direction < 0
+        return direction != 0
+
+    def _replay_new(self, keys: list[Labels], now: float, new: set[Labels]) -> None:
+        """Rebuild series the bank has never seen from their stored history (bounded)."""
+        if self.history is None or not new:
+            return
+        known = set(self.bank.keys())
+        budget = REPLAY_BUDGET
+        for k in keys:
+            if k not in new or k in known or budget <= 0:
+                continue
+            t, v = self.history(k, now - REPLAY_SPAN, now - 1e-9)
+            if len(t):
+                t, v = t[-budget:], v[-budget:]
+                self.bank.replay(k, t, v)
+                budget -= len(t)
+
     def _observe(self, keys: list[Labels], now: float, values: np.ndarray, new: set[Labels]) -> Verdicts:
+        self._replay_new(keys, now, new)
         slots = self.bank.slots_for(keys)
         r = self.bank.update(slots, now, values)
-        score, exp = np.asarray(r.score), np.asarray(r.expected)
-        active = (score >= self.threshold) & np.isfinite(values)
-        if self.spec.direction == "above":
-            active &= values > exp
-        elif self.spec.direction == "below":
-            active &= values < exp
-        infos: list[BreachInfo | AnomalyInfo] = [AnomalyInfo(*row) for row in zip(
-            score.tolist(), exp.tolist(), np.asarray(r.band_low).tolist(), np.asarray(r.band_high).tolist())]
+        ok = np.isfinite(values)
+        by_score = (r.score >= self.threshold) & ok & self._side(values, r.expected)
+        held = np.zeros(len(keys), dtype=bool)
+        accepted = np.zeros(len(keys), dtype=bool)
+        after = float(self.spec.accept_after)
+        recovered = self.spec.until == "recovered"
+        if recovered:
+            # (a NaN value, such as a 0/0 rate, says nothing about a recovery: the problem holds)
+            held = r.shifted & self._side_of_shift(r.shift_direction)
+            if after > 0:
+                accepted = held & (now - r.shifted_since >= after)
+                if accepted.any():
+                    self.bank.accept(slots[accepted])
+                    held &= ~accepted
+        active = by_score | held
+        infos: list[BreachInfo | AnomalyInfo] = []
+        shown: dict[Labels, AnomalyInfo] = {}
+        for i, k in enumerate(keys):
+            info = AnomalyInfo(float(r.score[i]), float(r.expected[i]), float(r.band_low[i]), float(r.band_high[i]),
+                               bool(r.shifted[i]), float(r.shift_low[i]), float(r.shift_high[i]),
+                               float(r.shifted_since[i]), bool(r.warming[i]))
+            before = self.shown.get(k)
+            if active[i]:
+                if held[i] and before is not None:
+                    # the problem is open for what the score said when it opened
+                    info.score = max(info.score, before.score)
+                if recovered and info.shifted:
+                    info.note = _outside_note(info, after)
+                shown[k] = info
+            elif before is not None:
+                # the alert that holds `before` ends now: say why in its clear
+                if accepted[i]:
+                    before.note = _accepted_note(before, after)
+                elif recovered and before.shifted and not info.shifted:
+                    before.note = _back_note(before, now)
+            infos.append(info)
+        self.shown = shown
+        self.warming = self.bank.warmup(slots[r.warming])
         return Verdicts(keys, active.tolist(), infos)
+
+    def warming_note(self) -> str | None:
+        """While every series of the rule's last evaluation is still warming up (the rule
+        cannot fire yet): why, and for how long. None otherwise."""
+        w = self.warming
+        n = 0 if w is None else len(w.left)
+        if w is None or not n or n < len(self.latest.keys):
+            return None
+        need, left = float(np.max(w.needed)), float(np.min(w.left))
+        return (f"anomaly model warming up: {n} series score 0 until each has {format_duration(need)} of data "
+                f"(the first in about {format_duration(max(60.0, 60.0 * math.ceil(left / 60.0)))})")
 
     def _forget(self, keys: list[Labels]) -> None:
         self.bank.forget(keys)
+        for k in keys:
+            self.shown.pop(k, None)
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Take a saved bank state (`agent.rules.model_state`); returns the series restored.
+        Each counts as seen when it last had a sample, so series gone meanwhile are freed
+        as usual."""
+        self.bank.load_state_dict(state)
+        keys = self.bank.keys()
+        last = self.bank.last_sample(self.bank.slots_for(keys))
+        for k, t in zip(keys, last.tolist()):
+            if isinstance(k, tuple) and math.isfinite(t):
+                self.seen[k] = t
+        return len(keys)
+
+
+# A series the anomaly bank has not seen is rebuilt from this much stored history, and an
+# evaluation replays at most this many samples (about a second; the rest start cold).
+REPLAY_SPAN = 8 * 86400.0
+REPLAY_BUDGET = 100_000
+
+
+@dataclass(frozen=True)
+class WarmupNote:
+    """How long an anomaly rule's model warms up at its group's interval (`forewarn check`
+    and `forewarn backtest` say it)."""
+
+    file: str
+    group: str
+    rule: str
+    interval: float
+    seconds: float
+
+    def __str__(self) -> str:
+        return (f'{self.file}: group "{self.group}", rule "{self.rule}": its anomaly model warms up for '
+                f"{format_duration(self.seconds)} at the {format_duration(self.interval)} interval: a new series "
+                f"scores 0 until then, and says so (forewarn_model_warming 1, rule health unknown)")
+
+
+def warmup_notes(groups: Iterable[RuleGroupDef], default_interval: float,
+                 interval: float | None = None) -> list[WarmupNote]:
+    """A `WarmupNote` per anomaly rule of `groups` (groups without an interval run every
+    `default_interval` seconds; with `interval`, every group runs at it)."""
+    out = []
+    for g in groups:
+        if interval is None:
+            every = float(g.interval) if g.interval is not None else float(default_interval)
+        else:
+            every = float(interval)
+        for r in g.rule_defs():
+            if r.is_alert and r.spec.anomaly is not None:
+                seconds = warmup_seconds(anomaly_params(r.spec.anomaly), every)
+                out.append(WarmupNote(r.file, g.name, r.name, every, seconds))
+    return out
+
+
+def anomaly_params(spec: AnomalySpec) -> AnomalyParams:
+    """The detector's configuration for a rule: its seasonality, and shifts that start at its
+    threshold (so a shift holds exactly the alerts the score opened)."""
+    return replace(DEFAULT_PARAMS, seasonality=seasonality_from_spec(spec.seasonality),
+                   shift_score=sensitivity_threshold(spec.sensitivity))
+
+
+def _outside_note(info: AnomalyInfo, accept_after: float) -> Callable[[Callable[[float], str]], str]:
+    def text(fmt: Callable[[float], str]) -> str:
+        out = (f"Outside its usual band ({fmt(info.shift_low)} to {fmt(info.shift_high)}) since "
+               f"{human_time(info.shifted_since)}: the problem stays open until the value is back in that band")
+        if accept_after > 0:
+            out += f", or for {format_duration(accept_after)}, after which the new level is taken as normal"
+        return out + "."
+    return text
+
+
+def _accepted_note(before: AnomalyInfo, accept_after: float) -> Callable[[Callable[[float], str]], str]:
+    return lambda fmt: (f"Accepted as the new normal: outside its former band ({fmt(before.shift_low)} to "
+                        f"{fmt(before.shift_high)}) since {human_time(before.shifted_since)}, "
+                        f"for {format_duration(accept_after)}.")
+
+
+def _back_note(before: AnomalyInfo, now: float) -> Callable[[Callable[[float], str]], str]:
+    return lambda fmt: (f"Back in its usual band ({fmt(before.shift_low)} to {fmt(before.shift_high)}) "
+                        f"at {human_time(now)}.")
 
 
 def _season(spec: ForecastSpec) -> float | None:

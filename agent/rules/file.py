@@ -23,11 +23,13 @@ from agent.config.decode import (
     Duration,
     Mark,
     doc,
+    format_duration,
     load_marked,
     mark_of,
     parse_duration,
     read_text_file,
 )
+from agent.models.anomaly import seasonality_from_spec
 from agent.promql import PromQLError, check_supported, parse
 from agent.rules.slospec import SloSpec, contributors_query, fill_window, sli_queries
 from agent.rules.templates import BASE_VARIABLES, Template, TemplateError, UndefinedVariableError, parse_template
@@ -77,15 +79,28 @@ class AnomalySpec:
 
     sensitivity: Literal["low", "medium", "high"] = doc("How easily a value counts as unusual.", default="medium")
     direction: Literal["above", "below", "both"] = doc("Which side of the expected band counts.", default="both")
-    seasonality: str = doc("auto, none, or a season length such as 1d or 1w.", default="auto")
+    seasonality: str = doc("auto (detected per series), none, 1d (daily) or 1w (weekly, on top of daily).",
+                           default="auto")
+    until: Literal["recovered", "score"] = doc(
+        "How long an alert lasts: recovered: until the series is back in the band it left (or the change is "
+        "accepted); score: while the score stays at the threshold.", default="recovered")
+    accept_after: Duration = doc("A change that lasts this long is accepted as the new normal and its alert "
+                                 "clears (0: never).", default=Duration(86400))
 
     def validate(self, err: Any) -> None:
         if self.seasonality not in ("auto", "none"):
             try:
-                if parse_duration(self.seasonality) <= 0:
-                    err("seasonality", "must be greater than zero")
+                seconds = parse_duration(self.seasonality)
             except ValueError:
                 err("seasonality", f"want auto, none or a duration, got {self.seasonality!r}")
+                return
+            try:
+                seasonality_from_spec(self.seasonality)
+            except ValueError:
+                err("seasonality", f"the detector's seasons are daily and weekly: want 1d or 1w, got "
+                                   f"{format_duration(seconds)}" if seconds > 0 else "must be greater than zero")
+        if self.accept_after < 0:
+            err("accept_after", "must not be negative")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from agent.clock import Clock
 from agent.config.schema import Config
 from agent.models.forecast import ForecastBank, RefitJob, RefitResult
 from agent.promql import Engine
-from agent.rules import slo, state
+from agent.rules import model_state, slo, state
 from agent.rules.alerting import AlertingRule
 from agent.rules.detectors import AnomalyInfo, BreachInfo, ForecastDetector
 from agent.rules.file import RuleGroupDef
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 SLO_STATE_FILE = "slo.state.npz"  # beside the rules state: the SLOs' ledgers (`agent.rules.slo.save_state`)
 FORECAST_SERIES = ("forewarn_forecast_breach_seconds", "forewarn_forecast_breach_seconds_low",
                    "forewarn_forecast_breach_seconds_high", "forewarn_forecast_breach_probability")
-ANOMALY_SERIES = ("forewarn_anomaly_score",)
+ANOMALY_SERIES = ("forewarn_anomaly_score", "forewarn_model_warming")
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,14 @@ class RuleManager:
     def slo_states(self) -> list[SloState]:
         return [s.state for g in self.groups for s in g.slos]
 
+    def save_models(self, path: str) -> None:
+        """The anomaly rules' models, to `path` (see `agent.rules.model_state`)."""
+        model_state.save(self.alerting_rules(), path)
+
+    def load_models(self, path: str) -> int:
+        """Restore the anomaly rules' models saved by `save_models`; returns the series restored."""
+        return model_state.load(self.alerting_rules(), path)
+
     # -- exposition ---------------------------------------------------------------------------
 
     def alerts_series(self) -> list[LabeledValue]:
@@ -247,12 +255,16 @@ class RuleManager:
         return out
 
     def anomaly_series(self) -> list[LabeledValue]:
-        """`forewarn_anomaly_score{alertname, ...}` per anomaly rule and series."""
+        """`forewarn_anomaly_score{alertname, ...}` per anomaly rule and series, and
+        `forewarn_model_warming{alertname, ...}`: 1 while the series' model is still warming
+        up (its score is then 0 because it cannot tell yet, not because all is well)."""
         out: list[LabeledValue] = []
         for r in self.alerting_rules():
             if r.kind == "anomaly":
-                out.extend((labs[0], float(info.score)) for labs, info in r.export_labels(ANOMALY_SERIES)
-                           if isinstance(info, AnomalyInfo))
+                for labs, info in r.export_labels(ANOMALY_SERIES):
+                    if isinstance(info, AnomalyInfo):
+                        out.append((labs[0], float(info.score)))
+                        out.append((labs[1], 1.0 if info.warming else 0.0))
         return out
 
 

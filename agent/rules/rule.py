@@ -100,6 +100,9 @@ class Rule:
         self.query_text = d.spec.expr
         self.labels: dict[str, str] = dict(d.spec.labels)
         self.last_error: RuleError | None = None
+        # Why a rule that evaluates cannot tell anything yet (its anomaly model is still
+        # warming up): health is unknown meanwhile, and the API says why.
+        self.warming: str | None = None
         self.last_evaluation: float | None = None
         # The expression's output at the last evaluation (empty after a failed query): what a
         # backtest charts and judges; one list per rule, replaced each time.
@@ -110,7 +113,9 @@ class Rule:
     def health(self) -> Health:
         if self.last_evaluation is None:
             return Health.UNKNOWN
-        return Health.ERR if self.last_error is not None else Health.OK
+        if self.last_error is not None:
+            return Health.ERR
+        return Health.UNKNOWN if self.warming else Health.OK
 
     def adopt(self, old: Rule) -> None:
         """Take over what `old` (the same rule before a reload) holds that is still valid.

@@ -333,6 +333,7 @@ def render_body(
     shown = firing or list(alerts)
     if action == "clear":
         lines += _clear_lines(cleared, shown, started_at, now, unit)
+        lines += anomaly_notes(shown, unit)
     else:
         lines.append(_seen_line(rule_name, shown, len(firing) or len(shown), started_at, unit))
         lines += _prediction_lines(shown, now, unit)
@@ -420,7 +421,13 @@ def _prediction_lines(shown: Sequence[AlertLike], now: float, unit: str) -> list
     if an is not None:
         lines.append(f"Anomaly: score {an.score:.2f}; expected {format_value(an.expected, unit)}, "
                      f"usual range {format_value(an.band_low, unit)} to {format_value(an.band_high, unit)}.")
-    return lines
+    return lines + anomaly_notes(shown, unit)
+
+
+def anomaly_notes(alerts: Sequence[AlertLike], unit: str) -> list[str]:
+    """The anomaly detector's notes (how long a problem lasts, how it ended), once each."""
+    notes = [a.anomaly.note_text(lambda v: format_value(v, unit)) for a in alerts if a.anomaly is not None]
+    return list(dict.fromkeys(n for n in notes if n))[:BODY_SERIES_MAX]
 
 
 def _series_lines(shown: Sequence[AlertLike], unit: str, with_forecast: bool = True) -> list[str]:

@@ -23,7 +23,7 @@ import enum
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
@@ -52,7 +52,8 @@ class ForecastLike(Protocol):
 
 
 class AnomalyLike(Protocol):
-    """An anomaly score in [0, 1] with the expected value and its normal band."""
+    """An anomaly score in [0, 1] with the expected value and its normal band, and the
+    detector's note for the ticket."""
 
     @property
     def score(self) -> float: ...
@@ -62,6 +63,10 @@ class AnomalyLike(Protocol):
     def band_low(self) -> float: ...
     @property
     def band_high(self) -> float: ...
+    def note_text(self, fmt: Callable[[float], str]) -> str:
+        """A sentence on how long the problem lasts or how it ended, values formatted by `fmt`
+        ("" for none)."""
+        ...
 
 
 class StateLike(Protocol):

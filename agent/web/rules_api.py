@@ -56,6 +56,8 @@ def _rule_json(r: AlertingRule | RecordingRule, exclude_alerts: bool) -> dict[st
     common["health"] = r.health.value
     if r.last_error is not None:
         common["lastError"] = str(r.last_error)
+    elif r.warming:  # health "unknown": say why
+        common["lastError"] = r.warming
     common["evaluationTime"] = r.evaluation_seconds
     common["lastEvaluation"] = go_time(r.last_evaluation)
     if isinstance(r, RecordingRule):
