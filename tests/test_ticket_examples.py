@@ -79,7 +79,8 @@ class FakeRT(FakeServer):
 
 class DiskFilling:
     """The host's /var: 60 GiB free, falling about 1.5 GiB an hour with noise, then 4 GiB an
-    hour from 5 h (a runaway log), cleaned up at 9 h."""
+    hour from 5 h (a runaway log), cleaned up at 13 h (the calibrated forecast opens near 10 h,
+    about 8 h before the disk would fill: its window still holds the slower rate until then)."""
 
     def __init__(self) -> None:
         self.rng = random.Random(20260101)
@@ -87,7 +88,7 @@ class DiskFilling:
     def collect(self, now: float) -> list:
         h = (now - T0) / 3600.0
         used = 1.5 * GiB * min(h, 5.0) + 4 * GiB * max(0.0, h - 5.0)
-        free = 80 * GiB if h >= 9.0 else 60 * GiB - used + self.rng.gauss(0, 0.6 * GiB)
+        free = 80 * GiB if h >= 13.0 else 60 * GiB - used + self.rng.gauss(0, 0.6 * GiB)
         labels = {"mountpoint": "/var", "device": "nvme0n1p3", "fstype": "ext4"}
         return [(make_labels("node_filesystem_avail_bytes", labels), free)]
 
@@ -109,7 +110,7 @@ def lifecycle(tmp_path_factory: Any) -> dict[str, Ticket]:
     p.start()
     got: dict[str, Ticket] = {}
     try:
-        for _ in range(11 * 60):
+        for _ in range(15 * 60):
             clock.advance(60)
             p._collect_system()
             for d in p.evaluate(clock.now()):
