@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, Vector
+from agent.promql.select import grid_windows
 from agent.promql.values import almost_equal
-from agent.store import Store, make_labels
+from agent.store import STALE_NAN, Store, make_labels
 
 T0 = 1_700_000_040.0  # a multiple of 60 s: subquery steps of 1m fall on T0 + k*60
 
@@ -130,6 +131,60 @@ def test_subquery_equals_stepwise_evaluation(outer, inner):
                 assert same(got[lab], max(values))
             if outer == "count_over_time":
                 assert got[lab] == len(values)
+
+
+@pytest.fixture(scope="module")
+def scraped() -> Engine:
+    """Counters appended the way scrapes append them: whole batches with one timestamp, in a
+    ring that wraps. Target a (40 series, 15 s) includes a counter that resets once, one that
+    resets every 4 samples, and one with a stale marker; target b (40 series) was first scraped
+    20 minutes later; target c (3 series) is scraped at other times."""
+    store = Store(raw_capacity=300, max_series=200)
+    a = store.series_ids([L("k", t="a", i=str(i)) for i in range(40)])
+    b = store.series_ids([L("k", t="b", i=str(i)) for i in range(40)])
+    c = store.series_ids([L("k", t="c", i=str(i)) for i in range(3)])
+    rng = np.random.default_rng(11)
+    n = 480  # 2 h: the ring of 300 has wrapped
+    va = np.cumsum(rng.exponential(3, (40, n)), axis=1).round(3)
+    va[1, 200:] -= va[1, 200] - 0.5  # one reset
+    va[2] = np.tile(np.cumsum(rng.exponential(2, 4)), n // 4)  # a reset every 4 samples
+    va[3, 300] = STALE_NAN
+    vb = np.cumsum(rng.exponential(5, (40, n)), axis=1).round(3)
+    vc = np.cumsum(rng.exponential(1, (3, n)), axis=1).round(3)
+    for j in range(n):
+        ts = T0 - 7200 + 15 * j
+        store.append(a, ts, va[:, j])
+        if j >= 80:
+            store.append(b, ts, vb[:, j])
+        store.append(c, ts + 3.5, vc[:, j])
+    return Engine(store)
+
+
+@pytest.mark.parametrize("inner", ["rate(k[5m])", "increase(k[90s])", "delta(k[5m])", "irate(k[2m])",
+                                   "idelta(k[1m])", "resets(k[10m])", "changes(k[10m])", "count_over_time(k[5m])",
+                                   "last_over_time(k[1m])", "present_over_time(k[1m])"])
+def test_subquery_over_series_scraped_together(scraped, inner):
+    """Series sharing their sample times are evaluated on one time axis for all steps; every
+    point is the instant evaluation's at its step, to the bit, and series off the grid (other
+    times, a stale marker, fewer samples) are answered too."""
+    for t in (T0 - 17.25, T0 - 2400):
+        m = scraped.instant(f"{inner}[30m:1m]", t)
+        assert isinstance(m, Matrix)
+        got = {s.labels: dict(zip(s.times.tolist(), s.values.tolist())) for s in m}
+        want: dict = {}
+        for step in [T0 - 60 * k for k in range(0, 100) if t - 1800 < T0 - 60 * k <= t]:
+            for lab, v in vec(scraped.instant(inner, step)).items():
+                want.setdefault(lab, {})[step] = v
+        assert len(want) == 83
+        assert got.keys() == want.keys()
+        for lab, points in want.items():
+            assert got[lab].keys() == points.keys(), lab
+            for step, v in points.items():
+                assert got[lab][step] == v or (math.isnan(v) and math.isnan(got[lab][step])), (lab, step)
+    # Targets a and b are grids (a only where its stale marker is out of the window), c is not.
+    ids = np.sort(scraped.store.all_ids())
+    assert sorted(g.rows.size for g in grid_windows(scraped.store, ids, T0 - 2100, T0).grids) == [40, 40]
+    assert [g.rows.size for g in grid_windows(scraped.store, ids, T0 - 4500, T0).grids] == [40]
 
 
 def test_nested_subqueries_and_scalar_subquery(counter):

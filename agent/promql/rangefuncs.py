@@ -78,28 +78,29 @@ def extrapolate(result: np.ndarray, first_v: np.ndarray, first_t: np.ndarray, la
     Extrapolated all the way to a range boundary when the data reaches to within 1.1 average
     sample intervals of it, else by half an average interval only (the series starts or ends
     inside the range). For counters, extrapolation towards the start stops where the counter
-    would reach zero."""
+    would reach zero.
+
+    Arguments broadcast: with per-step times and per-(series, step) increases, the time
+    arithmetic runs once per step and only the counter's zero point once per cell. The
+    operations per element, and so the bits, are the same whatever the shapes."""
     with np.errstate(all="ignore"):
-        shape = np.broadcast_shapes(np.shape(result), np.shape(first_t), np.shape(range_start))
         sampled = np.asarray(last_t - first_t, dtype=np.float64)
         avg_step = sampled / (count - 1)
         threshold = avg_step * 1.1
         half = avg_step * 0.5
-        to_start = np.broadcast_to(first_t - range_start, shape).astype(np.float64)
-        np.copyto(to_start, half, where=to_start >= threshold)
+        to_start = np.asarray(first_t - range_start, dtype=np.float64)
+        to_start = np.where(to_start >= threshold, half, to_start)
         if is_counter:
             to_zero = sampled * (first_v / result)
-            np.copyto(to_start, to_zero, where=(result > 0) & (first_v >= 0) & (to_zero < to_start))
-        to_end = np.broadcast_to(range_end - last_t, shape).astype(np.float64)
-        np.copyto(to_end, half, where=to_end >= threshold)
-        factor = to_start
-        factor += sampled
-        factor += to_end
-        factor /= sampled
+            stop = (result > 0) & (first_v >= 0) & (to_zero < to_start)
+            if stop.any():
+                to_start = np.where(stop, to_zero, to_start)
+        to_end = np.asarray(range_end - last_t, dtype=np.float64)
+        to_end = np.where(to_end >= threshold, half, to_end)
+        factor = (to_start + sampled + to_end) / sampled
         if is_rate:
-            factor /= range_seconds
-        factor *= result
-        return factor
+            factor = factor / range_seconds
+        return np.asarray(factor * result, dtype=np.float64)
 
 
 def instant_value(w: Windows, is_rate: bool) -> Result:
