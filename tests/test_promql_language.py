@@ -133,16 +133,20 @@ def test_subquery_equals_stepwise_evaluation(outer, inner):
                 assert got[lab] == len(values)
 
 
-@pytest.fixture(scope="module")
-def scraped() -> Engine:
+def scraped_store(one_axis: bool) -> Store:
     """Counters appended the way scrapes append them: whole batches with one timestamp, in a
     ring that wraps. Target a (40 series, 15 s) includes a counter that resets once, one that
     resets every 4 samples, and one with a stale marker; target b (40 series) was first scraped
-    20 minutes later; target c (3 series) is scraped at other times."""
+    20 minutes later; target c (3 series) is scraped at other times. Without `one_axis`, series
+    i first gets i old samples (gone from the ring before any window), so that no two series
+    share a ring layout and every evaluation takes the per-series path."""
     store = Store(raw_capacity=300, max_series=200)
     a = store.series_ids([L("k", t="a", i=str(i)) for i in range(40)])
     b = store.series_ids([L("k", t="b", i=str(i)) for i in range(40)])
     c = store.series_ids([L("k", t="c", i=str(i)) for i in range(3)])
+    if not one_axis:
+        for i, sid in enumerate(np.concatenate((a, b, c)).tolist()):
+            store.extend(sid, T0 - 90000 + np.arange(i, dtype=float), np.zeros(i))
     rng = np.random.default_rng(11)
     n = 480  # 2 h: the ring of 300 has wrapped
     va = np.cumsum(rng.exponential(3, (40, n)), axis=1).round(3)
@@ -157,24 +161,37 @@ def scraped() -> Engine:
         if j >= 80:
             store.append(b, ts, vb[:, j])
         store.append(c, ts + 3.5, vc[:, j])
-    return Engine(store)
+    return store
+
+
+def want_at(want: dict, step: float) -> dict:
+    return {lab: points[step] for lab, points in want.items() if step in points}
+
+
+@pytest.fixture(scope="module")
+def scraped() -> tuple[Engine, Engine]:
+    return Engine(scraped_store(True)), Engine(scraped_store(False))
 
 
 @pytest.mark.parametrize("inner", ["rate(k[5m])", "increase(k[90s])", "delta(k[5m])", "irate(k[2m])",
                                    "idelta(k[1m])", "resets(k[10m])", "changes(k[10m])", "count_over_time(k[5m])",
                                    "last_over_time(k[1m])", "present_over_time(k[1m])"])
 def test_subquery_over_series_scraped_together(scraped, inner):
-    """Series sharing their sample times are evaluated on one time axis for all steps; every
-    point is the instant evaluation's at its step, to the bit, and series off the grid (other
-    times, a stale marker, fewer samples) are answered too."""
+    """Series sharing their sample times are evaluated on one time axis (for all steps of a
+    subquery, or one); every point is the per-series evaluation's at its step, to the bit, and
+    series off the grid (other times, a stale marker, fewer samples) are answered too."""
+    together, apart = scraped
     for t in (T0 - 17.25, T0 - 2400):
-        m = scraped.instant(f"{inner}[30m:1m]", t)
+        m = together.instant(f"{inner}[30m:1m]", t)
         assert isinstance(m, Matrix)
         got = {s.labels: dict(zip(s.times.tolist(), s.values.tolist())) for s in m}
         want: dict = {}
         for step in [T0 - 60 * k for k in range(0, 100) if t - 1800 < T0 - 60 * k <= t]:
-            for lab, v in vec(scraped.instant(inner, step)).items():
+            for lab, v in vec(apart.instant(inner, step)).items():
                 want.setdefault(lab, {})[step] = v
+            instant, expected = vec(together.instant(inner, step)), want_at(want, step)
+            assert instant.keys() == expected.keys()
+            assert all(v == expected[lab] or (math.isnan(v) and math.isnan(expected[lab])) for lab, v in instant.items())
         assert len(want) == 83
         assert got.keys() == want.keys()
         for lab, points in want.items():
@@ -182,9 +199,10 @@ def test_subquery_over_series_scraped_together(scraped, inner):
             for step, v in points.items():
                 assert got[lab][step] == v or (math.isnan(v) and math.isnan(got[lab][step])), (lab, step)
     # Targets a and b are grids (a only where its stale marker is out of the window), c is not.
-    ids = np.sort(scraped.store.all_ids())
-    assert sorted(g.rows.size for g in grid_windows(scraped.store, ids, T0 - 2100, T0).grids) == [40, 40]
-    assert [g.rows.size for g in grid_windows(scraped.store, ids, T0 - 4500, T0).grids] == [40]
+    ids = np.sort(together.store.all_ids())
+    assert sorted(g.rows.size for g in grid_windows(together.store, ids, T0 - 2100, T0).grids) == [40, 40]
+    assert [g.rows.size for g in grid_windows(together.store, ids, T0 - 4500, T0).grids] == [40]
+    assert not grid_windows(apart.store, ids, T0 - 2100, T0).grids
 
 
 def test_nested_subqueries_and_scalar_subquery(counter):

@@ -63,10 +63,37 @@ def extrapolated_rate(w: Windows, range_start: float, range_end: float, range_se
         result = w.v[last] - w.v[first]
         if is_counter:
             prev, has = _previous(w)
-            corr = seg_reduce(w, np.where(has & (w.v < prev), prev, 0.0))
-            result = result + corr[ok]
+            result = add_resets(result, w.v, np.flatnonzero(has & (w.v < prev)) - 1, first, last)
     return ok, extrapolate(result, w.v[first], w.t[first], w.t[last], n[ok], range_start, range_end,
                            range_seconds, is_counter, is_rate)
+
+
+def add_resets(result: np.ndarray, v: np.ndarray, before: np.ndarray, first: np.ndarray, last: np.ndarray,
+               exact_up_to: int = 8) -> np.ndarray:
+    """The increase `result` of windows of samples [first, last] (flat indices into `v`, any
+    shape, like `result`) plus, for each counter reset inside, the value before it; `before`
+    holds the sorted indices j - 1 of the resets at samples j. Added one at a time in sample
+    order, as Prometheus adds them, for a window's first `exact_up_to` resets; any further ones
+    (a counter flapping) through a prefix-sum difference, which may differ in the last bits."""
+    dropped = v[before]
+    a = np.searchsorted(before, first, side="left")  # the first reset after the window's first sample
+    n = np.searchsorted(before, last, side="left") - a  # resets at samples first+1 .. last
+    has = n > 0
+    if not has.any():
+        return result
+    a, n = a[has], n[has]
+    acc = result[has]
+    for q in range(min(int(n.max()), exact_up_to)):
+        more = n > q
+        acc[more] = acc[more] + dropped[a[more] + q]
+    many = n > exact_up_to
+    if many.any():
+        sums = np.zeros(dropped.size + 1)
+        np.cumsum(dropped, out=sums[1:])
+        acc[many] = acc[many] + (sums[a[many] + n[many]] - sums[a[many] + exact_up_to])
+    out = np.array(result, dtype=np.float64)
+    out[has] = acc
+    return out
 
 
 def extrapolate(result: np.ndarray, first_v: np.ndarray, first_t: np.ndarray, last_t: np.ndarray,

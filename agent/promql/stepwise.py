@@ -9,16 +9,17 @@ and arithmetic on (series, steps) arrays; other series are searched one by one.
 Covers the functions whose result needs only a window's ends and counts: `rate`, `increase`,
 `delta`, `irate`, `idelta`, `count_over_time`, `present_over_time`, `last_over_time`,
 `resets`, `changes`. Results are the step-by-step evaluation's, bit for bit: the same
-arithmetic per window, and counter resets added up in sample order (up to 8 in a window;
-further ones through a prefix-sum difference, which may change the last bits)."""
+arithmetic per window (rangefuncs.extrapolate and add_resets)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from agent.store import Store
 
-from .rangefuncs import extrapolate
+from .rangefuncs import add_resets, extrapolate
 from .select import Windows, grid_windows, range_windows
 
 STEPWISE_FUNCTIONS = frozenset({
@@ -27,15 +28,29 @@ STEPWISE_FUNCTIONS = frozenset({
 })
 
 
-def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray,
-             range_seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    """`name` over the windows (end - range, end] of every series at every end time:
-    (ok, values), both shaped (series, steps); values are meaningful where ok."""
+@dataclass
+class Steps:
+    """`name` at every step: `ok` and `values` shaped (series, steps), values meaningful
+    where ok; `samples` is how many raw samples were read."""
+
+    ok: np.ndarray
+    values: np.ndarray
+    samples: int
+
+
+def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray, range_seconds: float,
+             need_grid: bool = False) -> Steps | None:
+    """`name` over the windows (end - range, end] of every series at every end time. With
+    `need_grid`, None when no series share their sample times (the caller has a path as
+    good for that case)."""
     start, end = float(ends[0]) - range_seconds, float(ends[-1])
     split = grid_windows(store, ids, start, end)
+    if need_grid and not split.grids:
+        return None
+    samples = sum(g.v.size for g in split.grids)
     if len(split.grids) == 1 and not split.rest.size:  # every series on one time axis
         g = split.grids[0]
-        return _on_grid(name, g.t, g.v, ends, range_seconds)
+        return Steps(*_on_grid(name, g.t, g.v, ends, range_seconds), samples)
     ok = np.zeros((ids.size, ends.size), dtype=bool)
     values = np.zeros((ids.size, ends.size))
     for g in split.grids:
@@ -43,7 +58,8 @@ def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray,
     if split.rest.size:
         w = range_windows(store, ids[split.rest], start, end)
         ok[split.rest], values[split.rest] = _on_windows(name, w, ends, range_seconds)
-    return ok, values
+        samples += int(w.offsets[-1])
+    return Steps(ok, values, samples)
 
 
 def _on_grid(name: str, t: np.ndarray, v: np.ndarray, ends: np.ndarray,
@@ -95,39 +111,11 @@ def _on_grid(name: str, t: np.ndarray, v: np.ndarray, ends: np.ndarray,
             if with_resets.size:  # only those rows: a few counters reset, most never do
                 r, c = np.nonzero(drop[with_resets])
                 cells = np.arange(with_resets.size)[:, None] * t.size
-                corr = reset_correction(v[with_resets].reshape(-1), r * t.size + c, cells + first, cells + last)
-                result[with_resets] = result[with_resets] + corr
+                result[with_resets] = add_resets(result[with_resets], v[with_resets].reshape(-1), r * t.size + c,
+                                                 cells + first, cells + last)
         out = extrapolate(result, first_v, t[first], t[last], count.astype(np.float64),
                           ends - range_seconds, ends, range_seconds, is_counter, name == "rate")
     return np.broadcast_to(ok_step, shape), out
-
-
-def reset_correction(v: np.ndarray, before: np.ndarray, first: np.ndarray, last: np.ndarray,
-                     exact_up_to: int = 8) -> np.ndarray:
-    """What counter resets add to the increase of windows of samples [first, last] (flat
-    indices into `v`, any shape): the value before each reset inside, `before` being the
-    sorted indices j - 1 of the resets at samples j. Added in sample order starting from 0, as
-    the one-window path sums them (exact, and the same bits, for a window's first
-    `exact_up_to` resets; a prefix-sum difference adds any further ones). 0 where none."""
-    dropped = v[before]
-    a = np.searchsorted(before, first, side="left")  # the first reset after the window's first sample
-    n = np.searchsorted(before, last, side="left") - a  # resets at samples first+1 .. last
-    corr = np.zeros(np.shape(first))
-    has = n > 0
-    if not has.any():
-        return corr
-    a, n = a[has], n[has]
-    acc = np.zeros(a.size)
-    for q in range(min(int(n.max()), exact_up_to)):
-        more = n > q
-        acc[more] = acc[more] + dropped[a[more] + q]
-    many = n > exact_up_to
-    if many.any():
-        sums = np.zeros(dropped.size + 1)
-        np.cumsum(dropped, out=sums[1:])
-        acc[many] = acc[many] + (sums[a[many] + n[many]] - sums[a[many] + exact_up_to])
-    corr[has] = acc
-    return corr
 
 
 def _on_windows(name: str, w: Windows, ends: np.ndarray, range_seconds: float) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +183,7 @@ def _on_windows(name: str, w: Windows, ends: np.ndarray, range_seconds: float) -
             drop = v[1:] < v[:-1]  # drop[j - 1]: a reset at sample j
             drop[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < v.size)] - 1] = False  # across series
             if drop.any():
-                result = result + reset_correction(v, np.flatnonzero(drop), first, last)
+                result = add_resets(result, v, np.flatnonzero(drop), first, last)
         step_end = ends[None, :]
         out = extrapolate(result, first_v, t[first], t[last], count.astype(np.float64),
                           step_end - range_seconds, step_end, range_seconds, is_counter, name == "rate")
