@@ -175,7 +175,8 @@ def scraped() -> tuple[Engine, Engine]:
 
 @pytest.mark.parametrize("inner", ["rate(k[5m])", "increase(k[90s])", "delta(k[5m])", "irate(k[2m])",
                                    "idelta(k[1m])", "resets(k[10m])", "changes(k[10m])", "count_over_time(k[5m])",
-                                   "last_over_time(k[1m])", "present_over_time(k[1m])"])
+                                   "last_over_time(k[1m])", "present_over_time(k[1m])", "deriv(k[5m])",
+                                   "predict_linear(k[10m], 600)"])
 def test_subquery_over_series_scraped_together(scraped, inner):
     """Series sharing their sample times are evaluated on one time axis (for all steps of a
     subquery, or one); every point is the per-series evaluation's at its step, to the bit, and

@@ -27,7 +27,7 @@ from .datetime_funcs import DATE_FUNCTIONS, date_field
 from .histogram import histogram_fraction, histogram_quantile
 from .parse import EvaluationError, PromQLError, check_supported, parse
 from .regex import RegexError, compile_anchored, expand
-from .select import RangeVector, SelectionCache, Windows, instant_samples, range_windows
+from .select import RangeVector, SelectionCache, Windows, grid_windows, instant_samples, range_windows
 from .stepwise import STEPWISE_FUNCTIONS
 from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, drop_name
 
@@ -313,6 +313,43 @@ class Engine:
         return self._checked(Vector(_subset(sel.labels if keep_name else sel.nameless, ok), steps.values[ok, 0],
                                     named=keep_name, match_ids=sel.nameless_ids[ok], match_epoch=sel.epoch))
 
+    def _regression_on_grid(self, name: str, call: pp.Call, t: float, q: Query) -> Vector | None:
+        """deriv / predict_linear over a range selector, with the series that share their sample
+        times regressed together (rangefuncs.grid_regression: the sums over time once, no
+        per-sample times gathered) and the others as usual; None when the argument is no range
+        selector or no series share their times. The same bits as the general path."""
+        ms = _unwrap(call.args[0])
+        if not isinstance(ms, pp.MatrixSelector):
+            return None
+        vs = ms.vector_selector
+        sel = self._selections.get(vs)
+        end = _at_time(vs, t, q) - _seconds(vs.offset)
+        rng = _seconds(ms.range)
+        split = grid_windows(self.store, sel.ids, end - rng, end)
+        if not split.grids:
+            return None
+        duration = self._scalar_arg(call.args[1], t, q) if name == "predict_linear" else 0.0
+        ok = np.zeros(sel.ids.size, dtype=bool)
+        values = np.zeros(sel.ids.size)
+        samples = 0
+        with np.errstate(all="ignore"):
+            for g in split.grids:
+                slope, intercept = rangefuncs.grid_regression(g.t, g.v, t if name == "predict_linear" else g.t[0])
+                ok[g.rows] = True
+                values[g.rows] = slope * duration + intercept if name == "predict_linear" else slope
+                samples += g.v.size
+        if split.rest.size:
+            w = range_windows(self.store, sel.ids[split.rest], end - rng, end)
+            some, v = rangefuncs.predict_linear(w, t, duration) if name == "predict_linear" else rangefuncs.deriv(w)
+            ok[split.rest[some]] = True
+            values[split.rest[some]] = v
+            samples += int(w.offsets[-1])
+        q.account(samples)
+        if q.warnings is not None:
+            self._warn_truncated(ms, sel.ids, end - rng, q.warnings)
+        return self._checked(Vector(_subset(sel.nameless, ok), values[ok], named=False,
+                                    match_ids=sel.nameless_ids[ok], match_epoch=sel.epoch))
+
     def _matrix(self, rv: RangeVector) -> Matrix:
         w = rv.windows
         out = []
@@ -347,6 +384,8 @@ class Engine:
         args = call.args
         if name in _RANGE_FUNCTIONS:
             one_pass = self._on_grid(name, args[0], t, q) if name in STEPWISE_FUNCTIONS else None
+            if one_pass is None and name in ("deriv", "predict_linear"):
+                one_pass = self._regression_on_grid(name, call, t, q)
             if one_pass is not None:
                 return one_pass
             rv = self._range_arg(args[0], t, q)

@@ -179,6 +179,32 @@ def linear_regression(w: Windows, ok: np.ndarray, intercept_time: np.ndarray | f
     return slope[ok], intercept[ok]
 
 
+def grid_regression(t: np.ndarray, v: np.ndarray, intercept_time: float) -> tuple[np.ndarray, np.ndarray]:
+    """linear_regression for series sharing their sample times `t` (L >= 2), values `v` one
+    row a series: the sums over x are taken once, and every sum is the same reduction over the
+    same elements as linear_regression's, so the results are the same bits."""
+    k, size = v.shape
+    starts = np.arange(k) * size
+    flat = np.ascontiguousarray(v).reshape(-1)
+    x = t - float(intercept_time)
+    n = float(size)
+    one = np.zeros(1, dtype=np.int64)
+    with np.errstate(all="ignore"):
+        sum_x = np.add.reduceat(x, one)
+        sum_x2 = np.add.reduceat(x * x, one)
+        sum_y = np.add.reduceat(flat, starts)
+        sum_xy = np.add.reduceat((v * x).reshape(-1), starts)
+        cov = sum_xy - sum_x * sum_y / n
+        var = sum_x2 - sum_x * sum_x / n
+        slope = cov / var
+        intercept = sum_y / n - slope * sum_x / n
+        const = np.maximum.reduceat(flat, starts) == np.minimum.reduceat(flat, starts)
+        first_v = flat[starts]
+        slope = np.where(const, np.where(np.isinf(first_v), np.nan, 0.0), slope)
+        intercept = np.where(const, np.where(np.isinf(first_v), np.nan, first_v), intercept)
+    return slope, intercept
+
+
 def deriv(w: Windows) -> Result:
     ok = w.lengths >= 2
     first_t = np.zeros(ok.size)
