@@ -81,12 +81,16 @@ class Engine:
     """Evaluates PromQL over `store`. Thread-safe for concurrent readers of one store.
 
     `subquery_step` is the step of subqueries written without one (`x[1h:]`): Prometheus uses
-    its global evaluation interval, 1 minute by default."""
+    its global evaluation interval, 1 minute by default. Range functions evaluate series that
+    share their sample times (scraped together) on one time axis when at least
+    `grid_min_series` of them do (select.grid_windows); the answers are the same either way."""
 
-    def __init__(self, store: Store, lookback_delta: float = 300.0, subquery_step: float = 60.0) -> None:
+    def __init__(self, store: Store, lookback_delta: float = 300.0, subquery_step: float = 60.0,
+                 grid_min_series: int = 32) -> None:
         self.store = store
         self.lookback_delta = float(lookback_delta)
         self.subquery_step = float(subquery_step)
+        self.grid_min_series = max(1, int(grid_min_series))
         self._selections = SelectionCache(store)
         self._unique_lists: dict[int, list] = {}  # shared label lists known to be duplicate-free
         self._groupings = GroupingCache()
@@ -267,7 +271,8 @@ class Engine:
             return None
         vs = ms.vector_selector
         sel = self._selections.get(vs)
-        steps = stepwise.evaluate(call.func.name, self.store, sel.ids, times - _seconds(vs.offset), _seconds(ms.range))
+        steps = stepwise.evaluate(call.func.name, self.store, sel.ids, times - _seconds(vs.offset), _seconds(ms.range),
+                                  min_rows=self.grid_min_series)
         assert steps is not None
         ok, values = steps.ok, steps.values
         rows = np.nonzero(ok.any(axis=1))[0]
@@ -302,7 +307,8 @@ class Engine:
         sel = self._selections.get(vs)
         end = _at_time(vs, t, q) - _seconds(vs.offset)
         rng = _seconds(ms.range)
-        steps = stepwise.evaluate(name, self.store, sel.ids, np.array([end]), rng, need_grid=True)
+        steps = stepwise.evaluate(name, self.store, sel.ids, np.array([end]), rng, need_grid=True,
+                                  min_rows=self.grid_min_series)
         if steps is None:
             return None
         q.account(steps.samples)
@@ -325,7 +331,7 @@ class Engine:
         sel = self._selections.get(vs)
         end = _at_time(vs, t, q) - _seconds(vs.offset)
         rng = _seconds(ms.range)
-        split = grid_windows(self.store, sel.ids, end - rng, end)
+        split = grid_windows(self.store, sel.ids, end - rng, end, self.grid_min_series)
         if not split.grids:
             return None
         duration = self._scalar_arg(call.args[1], t, q) if name == "predict_linear" else 0.0

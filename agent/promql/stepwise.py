@@ -39,12 +39,13 @@ class Steps:
 
 
 def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray, range_seconds: float,
-             need_grid: bool = False) -> Steps | None:
-    """`name` over the windows (end - range, end] of every series at every end time. With
-    `need_grid`, None when no series share their sample times (the caller has a path as
-    good for that case)."""
+             need_grid: bool = False, min_rows: int = 32) -> Steps | None:
+    """`name` over the windows (end - range, end] of every series at every end time, on one
+    time axis for groups of at least `min_rows` series sharing their sample times. With
+    `need_grid`, None when there is no such group (the caller has a path as good for that
+    case)."""
     start, end = float(ends[0]) - range_seconds, float(ends[-1])
-    split = grid_windows(store, ids, start, end)
+    split = grid_windows(store, ids, start, end, min_rows)
     if need_grid and not split.grids:
         return None
     samples = sum(g.v.size for g in split.grids)
