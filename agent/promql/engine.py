@@ -297,9 +297,9 @@ class Engine:
     def _on_grid(self, name: str, arg: pp.Expr, t: float, q: Query) -> Vector | None:
         """`name` over a range selector whose series share their sample times (scraped
         together), through stepwise's grid: a window is the same columns for every series, so
-        a long range (`increase(x[2h])`) costs two column gathers and one pass for counter
-        resets instead of a gather of every sample. None when the argument is no range selector
-        or no series share their times; the answer is the same as the general path's, bit for bit."""
+        a long range (`increase(x[2h])`) reads the values once, without their times or
+        per-series searches. None when the argument is no range selector or no series share
+        their times; the answer is the same as the general path's, bit for bit."""
         ms = _unwrap(arg)
         if not isinstance(ms, pp.MatrixSelector):
             return None
