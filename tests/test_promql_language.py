@@ -477,6 +477,18 @@ def test_rate_with_counter_reset_and_delta():
     assert one(e.instant("delta(c[40s])", T0 + 35)) == pytest.approx(1 * 40 / 30)
 
 
+@pytest.mark.parametrize("grid_min_series", [32, 1])
+def test_counter_resets_added_in_sample_order(grid_min_series):
+    """Prometheus adds the value before each reset to the increase one at a time, in sample
+    order: (1 + 1) + 2**53 = 2**53 + 2 here, where 1 + (1 + 2**53) would round to 2**53. The
+    counter starts at 0 (no extrapolation before it) and the range ends on the last sample,
+    so the increase is exactly that sum; the same through the per-series path and the grid."""
+    e = engine_with({L("c"): [(10, 0.0), (20, 1.0), (30, 0.0), (40, 2.0**53), (50, 0.0), (60, 1.0)]},
+                    grid_min_series=grid_min_series)
+    assert one(e.instant("increase(c[60s])", T0 + 60)) == 2.0**53 + 2
+    assert one(e.instant("max_over_time(increase(c[60s])[20s:10s])", T0 + 60)) == 2.0**53 + 2
+
+
 # ---- regular expressions -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
