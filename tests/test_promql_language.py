@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, Vector
+from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, Vector, select
 from agent.promql.select import grid_windows
 from agent.promql.values import almost_equal
 from agent.store import STALE_NAN, Store, make_labels
@@ -204,6 +204,22 @@ def test_subquery_over_series_scraped_together(scraped, inner):
     assert sorted(g.rows.size for g in grid_windows(together.store, ids, T0 - 2100, T0).grids) == [40, 40]
     assert [g.rows.size for g in grid_windows(together.store, ids, T0 - 4500, T0).grids] == [40]
     assert not grid_windows(apart.store, ids, T0 - 2100, T0).grids
+
+
+def test_long_ranges_are_read_in_chunks_with_the_same_answers(scraped, monkeypatch):
+    """Chunks of 10 series (a budget of 1,000 samples): every range function that reads
+    windows a chunk at a time answers as the per-series path does, to the bit."""
+    together, apart = scraped
+    exprs = ("increase(k[40m])", "increase(k[1h])", "max_over_time(rate(k[5m])[30m:1m])",
+             "predict_linear(k[1h], 600)", "deriv(k[30m])")
+    wanted = {expr: vec(apart.instant(expr, T0 - 17.25)) for expr in exprs}  # in one chunk
+    monkeypatch.setattr(select, "CHUNK_SAMPLES", 1000)
+    monkeypatch.setattr(select, "CHUNK_MIN_ROWS", 10)
+    chunked = Engine(together.store, grid_min_series=4)
+    for expr, want in wanted.items():
+        got = vec(chunked.instant(expr, T0 - 17.25))
+        assert got.keys() == want.keys() and len(got) == 83, expr
+        assert all(v == want[lab] for lab, v in got.items()), expr
 
 
 def test_nested_subqueries_and_scalar_subquery(counter):

@@ -27,7 +27,7 @@ from .datetime_funcs import DATE_FUNCTIONS, date_field
 from .histogram import histogram_fraction, histogram_quantile
 from .parse import EvaluationError, PromQLError, check_supported, parse
 from .regex import RegexError, compile_anchored, expand
-from .select import RangeVector, SelectionCache, Windows, grid_windows, instant_samples, range_windows
+from .select import RangeVector, SelectionCache, Windows, grid_windows, instant_samples, range_windows, row_chunks
 from .stepwise import STEPWISE_FUNCTIONS
 from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, drop_name
 
@@ -331,25 +331,30 @@ class Engine:
         sel = self._selections.get(vs)
         end = _at_time(vs, t, q) - _seconds(vs.offset)
         rng = _seconds(ms.range)
-        split = grid_windows(self.store, sel.ids, end - rng, end, self.grid_min_series)
-        if not split.grids:
-            return None
-        duration = self._scalar_arg(call.args[1], t, q) if name == "predict_linear" else 0.0
         ok = np.zeros(sel.ids.size, dtype=bool)
         values = np.zeros(sel.ids.size)
         samples = 0
-        with np.errstate(all="ignore"):
-            for g in split.grids:
-                slope, intercept = rangefuncs.grid_regression(g.t, g.v, t if name == "predict_linear" else g.t[0])
-                ok[g.rows] = True
-                values[g.rows] = slope * duration + intercept if name == "predict_linear" else slope
-                samples += g.v.size
-        if split.rest.size:
-            w = range_windows(self.store, sel.ids[split.rest], end - rng, end)
-            some, v = rangefuncs.predict_linear(w, t, duration) if name == "predict_linear" else rangefuncs.deriv(w)
-            ok[split.rest[some]] = True
-            values[split.rest[some]] = v
-            samples += int(w.offsets[-1])
+        duration = 0.0
+        for i, rows in enumerate(row_chunks(self.store, sel.ids, end - rng, end)):  # bounded reads
+            ids = sel.ids[rows]
+            split = grid_windows(self.store, ids, end - rng, end, self.grid_min_series)
+            if i == 0:
+                if not split.grids:
+                    return None
+                duration = self._scalar_arg(call.args[1], t, q) if name == "predict_linear" else 0.0
+            pos = np.arange(rows.start, rows.stop)
+            with np.errstate(all="ignore"):
+                for g in split.grids:
+                    slope, intercept = rangefuncs.grid_regression(g.t, g.v, t if name == "predict_linear" else g.t[0])
+                    ok[pos[g.rows]] = True
+                    values[pos[g.rows]] = slope * duration + intercept if name == "predict_linear" else slope
+                    samples += g.v.size
+            if split.rest.size:
+                w = range_windows(self.store, ids[split.rest], end - rng, end)
+                some, v = rangefuncs.predict_linear(w, t, duration) if name == "predict_linear" else rangefuncs.deriv(w)
+                ok[pos[split.rest[some]]] = True
+                values[pos[split.rest[some]]] = v
+                samples += int(w.offsets[-1])
         q.account(samples)
         if q.warnings is not None:
             self._warn_truncated(ms, sel.ids, end - rng, q.warnings)

@@ -248,6 +248,22 @@ def grid_windows(store: Store, ids: np.ndarray, start: float, end: float, min_ro
     return GridWindows(grids, left)
 
 
+CHUNK_SAMPLES = 1 << 23  # 64 MiB of float64 values
+CHUNK_MIN_ROWS = 1024
+
+
+def row_chunks(store: Store, ids: np.ndarray, start: float, end: float) -> list[slice]:
+    """Slices of `ids` whose windows (start, end] hold about CHUNK_SAMPLES samples or fewer
+    each (at least CHUNK_MIN_ROWS series a chunk), estimated from the first series' window, so
+    that a long range over many series (`increase(x[24h])`) is read and reduced a chunk at a
+    time."""
+    if ids.size == 0:
+        return [slice(0, 0)]
+    t, _ = store.raw(int(ids[0]), start, end)
+    rows = max(CHUNK_MIN_ROWS, CHUNK_SAMPLES // max(1, t.size))
+    return [slice(i, min(i + rows, ids.size)) for i in range(0, ids.size, rows)]
+
+
 def _grid(store: Store, ids: np.ndarray, written: int, start: float, end: float) -> tuple[np.ndarray, np.ndarray] | None:
     """(times, values) of the window of series that all wrote `written` samples, when they
     share the first one's times there and hold no stale marker; else None. Caller holds the

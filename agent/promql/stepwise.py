@@ -20,7 +20,7 @@ import numpy as np
 from agent.store import Store
 
 from .rangefuncs import add_resets, extrapolate
-from .select import Windows, grid_windows, range_windows
+from .select import Windows, grid_windows, range_windows, row_chunks
 
 STEPWISE_FUNCTIONS = frozenset({
     "rate", "increase", "delta", "irate", "idelta", "count_over_time", "present_over_time",
@@ -43,7 +43,26 @@ def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray, range_s
     """`name` over the windows (end - range, end] of every series at every end time, on one
     time axis for groups of at least `min_rows` series sharing their sample times. With
     `need_grid`, None when there is no such group (the caller has a path as good for that
-    case)."""
+    case). Series are read in chunks of rows (select.row_chunks), so a long range over many
+    series never holds more than one chunk's samples."""
+    start, end = float(ends[0]) - range_seconds, float(ends[-1])
+    chunks = row_chunks(store, ids, start, end)
+    if len(chunks) == 1:
+        return _evaluate_rows(name, store, ids, ends, range_seconds, need_grid, min_rows)
+    ok = np.zeros((ids.size, ends.size), dtype=bool)
+    values = np.zeros((ids.size, ends.size))
+    samples = 0
+    for i, rows in enumerate(chunks):
+        part = _evaluate_rows(name, store, ids[rows], ends, range_seconds, need_grid and i == 0, min_rows)
+        if part is None:
+            return None
+        ok[rows], values[rows] = part.ok, part.values
+        samples += part.samples
+    return Steps(ok, values, samples)
+
+
+def _evaluate_rows(name: str, store: Store, ids: np.ndarray, ends: np.ndarray, range_seconds: float,
+                   need_grid: bool, min_rows: int) -> Steps | None:
     start, end = float(ends[0]) - range_seconds, float(ends[-1])
     split = grid_windows(store, ids, start, end, min_rows)
     if need_grid and not split.grids:
