@@ -139,7 +139,7 @@ def scraped_store(one_axis: bool) -> Store:
     resets every 4 samples, and one with a stale marker; target b (40 series) was first scraped
     20 minutes later; target c (3 series) is scraped at other times. Without `one_axis`, series
     i first gets i old samples (gone from the ring before any window), so that no two series
-    share a ring layout and every evaluation takes the per-series path."""
+    share a ring layout."""
     store = Store(raw_capacity=300, max_series=200)
     a = store.series_ids([L("k", t="a", i=str(i)) for i in range(40)])
     b = store.series_ids([L("k", t="b", i=str(i)) for i in range(40)])
@@ -170,7 +170,8 @@ def want_at(want: dict, step: float) -> dict:
 
 @pytest.fixture(scope="module")
 def scraped() -> tuple[Engine, Engine]:
-    return Engine(scraped_store(True)), Engine(scraped_store(False))
+    """(an engine that puts groups of 64 samples or more on a grid, one that never does)"""
+    return Engine(scraped_store(True), grid_min_samples=64), Engine(scraped_store(False), grid_min_samples=2**62)
 
 
 @pytest.mark.parametrize("inner", ["rate(k[5m])", "increase(k[90s])", "delta(k[5m])", "irate(k[2m])",
@@ -199,11 +200,12 @@ def test_subquery_over_series_scraped_together(scraped, inner):
             assert got[lab].keys() == points.keys(), lab
             for step, v in points.items():
                 assert got[lab][step] == v or (math.isnan(v) and math.isnan(got[lab][step])), (lab, step)
-    # Targets a and b are grids (a only where its stale marker is out of the window), c is not.
+    # Targets a, b and c are grids (a only where its stale marker is out of the window).
     ids = np.sort(together.store.all_ids())
-    assert sorted(g.rows.size for g in grid_windows(together.store, ids, T0 - 2100, T0).grids) == [40, 40]
-    assert [g.rows.size for g in grid_windows(together.store, ids, T0 - 4500, T0).grids] == [40]
-    assert not grid_windows(apart.store, ids, T0 - 2100, T0).grids
+    assert sorted(g.rows.size for g in grid_windows(together.store, ids, T0 - 2100, T0, 64).grids) == [3, 40, 40]
+    assert sorted(g.rows.size for g in grid_windows(together.store, ids, T0 - 4500, T0, 64).grids) == [3, 40]
+    # Too few samples in all for a grid to pay (the default threshold): per series.
+    assert not grid_windows(together.store, ids, T0 - 300, T0).grids
 
 
 def test_long_ranges_are_read_in_chunks_with_the_same_answers(scraped, monkeypatch):
@@ -215,7 +217,7 @@ def test_long_ranges_are_read_in_chunks_with_the_same_answers(scraped, monkeypat
     wanted = {expr: vec(apart.instant(expr, T0 - 17.25)) for expr in exprs}  # in one chunk
     monkeypatch.setattr(select, "CHUNK_SAMPLES", 1000)
     monkeypatch.setattr(select, "CHUNK_MIN_ROWS", 10)
-    chunked = Engine(together.store, grid_min_series=4)
+    chunked = Engine(together.store, grid_min_samples=4)
     for expr, want in wanted.items():
         got = vec(chunked.instant(expr, T0 - 17.25))
         assert got.keys() == want.keys() and len(got) == 83, expr
@@ -493,14 +495,14 @@ def test_rate_with_counter_reset_and_delta():
     assert one(e.instant("delta(c[40s])", T0 + 35)) == pytest.approx(1 * 40 / 30)
 
 
-@pytest.mark.parametrize("grid_min_series", [32, 1])
-def test_counter_resets_added_in_sample_order(grid_min_series):
+@pytest.mark.parametrize("grid_min_samples", [8192, 1])
+def test_counter_resets_added_in_sample_order(grid_min_samples):
     """Prometheus adds the value before each reset to the increase one at a time, in sample
     order: (1 + 1) + 2**53 = 2**53 + 2 here, where 1 + (1 + 2**53) would round to 2**53. The
     counter starts at 0 (no extrapolation before it) and the range ends on the last sample,
     so the increase is exactly that sum; the same through the per-series path and the grid."""
     e = engine_with({L("c"): [(10, 0.0), (20, 1.0), (30, 0.0), (40, 2.0**53), (50, 0.0), (60, 1.0)]},
-                    grid_min_series=grid_min_series)
+                    grid_min_samples=grid_min_samples)
     assert one(e.instant("increase(c[60s])", T0 + 60)) == 2.0**53 + 2
     assert one(e.instant("max_over_time(increase(c[60s])[20s:10s])", T0 + 60)) == 2.0**53 + 2
 

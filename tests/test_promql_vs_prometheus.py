@@ -258,9 +258,9 @@ def compare(expr: str, prom, agent) -> str | None:
 def test_same_answers_as_prometheus(both):
     """Every case at 4 times, through the agent's usual engine and through one that evaluates
     every group of series sharing their sample times (the buckets of one histogram, the
-    methods of one instance) on one time axis, as it does for groups of 32 or more."""
+    methods of one instance) on one time axis, as it does for big enough groups."""
     base, engine, url = both
-    grid_engine = Engine(engine.store, grid_min_series=2)
+    grid_engine = Engine(engine.store, grid_min_samples=2)
     cases = load_cases()
     # 20 min (series not started yet / long ranges cut short), 72 min (flappy just stopped),
     # 80 min (flappy gone), 119 min (end of data).

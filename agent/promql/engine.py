@@ -27,7 +27,16 @@ from .datetime_funcs import DATE_FUNCTIONS, date_field
 from .histogram import histogram_fraction, histogram_quantile
 from .parse import EvaluationError, PromQLError, check_supported, parse
 from .regex import RegexError, compile_anchored, expand
-from .select import RangeVector, SelectionCache, Windows, grid_windows, instant_samples, range_windows, row_chunks
+from .select import (
+    GRID_MIN_SAMPLES,
+    RangeVector,
+    SelectionCache,
+    Windows,
+    grid_windows,
+    instant_samples,
+    range_windows,
+    row_chunks,
+)
 from .stepwise import STEPWISE_FUNCTIONS
 from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, drop_name
 
@@ -82,15 +91,16 @@ class Engine:
 
     `subquery_step` is the step of subqueries written without one (`x[1h:]`): Prometheus uses
     its global evaluation interval, 1 minute by default. Range functions evaluate series that
-    share their sample times (scraped together) on one time axis when at least
-    `grid_min_series` of them do (select.grid_windows); the answers are the same either way."""
+    share their sample times (scraped together) on one time axis when their windows hold at
+    least `grid_min_samples` samples in all (select.grid_windows); the answers are the same
+    either way."""
 
     def __init__(self, store: Store, lookback_delta: float = 300.0, subquery_step: float = 60.0,
-                 grid_min_series: int = 32) -> None:
+                 grid_min_samples: int = GRID_MIN_SAMPLES) -> None:
         self.store = store
         self.lookback_delta = float(lookback_delta)
         self.subquery_step = float(subquery_step)
-        self.grid_min_series = max(1, int(grid_min_series))
+        self.grid_min_samples = max(1, int(grid_min_samples))
         self._selections = SelectionCache(store)
         self._unique_lists: dict[int, list] = {}  # shared label lists known to be duplicate-free
         self._groupings = GroupingCache()
@@ -272,7 +282,7 @@ class Engine:
         vs = ms.vector_selector
         sel = self._selections.get(vs)
         steps = stepwise.evaluate(call.func.name, self.store, sel.ids, times - _seconds(vs.offset), _seconds(ms.range),
-                                  min_rows=self.grid_min_series)
+                                  min_samples=self.grid_min_samples)
         assert steps is not None
         ok, values = steps.ok, steps.values
         rows = np.nonzero(ok.any(axis=1))[0]
@@ -308,7 +318,7 @@ class Engine:
         end = _at_time(vs, t, q) - _seconds(vs.offset)
         rng = _seconds(ms.range)
         steps = stepwise.evaluate(name, self.store, sel.ids, np.array([end]), rng, need_grid=True,
-                                  min_rows=self.grid_min_series)
+                                  min_samples=self.grid_min_samples)
         if steps is None:
             return None
         q.account(steps.samples)
@@ -337,7 +347,7 @@ class Engine:
         duration = 0.0
         for i, rows in enumerate(row_chunks(self.store, sel.ids, end - rng, end)):  # bounded reads
             ids = sel.ids[rows]
-            split = grid_windows(self.store, ids, end - rng, end, self.grid_min_series)
+            split = grid_windows(self.store, ids, end - rng, end, self.grid_min_samples)
             if i == 0:
                 if not split.grids:
                     return None

@@ -20,7 +20,7 @@ import numpy as np
 from agent.store import Store
 
 from .rangefuncs import add_resets, extrapolate
-from .select import Windows, grid_windows, range_windows, row_chunks
+from .select import GRID_MIN_SAMPLES, Windows, grid_windows, range_windows, row_chunks
 
 STEPWISE_FUNCTIONS = frozenset({
     "rate", "increase", "delta", "irate", "idelta", "count_over_time", "present_over_time",
@@ -39,21 +39,22 @@ class Steps:
 
 
 def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray, range_seconds: float,
-             need_grid: bool = False, min_rows: int = 32) -> Steps | None:
+             need_grid: bool = False, min_samples: int = GRID_MIN_SAMPLES) -> Steps | None:
     """`name` over the windows (end - range, end] of every series at every end time, on one
-    time axis for groups of at least `min_rows` series sharing their sample times. With
+    time axis for groups of series sharing their sample times (`min_samples`: see
+    select.grid_windows). With
     `need_grid`, None when there is no such group (the caller has a path as good for that
     case). Series are read in chunks of rows (select.row_chunks), so a long range over many
     series never holds more than one chunk's samples."""
     start, end = float(ends[0]) - range_seconds, float(ends[-1])
     chunks = row_chunks(store, ids, start, end)
     if len(chunks) == 1:
-        return _evaluate_rows(name, store, ids, ends, range_seconds, need_grid, min_rows)
+        return _evaluate_rows(name, store, ids, ends, range_seconds, need_grid, min_samples)
     ok = np.zeros((ids.size, ends.size), dtype=bool)
     values = np.zeros((ids.size, ends.size))
     samples = 0
     for i, rows in enumerate(chunks):
-        part = _evaluate_rows(name, store, ids[rows], ends, range_seconds, need_grid and i == 0, min_rows)
+        part = _evaluate_rows(name, store, ids[rows], ends, range_seconds, need_grid and i == 0, min_samples)
         if part is None:
             return None
         ok[rows], values[rows] = part.ok, part.values
@@ -62,9 +63,9 @@ def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray, range_s
 
 
 def _evaluate_rows(name: str, store: Store, ids: np.ndarray, ends: np.ndarray, range_seconds: float,
-                   need_grid: bool, min_rows: int) -> Steps | None:
+                   need_grid: bool, min_samples: int) -> Steps | None:
     start, end = float(ends[0]) - range_seconds, float(ends[-1])
-    split = grid_windows(store, ids, start, end, min_rows)
+    split = grid_windows(store, ids, start, end, min_samples)
     if need_grid and not split.grids:
         return None
     samples = sum(g.v.size for g in split.grids)
