@@ -1,15 +1,21 @@
 """PromQL evaluation speed over 10,000 series, beside the real Prometheus on the same data.
 
 The store holds `x` (10,000 counters: 10 jobs x 1,000 instances) and `x_errors` (the same
-label sets), each with 1 h of 15 s history. Five expressions (one a subquery) are timed through
+label sets), each with 2.5 h of 15 s history, all kept at full resolution as the store keeps
+them when a rule reads a range that long (raw_retention is 15 minutes by default). Six
+expressions (a subquery, and an `increase` over 2 h: 480 samples a series) are timed through
 `agent.promql.Engine.instant` (median of --repeat warm runs; the first, cold run resolves the
 selectors). The same series go into a TSDB block (promtool tsdb create-blocks-from
 openmetrics) served by /usr/bin/prometheus, which evaluates the same expressions as recording
 rules, one group each; its `prometheus_rule_group_last_duration_seconds` is printed beside.
 Target: 50 ms or less per expression. A last line times the RE2 matcher `{l=~"(a+)+$"}` against
-a 50,000-character label value (catastrophic for a backtracking regex engine).
+a 50,000-character label value (catastrophic for a backtracking regex engine). The machine's
+load average is printed before and after: figures from a loaded machine are slower.
 
-Usage: python benchmarks/promql.py [--series 10000] [--repeat 15] [--no-prometheus]
+With --targets N the series come from N scrape targets, each scraped at its own offset within
+the 15 s interval (only a target's series share their sample times).
+
+Usage: python benchmarks/promql.py [--series 10000] [--repeat 15] [--targets 1] [--no-prometheus]
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ EXPRESSIONS = {
     "predict_linear": "predict_linear(x[1h], 3600)",
     "ratio": "rate(x_errors[5m]) / rate(x[5m])",
     "subquery": "max_over_time(rate(x[5m])[1h:1m])",
+    "long_increase": "increase(x[2h])",
 }
 STEP = 15.0
-POINTS = 240  # 1 h
+POINTS = 600  # 2.5 h
 
 
 def free_port() -> int:
@@ -49,23 +56,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def generate(n_series: int, end: float) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
-    """Label sets, timestamps (P,), and values (2N, P) for x then x_errors."""
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as uptime prints them."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def target_of(n_series: int, targets: int) -> np.ndarray:
+    """The scrape target of each of the 2N rows (x then x_errors): blocks of instances, a
+    target's x and x_errors scraped together."""
+    return np.tile(np.arange(n_series) * targets // n_series, 2)
+
+
+def generate(n_series: int, end: float, targets: int = 1) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """Label sets, timestamps (2N, P), and values (2N, P) for x then x_errors. With several
+    targets, each is scraped at its own offset within the 15 s interval (as Prometheus spreads
+    its targets), so only a target's series share their sample times."""
     rng = np.random.default_rng(7)
     labels = [make_labels(name, {"job": f"job{i % 10}", "instance": f"host{i // 10:04d}:9100"})
               for name in ("x", "x_errors") for i in range(n_series)]
-    times = end - STEP * np.arange(POINTS)[::-1]
+    offsets = np.zeros(targets) if targets == 1 else np.round(rng.uniform(0, STEP, targets), 3)
+    times = end - STEP * np.arange(POINTS)[::-1] - offsets[target_of(n_series, targets)][:, None]
     per_step = rng.gamma(2.0, 5.0, (n_series, 1)) * rng.uniform(0.5, 1.5, (n_series, POINTS))
     requests_ = np.cumsum(per_step, axis=1).round(3)
+    # 1% of the counters restart once (a process restart), as real counters do now and then.
+    restarted = rng.choice(n_series, n_series // 100, replace=False)
+    at = rng.integers(1, POINTS, restarted.size)
+    for i, j in zip(restarted.tolist(), at.tolist()):
+        requests_[i, j:] -= requests_[i, j - 1]
     errors = np.cumsum(per_step * rng.uniform(0, 0.05, (n_series, 1)), axis=1).round(3)
     return labels, times, np.vstack((requests_, errors)), per_step
 
 
-def fill_store(labels: list, times: np.ndarray, values: np.ndarray) -> Store:
+def fill_store(labels: list, times: np.ndarray, values: np.ndarray, targets: int = 1) -> Store:
+    """As scrapes fill it: each target's series appended together, one timestamp a scrape."""
     store = Store(raw_capacity=POINTS + 16, max_series=len(labels) + 10)
     ids = store.series_ids(labels)
-    for j, t in enumerate(times.tolist()):
-        store.append(ids, t, values[:, j])
+    rows = [np.nonzero(target_of(len(labels) // 2, targets) == k)[0] for k in range(targets)]
+    for j in range(POINTS):
+        for r in rows:
+            store.append(ids[r], float(times[r[0], j]), values[r, j])
     return store
 
 
@@ -105,13 +134,12 @@ def time_pathological_regex(repeat: int) -> tuple[float, int]:
 
 
 def write_openmetrics(path: str, labels: list, times: np.ndarray, values: np.ndarray) -> None:
-    ts = [f"{t:.3f}" for t in times.tolist()]
     with open(path, "w") as f:
-        for lab, row in zip(labels, values):
+        for lab, row, trow in zip(labels, values, times):
             d = dict(lab)
             name = d.pop("__name__")
             prefix = name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(d.items())) + "} "
-            f.write("".join(f"{prefix}{v!r} {t}\n" for v, t in zip(row.tolist(), ts)))
+            f.write("".join(f"{prefix}{v!r} {t:.3f}\n" for v, t in zip(row.tolist(), trow.tolist())))
         f.write("# EOF\n")
 
 
@@ -177,14 +205,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--series", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--targets", type=int, default=1,
+                    help="spread the series over this many scrape targets, each at its own time offset")
     ap.add_argument("--no-prometheus", action="store_true", help="skip the real Prometheus comparison")
     args = ap.parse_args()
 
     end = float(int(time.time()) - 5)
-    labels, times, values, _ = generate(args.series, end)
+    labels, times, values, _ = generate(args.series, end, args.targets)
     t0 = time.monotonic()
-    store = fill_store(labels, times, values)
-    print(f"store: {len(store)} series x {POINTS} samples (1 h of 15 s) loaded in {time.monotonic() - t0:.1f} s")
+    store = fill_store(labels, times, values, args.targets)
+    print(f"store: {len(store)} series x {POINTS} samples ({POINTS * STEP / 3600:g} h of 15 s) from {args.targets} "
+          f"target(s) loaded in {time.monotonic() - t0:.1f} s; load average {load_average()} on {os.cpu_count()} CPUs")
     agent = time_agent(store, end, args.repeat)
     prom = {} if args.no_prometheus or not shutil.which("prometheus") else time_prometheus(labels, times, values)
 
@@ -199,6 +230,7 @@ def main() -> int:
     rx_ms, rx_n = time_pathological_regex(args.repeat)
     what = 'm{l=~"(a+)+$"}, 50,000-char label value'
     print(f"{what:44s} {rx_n:7d} {'':11s} {rx_ms:8.1f} ms")
+    print(f"load average at the end: {load_average()}")
     print("\nagent: Engine.instant at the last sample's time; warm = median of repeated runs (selectors\n"
           "resolved once per store generation). prometheus: median prometheus_rule_group_last_duration_seconds\n"
           "of one recording rule per group (query + writing its output series), evaluated every 5 s.")

@@ -16,9 +16,10 @@ import math
 import numpy as np
 import pytest
 
-from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, Vector
+from agent.promql import Engine, EvaluationError, Matrix, PromQLError, Scalar, Vector, select
+from agent.promql.select import grid_windows
 from agent.promql.values import almost_equal
-from agent.store import Store, make_labels
+from agent.store import STALE_NAN, Store, make_labels
 
 T0 = 1_700_000_040.0  # a multiple of 60 s: subquery steps of 1m fall on T0 + k*60
 
@@ -130,6 +131,97 @@ def test_subquery_equals_stepwise_evaluation(outer, inner):
                 assert same(got[lab], max(values))
             if outer == "count_over_time":
                 assert got[lab] == len(values)
+
+
+def scraped_store(one_axis: bool) -> Store:
+    """Counters appended the way scrapes append them: whole batches with one timestamp, in a
+    ring that wraps. Target a (40 series, 15 s) includes a counter that resets once, one that
+    resets every 4 samples, and one with a stale marker; target b (40 series) was first scraped
+    20 minutes later; target c (3 series) is scraped at other times. Without `one_axis`, series
+    i first gets i old samples (gone from the ring before any window), so that no two series
+    share a ring layout."""
+    store = Store(raw_capacity=300, max_series=200)
+    a = store.series_ids([L("k", t="a", i=str(i)) for i in range(40)])
+    b = store.series_ids([L("k", t="b", i=str(i)) for i in range(40)])
+    c = store.series_ids([L("k", t="c", i=str(i)) for i in range(3)])
+    if not one_axis:
+        for i, sid in enumerate(np.concatenate((a, b, c)).tolist()):
+            store.extend(sid, T0 - 90000 + np.arange(i, dtype=float), np.zeros(i))
+    rng = np.random.default_rng(11)
+    n = 480  # 2 h: the ring of 300 has wrapped
+    va = np.cumsum(rng.exponential(3, (40, n)), axis=1).round(3)
+    va[1, 200:] -= va[1, 200] - 0.5  # one reset
+    va[2] = np.tile(np.cumsum(rng.exponential(2, 4)), n // 4)  # a reset every 4 samples
+    va[3, 300] = STALE_NAN
+    vb = np.cumsum(rng.exponential(5, (40, n)), axis=1).round(3)
+    vc = np.cumsum(rng.exponential(1, (3, n)), axis=1).round(3)
+    for j in range(n):
+        ts = T0 - 7200 + 15 * j
+        store.append(a, ts, va[:, j])
+        if j >= 80:
+            store.append(b, ts, vb[:, j])
+        store.append(c, ts + 3.5, vc[:, j])
+    return store
+
+
+def want_at(want: dict, step: float) -> dict:
+    return {lab: points[step] for lab, points in want.items() if step in points}
+
+
+@pytest.fixture(scope="module")
+def scraped() -> tuple[Engine, Engine]:
+    """(an engine that puts groups of 64 samples or more on a grid, one that never does)"""
+    return Engine(scraped_store(True), grid_min_samples=64), Engine(scraped_store(False), grid_min_samples=2**62)
+
+
+@pytest.mark.parametrize("inner", ["rate(k[5m])", "increase(k[90s])", "delta(k[5m])", "irate(k[2m])",
+                                   "idelta(k[1m])", "resets(k[10m])", "changes(k[10m])", "count_over_time(k[5m])",
+                                   "last_over_time(k[1m])", "present_over_time(k[1m])", "deriv(k[5m])",
+                                   "predict_linear(k[10m], 600)"])
+def test_subquery_over_series_scraped_together(scraped, inner):
+    """Series sharing their sample times are evaluated on one time axis (for all steps of a
+    subquery, or one); every point is the per-series evaluation's at its step, to the bit, and
+    series off the grid (other times, a stale marker, fewer samples) are answered too."""
+    together, apart = scraped
+    for t in (T0 - 17.25, T0 - 2400):
+        m = together.instant(f"{inner}[30m:1m]", t)
+        assert isinstance(m, Matrix)
+        got = {s.labels: dict(zip(s.times.tolist(), s.values.tolist())) for s in m}
+        want: dict = {}
+        for step in [T0 - 60 * k for k in range(0, 100) if t - 1800 < T0 - 60 * k <= t]:
+            for lab, v in vec(apart.instant(inner, step)).items():
+                want.setdefault(lab, {})[step] = v
+            instant, expected = vec(together.instant(inner, step)), want_at(want, step)
+            assert instant.keys() == expected.keys()
+            assert all(v == expected[lab] or (math.isnan(v) and math.isnan(expected[lab])) for lab, v in instant.items())
+        assert len(want) == 83
+        assert got.keys() == want.keys()
+        for lab, points in want.items():
+            assert got[lab].keys() == points.keys(), lab
+            for step, v in points.items():
+                assert got[lab][step] == v or (math.isnan(v) and math.isnan(got[lab][step])), (lab, step)
+    # Targets a, b and c are grids (a only where its stale marker is out of the window).
+    ids = np.sort(together.store.all_ids())
+    assert sorted(g.rows.size for g in grid_windows(together.store, ids, T0 - 2100, T0, 64).grids) == [3, 40, 40]
+    assert sorted(g.rows.size for g in grid_windows(together.store, ids, T0 - 4500, T0, 64).grids) == [3, 40]
+    # Too few samples in all for a grid to pay (the default threshold): per series.
+    assert not grid_windows(together.store, ids, T0 - 300, T0).grids
+
+
+def test_long_ranges_are_read_in_chunks_with_the_same_answers(scraped, monkeypatch):
+    """Chunks of 10 series (a budget of 1,000 samples): every range function that reads
+    windows a chunk at a time answers as the per-series path does, to the bit."""
+    together, apart = scraped
+    exprs = ("increase(k[40m])", "increase(k[1h])", "max_over_time(rate(k[5m])[30m:1m])",
+             "predict_linear(k[1h], 600)", "deriv(k[30m])")
+    wanted = {expr: vec(apart.instant(expr, T0 - 17.25)) for expr in exprs}  # in one chunk
+    monkeypatch.setattr(select, "CHUNK_SAMPLES", 1000)
+    monkeypatch.setattr(select, "CHUNK_MIN_ROWS", 10)
+    chunked = Engine(together.store, grid_min_samples=4)
+    for expr, want in wanted.items():
+        got = vec(chunked.instant(expr, T0 - 17.25))
+        assert got.keys() == want.keys() and len(got) == 83, expr
+        assert all(v == want[lab] for lab, v in got.items()), expr
 
 
 def test_nested_subqueries_and_scalar_subquery(counter):
@@ -401,6 +493,18 @@ def test_rate_with_counter_reset_and_delta():
     # before the first sample and 5 s after the last, both within 1.1 * 10 s: extrapolate.
     assert one(e.instant("increase(c[40s])", T0 + 35)) == pytest.approx(11 * 40 / 30)
     assert one(e.instant("delta(c[40s])", T0 + 35)) == pytest.approx(1 * 40 / 30)
+
+
+@pytest.mark.parametrize("grid_min_samples", [8192, 1])
+def test_counter_resets_added_in_sample_order(grid_min_samples):
+    """Prometheus adds the value before each reset to the increase one at a time, in sample
+    order: (1 + 1) + 2**53 = 2**53 + 2 here, where 1 + (1 + 2**53) would round to 2**53. The
+    counter starts at 0 (no extrapolation before it) and the range ends on the last sample,
+    so the increase is exactly that sum; the same through the per-series path and the grid."""
+    e = engine_with({L("c"): [(10, 0.0), (20, 1.0), (30, 0.0), (40, 2.0**53), (50, 0.0), (60, 1.0)]},
+                    grid_min_samples=grid_min_samples)
+    assert one(e.instant("increase(c[60s])", T0 + 60)) == 2.0**53 + 2
+    assert one(e.instant("max_over_time(increase(c[60s])[20s:10s])", T0 + 60)) == 2.0**53 + 2
 
 
 # ---- regular expressions -------------------------------------------------------------------------

@@ -27,7 +27,16 @@ from .datetime_funcs import DATE_FUNCTIONS, date_field
 from .histogram import histogram_fraction, histogram_quantile
 from .parse import EvaluationError, PromQLError, check_supported, parse
 from .regex import RegexError, compile_anchored, expand
-from .select import RangeVector, SelectionCache, Windows, instant_samples, range_windows
+from .select import (
+    GRID_MIN_SAMPLES,
+    RangeVector,
+    SelectionCache,
+    Windows,
+    grid_windows,
+    instant_samples,
+    range_windows,
+    row_chunks,
+)
 from .stepwise import STEPWISE_FUNCTIONS
 from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, drop_name
 
@@ -81,12 +90,17 @@ class Engine:
     """Evaluates PromQL over `store`. Thread-safe for concurrent readers of one store.
 
     `subquery_step` is the step of subqueries written without one (`x[1h:]`): Prometheus uses
-    its global evaluation interval, 1 minute by default."""
+    its global evaluation interval, 1 minute by default. Range functions evaluate series that
+    share their sample times (scraped together) on one time axis when their windows hold at
+    least `grid_min_samples` samples in all (select.grid_windows); the answers are the same
+    either way."""
 
-    def __init__(self, store: Store, lookback_delta: float = 300.0, subquery_step: float = 60.0) -> None:
+    def __init__(self, store: Store, lookback_delta: float = 300.0, subquery_step: float = 60.0,
+                 grid_min_samples: int = GRID_MIN_SAMPLES) -> None:
         self.store = store
         self.lookback_delta = float(lookback_delta)
         self.subquery_step = float(subquery_step)
+        self.grid_min_samples = max(1, int(grid_min_samples))
         self._selections = SelectionCache(store)
         self._unique_lists: dict[int, list] = {}  # shared label lists known to be duplicate-free
         self._groupings = GroupingCache()
@@ -267,8 +281,10 @@ class Engine:
             return None
         vs = ms.vector_selector
         sel = self._selections.get(vs)
-        ok, values = stepwise.evaluate(call.func.name, self.store, sel.ids, times - _seconds(vs.offset),
-                                       _seconds(ms.range))
+        steps = stepwise.evaluate(call.func.name, self.store, sel.ids, times - _seconds(vs.offset), _seconds(ms.range),
+                                  min_samples=self.grid_min_samples)
+        assert steps is not None
+        ok, values = steps.ok, steps.values
         rows = np.nonzero(ok.any(axis=1))[0]
         every = rows.size == len(sel.labels)
         nameless = sel.nameless if every else [sel.nameless[i] for i in rows.tolist()]
@@ -287,6 +303,73 @@ class Engine:
             t_grid = np.broadcast_to(times[None, :], grid.shape)
             w = Windows(t_grid[grid], values[rows][grid], offsets)
         return RangeVector(labels, nameless, w, start, end, rng, ids, sel.epoch)
+
+    def _on_grid(self, name: str, arg: pp.Expr, t: float, q: Query) -> Vector | None:
+        """`name` over a range selector whose series share their sample times (scraped
+        together), through stepwise's grid: a window is the same columns for every series, so
+        a long range (`increase(x[2h])`) reads the values once, without their times or
+        per-series searches. None when the argument is no range selector or no series share
+        their times; the answer is the same as the general path's, bit for bit."""
+        ms = _unwrap(arg)
+        if not isinstance(ms, pp.MatrixSelector):
+            return None
+        vs = ms.vector_selector
+        sel = self._selections.get(vs)
+        end = _at_time(vs, t, q) - _seconds(vs.offset)
+        rng = _seconds(ms.range)
+        steps = stepwise.evaluate(name, self.store, sel.ids, np.array([end]), rng, need_grid=True,
+                                  min_samples=self.grid_min_samples)
+        if steps is None:
+            return None
+        q.account(steps.samples)
+        if q.warnings is not None:
+            self._warn_truncated(ms, sel.ids, end - rng, q.warnings)
+        ok = np.ascontiguousarray(steps.ok[:, 0])
+        keep_name = name == "last_over_time"
+        return self._checked(Vector(_subset(sel.labels if keep_name else sel.nameless, ok), steps.values[ok, 0],
+                                    named=keep_name, match_ids=sel.nameless_ids[ok], match_epoch=sel.epoch))
+
+    def _regression_on_grid(self, name: str, call: pp.Call, t: float, q: Query) -> Vector | None:
+        """deriv / predict_linear over a range selector, with the series that share their sample
+        times regressed together (rangefuncs.grid_regression: the sums over time once, no
+        per-sample times gathered) and the others as usual; None when the argument is no range
+        selector or no series share their times. The same bits as the general path."""
+        ms = _unwrap(call.args[0])
+        if not isinstance(ms, pp.MatrixSelector):
+            return None
+        vs = ms.vector_selector
+        sel = self._selections.get(vs)
+        end = _at_time(vs, t, q) - _seconds(vs.offset)
+        rng = _seconds(ms.range)
+        ok = np.zeros(sel.ids.size, dtype=bool)
+        values = np.zeros(sel.ids.size)
+        samples = 0
+        duration = 0.0
+        for i, rows in enumerate(row_chunks(self.store, sel.ids, end - rng, end)):  # bounded reads
+            ids = sel.ids[rows]
+            split = grid_windows(self.store, ids, end - rng, end, self.grid_min_samples)
+            if i == 0:
+                if not split.grids:
+                    return None
+                duration = self._scalar_arg(call.args[1], t, q) if name == "predict_linear" else 0.0
+            pos = np.arange(rows.start, rows.stop)
+            with np.errstate(all="ignore"):
+                for g in split.grids:
+                    slope, intercept = rangefuncs.grid_regression(g.t, g.v, t if name == "predict_linear" else g.t[0])
+                    ok[pos[g.rows]] = True
+                    values[pos[g.rows]] = slope * duration + intercept if name == "predict_linear" else slope
+                    samples += g.v.size
+            if split.rest.size:
+                w = range_windows(self.store, ids[split.rest], end - rng, end)
+                some, v = rangefuncs.predict_linear(w, t, duration) if name == "predict_linear" else rangefuncs.deriv(w)
+                ok[pos[split.rest[some]]] = True
+                values[pos[split.rest[some]]] = v
+                samples += int(w.offsets[-1])
+        q.account(samples)
+        if q.warnings is not None:
+            self._warn_truncated(ms, sel.ids, end - rng, q.warnings)
+        return self._checked(Vector(_subset(sel.nameless, ok), values[ok], named=False,
+                                    match_ids=sel.nameless_ids[ok], match_epoch=sel.epoch))
 
     def _matrix(self, rv: RangeVector) -> Matrix:
         w = rv.windows
@@ -321,6 +404,11 @@ class Engine:
         name = call.func.name
         args = call.args
         if name in _RANGE_FUNCTIONS:
+            one_pass = self._on_grid(name, args[0], t, q) if name in STEPWISE_FUNCTIONS else None
+            if one_pass is None and name in ("deriv", "predict_linear"):
+                one_pass = self._regression_on_grid(name, call, t, q)
+            if one_pass is not None:
+                return one_pass
             rv = self._range_arg(args[0], t, q)
             w = rv.windows
             if name in ("rate", "increase", "delta"):

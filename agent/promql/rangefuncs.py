@@ -63,10 +63,37 @@ def extrapolated_rate(w: Windows, range_start: float, range_end: float, range_se
         result = w.v[last] - w.v[first]
         if is_counter:
             prev, has = _previous(w)
-            corr = seg_reduce(w, np.where(has & (w.v < prev), prev, 0.0))
-            result = result + corr[ok]
+            result = add_resets(result, w.v, np.flatnonzero(has & (w.v < prev)) - 1, first, last)
     return ok, extrapolate(result, w.v[first], w.t[first], w.t[last], n[ok], range_start, range_end,
                            range_seconds, is_counter, is_rate)
+
+
+def add_resets(result: np.ndarray, v: np.ndarray, before: np.ndarray, first: np.ndarray, last: np.ndarray,
+               exact_up_to: int = 8) -> np.ndarray:
+    """The increase `result` of windows of samples [first, last] (flat indices into `v`, any
+    shape, like `result`) plus, for each counter reset inside, the value before it; `before`
+    holds the sorted indices j - 1 of the resets at samples j. Added one at a time in sample
+    order, as Prometheus adds them, for a window's first `exact_up_to` resets; any further ones
+    (a counter flapping) through a prefix-sum difference, which may differ in the last bits."""
+    dropped = v[before]
+    a = np.searchsorted(before, first, side="left")  # the first reset after the window's first sample
+    n = np.searchsorted(before, last, side="left") - a  # resets at samples first+1 .. last
+    has = n > 0
+    if not has.any():
+        return result
+    a, n = a[has], n[has]
+    acc = result[has]
+    for q in range(min(int(n.max()), exact_up_to)):
+        more = n > q
+        acc[more] = acc[more] + dropped[a[more] + q]
+    many = n > exact_up_to
+    if many.any():
+        sums = np.zeros(dropped.size + 1)
+        np.cumsum(dropped, out=sums[1:])
+        acc[many] = acc[many] + (sums[a[many] + n[many]] - sums[a[many] + exact_up_to])
+    out = np.array(result, dtype=np.float64)
+    out[has] = acc
+    return out
 
 
 def extrapolate(result: np.ndarray, first_v: np.ndarray, first_t: np.ndarray, last_t: np.ndarray,
@@ -78,28 +105,29 @@ def extrapolate(result: np.ndarray, first_v: np.ndarray, first_t: np.ndarray, la
     Extrapolated all the way to a range boundary when the data reaches to within 1.1 average
     sample intervals of it, else by half an average interval only (the series starts or ends
     inside the range). For counters, extrapolation towards the start stops where the counter
-    would reach zero."""
+    would reach zero.
+
+    Arguments broadcast: with per-step times and per-(series, step) increases, the time
+    arithmetic runs once per step and only the counter's zero point once per cell. The
+    operations per element, and so the bits, are the same whatever the shapes."""
     with np.errstate(all="ignore"):
-        shape = np.broadcast_shapes(np.shape(result), np.shape(first_t), np.shape(range_start))
         sampled = np.asarray(last_t - first_t, dtype=np.float64)
         avg_step = sampled / (count - 1)
         threshold = avg_step * 1.1
         half = avg_step * 0.5
-        to_start = np.broadcast_to(first_t - range_start, shape).astype(np.float64)
-        np.copyto(to_start, half, where=to_start >= threshold)
+        to_start = np.asarray(first_t - range_start, dtype=np.float64)
+        to_start = np.where(to_start >= threshold, half, to_start)
         if is_counter:
             to_zero = sampled * (first_v / result)
-            np.copyto(to_start, to_zero, where=(result > 0) & (first_v >= 0) & (to_zero < to_start))
-        to_end = np.broadcast_to(range_end - last_t, shape).astype(np.float64)
-        np.copyto(to_end, half, where=to_end >= threshold)
-        factor = to_start
-        factor += sampled
-        factor += to_end
-        factor /= sampled
+            stop = (result > 0) & (first_v >= 0) & (to_zero < to_start)
+            if stop.any():
+                to_start = np.where(stop, to_zero, to_start)
+        to_end = np.asarray(range_end - last_t, dtype=np.float64)
+        to_end = np.where(to_end >= threshold, half, to_end)
+        factor = (to_start + sampled + to_end) / sampled
         if is_rate:
-            factor /= range_seconds
-        factor *= result
-        return factor
+            factor = factor / range_seconds
+        return np.asarray(factor * result, dtype=np.float64)
 
 
 def instant_value(w: Windows, is_rate: bool) -> Result:
@@ -149,6 +177,32 @@ def linear_regression(w: Windows, ok: np.ndarray, intercept_time: np.ndarray | f
         slope = np.where(const, np.where(np.isinf(first_v), np.nan, 0.0), slope)
         intercept = np.where(const, np.where(np.isinf(first_v), np.nan, first_v), intercept)
     return slope[ok], intercept[ok]
+
+
+def grid_regression(t: np.ndarray, v: np.ndarray, intercept_time: float) -> tuple[np.ndarray, np.ndarray]:
+    """linear_regression for series sharing their sample times `t` (L >= 2), values `v` one
+    row a series: the sums over x are taken once, and every sum is the same reduction over the
+    same elements as linear_regression's, so the results are the same bits."""
+    k, size = v.shape
+    starts = np.arange(k) * size
+    flat = np.ascontiguousarray(v).reshape(-1)
+    x = t - float(intercept_time)
+    n = float(size)
+    one = np.zeros(1, dtype=np.int64)
+    with np.errstate(all="ignore"):
+        sum_x = np.add.reduceat(x, one)
+        sum_x2 = np.add.reduceat(x * x, one)
+        sum_y = np.add.reduceat(flat, starts)
+        sum_xy = np.add.reduceat((v * x).reshape(-1), starts)
+        cov = sum_xy - sum_x * sum_y / n
+        var = sum_x2 - sum_x * sum_x / n
+        slope = cov / var
+        intercept = sum_y / n - slope * sum_x / n
+        const = np.maximum.reduceat(flat, starts) == np.minimum.reduceat(flat, starts)
+        first_v = flat[starts]
+        slope = np.where(const, np.where(np.isinf(first_v), np.nan, 0.0), slope)
+        intercept = np.where(const, np.where(np.isinf(first_v), np.nan, first_v), intercept)
+    return slope, intercept
 
 
 def deriv(w: Windows) -> Result:

@@ -1,21 +1,26 @@
 """Range functions of one range selector evaluated at many steps in a single pass, for
 subqueries such as `max_over_time(rate(x[5m])[1h:1m])`: one read of the store covering every
 step's window, then each (series, step) window located by binary search and reduced with
-prefix sums, instead of one store read and one evaluation per step.
+prefix sums, instead of one store read and one evaluation per step. Series that share their
+sample times (scraped together: the usual case) form a grid, where a window is the same
+columns for every series, so the search runs once per step and the rest is column gathers
+and arithmetic on (series, steps) arrays; other series are searched one by one.
 
 Covers the functions whose result needs only a window's ends and counts: `rate`, `increase`,
 `delta`, `irate`, `idelta`, `count_over_time`, `present_over_time`, `last_over_time`,
-`resets`, `changes`. Results equal the step-by-step evaluation's (the counter-reset correction
-of rate/increase is added up in another order, which may change the last bits)."""
+`resets`, `changes`. Results are the step-by-step evaluation's, bit for bit: the same
+arithmetic per window (rangefuncs.extrapolate and add_resets)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from agent.store import Store
 
-from .rangefuncs import extrapolate
-from .select import range_windows
+from .rangefuncs import add_resets, extrapolate
+from .select import GRID_MIN_SAMPLES, Windows, grid_windows, range_windows, row_chunks
 
 STEPWISE_FUNCTIONS = frozenset({
     "rate", "increase", "delta", "irate", "idelta", "count_over_time", "present_over_time",
@@ -23,12 +28,120 @@ STEPWISE_FUNCTIONS = frozenset({
 })
 
 
-def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray,
+@dataclass
+class Steps:
+    """`name` at every step: `ok` and `values` shaped (series, steps), values meaningful
+    where ok; `samples` is how many raw samples were read."""
+
+    ok: np.ndarray
+    values: np.ndarray
+    samples: int
+
+
+def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray, range_seconds: float,
+             need_grid: bool = False, min_samples: int = GRID_MIN_SAMPLES) -> Steps | None:
+    """`name` over the windows (end - range, end] of every series at every end time, on one
+    time axis for groups of series sharing their sample times (`min_samples`: see
+    select.grid_windows). With
+    `need_grid`, None when there is no such group (the caller has a path as good for that
+    case). Series are read in chunks of rows (select.row_chunks), so a long range over many
+    series never holds more than one chunk's samples."""
+    start, end = float(ends[0]) - range_seconds, float(ends[-1])
+    chunks = row_chunks(store, ids, start, end)
+    if len(chunks) == 1:
+        return _evaluate_rows(name, store, ids, ends, range_seconds, need_grid, min_samples)
+    ok = np.zeros((ids.size, ends.size), dtype=bool)
+    values = np.zeros((ids.size, ends.size))
+    samples = 0
+    for i, rows in enumerate(chunks):
+        part = _evaluate_rows(name, store, ids[rows], ends, range_seconds, need_grid and i == 0, min_samples)
+        if part is None:
+            return None
+        ok[rows], values[rows] = part.ok, part.values
+        samples += part.samples
+    return Steps(ok, values, samples)
+
+
+def _evaluate_rows(name: str, store: Store, ids: np.ndarray, ends: np.ndarray, range_seconds: float,
+                   need_grid: bool, min_samples: int) -> Steps | None:
+    start, end = float(ends[0]) - range_seconds, float(ends[-1])
+    split = grid_windows(store, ids, start, end, min_samples)
+    if need_grid and not split.grids:
+        return None
+    samples = sum(g.v.size for g in split.grids)
+    if len(split.grids) == 1 and not split.rest.size:  # every series on one time axis
+        g = split.grids[0]
+        return Steps(*_on_grid(name, g.t, g.v, ends, range_seconds), samples)
+    ok = np.zeros((ids.size, ends.size), dtype=bool)
+    values = np.zeros((ids.size, ends.size))
+    for g in split.grids:
+        ok[g.rows], values[g.rows] = _on_grid(name, g.t, g.v, ends, range_seconds)
+    if split.rest.size:
+        w = range_windows(store, ids[split.rest], start, end)
+        ok[split.rest], values[split.rest] = _on_windows(name, w, ends, range_seconds)
+        samples += int(w.offsets[-1])
+    return Steps(ok, values, samples)
+
+
+def _on_grid(name: str, t: np.ndarray, v: np.ndarray, ends: np.ndarray,
              range_seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    """`name` over the windows (end - range, end] of every series at every end time:
-    (ok, values), both shaped (series, steps); values are meaningful where ok."""
-    n_series, n_steps = ids.size, ends.size
-    w = range_windows(store, ids, float(ends[0]) - range_seconds, float(ends[-1]))
+    """`name` at every step over series sharing the sample times `t` (values `v`, one row a
+    series): a window is the same columns for every series, found by one search per step, and
+    the results are column gathers and arithmetic on (series, steps) arrays. Per cell, the
+    arithmetic is _on_windows's, so both give the same bits."""
+    k, n_steps = v.shape[0], ends.size
+    shape = (k, n_steps)
+    hi = np.searchsorted(t, ends, side="right")
+    lo = np.searchsorted(t, ends - range_seconds, side="right")
+    count = hi - lo
+    if name in ("count_over_time", "present_over_time", "last_over_time", "resets", "changes"):
+        ok = np.broadcast_to(count >= 1, shape)
+        if name == "count_over_time":
+            return ok, np.broadcast_to(count.astype(np.float64), shape)
+        if name == "present_over_time":
+            return ok, np.ones(shape)
+        if name == "last_over_time":
+            return ok, v[:, np.maximum(hi - 1, 0)]
+        with np.errstate(invalid="ignore"):
+            if name == "resets":
+                event = v[:, 1:] < v[:, :-1]
+            else:
+                event = (v[:, 1:] != v[:, :-1]) & ~(np.isnan(v[:, 1:]) & np.isnan(v[:, :-1]))
+        events = np.zeros((k, t.size + 1), dtype=np.int64)
+        np.cumsum(event, axis=1, out=events[:, 2:])
+        start = np.minimum(lo + 1, hi)
+        return ok, (events[:, hi] - events[:, start]).astype(np.float64)
+    ok_step = count >= 2
+    last = np.clip(hi - 1, 1, t.size - 1)
+    first = np.minimum(lo, last)
+    with np.errstate(all="ignore"):
+        if name in ("irate", "idelta"):
+            lv, pv = v[:, last], v[:, last - 1]
+            dt = t[last] - t[last - 1]
+            if name == "irate":
+                out = np.where(lv < pv, lv, lv - pv) / dt
+            else:
+                out = lv - pv
+            return np.broadcast_to(ok_step & (dt != 0), shape), out
+        first_v = v[:, first]
+        result = v[:, last] - first_v
+        is_counter = name != "delta"
+        if is_counter:
+            drop = v[:, 1:] < v[:, :-1]  # drop[:, j - 1]: a reset at sample j
+            with_resets = np.flatnonzero(drop.any(axis=1))
+            if with_resets.size:  # only those rows: a few counters reset, most never do
+                r, c = np.nonzero(drop[with_resets])
+                cells = np.arange(with_resets.size)[:, None] * t.size
+                result[with_resets] = add_resets(result[with_resets], v[with_resets].reshape(-1), r * t.size + c,
+                                                 cells + first, cells + last)
+        out = extrapolate(result, first_v, t[first], t[last], count.astype(np.float64),
+                          ends - range_seconds, ends, range_seconds, is_counter, name == "rate")
+    return np.broadcast_to(ok_step, shape), out
+
+
+def _on_windows(name: str, w: Windows, ends: np.ndarray, range_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """`name` at every step over per-series windows of any times."""
+    n_series, n_steps = w.offsets.size - 1, ends.size
     t, v, offsets = w.t, w.v, w.offsets
     if t.size == 0:
         return np.zeros((n_series, n_steps), dtype=bool), np.zeros((n_series, n_steps))
@@ -91,12 +204,7 @@ def evaluate(name: str, store: Store, ids: np.ndarray, ends: np.ndarray,
             drop = v[1:] < v[:-1]  # drop[j - 1]: a reset at sample j
             drop[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < v.size)] - 1] = False  # across series
             if drop.any():
-                corr = np.zeros(v.size + 1)
-                np.cumsum(np.where(drop, v[:-1], 0.0), out=corr[2:])
-                resets = np.zeros(v.size + 1, dtype=np.int64)
-                np.cumsum(drop, out=resets[2:])
-                has = resets[last + 1] - resets[first + 1] > 0
-                result = result + np.where(has, corr[last + 1] - corr[first + 1], 0.0)
+                result = add_resets(result, v, np.flatnonzero(drop), first, last)
         step_end = ends[None, :]
         out = extrapolate(result, first_v, t[first], t[last], count.astype(np.float64),
                           step_end - range_seconds, step_end, range_seconds, is_counter, name == "rate")
