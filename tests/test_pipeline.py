@@ -128,7 +128,7 @@ def test_a_plain_agent_loads_no_optional_dependency(tmp_path):
 def test_the_shipped_rules_load_nothing_the_small_host_does_not_need(tmp_path):
     """Two ticks of the shipped rules (forecasts, PromQL vector matching) import neither
     numpy.ma (which plain np.unique pulls in: 1.3 MB resident for good, the small-host budget
-    is 60 MB) nor anything the plain agent avoids."""
+    is 60 MB), nor html (0.5 MB, for trend reports only), nor anything the plain agent avoids."""
     cfg_path = tmp_path / "f.yml"
     cfg_path.write_text(f"global: {{state_dir: {tmp_path}}}\nrule_files: [{REPO}/rules/*.yml]\n")
     script = textwrap.dedent(f"""\
@@ -144,7 +144,8 @@ def test_the_shipped_rules_load_nothing_the_small_host_does_not_need(tmp_path):
         assert agent.pipeline.rules.groups, "no shipped rule loaded"
         list(agent.registry.collect())
         agent.pipeline.stop()
-        print(sorted(m for m in ("numpy.ma", "requests", "statsmodels", "prometheus_client") if m in sys.modules))
+        print(sorted(m for m in ("numpy.ma", "html", "requests", "statsmodels", "prometheus_client")
+                     if m in sys.modules))
         """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
