@@ -292,3 +292,14 @@ def test_a_body_with_the_previous_keys_reuses_their_slots() -> None:
     assert again.keys is first.keys and again.slots is first.slots and again.values.tolist() == [10, 20]
     swapped = exposition.scan_text("c 20\nb 10\n", known, previous)  # another order: looked up
     assert swapped.keys == ["c", "b"] and list(swapped.slots) == [3, 2] and swapped.values.tolist() == [20, 10]
+
+
+def test_the_scan_says_whether_a_body_had_the_plain_shape() -> None:
+    """What lets a scrape target stop trying the column-at-a-time path on bodies it cannot take."""
+    known = {k: i for i, k in enumerate(KNOWN_KEYS)}
+    assert exposition.scan_text("# TYPE b gauge\nb 1\n", known).plain is True
+    assert exposition.scan_text("b 1\nnew_series 2\n", known).plain is True  # only a key was new
+    assert exposition.scan_text('d{p="a b"} 4\nb 2\n', known).plain is False
+    assert exposition.scan_text("b 1 1700000000000\n", known).plain is False
+    assert exposition.scan_text("b 1\n", known, plain=False).plain is None
+    assert exposition.scan_text("b 1\n").plain is None  # nothing known: every line is new

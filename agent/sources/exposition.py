@@ -82,11 +82,11 @@ def parse(body: str, content_type: str | None, known: Collection[Hashable] = ())
 
 
 def scan(body: str, content_type: str | None, known: Mapping[Hashable, int] | None = None,
-         previous: Previous | None = None) -> Scanned:
+         previous: Previous | None = None, plain: bool = True) -> Scanned:
     """`scan_text`, or for OpenMetrics the parsed samples in the same columns with
     (name, labels) as keys."""
     if not is_openmetrics(content_type):
-        return scan_text(body, known, previous)
+        return scan_text(body, known, previous, plain)
     samples = parse_openmetrics(body)
     ts = [math.nan if s.timestamp is None else s.timestamp for s in samples]
     keys: list[Hashable] = [(s.name, s.labels) for s in samples]
@@ -112,6 +112,9 @@ class Scanned:
     timestamps: np.ndarray | None
     slots: list[int] | np.ndarray  # int64 when an array
     body: str = ""  # for locating an error found after the scan (a bad value)
+    # Whether the body had the plain shape `_scan_plain` takes (comments and `key value` lines):
+    # None when not tried; False tells a caller it may skip trying on its next few scrapes.
+    plain: bool | None = None
 
     def line_of(self, i: int) -> int:
         """The 1-based line number of sample i (a second pass; only for error messages)."""
@@ -133,7 +136,8 @@ class Previous(NamedTuple):
     slots: np.ndarray
 
 
-def scan_text(body: str, known: Mapping[Hashable, int] | None = None, previous: Previous | None = None) -> Scanned:
+def scan_text(body: str, known: Mapping[Hashable, int] | None = None, previous: Previous | None = None,
+              plain: bool = True) -> Scanned:
     """Split a 0.0.4 body into series texts, values and timestamps: linear in the body, no
     regular expression. A line `<known key> <value>` (the usual line of a repeated scrape) costs
     one rpartition and one dict look-up; any other line (comments, timestamps, odd spacing,
@@ -143,11 +147,14 @@ def scan_text(body: str, known: Mapping[Hashable, int] | None = None, previous: 
     A body of nothing but comments and `<known key> <value>` lines (one space each) is first
     split at C speed (`_scan_plain`); when its keys are `previous.keys` in the same order, it
     reuses `previous.slots` (and key objects) without a look-up: a repeated scrape then costs
-    a split and a float conversion per line, no Python statement."""
-    if known:
-        plain = _scan_plain(body, known, previous)
-        if plain is not None:
-            return plain
+    a split and a float conversion per line, no Python statement. `plain=False` skips that
+    attempt (a caller whose target's last body was not plain: `Scanned.plain`)."""
+    shape: bool | None = None
+    if known and plain:
+        got = _scan_plain(body, known, previous)
+        if isinstance(got, Scanned):
+            return got
+        shape = got
     keys: list[Hashable] = []
     vals: list[str] = []
     slots: list[int] = []
@@ -199,7 +206,7 @@ def scan_text(body: str, known: Mapping[Hashable, int] | None = None, previous: 
         add_key(key)
         add_val(rest[0])
         add_slot(get(key, -1))
-    sc = Scanned(keys, np.zeros(0), None, slots, body)
+    sc = Scanned(keys, np.zeros(0), None, slots, body, plain=shape)
     sc.values = _values(vals, sc)
     if stamps:
         ts = np.full(len(keys), math.nan)
@@ -209,10 +216,11 @@ def scan_text(body: str, known: Mapping[Hashable, int] | None = None, previous: 
     return sc
 
 
-def _scan_plain(body: str, known: Mapping[Hashable, int], previous: Previous | None) -> Scanned | None:
+def _scan_plain(body: str, known: Mapping[Hashable, int], previous: Previous | None) -> Scanned | bool:
     """`scan_text` for a body whose sample lines are all exactly `<known key> <value>`, with
-    columns built by C-level string methods and numpy; None for any other body (the line by
-    line scan then judges it, and reports any error)."""
+    columns built by C-level string methods and numpy. Any other body is left to the line by
+    line scan (which judges it and reports any error): True when only a key was new, False
+    when the body has not the plain shape."""
     text = body
     if body.startswith("#") or "\n#" in body:
         pieces = []
@@ -224,7 +232,7 @@ def _scan_plain(body: str, known: Mapping[Hashable, int], previous: Previous | N
             try:
                 _check_comment((body[at:] if end < 0 else body[at:end]).rstrip(), 0)
             except ParseError:
-                return None
+                return False
             pos = len(body) if end < 0 else end + 1
             at = -1 if end < 0 else _next_comment(body, pos)
         pieces.append(body[pos:])
@@ -232,14 +240,14 @@ def _scan_plain(body: str, known: Mapping[Hashable, int], previous: Previous | N
     if text.endswith("\n"):
         text = text[:-1]
     if not text:
-        return None
+        return False
     raw = np.frombuffer(text.encode(), dtype=np.uint8)
     newlines = np.flatnonzero(raw == 10)
     spaces = np.flatnonzero(raw == 32)
     # Exactly one space on every line (so no blank line, timestamp or padding): the i-th space
     # lies after the (i-1)-th newline and before the i-th.
     if spaces.size != newlines.size + 1 or not ((spaces[:-1] < newlines).all() and (spaces[1:] > newlines).all()):
-        return None
+        return False
     tokens = text.replace("\n", " ").split(" ")
     keys = cast("list[Hashable]", tokens[0::2])
     if previous is not None and len(previous.keys) == len(keys) and previous.keys == keys:
@@ -247,8 +255,8 @@ def _scan_plain(body: str, known: Mapping[Hashable, int], previous: Previous | N
     else:
         slots = np.fromiter(map(known.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
         if slots.size and slots.min() < 0:  # a new series: its line is checked in full
-            return None
-    sc = Scanned(keys, np.zeros(0), None, slots, body)
+            return True
+    sc = Scanned(keys, np.zeros(0), None, slots, body, plain=True)
     sc.values = _values(tokens[1::2], sc)
     return sc
 

@@ -170,6 +170,11 @@ class _IngestOutcome:
 _RESERVED = -2  # slot id of a series the agent writes itself for the target
 
 
+# A target whose body is not plain (see exposition.scan_text) is scanned line by line for this
+# many scrapes before the faster path is tried again.
+PLAIN_RETRY_SCRAPES = 20
+
+
 class _TargetState:
     """What one target remembers between scrapes. Guarded by `lock` (one scrape at a time).
 
@@ -191,6 +196,9 @@ class _TargetState:
         # the same keys in the same order reuses `last_slots` without a look-up per line.
         self.slot_keys: list[Hashable] = []
         self.last_keys: list[Hashable] | None = None
+        # Scrapes to go before that column-at-a-time scan is tried again on a body that did not
+        # have its shape (a label value with a space, timestamps): a failed try costs a little.
+        self.plain_skip = 0
         self.metadata: dict[str, exposition.Metadata] = {}  # TYPE/HELP/UNIT of the last good scrape
         self.report_labels = {name: make_labels(name, target.labels) for name in REPORT_NAMES}
         self.stats = TargetStats(target.key, target.job, target.instance, target.url)
@@ -375,7 +383,12 @@ class ScrapeManager:
             previous = None
             if state.last_slots is not None and state.last_keys is not None:
                 previous = exposition.Previous(state.last_keys, state.last_slots)
-            scanned = exposition.scan(body, content_type, state.slots, previous)
+            tried = state.plain_skip == 0 and bool(state.slots)
+            scanned = exposition.scan(body, content_type, state.slots, previous, plain=tried)
+            if scanned.plain is False:
+                state.plain_skip = PLAIN_RETRY_SCRAPES
+            elif not tried and state.plain_skip:
+                state.plain_skip -= 1
         except exposition.ParseError as e:
             raise ScrapeFailure("parse_error", str(e)) from None
         n = len(scanned.keys)
