@@ -241,3 +241,65 @@ def test_hostile_lines_fail_with_the_line(body, message):
     with pytest.raises(ParseError) as e:
         parse_text(body)
     assert str(e.value).startswith(message)
+
+
+KNOWN_KEYS = ['a_total{x="1"}', 'a_total{x="2"}', "b", "c", 'd{p="a b"}']
+
+
+@pytest.mark.parametrize("body", [
+    '# HELP a_total Requests.\n# TYPE a_total counter\na_total{x="1"} 1\na_total{x="2"} 2.5\n# TYPE b gauge\nb NaN\nc +Inf\n',
+    'a_total{x="1"} 1\nb 2',  # no final newline
+    'a_total{x="1"} 1 1700000000000\nb 2\n',  # a timestamp
+    "b  2\nc 3\n",  # two spaces
+    "b\t2\nc 3\n",  # a tab
+    "b 2\n\nc 3\n",  # a blank line
+    'd{p="a b"} 4\nb 2\n',  # a space in a label value
+    "b 2\r\nc 3\r\n",  # CRLF
+    "  # HELP b Indented.\nb 2\n",
+    "b 2\nnew_series 5\nc 3\n",  # a series not known yet
+    "b 2\nb 3\n",  # twice
+    "# TYPE b gauge\n",  # comments only
+    "b 2\n# TYPE b gaug\n",  # a bad comment
+    "b 2\nc 1_000\n",  # a bad value
+    "b 2\nc\n",  # no value
+    '# HELP b x\na_total{x="1"}1\n',
+])
+def test_a_repeated_scrape_reads_every_body_as_the_line_by_line_scan_does(body: str) -> None:
+    """The column-at-a-time path (bodies of comments and `<known key> <value>` lines) and the
+    line-by-line scan give the same keys, values, timestamps and slots, or the same error."""
+    known = {k: i for i, k in enumerate(KNOWN_KEYS)}
+    try:
+        want = exposition.scan_text(body)
+    except ParseError as e:
+        with pytest.raises(ParseError) as got:
+            exposition.scan_text(body, known)
+        assert str(got.value) == str(e)
+        return
+    got_sc = exposition.scan_text(body, known)
+    assert got_sc.keys == want.keys
+    assert got_sc.values.tobytes() == want.values.tobytes()  # NaN too
+    assert (got_sc.timestamps is None) == (want.timestamps is None)
+    if want.timestamps is not None:
+        assert got_sc.timestamps is not None and got_sc.timestamps.tobytes() == want.timestamps.tobytes()
+    assert list(got_sc.slots) == [known.get(k, -1) for k in want.keys]
+
+
+def test_a_body_with_the_previous_keys_reuses_their_slots() -> None:
+    known = {k: i for i, k in enumerate(KNOWN_KEYS)}
+    first = exposition.scan_text("# TYPE b gauge\nb 1\nc 2\n", known)
+    previous = exposition.Previous(first.keys, first.slots)
+    again = exposition.scan_text("# TYPE b gauge\nb 10\nc 20\n", known, previous)
+    assert again.keys is first.keys and again.slots is first.slots and again.values.tolist() == [10, 20]
+    swapped = exposition.scan_text("c 20\nb 10\n", known, previous)  # another order: looked up
+    assert swapped.keys == ["c", "b"] and list(swapped.slots) == [3, 2] and swapped.values.tolist() == [20, 10]
+
+
+def test_the_scan_says_whether_a_body_had_the_plain_shape() -> None:
+    """What lets a scrape target stop trying the column-at-a-time path on bodies it cannot take."""
+    known = {k: i for i, k in enumerate(KNOWN_KEYS)}
+    assert exposition.scan_text("# TYPE b gauge\nb 1\n", known).plain is True
+    assert exposition.scan_text("b 1\nnew_series 2\n", known).plain is True  # only a key was new
+    assert exposition.scan_text('d{p="a b"} 4\nb 2\n', known).plain is False
+    assert exposition.scan_text("b 1 1700000000000\n", known).plain is False
+    assert exposition.scan_text("b 1\n", known, plain=False).plain is None
+    assert exposition.scan_text("b 1\n").plain is None  # nothing known: every line is new

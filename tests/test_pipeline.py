@@ -125,6 +125,33 @@ def test_a_plain_agent_loads_no_optional_dependency(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
+def test_the_shipped_rules_load_nothing_the_small_host_does_not_need(tmp_path):
+    """Two ticks of the shipped rules (forecasts, PromQL vector matching) import neither
+    numpy.ma (which plain np.unique pulls in: 1.3 MB resident for good, the small-host budget
+    is 60 MB), nor html (0.5 MB, for trend reports only), nor anything the plain agent avoids."""
+    cfg_path = tmp_path / "f.yml"
+    cfg_path.write_text(f"global: {{state_dir: {tmp_path}}}\nrule_files: [{REPO}/rules/*.yml]\n")
+    script = textwrap.dedent(f"""\
+        import sys
+        from agent.config.schema import load_config
+        from agent.daemon import Agent
+        agent = Agent(load_config({str(cfg_path)!r}), "127.0.0.1:0")
+        agent.pipeline.start()
+        now = agent.clock.now()
+        for k in range(3):
+            agent.pipeline.collect_once(agent.collection_seconds)
+            agent.pipeline.evaluate(now + 15 * k)
+        assert agent.pipeline.rules.groups, "no shipped rule loaded"
+        list(agent.registry.collect())
+        agent.pipeline.stop()
+        print(sorted(m for m in ("numpy.ma", "html", "requests", "statsmodels", "prometheus_client")
+                     if m in sys.modules))
+        """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_alerting_rules_sharing_a_name_share_their_problem_without_churn():
     """Prometheus allows several alerting rules of one name in a group (warning and critical
     thresholds; an SLO's page and ticket burn alerts): their problem stays open while any of

@@ -514,6 +514,21 @@ def test_repeated_scrapes_use_the_series_cache(tmp_path, server: Server) -> None
     assert latest(store, "http_requests_total", method="get", code="200", job="c", instance=server.address) == 2000
 
 
+def test_series_stay_right_while_a_body_changes_its_lines(tmp_path) -> None:
+    """A body with the last scrape's keys in the same order reuses its slots; any other
+    (reordered, a series more, one less, then back) is looked up: each value lands on its series."""
+    mgr, store, clock = make_manager(tmp_path, "scrape_configs:\n" + job("c", "127.0.0.1:1", "/m"))
+    t = mgr.targets()[0]
+    bodies = [["a 1", "b 2", "c 3"], ["a 4", "b 5", "c 6"], ["c 7", "a 8", "b 9"], ["c 10", "a 11", "b 12", "d 13"],
+              ["c 14", "b 15", "d 16"], ["c 17", "b 18", "d 19"], ["a 20", "b 21", "c 22", "d 23"]]
+    for k, lines in enumerate(bodies):
+        r = mgr.ingest(t, "# TYPE a gauge\n" + "\n".join(lines) + "\n", None, clock.now() + 15 * k)
+        assert r.up and r.samples_stored == len(lines)
+        for line in lines:
+            name, value = line.split()
+            assert latest(store, name, job="c", instance="127.0.0.1:1") == float(value), (k, line)
+
+
 # ---- hostile targets: reserved names, quotas, timestamps, label lengths -----------------------
 
 

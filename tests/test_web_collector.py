@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from agent.store import Store, make_labels
-from agent.web.collector import LOOKBACK_DELTA, ExposedFamily, StoreCollector, exposed_family
+from agent.store import Store, is_stale, make_labels
+from agent.web.collector import LOOKBACK_DELTA, ExposedFamily, SelfScrape, StoreCollector, exposed_family
 
 FAMILIES = {
     "node_cpu_seconds_total": ("counter", "Seconds the CPUs spent in each mode."),
@@ -46,3 +47,46 @@ def test_collect_exposes_live_series_and_providers():
     assert metrics["forewarn_problems"].samples[0].labels == {"state": "open"}
     later = {m.name for m in StoreCollector(store, FAMILIES, lambda: now + LOOKBACK_DELTA, []).collect()}
     assert later == set()  # not written for 5 minutes: no longer exposed
+
+
+class Detectors:
+    """A rule manager's computed series: an alert and an anomaly score per watched series."""
+
+    families = {"ALERTS": ("gauge", "Alerts."), "forewarn_anomaly_score": ("gauge", "Anomaly score in [0, 1].")}
+
+    def __init__(self, watched: int) -> None:
+        self.watched = watched
+
+    def samples(self):
+        alert = [(make_labels("ALERTS", {"alertname": "Odd", "alertstate": "firing"}), 1.0)]
+        return alert + [(make_labels("forewarn_anomaly_score", {"alertname": "Odd", "shard": str(i)}), 0.5)
+                        for i in range(self.watched)]
+
+
+def test_self_scrape_keeps_the_computed_series_only_up_to_their_limit(caplog):
+    """Past the limit the computed series are left out of the store (and go stale there) while
+    ALERTS stays and /metrics still shows them all; back under it, they are written again."""
+    now = 10_000.0
+    store = Store()
+    detectors = Detectors(3)
+    exposed = StoreCollector(store, {}, lambda: now, [detectors])
+    scrape = SelfScrape(store, lambda: [], exposed, lambda: now)
+    scrape.computed_limit = 3
+
+    def stored(name: str) -> int:
+        ids = [int(i) for i in store.postings("__name__", name)]
+        if not ids:
+            return 0
+        _, v = store.latest(np.array(ids))
+        return int(np.count_nonzero(~is_stale(v)))
+
+    assert scrape.run() == 4 and stored("forewarn_anomaly_score") == 3 and stored("ALERTS") == 1
+    detectors.watched, now = 5, now + 15
+    scrape.run()
+    assert stored("forewarn_anomaly_score") == 0 and stored("ALERTS") == 1
+    assert "number 5, more than the 3" in caplog.text
+    exposed_metrics = {m.name: len(m.samples) for m in exposed.collect()}
+    assert exposed_metrics["forewarn_anomaly_score"] == 5  # from the provider, never twice from the store
+    detectors.watched, now = 2, now + 15
+    scrape.run()
+    assert stored("forewarn_anomaly_score") == 2

@@ -325,7 +325,9 @@ class ForecastBank:
         sd = np.full_like(mean, np.nan)
         noise = np.zeros(len(slots))
         step = np.full(len(slots), np.inf)
-        for code in np.unique(codes):
+        # Codes index MODELS: bincount finds those in use without np.unique, whose plain form
+        # imports numpy.ma (1.3 MB resident for good) on its first call.
+        for code in np.flatnonzero(np.bincount(codes)):
             rows = np.nonzero(codes == code)[0]
             p = self._predict(int(code), slots[rows], now, hs)
             mean[rows], sd[rows] = p.mean, p.sd

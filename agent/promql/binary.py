@@ -11,7 +11,7 @@ import promql_parser as pp
 from agent.store import Labels
 
 from .parse import EvaluationError
-from .values import NAME, Scalar, Vector, drop_name, labels_str
+from .values import NAME, Scalar, Vector, all_distinct, drop_name, labels_str
 
 ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^", "atan2"})
 COMPARISON = frozenset({"==", "!=", ">", "<", ">=", "<="})
@@ -107,7 +107,7 @@ def vector_vector(op: str, lhs: Vector, rhs: Vector, modifier: pp.BinModifier | 
     if by_ids:
         # Default matching compares label sets without __name__: their interned ids.
         assert many.match_ids is not None and one.match_ids is not None
-        if np.unique(one.match_ids).size != len(one):
+        if len(one.match_ids) != len(one) or not all_distinct(one.match_ids):
             _raise_duplicate(one, _signatures(one, matching), matching, "left" if one_to_many else "right")
         order = np.argsort(one.match_ids, kind="stable")
         srt = one.match_ids[order]
@@ -148,7 +148,7 @@ def vector_vector(op: str, lhs: Vector, rhs: Vector, modifier: pp.BinModifier | 
         out = many_sigs if mi.size == len(many_sigs) else [many_sigs[i] for i in mi.tolist()]
         if by_ids:
             assert many.match_ids is not None
-            unique = np.unique(many.match_ids[mi]).size == mi.size
+            unique = all_distinct(many.match_ids[mi])
         else:
             unique = len(set(out)) == len(out)
         if not unique:

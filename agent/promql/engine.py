@@ -38,7 +38,7 @@ from .select import (
     row_chunks,
 )
 from .stepwise import STEPWISE_FUNCTIONS
-from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, drop_name
+from .values import NAME, Matrix, Scalar, Series, String, Value, Vector, all_distinct, drop_name
 
 ExprLike = str | pp.Expr
 
@@ -200,7 +200,7 @@ class Engine:
         if self._unique_lists.get(id(labels)) is labels:
             return vec
         if not vec.named and vec.match_ids is not None:
-            unique = np.unique(vec.match_ids).size == len(labels)
+            unique = len(vec.match_ids) == len(labels) and all_distinct(vec.match_ids)
         else:
             unique = len(set(labels)) == len(labels)
         if not unique:
@@ -291,7 +291,7 @@ class Engine:
         keep_name = call.func.name == "last_over_time"
         labels = (sel.labels if every else [sel.labels[i] for i in rows.tolist()]) if keep_name else nameless
         ids = sel.nameless_ids[rows]
-        if np.unique(ids).size != ids.size:
+        if not all_distinct(ids):
             raise EvaluationError("vector cannot contain metrics with the same labelset")
         if every and ok.all():  # every series at every step: the grid is the windows
             offsets = np.arange(0, ok.size + 1, times.size, dtype=np.int64)

@@ -93,6 +93,17 @@ class Matrix:
 Value = Vector | Scalar | String | Matrix
 
 
+def all_distinct(ids: np.ndarray) -> bool:
+    """Whether no id repeats in `ids` (match ids: small non-negative interned integers). Not
+    np.unique: its plain form imports numpy.ma on first use, 1.3 MB resident for good."""
+    if ids.size < 2:
+        return True
+    if ids.min() >= 0 and ids.max() < 4 * ids.size + 1024:  # dense: a count per id, O(n)
+        return bool(np.bincount(ids).max() <= 1)
+    srt = np.sort(ids)
+    return not bool((srt[1:] == srt[:-1]).any())
+
+
 def drop_name(labels: Labels) -> Labels:
     return tuple(p for p in labels if p[0] != NAME)
 

@@ -9,8 +9,10 @@ The 0.0.4 parser is our own and takes untrusted input, so it uses no regular exp
 pass of string methods per line (`scan_text`) yields the series texts, the values (converted
 in one numpy call) and the timestamps, and labels are parsed (`parse_series`, a left-to-right
 scan with str.find, linear in time and memory) only for series the caller has not seen. A
-repeated scrape of the same target therefore costs a split and a dict look-up per line (see
-`benchmarks/parse.py`). OpenMetrics, rarer and stricter, goes through prometheus_client's
+repeated scrape of the same target therefore costs a split and a dict look-up per line, and
+one whose series come in the same order as last time no Python statement per line at all: a
+C-level split, a list comparison with the previous keys, and the float conversion (see
+`benchmarks/parse.py` and `benchmarks/scale.py --stages`). OpenMetrics, rarer and stricter, goes through prometheus_client's
 parser (bounded by the scrape's body size limit); errors from both name the line.
 
 Never imports the store, rules or anything else of the agent.
@@ -22,7 +24,8 @@ import math
 import sys
 from collections.abc import Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from itertools import repeat
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -78,11 +81,12 @@ def parse(body: str, content_type: str | None, known: Collection[Hashable] = ())
     return parse_text(body, known)
 
 
-def scan(body: str, content_type: str | None, known: Mapping[Hashable, int] | None = None) -> Scanned:
+def scan(body: str, content_type: str | None, known: Mapping[Hashable, int] | None = None,
+         previous: Previous | None = None, plain: bool = True) -> Scanned:
     """`scan_text`, or for OpenMetrics the parsed samples in the same columns with
     (name, labels) as keys."""
     if not is_openmetrics(content_type):
-        return scan_text(body, known)
+        return scan_text(body, known, previous, plain)
     samples = parse_openmetrics(body)
     ts = [math.nan if s.timestamp is None else s.timestamp for s in samples]
     keys: list[Hashable] = [(s.name, s.labels) for s in samples]
@@ -106,8 +110,11 @@ class Scanned:
     keys: list[Hashable]
     values: np.ndarray
     timestamps: np.ndarray | None
-    slots: list[int]
+    slots: list[int] | np.ndarray  # int64 when an array
     body: str = ""  # for locating an error found after the scan (a bad value)
+    # Whether the body had the plain shape `_scan_plain` takes (comments and `key value` lines):
+    # None when not tried; False tells a caller it may skip trying on its next few scrapes.
+    plain: bool | None = None
 
     def line_of(self, i: int) -> int:
         """The 1-based line number of sample i (a second pass; only for error messages)."""
@@ -121,12 +128,33 @@ class Scanned:
         return 0
 
 
-def scan_text(body: str, known: Mapping[Hashable, int] | None = None) -> Scanned:
+class Previous(NamedTuple):
+    """A caller's last scan of the same target (its `keys` and `slots`), valid while the
+    caller's `known` mapping has not renumbered any key since."""
+
+    keys: list[Hashable]
+    slots: np.ndarray
+
+
+def scan_text(body: str, known: Mapping[Hashable, int] | None = None, previous: Previous | None = None,
+              plain: bool = True) -> Scanned:
     """Split a 0.0.4 body into series texts, values and timestamps: linear in the body, no
     regular expression. A line `<known key> <value>` (the usual line of a repeated scrape) costs
     one rpartition and one dict look-up; any other line (comments, timestamps, odd spacing,
     series not in `known`) is checked in full. Labels are parsed only later, for series the
-    caller has not seen (`parse_series`). Raises ParseError naming the line."""
+    caller has not seen (`parse_series`). Raises ParseError naming the line.
+
+    A body of nothing but comments and `<known key> <value>` lines (one space each) is first
+    split at C speed (`_scan_plain`); when its keys are `previous.keys` in the same order, it
+    reuses `previous.slots` (and key objects) without a look-up: a repeated scrape then costs
+    a split and a float conversion per line, no Python statement. `plain=False` skips that
+    attempt (a caller whose target's last body was not plain: `Scanned.plain`)."""
+    shape: bool | None = None
+    if known and plain:
+        got = _scan_plain(body, known, previous)
+        if isinstance(got, Scanned):
+            return got
+        shape = got
     keys: list[Hashable] = []
     vals: list[str] = []
     slots: list[int] = []
@@ -178,7 +206,7 @@ def scan_text(body: str, known: Mapping[Hashable, int] | None = None) -> Scanned
         add_key(key)
         add_val(rest[0])
         add_slot(get(key, -1))
-    sc = Scanned(keys, np.zeros(0), None, slots, body)
+    sc = Scanned(keys, np.zeros(0), None, slots, body, plain=shape)
     sc.values = _values(vals, sc)
     if stamps:
         ts = np.full(len(keys), math.nan)
@@ -186,6 +214,59 @@ def scan_text(body: str, known: Mapping[Hashable, int] | None = None) -> Scanned
             ts[i] = int(text) / 1000.0
         sc.timestamps = ts
     return sc
+
+
+def _scan_plain(body: str, known: Mapping[Hashable, int], previous: Previous | None) -> Scanned | bool:
+    """`scan_text` for a body whose sample lines are all exactly `<known key> <value>`, with
+    columns built by C-level string methods and numpy. Any other body is left to the line by
+    line scan (which judges it and reports any error): True when only a key was new, False
+    when the body has not the plain shape."""
+    text = body
+    if body.startswith("#") or "\n#" in body:
+        pieces = []
+        pos = 0  # the start of the text not yet kept (always a line's start)
+        at = _next_comment(body, 0)
+        while at >= 0:  # drop the comment lines (a few per family), checked as the full scan does
+            pieces.append(body[pos:at])
+            end = body.find("\n", at)
+            try:
+                _check_comment((body[at:] if end < 0 else body[at:end]).rstrip(), 0)
+            except ParseError:
+                return False
+            pos = len(body) if end < 0 else end + 1
+            at = -1 if end < 0 else _next_comment(body, pos)
+        pieces.append(body[pos:])
+        text = "".join(pieces)
+    if text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        return False
+    raw = np.frombuffer(text.encode(), dtype=np.uint8)
+    newlines = np.flatnonzero(raw == 10)
+    spaces = np.flatnonzero(raw == 32)
+    # Exactly one space on every line (so no blank line, timestamp or padding): the i-th space
+    # lies after the (i-1)-th newline and before the i-th.
+    if spaces.size != newlines.size + 1 or not ((spaces[:-1] < newlines).all() and (spaces[1:] > newlines).all()):
+        return False
+    tokens = text.replace("\n", " ").split(" ")
+    keys = cast("list[Hashable]", tokens[0::2])
+    if previous is not None and len(previous.keys) == len(keys) and previous.keys == keys:
+        keys, slots = previous.keys, previous.slots
+    else:
+        slots = np.fromiter(map(known.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        if slots.size and slots.min() < 0:  # a new series: its line is checked in full
+            return True
+    sc = Scanned(keys, np.zeros(0), None, slots, body, plain=True)
+    sc.values = _values(tokens[1::2], sc)
+    return sc
+
+
+def _next_comment(body: str, start: int) -> int:
+    """Where the first line at or after `start` (a line's start) that begins with '#' starts; -1: none."""
+    if body.startswith("#", start):
+        return start
+    at = body.find("\n#", start)
+    return -1 if at < 0 else at + 1
 
 
 def _values(texts: list[str], sc: Scanned) -> np.ndarray:

@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlencode
 
@@ -169,6 +170,11 @@ class _IngestOutcome:
 _RESERVED = -2  # slot id of a series the agent writes itself for the target
 
 
+# A target whose body is not plain (see exposition.scan_text) is scanned line by line for this
+# many scrapes before the faster path is tried again.
+PLAIN_RETRY_SCRAPES = 20
+
+
 class _TargetState:
     """What one target remembers between scrapes. Guarded by `lock` (one scrape at a time).
 
@@ -186,13 +192,20 @@ class _TargetState:
         self.removals = -1  # the store's removal count the ids were checked against
         self.previous = np.zeros(0, dtype=np.int64)
         self.last_slots: np.ndarray | None = None  # the last scrape's slots, to spot an unchanged body
+        # The last scrape's keys as the cache's own key objects (`slot_keys[slot]`): a body with
+        # the same keys in the same order reuses `last_slots` without a look-up per line.
+        self.slot_keys: list[Hashable] = []
+        self.last_keys: list[Hashable] | None = None
+        # Scrapes to go before that column-at-a-time scan is tried again on a body that did not
+        # have its shape (a label value with a space, timestamps): a failed try costs a little.
+        self.plain_skip = 0
         self.metadata: dict[str, exposition.Metadata] = {}  # TYPE/HELP/UNIT of the last good scrape
         self.report_labels = {name: make_labels(name, target.labels) for name in REPORT_NAMES}
         self.stats = TargetStats(target.key, target.job, target.instance, target.url)
 
     def forget_series(self) -> None:
         self.slots, self.slot_labels, self.slot_ids = {}, [], np.zeros(0, dtype=np.int64)
-        self.last_slots = None
+        self.slot_keys, self.last_slots = [], None
 
 
 def build_targets(config: Config) -> list[ScrapeTarget]:
@@ -367,7 +380,15 @@ class ScrapeManager:
         if state.removals != self.store.removals:  # series were expired: re-check the cached ids
             self._refresh_ids(state)
         try:
-            scanned = exposition.scan(body, content_type, state.slots)
+            previous = None
+            if state.last_slots is not None and state.last_keys is not None:
+                previous = exposition.Previous(state.last_keys, state.last_slots)
+            tried = state.plain_skip == 0 and bool(state.slots)
+            scanned = exposition.scan(body, content_type, state.slots, previous, plain=tried)
+            if scanned.plain is False:
+                state.plain_skip = PLAIN_RETRY_SCRAPES
+            elif not tried and state.plain_skip:
+                state.plain_skip -= 1
         except exposition.ParseError as e:
             raise ScrapeFailure("parse_error", str(e)) from None
         n = len(scanned.keys)
@@ -419,6 +440,7 @@ class ScrapeManager:
         store.mark_stale(stale.tolist(), ts)
         state.previous = current
         state.last_slots = slots
+        state.last_keys = self._last_keys(state, scanned, slots)
         if len(state.slots) > 2 * n + 1024:  # forget series gone for good; keeps the cache bounded
             self._compact_cache(state, slots)
         with self._lock:
@@ -483,9 +505,22 @@ class ScrapeManager:
         if new_labels:
             for k, slot in zip(new_keys, range(len(state.slot_labels), len(state.slot_labels) + len(new_labels))):
                 state.slots[k] = slot
+            state.slot_keys.extend(new_keys)
             state.slot_labels.extend(new_labels)
             state.slot_ids = np.concatenate((state.slot_ids, np.asarray(positions, dtype=np.int64)))
         return slots
+
+    @staticmethod
+    def _last_keys(state: _TargetState, scanned: exposition.Scanned, slots: np.ndarray) -> list[Hashable] | None:
+        """The keys of this scrape for the next one to compare with, as the cache's own key
+        objects (a body's fresh strings would double the keys' memory); None when a line has no
+        slot (refused by the series limit)."""
+        if state.last_keys is not None and scanned.keys is state.last_keys:
+            return state.last_keys  # reused as they were
+        if not slots.size or slots.min() < 0 or len(state.slot_keys) != len(state.slot_labels):
+            return None
+        keys = [state.slot_keys[int(slots[0])]] if slots.size == 1 else list(itemgetter(*slots.tolist())(state.slot_keys))
+        return keys if len(keys) == len(scanned.keys) else None
 
     def _refresh_ids(self, state: _TargetState) -> None:
         get = self.store.get_id
@@ -503,6 +538,7 @@ class ScrapeManager:
         keep = set(slots[slots >= 0].tolist())
         items = [(k, slot) for k, slot in state.slots.items() if slot in keep]
         state.slots = {k: i for i, (k, _) in enumerate(items)}
+        state.slot_keys = [k for k, _ in items]
         state.slot_labels = [state.slot_labels[slot] for _, slot in items]
         state.slot_ids = state.slot_ids[np.asarray([slot for _, slot in items], dtype=np.int64)] if items else \
             np.zeros(0, dtype=np.int64)

@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 
 LOOKBACK_DELTA = 300.0  # like Prometheus: a series not written for 5 minutes is not exposed
 
+# The computed series beside ALERTS (a forecast's breach estimates, an anomaly score and its
+# warming flag: several per watched series) are kept in the store only while there are at most
+# this many, as a scrape's sample_limit bounds a target: at scale they would outnumber the
+# series the agent watches. /metrics shows them all regardless.
+COMPUTED_SERIES_LIMIT = 10_000
+ALERT_NAMES = frozenset({"ALERTS", "ALERTS_FOR_STATE"})
+
 # Sample name -> (type, help) of the families a source or provider writes (system: node_exporter's).
 FamilyInfo = dict[str, tuple[str, str]]
 
@@ -131,12 +138,17 @@ class StoreCollector:
         out.update((m.name, m) for m in self.provided())
         return list(out.values())
 
-    def provided(self) -> list[Metric]:
-        """The providers' families alone (the series computed at scrape time)."""
+    def provided(self, bound: Callable[[list[tuple[Labels, float]]], list[tuple[Labels, float]]] | None = None,
+                 ) -> list[Metric]:
+        """The providers' families alone (the series computed at scrape time); `bound` may
+        leave some of each provider's samples out."""
         out: dict[str, Metric] = {}
         for provider in self.providers:
             try:
-                for labels, value in provider.samples():
+                samples = provider.samples()
+                if bound is not None:
+                    samples = bound(list(samples))
+                for labels, value in samples:
                     self._add(out, labels, value, provider.families)
             except Exception:
                 log.exception("metrics provider %r failed", provider)
@@ -163,7 +175,8 @@ class SelfScrape:
     `collectors()` returns every collector of the registry but the store's; the store's own
     computed series come from `exposed.provided()`. The names written are hidden from the
     store's side of /metrics (`StoreCollector.hidden_names`), so no family is exposed twice,
-    also not a stale copy restored from a snapshot or one a scrape target exposes."""
+    also not a stale copy restored from a snapshot or one a scrape target exposes. The computed
+    series beside ALERTS are written only up to `COMPUTED_SERIES_LIMIT` (`_bound`)."""
 
     def __init__(self, store: Store, collectors: Callable[[], Iterable[Collector]], exposed: StoreCollector,
                  clock: Callable[[], float]) -> None:
@@ -173,6 +186,9 @@ class SelfScrape:
         self.clock = clock
         self.names: set[str] = set()
         self.previous: set[Labels] | None = None  # None until the first run
+        self.computed_limit = COMPUTED_SERIES_LIMIT
+        self.left_out: set[str] = set()  # names of computed families left out (over the limit)
+        self.over_limit = False
 
     def samples(self) -> list[tuple[Labels, float]]:
         out: list[tuple[Labels, float]] = []
@@ -182,17 +198,37 @@ class SelfScrape:
                 metrics.extend(c.collect())
             except Exception:
                 log.exception("collector %r failed", c)
-        metrics.extend(self.exposed.provided())
+        metrics.extend(self.exposed.provided(self._bound))
         for m in metrics:
             out.extend((make_labels(s.name, s.labels), float(s.value)) for s in m.samples)
         return out
+
+    def _bound(self, samples: list[tuple[Labels, float]]) -> list[tuple[Labels, float]]:
+        """A provider's samples without its computed series when these are over the limit
+        (ALERTS and ALERTS_FOR_STATE are always kept, as Prometheus keeps them); the series
+        left out then go stale in the store like those of a target over its sample_limit."""
+        alerts = [s for s in samples if metric_name(s[0]) in ALERT_NAMES]
+        computed = len(samples) - len(alerts)
+        over = computed > self.computed_limit
+        if over:
+            self.left_out |= {metric_name(lab) for lab, _ in samples} - ALERT_NAMES
+            if not self.over_limit:
+                log.warning("the agent's computed series (forecast breach estimates, anomaly scores) number %d, "
+                            "more than the %d it keeps in its store: /metrics shows them, queries do not while "
+                            "they are this many", computed, self.computed_limit)
+            samples = alerts
+        elif self.over_limit:
+            log.info("the agent's computed series number %d again, within the %d kept in its store",
+                     computed, self.computed_limit)
+        self.over_limit = over
+        return samples
 
     def run(self) -> int:
         """Write one round; returns the samples written."""
         now = self.clock()
         samples = self.samples()
         names = {metric_name(lab) for lab, _ in samples}
-        self.names |= names
+        self.names |= names | self.left_out  # hidden from the store's side of /metrics all the same
         self.exposed.hidden_names = frozenset(self.names)
         current = {lab for lab, _ in samples}
         previous = self.previous
