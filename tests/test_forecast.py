@@ -611,6 +611,33 @@ def test_the_breach_screen_changes_nothing_that_matters():
                 assert screened_out >= np.sum(full.probability < SCREEN_PROBABILITY) // 2  # most far ones
 
 
+def test_series_still_warming_up_are_screened_to_what_their_full_estimate_says():
+    """In its first quarter lookback a series has no spread: its full estimate is the mean's
+    crossing alone, with probability 0. The screen skips the ones whose line stays clear of the
+    threshold and reports exactly that; the ones whose line reaches it get the full estimate."""
+    from agent.models.breach import estimate, grid
+
+    rng = np.random.default_rng(11)
+    n = 200
+    bank = ForecastBank("linear", lookback=6 * HOUR)
+    slots = bank.slots_for(list(range(n)))
+    level = rng.uniform(10, 100, n)
+    rate = np.where(rng.random(n) < 0.5, rng.uniform(0, 200 / HOUR, n), 0.0)
+    for k in range(60):  # one hour at 1 min: warming (a quarter of 6 h is 90 min)
+        t = T0 + 60.0 * k
+        bank.update(slots, t, level - rate * (t - T0) + rng.normal(0, 0.1, n))
+    hs = grid(DAY)
+    for threshold, direction in ((0.0, "below"), (50.0, "above"), (-1e9, "below")):
+        got = bank.breach(slots, t, threshold, direction, DAY, 0.9)
+        full = estimate(bank.forecast(slots, t, hs).prediction(), hs, bank.sampling.v_last[slots],
+                        np.array(["linear"] * n, dtype=object), threshold, direction == "below", DAY, 0.9)
+        assert np.isnan(bank.forecast(slots, t, hs).sd).all()  # all still warming up
+        for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability", "breached"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(full, name), err_msg=name)
+        far = np.isinf(full.eta_seconds) & (full.probability == 0)
+        assert n - bank.full_estimates == far.sum() > 0  # exactly the ones clear of the threshold skipped
+
+
 def test_the_80_percent_interval_holds_80_percent_of_breaches_of_autocorrelated_series():
     """Ramps with AR(1) noise (rho 0.9 at 5 minutes) whose rate then changes by the model's
     RATE_UNCERTAINTY: the stated 80 % interval holds the actual first passage in about 80 % of

@@ -408,10 +408,19 @@ class ForecastBank:
             bend = linear.screen_curvature(stats, excess, linear.CURVATURE_REACH * self.lookback)
             p = linear.predict(stats, coarse, factor, curve=bend)
             mean[lin], sd[lin] = p.mean, p.sd
-            # not measured for a while (or never): estimated in full, which measures it again;
-            # so is a window still warming up (its estimate is the mean's crossing alone)
-            candidate[lin] = ~(self.screen.measured[slots[lin]] >= now - SCREEN_REFRESH * self.lookback) \
-                | linear.warming(stats, self.lookback)
+            # not measured for a while (or never): estimated in full, which measures it again.
+            # A window still warming up has no spread: its full estimate is the mean's crossing
+            # alone (probability 0), so only one whose line comes near the threshold needs it.
+            # (Every new series warms up for a quarter of the lookback: estimating them all in
+            # full made a start at scale cost several times the steady state.)
+            warm = linear.warming(stats, self.lookback)
+            line = p.mean
+            tol = 1e-6 * (abs(threshold) + np.nanmax(np.abs(line), axis=1, initial=0.0))
+            near = (np.nanmin(line, axis=1, initial=np.inf) <= threshold + tol) if below \
+                else (np.nanmax(line, axis=1, initial=-np.inf) >= threshold - tol)
+            stale = ~(self.screen.measured[slots[lin]] >= now - SCREEN_REFRESH * self.lookback)
+            candidate[lin] = np.where(warm, near | ~np.isfinite(line).all(axis=1), stale)
+            sd[lin[warm]] = np.nan  # its probability is 0, as the full estimate says
         hol = np.nonzero(codes == HOLT)[0]
         if len(hol):
             p = self._predict(HOLT, slots[hol], now, coarse)
