@@ -55,7 +55,7 @@ from agent.commands.backtest_outcome import (
     judge,
     read_incidents,
 )
-from agent.commands.backtest_report import format_html
+from agent.commands.backtest_report import duration_text, format_html, labels_text, why_text
 from agent.config.decode import ConfigErrors, Duration, format_duration, parse_duration
 from agent.config.schema import Config, TicketingConfig
 from agent.promql import parse
@@ -69,7 +69,6 @@ from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import RuleOptions
 from agent.sources.recording import Feeder, Recording, ReplayInputError, fetch_recording, read_csv, store_for
 from agent.store import Store
-from agent.tickets.content import approx_duration
 
 log = logging.getLogger(__name__)
 
@@ -493,40 +492,16 @@ def summarise(events: list[TicketEvent], kinds: dict[str, str], open_rules: dict
 # ---- output -----------------------------------------------------------------------------------
 
 
-def _dur(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    return approx_duration(seconds)
-
-
-def _labels_text(labels: dict[str, str], skip: tuple[str, ...] = ("alertname",)) -> str:
-    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k not in skip) + "}"
-
-
-def _why(e: TicketEvent) -> str:
-    parts = []
-    if e.value is not None:
-        parts.append(f"value={e.value:.6g}")
-    if e.eta is not None and math.isfinite(e.eta):
-        rng = f" ({_dur(e.eta_low)}..{_dur(e.eta_high)})" if e.eta_low is not None else ""
-        prob = f" p={e.probability:.2f}" if e.probability is not None else ""
-        parts.append(f"breach in {_dur(e.eta)}{rng}{prob}")
-    if e.anomaly_score is not None:
-        parts.append(f"anomaly={e.anomaly_score:.2f}")
-    parts.append(e.reason)
-    return ", ".join(parts)
-
-
 def format_text(res: BacktestResult) -> str:
     lines = [f"backtest {_utc(res.start)} .. {_utc(res.end)}: {res.series} series, {res.samples} samples, "
              f"{res.evaluations} evaluations, {len(res.events)} ticket actions", ""]
     if res.events:
         lines.append(f"{'TIME':<21} {'ACTION':<7} {'RULE':<28} LABELS / WHY")
         for e in res.events:
-            lines.append(f"{_utc(e.time):<21} {e.action:<7} {e.rule:<28} {_labels_text(e.labels)}")
-            judged = f", {e.verdict}" + (f" (lead time {_dur_signed(e.lead_seconds)})" if e.lead_seconds is not None
-                                          else "") if e.verdict and e.verdict != "not judged" else ""
-            lines.append(f"{'':<58} {_why(e)}{judged}")
+            lines.append(f"{_utc(e.time):<21} {e.action:<7} {e.rule:<28} {labels_text(e.labels)}")
+            lead = f" (lead time {duration_text(e.lead_seconds, signed=True)})" if e.lead_seconds is not None else ""
+            judged = f", {e.verdict}{lead}" if e.verdict and e.verdict != "not judged" else ""
+            lines.append(f"{'':<58} {why_text(e)}{judged}")
         lines.append("")
     if res.open_at_end:
         lines.append(f"still open at the end: {len(res.open_at_end)} problem(s)")
@@ -540,23 +515,17 @@ def format_text(res: BacktestResult) -> str:
                  f"{'MEDIAN ETA AT OPEN':>19} {'MEDIAN DURATION':>16}")
     for s in res.summary:
         lines.append(f"{s.rule:<28} {s.kind:<10} {s.tickets:>7} {_n(s.true_tickets):>5} {_n(s.false_tickets):>5} "
-                     f"{_n(s.breaches):>8} {_n(s.missed_breaches):>6} {_dur_signed(s.median_lead_time_seconds):>14} "
-                     f"{_dur(s.time_in_alert_seconds) if s.time_in_alert_seconds else '-':>9} {s.updates:>7} "
-                     f"{s.clears:>6} {s.open_at_end:>5} {_dur(s.median_eta_at_open_seconds):>19} "
-                     f"{_dur(s.median_duration_seconds):>16}"
+                     f"{_n(s.breaches):>8} {_n(s.missed_breaches):>6} "
+                     f"{duration_text(s.median_lead_time_seconds, signed=True):>14} "
+                     f"{duration_text(s.time_in_alert_seconds) if s.time_in_alert_seconds else '-':>9} {s.updates:>7} "
+                     f"{s.clears:>6} {s.open_at_end:>5} {duration_text(s.median_eta_at_open_seconds):>19} "
+                     f"{duration_text(s.median_duration_seconds):>16}"
                      + ("  NO DATA" if s.evaluations and not s.evaluations_with_data else ""))
     return "\n".join(lines) + "\n"
 
 
 def _n(v: int | None) -> str:
     return "-" if v is None else str(v)
-
-
-def _dur_signed(seconds: float | None) -> str:
-    """A lead time: negative ones (the ticket came after the breach) read "~5 min late"."""
-    if seconds is not None and math.isfinite(seconds) and seconds < 0:
-        return _dur(-seconds) + " late"
-    return _dur(seconds)
 
 
 # ---- command ----------------------------------------------------------------------------------

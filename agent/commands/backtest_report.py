@@ -56,7 +56,7 @@ def _utc(t: float) -> str:
     return rfc3339(t, "micro")
 
 
-def _dur(seconds: float | None, signed: bool = False) -> str:
+def duration_text(seconds: float | None, signed: bool = False) -> str:
     """A rough duration; `signed`: a negative one (a lead time) reads "~5 min late"."""
     if seconds is None or not math.isfinite(seconds):
         return "-"
@@ -204,7 +204,7 @@ def problem_chart(trace: RuleTrace, events: list[TicketEvent], th: ChartThreshol
                    f'{x(t0 + high):.1f},{y(threshold):.1f}" fill="#ff7f0e" fill-opacity="0.18" stroke="none"/>')
         out.append(f'<line class="forecast" x1="{x(t0):.1f}" y1="{y(v0):.1f}" x2="{x(t0 + e.eta):.1f}" '
                    f'y2="{y(threshold):.1f}" stroke="#ff7f0e" stroke-width="1.5" stroke-dasharray="3 2">'
-                   f'<title>{_esc(e.action)} {_esc(_utc(t0))}: breach predicted in {_esc(_dur(e.eta))}</title></line>')
+                   f'<title>{_esc(e.action)} {_esc(_utc(t0))}: breach predicted in {_esc(duration_text(e.eta))}</title></line>')
     for e in events:
         out.append(f'<line class="mark {e.action}" x1="{x(e.time):.1f}" x2="{x(e.time):.1f}" y1="{TOP}" '
                    f'y2="{TOP + ph}" stroke="{MARK.get(e.action, "#555")}" stroke-width="1.5">'
@@ -231,21 +231,22 @@ def problem_chart(trace: RuleTrace, events: list[TicketEvent], th: ChartThreshol
 # ---- the page -----------------------------------------------------------------------------------
 
 
-def _why(e: TicketEvent) -> str:
+def why_text(e: TicketEvent) -> str:
+    """Why a ticket action happened: the value, the predicted breach, the anomaly score, the reason."""
     parts = []
     if e.value is not None:
         parts.append(f"value={e.value:.6g}")
     if e.eta is not None and math.isfinite(e.eta):
-        rng = f" ({_dur(e.eta_low)}..{_dur(e.eta_high)})" if e.eta_low is not None else ""
+        rng = f" ({duration_text(e.eta_low)}..{duration_text(e.eta_high)})" if e.eta_low is not None else ""
         prob = f" p={e.probability:.2f}" if e.probability is not None else ""
-        parts.append(f"breach in {_dur(e.eta)}{rng}{prob}")
+        parts.append(f"breach in {duration_text(e.eta)}{rng}{prob}")
     if e.anomaly_score is not None:
         parts.append(f"anomaly={e.anomaly_score:.2f}")
     parts.append(e.reason)
     return ", ".join(parts)
 
 
-def _labels_text(labels: dict[str, str]) -> str:
+def labels_text(labels: dict[str, str]) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "alertname") + "}"
 
 
@@ -263,9 +264,9 @@ def _summary_table(summary: list[RuleSummary], span: float) -> list[str]:
             f"<tr><td>{_esc(s.rule)}</td><td>{_esc(s.kind)}</td><td class=n>{s.tickets}</td>"
             f"<td class='n true'>{_count(s.true_tickets)}</td><td class='n false'>{_count(s.false_tickets)}</td>"
             f"<td class=n>{_count(s.undecided_tickets)}</td><td class=n>{_count(s.breaches)}</td>"
-            f"<td class=n>{_count(s.missed_breaches)}</td><td>{_esc(_dur(s.median_lead_time_seconds, True))}</td>"
-            f"<td>{_esc(_dur(s.time_in_alert_seconds) if s.time_in_alert_seconds else '-')}{share}</td>"
-            f"<td>{_esc(_dur(s.median_eta_at_open_seconds))}</td><td class=n>{s.updates}</td>"
+            f"<td class=n>{_count(s.missed_breaches)}</td><td>{_esc(duration_text(s.median_lead_time_seconds, True))}</td>"
+            f"<td>{_esc(duration_text(s.time_in_alert_seconds) if s.time_in_alert_seconds else '-')}{share}</td>"
+            f"<td>{_esc(duration_text(s.median_eta_at_open_seconds))}</td><td class=n>{s.updates}</td>"
             f"<td class=n>{s.clears}</td><td class=n>{s.open_at_end}</td><td>{data}</td>"
             f"<td>{_esc(s.judged_by or '-')}</td></tr>")
     out.append("</table>")
@@ -277,7 +278,7 @@ def format_html(res: BacktestResult) -> str:
     span = res.end - res.start
     out = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Forewarn backtest</title>",
            f"<style>{CSS}</style></head><body><h1>Forewarn backtest</h1>",
-           f"<p>{_esc(_utc(res.start))} .. {_esc(_utc(res.end))} ({_esc(_dur(span))}): {res.series} series, "
+           f"<p>{_esc(_utc(res.start))} .. {_esc(_utc(res.end))} ({_esc(duration_text(span))}): {res.series} series, "
            f"{res.samples} samples, {res.evaluations} evaluations, {len(res.events)} ticket actions.</p>"]
     for w in res.warnings:
         out.append(f'<div class="warn">&#9888; {_esc(w)}</div>')
@@ -306,7 +307,7 @@ def format_html(res: BacktestResult) -> str:
         lo, hi = max(res.start, t0 - pad), min(res.end, t1 + pad)
         verdict = f" &mdash; <span class='{_esc(first.verdict)}'>{_esc(first.verdict)}</span>" if first.verdict else ""
         out.append(f"<h3>{_esc(first.title)}{verdict}</h3><p><code>{_esc(first.rule)} "
-                   f"{_esc(_labels_text(first.labels))}</code></p>")
+                   f"{_esc(labels_text(first.labels))}</code></p>")
         trace = traces.get(first.rule)
         if trace is not None:
             out.append(problem_chart(trace, evs, res.thresholds.get(first.rule), lo, hi, breaches))
@@ -314,10 +315,10 @@ def format_html(res: BacktestResult) -> str:
         for e in evs:
             judged = ""
             if e.action == "open" and e.verdict:
-                lead = f", lead time {_dur(e.lead_seconds, True)}" if e.lead_seconds is not None else ""
+                lead = f", lead time {duration_text(e.lead_seconds, True)}" if e.lead_seconds is not None else ""
                 judged = f"<span class='{_esc(e.verdict)}'>{_esc(e.verdict)}</span>{_esc(lead)}"
             out.append(f"<tr><td>{_esc(_utc(e.time))}</td><td class='{_esc(e.action)}'>{_esc(e.action)}</td>"
-                       f"<td>{_esc(_why(e))}</td><td>{judged}</td></tr>")
+                       f"<td>{_esc(why_text(e))}</td><td>{judged}</td></tr>")
         out.append("</table>")
     if not problems:
         out.append("<p>No tickets would have been opened.</p>")
@@ -325,7 +326,7 @@ def format_html(res: BacktestResult) -> str:
     if missed:
         out.append("<h2>Missed breaches</h2><table><tr><th>rule</th><th>series</th><th>from</th><th>to</th></tr>")
         for name, b in missed[:200]:
-            out.append(f"<tr><td>{_esc(name)}</td><td><code>{_esc(_labels_text(b.series))}</code></td>"
+            out.append(f"<tr><td>{_esc(name)}</td><td><code>{_esc(labels_text(b.series))}</code></td>"
                        f"<td>{_esc(_utc(b.start))}</td><td>{_esc(_utc(b.end))}</td></tr>")
         out.append("</table>")
         if len(missed) > 200:

@@ -27,8 +27,9 @@ import sys
 import time
 
 from agent.clock import WallClock, parse_time
+from agent.commands.tickets import load_config_for_command
 from agent.config.decode import parse_duration
-from agent.config.schema import Config, ConfigErrors, load_config
+from agent.config.schema import Config
 from agent.tickets.builder import build_sink
 from agent.tickets.outbox import Outbox
 from agent.trends import report
@@ -46,14 +47,7 @@ def _load_config(path: str | None) -> Config | None:
     """The config (defaults when there is no file), or None after printing its errors."""
     if path is None and os.path.exists(DEFAULT_CONFIG):
         path = DEFAULT_CONFIG
-    if path is None:
-        return Config()
-    try:
-        return load_config(path)
-    except ConfigErrors as e:
-        for err in e.errors:
-            print(err, file=sys.stderr)
-        return None
+    return Config() if path is None else load_config_for_command(path)
 
 
 def _window(args: argparse.Namespace, default_since: float) -> tuple[float, float]:

@@ -40,6 +40,7 @@ from agent.models.ets import EtsParams
 from agent.models.forecast import MODELS, ForecastBank
 from agent.models.schedule import RefitJob, RefitResult
 from agent.models.seasonality import bin_means, detect_period
+from agent.processes import step_aside
 
 MAX_POINTS = 2000  # fit on at most this many grid points (a fit of a week at 5 minutes: ~0.2 s)
 MIN_POINTS = 24
@@ -237,21 +238,9 @@ def fit_job(job: RefitJob) -> RefitResult:
 # ---- the worker process ------------------------------------------------------------------------
 
 
-def _limit_to_one_cpu() -> None:
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpus[-1]})
-    except (AttributeError, OSError):
-        pass
-    try:
-        os.nice(10)
-    except OSError:
-        pass
-
-
 def _worker_main(jobs: Queue[RefitJob | None], results: Queue[RefitResult]) -> None:
     """Worker process loop: one job at a time until the None sentinel."""
-    _limit_to_one_cpu()
+    step_aside()
     parent = os.getppid()
     while True:
         try:

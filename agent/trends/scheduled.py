@@ -64,6 +64,7 @@ from agent.clock import Clock
 from agent.config.schema import Config
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
 from agent.persistence import atomic_write
+from agent.processes import step_aside
 from agent.trends.cluster import ClusterParams
 from agent.trends.history import HistoryError, Incident
 from agent.trends.own import read_forewarn
@@ -226,15 +227,7 @@ def _limit(memory_bytes: int, cpu_seconds: int) -> None:
     one CPU, a lower priority than the daemon's threads."""
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpus[-1]})
-    except (AttributeError, OSError):
-        pass
-    try:
-        os.nice(10)
-    except OSError:
-        pass
+    step_aside()
 
 
 def _child_main(conn: Connection, job: TrendJob, memory_bytes: int, cpu_seconds: int, log_level: int) -> None:
