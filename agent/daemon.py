@@ -222,7 +222,7 @@ class Agent:
         """What /metrics reports memory for; components without `memory_bytes()` are skipped."""
         p = self.pipeline
         out: list[tuple[str, object]] = [("store", self.store), ("rules", p.rules)]
-        out += [(f"models:{rule.name}", bank) for rule, bank in p.rules.forecast_banks()]
+        out += [(f"models:{rule.name}", detector) for rule, detector in p.rules.model_detectors()]
         if p.ticketing is not None:
             out.append(("outbox", p.ticketing.outbox))
         return out

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -243,6 +244,10 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         rss = rss_mb(proc.pid)
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
         if system == "forewarn":
+            parts = {m.group(1): float(m.group(2)) / 2**20 for m in re.finditer(
+                r'^forewarn_memory_bytes\{component="([^"]+)"\} (\S+)$', metrics, re.M)}
+            print("  forewarn memory by component (MB): "
+                  + "  ".join(f"{k} {v:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])), flush=True)
             total = metric_sum(metrics, "forewarn_task_duration_seconds_sum", 'task="rules"')
             count = metric_sum(metrics, "forewarn_task_duration_seconds_count", 'task="rules"')
             # the rules task runs every second and evaluates the groups due; per evaluation of the group:

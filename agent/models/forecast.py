@@ -36,7 +36,7 @@ from agent.models.linear import Buckets, Sums
 from agent.models.prediction import Prediction
 from agent.models.schedule import RefitJob, RefitResult, RefitState, spread
 from agent.models.seasonality import CANDIDATE_PERIODS, detect_period, seasonal_profile
-from agent.models.slots import SlotTable
+from agent.models.slots import SlotTable, state_nbytes
 
 MODELS: tuple[str, ...] = ("linear", "robust_linear", "holt", "holt_winters")
 LINEAR, ROBUST_LINEAR, HOLT, HOLT_WINTERS = range(4)
@@ -259,6 +259,11 @@ class ForecastBank:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def memory_bytes(self) -> int:
+        """The per-slot state arrays (every allocated row) and the slot table."""
+        return state_nbytes(self.sampling, self.buckets, self.sums, self.screen, self.holt, self.hw, self.seasonal,
+                            self.refits) + self.table.memory_bytes()
 
     # ---- online update ---------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ Imports nothing of the agent (and nothing but numpy).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
 
@@ -113,3 +114,19 @@ class SlotTable:
 
     def __len__(self) -> int:
         return len(self._slot_of)
+
+    def memory_bytes(self) -> int:
+        """The table's own containers (the keys are the caller's objects, not counted)."""
+        return sys.getsizeof(self._slot_of) + sys.getsizeof(self._keys) + sys.getsizeof(self._free)
+
+
+def state_nbytes(*states: object) -> int:
+    """Bytes of the numpy arrays held by dataclass states (a bank's per-slot state)."""
+    total = 0
+    for state in states:
+        if is_dataclass(state):
+            for f in fields(state):
+                value = getattr(state, f.name)
+                if isinstance(value, np.ndarray):
+                    total += value.nbytes
+    return total

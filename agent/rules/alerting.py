@@ -20,6 +20,7 @@ rest of tickets, web, sources, the pipeline or the daemon.
 from __future__ import annotations
 
 import enum
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -115,6 +116,15 @@ class AlertingRule(Rule):
     @property
     def state(self) -> AlertState:
         return max((a.state for a in list(self.active.values())), default=AlertState.INACTIVE)
+
+    def memory_bytes(self) -> int:
+        """The alerts held (labels, annotations, the alert itself): an estimate from one alert.
+        The detector's models are reported on their own (`detector.memory_bytes`)."""
+        total = sys.getsizeof(self.active)
+        for a in self.active.values():
+            return total + len(self.active) * (sys.getsizeof(a) + sys.getsizeof(a.labels) + sys.getsizeof(a.annotations)
+                                               + sum(map(sys.getsizeof, a.annotations.values())))
+        return total
 
     def active_alerts(self) -> list[Alert]:
         """Pending and firing alerts (resolved ones kept for re-sending are left out)."""

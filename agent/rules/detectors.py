@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import repeat
@@ -37,8 +38,8 @@ from agent.models.anomaly import (
 from agent.models.breach import BreachEstimates, default_recovery, latch
 from agent.models.forecast import ForecastBank
 from agent.rules.file import AnomalySpec, ForecastSpec, RuleGroupDef
-from agent.rules.query import HistoryFn, LabeledValue, without_name
-from agent.store import Labels, make_labels
+from agent.rules.query import HistoryFn, LabeledValue
+from agent.store import Labels, with_pairs
 
 # A model slot whose key has not been seen for this long (and at least the lookback) is freed.
 MODEL_FORGET_AFTER = 3600.0
@@ -176,13 +177,26 @@ class Detector(abc.ABC):
         (with `alertname`, without the series' own name) and the model's verdict. Label
         tuples are built once per series."""
         out = []
+        renames = [(("__name__", n), ("alertname", alertname)) for n in names]
         for k, info in zip(self.latest.keys, self.latest.infos):
             labs = self._export.get((k, names))
             if labs is None:
-                base = dict(without_name(k), alertname=alertname)
-                labs = self._export[(k, names)] = tuple(make_labels(n, base) for n in names)
+                labs = self._export[(k, names)] = tuple(with_pairs(k, *pairs) for pairs in renames)
             out.append(ExportedSeries(labs, info))
         return out
+
+    @abc.abstractmethod
+    def memory_bytes(self) -> int:
+        """The model bank's arrays and `bookkeeping_bytes`."""
+
+    def bookkeeping_bytes(self) -> int:
+        """The Python side kept per series (when each was seen, the exported label sets): an
+        estimate, one entry measured and multiplied, so /metrics stays cheap at 100k series."""
+        total = sys.getsizeof(self.seen) + sys.getsizeof(self._export)
+        if self._export:
+            key, labs = next(iter(self._export.items()))
+            total += len(self._export) * (sys.getsizeof(key) + sys.getsizeof(labs) + sum(map(sys.getsizeof, labs)))
+        return total
 
     @abc.abstractmethod
     def adopt(self, old: Detector, same_spec: bool) -> bool:
@@ -228,6 +242,9 @@ class ForecastDetector(Detector):
         self.recovery = (spec.recovery_confidence if spec.recovery_confidence is not None
                          else default_recovery(spec.confidence))
         self._on = np.zeros(self.bank.table.capacity, dtype=bool)  # per slot: active at the last evaluation
+
+    def memory_bytes(self) -> int:
+        return self.bank.memory_bytes() + self._on.nbytes + self.bookkeeping_bytes()
 
     def adopt(self, old: Detector, same_spec: bool) -> bool:
         """The bank carries over when it models the same thing: the threshold, direction and
@@ -284,6 +301,9 @@ class AnomalyDetector(Detector):
         self.bank = AnomalyBank(anomaly_params(spec))
         self.shown: dict[Labels, AnomalyInfo] = {}  # the verdict each active series' alert holds
         self.warming: Warmup | None = None  # the warm-up of the series still warming up, at the last evaluation
+
+    def memory_bytes(self) -> int:
+        return self.bank.memory_bytes() + self.bookkeeping_bytes()
 
     def adopt(self, old: Detector, same_spec: bool) -> bool:
         """The bank carries over, with the rule's new settings (seasonality, threshold):

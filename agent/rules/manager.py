@@ -26,7 +26,7 @@ from agent.models.forecast import ForecastBank, RefitJob, RefitResult
 from agent.promql import Engine
 from agent.rules import model_state, slo, state
 from agent.rules.alerting import AlertingRule
-from agent.rules.detectors import AnomalyInfo, BreachInfo, ForecastDetector
+from agent.rules.detectors import AnomalyInfo, BreachInfo, Detector, ForecastDetector
 from agent.rules.file import RuleGroupDef
 from agent.rules.group import RuleGroup
 from agent.rules.query import (
@@ -118,6 +118,14 @@ class RuleManager:
 
     def alerting_rules(self) -> list[AlertingRule]:
         return [r for g in self.groups for r in g.alerting_rules()]
+
+    def memory_bytes(self) -> int:
+        """The alerts every rule holds (the models: `model_detectors`, reported apiece)."""
+        return sum(r.memory_bytes() for r in self.alerting_rules())
+
+    def model_detectors(self) -> list[tuple[AlertingRule, Detector]]:
+        """(rule, detector) of every forecast and anomaly rule."""
+        return [(r, r.detector) for r in self.alerting_rules() if r.detector is not None]
 
     # -- reload -------------------------------------------------------------------------------
 

@@ -20,6 +20,18 @@ def make_labels(name: str | None, labels: dict[str, str] | Iterable[tuple[str, s
     return tuple(sorted((k, v) for k, v in items.items() if v != ""))
 
 
+def with_pairs(labels: Labels, *pairs: tuple[str, str]) -> Labels:
+    """`labels` with `pairs` set (replacing pairs of the same names; an empty value removes
+    the name), as `make_labels` would build it, but sharing the unchanged pair objects: a label
+    set derived per series (an alert's, an exported model output's) then costs one tuple, not
+    one tuple per pair."""
+    names = {k for k, _ in pairs}
+    kept = [p for p in labels if p[0] not in names]
+    kept.extend(p for p in pairs if p[1] != "")
+    kept.sort()
+    return tuple(kept)
+
+
 def labels_dict(labels: Labels) -> dict[str, str]:
     """The label set as a mapping (e.g. a JSON `metric` object), `__name__` included."""
     return dict(labels)

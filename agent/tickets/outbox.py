@@ -81,6 +81,7 @@ import logging
 import os
 import random
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
@@ -465,6 +466,18 @@ class Outbox:
             r["sink"]: r["n"]
             for r in self._conn.execute("SELECT sink, COUNT(*) AS n FROM actions WHERE state='pending' GROUP BY sink")
         }
+
+    def memory_bytes(self) -> int:
+        """The SQLite page cache this outbox can hold (its database, up to the cache's size)
+        and the in-memory counters: what the outbox costs whatever is pending."""
+        with self._lock:
+            page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+            pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
+            cache = int(self._conn.execute("PRAGMA cache_size").fetchone()[0])  # < 0: KiB, else pages
+        cache_bytes = -1024 * cache if cache < 0 else cache * page_size
+        counters = sum(map(sys.getsizeof, (self._actions_total, self._dead_total, self._latency, self._pending,
+                                           self._in_flight, self._sink_hold_until)))
+        return min(pages * page_size, cache_bytes) + counters
 
     def close(self) -> None:
         with self._lock:

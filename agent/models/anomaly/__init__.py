@@ -67,7 +67,8 @@ weekly profiles and the rarity histogram. One step function (:func:`maths.step`)
 and type-checked for numpy arrays, runs on a batch (the daemon's
 :meth:`AnomalyBank.update`) and, recompiled for Python floats, on one long series
 (:func:`score_series`, ``forewarn detect``, :meth:`AnomalyBank.replay`); a test checks they
-agree. About 5.2 KiB per series, mostly the profiles.
+agree. About 2.8 KiB per series, mostly the profiles (kept in float32: they are offsets from
+the slow level, so 7 significant digits of the seasonal swing are ample).
 
 **How it was chosen.** On NAB (``benchmarks/nab.py``), judged by leave-one-category-out
 cross-validation (LOCO): parameters and threshold chosen on 6 categories, scored on the

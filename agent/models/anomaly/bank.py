@@ -11,7 +11,7 @@ table and this package's modules; never the rule layer, tickets, web or statsmod
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from agent.models.anomaly.maths import SIGMA_PER_MAD, NumpyOps, ScalarOps, scalar_step, step
 from agent.models.anomaly.params import DAY, DEFAULT_PARAMS, WEEK, AnomalyParams
-from agent.models.anomaly.state import FIELDS, INITIAL, BankState, Layout, SeriesState, new_series
+from agent.models.anomaly.state import FIELDS, INITIAL, BankState, Layout, SeriesState, new_series, profile
 from agent.models.slots import SlotTable
 
 # 4: which way a shift went (sh_dir) and the share of recent samples back in its band (sh_in)
@@ -115,6 +115,10 @@ class AnomalyBank:
     def __len__(self) -> int:
         return len(self.table)
 
+    def memory_bytes(self) -> int:
+        """The state's arrays (every allocated row) and the slot table."""
+        return self.state.memory_bytes() + self.table.memory_bytes()
+
     def reconfigure(self, params: AnomalyParams) -> bool:
         """Go on with `params` (a rule's new seasonality or sensitivity) on the same state,
         if it has the same layout (profile and histogram sizes); False otherwise."""
@@ -143,8 +147,9 @@ class AnomalyBank:
         if ok.any():
             rows, d_at, w_at = slots[ok], bd[ok], bw[ok]
             st = s.take(rows)
-            out = step(self.params, NumpyOps(s.hist, rows), st, values[ok], ts[ok], s.daily[rows, d_at],
-                       s.weekly[rows, w_at])
+            # the profiles are stored in float32; the step computes in float64 like the scalar path
+            out = step(self.params, NumpyOps(s.hist, rows), st, values[ok], ts[ok],
+                       s.daily[rows, d_at].astype(np.float64), s.weekly[rows, w_at].astype(np.float64))
             s.put(rows, st)
             s.daily[rows, d_at] = out.daily
             s.weekly[rows, w_at] = out.weekly
@@ -229,7 +234,7 @@ class AnomalyBank:
         slot = int(self.slots_for([key])[0])
         s = self.state
         st = s.row(slot)
-        daily, weekly, hist = s.daily[slot].tolist(), s.weekly[slot].tolist(), s.hist[slot].tolist()
+        daily, weekly, hist = profile(s.daily[slot].tolist()), profile(s.weekly[slot].tolist()), s.hist[slot].tolist()
         out = run_series(self.params, st, daily, weekly, hist, np.asarray(t, dtype=np.float64),
                          np.asarray(values, dtype=np.float64))
         s.put_row(slot, st)
@@ -335,7 +340,8 @@ def upgrade_v2(old: dict[str, Any], p: AnomalyParams) -> dict[str, Any]:
     return new
 
 
-def run_series(p: AnomalyParams, st: SeriesState[float], daily: list[float], weekly: list[float], hist: list[float],
+def run_series(p: AnomalyParams, st: SeriesState[float], daily: MutableSequence[float],
+               weekly: MutableSequence[float], hist: list[float],
                t: np.ndarray, values: np.ndarray) -> AnomalyResult:
     """The single-series loop over Python floats: ``st`` and the profile lists are
     updated in place."""
@@ -380,5 +386,5 @@ def score_series(t: np.ndarray, values: np.ndarray, params: AnomalyParams = DEFA
     slot, using Python floats (the same step). ``t`` in Unix seconds, ascending (a clock
     going back counts as no time passing)."""
     lay = Layout.of(params)
-    return run_series(params, new_series(), [0.0] * lay.daily_buckets, [0.0] * lay.weekly_buckets,
+    return run_series(params, new_series(), profile([0.0] * lay.daily_buckets), profile([0.0] * lay.weekly_buckets),
                       [0.0] * lay.rarity_bins, np.asarray(t, dtype=np.float64), np.asarray(values, dtype=np.float64))

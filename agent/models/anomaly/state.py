@@ -18,6 +18,8 @@ tickets, web or statsmodels.
 from __future__ import annotations
 
 import math
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Generic, TypeVar
 
@@ -94,6 +96,13 @@ def arrays(capacity: int) -> SeriesState[np.ndarray]:
 
 Rows = np.ndarray | slice  # which slots: an int64 array of slots, or a range
 
+# The seasonal profiles are most of a series' state (624 phases against 39 numbers). They
+# hold offsets from the slow level, so float32's 7 significant digits are relative to the
+# seasonal swing, not to the value: ample, and half the memory. The single-series path
+# stores them in float32 too (`array("f")`), so both paths round alike.
+PROFILE_DTYPE = np.float32
+PROFILE_TYPECODE = "f"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -113,14 +122,15 @@ class BankState:
     """A bank's storage: row i of every array belongs to slot i."""
 
     series: SeriesState[np.ndarray]  # each field of shape (capacity,)
-    daily: np.ndarray  # (capacity, daily_buckets): offset from the slow level per phase of the day
-    weekly: np.ndarray  # (capacity, weekly_buckets): the same per phase of the week
+    daily: np.ndarray  # (capacity, daily_buckets), PROFILE_DTYPE: offset from the slow level per phase of the day
+    weekly: np.ndarray  # (capacity, weekly_buckets), PROFILE_DTYPE: the same per phase of the week
     hist: np.ndarray  # (capacity, rarity_bins): where the smoothed value has been lately
 
     @classmethod
     def empty(cls, capacity: int, layout: Layout) -> BankState:
-        return cls(arrays(capacity), np.zeros((capacity, layout.daily_buckets)),
-                   np.zeros((capacity, layout.weekly_buckets)), np.zeros((capacity, layout.rarity_bins)))
+        return cls(arrays(capacity), np.zeros((capacity, layout.daily_buckets), dtype=PROFILE_DTYPE),
+                   np.zeros((capacity, layout.weekly_buckets), dtype=PROFILE_DTYPE),
+                   np.zeros((capacity, layout.rarity_bins)))
 
     @property
     def capacity(self) -> int:
@@ -162,3 +172,13 @@ class BankState:
     def put_row(self, slot: int, src: SeriesState[float]) -> None:
         for name in FIELDS:
             getattr(self.series, name)[slot] = getattr(src, name)
+
+    def memory_bytes(self) -> int:
+        """Bytes of every row, used or free."""
+        return sum(getattr(self.series, name).nbytes for name in FIELDS) + self.daily.nbytes + self.weekly.nbytes + \
+            self.hist.nbytes
+
+
+def profile(values: Iterable[float]) -> array[float]:
+    """A profile row for the single-series path, rounded to `PROFILE_DTYPE` as the bank's is."""
+    return array(PROFILE_TYPECODE, values)
