@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from agent.clock import Clock
@@ -28,6 +28,7 @@ from agent.metrics import Collector, Histogram, Metric
 from agent.promql import Engine, Vector
 from agent.promql.select import read_back_seconds
 from agent.rules.alerting import Alert, AlertingRule
+from agent.rules.detectors import ModelBudget
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import RuleManager, RuleOptions, build_rule_manager
 from agent.rules.model_state import MODEL_STATE_FILE
@@ -37,7 +38,14 @@ from agent.sources.scrape import ScrapeManager, ScrapeTarget
 from agent.sources.system import FAMILIES as SYSTEM_FAMILIES
 from agent.sources.system import SystemCollector
 from agent.store import Labels, RetentionNeed, Store
-from agent.store.sizing import MemoryBudget, StoreSizing, cgroup_memory_limit, memory_budget, size_store
+from agent.store.sizing import (
+    MemoryBudget,
+    StoreSizing,
+    cgroup_memory_limit,
+    memory_budget,
+    model_memory_bytes,
+    size_store,
+)
 from agent.tickets.builder import build_ticketing
 from agent.tickets.chart import forecast_fan, render_chart
 from agent.tickets.content import value_unit
@@ -225,6 +233,9 @@ class Pipeline:
         groups = load_groups(cfg)
         self.store_budget: MemoryBudget = memory_budget(cfg.global_.memory_budget, cgroup_memory_limit())
         self.sizing = self._size_store(cfg, groups)
+        # lives across reloads (its refusal counts with it); the rules running now fill it
+        self.model_budget = ModelBudget(model_memory_bytes(self.store_budget))
+        self.model_budget.detectors = lambda: [d for _, d in self.rules.model_detectors()]
         self.rules = self._build_rules(cfg, groups)
         self.ticketing: TicketingStage | None = None  # built in start(): it opens the state databases
         self.refit_worker: RefitWorker | None = None  # a background process, started with the first refit
@@ -303,7 +314,8 @@ class Pipeline:
         return sizing
 
     def _build_rules(self, cfg: Config, groups: list[RuleGroupDef]) -> RuleManager:
-        return build_rule_manager(groups, self.store, self.clock, RuleOptions.from_config(cfg), engine=self.engine)
+        options = replace(RuleOptions.from_config(cfg), model_budget=self.model_budget)
+        return build_rule_manager(groups, self.store, self.clock, options, engine=self.engine)
 
     def check_rules(self, cfg: Config) -> None:
         """Raise ConfigErrors if cfg's rule files are invalid (used before applying a reload)."""
@@ -475,6 +487,7 @@ class Pipeline:
         new_rules = self._build_rules(cfg, groups)
         with self.lock:
             self.store_budget = memory_budget(cfg.global_.memory_budget, cgroup_memory_limit())
+            self.model_budget.limit = model_memory_bytes(self.store_budget)
             self.sizing = self._size_store(cfg, groups)
         system = self._new_system(cfg)
         queries = self.queries.prepare(cfg)
@@ -527,7 +540,7 @@ class Pipeline:
         ticketing is running), the scrape manager, the query sources. Each lives as long as
         the pipeline, so a reload keeps its counters."""
         return [OutboxFamilies(lambda: self.ticketing), self.scrapes, self.queries,
-                RefitFamilies(lambda: self.refit_worker)]
+                RefitFamilies(lambda: self.refit_worker), self.model_budget]
 
     def problem_families(self) -> ProblemFamilies:
         return ProblemFamilies(lambda: self.ticketing)

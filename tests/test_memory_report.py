@@ -16,6 +16,7 @@ from agent.models.anomaly import AnomalyBank
 from agent.rules.detectors import AnomalyDetector, ForecastDetector
 from agent.rules.query import without_name
 from agent.store import make_labels, with_pairs
+from agent.store.sizing import MODEL_SHARE, MemoryBudget, model_memory_bytes
 
 T0 = 1_767_225_600.0
 
@@ -116,3 +117,60 @@ def test_exported_model_outputs_share_the_series_pairs(tmp_path):
     job = next(p for p in exported[0] if p[0] == "job")
     assert any(job is p for p in stored)
     assert np.isfinite(list(memory_report(agent).values())).all()
+
+
+# ==== the models' memory budget =================================================================
+
+
+def feed(agent: Agent, labels: list, minutes: range) -> None:
+    for k in minutes:
+        t = T0 + 60 * k
+        agent.store.append_samples([(lab, float(i % 7 + k)) for i, lab in enumerate(labels)], t)
+        agent.clock.set(t)
+        agent.pipeline.evaluate(t)
+
+
+def test_the_models_share_is_part_of_the_memory_budget():
+    assert model_memory_bytes(MemoryBudget(410 << 20, "default")) == int((410 - 64) * 2**20 * MODEL_SHARE)
+    assert model_memory_bytes(MemoryBudget(32 << 20, "config")) == 0  # below the baseline: no room at all
+
+
+def test_models_stop_at_their_budget_and_count_what_they_refuse(tmp_path, caplog):
+    """With room for a few hundred models, 2,000 new series: the forecast rule's 65-bucket
+    rings (about 4.5 KB a series) and the anomaly models (about 3.5 KB) each fill their half
+    of the budget, whichever runs first; the rest are refused at every evaluation, counted per
+    rule and logged; more room (a reload with a larger budget) lets them in."""
+    (tmp_path / "rules.yml").write_text(RULES)
+    (tmp_path / "forewarn.yml").write_text(CONFIG.format(state=tmp_path / "state", rules=tmp_path / "rules.yml"))
+    agent = Agent(load_config(str(tmp_path / "forewarn.yml")), clock=SimulatedClock(T0))
+    budget = agent.pipeline.model_budget
+    assert budget.limit == model_memory_bytes(agent.pipeline.store_budget)
+    budget.limit = 3 << 20
+    labels = [make_labels("queue_depth", {"job": "q", "queue": f"q{i}"}) for i in range(2000)]
+    rules = {r.name: r for r in agent.pipeline.rules.alerting_rules()}
+    forecast, anomaly = rules["QueueWillOverflow"].detector, rules["QueueAnomaly"].detector
+    assert forecast is not None and anomaly is not None
+    want_refused = 0
+    with caplog.at_level("WARNING"):
+        for minute in range(3):
+            before = len(forecast.seen) + len(anomaly.seen)
+            feed(agent, labels, range(minute, minute + 1))
+            held = len(forecast.seen) + len(anomaly.seen)
+            want_refused += 4000 - held  # every series offered to either rule and not modelled
+            assert held >= before
+    assert 0 < len(forecast.seen) < 2000 and 0 < len(anomaly.seen) < 2000
+    for detector in (forecast, anomaly):  # each fills its half, and no more
+        assert budget.share() - detector.row_bytes() < detector.held_bytes() <= budget.share() == budget.limit // 2
+    assert budget.used() <= budget.limit
+    assert sum(budget.refused.values()) == want_refused
+    assert "models' memory budget (3 MiB) is full" in caplog.text
+    families = {fam.name: fam for fam in agent.registry.collect()}
+    refused = {s.labels["alertname"]: s.value for s in families["forewarn_model_series_refused"].samples
+               if s.name.endswith("_total")}
+    assert refused == {k: float(v) for k, v in budget.refused.items()}
+    assert set(refused) == {"QueueWillOverflow", "QueueAnomaly"}
+    # the outputs cover the modelled series only
+    assert len(agent.pipeline.rules.anomaly_series()) == 2 * len(anomaly.seen)
+    budget.limit = 1 << 30
+    feed(agent, labels, range(3, 4))
+    assert len(forecast.seen) == len(anomaly.seen) == 2000

@@ -100,7 +100,8 @@ class GlobalConfig:
         default=0,
     )
     memory_budget: int = doc(
-        "Bytes the agent may use; new series are refused (counted and logged) beyond it. "
+        "Bytes the agent may use; new series are refused (counted and logged) beyond it, by the store "
+        "and by the forecast and anomaly models (35% of it above the interpreter's, an equal share per rule). "
         "0: 80% of the cgroup's memory limit (systemd's MemoryMax), else of 512 MiB.",
         default=0,
     )

@@ -262,8 +262,15 @@ class ForecastBank:
 
     def memory_bytes(self) -> int:
         """The per-slot state arrays (every allocated row) and the slot table."""
+        return self._state_bytes() + self.table.memory_bytes()
+
+    def row_bytes(self) -> int:
+        """What one slot's state arrays cost."""
+        return self._state_bytes() // max(1, self.table.capacity)
+
+    def _state_bytes(self) -> int:
         return state_nbytes(self.sampling, self.buckets, self.sums, self.screen, self.holt, self.hw, self.seasonal,
-                            self.refits) + self.table.memory_bytes()
+                            self.refits)
 
     # ---- online update ---------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ daemon.
 from __future__ import annotations
 
 import abc
+import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import repeat
@@ -26,6 +28,7 @@ import numpy as np
 
 from agent.clock import human_time
 from agent.config.decode import format_duration
+from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
 from agent.models.anomaly import (
     DEFAULT_PARAMS,
     AnomalyBank,
@@ -40,6 +43,8 @@ from agent.models.forecast import ForecastBank
 from agent.rules.file import AnomalySpec, ForecastSpec, RuleGroupDef
 from agent.rules.query import HistoryFn, LabeledValue
 from agent.store import Labels, with_pairs
+
+log = logging.getLogger(__name__)
 
 # A model slot whose key has not been seen for this long (and at least the lookback) is freed.
 MODEL_FORGET_AFTER = 3600.0
@@ -147,12 +152,72 @@ class Condition:
     info: BreachInfo | AnomalyInfo | None = None
 
 
+BOOKKEEPING_BYTES_PER_SERIES = 700  # before a detector has measured its own (`bookkeeping_bytes`)
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between two log lines about series refused a model
+
+
+class ModelBudget:
+    """The memory the forecast and anomaly models of every rule may hold together (`limit`
+    bytes; 0: no limit), split equally between the rules that have models: a series new to a
+    rule gets a model only while the rule's models leave room for its row in the rule's share.
+    The others are refused at this evaluation (looked at again at the next one), counted per
+    rule and logged, as the store refuses series beyond its budget. Equal shares keep one
+    rule from starving the others whatever order they run in (a first evaluation offers every
+    series at once). The daemon's pipeline owns one across reloads; `test` and `backtest` run
+    without a limit."""
+
+    def __init__(self, limit: int = 0) -> None:
+        self.limit = max(0, int(limit))
+        self.detectors: Callable[[], Iterable[Detector]] = tuple  # the running rules' detectors
+        self.refused: dict[str, int] = {}  # rule -> series refused a model, summed over evaluations
+        self._logged = -math.inf
+        self._since_log = 0
+
+    def used(self) -> int:
+        """Bytes the models hold: the series they hold times what one costs."""
+        return sum(d.held_bytes() for d in self.detectors())
+
+    def share(self) -> int:
+        """Bytes each rule's models may hold."""
+        return self.limit // max(1, sum(1 for _ in self.detectors()))
+
+    def admit(self, detector: Detector, rule: str, wanted: int) -> int:
+        """How many of `wanted` new series `detector` may model now."""
+        if self.limit <= 0 or wanted <= 0:
+            return wanted
+        room = self.share() - detector.held_bytes()
+        allowed = max(0, min(wanted, room // max(1, detector.row_bytes())))
+        if allowed < wanted:
+            self.refused[rule] = self.refused.get(rule, 0) + wanted - allowed
+            self._since_log += wanted - allowed
+            now = time.monotonic()
+            if now - self._logged >= REFUSAL_LOG_INTERVAL:
+                log.warning("rules: %d series got no forecast or anomaly model since the last message (latest: rule "
+                            "%s): the models' memory budget (%d MiB) is full; forewarn_model_series_refused_total "
+                            "counts them", self._since_log, rule, self.limit >> 20)
+                self._logged, self._since_log = now, 0
+        return allowed
+
+    def collect(self) -> Iterable[Metric]:
+        refused = CounterMetricFamily("forewarn_model_series_refused",
+                                      "Series a forecast or anomaly rule gave no model because the models' memory "
+                                      "budget was full, summed over evaluations.", labels=["alertname"])
+        for rule, n in sorted(self.refused.items()):
+            refused.add_metric([rule], float(n))
+        yield refused
+        yield GaugeMetricFamily("forewarn_model_memory_budget_bytes",
+                                "What the forecast and anomaly models of all rules may hold together (0: no limit).",
+                                value=float(self.limit))
+
+
 class Detector(abc.ABC):
     """The bookkeeping every detector shares; subclasses implement `_observe` and `_forget`."""
 
     def __init__(self, forget_after: float, history: HistoryFn | None) -> None:
         self.forget_after = forget_after
         self.history = history
+        self.budget: ModelBudget | None = None  # what new series' models must fit in
+        self.rule = ""  # the rule's name, for the budget's counts
         self.seen: dict[Labels, float] = {}  # series -> last evaluation that had it
         self.latest = Verdicts()
         self._export: dict[tuple[Labels, tuple[str, ...]], tuple[Labels, ...]] = {}
@@ -161,8 +226,13 @@ class Detector(abc.ABC):
     def conditions(self, now: float, samples: list[LabeledValue]) -> list[Condition]:
         """Feed this evaluation's samples to the model; the samples for which the rule is active."""
         keys = [lab for lab, _ in samples]
-        values = np.fromiter((v for _, v in samples), dtype=np.float64, count=len(samples))
         new = set(keys).difference(self.seen)
+        if new and self.budget is not None:
+            allowed = self.budget.admit(self, self.rule, len(new))
+            if allowed < len(new):
+                samples, new = self._refuse(samples, keys, new, allowed)
+                keys = [lab for lab, _ in samples]
+        values = np.fromiter((v for _, v in samples), dtype=np.float64, count=len(samples))
         self.latest = self._observe(keys, now, values, new)
         self.seen.update(zip(keys, repeat(now)))
         if now >= self._next_forget:
@@ -171,6 +241,40 @@ class Detector(abc.ABC):
         latest = self.latest
         return [Condition(samples[i][0], samples[i][1], latest.infos[i])
                 for i in np.flatnonzero(np.asarray(latest.active, dtype=bool)).tolist()]
+
+    def attach(self, budget: ModelBudget, rule: str) -> None:
+        """Fit the models of new series into `budget` (the rule's name counts its refusals)."""
+        self.budget, self.rule = budget, rule
+
+    @staticmethod
+    def _refuse(samples: list[LabeledValue], keys: list[Labels], new: set[Labels],
+                allowed: int) -> tuple[list[LabeledValue], set[Labels]]:
+        """The samples without the new series past the first `allowed` (in the order given)."""
+        admitted: set[Labels] = set()
+        for k in keys:
+            if len(admitted) >= allowed:
+                break
+            if k in new:
+                admitted.add(k)
+        refused = new - admitted
+        return [s for s in samples if s[0] not in refused], admitted
+
+    def held_bytes(self) -> int:
+        """What the series this detector models cost (for the budget): O(1), no walk over them."""
+        return len(self.seen) * self.row_bytes()
+
+    def row_bytes(self) -> int:
+        """What one more series costs: a row of the bank's arrays and its bookkeeping (slot,
+        seen time, exported label sets)."""
+        return self.bank_row_bytes() + BOOKKEEPING_BYTES_PER_SERIES
+
+    @abc.abstractmethod
+    def bank_bytes(self) -> int:
+        """Bytes of the model bank (every allocated row, and its slot table)."""
+
+    @abc.abstractmethod
+    def bank_row_bytes(self) -> int:
+        """Bytes of one row of the model bank's arrays."""
 
     def export_labels(self, names: tuple[str, ...], alertname: str) -> list[ExportedSeries]:
         """For /metrics: per series of the latest evaluation, its labels under each of `names`
@@ -185,9 +289,9 @@ class Detector(abc.ABC):
             out.append(ExportedSeries(labs, info))
         return out
 
-    @abc.abstractmethod
     def memory_bytes(self) -> int:
         """The model bank's arrays and `bookkeeping_bytes`."""
+        return self.bank_bytes() + self.bookkeeping_bytes()
 
     def bookkeeping_bytes(self) -> int:
         """The Python side kept per series (when each was seen, the exported label sets): an
@@ -243,8 +347,11 @@ class ForecastDetector(Detector):
                          else default_recovery(spec.confidence))
         self._on = np.zeros(self.bank.table.capacity, dtype=bool)  # per slot: active at the last evaluation
 
-    def memory_bytes(self) -> int:
-        return self.bank.memory_bytes() + self._on.nbytes + self.bookkeeping_bytes()
+    def bank_bytes(self) -> int:
+        return self.bank.memory_bytes() + self._on.nbytes
+
+    def bank_row_bytes(self) -> int:
+        return self.bank.row_bytes() + 1  # and its flag in `_on`
 
     def adopt(self, old: Detector, same_spec: bool) -> bool:
         """The bank carries over when it models the same thing: the threshold, direction and
@@ -302,8 +409,11 @@ class AnomalyDetector(Detector):
         self.shown: dict[Labels, AnomalyInfo] = {}  # the verdict each active series' alert holds
         self.warming: Warmup | None = None  # the warm-up of the series still warming up, at the last evaluation
 
-    def memory_bytes(self) -> int:
-        return self.bank.memory_bytes() + self.bookkeeping_bytes()
+    def bank_bytes(self) -> int:
+        return self.bank.memory_bytes()
+
+    def bank_row_bytes(self) -> int:
+        return self.bank.row_bytes()
 
     def adopt(self, old: Detector, same_spec: bool) -> bool:
         """The bank carries over, with the rule's new settings (seasonality, threshold):

@@ -26,7 +26,7 @@ from agent.models.forecast import ForecastBank, RefitJob, RefitResult
 from agent.promql import Engine
 from agent.rules import model_state, slo, state
 from agent.rules.alerting import AlertingRule
-from agent.rules.detectors import AnomalyInfo, BreachInfo, Detector, ForecastDetector
+from agent.rules.detectors import AnomalyInfo, BreachInfo, Detector, ForecastDetector, ModelBudget
 from agent.rules.file import RuleGroupDef
 from agent.rules.group import RuleGroup
 from agent.rules.query import (
@@ -59,7 +59,8 @@ class RuleOptions:
     exposes them through `alerts_series` instead). `interval`: evaluate every group at this
     interval, ignoring theirs (promtool's semantics, and `forewarn backtest --step`).
     `query_timeout`: the longest one rule's query may run before the rule fails with a
-    timeout and the others go on (None: no limit, for deterministic replays)."""
+    timeout and the others go on (None: no limit, for deterministic replays). `model_budget`:
+    the memory the forecast and anomaly models may hold together (None: no limit)."""
 
     default_interval: float = 15.0
     external_labels: dict[str, str] = field(default_factory=dict)
@@ -67,6 +68,7 @@ class RuleOptions:
     write_alerts: bool = False
     interval: float | None = None
     query_timeout: float | None = None
+    model_budget: ModelBudget | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> RuleOptions:
@@ -94,6 +96,9 @@ class RuleManager:
         history = store_history(store) if store is not None else None
         self.groups = [RuleGroup(g, options.default_interval, options.external_labels, options.external_url, history,
                                  interval=options.interval) for g in groups]
+        if options.model_budget is not None:
+            for rule, detector in self.model_detectors():
+                detector.attach(options.model_budget, rule.name)
         # Series of groups a reload removed: marked stale once every group has run since.
         self._orphans: set[Labels] = set()
 

@@ -18,7 +18,8 @@ from agent.store.series import RetentionNeed, bytes_per_series
 UNIT_MEMORY_MAX = 512 << 20
 HEADROOM = 0.8  # the budget is this share of the limit: room for snapshots, queries, refits
 BASELINE_BYTES = 64 << 20  # interpreter, numpy, the agent's modules, threads (measured idle: ~55 MB)
-STORE_SHARE = 0.5  # of what the baseline leaves; the rest is for models, rules, outbox and peaks
+STORE_SHARE = 0.5  # of what the baseline leaves to the store
+MODEL_SHARE = 0.35  # to the forecast and anomaly models; the rest is for alerts, the outbox, queries and peaks
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,9 @@ def size_store(budget: MemoryBudget, interval: float, raw_retention: float, hist
         room = max(0, budget.bytes - BASELINE_BYTES) * STORE_SHARE
         max_series = max(1000, int(room // per))
     return StoreSizing(raw_capacity, hist, int(max_series), raw_seconds, reader, per)
+
+
+def model_memory_bytes(budget: MemoryBudget) -> int:
+    """What the forecast and anomaly models of all rules may hold together: `MODEL_SHARE` of
+    what the budget leaves beyond the baseline."""
+    return max(0, int((budget.bytes - BASELINE_BYTES) * MODEL_SHARE))

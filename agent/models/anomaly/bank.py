@@ -119,6 +119,10 @@ class AnomalyBank:
         """The state's arrays (every allocated row) and the slot table."""
         return self.state.memory_bytes() + self.table.memory_bytes()
 
+    def row_bytes(self) -> int:
+        """What one slot's state arrays cost."""
+        return self.state.memory_bytes() // max(1, self.state.capacity)
+
     def reconfigure(self, params: AnomalyParams) -> bool:
         """Go on with `params` (a rule's new seasonality or sensitivity) on the same state,
         if it has the same layout (profile and histogram sizes); False otherwise."""
