@@ -35,7 +35,7 @@ from agent.models.ets import EtsState, Season
 from agent.models.linear import Buckets, Sums
 from agent.models.prediction import Prediction
 from agent.models.schedule import RefitJob, RefitResult, RefitState, spread
-from agent.models.seasonality import CANDIDATE_PERIODS, detect_period, seasonal_profile
+from agent.models.seasonality import CANDIDATE_PERIODS, DailyProfile, detect_period, phase_values, seasonal_profile
 from agent.models.slots import SlotTable
 
 MODELS: tuple[str, ...] = ("linear", "robust_linear", "holt", "holt_winters")
@@ -210,6 +210,7 @@ class ForecastBank:
         self.sampling = Sampling.empty(capacity)
         self.buckets = Buckets.empty(capacity, self.linear_buckets + 1)
         self.sums = Sums.empty(capacity)
+        self.daily = DailyProfile.empty(capacity)
         self.screen = ScreenState.empty(capacity)
         self.holt = EtsState.empty(capacity)
         self.hw = EtsState.empty(capacity)
@@ -220,6 +221,7 @@ class ForecastBank:
         self.sampling = self.sampling.grow(capacity)
         self.buckets = self.buckets.grow(capacity)
         self.sums = self.sums.grow(capacity)
+        self.daily = self.daily.grow(capacity)
         self.screen = self.screen.grow(capacity)
         self.holt = self.holt.grow(capacity)
         self.hw = self.hw.grow(capacity)
@@ -230,6 +232,7 @@ class ForecastBank:
         self.sampling.reset(slots)
         self.buckets.reset(slots)
         self.sums.reset(slots)
+        self.daily.reset(slots)
         self.screen.reset(slots)
         self.holt.reset(slots)
         self.hw.reset(slots)
@@ -288,6 +291,7 @@ class ForecastBank:
         n = s.nseen[slots] + 1
         s.nseen[slots] = n
         self.buckets.add(slots, ts, v, self.width, self.sums)
+        self.daily.update(slots, ts, v)
         k = np.where(first | ~np.isfinite(dt0), 1.0, np.clip(np.rint(dt / np.where(dt0 > 0, dt0, 1.0)), 1, _MAX_GAP_STEPS))
         if not self.keeps_ets:
             return
@@ -339,13 +343,27 @@ class ForecastBank:
 
     def _predict(self, code: int, slots: np.ndarray, now: float, hs: np.ndarray) -> Prediction:
         if code in (LINEAR, ROBUST_LINEAR):
-            lf = linear.forecast(self.buckets.take(slots), now, hs, self.lookback, self.width,
+            rows = self.buckets.take(slots)
+            daily = self.daily.detected(slots)
+            prof = self.daily.centred(slots[daily]) if daily.any() else None
+            if prof is not None:
+                # the line is fitted to the series less its daily profile: each bucket's values
+                # less the profile at the bucket's mean time (its values' reference `c` moves)
+                n = rows.n[daily]
+                tb = rows.id[daily] * self.width + rows.st[daily] / np.where(n > 0, n, 1.0)
+                rows.c[daily] -= phase_values(prof, tb)
+            lf = linear.forecast(rows, now, hs, self.lookback, self.width,
                                  robust=code == ROBUST_LINEAR, dt0=self.sampling.dt0[slots])
             if code == LINEAR:  # what the breach screen assumes until the next full estimate
                 self.screen.curvature[slots] = lf.curvature
                 self.screen.factor[slots] = lf.factor
                 self.screen.measured[slots] = now
-            return lf.prediction
+            if prof is None:
+                return lf.prediction
+            p = lf.prediction
+            mean = p.mean.copy()
+            mean[daily] += phase_values(prof, now + hs)  # and forecast with it at the future times of day
+            return Prediction(mean, p.sd, p.noise, p.step)
         s = self.sampling
         seasonal = code == HOLT_WINTERS
         return ets.forecast(self.hw.take(slots) if seasonal else self.holt.take(slots), s.t_last[slots], s.dt0[slots],
@@ -401,6 +419,20 @@ class ForecastBank:
         sd = np.full_like(mean, np.nan)
         candidate = np.ones(k, dtype=bool)
         lin = np.nonzero(codes == LINEAR)[0]
+        daily = np.zeros(0, dtype=np.int64)
+        if len(lin):
+            seasonal = self.daily.detected(slots[lin])
+            daily, lin = lin[seasonal], lin[~seasonal]
+        full_grid = None
+        if len(daily):
+            # a line less a daily profile: its O(1) line is not the one forecast, and the
+            # profile's peak may fall between the coarse points, so the whole grid (O(buckets))
+            full_grid = self._predict(LINEAR, slots[daily], now, hs)
+            step = len(hs) // SCREEN_POINTS if len(hs) >= SCREEN_POINTS else 1
+            cols = np.concatenate(([0], np.arange(step - 1, len(hs), step))) if len(hs) >= SCREEN_POINTS \
+                else np.arange(len(hs))
+            mean[daily], sd[daily] = full_grid.mean[:, cols], full_grid.sd[:, cols]
+            candidate[daily] = ~np.isfinite(full_grid.sd).all(axis=1)  # warming up after a gap: in full
         if len(lin):
             stats = linear.line(self.sums, self.buckets, slots[lin], now, self.lookback, self.width)
             excess = self.screen.curvature[slots[lin]] * SCREEN_MARGIN
@@ -430,6 +462,9 @@ class ForecastBank:
         # past the threshold as the likeliest point of the coarse grid
         samples = np.maximum(np.nan_to_num(hs[-1] / self.sampling.dt0[slots], nan=1.0), 1.0) if len(hs) else 1.0
         prob = np.minimum(breach.crossing_probability(Prediction(mean, sd), threshold, below) * samples, 1.0)
+        if full_grid is not None:
+            each = samples[daily] if isinstance(samples, np.ndarray) else samples
+            prob[daily] = np.minimum(breach.crossing_probability(full_grid, threshold, below) * each, 1.0)
         past = (last <= threshold) if below else (last >= threshold)
         candidate |= past | (prob >= SCREEN_PROBABILITY)
         value = mean[:, -1] if len(coarse) else np.full(k, np.nan)
@@ -462,6 +497,7 @@ class ForecastBank:
         s.t_last[slot], s.v_last[slot], s.dt0[slot], s.nseen[slot] = end, v[-1], dt0, len(t)
         self.buckets.fill(slot, t, v, self.width)
         self.sums.rebuild(self.buckets, np.array([slot]), self.width)
+        self.daily.fill(slot, t, v)
         if self.keeps_ets:
             self._warm_ets(slot, t, v, dt0)
         if self.needs_refit and len(t) >= self.min_refit_points:
@@ -581,7 +617,7 @@ class ForecastBank:
         free), "arrays" (name -> array with one row per slot)}; the array names are those of
         the bank's first release, so snapshots stay readable both ways.
         """
-        arrays = {name: arr.copy() for name, arr in self._named_arrays().items()}
+        arrays = {name: arr.copy() for name, arr in {**self._named_arrays(), **self._daily_arrays()}.items()}
         return {"version": STATE_VERSION, "config": self._config(), "keys": self.table.slot_keys(), "arrays": arrays}
 
     def _named_arrays(self) -> dict[str, np.ndarray]:
@@ -596,6 +632,13 @@ class ForecastBank:
             "lb_id": b.id, "season_state": z.profile,
         }
 
+    def _daily_arrays(self) -> dict[str, np.ndarray]:
+        """The daily profile's arrays: optional in a state (one written before it had them
+        loads with the profiles to learn again)."""
+        d = self.daily
+        return {"dp_bin": d.bin, "dp_sum": d.sum, "dp_n": d.n, "dp_profile": d.profile, "dp_resid": d.resid,
+                "dp_learnt": d.learnt}
+
     def _config(self) -> dict[str, Any]:
         return {"model": self.model, "lookback": self.lookback, "season": self.season,
                 "linear_buckets": self.linear_buckets + 1, "season_bins": self.season_bins}
@@ -608,13 +651,16 @@ class ForecastBank:
             raise ValueError("forecast state does not match this bank's configuration")
         keys = list(state["keys"])
         table = SlotTable.from_keys(keys)
-        kept = (self.sampling, self.buckets, self.holt, self.hw, self.seasonal, self.refits)
+        kept = (self.sampling, self.buckets, self.daily, self.holt, self.hw, self.seasonal, self.refits)
         self._allocate(table.capacity)
         try:
             for name, arr in self._named_arrays().items():
                 arr[: len(keys)] = state["arrays"][name]
+            for name, arr in self._daily_arrays().items():
+                if name in state["arrays"]:
+                    arr[: len(keys)] = state["arrays"][name]
         except (KeyError, ValueError) as exc:
-            self.sampling, self.buckets, self.holt, self.hw, self.seasonal, self.refits = kept
+            self.sampling, self.buckets, self.daily, self.holt, self.hw, self.seasonal, self.refits = kept
             raise ValueError(f"forecast state is damaged: {exc!r}") from exc
         self.table = table
         self.sums = Sums.empty(table.capacity)
