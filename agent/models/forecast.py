@@ -35,7 +35,8 @@ from agent.models.ets import EtsState, Season
 from agent.models.linear import Buckets, Sums
 from agent.models.prediction import Prediction
 from agent.models.schedule import RefitJob, RefitResult, RefitState, spread
-from agent.models.seasonality import CANDIDATE_PERIODS, DailyProfile, detect_period, phase_values, seasonal_profile
+from agent.models.seasonality import (CANDIDATE_PERIODS, DAY, NO_BIN, DailyProfile, detect_period, phase_values,
+                                      seasonal_profile)
 from agent.models.slots import SlotTable
 
 MODELS: tuple[str, ...] = ("linear", "robust_linear", "holt", "holt_winters")
@@ -202,6 +203,9 @@ class ForecastBank:
         # a linear bank keeps the linear models' state only: the exponential smoothing states
         # would double the cost of every update for forecasts nobody reads
         self.keeps_ets = model != "linear"
+        # the linear models take out a daily profile where one is detected, unless the rule
+        # turned seasonality off or named another period
+        self.uses_daily = self.season is None or self.season == DAY
         self.table = SlotTable(capacity)
         self._allocate(self.table.capacity)
         self.full_estimates = 0  # slots the last `breach` estimated in full (the others were screened out)
@@ -291,7 +295,8 @@ class ForecastBank:
         n = s.nseen[slots] + 1
         s.nseen[slots] = n
         self.buckets.add(slots, ts, v, self.width, self.sums)
-        self.daily.update(slots, ts, v)
+        if self.uses_daily:
+            self.daily.update(slots, ts, v)
         k = np.where(first | ~np.isfinite(dt0), 1.0, np.clip(np.rint(dt / np.where(dt0 > 0, dt0, 1.0)), 1, _MAX_GAP_STEPS))
         if not self.keeps_ets:
             return
@@ -344,7 +349,7 @@ class ForecastBank:
     def _predict(self, code: int, slots: np.ndarray, now: float, hs: np.ndarray) -> Prediction:
         if code in (LINEAR, ROBUST_LINEAR):
             rows = self.buckets.take(slots)
-            daily = self.daily.detected(slots)
+            daily = self.daily.detected(slots) if self.uses_daily else np.zeros(len(slots), dtype=bool)
             prof = self.daily.centred(slots[daily]) if daily.any() else None
             if prof is not None:
                 # the line is fitted to the series less its daily profile: each bucket's values
@@ -420,7 +425,7 @@ class ForecastBank:
         candidate = np.ones(k, dtype=bool)
         lin = np.nonzero(codes == LINEAR)[0]
         daily = np.zeros(0, dtype=np.int64)
-        if len(lin):
+        if len(lin) and self.uses_daily:
             seasonal = self.daily.detected(slots[lin])
             daily, lin = lin[seasonal], lin[~seasonal]
         full_grid = None
@@ -497,7 +502,8 @@ class ForecastBank:
         s.t_last[slot], s.v_last[slot], s.dt0[slot], s.nseen[slot] = end, v[-1], dt0, len(t)
         self.buckets.fill(slot, t, v, self.width)
         self.sums.rebuild(self.buckets, np.array([slot]), self.width)
-        self.daily.fill(slot, t, v)
+        if self.uses_daily:
+            self.daily.fill(slot, t, v)
         if self.keeps_ets:
             self._warm_ets(slot, t, v, dt0)
         if self.needs_refit and len(t) >= self.min_refit_points:
@@ -617,7 +623,10 @@ class ForecastBank:
         free), "arrays" (name -> array with one row per slot)}; the array names are those of
         the bank's first release, so snapshots stay readable both ways.
         """
-        arrays = {name: arr.copy() for name, arr in {**self._named_arrays(), **self._daily_arrays()}.items()}
+        named = self._named_arrays()
+        if self.daily.bin[self.table.used()].max(initial=NO_BIN) != NO_BIN:
+            named.update(self._daily_arrays())  # (a bank that saw no sample writes the first release's format)
+        arrays = {name: arr.copy() for name, arr in named.items()}
         return {"version": STATE_VERSION, "config": self._config(), "keys": self.table.slot_keys(), "arrays": arrays}
 
     def _named_arrays(self) -> dict[str, np.ndarray]:
