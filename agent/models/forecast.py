@@ -5,7 +5,11 @@ slot carries the state of all model families at once, so `auto` can switch per s
 without replaying history; each family's state is a declared dataclass of numpy arrays:
 
 - `linear` and `robust_linear` (`agent.models.linear`): least squares as Prometheus'
-  `predict_linear`, and Theil's robust line, over time buckets of the last `lookback`.
+  `predict_linear`, and Theil's robust line, over time buckets of the last `lookback`. Where a
+  series has a daily rhythm (`seasonality.DailyProfile`, learnt online and detected per
+  series), the line is fitted to the series less its daily profile and the forecast adds the
+  profile back at the future times of day: a queue that fills every afternoon is not a leak,
+  and a leak under that rhythm breaches at an afternoon peak.
 - `holt` and `holt_winters` (`agent.models.ets`): damped-trend exponential smoothing, the
   latter with additive seasonality in at most `season_bins` phase bins.
 - `auto`: per slot, the model with the lowest held-out error, chosen by the refit worker
@@ -35,8 +39,7 @@ from agent.models.ets import EtsState, Season
 from agent.models.linear import Buckets, Sums
 from agent.models.prediction import Prediction
 from agent.models.schedule import RefitJob, RefitResult, RefitState, spread
-from agent.models.seasonality import (CANDIDATE_PERIODS, DAY, NO_BIN, DailyProfile, detect_period, phase_values,
-                                      seasonal_profile)
+from agent.models.seasonality import CANDIDATE_PERIODS, DAY, NO_BIN, DailyProfile, detect_period, phase_values, seasonal_profile
 from agent.models.slots import SlotTable
 
 MODELS: tuple[str, ...] = ("linear", "robust_linear", "holt", "holt_winters")
@@ -156,7 +159,9 @@ class ForecastBank:
     refit asks for), `linear_buckets`, `season_bins`, `min_refit_points`, `capacity` (slots
     to start with; the bank grows as needed).
 
-    State, one row per slot: `sampling` (`Sampling`), `buckets` (the linear models'),
+    State, one row per slot: `sampling` (`Sampling`), `buckets` (the linear models'), `daily`
+    (`seasonality.DailyProfile`, the linear models' daily profile; not learnt when `season` is 0
+    or another period than a day),
     `holt` and `hw` (`ets.EtsState`), `seasonal` (`ets.Season`, holt_winters' seasonal state)
     and `refits` (`schedule.RefitState`).
 
@@ -674,5 +679,6 @@ class ForecastBank:
         self.table = table
         self.sums = Sums.empty(table.capacity)
         self.sums.rebuild(self.buckets, table.used(), self.width)
+        self.daily.refresh(table.used())
         self.screen = ScreenState.empty(table.capacity)
         self.refits.pending_since[:] = np.nan

@@ -163,7 +163,8 @@ class DailyProfile:
 
     `detected` says where the profile is worth using: two days learnt, and a profile whose
     variance, less what noise alone puts in it, explains at least MIN_STRENGTH of a bin's
-    variance (the threshold `detect_period` uses for a season)."""
+    variance (the threshold `detect_period` uses for a season). It is measured when a slot
+    learns (`on`, derived state: `refresh` rebuilds it), so a forecast reads one flag."""
 
     bin: np.ndarray
     sum: np.ndarray
@@ -171,6 +172,7 @@ class DailyProfile:
     profile: np.ndarray
     resid: np.ndarray
     learnt: np.ndarray
+    on: np.ndarray
 
     @classmethod
     def empty(cls, capacity: int, bins: int = PROFILE_BINS) -> DailyProfile:
@@ -178,7 +180,7 @@ class DailyProfile:
         # deviation): the ring's sums stay float64, they hold the level itself
         return cls(bin=np.full(capacity, NO_BIN, dtype=np.int64), sum=np.zeros((capacity, bins)),
                    n=np.zeros((capacity, bins), dtype=np.float32), profile=np.zeros((capacity, bins), dtype=np.float32),
-                   resid=np.zeros(capacity), learnt=np.zeros(capacity))
+                   resid=np.zeros(capacity), learnt=np.zeros(capacity), on=np.zeros(capacity, dtype=bool))
 
     @property
     def bins(self) -> int:
@@ -189,7 +191,7 @@ class DailyProfile:
         return DAY / self.bins
 
     def put(self, rows: np.ndarray | slice, src: DailyProfile) -> None:
-        for name in ("bin", "sum", "n", "profile", "resid", "learnt"):
+        for name in ("bin", "sum", "n", "profile", "resid", "learnt", "on"):
             getattr(self, name)[rows] = getattr(src, name)
 
     def grow(self, capacity: int) -> DailyProfile:
@@ -257,9 +259,14 @@ class DailyProfile:
         self.resid[s] = np.where(seen, self.resid[s] + rate_r * (r * r - self.resid[s]), self.resid[s])
         self.profile[s, pos] = old + np.maximum(PROFILE_RATE, 1.0 / (days + 1)) * r
         self.learnt[s] = learnt + 1
+        self.refresh(s)
 
     def detected(self, slots: np.ndarray) -> np.ndarray:
         """Which slots have a daily profile worth forecasting with (see the class)."""
+        return self.on[slots]
+
+    def refresh(self, slots: np.ndarray) -> None:
+        """Measure again whether the slots' profiles are worth using (`detected`)."""
         prof = self.profile[slots].astype(float)
         var = prof.var(axis=1)
         days = self.learnt[slots] / self.bins
@@ -269,7 +276,7 @@ class DailyProfile:
         true = var - chance
         with np.errstate(invalid="ignore", divide="ignore"):
             strength = true / (true + resid)
-        return (days >= 2) & (true > 0) & (strength >= _MIN_STRENGTH)
+        self.on[slots] = (days >= 2) & (true > 0) & (strength >= _MIN_STRENGTH)
 
     def centred(self, slots: np.ndarray) -> np.ndarray:
         """The slots' profiles with their mean taken out (series x bins)."""
@@ -322,3 +329,4 @@ class DailyProfile:
         self.sum[slot] = np.bincount(pos, weights=v[ring], minlength=p)
         self.n[slot] = np.bincount(pos, minlength=p)
         self.bin[slot] = b1
+        self.refresh(np.array([slot]))
