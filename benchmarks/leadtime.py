@@ -4,7 +4,7 @@ on the real noise of NAB series.
 
     python benchmarks/leadtime.py [--nab ../shared/data/nab] [--set report|tune|all]
                                   [--models linear] [--confidence 0.8] [--horizon 24h]
-                                  [--lookback 6h] [--sweep 0.6,0.7,0.8,0.9] [--json]
+                                  [--lookback 6h] [--sweep 0.6,0.7,0.8,0.9] [--history 3d] [--json]
 
 Scenarios. Each noise source is a real NAB series (5-minute samples), detrended (its least
 squares line removed), rescaled by its robust spread (1.4826 * MAD) and clipped to +-10 of
@@ -23,7 +23,10 @@ bursts, daily cycles and level shifts stay as they are. On it, per kind:
 and per shape: a trend (the fill, leak or backlog growth) that brings the series' underlying
 level to the threshold a known time D after it starts: linear at D = 12 h (disk only),
 1 d and 3 d, accelerating (quadratic) at D = 2 d; and `none`, the same series with no trend.
-Trends start 3.5 days before the end of the 7 days. The breach time is the first sample at or
+Trends start 3.5 days before the end of the 7 days. Before those 7 days come `--history` (3
+days by default) of the same series, replayed but not scored: the history a running agent
+holds (its store keeps 8 days; a restart warms the models from it), which a model that learns
+a daily rhythm needs and `predict_linear` (6 h) does not. The breach time is the first sample at or
 past the threshold (for sawtooth and seasonal series earlier than the trend's crossing).
 
 Noise sources are split in two sets: `tune` (the 1st, 3rd, 5th and 7th source) for choosing a
@@ -39,8 +42,8 @@ worker), with the storm guard lifted (each series is its own host). Metrics per 
 - lead: for a breach series, (breach - first ticket opened between trend start and breach)
   / horizon; 0 when no ticket opened before the breach (a miss). Median over series.
 - false tickets per series-week: tickets opened on `none` series, or on trend series before
-  their trend started, per week of such series time; the first 6 hours of the replay are not
-  counted (every rule starts cold there, where a running agent or Prometheus has history).
+  their trend started, per week of such series time; the history is not counted (every rule
+  starts cold there), nor, with `--history 0`, the replay's first 6 hours.
 - target: at least predict_linear's median lead with at most half its false tickets.
 
 Coverage of the ETA interval. `eta_low..eta_high` is the stated 80 % interval. Every 5
