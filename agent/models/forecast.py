@@ -157,7 +157,8 @@ class ForecastBank:
     seasonality off. Keyword options: `horizon` (what `auto` optimises for; default lookback),
     `refit_interval` (seconds between refits of a series), `history` (seconds of history a
     refit asks for), `linear_buckets`, `season_bins`, `min_refit_points`, `capacity` (slots
-    to start with; the bank grows as needed).
+    to start with; the bank grows as needed), `daily` (whether the linear models learn and
+    take out a daily profile; default: unless `season` is 0 or another period than a day).
 
     State, one row per slot: `sampling` (`Sampling`), `buckets` (the linear models'), `daily`
     (`seasonality.DailyProfile`, the linear models' daily profile; not learnt when `season` is 0
@@ -186,6 +187,7 @@ class ForecastBank:
         season_bins: int = 288,
         min_refit_points: int = 48,
         capacity: int = 16,
+        daily: bool | None = None,
     ) -> None:
         if model not in MODEL_CHOICES:
             raise ValueError(f"unknown forecast model {model!r}; expected one of {', '.join(MODEL_CHOICES)}")
@@ -210,7 +212,7 @@ class ForecastBank:
         self.keeps_ets = model != "linear"
         # the linear models take out a daily profile where one is detected, unless the rule
         # turned seasonality off or named another period
-        self.uses_daily = self.season is None or self.season == DAY
+        self.uses_daily = (self.season is None or self.season == DAY) if daily is None else bool(daily)
         self.table = SlotTable(capacity)
         self._allocate(self.table.capacity)
         self.full_estimates = 0  # slots the last `breach` estimated in full (the others were screened out)
