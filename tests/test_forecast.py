@@ -601,7 +601,8 @@ def test_the_breach_screen_changes_nothing_that_matters():
                 got = bank.breach(slots, t, threshold, direction, horizon, 0.9)
                 screened_out = n - bank.full_estimates
                 hs = grid(horizon)
-                full = estimate(bank.forecast(slots, t, hs).prediction(), hs, bank.sampling.v_last[slots],
+                fc = bank.forecast(slots, t, hs, above=direction == "above")  # what `breach` estimates in full
+                full = estimate(fc.prediction(), hs, bank.sampling.v_last[slots],
                                 np.array(["linear"] * n, dtype=object), threshold, direction == "below", horizon, 0.9)
                 names = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability")
                 same = np.all([np.isclose(getattr(got, m), getattr(full, m), rtol=1e-12, atol=0) for m in names], axis=0)
@@ -631,7 +632,7 @@ def test_series_still_warming_up_are_screened_to_what_their_full_estimate_says()
     hs = grid(DAY)
     for threshold, direction in ((0.0, "below"), (50.0, "above"), (-1e9, "below")):
         got = bank.breach(slots, t, threshold, direction, DAY, 0.9)
-        full = estimate(bank.forecast(slots, t, hs).prediction(), hs, bank.sampling.v_last[slots],
+        full = estimate(bank.forecast(slots, t, hs, above=direction == "above").prediction(), hs, bank.sampling.v_last[slots],
                         np.array(["linear"] * n, dtype=object), threshold, direction == "below", DAY, 0.9)
         assert np.isnan(bank.forecast(slots, t, hs).sd).all()  # all still warming up
         for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability", "breached"):
@@ -803,7 +804,7 @@ def test_the_breach_screen_of_seasonal_series_skips_only_what_is_far():
     hs = grid(DAY)
     for threshold in (1800.0, 2500.0, 5000.0):
         got = bank.breach(slots, now, threshold, "above", DAY, 0.9)
-        full = estimate(bank.forecast(slots, now, hs).prediction(), hs, bank.sampling.v_last[slots],
+        full = estimate(bank.forecast(slots, now, hs, above=True).prediction(), hs, bank.sampling.v_last[slots],
                         np.array(["linear"] * n, dtype=object), threshold, False, DAY, 0.9)
         same = np.isclose(got.probability, full.probability, rtol=1e-12, atol=0) \
             & np.isclose(got.eta_seconds, full.eta_seconds, rtol=1e-12, atol=0)
@@ -857,3 +858,34 @@ def test_a_seasonal_queue_that_never_breaches_opens_no_ticket_and_a_leak_does():
     learnt = T0 + 3 * DAY  # two days of profile, learnt half a day late
     assert not [x for x in fired["calm"] if x >= learnt]
     assert fired["leak"] and breach_at - fired["leak"][0] >= 6 * HOUR
+
+
+def test_dips_do_not_bring_a_breach_above_closer():
+    """A series at 60 that dips by 25 once an hour (a collector that reads low now and then):
+    its dips widen the noise below the line, not above it, so a breach of 75 above is much
+    less likely than the symmetric band says, while the same series mirrored (spikes of +25)
+    keeps the symmetric estimate, and mirror images give mirror estimates."""
+    from agent.models.breach import estimate, grid
+
+    rng = np.random.default_rng(8)
+    t = T0 + np.arange(0, 8 * HOUR, 300.0)
+    wobble = rng.normal(0, 1.0, len(t))
+    dips = np.where(np.arange(len(t)) % 12 == 5, -25.0, 0.0)
+    hs = grid(DAY)
+    got, sym = {}, {}
+    for name, v in (("dips", 60 + wobble + dips), ("spikes", 60 - wobble - dips)):
+        for threshold, direction in ((75.0, "above"), (45.0, "below")):
+            bank = ForecastBank("linear", 6 * HOUR)
+            s = feed(bank, "m", t, v)
+            got[name, direction] = bank.breach(s, t[-1], threshold, direction, DAY, 0.9)
+            sym[name, direction] = estimate(bank.forecast(s, t[-1], hs).prediction(), hs, bank.sampling.v_last[s],
+                                            np.array(["linear"], dtype=object), threshold, direction == "below", DAY,
+                                            0.9)
+    assert got["dips", "above"].probability[0] < 0.5 * sym["dips", "above"].probability[0]
+    assert got["dips", "above"].eta_low_seconds[0] > 4 * sym["dips", "above"].eta_low_seconds[0]
+    for name in ("probability", "eta_low_seconds", "eta_seconds"):
+        np.testing.assert_array_equal(getattr(got["spikes", "above"], name), getattr(sym["spikes", "above"], name))
+        np.testing.assert_allclose(getattr(got["dips", "below"], name), getattr(got["spikes", "above"], name),
+                                   rtol=1e-9)
+        np.testing.assert_allclose(getattr(got["spikes", "below"], name), getattr(got["dips", "above"], name),
+                                   rtol=1e-9)

@@ -327,12 +327,14 @@ class ForecastBank:
         return code
 
     def forecast(self, slots: np.ndarray, now: float, horizons: np.ndarray | Sequence[float],
-                 model: str | None = None) -> Forecast:
+                 model: str | None = None, above: bool | None = None) -> Forecast:
         """Forecast mean and sd at now + each horizon (seconds) for each slot.
 
         `model` overrides the bank's model choice (e.g. to compare models); default: the
         bank's model, or per-slot choice for `auto`. A linear bank keeps only `linear` and
-        `robust_linear` (ValueError for the others).
+        `robust_linear` (ValueError for the others). `above` (True / False: a breach above /
+        below the forecast is what counts) lets the linear models count only the noise on that
+        side (`linear.forecast`); `breach` sets it.
         """
         slots = np.asarray(slots, dtype=np.int64)
         hs = np.asarray(horizons, dtype=float)
@@ -345,7 +347,7 @@ class ForecastBank:
         # imports numpy.ma (1.3 MB resident for good) on its first call.
         for code in np.flatnonzero(np.bincount(codes)):
             rows = np.nonzero(codes == code)[0]
-            p = self._predict(int(code), slots[rows], now, hs)
+            p = self._predict(int(code), slots[rows], now, hs, above)
             mean[rows], sd[rows] = p.mean, p.sd
             if p.noise is not None:
                 noise[rows] = p.noise
@@ -353,7 +355,8 @@ class ForecastBank:
                 step[rows] = p.step
         return Forecast(mean, sd, np.asarray(MODELS, dtype=object)[codes], noise, step)
 
-    def _predict(self, code: int, slots: np.ndarray, now: float, hs: np.ndarray) -> Prediction:
+    def _predict(self, code: int, slots: np.ndarray, now: float, hs: np.ndarray,
+                 above: bool | None = None) -> Prediction:
         if code in (LINEAR, ROBUST_LINEAR):
             rows = self.buckets.take(slots)
             daily = self.daily.detected(slots) if self.uses_daily else np.zeros(len(slots), dtype=bool)
@@ -365,7 +368,7 @@ class ForecastBank:
                 tb = rows.id[daily] * self.width + rows.st[daily] / np.where(n > 0, n, 1.0)
                 rows.c[daily] -= phase_values(prof, tb)
             lf = linear.forecast(rows, now, hs, self.lookback, self.width,
-                                 robust=code == ROBUST_LINEAR, dt0=self.sampling.dt0[slots])
+                                 robust=code == ROBUST_LINEAR, dt0=self.sampling.dt0[slots], above=above)
             if code == LINEAR:  # what the breach screen assumes until the next full estimate
                 self.screen.curvature[slots] = lf.curvature
                 self.screen.factor[slots] = lf.factor
@@ -412,7 +415,7 @@ class ForecastBank:
         out = BreachEstimates(inf, inf.copy(), inf.copy(), screen.probability, screen.value, names,
                               np.zeros(len(slots), dtype=bool))
         if len(full):
-            fc = self.forecast(slots[full], now, hs, model=model)
+            fc = self.forecast(slots[full], now, hs, model=model, above=not below)
             est = breach.estimate(fc.prediction(), hs, last[full], fc.model, threshold, below, horizon, confidence)
             for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability", "value_at_horizon",
                          "breached"):
@@ -439,7 +442,7 @@ class ForecastBank:
         if len(daily):
             # a line less a daily profile: its O(1) line is not the one forecast, and the
             # profile's peak may fall between the coarse points, so the whole grid (O(buckets))
-            full_grid = self._predict(LINEAR, slots[daily], now, hs)
+            full_grid = self._predict(LINEAR, slots[daily], now, hs, above=not below)
             step = len(hs) // SCREEN_POINTS if len(hs) >= SCREEN_POINTS else 1
             cols = np.concatenate(([0], np.arange(step - 1, len(hs), step))) if len(hs) >= SCREEN_POINTS \
                 else np.arange(len(hs))
