@@ -4,7 +4,7 @@ on the real noise of NAB series.
 
     python benchmarks/leadtime.py [--nab ../shared/data/nab] [--set report|tune|all]
                                   [--models linear] [--confidence 0.8] [--horizon 24h]
-                                  [--lookback 6h] [--sweep 0.6,0.7,0.8,0.9] [--json]
+                                  [--lookback 6h] [--sweep 0.6,0.7,0.8,0.9] [--history 3d] [--json]
 
 Scenarios. Each noise source is a real NAB series (5-minute samples), detrended (its least
 squares line removed), rescaled by its robust spread (1.4826 * MAD) and clipped to +-10 of
@@ -23,7 +23,10 @@ bursts, daily cycles and level shifts stay as they are. On it, per kind:
 and per shape: a trend (the fill, leak or backlog growth) that brings the series' underlying
 level to the threshold a known time D after it starts: linear at D = 12 h (disk only),
 1 d and 3 d, accelerating (quadratic) at D = 2 d; and `none`, the same series with no trend.
-Trends start 3.5 days before the end of the 7 days. The breach time is the first sample at or
+Trends start 3.5 days before the end of the 7 days. Before those 7 days come `--history` (3
+days by default) of the same series, replayed but not scored: the history a running agent
+holds (its store keeps 8 days; a restart warms the models from it), which a model that learns
+a daily rhythm needs and `predict_linear` (6 h) does not. The breach time is the first sample at or
 past the threshold (for sawtooth and seasonal series earlier than the trend's crossing).
 
 Noise sources are split in two sets: `tune` (the 1st, 3rd, 5th and 7th source) for choosing a
@@ -39,8 +42,8 @@ worker), with the storm guard lifted (each series is its own host). Metrics per 
 - lead: for a breach series, (breach - first ticket opened between trend start and breach)
   / horizon; 0 when no ticket opened before the breach (a miss). Median over series.
 - false tickets per series-week: tickets opened on `none` series, or on trend series before
-  their trend started, per week of such series time; the first 6 hours of the replay are not
-  counted (every rule starts cold there, where a running agent or Prometheus has history).
+  their trend started, per week of such series time; the history is not counted (every rule
+  starts cold there), nor, with `--history 0`, the replay's first 6 hours.
 - target: at least predict_linear's median lead with at most half its false tickets.
 
 Coverage of the ETA interval. `eta_low..eta_high` is the stated 80 % interval. Every 5
@@ -156,7 +159,11 @@ class Series:
     v: np.ndarray
 
 
-def build(nab: str, sources: list[str], days: float, kinds: list[str]) -> tuple[Recording, list[Series]]:
+def build(nab: str, sources: list[str], days: float, kinds: list[str],
+          history: float = 0.0) -> tuple[Recording, list[Series]]:
+    """The scenarios: `days` measured, after `history` seconds of samples a running agent
+    would hold (trends start 3.5 days before the end)."""
+    days += history / DAY
     n = int(days * DAY / STEP)
     t = T0 + STEP * np.arange(n)
     start = T0 + (days - 3.5) * DAY
@@ -239,7 +246,7 @@ class Score:
 
 
 def score(res: backtest.BacktestResult, series: list[Series], rule: str, horizon: float, start: float, end: float,
-          keep: str | None) -> Score:
+          keep: str | None, history: float = 0.0) -> Score:
     opens: dict[str, list[backtest.TicketEvent]] = {}
     for e in res.events:
         if e.action == "open" and e.rule.split("_", 1)[1] == rule:
@@ -250,7 +257,7 @@ def score(res: backtest.BacktestResult, series: list[Series], rule: str, horizon
             continue
         evs = opens.get(s.labels["host"], [])
         times = [e.time for e in evs]
-        warm = start + WARM_UP  # every rule starts cold at the replay's start: not counted
+        warm = start + max(WARM_UP, history)  # every rule starts cold at the replay's start: not counted
         if s.trend_start is None:
             sc.false_tickets += sum(1 for x in times if x >= warm)
             sc.exposure_weeks += (end - warm) / (7 * DAY)
@@ -335,6 +342,8 @@ def main() -> int:
     ap.add_argument("--nab", default=DEFAULT_NAB)
     ap.add_argument("--set", default="report", choices=sorted(SETS), help="noise sources: tune, report or all")
     ap.add_argument("--days", type=float, default=7.0, help="length of each series (trends start 3.5 days before the end)")
+    ap.add_argument("--history", default="3d", help="samples before the measured days, standing for the history a "
+                    "running agent holds (0: every rule starts cold and only its first 6 h are not counted)")
     ap.add_argument("--kinds", default=",".join(KINDS), help="scenario kinds (comma-separated)")
     ap.add_argument("--models", default="linear", help="forecast models to compare (comma-separated; auto refits "
                     "every series in the refit worker and takes several minutes)")
@@ -357,7 +366,8 @@ def main() -> int:
     baseline = RuleKind("predict_linear", f"predict_linear(x[6h], {args.horizon})", None)
     rule_kinds.append(baseline)
     sources = SETS[args.set]
-    rec, series = build(args.nab, sources, args.days, kinds)
+    history = parse_duration(args.history) if args.history not in ("", "0") else 0.0
+    rec, series = build(args.nab, sources, args.days, kinds, history)
     ticketing = TicketingConfig(max_new_tickets_per_hour=10**9, max_new_tickets_per_hour_per_rule=10**9)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "rules.yml")
@@ -376,12 +386,13 @@ def main() -> int:
     start, end = float(rec.t[0]), float(rec.t[-1])
     views = [("all scenarios", None)] + [(k, k) for k in kinds] + [("linear trends", "linear"),
                                                                      ("accelerating", "accelerating")]
-    table = {name: {rk.name: score(res, series, rk.name, horizon, start, end, keep) for rk in rule_kinds}
+    table = {name: {rk.name: score(res, series, rk.name, horizon, start, end, keep, history) for rk in rule_kinds}
              for name, keep in views}
     load = os.getloadavg()[0]
     n_breach = sum(1 for s in series if s.breach is not None)
     print(f"set '{args.set}': {len(series)} series ({n_breach} with a breach) from {len(sources)} NAB noise sources "
-          f"({', '.join(os.path.splitext(os.path.basename(s))[0] for s in sources)}), {args.days:g} days at 5 min; "
+          f"({', '.join(os.path.splitext(os.path.basename(s))[0] for s in sources)}), {args.days:g} days at 5 min "
+          f"after {history / DAY:g} days of history; "
           f"horizon {args.horizon} for every rule, forecast lookback {args.lookback}"
           f"{''.join(f', {k} rules model {m}' for k, m in kind_models.items())}; {res.evaluations} evaluations, "
           f"{res.refits} refits, {wall:.0f} s, load average {load:.1f}")

@@ -4,7 +4,9 @@
 (constructor, `slots_for`, `update`, `warm`, `forget`, `forecast`, `breach`, `refit_jobs`,
 `apply_refit`, `state_dict`) and returns every number they produced as flat arrays. The same
 function ran with the forecasting code as it was before it was split into modules (commit
-4bb23e7), and again when breach estimates were calibrated on purpose; its output is
+4bb23e7), and again when breach estimates were calibrated on purpose, and when linear forecasts
+began to take out a detected daily profile (`seasonality.DailyProfile`) and to count only the
+noise on the breach's side of the line; its output is
 `tests/fixtures/forecast_reference.npz`
 (`tests/fixtures/make_forecast_reference.py` writes it); `tests/test_forecast_equivalence.py`
 runs it again with the code as it is and compares.

@@ -105,12 +105,12 @@ def test_detect_period_finds_daily_and_hourly_and_none():
     assert detect_period(tt, 1e-3 * (tt - T0) + rng.normal(size=len(tt))) is None
 
 
-def fitted_result(t, v, model="auto", period=None, horizon=6 * HOUR):
+def fitted_result(t, v, model="auto", period=None, horizon=6 * HOUR, models=MODELS):
     from agent.models.refit import fit_job  # imports statsmodels in this test process only
 
     job = RefitJob(key="s", slot=0, gen=1, start=-np.inf, end=np.inf, period=period, candidates=(HOUR, DAY),
                    lookback=6 * HOUR, horizon=horizon, season_bins=288, linear_buckets=64,
-                   models=MODELS if model == "auto" else (model,), t=t, v=v)
+                   models=models if model == "auto" else (model,), t=t, v=v)
     return fit_job(job)
 
 
@@ -353,7 +353,9 @@ def test_refit_installs_a_newly_detected_season():
     bank = ForecastBank("auto", lookback=6 * HOUR)
     slots = feed(bank, "s", t[-300:], v[-300:])  # one day streamed: too little to detect a daily season
     assert bank.seasonal.period[slots[0]] == 0
-    result = fitted_result(t, v)
+    # among the smoothing models (on so clean a series, linear less its daily profile wins the
+    # auto choice: see test_a_daily_season_is_taken_out_of_the_linear_forecast)
+    result = fitted_result(t, v, models=("holt", "holt_winters"))
     result.key, result.slot, result.gen = "s", int(slots[0]), int(bank.refits.gen[slots[0]])
     assert result.period == DAY and result.choice == "holt_winters"
     assert bank.apply_refit([result]) == 1
@@ -599,7 +601,8 @@ def test_the_breach_screen_changes_nothing_that_matters():
                 got = bank.breach(slots, t, threshold, direction, horizon, 0.9)
                 screened_out = n - bank.full_estimates
                 hs = grid(horizon)
-                full = estimate(bank.forecast(slots, t, hs).prediction(), hs, bank.sampling.v_last[slots],
+                fc = bank.forecast(slots, t, hs, above=direction == "above")  # what `breach` estimates in full
+                full = estimate(fc.prediction(), hs, bank.sampling.v_last[slots],
                                 np.array(["linear"] * n, dtype=object), threshold, direction == "below", horizon, 0.9)
                 names = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability")
                 same = np.all([np.isclose(getattr(got, m), getattr(full, m), rtol=1e-12, atol=0) for m in names], axis=0)
@@ -629,7 +632,7 @@ def test_series_still_warming_up_are_screened_to_what_their_full_estimate_says()
     hs = grid(DAY)
     for threshold, direction in ((0.0, "below"), (50.0, "above"), (-1e9, "below")):
         got = bank.breach(slots, t, threshold, direction, DAY, 0.9)
-        full = estimate(bank.forecast(slots, t, hs).prediction(), hs, bank.sampling.v_last[slots],
+        full = estimate(bank.forecast(slots, t, hs, above=direction == "above").prediction(), hs, bank.sampling.v_last[slots],
                         np.array(["linear"] * n, dtype=object), threshold, direction == "below", DAY, 0.9)
         assert np.isnan(bank.forecast(slots, t, hs).sd).all()  # all still warming up
         for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability", "breached"):
@@ -727,3 +730,162 @@ def test_a_forecast_near_the_horizon_edge_does_not_flap(monkeypatch):
     assert not det2.conditions(T0 + 60, [(b, 1.0)])  # /a is gone: its slot is free
     assert not det2.conditions(T0 + 120, [(b, 1.0), (c, 1.0)])  # 0.85: /b was not active, nor was /c
     assert int(det2.bank.slots_for([c])[0]) == slot_a
+
+
+def daily_queue(days: float, leak: float = 0.0, seed: int = 3, step: float = 300.0):
+    """A queue's backlog with a daily rhythm (+-400 around 1000, busiest in the afternoon) and
+    noise; `leak` items per day of growth from the start of the last 1.5 days."""
+    rng = np.random.default_rng(seed)
+    t = T0 + np.arange(0, days * DAY, step)
+    start = t[-1] - 1.5 * DAY
+    truth = lambda tt: 1000 + 400 * np.sin(2 * np.pi * (np.mod(tt, DAY) - 9 * HOUR) / DAY) \
+        + leak * np.clip(tt - start, 0, None) / DAY
+    return t, truth(t) + rng.normal(0, 40, len(t)), truth
+
+
+def test_a_daily_season_is_taken_out_of_the_linear_forecast():
+    """A linear window on the rising half of a daily cycle extrapolates the afternoon peak into
+    a breach; with the daily profile learnt online the line is fitted to the series less its
+    profile and the forecast follows tomorrow's cycle. Without a detected season (too little
+    history, or seasonality turned off) the line is what it was."""
+    t, v, truth = daily_queue(5)
+    hs = np.array([3, 6, 12, 24]) * HOUR
+    tod = np.mod(t, DAY)
+    rising = int(np.argmax((t >= T0 + 4 * DAY) & (tod >= 12 * HOUR) & (tod < 12 * HOUR + 300)))  # noon, day five
+    seasonal, plain, young = (ForecastBank("linear", 6 * HOUR), ForecastBank("linear", 6 * HOUR, season=0.0),
+                              ForecastBank("linear", 6 * HOUR))
+    s1 = feed(seasonal, "q", t[: rising + 1], v[: rising + 1])
+    s2 = feed(plain, "q", t[: rising + 1], v[: rising + 1])
+    s3 = feed(young, "q", t[rising - 288 : rising + 1], v[rising - 288 : rising + 1])  # one day only
+    now = t[rising]
+    assert seasonal.daily.detected(s1).all() and not young.daily.detected(s3).any()
+    got = seasonal.forecast(s1, now, hs)
+    # tomorrow's cycle within a quarter of its swing (the line's slope over 6 h is extrapolated
+    # a day); the line alone is off by more than the whole swing
+    np.testing.assert_allclose(got.mean[0], truth(now + hs), atol=200.0)
+    for bank, slots in ((plain, s2), (young, s3)):  # the line alone: the morning's climb goes on
+        assert bank.forecast(slots, now, hs).mean[0, -1] > truth(now + hs[-1]) + 1000
+    # a threshold over the peak: no breach with the profile, a likely one from the line alone
+    assert seasonal.breach(s1, now, 3000.0, "above", DAY, 0.9).probability[0] < 0.01
+    assert plain.breach(s2, now, 3000.0, "above", DAY, 0.9).probability[0] > 0.5
+
+
+def test_a_leak_under_a_daily_season_is_forecast_at_its_peaks():
+    """A backlog that grows 800 items a day under the same rhythm: the breach of 3000 comes at
+    an afternoon peak; the forecast with the profile places it there, not at the line's
+    crossing."""
+    t, v, truth = daily_queue(5, leak=800.0)
+    bank = ForecastBank("linear", 6 * HOUR)
+    slots = feed(bank, "q", t, v)
+    now = t[-1]
+    ahead = np.arange(60.0, 2 * DAY, 60.0)
+    actual = ahead[np.argmax(truth(now + ahead) >= 3000)]
+    assert actual < DAY
+    est = bank.breach(slots, now, 3000.0, "above", DAY, 0.9)
+    assert est.eta_low_seconds[0] <= actual <= est.eta_high_seconds[0]
+    assert abs(est.eta_seconds[0] - actual) < 3 * HOUR
+
+
+def test_the_breach_screen_of_seasonal_series_skips_only_what_is_far():
+    """Series whose linear forecast takes out a daily profile are screened on the whole grid:
+    those skipped have no crossing and a negligible probability in their full estimate; the
+    others get exactly the full estimate."""
+    from agent.models.breach import estimate, grid
+
+    n = 24
+    bank = ForecastBank("linear", 6 * HOUR)
+    keys = list(range(n))
+    slots = bank.slots_for(keys)
+    series = [daily_queue(4, leak=400.0 * (k % 4), seed=k) for k in keys]
+    for i in range(len(series[0][0])):
+        bank.update(slots, series[0][0][i], np.array([s[1][i] for s in series]))
+    now = series[0][0][-1]
+    assert bank.daily.detected(slots).all()
+    hs = grid(DAY)
+    for threshold in (1800.0, 2500.0, 5000.0):
+        got = bank.breach(slots, now, threshold, "above", DAY, 0.9)
+        full = estimate(bank.forecast(slots, now, hs, above=True).prediction(), hs, bank.sampling.v_last[slots],
+                        np.array(["linear"] * n, dtype=object), threshold, False, DAY, 0.9)
+        same = np.isclose(got.probability, full.probability, rtol=1e-12, atol=0) \
+            & np.isclose(got.eta_seconds, full.eta_seconds, rtol=1e-12, atol=0)
+        skipped = np.isinf(got.eta_seconds) & (full.probability < 1e-3)
+        assert np.all(same | skipped)
+    assert n - bank.full_estimates > 0  # 5000 is far for every series
+
+
+def test_daily_profile_warm_equals_streaming():
+    """A profile loaded from history (`warm`) is the one streaming the same samples learns,
+    through gaps and irregular samples."""
+    rng = np.random.default_rng(4)
+    t, v, _ = daily_queue(4, leak=800.0)
+    keep = rng.random(len(t)) > 0.2
+    keep[400:460] = False  # a five-hour gap
+    t, v = t[keep], v[keep]
+    a, b = ForecastBank("linear", 6 * HOUR), ForecastBank("linear", 6 * HOUR)
+    sa = feed(a, "q", t, v)
+    b.warm("q", t, v)
+    sb = b.slots_for(["q"])
+    for name in ("bin", "sum", "n", "learnt"):
+        np.testing.assert_array_equal(getattr(a.daily, name)[sa], getattr(b.daily, name)[sb], err_msg=name)
+    np.testing.assert_allclose(a.daily.profile[sa], b.daily.profile[sb], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(a.daily.resid[sa], b.daily.resid[sb], rtol=1e-5)
+    # a snapshot keeps it
+    c = ForecastBank("linear", 6 * HOUR)
+    c.load_state_dict(pickle.loads(pickle.dumps(a.state_dict())))
+    np.testing.assert_array_equal(c.daily.profile[c.slots_for(["q"])], a.daily.profile[sa])
+
+
+def test_a_seasonal_queue_that_never_breaches_opens_no_ticket_and_a_leak_does():
+    """The forecast rule (the adapter the daemon runs) over five days of a queue with a daily
+    rhythm that never comes near 3000: active at no evaluation once its rhythm is learnt; the
+    same queue with a leak from the last 1.5 days is active before its breach, with a lead."""
+    from agent.rules.detectors import ForecastDetector
+    from agent.rules.file import ForecastSpec
+    from agent.store import make_labels
+
+    spec = ForecastSpec(threshold=3000.0, model="linear", direction="above", confidence=0.9)
+    calm, leak = make_labels("queue", {"q": "calm"}), make_labels("queue", {"q": "leak"})
+    t, v_calm, _ = daily_queue(5.5, seed=5)
+    _, v_leak, truth = daily_queue(5.5, leak=1500.0, seed=6)
+    breach_at = t[np.argmax(v_leak >= 3000)]
+    det = ForecastDetector(spec)
+    fired: dict[str, list[float]] = {"calm": [], "leak": []}
+    for i, now in enumerate(t):
+        if now >= breach_at:
+            break
+        for cond in det.conditions(now, [(calm, v_calm[i]), (leak, v_leak[i])]):
+            fired["calm" if cond.labels == calm else "leak"].append(now)
+    learnt = T0 + 3 * DAY  # two days of profile, learnt half a day late
+    assert not [x for x in fired["calm"] if x >= learnt]
+    assert fired["leak"] and breach_at - fired["leak"][0] >= 6 * HOUR
+
+
+def test_dips_do_not_bring_a_breach_above_closer():
+    """A series at 60 that dips by 25 once an hour (a collector that reads low now and then):
+    its dips widen the noise below the line, not above it, so a breach of 75 above is much
+    less likely than the symmetric band says, while the same series mirrored (spikes of +25)
+    keeps the symmetric estimate, and mirror images give mirror estimates."""
+    from agent.models.breach import estimate, grid
+
+    rng = np.random.default_rng(8)
+    t = T0 + np.arange(0, 8 * HOUR, 300.0)
+    wobble = rng.normal(0, 1.0, len(t))
+    dips = np.where(np.arange(len(t)) % 12 == 5, -25.0, 0.0)
+    hs = grid(DAY)
+    got, sym = {}, {}
+    for name, v in (("dips", 60 + wobble + dips), ("spikes", 60 - wobble - dips)):
+        for threshold, direction in ((75.0, "above"), (45.0, "below")):
+            bank = ForecastBank("linear", 6 * HOUR)
+            s = feed(bank, "m", t, v)
+            got[name, direction] = bank.breach(s, t[-1], threshold, direction, DAY, 0.9)
+            sym[name, direction] = estimate(bank.forecast(s, t[-1], hs).prediction(), hs, bank.sampling.v_last[s],
+                                            np.array(["linear"], dtype=object), threshold, direction == "below", DAY,
+                                            0.9)
+    assert got["dips", "above"].probability[0] < 0.5 * sym["dips", "above"].probability[0]
+    assert got["dips", "above"].eta_low_seconds[0] > 4 * sym["dips", "above"].eta_low_seconds[0]
+    for name in ("probability", "eta_low_seconds", "eta_seconds"):
+        np.testing.assert_array_equal(getattr(got["spikes", "above"], name), getattr(sym["spikes", "above"], name))
+        np.testing.assert_allclose(getattr(got["dips", "below"], name), getattr(got["spikes", "above"], name),
+                                   rtol=1e-9)
+        np.testing.assert_allclose(getattr(got["spikes", "below"], name), getattr(got["dips", "above"], name),
+                                   rtol=1e-9)

@@ -7,7 +7,11 @@ it is. It was first recorded with the code of commit 4bb23e7 (one 870-line
 `agent/models/forecast.py`, before the split into modules) and re-recorded once on purpose,
 when breach estimates became calibrated (first passage, autocorrelation-aware linear
 intervals with model uncertainty, a fixed 80 % interval) and linear banks stopped keeping
-smoothing state; the snapshot format did not change.
+smoothing state; the snapshot format did not change. Re-recorded once more when linear
+forecasts began to take out a detected daily profile and breach estimates to count only the
+noise on the breach's side of a line: only the linear forecasts of the few series with a daily
+rhythm and linear breach estimates changed, and snapshots of banks that saw samples gained
+the profile's arrays (`dp_*`; older snapshots load without them).
 """
 
 from __future__ import annotations

@@ -5,7 +5,11 @@ slot carries the state of all model families at once, so `auto` can switch per s
 without replaying history; each family's state is a declared dataclass of numpy arrays:
 
 - `linear` and `robust_linear` (`agent.models.linear`): least squares as Prometheus'
-  `predict_linear`, and Theil's robust line, over time buckets of the last `lookback`.
+  `predict_linear`, and Theil's robust line, over time buckets of the last `lookback`. Where a
+  series has a daily rhythm (`seasonality.DailyProfile`, learnt online and detected per
+  series), the line is fitted to the series less its daily profile and the forecast adds the
+  profile back at the future times of day: a queue that fills every afternoon is not a leak,
+  and a leak under that rhythm breaches at an afternoon peak.
 - `holt` and `holt_winters` (`agent.models.ets`): damped-trend exponential smoothing, the
   latter with additive seasonality in at most `season_bins` phase bins.
 - `auto`: per slot, the model with the lowest held-out error, chosen by the refit worker
@@ -35,7 +39,7 @@ from agent.models.ets import EtsState, Season
 from agent.models.linear import Buckets, Sums
 from agent.models.prediction import Prediction
 from agent.models.schedule import RefitJob, RefitResult, RefitState, spread
-from agent.models.seasonality import CANDIDATE_PERIODS, detect_period, seasonal_profile
+from agent.models.seasonality import CANDIDATE_PERIODS, DAY, NO_BIN, DailyProfile, detect_period, phase_values, seasonal_profile
 from agent.models.slots import SlotTable, state_nbytes
 
 MODELS: tuple[str, ...] = ("linear", "robust_linear", "holt", "holt_winters")
@@ -153,9 +157,12 @@ class ForecastBank:
     seasonality off. Keyword options: `horizon` (what `auto` optimises for; default lookback),
     `refit_interval` (seconds between refits of a series), `history` (seconds of history a
     refit asks for), `linear_buckets`, `season_bins`, `min_refit_points`, `capacity` (slots
-    to start with; the bank grows as needed).
+    to start with; the bank grows as needed), `daily` (whether the linear models learn and
+    take out a daily profile; default: unless `season` is 0 or another period than a day).
 
-    State, one row per slot: `sampling` (`Sampling`), `buckets` (the linear models'),
+    State, one row per slot: `sampling` (`Sampling`), `buckets` (the linear models'), `daily`
+    (`seasonality.DailyProfile`, the linear models' daily profile; not learnt when `season` is 0
+    or another period than a day),
     `holt` and `hw` (`ets.EtsState`), `seasonal` (`ets.Season`, holt_winters' seasonal state)
     and `refits` (`schedule.RefitState`).
 
@@ -180,6 +187,7 @@ class ForecastBank:
         season_bins: int = 288,
         min_refit_points: int = 48,
         capacity: int = 16,
+        daily: bool | None = None,
     ) -> None:
         if model not in MODEL_CHOICES:
             raise ValueError(f"unknown forecast model {model!r}; expected one of {', '.join(MODEL_CHOICES)}")
@@ -202,6 +210,9 @@ class ForecastBank:
         # a linear bank keeps the linear models' state only: the exponential smoothing states
         # would double the cost of every update for forecasts nobody reads
         self.keeps_ets = model != "linear"
+        # the linear models take out a daily profile where one is detected, unless the rule
+        # turned seasonality off or named another period
+        self.uses_daily = (self.season is None or self.season == DAY) if daily is None else bool(daily)
         self.table = SlotTable(capacity)
         self._allocate(self.table.capacity)
         self.full_estimates = 0  # slots the last `breach` estimated in full (the others were screened out)
@@ -210,6 +221,7 @@ class ForecastBank:
         self.sampling = Sampling.empty(capacity)
         self.buckets = Buckets.empty(capacity, self.linear_buckets + 1)
         self.sums = Sums.empty(capacity)
+        self.daily = DailyProfile.empty(capacity)
         self.screen = ScreenState.empty(capacity)
         self.holt = EtsState.empty(capacity)
         self.hw = EtsState.empty(capacity)
@@ -220,6 +232,7 @@ class ForecastBank:
         self.sampling = self.sampling.grow(capacity)
         self.buckets = self.buckets.grow(capacity)
         self.sums = self.sums.grow(capacity)
+        self.daily = self.daily.grow(capacity)
         self.screen = self.screen.grow(capacity)
         self.holt = self.holt.grow(capacity)
         self.hw = self.hw.grow(capacity)
@@ -230,6 +243,7 @@ class ForecastBank:
         self.sampling.reset(slots)
         self.buckets.reset(slots)
         self.sums.reset(slots)
+        self.daily.reset(slots)
         self.screen.reset(slots)
         self.holt.reset(slots)
         self.hw.reset(slots)
@@ -269,8 +283,8 @@ class ForecastBank:
         return self._state_bytes() // max(1, self.table.capacity)
 
     def _state_bytes(self) -> int:
-        return state_nbytes(self.sampling, self.buckets, self.sums, self.screen, self.holt, self.hw, self.seasonal,
-                            self.refits)
+        return state_nbytes(self.sampling, self.buckets, self.sums, self.screen, self.daily, self.holt, self.hw,
+                            self.seasonal, self.refits)
 
     # ---- online update ---------------------------------------------------------------------
 
@@ -300,6 +314,8 @@ class ForecastBank:
         n = s.nseen[slots] + 1
         s.nseen[slots] = n
         self.buckets.add(slots, ts, v, self.width, self.sums)
+        if self.uses_daily:
+            self.daily.update(slots, ts, v)
         k = np.where(first | ~np.isfinite(dt0), 1.0, np.clip(np.rint(dt / np.where(dt0 > 0, dt0, 1.0)), 1, _MAX_GAP_STEPS))
         if not self.keeps_ets:
             return
@@ -323,12 +339,14 @@ class ForecastBank:
         return code
 
     def forecast(self, slots: np.ndarray, now: float, horizons: np.ndarray | Sequence[float],
-                 model: str | None = None) -> Forecast:
+                 model: str | None = None, above: bool | None = None) -> Forecast:
         """Forecast mean and sd at now + each horizon (seconds) for each slot.
 
         `model` overrides the bank's model choice (e.g. to compare models); default: the
         bank's model, or per-slot choice for `auto`. A linear bank keeps only `linear` and
-        `robust_linear` (ValueError for the others).
+        `robust_linear` (ValueError for the others). `above` (True / False: a breach above /
+        below the forecast is what counts) lets the linear models count only the noise on that
+        side (`linear.forecast`); `breach` sets it.
         """
         slots = np.asarray(slots, dtype=np.int64)
         hs = np.asarray(horizons, dtype=float)
@@ -341,7 +359,7 @@ class ForecastBank:
         # imports numpy.ma (1.3 MB resident for good) on its first call.
         for code in np.flatnonzero(np.bincount(codes)):
             rows = np.nonzero(codes == code)[0]
-            p = self._predict(int(code), slots[rows], now, hs)
+            p = self._predict(int(code), slots[rows], now, hs, above)
             mean[rows], sd[rows] = p.mean, p.sd
             if p.noise is not None:
                 noise[rows] = p.noise
@@ -349,15 +367,30 @@ class ForecastBank:
                 step[rows] = p.step
         return Forecast(mean, sd, np.asarray(MODELS, dtype=object)[codes], noise, step)
 
-    def _predict(self, code: int, slots: np.ndarray, now: float, hs: np.ndarray) -> Prediction:
+    def _predict(self, code: int, slots: np.ndarray, now: float, hs: np.ndarray,
+                 above: bool | None = None) -> Prediction:
         if code in (LINEAR, ROBUST_LINEAR):
-            lf = linear.forecast(self.buckets.take(slots), now, hs, self.lookback, self.width,
-                                 robust=code == ROBUST_LINEAR, dt0=self.sampling.dt0[slots])
+            rows = self.buckets.take(slots)
+            daily = self.daily.detected(slots) if self.uses_daily else np.zeros(len(slots), dtype=bool)
+            prof = self.daily.centred(slots[daily]) if daily.any() else None
+            if prof is not None:
+                # the line is fitted to the series less its daily profile: each bucket's values
+                # less the profile at the bucket's mean time (its values' reference `c` moves)
+                n = rows.n[daily]
+                tb = rows.id[daily] * self.width + rows.st[daily] / np.where(n > 0, n, 1.0)
+                rows.c[daily] -= phase_values(prof, tb)
+            lf = linear.forecast(rows, now, hs, self.lookback, self.width,
+                                 robust=code == ROBUST_LINEAR, dt0=self.sampling.dt0[slots], above=above)
             if code == LINEAR:  # what the breach screen assumes until the next full estimate
                 self.screen.curvature[slots] = lf.curvature
                 self.screen.factor[slots] = lf.factor
                 self.screen.measured[slots] = now
-            return lf.prediction
+            if prof is None:
+                return lf.prediction
+            p = lf.prediction
+            mean = p.mean.copy()
+            mean[daily] += phase_values(prof, now + hs)  # and forecast with it at the future times of day
+            return Prediction(mean, p.sd, p.noise, p.step)
         s = self.sampling
         seasonal = code == HOLT_WINTERS
         return ets.forecast(self.hw.take(slots) if seasonal else self.holt.take(slots), s.t_last[slots], s.dt0[slots],
@@ -394,7 +427,7 @@ class ForecastBank:
         out = BreachEstimates(inf, inf.copy(), inf.copy(), screen.probability, screen.value, names,
                               np.zeros(len(slots), dtype=bool))
         if len(full):
-            fc = self.forecast(slots[full], now, hs, model=model)
+            fc = self.forecast(slots[full], now, hs, model=model, above=not below)
             est = breach.estimate(fc.prediction(), hs, last[full], fc.model, threshold, below, horizon, confidence)
             for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability", "value_at_horizon",
                          "breached"):
@@ -413,6 +446,20 @@ class ForecastBank:
         sd = np.full_like(mean, np.nan)
         candidate = np.ones(k, dtype=bool)
         lin = np.nonzero(codes == LINEAR)[0]
+        daily = np.zeros(0, dtype=np.int64)
+        if len(lin) and self.uses_daily:
+            seasonal = self.daily.detected(slots[lin])
+            daily, lin = lin[seasonal], lin[~seasonal]
+        full_grid = None
+        if len(daily):
+            # a line less a daily profile: its O(1) line is not the one forecast, and the
+            # profile's peak may fall between the coarse points, so the whole grid (O(buckets))
+            full_grid = self._predict(LINEAR, slots[daily], now, hs, above=not below)
+            step = len(hs) // SCREEN_POINTS if len(hs) >= SCREEN_POINTS else 1
+            cols = np.concatenate(([0], np.arange(step - 1, len(hs), step))) if len(hs) >= SCREEN_POINTS \
+                else np.arange(len(hs))
+            mean[daily], sd[daily] = full_grid.mean[:, cols], full_grid.sd[:, cols]
+            candidate[daily] = ~np.isfinite(full_grid.sd).all(axis=1)  # warming up after a gap: in full
         if len(lin):
             stats = linear.line(self.sums, self.buckets, slots[lin], now, self.lookback, self.width)
             excess = self.screen.curvature[slots[lin]] * SCREEN_MARGIN
@@ -442,6 +489,9 @@ class ForecastBank:
         # past the threshold as the likeliest point of the coarse grid
         samples = np.maximum(np.nan_to_num(hs[-1] / self.sampling.dt0[slots], nan=1.0), 1.0) if len(hs) else 1.0
         prob = np.minimum(breach.crossing_probability(Prediction(mean, sd), threshold, below) * samples, 1.0)
+        if full_grid is not None:
+            each = samples[daily] if isinstance(samples, np.ndarray) else samples
+            prob[daily] = np.minimum(breach.crossing_probability(full_grid, threshold, below) * each, 1.0)
         past = (last <= threshold) if below else (last >= threshold)
         candidate |= past | (prob >= SCREEN_PROBABILITY)
         value = mean[:, -1] if len(coarse) else np.full(k, np.nan)
@@ -474,6 +524,8 @@ class ForecastBank:
         s.t_last[slot], s.v_last[slot], s.dt0[slot], s.nseen[slot] = end, v[-1], dt0, len(t)
         self.buckets.fill(slot, t, v, self.width)
         self.sums.rebuild(self.buckets, np.array([slot]), self.width)
+        if self.uses_daily:
+            self.daily.fill(slot, t, v)
         if self.keeps_ets:
             self._warm_ets(slot, t, v, dt0)
         if self.needs_refit and len(t) >= self.min_refit_points:
@@ -593,7 +645,10 @@ class ForecastBank:
         free), "arrays" (name -> array with one row per slot)}; the array names are those of
         the bank's first release, so snapshots stay readable both ways.
         """
-        arrays = {name: arr.copy() for name, arr in self._named_arrays().items()}
+        named = self._named_arrays()
+        if self.daily.bin[self.table.used()].max(initial=NO_BIN) != NO_BIN:
+            named.update(self._daily_arrays())  # (a bank that saw no sample writes the first release's format)
+        arrays = {name: arr.copy() for name, arr in named.items()}
         return {"version": STATE_VERSION, "config": self._config(), "keys": self.table.slot_keys(), "arrays": arrays}
 
     def _named_arrays(self) -> dict[str, np.ndarray]:
@@ -608,6 +663,13 @@ class ForecastBank:
             "lb_id": b.id, "season_state": z.profile,
         }
 
+    def _daily_arrays(self) -> dict[str, np.ndarray]:
+        """The daily profile's arrays: optional in a state (one written before it had them
+        loads with the profiles to learn again)."""
+        d = self.daily
+        return {"dp_bin": d.bin, "dp_sum": d.sum, "dp_n": d.n, "dp_profile": d.profile, "dp_resid": d.resid,
+                "dp_learnt": d.learnt}
+
     def _config(self) -> dict[str, Any]:
         return {"model": self.model, "lookback": self.lookback, "season": self.season,
                 "linear_buckets": self.linear_buckets + 1, "season_bins": self.season_bins}
@@ -620,16 +682,20 @@ class ForecastBank:
             raise ValueError("forecast state does not match this bank's configuration")
         keys = list(state["keys"])
         table = SlotTable.from_keys(keys)
-        kept = (self.sampling, self.buckets, self.holt, self.hw, self.seasonal, self.refits)
+        kept = (self.sampling, self.buckets, self.daily, self.holt, self.hw, self.seasonal, self.refits)
         self._allocate(table.capacity)
         try:
             for name, arr in self._named_arrays().items():
                 arr[: len(keys)] = state["arrays"][name]
+            for name, arr in self._daily_arrays().items():
+                if name in state["arrays"]:
+                    arr[: len(keys)] = state["arrays"][name]
         except (KeyError, ValueError) as exc:
-            self.sampling, self.buckets, self.holt, self.hw, self.seasonal, self.refits = kept
+            self.sampling, self.buckets, self.daily, self.holt, self.hw, self.seasonal, self.refits = kept
             raise ValueError(f"forecast state is damaged: {exc!r}") from exc
         self.table = table
         self.sums = Sums.empty(table.capacity)
         self.sums.rebuild(self.buckets, table.used(), self.width)
+        self.daily.refresh(table.used())
         self.screen = ScreenState.empty(table.capacity)
         self.refits.pending_since[:] = np.nan

@@ -662,22 +662,49 @@ def warming(stats: LineStats, lookback: float) -> np.ndarray:
     return ~(span >= MIN_SPAN * lookback)
 
 
+def side_share(rows: Buckets, f: LinearFit, ln: Line, above: bool) -> np.ndarray:
+    """Per series, twice the share of the residual energy on one side of the line (`above` it,
+    or below): 1 for noise as likely up as down, near 0 when the residuals that side are small
+    (a series that dips, or drops after each climb, but never jumps the other way). The
+    bucket means' residuals count by their sign; the spread inside a bucket, whose signs the
+    sums do not keep, counts half to each side."""
+    n = np.where(f.use, f.n, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(f.use, f.by - ln.intercept[:, None] - ln.slope[:, None] * f.bx, 0.0)
+        within = np.where(f.use, np.maximum(rows.svv - rows.sv * rows.sv / np.where(n > 0, n, 1.0), 0.0), 0.0)
+        between = n * r * r
+        side = (r > 0) if above else (r < 0)
+        total = within.sum(axis=1) + between.sum(axis=1)
+        share = (0.5 * within.sum(axis=1) + np.where(side, between, 0.0).sum(axis=1)) / total
+    return np.where(np.isfinite(share) & (total > 0), 2.0 * share, 1.0)
+
+
 def forecast(rows: Buckets, now: float, hs: np.ndarray, lookback: float, width: float, robust: bool,
-             dt0: np.ndarray | None = None) -> LineForecast:
+             dt0: np.ndarray | None = None, above: bool | None = None) -> LineForecast:
     """Mean and sd at now + hs (seconds) per series (taken rows) of the line fitted over the
     window; `robust` for Theil's line. The sd is the regression's prediction interval widened
     by `ar_factor` where the residuals are autocorrelated, by `curvature` where the window
-    bends, and by RATE_UNCERTAINTY of the slope (NaN while `warming`); `dt0` as in `predict`."""
+    bends, and by RATE_UNCERTAINTY of the slope (NaN while `warming`); `dt0` as in `predict`.
+
+    With `above` (the side a breach is on: True above the line, False below), the noise of
+    one sample counts only as much of its spread as lies that side (`side_share`, at most
+    all of it): dips do not bring a breach above closer, nor do jumps one below."""
     f = fit(rows, now, lookback, width)
     ln = theil(f) if robust else least_squares(f)
     stats = LineStats(f.N, ln.slope, f.ref + ln.intercept, ln.s2, f.xbar, f.Sxx)
     factor = ar_factor(f, ln)
     curve = curvature(f, ln, factor, reach=CURVATURE_REACH * lookback)
     p = predict(stats, hs, factor, dt0, curve)
+    psd, noise = p.sd, p.noise
+    if above is not None:
+        keep = np.minimum(side_share(rows, f, ln, above), 1.0)
+        cut = (1.0 - keep) * ln.s2  # the one-sample noise variance the other side holds
+        psd = np.sqrt(np.maximum(psd * psd - np.nan_to_num(cut)[:, None], 0.0))
+        noise = np.sqrt(keep * ln.s2)
     # still warming up: the mean stands, its spread is unknown (breach probability 0)
-    sd = np.where(warming(stats, lookback)[:, None], np.nan, p.sd)
+    sd = np.where(warming(stats, lookback)[:, None], np.nan, psd)
     assert curve.bound is not None  # `curvature` sets it
-    return LineForecast(Prediction(p.mean, sd, p.noise, p.step), curve.bound, factor)
+    return LineForecast(Prediction(p.mean, sd, noise, p.step), curve.bound, factor)
 
 
 def screen_curvature(stats: LineStats, excess: np.ndarray, reach: float) -> Curvature:

@@ -39,7 +39,7 @@ from agent.metrics import CounterMetricFamily, GaugeMetricFamily, HistogramMetri
 from agent.models.ets import EtsParams
 from agent.models.forecast import MODELS, ForecastBank
 from agent.models.schedule import RefitJob, RefitResult
-from agent.models.seasonality import bin_means, detect_period
+from agent.models.seasonality import DAY, bin_means, detect_period
 from agent.processes import step_aside
 
 MAX_POINTS = 2000  # fit on at most this many grid points (a fit of a week at 5 minutes: ~0.2 s)
@@ -175,8 +175,10 @@ def _grid(job: RefitJob) -> Grid:
 def _score(job: RefitJob, g: Grid, holt: EtsParams, hw: EtsParams) -> Scores:
     """Replay the held-out part through a one-slot bank warmed on the training part, with the
     fitted (grid-step) parameters, and score each candidate model's forecasts."""
+    # linear scored as the job's bank runs it: with its daily profile unless its season says not
     bank = ForecastBank("auto", job.lookback, g.period, linear_buckets=job.linear_buckets,
-                        season_bins=max(job.season_bins, g.m, 1) if g.m else 1)
+                        season_bins=max(job.season_bins, g.m, 1) if g.m else 1,
+                        daily=job.period is None or job.period == DAY)
     bank.warm("s", g.t[: g.split], g.y[: g.split])
     s = bank.slots_for(["s"])
     slot = int(s[0])

@@ -1,11 +1,14 @@
 """Seasonality: which of the candidate periods (hourly, daily, weekly) a series repeats at, and
-its seasonal profile in phase bins; bin means on a regular grid.
+its seasonal profile in phase bins; bin means on a regular grid; `DailyProfile`, a daily
+profile learnt online (O(1) per sample) that the linear forecasts take out of their window.
 
 numpy only, so it runs in the main process (warm start) and in the refit worker alike.
 Imports nothing of the agent.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -121,3 +124,209 @@ def seasonal_profile(t: np.ndarray, v: np.ndarray, period: float, nbins: int) ->
         k = np.arange(nbins)
         prof[pc == 0] = np.interp(k[pc == 0], k[pc > 0], prof[pc > 0], period=nbins)
     return prof - prof.mean()
+
+
+# ---- the online daily profile (linear forecasts) --------------------------------------------
+
+PROFILE_BINS = 48  # phase bins of a day in the online profile: 30 minutes each
+PROFILE_RATE = 1 / 7  # weight of each new day in a bin's profile once a week is learnt (a week's memory)
+PROFILE_COVERAGE = 0.75  # share of a day's bins that must hold samples for that day's mean to count
+NO_BIN = -(2**62)  # `DailyProfile.bin` of a slot without samples
+
+
+def phase_values(profile: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """A daily profile (series x PROFILE_BINS, bin j centred at (j + 0.5) * DAY / bins after
+    midnight UTC) at times `t` (series x k, or k shared by all series), interpolated linearly
+    between bin centres around the day."""
+    p = profile.shape[1]
+    t = np.broadcast_to(np.asarray(t, dtype=float), (profile.shape[0],) + np.shape(t)[-1:])
+    x = np.mod(t, DAY) / (DAY / p) - 0.5
+    lo = np.floor(x)
+    f = x - lo
+    j0 = np.mod(lo.astype(np.int64), p)
+    j1 = np.mod(j0 + 1, p)
+    return np.take_along_axis(profile, j0, axis=1) * (1 - f) + np.take_along_axis(profile, j1, axis=1) * f
+
+
+@dataclass
+class DailyProfile:
+    """Per slot, what the series does at each time of day, learnt online in O(1) per sample.
+
+    The last day is kept as a ring of PROFILE_BINS bins (`sum` and `n` of the samples in each,
+    position bin % PROFILE_BINS; `bin` the newest bin number, floor(t / bin width)). When a
+    sample opens a new bin, the bin half a day older is learnt: its mean less the mean of the
+    day centred on it (the ring's bin means: a centred day's mean takes a linear trend, or a
+    slow bend, out exactly, so a leak that starts does not leak into the profile), averaged
+    over the days (`profile`, a running mean, then exponentially weighted at PROFILE_RATE).
+    `resid` is the mean square of a day's bin deviation around the profile before it learnt
+    that day (a bin's noise), `learnt` how many bins were learnt.
+
+    `detected` says where the profile is worth using: two days learnt, and a profile whose
+    variance, less what noise alone puts in it, explains at least MIN_STRENGTH of a bin's
+    variance (the threshold `detect_period` uses for a season). It is measured when a slot
+    learns (`on`, derived state: `refresh` rebuilds it), so a forecast reads one flag."""
+
+    bin: np.ndarray
+    sum: np.ndarray
+    n: np.ndarray
+    profile: np.ndarray
+    resid: np.ndarray
+    learnt: np.ndarray
+    on: np.ndarray
+
+    @classmethod
+    def empty(cls, capacity: int, bins: int = PROFILE_BINS) -> DailyProfile:
+        # counts and the profile in float32 (exact to 16M samples a bin; 7 digits of a
+        # deviation): the ring's sums stay float64, they hold the level itself
+        return cls(bin=np.full(capacity, NO_BIN, dtype=np.int64), sum=np.zeros((capacity, bins)),
+                   n=np.zeros((capacity, bins), dtype=np.float32), profile=np.zeros((capacity, bins), dtype=np.float32),
+                   resid=np.zeros(capacity), learnt=np.zeros(capacity), on=np.zeros(capacity, dtype=bool))
+
+    @property
+    def bins(self) -> int:
+        return int(self.sum.shape[1])
+
+    @property
+    def width(self) -> float:
+        return DAY / self.bins
+
+    def put(self, rows: np.ndarray | slice, src: DailyProfile) -> None:
+        for name in ("bin", "sum", "n", "profile", "resid", "learnt", "on"):
+            getattr(self, name)[rows] = getattr(src, name)
+
+    def grow(self, capacity: int) -> DailyProfile:
+        out = DailyProfile.empty(capacity, self.bins)
+        out.put(slice(0, len(self.bin)), self)
+        return out
+
+    def reset(self, rows: np.ndarray | slice) -> None:
+        self.put(rows, DailyProfile.empty(1, self.bins))
+
+    def update(self, slots: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
+        """One sample per slot (distinct slots, t after the slot's last sample, v finite)."""
+        p = self.bins
+        b = np.floor(t / self.width).astype(np.int64)
+        last = self.bin[slots]
+        moved = b != last
+        if moved.any():
+            self._advance(slots[moved], last[moved], b[moved])
+        i = slots * p + b % p
+        self.sum.reshape(-1)[i] += v
+        self.n.reshape(-1)[i] += 1.0
+
+    def _advance(self, slots: np.ndarray, last: np.ndarray, new: np.ndarray) -> None:
+        """Slots whose sample opens bin `new` (their newest was `last`): learn the bin half a
+        day before `last`, then clear the ring positions of the bins after `last` up to `new`
+        (yesterday's, or everything after a gap of a day)."""
+        p = self.bins
+        had = last != NO_BIN
+        if had.any():
+            self._learn(slots[had], last[had])
+        k = np.where(had, np.minimum(new - last, p), p)
+        one = k == 1
+        if one.any():
+            i = slots[one] * p + new[one] % p
+            self.sum.reshape(-1)[i] = 0.0
+            self.n.reshape(-1)[i] = 0.0
+        if not one.all():
+            s = slots[~one]
+            off = np.mod(np.arange(p)[None, :] - (last[~one] + 1)[:, None], p)
+            keep = off >= k[~one][:, None]
+            self.sum[s] = np.where(keep, self.sum[s], 0.0)
+            self.n[s] = np.where(keep, self.n[s], 0.0)
+        self.bin[slots] = new
+
+    def _learn(self, slots: np.ndarray, last: np.ndarray) -> None:
+        p = self.bins
+        sums, counts = self.sum[slots], self.n[slots]
+        have = counts > 0
+        cover = have.sum(axis=1)
+        means = np.where(have, sums / np.where(have, counts, 1.0), 0.0)
+        day = means.sum(axis=1) / np.maximum(cover, 1)
+        pos = np.mod(last - p // 2, p)
+        rows = np.arange(len(slots))
+        ok = have[rows, pos] & (cover >= PROFILE_COVERAGE * p)
+        if not ok.any():
+            return
+        s, pos = slots[ok], pos[ok]
+        d = means[rows[ok], pos] - day[ok]
+        learnt = self.learnt[s]
+        days = np.floor(learnt / p)  # days each bin has learnt (about)
+        old = self.profile[s, pos].astype(float)
+        r = d - old
+        seen = days >= 1  # the deviation around a profile that has learnt this bin at least once
+        rate_r = np.maximum(PROFILE_RATE / p, 1.0 / np.maximum(learnt - p + 1, 1.0))
+        self.resid[s] = np.where(seen, self.resid[s] + rate_r * (r * r - self.resid[s]), self.resid[s])
+        self.profile[s, pos] = old + np.maximum(PROFILE_RATE, 1.0 / (days + 1)) * r
+        self.learnt[s] = learnt + 1
+        self.refresh(s)
+
+    def detected(self, slots: np.ndarray) -> np.ndarray:
+        """Which slots have a daily profile worth forecasting with (see the class)."""
+        return self.on[slots]
+
+    def refresh(self, slots: np.ndarray) -> None:
+        """Measure again whether the slots' profiles are worth using (`detected`)."""
+        prof = self.profile[slots].astype(float)
+        var = prof.var(axis=1)
+        days = self.learnt[slots] / self.bins
+        resid = self.resid[slots]
+        # a bin's profile is a mean of its days' deviations: noise alone gives it this variance
+        chance = resid * np.maximum(PROFILE_RATE / (2 - PROFILE_RATE), 1.0 / np.maximum(days, 1.0))
+        true = var - chance
+        with np.errstate(invalid="ignore", divide="ignore"):
+            strength = true / (true + resid)
+        self.on[slots] = (days >= 2) & (true > 0) & (strength >= _MIN_STRENGTH)
+
+    def centred(self, slots: np.ndarray) -> np.ndarray:
+        """The slots' profiles with their mean taken out (series x bins)."""
+        prof = self.profile[slots].astype(float)
+        return prof - prof.mean(axis=1, keepdims=True)
+
+    def fill(self, slot: int, t: np.ndarray, v: np.ndarray) -> None:
+        """Load a (reset) slot from a history: t ascending and distinct, v finite. Learns as
+        `update` of each sample in turn would, one day of bins at a time."""
+        if len(t) == 0:
+            return
+        p = self.bins
+        b = np.floor(t / self.width).astype(np.int64)
+        b0, b1 = int(b[0]), int(b[-1])
+        g = b1 - b0 + 1
+        cnt = np.bincount(b - b0, minlength=g).astype(float)
+        tot = np.bincount(b - b0, weights=v, minlength=g)
+        have = cnt > 0
+        means = np.where(have, tot / np.where(have, cnt, 1.0), 0.0)
+        # bin c is learnt when a sample opens a bin after c + p//2 (which must hold samples:
+        # the ring's newest), from the ring's bins c + p//2 - p + 1 ..= c + p//2
+        cs = np.concatenate(([0.0], np.cumsum(means)))
+        ch = np.concatenate(([0], np.cumsum(have)))
+        c = np.arange(g)
+        hi = c + p // 2
+        lo_c, hi_c = np.clip(hi - p + 1, 0, g), np.clip(hi + 1, 0, g)
+        cover = ch[hi_c] - ch[lo_c]
+        day = (cs[hi_c] - cs[lo_c]) / np.maximum(cover, 1)
+        newest = np.zeros(g, dtype=bool)  # the ring's newest bin when a later sample came
+        newest[: max(g - 1, 0)] = have[: max(g - 1, 0)]
+        ok = (hi < g) & newest[np.minimum(hi, g - 1)] & have & (cover >= PROFILE_COVERAGE * p)
+        idx = np.nonzero(ok)[0]
+        d = means[idx] - day[idx]
+        phase = np.mod(idx + b0, p)
+        prof = np.zeros(p)
+        learnt = 0.0
+        resid = 0.0
+        for j, ph in enumerate(phase):  # in order: the profile and `resid` evolve as online
+            days = np.floor(learnt / p)
+            r = d[j] - prof[ph]
+            if days >= 1:
+                resid += max(PROFILE_RATE / p, 1.0 / max(learnt - p + 1, 1.0)) * (r * r - resid)
+            prof[ph] += max(PROFILE_RATE, 1.0 / (days + 1)) * r
+            learnt += 1
+        self.profile[slot] = prof
+        self.resid[slot] = resid
+        self.learnt[slot] = learnt
+        ring = b > b1 - p
+        pos = np.mod(b[ring], p)
+        self.sum[slot] = np.bincount(pos, weights=v[ring], minlength=p)
+        self.n[slot] = np.bincount(pos, minlength=p)
+        self.bin[slot] = b1
+        self.refresh(np.array([slot]))

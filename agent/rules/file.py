@@ -52,8 +52,10 @@ class ForecastSpec:
                                                default="above")
     confidence: float = doc("Probability the breach happens inside the horizon for the rule to be active.",
                             default=0.9)
-    season: Duration | None = doc("Season length for holt_winters/auto (e.g. 1d); none: no seasonality.",
-                                  default=None)
+    season: Duration | None = doc(
+        "Season length (e.g. 1d): holt_winters' period. Unset: auto detects an hourly, daily or weekly season per "
+        "series, and linear takes out a daily profile where a series has one; a period other than 1d turns "
+        "linear's daily profile off.", default=None)
     recovery_confidence: float | None = doc(
         "Probability below which an active series clears (hysteresis, so a breach near the horizon's edge does "
         "not flap); default 2 * confidence - 1, at least half the confidence.", default=None)
