@@ -548,6 +548,17 @@ def test_load_state_dict_rejects_a_damaged_snapshot_and_keeps_its_state():
         other.load_state_dict(state)
     assert other.keys() == ["z"]
     np.testing.assert_array_equal(other.forecast(other.slots_for(["z"]), T0 + 300, [60.0]).mean, before)
+    # and it goes on as a bank that never saw the damaged snapshot: its O(1) window sums
+    # still match the buckets it kept
+    from agent.models import linear
+    twin = ForecastBank("auto", lookback=HOUR)
+    feed(twin, "z", T0 + np.arange(5) * 60.0, np.arange(5.0))
+    later = T0 + np.arange(5, 90) * 60.0
+    for bank_ in (other, twin):
+        feed(bank_, "z", later, np.arange(5.0, 90.0) * 2.0)
+    now = float(later[-1])
+    got, want = (linear.line(b.sums, b.buckets, b.slots_for(["z"]), now, b.lookback, b.width) for b in (other, twin))
+    np.testing.assert_allclose([got.slope[0], got.value[0]], [want.slope[0], want.value[0]], rtol=1e-12)
 
 
 # ---- the O(1) line, the breach screen, calibrated intervals ---------------------------------------

@@ -682,7 +682,8 @@ class ForecastBank:
             raise ValueError("forecast state does not match this bank's configuration")
         keys = list(state["keys"])
         table = SlotTable.from_keys(keys)
-        kept = (self.sampling, self.buckets, self.daily, self.holt, self.hw, self.seasonal, self.refits)
+        kept = (self.sampling, self.buckets, self.sums, self.screen, self.daily, self.holt, self.hw, self.seasonal,
+                self.refits)
         self._allocate(table.capacity)
         try:
             for name, arr in self._named_arrays().items():
@@ -691,7 +692,9 @@ class ForecastBank:
                 if name in state["arrays"]:
                     arr[: len(keys)] = state["arrays"][name]
         except (KeyError, ValueError) as exc:
-            self.sampling, self.buckets, self.daily, self.holt, self.hw, self.seasonal, self.refits = kept
+            # all of it, the derived sums and screen too: they must match the buckets kept
+            (self.sampling, self.buckets, self.sums, self.screen, self.daily, self.holt, self.hw, self.seasonal,
+             self.refits) = kept
             raise ValueError(f"forecast state is damaged: {exc!r}") from exc
         self.table = table
         self.sums = Sums.empty(table.capacity)
