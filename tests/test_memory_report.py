@@ -137,7 +137,7 @@ def test_the_models_share_is_part_of_the_memory_budget():
 
 def test_models_stop_at_their_budget_and_count_what_they_refuse(tmp_path, caplog):
     """With room for a few hundred models, 2,000 new series: the forecast rule's 65-bucket
-    rings (about 4.5 KB a series) and the anomaly models (about 3.5 KB) each fill their half
+    rings and daily profiles (about 6 KB a series) and the anomaly models (about 3.6 KB) each fill their half
     of the budget, whichever runs first; the rest are refused at every evaluation, counted per
     rule and logged; more room (a reload with a larger budget) lets them in."""
     (tmp_path / "rules.yml").write_text(RULES)
