@@ -248,6 +248,10 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
                 r'^forewarn_memory_bytes\{component="([^"]+)"\} (\S+)$', metrics, re.M)}
             print("  forewarn memory by component (MB): "
                   + "  ".join(f"{k} {v:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])), flush=True)
+            refused = metric_sum(metrics, "forewarn_model_series_refused_total")
+            if refused:  # the rule load was not fully applied: the figures undercount the models
+                print(f"  WARNING: {refused:.0f} series refused a model (the models' share of --budget is full); "
+                      "raise --budget", flush=True)
             total = metric_sum(metrics, "forewarn_task_duration_seconds_sum", 'task="rules"')
             count = metric_sum(metrics, "forewarn_task_duration_seconds_count", 'task="rules"')
             # the rules task runs every second and evaluates the groups due; per evaluation of the group:
@@ -348,7 +352,8 @@ def main() -> int:
     ap.add_argument("--systems", default="forewarn,prometheus")
     ap.add_argument("--warmup", type=float, default=60.0)
     ap.add_argument("--seconds", type=float, default=120.0)
-    ap.add_argument("--budget", type=int, default=1 << 30, help="Forewarn's memory_budget (bytes)")
+    ap.add_argument("--budget", type=int, default=4 << 30,
+                    help="Forewarn's memory_budget (bytes): large enough for the whole rule load at 100k series")
     ap.add_argument("--stages", action="store_true")
     ap.add_argument("--measure-store", action="store_true")
     ap.add_argument("--exporter", type=int, default=0, help=argparse.SUPPRESS)
