@@ -54,8 +54,8 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> None:
       of tens of MB at 100,000 series) come from the heap, and its freed space stays
       resident. A threshold fixed at 1 MiB keeps the many same-sized temporaries of a few
       hundred KB (one float per series) on the heap, where they are reused, and maps the
-      large ones afresh: at 100,000 series with rules, 928 -> 823 MB of RSS at no measurable
-      CPU cost (`benchmarks/scale.py`; at 128 KiB, 783 MB but 6 % more CPU)."""
+      large ones afresh: at 100,000 series with rules, about 100 MB less RSS at no measurable
+      CPU cost (`benchmarks/scale.py`; at 128 KiB, 145 MB less but 6 % more CPU)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
