@@ -42,20 +42,19 @@ def setup_logging(level: str) -> None:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
-def tune_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> None:
-    """Two glibc settings, like MALLOC_ARENA_MAX=2 and MALLOC_MMAP_THRESHOLD_=131072 but
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 8 << 20) -> None:
+    """Two glibc settings, like MALLOC_ARENA_MAX=2 and MALLOC_MMAP_THRESHOLD_=8388608 but
     without relying on the unit:
 
     - glibc gives each thread its own malloc arena (up to 8 per core), which inflates RSS of
       a threaded daemon for no gain here;
     - glibc serves blocks from 128 KiB from their own mappings, returned when freed, but
-      raises that threshold (up to 32 MiB) each time one is freed. After that, the large
-      temporaries of every scrape and evaluation (the scraped body, the model banks' gathers
-      of tens of MB at 100,000 series) come from the heap, and its freed space stays
-      resident. A threshold fixed at 1 MiB keeps the many same-sized temporaries of a few
-      hundred KB (one float per series) on the heap, where they are reused, and maps the
-      large ones afresh: at 100,000 series with rules, about 100 MB less RSS at no measurable
-      CPU cost (`benchmarks/scale.py`; at 128 KiB, 145 MB less but 6 % more CPU)."""
+      raises that threshold (up to 32 MiB) each time one is freed. After that, the model
+      banks' gathers of tens of MB at 100,000 series come from the heap, and its freed space
+      stays resident. A threshold fixed at 8 MiB maps those afresh and keeps the scraped
+      bodies (a few MB, reused every scrape) on the heap: at 100,000 series with rules,
+      1,018 -> 935 MB of RSS (`benchmarks/scale.py`). At 1 MiB the RSS was the same but a
+      scrape cost 15 % more CPU (the bodies' pages mapped afresh every time)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
