@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import promql_parser as pp
@@ -30,6 +31,7 @@ from .regex import RegexError, compile_anchored, expand
 from .select import (
     GRID_MIN_SAMPLES,
     RangeVector,
+    Selection,
     SelectionCache,
     Windows,
     grid_windows,
@@ -71,6 +73,15 @@ class Query:
             raise SampleLimitError("query processing would load too many samples into memory in query execution")
         if lim.deadline is not None and time.monotonic() > lim.deadline:
             raise TimeoutError("query timed out in expression evaluation")
+
+
+class RangeWindow(NamedTuple):
+    """A range selector's window at one evaluation time (see `Engine._range_window`)."""
+
+    selector: pp.MatrixSelector
+    selection: Selection
+    end: float
+    range: float
 
 
 @dataclass(frozen=True)
@@ -304,19 +315,25 @@ class Engine:
             w = Windows(t_grid[grid], values[rows][grid], offsets)
         return RangeVector(labels, nameless, w, start, end, rng, ids, sel.epoch)
 
+    def _range_window(self, arg: pp.Expr, t: float, q: Query) -> RangeWindow | None:
+        """The range selector under `arg` (None if it is none), its selection and its window's
+        end and length at `t`: what both grid paths start from."""
+        ms = _unwrap(arg)
+        if not isinstance(ms, pp.MatrixSelector):
+            return None
+        vs = ms.vector_selector
+        return RangeWindow(ms, self._selections.get(vs), _at_time(vs, t, q) - _seconds(vs.offset), _seconds(ms.range))
+
     def _on_grid(self, name: str, arg: pp.Expr, t: float, q: Query) -> Vector | None:
         """`name` over a range selector whose series share their sample times (scraped
         together), through stepwise's grid: a window is the same columns for every series, so
         a long range (`increase(x[2h])`) reads the values once, without their times or
         per-series searches. None when the argument is no range selector or no series share
         their times; the answer is the same as the general path's, bit for bit."""
-        ms = _unwrap(arg)
-        if not isinstance(ms, pp.MatrixSelector):
+        window = self._range_window(arg, t, q)
+        if window is None:
             return None
-        vs = ms.vector_selector
-        sel = self._selections.get(vs)
-        end = _at_time(vs, t, q) - _seconds(vs.offset)
-        rng = _seconds(ms.range)
+        ms, sel, end, rng = window
         steps = stepwise.evaluate(name, self.store, sel.ids, np.array([end]), rng, need_grid=True,
                                   min_samples=self.grid_min_samples)
         if steps is None:
@@ -334,13 +351,10 @@ class Engine:
         times regressed together (rangefuncs.grid_regression: the sums over time once, no
         per-sample times gathered) and the others as usual; None when the argument is no range
         selector or no series share their times. The same bits as the general path."""
-        ms = _unwrap(call.args[0])
-        if not isinstance(ms, pp.MatrixSelector):
+        window = self._range_window(call.args[0], t, q)
+        if window is None:
             return None
-        vs = ms.vector_selector
-        sel = self._selections.get(vs)
-        end = _at_time(vs, t, q) - _seconds(vs.offset)
-        rng = _seconds(ms.range)
+        ms, sel, end, rng = window
         ok = np.zeros(sel.ids.size, dtype=bool)
         values = np.zeros(sel.ids.size)
         samples = 0

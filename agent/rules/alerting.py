@@ -120,11 +120,12 @@ class AlertingRule(Rule):
     def memory_bytes(self) -> int:
         """The alerts held (labels, annotations, the alert itself): an estimate from one alert.
         The detector's models are reported on their own (`detector.memory_bytes`)."""
-        total = sys.getsizeof(self.active)
-        for a in self.active.values():
-            return total + len(self.active) * (sys.getsizeof(a) + sys.getsizeof(a.labels) + sys.getsizeof(a.annotations)
-                                               + sum(map(sys.getsizeof, a.annotations.values())))
-        return total
+        a = next(iter(self.active.values()), None)
+        if a is None:
+            return sys.getsizeof(self.active)
+        one = sys.getsizeof(a) + sys.getsizeof(a.labels) + sys.getsizeof(a.annotations) + \
+            sum(map(sys.getsizeof, a.annotations.values()))
+        return sys.getsizeof(self.active) + len(self.active) * one
 
     def active_alerts(self) -> list[Alert]:
         """Pending and firing alerts (resolved ones kept for re-sending are left out)."""
