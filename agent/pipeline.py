@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from agent.clock import Clock
+from agent.config.decode import ConfigErrors
 from agent.config.schema import Config
 from agent.metrics import Collector, Histogram, Metric
 from agent.promql import Engine, Vector
@@ -32,6 +33,7 @@ from agent.rules.detectors import ModelBudget
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.manager import RuleManager, RuleOptions, build_rule_manager
 from agent.rules.model_state import MODEL_STATE_FILE
+from agent.rules.remediate import alert_expander, check_templates
 from agent.rules.slo import SloBudgetRule
 from agent.sources.query import QuerySources
 from agent.sources.scrape import ScrapeManager, ScrapeTarget
@@ -46,12 +48,13 @@ from agent.store.sizing import (
     model_memory_bytes,
     size_store,
 )
-from agent.tickets.builder import build_ticketing
+from agent.tickets.builder import build_remediation, build_ticketing, remediation_kinds
 from agent.tickets.chart import forecast_fan, render_chart
 from agent.tickets.content import value_unit
 from agent.tickets.manager import ProblemDecision as Decision
 from agent.tickets.outbox import Outbox
 from agent.tickets.problems import AlertLike, RuleLike
+from agent.tickets.remediation.runner import RemediationRunner
 from agent.tickets.sinks.base import Resender, Ticket
 
 if TYPE_CHECKING:
@@ -238,6 +241,8 @@ class Pipeline:
         self.model_budget.detectors = lambda: [d for _, d in self.rules.model_detectors()]
         self.rules = self._build_rules(cfg, groups)
         self.ticketing: TicketingStage | None = None  # built in start(): it opens the state databases
+        # built in start() too; lives across reloads (a run in progress goes on)
+        self.remediation: RemediationRunner | None = None
         self.refit_worker: RefitWorker | None = None  # a background process, started with the first refit
         self._resent_at: dict[str, float] = {}
 
@@ -442,7 +447,10 @@ class Pipeline:
         return os.path.join(self.cfg.state_dir, MODEL_STATE_FILE)
 
     def start(self) -> None:
-        self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart, probe=self.probe)
+        self.remediation = build_remediation(self.cfg, self.clock)
+        self.remediation.start()
+        self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart, probe=self.probe,
+                                         remediation=self.remediation, expand=alert_expander)
         restored = self.rules.load_state(self.rules_state_path)
         if restored:
             log.info("restored %d alerts from %s", restored, self.rules_state_path)
@@ -465,6 +473,9 @@ class Pipeline:
                 self.lock.release()
             if got_delivery:
                 self.delivery_lock.release()
+        if self.remediation is not None:  # running steps are cancelled and recorded as interrupted
+            self.remediation.close()
+            self.remediation = None
         if self.refit_worker is not None:
             self.refit_worker.close(timeout=0.5)
 
@@ -491,8 +502,12 @@ class Pipeline:
             self.sizing = self._size_store(cfg, groups)
         system = self._new_system(cfg)
         queries = self.queries.prepare(cfg)
+        remediation, kinds = remediation_kinds(cfg)  # reads the secrets: fails before anything is swapped
         with self.lock, self.delivery_lock:
-            new_ticketing = (build_ticketing(cfg, self.clock, chart=self.chart, probe=self.probe)
+            if self.remediation is not None:
+                self.remediation.reconfigure(remediation, kinds)
+            new_ticketing = (build_ticketing(cfg, self.clock, chart=self.chart, probe=self.probe,
+                                             remediation=self.remediation, expand=alert_expander)
                              if self.ticketing is not None else None)
             try:
                 self.scrapes.reload(cfg)
@@ -540,7 +555,8 @@ class Pipeline:
         ticketing is running), the scrape manager, the query sources. Each lives as long as
         the pipeline, so a reload keeps its counters."""
         return [OutboxFamilies(lambda: self.ticketing), self.scrapes, self.queries,
-                RefitFamilies(lambda: self.refit_worker), self.model_budget]
+                RefitFamilies(lambda: self.refit_worker), self.model_budget,
+                RemediationFamilies(lambda: self.remediation)]
 
     def problem_families(self) -> ProblemFamilies:
         return ProblemFamilies(lambda: self.ticketing)
@@ -589,6 +605,17 @@ class ProblemFamilies:
         return t.problems.collect() if t is not None else ()
 
 
+class RemediationFamilies:
+    """The remediation runner's families (`forewarn_remediation_*`), once it runs."""
+
+    def __init__(self, current: Callable[[], RemediationRunner | None]) -> None:
+        self.current = current
+
+    def collect(self) -> Iterable[Metric]:
+        r = self.current()
+        return r.collect() if r is not None else ()
+
+
 class RefitFamilies:
     """The refit worker's families, once it exists (an agent with nothing to refit has no
     worker and exposes none)."""
@@ -623,7 +650,10 @@ def local_host(cfg: Config) -> str:
 def load_groups(cfg: Config) -> list[RuleGroupDef]:
     """The rule groups of cfg's rule files; raises ConfigErrors."""
     sinks = {s.name for s in cfg.ticketing.sinks} | {"local"}
-    return load_rule_files(cfg.rule_file_paths(), sinks)
+    errors = check_templates(cfg)
+    if errors:
+        raise ConfigErrors(errors)
+    return load_rule_files(cfg.rule_file_paths(), sinks, cfg.remediation.names())
 
 
 def evaluate_tick(rules: RuleStage[GroupT], problems: ProblemStage | None, now: float) -> list[Decision]:

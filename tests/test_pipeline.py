@@ -102,7 +102,7 @@ def test_no_scrape_targets_and_no_query_sources():
     assert not [name for name in fams if name.startswith("forewarn_query_")]
     assert not [name for name in fams if name.startswith("forewarn_refit_")]  # no worker until a first refit
     assert [type(c).__name__ for c in p.collectors()] == [
-        "OutboxFamilies", "ScrapeManager", "QuerySources", "RefitFamilies", "ModelBudget"]
+        "OutboxFamilies", "ScrapeManager", "QuerySources", "RefitFamilies", "ModelBudget", "RemediationFamilies"]
 
 
 def test_a_plain_agent_loads_no_optional_dependency(tmp_path):

@@ -300,7 +300,7 @@ def test_metric_samples(tmp_path):
     pm, ob = make(tmp_path, max_new_tickets_per_hour_per_rule=1)
     rule = FakeRule("FilesystemWillFill", ticket=TicketPolicy(None, ["mountpoint"], "comment"))
     pm.process(rule, [alert(mountpoint="/a"), alert(mountpoint="/b")], T0)
-    assert metric_samples(pm) == {"open": 1.0, "silenced": 0.0, "maintenance": 0.0, "held": 1.0}
+    assert metric_samples(pm) == {"open": 1.0, "silenced": 0.0, "maintenance": 0.0, "held": 1.0, "remediating": 0.0}
     (family,) = pm.collect()
     assert (family.name, family.type, family.documentation) == ("forewarn_problems", "gauge", "Open problems by state.")
     assert all(s.name == "forewarn_problems" and list(s.labels) == ["state"] for s in family.samples)

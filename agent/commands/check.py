@@ -25,6 +25,7 @@ from agent.config.schema import Config, ConfigErrors, GlobalConfig, load_config
 from agent.promql.select import read_back_seconds
 from agent.rules.detectors import WarmupNote, warmup_notes
 from agent.rules.file import RuleGroupDef, load_rule_files
+from agent.rules.remediate import check_templates
 
 DEFAULT_CONFIG = "config/forewarn.yml"
 
@@ -57,6 +58,7 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
     result = CheckResult()
     g = GlobalConfig()
     sinks: set[str] | None = None
+    remediations: set[str] | None = None
     paths = list(rule_files)
     interval = float(GlobalConfig().evaluation_interval)
     if config_path:
@@ -67,6 +69,8 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
         else:
             g = cfg.global_
             sinks = {s.name for s in cfg.ticketing.sinks} | {"local"}
+            remediations = cfg.remediation.names()
+            result.errors.extend(check_templates(cfg))
             result.errors.extend(_missing_rule_files(cfg))
             paths += [p for p in cfg.rule_file_paths() if p not in paths]
             interval = float(cfg.global_.evaluation_interval)
@@ -77,7 +81,7 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
     result.rule_files = [p for p in paths if os.path.exists(p)]
     if result.rule_files:
         try:
-            result.groups = load_rule_files(result.rule_files, sinks)
+            result.groups = load_rule_files(result.rule_files, sinks, remediations)
         except ConfigErrors as e:
             result.errors.extend(e.errors)
         else:

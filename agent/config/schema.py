@@ -2,8 +2,9 @@
 
 Each field's default and meaning live here, once; `forewarn check`, `run` and reload all
 go through `load_config`, so documentation, defaults and validation cannot drift apart.
-Sink-specific settings are declared by each sink module (see `agent.tickets.sinks`).
-Besides the sinks' registry and the silence parsers it may import nothing of the agent: never
+Sink-specific settings are declared by each sink module (see `agent.tickets.sinks`), and a
+remediation's by its kind (see `agent.tickets.remediation`). Besides those registries and the
+silence parsers it may import nothing of the agent: never
 rules, models, PromQL, sources, web or the daemon, which all read their settings from here.
 """
 
@@ -37,6 +38,8 @@ from agent.config.decode import (
     node_mark,
     value_marks,
 )
+from agent.tickets.remediation import REMEDIATION_TYPES  # each kind declares its settings
+from agent.tickets.remediation.command import CommandConfig
 from agent.tickets.sinks import SINK_TYPES  # the registry lives with the sinks
 from agent.tickets.suppress import compile_window, parse_matchers, parse_time  # one parser for config and command
 from agent.trends.settings import TrendsConfig, check_names  # the trends: section lives with its readers
@@ -429,6 +432,69 @@ class TicketingConfig:
             err("default_sink", f"unknown sink {self.default_sink!r} (configured: {', '.join(sorted(known))})")
 
 
+_REMEDIATION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class RemediationEntry:
+    """One remediation; `type` picks the kind, the other keys are its settings."""
+
+    name: str
+    type: str
+    settings: Any = None
+
+    @classmethod
+    def from_yaml(cls, decoder: Decoder, value: Any, mark: Mark, where: str) -> Any:
+        if not isinstance(value, dict):
+            decoder.error(mark, f"{where}: expected a mapping with name and type")
+            return INVALID
+        name, typ = value.get("name"), value.get("type")
+        ok = True
+        if not name or not _REMEDIATION_NAME_RE.match(str(name)):
+            decoder.error(value_marks(value).get("name", mark),
+                          f"{where}: name {name!r} must be letters, digits, '_', '-' or '.'")
+            ok = False
+        if typ not in REMEDIATION_TYPES:
+            m = value_marks(value).get("type", mark)
+            decoder.error(m, f"{where}.type: unknown remediation type {typ!r} "
+                             f"(known: {', '.join(sorted(REMEDIATION_TYPES))})")
+            return INVALID
+        rest = MarkedDict({k: v for k, v in value.items() if k not in ("name", "type")})
+        rest.mark = node_mark(value, mark)
+        rest.key_marks = {k: m for k, m in key_marks(value).items() if k in rest}
+        rest.value_marks = {k: m for k, m in value_marks(value).items() if k in rest}
+        settings = decoder.decode_dataclass(REMEDIATION_TYPES[typ].Config, rest, mark, f"{where}({name})")
+        if settings is INVALID or not ok:
+            return INVALID
+        entry = cls(str(name), str(typ), settings)
+        attach_marks(entry, mark)
+        return entry
+
+
+@dataclass
+class RemediationConfig:
+    """`remediation:`: the runbook's first steps the agent may take itself. Only what is defined
+    here can run; rules name these definitions (`remediate: [name]`)."""
+
+    enabled: bool = doc("The kill switch: false stops every new attempt (the API's "
+                        "POST /api/v1/remediation/disable does the same until enabled again).", default=True)
+    dry_run: bool = doc("Record what would run, with the ticket, and run nothing.", default=False)
+    max_concurrent: int = doc("Attempts running at once, all problems together; more wait their turn.",
+                              default=2)
+    definitions: list[RemediationEntry] = doc("The remediations rules may name.", default_factory=list)
+
+    def validate(self, err: FieldErrors) -> None:
+        if self.max_concurrent <= 0:
+            err("max_concurrent", "must be greater than zero")
+        names = [d.name for d in self.definitions]
+        for n in sorted(set(names)):
+            if names.count(n) > 1:
+                err("definitions", f"duplicate remediation name {n!r}")
+
+    def names(self) -> set[str]:
+        return {d.name for d in self.definitions}
+
+
 @dataclass
 class Config:
     global_: GlobalConfig = field(default_factory=GlobalConfig, metadata={"yaml": "global", "doc": "Defaults."})
@@ -438,6 +504,8 @@ class Config:
     query_configs: list[QueryConfig] = doc("Series from a Prometheus-compatible server.", default_factory=list)
     rule_files: list[str] = doc("Globs of rule files, relative to this file.", default_factory=list)
     ticketing: TicketingConfig = doc("Where tickets go.", default_factory=TicketingConfig)
+    remediation: RemediationConfig = doc("Steps the agent may take before (or alongside) a ticket.",
+                                         default_factory=RemediationConfig)
     shard: str = doc("'i/n': this agent takes the series whose label hash mod n is i.", default="")
     trends: TrendsConfig = doc("Incident-trend analysis (forewarn trends).", default_factory=TrendsConfig)
 
@@ -524,6 +592,15 @@ def load_config(path: str, text: str | None = None) -> Config:
         for fname in ("credentials_file", "ca_file"):
             if fname in {f.name for f in dataclasses.fields(s.settings)}:
                 _check_file(cfg, s.settings, fname, path, errors)
+    for d in cfg.remediation.definitions:
+        for fname in ("credentials_file", "ca_file"):
+            if fname in {f.name for f in dataclasses.fields(d.settings)}:
+                _check_file(cfg, d.settings, fname, path, errors)
+        if isinstance(d.settings, CommandConfig):
+            for var, p in d.settings.env_files.items():
+                if not os.path.isfile(cfg.resolve_path(p)):
+                    line, col = mark_of(d.settings, "env_files")
+                    errors.append(ConfigError(path, line, col, f"env_files.{var}: file not found: {p}"))
     if errors:
         raise ConfigErrors(errors)
     return cfg
@@ -552,6 +629,8 @@ __all__ = [
     "GlobalConfig",
     "HAConfig",
     "QueryConfig",
+    "RemediationConfig",
+    "RemediationEntry",
     "ScrapeConfig",
     "SinkEntry",
     "load_config",

@@ -107,6 +107,7 @@ class AlertingRule(Rule):
         self.for_ = float(s.for_)
         self.keep_firing_for = float(s.keep_firing_for)
         self.ticket = (s.ticket or TicketPolicy()).with_defaults()
+        self.remediate = tuple(s.remediate)  # names defined in the config's remediation section
         self.external_labels = dict(external_labels or {})
         self.external_url = external_url
         self.active: dict[Labels, Alert] = {}

@@ -24,6 +24,7 @@ from agent.config.decode import (
     Mark,
     doc,
     format_duration,
+    item_marks,
     load_marked,
     mark_of,
     parse_duration,
@@ -119,6 +120,9 @@ class RuleSpec:
     forecast: ForecastSpec | None = doc("Forecast detector.", default=None)
     anomaly: AnomalySpec | None = doc("Anomaly detector.", default=None)
     ticket: TicketPolicy | None = doc("Ticketing of this rule's problems.", default=None)
+    remediate: list[str] = doc(
+        "Remediations (defined by name in the main config's `remediation:` section) run, in order, when a "
+        "problem of this rule first fires; see the remediation docs.", default_factory=list)
 
 
 @dataclass
@@ -196,15 +200,17 @@ class RuleGroupDef:
         return [r for r in self.rules if isinstance(r, SloDef)]
 
 
-def load_rule_files(paths: list[str], sinks: set[str] | None = None) -> list[RuleGroupDef]:
+def load_rule_files(paths: list[str], sinks: set[str] | None = None,
+                    remediations: set[str] | None = None) -> list[RuleGroupDef]:
     """Load and validate rule files; raise ConfigErrors listing every problem in every file.
 
-    `sinks` is the set of configured sink names (None: do not check `ticket.sink`)."""
+    `sinks` is the set of configured sink names (None: do not check `ticket.sink`);
+    `remediations` the names the config defines (None: do not check `remediate`)."""
     groups: list[RuleGroupDef] = []
     errors: list[ConfigError] = []
     for path in paths:
         try:
-            groups.extend(load_rule_text(read_text_file(path), path, sinks))
+            groups.extend(load_rule_text(read_text_file(path), path, sinks, remediations))
         except ConfigErrors as e:
             errors.extend(e.errors)
     if errors:
@@ -212,12 +218,13 @@ def load_rule_files(paths: list[str], sinks: set[str] | None = None) -> list[Rul
     return groups
 
 
-def load_rule_text(text: str, path: str, sinks: set[str] | None = None) -> list[RuleGroupDef]:
+def load_rule_text(text: str, path: str, sinks: set[str] | None = None,
+                   remediations: set[str] | None = None) -> list[RuleGroupDef]:
     """Load one rule file's text (see `load_rule_files`)."""
     data = load_marked(text, path)
     if data is None:
         return []  # an empty file is a valid file with no groups, as in Prometheus
-    v = _Validator(path, text, sinks)
+    v = _Validator(path, text, sinks, remediations)
     groups: list[RuleGroupDef] = []
     if not isinstance(data, dict):
         v.decoder.error(getattr(data, "mark", (1, 1)), "expected a mapping with 'groups'")
@@ -253,10 +260,11 @@ def mark_of_raw(raw: Any, key: str, default: Mark) -> Mark:
 
 
 class _Validator:
-    def __init__(self, path: str, text: str, sinks: set[str] | None) -> None:
+    def __init__(self, path: str, text: str, sinks: set[str] | None, remediations: set[str] | None) -> None:
         self.path = path
         self.lines = text.splitlines()
         self.sinks = sinks
+        self.remediations = remediations
         self.decoder = Decoder(path)
 
     def _sub(self, cls: Any, raw: Any, mark: Mark, context: str) -> Any:
@@ -350,7 +358,7 @@ class _Validator:
         if spec.record:
             if not _METRIC_NAME_RE.match(spec.record):
                 err("record", f"invalid recording rule name {spec.record!r}")
-            for fld in ("annotations", "forecast", "anomaly", "ticket"):
+            for fld in ("annotations", "forecast", "anomaly", "ticket", "remediate"):
                 if getattr(spec, fld):
                     err(fld, "only alerting rules can have " + fld)
             if spec.for_:
@@ -373,6 +381,7 @@ class _Validator:
         label_t = self._templates(spec, raw, "labels", variables, ctx)
         annot_t = self._templates(spec, raw, "annotations", variables, ctx)
         self._check_sink(raw, ctx)
+        self._check_remediate(spec, raw, mark, ctx)
         return RuleDef(spec, group, self.path, expr, label_t, annot_t, mark)
 
     def slo(self, raw: Any, mark: Mark, group: str, interval: float | None) -> SloDef | None:
@@ -441,6 +450,25 @@ class _Validator:
         m = getattr(ticket, "value_marks", {}).get("sink", (0, 0))
         known = ", ".join(sorted(self.sinks)) or "none"
         self.decoder.error(m, f"{ctx}: ticket.sink: unknown sink {sink!r} (configured: {known})")
+
+    def _check_remediate(self, spec: RuleSpec, raw: Any, mark: Mark, ctx: str) -> None:
+        """Every name in `remediate` defined in the config, once: rule files can only point
+        at what the host's administrator defined."""
+        items = raw.get("remediate") if isinstance(raw, dict) else None
+        if not isinstance(items, list):
+            return
+        marks = item_marks(items, mark_of(spec, "remediate") if spec is not INVALID else mark)
+        seen: set[str] = set()
+        for name, m in zip(items, marks):
+            if not isinstance(name, str) or not name:
+                continue  # the decoder already said what is wrong with it
+            if name in seen:
+                self.decoder.error(m, f"{ctx}: remediate: {name!r} is listed twice")
+            seen.add(name)
+            if self.remediations is not None and name not in self.remediations:
+                known = ", ".join(sorted(self.remediations)) or "none"
+                self.decoder.error(m, f"{ctx}: remediate: undefined remediation {name!r} (the config's "
+                                      f"remediation.definitions has: {known})")
 
     def _expr(self, spec: RuleSpec, ctx: str) -> Any:
         mark = mark_of(spec, "expr")

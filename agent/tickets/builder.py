@@ -1,5 +1,7 @@
 """Ticketing from the config: the sinks, the outbox, the suppression stage and the problem
-manager, built together by `build_ticketing` and closed together by `Ticketing.close`.
+manager, built together by `build_ticketing` and closed together by `Ticketing.close`; and
+the remediation runner (`build_remediation`), which outlives a reload (a run in progress
+goes on) and is handed to each new problem manager.
 
 Like the rest of tickets, this module never imports rules, models, PromQL, sources or web.
 """
@@ -11,10 +13,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agent.clock import Clock
-from agent.config.schema import Config
+from agent.config.schema import Config, read_secret_file
+from agent.metrics import Registry
 from agent.tickets.ha import HttpPeers
-from agent.tickets.manager import ChartFn, ProblemManager, SeriesProbe
+from agent.tickets.manager import ChartFn, ExpandFn, ProblemManager, SeriesProbe
 from agent.tickets.outbox import OUTBOX_FILE, Outbox
+from agent.tickets.remediation import REMEDIATION_TYPES
+from agent.tickets.remediation.base import Kind
+from agent.tickets.remediation.runner import RemediationRunner, RemediationSettings
 from agent.tickets.sinks import SINK_TYPES
 from agent.tickets.sinks.base import Sink
 from agent.tickets.sinks.http import HttpSinkConfig
@@ -64,8 +70,31 @@ def build_sink(cfg: Config, name: str, *, session: requests.Session | None = Non
                                   session=session)
 
 
+def remediation_kinds(cfg: Config) -> tuple[RemediationSettings, dict[str, Kind]]:
+    """The config's remediations, built (their secrets read from files, relative to the
+    config). Raises OSError or ValueError when a file cannot be read."""
+    kinds: dict[str, Kind] = {}
+    for d in cfg.remediation.definitions:
+        settings = d.settings
+        moved = {f.name: cfg.resolve_path(getattr(settings, f.name)) for f in dataclasses.fields(settings)
+                 if f.name in ("credentials_file", "ca_file") and getattr(settings, f.name)}
+        if moved:
+            settings = dataclasses.replace(settings, **moved)
+        kinds[d.name] = REMEDIATION_TYPES[d.type](d.name, settings,
+                                                   read_file=lambda p: read_secret_file(cfg.resolve_path(p)))
+    r = cfg.remediation
+    return RemediationSettings(r.enabled, r.dry_run, r.max_concurrent, {n: k.config for n, k in kinds.items()}), kinds
+
+
+def build_remediation(cfg: Config, clock: Clock, registry: Registry | None = None) -> RemediationRunner:
+    """The runner of the config's remediations, its record in state_dir (not yet started)."""
+    settings, kinds = remediation_kinds(cfg)
+    return RemediationRunner(settings, kinds, cfg.state_dir, clock, registry=registry)
+
+
 def build_ticketing(cfg: Config, clock: Clock, *, session: requests.Session | None = None,
-                    chart: ChartFn | None = None, probe: SeriesProbe | None = None) -> Ticketing:
+                    chart: ChartFn | None = None, probe: SeriesProbe | None = None,
+                    remediation: RemediationRunner | None = None, expand: ExpandFn | None = None) -> Ticketing:
     """Sinks (the `local` one always exists), outbox, silences and problems from an
     `agent.config.schema.Config`. Raises ValueError on a bad silence or maintenance window."""
     state_dir = cfg.state_dir
@@ -77,5 +106,6 @@ def build_ticketing(cfg: Config, clock: Clock, *, session: requests.Session | No
     outbox = Outbox(f"{state_dir.rstrip('/')}/{OUTBOX_FILE}", sinks, clock, t.outbox_max_pending, peers=peers)
     suppressor = Suppressor.from_config(t, state_dir)
     pm = ProblemManager(t, state_dir, clock, cfg.external_labels(), suppressor, outbox,
-                        external_url=cfg.web.external_url, chart=chart, probe=probe)
+                        external_url=cfg.web.external_url, chart=chart, probe=probe, remediation=remediation,
+                        expand=expand)
     return Ticketing(sinks, outbox, suppressor, pm)

@@ -325,6 +325,7 @@ def render_body(
     external_url: str = "",
     unit: str = "none",
     cleared: ClearContext | None = None,
+    remediation: str = "",
 ) -> str:
     lines: list[str] = []
     if note:
@@ -346,6 +347,8 @@ def render_body(
         runbook = runbook or ann.get("runbook_url", "") or ann.get("runbook", "")
     if runbook:
         lines.append(f"Runbook: {runbook}")
+    if remediation:  # what the agent tried before (or alongside) this ticket
+        lines += ["", "Remediation:", *remediation.splitlines()]
     desc = ""
     for a in shown:
         desc = desc or (a.annotations or {}).get("description", "")
@@ -461,6 +464,7 @@ def make_ticket(
     note: str = "",
     external_url: str = "",
     cleared: ClearContext | None = None,
+    remediation: str = "",
 ) -> Ticket:
     """The Ticket every sink renders for one action on one problem."""
     rule_name = str(rule.name)
@@ -477,7 +481,7 @@ def make_ticket(
         body=render_body(action=action, rule_name=rule_name, rule_group=str(rule.group or ""),
                          alerts=alerts, group_labels=group_labels, started_at=started_at, now=now,
                          dedup_key=dedup_key, note=note, external_url=external_url, unit=value_unit(rule),
-                         cleared=cleared),
+                         cleared=cleared, remediation=remediation),
         rule=rule_name,
         labels=dict(ticket_labels),
         annotations=annotations,

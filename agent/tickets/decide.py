@@ -1,9 +1,10 @@
 """The decision: what one problem needs at one evaluation, as a pure function.
 
 `decide(previous, current, policy, now) -> Decision(reason, action, ...)`: no I/O, no clock
-reads, no database. The stages before it (grouping, the suppression stage, the storm guard)
-put what they found into `Current`; the problem manager carries the decision out (renders
-and enqueues the ticket, stores the record the decision says the problem has now).
+reads, no database. The stages before it (grouping, the suppression stage, the storm guard,
+the remediation runner's policy and the problem's run) put what they found into `Current`;
+the problem manager carries the decision out (starts a remediation run, renders and
+enqueues the ticket, stores the record the decision says the problem has now).
 
 - first firing -> open (`first notification`), unless silenced (`silenced`), inside a
   maintenance window (`maintenance`), or over the storm guard (`storm`). A suppressed
@@ -37,16 +38,27 @@ and enqueues the ticket, stores the record the decision says the problem has now
   already has one still gets its updates and its clear (the ticket is where people look).
 - A problem held by the storm guard stays held (listed in the hour's summary ticket) until
   it clears.
+- Remediation (a rule with `remediate:`): a problem firing anew, not suppressed, whose run
+  the policy allows, starts a run. With `when: before` it waits in `remediating`, no ticket:
+  a run that does not succeed opens the ticket with its record (`remediation failed`); a
+  run that succeeded is verified for `verify`, after which a rule still firing opens the
+  ticket (`remediation did not help`); a rule that stops firing clears the problem without
+  a ticket (`remediated`), or with a record opened then cleared (`on_recovery: record`).
+  With `when: alongside` (and in dry runs) the ticket opens at once; a run's result is
+  added as soon as it ends (`remediation result`), whatever `update_min_interval`. A run
+  the policy refuses is named in the ticket with the reason. A flapping problem reopens its
+  ticket without a new run.
 
 Like the rest of tickets, this module never imports rules, models, PromQL, sources or web.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from agent.clock import human_time
+from agent.config.decode import format_duration
 from agent.tickets.content import finite_eta, render_title, severity_of, soonest_forecast
 from agent.tickets.problems import (
     ACTIVE_STATES,
@@ -58,6 +70,8 @@ from agent.tickets.problems import (
     Reason,
     urgency_bucket,
 )
+from agent.tickets.remediation.base import Status
+from agent.tickets.remediation.runner import Plan, Run, Skip
 from agent.tickets.sinks.base import Action
 from agent.tickets.suppress import SuppressedBy, Suppression
 
@@ -100,6 +114,10 @@ class Current:
     suppression: Suppression | None = None  # from the suppression stage
     over_storm_cap: bool = False  # from the storm guard: a new ticket now would exceed a cap
     last_sequence: int = 0  # the last sequence of the key, for a problem without a record
+    # the runner's policy for a problem firing anew, asked only when the decision gets there
+    # (a flapping problem reopens its ticket and is not remediated again)
+    remediation: Callable[[], Plan | Skip | None] | None = None
+    run: Run | None = None  # the problem's remediation run, when it has one
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,8 @@ class Decision:
     detail: str = ""  # why, for logs and `forewarn test`
     note: str = ""  # the first paragraph of an update's ticket body
     after: Problem | None = None
+    launch: Plan | None = None  # a remediation run to start (the manager records its id in `after`)
+    remediation: str = ""  # the remediation paragraph of the ticket body
 
 
 def storm_window(now: float) -> int:
@@ -128,11 +148,15 @@ def decide(previous: Problem | None, current: Current, policy: DecisionPolicy, n
     if not g.firing:
         if g.active or previous is None or previous.state not in ACTIVE_STATES:
             return Decision(Reason.NOTHING)
+        if previous.state == ProblemState.REMEDIATING:
+            return _recovered_after_remediation(previous, current, now)
         return _resolved(previous, now)
     if previous is not None and previous.state == ProblemState.OPEN:
-        return _still_firing(previous, g, policy, now)
+        return _still_firing(previous, current, policy, now)
     if previous is not None and previous.state == ProblemState.HELD:
         return Decision(Reason.STORM, detail=previous.detail)
+    if previous is not None and previous.state == ProblemState.REMEDIATING:
+        return _remediating(previous, current, now)
     return _firing_anew(previous, current, policy, now)
 
 
@@ -175,7 +199,14 @@ def material_changes(p: Problem, firing: Sequence[AlertLike], now: float,
     return out
 
 
-def _still_firing(p: Problem, g: AlertGroup, policy: DecisionPolicy, now: float) -> Decision:
+def _still_firing(p: Problem, current: Current, policy: DecisionPolicy, now: float) -> Decision:
+    g, run = current.group, current.run
+    if run is not None and not p.remediation_reported and run.status.finished:
+        # a run alongside the ticket ended: its result goes out at once, whatever the interval
+        d = _act(p, g, "update", Reason.REMEDIATION_RESULT, now,
+                 note=f"Remediation {run.status}: {run.summary()}.")
+        after = replace(d.after, remediation_reported=True) if d.after is not None else None
+        return replace(d, after=after, remediation=run.record())
     if p.ticket_cleared:  # returned while its reopen note was damped: the note is owed
         if reopen_damped(p, policy, now):
             return Decision(Reason.REPEAT_INTERVAL, detail=REOPEN_NOTE_WAITS)
@@ -201,7 +232,8 @@ def _firing_anew(previous: Problem | None, current: Current, policy: DecisionPol
             # since when: the earliest condition start (active_at, when `for` began), not this
             # evaluation; a flapping problem keeps its first start
             starts = [float(a.active_at) for a in g.firing if a.active_at is not None]
-            p = replace(p, has_ticket=False, ticket_cleared=False, reopened_at=None, started_at=min([now, *starts]))
+            p = replace(p, has_ticket=False, ticket_cleared=False, reopened_at=None, started_at=min([now, *starts]),
+                        remediation_run=None, remediation_reported=False)
         p = replace(p, storm_window=None)
     p = replace(p, sink=current.sink, title=render_title(current.rule, g.firing, g.labels))
     if current.suppression is not None:
@@ -214,12 +246,68 @@ def _firing_anew(previous: Problem | None, current: Current, policy: DecisionPol
             return Decision(Reason.REPEAT_INTERVAL, detail=REOPEN_NOTE_WAITS,
                             after=replace(p, state=ProblemState.OPEN, detail="", cleared_at=None))
         return _reopen(p, g, now)
+    rem = current.remediation() if current.remediation is not None else None
+    if isinstance(rem, Plan) and rem.when == "before" and not rem.dry_run:
+        detail = f"remediating ({', '.join(rem.names)}); the ticket waits for the result"
+        return Decision(Reason.REMEDIATING, detail=detail, launch=rem,
+                        after=replace(p, state=ProblemState.REMEDIATING, detail=detail, cleared_at=None,
+                                      remediation_run=None, remediation_reported=False))
+    text = f"Remediation {', '.join(rem.names)} not attempted: {rem.reason}." if isinstance(rem, Skip) else ""
+    return _open_or_hold(p, current, now, Reason.FIRST, launch=rem if isinstance(rem, Plan) else None,
+                         remediation=text)
+
+
+def _open_or_hold(p: Problem, current: Current, now: float, reason: Reason, *, launch: Plan | None = None,
+                  remediation: str = "", note: str = "") -> Decision:
+    """A first ticket for the problem, unless the storm guard holds it."""
     if current.over_storm_cap:
         window = storm_window(now)
         detail = f"storm guard, hour window {human_time(window * 3600.0)}"
-        return Decision(Reason.STORM, detail=detail,
+        return Decision(Reason.STORM, detail=detail, launch=launch,
                         after=replace(p, state=ProblemState.HELD, detail=detail, storm_window=window, cleared_at=None))
-    return _act(p, g, "open", Reason.FIRST, now)
+    return replace(_act(p, current.group, "open", reason, now, note=note), launch=launch, remediation=remediation)
+
+
+def _remediating(p: Problem, current: Current, now: float) -> Decision:
+    """Still firing while a run is in progress or being verified: wait, or open the ticket
+    with the run's record when it failed or did not help."""
+    g, run = current.group, current.run
+    if current.suppression is not None:  # silenced meanwhile: no ticket (the run's record stays)
+        reason, state = _SUPPRESSED[current.suppression.by]
+        detail = current.suppression.detail
+        return Decision(reason, detail=detail, after=replace(p, state=state, detail=detail, cleared_at=None))
+    if run is None:
+        return _open_or_hold(p, current, now, Reason.REMEDIATION_FAILED,
+                             remediation="The record of this problem's remediation run is lost; its result is unknown.")
+    reported = replace(p, remediation_reported=True)
+    if run.status == Status.RUNNING:
+        return Decision(Reason.REMEDIATING, detail=f"run {run.run_id} in progress ({', '.join(run.names)})")
+    if run.status != Status.SUCCEEDED:
+        return _open_or_hold(reported, current, now, Reason.REMEDIATION_FAILED,
+                             note=f"Remediation did not succeed: {run.summary()}.", remediation=run.record())
+    verified_at = (run.finished_at or now) + run.verify
+    if now < verified_at:
+        return Decision(Reason.REMEDIATING, detail=f"verifying until {human_time(verified_at)}")
+    if any(a.keep_firing_since is None for a in g.firing):
+        return _open_or_hold(reported, current, now, Reason.REMEDIATION_DID_NOT_HELP,
+                             note=f"Remediation ran ({run.summary()}) but the rule still fired "
+                                  f"{format_duration(run.verify)} later.", remediation=run.record())
+    # the condition recovered; only keep_firing_for holds the alert: no ticket
+    return Decision(Reason.REMEDIATING, detail="recovered after remediation; the alert is held by keep_firing_for")
+
+
+def _recovered_after_remediation(p: Problem, current: Current, now: float) -> Decision:
+    """The rule stopped firing while (or after) a run: no ticket, or a record of it opened now
+    (and cleared at the next evaluation) when the remediation asks for one."""
+    run = current.run
+    summary = run.summary() if run is not None else "run record lost"
+    if run is not None and run.on_recovery == "record":
+        d = _act(replace(p, remediation_reported=True), current.group, "open", Reason.REMEDIATED, now,
+                 note=f"Recovered after remediation ({summary}); this ticket records the attempt and is cleared.")
+        return replace(d, remediation=run.record())
+    return Decision(Reason.REMEDIATED, detail=f"recovered after remediation ({summary}); no ticket",
+                    after=replace(p, state=ProblemState.CLEARED, cleared_at=now, has_ticket=False,
+                                  detail=f"remediated: {summary}"))
 
 
 def _reopen(p: Problem, g: AlertGroup, now: float) -> Decision:

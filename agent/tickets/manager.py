@@ -51,9 +51,12 @@ from agent.tickets.problems import (
     ProblemState,
     Reason,
     RuleLike,
+    remediations_of,
     rule_id,
     ticket_policy,
 )
+from agent.tickets.remediation.base import Status
+from agent.tickets.remediation.runner import Plan, RemediationRunner, Run, Skip
 from agent.tickets.sinks.base import Action, Ticket
 from agent.tickets.storm import StormCaps, StormGuard
 from agent.tickets.suppress import NoSuppression, SuppressorLike, suppression_of
@@ -64,6 +67,9 @@ GC_EVERY_SECONDS = 3600.0
 
 # chart(rule, firing alerts, now) -> PNG bytes or None, drawn for opens (tools that take attachments)
 ChartFn = Callable[[RuleLike, list[AlertLike], float], bytes | None]
+# expand(rule, alerts) -> a function rendering one rule template with the alerts' data (the
+# first alert's labels and value), for a remediation's arguments
+ExpandFn = Callable[[RuleLike, Sequence[AlertLike]], Callable[[str], str]]
 # probe(rule, alerts, now) -> the value each alert's series has now in the rule's expression
 # (None: the expression no longer returns it), for the clear note
 SeriesProbe = Callable[[RuleLike, Sequence[AlertLike], float], list[float | None]]
@@ -111,6 +117,8 @@ class ProblemManager:
         path: str | None = None,
         chart: ChartFn | None = None,
         probe: SeriesProbe | None = None,
+        remediation: RemediationRunner | None = None,
+        expand: ExpandFn | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -120,6 +128,8 @@ class ProblemManager:
         self.external_url = external_url
         self.chart = chart
         self.probe = probe
+        self.remediation = remediation
+        self.expand = expand
         self.policy = DecisionPolicy(float(config.update_min_interval), float(config.flap_window),
                                      float(config.immediate_update_fraction))
         self.store = ProblemStore(path or f"{state_dir.rstrip('/')}/{PROBLEMS_FILE}")
@@ -184,17 +194,19 @@ class ProblemManager:
                 continue  # pending only: nothing new; an open problem stays open
             previous = self.store.get(key)
             current = Current(g, name, owner, sink,
-                              last_sequence=previous.sequence if previous else self.store.last_sequence(key))
+                              last_sequence=previous.sequence if previous else self.store.last_sequence(key),
+                              run=self._run_of(previous))
             if previous is None or previous.state not in (ProblemState.OPEN, ProblemState.HELD):
                 # the stages before the decision, asked only where the decision reads them
                 current.suppression = suppression_of(self.suppressor, [self.labels.of(rule, a) for a in g.firing], now)
                 current.over_storm_cap = self.storm.over_cap(name, storm_window(now))
+                current.remediation = self._planner(rule, key, now)
             decisions.append(self._carry_out(rule, previous, current, decide(previous, current, self.policy, now),
                                              now, changed))
         for p in sorted(self.store.owned_by(owner), key=lambda p: p.dedup_key):
             g = groups.get(p.dedup_key) or AlertGroup(p.dedup_key, p.group_labels)
             if p.state in ACTIVE_STATES and not g.active:
-                current = Current(g, name, owner, sink)
+                current = Current(g, name, owner, sink, run=self._run_of(p))
                 decisions.append(self._carry_out(rule, p, current, decide(p, current, self.policy, now), now, changed))
         self.store.save(changed, self.storm.unsaved_counts(), self._sent)
         self.storm.saved()
@@ -227,6 +239,38 @@ class ProblemManager:
                 out += self.process(GoneRule(name, group), [], now)
         return out
 
+    # ---- remediation ---------------------------------------------------------------------------
+
+    def _run_of(self, p: Problem | None) -> Run | None:
+        if p is None or p.remediation_run is None or self.remediation is None:
+            return None
+        return self.remediation.run(p.remediation_run)
+
+    def _planner(self, rule: RuleLike, key: str, now: float) -> Callable[[], Plan | Skip | None] | None:
+        names = remediations_of(rule)
+        runner = self.remediation
+        if not names or runner is None:
+            return None
+        return lambda: runner.plan(names, key, now)
+
+    def _launch(self, rule: RuleLike, d: Decision, g: AlertGroup, now: float) -> Decision:
+        """Start the decision's run; the record with its id, and the ticket's remediation text."""
+        assert d.launch is not None and self.remediation is not None and d.after is not None
+        alerts = g.firing or g.pending
+        expand = self.expand(rule, alerts) if self.expand is not None else (lambda text: text)
+        run_id = self.remediation.launch(d.launch, g.key, str(rule.name), expand, now)
+        run = self.remediation.run(run_id)
+        after = replace(d.after, remediation_run=run_id)
+        text = d.remediation
+        if run is not None and d.action is not None:
+            if run.status == Status.DRY_RUN:
+                text, after = "Dry run, nothing was executed:\n" + run.record(), replace(after, remediation_reported=True)
+            elif run.status.finished:  # a replay: recorded with its simulated outcome at once
+                text = run.record()
+            else:
+                text = "Started alongside this ticket (its result follows in an update):\n" + run.record()
+        return replace(d, after=after, remediation=text)
+
     # ---- carrying a decision out -------------------------------------------------------------
 
     def _carry_out(self, rule: RuleLike, previous: Problem | None, current: Current, d: Decision, now: float,
@@ -235,6 +279,8 @@ class ProblemManager:
         key, name = current.group.key, current.rule
         # an open problem's actions go where its ticket is, even if the rule names another sink now
         sink = d.after.sink if d.after is not None else previous.sink if previous is not None else current.sink
+        if d.launch is not None and self.remediation is not None and d.after is not None:
+            d = self._launch(rule, d, current.group, now)
         if d.action is None:
             after = d.after
             if after is not None and after != previous:
@@ -246,7 +292,7 @@ class ProblemManager:
                     log.info("problem %s %s: %s (%s)", name, key, d.reason, d.detail)
             return ProblemDecision(key, name, d.reason, sink, detail=d.detail)
         assert d.after is not None  # an action always comes with the record it leads to
-        ticket = self._ticket(rule, d.action, d.after, current.group, d.note, now)
+        ticket = self._ticket(rule, d.action, d.after, current.group, d.note, now, d.remediation)
         if not self.outbox.enqueue(sink, ticket, problem_json(d.after)):
             return ProblemDecision(key, name, Reason.OUTBOX_FULL, sink, detail=f"{d.action} refused, retried next time")
         # the outbox's number (renumbered when this process was behind)
@@ -256,14 +302,17 @@ class ProblemManager:
             self.storm.opened(name, storm_window(now))
         return ProblemDecision(key, name, d.reason, sink, action=d.action, ticket=ticket, detail=d.note)
 
-    def _ticket(self, rule: RuleLike, action: Action, p: Problem, g: AlertGroup, note: str, now: float) -> Ticket:
-        alerts = g.firing if action != "clear" else g.inactive
+    def _ticket(self, rule: RuleLike, action: Action, p: Problem, g: AlertGroup, note: str, now: float,
+                remediation: str = "") -> Ticket:
+        # a record of a remediation that worked opens with no alert firing: it shows the resolved ones
+        alerts = (g.firing or g.inactive) if action != "clear" else g.inactive
         ticket = make_ticket(
             action=action, dedup_key=p.dedup_key, sequence=p.sequence, rule=rule, alerts=alerts,
             group_labels=p.group_labels, ticket_labels=self.labels.common(rule, alerts) or p.group_labels,
             started_at=p.started_at, now=now, note=note, external_url=self.external_url,
             resolve=action == "clear" and ticket_policy(rule).on_clear == "resolve",
             cleared=self._clear_context(rule, p, alerts, now) if action == "clear" else None,
+            remediation=remediation,
         )
         if action == "open" and self.chart is not None and alerts:
             try:
@@ -305,7 +354,7 @@ class ProblemManager:
         return self.store.get(key)
 
     def collect(self) -> Iterator[Metric]:
-        """`forewarn_problems{state}`: open, silenced, maintenance, held (always all four)."""
+        """`forewarn_problems{state}`: open, silenced, maintenance, held, remediating (always all five)."""
         g = GaugeMetricFamily("forewarn_problems", "Open problems by state.", labels=["state"])
         for state, n in self.store.counts_by_state().items():
             g.add_metric([state.value], float(n))

@@ -116,6 +116,11 @@ CREATE TABLE IF NOT EXISTS last_tickets (
     updated_at REAL NOT NULL
 );
 """,
+    # 7: remediation: the run of the episode (in remediations.db) and whether its result was reported
+    """
+ALTER TABLE problems ADD COLUMN remediation_run INTEGER;
+ALTER TABLE problems ADD COLUMN remediation_reported INTEGER NOT NULL DEFAULT 0;
+""",
 )
 
 
@@ -189,6 +194,7 @@ def problem_row(p: Problem) -> tuple[object, ...]:
     values["group_labels"] = json.dumps(p.group_labels, sort_keys=True)
     values["has_ticket"] = int(p.has_ticket)
     values["ticket_cleared"] = int(p.ticket_cleared)
+    values["remediation_reported"] = int(p.remediation_reported)
     return tuple(values[k] for k in PROBLEM_COLUMNS)
 
 
@@ -201,6 +207,7 @@ def problem_from_row(r: sqlite3.Row) -> Problem:
         reported_bucket=r["reported_bucket"], reported_severity=r["reported_severity"],
         reported_series=r["reported_series"], cleared_at=r["cleared_at"], storm_window=r["storm_window"],
         ticket_cleared=bool(r["ticket_cleared"]), reopened_at=r["reopened_at"],
+        remediation_run=r["remediation_run"], remediation_reported=bool(r["remediation_reported"]),
     )
 
 

@@ -93,6 +93,11 @@ class AlertLike(Protocol):
     def forecast(self) -> ForecastLike | None: ...
     @property
     def anomaly(self) -> AnomalyLike | None: ...
+    @property
+    def keep_firing_since(self) -> float | None:
+        """When the condition stopped holding while `keep_firing_for` keeps the alert firing
+        (None: the condition holds)."""
+        ...
 
 
 class RuleLike(Protocol):
@@ -104,6 +109,18 @@ class RuleLike(Protocol):
     def group(self) -> str: ...
     @property
     def ticket(self) -> TicketPolicy | None: ...
+
+
+@runtime_checkable
+class RemediatedRuleLike(Protocol):
+    """A rule that names remediations (`remediate:`), run when its problems first fire."""
+
+    @property
+    def remediate(self) -> tuple[str, ...]: ...
+
+
+def remediations_of(rule: RuleLike) -> tuple[str, ...]:
+    return tuple(rule.remediate) if isinstance(rule, RemediatedRuleLike) else ()
 
 
 @runtime_checkable
@@ -161,6 +178,11 @@ class Reason(str, enum.Enum):
     MAINTENANCE = "maintenance"
     STORM = "storm"
     OUTBOX_FULL = "outbox full"
+    REMEDIATING = "remediating"  # a run in progress or being verified: no ticket yet
+    REMEDIATED = "remediated"  # recovered after a run: no ticket (or a record, opened and cleared)
+    REMEDIATION_FAILED = "remediation failed"  # the run did not succeed: the ticket opens with it
+    REMEDIATION_DID_NOT_HELP = "remediation did not help"  # still firing once verify passed
+    REMEDIATION_RESULT = "remediation result"  # a run alongside the ticket finished: its result noted
 
     def __str__(self) -> str:
         return self.value
@@ -173,10 +195,12 @@ class ProblemState(enum.StrEnum):
     SILENCED = "silenced"
     MAINTENANCE = "maintenance"
     HELD = "held"  # over the storm guard's caps: listed in the hour's summary ticket
+    REMEDIATING = "remediating"  # a remediation runs or is being verified, before any ticket
     CLEARED = "cleared"
 
 
-ACTIVE_STATES = (ProblemState.OPEN, ProblemState.SILENCED, ProblemState.MAINTENANCE, ProblemState.HELD)
+ACTIVE_STATES = (ProblemState.OPEN, ProblemState.SILENCED, ProblemState.MAINTENANCE, ProblemState.HELD,
+                 ProblemState.REMEDIATING)
 
 
 @dataclass
@@ -203,6 +227,8 @@ class Problem:
     storm_window: int | None = None  # hour window (Unix hours) of the storm summary listing it
     ticket_cleared: bool = False  # the last action sent was a clear (a reopen note may be owed)
     reopened_at: float | None = None  # when the last reopen note was sent
+    remediation_run: int | None = None  # the run of this episode (`remediations.db`)
+    remediation_reported: bool = False  # its result is in the ticket
 
 
 PROBLEM_COLUMNS = tuple(f.name for f in fields(Problem))

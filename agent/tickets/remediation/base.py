@@ -143,3 +143,8 @@ def keep_tail(data: bytes, limit: int) -> str:
     if len(data) <= limit:
         return data.decode("utf-8", "replace")
     return f"[... {len(data) - limit} bytes cut ...]\n" + data[-limit:].decode("utf-8", "replace")
+
+
+class ExpansionError(Exception):
+    """A template of the remediation could not be rendered for this problem: the attempt
+    fails without running anything."""
