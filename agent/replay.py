@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.clock import SimulatedClock
@@ -27,11 +27,14 @@ from agent.models.refit import RefitWorker
 from agent.pipeline import evaluate_tick
 from agent.rules.file import RuleGroupDef
 from agent.rules.manager import RuleManager, RuleOptions, build_rule_manager
+from agent.rules.remediate import alert_expander
 from agent.store import Store
 from agent.tickets.manager import ProblemDecision as Decision
 from agent.tickets.manager import ProblemManager
 from agent.tickets.outbox import MemoryOutbox
 from agent.tickets.problems import Problem
+from agent.tickets.remediation.base import CommonSettings, Status
+from agent.tickets.remediation.runner import simulated_runner
 from agent.tickets.sinks.base import Ticket
 from agent.tickets.suppress import NoSuppression
 
@@ -67,12 +70,15 @@ TickHandler = Callable[[Tick], bool | None]
 
 def replay(groups: list[RuleGroupDef], store: Store, feed: Callable[[float], object], *, start: float, end: float,
            options: RuleOptions, ticketing: TicketingConfig | None = None, step: float | None = None,
-           on_tick: TickHandler | None = None) -> ReplayResult:
+           on_tick: TickHandler | None = None, remediations: Mapping[str, CommonSettings] | None = None,
+           outcomes: Mapping[str, Status] | None = None) -> ReplayResult:
     """Replay `groups` over `store` from `start` to `end` (both included); see the module doc.
 
     `feed(t)` appends the samples with times up to t to `store`. `ticketing`: run the problem
     manager with these settings (None: rules only). `step`: evaluate at a fixed grid instead
-    of when groups are due."""
+    of when groups are due. `remediations`: the settings of the remediations rules name (a
+    name missing here gets the defaults); they are recorded, never run, each with its
+    outcome in `outcomes` (default succeeded)."""
     clock = SimulatedClock(start)
     rules = build_rule_manager(groups, store, clock, options)
     outbox = MemoryOutbox()
@@ -80,8 +86,14 @@ def replay(groups: list[RuleGroupDef], store: Store, feed: Callable[[float], obj
     evaluations = 0
     with tempfile.TemporaryDirectory(prefix="forewarn-replay-") as state_dir:
         problems = None
+        runner = None
         if ticketing is not None:
-            problems = ProblemManager(ticketing, state_dir, clock, {}, NoSuppression(), outbox)
+            named = {n for g in groups for r in g.rule_defs() for n in r.spec.remediate}
+            if named:
+                settings = {n: (remediations or {}).get(n) or CommonSettings() for n in sorted(named)}
+                runner = simulated_runner(settings, state_dir, clock, outcomes)
+            problems = ProblemManager(ticketing, state_dir, clock, {}, NoSuppression(), outbox, remediation=runner,
+                                      expand=alert_expander)
         try:
             for now in _evaluation_times(rules, start, end, step):
                 feed(now)
@@ -96,6 +108,8 @@ def replay(groups: list[RuleGroupDef], store: Store, feed: Callable[[float], obj
         finally:
             if problems is not None:
                 problems.close()
+            if runner is not None:
+                runner.close()
             refits.close()
     return ReplayResult(evaluations, refits.done, final)
 

@@ -16,6 +16,14 @@ order, each with `labels` that must be a subset of the ticket's labels. Tickets 
 the real `agent.tickets.manager.ProblemManager` with an in-memory outbox. promtool rejects this
 key, so files using it are forewarn-only.
 
+Extension: `exp_remediations` lists the remediation runs the rule's problems should have
+started up to `eval_time`, in order (`remediation` and a subset of the problem's `labels`).
+Remediations are never executed by a test: each step is recorded with the outcome the
+file's top-level `remediations:` gives it (`outcome`, default succeeded), and the problem
+goes on as the daemon's would (verification, ticket or none) with the input series deciding
+whether the rule recovered. `remediations:` also takes each remediation's `when`, `verify`
+and `on_recovery` (the main config's settings; defaults otherwise).
+
 A command: it may import any stage; nothing but the CLI imports it.
 """
 
@@ -26,7 +34,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,6 +56,7 @@ from agent.rules.rule import log as evaluation_log
 from agent.rules.templates import go_format_e
 from agent.sources.recording import Recording
 from agent.store import Labels, Store
+from agent.tickets.remediation.base import CommonSettings, Status
 from agent.tickets.sinks.base import Ticket
 
 # ---- test file schema -------------------------------------------------------------------------
@@ -72,11 +81,28 @@ class ExpTicket:
 
 
 @dataclass
+class ExpRemediation:
+    remediation: str = doc("The remediation a run started.")
+    labels: dict[str, str] = doc("Labels the problem must have (a subset of its grouped labels).",
+                                 default_factory=dict)
+
+
+@dataclass
+class SimulatedRemediation(CommonSettings):
+    """A remediation as a test sees it: its settings, and the outcome its steps get."""
+
+    outcome: Literal["succeeded", "failed", "timed_out", "error"] = doc(
+        "What each run of it reports (nothing is executed in a test).", default="succeeded")
+
+
+@dataclass
 class AlertRuleTest:
     alertname: str = doc("Alert to check.")
     eval_time: Duration = doc("Time of the check.", default=Duration(0))
     exp_alerts: list[ExpAlert] = doc("Alerts expected firing.", default_factory=list)
     exp_tickets: list[ExpTicket] | None = doc("forewarn extension: ticket actions up to eval_time.", default=None)
+    exp_remediations: list[ExpRemediation] | None = doc(
+        "forewarn extension: remediation runs started up to eval_time.", default=None)
 
 
 @dataclass
@@ -118,6 +144,9 @@ class TestFile:
     evaluation_interval: Duration = doc("Rule evaluation interval.", default=Duration(60))
     group_eval_order: list[str] = doc("Order of group evaluation.", default_factory=list)
     tests: list[TestGroup] = doc("Test groups.", default_factory=list)
+    remediations: dict[str, SimulatedRemediation] = doc(
+        "forewarn extension: settings and simulated outcome of the remediations the rules name.",
+        default_factory=dict)
 
     def validate(self, err: Any) -> None:
         if self.evaluation_interval <= 0:
@@ -213,14 +242,16 @@ class _Checks:
         self.errors: list[str] = []
         self.failed_evaluation = False
         self.tickets: list[tuple[float, str, Ticket]] = []  # (time, rule, ticket) enqueued so far
+        self.runs: list[tuple[float, str, str, dict[str, str]]] = []  # (time, rule, remediation, labels)
         self.next = 0
 
     def wants_tickets(self) -> bool:
-        return any(a.exp_tickets is not None for a in self.alert_tests)
+        return any(a.exp_tickets is not None or a.exp_remediations is not None for a in self.alert_tests)
 
     def tick(self, tick: Tick) -> bool:
         ts = tick.time
         self.tickets.extend((ts, t.rule, t) for _, t in tick.tickets)
+        self.runs.extend((ts, d.rule, n, d.labels) for d in tick.decisions for n in d.remediated)
         # A template error is no evaluation error for promtool: the alert carries the error
         # text in its annotation and the test compares that.
         eval_errs = [f"    rule: {r.name}, time: {go_duration(ts)}, err: {r.last_error}"
@@ -233,12 +264,13 @@ class _Checks:
         tests = self.alert_tests
         while self.next < len(tests) and ts <= float(tests[self.next].eval_time) < ts + self.eval_interval:
             self.errors.extend(_check_alerts(tests[self.next], tick.rules, self.tickets, self.name_line))
+            self.errors.extend(_check_remediations(tests[self.next], self.runs, self.name_line))
             self.next += 1
         return True
 
 
 def run_test_group(tg: TestGroup, groups: list[RuleGroupDef], eval_interval: float,
-                   group_order: list[str]) -> list[str]:
+                   group_order: list[str], remediations: Mapping[str, SimulatedRemediation] | None = None) -> list[str]:
     """Run one test group; returns failure messages (empty: passed)."""
     interval = float(tg.interval or eval_interval)
     try:
@@ -260,7 +292,8 @@ def run_test_group(tg: TestGroup, groups: list[RuleGroupDef], eval_interval: flo
                           write_alerts=True, interval=eval_interval)
     checks = _Checks(tg, eval_interval)
     replay(ordered, store, _Loader(inputs, store).load_until, start=0.0, end=max_t, step=eval_interval, options=options,
-           ticketing=TicketingConfig() if checks.wants_tickets() else None, on_tick=checks.tick)
+           ticketing=TicketingConfig() if checks.wants_tickets() else None, on_tick=checks.tick,
+           remediations=remediations, outcomes={n: Status(r.outcome) for n, r in (remediations or {}).items()})
     if checks.failed_evaluation:
         return checks.errors
     engine = Engine(store, subquery_step=eval_interval)
@@ -302,6 +335,21 @@ def _check_alerts(at: AlertRuleTest, manager: RuleManager, tickets: list[tuple[f
             out.append(f"{name_line}    alertname: {at.alertname}, time: {go_duration(float(at.eval_time))}, tickets:\n"
                        f"        exp:\n{exp_t}\n        got:\n{got_t}")
     return out
+
+
+def _check_remediations(at: AlertRuleTest, runs: list[tuple[float, str, str, dict[str, str]]],
+                        name_line: str) -> list[str]:
+    if at.exp_remediations is None:
+        return []
+    actual = [(n, labels) for when, rule, n, labels in runs if rule == at.alertname and when <= float(at.eval_time)]
+    exp = at.exp_remediations
+    if len(actual) == len(exp) and all(a[0] == e.remediation and all(a[1].get(k) == v for k, v in e.labels.items())
+                                       for a, e in zip(actual, exp)):
+        return []
+    exp_t = "\n".join(f"            {e.remediation} {labels_string(e.labels)}" for e in exp) or "            (none)"
+    got_t = "\n".join(f"            {n} {labels_string(lab)}" for n, lab in actual) or "            (none)"
+    return [f"{name_line}    alertname: {at.alertname}, time: {go_duration(float(at.eval_time))}, remediations:\n"
+            f"        exp:\n{exp_t}\n        got:\n{got_t}"]
 
 
 def _check_promql(pt: PromqlExprTest, engine: Engine) -> list[str]:
@@ -370,7 +418,8 @@ def run_test_file(path: str, run: Sequence[Regex] = ()) -> tuple[list[str], list
     for tg in tf.tests:
         if run and not any(r.matches(tg.name) for r in run):
             continue
-        failures.extend(run_test_group(tg, groups, float(tf.evaluation_interval), tf.group_eval_order))
+        failures.extend(run_test_group(tg, groups, float(tf.evaluation_interval), tf.group_eval_order,
+                                       tf.remediations))
     return failures, []
 
 

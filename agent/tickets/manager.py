@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from agent.clock import Clock
 from agent.config.schema import TicketingConfig
@@ -86,6 +86,8 @@ class ProblemDecision:
     action: Action | None = None  # open | update | clear when one was enqueued
     ticket: Ticket | None = None
     detail: str = ""
+    remediated: tuple[str, ...] = ()  # the remediations a run started for it now
+    labels: dict[str, str] = field(default_factory=dict)  # the problem's grouped labels
 
 
 @dataclass
@@ -279,8 +281,11 @@ class ProblemManager:
         key, name = current.group.key, current.rule
         # an open problem's actions go where its ticket is, even if the rule names another sink now
         sink = d.after.sink if d.after is not None else previous.sink if previous is not None else current.sink
+        launched: tuple[str, ...] = ()
         if d.launch is not None and self.remediation is not None and d.after is not None:
+            launched = d.launch.names
             d = self._launch(rule, d, current.group, now)
+        labels = dict(current.group.labels)
         if d.action is None:
             after = d.after
             if after is not None and after != previous:
@@ -290,17 +295,19 @@ class ProblemManager:
                     self.storm.held(after)
                 elif d.reason in (Reason.SILENCED, Reason.MAINTENANCE) and moved:
                     log.info("problem %s %s: %s (%s)", name, key, d.reason, d.detail)
-            return ProblemDecision(key, name, d.reason, sink, detail=d.detail)
+            return ProblemDecision(key, name, d.reason, sink, detail=d.detail, remediated=launched, labels=labels)
         assert d.after is not None  # an action always comes with the record it leads to
         ticket = self._ticket(rule, d.action, d.after, current.group, d.note, now, d.remediation)
         if not self.outbox.enqueue(sink, ticket, problem_json(d.after)):
-            return ProblemDecision(key, name, Reason.OUTBOX_FULL, sink, detail=f"{d.action} refused, retried next time")
+            return ProblemDecision(key, name, Reason.OUTBOX_FULL, sink, detail=f"{d.action} refused, retried next time",
+                                   remediated=launched, labels=labels)
         # the outbox's number (renumbered when this process was behind)
         changed.append(replace(d.after, sequence=ticket.sequence))
         self._sent[key] = LastTicket(sink, ticket)
         if d.reason == Reason.FIRST:
             self.storm.opened(name, storm_window(now))
-        return ProblemDecision(key, name, d.reason, sink, action=d.action, ticket=ticket, detail=d.note)
+        return ProblemDecision(key, name, d.reason, sink, action=d.action, ticket=ticket, detail=d.note,
+                               remediated=launched, labels=labels)
 
     def _ticket(self, rule: RuleLike, action: Action, p: Problem, g: AlertGroup, note: str, now: float,
                 remediation: str = "") -> Ticket:

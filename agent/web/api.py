@@ -22,9 +22,10 @@ from agent.rules.manager import RuleManager
 from agent.sources.scrape import ScrapeManager
 from agent.store import Labels, Store
 from agent.tickets.builder import Ticketing
+from agent.tickets.remediation.runner import RemediationRunner
 from agent.tickets.sinks.local import configured_path, tickets_api
 from agent.tickets.suppress import silences_from_config
-from agent.web import ha_api, metadata_api, query_api, rules_api, status_api, ui
+from agent.web import ha_api, metadata_api, query_api, remediation_api, rules_api, status_api, ui
 from agent.web.metadata_api import MetricMetadata
 from agent.web.server import Endpoint, Reply, Request, Route
 from agent.web.silences_api import SilencesAPI
@@ -49,6 +50,9 @@ class PipelineView(Protocol):
 
     @property
     def ticketing(self) -> Any: ...
+
+    @property
+    def remediation(self) -> RemediationRunner | None: ...
 
     def families(self) -> dict[str, tuple[str, str]]: ...
 
@@ -131,6 +135,7 @@ def api_routes(pipeline: PipelineView, agent: AgentView | None = None) -> dict[s
                                                       admin=frozenset({"DELETE"}))
     routes.update(ui.routes())
     routes.update(ha_api.routes(lambda: pipeline.cfg.state_dir))
+    routes.update(remediation_api.routes(lambda: pipeline.remediation))
     return routes
 
 

@@ -534,6 +534,32 @@ class RemediationRunner:
         yield from self._durations.collect()
 
 
+class SimulatedKind:
+    """A remediation in a replay (forewarn test, backtest): described, never run."""
+
+    def __init__(self, name: str, config: CommonSettings) -> None:
+        self.name = name
+        self.config = config
+
+    def describe(self, expand: Callable[[str], str]) -> str:
+        return f"{self.name} (a replay: remediations are never executed there)"
+
+    def run(self, request: Request) -> Outcome:
+        raise RuntimeError("a replay never runs a remediation")
+
+    def secrets(self) -> list[str]:
+        return []
+
+
+def simulated_runner(definitions: Mapping[str, CommonSettings], state_dir: str, clock: Clock,
+                     outcomes: Mapping[str, Status] | None = None) -> RemediationRunner:
+    """The runner of a replay: each step recorded with its outcome (default succeeded) at
+    once, nothing executed."""
+    kinds = {n: SimulatedKind(n, c) for n, c in definitions.items()}
+    return RemediationRunner(RemediationSettings(definitions=dict(definitions)), kinds, state_dir, clock,
+                             execute=False, simulated=outcomes)
+
+
 def _attempt(r: sqlite3.Row) -> Attempt:
     return Attempt(r["id"], r["run_id"], r["step"], r["dedup_key"], r["rule"], r["remediation"], r["description"],
                    Status(r["status"]), r["detail"], r["started_at"], r["finished_at"], r["exit_code"],
