@@ -10,6 +10,7 @@ long anything took.
 from __future__ import annotations
 
 import json
+import pathlib
 import ssl
 import subprocess
 import threading
@@ -75,7 +76,7 @@ def remediation(tmp_path, token: str | None = TOKEN, **settings: Any) -> Webhook
     errors: list[str] = []
     cfg.validate(lambda field, msg: errors.append(f"{field}: {msg}"))
     assert errors == []
-    return WebhookRemediation("fix", cfg, read_file=lambda p: open(p, encoding="utf-8").read())
+    return WebhookRemediation("fix", cfg, read_file=lambda p: pathlib.Path(p).read_text(encoding="utf-8"))
 
 
 def config_errors(yaml_text: str) -> list[str]:
@@ -439,7 +440,7 @@ def test_an_empty_credentials_file_is_refused(tmp_path):
     cfg = WebhookConfig(flavor="awx", url="https://awx.example/api/v2/job_templates/1/launch/",
                         credentials_file=str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="is empty"):
-        WebhookRemediation("fix", cfg, read_file=lambda p: open(p, encoding="utf-8").read())
+        WebhookRemediation("fix", cfg, read_file=lambda p: pathlib.Path(p).read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("yaml_text, want", [

@@ -259,13 +259,18 @@ class WebhookRemediation:
             if not pattern_fill_ok(self.config.body[key], body[key], RESERVED_HOSTS[self.config.flavor]):
                 return Outcome(Status.ERROR, detail=self._redact(
                     f"{key} {body[key]!r}: a template may only add host-name characters to a host pattern"))
+        # one session per run, closed with it: runs of several problems go on in parallel threads
+        import requests  # noqa: PLC0415 - costly optional import, loaded by the first webhook run
+
+        session = requests.Session()
         try:
-            client = self._client()
-            return self._run(client, body, request)
+            return self._run(self._client(session), body, request)
         except OSError as e:  # requests raises a bare OSError for an unreadable ca_file
             return Outcome(Status.ERROR, detail=self._redact(f"cannot call {_shown_url(self.config.url)}: {e}"))
+        finally:
+            session.close()
 
-    def _client(self) -> HttpClient:
+    def _client(self, session: requests.Session) -> HttpClient:
         """A client for this run only (its timeout follows the run's deadline)."""
         parts = urllib.parse.urlsplit(self.config.url)
         headers: dict[str, str] = {}
@@ -281,7 +286,7 @@ class WebhookRemediation:
                 headers["Authorization"] = f"Bearer {token}"
         return HttpClient(f"{parts.scheme}://{parts.netloc}", timeout=float(self.config.request_timeout),
                           ca_file=self.config.ca_file, headers=headers,
-                          secrets=[self._token] if self._token is not None else None)
+                          secrets=[self._token] if self._token is not None else None, session=session)
 
     def _run(self, client: HttpClient, body: dict[str, Any], request: Request) -> Outcome:
         launched = self._launch(client, body, request)
