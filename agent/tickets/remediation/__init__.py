@@ -15,7 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from agent.tickets.remediation.command import CommandRemediation
+from agent.tickets.remediation.systemd import SystemdRemediation
 
 REMEDIATION_TYPES: dict[str, Any] = {
     "command": CommandRemediation,
+    "systemd": SystemdRemediation,
 }
