@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager systemd python3-venv openssl chromium faketime)
+APT_PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager systemd dbus-daemon python3-venv openssl chromium faketime)
 APT_PACKAGES_RT=(request-tracker5 rt5-db-sqlite rt5-standalone dbconfig-no-thanks dma w3m curl)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -15,9 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from agent.tickets.remediation.command import CommandRemediation
+from agent.tickets.remediation.systemd import SystemdRemediation
 from agent.tickets.remediation.webhook import WebhookRemediation
 
 REMEDIATION_TYPES: dict[str, Any] = {
     "command": CommandRemediation,
     "webhook": WebhookRemediation,
+    "systemd": SystemdRemediation,
 }
