@@ -16,6 +16,11 @@ Input: a CSV file (formats in `agent.sources.recording`) or the URL of a Prometh
 (`--query` selectors, default: the selectors in the rules' expressions; `--from`/`--to`,
 default the last 7 days).
 
+Remediations the rules name are never run: each run is recorded as if it succeeded, at the
+time the daemon would have started it (`remediations` in the output); whether the rule then
+recovers is up to the recorded data, so with `when: before` a ticket opens only once the
+remediation's verification time (default 10 minutes) has passed.
+
 Output: the ticket timeline (open / update / clear, with the rule, labels, value, forecast
 ETA and interval or anomaly score, and the problem manager's reason), problems still open
 at the end, and per rule: tickets opened, updates, clears, median ETA at open (forecast
@@ -114,6 +119,20 @@ class TicketEvent:
 
 
 @dataclass
+class RemediationEvent:
+    """A remediation run the agent would have started (never run in a backtest)."""
+
+    time: float
+    rule: str
+    dedup_key: str
+    remediations: list[str]
+    labels: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "time_rfc3339": _utc(self.time)}
+
+
+@dataclass
 class RuleSummary:
     """One rule's tickets and how they compare with the data (`agent.commands.backtest_outcome`:
     None where a figure does not apply or was not judged)."""
@@ -155,6 +174,7 @@ class BacktestResult:
     traces: Traces | None = None  # the rules' chart expressions, for the report
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # per rule
     thresholds: dict[str, ChartThreshold] = field(default_factory=dict)  # per rule, for charts
+    remediations: list[RemediationEvent] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +184,7 @@ class BacktestResult:
             "summary": [_finite(dict(s.__dict__)) for s in self.summary],
             "open_at_end": list(self.open_at_end),
             "warnings": list(self.warnings),
+            "remediations": [r.to_json() for r in self.remediations],
         }
 
 
@@ -279,6 +300,7 @@ def run_backtest(groups: list[RuleGroupDef], recording: Recording, *, start: flo
     store = store_for(rec, max(RAW_WINDOW_MIN, longest_window(groups) * 1.25))
     kinds = alert_kinds(groups)
     events: list[TicketEvent] = []
+    remediations: list[RemediationEvent] = []
     traces = Traces(max_trace_points)
     specs: dict[str, ChartThreshold] = {}
     shown = time.monotonic()
@@ -291,6 +313,8 @@ def run_backtest(groups: list[RuleGroupDef], recording: Recording, *, start: flo
         traces.capture(rules, tick.time, tick.rules.query)
         if tick.tickets:
             events.extend(_events(tick))
+        remediations.extend(RemediationEvent(tick.time, d.rule, d.dedup_key, list(d.remediated), dict(d.labels))
+                            for d in tick.decisions if d.remediated)
         if progress is not None and time.monotonic() - shown > 0.5:
             shown = time.monotonic()
             progress((tick.time - start) / max(end - start, 1e-9))
@@ -308,7 +332,7 @@ def run_backtest(groups: list[RuleGroupDef], recording: Recording, *, start: flo
                           events=events, summary=summary, open_at_end=open_keys,
                           wall_seconds=time.monotonic() - wall, refits=run.refits, rule_kinds=kinds,
                           warnings=data_warnings(groups, traces, store, kinds), traces=traces, outcomes=outcomes,
-                          thresholds=specs)
+                          thresholds=specs, remediations=remediations)
 
 
 def _chart_threshold(rule: AlertingRule) -> ChartThreshold:
@@ -502,6 +526,13 @@ def format_text(res: BacktestResult) -> str:
             lead = f" (lead time {duration_text(e.lead_seconds, signed=True)})" if e.lead_seconds is not None else ""
             judged = f", {e.verdict}{lead}" if e.verdict and e.verdict != "not judged" else ""
             lines.append(f"{'':<58} {why_text(e)}{judged}")
+        lines.append("")
+    if res.remediations:
+        lines.append("remediations that would have run (never run here; the recorded data decides whether the "
+                     "rule recovered):")
+        for r in res.remediations:
+            lines.append(f"{_utc(r.time):<21} {'run':<7} {r.rule:<28} {', '.join(r.remediations)} "
+                         f"{labels_text(r.labels)}")
         lines.append("")
     if res.open_at_end:
         lines.append(f"still open at the end: {len(res.open_at_end)} problem(s)")

@@ -322,6 +322,12 @@ def format_html(res: BacktestResult) -> str:
         out.append("</table>")
     if not problems:
         out.append("<p>No tickets would have been opened.</p>")
+    if res.remediations:
+        out.append("<h2>Remediations</h2><p>When the agent would have started the rules' remediations (a backtest "
+                   "never runs them).</p><table><tr><th>time</th><th>rule</th><th>remediations</th><th>labels</th></tr>")
+        for r in res.remediations[:1000]:
+            out.append(f"<tr><td>{_esc(_utc(r.time))}</td><td>{_esc(r.rule)}</td><td>{_esc(', '.join(r.remediations))}"
+                       f"</td><td><code>{_esc(labels_text(r.labels))}</code></td></tr>")
     missed = [(name, b) for name, o in res.outcomes.items() for b in (o.breaches or []) if not b.caught]
     if missed:
         out.append("<h2>Missed breaches</h2><table><tr><th>rule</th><th>series</th><th>from</th><th>to</th></tr>")

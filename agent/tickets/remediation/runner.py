@@ -379,8 +379,9 @@ class RemediationRunner:
                 if step == 0:
                     run_id = int(cur.lastrowid or 0)
                     c.execute("UPDATE attempts SET run_id=? WHERE id=?", (run_id, run_id))
-        log.warning("remediation run %d for %s (%s): %s%s", run_id, rule, dedup_key,
-                    "; ".join(d for _, _, d in rows), " [dry run]" if plan.dry_run else "")
+        # a replay's runs are simulated: not worth a warning in `forewarn test` output
+        log.log(logging.WARNING if self.execute else logging.INFO, "remediation run %d for %s (%s): %s%s", run_id,
+                rule, dedup_key, "; ".join(d for _, _, d in rows), " [dry run]" if plan.dry_run else "")
         if plan.dry_run:
             for n in plan.names:
                 self._attempts_total[(n, Status.DRY_RUN.value)] += 1
@@ -452,7 +453,7 @@ class RemediationRunner:
                       (o.status.value, detail, now, o.exit_code, o.http_status, redact(o.reference, secrets),
                        output, a.id))
         self._attempts_total[(a.remediation, o.status.value)] += 1
-        level = logging.INFO if o.status == Status.SUCCEEDED else logging.WARNING
+        level = logging.INFO if o.status == Status.SUCCEEDED or not self.execute else logging.WARNING
         log.log(level, "remediation %s for %s: %s%s", a.remediation, a.dedup_key, o.status,
                 f" ({detail})" if detail else "")
 
