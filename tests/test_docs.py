@@ -308,6 +308,11 @@ def test_yaml_example(block: Block, tmp_path, capsys):
     elif kind == "sink":
         text = yaml.safe_dump({"ticketing": {"sinks": [data]}}, sort_keys=False)
         kind = "config"
+    elif kind == "config" and path is not None and data.get("rule_files"):
+        # a config file of the repository: its rule files are relative to where it lives
+        base = os.path.dirname(os.path.join(REPO, path))
+        data["rule_files"] = [os.path.join(base, p) for p in data["rule_files"]]
+        text = yaml.safe_dump(data, sort_keys=False)
     else:
         text = block.text
     if kind == "config":
