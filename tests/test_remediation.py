@@ -518,3 +518,46 @@ def test_command_settings_are_validated(tmp_path, bad, message):
     r = subprocess.run([sys.executable, "-m", "agent", "check", "--config", str(cfg)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 1 and message in r.stderr, r.stderr
+
+
+# ---- replays: forewarn test and backtest never run anything -------------------------------------
+
+
+def test_forewarn_test_reports_unexpected_remediations(tmp_path):
+    import shutil
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shutil.copy(os.path.join(here, "docs", "examples", "remediation-rules.yml"), tmp_path)
+    text = open(os.path.join(here, "docs", "examples", "remediation_test.yml")).read()
+    (tmp_path / "t.yml").write_text(text.replace("outcome: succeeded", "outcome: failed"))
+    r = subprocess.run([sys.executable, "-m", "agent", "test", str(tmp_path / "t.yml")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1
+    # a failed rotation opens the ticket at the next evaluation instead of once verify has passed
+    # (where the disk recovered anyway, no ticket: the rule decides)
+    assert "name: rotation does not help,\n    alertname: FilesystemWillFill, time: 14h25m, tickets:" in r.stderr, \
+        r.stderr
+    assert "rotation helps" not in r.stderr
+    assert "open {alertname=\"FilesystemWillFill\"" in r.stderr
+    (tmp_path / "t.yml").write_text(text.replace("- remediation: rotate-logs", "- remediation: clear-cache", 1))
+    r = subprocess.run([sys.executable, "-m", "agent", "test", str(tmp_path / "t.yml")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1 and "remediations:" in r.stderr and "clear-cache" in r.stderr, r.stderr
+
+
+def test_backtest_lists_the_runs_and_delays_tickets_by_verify(tmp_path):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    args = [sys.executable, "-m", "agent", "backtest", "--input", os.path.join(here, "docs", "examples", "disk.csv"),
+            "--json"]
+    plain = json.loads(subprocess.run(args + ["--rules", os.path.join(here, "docs", "examples", "disk-rules.yml")],
+                                      capture_output=True, text=True, timeout=300, check=True).stdout)
+    with_runs = json.loads(subprocess.run(
+        args + ["--rules", os.path.join(here, "docs", "examples", "remediation-rules.yml")],
+        capture_output=True, text=True, timeout=300, check=True).stdout)
+    assert plain["remediations"] == []
+    runs = with_runs["remediations"]
+    assert runs and all(r["remediations"] == ["rotate-logs"] and r["labels"]["mountpoint"] == "/var" for r in runs)
+    opens = [e for e in with_runs["events"] if e["action"] == "open" and e["rule"] == "FilesystemWillFill"]
+    assert opens and all(e["reason"] == "remediation did not help" for e in opens)
+    # each ticket opens the default verify time (10 minutes) after its run: the data never recovered
+    assert [e["time"] - r["time"] for e, r in zip(opens, runs)] == [600.0] * len(opens)
