@@ -447,8 +447,7 @@ class Pipeline:
         return os.path.join(self.cfg.state_dir, MODEL_STATE_FILE)
 
     def start(self) -> None:
-        self.remediation = build_remediation(self.cfg, self.clock)
-        self.remediation.start()
+        self.remediation = build_remediation(self.cfg, self.clock)  # its threads start with the first run
         self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart, probe=self.probe,
                                          remediation=self.remediation, expand=alert_expander)
         restored = self.rules.load_state(self.rules_state_path)

@@ -196,7 +196,8 @@ def test_commented_examples_in_shipped_config_are_valid(tmp_path):
             line = m.group(1) + m.group(2)
         if line.strip() in ("scrape_configs: []", "query_configs: []"):
             continue  # the uncommented example takes their place
-        lines.append(line.replace("silences: []", "silences:").replace("maintenance_windows: []", "maintenance_windows:"))
+        lines.append(line.replace("silences: []", "silences:").replace("maintenance_windows: []", "maintenance_windows:")
+                     .replace("definitions: []", "definitions:"))
     out = re.sub(r"/run/credentials/forewarn\.service/\w+", str(secret), "\n".join(lines))
     path = tmp_path / "forewarn.yml"
     path.write_text(out)
@@ -206,6 +207,8 @@ def test_commented_examples_in_shipped_config_are_valid(tmp_path):
     assert len(cfg.ticketing.silences) == 1 and len(cfg.ticketing.maintenance_windows) == 1
     assert len(cfg.scrape_configs) == 1 and len(cfg.query_configs) == 1
     assert cfg.web.external_url == "http://db-7.example:9469"
+    assert [(d.name, d.type) for d in cfg.remediation.definitions] == [("rotate-logs", "systemd"),
+                                                                       ("clear-cache", "command")]
 
 
 def test_non_utf8_files_are_a_located_error(tmp_path):

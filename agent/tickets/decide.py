@@ -265,6 +265,8 @@ def _open_or_hold(p: Problem, current: Current, now: float, reason: Reason, *, l
         detail = f"storm guard, hour window {human_time(window * 3600.0)}"
         return Decision(Reason.STORM, detail=detail, launch=launch,
                         after=replace(p, state=ProblemState.HELD, detail=detail, storm_window=window, cleared_at=None))
+    if launch is None:  # nothing left to report later (a run alongside reports its result)
+        p = replace(p, remediation_reported=True)
     return replace(_act(p, current.group, "open", reason, now, note=note), launch=launch, remediation=remediation)
 
 

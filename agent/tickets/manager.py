@@ -244,7 +244,11 @@ class ProblemManager:
     # ---- remediation ---------------------------------------------------------------------------
 
     def _run_of(self, p: Problem | None) -> Run | None:
+        """The problem's run, where the decision reads it: while it is remediated, or open with
+        the result of a run alongside its ticket still to report."""
         if p is None or p.remediation_run is None or self.remediation is None:
+            return None
+        if p.state != ProblemState.REMEDIATING and (p.state != ProblemState.OPEN or p.remediation_reported):
             return None
         return self.remediation.run(p.remediation_run)
 

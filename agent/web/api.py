@@ -97,7 +97,13 @@ def api_routes(pipeline: PipelineView, agent: AgentView | None = None) -> dict[s
             records = t.problems.problems()
         finally:
             pipeline.lock.release()
-        return status_api.problems(records, t.outbox.ref_of)
+        runner = pipeline.remediation
+
+        def attempts(run_id: int) -> list[dict[str, Any]]:
+            run = runner.run(run_id) if runner is not None else None
+            return [a.to_json() for a in run.attempts] if run is not None else []
+
+        return status_api.problems(records, t.outbox.ref_of, attempts)
 
     def outbox(req: Request) -> Reply:
         t = pipeline.ticketing

@@ -131,14 +131,18 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def problems(records: Iterable[Any], ref_of: Callable[[str, str], str | None]) -> Response:
+def problems(records: Iterable[Any], ref_of: Callable[[str, str], str | None],
+             attempts: Callable[[int], list[dict[str, Any]]] | None = None) -> Response:
     """GET /api/v1/problems: every remembered problem (open, silenced, in maintenance, held,
-    cleared), newest first, with the ticket reference its sink returned."""
+    remediating, cleared), newest first, with the ticket reference its sink returned and the
+    attempts of its episode's remediation run (`remediation`, empty without one)."""
     out = []
     for p in records:
         d = asdict(p)
         d["state"] = str(p.state)
         d["ticket"] = ref_of(p.sink, p.dedup_key)
+        run = d.get("remediation_run")
+        d["remediation"] = attempts(run) if attempts is not None and run is not None else []
         out.append(d)
     out.sort(key=lambda d: -d["started_at"])
     return _ok({"problems": out})

@@ -253,8 +253,9 @@ class RemediationRunner:
             log.warning("remediation: %d attempts were running when the agent stopped: marked interrupted", n)
 
     def start(self) -> None:
-        """Start the worker threads (the daemon; replays never execute)."""
-        if not self.execute or self._threads:
+        """Start the worker threads (the daemon; replays never execute). Also done by the
+        first launch, so an agent without remediations runs no thread for them."""
+        if not self.execute or self._threads or self._stop.is_set():
             return
         for i in range(max(1, self.settings.max_concurrent)):
             t = threading.Thread(target=self._work, name=f"remediation-{i}", daemon=True)
@@ -390,6 +391,7 @@ class RemediationRunner:
         if not self.execute:
             self._simulate(attempts, now)
         else:
+            self.start()
             self._queue.put((run_id, attempts, expand))
         return run_id
 
