@@ -61,6 +61,7 @@ def test_a_remediation_drains_the_queue_and_no_ticket_opens(agent_factory, tmp_p
 
         (p,) = wait_for(remediated, timeout=30, what="the problem cleared without a ticket")
         assert "remediated" in p["detail"], p
+        assert [(x["remediation"], x["status"]) for x in p["remediation"]] == [("drain-queue", "succeeded")]
         assert agent.get("/api/v1/tickets").json()["data"]["tickets"] == []
         m = agent.metrics()
         assert ({"remediation": "drain-queue", "status": "succeeded"}, 1.0) in m["forewarn_remediation_attempts_total"]
