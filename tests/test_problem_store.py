@@ -63,15 +63,15 @@ ORIGINAL_COLUMNS = ("dedup_key", "rule", "sink", "group_labels", "state", "detai
 def test_a_new_file_gets_every_migration(tmp_path):
     path = str(tmp_path / "problems.db")
     ProblemStore(path).close()
-    assert version(path) == len(MIGRATIONS) == 6
-    assert set(COLUMNS_ADDED) <= columns(path)
+    assert version(path) == len(MIGRATIONS) == 7
+    assert set(COLUMNS_ADDED) | {"remediation_run", "remediation_reported"} <= columns(path)
 
 
 def test_unversioned_file_without_the_later_columns_is_migrated(tmp_path):
     path = str(tmp_path / "problems.db")
     unversioned(path)
     store = ProblemStore(path)
-    assert version(path) == 6 and set(COLUMNS_ADDED) <= columns(path)
+    assert version(path) == 7 and set(COLUMNS_ADDED) <= columns(path)
     cleared, opened = store.get("a" * 32), store.get("b" * 32)
     assert cleared is not None and opened is not None
     # migration 3: a cleared problem's ticket was cleared (no reopen note is owed)
@@ -96,7 +96,7 @@ def test_unversioned_file_with_some_or_all_later_columns(tmp_path, present):
         conn.commit()
         conn.close()
     store = ProblemStore(path)
-    assert version(path) == 6 and set(COLUMNS_ADDED) <= columns(path)
+    assert version(path) == 7 and set(COLUMNS_ADDED) <= columns(path)
     assert {p.dedup_key for p in store.all()} == {"a" * 32, "b" * 32}
     assert store.last_sequence("a" * 32) == 2
     store.close()
@@ -111,12 +111,12 @@ def test_the_golden_state_dir_of_the_old_version_opens(tmp_path):
     sequences = dict(conn.execute("SELECT dedup_key, sequence FROM sequences").fetchall())
     conn.close()
     store = ProblemStore(path)
-    assert version(path) == 6
+    assert version(path) == 7
     assert len(store.all()) == rows
     assert {k: store.last_sequence(k) for k in sequences} == sequences
     store.close()
     ProblemStore(path).close()  # and again, now versioned
-    assert version(path) == 6
+    assert version(path) == 7
 
 
 def test_a_file_from_a_newer_agent_is_refused(tmp_path):
