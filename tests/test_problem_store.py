@@ -123,7 +123,7 @@ def test_a_file_from_a_newer_agent_is_refused(tmp_path):
     path = str(tmp_path / "problems.db")
     ProblemStore(path).close()
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 7")
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     conn.close()
     with pytest.raises(SchemaTooNew):
         ProblemStore(path)
