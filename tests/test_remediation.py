@@ -5,6 +5,7 @@ clock; the commands are real programs run by the runner's worker threads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -207,181 +208,145 @@ def rotate_script(tmp_path, exit_code: int = 0) -> str:
         """)
 
 
-def manager(tmp_path, runner, clock, suppressor=None, **ticketing: Any):
+@dataclass
+class Flow:
+    """A problem manager with a real runner of one remediation, `rotate-logs`, over a Disk."""
+
+    pm: ProblemManager
+    ob: RecordingOutbox
+    runner: RemediationRunner
+    clock: SimulatedClock
+    disk: Disk
+    rule: RemediatedRule = field(default_factory=RemediatedRule)
+
+    def step(self, dt: float = 60.0, **kw: Any):
+        """One evaluation `dt` after the last."""
+        self.clock.set(self.clock.now() + dt)
+        return self.pm.process(self.rule, self.disk.alerts(self.clock.now(), **kw), self.clock.now())
+
+    def settle(self):
+        """One evaluation, then wait for the problem's run to end (the worker is a real thread)."""
+        d = self.step(dt=0)
+        p = self.pm.store.get(d[0].dedup_key)
+        assert p is not None and p.remediation_run is not None
+        return d, wait(self.runner, p.remediation_run)
+
+    def body(self, i: int = 0) -> str:
+        return self.ob.sent[i][1].body
+
+
+@contextlib.contextmanager
+def flow(tmp_path, remediation: CommandConfig, *, clock=None, suppressor=None, disk: Disk | None = None,
+         **settings: Any):
+    runner, clock = runner_with(tmp_path, {"rotate-logs": remediation}, clock=clock, **settings)
     ob = RecordingOutbox()
-    pm = ProblemManager(TicketingConfig(**ticketing), str(tmp_path), clock, EXT, suppressor, ob,
-                        remediation=runner, expand=alert_expander)
-    return pm, ob
+    pm = ProblemManager(TicketingConfig(), str(tmp_path), clock, EXT, suppressor, ob, remediation=runner,
+                        expand=alert_expander)
+    try:
+        yield Flow(pm, ob, runner, clock, disk or Disk(tmp_path))
+    finally:
+        pm.close()
+        runner.close()
 
 
-def step(pm, clock, disk, rule, dt: float = 60.0, **kw):
-    clock.set(clock.now() + dt)
-    return pm.process(rule, disk.alerts(clock.now(), **kw), clock.now())
-
-
-def settle(pm, runner, clock, disk, rule):
-    """One evaluation, then wait for the problem's run to end (the worker is a real thread)."""
-    d = step(pm, clock, disk, rule, dt=0)
-    p = pm.store.get(d[0].dedup_key)
-    assert p is not None and p.remediation_run is not None
-    return d, wait(runner, p.remediation_run)
+def rotate(tmp_path, exit_code: int = 0, **settings: Any) -> CommandConfig:
+    return CommandConfig(command=[rotate_script(tmp_path, exit_code), "{{ $labels.mountpoint }}"], **settings)
 
 
 def test_a_command_that_makes_the_condition_recover_opens_no_ticket(tmp_path):
-    disk = Disk(tmp_path)
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(
-        command=[rotate_script(tmp_path), "{{ $labels.mountpoint }}"], verify=Duration(600))})
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    try:
-        (first,), run = settle(pm, runner, clock, disk, rule)
+    with flow(tmp_path, rotate(tmp_path, verify=Duration(600))) as f:
+        (first,), run = f.settle()
         assert first.reason == Reason.REMEDIATING and run.status == Status.SUCCEEDED
-        assert disk.log.stat().st_size == 0  # the real command emptied it
-        (after,) = step(pm, clock, disk, rule)
-        assert after.reason == Reason.REMEDIATED and ob.sent == []
-        p = pm.store.get(first.dedup_key)
+        assert f.disk.log.stat().st_size == 0  # the real command emptied it
+        (after,) = f.step()
+        assert after.reason == Reason.REMEDIATED and f.ob.sent == []
+        p = f.pm.store.get(first.dedup_key)
         assert p.state == ProblemState.CLEARED and not p.has_ticket and "remediated" in p.detail
-        (attempt,) = runner.history(first.dedup_key)
+        (attempt,) = f.runner.history(first.dedup_key)
         assert attempt.status == Status.SUCCEEDED and "rotated" in attempt.output
         assert str(tmp_path) in attempt.description  # the template expanded to the alert's mountpoint
         counts = {(s.labels.get("remediation"), s.labels.get("status")): s.value
-                  for f in runner.collect() for s in f.samples if s.name == "forewarn_remediation_attempts_total"}
+                  for fam in f.runner.collect() for s in fam.samples if s.name == "forewarn_remediation_attempts_total"}
         assert counts == {("rotate-logs", "succeeded"): 1.0}
-    finally:
-        pm.close()
-        runner.close()
 
 
 def test_a_failing_command_opens_the_ticket_with_its_record(tmp_path):
-    disk = Disk(tmp_path)
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(
-        command=[rotate_script(tmp_path, exit_code=4), "{{ $labels.mountpoint }}"])})
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    try:
-        _, run = settle(pm, runner, clock, disk, rule)
+    with flow(tmp_path, rotate(tmp_path, exit_code=4)) as f:
+        _, run = f.settle()
         assert run.status == Status.FAILED
-        (d,) = step(pm, clock, disk, rule)
-        assert d.reason == Reason.REMEDIATION_FAILED and d.action == "open"
-        (_, ticket), = ob.sent
-        assert "Remediation:" in ticket.body and "exit status 4" in ticket.body and "rotated" in ticket.body
-        assert pm.store.get(d.dedup_key).state == ProblemState.OPEN
-    finally:
-        pm.close()
-        runner.close()
+        (d,) = f.step()
+        assert d.reason == Reason.REMEDIATION_FAILED and d.action == "open" and len(f.ob.sent) == 1
+        assert "Remediation:" in f.body() and "exit status 4" in f.body() and "rotated" in f.body()
+        assert f.pm.store.get(d.dedup_key).state == ProblemState.OPEN
 
 
 def test_a_hanging_command_is_killed_and_the_ticket_says_so(tmp_path):
-    disk = Disk(tmp_path)
     exe = script(tmp_path, "hang", "import time; print('working', flush=True); time.sleep(300)\n")
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(command=[exe], timeout=Duration(1),
-                                                                         kill_grace=Duration(0.2))})
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    try:
-        _, run = settle(pm, runner, clock, disk, rule)
+    with flow(tmp_path, CommandConfig(command=[exe], timeout=Duration(1), kill_grace=Duration(0.2))) as f:
+        _, run = f.settle()
         assert run.status == Status.TIMED_OUT
-        (d,) = step(pm, clock, disk, rule)
+        (d,) = f.step()
         assert d.reason == Reason.REMEDIATION_FAILED
-        assert "timed_out" in ob.sent[0][1].body and "working" in ob.sent[0][1].body
-    finally:
-        pm.close()
-        runner.close()
+        assert "timed_out" in f.body() and "working" in f.body()
 
 
 def test_a_remediation_that_does_not_help_opens_the_ticket_after_verify(tmp_path):
-    disk = Disk(tmp_path)
     exe = script(tmp_path, "noop", "print('did nothing useful')\n")
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(command=[exe], verify=Duration(600))})
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    try:
-        settle(pm, runner, clock, disk, rule)
-        (d,) = step(pm, clock, disk, rule, dt=300)
-        assert d.reason == Reason.REMEDIATING and "verifying" in d.detail and ob.sent == []
-        (d,) = step(pm, clock, disk, rule, dt=400)
+    with flow(tmp_path, CommandConfig(command=[exe], verify=Duration(600))) as f:
+        f.settle()
+        (d,) = f.step(dt=300)
+        assert d.reason == Reason.REMEDIATING and "verifying" in d.detail and f.ob.sent == []
+        (d,) = f.step(dt=400)
         assert d.reason == Reason.REMEDIATION_DID_NOT_HELP and d.action == "open"
-        assert "still fired 10m later" in ob.sent[0][1].body
-    finally:
-        pm.close()
-        runner.close()
+        assert "still fired 10m later" in f.body()
 
 
 def test_keep_firing_for_alone_does_not_count_as_still_failing(tmp_path):
-    disk = Disk(tmp_path)
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(
-        command=[rotate_script(tmp_path), "{{ $labels.mountpoint }}"], verify=Duration(300))})
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    try:
-        settle(pm, runner, clock, disk, rule)
-        (d,) = step(pm, clock, disk, rule, dt=600, keep_firing=True)  # held by keep_firing_for
-        assert d.reason == Reason.REMEDIATING and "keep_firing_for" in d.detail and ob.sent == []
-        (d,) = step(pm, clock, disk, rule)  # the alert resolves
-        assert d.reason == Reason.REMEDIATED and ob.sent == []
-    finally:
-        pm.close()
-        runner.close()
+    with flow(tmp_path, rotate(tmp_path, verify=Duration(300))) as f:
+        f.settle()
+        (d,) = f.step(dt=600, keep_firing=True)  # held by keep_firing_for
+        assert d.reason == Reason.REMEDIATING and "keep_firing_for" in d.detail and f.ob.sent == []
+        (d,) = f.step()  # the alert resolves
+        assert d.reason == Reason.REMEDIATED and f.ob.sent == []
 
 
 def test_on_recovery_record_opens_and_clears_a_ticket(tmp_path):
-    disk = Disk(tmp_path)
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(
-        command=[rotate_script(tmp_path), "{{ $labels.mountpoint }}"], on_recovery="record")})
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    try:
-        settle(pm, runner, clock, disk, rule)
-        (d,) = step(pm, clock, disk, rule)
+    with flow(tmp_path, rotate(tmp_path, on_recovery="record")) as f:
+        f.settle()
+        (d,) = f.step()
         assert d.reason == Reason.REMEDIATED and d.action == "open"
-        (d,) = step(pm, clock, disk, rule)
+        (d,) = f.step()
         assert d.action == "clear"
-        assert ob.actions() == [("open", 1), ("clear", 2)]
-        assert "records the attempt" in ob.sent[0][1].body and "succeeded" in ob.sent[0][1].body
-    finally:
-        pm.close()
-        runner.close()
+        assert f.ob.actions() == [("open", 1), ("clear", 2)]
+        assert "records the attempt" in f.body() and "succeeded" in f.body()
 
 
 def test_alongside_opens_at_once_and_adds_the_result(tmp_path):
-    disk = Disk(tmp_path)
     exe = script(tmp_path, "slowfail", "import sys; print('cache not cleared'); sys.exit(2)\n")
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(command=[exe], when="alongside")})
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    try:
-        (d,), run = settle(pm, runner, clock, disk, rule)
-        assert d.reason == Reason.FIRST and d.action == "open" and "Started alongside" in ob.sent[0][1].body
-        (d,) = step(pm, clock, disk, rule)  # within update_min_interval: the result still goes out
+    with flow(tmp_path, CommandConfig(command=[exe], when="alongside")) as f:
+        (d,), run = f.settle()
+        assert d.reason == Reason.FIRST and d.action == "open" and "Started alongside" in f.body()
+        (d,) = f.step()  # within update_min_interval: the result still goes out
         assert d.reason == Reason.REMEDIATION_RESULT and d.action == "update"
-        assert "failed" in ob.sent[1][1].body and "cache not cleared" in ob.sent[1][1].body
-        assert step(pm, clock, disk, rule)[0].action is None  # said once
-    finally:
-        pm.close()
-        runner.close()
+        assert "failed" in f.body(1) and "cache not cleared" in f.body(1)
+        assert f.step()[0].action is None  # said once
 
 
 def test_rate_limit_and_cooldown_send_the_ticket_with_the_reason(tmp_path):
-    disk = Disk(tmp_path)
     exe = script(tmp_path, "noop", "print('ok')\n")
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(
-        command=[exe], verify=Duration(60), cooldown=Duration(3600), max_attempts_per_problem=5)})
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    try:
-        settle(pm, runner, clock, disk, rule)
-        disk.log.write_text("")  # recovers by itself
-        assert step(pm, clock, disk, rule)[0].reason == Reason.REMEDIATED
-        disk.log.write_text("x" * 5000)  # back within the cool-down: no second run, a ticket
-        (d,) = step(pm, clock, disk, rule, dt=600)
+    config = CommandConfig(command=[exe], verify=Duration(60), cooldown=Duration(3600), max_attempts_per_problem=5)
+    with flow(tmp_path, config) as f:
+        f.settle()
+        f.disk.log.write_text("")  # recovers by itself
+        assert f.step()[0].reason == Reason.REMEDIATED
+        f.disk.log.write_text("x" * 5000)  # back within the cool-down: no second run, a ticket
+        (d,) = f.step(dt=600)
         assert d.reason == Reason.FIRST and d.action == "open"
-        assert "not attempted" in ob.sent[0][1].body and "cool-down" in ob.sent[0][1].body
-        assert len(runner.history()) == 1
-        skipped = [s for f in runner.collect() for s in f.samples if s.name == "forewarn_remediation_skipped_total"]
+        assert "not attempted" in f.body() and "cool-down" in f.body()
+        assert len(f.runner.history()) == 1
+        skipped = [s for fam in f.runner.collect() for s in fam.samples
+                   if s.name == "forewarn_remediation_skipped_total"]
         assert [(s.labels["reason"], s.value) for s in skipped] == [("cooldown", 1.0)]
-    finally:
-        pm.close()
-        runner.close()
 
 
 def test_max_attempts_counts_every_problem(tmp_path):
@@ -397,77 +362,49 @@ def test_max_attempts_counts_every_problem(tmp_path):
         runner.close()
 
 
+def never_runs(tmp_path) -> CommandConfig:
+    return CommandConfig(command=[script(tmp_path, "never", f"open({str(tmp_path / 'ran')!r}, 'w')\n")])
+
+
 def test_silenced_problems_are_not_remediated(tmp_path):
-    disk = Disk(tmp_path)
-    exe = script(tmp_path, "never", f"open({str(tmp_path / 'ran')!r}, 'w')\n")
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(command=[exe])})
     silences = silences_from_config([SilenceConfig(matchers=['host="db-7"'], ends_at="2099-01-01T00:00:00Z")])
-    sup = Suppressor(SilenceStore(str(tmp_path)), silences)
-    pm, ob = manager(tmp_path, runner, clock, suppressor=sup)
-    rule = RemediatedRule()
-    try:
-        (d,) = step(pm, clock, disk, rule)
-        assert d.reason == Reason.SILENCED and runner.history() == [] and not (tmp_path / "ran").exists()
-    finally:
-        pm.close()
-        runner.close()
+    with flow(tmp_path, never_runs(tmp_path), suppressor=Suppressor(SilenceStore(str(tmp_path)), silences)) as f:
+        (d,) = f.step()
+        assert d.reason == Reason.SILENCED and f.runner.history() == [] and not (tmp_path / "ran").exists()
 
 
 def test_the_kill_switch_stops_new_attempts_and_is_remembered(tmp_path):
-    disk = Disk(tmp_path)
-    exe = script(tmp_path, "never", f"open({str(tmp_path / 'ran')!r}, 'w')\n")
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(command=[exe])})
+    runner, clock = runner_with(tmp_path, {"rotate-logs": never_runs(tmp_path)})
     runner.set_enabled(False, "incident 42: hands off")
     runner.close()
-    runner, _ = runner_with(tmp_path, {"rotate-logs": CommandConfig(command=[exe])}, clock=clock)  # a restart
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    try:
-        (d,) = step(pm, clock, disk, rule)
-        assert d.action == "open" and "switched off (incident 42: hands off)" in ob.sent[0][1].body
+    with flow(tmp_path, never_runs(tmp_path), clock=clock) as f:  # a restart
+        (d,) = f.step()
+        assert d.action == "open" and "switched off (incident 42: hands off)" in f.body()
         assert not (tmp_path / "ran").exists()
-        enabled = [s.value for f in runner.collect() for s in f.samples if s.name == "forewarn_remediation_enabled"]
+        enabled = [s.value for fam in f.runner.collect() for s in fam.samples
+                   if s.name == "forewarn_remediation_enabled"]
         assert enabled == [0.0]
-        assert runner.set_enabled(True, "").enabled
-    finally:
-        pm.close()
-        runner.close()
+        assert f.runner.set_enabled(True, "").enabled
 
 
 def test_dry_run_records_and_tickets_without_running(tmp_path):
-    disk = Disk(tmp_path)
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(
-        command=[rotate_script(tmp_path), "{{ $labels.mountpoint }}"])}, dry_run=True)
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    try:
-        (d,) = step(pm, clock, disk, rule)
-        assert d.action == "open" and disk.log.stat().st_size == 5000
-        assert "Dry run, nothing was executed" in ob.sent[0][1].body and "rotate" in ob.sent[0][1].body
-        (a,) = runner.history()
+    with flow(tmp_path, rotate(tmp_path), dry_run=True) as f:
+        (d,) = f.step()
+        assert d.action == "open" and f.disk.log.stat().st_size == 5000
+        assert "Dry run, nothing was executed" in f.body() and "rotate" in f.body()
+        (a,) = f.runner.history()
         assert a.status == Status.DRY_RUN
-    finally:
-        pm.close()
-        runner.close()
 
 
 def test_a_run_cut_by_a_restart_is_interrupted_and_the_ticket_opens(tmp_path):
-    disk = Disk(tmp_path)
     exe = script(tmp_path, "hang", "import time; time.sleep(300)\n")
-    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(command=[exe], timeout=Duration(600))})
-    pm, ob = manager(tmp_path, runner, clock)
-    rule = RemediatedRule()
-    step(pm, clock, disk, rule, dt=0)
-    runner.close(wait=10)  # the agent stops: the process group is killed, the attempt interrupted
-    pm.close()
-    runner, _ = runner_with(tmp_path, {"rotate-logs": CommandConfig(command=[exe])}, clock=clock)
-    pm, ob = manager(tmp_path, runner, clock)
-    try:
-        (d,) = step(pm, clock, disk, rule)
-        assert d.reason == Reason.REMEDIATION_FAILED and "interrupted" in ob.sent[0][1].body
-    finally:
-        pm.close()
-        runner.close()
+    with flow(tmp_path, CommandConfig(command=[exe], timeout=Duration(600))) as f:
+        f.step(dt=0)
+        f.runner.close(wait=10)  # the agent stops: the process group is killed, the attempt interrupted
+        clock, disk = f.clock, f.disk
+    with flow(tmp_path, CommandConfig(command=[exe]), clock=clock, disk=disk) as f:
+        (d,) = f.step()
+        assert d.reason == Reason.REMEDIATION_FAILED and "interrupted" in f.body()
 
 
 # ---- configuration ----------------------------------------------------------------------------

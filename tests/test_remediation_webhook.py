@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import ssl
-import subprocess
 import threading
 from typing import Any
 
@@ -381,21 +379,6 @@ def test_generic_without_credentials(tmp_path):
     with FakeHook() as hook:
         out = remediation(tmp_path, token=None, url=hook.hook_url, body={"a": 1}).run(request(Clock()))
         assert out.status == Status.SUCCEEDED and "authorization" not in hook.requests[0].headers
-
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(cert), str(key))
-    return ctx, str(cert)
 
 
 def test_tls_is_verified_and_ca_file_trusts_a_private_ca(tmp_path, self_signed):

@@ -298,6 +298,36 @@ class QueryConfig:
                 err("queries", msg)
 
 
+def decode_typed_entry(cls: Any, decoder: Decoder, value: Any, mark: Mark, where: str, types: dict[str, Any],
+                       what: str, name_ok: Any = bool) -> Any:
+    """A `name` + `type` mapping whose other keys are the settings of `types[type].Config`
+    (a sink, a remediation): `cls(name, type, settings)`, or INVALID with located errors."""
+    if not isinstance(value, dict):
+        decoder.error(mark, f"{where}: expected a mapping with name and type")
+        return INVALID
+    name, typ = value.get("name"), value.get("type")
+    ok = bool(name_ok(name))
+    if not name:
+        decoder.error(mark, f"{where}: missing required field 'name'")
+    elif not ok:
+        decoder.error(value_marks(value).get("name", mark),
+                      f"{where}: name {name!r} must be letters, digits, '_', '-' or '.'")
+    if typ not in types:
+        m = value_marks(value).get("type", mark)
+        decoder.error(m, f"{where}.type: unknown {what} type {typ!r} (known: {', '.join(sorted(types))})")
+        return INVALID
+    rest = MarkedDict({k: v for k, v in value.items() if k not in ("name", "type")})
+    rest.mark = node_mark(value, mark)
+    rest.key_marks = {k: m for k, m in key_marks(value).items() if k in rest}
+    rest.value_marks = {k: m for k, m in value_marks(value).items() if k in rest}
+    settings = decoder.decode_dataclass(types[typ].Config, rest, mark, f"{where}({name})")
+    if settings is INVALID or not ok:
+        return INVALID
+    entry = cls(str(name), str(typ), settings)
+    attach_marks(entry, mark)
+    return entry
+
+
 @dataclass
 class SinkEntry:
     """One ticket sink; `type` picks the module, the other keys are that module's settings."""
@@ -308,29 +338,7 @@ class SinkEntry:
 
     @classmethod
     def from_yaml(cls, decoder: Decoder, value: Any, mark: Mark, where: str) -> Any:
-        if not isinstance(value, dict):
-            decoder.error(mark, f"{where}: expected a mapping with name and type")
-            return INVALID
-        kmarks = key_marks(value)
-        name, typ = value.get("name"), value.get("type")
-        ok = True
-        if not name:
-            decoder.error(mark, f"{where}: missing required field 'name'")
-            ok = False
-        if typ not in SINK_TYPES:
-            m = value_marks(value).get("type", mark)
-            decoder.error(m, f"{where}.type: unknown sink type {typ!r} (known: {', '.join(sorted(SINK_TYPES))})")
-            return INVALID
-        rest = MarkedDict({k: v for k, v in value.items() if k not in ("name", "type")})
-        rest.mark = node_mark(value, mark)
-        rest.key_marks = {k: m for k, m in kmarks.items() if k in rest}
-        rest.value_marks = {k: m for k, m in value_marks(value).items() if k in rest}
-        settings = decoder.decode_dataclass(SINK_TYPES[typ].Config, rest, mark, f"{where}({name})")
-        if settings is INVALID or not ok:
-            return INVALID
-        entry = cls(str(name), str(typ), settings)
-        attach_marks(entry, mark)
-        return entry
+        return decode_typed_entry(cls, decoder, value, mark, where, dict(SINK_TYPES), "sink")
 
 
 @dataclass
@@ -445,30 +453,8 @@ class RemediationEntry:
 
     @classmethod
     def from_yaml(cls, decoder: Decoder, value: Any, mark: Mark, where: str) -> Any:
-        if not isinstance(value, dict):
-            decoder.error(mark, f"{where}: expected a mapping with name and type")
-            return INVALID
-        name, typ = value.get("name"), value.get("type")
-        ok = True
-        if not name or not _REMEDIATION_NAME_RE.match(str(name)):
-            decoder.error(value_marks(value).get("name", mark),
-                          f"{where}: name {name!r} must be letters, digits, '_', '-' or '.'")
-            ok = False
-        if typ not in REMEDIATION_TYPES:
-            m = value_marks(value).get("type", mark)
-            decoder.error(m, f"{where}.type: unknown remediation type {typ!r} "
-                             f"(known: {', '.join(sorted(REMEDIATION_TYPES))})")
-            return INVALID
-        rest = MarkedDict({k: v for k, v in value.items() if k not in ("name", "type")})
-        rest.mark = node_mark(value, mark)
-        rest.key_marks = {k: m for k, m in key_marks(value).items() if k in rest}
-        rest.value_marks = {k: m for k, m in value_marks(value).items() if k in rest}
-        settings = decoder.decode_dataclass(REMEDIATION_TYPES[typ].Config, rest, mark, f"{where}({name})")
-        if settings is INVALID or not ok:
-            return INVALID
-        entry = cls(str(name), str(typ), settings)
-        attach_marks(entry, mark)
-        return entry
+        return decode_typed_entry(cls, decoder, value, mark, where, REMEDIATION_TYPES, "remediation",
+                                  lambda n: bool(n) and _REMEDIATION_NAME_RE.match(str(n)))
 
 
 @dataclass

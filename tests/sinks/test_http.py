@@ -4,8 +4,6 @@ bounded answers, timeouts on every call, and secrets that stay secret."""
 from __future__ import annotations
 
 import pickle
-import ssl
-import subprocess
 
 import pytest
 import requests
@@ -18,21 +16,6 @@ from tests.sinks.fake_pagerduty import FakePagerDuty
 from tests.sinks.fakehttp import FakeServer, Recorded, answer, make_ticket, write_credentials
 
 ROUTING_KEY = "R0123456789abcdef0123456789abcde"
-
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(cert), str(key))
-    return ctx, str(cert)
 
 
 def test_tls_is_verified_and_ca_file_adds_a_private_ca(self_signed, tmp_path):

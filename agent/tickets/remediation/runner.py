@@ -264,7 +264,9 @@ class RemediationRunner:
 
     def close(self, wait: float = 10.0) -> None:
         """Stop: running steps are cancelled (a process group killed, a job cancelled) and
-        recorded as interrupted; queued runs are marked interrupted."""
+        recorded as interrupted; queued runs are marked interrupted. Idempotent."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         for _ in self._threads:
             self._queue.put(None)
