@@ -498,3 +498,32 @@ def test_backtest_lists_the_runs_and_delays_tickets_by_verify(tmp_path):
     assert opens and all(e["reason"] == "remediation did not help" for e in opens)
     # each ticket opens the default verify time (10 minutes) after its run: the data never recovered
     assert [e["time"] - r["time"] for e, r in zip(opens, runs)] == [600.0] * len(opens)
+
+
+def test_in_an_ha_pair_only_the_first_agent_executes(tmp_path):
+    from agent.tickets.builder import build_remediation
+
+    exe = never_runs(tmp_path).command[0]
+    for position in (0, 1):
+        cfg_path = tmp_path / f"forewarn{position}.yml"
+        cfg_path.write_text(textwrap.dedent(f"""\
+            global: {{state_dir: {tmp_path / f"state{position}"}}}
+            ticketing:
+              ha: {{peers: ["http://127.0.0.1:1", "http://127.0.0.1:2"], position: {position}}}
+            remediation:
+              definitions:
+                - {{name: rotate-logs, type: command, command: ["{exe}"], verify: 5m}}
+            """))
+        runner = build_remediation(load_config(str(cfg_path)), SimulatedClock(T0))
+        try:
+            plan = runner.plan(["rotate-logs"], "k", T0)
+            run = wait(runner, runner.launch(plan, "k", "FilesystemWillFill", lambda s: s, T0))
+            assert run.status == Status.SUCCEEDED
+            ran = (tmp_path / "ran").exists()
+            if position == 0:
+                assert ran and run.attempts[0].detail == "exit status 0"
+                (tmp_path / "ran").unlink()
+            else:  # recorded as done by the first agent; verified on the data like it
+                assert not ran and "run by the HA pair's first agent" in run.attempts[0].detail
+        finally:
+            runner.close()

@@ -86,9 +86,18 @@ def remediation_kinds(cfg: Config) -> tuple[RemediationSettings, dict[str, Kind]
     return RemediationSettings(r.enabled, r.dry_run, r.max_concurrent, {n: k.config for n, k in kinds.items()}), kinds
 
 
+HA_NOT_EXECUTED = "run by the HA pair's first agent, not by this one (position {position}); its result is not known here"
+
+
 def build_remediation(cfg: Config, clock: Clock, registry: Registry | None = None) -> RemediationRunner:
-    """The runner of the config's remediations, its record in state_dir (not yet started)."""
+    """The runner of the config's remediations, its record in state_dir (threads start with the
+    first run). In an HA pair only the first agent (position 0) executes: the others record
+    each run as done and verify the rule like it (see `agent.tickets.remediation.runner`)."""
     settings, kinds = remediation_kinds(cfg)
+    ha = cfg.ticketing.ha
+    if ha.peers and ha.position > 0:
+        return RemediationRunner(settings, kinds, cfg.state_dir, clock, registry=registry, execute=False,
+                                 not_executed=HA_NOT_EXECUTED.format(position=ha.position))
     return RemediationRunner(settings, kinds, cfg.state_dir, clock, registry=registry)
 
 

@@ -18,8 +18,11 @@ Policy, per remediation (its settings in the main config):
 - `dry_run`: the run is recorded with what it would have done, nothing is executed.
 Silences and maintenance windows come before: a suppressed problem never reaches `plan`.
 
-`execute=False` (forewarn test and backtest) never runs anything: each step is recorded with
-the outcome the caller set (default succeeded) at the time it was launched.
+`execute=False` never runs anything: each step is recorded with the outcome the caller set
+(default succeeded) at the time it was launched, with `not_executed` saying why. forewarn
+test and backtest run so, and so does every agent of an HA pair but the first: the first
+agent runs the step, the others record it as done by the first and verify the rule as it
+does, so the pair makes one run and, through the outbox's HA exchange, one ticket.
 
 Like the rest of tickets, this module never imports rules, models, PromQL, sources or web.
 """
@@ -212,12 +215,14 @@ class RemediationRunner:
 
     def __init__(self, settings: RemediationSettings, kinds: Mapping[str, Kind], state_dir: str, clock: Clock,
                  *, execute: bool = True, simulated: Mapping[str, Status] | None = None,
+                 not_executed: str = "not executed (forewarn test/backtest)",
                  registry: Registry | None = None, secrets: Sequence[str] = ()) -> None:
         self.settings = settings
         self.kinds = dict(kinds)
         self.clock = clock
         self.execute = execute
         self.simulated = dict(simulated or {})
+        self.not_executed = not_executed
         self._secrets = list(secrets)
         self.path = f"{state_dir.rstrip('/')}/{REMEDIATIONS_FILE}"
         self._lock = threading.RLock()
@@ -400,7 +405,7 @@ class RemediationRunner:
     def _simulate(self, attempts: list[Attempt], now: float) -> None:
         for a in attempts:
             status = self.simulated.get(a.remediation, Status.SUCCEEDED)
-            self._finish(a, Outcome(status, detail=f"simulated {status}: not executed (forewarn test/backtest)"), now)
+            self._finish(a, Outcome(status, detail=f"{status}: {self.not_executed}"), now)
             if status != Status.SUCCEEDED:
                 self._abandon(attempts[a.step + 1:], "not run: an earlier step did not succeed", now)
                 break
