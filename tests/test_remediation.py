@@ -527,3 +527,14 @@ def test_in_an_ha_pair_only_the_first_agent_executes(tmp_path):
                 assert not ran and "run by the HA pair's first agent" in run.attempts[0].detail
         finally:
             runner.close()
+
+
+def test_check_warns_of_a_command_missing_on_this_host(tmp_path):
+    cfg = tmp_path / "forewarn.yml"
+    cfg.write_text("remediation:\n  definitions:\n    - {name: x, type: command, command: [/nonexistent/rotate]}\n"
+                   f"    - {{name: y, type: command, command: [{sys.executable}]}}\n")
+    r = subprocess.run([sys.executable, "-m", "agent", "check", "--config", str(cfg)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"{cfg}:3:41: warning: remediation.definitions[0](x).command: /nonexistent/rotate "
+                                     "is not an executable file on this host; its attempts will fail"]

@@ -6,7 +6,8 @@ PATH: message; a `rule_files` entry of the config that names a missing file at t
 position); exit 1 if any, else 0 with a count of what was checked, as promtool's `SUCCESS: N
 rules found`. Rules that read further back than the store keeps (`global.retention`) get a
 warning in the same form (their answers would cover only what is kept); warnings do not fail
-the check. A valid check also notes, on stdout, how long each anomaly rule's model warms up at
+the check; so do `command` remediations whose executable is not an executable file on this
+host (their attempts would fail). A valid check also notes, on stdout, how long each anomaly rule's model warms up at
 its interval.
 
 A command: it may import any stage; nothing but the CLI imports it.
@@ -26,6 +27,7 @@ from agent.promql.select import read_back_seconds
 from agent.rules.detectors import WarmupNote, warmup_notes
 from agent.rules.file import RuleGroupDef, load_rule_files
 from agent.rules.remediate import check_templates
+from agent.tickets.remediation.command import CommandConfig
 
 DEFAULT_CONFIG = "config/forewarn.yml"
 
@@ -71,6 +73,7 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
             sinks = {s.name for s in cfg.ticketing.sinks} | {"local"}
             remediations = cfg.remediation.names()
             result.errors.extend(check_templates(cfg))
+            result.warnings.extend(remediation_warnings(cfg))
             result.errors.extend(_missing_rule_files(cfg))
             paths += [p for p in cfg.rule_file_paths() if p not in paths]
             interval = float(cfg.global_.evaluation_interval)
@@ -85,9 +88,24 @@ def check(config_path: str | None, rule_files: list[str]) -> CheckResult:
         except ConfigErrors as e:
             result.errors.extend(e.errors)
         else:
-            result.warnings = range_warnings(result.groups, float(g.retention))
+            result.warnings += range_warnings(result.groups, float(g.retention))
             result.notes = warmup_notes(result.groups, interval)
     return result
+
+
+def remediation_warnings(cfg: Config) -> list[ConfigError]:
+    """`command` remediations whose executable is missing here (the config may be checked on
+    another machine than the agent's: a warning, not an error)."""
+    out = []
+    for i, d in enumerate(cfg.remediation.definitions):
+        if isinstance(d.settings, CommandConfig) and d.settings.command:
+            exe = d.settings.command[0]
+            if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+                line, col = mark_of(d.settings, "command")
+                out.append(ConfigError(cfg.path, line, col, f"warning: remediation.definitions[{i}]({d.name}).command: "
+                                                            f"{exe} is not an executable file on this host; its "
+                                                            "attempts will fail"))
+    return out
 
 
 def range_warnings(groups: list[RuleGroupDef], retention: float) -> list[ConfigError]:
