@@ -538,3 +538,18 @@ def test_check_warns_of_a_command_missing_on_this_host(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stderr.splitlines() == [f"{cfg}:3:41: warning: remediation.definitions[0](x).command: /nonexistent/rotate "
                                      "is not an executable file on this host; its attempts will fail"]
+
+
+def test_a_run_that_cannot_be_recorded_never_runs_and_the_ticket_opens(tmp_path, monkeypatch):
+    import sqlite3
+
+    with flow(tmp_path, never_runs(tmp_path)) as f:
+        def full_disk(*a: Any, **kw: Any) -> int:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(f.runner, "launch", full_disk)
+        (d,) = f.step()
+        assert d.reason == Reason.REMEDIATING and d.remediated == ()
+        (d,) = f.step()
+        assert d.reason == Reason.REMEDIATION_FAILED and d.action == "open"
+        assert "could not be recorded" in f.body() and not (tmp_path / "ran").exists()

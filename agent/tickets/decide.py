@@ -280,7 +280,8 @@ def _remediating(p: Problem, current: Current, now: float) -> Decision:
         return Decision(reason, detail=detail, after=replace(p, state=state, detail=detail, cleared_at=None))
     if run is None:
         return _open_or_hold(p, current, now, Reason.REMEDIATION_FAILED,
-                             remediation="The record of this problem's remediation run is lost; its result is unknown.")
+                             remediation="No record of this problem's remediation run: it could not be recorded "
+                                         "(and so was not started), or its record was lost; see the agent's log.")
     reported = replace(p, remediation_reported=True)
     if run.status == Status.RUNNING:
         return Decision(Reason.REMEDIATING, detail=f"run {run.run_id} in progress ({', '.join(run.names)})")

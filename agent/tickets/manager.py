@@ -286,9 +286,12 @@ class ProblemManager:
         # an open problem's actions go where its ticket is, even if the rule names another sink now
         sink = d.after.sink if d.after is not None else previous.sink if previous is not None else current.sink
         launched: tuple[str, ...] = ()
-        if d.launch is not None and self.remediation is not None and d.after is not None:
-            launched = d.launch.names
-            d = self._launch(rule, d, current.group, now)
+        plan = d.launch
+        if plan is not None and self.remediation is not None and d.after is not None:
+            try:
+                d, launched = self._launch(rule, d, current.group, now), plan.names
+            except Exception:  # its record could not be written: nothing ran; the ticket opens next time
+                log.exception("problem %s %s: remediation %s could not be started", name, key, ", ".join(plan.names))
         labels = dict(current.group.labels)
         if d.action is None:
             after = d.after
