@@ -143,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     _agent_flags(exp, argparse.SUPPRESS)
     exp.add_argument("silence_id")
 
+    rem = sub.add_parser("remediation", help="remediations of the running agent: status and the kill switch")
+    _agent_flags(rem, DEFAULT_CONFIG)
+    rem_sub = rem.add_subparsers(dest="remediation_action", metavar="ACTION", parser_class=_Parser)
+    rst = rem_sub.add_parser("status", help="the kill switch, dry run, definitions and the latest attempts")
+    _agent_flags(rst, argparse.SUPPRESS)
+    rst.add_argument("--limit", type=int, default=20, help="attempts shown (default %(default)s)")
+    for action, text in (("disable", "the kill switch: no new remediation starts (running ones finish)"),
+                         ("enable", "let remediations start again (the agent's admin API, or --offline)")):
+        ra = rem_sub.add_parser(action, help=text)
+        _agent_flags(ra, argparse.SUPPRESS)
+        ra.add_argument("--reason", default="", help="why (shown by status, the API and the tickets)")
+    for ra in rem_sub.choices.values():
+        ra.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+
     tr = sub.add_parser("trends", help="incident-trend analysis: recurring clusters, problem candidates",
                         epilog=TRENDS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = tr.add_mutually_exclusive_group(required=True)
@@ -180,6 +194,7 @@ _COMMANDS = {
     "detect": "agent.commands.detect",
     "tickets": "agent.commands.tickets",
     "silence": "agent.commands.silence",
+    "remediation": "agent.commands.remediation",
     "slo": "agent.commands.slo",
     "trends": "agent.commands.trends",
 }
@@ -193,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "silence" and not args.silence_action:
         parser.parse_args(["silence", "--help"])
+    if args.command == "remediation" and not args.remediation_action:
+        parser.parse_args(["remediation", "--help"])
+    if args.command == "remediation":
+        args.json = getattr(args, "json", False)
+        args.reason = getattr(args, "reason", "")
+        args.limit = getattr(args, "limit", 20)
     if args.command == "slo" and not args.slo_action:
         parser.parse_args(["slo", "--help"])
     if args.command == "silence" and not hasattr(args, "json"):

@@ -4,12 +4,17 @@ backlog opens a ticket that says why nothing was tried. The API and /metrics sho
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 
 import requests
 
 from tests.helpers import Exporter, scraping_config, wait_for
+
+
+def forewarn(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_a_remediation_drains_the_queue_and_no_ticket_opens(agent_factory, tmp_path):
@@ -67,11 +72,15 @@ def test_a_remediation_drains_the_queue_and_no_ticket_opens(agent_factory, tmp_p
         assert ({"remediation": "drain-queue", "status": "succeeded"}, 1.0) in m["forewarn_remediation_attempts_total"]
         assert m["forewarn_remediation_enabled"] == [({}, 1.0)]
 
-        # the kill switch: throwing it needs no admin API; undoing it does
-        r = requests.post(agent.url + "/api/v1/remediation/disable", data={"reason": "incident 42"}, timeout=10)
-        assert r.status_code == 200 and r.json()["data"] == {"enabled": False, "reason": "incident 42",
-                                                              "changedAt": r.json()["data"]["changedAt"]}
+        status = forewarn("remediation", "status", "--url", agent.url)
+        assert status.returncode == 0 and "remediation enabled" in status.stdout
+        assert "drain-queue  succeeded" in status.stdout, status.stdout
+        # the kill switch: throwing it needs no admin API (here through the command); undoing it does
+        r = forewarn("remediation", "disable", "--reason", "incident 42", "--url", agent.url)
+        assert r.returncode == 0 and "remediation DISABLED since" in r.stdout and "incident 42" in r.stdout, r
         assert requests.post(agent.url + "/api/v1/remediation/enable", timeout=10).status_code == 403
+        r = forewarn("remediation", "enable", "--url", agent.url)
+        assert r.returncode == 1 and "HTTP 403" in r.stderr and "enable-admin-api" in r.stderr
         assert agent.metrics()["forewarn_remediation_enabled"] == [({}, 0.0)]
         depth.write_text("50")
 

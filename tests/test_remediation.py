@@ -28,7 +28,7 @@ from agent.tickets.policy import TicketPolicy
 from agent.tickets.problems import ProblemState, Reason
 from agent.tickets.remediation.base import REDACTED, Request, Status, redact
 from agent.tickets.remediation.command import CommandConfig, CommandRemediation
-from agent.tickets.remediation.runner import RemediationRunner, RemediationSettings, Run
+from agent.tickets.remediation.runner import RemediationRunner, RemediationSettings, Run, SwitchState
 from agent.tickets.suppress import SilenceStore, Suppressor, silences_from_config
 from tests.test_problems import RecordingOutbox
 
@@ -553,3 +553,21 @@ def test_a_run_that_cannot_be_recorded_never_runs_and_the_ticket_opens(tmp_path,
         (d,) = f.step()
         assert d.reason == Reason.REMEDIATION_FAILED and d.action == "open"
         assert "could not be recorded" in f.body() and not (tmp_path / "ran").exists()
+
+
+def test_the_kill_switch_offline_is_what_the_agent_reads_at_start(tmp_path):
+    cfg = tmp_path / "forewarn.yml"
+    cfg.write_text(f"global: {{state_dir: {tmp_path / 'state'}}}\n")
+    run = [sys.executable, "-m", "agent", "remediation", "--config", str(cfg), "--offline"]
+    r = subprocess.run([*run, "disable", "--reason", "maintenance of the app"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "remediation DISABLED since" in r.stdout, r
+    r = subprocess.run([*run, "status", "--json"], capture_output=True, text=True, timeout=60)
+    assert json.loads(r.stdout)["reason"] == "maintenance of the app" and not json.loads(r.stdout)["enabled"]
+    runner = RemediationRunner(RemediationSettings(), {}, str(tmp_path / "state"), SimulatedClock(T0))
+    try:
+        assert runner.switch() == SwitchState(False, runner.switch().changed_at, "maintenance of the app")
+    finally:
+        runner.close()
+    r = subprocess.run([*run, "enable"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "remediation enabled" in r.stdout

@@ -51,7 +51,14 @@ def status(runner: RemediationRunner | None, req: Request) -> Reply:
 def switch(runner: RemediationRunner | None, enabled: bool, req: Request) -> Reply:
     if runner is None:
         return _unavailable()
-    reason = req.get("reason")[:MAX_REASON]
+    reason = req.get("reason")
+    if not reason and req.body:  # a JSON body {"reason": ...}, as `forewarn remediation` sends
+        try:
+            doc = req.json()
+        except ValueError:
+            return 400, {"status": "error", "errorType": "bad_data", "error": "the body is not JSON"}
+        reason = str(doc.get("reason", "")) if isinstance(doc, dict) else ""
+    reason = reason[:MAX_REASON]
     sw = runner.set_enabled(enabled, reason or ("enabled" if enabled else "disabled") + " through the API")
     return 200, {"status": "success", "data": {"enabled": sw.enabled, "reason": sw.reason, "changedAt": sw.changed_at}}
 

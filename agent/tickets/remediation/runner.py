@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from agent.clock import Clock, human_time
 from agent.config.decode import format_duration
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Histogram, Metric, Registry
-from agent.persistence import Transaction, migrate, open_or_move_aside
+from agent.persistence import Transaction, connect, migrate, open_or_move_aside
 from agent.tickets.remediation.base import CommonSettings, ExpansionError, Kind, Outcome, Request, Status, redact
 
 log = logging.getLogger(__name__)
@@ -293,19 +293,13 @@ class RemediationRunner:
 
     def switch(self) -> SwitchState:
         """Whether new runs may start: the config's `enabled` and the API's switch."""
-        row = self._conn.execute("SELECT enabled, changed_at, reason FROM switch WHERE id=1").fetchone()
-        if not self.settings.enabled:
-            return SwitchState(False, row["changed_at"] if row else 0.0, "remediation.enabled is false in the config")
-        if row is not None and not row["enabled"]:
-            return SwitchState(False, row["changed_at"], row["reason"])
-        return SwitchState(True, row["changed_at"] if row else 0.0, row["reason"] if row else "")
+        with self._lock:
+            return read_switch(self._conn, self.settings.enabled)
 
     def set_enabled(self, enabled: bool, reason: str) -> SwitchState:
         """The API's kill switch, remembered across restarts. Running steps are not stopped."""
-        with self._lock, Transaction(self._conn) as c:
-            c.execute("INSERT INTO switch (id, enabled, changed_at, reason) VALUES (1, ?, ?, ?) "
-                      "ON CONFLICT (id) DO UPDATE SET enabled=excluded.enabled, changed_at=excluded.changed_at, "
-                      "reason=excluded.reason", (int(enabled), self.clock.now(), reason))
+        with self._lock:
+            write_switch(self._conn, enabled, self.clock.now(), reason)
         log.warning("remediation %s through the API: %s", "enabled" if enabled else "DISABLED", reason or "-")
         return self.switch()
 
@@ -542,6 +536,37 @@ class RemediationRunner:
         yield GaugeMetricFamily("forewarn_remediation_dry_run", "1 when remediations are recorded, not executed.",
                                 value=1.0 if self.settings.dry_run else 0.0)
         yield from self._durations.collect()
+
+
+def read_switch(conn: sqlite3.Connection, config_enabled: bool = True) -> SwitchState:
+    """The kill switch as stored (and as the config's `remediation.enabled` overrides it)."""
+    row = conn.execute("SELECT enabled, changed_at, reason FROM switch WHERE id=1").fetchone()
+    if not config_enabled:
+        return SwitchState(False, row["changed_at"] if row else 0.0, "remediation.enabled is false in the config")
+    if row is not None and not row["enabled"]:
+        return SwitchState(False, row["changed_at"], row["reason"])
+    return SwitchState(True, row["changed_at"] if row else 0.0, row["reason"] if row else "")
+
+
+def write_switch(conn: sqlite3.Connection, enabled: bool, now: float, reason: str) -> None:
+    with Transaction(conn) as c:
+        c.execute("INSERT INTO switch (id, enabled, changed_at, reason) VALUES (1, ?, ?, ?) "
+                  "ON CONFLICT (id) DO UPDATE SET enabled=excluded.enabled, changed_at=excluded.changed_at, "
+                  "reason=excluded.reason", (int(enabled), now, reason))
+
+
+def set_switch_offline(state_dir: str, enabled: bool | None, reason: str, now: float,
+                       config_enabled: bool = True) -> SwitchState:
+    """Read (`enabled` None) or set the kill switch in a stopped agent's state directory
+    (`forewarn remediation --offline`); the attempts are left as they are."""
+    conn = connect(f"{state_dir.rstrip('/')}/{REMEDIATIONS_FILE}")
+    try:
+        migrate(conn, MIGRATIONS, "remediations.db")
+        if enabled is not None:
+            write_switch(conn, enabled, now, reason)
+        return read_switch(conn, config_enabled)
+    finally:
+        conn.close()
 
 
 class SimulatedKind:
