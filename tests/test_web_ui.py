@@ -2,7 +2,7 @@
 protocol by tests/cdp.py): every page loads from the agent alone (no request leaves it) without
 a console error, a failed load or an uncaught exception; a silence created in the UI's form
 silences the problem that fires afterwards while an unsilenced twin opens a ticket; the
-problem page shows its chart and ticket history; without the admin API the UI is read-only
+problem page shows its chart, ticket history and remediation attempts; without the admin API the UI is read-only
 and the API refuses writes."""
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ groups:
       - alert: QueueStuckTwin
         expr: app_trigger{queue="orders"} > 0
         annotations: {summary: "the twin of QueueStuck, never silenced"}
+      - alert: QueueDrainFails
+        expr: app_trigger{queue="orders"} > 0
+        annotations: {summary: "queue {{ $labels.queue }} is stuck; draining it did not help"}
+        remediate: [drain-queue]
       - alert: SlotsWillRunOut
         expr: app_free_slots
         forecast: {model: linear, lookback: 1m, horizon: 1h, threshold: 0, direction: below}
@@ -56,6 +60,9 @@ def ui(tmp_path_factory):
     exporter = Exporter(render, {"trigger": 0, "start": time.time()})
     tmp = tmp_path_factory.mktemp("ui")
     (tmp / "rules.yml").write_text(RULES)
+    drain = tmp / "drain"
+    drain.write_text("#!/bin/sh\necho nothing to drain in $1\nexit 3\n")
+    drain.chmod(0o755)
     agent = AgentProcess(str(tmp), textwrap.dedent(f"""\
         system:
           collectors: [load]
@@ -64,6 +71,9 @@ def ui(tmp_path_factory):
             static_configs:
               - targets: ["{exporter.address}"]
         rule_files: ["{tmp / 'rules.yml'}"]
+        remediation:
+          definitions:
+            - {{name: drain-queue, type: command, command: ["{drain}", "{{{{ $labels.queue }}}}"]}}
         """))
     agent.start(extra_args=("--web.enable-admin-api",))
     browser = Browser()
@@ -145,6 +155,23 @@ def test_a_silence_created_in_the_ui_silences_the_problem(ui):
     browser.evaluate(f"document.querySelector('[data-silence=\"{sid}\"] button').click()")
     wait_for(lambda: [s for s in agent.get("/api/v1/silences").json() if s["id"] == sid][0]["status"]["state"]
              == "expired", timeout=10, what="the silence expired")
+    assert browser.errors == [], browser.errors
+
+
+def test_the_problem_page_shows_the_remediation_attempts(ui):
+    agent, exporter, browser = ui
+    exporter.values["trigger"] = 1
+
+    def failed_and_ticketed():
+        ps = [p for p in agent.get("/api/v1/problems").json()["data"]["problems"] if p["rule"] == "QueueDrainFails"]
+        return ps[0] if ps and ps[0]["has_ticket"] else None
+
+    p = wait_for(failed_and_ticketed, timeout=60, what="the failed remediation's ticket")
+    open_page(browser, agent, "problems", f"?key={p['dedup_key']}")
+    browser.wait("!!document.querySelector('#problem-detail .remediation-output')")
+    detail = browser.evaluate("document.getElementById('problem-detail').innerText")
+    assert "Remediation" in detail and "drain-queue" in detail and "failed" in detail and "exit status 3" in detail
+    assert "nothing to drain in orders" in detail
     assert browser.errors == [], browser.errors
 
 

@@ -113,6 +113,15 @@ async function problemDetail(p) {
   try {
     box.append(await ruleChart(p.rule, p.group_labels));
   } catch (e) { box.append(el("p", { class: "error" }, `Chart: ${e.message}`)); }
+  const attempts = p.remediation || [];
+  if (attempts.length) {
+    box.append(el("h3", {}, "Remediation"));
+    box.append(table(["Started", "Remediation", "Status", "Took", "What", "Detail"], attempts.map((a) => el("tr", {},
+      el("td", {}, fmtTime(a.started_at)), el("td", {}, a.remediation), el("td", {}, badge(a.status)),
+      el("td", {}, a.finished_at === null ? "" : fmtDuration(a.finished_at - a.started_at)),
+      el("td", {}, a.description), el("td", {}, a.detail)))));
+    for (const a of attempts) if (a.output) box.append(el("pre", { class: "body remediation-output" }, a.output));
+  }
   const tickets = (await api(`/api/v1/tickets?dedup_key=${encodeURIComponent(p.dedup_key)}`)).tickets;
   if (!tickets.length) box.append(el("p", { class: "muted" }, `No ticket in the local store (sink ${p.sink}).`));
   for (const t of tickets) {
