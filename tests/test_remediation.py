@@ -571,3 +571,17 @@ def test_the_kill_switch_offline_is_what_the_agent_reads_at_start(tmp_path):
         runner.close()
     r = subprocess.run([*run, "enable"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "remediation enabled" in r.stdout
+
+
+def test_attempts_are_forgotten_after_their_retention(tmp_path):
+    from agent.tickets.remediation.runner import ATTEMPT_RETENTION
+
+    exe = script(tmp_path, "noop", "print('ok')\n")
+    runner, clock = runner_with(tmp_path, {"rotate-logs": CommandConfig(command=[exe], cooldown=Duration(0))})
+    try:
+        for when in (T0, T0 + 3 * 86400):
+            wait(runner, runner.launch(runner.plan(["rotate-logs"], "k", when), "k", "R", lambda s: s, when))
+        runner.gc(T0 + ATTEMPT_RETENTION + 86400)
+        assert [a.started_at for a in runner.history()] == [T0 + 3 * 86400]
+    finally:
+        runner.close()

@@ -228,6 +228,8 @@ class ProblemManager:
         if now - self._last_gc > GC_EVERY_SECONDS:
             self.store.gc(now, max(RECORD_RETENTION, float(self.config.flap_window)))
             self._last_gc = now
+        if self.remediation is not None:
+            self.remediation.gc(now)  # hourly at most: attempts older than ATTEMPT_RETENTION
 
     def retire_rules(self, rules: Iterable[RuleLike], now: float | None = None) -> list[ProblemDecision]:
         """Clear the problems of rules that no longer exist (call after a reload with the

@@ -309,7 +309,8 @@ class RemediationRunner:
         """Whether a run of `names` may start now for the problem `dedup_key`."""
         now = self.clock.now() if now is None else now
         names = tuple(names)
-        skip = self._why_not(names, dedup_key, now)
+        with self._lock:  # the workers write the attempts through the same connection
+            skip = self._why_not(names, dedup_key, now)
         if skip is not None:
             for n in names:
                 self._skipped_total[(n, skip.kind)] += 1
@@ -499,6 +500,7 @@ class RemediationRunner:
         return [_attempt(r) for r in rows]
 
     def gc(self, now: float | None = None) -> None:
+        """Forget attempts older than ATTEMPT_RETENTION (at most once an hour)."""
         now = self.clock.now() if now is None else now
         if now - self._last_gc < 3600:
             return
