@@ -209,14 +209,16 @@ def expected_keys(cls: Any, path: str, special: dict[Any, Any], item_types: dict
     return out
 
 
-def _sink_keys(path: str) -> list[tuple[str, str]]:
-    from agent.tickets.sinks import SINK_TYPES
+def _typed_keys(types: Any) -> Any:
+    """The keys of a list of `name` + `type` entries: the common two, and each type's settings."""
+    def keys(path: str) -> list[tuple[str, str]]:
+        out = [(f"`{path}`", "name"), (f"`{path}`", "type")]
+        for name in types:
+            heading = f"`{path}` with `type: {name}`"
+            out += [(heading, f.name) for f in dataclasses.fields(types[name].Config)]
+        return out
 
-    out = [(f"`{path}`", "name"), (f"`{path}`", "type")]
-    for name in SINK_TYPES:
-        heading = f"`{path}` with `type: {name}`"
-        out += [(heading, f.name) for f in dataclasses.fields(SINK_TYPES[name].Config)]
-    return out
+    return keys
 
 
 def _assert_keys_listed(page: str, keys: list[tuple[str, str]]) -> None:
@@ -226,10 +228,13 @@ def _assert_keys_listed(page: str, keys: list[tuple[str, str]]) -> None:
 
 
 def test_reference_lists_every_config_key():
-    from agent.config.schema import Config, SinkEntry
+    from agent.config.schema import Config, RemediationEntry, SinkEntry
+    from agent.tickets.remediation import REMEDIATION_TYPES
+    from agent.tickets.sinks import SINK_TYPES
 
-    keys = expected_keys(Config, "", {SinkEntry: _sink_keys})
+    keys = expected_keys(Config, "", {SinkEntry: _typed_keys(SINK_TYPES), RemediationEntry: _typed_keys(REMEDIATION_TYPES)})
     assert ("`global`", "scrape_interval") in keys and ("`ticketing.sinks[]` with `type: servicenow`", "table") in keys
+    assert ("`remediation.definitions[]` with `type: command`", "env_files") in keys
     _assert_keys_listed("docs/reference/configuration.md", keys)
 
 

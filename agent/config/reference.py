@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
 from agent.config.decode import Duration, format_duration
-from agent.config.schema import Config, SinkEntry
+from agent.config.schema import Config, RemediationEntry, SinkEntry
+from agent.tickets.remediation import REMEDIATION_TYPES
 from agent.tickets.sinks import SINK_TYPES
 
 GENERATED_NOTE = (
@@ -331,27 +332,38 @@ when the list does not name it. Credentials are never written in this file: `cre
 names a file holding one secret; its format for each tool is on the [sink pages](../sinks/README.md)."""
 
 
-def _sink_sections(sink_types: Mapping[str, Any]) -> Callable[[str], tuple[str, list[Section]]]:
+REMEDIATIONS_INTRO = """\
+Each entry of `remediation.definitions` names a remediation (`name`, used by rules in
+`remediate:`) and picks its kind with `type`; the other keys depend on the type and are listed
+in the sections below, each with the settings every remediation has (`when`, `verify`, the
+rate limits). Secrets are never written in this file: `credentials_file` and `env_files` name
+files. See the [remediation pages](../remediation/README.md)."""
+
+
+def _typed_sections(types: Mapping[str, Any], source: str, intro: str, what: str,
+                    link: str) -> Callable[[str], tuple[str, list[Section]]]:
+    """The sections of a list of `name` + `type` entries (sinks, remediations): the common
+    keys, then one section per type with that type's settings."""
     def document(path: str) -> tuple[str, list[Section]]:
-        common = Section(path, "agent.config.schema.SinkEntry", SINKS_INTRO, [
-            Key("name", "string", None, "Name of the sink, unique in the list."),
-            Key("type", "one of " + ", ".join(f"`{t}`" for t in sorted(sink_types)), None,
-                "Which tool; the remaining keys are that type's, below."),
+        common = Section(path, source, intro, [
+            Key("name", "string", None, f"Name of the {what}, unique in the list."),
+            Key("type", "one of " + ", ".join(f"`{t}`" for t in sorted(types)), None,
+                "Which kind; the remaining keys are that type's, below."),
         ])
         sections = [common]
-        for name in sorted(sink_types):
-            cls = sink_types[name].Config
+        for name in sorted(types):
+            cls = types[name].Config
             s = schema_sections(cls, f"{path} with type: {name}")[0]
             s.path = f"{path}"
             sections.append(_TypedSection(s.path, s.source, s.intro, s.keys, sink_type=name))
-        return f"sinks, see [{code(path)}](#{slug(code(path))})", sections
+        return f"{link}, see [{code(path)}](#{slug(code(path))})", sections
 
     return document
 
 
 @dataclass
 class _TypedSection(Section):
-    sink_type: str = ""
+    sink_type: str = ""  # the entry's `type` (a sink's or a remediation's)
 
     @property
     def heading(self) -> str:
@@ -359,9 +371,13 @@ class _TypedSection(Section):
 
 
 def config_sections(config_cls: Any | None = None, sink_types: Mapping[str, Any] | None = None) -> list[Section]:
-    """The sections of the config file reference (defaults: the real schema and sinks)."""
-    return schema_sections(config_cls or Config, "",
-                           special={SinkEntry: _sink_sections(SINK_TYPES if sink_types is None else sink_types)})
+    """The sections of the config file reference (defaults: the real schema, sinks and
+    remediation kinds)."""
+    sinks = _typed_sections(SINK_TYPES if sink_types is None else sink_types, "agent.config.schema.SinkEntry",
+                            SINKS_INTRO, "sink", "sinks")
+    remediations = _typed_sections(REMEDIATION_TYPES, "agent.config.schema.RemediationEntry", REMEDIATIONS_INTRO,
+                                   "remediation", "remediations")
+    return schema_sections(config_cls or Config, "", special={SinkEntry: sinks, RemediationEntry: remediations})
 
 
 # What the doc() texts leave out, as a reader needs it (section path, key) -> note.
