@@ -15,6 +15,7 @@ import glob
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,7 +40,6 @@ from agent.config.decode import (
     value_marks,
 )
 from agent.tickets.remediation import REMEDIATION_TYPES  # each kind declares its settings
-from agent.tickets.remediation.command import CommandConfig
 from agent.tickets.sinks import SINK_TYPES  # the registry lives with the sinks
 from agent.tickets.suppress import compile_window, parse_matchers, parse_time  # one parser for config and command
 from agent.trends.settings import TrendsConfig, check_names  # the trends: section lives with its readers
@@ -298,7 +298,7 @@ class QueryConfig:
                 err("queries", msg)
 
 
-def decode_typed_entry(cls: Any, decoder: Decoder, value: Any, mark: Mark, where: str, types: dict[str, Any],
+def decode_typed_entry(cls: Any, decoder: Decoder, value: Any, mark: Mark, where: str, types: Mapping[str, Any],
                        what: str, name_ok: Any = bool) -> Any:
     """A `name` + `type` mapping whose other keys are the settings of `types[type].Config`
     (a sink, a remediation): `cls(name, type, settings)`, or INVALID with located errors."""
@@ -320,7 +320,7 @@ def decode_typed_entry(cls: Any, decoder: Decoder, value: Any, mark: Mark, where
     rest.mark = node_mark(value, mark)
     rest.key_marks = {k: m for k, m in key_marks(value).items() if k in rest}
     rest.value_marks = {k: m for k, m in value_marks(value).items() if k in rest}
-    settings = decoder.decode_dataclass(types[typ].Config, rest, mark, f"{where}({name})")
+    settings = decoder.decode_dataclass(types[str(typ)].Config, rest, mark, f"{where}({name})")
     if settings is INVALID or not ok:
         return INVALID
     entry = cls(str(name), str(typ), settings)
@@ -582,11 +582,10 @@ def load_config(path: str, text: str | None = None) -> Config:
         for fname in ("credentials_file", "ca_file"):
             if fname in {f.name for f in dataclasses.fields(d.settings)}:
                 _check_file(cfg, d.settings, fname, path, errors)
-        if isinstance(d.settings, CommandConfig):
-            for var, p in d.settings.env_files.items():
-                if not os.path.isfile(cfg.resolve_path(p)):
-                    line, col = mark_of(d.settings, "env_files")
-                    errors.append(ConfigError(path, line, col, f"env_files.{var}: file not found: {p}"))
+        for where, p in d.settings.secret_files().items():
+            if not os.path.isfile(cfg.resolve_path(p)):
+                line, col = mark_of(d.settings, where.split(".")[0])
+                errors.append(ConfigError(path, line, col, f"{where}: file not found: {p}"))
     if errors:
         raise ConfigErrors(errors)
     return cfg

@@ -106,6 +106,11 @@ class CommonSettings:
     cooldown: Duration = doc("Least time between two attempts of this remediation for one problem.",
                              default=Duration(3600))
 
+    def secret_files(self) -> dict[str, str]:
+        """Files of secrets besides `credentials_file` (setting, or setting.key -> path), which
+        the config check requires to exist."""
+        return {}
+
     def validate(self, err: Any) -> None:
         for name in ("verify", "timeout", "rate_window"):
             if getattr(self, name) <= 0:

@@ -42,6 +42,9 @@ class CommandConfig(CommonSettings):
     kill_grace: Duration = doc("Between SIGTERM and SIGKILL to the process group at the timeout.",
                                default=Duration(5))
 
+    def secret_files(self) -> dict[str, str]:
+        return {f"env_files.{k}": p for k, p in self.env_files.items()}
+
     def validate(self, err: Any) -> None:
         super().validate(err)
         if not self.command:
