@@ -19,8 +19,7 @@ import time
 from typing import Any
 
 from agent.clock import rfc3339
-from agent.commands.remote import RemoteError, call, fail
-from agent.commands.tickets import agent_base, load_config_for_command
+from agent.commands.remote import RemoteError, agent_or_config, call, fail
 from agent.tickets.remediation.runner import SwitchState, set_switch_offline
 
 
@@ -61,12 +60,9 @@ def _remote(base: str, args: Any) -> int:
 
 
 def command(args: Any) -> int:
-    if not args.offline:
-        base = agent_base(args)
-        return 1 if base is None else _remote(base, args)
-    cfg = load_config_for_command(args.config)
-    if cfg is None:
-        return 1
+    cfg = agent_or_config(args, _remote)
+    if isinstance(cfg, int):
+        return cfg
     action = args.remediation_action
     enabled = None if action == "status" else action == "enable"
     reason = args.reason or ("" if enabled is None else f"{action}d with forewarn remediation --offline")

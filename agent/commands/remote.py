@@ -1,8 +1,8 @@
-"""How `forewarn tickets` and `forewarn silence` reach the running agent: its URL (`--url`, else
-the config's `web.listen_address`, a wildcard address read as loopback) and one JSON call over
-HTTP with a timeout. Errors are worded for the terminal: an agent that does not answer says
-how to point at it or to fall back to `--offline`. A helper of the commands; nothing but
-commands imports it.
+"""How `forewarn tickets`, `silence` and `remediation` reach the running agent: its URL (`--url`,
+else the config's `web.listen_address`, a wildcard address read as loopback) and one JSON call
+over HTTP with a timeout; or, with `--offline`, the config whose state directory they read.
+Errors are worded for the terminal: an agent that does not answer says how to point at it or
+to fall back to `--offline`. A helper of the commands; nothing but commands imports it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
-from agent.config.schema import Config, parse_listen_address
+from agent.config.schema import Config, ConfigErrors, load_config, parse_listen_address
 
 TIMEOUT_SECONDS = 10.0
 
@@ -75,3 +76,37 @@ def call(base: str, method: str, path: str, params: dict[str, Any] | None = None
 def fail(command: str, e: RemoteError) -> int:
     print(f"forewarn {command}: {e}", file=sys.stderr)
     return 1
+
+
+def load_config_for_command(path: str) -> Config | None:
+    """The config, or None after printing every problem as PATH:LINE:COL: message.
+
+    A missing file is an error: falling back to defaults would read some other state_dir."""
+    try:
+        return load_config(path)
+    except ConfigErrors as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        return None
+
+
+def agent_base(args: Any) -> str | None:
+    """The running agent's URL: `--url`, else from the config (None after printing why not)."""
+    if args.url:
+        return str(args.url)
+    cfg = load_config_for_command(args.config)
+    if cfg is None:
+        print("  (give the agent's address with --url, or the config it runs with with --config)", file=sys.stderr)
+        return None
+    return agent_url(cfg)
+
+
+def agent_or_config(args: Any, remote: Callable[[str, Any], int]) -> int | Config:
+    """Without `--offline`: the exit status of `remote(base URL, args)` (1 when the agent's
+    address cannot be found). With it: the config, whose state directory the command reads
+    itself (1 after printing why it is invalid)."""
+    if not args.offline:
+        base = agent_base(args)
+        return 1 if base is None else remote(base, args)
+    cfg = load_config_for_command(args.config)
+    return 1 if cfg is None else cfg

@@ -21,8 +21,7 @@ import time
 from typing import Any
 
 from agent.clock import parse_time, rfc3339
-from agent.commands.remote import RemoteError, call, fail
-from agent.commands.tickets import agent_base, load_config_for_command
+from agent.commands.remote import RemoteError, agent_or_config, call, fail
 from agent.config.decode import parse_duration
 from agent.tickets.suppress import Matcher, Silence, SilenceStore, parse_matcher_list, silences_from_config
 
@@ -145,12 +144,9 @@ def _remote(base: str, args: Any) -> int:
 
 
 def command(args: Any) -> int:
-    if not args.offline:
-        base = agent_base(args)
-        return 1 if base is None else _remote(base, args)
-    cfg = load_config_for_command(args.config)
-    if cfg is None:
-        return 1
+    cfg = agent_or_config(args, _remote)
+    if isinstance(cfg, int):
+        return cfg
     store = SilenceStore(cfg.state_dir)
     now = time.time()
     if args.silence_action == "add":

@@ -3,7 +3,7 @@ the running agent, through its API (`/api/v1/tickets`, `/api/v1/outbox`) at `--u
 default where the config says it listens. With `--offline`, the files in the config's
 `state_dir`, read-only. Exit 0 on success, 1 when the config is invalid, a ticket does not
 exist or the agent does not answer, 2 on usage errors. A command: nothing imports it but the
-CLI (and `forewarn silence`, for `load_config_for_command` and `agent_base`).
+CLI.
 """
 
 from __future__ import annotations
@@ -14,34 +14,11 @@ import sys
 from typing import Any
 
 from agent.clock import human_time
-from agent.commands.remote import RemoteError, agent_url, call, fail
-from agent.config.schema import Config, ConfigErrors, load_config
+from agent.commands.remote import RemoteError, agent_or_config, call, fail
+from agent.config.schema import Config
 from agent.persistence import connect
 from agent.tickets.outbox import OUTBOX_FILE, list_actions, list_dead_letters
 from agent.tickets.sinks.local import configured_path, get_ticket, list_tickets
-
-
-def load_config_for_command(path: str) -> Config | None:
-    """The config, or None after printing every problem as PATH:LINE:COL: message.
-
-    A missing file is an error: falling back to defaults would read some other state_dir."""
-    try:
-        return load_config(path)
-    except ConfigErrors as e:
-        for err in e.errors:
-            print(err, file=sys.stderr)
-        return None
-
-
-def agent_base(args: Any) -> str | None:
-    """The running agent's URL: `--url`, else from the config (None after printing why not)."""
-    if args.url:
-        return str(args.url)
-    cfg = load_config_for_command(args.config)
-    if cfg is None:
-        print("  (give the agent's address with --url, or the config it runs with with --config)", file=sys.stderr)
-        return None
-    return agent_url(cfg)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -143,12 +120,9 @@ def _remote(base: str, args: Any) -> int:
 
 
 def command(args: Any) -> int:
-    if not args.offline:
-        base = agent_base(args)
-        return 1 if base is None else _remote(base, args)
-    cfg = load_config_for_command(args.config)
-    if cfg is None:
-        return 1
+    cfg = agent_or_config(args, _remote)
+    if isinstance(cfg, int):
+        return cfg
     if args.action == "outbox":
         return _outbox(cfg, args.json)
     path = configured_path(cfg)

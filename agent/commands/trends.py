@@ -27,7 +27,7 @@ import sys
 import time
 
 from agent.clock import WallClock, parse_time
-from agent.commands.tickets import load_config_for_command
+from agent.commands.remote import load_config_for_command
 from agent.config.decode import parse_duration
 from agent.config.schema import Config
 from agent.tickets.builder import build_sink
