@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from agent.clock import Clock
 from agent.config.schema import Config, read_secret_file
-from agent.metrics import Registry
 from agent.tickets.ha import HttpPeers
 from agent.tickets.manager import ChartFn, ExpandFn, ProblemManager, SeriesProbe
 from agent.tickets.outbox import OUTBOX_FILE, Outbox
@@ -89,16 +88,16 @@ def remediation_kinds(cfg: Config) -> tuple[RemediationSettings, dict[str, Kind]
 HA_NOT_EXECUTED = "run by the HA pair's first agent, not by this one (position {position}); its result is not known here"
 
 
-def build_remediation(cfg: Config, clock: Clock, registry: Registry | None = None) -> RemediationRunner:
+def build_remediation(cfg: Config, clock: Clock) -> RemediationRunner:
     """The runner of the config's remediations, its record in state_dir (threads start with the
     first run). In an HA pair only the first agent (position 0) executes: the others record
     each run as done and verify the rule like it (see `agent.tickets.remediation.runner`)."""
     settings, kinds = remediation_kinds(cfg)
     ha = cfg.ticketing.ha
     if ha.peers and ha.position > 0:
-        return RemediationRunner(settings, kinds, cfg.state_dir, clock, registry=registry, execute=False,
+        return RemediationRunner(settings, kinds, cfg.state_dir, clock, execute=False,
                                  not_executed=HA_NOT_EXECUTED.format(position=ha.position))
-    return RemediationRunner(settings, kinds, cfg.state_dir, clock, registry=registry)
+    return RemediationRunner(settings, kinds, cfg.state_dir, clock)
 
 
 def build_ticketing(cfg: Config, clock: Clock, *, session: requests.Session | None = None,

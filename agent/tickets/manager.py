@@ -273,7 +273,7 @@ class ProblemManager:
         if run is not None and d.action is not None:
             if run.status == Status.DRY_RUN:
                 text, after = "Dry run, nothing was executed:\n" + run.record(), replace(after, remediation_reported=True)
-            elif run.status.finished:  # a replay: recorded with its simulated outcome at once
+            elif run.status.finished:  # not executed here (a replay, an HA pair's later agent): recorded at once
                 text = run.record()
             else:
                 text = "Started alongside this ticket (its result follows in an update):\n" + run.record()

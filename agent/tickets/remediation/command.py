@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -79,8 +80,6 @@ class CommandRemediation:
         return [self.config.command[0], *(expand(a) for a in self.config.command[1:])]
 
     def describe(self, expand: Callable[[str], str]) -> str:
-        import shlex  # noqa: PLC0415  (only for the human-readable line)
-
         return "run " + shlex.join(self.argv(expand))
 
     def run(self, request: Request) -> Outcome:

@@ -174,14 +174,27 @@ class Run:
 
 @dataclass(frozen=True)
 class Plan:
-    """A run may start: the remediations in order and the settings that govern verification
-    (the first step's `when` and `on_recovery`, the longest `verify`)."""
+    """A run may start: the remediations in order, and whether it goes before the ticket
+    (the first step's `when`)."""
 
     names: tuple[str, ...]
     when: str
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Governing:
+    """The settings that govern a run of several steps: the first step's `when` and
+    `on_recovery`, the longest `verify` (defaults for steps no longer defined)."""
+
+    when: str
     verify: float
     on_recovery: str
-    dry_run: bool = False
+
+    @classmethod
+    def of(cls, defs: Sequence[CommonSettings | None]) -> Governing:
+        known = [d for d in defs if d is not None] or [CommonSettings()]
+        return cls(known[0].when, max(float(d.verify) for d in known), known[0].on_recovery)
 
 
 @dataclass(frozen=True)
@@ -215,18 +228,16 @@ class RemediationRunner:
 
     def __init__(self, settings: RemediationSettings, kinds: Mapping[str, Kind], state_dir: str, clock: Clock,
                  *, execute: bool = True, simulated: Mapping[str, Status] | None = None,
-                 not_executed: str = "not executed (forewarn test/backtest)",
-                 registry: Registry | None = None, secrets: Sequence[str] = ()) -> None:
+                 not_executed: str = "not executed (forewarn test/backtest)") -> None:
         self.settings = settings
         self.kinds = dict(kinds)
         self.clock = clock
         self.execute = execute
         self.simulated = dict(simulated or {})
         self.not_executed = not_executed
-        self._secrets = list(secrets)
         self.path = f"{state_dir.rstrip('/')}/{REMEDIATIONS_FILE}"
         self._lock = threading.RLock()
-        self._conn, self.rebuilt = open_or_move_aside(self.path, self._setup, "remediation record")
+        self._conn, _ = open_or_move_aside(self.path, self._setup, "remediation record")
         self._queue: queue.Queue[tuple[int, list[Attempt], Callable[[str], str]] | None] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -237,8 +248,6 @@ class RemediationRunner:
                                     Registry(), buckets=DURATION_BUCKETS)
         self._last_gc = 0.0
         self._mark_interrupted()
-        if registry is not None:
-            registry.register(self)
 
     # ---- set-up ------------------------------------------------------------------------------
 
@@ -316,9 +325,7 @@ class RemediationRunner:
                 self._skipped_total[(n, skip.kind)] += 1
             log.info("remediation %s for %s not attempted: %s", ", ".join(names), dedup_key, skip.reason)
             return skip
-        defs = [self.settings.definitions[n] for n in names]
-        return Plan(names, defs[0].when, max(float(d.verify) for d in defs), defs[0].on_recovery,
-                    dry_run=self.settings.dry_run)
+        return Plan(names, self.settings.definitions[names[0]].when, dry_run=self.settings.dry_run)
 
     def _why_not(self, names: tuple[str, ...], key: str, now: float) -> Skip | None:
         undefined = [n for n in names if n not in self.settings.definitions or n not in self.kinds]
@@ -365,7 +372,7 @@ class RemediationRunner:
         for step, n in enumerate(plan.names):
             kind = self.kinds[n]
             try:
-                description = redact(kind.describe(expand), self._all_secrets(kind))
+                description = redact(kind.describe(expand), kind.secrets())
             except ExpansionError as e:  # the step will fail the same way, and say so
                 description = f"{n} ({e})"
             rows.append((step, n, description))
@@ -445,11 +452,8 @@ class RemediationRunner:
                 self._abandon(attempts[i + 1:], "not run: an earlier step did not succeed", self.clock.now())
                 return
 
-    def _all_secrets(self, kind: Kind) -> list[str]:
-        return [*self._secrets, *kind.secrets()]
-
     def _finish(self, a: Attempt, o: Outcome, now: float, kind: Kind | None = None) -> None:
-        secrets = self._all_secrets(kind) if kind is not None else self._secrets
+        secrets = kind.secrets() if kind is not None else []
         output, detail = redact(o.output, secrets), redact(o.detail, secrets)
         with self._lock, Transaction(self._conn) as c:
             c.execute("UPDATE attempts SET status=?, detail=?, finished_at=?, exit_code=?, http_status=?, "
@@ -484,11 +488,8 @@ class RemediationRunner:
         attempts = tuple(self._attempts(run_id))
         if not attempts:
             return None
-        defs = [self.settings.definitions.get(a.remediation) for a in attempts]
-        known = [d for d in defs if d is not None]
-        first = known[0] if known else CommonSettings()
-        return Run(run_id, attempts, first.when, max([float(d.verify) for d in known] or [float(first.verify)]),
-                   first.on_recovery)
+        g = Governing.of([self.settings.definitions.get(a.remediation) for a in attempts])
+        return Run(run_id, attempts, g.when, g.verify, g.on_recovery)
 
     def history(self, dedup_key: str | None = None, limit: int = 100) -> list[Attempt]:
         """The latest attempts, newest first (of one problem, or of all)."""
