@@ -372,8 +372,8 @@ def test_refit_installs_a_newly_detected_season():
 SLOT_STEPS = [
     ("assign", ["a", "b"], ([0, 1], [0, 1])),
     ("capacity", None, 2),
-    ("assign", ["a", "c"], ([0, 2], [2])),  # full: the table doubles
-    ("capacity", None, 4),
+    ("assign", ["a", "c"], ([0, 2], [2])),  # full: grown by what the new keys need (a quarter of 2 is 0)
+    ("capacity", None, 3),
     ("forget", ["a", "never-seen"], [0]),
     ("assign", ["d", "e", "d"], ([0, 3, 0], [0, 3])),  # the forgotten slot is handed out first
     ("assign", ["b"], ([1], [])),
@@ -382,7 +382,7 @@ SLOT_STEPS = [
     ("slot_keys", None, ["d", "b", "c", "e"]),
     ("forget", ["c", "b"], [2, 1]),
     ("assign", ["f", "g", "h"], ([1, 2, 4], [1, 2, 4])),  # last forgotten first, then growth
-    ("capacity", None, 8),
+    ("capacity", None, 5),
     ("len", None, 5),
 ]
 
@@ -410,7 +410,7 @@ def test_slot_table_steps():
 
 @pytest.mark.parametrize("keys, assign, want_slots, want_capacity", [
     (["x", None, "y"], ["y", "z"], [2, 1], 3),
-    ([None, None], ["p", "q", "r"], [0, 1, 2], 4),
+    ([None, None], ["p", "q", "r"], [0, 1, 2], 3),
     ([], ["p"], [0], 1),
     (["x"], ["x", "n"], [0, 1], 2),
 ])
@@ -900,3 +900,12 @@ def test_dips_do_not_bring_a_breach_above_closer():
                                    rtol=1e-9)
         np.testing.assert_allclose(getattr(got["spikes", "below"], name), getattr(got["dips", "above"], name),
                                    rtol=1e-9)
+
+
+def test_slot_table_grows_by_what_a_batch_needs_or_a_quarter():
+    table = SlotTable(capacity=16)
+    table.assign([f"k{i}" for i in range(50_000)])
+    assert table.capacity == 50_000  # one batch of new keys: exactly its size, no doubling slack
+    table.assign(["one-more"])
+    assert table.capacity == 62_500  # then a quarter at a time
+    assert len(set(table.assign([f"k{i}" for i in range(50_000)] + ["one-more"]).slots.tolist())) == 50_001

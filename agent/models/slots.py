@@ -2,8 +2,8 @@
 
 A model bank keeps the state of many series in numpy arrays, one row ("slot") per series, so
 one vectorised call updates them all. `SlotTable` owns the bookkeeping around those rows and
-nothing else: key -> slot, the capacity (doubled when full), forgetting a key and handing its
-slot to the next new key, and the key of every slot for snapshots. It holds no model state;
+nothing else: key -> slot, the capacity (grown by at least a quarter when full), forgetting
+a key and handing its slot to the next new key, and the key of every slot for snapshots. It holds no model state;
 a bank sizes its arrays to `capacity` and resets the rows `assign` reports as
 new. `ForecastBank` uses it; `AnomalyBank` can adopt it as it is.
 
@@ -63,21 +63,23 @@ class SlotTable:
     def _grow(self, capacity: int) -> None:
         old = len(self._keys)
         self._keys.extend([None] * (capacity - old))
-        self._free.extend(range(capacity - 1, old - 1, -1))
+        self._free[:0] = range(capacity - 1, old - 1, -1)  # under the freed slots: those go first
 
     def assign(self, keys: Sequence[Hashable]) -> Assignment:
-        """The slot of each key, giving a free slot (doubling the capacity when none is left)
-        to each key not held yet."""
+        """The slot of each key, giving a free slot to each key not held yet. The capacity grows
+        once per call, to what the new keys need or by a quarter, whichever is more: a bank's
+        rows are its memory, and doubling would leave up to half of them empty."""
         found = list(map(self._slot_of.get, keys))  # one C-level pass: the common case, every key held
         if None not in found:
             return Assignment(np.array(found, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        short = len(set(k for k, s in zip(keys, found, strict=True) if s is None)) - len(self._free)
+        if short > 0:
+            self._grow(max(self.capacity + short, self.capacity + self.capacity // 4))
         slots = np.empty(len(keys), dtype=np.int64)
         new: list[int] = []
         for i, key in enumerate(keys):
             slot = self._slot_of.get(key)
             if slot is None:
-                if not self._free:
-                    self._grow(2 * self.capacity)
                 slot = self._free.pop()
                 self._slot_of[key] = slot
                 self._keys[slot] = key
