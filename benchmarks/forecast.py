@@ -47,6 +47,7 @@ HISTORY = 8 * DAY
 BREACH_HORIZON = DAY
 ETA_BINS = (0.0, 6 * HOUR, 12 * HOUR, DAY)  # time to the actual crossing, for interval coverage
 Z80 = 1.2816  # two-sided 80 % prediction interval
+PROB_BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)  # stated breach probability, for the reliability table
 METHODS = ("linear", "holt", "holt_winters", "auto", "seasonal_naive")
 
 
@@ -103,6 +104,9 @@ def run_series(args: tuple[str, int, int]) -> dict:
     eta_hits = {m: 0 for m in METHODS[:4]}
     eta_cases = 0
     eta_cov = {m: [[0, 0, 0] for _ in ETA_BINS[1:]] for m in METHODS[:4]}
+    eta_cov_stated = {m: [[0, 0, 0] for _ in ETA_BINS[1:]] for m in METHODS[:4]}  # where the forecast says when
+    tails = {m: [0, 0, 0] for m in METHODS[:4]}  # every origin: crossing before eta_low, after eta_high, total
+    reliability = {m: [[0, 0, 0.0] for _ in PROB_BINS[1:]] for m in METHODS[:4]}  # crossed, origins, sum of p
     false_alarms = {m: 0 for m in METHODS[:4]}
     quiet_cases = 0
     choices: dict[str, int] = {}
@@ -137,6 +141,13 @@ def run_series(args: tuple[str, int, int]) -> dict:
             first = int(np.argmax(crossed)) if crossed.any() else -1
             ests = {m: bank.breach(slots, t[i], thr, direction, BREACH_HORIZON, 0.9,
                                    model=None if m == "auto" else m) for m in METHODS[:4]}
+            if first >= 0 or end < n:
+                for m, est in ests.items():
+                    cell = reliability[m][min(int(np.searchsorted(PROB_BINS[1:], est.probability[0], side="right")),
+                                              len(PROB_BINS) - 2)]
+                    cell[0] += int(first >= 0)
+                    cell[1] += 1
+                    cell[2] += float(est.probability[0])
             if first >= 0:
                 eta_cases += 1
                 actual_eta = t[i + 1 + first] - t[i]
@@ -149,15 +160,25 @@ def run_series(args: tuple[str, int, int]) -> dict:
                     eta_cov[m][b][0] += int(held)
                     eta_cov[m][b][1] += 1
                     eta_cov[m][b][2] += int(actual_eta < est.eta_low_seconds[0])  # came earlier than stated
+                    if np.isfinite(est.eta_seconds[0]):
+                        eta_cov_stated[m][b][0] += int(held)
+                        eta_cov_stated[m][b][1] += 1
+                        eta_cov_stated[m][b][2] += int(actual_eta < est.eta_low_seconds[0])
+                    tails[m][0] += int(actual_eta < est.eta_low_seconds[0])
+                    tails[m][1] += int(actual_eta > est.eta_high_seconds[0])
+                    tails[m][2] += 1
             elif end < n:
                 quiet_cases += 1
                 for m, est in ests.items():
                     false_alarms[m] += bool(est.breached[0])
+                    tails[m][1] += int(np.isfinite(est.eta_high_seconds[0]))  # no crossing within the horizon
+                    tails[m][2] += 1
     return {
         "name": os.path.basename(path), "skipped": False, "n": n, "dt": dt,
         "mase": {m: [float(np.mean(e)) if e else math.nan for e in abs_err[m]] for m in METHODS},
         "coverage": {m: [(int(np.sum(c)), len(c)) for c in covered[m]] for m in METHODS[:4]},
         "eta_err": eta_err, "eta_hits": eta_hits, "eta_cases": eta_cases, "eta_cov": eta_cov,
+        "eta_cov_stated": eta_cov_stated, "tails": tails, "reliability": reliability,
         "false_alarms": false_alarms, "quiet_cases": quiet_cases, "choices": choices,
         "period": float(bank.seasonal.period[slots[0]]), "seconds": time.perf_counter() - started,
     }
@@ -218,14 +239,30 @@ def main() -> int:
     print("\nCoverage of the stated 80 % ETA interval (eta_low..eta_high holds the actual first crossing), "
           "by time to the crossing; pooled over origins")
     bins = [f"{lo / HOUR:g}-{hi / HOUR:g} h" for lo, hi in zip(ETA_BINS[:-1], ETA_BINS[1:])]
-    print(f"{'method':16}" + "".join(f"{b:>22}" for b in bins) + "   (early: the crossing came before eta_low)")
+    for key, title in (("eta_cov", "every origin before a crossing"),
+                       ("eta_cov_stated", "origins whose forecast states an ETA (breach at least 50 % likely)")):
+        print(f"\n{title}")
+        print(f"{'method':16}" + "".join(f"{b:>22}" for b in bins) + "   (early: the crossing came before eta_low)")
+        for m in METHODS[:4]:
+            cells = []
+            for j in range(len(bins)):
+                held = sum(r[key][m][j][0] for r in results)
+                total = sum(r[key][m][j][1] for r in results)
+                early = sum(r[key][m][j][2] for r in results)
+                cells.append(f"{held / max(total, 1):.0%} ({early / max(total, 1):.0%} early, n={total})")
+            print(f"{m:16}" + "".join(f"{c:>30}" for c in cells))
+    print("\nCalibration of the ETA quantiles over every origin, crossing or not (a calibrated forecast: 10 % "
+          "before eta_low, 10 % after eta_high; no crossing within the horizon counts as after)")
+    for m in METHODS[:4]:
+        lo, hi, total = (sum(r["tails"][m][i] for r in results) for i in range(3))
+        print(f"{m:16}  before eta_low {lo / max(total, 1):4.0%}   after eta_high {hi / max(total, 1):4.0%}   (n={total})")
+    print("\nReliability of the breach probability within the horizon: stated (mean) vs observed share crossing, by bin")
+    print(f"{'method':16}" + "".join(f"{f'{a:g}-{b:g}':>22}" for a, b in zip(PROB_BINS[:-1], PROB_BINS[1:])))
     for m in METHODS[:4]:
         cells = []
-        for j in range(len(bins)):
-            held = sum(r["eta_cov"][m][j][0] for r in results)
-            total = sum(r["eta_cov"][m][j][1] for r in results)
-            early = sum(r["eta_cov"][m][j][2] for r in results)
-            cells.append(f"{held / max(total, 1):.0%} ({early / max(total, 1):.0%} early)")
+        for j in range(len(PROB_BINS) - 1):
+            crossed, total, psum = (sum(r["reliability"][m][j][i] for r in results) for i in range(3))
+            cells.append(f"{psum / max(total, 1):.2f}/{crossed / max(total, 1):.2f} n={total}")
         print(f"{m:16}" + "".join(f"{c:>22}" for c in cells))
     return 0
 

@@ -614,7 +614,8 @@ def test_the_breach_screen_changes_nothing_that_matters():
                 hs = grid(horizon)
                 fc = bank.forecast(slots, t, hs, above=direction == "above")  # what `breach` estimates in full
                 full = estimate(fc.prediction(), hs, bank.sampling.v_last[slots],
-                                np.array(["linear"] * n, dtype=object), threshold, direction == "below", horizon, 0.9)
+                                np.array(["linear"] * n, dtype=object), threshold, direction == "below", horizon, 0.9,
+                                bank.extremes.per_day(slots, threshold, direction == "below", t))
                 names = ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability")
                 same = np.all([np.isclose(getattr(got, m), getattr(full, m), rtol=1e-12, atol=0) for m in names], axis=0)
                 inf = np.isinf(full.eta_low_seconds) & np.isinf(got.eta_low_seconds)  # hence eta, eta_high too
@@ -816,7 +817,8 @@ def test_the_breach_screen_of_seasonal_series_skips_only_what_is_far():
     for threshold in (1800.0, 2500.0, 5000.0):
         got = bank.breach(slots, now, threshold, "above", DAY, 0.9)
         full = estimate(bank.forecast(slots, now, hs, above=True).prediction(), hs, bank.sampling.v_last[slots],
-                        np.array(["linear"] * n, dtype=object), threshold, False, DAY, 0.9)
+                        np.array(["linear"] * n, dtype=object), threshold, False, DAY, 0.9,
+                        bank.extremes.per_day(slots, threshold, False, now))
         same = np.isclose(got.probability, full.probability, rtol=1e-12, atol=0) \
             & np.isclose(got.eta_seconds, full.eta_seconds, rtol=1e-12, atol=0)
         skipped = np.isinf(got.eta_seconds) & (full.probability < 1e-3)

@@ -11,7 +11,11 @@ smoothing state; the snapshot format did not change. Re-recorded once more when 
 forecasts began to take out a detected daily profile and breach estimates to count only the
 noise on the breach's side of a line: only the linear forecasts of the few series with a daily
 rhythm and linear breach estimates changed, and snapshots of banks that saw samples gained
-the profile's arrays (`dp_*`; older snapshots load without them).
+the profile's arrays (`dp_*`; older snapshots load without them). Re-recorded when breach
+estimates began to count the levels a series reached on its recent days (`recurrence`) and
+banks stopped doubling their rows when full: only breach estimates of series that had reached
+a threshold on earlier days changed, snapshots gained the extremes' arrays (`ext_*`; older
+ones load without them) and their arrays are as long as the slots held, not a power of two.
 """
 
 from __future__ import annotations

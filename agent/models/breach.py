@@ -8,7 +8,10 @@ end with 10 %), and the probability of a breach within the horizon. Crossings ar
 the grid with linear interpolation between grid points. `latch` is the hysteresis a rule puts
 on that probability.
 
-Imports nothing of the agent but the `Prediction` it reads.
+A series that has reached the threshold on several of its recent days (`recurrence`) is likelier
+to breach than its line alone says: `estimate` combines the two.
+
+Imports nothing of the agent but the `Prediction` it reads and `recurrence`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from agent.models import recurrence
 from agent.models.prediction import Prediction
 
 BREACH_GRID = 64  # forecast points per horizon used to locate crossings
@@ -167,7 +171,7 @@ def passage_cdf(pred: Prediction, hs: np.ndarray, threshold: float, below: bool)
 
 
 def estimate(pred: Prediction, hs: np.ndarray, last: np.ndarray, model: np.ndarray, threshold: float, below: bool,
-             horizon: float, confidence: float) -> BreachEstimates:
+             horizon: float, confidence: float, per_day: np.ndarray | None = None) -> BreachEstimates:
     """Breach estimates from `pred` on the horizons `hs` (`grid(horizon)`), per series.
 
     The breach time is the first passage (`passage_cdf`): `probability` is its chance within
@@ -176,7 +180,9 @@ def estimate(pred: Prediction, hs: np.ndarray, last: np.ndarray, model: np.ndarr
     already past the threshold has eta 0 and probability 1); `model`: the model name per
     series, passed through; `confidence` (clamped to [0.5, 0.999]) decides `breached`. A
     series whose spread is unknown (too little data) gets its mean path's crossing as eta and
-    both bounds, and probability 0.
+    both bounds, and probability 0. `per_day` (`recurrence.DailyExtremes.per_day`): each
+    series' chance a day of reaching the threshold as on its recent days, combined with the
+    first passage (`recurrence.combine`) where the spread is known.
     """
     conf = min(max(float(confidence), 0.5), 0.999)
     low_q, high_q = 0.5 - INTERVAL / 2, 0.5 + INTERVAL / 2
@@ -184,11 +190,13 @@ def estimate(pred: Prediction, hs: np.ndarray, last: np.ndarray, model: np.ndarr
     now_past = (last <= threshold) if below else (last >= threshold)
     times = np.concatenate(([0.0], hs))
     cdf = passage_cdf(pred, hs, threshold, below)
+    known = np.isfinite(pred.sd).all(axis=1) if len(hs) else np.zeros(k, dtype=bool)
+    if per_day is not None and len(hs) and (per_day[known] > 0).any():
+        cdf = np.where(known[:, None], recurrence.combine(cdf, per_day, hs), cdf)
     with_zero = np.concatenate((np.zeros((k, 1)), cdf), axis=1)
     qs = np.concatenate([first_crossing(times, with_zero, q, False) for q in (0.5, low_q, high_q)]) if k \
         else np.zeros(0)
     eta, eta_low, eta_high = qs[:k], qs[k:2 * k], qs[2 * k:]
-    known = np.isfinite(pred.sd).all(axis=1) if len(hs) else np.zeros(k, dtype=bool)
     if not known.all():
         unknown = ~known
         start = np.where(np.isfinite(last), last, np.nan)[unknown]

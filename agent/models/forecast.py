@@ -33,11 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from agent.models import breach, ets, linear
+from agent.models import breach, ets, linear, recurrence
 from agent.models.breach import BreachEstimates
 from agent.models.ets import EtsState, Season
 from agent.models.linear import Buckets, Sums
 from agent.models.prediction import Prediction
+from agent.models.recurrence import NO_DAY, DailyExtremes
 from agent.models.schedule import RefitJob, RefitResult, RefitState, spread
 from agent.models.seasonality import CANDIDATE_PERIODS, DAY, NO_BIN, DailyProfile, detect_period, phase_values, seasonal_profile
 from agent.models.slots import SlotTable, state_nbytes
@@ -222,6 +223,7 @@ class ForecastBank:
         self.buckets = Buckets.empty(capacity, self.linear_buckets + 1)
         self.sums = Sums.empty(capacity)
         self.daily = DailyProfile.empty(capacity)
+        self.extremes = DailyExtremes.empty(capacity)
         self.screen = ScreenState.empty(capacity)
         self.holt = EtsState.empty(capacity)
         self.hw = EtsState.empty(capacity)
@@ -233,6 +235,7 @@ class ForecastBank:
         self.buckets = self.buckets.grow(capacity)
         self.sums = self.sums.grow(capacity)
         self.daily = self.daily.grow(capacity)
+        self.extremes = self.extremes.grow(capacity)
         self.screen = self.screen.grow(capacity)
         self.holt = self.holt.grow(capacity)
         self.hw = self.hw.grow(capacity)
@@ -244,6 +247,7 @@ class ForecastBank:
         self.buckets.reset(slots)
         self.sums.reset(slots)
         self.daily.reset(slots)
+        self.extremes.reset(slots)
         self.screen.reset(slots)
         self.holt.reset(slots)
         self.hw.reset(slots)
@@ -283,8 +287,8 @@ class ForecastBank:
         return self._state_bytes() // max(1, self.table.capacity)
 
     def _state_bytes(self) -> int:
-        return state_nbytes(self.sampling, self.buckets, self.sums, self.screen, self.daily, self.holt, self.hw,
-                            self.seasonal, self.refits)
+        return state_nbytes(self.sampling, self.buckets, self.sums, self.screen, self.daily, self.extremes, self.holt,
+                            self.hw, self.seasonal, self.refits)
 
     # ---- online update ---------------------------------------------------------------------
 
@@ -316,6 +320,7 @@ class ForecastBank:
         self.buckets.add(slots, ts, v, self.width, self.sums)
         if self.uses_daily:
             self.daily.update(slots, ts, v)
+        self.extremes.update(slots, ts, v)
         k = np.where(first | ~np.isfinite(dt0), 1.0, np.clip(np.rint(dt / np.where(dt0 > 0, dt0, 1.0)), 1, _MAX_GAP_STEPS))
         if not self.keeps_ets:
             return
@@ -421,14 +426,17 @@ class ForecastBank:
         last = self.sampling.v_last[slots]
         names = np.asarray(MODELS, dtype=object)[codes]
         screen = self._screen(slots, codes, now, hs, threshold, below, last)
-        full = np.nonzero(screen.candidate)[0]
+        per_day = self.extremes.per_day(slots, threshold, below, now)
+        again = recurrence.within(per_day, hs[-1:])[:, 0] if len(hs) else np.zeros(len(slots))
+        full = np.nonzero(screen.candidate | (again >= SCREEN_PROBABILITY))[0]
         self.full_estimates = len(full)
         inf = np.full(len(slots), np.inf)
-        out = BreachEstimates(inf, inf.copy(), inf.copy(), screen.probability, screen.value, names,
-                              np.zeros(len(slots), dtype=bool))
+        out = BreachEstimates(inf, inf.copy(), inf.copy(), 1.0 - (1.0 - screen.probability) * (1.0 - again),
+                              screen.value, names, np.zeros(len(slots), dtype=bool))
         if len(full):
             fc = self.forecast(slots[full], now, hs, model=model, above=not below)
-            est = breach.estimate(fc.prediction(), hs, last[full], fc.model, threshold, below, horizon, confidence)
+            est = breach.estimate(fc.prediction(), hs, last[full], fc.model, threshold, below, horizon, confidence,
+                                  per_day[full])
             for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability", "value_at_horizon",
                          "breached"):
                 getattr(out, name)[full] = getattr(est, name)
@@ -526,6 +534,7 @@ class ForecastBank:
         self.sums.rebuild(self.buckets, np.array([slot]), self.width)
         if self.uses_daily:
             self.daily.fill(slot, t, v)
+        self.extremes.fill(slot, t, v)
         if self.keeps_ets:
             self._warm_ets(slot, t, v, dt0)
         if self.needs_refit and len(t) >= self.min_refit_points:
@@ -648,6 +657,8 @@ class ForecastBank:
         named = self._named_arrays()
         if self.daily.bin[self.table.used()].max(initial=NO_BIN) != NO_BIN:
             named.update(self._daily_arrays())  # (a bank that saw no sample writes the first release's format)
+        if self.extremes.day[self.table.used()].max(initial=NO_DAY) != NO_DAY:
+            named.update(self._extremes_arrays())
         arrays = {name: arr.copy() for name, arr in named.items()}
         return {"version": STATE_VERSION, "config": self._config(), "keys": self.table.slot_keys(), "arrays": arrays}
 
@@ -670,6 +681,12 @@ class ForecastBank:
         return {"dp_bin": d.bin, "dp_sum": d.sum, "dp_n": d.n, "dp_profile": d.profile, "dp_resid": d.resid,
                 "dp_learnt": d.learnt}
 
+    def _extremes_arrays(self) -> dict[str, np.ndarray]:
+        """The recurrence's daily extremes: optional as the daily profile's (an older state
+        loads with them rebuilt from the days to come)."""
+        e = self.extremes
+        return {"ext_day": e.day, "ext_hi": e.hi, "ext_lo": e.lo}
+
     def _config(self) -> dict[str, Any]:
         return {"model": self.model, "lookback": self.lookback, "season": self.season,
                 "linear_buckets": self.linear_buckets + 1, "season_bins": self.season_bins}
@@ -682,19 +699,19 @@ class ForecastBank:
             raise ValueError("forecast state does not match this bank's configuration")
         keys = list(state["keys"])
         table = SlotTable.from_keys(keys)
-        kept = (self.sampling, self.buckets, self.sums, self.screen, self.daily, self.holt, self.hw, self.seasonal,
-                self.refits)
+        kept = (self.sampling, self.buckets, self.sums, self.screen, self.daily, self.extremes, self.holt, self.hw,
+                self.seasonal, self.refits)
         self._allocate(table.capacity)
         try:
             for name, arr in self._named_arrays().items():
                 arr[: len(keys)] = state["arrays"][name]
-            for name, arr in self._daily_arrays().items():
+            for name, arr in (self._daily_arrays() | self._extremes_arrays()).items():
                 if name in state["arrays"]:
                     arr[: len(keys)] = state["arrays"][name]
         except (KeyError, ValueError) as exc:
             # all of it, the derived sums and screen too: they must match the buckets kept
-            (self.sampling, self.buckets, self.sums, self.screen, self.daily, self.holt, self.hw, self.seasonal,
-             self.refits) = kept
+            (self.sampling, self.buckets, self.sums, self.screen, self.daily, self.extremes, self.holt, self.hw,
+             self.seasonal, self.refits) = kept
             raise ValueError(f"forecast state is damaged: {exc!r}") from exc
         self.table = table
         self.sums = Sums.empty(table.capacity)
