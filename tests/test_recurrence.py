@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agent.models.forecast import ForecastBank
-from agent.models.recurrence import DAY, RECURRENCE_DAYS, DailyExtremes, combine, within
+from agent.models.recurrence import DAY, RECURRENCE_DAYS, DailyExtremes, beyond, combine, within
 
 HOUR = 3600.0
 T0 = 1_700_006_400.0  # a UTC midnight
@@ -133,3 +133,52 @@ def test_warm_and_snapshots_keep_the_extremes():
     d = ForecastBank("linear", lookback=6 * HOUR)
     d.load_state_dict(old)
     assert d.extremes.per_day(d.slots_for(["s"]), 100.0, False, float(t[-1]))[0] == 0.0
+
+
+def test_excursion_is_the_largest_departure_from_a_days_mean_and_beyond_divides_past_it():
+    t, v = spiky_flat(7.5, {2, 5})
+    ext = streamed(t, v)
+    reach, days = ext.excursion(np.array([1]), False, float(t[-1]))
+    day = ((t - T0) // DAY).astype(int)
+    want = max(v[day == d].max() - v[day == d].mean() for d in range(8))
+    assert reach[0] == pytest.approx(want) and days[0] == 7
+    down, _ = ext.excursion(np.array([1]), True, float(t[-1]))
+    assert down[0] == pytest.approx(max(v[day == d].mean() - v[day == d].min() for d in range(8)))
+    young = streamed(*spiky_flat(1.5, {0}))  # one day before today: too few to bound anything
+    assert np.isinf(young.excursion(np.array([1]), False, T0 + 1.5 * DAY)[0][0])
+    p = np.array([[0.01, 0.01, 0.01]])
+    np.testing.assert_allclose(beyond(p, np.array([[10.0, 70.0, 90.0]]), np.array([reach[0]]), days),
+                               [[0.01, 0.01, 0.01 / 8]])
+
+
+def test_spikes_that_never_reached_a_level_make_its_breach_less_likely_than_a_gaussian_says():
+    """A memory series at 60 with spikes of +15 to +27 on almost a third of its samples for
+    eight days, and a threshold at 93 within 6 h: a Gaussian as wide as the spikes puts about a
+    per mille of every sample past 93, and the estimate says a breach is more likely than not.
+    The spikes never went past 90, so the noise's chance of touching 93 is divided by the eight
+    days (seven plus one) that said so, where the path itself stays more than the largest
+    excursion below 93: the estimate falls below even odds. A threshold within the spikes'
+    reach keeps the Gaussian estimate."""
+    from agent.models.breach import estimate, grid
+
+    rng = np.random.default_rng(11)
+    t = T0 + np.arange(0, 8 * DAY, 300.0)
+    v = 60 + rng.normal(0, 1.0, len(t)) + np.where(rng.random(len(t)) < 0.3, rng.uniform(15, 27, len(t)), 0.0)
+    bank = ForecastBank("linear", lookback=6 * HOUR)
+    slots = bank.slots_for(["m"])
+    for ti, vi in zip(t, v):
+        bank.update(slots, ti, np.array([vi]))
+    now, horizon = float(t[-1]), 6 * HOUR
+    hs = grid(horizon)
+    assert v.max() < 90.5
+    for threshold in (93.0, 80.0):
+        got = bank.breach(slots, now, threshold, "above", horizon, 0.5)
+        gaussian = estimate(bank.forecast(slots, now, hs, above=True).prediction(), hs, bank.sampling.v_last[slots],
+                            np.array(["linear"], dtype=object), threshold, False, horizon, 0.5,
+                            bank.extremes.per_day(slots, threshold, False, now))
+        if threshold == 93.0:
+            assert gaussian.breached[0] and not got.breached[0]
+            assert got.probability[0] < 0.8 * gaussian.probability[0]
+            assert got.eta_low_seconds[0] > gaussian.eta_low_seconds[0]
+        else:
+            np.testing.assert_array_equal(got.probability, gaussian.probability)

@@ -125,7 +125,8 @@ _U = np.array([NormalDist().inv_cdf((k + 0.5) / PATH_NODES) for k in range(PATH_
 CHUNK_ROWS = 2048  # rows per block of the first-passage integral (bounds its temporary arrays)
 
 
-def passage_cdf(pred: Prediction, hs: np.ndarray, threshold: float, below: bool) -> np.ndarray:
+def passage_cdf(pred: Prediction, hs: np.ndarray, threshold: float, below: bool,
+                excursion: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """P(first sample at or past `threshold` by now + hs) per series (rows) and horizon.
 
     The series is the model's path (its mean, and the sd of the path itself) plus
@@ -134,7 +135,10 @@ def passage_cdf(pred: Prediction, hs: np.ndarray, threshold: float, below: bool)
     path, the chance of surviving a stretch of time is the product of its samples' chances
     of staying inside; the path's own uncertainty is integrated over (PATH_NODES quantiles).
     Never less than the chance that the path alone has crossed (the largest z along it),
-    which is all that counts without noise. Rows without a known spread get 0."""
+    which is all that counts without noise. Rows without a known spread get 0. `excursion`
+    (`recurrence.DailyExtremes.excursion`: per series, the largest excursion of its recent
+    days and their number) lowers the noise's chance of touching past that excursion
+    (`recurrence.beyond`)."""
     k, g = pred.mean.shape
     out = np.zeros((k, g))
     if not k or not g:
@@ -158,7 +162,10 @@ def passage_cdf(pred: Prediction, hs: np.ndarray, threshold: float, below: bool)
                 num = d[:, None, :] + _U[None, :, None] * path[:, None, :]
                 z = num / np.broadcast_to(nz[:, None, :], num.shape)
                 z = np.where(np.isnan(z), np.where(num >= 0, np.inf, -np.inf), z)
-                stay = np.cumsum(per[:, None, :] * np.log1p(-np.minimum(normal_cdf(z), 1.0)), axis=2)
+                touch = normal_cdf(z)
+                if excursion is not None:
+                    touch = recurrence.beyond(touch, -num, excursion[0][rows], excursion[1][rows])
+                stay = np.cumsum(per[:, None, :] * np.log1p(-np.minimum(touch, 1.0)), axis=2)
                 crossed = np.maximum.accumulate(num >= 0, axis=2).mean(axis=1)  # the nodes' paths alone
                 # the chance that noise touches first where the path has not crossed, measured on
                 # the same nodes (so their coarseness cancels), added to the path's own crossing
@@ -171,7 +178,8 @@ def passage_cdf(pred: Prediction, hs: np.ndarray, threshold: float, below: bool)
 
 
 def estimate(pred: Prediction, hs: np.ndarray, last: np.ndarray, model: np.ndarray, threshold: float, below: bool,
-             horizon: float, confidence: float, per_day: np.ndarray | None = None) -> BreachEstimates:
+             horizon: float, confidence: float, per_day: np.ndarray | None = None,
+             excursion: tuple[np.ndarray, np.ndarray] | None = None) -> BreachEstimates:
     """Breach estimates from `pred` on the horizons `hs` (`grid(horizon)`), per series.
 
     The breach time is the first passage (`passage_cdf`): `probability` is its chance within
@@ -182,14 +190,15 @@ def estimate(pred: Prediction, hs: np.ndarray, last: np.ndarray, model: np.ndarr
     series whose spread is unknown (too little data) gets its mean path's crossing as eta and
     both bounds, and probability 0. `per_day` (`recurrence.DailyExtremes.per_day`): each
     series' chance a day of reaching the threshold as on its recent days, combined with the
-    first passage (`recurrence.combine`) where the spread is known.
+    first passage (`recurrence.combine`) where the spread is known; `excursion` as in
+    `passage_cdf`.
     """
     conf = min(max(float(confidence), 0.5), 0.999)
     low_q, high_q = 0.5 - INTERVAL / 2, 0.5 + INTERVAL / 2
     k = len(last)
     now_past = (last <= threshold) if below else (last >= threshold)
     times = np.concatenate(([0.0], hs))
-    cdf = passage_cdf(pred, hs, threshold, below)
+    cdf = passage_cdf(pred, hs, threshold, below, excursion)
     known = np.isfinite(pred.sd).all(axis=1) if len(hs) else np.zeros(k, dtype=bool)
     if per_day is not None and len(hs) and (per_day[known] > 0).any():
         cdf = np.where(known[:, None], recurrence.combine(cdf, per_day, hs), cdf)

@@ -435,8 +435,9 @@ class ForecastBank:
                               screen.value, names, np.zeros(len(slots), dtype=bool))
         if len(full):
             fc = self.forecast(slots[full], now, hs, model=model, above=not below)
+            reach, days = self.extremes.excursion(slots[full], below, now)
             est = breach.estimate(fc.prediction(), hs, last[full], fc.model, threshold, below, horizon, confidence,
-                                  per_day[full])
+                                  per_day[full], (reach, days))
             for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability", "value_at_horizon",
                          "breached"):
                 getattr(out, name)[full] = getattr(est, name)
@@ -685,7 +686,7 @@ class ForecastBank:
         """The recurrence's daily extremes: optional as the daily profile's (an older state
         loads with them rebuilt from the days to come)."""
         e = self.extremes
-        return {"ext_day": e.day, "ext_hi": e.hi, "ext_lo": e.lo}
+        return {"ext_day": e.day, "ext_hi": e.hi, "ext_lo": e.lo, "ext_total": e.total, "ext_count": e.count}
 
     def _config(self) -> dict[str, Any]:
         return {"model": self.model, "lookback": self.lookback, "season": self.season,

@@ -12,6 +12,13 @@ probability was 1 % when the series crossed on most days stops being that sure.
 A level never reached on the days kept adds nothing: a disk filling for the first time, a
 leak, a queue that never overflowed are forecast by their line alone, as before.
 
+The same days bound the noise (`excursion`): each day's highest and lowest sample less the
+day's mean is the largest excursion it made. A breach estimate takes the noise of one sample
+as Gaussian; a series with large clipped spikes has a wide Gaussian that puts a few per mille
+of every sample past levels its spikes never reach, and over a day's samples that adds up to a
+likely breach. Past the largest excursion of its last days, the noise's chance of touching is
+divided by the days it did not (`beyond`): the same k / (n + 1) rule, with k = 0.
+
 Imports nothing of the agent (and nothing but numpy).
 """
 
@@ -31,27 +38,34 @@ NO_DAY = -(2**62)  # `DailyExtremes.day` of a slot without samples
 class DailyExtremes:
     """Per slot: `day`, the newest UTC day number (floor(t / DAY)) with a sample; `hi` and
     `lo`, the highest and lowest value of each of the last RECURRENCE_DAYS days (position
-    day % RECURRENCE_DAYS; -inf / +inf where a day had no sample)."""
+    day % RECURRENCE_DAYS; -inf / +inf where a day had no sample); `total` and `count`, the
+    sum and number of its samples."""
 
     day: np.ndarray
     hi: np.ndarray
     lo: np.ndarray
+    total: np.ndarray
+    count: np.ndarray
 
     @classmethod
     def empty(cls, capacity: int) -> DailyExtremes:
-        return cls(day=np.full(capacity, NO_DAY, dtype=np.int64), hi=np.full((capacity, RECURRENCE_DAYS), -np.inf),
-                   lo=np.full((capacity, RECURRENCE_DAYS), np.inf))
+        shape = (capacity, RECURRENCE_DAYS)
+        return cls(day=np.full(capacity, NO_DAY, dtype=np.int64), hi=np.full(shape, -np.inf),
+                   lo=np.full(shape, np.inf), total=np.zeros(shape), count=np.zeros(shape, dtype=np.float32))
 
     def grow(self, capacity: int) -> DailyExtremes:
         out = DailyExtremes.empty(capacity)
         n = len(self.day)
-        out.day[:n], out.hi[:n], out.lo[:n] = self.day, self.hi, self.lo
+        out.day[:n], out.hi[:n], out.lo[:n], out.total[:n], out.count[:n] = \
+            self.day, self.hi, self.lo, self.total, self.count
         return out
 
     def reset(self, rows: np.ndarray) -> None:
         self.day[rows] = NO_DAY
         self.hi[rows] = -np.inf
         self.lo[rows] = np.inf
+        self.total[rows] = 0.0
+        self.count[rows] = 0.0
 
     def update(self, slots: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
         """One sample per slot (distinct slots, t not older than the slot's last sample)."""
@@ -67,10 +81,14 @@ class DailyExtremes:
                 pos = (new[sel] - back) % RECURRENCE_DAYS
                 self.hi[rows[sel], pos] = -np.inf
                 self.lo[rows[sel], pos] = np.inf
+                self.total[rows[sel], pos] = 0.0
+                self.count[rows[sel], pos] = 0.0
             self.day[rows] = new
         pos = self.day[slots] % RECURRENCE_DAYS
         self.hi[slots, pos] = np.maximum(self.hi[slots, pos], v)
         self.lo[slots, pos] = np.minimum(self.lo[slots, pos], v)
+        self.total[slots, pos] += v
+        self.count[slots, pos] += 1
 
     def fill(self, slot: int, t: np.ndarray, v: np.ndarray) -> None:
         """A slot's extremes from its history (t ascending), as `update` sample by sample would leave them."""
@@ -85,7 +103,33 @@ class DailyExtremes:
         hi, lo = self.hi[slot], self.lo[slot]
         np.maximum.at(hi, pos, v)
         np.minimum.at(lo, pos, v)
+        self.total[slot] = np.bincount(pos, weights=v, minlength=RECURRENCE_DAYS)
+        self.count[slot] = np.bincount(pos, minlength=RECURRENCE_DAYS)
         self.day[slot] = newest
+
+    def _days(self, slots: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Which positions hold one of the seven days before `now`'s day, and which hold `now`'s
+        day itself (slots x positions, with samples)."""
+        newest = self.day[slots]
+        # position p holds the day newest - ((newest - p) mod D)
+        ages = (newest % RECURRENCE_DAYS)[:, None] - np.arange(RECURRENCE_DAYS)[None, :]
+        day_of = newest[:, None] - np.mod(ages, RECURRENCE_DAYS)
+        today = np.floor(now / DAY)
+        seen = (self.count[slots] > 0) & (newest != NO_DAY)[:, None]
+        return seen & (day_of < today) & (day_of >= today - (RECURRENCE_DAYS - 1)), seen & (day_of == today)
+
+    def excursion(self, slots: np.ndarray, below: bool, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per slot, the largest excursion from its day's mean towards the breach's side (up,
+        or down with `below`) over today and the seven days before it, and how many of those
+        seven days had samples (what `beyond` divides by; inf excursion and 0 days when none)."""
+        before, today = self._days(slots, now)
+        counted = before | today
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self.total[slots] / np.where(self.count[slots] > 0, self.count[slots], 1.0)
+            ext = (mean - self.lo[slots]) if below else (self.hi[slots] - mean)
+        reach = np.max(np.where(counted, ext, -np.inf), axis=1, initial=-np.inf)
+        days = before.sum(axis=1)
+        return np.where(days >= MIN_DAYS, reach, np.inf), days
 
     def per_day(self, slots: np.ndarray, threshold: float, below: bool, now: float) -> np.ndarray:
         """Per slot, the chance per day of reaching `threshold` going `below` or above: of the
@@ -96,17 +140,21 @@ class DailyExtremes:
         if len(slots) == 0:
             return np.zeros(0)
         ext = self.lo[slots] if below else self.hi[slots]
-        newest = self.day[slots]
-        # position p holds the day newest - ((newest - p) mod D); it is recent if within D days of now
-        ages = (newest % RECURRENCE_DAYS)[:, None] - np.arange(RECURRENCE_DAYS)[None, :]
-        day_of = newest[:, None] - np.mod(ages, RECURRENCE_DAYS)
-        today = np.floor(now / DAY)
-        recent = (day_of < today) & (day_of >= today - (RECURRENCE_DAYS - 1))
-        seen = np.isfinite(ext) & recent & (newest != NO_DAY)[:, None]
+        seen, _ = self._days(slots, now)
         reached = seen & ((ext <= threshold) if below else (ext >= threshold))
         n = seen.sum(axis=1)
         k = reached.sum(axis=1)
         return np.where(n >= MIN_DAYS, k / (n + 1.0), 0.0)
+
+
+def beyond(p: np.ndarray, needed: np.ndarray, reach: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """The chance `p` of one sample's noise touching a level `needed` away (any shape whose
+    first axis is the slots), divided by days + 1 where that is past the slot's largest
+    `reach` of its recent days: a noise that in `days` days never went that far is taken to go
+    that far once in days + 1 times as often as its Gaussian says."""
+    extra = (slice(None),) + (None,) * (np.ndim(p) - 1)
+    past = needed > reach[extra]
+    return np.where(past, p / (np.asarray(days, dtype=float)[extra] + 1.0), p)
 
 
 def within(per_day: np.ndarray, hs: np.ndarray) -> np.ndarray:
