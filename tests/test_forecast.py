@@ -194,10 +194,13 @@ def test_breach_probability_behaves():
     now = t[-1]
     far = bank.breach(slots, now, 1000.0, "above", horizon=HOUR, confidence=0.9)
     assert far.probability[0] < 1e-6 and np.isinf(far.eta_seconds[0]) and not far.breached[0]
-    # the noise may touch it, the mean does not: the first of 240 samples past 3 sd
+    # the noise may touch it, the mean does not: the first of 240 samples past 3 sd, if the
+    # level were known; the line's own uncertainty (its level, slope and bend, from 2 h carried
+    # 1 h ahead) can only add to that. (Before breach estimates shrank insignificant slopes,
+    # this window's slope of -1.3 standard errors carried the line away and offset it.)
     near = bank.breach(slots, now, 53.0, "above", horizon=HOUR, confidence=0.9)
     first_passage = 1 - NormalDist().cdf(3.0) ** 240
-    assert near.probability[0] == pytest.approx(first_passage, abs=0.1)
+    assert first_passage <= near.probability[0] <= first_passage + 0.15
     assert np.isinf(near.eta_seconds[0]) and near.eta_low_seconds[0] < HOUR
     sure = bank.breach(slots, now, 50.5, "above", horizon=HOUR, confidence=0.9)  # half an sd: touched at once
     assert sure.probability[0] > 0.999 and sure.eta_high_seconds[0] < 5 * 60
@@ -885,7 +888,7 @@ def test_dips_do_not_bring_a_breach_above_closer():
     wobble = rng.normal(0, 1.0, len(t))
     dips = np.where(np.arange(len(t)) % 12 == 5, -25.0, 0.0)
     hs = grid(DAY)
-    got, sym = {}, {}
+    got, sym, noise = {}, {}, {}
     for name, v in (("dips", 60 + wobble + dips), ("spikes", 60 - wobble - dips)):
         for threshold, direction in ((75.0, "above"), (45.0, "below")):
             bank = ForecastBank("linear", 6 * HOUR)
@@ -894,10 +897,16 @@ def test_dips_do_not_bring_a_breach_above_closer():
             sym[name, direction] = estimate(bank.forecast(s, t[-1], hs).prediction(), hs, bank.sampling.v_last[s],
                                             np.array(["linear"], dtype=object), threshold, direction == "below", DAY,
                                             0.9)
+            noise[name, direction] = (bank.forecast(s, t[-1], hs, above=direction == "above").prediction().noise,
+                                      bank.forecast(s, t[-1], hs).prediction().noise)
     assert got["dips", "above"].probability[0] < 0.5 * sym["dips", "above"].probability[0]
     assert got["dips", "above"].eta_low_seconds[0] > 4 * sym["dips", "above"].eta_low_seconds[0]
+    # the spikes' side keeps all of the noise (the breach estimate also shrinks the slope, so
+    # its probability is not the symmetric estimate's; the noise it counts is)
+    one_side, both = noise["spikes", "above"]
+    np.testing.assert_array_equal(one_side, both)
+    assert noise["dips", "above"][0][0] < 0.5 * noise["dips", "above"][1][0]
     for name in ("probability", "eta_low_seconds", "eta_seconds"):
-        np.testing.assert_array_equal(getattr(got["spikes", "above"], name), getattr(sym["spikes", "above"], name))
         np.testing.assert_allclose(getattr(got["dips", "below"], name), getattr(got["spikes", "above"], name),
                                    rtol=1e-9)
         np.testing.assert_allclose(getattr(got["spikes", "below"], name), getattr(got["dips", "above"], name),

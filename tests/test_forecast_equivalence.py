@@ -16,6 +16,8 @@ estimates began to count the levels a series reached on its recent days (`recurr
 banks stopped doubling their rows when full: only breach estimates of series that had reached
 a threshold on earlier days changed, snapshots gained the extremes' arrays (`ext_*`; older
 ones load without them) and their arrays are as long as the slots held, not a power of two.
+Re-recorded when breach estimates began to shrink a slope by its significance
+(`linear.shrink_slope`): linear breach estimates changed, nothing else.
 """
 
 from __future__ import annotations

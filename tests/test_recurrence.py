@@ -153,12 +153,13 @@ def test_excursion_is_the_largest_departure_from_a_days_mean_and_beyond_divides_
 
 def test_spikes_that_never_reached_a_level_make_its_breach_less_likely_than_a_gaussian_says():
     """A memory series at 60 with spikes of +15 to +27 on almost a third of its samples for
-    eight days, and a threshold at 93 within 6 h: a Gaussian as wide as the spikes puts about a
+    eight days, and a threshold at 93 within 12 h: a Gaussian as wide as the spikes puts about a
     per mille of every sample past 93, and the estimate says a breach is more likely than not.
     The spikes never went past 90, so the noise's chance of touching 93 is divided by the eight
     days (seven plus one) that said so, where the path itself stays more than the largest
     excursion below 93: the estimate falls below even odds. A threshold within the spikes'
-    reach keeps the Gaussian estimate."""
+    reach keeps the Gaussian estimate, but for the few path quantiles that stay further below
+    it than the spikes ever went."""
     from agent.models.breach import estimate, grid
 
     rng = np.random.default_rng(11)
@@ -168,7 +169,7 @@ def test_spikes_that_never_reached_a_level_make_its_breach_less_likely_than_a_ga
     slots = bank.slots_for(["m"])
     for ti, vi in zip(t, v):
         bank.update(slots, ti, np.array([vi]))
-    now, horizon = float(t[-1]), 6 * HOUR
+    now, horizon = float(t[-1]), 12 * HOUR
     hs = grid(horizon)
     assert v.max() < 90.5
     for threshold in (93.0, 80.0):
@@ -181,4 +182,4 @@ def test_spikes_that_never_reached_a_level_make_its_breach_less_likely_than_a_ga
             assert got.probability[0] < 0.8 * gaussian.probability[0]
             assert got.eta_low_seconds[0] > gaussian.eta_low_seconds[0]
         else:
-            np.testing.assert_array_equal(got.probability, gaussian.probability)
+            assert gaussian.probability[0] >= got.probability[0] >= 0.99 * gaussian.probability[0]

@@ -475,14 +475,21 @@ class ForecastBank:
             factor = np.minimum(self.screen.factor[slots[lin]] * SCREEN_MARGIN, linear.FACTOR_MAX)
             bend = linear.screen_curvature(stats, excess, linear.CURVATURE_REACH * self.lookback)
             p = linear.predict(stats, coarse, factor, curve=bend)
-            mean[lin], sd[lin] = p.mean, p.sd
+            # the full estimate shrinks the slope (`linear.shrink_slope`) by a share the screen
+            # does not know: its mean lies between this line and the window's mean level, so
+            # the screen takes whichever of the two is nearer the threshold (a window still
+            # warming up keeps its line)
+            warm = linear.warming(stats, self.lookback)
+            centre = (stats.value + stats.slope * stats.xbar)[:, None]
+            nearer = np.minimum(p.mean, centre) if below else np.maximum(p.mean, centre)
+            mean[lin] = np.where(warm[:, None], p.mean, nearer)
+            sd[lin] = p.sd
             # not measured for a while (or never): estimated in full, which measures it again.
             # A window still warming up has no spread: its full estimate is the mean's crossing
             # alone (probability 0), so only one whose line comes near the threshold needs it.
             # (Every new series warms up for a quarter of the lookback: estimating them all in
             # full made a start at scale cost several times the steady state.)
-            warm = linear.warming(stats, self.lookback)
-            line = p.mean
+            line = mean[lin]
             tol = 1e-6 * (abs(threshold) + np.nanmax(np.abs(line), axis=1, initial=0.0))
             near = (np.nanmin(line, axis=1, initial=np.inf) <= threshold + tol) if below \
                 else (np.nanmax(line, axis=1, initial=-np.inf) >= threshold - tol)

@@ -679,6 +679,27 @@ def side_share(rows: Buckets, f: LinearFit, ln: Line, above: bool) -> np.ndarray
     return np.where(np.isfinite(share) & (total > 0), 2.0 * share, 1.0)
 
 
+SLOPE_SHRINK = 1.0  # a breach estimate's slope is scaled by max(0, 1 - SLOPE_SHRINK / z^2), z its t-statistic
+
+
+def shrink_slope(stats: LineStats, factor: np.ndarray, lookback: float) -> LineStats:
+    """The line with its slope shrunk towards flat by how well the window tells it from noise:
+    scaled by max(0, 1 - 1 / z^2), z the slope over its standard error (the regression's,
+    widened by `factor` as in `ar_factor`), pivoting on the window's mean sample. A slope of
+    one standard error is noise and goes (a spike at the window's end tilts a least-squares
+    line that way); one of two keeps three quarters, one of five 96 %. Only breach estimates
+    shrink: a forecast's value stays `predict_linear`'s. A window still `warming` keeps its
+    line (its estimate is the line's crossing alone, with no spread to weigh it by)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = stats.s2 * factor / stats.Sxx
+        keep = np.clip(1.0 - SLOPE_SHRINK * var / (stats.slope * stats.slope), 0.0, 1.0)
+    keep = np.where(np.isfinite(keep) & ~warming(stats, lookback), keep, 1.0)
+    slope = stats.slope * keep
+    # the line pivots on its centroid (xbar, value + slope * xbar): its value now moves with it
+    return LineStats(stats.N, slope, stats.value + (stats.slope - slope) * stats.xbar, stats.s2, stats.xbar,
+                     stats.Sxx)
+
+
 def forecast(rows: Buckets, now: float, hs: np.ndarray, lookback: float, width: float, robust: bool,
              dt0: np.ndarray | None = None, above: bool | None = None) -> LineForecast:
     """Mean and sd at now + hs (seconds) per series (taken rows) of the line fitted over the
@@ -686,14 +707,17 @@ def forecast(rows: Buckets, now: float, hs: np.ndarray, lookback: float, width: 
     by `ar_factor` where the residuals are autocorrelated, by `curvature` where the window
     bends, and by RATE_UNCERTAINTY of the slope (NaN while `warming`); `dt0` as in `predict`.
 
-    With `above` (the side a breach is on: True above the line, False below), the noise of
-    one sample counts only as much of its spread as lies that side (`side_share`, at most
-    all of it): dips do not bring a breach above closer, nor do jumps one below."""
+    With `above` (the side a breach is on: True above the line, False below: a breach
+    estimate), the noise of one sample counts only as much of its spread as lies that side
+    (`side_share`, at most all of it): dips do not bring a breach above closer, nor do jumps
+    one below; and the slope is shrunk by its significance (`shrink_slope`)."""
     f = fit(rows, now, lookback, width)
     ln = theil(f) if robust else least_squares(f)
     stats = LineStats(f.N, ln.slope, f.ref + ln.intercept, ln.s2, f.xbar, f.Sxx)
     factor = ar_factor(f, ln)
     curve = curvature(f, ln, factor, reach=CURVATURE_REACH * lookback)
+    if above is not None:
+        stats = shrink_slope(stats, factor, lookback)
     p = predict(stats, hs, factor, dt0, curve)
     psd, noise = p.sd, p.noise
     if above is not None:
