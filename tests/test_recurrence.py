@@ -183,3 +183,24 @@ def test_spikes_that_never_reached_a_level_make_its_breach_less_likely_than_a_ga
             assert got.eta_low_seconds[0] > gaussian.eta_low_seconds[0]
         else:
             assert gaussian.probability[0] >= got.probability[0] >= 0.99 * gaussian.probability[0]
+
+
+def test_days_learnt_from_coarse_history_count_for_recurrence_but_do_not_bound_the_noise():
+    """After a restart a forecast is warmed from the store, whose history beyond the raw tier is
+    5-minute means: a mean hides a spike, so those days would understate the noise's reach.
+    They still say which levels were reached; the bound waits for days seen sample by sample."""
+    t, v = spiky_flat(7.5, {1, 3, 5})
+    bank = ForecastBank("linear", lookback=6 * HOUR)
+    bank.warm("s", t, v, exact=False)
+    s = bank.slots_for(["s"])
+    now = float(t[-1])
+    assert bank.extremes.per_day(s, 100.0, False, now)[0] == pytest.approx(3 / 8)
+    assert np.isinf(bank.extremes.excursion(s, False, now)[0][0])  # no bound from coarse days
+    later = t[-1] + np.arange(300.0, 2.6 * DAY, 300.0)  # two and a half days seen as they come
+    for ti in later:
+        bank.update(s, ti, np.array([50.0]))
+    reach, days = bank.extremes.excursion(s, False, float(later[-1]))
+    assert np.isfinite(reach[0]) and days[0] == 2
+    exact = ForecastBank("linear", lookback=6 * HOUR)
+    exact.warm("s", t, v)  # a history of samples (a replay, a test) bounds it at once
+    assert np.isfinite(exact.extremes.excursion(exact.slots_for(["s"]), False, now)[0][0])

@@ -515,12 +515,14 @@ class ForecastBank:
 
     # ---- warm start from history -------------------------------------------------------------
 
-    def warm(self, key: Hashable, t: np.ndarray, v: np.ndarray) -> None:
+    def warm(self, key: Hashable, t: np.ndarray, v: np.ndarray, exact: bool = True) -> None:
         """Seed a key's state from its history (e.g. the store after a restart), vectorised.
 
         Resets the key's state. Linear buckets are exact; holt / holt_winters start from a
         regression on the last `lookback` (seasonal profile removed when a period is known or
-        detected) and the key is due for a refit at once.
+        detected) and the key is due for a refit at once. `exact=False` says the history is
+        partly coarser than the samples (the store's 5-minute means): its days then count for
+        recurrence but do not bound the noise (`recurrence.DailyExtremes.fill`).
         """
         slot = int(self.slots_for([key])[0])
         self._reset(np.array([slot]))
@@ -542,7 +544,7 @@ class ForecastBank:
         self.sums.rebuild(self.buckets, np.array([slot]), self.width)
         if self.uses_daily:
             self.daily.fill(slot, t, v)
-        self.extremes.fill(slot, t, v)
+        self.extremes.fill(slot, t, v, exact)
         if self.keeps_ets:
             self._warm_ets(slot, t, v, dt0)
         if self.needs_refit and len(t) >= self.min_refit_points:
@@ -693,7 +695,8 @@ class ForecastBank:
         """The recurrence's daily extremes: optional as the daily profile's (an older state
         loads with them rebuilt from the days to come)."""
         e = self.extremes
-        return {"ext_day": e.day, "ext_hi": e.hi, "ext_lo": e.lo, "ext_total": e.total, "ext_count": e.count}
+        return {"ext_day": e.day, "ext_hi": e.hi, "ext_lo": e.lo, "ext_total": e.total, "ext_count": e.count,
+                "ext_exact": e.exact}
 
     def _config(self) -> dict[str, Any]:
         return {"model": self.model, "lookback": self.lookback, "season": self.season,

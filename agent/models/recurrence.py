@@ -17,7 +17,10 @@ day's mean is the largest excursion it made. A breach estimate takes the noise o
 as Gaussian; a series with large clipped spikes has a wide Gaussian that puts a few per mille
 of every sample past levels its spikes never reach, and over a day's samples that adds up to a
 likely breach. Past the largest excursion of its last days, the noise's chance of touching is
-divided by the days it did not (`beyond`): the same k / (n + 1) rule, with k = 0.
+divided by the days it did not (`beyond`): the same k / (n + 1) rule, with k = 0. Only days
+seen sample by sample bound the noise: days learnt from coarser history (the store keeps
+5-minute means beyond its raw tier, and a mean hides a spike) still count for recurrence, but
+their excursions would understate the noise and are not used (`exact`).
 
 Imports nothing of the agent (and nothing but numpy).
 """
@@ -39,25 +42,28 @@ class DailyExtremes:
     """Per slot: `day`, the newest UTC day number (floor(t / DAY)) with a sample; `hi` and
     `lo`, the highest and lowest value of each of the last RECURRENCE_DAYS days (position
     day % RECURRENCE_DAYS; -inf / +inf where a day had no sample); `total` and `count`, the
-    sum and number of its samples."""
+    sum and number of its samples; `exact`, whether all of them were seen as they came (not
+    learnt from coarser history)."""
 
     day: np.ndarray
     hi: np.ndarray
     lo: np.ndarray
     total: np.ndarray
     count: np.ndarray
+    exact: np.ndarray
 
     @classmethod
     def empty(cls, capacity: int) -> DailyExtremes:
         shape = (capacity, RECURRENCE_DAYS)
         return cls(day=np.full(capacity, NO_DAY, dtype=np.int64), hi=np.full(shape, -np.inf),
-                   lo=np.full(shape, np.inf), total=np.zeros(shape), count=np.zeros(shape, dtype=np.float32))
+                   lo=np.full(shape, np.inf), total=np.zeros(shape), count=np.zeros(shape, dtype=np.float32),
+                   exact=np.ones(shape, dtype=bool))
 
     def grow(self, capacity: int) -> DailyExtremes:
         out = DailyExtremes.empty(capacity)
         n = len(self.day)
-        out.day[:n], out.hi[:n], out.lo[:n], out.total[:n], out.count[:n] = \
-            self.day, self.hi, self.lo, self.total, self.count
+        out.day[:n], out.hi[:n], out.lo[:n], out.total[:n], out.count[:n], out.exact[:n] = \
+            self.day, self.hi, self.lo, self.total, self.count, self.exact
         return out
 
     def reset(self, rows: np.ndarray) -> None:
@@ -66,6 +72,7 @@ class DailyExtremes:
         self.lo[rows] = np.inf
         self.total[rows] = 0.0
         self.count[rows] = 0.0
+        self.exact[rows] = True
 
     def update(self, slots: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
         """One sample per slot (distinct slots, t not older than the slot's last sample)."""
@@ -83,6 +90,7 @@ class DailyExtremes:
                 self.lo[rows[sel], pos] = np.inf
                 self.total[rows[sel], pos] = 0.0
                 self.count[rows[sel], pos] = 0.0
+                self.exact[rows[sel], pos] = True
             self.day[rows] = new
         pos = self.day[slots] % RECURRENCE_DAYS
         self.hi[slots, pos] = np.maximum(self.hi[slots, pos], v)
@@ -90,8 +98,10 @@ class DailyExtremes:
         self.total[slots, pos] += v
         self.count[slots, pos] += 1
 
-    def fill(self, slot: int, t: np.ndarray, v: np.ndarray) -> None:
-        """A slot's extremes from its history (t ascending), as `update` sample by sample would leave them."""
+    def fill(self, slot: int, t: np.ndarray, v: np.ndarray, exact: bool = True) -> None:
+        """A slot's extremes from its history (t ascending), as `update` sample by sample would
+        leave them. `exact=False`: the history is coarser than the samples (means over
+        intervals), so its days count for recurrence but do not bound the noise."""
         self.reset(np.array([slot]))
         if len(t) == 0:
             return
@@ -105,6 +115,7 @@ class DailyExtremes:
         np.minimum.at(lo, pos, v)
         self.total[slot] = np.bincount(pos, weights=v, minlength=RECURRENCE_DAYS)
         self.count[slot] = np.bincount(pos, minlength=RECURRENCE_DAYS)
+        self.exact[slot] = exact
         self.day[slot] = newest
 
     def _days(self, slots: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +132,11 @@ class DailyExtremes:
     def excursion(self, slots: np.ndarray, below: bool, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Per slot, the largest excursion from its day's mean towards the breach's side (up,
         or down with `below`) over today and the seven days before it, and how many of those
-        seven days had samples (what `beyond` divides by; inf excursion and 0 days when none)."""
+        seven days had samples (what `beyond` divides by), counting `exact` days only; an inf
+        excursion where fewer than MIN_DAYS such days."""
         before, today = self._days(slots, now)
+        exact = self.exact[slots]
+        before, today = before & exact, today & exact
         counted = before | today
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = self.total[slots] / np.where(self.count[slots] > 0, self.count[slots], 1.0)

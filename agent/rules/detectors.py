@@ -372,7 +372,9 @@ class ForecastDetector(Detector):
             for k in new:
                 t, v = self.history(k, now - span, now - 1e-9)
                 if len(t):
-                    self.bank.warm(k, t, v)
+                    # the store's history is 5-minute means beyond its raw tier: a mean hides
+                    # the spikes whose reach would bound the noise
+                    self.bank.warm(k, t, v, exact=False)
         slots = self.bank.slots_for(keys)
         if len(self._on) < self.bank.table.capacity:
             self._on = np.concatenate((self._on, np.zeros(self.bank.table.capacity - len(self._on), dtype=bool)))
