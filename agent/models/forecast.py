@@ -408,16 +408,19 @@ class ForecastBank:
 
         A slot already past the threshold (its last sample) has eta 0 and probability 1; a
         slot with too little data has eta inf and probability 0. `model` overrides the model
-        as in `forecast`.
+        as in `forecast`. Besides the model's path, the estimate counts the levels the series
+        reached on its recent days and bounds its noise by their excursions (`recurrence`).
 
         Cost: every slot is screened in O(1) on a coarse grid with an interval wider than its
         model states (linear: twice the variance factor and curvature of its last full
-        estimate, at most lookback / 16 old) and a union bound over its samples;
-        only slots whose probability could reach SCREEN_PROBABILITY (and robust or seasonal
-        ones, whose paths the screen does not bound) are estimated in full. The others are
-        reported as they are: no crossing within the horizon (every eta inf) and the screen's
-        probability, below SCREEN_PROBABILITY (a fresh full estimate of a window whose bend
-        grew since it was measured may say a few percent: far from a rule's confidence).
+        estimate, at most lookback / 16 old; a mean path between the line and the window's
+        mean level, wherever the full estimate's slope shrinkage puts it) and a union bound
+        over its samples; only slots whose probability could reach SCREEN_PROBABILITY (and
+        robust or seasonal ones, whose paths the screen does not bound, and those whose
+        recurrence alone reaches it) are estimated in full. The others are reported as they
+        are: no crossing within the horizon (every eta inf) and the screen's probability,
+        below SCREEN_PROBABILITY (a fresh full estimate of a window whose bend grew since it
+        was measured may say a few percent: far from a rule's confidence).
         """
         below = breach.is_below(direction)
         slots = np.asarray(slots, dtype=np.int64)

@@ -3,9 +3,9 @@
 A model bank keeps the state of many series in numpy arrays, one row ("slot") per series, so
 one vectorised call updates them all. `SlotTable` owns the bookkeeping around those rows and
 nothing else: key -> slot, the capacity (grown by at least a quarter when full), forgetting
-a key and handing its slot to the next new key, and the key of every slot for snapshots. It holds no model state;
-a bank sizes its arrays to `capacity` and resets the rows `assign` reports as
-new. `ForecastBank` uses it; `AnomalyBank` can adopt it as it is.
+a key and handing its slot to the next new key, and the key of every slot for snapshots. It
+holds no model state; a bank sizes its arrays to `capacity` and resets the rows `assign`
+reports as new. `ForecastBank` and `AnomalyBank` use it.
 
 Imports nothing of the agent (and nothing but numpy).
 """
