@@ -46,12 +46,15 @@ def test_streaming_equals_filling_from_history_with_gaps():
     np.testing.assert_array_equal(a.day[1], b.day[1])
     np.testing.assert_array_equal(a.hi[1], b.hi[1])
     np.testing.assert_array_equal(a.lo[1], b.lo[1])
+    np.testing.assert_array_equal(a.count[1], b.count[1])
+    np.testing.assert_allclose(a.total[1], b.total[1], rtol=1e-12, atol=1e-9)  # summed in another order
     newest = int((t[-1] - 0) // DAY)
     for back in range(RECURRENCE_DAYS):  # each position holds its day's extremes
         sel = (t // DAY).astype(int) == newest - back
         pos = (newest - back) % RECURRENCE_DAYS
         assert a.hi[1, pos] == (v[sel].max() if sel.any() else -np.inf)
         assert a.lo[1, pos] == (v[sel].min() if sel.any() else np.inf)
+        assert a.count[1, pos] == sel.sum() and a.total[1, pos] == pytest.approx(v[sel].sum(), abs=1e-9)
 
 
 @pytest.mark.parametrize("spikes, days, want", [
