@@ -5,8 +5,8 @@ threshold. It does not say that the series has touched that threshold on five of
 days, in bursts the window of the line never saw: a level reached day after day is likely
 reached again, whatever the last hours' line says. `DailyExtremes` keeps each series' highest
 and lowest value of each of its last RECURRENCE_DAYS days (UTC days: today and the week
-before it), learnt in O(1) per sample. `per_day` turns them into a chance per day of reaching a threshold, which a
-breach estimate combines with the line's own (`combine`): a forecast whose stated breach
+before it), learnt in O(1) per sample. `per_day` turns them into a chance per day of reaching
+a threshold, which a breach estimate combines with the line's own (`combine`): a forecast whose stated breach
 probability was 1 % when the series crossed on most days stops being that sure.
 
 A level never reached on the days kept adds nothing: a disk filling for the first time, a
@@ -92,7 +92,7 @@ class DailyExtremes:
                 self.count[rows[sel], pos] = 0.0
                 self.exact[rows[sel], pos] = True
             self.day[rows] = new
-        pos = self.day[slots] % RECURRENCE_DAYS
+        pos = d % RECURRENCE_DAYS  # the slot's newest day is now this sample's
         self.hi[slots, pos] = np.maximum(self.hi[slots, pos], v)
         self.lo[slots, pos] = np.minimum(self.lo[slots, pos], v)
         self.total[slots, pos] += v
@@ -151,14 +151,18 @@ class DailyExtremes:
         as k / (n + 1) (never certain from a few days); 0 with fewer than MIN_DAYS such days or
         none reaching it. Today is left out: it is not over, and a breach now is the estimate's
         own business."""
-        if len(slots) == 0:
-            return np.zeros(0)
         ext = self.lo[slots] if below else self.hi[slots]
-        seen, _ = self._days(slots, now)
-        reached = seen & ((ext <= threshold) if below else (ext >= threshold))
-        n = seen.sum(axis=1)
-        k = reached.sum(axis=1)
-        return np.where(n >= MIN_DAYS, k / (n + 1.0), 0.0)
+        hit = (ext <= threshold) if below else (ext >= threshold)
+        out = np.zeros(len(slots))
+        # at every evaluation, for every series: most never reached the level on any day kept,
+        # and one comparison says so; only the others need their days dated
+        rows = np.nonzero(hit.any(axis=1))[0]
+        if len(rows):
+            seen, _ = self._days(slots[rows], now)
+            n = seen.sum(axis=1)
+            k = (seen & hit[rows]).sum(axis=1)
+            out[rows] = np.where(n >= MIN_DAYS, k / (n + 1.0), 0.0)
+        return out
 
 
 def beyond(p: np.ndarray, needed: np.ndarray, reach: np.ndarray, days: np.ndarray) -> np.ndarray:
