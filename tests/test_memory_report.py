@@ -79,6 +79,27 @@ def test_memory_report_covers_models_rules_and_outbox(tmp_path):
     agent.pipeline.stop()
 
 
+def test_a_rule_over_series_with_history_gives_its_models_one_row_each(tmp_path):
+    """Series that arrive with stored history are warmed (forecast) and replayed (anomaly)
+    one by one; their rows are still taken in one batch, so the banks hold a row per series
+    and not the up to a quarter more that growing one key at a time leaves."""
+    (tmp_path / "rules.yml").write_text(RULES)
+    (tmp_path / "forewarn.yml").write_text(CONFIG.format(state=tmp_path / "state", rules=tmp_path / "rules.yml"))
+    agent = Agent(load_config(str(tmp_path / "forewarn.yml")), clock=SimulatedClock(T0))
+    n = 1000
+    labels = [make_labels("queue_depth", {"job": "q", "queue": f"q{i}"}) for i in range(n)]
+    for k in range(-5, 1):
+        agent.store.append_samples([(lab, float(i + k)) for i, lab in enumerate(labels)], T0 + 60 * k)
+    agent.clock.set(T0)
+    agent.pipeline.evaluate(T0)
+    rules = {r.name: r for r in agent.pipeline.rules.alerting_rules()}
+    forecast, anomaly = rules["QueueWillOverflow"].detector, rules["QueueAnomaly"].detector
+    assert isinstance(forecast, ForecastDetector) and isinstance(anomaly, AnomalyDetector)
+    assert len(forecast.bank) == len(anomaly.bank.keys()) == n
+    assert (forecast.bank.sampling.nseen[forecast.bank.slots_for(labels)] > 1).all()  # warmed from the store
+    assert forecast.bank.table.capacity == anomaly.bank.state.capacity == n
+
+
 def test_anomaly_profiles_cost_four_bytes_a_phase():
     bank = AnomalyBank(capacity=1000)
     s = bank.state

@@ -367,6 +367,9 @@ class ForecastDetector(Detector):
         return True
 
     def _observe(self, keys: list[Labels], now: float, values: np.ndarray, new: set[Labels]) -> Verdicts:
+        # every new series' slot at once, before warming them one by one: a bank grown one
+        # key at a time ends up to a quarter larger than its series need
+        slots = self.bank.slots_for(keys)
         if self.history is not None and new:
             span = max(float(self.spec.lookback), self.bank.history)
             for k in new:
@@ -375,7 +378,6 @@ class ForecastDetector(Detector):
                     # the store's history is 5-minute means beyond its raw tier: a mean hides
                     # the spikes whose reach would bound the noise
                     self.bank.warm(k, t, v, exact=False)
-        slots = self.bank.slots_for(keys)
         if len(self._on) < self.bank.table.capacity:
             self._on = np.concatenate((self._on, np.zeros(self.bank.table.capacity - len(self._on), dtype=bool)))
         if new:  # a new series (perhaps in a slot a forgotten one had) starts inactive
@@ -441,24 +443,30 @@ class AnomalyDetector(Detector):
             return direction < 0
         return direction != 0
 
-    def _replay_new(self, keys: list[Labels], now: float, new: set[Labels]) -> None:
-        """Rebuild series the bank has never seen from their stored history (bounded)."""
+    def _replay_new(self, keys: list[Labels], now: float, new: set[Labels]) -> np.ndarray:
+        """The slots of `keys`, series the bank has never seen rebuilt from their stored
+        history (bounded)."""
         if self.history is None or not new:
-            return
+            return self.bank.slots_for(keys)
         known = set(self.bank.keys())
+        # every new series' slot at once, before replaying them one by one: a bank grown one
+        # key at a time ends up to a quarter larger than its series need
+        slots = self.bank.slots_for(keys)
         budget = REPLAY_BUDGET
         for k in keys:
-            if k not in new or k in known or budget <= 0:
+            if budget <= 0:
+                break
+            if k not in new or k in known:
                 continue
             t, v = self.history(k, now - REPLAY_SPAN, now - 1e-9)
             if len(t):
                 t, v = t[-budget:], v[-budget:]
                 self.bank.replay(k, t, v)
                 budget -= len(t)
+        return slots
 
     def _observe(self, keys: list[Labels], now: float, values: np.ndarray, new: set[Labels]) -> Verdicts:
-        self._replay_new(keys, now, new)
-        slots = self.bank.slots_for(keys)
+        slots = self._replay_new(keys, now, new)
         r = self.bank.update(slots, now, values)
         ok = np.isfinite(values)
         by_score = (r.score >= self.threshold) & ok & self._side(values, r.expected)
