@@ -8,7 +8,8 @@ function ran with the forecasting code as it was before it was split into module
 began to take out a detected daily profile (`seasonality.DailyProfile`) and to count only the
 noise on the breach's side of the line, and when breach estimates began to count the levels a
 series reached on its recent days (`recurrence`) and banks stopped doubling their rows, and
-when they began to shrink insignificant slopes; its output is
+when they began to shrink insignificant slopes, and when the bucket ring's first values became
+float32 (snapshots only); its output is
 `tests/fixtures/forecast_reference.npz`
 (`tests/fixtures/make_forecast_reference.py` writes it); `tests/test_forecast_equivalence.py`
 runs it again with the code as it is and compares.

@@ -600,6 +600,54 @@ def test_window_sums_give_the_full_fit_through_gaps_and_rebases():
                 np.testing.assert_allclose(got.N, f.N)
 
 
+def test_the_ring_after_gaps_is_the_ring_its_samples_fill():
+    """A ring streamed through irregular samples and gaps longer than itself holds exactly what
+    `fill` builds from the same samples: each position the bucket its slot's `top` implies, or
+    nothing (the bank keeps no per-position bucket numbers)."""
+    rng = np.random.default_rng(5)
+    streamed = ForecastBank("linear", lookback=HOUR, linear_buckets=8)
+    keys = list(range(12))
+    slots = streamed.slots_for(keys)
+    seen: dict[int, list[tuple[float, float]]] = {k: [] for k in keys}
+    t = T0
+    for step in range(400):
+        t += rng.choice([40.0, 300.0, 900.0, 5000.0], p=[0.6, 0.25, 0.1, 0.05])
+        some = rng.random(len(keys)) < 0.7
+        v = rng.normal(50, 5, len(keys))
+        streamed.update(slots[some], t, v[some])
+        for k in np.flatnonzero(some):
+            seen[int(k)].append((t, float(v[k])))
+        if step % 40 == 39:
+            b = streamed.buckets
+            for k in keys:
+                filled = ForecastBank("linear", lookback=HOUR, linear_buckets=8)
+                tv = np.array(seen[k])
+                filled.warm(k, tv[:, 0], tv[:, 1])
+                f, fs = filled.buckets, int(filled.slots_for([k])[0])
+                s = int(slots[k])
+                assert b.top[s] == f.top[fs]
+                np.testing.assert_array_equal(b.ids()[s], f.ids()[fs])
+                for name in ("n", "c", "st", "stt"):
+                    np.testing.assert_array_equal(getattr(b, name)[s], getattr(f, name)[fs], err_msg=name)
+                for name in ("sv", "stv", "svv"):
+                    np.testing.assert_allclose(getattr(b, name)[s], getattr(f, name)[fs], rtol=1e-9, atol=1e-9,
+                                               err_msg=name)
+
+
+def test_values_beyond_float32_forecast_as_predict_linear():
+    """A bucket centres its sums on its first value rounded to float32; values beyond float32's
+    range centre at its limit and still forecast exactly."""
+    for scale in (1e60, -1e40, 3e38):
+        t = T0 + np.arange(0, HOUR, 30.0)
+        v = scale * (1 + 1e-3 * np.sin((t - T0) / 600))
+        bank = ForecastBank("linear", lookback=HOUR)
+        slots = feed(bank, "a", t, v)
+        got = bank.forecast(slots, t[-1], [0.0, 1800.0]).mean[0]
+        want = [direct_predict_linear(t, v, t[-1], HOUR, h) for h in (0.0, 1800.0)]
+        assert np.isfinite(bank.buckets.c).all()
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
 def test_the_breach_screen_changes_nothing_that_matters():
     """Series the screen skips would have had no breach within the horizon and a probability
     of a few percent at most; the others get exactly the full estimate."""
@@ -921,10 +969,12 @@ def test_dips_do_not_bring_a_breach_above_closer():
                                    rtol=1e-9)
 
 
-def test_slot_table_grows_by_what_a_batch_needs_or_a_quarter():
+def test_slot_table_grows_by_what_a_batch_needs_or_a_sixteenth():
     table = SlotTable(capacity=16)
     table.assign([f"k{i}" for i in range(50_000)])
     assert table.capacity == 50_000  # one batch of new keys: exactly its size, no doubling slack
     table.assign(["one-more"])
-    assert table.capacity == 62_500  # then a quarter at a time
+    assert table.capacity == 53_125  # then a sixteenth at a time
+    table.assign([f"n{i}" for i in range(10_000)])
+    assert table.capacity == 60_001  # a batch larger than that: what it needs
     assert len(set(table.assign([f"k{i}" for i in range(50_000)] + ["one-more"]).slots.tolist())) == 50_001

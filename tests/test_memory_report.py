@@ -69,7 +69,7 @@ def test_memory_report_covers_models_rules_and_outbox(tmp_path):
     # at least the model arrays of every allocated row, and not wildly more
     buckets = forecast.bank.buckets
     ring_bytes = sum(a.nbytes for a in (buckets.n, buckets.st, buckets.sv, buckets.stt, buckets.stv, buckets.svv,
-                                        buckets.c, buckets.id))
+                                        buckets.c, buckets.top))
     assert ring_bytes <= report["models:QueueWillOverflow"] <= 3 * ring_bytes
     s = anomaly.bank.state
     profiles = s.daily.nbytes + s.weekly.nbytes
@@ -158,7 +158,7 @@ def test_the_models_share_is_part_of_the_memory_budget():
 
 def test_models_stop_at_their_budget_and_count_what_they_refuse(tmp_path, caplog):
     """With room for a few hundred models, 2,000 new series: the forecast rule's 65-bucket
-    rings and daily profiles (about 6 KB a series) and the anomaly models (about 3.6 KB) each fill their half
+    rings and daily profiles (about 5 KB a series) and the anomaly models (about 3.6 KB) each fill their half
     of the budget, whichever runs first; the rest are refused at every evaluation, counted per
     rule and logged; more room (a reload with a larger budget) lets them in."""
     (tmp_path / "rules.yml").write_text(RULES)

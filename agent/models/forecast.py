@@ -382,7 +382,7 @@ class ForecastBank:
                 # the line is fitted to the series less its daily profile: each bucket's values
                 # less the profile at the bucket's mean time (its values' reference `c` moves)
                 n = rows.n[daily]
-                tb = rows.id[daily] * self.width + rows.st[daily] / np.where(n > 0, n, 1.0)
+                tb = rows.ids()[daily] * self.width + rows.st[daily] / np.where(n > 0, n, 1.0)
                 rows.c[daily] -= phase_values(prof, tb)
             lf = linear.forecast(rows, now, hs, self.lookback, self.width,
                                  robust=code == ROBUST_LINEAR, dt0=self.sampling.dt0[slots], above=above)
@@ -665,14 +665,22 @@ class ForecastBank:
 
         Format version 1: {"version", "config", "keys" (the key of every slot, None where
         free), "arrays" (name -> array with one row per slot)}; the array names are those of
-        the bank's first release, so snapshots stay readable both ways.
+        the bank's first release, so snapshots stay readable both ways. A bucket's first value
+        (`lb_c`) is float32-rounded since the bank keeps it so; a state whose first values are
+        not loads with its sums of y moved to the rounded ones (`linear.Buckets.load_c`).
         """
         named = self._named_arrays()
         if self.daily.bin[self.table.used()].max(initial=NO_BIN) != NO_BIN:
             named.update(self._daily_arrays())  # (a bank that saw no sample writes the first release's format)
         if self.extremes.day[self.table.used()].max(initial=NO_DAY) != NO_DAY:
             named.update(self._extremes_arrays())
-        arrays = {name: arr.copy() for name, arr in named.items()}
+        arrays = {}
+        for name, arr in named.items():
+            arrays[name] = arr.copy()
+            if name == "lb_c":
+                # each position's bucket number, as the first release kept them, where it kept
+                # them (the bank keeps only the newest per slot): snapshots stay readable both ways
+                arrays["lb_id"] = self.buckets.ids()
         return {"version": STATE_VERSION, "config": self._config(), "keys": self.table.slot_keys(), "arrays": arrays}
 
     def _named_arrays(self) -> dict[str, np.ndarray]:
@@ -684,7 +692,7 @@ class ForecastBank:
             "w_alpha": w.alpha, "w_beta": w.beta, "w_phi": w.phi, "w_gamma": z.gamma,
             "choice": r.choice, "next_refit": r.next_refit, "pending_since": r.pending_since, "gen": r.gen,
             "lb_n": b.n, "lb_st": b.st, "lb_sv": b.sv, "lb_stt": b.stt, "lb_stv": b.stv, "lb_svv": b.svv, "lb_c": b.c,
-            "lb_id": b.id, "season_state": z.profile,
+            "season_state": z.profile,
         }
 
     def _daily_arrays(self) -> dict[str, np.ndarray]:
@@ -722,6 +730,10 @@ class ForecastBank:
             for name, arr in (self._daily_arrays() | self._extremes_arrays()).items():
                 if name in state["arrays"]:
                     arr[: len(keys)] = state["arrays"][name]
+            self.buckets.load_c(slice(0, len(keys)), np.asarray(state["arrays"]["lb_c"], dtype=np.float64))
+            ids = np.full(self.buckets.n.shape, -1, dtype=np.int64)
+            ids[: len(keys)] = state["arrays"]["lb_id"]
+            self.buckets.keep_ids(ids)
         except (KeyError, ValueError) as exc:
             # all of it, the derived sums and screen too: they must match the buckets kept
             (self.sampling, self.buckets, self.sums, self.screen, self.daily, self.extremes, self.holt, self.hw,

@@ -75,13 +75,29 @@ def line_at(t: np.ndarray, v: np.ndarray, at: float) -> LineFit:
     return LineFit(float(icpt), slope, float((resid**2).sum() / (len(t) - 2)))
 
 
+NO_BUCKET = -(2**62)  # `Buckets.top` of a slot whose ring is empty
+_CENTRE_LIMIT = float(np.finfo(np.float32).max)
+
+
+def _centre(v: np.ndarray) -> np.ndarray:
+    """A bucket's `c` for first values `v`: v rounded to float32 (clipped to its range, so a
+    value beyond it centres at the limit rather than at infinity)."""
+    return np.clip(v, -_CENTRE_LIMIT, _CENTRE_LIMIT).astype(np.float32)
+
+
 @dataclass
 class Buckets:
     """Per-slot ring of time buckets (slots x ring positions) with the sufficient statistics of
     the samples in each: count `n`; sums of x, y, x*x, x*y, y*y (`st`, `sv`, `stt`, `stv`,
     `svv`), where x is the time from the bucket's start and y the value minus `c`, the bucket's
-    first value (keeps the sums well conditioned); `id` is the bucket number floor(t / width)
-    each position holds (-1: none)."""
+    first value rounded to float32 (keeps the sums well conditioned); `top` is the newest bucket
+    number floor(t / width) a slot holds (NO_BUCKET: none).
+
+    A position's bucket number follows from `top`: the newest number at most `top` that falls
+    on that position (`ids`). Positions a newer bucket pushes out of the ring are cleared when
+    it arrives, so a position holds that bucket or nothing (n = 0). Counts and `c` are float32:
+    exact to 16M samples a bucket, and `c` is read back as stored; the sums stay float64, as
+    `predict_linear` equivalence needs. 56 bytes a ring position."""
 
     n: np.ndarray
     st: np.ndarray
@@ -90,14 +106,14 @@ class Buckets:
     stv: np.ndarray
     svv: np.ndarray
     c: np.ndarray
-    id: np.ndarray
+    top: np.ndarray
 
     @classmethod
     def empty(cls, capacity: int, ring: int) -> Buckets:
         shape = (capacity, ring)
-        return cls(n=np.zeros(shape), st=np.zeros(shape), sv=np.zeros(shape), stt=np.zeros(shape),
-                   stv=np.zeros(shape), svv=np.zeros(shape), c=np.zeros(shape),
-                   id=np.full(shape, -1, dtype=np.int64))
+        return cls(n=np.zeros(shape, dtype=np.float32), st=np.zeros(shape), sv=np.zeros(shape), stt=np.zeros(shape),
+                   stv=np.zeros(shape), svv=np.zeros(shape), c=np.zeros(shape, dtype=np.float32),
+                   top=np.full(capacity, NO_BUCKET, dtype=np.int64))
 
     @property
     def ring(self) -> int:
@@ -106,8 +122,9 @@ class Buckets:
         return int(self.n.shape[1])
 
     def take(self, rows: Rows) -> Buckets:
-        return Buckets(self.n[rows], self.st[rows], self.sv[rows], self.stt[rows], self.stv[rows], self.svv[rows],
-                       self.c[rows], self.id[rows])
+        """Rows' copies, counts and `c` widened to float64 for the arithmetic that reads them."""
+        return Buckets(self.n[rows].astype(np.float64), self.st[rows], self.sv[rows], self.stt[rows], self.stv[rows],
+                       self.svv[rows], self.c[rows].astype(np.float64), self.top[rows])
 
     def put(self, rows: Rows, src: Buckets) -> None:
         self.n[rows] = src.n
@@ -117,7 +134,7 @@ class Buckets:
         self.stv[rows] = src.stv
         self.svv[rows] = src.svv
         self.c[rows] = src.c
-        self.id[rows] = src.id
+        self.top[rows] = src.top
 
     def grow(self, capacity: int) -> Buckets:
         out = Buckets.empty(capacity, self.ring)
@@ -126,6 +143,18 @@ class Buckets:
 
     def reset(self, rows: Rows) -> None:
         self.put(rows, Buckets.empty(1, self.ring))
+
+    def ids(self) -> np.ndarray:
+        """The bucket number each position holds (slots x ring, int64; -1 where empty)."""
+        ring = self.ring
+        top = self.top[:, None]
+        ids = top - (top - np.arange(ring)) % ring
+        return np.where((self.n > 0) & (top != NO_BUCKET), ids, -1)
+
+    def id_at(self, slots: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """The bucket number position `pos` of each slot holds, when it holds one."""
+        top = self.top[slots]
+        return top - (top - pos) % self.ring
 
     def flat(self, slots: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """Index of (slot, ring position) pairs into the ravelled state arrays (`cell`): one
@@ -146,40 +175,61 @@ class Buckets:
         frame with x = t - t0 and y = v - v0 (one entry per slot)."""
         i = self.flat(slots, pos)
         cell = self.cell
-        n, st, sv = cell(self.n)[i], cell(self.st)[i], cell(self.sv)[i]
-        dx = cell(self.id)[i] * width - t0
+        n, st, sv = cell(self.n)[i].astype(np.float64), cell(self.st)[i], cell(self.sv)[i]
+        dx = self.id_at(slots, pos) * width - t0
         dy = cell(self.c)[i] - v0
         return (n, st + n * dx, sv + n * dy, cell(self.stt)[i] + dx * (2 * st + n * dx),
                 cell(self.stv)[i] + dx * sv + dy * st + n * dx * dy, cell(self.svv)[i] + dy * (2 * sv + n * dy))
 
+    def leaving(self, slots: np.ndarray, bid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (slot, position) pairs holding samples that the buckets `bid` (one per slot, not
+        older than the slot's `top`) push out of the ring: the positions of the bucket numbers
+        after `top` up to `bid`, at most a ring's worth."""
+        top = self.top[slots]
+        ahead = np.where(top == NO_BUCKET, 0, np.minimum(bid - top, self.ring))
+        rs, ps = [], []
+        for j in range(1, int(ahead.max(initial=0)) + 1):
+            sel = np.flatnonzero(ahead >= j)
+            pos = (top[sel] + j) % self.ring
+            held = self.cell(self.n)[self.flat(slots[sel], pos)] > 0
+            rs.append(slots[sel][held])
+            ps.append(pos[held])
+        if not rs:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(rs), np.concatenate(ps)
+
+    def clear(self, slots: np.ndarray, pos: np.ndarray) -> None:
+        i = self.flat(slots, pos)
+        for stat in (self.n, self.st, self.sv, self.stt, self.stv, self.svv, self.c):
+            self.cell(stat)[i] = 0.0
+
     def add(self, slots: np.ndarray, t: np.ndarray, v: np.ndarray, width: float, sums: Sums | None = None) -> None:
-        """One sample (t, v) per slot (distinct slots, t after the slot's previous sample); a
-        ring position whose bucket has left the window is cleared first. `sums`, when given, is
+        """One sample (t, v) per slot (distinct slots, t after the slot's previous sample); the
+        positions its bucket pushes out of the ring are cleared first. `sums`, when given, is
         kept equal to the totals of what the ring holds (see `Sums`)."""
         bid = np.floor(t / width).astype(np.int64)
-        pos = bid % self.ring
+        out_slots, out_pos = self.leaving(slots, bid)
         if sums is not None:
-            sums.before_add(self, slots, t, v, bid, width)
-        i = self.flat(slots, pos)
+            sums.before_add(self, slots, v, bid, width, out_slots, out_pos)
+        if len(out_slots):
+            self.clear(out_slots, out_pos)
+        self.top[slots] = np.maximum(self.top[slots], bid)
+        i = self.flat(slots, bid % self.ring)
         cell = self.cell
-        ids, c = cell(self.id), cell(self.c)
-        stale = ids[i] != bid
-        if stale.any():
-            j = i[stale]
-            for stat in (self.n, self.st, self.sv, self.stt, self.stv, self.svv):
-                cell(stat)[j] = 0.0
-            ids[j] = bid[stale]
-            c[j] = v[stale]
+        n, c = cell(self.n), cell(self.c)
+        opened = n[i] == 0
+        if opened.any():
+            c[i[opened]] = _centre(v[opened])
         x = t - bid * width
         y = v - c[i]
-        cell(self.n)[i] += 1.0
+        n[i] += 1.0
         cell(self.st)[i] += x
         cell(self.sv)[i] += y
         cell(self.stt)[i] += x * x
         cell(self.stv)[i] += x * y
         cell(self.svv)[i] += y * y
         if sums is not None:
-            sums.after_add(self, slots, t, v, bid, width)
+            sums.after_add(self, slots, t, v, width)
 
     def fill(self, slot: int, t: np.ndarray, v: np.ndarray, width: float) -> None:
         """Load a (reset) slot from a history: t ascending and distinct. Equals `add` of each
@@ -188,18 +238,38 @@ class Buckets:
         sel = bid > bid[-1] - self.ring
         tb, vb, ib = t[sel], v[sel], bid[sel]
         uniq, first_idx, inv = np.unique(ib, return_index=True, return_inverse=True)
-        c = vb[first_idx]
+        c = _centre(vb[first_idx])
         x = tb - ib * width
         y = vb - c[inv]
         pos = uniq % self.ring
-        self.id[slot, pos] = uniq
+        self.top[slot] = uniq[-1]
         self.c[slot, pos] = c
         for stat, w in ((self.n, np.ones_like(x)), (self.st, x), (self.sv, y), (self.stt, x * x), (self.stv, x * y),
                         (self.svv, y * y)):
             stat[slot, pos] = np.bincount(inv, weights=w, minlength=len(uniq))
 
+    def load_c(self, rows: slice, c: np.ndarray) -> None:
+        """Set `c` of `rows` from float64 values (a snapshot of a release that kept them so):
+        the sums of y move by what rounding each to float32 changes, so the samples stay."""
+        c32 = _centre(c)
+        d = c - c32.astype(np.float64)
+        n, sv = self.n[rows].astype(np.float64), self.sv[rows]
+        self.svv[rows] += d * (2 * sv + n * d)
+        self.stv[rows] += d * self.st[rows]
+        self.sv[rows] += n * d
+        self.c[rows] = c32
 
-NO_BUCKET = -(2**62)  # `Sums.top` of a slot whose ring is empty
+    def keep_ids(self, ids: np.ndarray) -> None:
+        """Set every slot's `top` from the bucket number of each position (a snapshot's: -1
+        where empty) and clear the positions whose number is not the one `top` implies."""
+        have = ids >= 0
+        self.top[:] = np.where(have.any(axis=1), ids.max(axis=1, initial=-1), NO_BUCKET)
+        stray = have & (ids != self.ids())
+        r, p = np.nonzero(stray)
+        if len(r):
+            self.clear(r, p)
+
+
 REBASE_RINGS = 2.0  # a slot's sums move their origin when it is this many rings behind (conditioning)
 EDGE_BUCKETS = 3  # oldest ring buckets `line` checks against the window edge on its O(1) path
 
@@ -209,15 +279,14 @@ class Sums:
     """Per slot, the least-squares sums of everything its bucket ring holds, so the window's
     line costs O(1) per series instead of O(ring): count `n` and sums of x, y, x*x, x*y, y*y
     with x = t - `t0` and y = v - `v0` (an origin near the ring, moved every `REBASE_RINGS`
-    rings to keep the sums well conditioned), and `top`, the newest bucket id held.
+    rings to keep the sums well conditioned).
 
-    Kept by `Buckets.add` (each sample added, each bucket leaving the ring subtracted, a gap
-    clears the buckets it skipped) and rebuilt exactly from the buckets by `rebuild` (warm
-    starts, snapshots, rebases): it is derived state and never written to a snapshot."""
+    Kept by `Buckets.add` (each sample added, each bucket leaving the ring subtracted) and
+    rebuilt exactly from the buckets by `rebuild` (warm starts, snapshots, rebases): it is
+    derived state and never written to a snapshot."""
 
     t0: np.ndarray
     v0: np.ndarray
-    top: np.ndarray
     n: np.ndarray
     sx: np.ndarray
     sy: np.ndarray
@@ -228,14 +297,14 @@ class Sums:
     @classmethod
     def empty(cls, capacity: int) -> Sums:
         z = np.zeros
-        return cls(t0=np.full(capacity, np.nan), v0=np.zeros(capacity), top=np.full(capacity, NO_BUCKET, dtype=np.int64),
-                   n=z(capacity), sx=z(capacity), sy=z(capacity), sxx=z(capacity), sxy=z(capacity), syy=z(capacity))
+        return cls(t0=np.full(capacity, np.nan), v0=np.zeros(capacity), n=z(capacity), sx=z(capacity), sy=z(capacity),
+                   sxx=z(capacity), sxy=z(capacity), syy=z(capacity))
 
     def _stats(self) -> tuple[np.ndarray, ...]:
         return (self.n, self.sx, self.sy, self.sxx, self.sxy, self.syy)
 
     def put(self, rows: Rows, src: Sums) -> None:
-        for name in ("t0", "v0", "top", "n", "sx", "sy", "sxx", "sxy", "syy"):
+        for name in ("t0", "v0", "n", "sx", "sy", "sxx", "sxy", "syy"):
             getattr(self, name)[rows] = getattr(src, name)
 
     def grow(self, capacity: int) -> Sums:
@@ -246,42 +315,21 @@ class Sums:
     def reset(self, rows: Rows) -> None:
         self.put(rows, Sums.empty(1))
 
-    def _subtract(self, buckets: Buckets, slots: np.ndarray, pos: np.ndarray, width: float) -> None:
-        parts = buckets.contribution(slots, pos, self.t0[slots], self.v0[slots], width)
-        for total, part in zip(self._stats(), parts):
-            np.subtract.at(total, slots, part)
-
-    def before_add(self, buckets: Buckets, slots: np.ndarray, t: np.ndarray, v: np.ndarray, bid: np.ndarray,
-                   width: float) -> None:
-        """Take out of the sums what the ring is about to drop for these samples: after a gap,
-        every bucket older than the ring (cleared here), else the bucket whose position the
-        new bucket takes. A slot without an origin gets one."""
-        ring = buckets.ring
-        top = self.top[slots]
-        gap = (top != NO_BUCKET) & (top < bid - 1)
-        if gap.any():
-            gs, gb = slots[gap], bid[gap]
-            ids = buckets.id[gs]
-            old = (ids >= 0) & (ids <= gb[:, None] - ring)
-            r, p = np.nonzero(old)
-            if len(r):
-                self._subtract(buckets, gs[r], p, width)
-                for stat in (buckets.n, buckets.st, buckets.sv, buckets.stt, buckets.stv, buckets.svv, buckets.c):
-                    stat[gs[r], p] = 0.0
-                buckets.id[gs[r], p] = -1
-        pos = bid % ring
-        held = buckets.cell(buckets.id)[buckets.flat(slots, pos)]
-        leaving = (held >= 0) & (held != bid)
-        if leaving.any():
-            self._subtract(buckets, slots[leaving], pos[leaving], width)
+    def before_add(self, buckets: Buckets, slots: np.ndarray, v: np.ndarray, bid: np.ndarray, width: float,
+                   out_slots: np.ndarray, out_pos: np.ndarray) -> None:
+        """Take out of the sums the buckets the ring is about to drop for these samples
+        (`Buckets.leaving`). A slot without an origin gets one."""
+        if len(out_slots):
+            parts = buckets.contribution(out_slots, out_pos, self.t0[out_slots], self.v0[out_slots], width)
+            for total, part in zip(self._stats(), parts):
+                np.subtract.at(total, out_slots, part)  # (a gap drops several buckets of a slot)
         fresh = np.isnan(self.t0[slots])
         if fresh.any():
             fs = slots[fresh]
             self.t0[fs] = bid[fresh] * width
             self.v0[fs] = v[fresh]
 
-    def after_add(self, buckets: Buckets, slots: np.ndarray, t: np.ndarray, v: np.ndarray, bid: np.ndarray,
-                  width: float) -> None:
+    def after_add(self, buckets: Buckets, slots: np.ndarray, t: np.ndarray, v: np.ndarray, width: float) -> None:
         """Add the samples just put in the ring; move the origin of slots far from theirs."""
         x = t - self.t0[slots]
         y = v - self.v0[slots]
@@ -291,7 +339,6 @@ class Sums:
         self.sxx[slots] += x * x
         self.sxy[slots] += x * y
         self.syy[slots] += y * y
-        self.top[slots] = bid
         far = x > REBASE_RINGS * buckets.ring * width
         if far.any():
             self.rebuild(buckets, slots[far], width)
@@ -303,17 +350,14 @@ class Sums:
         if len(rows) == 0:
             return
         ring = buckets.ring
-        ids = buckets.id[rows]
-        have = ids >= 0
-        top = np.where(have.any(axis=1), ids.max(axis=1, initial=-1), NO_BUCKET)
-        newest = np.argmax(ids, axis=1)
-        self.top[rows] = top
-        self.t0[rows] = np.where(top != NO_BUCKET, (top - ring + 1) * width, np.nan)
-        self.v0[rows] = np.where(top != NO_BUCKET, buckets.c[rows, newest], 0.0)
+        top = buckets.top[rows]
+        held = top != NO_BUCKET
+        self.t0[rows] = np.where(held, (top - ring + 1) * width, np.nan)
+        self.v0[rows] = np.where(held, buckets.c[rows, top % ring], 0.0)
         r = np.repeat(rows, ring)
         p = np.tile(np.arange(ring), len(rows))
         parts = buckets.contribution(r, p, self.t0[r], self.v0[r], width)
-        mask = have.reshape(-1)
+        mask = ((buckets.n[rows] > 0) & held[:, None]).reshape(-1)
         for total, part in zip(self._stats(), parts):
             total[rows] = np.where(mask, np.nan_to_num(part), 0.0).reshape(len(rows), ring).sum(axis=1)
 
@@ -364,7 +408,7 @@ def line(sums: Sums, buckets: Buckets, slots: np.ndarray, now: float, lookback: 
     edge = now - lookback
     eid = int(np.floor(edge / width))
     nid = int(np.floor(now / width))
-    top = sums.top[slots]
+    top = buckets.top[slots]
     fast = (top <= nid) & (top >= eid + ring - EDGE_BUCKETS)
     N, SX, SY, SXX, SXY, SYY = (a[slots] for a in sums._stats())
     t0, v0 = sums.t0[slots], sums.v0[slots]
@@ -374,9 +418,9 @@ def line(sums: Sums, buckets: Buckets, slots: np.ndarray, now: float, lookback: 
             bid = eid - j
             pos = np.full(len(fs), bid % ring, dtype=np.int64)
             i = buckets.flat(fs, pos)
-            out = buckets.cell(buckets.id)[i] == bid
+            n = buckets.cell(buckets.n)[i]
+            out = (n > 0) & (buckets.id_at(fs, pos) == bid)
             if j == 0:  # the edge bucket counts by its samples' mean time, as in `window`
-                n = buckets.cell(buckets.n)[i]
                 out &= ~(buckets.cell(buckets.st)[i] / np.where(n > 0, n, 1.0) + bid * width > edge)
             if not out.any():
                 continue
@@ -412,7 +456,7 @@ def window(rows: Buckets, now: float, lookback: float, width: float) -> Window:
     n = rows.n
     st = rows.st
     safe_n = np.where(n > 0, n, 1.0)
-    start = rows.id * width
+    start = rows.ids() * width
     edge = now - lookback
     # a bucket is whole if its start is inside the window; the edge bucket counts by mean time
     use = (n > 0) & (st / safe_n + start > edge) & (start <= now)
@@ -472,7 +516,7 @@ def fit(rows: Buckets, now: float, lookback: float, width: float) -> LinearFit:
         rss = np.maximum(Syy - slope * Sxy, 0.0)
         s2 = np.where(N > 2, rss / np.maximum(N - 2, 1), np.nan)
     return LinearFit(N=N, xbar=xbar, ybar=ybar, ref=ref, Sxx=Sxx, slope=slope, s2=s2, use=use, n=n,
-                     bx=(st / safe_n + off), by=(sv / safe_n + dc), bid=rows.id)
+                     bx=(st / safe_n + off), by=(sv / safe_n + dc), bid=rows.ids())
 
 
 @dataclass(frozen=True)

@@ -368,7 +368,7 @@ class ForecastDetector(Detector):
 
     def _observe(self, keys: list[Labels], now: float, values: np.ndarray, new: set[Labels]) -> Verdicts:
         # every new series' slot at once, before warming them one by one: a bank grown one
-        # key at a time ends up to a quarter larger than its series need
+        # key at a time ends up larger than its series need
         slots = self.bank.slots_for(keys)
         if self.history is not None and new:
             span = max(float(self.spec.lookback), self.bank.history)
@@ -450,7 +450,7 @@ class AnomalyDetector(Detector):
             return self.bank.slots_for(keys)
         known = set(self.bank.keys())
         # every new series' slot at once, before replaying them one by one: a bank grown one
-        # key at a time ends up to a quarter larger than its series need
+        # key at a time ends up larger than its series need
         slots = self.bank.slots_for(keys)
         budget = REPLAY_BUDGET
         for k in keys:
