@@ -726,7 +726,8 @@ class ForecastBank:
         self._allocate(table.capacity)
         try:
             for name, arr in self._named_arrays().items():
-                arr[: len(keys)] = state["arrays"][name]
+                if name != "lb_c":  # (`load_c` below: float64 first values move the sums they centre)
+                    arr[: len(keys)] = state["arrays"][name]
             for name, arr in (self._daily_arrays() | self._extremes_arrays()).items():
                 if name in state["arrays"]:
                     arr[: len(keys)] = state["arrays"][name]
