@@ -4,7 +4,6 @@ main thread's wait loop around `agent.daemon.Agent`. Like every command, nothing
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import signal
@@ -14,6 +13,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from agent import allocator
 from agent.config.schema import ConfigErrors, load_config, parse_listen_address, parse_shard
 from agent.daemon import Agent
 
@@ -40,27 +40,6 @@ def setup_logging(level: str) -> None:
     root.setLevel(lvl)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-
-
-def tune_malloc(arenas: int = 2, mmap_threshold: int = 8 << 20) -> None:
-    """Two glibc settings, like MALLOC_ARENA_MAX=2 and MALLOC_MMAP_THRESHOLD_=8388608 but
-    without relying on the unit:
-
-    - glibc gives each thread its own malloc arena (up to 8 per core), which inflates RSS of
-      a threaded daemon for no gain here;
-    - glibc serves blocks from 128 KiB from their own mappings, returned when freed, but
-      raises that threshold (up to 32 MiB) each time one is freed. After that, the model
-      banks' gathers of tens of MB at 100,000 series come from the heap, and its freed space
-      stays resident. A threshold fixed at 8 MiB maps those afresh and keeps the scraped
-      bodies (a few MB, reused every scrape) on the heap: at 100,000 series with rules,
-      1,018 -> 935 MB of RSS (`benchmarks/scale.py`). At 1 MiB the RSS was the same but a
-      scrape cost 15 % more CPU (the bodies' pages mapped afresh every time)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (a fixed one: no dynamic raise)
-    except (OSError, AttributeError):
-        pass
 
 
 class Reloads:
@@ -96,7 +75,7 @@ class Reloads:
 
 def command(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
-    tune_malloc()
+    allocator.tune()
     try:
         cfg = load_config(args.config)
     except ConfigErrors as e:
