@@ -382,7 +382,7 @@ class ForecastBank:
                 # the line is fitted to the series less its daily profile: each bucket's values
                 # less the profile at the bucket's mean time (its values' reference `c` moves)
                 n = rows.n[daily]
-                tb = rows.ids()[daily] * self.width + rows.st[daily] / np.where(n > 0, n, 1.0)
+                tb = rows.ids(daily) * self.width + rows.st[daily] / np.where(n > 0, n, 1.0)
                 rows.c[daily] -= phase_values(prof, tb)
             lf = linear.forecast(rows, now, hs, self.lookback, self.width,
                                  robust=code == ROBUST_LINEAR, dt0=self.sampling.dt0[slots], above=above)

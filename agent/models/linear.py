@@ -144,12 +144,11 @@ class Buckets:
     def reset(self, rows: Rows) -> None:
         self.put(rows, Buckets.empty(1, self.ring))
 
-    def ids(self) -> np.ndarray:
-        """The bucket number each position holds (slots x ring, int64; -1 where empty)."""
-        ring = self.ring
-        top = self.top[:, None]
-        ids = top - (top - np.arange(ring)) % ring
-        return np.where((self.n > 0) & (top != NO_BUCKET), ids, -1)
+    def ids(self, rows: Rows = slice(None)) -> np.ndarray:
+        """The bucket number each position of `rows` holds (rows x ring, int64; -1 where
+        empty: a held position has samples, so its slot has a `top`)."""
+        top = self.top[rows][:, None]
+        return np.where(self.n[rows] > 0, top - (top - np.arange(self.ring)) % self.ring, -1)
 
     def id_at(self, slots: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """The bucket number position `pos` of each slot holds, when it holds one."""
@@ -213,7 +212,7 @@ class Buckets:
             sums.before_add(self, slots, v, bid, width, out_slots, out_pos)
         if len(out_slots):
             self.clear(out_slots, out_pos)
-        self.top[slots] = np.maximum(self.top[slots], bid)
+        self.top[slots] = bid  # (not older than `top`: t is after the slot's previous sample)
         i = self.flat(slots, bid % self.ring)
         cell = self.cell
         n, c = cell(self.n), cell(self.c)
@@ -261,11 +260,11 @@ class Buckets:
 
     def keep_ids(self, ids: np.ndarray) -> None:
         """Set every slot's `top` from the bucket number of each position (a snapshot's: -1
-        where empty) and clear the positions whose number is not the one `top` implies."""
+        where empty) and clear the positions with samples whose number is not the one `top`
+        implies (older than the ring, or none)."""
         have = ids >= 0
         self.top[:] = np.where(have.any(axis=1), ids.max(axis=1, initial=-1), NO_BUCKET)
-        stray = have & (ids != self.ids())
-        r, p = np.nonzero(stray)
+        r, p = np.nonzero((self.n > 0) & (ids != self.ids()))
         if len(r):
             self.clear(r, p)
 
@@ -441,12 +440,14 @@ def line(sums: Sums, buckets: Buckets, slots: np.ndarray, now: float, lookback: 
 @dataclass(frozen=True)
 class Window:
     """The buckets of each series inside the window (now - lookback, now]: `use` marks them, `n`
-    their sample counts (0 outside), `safe_n` counts never 0 (for divisions), `start` bucket
-    start times, `st` sums of time offsets from the bucket start."""
+    their sample counts (0 outside), `safe_n` counts never 0 (for divisions), `bid` bucket
+    numbers (`Buckets.ids`), `start` bucket start times, `st` sums of time offsets from the
+    bucket start."""
 
     use: np.ndarray
     n: np.ndarray
     safe_n: np.ndarray
+    bid: np.ndarray
     start: np.ndarray
     st: np.ndarray
 
@@ -456,12 +457,13 @@ def window(rows: Buckets, now: float, lookback: float, width: float) -> Window:
     n = rows.n
     st = rows.st
     safe_n = np.where(n > 0, n, 1.0)
-    start = rows.ids() * width
+    bid = rows.ids()
+    start = bid * width
     edge = now - lookback
     # a bucket is whole if its start is inside the window; the edge bucket counts by mean time
     use = (n > 0) & (st / safe_n + start > edge) & (start <= now)
     n = np.where(use, n, 0.0)
-    return Window(use, n, safe_n, start, st)
+    return Window(use, n, safe_n, bid, start, st)
 
 
 @dataclass(frozen=True)
@@ -516,7 +518,7 @@ def fit(rows: Buckets, now: float, lookback: float, width: float) -> LinearFit:
         rss = np.maximum(Syy - slope * Sxy, 0.0)
         s2 = np.where(N > 2, rss / np.maximum(N - 2, 1), np.nan)
     return LinearFit(N=N, xbar=xbar, ybar=ybar, ref=ref, Sxx=Sxx, slope=slope, s2=s2, use=use, n=n,
-                     bx=(st / safe_n + off), by=(sv / safe_n + dc), bid=rows.ids())
+                     bx=(st / safe_n + off), by=(sv / safe_n + dc), bid=w.bid)
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,9 @@ class SlotTable:
     def __len__(self) -> int:
         return len(self._slot_of)
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._slot_of
+
     def memory_bytes(self) -> int:
         """The table's own containers (the keys are the caller's objects, not counted)."""
         return sys.getsizeof(self._slot_of) + sys.getsizeof(self._keys) + sys.getsizeof(self._free)

@@ -443,30 +443,26 @@ class AnomalyDetector(Detector):
             return direction < 0
         return direction != 0
 
-    def _replay_new(self, keys: list[Labels], now: float, new: set[Labels]) -> np.ndarray:
-        """The slots of `keys`, series the bank has never seen rebuilt from their stored
-        history (bounded)."""
-        if self.history is None or not new:
-            return self.bank.slots_for(keys)
-        known = set(self.bank.keys())
-        # every new series' slot at once, before replaying them one by one: a bank grown one
-        # key at a time ends up larger than its series need
-        slots = self.bank.slots_for(keys)
+    def _replay_cold(self, cold: list[Labels], now: float) -> None:
+        """Rebuild series the bank had never seen from their stored history (bounded)."""
+        if self.history is None:
+            return
         budget = REPLAY_BUDGET
-        for k in keys:
+        for k in cold:
             if budget <= 0:
                 break
-            if k not in new or k in known:
-                continue
             t, v = self.history(k, now - REPLAY_SPAN, now - 1e-9)
             if len(t):
                 t, v = t[-budget:], v[-budget:]
                 self.bank.replay(k, t, v)
                 budget -= len(t)
-        return slots
 
     def _observe(self, keys: list[Labels], now: float, values: np.ndarray, new: set[Labels]) -> Verdicts:
-        slots = self._replay_new(keys, now, new)
+        cold = [k for k in keys if k in new and k not in self.bank.table] if new else []
+        # every new series' slot at once, before replaying them one by one: a bank grown one
+        # key at a time ends up larger than its series need
+        slots = self.bank.slots_for(keys)
+        self._replay_cold(cold, now)
         r = self.bank.update(slots, now, values)
         ok = np.isfinite(values)
         by_score = (r.score >= self.threshold) & ok & self._side(values, r.expected)
