@@ -16,6 +16,7 @@ from agent.models.linear import RATE_UNCERTAINTY, line_at, predict_linear
 from agent.models.schedule import RefitJob, RefitResult, spread
 from agent.models.seasonality import DAY, HOUR, detect_period
 from agent.models.slots import SlotTable
+from agent.rules.detectors import linear_buckets_for
 
 T0 = 1_700_000_000.0
 
@@ -66,6 +67,38 @@ def test_linear_window_edge_is_quantised_when_buckets_hold_many_samples():
     slots = feed(bank, "a", t, v)
     got = bank.forecast(slots, t[-1], [600.0]).mean[0, 0]
     assert got == pytest.approx(100 + 0.01 * (t[-1] + 600 - T0), rel=1e-9)  # exact line stays exact
+
+
+def test_a_coarse_window_quantises_only_its_left_edge():
+    """A `linear` rule evaluated every 15 s over 1 h keeps 32 buckets of 112.5 s (several
+    samples each): its line is predict_linear's over exactly the samples of the buckets it
+    keeps, the edge bucket in or out whole by its samples' mean time."""
+    rng = np.random.default_rng(3)
+    t = T0 + np.cumsum(rng.uniform(12, 18, 900))
+    v = 5e4 + 2.0 * (t - T0) + 800 * np.sin((t - T0) / 700) + rng.normal(0, 50, len(t))
+    lookback, buckets = 3600.0, linear_buckets_for("linear", 3600.0, 15.0)
+    assert buckets == 32
+    width = lookback / buckets
+    bank = ForecastBank("linear", lookback=lookback, linear_buckets=buckets)
+    slots = bank.slots_for(["q"])
+    checked = quantised = 0
+    for i, (ti, vi) in enumerate(zip(t, v)):
+        bank.update(slots, ti, np.array([vi]))
+        if i < 300 or i % 41:
+            continue
+        for now in (ti, ti + 7.0):
+            seen = t[: i + 1]
+            edge = now - lookback
+            bid = np.floor(seen / width)
+            edge_bid = np.floor(edge / width)
+            in_edge = bid == edge_bid
+            keep = (bid > edge_bid) | (in_edge & (seen[in_edge].mean() > edge if in_edge.any() else False))
+            want = [predict_linear(seen[keep], v[: i + 1][keep], now, h) for h in (0.0, 3600.0)]
+            got = bank.forecast(slots, now, [0.0, 3600.0]).mean[0]
+            np.testing.assert_allclose(got, want, rtol=1e-9)
+            checked += 1
+            quantised += int(keep.sum() != ((seen > edge) & (seen <= now)).sum())
+    assert checked > 20 and quantised > 5  # the edge bucket did hold samples on both sides of the edge
 
 
 def test_robust_linear_ignores_a_single_spike():

@@ -195,3 +195,29 @@ def test_models_stop_at_their_budget_and_count_what_they_refuse(tmp_path, caplog
     budget.limit = 1 << 30
     feed(agent, labels, range(3, 4))
     assert len(forecast.seen) == len(anomaly.seen) == 2000
+
+
+def test_a_linear_rule_sizes_its_window_ring_to_its_evaluations(tmp_path):
+    """A least-squares rule evaluated every 15 s over 1 h keeps 32 window buckets (33 ring
+    positions, half the default's memory); a 6 h lookback, a window of at most 64 evaluations
+    (one sample a bucket: exact) and the robust models keep 64."""
+    (tmp_path / "rules.yml").write_text("""
+groups:
+  - name: queues
+    interval: 15s
+    rules:
+      - {alert: Short, expr: queue_depth, forecast: {model: linear, lookback: 1h, horizon: 1h, threshold: 1000}}
+      - {alert: Long, expr: queue_depth, forecast: {model: linear, lookback: 6h, horizon: 1h, threshold: 1000}}
+      - {alert: Auto, expr: queue_depth, forecast: {model: auto, lookback: 1h, horizon: 1h, threshold: 1000}}
+      - {alert: Exact, expr: queue_depth, forecast: {model: linear, lookback: 15m, horizon: 1h, threshold: 1000}}
+""")
+    (tmp_path / "forewarn.yml").write_text(CONFIG.format(state=tmp_path / "state", rules=tmp_path / "rules.yml"))
+    agent = Agent(load_config(str(tmp_path / "forewarn.yml")), clock=SimulatedClock(T0))
+    labels = [make_labels("queue_depth", {"queue": f"q{i}"}) for i in range(50)]
+    agent.store.append_samples([(lab, float(i)) for i, lab in enumerate(labels)], T0)
+    agent.clock.set(T0)
+    agent.pipeline.evaluate(T0)
+    rules = {r.name: r.detector for r in agent.pipeline.rules.alerting_rules()}
+    assert all(isinstance(d, ForecastDetector) for d in rules.values())
+    assert {name: d.bank.buckets.ring for name, d in rules.items()} == {"Short": 33, "Long": 65, "Auto": 65, "Exact": 65}
+    assert rules["Short"].bank_row_bytes() < 0.7 * rules["Long"].bank_row_bytes()

@@ -98,8 +98,9 @@ class AlertingRule(Rule):
     """One alerting rule and its alerts (threshold, forecast or anomaly)."""
 
     def __init__(self, d: RuleDef, external_labels: dict[str, str] | None = None, external_url: str = "",
-                 history: HistoryFn | None = None) -> None:
-        """`history`: a stored series' history, to warm models on series they have not seen."""
+                 history: HistoryFn | None = None, interval: float | None = None) -> None:
+        """`history`: a stored series' history, to warm models on series they have not seen;
+        `interval`: the group's evaluation interval (it sizes a forecast's buckets)."""
         super().__init__(d)
         s = d.spec
         self.kind = d.kind  # threshold | forecast | anomaly
@@ -112,7 +113,7 @@ class AlertingRule(Rule):
         self.external_url = external_url
         self.active: dict[Labels, Alert] = {}
         self._template_errors: list[tuple[str, str]] = []  # (where, message) of this evaluation
-        self.detector: ForecastDetector | AnomalyDetector | None = make_detector(s.forecast, s.anomaly, history)
+        self.detector: ForecastDetector | AnomalyDetector | None = make_detector(s.forecast, s.anomaly, history, interval)
 
     @property
     def state(self) -> AlertState:

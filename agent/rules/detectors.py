@@ -330,6 +330,11 @@ class Detector(abc.ABC):
         """Free the models of `keys`."""
 
 
+MAX_LINEAR_BUCKETS = 64  # the bank's default: a bucket per 1/64 of the lookback
+MIN_LINEAR_BUCKETS = 32
+EVALUATIONS_PER_BUCKET = 8
+
+
 class ForecastDetector(Detector):
     """Feeds a forecast rule's series into a `ForecastBank` and reads breach predictions.
 
@@ -339,10 +344,11 @@ class ForecastDetector(Detector):
     are stored series (a plain selector as expr) are warmed from the store's history, so a
     restart does not start cold."""
 
-    def __init__(self, spec: ForecastSpec, history: HistoryFn | None = None) -> None:
+    def __init__(self, spec: ForecastSpec, history: HistoryFn | None = None, interval: float | None = None) -> None:
         super().__init__(max(MODEL_FORGET_AFTER, float(spec.lookback)), history)
         self.spec = spec
-        self.bank = ForecastBank(spec.model, float(spec.lookback), _season(spec), horizon=float(spec.horizon))
+        self.bank = ForecastBank(spec.model, float(spec.lookback), _season(spec), horizon=float(spec.horizon),
+                                 linear_buckets=linear_buckets_for(spec.model, float(spec.lookback), interval))
         self.recovery = (spec.recovery_confidence if spec.recovery_confidence is not None
                          else default_recovery(spec.confidence))
         self._on = np.zeros(self.bank.table.capacity, dtype=bool)  # per slot: active at the last evaluation
@@ -360,6 +366,8 @@ class ForecastDetector(Detector):
             return False
         a, b = self.spec, old.spec
         if (a.model, a.lookback, a.season, a.horizon) != (b.model, b.lookback, b.season, b.horizon):
+            return False
+        if old.bank.linear_buckets != self.bank.linear_buckets:  # the group's interval changed
             return False
         self.bank = old.bank
         self._on = old._on
@@ -605,11 +613,29 @@ def _season(spec: ForecastSpec) -> float | None:
     return float(spec.season) if spec.season is not None else None
 
 
+def linear_buckets_for(model: str, lookback: float, interval: float | None) -> int:
+    """Buckets of a forecast's window. The bank gets one sample per evaluation, so a window of
+    at most MAX_LINEAR_BUCKETS evaluations keeps that many buckets: one sample or none each,
+    and the line is `predict_linear`'s exactly. A longer window quantises its left edge to a
+    bucket whatever the count (the edge bucket is in or out by its samples' mean time); there a
+    least-squares `linear` rule keeps about EVALUATIONS_PER_BUCKET evaluations a bucket, at
+    least MIN_LINEAR_BUCKETS (the edge moves by at most 1/32 of the window): the ring is most
+    of its series' memory. The robust models keep MAX_LINEAR_BUCKETS: Theil's line takes half
+    as many slopes as there are buckets, and `auto` chooses between the two."""
+    if model != "linear" or not interval or interval <= 0:
+        return MAX_LINEAR_BUCKETS
+    evaluations = lookback / interval
+    if evaluations <= MAX_LINEAR_BUCKETS:
+        return MAX_LINEAR_BUCKETS
+    return int(min(MAX_LINEAR_BUCKETS, max(MIN_LINEAR_BUCKETS, math.ceil(evaluations / EVALUATIONS_PER_BUCKET))))
+
+
 def make_detector(forecast: ForecastSpec | None, anomaly: AnomalySpec | None,
-                  history: HistoryFn | None) -> ForecastDetector | AnomalyDetector | None:
-    """The detector a rule's `forecast:` or `anomaly:` block asks for (None: a threshold rule)."""
+                  history: HistoryFn | None, interval: float | None = None) -> ForecastDetector | AnomalyDetector | None:
+    """The detector a rule's `forecast:` or `anomaly:` block asks for (None: a threshold rule).
+    `interval`: how often the rule is evaluated (it sizes a forecast's window buckets)."""
     if forecast is not None:
-        return ForecastDetector(forecast, history)
+        return ForecastDetector(forecast, history, interval)
     if anomaly is not None:
         return AnomalyDetector(anomaly, history)
     return None

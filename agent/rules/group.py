@@ -47,7 +47,7 @@ class RuleGroup:
                 self.slos.append(built)
                 self.rules.extend(built.rules)
             elif r.is_alert:
-                self.rules.append(AlertingRule(r, external_labels, external_url, history))
+                self.rules.append(AlertingRule(r, external_labels, external_url, history, self.interval))
             else:
                 self.rules.append(RecordingRule(r))
         self.last_evaluation: float | None = None
