@@ -16,10 +16,15 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
+# Label pairs sorted by name, as a store label set is (`__name__`, when present, is not a label
+# here: the sample's name says it). Lets a collector hand over a stored series' labels as they
+# are, without a dict per sample.
+LabelPairs = tuple[tuple[str, str], ...]
+
 
 class Sample(NamedTuple):
     name: str
-    labels: dict[str, str]
+    labels: dict[str, str] | LabelPairs
     value: float
 
 
@@ -32,7 +37,7 @@ class Metric:
         self.type = typ  # counter | gauge | histogram | info | untyped
         self.samples: list[Sample] = []
 
-    def add_sample(self, name: str, labels: dict[str, str], value: float) -> None:
+    def add_sample(self, name: str, labels: dict[str, str] | LabelPairs, value: float) -> None:
         self.samples.append(Sample(name, labels, value))
 
 

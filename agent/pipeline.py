@@ -590,6 +590,14 @@ class RuleSeries:
         out.extend(rules.anomaly_series())
         return out
 
+    def alert_samples(self) -> list[Sample]:
+        """ALERTS and ALERTS_FOR_STATE alone."""
+        return list(self.current().alerts_series())
+
+    def computed_count(self) -> int:
+        """How many of `samples()` are not ALERTS or ALERTS_FOR_STATE, counted without them."""
+        return self.current().computed_count()
+
 
 class ProblemFamilies:
     """The problem manager's families (`forewarn_problems{state}`), of whichever manager the

@@ -28,6 +28,9 @@ class Fixed:
         yield CounterMetricFamily("jobs_total", "Jobs done.", value=7)
         m = Metric("app_requests_total", "", "untyped")
         m.add_sample("app_requests_total", {"path": "/"}, 3.5)
+        # a stored label set as it is: sorted pairs with the name among them
+        m.add_sample("app_requests_total", (("__name__", "app_requests_total"), ("code", '5"00'), ("path", "/a\\b\n")),
+                     1.0)
         yield m
 
 
@@ -52,6 +55,7 @@ def test_text_format_round_trips_through_the_reference_parser():
     assert got[("queue_depth", (("queue", "inf"),))] == math.inf
     assert got[("jobs_total", ())] == 7
     assert got[("app_requests_total", (("path", "/"),))] == 3.5
+    assert got[("app_requests_total", (("code", '5"00'), ("path", "/a\\b\n")))] == 1.0
     assert got[("work_seconds_bucket", (("le", "0.1"), ("task", "scan")))] == 1
     assert got[("work_seconds_bucket", (("le", "1.0"), ("task", "scan")))] == 2
     assert got[("work_seconds_bucket", (("le", "+Inf"), ("task", "scan")))] == 3
@@ -65,6 +69,8 @@ def test_openmetrics_parses_strictly():
     fams = {f.name: f for f in parse_openmetrics(body)}
     assert fams["jobs"].type == "counter" and fams["work_seconds"].type == "histogram"
     assert fams["app_requests_total"].type == "unknown"
+    pairs = {tuple(sorted(s.labels.items())): s.value for s in fams["app_requests_total"].samples}
+    assert pairs == {(("path", "/"),): 3.5, (("code", '5"00'), ("path", "/a\\b\n")): 1.0}
 
 
 def test_negotiation():

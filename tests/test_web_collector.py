@@ -33,6 +33,12 @@ class Provider:
     def samples(self):
         return [(make_labels("forewarn_problems", {"state": "open"}), 2.0)]
 
+    def alert_samples(self):
+        return []
+
+    def computed_count(self):
+        return 1
+
 
 def test_collect_exposes_live_series_and_providers():
     now = 10_000.0
@@ -44,7 +50,9 @@ def test_collect_exposes_live_series_and_providers():
     assert set(metrics) == {"node_load1", "custom", "forewarn_problems"}  # not the stale one
     assert (metrics["node_load1"].type, metrics["node_load1"].documentation) == ("gauge", "1m load average.")
     assert (metrics["custom"].type, metrics["custom"].documentation) == ("untyped", "custom")
-    assert metrics["forewarn_problems"].samples[0].labels == {"state": "open"}
+    # the label set goes as it is (the encoders skip `__name__`): no dict per sample
+    sample = metrics["forewarn_problems"].samples[0]
+    assert sample == ("forewarn_problems", make_labels("forewarn_problems", {"state": "open"}), 2.0)
     later = {m.name for m in StoreCollector(store, FAMILIES, lambda: now + LOOKBACK_DELTA, []).collect()}
     assert later == set()  # not written for 5 minutes: no longer exposed
 
@@ -56,11 +64,18 @@ class Detectors:
 
     def __init__(self, watched: int) -> None:
         self.watched = watched
+        self.built = 0  # calls of samples(): the computed series built
 
     def samples(self):
-        alert = [(make_labels("ALERTS", {"alertname": "Odd", "alertstate": "firing"}), 1.0)]
-        return alert + [(make_labels("forewarn_anomaly_score", {"alertname": "Odd", "shard": str(i)}), 0.5)
-                        for i in range(self.watched)]
+        self.built += 1
+        return self.alert_samples() + [(make_labels("forewarn_anomaly_score", {"alertname": "Odd", "shard": str(i)}), 0.5)
+                                       for i in range(self.watched)]
+
+    def alert_samples(self):
+        return [(make_labels("ALERTS", {"alertname": "Odd", "alertstate": "firing"}), 1.0)]
+
+    def computed_count(self):
+        return self.watched
 
 
 def test_self_scrape_keeps_the_computed_series_only_up_to_their_limit(caplog):
@@ -82,8 +97,10 @@ def test_self_scrape_keeps_the_computed_series_only_up_to_their_limit(caplog):
 
     assert scrape.run() == 4 and stored("forewarn_anomaly_score") == 3 and stored("ALERTS") == 1
     detectors.watched, now = 5, now + 15
+    built = detectors.built
     scrape.run()
     assert stored("forewarn_anomaly_score") == 0 and stored("ALERTS") == 1
+    assert detectors.built == built  # over the limit they are not even computed
     assert "number 5, more than the 3" in caplog.text
     exposed_metrics = {m.name: len(m.samples) for m in exposed.collect()}
     assert exposed_metrics["forewarn_anomaly_score"] == 5  # from the provider, never twice from the store

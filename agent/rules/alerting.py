@@ -283,6 +283,11 @@ class AlertingRule(Rule):
             out.append((cached.for_state, float(a.active_at)))
         return out
 
+    def latest_series(self) -> int:
+        """How many series the detector's latest evaluation had (0 for a threshold rule): what
+        `export_labels` would list, counted without building it."""
+        return len(self.detector.latest.keys) if self.detector is not None else 0
+
     def export_labels(self, names: tuple[str, ...]) -> list[ExportedSeries]:
         """For /metrics: per expr output series, its labels under each of `names` (with
         alertname, without the series' own name) and the detector's latest verdict."""

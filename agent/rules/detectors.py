@@ -19,7 +19,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import repeat
 from typing import Any, NamedTuple, overload
@@ -123,6 +123,10 @@ class BreachInfos(Sequence[BreachInfo]):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return BreachInfo(*(float(c[i]) for c in self._columns))
+
+    def __iter__(self) -> Iterator[BreachInfo]:
+        # every series (a /metrics scrape): each column converted once, not each element
+        return (BreachInfo(*row) for row in zip(*(c.tolist() for c in self._columns)))
 
 
 @dataclass

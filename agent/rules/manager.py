@@ -252,6 +252,12 @@ class RuleManager:
             out.extend(r.alerts_series())
         return out
 
+    def computed_count(self) -> int:
+        """How many series `forecast_series` and `anomaly_series` give, counted without
+        building them (O(rules))."""
+        per_series = {"forecast": len(FORECAST_SERIES), "anomaly": len(ANOMALY_SERIES)}
+        return sum(r.latest_series() * per_series.get(r.kind, 0) for r in self.alerting_rules())
+
     def forecast_series(self) -> dict[str, list[LabeledValue]]:
         """`forewarn_forecast_breach_seconds` (+ `_low`, `_high`) and
         `forewarn_forecast_breach_probability` per forecast rule and series (labels include

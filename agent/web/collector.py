@@ -46,12 +46,19 @@ _TYPE_SUFFIXES = {
 
 
 class SampleProvider(Protocol):
-    """Series computed at scrape time rather than stored, with the families they belong to."""
+    """Series computed at scrape time rather than stored, with the families they belong to.
+    `alert_samples` gives the ALERTS and ALERTS_FOR_STATE of `samples` alone, and
+    `computed_count` how many of the others there are, without building them (the store keeps
+    those only up to `COMPUTED_SERIES_LIMIT`)."""
 
     @property
     def families(self) -> FamilyInfo: ...
 
     def samples(self) -> Iterable[tuple[Labels, float]]: ...
+
+    def alert_samples(self) -> Iterable[tuple[Labels, float]]: ...
+
+    def computed_count(self) -> int: ...
 
 
 class ExposedFamily(NamedTuple):
@@ -125,6 +132,7 @@ class StoreCollector:
         if self.metadata is not None:
             families = {**self.metadata(), **self.families}
         hidden = self.hidden_names
+        exposed: dict[str, ExposedFamily] = {}
         with self.store.lock:
             ids = self.store.all_ids()
             if ids.size:
@@ -134,36 +142,38 @@ class StoreCollector:
                     labels = self.store.labels(sid)
                     if hidden and metric_name(labels) in hidden:
                         continue
-                    self._add(out, labels, value, families)
+                    self._add(out, labels, value, families, exposed)
         out.update((m.name, m) for m in self.provided())
         return list(out.values())
 
-    def provided(self, bound: Callable[[list[tuple[Labels, float]]], list[tuple[Labels, float]]] | None = None,
-                 ) -> list[Metric]:
-        """The providers' families alone (the series computed at scrape time); `bound` may
-        leave some of each provider's samples out."""
+    def provided(self) -> list[Metric]:
+        """The providers' families alone (the series computed at scrape time)."""
         out: dict[str, Metric] = {}
         for provider in self.providers:
+            exposed: dict[str, ExposedFamily] = {}
             try:
-                samples = provider.samples()
-                if bound is not None:
-                    samples = bound(list(samples))
-                for labels, value in samples:
-                    self._add(out, labels, value, provider.families)
+                for labels, value in provider.samples():
+                    self._add(out, labels, value, provider.families, exposed)
             except Exception:
                 log.exception("metrics provider %r failed", provider)
         return list(out.values())
 
     @staticmethod
-    def _add(out: dict[str, Metric], labels: Labels, value: float, families: FamilyInfo) -> None:
+    def _add(out: dict[str, Metric], labels: Labels, value: float, families: FamilyInfo,
+             exposed: dict[str, ExposedFamily]) -> None:
+        """Add a sample to its family in `out`; `exposed` caches the family of each sample
+        name over one collection. The label set goes as it is (sorted pairs, `__name__`
+        included): no dict per sample at 100,000 series."""
         name = metric_name(labels)
         if not name:
             return
-        fam = exposed_family(name, families)
+        fam = exposed.get(name)
+        if fam is None:
+            fam = exposed[name] = exposed_family(name, families)
         m = out.get(fam.name)
         if m is None:
             m = out[fam.name] = Metric(fam.name, fam.help or fam.name, fam.type)
-        m.add_sample(name, {k: v for k, v in labels if k != "__name__"}, value)
+        m.add_sample(name, labels, value)
 
 
 class SelfScrape:
@@ -176,7 +186,8 @@ class SelfScrape:
     computed series come from `exposed.provided()`. The names written are hidden from the
     store's side of /metrics (`StoreCollector.hidden_names`), so no family is exposed twice,
     also not a stale copy restored from a snapshot or one a scrape target exposes. The computed
-    series beside ALERTS are written only up to `COMPUTED_SERIES_LIMIT` (`_bound`)."""
+    series beside ALERTS are written only up to `COMPUTED_SERIES_LIMIT` (`_bounded`: over it,
+    they are not even computed)."""
 
     def __init__(self, store: Store, collectors: Callable[[], Iterable[Collector]], exposed: StoreCollector,
                  clock: Callable[[], float]) -> None:
@@ -192,36 +203,38 @@ class SelfScrape:
 
     def samples(self) -> list[tuple[Labels, float]]:
         out: list[tuple[Labels, float]] = []
-        metrics: list[Metric] = []
         for c in self.collectors():
             try:
-                metrics.extend(c.collect())
+                for m in c.collect():
+                    out.extend((make_labels(s.name, s.labels), float(s.value)) for s in m.samples)
             except Exception:
                 log.exception("collector %r failed", c)
-        metrics.extend(self.exposed.provided(self._bound))
-        for m in metrics:
-            out.extend((make_labels(s.name, s.labels), float(s.value)) for s in m.samples)
+        for provider in self.exposed.providers:
+            try:
+                out.extend(self._bounded(provider))
+            except Exception:
+                log.exception("metrics provider %r failed", provider)
         return out
 
-    def _bound(self, samples: list[tuple[Labels, float]]) -> list[tuple[Labels, float]]:
-        """A provider's samples without its computed series when these are over the limit
+    def _bounded(self, provider: SampleProvider) -> Iterable[tuple[Labels, float]]:
+        """A provider's samples, without its computed series when these are over the limit
         (ALERTS and ALERTS_FOR_STATE are always kept, as Prometheus keeps them); the series
-        left out then go stale in the store like those of a target over its sample_limit."""
-        alerts = [s for s in samples if metric_name(s[0]) in ALERT_NAMES]
-        computed = len(samples) - len(alerts)
+        left out then go stale in the store like those of a target over its sample_limit.
+        Over the limit they are not built at all: at 100,000 watched series that is some
+        300,000 samples every scrape interval, for nothing."""
+        computed = provider.computed_count()
         over = computed > self.computed_limit
         if over:
-            self.left_out |= {metric_name(lab) for lab, _ in samples} - ALERT_NAMES
+            self.left_out |= set(provider.families) - ALERT_NAMES
             if not self.over_limit:
                 log.warning("the agent's computed series (forecast breach estimates, anomaly scores) number %d, "
                             "more than the %d it keeps in its store: /metrics shows them, queries do not while "
                             "they are this many", computed, self.computed_limit)
-            samples = alerts
         elif self.over_limit:
             log.info("the agent's computed series number %d again, within the %d kept in its store",
                      computed, self.computed_limit)
         self.over_limit = over
-        return samples
+        return provider.alert_samples() if over else provider.samples()
 
     def run(self) -> int:
         """Write one round; returns the samples written."""

@@ -6,24 +6,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.metrics import Registry, format_value
+from agent.metrics import LabelPairs, Registry, format_value
 
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _escape_label(v: str) -> str:
-    return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    # most values need nothing: three scans are cheaper than three copies
+    if '"' in v or "\\" in v or "\n" in v:
+        return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return v
 
 
 def _escape_help(v: str) -> str:
     return v.replace("\\", r"\\").replace("\n", r"\n")
 
 
-def _labels(labels: dict[str, str]) -> str:
+def _labels(labels: dict[str, str] | LabelPairs) -> str:
+    """`{name="value",...}` sorted by name; pairs come sorted already (`__name__` among them
+    is the sample's name, not a label)."""
     if not labels:
         return ""
-    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items())) + "}"
+    pairs = sorted(labels.items()) if isinstance(labels, dict) else labels
+    text = ",".join([f'{k}="{_escape_label(v)}"' for k, v in pairs if k != "__name__"])
+    return "{" + text + "}" if text else ""
 
 
 def encode_text(registry: Registry) -> bytes:
