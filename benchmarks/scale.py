@@ -16,8 +16,12 @@ that grow and gauges that wander.
 select+evaluate), per sample; `--measure-store` measures the store's bytes per series.
 
 Run when the machine is quiet: the load average is printed with each row.
+`--hold HOURS` runs both systems side by side with the rule load at the largest size for that
+long and prints their RSS over time (Prometheus's head grows for its first hours).
+
 Usage: python benchmarks/scale.py [--sizes 1000,10000,100000] [--modes scrape,rules]
        [--warmup 60] [--seconds 120] [--systems forewarn,prometheus] [--stages] [--measure-store]
+       [--hold HOURS [--every SECONDS]]
 """
 
 from __future__ import annotations
@@ -242,7 +246,18 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         cpu = cpu_seconds(proc.pid) - c0
         wall = time.monotonic() - t0
         rss = rss_mb(proc.pid)
-        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        # what a Prometheus scraping the agent costs it: /metrics holds every live series (the
+        # scraped ones and the rules' outputs); for Prometheus the same is /federate of all
+        t_scrape = time.monotonic()
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=120).text
+        t_scrape = time.monotonic() - t_scrape
+        if system == "prometheus":
+            t_fed = time.monotonic()
+            fed = requests.get(f"http://127.0.0.1:{port}/federate", params={"match[]": '{__name__=~".+"}'}, timeout=120)
+            print(f"  prometheus /federate of every series: {time.monotonic() - t_fed:.2f} s, {len(fed.content) / 1e6:.1f} MB",
+                  flush=True)
+        else:
+            print(f"  forewarn /metrics: {t_scrape:.2f} s, {len(metrics) / 1e6:.1f} MB", flush=True)
         if system == "forewarn":
             parts = {m.group(1): float(m.group(2)) / 2**20 for m in re.finditer(
                 r'^forewarn_memory_bytes\{component="([^"]+)"\} (\S+)$', metrics, re.M)}
@@ -275,6 +290,59 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def hold(n: int, hours: float, every: float, budget: int) -> None:
+    """Both systems side by side with the rule load, scraping one exporter, for `hours`: RSS and
+    CPU share of each every `every` seconds. Prometheus's head grows for its first hours (it
+    cuts a block after about 3 h), where the agent's arrays are sized at start: the default
+    run (3 minutes) sees Prometheus at its smallest. The two share the 2 cores, so read the
+    CPU shares as a comparison, not as each one's cost alone."""
+    port = free_port()
+    exp = subprocess.Popen([sys.executable, __file__, "--exporter", str(n), "--port", str(port)])
+    target = f"127.0.0.1:{port}"
+    procs: dict[str, subprocess.Popen] = {}
+    tmps = []
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/metrics", timeout=120)
+        for system in ("forewarn", "prometheus"):
+            tmp = tempfile.mkdtemp(prefix=f"hold-{system}-")
+            tmps.append(tmp)
+            web = free_port()
+            cmd = (forewarn_files(tmp, target, web, True, budget) if system == "forewarn"
+                   else prometheus_files(tmp, target, web, True))
+            procs[system] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "log"), "wb"))
+            wait_ready(f"http://127.0.0.1:{web}/-/ready")
+        print(f"{n} series, rule load, both systems side by side for {hours:g} h (load average {loadavg()})")
+        print(f"{'minutes':>8} {'forewarn RSS MB':>16} {'prometheus RSS MB':>18} {'forewarn CPU %':>15} "
+              f"{'prometheus CPU %':>17}", flush=True)
+        start = last = time.monotonic()
+        cpu = {s: cpu_seconds(p.pid) for s, p in procs.items()}
+        rss: dict[str, list[float]] = {s: [] for s in procs}
+        while time.monotonic() - start < hours * 3600:
+            time.sleep(every)
+            now = time.monotonic()
+            shares = {}
+            for s, p in procs.items():
+                c = cpu_seconds(p.pid)
+                shares[s] = 100 * (c - cpu[s]) / (now - last)
+                cpu[s] = c
+                rss[s].append(rss_mb(p.pid))
+            last = now
+            print(f"{(now - start) / 60:8.1f} {rss['forewarn'][-1]:16.1f} {rss['prometheus'][-1]:18.1f} "
+                  f"{shares['forewarn']:15.1f} {shares['prometheus']:17.1f}", flush=True)
+        tail = max(1, len(rss["forewarn"]) // 2)
+        f, p = (float(np.mean(rss[s][-tail:])) for s in ("forewarn", "prometheus"))
+        print(f"mean RSS over the second half: forewarn {f:.0f} MB, prometheus {p:.0f} MB ({f / p:.2f}x)")
+    finally:
+        for proc in [*procs.values(), exp]:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- in-process figures ------------------------------------------------------------------------
@@ -354,6 +422,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--budget", type=int, default=4 << 30,
                     help="Forewarn's memory_budget (bytes): large enough for the whole rule load at 100k series")
+    ap.add_argument("--hold", type=float, default=0.0,
+                    help="hours: run both systems side by side with the rule load at the largest size, RSS over time")
+    ap.add_argument("--every", type=float, default=300.0, help="seconds between two --hold rows")
     ap.add_argument("--stages", action="store_true")
     ap.add_argument("--measure-store", action="store_true")
     ap.add_argument("--exporter", type=int, default=0, help=argparse.SUPPRESS)
@@ -369,6 +440,9 @@ def main() -> int:
         return 0
     if args.stages:
         stages(max(sizes))
+        return 0
+    if args.hold:
+        hold(max(sizes), args.hold, args.every, args.budget)
         return 0
     print(f"load average at start: {loadavg()} (2 cores shared; rerun when it is low)")
     rows: list[Row] = []
