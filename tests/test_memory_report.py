@@ -221,3 +221,19 @@ groups:
     assert all(isinstance(d, ForecastDetector) for d in rules.values())
     assert {name: d.bank.buckets.ring for name, d in rules.items()} == {"Short": 33, "Long": 65, "Auto": 65, "Exact": 65}
     assert rules["Short"].bank_row_bytes() < 0.7 * rules["Long"].bank_row_bytes()
+
+
+def test_a_reload_that_changes_the_window_ring_starts_the_forecasts_afresh():
+    """A new group interval that changes the ring's size cannot take the old bank over (its
+    buckets are another width); one that keeps the size does."""
+    from agent.config.decode import Duration
+    from agent.rules.file import ForecastSpec
+
+    spec = ForecastSpec(threshold=1000.0, model="linear", lookback=Duration(3600))
+    old = ForecastDetector(spec, interval=15.0)
+    old.conditions(T0, [(make_labels("queue_depth", {"queue": "a"}), 1.0)])
+    assert not ForecastDetector(spec, interval=60.0).adopt(old, same_spec=True)  # 60 evaluations: 64 buckets
+    finer = ForecastDetector(spec, interval=10.0)  # 360 evaluations: 45 buckets, not 32
+    assert not finer.adopt(old, same_spec=True)
+    same = ForecastDetector(spec, interval=20.0)  # 180 evaluations: 32 buckets, as at 15 s
+    assert same.adopt(old, same_spec=True) and same.bank is old.bank and len(same.bank) == 1
