@@ -3,8 +3,8 @@ generated exporter at 1k, 10k and 100k series, with and without the rule load.
 
 For each (size, mode, system) it prints CPU per ingested sample (CPU seconds of the process
 over the measurement window / samples scraped in it), RSS at the end and at its peak, the rule
-evaluation time (Forewarn: forewarn_task_duration_seconds{task="rules"} mean; Prometheus:
-prometheus_rule_group_last_duration_seconds summed over groups) and the restart time (SIGTERM
+evaluation time (the groups' last evaluation summed: Forewarn's /api/v1/rules evaluationTime,
+Prometheus's prometheus_rule_group_last_duration_seconds) and the restart time (SIGTERM
 to ready again, the snapshot or WAL read back), then the ratios Forewarn / Prometheus.
 
 The rule load: a `rate()` error-ratio alert over the counters and a forecast over every gauge
@@ -267,11 +267,16 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
             if refused:  # the rule load was not fully applied: the figures undercount the models
                 print(f"  WARNING: {refused:.0f} series refused a model (the models' share of --budget is full); "
                       "raise --budget", flush=True)
-            total = metric_sum(metrics, "forewarn_task_duration_seconds_sum", 'task="rules"')
-            count = metric_sum(metrics, "forewarn_task_duration_seconds_count", 'task="rules"')
-            # the rules task runs every second and evaluates the groups due; per evaluation of the group:
-            evals = max(1.0, count * 1.0 / INTERVAL) if rules else 0.0
-            eval_ms = 1000 * total / evals if rules else 0.0
+            eval_ms = 0.0
+            if rules:
+                # the groups' last evaluation, as prometheus_rule_group_last_duration_seconds is
+                groups = requests.get(f"http://127.0.0.1:{port}/api/v1/rules", timeout=60).json()["data"]["groups"]
+                eval_ms = 1000 * sum(float(g["evaluationTime"]) for g in groups)
+                total = metric_sum(metrics, "forewarn_task_duration_seconds_sum", 'task="rules"')
+                count = metric_sum(metrics, "forewarn_task_duration_seconds_count", 'task="rules"')
+                # the rules task runs every second and evaluates the groups due
+                print(f"  forewarn rules task since start (the first, warming evaluations included): "
+                      f"{1000 * total / max(1.0, count / INTERVAL):.1f} ms per evaluation", flush=True)
         else:
             eval_ms = 1000 * metric_sum(metrics, "prometheus_rule_group_last_duration_seconds") if rules else 0.0
         samples = n * wall / INTERVAL
