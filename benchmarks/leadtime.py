@@ -74,9 +74,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from agent.commands import backtest
 from agent.config.decode import parse_duration
 from agent.config.schema import TicketingConfig
-from agent.models.forecast import ForecastBank
+from agent.models.forecast import ForecastBank, window_buckets
 from agent.models.refit import fit_job
-from agent.rules.detectors import linear_buckets_for
 from agent.sources.recording import Recording
 from agent.store import make_labels
 
@@ -309,7 +308,7 @@ def coverage(series: list[Series], model: str, lookback: float, horizon: float, 
         kind_model = (kind_models or {}).get(kind_name, model)
         # the buckets a rule of this model evaluated at the data's step has
         bank = ForecastBank(kind_model, lookback, horizon=horizon,
-                            linear_buckets=linear_buckets_for(kind_model, lookback, STEP))
+                            linear_buckets=window_buckets(kind_model, lookback, STEP))
         keys = list(range(len(group)))
         slots = bank.slots_for(keys)
         t = group[0].t

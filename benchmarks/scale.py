@@ -251,14 +251,8 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         t_scrape = time.monotonic()
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=120).text
         t_scrape = time.monotonic() - t_scrape
-        if system == "prometheus":
-            t_fed = time.monotonic()
-            fed = requests.get(f"http://127.0.0.1:{port}/federate", params={"match[]": '{__name__=~".+"}'}, timeout=120)
-            print(f"  prometheus /federate of every series: {time.monotonic() - t_fed:.2f} s, {len(fed.content) / 1e6:.1f} MB",
-                  flush=True)
-        else:
-            print(f"  forewarn /metrics: {t_scrape:.2f} s, {len(metrics) / 1e6:.1f} MB", flush=True)
         if system == "forewarn":
+            print(f"  forewarn /metrics: {t_scrape:.2f} s, {len(metrics) / 1e6:.1f} MB", flush=True)
             parts = {m.group(1): float(m.group(2)) / 2**20 for m in re.finditer(
                 r'^forewarn_memory_bytes\{component="([^"]+)"\} (\S+)$', metrics, re.M)}
             print("  forewarn memory by component (MB): "
@@ -278,6 +272,10 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
                 print(f"  forewarn rules task since start (the first, warming evaluations included): "
                       f"{1000 * total / max(1.0, count / INTERVAL):.1f} ms per evaluation", flush=True)
         else:
+            t_fed = time.monotonic()
+            fed = requests.get(f"http://127.0.0.1:{port}/federate", params={"match[]": '{__name__=~".+"}'}, timeout=120)
+            print(f"  prometheus /federate of every series: {time.monotonic() - t_fed:.2f} s, {len(fed.content) / 1e6:.1f} MB",
+                  flush=True)
             eval_ms = 1000 * metric_sum(metrics, "prometheus_rule_group_last_duration_seconds") if rules else 0.0
         samples = n * wall / INTERVAL
         # restart: SIGTERM, wait for the exit, start again, wait for ready
@@ -289,12 +287,17 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         restart = time.monotonic() - r0
         return Row(system, n, mode, 1e6 * cpu / samples, rss, peak, eval_ms, restart, loadavg())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after a minute."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def hold(n: int, hours: float, every: float, budget: int) -> None:
@@ -341,11 +344,7 @@ def hold(n: int, hours: float, every: float, budget: int) -> None:
         print(f"mean RSS over the second half: forewarn {f:.0f} MB, prometheus {p:.0f} MB ({f / p:.2f}x)")
     finally:
         for proc in [*procs.values(), exp]:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         for tmp in tmps:
             shutil.rmtree(tmp, ignore_errors=True)
 

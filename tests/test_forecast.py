@@ -11,12 +11,11 @@ import pytest
 
 from agent.models.breach import first_crossing, is_below, normal_cdf
 from agent.models.ets import damped_sum, variance_factor
-from agent.models.forecast import MODELS, ForecastBank
+from agent.models.forecast import MODELS, ForecastBank, window_buckets
 from agent.models.linear import RATE_UNCERTAINTY, line_at, predict_linear
 from agent.models.schedule import RefitJob, RefitResult, spread
 from agent.models.seasonality import DAY, HOUR, detect_period
 from agent.models.slots import SlotTable
-from agent.rules.detectors import linear_buckets_for
 
 T0 = 1_700_000_000.0
 
@@ -76,7 +75,7 @@ def test_a_coarse_window_quantises_only_its_left_edge():
     rng = np.random.default_rng(3)
     t = T0 + np.cumsum(rng.uniform(12, 18, 900))
     v = 5e4 + 2.0 * (t - T0) + 800 * np.sin((t - T0) / 700) + rng.normal(0, 50, len(t))
-    lookback, buckets = 3600.0, linear_buckets_for("linear", 3600.0, 15.0)
+    lookback, buckets = 3600.0, window_buckets("linear", 3600.0, 15.0)
     assert buckets == 32
     width = lookback / buckets
     bank = ForecastBank("linear", lookback=lookback, linear_buckets=buckets)

@@ -27,6 +27,7 @@ the agent outside `agent.models` (never rules, tickets, web, store or promql).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,30 @@ SCREEN_MARGIN = 2.0
 SCREEN_REFRESH = 1 / 16
 _MAX_GAP_STEPS = 100_000
 STATE_VERSION = 1
+# The linear models' window: LINEAR_BUCKETS buckets by default; a least-squares `linear` window
+# of more evaluations than that keeps about EVALUATIONS_PER_BUCKET a bucket, at least
+# MIN_LINEAR_BUCKETS (`window_buckets`).
+LINEAR_BUCKETS = 64
+MIN_LINEAR_BUCKETS = 32
+EVALUATIONS_PER_BUCKET = 8
+
+
+def window_buckets(model: str, lookback: float, interval: float | None) -> int:
+    """Buckets of the window of a `model` forecast evaluated every `interval` seconds. The bank
+    gets one sample per evaluation, so a window of at most LINEAR_BUCKETS evaluations keeps
+    that many buckets: one sample or none each, and the line is `predict_linear`'s exactly. A
+    longer window quantises its left edge to a bucket whatever the count (the edge bucket is
+    in or out by its samples' mean time); there a least-squares `linear` forecast keeps about
+    EVALUATIONS_PER_BUCKET evaluations a bucket, at least MIN_LINEAR_BUCKETS (the edge moves
+    by at most 1/32 of the window): the ring is most of its series' memory. The other models
+    keep LINEAR_BUCKETS: Theil's line takes half as many slopes as there are buckets, and
+    `auto` chooses between the two."""
+    if model != "linear" or not interval or interval <= 0:
+        return LINEAR_BUCKETS
+    evaluations = lookback / interval
+    if evaluations <= LINEAR_BUCKETS:
+        return LINEAR_BUCKETS
+    return int(min(LINEAR_BUCKETS, max(MIN_LINEAR_BUCKETS, math.ceil(evaluations / EVALUATIONS_PER_BUCKET))))
 
 History = Callable[[Hashable, float, float], tuple[np.ndarray, np.ndarray]]
 
@@ -184,7 +209,7 @@ class ForecastBank:
         horizon: float | None = None,
         refit_interval: float = 6 * 3600.0,
         history: float = 8 * 86400.0,
-        linear_buckets: int = 64,
+        linear_buckets: int = LINEAR_BUCKETS,
         season_bins: int = 288,
         min_refit_points: int = 48,
         capacity: int = 16,

@@ -39,7 +39,7 @@ from agent.models.anomaly import (
     warmup_seconds,
 )
 from agent.models.breach import BreachEstimates, default_recovery, latch
-from agent.models.forecast import ForecastBank
+from agent.models.forecast import ForecastBank, window_buckets
 from agent.rules.file import AnomalySpec, ForecastSpec, RuleGroupDef
 from agent.rules.query import HistoryFn, LabeledValue
 from agent.store import Labels, with_pairs
@@ -334,11 +334,6 @@ class Detector(abc.ABC):
         """Free the models of `keys`."""
 
 
-MAX_LINEAR_BUCKETS = 64  # the bank's default: a bucket per 1/64 of the lookback
-MIN_LINEAR_BUCKETS = 32
-EVALUATIONS_PER_BUCKET = 8
-
-
 class ForecastDetector(Detector):
     """Feeds a forecast rule's series into a `ForecastBank` and reads breach predictions.
 
@@ -352,7 +347,7 @@ class ForecastDetector(Detector):
         super().__init__(max(MODEL_FORGET_AFTER, float(spec.lookback)), history)
         self.spec = spec
         self.bank = ForecastBank(spec.model, float(spec.lookback), _season(spec), horizon=float(spec.horizon),
-                                 linear_buckets=linear_buckets_for(spec.model, float(spec.lookback), interval))
+                                 linear_buckets=window_buckets(spec.model, float(spec.lookback), interval))
         self.recovery = (spec.recovery_confidence if spec.recovery_confidence is not None
                          else default_recovery(spec.confidence))
         self._on = np.zeros(self.bank.table.capacity, dtype=bool)  # per slot: active at the last evaluation
@@ -615,23 +610,6 @@ def _back_note(before: AnomalyInfo, now: float) -> Callable[[Callable[[float], s
 
 def _season(spec: ForecastSpec) -> float | None:
     return float(spec.season) if spec.season is not None else None
-
-
-def linear_buckets_for(model: str, lookback: float, interval: float | None) -> int:
-    """Buckets of a forecast's window. The bank gets one sample per evaluation, so a window of
-    at most MAX_LINEAR_BUCKETS evaluations keeps that many buckets: one sample or none each,
-    and the line is `predict_linear`'s exactly. A longer window quantises its left edge to a
-    bucket whatever the count (the edge bucket is in or out by its samples' mean time); there a
-    least-squares `linear` rule keeps about EVALUATIONS_PER_BUCKET evaluations a bucket, at
-    least MIN_LINEAR_BUCKETS (the edge moves by at most 1/32 of the window): the ring is most
-    of its series' memory. The robust models keep MAX_LINEAR_BUCKETS: Theil's line takes half
-    as many slopes as there are buckets, and `auto` chooses between the two."""
-    if model != "linear" or not interval or interval <= 0:
-        return MAX_LINEAR_BUCKETS
-    evaluations = lookback / interval
-    if evaluations <= MAX_LINEAR_BUCKETS:
-        return MAX_LINEAR_BUCKETS
-    return int(min(MAX_LINEAR_BUCKETS, max(MIN_LINEAR_BUCKETS, math.ceil(evaluations / EVALUATIONS_PER_BUCKET))))
 
 
 def make_detector(forecast: ForecastSpec | None, anomaly: AnomalySpec | None,

@@ -140,9 +140,10 @@ class StoreCollector:
                 live = (t > now - LOOKBACK_DELTA) & ~is_stale(v)
                 for sid, value in zip(ids[live].tolist(), v[live].tolist()):
                     labels = self.store.labels(sid)
-                    if hidden and metric_name(labels) in hidden:
+                    name = metric_name(labels)
+                    if name in hidden:
                         continue
-                    self._add(out, labels, value, families, exposed)
+                    self._add(out, name, labels, value, families, exposed)
         out.update((m.name, m) for m in self.provided())
         return list(out.values())
 
@@ -153,18 +154,18 @@ class StoreCollector:
             exposed: dict[str, ExposedFamily] = {}
             try:
                 for labels, value in provider.samples():
-                    self._add(out, labels, value, provider.families, exposed)
+                    self._add(out, metric_name(labels), labels, value, provider.families, exposed)
             except Exception:
                 log.exception("metrics provider %r failed", provider)
         return list(out.values())
 
     @staticmethod
-    def _add(out: dict[str, Metric], labels: Labels, value: float, families: FamilyInfo,
+    def _add(out: dict[str, Metric], name: str, labels: Labels, value: float, families: FamilyInfo,
              exposed: dict[str, ExposedFamily]) -> None:
-        """Add a sample to its family in `out`; `exposed` caches the family of each sample
-        name over one collection. The label set goes as it is (sorted pairs, `__name__`
-        included): no dict per sample at 100,000 series."""
-        name = metric_name(labels)
+        """Add a sample named `name` (its label set's `__name__`) to its family in `out`;
+        `exposed` caches the family of each sample name over one collection. The label set
+        goes as it is (sorted pairs, `__name__` included): no dict per sample at 100,000
+        series."""
         if not name:
             return
         fam = exposed.get(name)
