@@ -350,3 +350,32 @@ def test_the_saved_models_go_to_the_same_rule_only_and_a_damaged_file_is_skipped
     with caplog.at_level("ERROR"):
         assert damaged.load_models(path) == 0
     assert "unreadable" in caplog.text
+
+
+def test_the_verdicts_of_quiet_series_stay_columns_and_an_alert_holds_its_row():
+    """Per series the latest verdicts read the same by index and by iteration (/metrics);
+    only the rows an alert holds are objects, the very ones the alerts carry (a note set on
+    one at the clear reaches the alert)."""
+    t, v = shifted_signal()
+    t, v = t[:320], v[:320]  # both shifted, both open
+    quiet = [make_labels("app_latency_seconds", {"job": "app", "endpoint": f"/q{i}"}) for i in range(30)]
+    keys = KEYS + tuple(quiet)
+    values = np.concatenate([v, np.stack([latency(t, 10 + i) for i in range(30)], axis=1)], axis=1)
+    store, rm = manager(rule_text("1m", "{direction: above, seasonality: none}"))
+    (rule,) = rm.alerting_rules()
+    for i, ti in enumerate(t.tolist()):
+        store.append_samples([(k, float(values[i, j])) for j, k in enumerate(keys)], ti)
+        rm.evaluate_group(rm.groups[0], ti)
+    latest = rule.detector.latest
+    infos = list(latest.infos)
+    assert len(infos) == len(latest.keys) == len(keys)
+    for i, info in enumerate(infos):
+        again = latest.infos[i]
+        assert np.array_equal(list(again.as_template().values()), list(info.as_template().values()), equal_nan=True)
+    firing = {a.labels["endpoint"]: a for a in rule.active_alerts() if a.state == F}
+    assert {"/checkout", "/search"} <= set(firing)
+    objects = latest.infos._held
+    assert len(objects) == sum(bool(x) for x in latest.active) < len(keys)
+    for endpoint, alert in firing.items():
+        row = latest.keys.index(next(k for k in keys if dict(k)["endpoint"] == endpoint))
+        assert latest.infos[row] is alert.anomaly and latest.infos[row] is infos[row]

@@ -101,6 +101,10 @@ class SlotTable:
                 released.append(slot)
         return np.asarray(released, dtype=np.int64)
 
+    def slot(self, key: Hashable) -> int | None:
+        """The slot holding `key`, None if it is not held."""
+        return self._slot_of.get(key)
+
     def key(self, slot: int) -> Hashable | None:
         """The key held in `slot`, None if the slot is free."""
         return self._keys[slot]

@@ -33,6 +33,7 @@ from agent.models.anomaly import (
     DEFAULT_PARAMS,
     AnomalyBank,
     AnomalyParams,
+    AnomalyResult,
     Warmup,
     seasonality_from_spec,
     sensitivity_threshold,
@@ -127,6 +128,48 @@ class BreachInfos(Sequence[BreachInfo]):
     def __iter__(self) -> Iterator[BreachInfo]:
         # every series (a /metrics scrape): each column converted once, not each element
         return (BreachInfo(*row) for row in zip(*(c.tolist() for c in self._columns)))
+
+
+class AnomalyInfos(Sequence[AnomalyInfo]):
+    """An anomaly model's verdicts for every series of an evaluation, kept as the bank's
+    arrays, as `BreachInfos` keeps a forecast's; `held` are the rows whose `AnomalyInfo`
+    already exists (an active alert holds it, or its note was written): those objects are
+    returned as they are, so a note set on one later reaches the alert that holds it."""
+
+    def __init__(self, r: AnomalyResult, held: dict[int, AnomalyInfo]) -> None:
+        self._columns = tuple(np.asarray(a, dtype=np.float64) for a in (
+            r.score, r.expected, r.band_low, r.band_high, r.shifted, r.shift_low, r.shift_high, r.shifted_since,
+            r.warming))
+        self._held = held
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    @staticmethod
+    def _info(score: float, expected: float, low: float, high: float, shifted: float, shift_low: float,
+              shift_high: float, since: float, warming: float) -> AnomalyInfo:
+        return AnomalyInfo(score, expected, low, high, bool(shifted), shift_low, shift_high, since, bool(warming))
+
+    @overload
+    def __getitem__(self, i: int) -> AnomalyInfo: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[AnomalyInfo]: ...
+
+    def __getitem__(self, i: int | slice) -> AnomalyInfo | list[AnomalyInfo]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        held = self._held.get(i)
+        return held if held is not None else self._info(*(float(c[i]) for c in self._columns))
+
+    def __iter__(self) -> Iterator[AnomalyInfo]:
+        # every series (a /metrics scrape): each column converted once, not each element
+        held = self._held
+        for i, row in enumerate(zip(*(c.tolist() for c in self._columns))):
+            info = held.get(i)
+            yield info if info is not None else self._info(*row)
 
 
 @dataclass
@@ -486,12 +529,19 @@ class AnomalyDetector(Detector):
                     self.bank.accept(slots[accepted])
                     held &= ~accepted
         active = by_score | held
-        infos: list[BreachInfo | AnomalyInfo] = []
+        # Only the rows an alert holds, now or until this evaluation, need an AnomalyInfo
+        # object (scores held, notes); the others stay columns (`AnomalyInfos`).
+        rows = active.copy()
+        if self.shown:
+            slot_of = self.bank.table.slot
+            before_slots = [s for s in map(slot_of, self.shown) if s is not None]
+            rows |= np.isin(slots, np.asarray(before_slots, dtype=np.int64))
+        objects: dict[int, AnomalyInfo] = {}
+        verdicts = AnomalyInfos(r, objects)
         shown: dict[Labels, AnomalyInfo] = {}
-        for i, k in enumerate(keys):
-            info = AnomalyInfo(float(r.score[i]), float(r.expected[i]), float(r.band_low[i]), float(r.band_high[i]),
-                               bool(r.shifted[i]), float(r.shift_low[i]), float(r.shift_high[i]),
-                               float(r.shifted_since[i]), bool(r.warming[i]))
+        for i in np.flatnonzero(rows).tolist():
+            k = keys[i]
+            info = verdicts[i]
             before = self.shown.get(k)
             if active[i]:
                 if held[i] and before is not None:
@@ -500,16 +550,16 @@ class AnomalyDetector(Detector):
                 if recovered and info.shifted:
                     info.note = _outside_note(info, after)
                 shown[k] = info
+                objects[i] = info
             elif before is not None:
                 # the alert that holds `before` ends now: say why in its clear
                 if accepted[i]:
                     before.note = _accepted_note(before, after)
                 elif recovered and before.shifted and not info.shifted:
                     before.note = _back_note(before, now)
-            infos.append(info)
         self.shown = shown
         self.warming = self.bank.warmup(slots[r.warming])
-        return Verdicts(keys, active.tolist(), infos)
+        return Verdicts(keys, active.tolist(), verdicts)
 
     def warming_note(self) -> str | None:
         """While every series of the rule's last evaluation is still warming up (the rule
