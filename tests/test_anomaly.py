@@ -20,6 +20,7 @@ from agent.models.anomaly import (
     sensitivity_threshold,
     warmup_seconds,
 )
+from agent.models.anomaly.state import INITIAL_EXP, PROFILE_DTYPE, Profile, read_profile, write_profile
 
 T0 = 1_700_006_400.0  # a Wednesday, 00:00 UTC
 DAY = 86400.0
@@ -425,21 +426,59 @@ def test_snapshot_from_the_previous_version_loads_and_continues(version):
     assert r.score[1] >= MEDIUM
 
 
+def as_version_4(state: dict) -> dict:
+    """A state as version 4 wrote it: the same profiles as float32, without exponents."""
+    old = {k: val for k, val in state.items() if k not in ("daily_exp", "weekly_exp")}
+    for name in ("daily", "weekly"):
+        old[name] = np.ldexp(np.asarray(state[name], dtype=np.float64),
+                             np.asarray(state[f"{name}_exp"], dtype=np.int64)[:, None]).astype(np.float32)
+    old["version"] = 4
+    return old
+
+
 def test_snapshot_of_version_3_loads_with_the_fields_added_since():
     t, v = _noise(1500, 14, step=300.0)
     ref = AnomalyBank()
     ref.replay("k", t[:1000], v[:1000])
     state = ref.state_dict()
-    assert state["version"] == 4
-    old = {k: val for k, val in state.items() if k not in ("sh_in", "sh_dir")}
+    assert state["version"] == 5
+    v4 = as_version_4(state)
+    old = {k: val for k, val in v4.items() if k not in ("sh_in", "sh_dir")}
     old["version"] = 3
     bank = AnomalyBank()
     bank.load_state_dict(old)
     slots = bank.slots_for(["k"])
     assert bank.state_dict()["sh_dir"][0] == 0.0
+    ref = AnomalyBank()
+    ref.load_state_dict(v4)  # the profiles converted alike: only the fields added since differ
     got = [bank.update(slots, t[i], v[i : i + 1]).score[0] for i in range(1000, 1500)]
     want = [ref.update(ref.slots_for(["k"]), t[i], v[i : i + 1]).score[0] for i in range(1000, 1500)]
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)  # the new fields start as in a new series
+
+
+def test_snapshot_of_version_4_keeps_its_float_profiles_to_the_quantum():
+    """Version 4 kept the profiles in float32: read back, each entry is the float it was
+    (to the row's new quantum: 1/32767 of its largest entry), and the scores go on as the
+    never-stopped bank's within what that rounding moves."""
+    t, v = _noise(3000, 15, step=300.0)
+    ref = AnomalyBank()
+    ref.replay("k", t[:2500], v[:2500])
+    v4 = as_version_4(ref.state_dict())
+    rng = np.random.default_rng(3)
+    v4["daily"] = (v4["daily"] * (1 + rng.uniform(-1e-3, 1e-3, v4["daily"].shape))).astype(np.float32)
+    bank = AnomalyBank()
+    bank.load_state_dict(v4)
+    got = bank.state_dict()
+    for name in ("daily", "weekly"):
+        back = np.ldexp(got[name].astype(np.float64), got[f"{name}_exp"].astype(np.int64)[:, None])
+        quantum = np.ldexp(1.0, got[f"{name}_exp"].astype(np.int64))
+        assert np.abs(v4[name]).max() > 0
+        assert np.all(np.abs(back - v4[name]) <= quantum[:, None] / 2)
+        assert np.all(np.abs(v4[name]).max(axis=1) > quantum * 16383)  # the finest quantum that holds the row
+    slots = bank.slots_for(["k"])
+    got_scores = [bank.update(slots, t[i], v[i : i + 1]).score[0] for i in range(2500, 3000)]
+    want = [ref.update(ref.slots_for(["k"]), t[i], v[i : i + 1]).score[0] for i in range(2500, 3000)]
+    np.testing.assert_allclose(got_scores, want, atol=1e-3)
 
 
 # ---------------------------------------------------------------- configuration
@@ -463,3 +502,56 @@ def test_seasonality_modes():
         seasonality_from_spec("3h")
     with pytest.raises(ValueError):
         AnomalyParams(seasonality="hourly")
+
+
+# ---------------------------------------------------------------- profiles in 16 bits
+
+def test_profile_writes_agree_bit_for_bit_between_the_batch_and_single_series_paths():
+    """The batch (`write_profile`) and the single-series (`Profile.write`) rounding agree on
+    every entry and exponent, through rows that must grow coarser (a jump of 10**6) and rows
+    made finer again at phase 0 after their entries shrank."""
+    rng = np.random.default_rng(5)
+    rows, width = 6, 12
+    mat = np.zeros((rows, width), dtype=PROFILE_DTYPE)
+    exps = np.full(rows, INITIAL_EXP, dtype=np.int16)
+    singles = [Profile.zeros(width) for _ in range(rows)]
+    scale = np.array([1e-6, 1.0, 3.0, 1e3, 1e9, 7.0])
+    grew = shrank = False
+    for k in range(4000):
+        t = 1.7e9 + 15.0 * k
+        at = rng.integers(0, width, rows)
+        if k % 500 == 0:
+            at[:] = 0
+        size = scale * (1e6 if 1000 <= k < 1010 else (1e-3 if k >= 2000 else 1.0))
+        x = rng.normal(0, 1, rows) * size
+        before = exps.copy()
+        write_profile(mat, exps, np.arange(rows), at, x, np.full(rows, t))
+        grew |= bool((exps > before).any())
+        shrank |= bool((exps < before).any())
+        for r in range(rows):
+            singles[r].write(int(at[r]), float(x[r]), t)
+    assert grew and shrank
+    for r in range(rows):
+        assert list(singles[r].entries) == mat[r].tolist() and singles[r].exp == exps[r]
+        assert singles[r][3] == read_profile(mat, exps, np.array([r]), np.array([3]))[0]
+
+
+def test_small_profile_steps_are_not_lost_to_rounding():
+    """An entry that moves by a small share of its residual each sample (0.5 %, under a
+    quantum a step) follows the float64 average it stands for, where rounding to the
+    nearest quantum would stay put: the rounding is unbiased."""
+    mat = np.zeros((1, 2), dtype=PROFILE_DTYPE)
+    exps = np.full(1, INITIAL_EXP, dtype=np.int16)
+    one = np.array([0])
+    write_profile(mat, exps, one, np.array([1]), np.array([1000.0]), np.array([0.0]))  # the row's scale
+    q = float(np.ldexp(1.0, int(exps[0])))
+    exact = 0.0
+    for k in range(3000):
+        target = 5.0 * q
+        exact += 0.005 * (target - exact)
+        now = read_profile(mat, exps, one, np.array([0]))[0]
+        write_profile(mat, exps, one, np.array([0]), np.array([now + 0.005 * (target - now)]), np.array([15.0 * k]))
+    got = read_profile(mat, exps, one, np.array([0]))[0]
+    assert abs(exact - target) < 0.01 * q  # the float average has reached the target
+    assert abs(got - exact) <= 1.5 * q  # and so has the 16-bit entry, to a quantum or so
+    assert got != 0.0

@@ -100,12 +100,12 @@ def test_a_rule_over_series_with_history_gives_its_models_one_row_each(tmp_path)
     assert forecast.bank.table.capacity == anomaly.bank.state.capacity == n
 
 
-def test_anomaly_profiles_cost_four_bytes_a_phase():
+def test_anomaly_profiles_cost_two_bytes_a_phase():
     bank = AnomalyBank(capacity=1000)
     s = bank.state
-    per_series = (s.daily.nbytes + s.weekly.nbytes) / s.capacity
-    assert per_series == 4 * (s.daily.shape[1] + s.weekly.shape[1])
-    assert bank.memory_bytes() / s.capacity < 3 * 1024  # 39 numbers, 624 phases, 10 rarity bins
+    per_series = (s.daily.nbytes + s.weekly.nbytes + s.daily_exp.nbytes + s.weekly_exp.nbytes) / s.capacity
+    assert per_series == 2 * (s.daily.shape[1] + s.weekly.shape[1]) + 4  # and a power of two per profile
+    assert bank.memory_bytes() / s.capacity < 2 * 1024  # 39 numbers, 624 phases, 10 rarity bins
 
 
 def test_with_pairs_builds_the_canonical_label_set_and_shares_the_pairs():

@@ -6,7 +6,7 @@ second warm-up, no cold baselines) whatever the rule's expression.
 Why a saved state rather than a replay of the stored history at start: the state is exact
 (a replay only approximates it: the store keeps raw samples for `raw_retention`, then 5-minute
 means, while the model saw one value per evaluation), it costs O(series) to read
-instead of O(history) to replay (about 5 KiB per series), and it serves any
+instead of O(history) to replay (about 2 KiB per series), and it serves any
 expression, where the store only holds the history of stored series. The replay remains
 for series the file does not know (`AnomalyDetector`: a new rule over existing series, a
 lost file).

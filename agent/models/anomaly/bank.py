@@ -11,7 +11,7 @@ table and this package's modules; never the rule layer, tickets, web or statsmod
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, MutableSequence, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +19,26 @@ import numpy as np
 
 from agent.models.anomaly.maths import SIGMA_PER_MAD, NumpyOps, ScalarOps, scalar_step, step
 from agent.models.anomaly.params import DAY, DEFAULT_PARAMS, WEEK, AnomalyParams
-from agent.models.anomaly.state import FIELDS, INITIAL, BankState, Layout, SeriesState, new_series, profile
+from agent.models.anomaly.state import (
+    FIELDS,
+    INITIAL,
+    INITIAL_EXP,
+    QUANTA,
+    BankState,
+    Layout,
+    Profile,
+    SeriesState,
+    exponent_for,
+    new_series,
+    read_profile,
+    write_profile,
+)
 from agent.models.slots import SlotTable
 
 # 4: which way a shift went (sh_dir) and the share of recent samples back in its band (sh_in)
-# added. Versions 1 and 2 (the previous detector) and 3 are read and upgraded.
-STATE_VERSION = 4
+# added. 5: the profiles in 16 bits with a power of two per row (``daily_exp``,
+# ``weekly_exp``). Versions 1 and 2 (the previous detector), 3 and 4 are read and upgraded.
+STATE_VERSION = 5
 
 
 @dataclass
@@ -151,12 +165,11 @@ class AnomalyBank:
         if ok.any():
             rows, d_at, w_at = slots[ok], bd[ok], bw[ok]
             st = s.take(rows)
-            # the profiles are stored in float32; the step computes in float64 like the scalar path
             out = step(self.params, NumpyOps(s.hist, rows), st, values[ok], ts[ok],
-                       s.daily[rows, d_at].astype(np.float64), s.weekly[rows, w_at].astype(np.float64))
+                       read_profile(s.daily, s.daily_exp, rows, d_at), read_profile(s.weekly, s.weekly_exp, rows, w_at))
             s.put(rows, st)
-            s.daily[rows, d_at] = out.daily
-            s.weekly[rows, w_at] = out.weekly
+            write_profile(s.daily, s.daily_exp, rows, d_at, out.daily, ts[ok])
+            write_profile(s.weekly, s.weekly_exp, rows, w_at, out.weekly, ts[ok])
             score[ok], expected[ok], half[ok], warming[ok] = out.score, out.expected, out.half, ~out.warm
         if not ok.all():
             gap = ~ok
@@ -167,8 +180,8 @@ class AnomalyBank:
     def _season(self, slots: np.ndarray, bd: np.ndarray, bw: np.ndarray) -> np.ndarray:
         """The seasonal offset in use for slots at the phases (bd, bw)."""
         s = self.state
-        return np.where(s.series.sw[slots] > 0, s.weekly[slots, bw],
-                        np.where(s.series.sd[slots] > 0, s.daily[slots, bd], 0.0))
+        return np.where(s.series.sw[slots] > 0, read_profile(s.weekly, s.weekly_exp, slots, bw),
+                        np.where(s.series.sd[slots] > 0, read_profile(s.daily, s.daily_exp, slots, bd), 0.0))
 
     def _baseline(self, slots: np.ndarray, bd: np.ndarray, bw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c = self.state.series
@@ -238,11 +251,12 @@ class AnomalyBank:
         slot = int(self.slots_for([key])[0])
         s = self.state
         st = s.row(slot)
-        daily, weekly, hist = profile(s.daily[slot].tolist()), profile(s.weekly[slot].tolist()), s.hist[slot].tolist()
+        daily, weekly, hist = s.daily_row(slot), s.weekly_row(slot), s.hist[slot].tolist()
         out = run_series(self.params, st, daily, weekly, hist, np.asarray(t, dtype=np.float64),
                          np.asarray(values, dtype=np.float64))
         s.put_row(slot, st)
-        s.daily[slot], s.weekly[slot], s.hist[slot] = daily, weekly, hist
+        s.put_profiles(slot, daily, weekly)
+        s.hist[slot] = hist
         return out
 
     # ---------------------------------------------------------------- persistence
@@ -261,6 +275,7 @@ class AnomalyBank:
         for name in FIELDS:
             out[name] = getattr(taken, name)
         out["daily"], out["weekly"], out["hist"] = s.daily[rows], s.weekly[rows], s.hist[rows]
+        out["daily_exp"], out["weekly_exp"] = s.daily_exp[rows], s.weekly_exp[rows]
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -282,11 +297,28 @@ class AnomalyBank:
             for name, col in cols.items():
                 getattr(loaded, name)[:] = col
             fresh.put(rows, loaded)
-            for target, name in ((fresh.daily, "daily"), (fresh.weekly, "weekly"), (fresh.hist, "hist")):
-                mat = np.asarray(state.get(name, []), dtype=np.float64)
-                if mat.ndim == 2 and mat.shape == (m, target.shape[1]):
+            mat = np.asarray(state.get("hist", []), dtype=np.float64)
+            if mat.ndim == 2 and mat.shape == (m, fresh.hist.shape[1]):
+                fresh.hist[:m] = mat
+            for target, exps, name in ((fresh.daily, fresh.daily_exp, "daily"), (fresh.weekly, fresh.weekly_exp, "weekly")):
+                mat = np.asarray(state.get(name, []))
+                if mat.ndim != 2 or mat.shape != (m, target.shape[1]):
+                    continue
+                if version >= 5:
                     target[:m] = mat
+                    exps[:m] = np.asarray(state[f"{name}_exp"]).reshape(m)
+                else:
+                    target[:m], exps[:m] = quantise_rows(mat.astype(np.float64))
         self.table, self.state = table, fresh
+
+
+def quantise_rows(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float profile rows (a version 3 or 4 snapshot) as 16-bit entries and the exponent of
+    each row, rounded to the nearest quantum."""
+    largest = np.max(np.abs(np.nan_to_num(mat)), axis=1, initial=0.0)
+    exps = np.where(largest > 0, exponent_for(largest), INITIAL_EXP)
+    q = np.floor(np.ldexp(np.nan_to_num(mat), -exps[:, None]) + 0.5)
+    return np.clip(q, -QUANTA, QUANTA).astype(np.int16), exps.astype(np.int16)
 
 
 def tuplify(x: Any) -> Any:
@@ -344,8 +376,7 @@ def upgrade_v2(old: dict[str, Any], p: AnomalyParams) -> dict[str, Any]:
     return new
 
 
-def run_series(p: AnomalyParams, st: SeriesState[float], daily: MutableSequence[float],
-               weekly: MutableSequence[float], hist: list[float],
+def run_series(p: AnomalyParams, st: SeriesState[float], daily: Profile, weekly: Profile, hist: list[float],
                t: np.ndarray, values: np.ndarray) -> AnomalyResult:
     """The single-series loop over Python floats: ``st`` and the profile lists are
     updated in place."""
@@ -369,7 +400,8 @@ def run_series(p: AnomalyParams, st: SeriesState[float], daily: MutableSequence[
             out_warm[i] = not bool(is_warm(p, st.n, st.obs, st.dt_typ))
         else:
             r = one_step(p, ops, st, x, tl[i], daily[di], weekly[wi])
-            daily[di], weekly[wi] = r.daily, r.weekly
+            daily.write(di, r.daily, tl[i])
+            weekly.write(wi, r.weekly, tl[i])
             out_s[i], out_e[i], out_h[i] = r.score, r.expected, r.half
             out_warm[i] = not r.warm
         if st.shifted:
@@ -390,5 +422,5 @@ def score_series(t: np.ndarray, values: np.ndarray, params: AnomalyParams = DEFA
     slot, using Python floats (the same step). ``t`` in Unix seconds, ascending (a clock
     going back counts as no time passing)."""
     lay = Layout.of(params)
-    return run_series(params, new_series(), profile([0.0] * lay.daily_buckets), profile([0.0] * lay.weekly_buckets),
+    return run_series(params, new_series(), Profile.zeros(lay.daily_buckets), Profile.zeros(lay.weekly_buckets),
                       [0.0] * lay.rarity_bins, np.asarray(t, dtype=np.float64), np.asarray(values, dtype=np.float64))

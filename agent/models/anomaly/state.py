@@ -21,7 +21,7 @@ import math
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -97,11 +97,108 @@ def arrays(capacity: int) -> SeriesState[np.ndarray]:
 Rows = np.ndarray | slice  # which slots: an int64 array of slots, or a range
 
 # The seasonal profiles are most of a series' state (624 phases against 39 numbers). They
-# hold offsets from the slow level, so float32's 7 significant digits are relative to the
-# seasonal swing, not to the value: ample, and half the memory. The single-series path
-# stores them in float32 too (`array("f")`), so both paths round alike.
-PROFILE_DTYPE = np.float32
-PROFILE_TYPECODE = "f"
+# hold offsets from the slow level, bounded by the clip on what one sample teaches, so a
+# row needs precision relative to its own largest entry only: 16-bit integers times a
+# power of two per row (`exp`), a quarter of float64's memory. An entry moves by a small
+# share of the new residual each sample (under 1 % at 15 s); rounding such a step to the
+# nearest quantum would lose every step under half a quantum, so each write rounds down
+# after adding a dither in [0, 1) taken from the sample's time: the rounding is unbiased
+# and the same in the batch and the single-series paths (they must agree to the bit).
+PROFILE_DTYPE = np.int16
+PROFILE_TYPECODE = "h"
+QUANTA = 32767  # the largest |entry| in quanta
+RENORMALISE_BELOW = 8192  # a row whose largest |entry| fell under this gains precision back at its phase 0
+INITIAL_EXP = -64  # a zero row's quantum: the first real offset raises it to what it needs
+_GOLDEN = 0.6180339887498949
+
+
+def dither(t: Any) -> Any:
+    """The rounding offset of a profile write at time `t` (Unix seconds), in [0, 1):
+    equidistributed over successive samples."""
+    return np.mod(np.asarray(t, dtype=np.float64) * _GOLDEN, 1.0) if isinstance(t, np.ndarray) else (t * _GOLDEN) % 1.0
+
+
+def exponent_for(magnitude: Any) -> Any:
+    """The smallest power of two `e` with magnitude <= QUANTA * 2**e (for magnitude > 0)."""
+    _, e = np.frexp(np.asarray(magnitude, dtype=np.float64) / QUANTA)
+    return e
+
+
+def write_profile(mat: np.ndarray, exps: np.ndarray, rows: np.ndarray, at: np.ndarray, x: np.ndarray,
+                  t: np.ndarray) -> None:
+    """Store offsets `x` in `mat[rows, at]` (rows distinct), quantised to each row's
+    `exps`; a row whose quantum is too fine for its new entry is re-quantised coarser first,
+    and a row written at its phase 0 whose entries all became small is made finer (exactly:
+    a shift left). A non-finite `x` leaves its entry as it was."""
+    ok = np.isfinite(x)
+    if not ok.all():
+        rows, at, x, t = rows[ok], at[ok], x[ok], t[ok]
+    e = exps[rows].astype(np.int64)
+    over = np.abs(x) > np.ldexp(float(QUANTA), e)
+    if over.any():
+        r, grow = rows[over], exponent_for(np.abs(x[over]))
+        mat[r] = np.floor(np.ldexp(mat[r].astype(np.float64), (e[over] - grow)[:, None]) + 0.5)
+        exps[r] = grow
+        e[over] = grow
+    q = np.floor(np.ldexp(x, -e) + dither(t))
+    mat[rows, at] = np.clip(q, -QUANTA, QUANTA)
+    first = at == 0
+    if first.any():
+        r = rows[first]
+        largest = np.abs(mat[r].astype(np.int64)).max(axis=1)
+        shrunk = (largest > 0) & (largest < RENORMALISE_BELOW)
+        if shrunk.any():
+            r, largest = r[shrunk], largest[shrunk]
+            k = np.frexp((QUANTA // 2) / largest)[1] - 1  # floor(log2(...)), exactly
+            mat[r] = mat[r] << k[:, None].astype(mat.dtype)
+            exps[r] = exps[r] - k
+
+
+def read_profile(mat: np.ndarray, exps: np.ndarray, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The offsets at `mat[rows, at]`, as float64."""
+    return np.ldexp(mat[rows, at].astype(np.float64), exps[rows].astype(np.int64))
+
+
+class Profile:
+    """One series' profile for the single-series path: the same 16-bit entries and
+    exponent as a bank row, read and written with the same rounding (`write_profile`)."""
+
+    __slots__ = ("entries", "exp", "_limit")
+
+    def __init__(self, entries: Iterable[int], exp: int = INITIAL_EXP) -> None:
+        self.entries = array(PROFILE_TYPECODE, entries)
+        self.exp = int(exp)
+        self._limit = math.ldexp(QUANTA, self.exp)  # the largest |offset| the exponent holds
+
+    @classmethod
+    def zeros(cls, n: int) -> Profile:
+        return cls([0] * n)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> float:
+        return math.ldexp(self.entries[i], self.exp)
+
+    def write(self, i: int, x: float, t: float) -> None:
+        """`write_profile` for entry `i` of this row, in Python floats."""
+        if not -self._limit <= x <= self._limit:  # (NaN too)
+            if not math.isfinite(x):
+                return
+            need = math.frexp(abs(x) / QUANTA)[1]
+            shift = self.exp - need
+            self.entries = array(PROFILE_TYPECODE, (math.floor(math.ldexp(q, shift) + 0.5) for q in self.entries))
+            self.exp = need
+            self._limit = math.ldexp(QUANTA, need)
+        q = math.floor(math.ldexp(x, -self.exp) + (t * _GOLDEN) % 1.0)
+        self.entries[i] = min(max(q, -QUANTA), QUANTA)
+        if i == 0:
+            largest = max(map(abs, self.entries))
+            if 0 < largest < RENORMALISE_BELOW:
+                k = math.frexp((QUANTA // 2) / largest)[1] - 1
+                self.entries = array(PROFILE_TYPECODE, (q << k for q in self.entries))
+                self.exp -= k
+                self._limit = math.ldexp(QUANTA, self.exp)
 
 
 @dataclass(frozen=True)
@@ -125,12 +222,15 @@ class BankState:
     daily: np.ndarray  # (capacity, daily_buckets), PROFILE_DTYPE: offset from the slow level per phase of the day
     weekly: np.ndarray  # (capacity, weekly_buckets), PROFILE_DTYPE: the same per phase of the week
     hist: np.ndarray  # (capacity, rarity_bins): where the smoothed value has been lately
+    daily_exp: np.ndarray  # (capacity,) int16: a daily entry is worth entry * 2**daily_exp
+    weekly_exp: np.ndarray  # (capacity,) int16: the same for the weekly profile
 
     @classmethod
     def empty(cls, capacity: int, layout: Layout) -> BankState:
         return cls(arrays(capacity), np.zeros((capacity, layout.daily_buckets), dtype=PROFILE_DTYPE),
                    np.zeros((capacity, layout.weekly_buckets), dtype=PROFILE_DTYPE),
-                   np.zeros((capacity, layout.rarity_bins)))
+                   np.zeros((capacity, layout.rarity_bins)), np.full(capacity, INITIAL_EXP, dtype=np.int16),
+                   np.full(capacity, INITIAL_EXP, dtype=np.int16))
 
     @property
     def capacity(self) -> int:
@@ -146,15 +246,18 @@ class BankState:
         old = slice(0, self.capacity)
         out.put(old, self.series)
         out.daily[old], out.weekly[old], out.hist[old] = self.daily, self.weekly, self.hist
+        out.daily_exp[old], out.weekly_exp[old] = self.daily_exp, self.weekly_exp
         return out
 
     def reset(self, rows: Rows) -> None:
         """Rows back to a new series' state."""
         for name in FIELDS:
             getattr(self.series, name)[rows] = getattr(INITIAL, name)
-        self.daily[rows] = 0.0
-        self.weekly[rows] = 0.0
+        self.daily[rows] = 0
+        self.weekly[rows] = 0
         self.hist[rows] = 0.0
+        self.daily_exp[rows] = INITIAL_EXP
+        self.weekly_exp[rows] = INITIAL_EXP
 
     def take(self, rows: Rows) -> SeriesState[np.ndarray]:
         """The numbers of `rows` (copies)."""
@@ -176,9 +279,14 @@ class BankState:
     def memory_bytes(self) -> int:
         """Bytes of every row, used or free."""
         return sum(getattr(self.series, name).nbytes for name in FIELDS) + self.daily.nbytes + self.weekly.nbytes + \
-            self.hist.nbytes
+            self.hist.nbytes + self.daily_exp.nbytes + self.weekly_exp.nbytes
 
+    def daily_row(self, slot: int) -> Profile:
+        return Profile(self.daily[slot].tolist(), int(self.daily_exp[slot]))
 
-def profile(values: Iterable[float]) -> array[float]:
-    """A profile row for the single-series path, rounded to `PROFILE_DTYPE` as the bank's is."""
-    return array(PROFILE_TYPECODE, values)
+    def weekly_row(self, slot: int) -> Profile:
+        return Profile(self.weekly[slot].tolist(), int(self.weekly_exp[slot]))
+
+    def put_profiles(self, slot: int, daily: Profile, weekly: Profile) -> None:
+        self.daily[slot], self.daily_exp[slot] = daily.entries, daily.exp
+        self.weekly[slot], self.weekly_exp[slot] = weekly.entries, weekly.exp
