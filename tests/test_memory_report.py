@@ -13,7 +13,9 @@ from agent.clock import SimulatedClock
 from agent.config.schema import load_config
 from agent.daemon import Agent
 from agent.models.anomaly import AnomalyBank
+from agent.pipeline import load_groups
 from agent.rules.detectors import AnomalyDetector, ForecastDetector
+from agent.rules.manager import RuleOptions, build_rule_manager
 from agent.rules.query import without_name
 from agent.store import make_labels, with_pairs
 from agent.store.sizing import MODEL_SHARE, MemoryBudget, model_memory_bytes
@@ -237,3 +239,23 @@ def test_a_reload_that_changes_the_window_ring_starts_the_forecasts_afresh():
     assert not finer.adopt(old, same_spec=True)
     same = ForecastDetector(spec, interval=20.0)  # 180 evaluations: 32 buckets, as at 15 s
     assert same.adopt(old, same_spec=True) and same.bank is old.bank and len(same.bank) == 1
+
+
+def test_the_daemon_keeps_no_copy_of_a_rules_last_output(tmp_path):
+    """`Rule.last_samples` (what a backtest charts) is a tuple and a float per series of
+    every rule: the daemon's rules leave it empty, a rule manager built for a backtest or
+    `forewarn test` (default options) keeps it."""
+    (tmp_path / "rules.yml").write_text(RULES)
+    (tmp_path / "forewarn.yml").write_text(CONFIG.format(state=tmp_path / "state", rules=tmp_path / "rules.yml"))
+    cfg = load_config(str(tmp_path / "forewarn.yml"))
+    agent = Agent(cfg, clock=SimulatedClock(T0))
+    labels = [make_labels("queue_depth", {"job": "q", "queue": f"q{i}"}) for i in range(20)]
+    agent.store.append_samples([(lab, float(i)) for i, lab in enumerate(labels)], T0)
+    agent.clock.set(T0)
+    agent.pipeline.evaluate(T0)
+    rules = agent.pipeline.rules.alerting_rules()
+    assert rules and all(len(r.detector.latest.keys) == 20 for r in rules)
+    assert all(r.last_samples == [] for r in rules)
+    kept = build_rule_manager(load_groups(cfg), agent.store, SimulatedClock(T0), RuleOptions())
+    kept.evaluate_group(kept.groups[0], T0)
+    assert all(len(r.last_samples) == 20 for r in kept.alerting_rules())

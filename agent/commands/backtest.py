@@ -279,7 +279,8 @@ def rule_options(interval: float, step: float | None) -> RuleOptions:
     cfg = Config()
     cfg.global_.evaluation_interval = Duration(interval)
     cfg.global_.external_labels = {"host": ""}
-    return dataclasses.replace(RuleOptions.from_config(cfg), interval=step, query_timeout=None)
+    return dataclasses.replace(RuleOptions.from_config(cfg), interval=step, query_timeout=None,
+                               keep_samples=True)  # what the traces chart
 
 
 def run_backtest(groups: list[RuleGroupDef], recording: Recording, *, start: float | None = None,

@@ -60,7 +60,10 @@ class RuleOptions:
     interval, ignoring theirs (promtool's semantics, and `forewarn backtest --step`).
     `query_timeout`: the longest one rule's query may run before the rule fails with a
     timeout and the others go on (None: no limit, for deterministic replays). `model_budget`:
-    the memory the forecast and anomaly models may hold together (None: no limit)."""
+    the memory the forecast and anomaly models may hold together (None: no limit).
+    `keep_samples`: each rule keeps its expression's last output (`Rule.last_samples`, what a
+    backtest charts); the daemon, which reads it nowhere, does not (a tuple and a float per
+    series of every rule, between two evaluations)."""
 
     default_interval: float = 15.0
     external_labels: dict[str, str] = field(default_factory=dict)
@@ -69,12 +72,14 @@ class RuleOptions:
     interval: float | None = None
     query_timeout: float | None = None
     model_budget: ModelBudget | None = None
+    keep_samples: bool = True
 
     @classmethod
     def from_config(cls, cfg: Config) -> RuleOptions:
         """The daemon's options for `cfg`."""
         return cls(default_interval=float(cfg.global_.evaluation_interval), external_labels=cfg.external_labels(),
-                   external_url=cfg.web.external_url, query_timeout=float(cfg.global_.rule_query_timeout))
+                   external_url=cfg.web.external_url, query_timeout=float(cfg.global_.rule_query_timeout),
+                   keep_samples=False)
 
 
 class RuleManager:
@@ -96,6 +101,9 @@ class RuleManager:
         history = store_history(store) if store is not None else None
         self.groups = [RuleGroup(g, options.default_interval, options.external_labels, options.external_url, history,
                                  interval=options.interval) for g in groups]
+        for group in self.groups:
+            for rule in group.rules:
+                rule.keep_samples = options.keep_samples
         if options.model_budget is not None:
             for rule, detector in self.model_detectors():
                 detector.attach(options.model_budget, rule.name)

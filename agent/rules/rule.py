@@ -107,6 +107,7 @@ class Rule:
         # The expression's output at the last evaluation (empty after a failed query): what a
         # backtest charts and judges; one list per rule, replaced each time.
         self.last_samples: list[LabeledValue] = []
+        self.keep_samples = True  # False: last_samples stays empty (the daemon's RuleOptions)
         self.evaluation_seconds = 0.0
 
     @property
@@ -126,8 +127,10 @@ class Rule:
         QueryStillRunningError."""
         self.last_samples = []
         try:
-            self.last_samples = to_samples(query(self.expr if self.expr is not None else self.query_text, now))
-            return self.last_samples
+            samples = to_samples(query(self.expr if self.expr is not None else self.query_text, now))
+            if self.keep_samples:
+                self.last_samples = samples
+            return samples
         except QueryTimedOut as e:
             raise QueryTimeoutError(e.timeout) from None
         except QueryStillRunning:
