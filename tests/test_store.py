@@ -167,6 +167,32 @@ def test_expiry_removes_series_from_the_index():
     assert store.raw(again)[0].size == 0 and again in store.postings("i", "4").tolist()
 
 
+def test_postings_of_a_label_one_series_holds_go_from_one_id_to_many_and_back():
+    """A value unique to its series (a shard, a pod) keeps its one id without an array; a
+    second series turns it into a list, expiry back; regex matching mixes both kinds."""
+    store = Store(raw_capacity=4, stale_after=60)
+    a = make_labels("m", {"shard": "s1", "job": "j"})
+    b = make_labels("m", {"shard": "s1", "job": "j", "pod": "p"})
+    c = make_labels("m", {"shard": "s2", "job": "j"})
+    ida = store.series_id(a)
+    assert store.postings("shard", "s1").tolist() == [ida]
+    assert isinstance(store._index["shard"]["s1"].ids, int)  # no array for one series
+    idb, idc = store.series_id(b), store.series_id(c)
+    assert sorted(store.postings("shard", "s1").tolist()) == sorted([ida, idb])
+    got = store.postings("shard", "s1")
+    got[:] = -1  # a copy: the store's postings are not touched
+    assert sorted(store.postings("shard", "s1").tolist()) == sorted([ida, idb])
+    assert sorted(store.matching_postings("shard", lambda v: v.startswith("s")).tolist()) == sorted([ida, idb, idc])
+    assert store.matching_postings("shard", lambda v: v == "s2").tolist() == [idc]
+    assert store.matching_postings("shard", lambda v: False).size == 0
+    store.append(np.array([ida, idc]), 1000.0, np.array([1.0, 2.0]))
+    store.append(np.array([idb]), 900.0, np.array([3.0]))
+    assert store.expire(1000.0 + 30) == 1  # b: older than stale_after
+    assert store.postings("shard", "s1").tolist() == [ida]
+    assert isinstance(store._index["shard"]["s1"].ids, int)
+    assert store.postings("pod", "p").size == 0 and "p" not in store.label_values("pod")
+
+
 def test_restore_of_the_golden_version_2_snapshot(tmp_path):
     golden = __file__.replace("test_store.py", "golden/statedir_v1/store.snapshot")
     copy = tmp_path / "store.snapshot"  # a failed load moves the file aside: never the golden one

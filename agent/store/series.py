@@ -98,13 +98,26 @@ class StoreStats:
 
 class _Postings:
     """One (name, value) pair of the index: the canonical pair object every label set holding
-    it shares, and the ids holding it."""
+    it shares, and the ids holding it: an int while one series does (a label unique to its
+    series, such as a shard or a pod name, is common, and an array costs 100 bytes more), an
+    `array('q')` from the second on."""
 
     __slots__ = ("ids", "pair")
 
-    def __init__(self, pair: tuple[str, str]) -> None:
+    def __init__(self, pair: tuple[str, str], sid: int) -> None:
         self.pair = pair
-        self.ids = array("q")
+        self.ids: int | array[int] = sid
+
+    def add(self, sid: int) -> None:
+        if isinstance(self.ids, int):
+            self.ids = array("q", (self.ids, sid))
+        else:
+            self.ids.append(sid)
+
+    def as_array(self) -> np.ndarray:
+        """The ids (int64; a view of the array: copy before the postings change)."""
+        ids = self.ids
+        return np.array([ids], dtype=np.int64) if isinstance(ids, int) else np.frombuffer(ids, dtype=np.int64)
 
 
 def read_rss_bytes() -> int:
@@ -276,8 +289,9 @@ class Store:
                 vals = index[sys.intern(k)] = {}
             p = vals.get(v)
             if p is None:
-                p = vals[v] = _Postings((sys.intern(k), v))
-            p.ids.append(sid)
+                p = vals[v] = _Postings((sys.intern(k), v), sid)
+            else:
+                p.add(sid)
             out.append(p.pair)
         return tuple(out)
 
@@ -324,7 +338,7 @@ class Store:
         """Ids of the series with label `name` = `value` (a copy; empty if none)."""
         with self.lock:
             p = self._index.get(name, {}).get(value)
-            return np.array(p.ids, dtype=np.int64) if p is not None else np.zeros(0, dtype=np.int64)
+            return p.as_array().copy() if p is not None else np.zeros(0, dtype=np.int64)
 
     def label_values(self, name: str) -> list[str]:
         """Every value of label `name` in the index."""
@@ -333,10 +347,19 @@ class Store:
     def matching_postings(self, name: str, pred: Callable[[str], bool]) -> np.ndarray:
         """Ids of the series whose label `name` has a value passing `pred` (unsorted)."""
         with self.lock:
-            parts = [p.ids for v, p in self._index.get(name, {}).items() if pred(v)]
+            single: list[int] = []
+            parts = []
+            for v, p in self._index.get(name, {}).items():
+                if pred(v):
+                    if isinstance(p.ids, int):
+                        single.append(p.ids)
+                    else:
+                        parts.append(np.frombuffer(p.ids, dtype=np.int64))
+            if single:
+                parts.append(np.array(single, dtype=np.int64))
             if not parts:
                 return np.zeros(0, dtype=np.int64)
-            return np.concatenate([np.frombuffer(a, dtype=np.int64) for a in parts]).copy()
+            return np.concatenate(parts)  # (a copy, also of one part)
 
     def _remove_many(self, sids: Sequence[int]) -> int:
         """Remove series (batch: each posting list touched is filtered once)."""
@@ -355,11 +378,11 @@ class Store:
         for (k, v), gone in touched.items():
             vals = self._index[k]
             p = vals[v]
-            ids = np.frombuffer(p.ids, dtype=np.int64)
+            ids = p.as_array()
             kept = ids[~np.isin(ids, gone)].tolist()
             del ids  # release the buffer before the array is replaced
             if kept:
-                p.ids = array("q", kept)
+                p.ids = kept[0] if len(kept) == 1 else array("q", kept)
             else:
                 del vals[v]
                 if not vals:
