@@ -246,7 +246,8 @@ class Pipeline:
         # built in start() too; lives across reloads (a run in progress goes on)
         self.remediation: RemediationRunner | None = None
         self.refit_worker: RefitWorker | None = None  # a background process, started with the first refit
-        self.charts = ChartRenderer()  # its process (and matplotlib) exists around ticket opens only
+        # its process (and matplotlib) exists around ticket opens only
+        self.charts = ChartRenderer(matplotlib_dir=os.path.join(cfg.state_dir, "matplotlib"))
         self._resent_at: dict[str, float] = {}
 
     # ---- sources ------------------------------------------------------------------------------

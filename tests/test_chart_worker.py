@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ def exposed(collector: Collector) -> dict[tuple[str, tuple[tuple[str, str], ...]
 def renderer():
     made: list[ChartRenderer] = []
 
-    def make(**kwargs: float) -> ChartRenderer:
+    def make(**kwargs: Any) -> ChartRenderer:
         r = ChartRenderer(**kwargs)
         made.append(r)
         return r
@@ -172,6 +173,15 @@ def test_a_chart_that_cannot_be_drawn_is_none_and_the_process_goes_on(renderer):
     assert r.counts() == {"ok": 1, "failed": 2, "timeout": 0, "unavailable": 0}
 
 
+def test_matplotlib_keeps_its_font_cache_where_it_is_told(renderer, tmp_path, monkeypatch):
+    """A read-only home (the shipped unit) would make every new process build matplotlib's font
+    cache again in a temporary directory: it is kept in `matplotlib_dir` instead."""
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    r = renderer(matplotlib_dir=str(tmp_path / "mpl"))
+    assert r.render(request) is not None
+    assert [n for n in os.listdir(tmp_path / "mpl") if n.startswith("fontlist")]
+
+
 def test_close_stops_the_process(renderer):
     r = renderer()
     assert r.render(request) is not None
@@ -233,7 +243,8 @@ def open_ticket_png(p: Pipeline, store: Store, clock: SimulatedClock) -> bytes |
     raise AssertionError("no ticket opened")
 
 
-def test_the_pipeline_draws_in_the_chart_process_and_stops_it(tmp_path):
+def test_the_pipeline_draws_in_the_chart_process_and_stops_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
     p, store, clock = firing_pipeline(tmp_path)
     p.start()
     try:
@@ -242,6 +253,7 @@ def test_the_pipeline_draws_in_the_chart_process_and_stops_it(tmp_path):
         pid = p.charts.pid()
         assert pid is not None and pid != os.getpid()
         assert p.charts in p.collectors()
+        assert os.listdir(tmp_path / "state" / "matplotlib")  # its font cache, kept for the next process
     finally:
         p.stop()
     assert p.charts.pid() is None

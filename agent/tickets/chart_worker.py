@@ -22,6 +22,7 @@ import functools
 import importlib.util
 import logging
 import multiprocessing as mp
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,11 +61,19 @@ class ChartRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _child_main(conn: Connection, idle_seconds: float, log_level: int) -> None:
+def _child_main(conn: Connection, idle_seconds: float, log_level: int, matplotlib_dir: str | None) -> None:
     """The chart process: draw each request until none came for `idle_seconds`, the daemon
     closed its end (it exited, or stopped us), or a None asks it to stop."""
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     step_aside()
+    if matplotlib_dir and "MPLCONFIGDIR" not in os.environ:
+        # Under the shipped unit the home directory is read-only: matplotlib would build its
+        # font cache in a new temporary directory at every start of this process, and log so.
+        try:
+            os.makedirs(matplotlib_dir, mode=0o700, exist_ok=True)
+            os.environ["MPLCONFIGDIR"] = matplotlib_dir
+        except OSError:
+            pass
     try:
         while conn.poll(idle_seconds):
             request = conn.recv()
@@ -82,14 +91,18 @@ class ChartRenderer:
 
     `render(build)` returns PNG bytes or None; `build` makes the request and runs only when
     charts can be drawn. Thread-safe: requests are served one at a time. `close()` stops the
-    process (a later request starts a new one). `collect()` yields
-    forewarn_chart_renders_total{outcome} and forewarn_chart_worker_starts_total from the
-    first request on: an agent that opened no ticket exposes no chart families.
+    process (a later request starts a new one). matplotlib keeps its font cache in
+    `matplotlib_dir` (unless MPLCONFIGDIR says where), so a new process does not build it
+    again. `collect()` yields forewarn_chart_renders_total{outcome} and
+    forewarn_chart_worker_starts_total from the first request on: an agent that opened no
+    ticket exposes no chart families.
     """
 
-    def __init__(self, idle_seconds: float = IDLE_SECONDS, timeout: float = TIMEOUT_SECONDS) -> None:
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, timeout: float = TIMEOUT_SECONDS,
+                 matplotlib_dir: str | None = None) -> None:
         self.idle_seconds = float(idle_seconds)
         self.timeout = float(timeout)
+        self.matplotlib_dir = matplotlib_dir
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()  # one request at a time over the one pipe
         self._proc: BaseProcess | None = None
@@ -163,7 +176,8 @@ class ChartRenderer:
         self._stop(kill=True)
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=_child_main, name="forewarn-charts", daemon=True,
-                                 args=(theirs, self.idle_seconds, logging.getLogger().getEffectiveLevel()))
+                                 args=(theirs, self.idle_seconds, logging.getLogger().getEffectiveLevel(),
+                                       self.matplotlib_dir))
         with one_blas_thread():
             proc.start()
         theirs.close()  # the child's end: once it exits, our end reads EOF
