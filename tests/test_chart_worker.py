@@ -3,6 +3,7 @@ imports matplotlib."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -10,6 +11,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -165,12 +167,20 @@ def test_a_process_that_died_is_started_again(renderer):
     assert r.starts == 2 and r.counts()["ok"] == 2
 
 
-def test_a_chart_that_cannot_be_drawn_is_none_and_the_process_goes_on(renderer):
+def test_a_chart_that_cannot_be_drawn_is_none_and_the_process_goes_on(renderer, caplog):
+    caplog.set_level(logging.DEBUG, logger=chart_worker.__name__)
     r = renderer()
-    assert r.render(lambda: ChartRequest([1.0, 2.0], [1.0])) is None  # ragged: render_chart draws nothing
     assert r.render(lambda: ChartRequest([1.0], [1.0], {"no_such_option": 1})) is None  # raises in the child
+    assert r.render(lambda: ChartRequest([1.0, 2.0], [1.0])) is None  # ragged: render_chart draws nothing
+    assert r.render(lambda: ChartRequest([1.0, 2.0], [1.0, 2.0], {"width_px": -5})) is None  # matplotlib refuses
+    assert r.starts == 1
+    ours = [rec for rec in caplog.records if rec.name == chart_worker.__name__]
+    warned = [rec.getMessage() for rec in ours if rec.levelno == logging.WARNING]
+    assert len(warned) == 1 and "TypeError" in warned[0] and "no_such_option" in warned[0]  # once, with why
+    assert len([rec for rec in ours if rec.levelno == logging.DEBUG]) == 2
     assert r.render(request) is not None
-    assert r.counts() == {"ok": 1, "failed": 2, "timeout": 0, "unavailable": 0}
+    assert r.counts() == {"ok": 1, "failed": 3, "timeout": 0, "unavailable": 0}
+    assert [rec.getMessage() for rec in caplog.records if rec.levelno == logging.INFO] == ["ticket charts are drawn again"]
 
 
 def test_matplotlib_keeps_its_font_cache_where_it_is_told(renderer, tmp_path, monkeypatch):
@@ -191,6 +201,27 @@ def test_close_stops_the_process(renderer):
     assert r.pid() is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_close_does_not_wait_for_a_hung_chart(renderer):
+    """The pipeline's stop closes the renderer while a chart may be waiting on a hung process:
+    whether close or the chart takes the lock first, the hung process is killed and the chart
+    ends without waiting for its 600 s timeout."""
+    r = renderer(timeout=600.0)
+    assert r.render(request) is not None
+    hung = r.pid()
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)
+    got: list[bytes | None] = []
+    waiting = threading.Thread(target=lambda: got.append(r.render(request)))
+    waiting.start()
+    r.close(timeout=0.2)
+    waiting.join(120.0)
+    assert not waiting.is_alive() and len(got) == 1
+    with pytest.raises(ProcessLookupError):
+        os.kill(hung, 0)
+    r.close()
+    assert r.pid() is None
 
 
 def test_without_matplotlib_no_process_is_started_and_nothing_is_built():

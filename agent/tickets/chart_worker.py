@@ -61,9 +61,32 @@ class ChartRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+class _LastWarning(logging.Handler):
+    """What `render_chart` logged of its last failure: the chart process sends it back with the
+    answer, and the daemon logs it once, not once per ticket."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.message = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+
+def _draw(request: ChartRequest, warnings: _LastWarning) -> tuple[bytes | None, str]:
+    """The PNG, or None and why."""
+    warnings.message = ""
+    try:
+        png = render_chart(request.t, request.values, **request.options)
+    except Exception as e:  # a bad request must not end the process
+        return None, f"{type(e).__name__}: {e}"
+    return png, "" if png is not None else warnings.message or "nothing to draw"
+
+
 def _child_main(conn: Connection, idle_seconds: float, log_level: int, matplotlib_dir: str | None) -> None:
     """The chart process: draw each request until none came for `idle_seconds`, the daemon
-    closed its end (it exited, or stopped us), or a None asks it to stop."""
+    closed its end (it exited, or stopped us), or a None asks it to stop. Each answer is
+    (png or None, why not)."""
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     step_aside()
     if matplotlib_dir and "MPLCONFIGDIR" not in os.environ:
@@ -74,12 +97,16 @@ def _child_main(conn: Connection, idle_seconds: float, log_level: int, matplotli
             os.environ["MPLCONFIGDIR"] = matplotlib_dir
         except OSError:
             pass
+    warnings = _LastWarning()
+    chart_log = logging.getLogger(render_chart.__module__)
+    chart_log.addHandler(warnings)
+    chart_log.propagate = False
     try:
         while conn.poll(idle_seconds):
             request = conn.recv()
             if request is None:
                 return
-            conn.send(render_chart(request.t, request.values, **request.options))
+            conn.send(_draw(request, warnings))
     except (EOFError, OSError):
         return  # the daemon is gone or gave up on this request (it killed us or will)
     finally:
@@ -156,7 +183,7 @@ class ChartRenderer:
                 if not conn.poll(self.timeout):
                     self._stop(kill=True)
                     return None, "timeout", f"no answer within {self.timeout:g} s; the chart process was stopped"
-                png = conn.recv()
+                png, why = conn.recv()
             except (EOFError, OSError):
                 exitcode = self._stop(kill=True)
                 if exitcode == 0 and attempt == 0:
@@ -165,7 +192,7 @@ class ChartRenderer:
             except Exception as e:  # a request that cannot be pickled, an answer that cannot be read
                 return None, "failed", f"{type(e).__name__}: {e}"
             if png is None:
-                return None, "failed", "matplotlib could not draw it (the chart process logged why)"
+                return None, "failed", why
             return png, "ok", ""
         return None, "failed", "the chart process exited before answering"
 
