@@ -177,7 +177,10 @@ class ChartRenderer:
     def _request(self, request: ChartRequest) -> tuple[bytes | None, str, str]:
         """(png, outcome, why) of one request; the caller holds the lock."""
         for attempt in range(2):
-            conn = self._ensure()
+            try:
+                conn = self._ensure()
+            except OSError as e:  # out of processes or memory (the unit's TasksMax=, MemoryMax=)
+                return None, "failed", f"the chart process could not be started: {e}"
             try:
                 conn.send(request)
                 if not conn.poll(self.timeout):
@@ -205,9 +208,14 @@ class ChartRenderer:
         proc = self._ctx.Process(target=_child_main, name="forewarn-charts", daemon=True,
                                  args=(theirs, self.idle_seconds, logging.getLogger().getEffectiveLevel(),
                                        self.matplotlib_dir))
-        with one_blas_thread():
-            proc.start()
-        theirs.close()  # the child's end: once it exits, our end reads EOF
+        try:
+            with one_blas_thread():
+                proc.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the child's end: once it exits, our end reads EOF
         self._proc, self._conn = proc, ours
         with self._counts_lock:
             self._starts += 1
