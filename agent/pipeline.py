@@ -8,7 +8,8 @@ through the same `evaluate_tick` with a simulated clock.
 It may import every stage (sources, store, PromQL, rules, models, tickets) but never the web
 layer or the daemon. The costly optional imports stay out of a plain agent: requests comes
 with scrape targets or query sources, the refit worker's process with the first refit, and
-statsmodels only ever in that process.
+statsmodels only ever in that process; matplotlib only ever in the chart process, which runs
+around ticket opens.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ from agent.store.sizing import (
     size_store,
 )
 from agent.tickets.builder import build_remediation, build_ticketing, remediation_kinds
-from agent.tickets.chart import forecast_fan, render_chart
+from agent.tickets.chart import forecast_fan
+from agent.tickets.chart_worker import ChartRenderer, ChartRequest
 from agent.tickets.content import value_unit
 from agent.tickets.manager import ProblemDecision as Decision
 from agent.tickets.outbox import Outbox
@@ -244,6 +246,8 @@ class Pipeline:
         # built in start() too; lives across reloads (a run in progress goes on)
         self.remediation: RemediationRunner | None = None
         self.refit_worker: RefitWorker | None = None  # a background process, started with the first refit
+        # its process (and matplotlib) exists around ticket opens only
+        self.charts = ChartRenderer(matplotlib_dir=os.path.join(cfg.state_dir, "matplotlib"))
         self._resent_at: dict[str, float] = {}
 
     # ---- sources ------------------------------------------------------------------------------
@@ -334,16 +338,21 @@ class Pipeline:
     def chart(self, rule: RuleLike, alerts: Sequence[AlertLike], now: float) -> bytes | None:
         """PNG of the first alert's series over the rule's lookback, with its forecast band,
         threshold and "now", in the values' unit, for tickets in tools that take attachments.
-        None without matplotlib, and for problems that are not an alerting rule's (the storm
-        guard's summary)."""
+        Drawn in the chart process (matplotlib never enters the daemon). None without
+        matplotlib (the series is not even queried), when drawing fails, and for problems that
+        are not an alerting rule's (the storm guard's summary)."""
+        return self.charts.render(lambda: self._chart_request(rule, alerts, now))
+
+    def _chart_request(self, rule: RuleLike, alerts: Sequence[AlertLike], now: float) -> ChartRequest | None:
+        """What `chart` draws; the range query evaluates the rule over its lookback."""
         if not isinstance(rule, AlertingRule) or not alerts or not isinstance(alerts[0], Alert):
             return None
         alert = alerts[0]
         if isinstance(rule, SloBudgetRule):  # the budget over the whole SLO window, from the SLO's own history
             b = rule.budget_chart(alert.labels, now, alert.value, alert.forecast)
-            return render_chart(b.times, b.values, title=b.title, forecast_t=b.forecast_t, forecast_mean=b.forecast_mean,
-                                forecast_low=b.forecast_low, forecast_high=b.forecast_high,
-                                threshold=0.0) if b is not None else None
+            return ChartRequest(b.times, b.values, dict(
+                title=b.title, forecast_t=b.forecast_t, forecast_mean=b.forecast_mean, forecast_low=b.forecast_low,
+                forecast_high=b.forecast_high, threshold=0.0)) if b is not None else None
         spec = rule.definition.spec.forecast
         lookback = float(spec.lookback) if spec is not None else 6 * 3600.0
         step = max(15.0, lookback / 300)
@@ -358,13 +367,13 @@ class Pipeline:
         unit = value_unit(rule)
         fc = alert.forecast
         if spec is None or fc is None:
-            return render_chart(s.times, s.values, title=title, now=now, unit=unit)
+            return ChartRequest(s.times, s.values, dict(title=title, now=now, unit=unit))
         fan = forecast_fan(now, float(alert.value), fc, float(spec.threshold), float(spec.horizon), unit)
         if fan is None:
-            return render_chart(s.times, s.values, title=title, now=now, unit=unit, threshold=float(spec.threshold))
-        return render_chart(s.times, s.values, title=title, forecast_t=fan.t, forecast_mean=fan.mean,
-                            forecast_low=fan.low, forecast_high=fan.high, threshold=float(spec.threshold),
-                            now=now, unit=unit)
+            return ChartRequest(s.times, s.values, dict(title=title, now=now, unit=unit, threshold=float(spec.threshold)))
+        return ChartRequest(s.times, s.values, dict(
+            title=title, forecast_t=fan.t, forecast_mean=fan.mean, forecast_low=fan.low, forecast_high=fan.high,
+            threshold=float(spec.threshold), now=now, unit=unit))
 
     @staticmethod
     def _series_labels(rule: AlertingRule, alert: Alert) -> dict[str, str]:
@@ -477,6 +486,7 @@ class Pipeline:
             self.remediation = None
         if self.refit_worker is not None:
             self.refit_worker.close(timeout=0.5)
+        self.charts.close(timeout=0.5)
 
     def save_state(self) -> None:
         """Alert state (for timers, firing alerts) beside the store snapshot."""
@@ -555,7 +565,7 @@ class Pipeline:
         the pipeline, so a reload keeps its counters."""
         return [OutboxFamilies(lambda: self.ticketing), self.scrapes, self.queries,
                 RefitFamilies(lambda: self.refit_worker), self.model_budget,
-                RemediationFamilies(lambda: self.remediation)]
+                RemediationFamilies(lambda: self.remediation), self.charts]
 
     def problem_families(self) -> ProblemFamilies:
         return ProblemFamilies(lambda: self.ticketing)

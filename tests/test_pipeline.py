@@ -101,13 +101,15 @@ def test_no_scrape_targets_and_no_query_sources():
     assert fams["forewarn_scrape_targets"] == {(): 0.0}
     assert not [name for name in fams if name.startswith("forewarn_query_")]
     assert not [name for name in fams if name.startswith("forewarn_refit_")]  # no worker until a first refit
+    assert not [name for name in fams if name.startswith("forewarn_chart_")]  # nor chart families until a chart
     assert [type(c).__name__ for c in p.collectors()] == [
-        "OutboxFamilies", "ScrapeManager", "QuerySources", "RefitFamilies", "ModelBudget", "RemediationFamilies"]
+        "OutboxFamilies", "ScrapeManager", "QuerySources", "RefitFamilies", "ModelBudget", "RemediationFamilies",
+        "ChartRenderer"]
 
 
 def test_a_plain_agent_loads_no_optional_dependency(tmp_path):
     """An agent without scrape targets, query sources or HTTP sinks never imports requests;
-    the daemon never imports statsmodels or prometheus_client."""
+    the daemon never imports statsmodels, prometheus_client or matplotlib."""
     cfg_path = tmp_path / "f.yml"
     cfg_path.write_text(f"global: {{state_dir: {tmp_path}}}\nrule_files: []\n")
     script = textwrap.dedent(f"""\
@@ -119,7 +121,8 @@ def test_a_plain_agent_loads_no_optional_dependency(tmp_path):
         agent.pipeline.collect_once(agent.collection_seconds)
         list(agent.registry.collect())
         agent.pipeline.stop()
-        print(sorted(m for m in ("requests", "urllib3", "statsmodels", "prometheus_client") if m in sys.modules))
+        print(sorted(m for m in ("requests", "urllib3", "statsmodels", "prometheus_client", "matplotlib")
+                     if m in sys.modules))
         """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr

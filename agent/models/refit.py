@@ -40,7 +40,7 @@ from agent.models.ets import EtsParams
 from agent.models.forecast import MODELS, ForecastBank
 from agent.models.schedule import RefitJob, RefitResult
 from agent.models.seasonality import DAY, bin_means, detect_period
-from agent.processes import step_aside
+from agent.processes import one_blas_thread, step_aside
 
 MAX_POINTS = 2000  # fit on at most this many grid points (a fit of a week at 5 minutes: ~0.2 s)
 MIN_POINTS = 24
@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 MAX_PENDING_SAMPLES = 2_000_000
 LAG_WARN_SECONDS = 600.0  # refits this late are logged (at most every LAG_LOG_EVERY seconds)
 LAG_LOG_EVERY = 900.0
-
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 # ---- the fit -------------------------------------------------------------------------------------
@@ -316,18 +314,10 @@ class RefitWorker:
             self._lose_pending()
         self._jobs = self._ctx.Queue()
         self._results = self._ctx.Queue()
-        saved = {name: os.environ.get(name) for name in _THREAD_ENV}
-        os.environ.update({name: "1" for name in _THREAD_ENV})  # inherited by the child: one BLAS thread
-        try:
-            self._proc = self._ctx.Process(target=_worker_main, args=(self._jobs, self._results),
-                                           name="forewarn-refit", daemon=True)
+        self._proc = self._ctx.Process(target=_worker_main, args=(self._jobs, self._results),
+                                       name="forewarn-refit", daemon=True)
+        with one_blas_thread():
             self._proc.start()
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
     def free(self) -> int:
         """How many more jobs `submit` will accept now: up to `max_pending` in flight, fewer

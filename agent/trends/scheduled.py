@@ -64,7 +64,7 @@ from agent.clock import Clock
 from agent.config.schema import Config
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
 from agent.persistence import atomic_write
-from agent.processes import step_aside
+from agent.processes import one_blas_thread, step_aside
 from agent.trends.cluster import ClusterParams
 from agent.trends.history import HistoryError, Incident
 from agent.trends.own import read_forewarn
@@ -81,7 +81,6 @@ MAX_SERIES = 50
 MAX_ERRORS = 20  # errors kept per run (each is one line)
 STATE_FILE = "trends.last.json"
 OUTCOMES = ("success", "partial", "failed", "timeout")
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 # ---- what one run found --------------------------------------------------------------------------
@@ -347,19 +346,11 @@ class TrendSchedule:
 
     def _in_child(self, job: TrendJob, timeout: float, memory_bytes: int) -> tuple[ChildAnswer, str]:
         reader, writer = self._ctx.Pipe(duplex=False)
-        saved = {name: os.environ.get(name) for name in _THREAD_ENV}
-        os.environ.update({name: "1" for name in _THREAD_ENV})  # inherited by the child: one BLAS thread
-        try:
-            proc = self._ctx.Process(target=_child_main, name="forewarn-trends", daemon=True,
-                                     args=(writer, job, memory_bytes, math.ceil(timeout),
-                                           logging.getLogger().getEffectiveLevel()))
+        proc = self._ctx.Process(target=_child_main, name="forewarn-trends", daemon=True,
+                                 args=(writer, job, memory_bytes, math.ceil(timeout),
+                                       logging.getLogger().getEffectiveLevel()))
+        with one_blas_thread():
             proc.start()
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
         writer.close()
         self._proc = proc
         try:
