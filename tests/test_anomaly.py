@@ -20,6 +20,7 @@ from agent.models.anomaly import (
     sensitivity_threshold,
     warmup_seconds,
 )
+from agent.models.anomaly import state as anomaly_state
 from agent.models.anomaly.state import INITIAL_EXP, PROFILE_DTYPE, Profile, read_profile, write_profile
 
 T0 = 1_700_006_400.0  # a Wednesday, 00:00 UTC
@@ -506,16 +507,19 @@ def test_seasonality_modes():
 
 # ---------------------------------------------------------------- profiles in 16 bits
 
-def test_profile_writes_agree_bit_for_bit_between_the_batch_and_single_series_paths():
+@pytest.mark.parametrize("chunk", [2048, 4])
+def test_profile_writes_agree_bit_for_bit_between_the_batch_and_single_series_paths(chunk, monkeypatch):
     """The batch (`write_profile`) and the single-series (`Profile.write`) rounding agree on
     every entry and exponent, through rows that must grow coarser (a jump of 10**6) and rows
-    made finer again at phase 0 after their entries shrank."""
+    made finer again at phase 0 after their entries shrank (the batch in chunks of rows or
+    not)."""
+    monkeypatch.setattr(anomaly_state, "ROW_CHUNK", chunk)
     rng = np.random.default_rng(5)
-    rows, width = 6, 12
+    rows, width = 11, 12
     mat = np.zeros((rows, width), dtype=PROFILE_DTYPE)
     exps = np.full(rows, INITIAL_EXP, dtype=np.int16)
     singles = [Profile.zeros(width) for _ in range(rows)]
-    scale = np.array([1e-6, 1.0, 3.0, 1e3, 1e9, 7.0])
+    scale = np.array([1e-6, 1.0, 3.0, 1e3, 1e9, 7.0, 0.5, 2e4, 1e-2, 9.0, 64.0])
     grew = shrank = False
     for k in range(4000):
         t = 1.7e9 + 15.0 * k

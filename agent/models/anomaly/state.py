@@ -124,6 +124,9 @@ def exponent_for(magnitude: Any) -> Any:
     return e
 
 
+ROW_CHUNK = 2048  # rows re-quantised at a time: every row of a bank may need it in one update
+
+
 def write_profile(mat: np.ndarray, exps: np.ndarray, rows: np.ndarray, at: np.ndarray, x: np.ndarray,
                   t: np.ndarray) -> None:
     """Store offsets `x` in `mat[rows, at]` (rows distinct), quantised to each row's
@@ -136,22 +139,33 @@ def write_profile(mat: np.ndarray, exps: np.ndarray, rows: np.ndarray, at: np.nd
     e = exps[rows].astype(np.int64)
     over = np.abs(x) > np.ldexp(float(QUANTA), e)
     if over.any():
-        r, grow = rows[over], exponent_for(np.abs(x[over]))
-        mat[r] = np.floor(np.ldexp(mat[r].astype(np.float64), (e[over] - grow)[:, None]) + 0.5)
-        exps[r] = grow
+        grow = exponent_for(np.abs(x[over]))
+        _coarser(mat, rows[over], grow - e[over])
+        exps[rows[over]] = grow
         e[over] = grow
     q = np.floor(np.ldexp(x, -e) + dither(t))
     mat[rows, at] = np.clip(q, -QUANTA, QUANTA)
-    first = at == 0
-    if first.any():
-        r = rows[first]
-        largest = np.abs(mat[r].astype(np.int64)).max(axis=1)
+    first = rows[at == 0]
+    for i in range(0, first.size, ROW_CHUNK):  # in chunks: at midnight every row is at its phase 0
+        r = first[i:i + ROW_CHUNK]
+        block = mat[r]
+        largest = np.maximum(block.max(axis=1).astype(np.int64), -block.min(axis=1).astype(np.int64))
         shrunk = (largest > 0) & (largest < RENORMALISE_BELOW)
         if shrunk.any():
-            r, largest = r[shrunk], largest[shrunk]
-            k = np.frexp((QUANTA // 2) / largest)[1] - 1  # floor(log2(...)), exactly
-            mat[r] = mat[r] << k[:, None].astype(mat.dtype)
-            exps[r] = exps[r] - k
+            k = np.frexp((QUANTA // 2) / largest[shrunk])[1] - 1  # floor(log2(...)), exactly
+            mat[r[shrunk]] = block[shrunk] << k[:, None].astype(mat.dtype)
+            exps[r[shrunk]] = exps[r[shrunk]] - k
+
+
+def _coarser(mat: np.ndarray, rows: np.ndarray, shift: np.ndarray) -> None:
+    """Divide rows by 2**shift (> 0), rounding half up; rows that are all zero (a new series'
+    first offset) need nothing."""
+    for i in range(0, rows.size, ROW_CHUNK):
+        r, k = rows[i:i + ROW_CHUNK], shift[i:i + ROW_CHUNK]
+        block = mat[r]
+        live = block.any(axis=1)
+        if live.any():
+            mat[r[live]] = np.floor(np.ldexp(block[live].astype(np.float64), -k[live][:, None]) + 0.5)
 
 
 def read_profile(mat: np.ndarray, exps: np.ndarray, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
