@@ -65,9 +65,10 @@ STALE_NAN = struct.unpack("<d", struct.pack("<Q", _STALE_BITS))[0]
 
 # Python-side bytes per series besides the arrays (label tuple, interned pairs, the id map, the
 # postings, a scrape cache's entry), as resident memory: benchmarks/scale.py --measure-store
-# measures about 2,950 bytes a series in all with 6-label series, 15 minutes of 15 s samples
-# and 6 hours of buckets, of which ~1,400 are the arrays (allocation slack included). Used to
-# size max_series from the memory budget and reported by memory_bytes().
+# measures about 2,250 bytes a series in all with 6-label series, 15 minutes of 15 s samples
+# and 6 hours of buckets (the allocator set and the heap trimmed as the daemon does), of which
+# ~1,140 are the arrays (allocation slack included): ~1,100 for the Python side, which this
+# rounds up. Used to size max_series from the memory budget and reported by memory_bytes().
 PYTHON_BYTES_PER_SERIES = 1500
 # Per-series arrays besides the two tiers: raw_n, last_t, ds_first, ds_last, acc_sum, acc_cnt, acc_b.
 _FIXED_ARRAY_BYTES = 7 * 8
