@@ -537,28 +537,37 @@ class Store:
         newest of the store in an int32 store) are dropped and counted. Returns samples kept."""
         ids = np.asarray(ids, dtype=np.int64)
         values = np.asarray(values, dtype=np.float64)
-        seconds = np.asarray(ts, dtype=np.float64)
-        ms_float = np.rint(seconds * 1000.0)  # on the scalar when all share one time
-        stamps = np.broadcast_to(ms_float / 1000.0, ids.shape)
-        ms = np.broadcast_to(np.where(np.abs(ms_float) <= MAX_ABS_MS, ms_float, np.nan), ids.shape)
+        ms = np.rint(np.asarray(ts, dtype=np.float64) * 1000.0)
+        ms = np.where(np.abs(ms) <= MAX_ABS_MS, ms, np.nan)  # NaN: no time to store, never newer
+        # A scrape's samples share one time: checked and converted once, as a scalar.
+        one_time = ms.ndim == 0
+        stamps = np.broadcast_to(ms / 1000.0, ids.shape)
+        if not one_time:
+            ms = np.broadcast_to(ms, ids.shape)
         with self.lock:
             keep = ids >= 0
             if not keep.all():
                 self._samples_dropped += int((~keep).sum())
-                ids, stamps, ms, values = ids[keep], stamps[keep], ms[keep], values[keep]
-            newer = (stamps > self.last_t[ids]) & ~np.isnan(ms)
+                ids, stamps, values = ids[keep], stamps[keep], values[keep]
+                ms = ms if one_time else ms[keep]
+            newer = stamps > self.last_t[ids]
             if not newer.all():
                 self._samples_dropped += int((~newer).sum())
-                ids, stamps, ms, values = ids[newer], stamps[newer], ms[newer], values[newer]
+                ids, stamps, values = ids[newer], stamps[newer], values[newer]
+                ms = ms if one_time else ms[newer]
             if ids.size == 0:
                 return 0
-            floor = self._make_room(int(ms.min()), int(ms.max()))
-            if floor > ms.min():
-                fits = ms >= floor
+            oldest = int(ms if one_time else ms.min())
+            floor = self._make_room(oldest, int(ms if one_time else ms.max()))
+            if floor > oldest:
+                fits = np.broadcast_to(ms >= floor, ids.shape)
                 self._samples_dropped += int((~fits).sum())
-                ids, stamps, ms, values = ids[fits], stamps[fits], ms[fits], values[fits]
+                ids, stamps, values = ids[fits], stamps[fits], values[fits]
+                ms = ms if one_time else ms[fits]
+                if ids.size == 0:
+                    return 0
             pos = self.raw_n[ids] % self.raw_capacity
-            self.raw_t[ids, pos] = ms.astype(np.int64) - self.t_base_ms
+            self.raw_t[ids, pos] = int(ms) - self.t_base_ms if one_time else ms.astype(np.int64) - self.t_base_ms
             self.raw_v[ids, pos] = values
             self.raw_n[ids] += 1
             self.last_t[ids] = stamps
