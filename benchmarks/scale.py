@@ -400,10 +400,14 @@ def stages(n: int, repeat: int = 5) -> None:
 
 
 def measure_store(n: int) -> None:
-    """Bytes per series of the store alone (RSS growth), with 6-label series and 15m of 15 s samples."""
+    """Bytes per series of the store alone (RSS growth), with 6-label series and 15m of 15 s
+    samples; the allocator set and the heap trimmed as the daemon does (`agent.allocator`),
+    which leaves out the freed temporaries of growing the arrays."""
+    from agent import allocator
     from agent.store import Store, make_labels
     from agent.store.series import read_rss_bytes
 
+    allocator.tune()
     before = read_rss_bytes()
     store = Store(raw_capacity=61, retention=6 * 3600, max_series=n + 1000)
     labels = [make_labels("app_requests_total", {"job": "gen", "instance": "127.0.0.1:9100", "handler": f"h{i % 500}",
@@ -412,6 +416,7 @@ def measure_store(n: int) -> None:
     for k in range(61 + 72 * 20):  # fill the raw ring and the 6 h of buckets
         store.append(ids, 1e9 + 15 * k, np.full(n, float(k)))
     del labels
+    allocator.trim()
     grown = read_rss_bytes() - before
     print(f"store at {n} series: {grown / n:.0f} bytes per series by RSS, "
           f"{store.memory_bytes() / n:.0f} by memory_bytes() ({store.bytes_per_series()} estimated)")

@@ -239,23 +239,26 @@ def grid_windows(store: Store, ids: np.ndarray, start: float, end: float,
         return GridWindows([], np.zeros(0, dtype=np.int64))
     if ids.size * cap < min_samples:
         return GridWindows([], np.arange(ids.size))
-    with store.lock:  # appends run on other threads: the slots must not move while read
+    with store.lock:  # appends run on other threads: the slots (and the time base) must not move while read
+        # Stored time offsets are compared with thresholds of the same type: offset > after
+        # exactly when the time is > start, offset <= upto exactly when it is <= end.
+        after, upto = store.offset_at_or_before(start), store.offset_at_or_before(end)
         n = store.raw_n[ids]
-        newest = np.where(n > 0, store.raw_t[ids, (n - 1) % cap], np.nan)
+        newest = np.where(n > 0, store.raw_t[ids, (n - 1) % cap], 0)  # empty ones: one group, skipped below
         order = np.lexsort((newest, n))  # stable: rows of a group stay ascending
         sn, st = n[order], newest[order]
-        cut = np.nonzero((sn[1:] != sn[:-1]) | ~(st[1:] == st[:-1]))[0] + 1  # NaN: a group of its own
+        cut = np.nonzero((sn[1:] != sn[:-1]) | (st[1:] != st[:-1]))[0] + 1
         bounds = np.concatenate(([0], cut, [ids.size]))
         # Samples in each group's window, from its first series' slots (an estimate where a
         # reused id's slots hold older times; _grid counts exactly): small groups are skipped
         # without a closer look.
         ring = store.raw_t[ids[order[bounds[:-1]]]]
-        per_series = np.count_nonzero((ring > start) & (ring <= end), axis=1)
+        per_series = np.count_nonzero((ring > after) & (ring <= upto), axis=1)
         big = (per_series >= 2) & (np.diff(bounds) * per_series >= min_samples) & (sn[bounds[:-1]] > 0)
         rest = np.ones(ids.size, dtype=bool)
         for g in np.nonzero(big)[0].tolist():
             rows = order[bounds[g]:bounds[g + 1]]
-            grid = _grid(store, ids[rows], int(n[rows[0]]), start, end, min_samples)
+            grid = _grid(store, ids[rows], int(n[rows[0]]), after, upto, min_samples)
             if grid is not None:
                 grids.append(Grid(rows, grid[0], grid[1]))
                 rest[rows] = False
@@ -279,18 +282,19 @@ def row_chunks(store: Store, ids: np.ndarray, start: float, end: float) -> list[
     return [slice(i, min(i + rows, ids.size)) for i in range(0, ids.size, rows)]
 
 
-def _grid(store: Store, ids: np.ndarray, written: int, start: float, end: float,
+def _grid(store: Store, ids: np.ndarray, written: int, after: np.integer, upto: np.integer,
           min_samples: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(times, values) of the window of series that all wrote `written` samples, when they
-    share the first one's times there, hold `min_samples` or more in all and no stale marker;
-    else None. Caller holds the store's lock."""
+    """(times, values) of the window (offsets `after` < o <= `upto`, thresholds from
+    Store.offset_at_or_before) of series that all wrote `written` samples, when they share the
+    first one's times there, hold `min_samples` or more in all and no stale marker; else
+    None. Caller holds the store's lock."""
     cap = store.raw_capacity
     count = min(written, cap)
     head = written % cap if written > cap else 0
     ring = store.raw_t[ids[0]]
     logical = np.concatenate((ring[head:], ring[:head])) if head else ring[:count]
-    lo = int(np.searchsorted(logical, start, side="right"))
-    hi = int(np.searchsorted(logical, end, side="right"))
+    lo = int(np.searchsorted(logical, after, side="right"))
+    hi = int(np.searchsorted(logical, upto, side="right"))
     if hi - lo < 2 or ids.size * (hi - lo) < min_samples:
         return None
     p0 = (head + lo) % cap
@@ -308,10 +312,10 @@ def _grid(store: Store, ids: np.ndarray, written: int, start: float, end: float,
     else:
         c = np.arange(cap)[cols]
         t, v = store.raw_t[ids[:, None], c[None, :]], store.raw_v[ids[:, None], c[None, :]]
-    times = logical[lo:hi].copy()
-    if not bool((t == times).all()) or bool(is_stale(v).any()):
+    offsets = logical[lo:hi]
+    if not bool((t == offsets).all()) or bool(is_stale(v).any()):
         return None
-    return times, v  # a copy in every branch: the slots are overwritten once the lock is released
+    return store.times_of(offsets), v  # copies in every branch: the slots are overwritten once the lock is released
 
 
 def instant_samples(store: Store, ids: np.ndarray, t: float, lookback: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

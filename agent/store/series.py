@@ -5,10 +5,11 @@ Layout (measured figures in docs/operations.md, "Sizing"):
 
 - Columnar: every tier is a 2-D numpy array with one row per series id; a scrape of N series
   is a handful of fancy-index writes, never a Python object per sample.
-- raw: the last `raw_capacity` samples at full resolution (timestamps and values, float64:
-  16 bytes a sample). Its length follows what is read: `raw_retention` for every series,
-  longer when a rule's range needs it (`RetentionNeed`, filled from the rule files at load
-  and reload), so rules always read exact samples.
+- raw: the last `raw_capacity` samples at full resolution: values in float64, times in integer
+  milliseconds as int32 offsets from a store-wide base (12 bytes a sample; see "Sample times"
+  below). Its length follows what is read: `raw_retention` for every series, longer when a
+  rule's range needs it (`RetentionNeed`, filled from the rule files at load and reload), so
+  rules always read exact samples.
 - downsampled: one float32 mean per `downsample_interval` bucket over the history something
   reads (models warming up, dashboards), accumulated online so a sample costs O(1).
 - labels: one canonical tuple per series whose (name, value) pairs are interned once in the
@@ -19,7 +20,19 @@ Series are keyed by their label sets (`agent.store.labels`, `__name__` included)
 are refused (counted, logged at most once a minute) past `max_series` for the limited sources
 (scrapes, query sources), past `max_series + reserve` for the agent's own (rules, host), and
 whenever the process is over its memory budget (`memory_limit_bytes`), so the agent degrades by
-refusing series, never by being killed. The snapshot's format and file live in
+refusing series, never by being killed.
+
+Sample times: as in Prometheus, a raw sample's time is an integer number of milliseconds; a
+time given in float seconds is rounded to the nearest millisecond when it is stored. The ring
+holds `round(t * 1000) - t_base_ms` and reads give back `(t_base_ms + offset) / 1000` computed
+once in float64: the float nearest the millisecond, the same for every series holding it. int32
+offsets reach 24.8 days either side of the base; when a new time falls outside, the base moves
+(`_make_room`: one vectorised shift of the ring under the lock), keeping RAW_T_SPAN_MS back from
+the newest time, which is longer than the `retention` of any store using int32. A store that
+keeps more history than that (a replay or a rule test over months) has int64 offsets instead.
+Readers compare offsets with `offset_at_or_before(x)`, exactly as the times with x.
+
+The snapshot's format and file live in
 `agent.store.snapshot`; this module only says which arrays it holds and how to take them back.
 It must never import rules, models, PromQL, tickets or web.
 """
@@ -52,12 +65,18 @@ STALE_NAN = struct.unpack("<d", struct.pack("<Q", _STALE_BITS))[0]
 
 # Python-side bytes per series besides the arrays (label tuple, interned pairs, the id map, the
 # postings, a scrape cache's entry), as resident memory: benchmarks/scale.py --measure-store
-# measures about 2,950 bytes a series in all with 6-label series, 15 minutes of 15 s samples
-# and 6 hours of buckets, of which ~1,400 are the arrays (allocation slack included). Used to
-# size max_series from the memory budget and reported by memory_bytes().
+# measures about 2,250 bytes a series in all with 6-label series, 15 minutes of 15 s samples
+# and 6 hours of buckets (the allocator set and the heap trimmed as the daemon does), of which
+# ~1,140 are the arrays (allocation slack included): ~1,100 for the Python side, which this
+# rounds up. Used to size max_series from the memory budget and reported by memory_bytes().
 PYTHON_BYTES_PER_SERIES = 1500
 # Per-series arrays besides the two tiers: raw_n, last_t, ds_first, ds_last, acc_sum, acc_cnt, acc_b.
 _FIXED_ARRAY_BYTES = 7 * 8
+# How far back from the newest time raw samples stay representable when the base moves (an
+# int32 store's retention is at most this), and the bound on |ms| past which a time is
+# refused (~285,000 years: its milliseconds would no longer be exact in float64).
+RAW_T_SPAN_MS = 2**31 - 1
+MAX_ABS_MS = 2**53
 REFUSAL_LOG_INTERVAL = 60.0  # seconds between two log lines about refused series
 
 
@@ -67,10 +86,43 @@ def is_stale(values: np.ndarray) -> np.ndarray:
     return v.view(np.uint64) == np.uint64(_STALE_BITS)
 
 
-def bytes_per_series(raw_capacity: int, ds_capacity: int) -> int:
-    """What one series costs in the store: both tiers, the per-series counters and the Python
-    side (label set, index, id map)."""
-    return 16 * raw_capacity + 4 * ds_capacity + _FIXED_ARRAY_BYTES + PYTHON_BYTES_PER_SERIES
+def bytes_per_series(raw_capacity: int, ds_capacity: int, time_bytes: int = 4) -> int:
+    """What one series costs in the store: both tiers (a raw sample is its float64 value and a
+    time offset of `time_bytes`), the per-series counters and the Python side (label set,
+    index, id map)."""
+    return (8 + time_bytes) * raw_capacity + 4 * ds_capacity + _FIXED_ARRAY_BYTES + PYTHON_BYTES_PER_SERIES
+
+
+def raw_time_dtype(retention: float) -> np.dtype:
+    """The raw times' offsets for a store keeping `retention` seconds: int32 when the history
+    fits within RAW_T_SPAN_MS, int64 otherwise."""
+    return np.dtype(np.int32) if retention * 1000.0 <= RAW_T_SPAN_MS else np.dtype(np.int64)
+
+
+def ms_at_or_before(t: float) -> int:
+    """The largest integer millisecond k whose time k / 1000 (float64) is <= t, so that for
+    any stored k: k / 1000 > t exactly when k > ms_at_or_before(t). Infinities (and NaN,
+    which np.searchsorted sorts after everything) map beyond any storable time."""
+    if not t < math.inf:
+        return 2 * MAX_ABS_MS
+    if t * 1000.0 < -MAX_ABS_MS:
+        return -2 * MAX_ABS_MS
+    if t * 1000.0 > MAX_ABS_MS:
+        return 2 * MAX_ABS_MS
+    k = math.floor(t * 1000.0)
+    # t * 1000 is rounded; k / 1000 is the float nearest the ms: at most a step either way.
+    while (k + 1) / 1000 <= t:
+        k += 1
+    while k / 1000 > t:
+        k -= 1
+    return k
+
+
+def seconds_to_ms(t: np.ndarray) -> np.ndarray:
+    """Float seconds to integer milliseconds (int64), rounded to the nearest; NaN and values
+    beyond MAX_ABS_MS are clipped (callers drop them first when they matter)."""
+    ms = np.rint(np.nan_to_num(np.asarray(t, dtype=np.float64) * 1000.0))
+    return np.clip(ms, -MAX_ABS_MS, MAX_ABS_MS).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -167,6 +219,7 @@ class Store:
         self.removals = 0  # bumps whenever series are removed (caches of ids check it)
         self._refused_logged = -math.inf
         self._refused_since_log = 0
+        self._set_raw_time_dtype(raw_time_dtype(self.retention))
         self._clear()
 
     def _clear(self) -> None:
@@ -175,6 +228,7 @@ class Store:
         self._labels: list[Labels | None] = []
         self._free: list[int] = []
         self._index: dict[str, dict[str, _Postings]] = {}  # label name -> value -> postings
+        self.t_base_ms = 0  # raw times are integer ms offsets from it (int64 arithmetic in Python ints)
         self._alloc(0)
         self._appended = 0
         self._series_dropped = 0
@@ -188,7 +242,7 @@ class Store:
 
     def _alloc(self, n: int) -> None:
         self._cap = n
-        self.raw_t = np.zeros((n, self.raw_capacity))
+        self.raw_t = np.zeros((n, self.raw_capacity), dtype=self.raw_t_dtype)  # ms offsets from t_base_ms
         self.raw_v = np.zeros((n, self.raw_capacity))
         self.raw_n = np.zeros(n, dtype=np.int64)  # samples ever written (head = n % capacity)
         self.last_t = np.full(n, -np.inf)
@@ -216,21 +270,118 @@ class Store:
         samples and buckets that fit. Vectorised: a few array copies, whatever the series count."""
         raw_capacity = max(2, int(raw_capacity))
         ds_capacity = max(2, int(math.ceil(retention / self.ds_interval)))
+        dtype = raw_time_dtype(retention)
         with self.lock:
-            if raw_capacity == self.raw_capacity and ds_capacity == self.ds_capacity:
+            if raw_capacity == self.raw_capacity and ds_capacity == self.ds_capacity and dtype == self.raw_t_dtype:
                 self.retention = float(retention)
                 return
             n = self._cap
             snap = Snapshot(self.raw_capacity, self.ds_interval, self.ds_capacity, [],
-                            {k: getattr(self, k) for k in ARRAYS}, time.time())
+                            {k: getattr(self, k) for k in ARRAYS}, time.time(), self.t_base_ms)
             self.raw_capacity, self.ds_capacity, self.retention = raw_capacity, ds_capacity, float(retention)
+            self._set_raw_time_dtype(dtype)
             self._alloc(n)
             self._fit_arrays(snap, np.arange(n))
             log.info("store tiers resized: %d raw samples and %d buckets of %gs per series",
                      raw_capacity, ds_capacity, self.ds_interval)
 
     def bytes_per_series(self) -> int:
-        return bytes_per_series(self.raw_capacity, self.ds_capacity)
+        return bytes_per_series(self.raw_capacity, self.ds_capacity, self.raw_t_dtype.itemsize)
+
+    # ---- raw sample times ---------------------------------------------------------------------
+
+    def _set_raw_time_dtype(self, dtype: np.dtype) -> None:
+        self.raw_t_dtype = dtype
+        info = np.iinfo(dtype)
+        # The type's minimum is never stored, so a threshold clamped to it still compares right.
+        self._off_lo, self._off_hi = int(info.min) + 1, int(info.max)
+        if dtype == np.int32:
+            # A moved base puts the oldest time kept at the bottom of the range: the newest is
+            # then at offset 0 or below, 24.8 days of room before the base moves again.
+            self._keep_ms, self._base_above_floor = RAW_T_SPAN_MS, -self._off_lo
+        else:
+            self._keep_ms, self._base_above_floor = 4 * MAX_ABS_MS, 0  # never moves in practice
+
+    def times_of(self, offsets: np.ndarray) -> np.ndarray:
+        """Stored time offsets as float64 Unix seconds (the float nearest each millisecond).
+        Hold `lock` between reading the offsets and converting them: a rebase moves both."""
+        return (np.asarray(offsets).astype(np.int64) + self.t_base_ms) / 1000.0
+
+    def offset_at_or_before(self, t: float) -> np.integer:
+        """The threshold for comparing stored offsets with a time `t` in seconds: an offset is
+        > it exactly when its time is > t, <= it exactly when its time is <= t (clamped to the
+        offsets' type, so comparisons keep the offsets' dtype). Hold `lock` while it is used."""
+        off = ms_at_or_before(t) - self.t_base_ms
+        return self.raw_t_dtype.type(min(max(off, self._off_lo - 1), self._off_hi))
+
+    def _make_room(self, lo_ms: int, hi_ms: int) -> int:
+        """Make times lo_ms..hi_ms representable, moving the base when they are not (caller
+        holds the lock). Returns the oldest ms representable afterwards: stored samples older
+        than it are gone (their rows keep their newer samples) and callers drop new ones older
+        than it. Only times more than RAW_T_SPAN_MS older than the newest are ever lost."""
+        base = self.t_base_ms
+        if lo_ms - base >= self._off_lo and hi_ms - base <= self._off_hi:
+            return base + self._off_lo
+        stored = self._stored_ms_range()
+        if stored is not None:
+            lo_ms, hi_ms = min(lo_ms, stored[0]), max(hi_ms, stored[1])
+        floor = max(lo_ms, hi_ms - self._keep_ms)
+        self._drop_raw_before(floor)
+        new_base = floor + self._base_above_floor
+        # Modular arithmetic in the offsets' own type: every sample kept lands on its exact new
+        # offset; the slots of no sample (validity comes from raw_n) may wrap, harmlessly.
+        self.raw_t -= np.array(new_base - base, dtype=np.int64).astype(self.raw_t_dtype)
+        self.t_base_ms = new_base
+        log.debug("store: raw time base moved to %d ms (oldest time kept %d ms)", new_base, floor)
+        return floor
+
+    def _raw_ends(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows holding raw samples, slot of each one's oldest, slot of its newest)."""
+        cap = self.raw_capacity
+        n = self.raw_n[:len(self._labels)]
+        rows = np.flatnonzero(n > 0)
+        n = n[rows]
+        return rows, np.where(n > cap, n % cap, 0), (n - 1) % cap
+
+    def _stored_ms_range(self) -> tuple[int, int] | None:
+        """The oldest and newest raw time stored (ms), None if none: rows are in time order,
+        so two slots a row say it."""
+        rows, oldest, newest = self._raw_ends()
+        if rows.size == 0:
+            return None
+        return (int(self.raw_t[rows, oldest].min()) + self.t_base_ms,
+                int(self.raw_t[rows, newest].max()) + self.t_base_ms)
+
+    def _drop_raw_before(self, floor_ms: int) -> None:
+        """Drop the raw samples older than `floor_ms` (rows keep their newer samples, moved to
+        the front of the ring with raw_n their count)."""
+        rows, oldest, _ = self._raw_ends()
+        limit = floor_ms - self.t_base_ms  # in int64: it may lie outside the offsets' range
+        rows = rows[self.raw_t[rows, oldest].astype(np.int64) < limit]
+        if rows.size == 0:
+            return
+        cap = self.raw_capacity
+        for lo in range(0, rows.size, 4096):  # chunks bound the temporaries
+            r = rows[lo:lo + 4096]
+            n = self.raw_n[r]
+            count = np.minimum(n, cap)
+            valid = np.arange(cap)[None, :] < count[:, None]
+            old = np.count_nonzero(valid & (self.raw_t[r].astype(np.int64) < limit), axis=1)
+            self._keep_newest_raw(r, count - old)
+
+    def _keep_newest_raw(self, rows: np.ndarray, keep: np.ndarray) -> None:
+        """Rows `rows` keep only their newest `keep` raw samples, at slots 0..keep-1."""
+        cap = self.raw_capacity
+        n = self.raw_n[rows]
+        count = np.minimum(n, cap)
+        head = np.where(n > cap, n % cap, 0)
+        j = np.arange(cap)[None, :]
+        src = (head + count - keep)[:, None] + np.minimum(j, np.maximum(keep - 1, 0)[:, None])
+        src %= cap
+        valid = j < keep[:, None]
+        self.raw_t[rows] = np.where(valid, np.take_along_axis(self.raw_t[rows], src, axis=1), 0)
+        self.raw_v[rows] = np.where(valid, np.take_along_axis(self.raw_v[rows], src, axis=1), 0.0)
+        self.raw_n[rows] = keep
 
     def memory_bytes(self) -> int:
         """The store's memory: its arrays (allocated rows, used or free) and the Python side of
@@ -403,24 +554,43 @@ class Store:
     # ---- writes -------------------------------------------------------------------------------
 
     def append(self, ids: np.ndarray, ts: np.ndarray | float, values: np.ndarray) -> int:
-        """Append one sample to each of `ids` (distinct). Negative ids (refused series) and
-        samples not newer than the series' last are dropped and counted. Returns samples kept."""
+        """Append one sample to each of `ids` (distinct) at `ts` (seconds, rounded to the
+        millisecond). Negative ids (refused series), samples not newer than the series' last
+        and times no store can hold (not finite, or more than RAW_T_SPAN_MS older than the
+        newest of the store in an int32 store) are dropped and counted. Returns samples kept."""
         ids = np.asarray(ids, dtype=np.int64)
         values = np.asarray(values, dtype=np.float64)
-        stamps = np.broadcast_to(np.asarray(ts, dtype=np.float64), ids.shape)
+        ms = np.rint(np.asarray(ts, dtype=np.float64) * 1000.0)
+        ms = np.where(np.abs(ms) <= MAX_ABS_MS, ms, np.nan)  # NaN: no time to store, never newer
+        # A scrape's samples share one time: checked and converted once, as a scalar.
+        one_time = ms.ndim == 0
+        stamps = np.broadcast_to(ms / 1000.0, ids.shape)
+        if not one_time:
+            ms = np.broadcast_to(ms, ids.shape)
         with self.lock:
             keep = ids >= 0
             if not keep.all():
                 self._samples_dropped += int((~keep).sum())
                 ids, stamps, values = ids[keep], stamps[keep], values[keep]
+                ms = ms if one_time else ms[keep]
             newer = stamps > self.last_t[ids]
             if not newer.all():
                 self._samples_dropped += int((~newer).sum())
                 ids, stamps, values = ids[newer], stamps[newer], values[newer]
+                ms = ms if one_time else ms[newer]
             if ids.size == 0:
                 return 0
+            oldest = int(ms if one_time else ms.min())
+            floor = self._make_room(oldest, int(ms if one_time else ms.max()))
+            if floor > oldest:
+                fits = np.broadcast_to(ms >= floor, ids.shape)
+                self._samples_dropped += int((~fits).sum())
+                ids, stamps, values = ids[fits], stamps[fits], values[fits]
+                ms = ms if one_time else ms[fits]
+                if ids.size == 0:
+                    return 0
             pos = self.raw_n[ids] % self.raw_capacity
-            self.raw_t[ids, pos] = stamps
+            self.raw_t[ids, pos] = int(ms) - self.t_base_ms if one_time else ms.astype(np.int64) - self.t_base_ms
             self.raw_v[ids, pos] = values
             self.raw_n[ids] += 1
             self.last_t[ids] = stamps
@@ -429,27 +599,39 @@ class Store:
             return int(ids.size)
 
     def extend(self, sid: int, ts: np.ndarray, values: np.ndarray) -> int:
-        """Append many samples (oldest first) to one series, e.g. a backfill. Samples not newer
-        than the series' last are dropped and counted. Returns samples kept."""
-        ts = np.asarray(ts, dtype=np.float64)
+        """Append many samples (oldest first) to one series, e.g. a backfill; times are rounded
+        to the millisecond and must then be strictly increasing. Samples not newer than the
+        series' last, and times not finite, are dropped and counted; in an int32 store, raw
+        samples more than RAW_T_SPAN_MS older than the store's newest are not kept (their
+        buckets are). Returns samples kept."""
+        ms = np.rint(np.asarray(ts, dtype=np.float64) * 1000.0)
+        ts = ms / 1000.0
         values = np.asarray(values, dtype=np.float64)
         if sid < 0:
             self._samples_dropped += int(ts.size)
             return 0
         with self.lock:
-            newer = ts > self.last_t[sid]
+            newer = (ts > self.last_t[sid]) & (np.abs(ms) <= MAX_ABS_MS)
             if not newer.all():
                 self._samples_dropped += int((~newer).sum())
-                ts, values = ts[newer], values[newer]
+                ts, ms, values = ts[newer], ms[newer], values[newer]
             if ts.size and np.any(np.diff(ts) <= 0):
-                raise ValueError("extend() needs strictly increasing timestamps")
+                raise ValueError("extend() needs strictly increasing timestamps (in milliseconds)")
             cap = self.raw_capacity
-            n = int(self.raw_n[sid])
-            tail_t, tail_v = ts[-cap:], values[-cap:]  # older ones would be overwritten anyway
-            pos = (n + (ts.size - tail_t.size) + np.arange(tail_t.size)) % cap
-            self.raw_t[sid, pos] = tail_t
+            tail_ms, tail_v = ms[-cap:].astype(np.int64), values[-cap:]  # older ones would be overwritten anyway
+            skipped = ts.size - tail_ms.size
+            if ts.size:
+                floor = self._make_room(int(tail_ms[0]), int(tail_ms[-1]))
+            n = int(self.raw_n[sid])  # after _make_room, which may have dropped old samples
+            if ts.size and tail_ms[0] < floor:
+                # Older than the store can hold: the series' ring restarts with the rest.
+                fits = tail_ms >= floor
+                tail_ms, tail_v = tail_ms[fits], tail_v[fits]
+                n, skipped = 0, 0
+            pos = (n + skipped + np.arange(tail_ms.size)) % cap
+            self.raw_t[sid, pos] = tail_ms - self.t_base_ms
             self.raw_v[sid, pos] = tail_v
-            n += ts.size
+            n += skipped + tail_ms.size
             if ts.size:
                 self._downsample_series(sid, ts, values)
             self.raw_n[sid] = n
@@ -558,15 +740,16 @@ class Store:
                 head = n % cap
                 t = np.concatenate((self.raw_t[sid, head:], self.raw_t[sid, :head]))
                 v = np.concatenate((self.raw_v[sid, head:], self.raw_v[sid, :head]))
-            lo = np.searchsorted(t, start, side="right")
-            hi = np.searchsorted(t, end, side="right")
-            return t[lo:hi].copy(), v[lo:hi].copy()
+            lo = np.searchsorted(t, self.offset_at_or_before(start), side="right")
+            hi = np.searchsorted(t, self.offset_at_or_before(end), side="right")
+            return self.times_of(t[lo:hi]), v[lo:hi].copy()
 
     def oldest_raw(self, sid: int) -> float:
-        n = int(self.raw_n[sid])
-        if n == 0:
-            return np.inf
-        return float(self.raw_t[sid, 0 if n <= self.raw_capacity else n % self.raw_capacity])
+        with self.lock:
+            n = int(self.raw_n[sid])
+            if n == 0:
+                return np.inf
+            return (self.t_base_ms + int(self.raw_t[sid, 0 if n <= self.raw_capacity else n % self.raw_capacity])) / 1000
 
     def downsampled(self, sid: int, start: float = -np.inf, end: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """Bucket means (timestamp = bucket start) with start < t <= end, oldest first; the
@@ -614,15 +797,16 @@ class Store:
                 return 0
             ids, n = ids[full], n[full]
             oldest = self.raw_t[ids, n % self.raw_capacity]
-            return int(np.count_nonzero(oldest > start))
+            return int(np.count_nonzero(oldest > self.offset_at_or_before(start)))
 
     def latest(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Last timestamp and value of each series (NaN where empty)."""
         ids = np.asarray(ids, dtype=np.int64)
-        n = self.raw_n[ids]
-        pos = (n - 1) % self.raw_capacity
-        t = np.where(n > 0, self.raw_t[ids, pos], np.nan)
-        v = np.where(n > 0, self.raw_v[ids, pos], np.nan)
+        with self.lock:
+            n = self.raw_n[ids]
+            pos = (n - 1) % self.raw_capacity
+            t = np.where(n > 0, self.times_of(self.raw_t[ids, pos]), np.nan)
+            v = np.where(n > 0, self.raw_v[ids, pos], np.nan)
         return t, v
 
     def windows(self, ids: np.ndarray, start: float, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -638,8 +822,8 @@ class Store:
             n = self.raw_n[ids]
             count = np.minimum(n, cap)
             head = np.where(n > cap, n % cap, 0)
-            lo = self._bisect_right(ids, head, count, start)
-            hi = self._bisect_right(ids, head, count, end)
+            lo = self._bisect_right(ids, head, count, self.offset_at_or_before(start))
+            hi = self._bisect_right(ids, head, count, self.offset_at_or_before(end))
             lens = np.maximum(hi - lo, 0)
             offsets = np.zeros(ids.size + 1, dtype=np.int64)
             np.cumsum(lens, out=offsets[1:])
@@ -659,10 +843,11 @@ class Store:
                 wraps = nonempty & (p0 + lens > cap)
                 steps[offsets[:-1][wraps] + (cap - p0[wraps])] = 1 - cap
             idx = np.cumsum(steps)
-            return self.raw_t.reshape(-1).take(idx), self.raw_v.reshape(-1).take(idx), offsets
+            return self.times_of(self.raw_t.reshape(-1).take(idx)), self.raw_v.reshape(-1).take(idx), offsets
 
-    def _bisect_right(self, ids: np.ndarray, head: np.ndarray, count: np.ndarray, x: float) -> np.ndarray:
-        """Per series, the logical index (0 = oldest) of the first raw sample with t > x.
+    def _bisect_right(self, ids: np.ndarray, head: np.ndarray, count: np.ndarray, x: np.integer) -> np.ndarray:
+        """Per series, the logical index (0 = oldest) of the first raw sample whose offset is
+        > x (an `offset_at_or_before` threshold).
 
         Gallops back from the newest sample first: PromQL windows are short next to the ring,
         so this takes about 2*log2(window) numpy steps instead of 2*log2(capacity)."""
@@ -750,6 +935,7 @@ class Store:
                 labels=[self.labels(int(i)) for i in live],
                 arrays=arrays,
                 saved_at=time.time(),
+                t_base_ms=self.t_base_ms,
             )
 
     def save(self, path: str) -> None:
@@ -783,6 +969,7 @@ class Store:
                     # A snapshot read from a file owns its arrays: adopt them, no copy.
                     own = arr.flags.owndata and arr.flags.c_contiguous
                     setattr(self, k, arr if own else arr.copy())
+                self.t_base_ms = int(snap.t_base_ms)
             else:
                 self._alloc(n)
                 self._fit_arrays(snap, np.arange(n))
@@ -794,28 +981,55 @@ class Store:
             self.generation += 1
 
     def _fit_arrays(self, snap: Snapshot, rows: np.ndarray) -> None:
-        """Copy rows `rows` of `snap`'s arrays into rows 0.. of this store's, fitting tiers of
-        other sizes: the newest raw samples and buckets that fit, in vectorised gathers."""
+        """Copy rows `rows` of `snap`'s arrays into rows 0.. of this store's (empty: freshly
+        allocated), fitting tiers of other sizes and other time encodings: the newest raw
+        samples and buckets that fit, in vectorised gathers. Raw times are offsets from
+        `snap.t_base_ms`, or float seconds in snapshots written before version 4."""
         a = snap.arrays
         n = rows.size
         if n == 0:
             return
-        self.last_t[:n] = a["last_t"][rows]
+        src_t = a["raw_t"]
+        seconds = src_t.dtype.kind == "f"
+
+        def to_ms(t: np.ndarray) -> np.ndarray:
+            return seconds_to_ms(t) if seconds else t.astype(np.int64) + int(snap.t_base_ms)
+
+        last_t = a["last_t"][rows]
+        if seconds:  # rounded as the samples are, so that the next one compares right
+            finite = np.isfinite(last_t)
+            last_t = np.where(finite, seconds_to_ms(np.where(finite, last_t, 0.0)) / 1000.0, last_t)
+        self.last_t[:n] = last_t
         # raw tier: logical sample j of a row (0 = oldest kept) sits at (head + j) % capacity.
         old_cap, cap = snap.raw_capacity, self.raw_capacity
         cnt = a["raw_n"][rows].astype(np.int64)
         have = np.minimum(cnt, old_cap)
         keep = np.minimum(have, cap)
         head = np.where(cnt > old_cap, cnt % old_cap, 0)
+        floor = -2 * MAX_ABS_MS
+        some = np.flatnonzero(keep > 0)
+        if some.size:  # a base for what is kept: rows are in time order, two slots a row say it
+            r, h = rows[some], head[some]
+            oldest = to_ms(src_t[r, (h + have[some] - keep[some]) % old_cap])
+            newest = to_ms(src_t[r, (h + have[some] - 1) % old_cap])
+            floor = self._make_room(int(oldest.min()), int(newest.max()))
         j = np.arange(cap)
+
+        def gather(sl: slice, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            r = rows[sl]
+            logical = (have[sl] - keep)[:, None] + j[None, :]
+            src = (head[sl][:, None] + np.minimum(logical, np.maximum(have[sl] - 1, 0)[:, None])) % old_cap
+            return j[None, :] < keep[:, None], to_ms(np.take_along_axis(src_t[r], src, axis=1)), src
+
         for lo in range(0, n, 4096):  # chunks bound the temporaries
             sl = slice(lo, min(n, lo + 4096))
-            r = rows[sl]
-            logical = (have[sl] - keep[sl])[:, None] + j[None, :]
-            src = (head[sl][:, None] + np.minimum(logical, np.maximum(have[sl] - 1, 0)[:, None])) % old_cap
-            valid = j[None, :] < keep[sl][:, None]
-            self.raw_t[sl] = np.where(valid, np.take_along_axis(a["raw_t"][r], src, axis=1), 0.0)
-            self.raw_v[sl] = np.where(valid, np.take_along_axis(a["raw_v"][r], src, axis=1), 0.0)
+            valid, ms, src = gather(sl, keep[sl])
+            too_old = np.count_nonzero(valid & (ms < floor), axis=1)
+            if too_old.any():  # beyond what this store's times reach back: the newer ones stay
+                keep[sl] -= too_old
+                valid, ms, src = gather(sl, keep[sl])
+            self.raw_t[sl] = np.where(valid, ms - self.t_base_ms, 0)
+            self.raw_v[sl] = np.where(valid, np.take_along_axis(a["raw_v"][rows[sl]], src, axis=1), 0.0)
         self.raw_n[:n] = keep
         if snap.ds_interval != self.ds_interval:
             return  # buckets of another width cannot be reused; the accumulators start afresh

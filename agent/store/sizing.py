@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.store.series import RetentionNeed, bytes_per_series
+from agent.store.series import RetentionNeed, bytes_per_series, raw_time_dtype
 
 # The unit's MemoryMax (systemd/forewarn.service); the default budget when no cgroup limit is
 # found, so an agent run by hand sizes itself as it would under the unit.
@@ -88,7 +88,7 @@ def size_store(budget: MemoryBudget, interval: float, raw_retention: float, hist
     # +2: a window of raw_seconds holds one sample more than raw_seconds / interval when scrapes
     # jitter, and a scrape stamped just after an evaluation's time may already be stored.
     raw_capacity = int(min(1_000_000, math.ceil(raw_seconds / max(1.0, interval)))) + 2
-    per = bytes_per_series(raw_capacity, max(2, math.ceil(hist / downsample_interval)))
+    per = bytes_per_series(raw_capacity, max(2, math.ceil(hist / downsample_interval)), raw_time_dtype(hist).itemsize)
     if max_series <= 0:
         room = max(0, budget.bytes - BASELINE_BYTES) * STORE_SHARE
         max_series = max(1000, int(room // per))

@@ -1,23 +1,26 @@
 """The store's snapshot file: its format (write, read) and its life on disk (an atomic write
 through `agent.persistence`; a corrupt file set aside, never fatal).
 
-Format, version 3 (what this release writes):
+Format, version 4 (what this release writes):
 
-    b"FWSNAP3\\n"  <u32 meta length> meta (JSON)
+    b"FWSNAP4\\n"  <u32 meta length> meta (JSON)
     strings      the label names and values, each once: a JSON list (meta "strings_bytes")
     pairs        int32 indexes into strings, name then value, every series' pairs in a row
     counts       int32 pairs per series
     columns      each array of ARRAYS as it is in memory, rows in the labels' order
     <u32 crc32 of everything after the magic>
 
-The arrays are written as they are (no compression, no copies: 16 bytes a raw sample on disk
+The arrays are written as they are (no compression, no copies: 12 bytes a raw sample on disk
 as in memory) and read back in bulk into the arrays the store then adopts, in chunks that let
-a stop request end a restore at once and let progress be logged. Version 2 files (a zlib body
-holding JSON and an .npz archive, magic b"FWSNAP1\\n") still load.
+a stop request end a restore at once and let progress be logged. `raw_t` holds integer
+millisecond offsets from the meta's `t_base_ms`, int32 or int64 as the meta's `raw_t_dtype`
+says ("<i4", "<i8"). Version 3 files (the same layout and magic b"FWSNAP3\\n", `raw_t` in
+float64 seconds) and version 2 files (a zlib body holding JSON and an .npz archive, magic
+b"FWSNAP1\\n") still load; their `raw_t` reaches the store as float seconds.
 
-The meta holds the version, the tier sizes the arrays were written with, the series count and
-the time of writing. What the arrays mean, and how to fit them into a store with other tier
-sizes, is the store's business (`Store.restore`).
+The meta holds the version, the tier sizes the arrays were written with, the time base, the
+series count and the time of writing. What the arrays mean, and how to fit them into a store
+with other tier sizes or time encodings, is the store's business (`Store.restore`).
 
 This module knows only label sets and the snapshot's shape: it never imports the series store
 (which imports it), nor anything of the agent beyond `agent.persistence`.
@@ -43,13 +46,17 @@ from agent.store.labels import Labels
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_MAGIC = b"FWSNAP3\n"
-SNAPSHOT_VERSION = 3
+SNAPSHOT_MAGIC = b"FWSNAP4\n"
+SNAPSHOT_VERSION = 4
+V3_MAGIC = b"FWSNAP3\n"
 V2_MAGIC = b"FWSNAP1\n"
-# The per-series arrays a snapshot carries, one row per series, and their types.
+# The per-series arrays a snapshot carries, one row per series, and their types (raw_t: int32
+# unless the meta says int64; float64 seconds in version 3).
 ARRAYS = ("raw_t", "raw_v", "raw_n", "last_t", "ds_v", "ds_first", "ds_last", "acc_sum", "acc_cnt", "acc_b")
-DTYPES = {"raw_t": "<f8", "raw_v": "<f8", "raw_n": "<i8", "last_t": "<f8", "ds_v": "<f4", "ds_first": "<i8",
+DTYPES = {"raw_t": "<i4", "raw_v": "<f8", "raw_n": "<i8", "last_t": "<f8", "ds_v": "<f4", "ds_first": "<i8",
           "ds_last": "<i8", "acc_sum": "<f8", "acc_cnt": "<i8", "acc_b": "<i8"}
+RAW_T_DTYPES = ("<i4", "<i8")
+V3_RAW_T_DTYPE = "<f8"
 _HEADER = struct.Struct("<QI")  # version 2: body length, crc32 of the body
 _U32 = struct.Struct("<I")
 CHUNK_BYTES = 8 << 20  # read and written in pieces of this size: stop requests and progress between
@@ -70,6 +77,8 @@ class Snapshot:
 
     `arrays` maps each name of ARRAYS to an array whose row i belongs to `labels[i]`;
     `raw_capacity`, `ds_interval` and `ds_capacity` are the tier sizes they were written with.
+    `arrays["raw_t"]` holds integer millisecond offsets from `t_base_ms` (int32 or int64), or
+    float seconds when read from a file older than version 4.
     """
 
     raw_capacity: int
@@ -78,9 +87,10 @@ class Snapshot:
     labels: list[Labels]
     arrays: dict[str, np.ndarray]
     saved_at: float  # Unix seconds
+    t_base_ms: int = 0
 
 
-# ---- version 3 -------------------------------------------------------------------------------
+# ---- versions 4 and 3 -------------------------------------------------------------------------
 
 
 def _widths(raw_capacity: int, ds_capacity: int) -> dict[str, int]:
@@ -99,10 +109,15 @@ def chunks(snap: Snapshot) -> Iterator[bytes | memoryview]:
             pairs.append(strings.setdefault(k, len(strings)))
             pairs.append(strings.setdefault(v, len(strings)))
     table = json.dumps(list(strings), ensure_ascii=False).encode()
+    raw_t = snap.arrays["raw_t"]
+    if raw_t.size and raw_t.dtype.kind not in "iu":  # seconds written as offsets would be misread
+        raise ValueError(f"snapshot raw_t must hold integer ms offsets, not {raw_t.dtype}")
+    dtypes = {**DTYPES, "raw_t": "<i8" if raw_t.dtype.itemsize > 4 else "<i4"}
     meta = json.dumps({
         "version": SNAPSHOT_VERSION, "raw_capacity": snap.raw_capacity, "ds_interval": snap.ds_interval,
         "ds_capacity": snap.ds_capacity, "series": len(snap.labels), "pairs": len(pairs),
-        "strings_bytes": len(table), "saved_at": snap.saved_at,
+        "strings_bytes": len(table), "saved_at": snap.saved_at, "t_base_ms": int(snap.t_base_ms),
+        "raw_t_dtype": dtypes["raw_t"],
     }).encode()
     crc = 0
 
@@ -118,7 +133,7 @@ def chunks(snap: Snapshot) -> Iterator[bytes | memoryview]:
     yield piece(counts.tobytes())
     widths = _widths(snap.raw_capacity, snap.ds_capacity)
     for k in ARRAYS:
-        arr = np.ascontiguousarray(snap.arrays[k], dtype=DTYPES[k])
+        arr = np.ascontiguousarray(snap.arrays[k], dtype=dtypes[k])
         if arr.shape[:1] != (len(snap.labels),) or arr.size != len(snap.labels) * widths[k]:
             raise ValueError(f"snapshot array {k} has shape {arr.shape}, want {len(snap.labels)} x {widths[k]}")
         flat = arr.reshape(-1).view(np.uint8).data
@@ -133,7 +148,7 @@ def encode(snap: Snapshot) -> bytes:
 
 
 class _Reader:
-    """Reads a version 3 body with a running checksum, polling `should_stop` between chunks."""
+    """Reads a version 4 (or 3) body with a running checksum, polling `should_stop` between chunks."""
 
     def __init__(self, f: IO[bytes], total: int, should_stop: Callable[[], bool]) -> None:
         self.f = f
@@ -170,19 +185,24 @@ class _Reader:
                          self.total >> 20, 100.0 * self.done / max(1, self.total), now - self.started)
 
 
-def _read_v3(f: IO[bytes], total: int, should_stop: Callable[[], bool]) -> Snapshot:
+def _read_v4(f: IO[bytes], total: int, should_stop: Callable[[], bool], version: int) -> Snapshot:
+    """A version 4 body, or a version 3 one (`version`): the same layout, raw_t in float64 seconds."""
     r = _Reader(f, total, should_stop)
     (meta_len,) = _U32.unpack(r.read(_U32.size))
     if meta_len > 1 << 20:
         raise SnapshotError("malformed header")
     meta = json.loads(r.read(meta_len))
-    if meta.get("version") != SNAPSHOT_VERSION:
-        raise SnapshotError(f"snapshot version {meta.get('version')} is not {SNAPSHOT_VERSION}")
+    if meta.get("version") != version:
+        raise SnapshotError(f"snapshot version {meta.get('version')} is not {version}")
+    raw_t_dtype = meta.get("raw_t_dtype") if version == SNAPSHOT_VERSION else V3_RAW_T_DTYPE
+    if version == SNAPSHOT_VERSION and raw_t_dtype not in RAW_T_DTYPES:
+        raise SnapshotError(f"snapshot raw_t type {raw_t_dtype!r} is not one of {', '.join(RAW_T_DTYPES)}")
+    dtypes = {**DTYPES, "raw_t": raw_t_dtype}
     n, npairs = int(meta["series"]), int(meta["pairs"])
     raw_capacity, ds_capacity = int(meta["raw_capacity"]), int(meta["ds_capacity"])
     widths = _widths(raw_capacity, ds_capacity)
     need = meta_len + int(meta["strings_bytes"]) + 4 * npairs + 4 * n + sum(
-        n * widths[k] * np.dtype(DTYPES[k]).itemsize for k in ARRAYS) + 2 * _U32.size
+        n * widths[k] * np.dtype(dtypes[k]).itemsize for k in ARRAYS) + 2 * _U32.size
     if need > total - len(SNAPSHOT_MAGIC):
         raise SnapshotError(f"truncated: {total - len(SNAPSHOT_MAGIC)} of {need} bytes")
     strings = json.loads(r.read(int(meta["strings_bytes"])))
@@ -191,7 +211,7 @@ def _read_v3(f: IO[bytes], total: int, should_stop: Callable[[], bool]) -> Snaps
     arrays: dict[str, np.ndarray] = {}
     for k in ARRAYS:
         shape = (n, widths[k]) if k in ("raw_t", "raw_v", "ds_v") else (n,)
-        arr = np.empty(shape, dtype=np.dtype(DTYPES[k]).newbyteorder("="))
+        arr = np.empty(shape, dtype=np.dtype(dtypes[k]).newbyteorder("="))
         r.read_into(arr)
         arrays[k] = arr
     expected = r.crc
@@ -206,7 +226,7 @@ def _read_v3(f: IO[bytes], total: int, should_stop: Callable[[], bool]) -> Snaps
         labels.append(tuple((strings[pairs[j]], strings[pairs[j + 1]]) for j in range(pos, pos + 2 * c, 2)))
         pos += 2 * c
     return Snapshot(raw_capacity, float(meta["ds_interval"]), ds_capacity, labels, arrays,
-                    float(meta.get("saved_at", 0.0)))
+                    float(meta.get("saved_at", 0.0)), int(meta.get("t_base_ms", 0)))
 
 
 # ---- version 2 (read only) -------------------------------------------------------------------
@@ -243,19 +263,21 @@ def _decode_v2(data: bytes) -> Snapshot:
 
 
 def read(f: IO[bytes], total: int, should_stop: Callable[[], bool] = lambda: False) -> Snapshot:
-    """The snapshot in the open file `f` of `total` bytes (either version); raises
+    """The snapshot in the open file `f` of `total` bytes (any version); raises
     SnapshotError (or the decoder's own error for a body that passed the checksum yet does not
     parse), RestoreInterrupted when `should_stop` says so."""
     magic = f.read(len(SNAPSHOT_MAGIC))
     if magic == SNAPSHOT_MAGIC:
-        return _read_v3(f, total, should_stop)
+        return _read_v4(f, total, should_stop, SNAPSHOT_VERSION)
+    if magic == V3_MAGIC:
+        return _read_v4(f, total, should_stop, 3)
     if magic == V2_MAGIC:
         return _decode_v2(magic + f.read())
     raise SnapshotError("not a forewarn snapshot")
 
 
 def decode(data: bytes) -> Snapshot:
-    """The snapshot in `data` (either version)."""
+    """The snapshot in `data` (any version)."""
     return read(io.BytesIO(data), len(data))
 
 
