@@ -137,7 +137,7 @@ def test_the_process_exits_when_idle_and_the_next_chart_starts_another(renderer)
 
 
 def test_a_chart_that_times_out_gives_none_and_the_next_one_a_new_process(renderer):
-    r = renderer(timeout=2.0)
+    r = renderer(timeout=2.0, pause_after_timeout=0.0)
     assert r.render(request) is not None
     hung = r.pid()
     assert hung is not None
@@ -153,6 +153,23 @@ def test_a_chart_that_times_out_gives_none_and_the_next_one_a_new_process(render
     m = exposed(r)
     assert m[("forewarn_chart_renders_total", (("outcome", "timeout"),))] == 1
     assert m[("forewarn_chart_worker_starts_total", ())] == 2
+
+
+def test_after_a_timeout_no_chart_is_asked_for_a_while(renderer):
+    """Charts are drawn on the evaluation's thread: after a process that did not answer, the
+    next openings in the pause get no chart at once (no new process, nothing built)."""
+    r = renderer(timeout=2.0, pause_after_timeout=600.0)
+    assert r.render(request) is not None
+    os.kill(r.pid(), signal.SIGSTOP)
+    assert r.render(request) is None  # the timeout
+    built = []
+    assert r.render(lambda: built.append(1) or request()) is None
+    assert built == [] and r.pid() is None and r.starts == 1
+    assert r.counts() == {"ok": 1, "failed": 1, "timeout": 1, "unavailable": 0}
+    r.pause_after_timeout = 0.0
+    r._paused_until = 0.0  # the pause is over
+    png = r.render(request)
+    assert png is not None and png.startswith(PNG_MAGIC) and r.starts == 2
 
 
 def test_a_process_that_died_is_started_again(renderer):

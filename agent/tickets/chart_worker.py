@@ -7,7 +7,9 @@ chart only when a problem opens, so `ChartRenderer` keeps matplotlib in a 'spawn
 answers requests over a pipe, and exits by itself once no chart was asked for `idle_seconds`:
 the memory is held around bursts of tickets only.
 
-A chart is decoration: a request that takes longer than `timeout` kills the child, a child
+A chart is decoration: a request that takes longer than `timeout` kills the child and no
+chart is drawn for `pause_after_timeout` (charts are drawn on the evaluation's thread: a
+burst of openings must not wait `timeout` each on a process that hangs each time), a child
 that died is started anew at the next request, and every failure is a ticket without a
 picture (None), logged once until charts work again. Without matplotlib no child is ever
 started and the request (the range query that gathers the series) is not even built.
@@ -21,9 +23,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import math
 import multiprocessing as mp
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 120.0  # the child exits after this long without a request
 TIMEOUT_SECONDS = 30.0  # a chart taking longer (the child's start included) is given up
+PAUSE_SECONDS = 600.0  # after a timeout, no chart is asked for this long
 OUTCOMES = ("ok", "failed", "timeout", "unavailable")
 
 
@@ -126,9 +131,11 @@ class ChartRenderer:
     """
 
     def __init__(self, idle_seconds: float = IDLE_SECONDS, timeout: float = TIMEOUT_SECONDS,
-                 matplotlib_dir: str | None = None) -> None:
+                 matplotlib_dir: str | None = None, pause_after_timeout: float = PAUSE_SECONDS) -> None:
         self.idle_seconds = float(idle_seconds)
         self.timeout = float(timeout)
+        self.pause_after_timeout = float(pause_after_timeout)
+        self._paused_until = -math.inf  # time.monotonic() before which no chart is asked for
         self.matplotlib_dir = matplotlib_dir
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()  # one request at a time over the one pipe
@@ -156,11 +163,18 @@ class ChartRenderer:
         if not self.available():
             self._count("unavailable")
             return None
+        if time.monotonic() < self._paused_until:
+            self._count("failed")
+            log.debug("ticket chart not drawn: paused after a chart process that did not answer")
+            return None
         request = build()
         if request is None:
             return None
         with self._lock:
             png, outcome, why = self._request(request)
+            if outcome == "timeout":
+                self._paused_until = time.monotonic() + self.pause_after_timeout
+                why += f"; no chart is drawn for the next {self.pause_after_timeout:g} s"
             if outcome == "ok":
                 if self._failing:
                     log.info("ticket charts are drawn again")
