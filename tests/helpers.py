@@ -210,3 +210,29 @@ def scraping_config(rules: object, target: str) -> str:
             scrape_timeout: 1s
             static_configs: [{{targets: ["{target}"]}}]
         """)
+
+
+def disk_low_pipeline(tmp_path, t0: float):
+    """A pipeline (not started) over its own store, with one rule evaluated every minute:
+    DiskLow, `disk_free_bytes < 100`. Returns (pipeline, store, clock at `t0`)."""
+    from agent.clock import SimulatedClock
+    from agent.config.schema import load_config
+    from agent.pipeline import Pipeline
+    from agent.store import Store
+
+    rules = tmp_path / "r.yml"
+    rules.write_text(textwrap.dedent("""\
+        groups:
+          - name: g
+            interval: 1m
+            rules:
+              - alert: DiskLow
+                expr: disk_free_bytes < 100
+                labels: {severity: warning}
+    """))
+    cfg_path = tmp_path / "f.yml"
+    cfg_path.write_text(f"global: {{state_dir: {tmp_path / 'state'}}}\nsystem: {{enabled: false}}\n"
+                        f"rule_files: ['{rules}']\n")
+    clock = SimulatedClock(t0)
+    store = Store(raw_capacity=2000)
+    return Pipeline(load_config(str(cfg_path)), store, clock), store, clock

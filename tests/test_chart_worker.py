@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 
 from agent.clock import SimulatedClock
-from agent.config.schema import load_config
 from agent.metrics import Collector
 from agent.pipeline import Pipeline
 from agent.store import Store, make_labels
 from agent.tickets import chart_worker
 from agent.tickets.chart import render_chart
 from agent.tickets.chart_worker import ChartRenderer, ChartRequest
+from tests.helpers import disk_low_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -263,22 +263,7 @@ def test_without_matplotlib_no_process_is_started_and_nothing_is_built():
 
 
 def firing_pipeline(tmp_path) -> tuple[Pipeline, Store, SimulatedClock]:
-    rules = tmp_path / "r.yml"
-    rules.write_text(textwrap.dedent("""\
-        groups:
-          - name: g
-            interval: 1m
-            rules:
-              - alert: DiskLow
-                expr: disk_free_bytes < 100
-                labels: {severity: warning}
-    """))
-    cfg_path = tmp_path / "f.yml"
-    cfg_path.write_text(f"global: {{state_dir: {tmp_path / 'state'}}}\nsystem: {{enabled: false}}\n"
-                        f"rule_files: ['{rules}']\n")
-    clock = SimulatedClock(T0)
-    store = Store(raw_capacity=2000)
-    return Pipeline(load_config(str(cfg_path)), store, clock), store, clock
+    return disk_low_pipeline(tmp_path, T0)
 
 
 def open_ticket_png(p: Pipeline, store: Store, clock: SimulatedClock) -> bytes | None:

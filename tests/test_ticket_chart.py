@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import textwrap
-
-from agent.clock import SimulatedClock
-from agent.config.schema import load_config
-from agent.pipeline import Pipeline
-from agent.store import Store, make_labels
+from agent.store import make_labels
 from agent.tickets.sinks.base import Ticket
+from tests.helpers import disk_low_pipeline
 
 
 def test_ticket_json_round_trip_keeps_the_chart():
@@ -19,23 +15,7 @@ def test_ticket_json_round_trip_keeps_the_chart():
 
 
 def test_opening_ticket_gets_a_png_of_its_series(tmp_path):
-    rules = tmp_path / "r.yml"
-    rules.write_text(textwrap.dedent("""\
-        groups:
-          - name: g
-            interval: 1m
-            rules:
-              - alert: DiskLow
-                expr: disk_free_bytes < 100
-                labels: {severity: warning}
-    """))
-    cfg_path = tmp_path / "f.yml"
-    cfg_path.write_text(f"global: {{state_dir: {tmp_path / 'state'}}}\nsystem: {{enabled: false}}\n"
-                        f"rule_files: ['{rules}']\n")
-    cfg = load_config(str(cfg_path))
-    clock = SimulatedClock(1_700_000_000)
-    store = Store(raw_capacity=2000)
-    p = Pipeline(cfg, store, clock)
+    p, store, clock = disk_low_pipeline(tmp_path, 1_700_000_000)
     p.start()
     try:
         for i in range(400):
