@@ -71,6 +71,25 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes started by `pid`, at any depth (Forewarn's chart, refit and multiprocessing
+    resource-tracker processes)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parent.items() if p in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
 def loadavg() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -246,6 +265,10 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         cpu = cpu_seconds(proc.pid) - c0
         wall = time.monotonic() - t0
         rss = rss_mb(proc.pid)
+        kids = descendants(proc.pid)
+        if kids:  # not in the row: the comparison is of the one process each system runs
+            print(f"  {system} child processes at the end: {len(kids)}, "
+                  f"{sum(rss_mb(k) for k in kids):.1f} MB resident in all", flush=True)
         # what a Prometheus scraping the agent costs it: /metrics holds every live series (the
         # scraped ones and the rules' outputs); for Prometheus the same is /federate of all
         t_scrape = time.monotonic()
@@ -305,7 +328,8 @@ def hold(n: int, hours: float, every: float, budget: int) -> None:
     CPU share of each every `every` seconds. Prometheus's head grows for its first hours (it
     cuts a block after about 3 h), where the agent's arrays are sized at start: the default
     run (3 minutes) sees Prometheus at its smallest. The two share the 2 cores, so read the
-    CPU shares as a comparison, not as each one's cost alone."""
+    CPU shares as a comparison, not as each one's cost alone. The agent's helper processes
+    (ticket charts, model refits) are shown apart: their memory is the unit's too."""
     port = free_port()
     exp = subprocess.Popen([sys.executable, __file__, "--exporter", str(n), "--port", str(port)])
     target = f"127.0.0.1:{port}"
@@ -323,7 +347,7 @@ def hold(n: int, hours: float, every: float, budget: int) -> None:
             wait_ready(f"http://127.0.0.1:{web}/-/ready")
         print(f"{n} series, rule load, both systems side by side for {hours:g} h (load average {loadavg()})")
         print(f"{'minutes':>8} {'forewarn RSS MB':>16} {'prometheus RSS MB':>18} {'forewarn CPU %':>15} "
-              f"{'prometheus CPU %':>17}", flush=True)
+              f"{'prometheus CPU %':>17} {'forewarn children MB':>21}", flush=True)
         start = last = time.monotonic()
         cpu = {s: cpu_seconds(p.pid) for s, p in procs.items()}
         rss: dict[str, list[float]] = {s: [] for s in procs}
@@ -337,8 +361,9 @@ def hold(n: int, hours: float, every: float, budget: int) -> None:
                 cpu[s] = c
                 rss[s].append(rss_mb(p.pid))
             last = now
+            kids = sum(rss_mb(k) for k in descendants(procs["forewarn"].pid))  # charts, refits: not in its RSS
             print(f"{(now - start) / 60:8.1f} {rss['forewarn'][-1]:16.1f} {rss['prometheus'][-1]:18.1f} "
-                  f"{shares['forewarn']:15.1f} {shares['prometheus']:17.1f}", flush=True)
+                  f"{shares['forewarn']:15.1f} {shares['prometheus']:17.1f} {kids:21.1f}", flush=True)
         tail = max(1, len(rss["forewarn"]) // 2)
         f, p = (float(np.mean(rss[s][-tail:])) for s in ("forewarn", "prometheus"))
         print(f"mean RSS over the second half: forewarn {f:.0f} MB, prometheus {p:.0f} MB ({f / p:.2f}x)")
