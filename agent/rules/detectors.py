@@ -132,9 +132,9 @@ class BreachInfos(Sequence[BreachInfo]):
 
 class AnomalyInfos(Sequence[AnomalyInfo]):
     """An anomaly model's verdicts for every series of an evaluation, kept as the bank's
-    arrays, as `BreachInfos` keeps a forecast's; `held` are the rows whose `AnomalyInfo`
-    already exists (an active alert holds it, or its note was written): those objects are
-    returned as they are, so a note set on one later reaches the alert that holds it."""
+    arrays, as `BreachInfos` keeps a forecast's; `held` maps the rows of active series to the
+    `AnomalyInfo` their alerts hold: those objects are returned as they are, so a note set on
+    one when its alert ends reaches the alert."""
 
     def __init__(self, r: AnomalyResult, held: dict[int, AnomalyInfo]) -> None:
         self._columns = tuple(np.asarray(a, dtype=np.float64) for a in (

@@ -281,8 +281,9 @@ class AnomalyBank:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`, also from older versions (1 and 2, written
         before the seasonal profiles and the contextual baseline existed: see
-        :func:`upgrade_v2`; 3, without the fields version 4 added). Profiles of another
-        shape are dropped (the rest is kept). Raises ValueError on damaged data."""
+        :func:`upgrade_v2`; 3, without the fields version 4 added; 3 and 4, with float
+        profiles, quantised by :func:`quantise_rows`). Profiles of another shape are dropped
+        (the rest is kept). Raises ValueError on damaged data."""
         version = int(state.get("version", 1))
         if version < 3:
             state = upgrade_v2(state, self.params)
