@@ -265,9 +265,9 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         cpu = cpu_seconds(proc.pid) - c0
         wall = time.monotonic() - t0
         rss = rss_mb(proc.pid)
-        kids = descendants(proc.pid)
+        kids = [k for k in descendants(proc.pid) if rss_mb(k) == rss_mb(k)]  # (NaN: exited, not reaped yet)
         if kids:  # not in the row: the comparison is of the one process each system runs
-            print(f"  {system} child processes at the end: {len(kids)}, "
+            print(f"  {system} child processes running at the end: {len(kids)}, "
                   f"{sum(rss_mb(k) for k in kids):.1f} MB resident in all", flush=True)
         # what a Prometheus scraping the agent costs it: /metrics holds every live series (the
         # scraped ones and the rules' outputs); for Prometheus the same is /federate of all
@@ -361,7 +361,7 @@ def hold(n: int, hours: float, every: float, budget: int) -> None:
                 cpu[s] = c
                 rss[s].append(rss_mb(p.pid))
             last = now
-            kids = sum(rss_mb(k) for k in descendants(procs["forewarn"].pid))  # charts, refits: not in its RSS
+            kids = float(np.nansum([rss_mb(k) for k in descendants(procs["forewarn"].pid)]))  # not in its RSS
             print(f"{(now - start) / 60:8.1f} {rss['forewarn'][-1]:16.1f} {rss['prometheus'][-1]:18.1f} "
                   f"{shares['forewarn']:15.1f} {shares['prometheus']:17.1f} {kids:21.1f}", flush=True)
         tail = max(1, len(rss["forewarn"]) // 2)
