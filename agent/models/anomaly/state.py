@@ -112,10 +112,10 @@ INITIAL_EXP = -64  # a zero row's quantum: the first real offset raises it to wh
 _GOLDEN = 0.6180339887498949
 
 
-def dither(t: Any) -> Any:
-    """The rounding offset of a profile write at time `t` (Unix seconds), in [0, 1):
-    equidistributed over successive samples."""
-    return np.mod(np.asarray(t, dtype=np.float64) * _GOLDEN, 1.0) if isinstance(t, np.ndarray) else (t * _GOLDEN) % 1.0
+def dither(t: np.ndarray) -> np.ndarray:
+    """The rounding offsets of profile writes at times `t` (Unix seconds), in [0, 1):
+    equidistributed over successive samples (`Profile.write` takes the same in Python floats)."""
+    return np.mod(t * _GOLDEN, 1.0)
 
 
 def exponent_for(magnitude: Any) -> Any:
