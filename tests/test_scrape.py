@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import gzip
 import logging
 import math
@@ -11,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -527,6 +529,42 @@ def test_series_stay_right_while_a_body_changes_its_lines(tmp_path) -> None:
         for line in lines:
             name, value = line.split()
             assert latest(store, name, job="c", instance="127.0.0.1:1") == float(value), (k, line)
+
+
+def test_a_first_scrape_shares_each_label_pair_and_leaves_no_pile_of_copies(tmp_path) -> None:
+    """New series hold one object per distinct (name, value) pair, the store's, and their
+    parsed copies are dropped as each is read rather than all at the end: at its peak a first
+    scrape holds little beyond what it keeps (before: about 650 bytes a series more, which
+    pymalloc then kept resident as mostly empty pools, ~60 MB at 100,000 series)."""
+    n = 5000
+    store = Store(raw_capacity=4, retention=600, max_series=n)
+    mgr, store, clock = make_manager(tmp_path, "scrape_configs:\n" + job("c", "127.0.0.1:1", "/m"), store)
+    body = "# TYPE q gauge\n" + "\n".join(f'q{{handler="h{i % 50}",shard="s{i}"}} {i}' for i in range(n)) + "\n"
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        r = mgr.ingest(mgr.targets()[0], body, None, clock.now())
+        gc.collect()
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert r.up and r.series_added == n
+    assert (peak - kept) / n < 250, f"{(peak - kept) / n:.0f} bytes a series beyond what is kept, at the peak"
+    assert kept > base
+    sets = [store.labels(sid) for sid in range(n)]
+    by_pair: dict[tuple[str, str], tuple[str, str]] = {}
+    for lab in sets:
+        for pair in lab:
+            assert by_pair.setdefault(pair, pair) is pair, f"{pair} held as two objects"
+    assert len(by_pair) == 3 + 50 + n  # __name__, instance, job; the handlers; a shard each
+    sid = store.get_id(make_labels("q", {"handler": "h7", "shard": "s7", "job": "c", "instance": "127.0.0.1:1"}))
+    assert sid is not None and store.labels(sid) is sets[sid]
+    # a later series reuses the index's pairs; its own new pair becomes the index's as given
+    late = store.shared_labels((("__name__", "q"), ("handler", "h7"), ("shard", "new")), {})
+    assert late[0] is by_pair[("__name__", "q")] and late[1] is by_pair[("handler", "h7")]
+    new_sid = store.series_id(late)
+    assert store.labels(new_sid) is late
 
 
 # ---- hostile targets: reserved names, quotas, timestamps, label lengths -----------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -53,6 +54,27 @@ def test_snapshot_round_trip_is_the_same_store():
             t1, v1 = read(sid)
             t2, v2 = getattr(back, read.__name__)(other)
             assert t1.tolist() == t2.tolist() and v1.tolist() == v2.tolist()
+
+
+def test_restored_label_sets_share_one_object_per_pair_across_chunks():
+    """More series than one chunk of the decoder, of varied label counts: the sets come back in
+    order and equal, each distinct pair one object (its name interned), and the store adopts
+    the decoded sets as they are."""
+    store = Store(raw_capacity=2, retention=600, downsample_interval=60, max_series=10_000)
+    sets = [make_labels(f"m{i % 3}", {"shard": f"s{i}", **({"zone": f"z{i % 7}"} if i % 2 else {})})
+            for i in range(9000)]
+    store.append_samples([(lab, 1.0) for lab in sets], 1000.0)
+    snap = decode(encode(store.snapshot()))
+    assert snap.labels == [store.labels(sid) for sid in range(len(sets))]
+    first: dict[tuple[str, str], tuple[str, str]] = {}
+    for lab in snap.labels:
+        for pair in lab:
+            assert first.setdefault(pair, pair) is pair
+            assert pair[0] is sys.intern(pair[0])
+    back = Store(raw_capacity=2, retention=600, downsample_interval=60, max_series=10_000)
+    back.restore(snap)
+    assert all(back.labels(sid) is lab for sid, lab in enumerate(snap.labels))
+    assert back.get_id(sets[4321]) == 4321
 
 
 def _reframe(body: bytes) -> bytes:

@@ -467,12 +467,21 @@ class ScrapeManager:
         limit = self._series_limit(state)
         n = len(scanned.keys)
         # Every new series' labels first: a label limit fails the scrape before any is created.
-        found: list[tuple[Hashable, Labels, list[int]]] = []
-        pending: dict[Hashable, list[int]] = {}
+        # Parallel lists, the label sets built from shared pairs (`Store.shared_labels`): the
+        # parsed copies go at once, so a first scrape of 100,000 series leaves no pile of
+        # freed objects behind (pymalloc keeps such pools resident).
+        found_keys: list[Hashable] = []
+        found_labels: list[Labels] = []
+        found_line: list[int] = []
+        seen: dict[Hashable, int] = {}
+        repeats: dict[int, list[int]] = {}  # the same new series twice in one body: its other lines
+        pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        shared = self.store.shared_labels
         for i in np.nonzero(slots < 0)[0].tolist():
             key = scanned.keys[i]
-            if key in pending:  # the same new series twice in one body
-                pending[key].append(i)
+            j = seen.get(key)
+            if j is not None:
+                repeats.setdefault(j, []).append(i)
                 continue
             if isinstance(key, tuple):
                 name, own = key
@@ -482,12 +491,15 @@ class ScrapeManager:
                 except exposition.ParseError as e:
                     located = exposition.ParseError(scanned.line_of(i), e.message)
                     raise ScrapeFailure("parse_error", str(located)) from None
-            pending[key] = [i]
-            found.append((key, self._target_labels(t, name, own, n), pending[key]))
+            seen[key] = len(found_keys)
+            found_keys.append(key)
+            found_labels.append(shared(self._target_labels(t, name, own, n), pairs))
+            found_line.append(i)
+        del seen, pairs
         new_labels: list[Labels] = []
         new_keys: list[Hashable] = []
         positions: list[int] = []
-        for key, labels, lines in found:
+        for j, (key, labels, line) in enumerate(zip(found_keys, found_labels, found_line)):
             if labels in reserved:
                 sid = _RESERVED
             elif held >= limit:
@@ -498,7 +510,10 @@ class ScrapeManager:
                     continue
                 labels = self.store.labels(sid)  # the store's interned copy: one label set per series
                 held += 1
-            slots[lines] = len(state.slot_labels) + len(new_labels)
+            slot = len(state.slot_labels) + len(new_labels)
+            slots[line] = slot
+            if repeats:
+                slots[repeats.get(j, [])] = slot
             new_keys.append(key)
             new_labels.append(labels)
             positions.append(sid)
