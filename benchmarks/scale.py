@@ -280,6 +280,13 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
                 r'^forewarn_memory_bytes\{component="([^"]+)"\} (\S+)$', metrics, re.M)}
             print("  forewarn memory by component (MB): "
                   + "  ".join(f"{k} {v:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])), flush=True)
+            # wall time of the agent's own tasks and collections since start (CPU is most of it)
+            spent: dict[str, float] = {}
+            for m in re.finditer(r'^forewarn_(task|collection)_duration_seconds_sum\{(?:task|source)="([^"]+)"\} (\S+)$',
+                                 metrics, re.M):
+                spent[m.group(2)] = spent.get(m.group(2), 0.0) + float(m.group(3))
+            print("  forewarn seconds spent since start, by task and source: "
+                  + "  ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])[:8]), flush=True)
             refused = metric_sum(metrics, "forewarn_model_series_refused_total")
             if refused:  # the rule load was not fully applied: the figures undercount the models
                 print(f"  WARNING: {refused:.0f} series refused a model (the models' share of --budget is full); "
