@@ -599,3 +599,23 @@ def test_experimental_mad_over_time():
 def test_almost_equal_as_prometheus(a, b, equal):
     """util/almost.Equal with promtool's 1e-6: how `forewarn test` should compare samples."""
     assert almost_equal(a, b) is equal
+
+
+def test_a_selector_read_as_it_is_interns_no_label_sets_and_matching_still_works():
+    """A plain selector's label sets without __name__ and their ids are built on first use
+    (vector matching, a function), not for every selection: a rule reading `x` as it is (a
+    forecast, an anomaly rule) costs no second label set per series."""
+    e = engine_with({L("a", x="1"): [(0, 6.0)], L("a", x="2"): [(0, 8.0)], L("b", x="1"): [(0, 2.0)],
+                     L("b", x="2"): [(0, 4.0)], L("b", x="3"): [(0, 1.0)]})
+    t = T0 + 30
+    interned = e._selections.label_ids._ids
+    assert vec(e.instant("a", t)) == {L("a", x="1"): 6.0, L("a", x="2"): 8.0}
+    assert vec(e.instant('b{x!="3"}', t)) == {L("b", x="1"): 2.0, L("b", x="2"): 4.0}
+    assert len(interned) == 0
+    assert vec(e.instant("a / b", t)) == {L(x="1"): 3.0, L(x="2"): 2.0}  # matched by the interned ids
+    assert len(interned) == 3  # {x=1}, {x=2} from a; {x=3} from b
+    assert vec(e.instant("b > on(x) a", t)) == {}
+    assert vec(e.instant("b < a", t)) == {L("b", x="1"): 2.0, L("b", x="2"): 4.0}
+    assert vec(e.instant("a - a", t)) == {L(x="1"): 0.0, L(x="2"): 0.0}
+    with pytest.raises(EvaluationError, match="same labelset"):
+        e.instant("{__name__=~'a|b'} * 1", t)

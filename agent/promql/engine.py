@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -210,8 +211,9 @@ class Engine:
         labels = vec.labels
         if self._unique_lists.get(id(labels)) is labels:
             return vec
-        if not vec.named and vec.match_ids is not None:
-            unique = len(vec.match_ids) == len(labels) and all_distinct(vec.match_ids)
+        ids = vec.resolve_ids().match_ids if not vec.named else None
+        if ids is not None:
+            unique = len(ids) == len(labels) and all_distinct(ids)
         else:
             unique = len(set(labels)) == len(labels)
         if not unique:
@@ -231,8 +233,7 @@ class Engine:
         q.account(int(pos.size))
         every = pos.size == len(sel.labels)
         labels = sel.labels if every else [sel.labels[i] for i in pos]
-        return Vector(labels, values, times, match_ids=sel.nameless_ids if every else sel.nameless_ids[pos],
-                      match_epoch=sel.epoch)
+        return Vector(labels, values, times, match_later=partial(sel.match_ids, None if every else pos))
 
     def _range_arg(self, e: pp.Expr, t: float, q: Query) -> RangeVector:
         """The range vector of a range selector or a subquery evaluated at `t`."""

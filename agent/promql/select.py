@@ -93,16 +93,51 @@ class LabelIds:
             return out, self.epoch
 
 
-@dataclass
 class Selection:
     """Resolved series of a selector. The lists are shared by results (never mutate them),
-    which also lets per-list work such as grouping be cached by identity."""
+    which also lets per-list work such as grouping be cached by identity.
 
-    ids: np.ndarray
-    labels: list[Labels]
-    nameless: list[Labels]  # the same label sets without __name__, for functions
-    nameless_ids: np.ndarray  # LabelIds of `nameless`
-    epoch: int
+    `nameless` (the same label sets without __name__, for functions) and their ids in
+    `label_ids` (`nameless_ids`, of `epoch`) are built on first use: a selector a rule reads
+    as it is (a forecast's, an anomaly rule's) never needs them, and they cost two objects a
+    series (about 170 bytes: 8.5 MB for 50,000 series)."""
+
+    __slots__ = ("ids", "labels", "_label_ids", "_nameless", "_lock")
+
+    def __init__(self, ids: np.ndarray, labels: list[Labels], label_ids: LabelIds) -> None:
+        self.ids = ids
+        self.labels = labels
+        self._label_ids = label_ids
+        self._nameless: tuple[list[Labels], np.ndarray, int] | None = None
+        self._lock = threading.Lock()
+
+    def _built(self) -> tuple[list[Labels], np.ndarray, int]:
+        got = self._nameless
+        if got is None:
+            with self._lock:  # results share a selection across threads: build it once
+                got = self._nameless
+                if got is None:
+                    nameless = [tuple(p for p in lab if p[0] != NAME) for lab in self.labels]
+                    ids, epoch = self._label_ids.ids(nameless)
+                    got = self._nameless = (nameless, ids, epoch)
+        return got
+
+    @property
+    def nameless(self) -> list[Labels]:
+        return self._built()[0]
+
+    @property
+    def nameless_ids(self) -> np.ndarray:
+        return self._built()[1]
+
+    @property
+    def epoch(self) -> int:
+        return self._built()[2]
+
+    def match_ids(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """The ids of `rows` (all when None) and their epoch: a vector's `match_later`."""
+        _, ids, epoch = self._built()
+        return (ids if rows is None else ids[rows]), epoch
 
 
 class SelectionCache:
@@ -130,9 +165,7 @@ class SelectionCache:
                 generation = self.store.generation
                 ids = select_ids(self.store, vs)
                 labels = [self.store.labels(int(i)) for i in ids]
-            nameless = [tuple(p for p in lab if p[0] != NAME) for lab in labels]
-            nameless_ids, epoch = self.label_ids.ids(nameless)
-            sel = Selection(ids, labels, nameless, nameless_ids, epoch)
+            sel = Selection(ids, labels, self.label_ids)
             if generation != self._generation:
                 return sel  # the series set changed meanwhile: use it once, do not keep it
             if len(self._entries) >= self.max_entries or self._labels_held + len(ids) > self.max_labels:

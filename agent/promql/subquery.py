@@ -46,7 +46,7 @@ def evaluate(evaluate_at: Callable[[float], Value], times: np.ndarray) -> tuple[
             chunks.append(([()], None, -1, t, np.array([r.value])))
         elif isinstance(r, Vector):
             if len(r):
-                ids = r.match_ids if not r.named else None
+                ids = r.resolve_ids().match_ids if not r.named else None
                 chunks.append((r.labels, ids, r.match_epoch, t, r.values))
         else:
             raise EvaluationError("subquery is only allowed on instant vector or scalar expressions")

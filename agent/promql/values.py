@@ -5,7 +5,7 @@ aggregations and operators work on whole arrays."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,11 +34,24 @@ class Vector:
     # matching and duplicate checks then run on integers instead of hashing label tuples.
     match_ids: np.ndarray | None = None
     match_epoch: int = -1
+    # A selector's vector interns its ids when first matched (`resolve_ids`), not when built:
+    # most are read by a rule as they are, and the label sets without __name__ and their ids
+    # would cost two objects a series for nothing (~170 bytes).
+    match_later: Callable[[], tuple[np.ndarray, int]] | None = field(default=None, repr=False, compare=False)
+
+    def resolve_ids(self) -> Vector:
+        """Intern the match ids now if they were left for later; returns self."""
+        later = self.match_later
+        if later is not None and self.match_ids is None:
+            self.match_ids, self.match_epoch = later()
+        self.match_later = None
+        return self
 
     def with_ids_of(self, other: Vector, index: np.ndarray | None = None) -> Vector:
         """Carry `other`'s match ids (label sets unchanged apart from __name__)."""
-        if other.match_ids is not None:
-            self.match_ids = other.match_ids if index is None else other.match_ids[index]
+        ids = other.resolve_ids().match_ids
+        if ids is not None:
+            self.match_ids = ids if index is None else ids[index]
             self.match_epoch = other.match_epoch
         return self
 
