@@ -32,3 +32,30 @@ def test_trim_gives_the_free_space_inside_the_heap_back():
     assert got["released"] is True
     # 48 freed blocks of 2 MiB (96 MiB) between live ones: most of it leaves the resident set
     assert got["before"] - got["after"] >= 64 << 20, got
+
+
+def test_a_long_rules_tick_trims_right_after_and_a_short_one_does_not():
+    """The daemon wraps its rules tick so that one long enough to have allocated big
+    temporaries gives them back at once; the clock here is a fake one the tick advances."""
+    from agent.daemon import trim_after_long
+
+    now = [100.0]
+    trims: list[float] = []
+
+    def tick(seconds: float):
+        def run() -> None:
+            now[0] += seconds
+        return run
+
+    def failing() -> None:
+        now[0] += 1.0
+        raise RuntimeError("evaluation failed")
+
+    for seconds in (0.01, 0.04, 0.5, 1.75):
+        trim_after_long(tick(seconds), lambda: trims.append(now[0]), 0.05, clock=lambda: now[0])()
+    assert trims == [now[0] - 1.75, now[0]]
+    try:
+        trim_after_long(failing, lambda: trims.append(now[0]), 0.05, clock=lambda: now[0])()
+    except RuntimeError:
+        pass
+    assert len(trims) == 3  # a tick that raised still trims what it left behind

@@ -1010,3 +1010,31 @@ def test_slot_table_grows_by_what_a_batch_needs_or_a_sixteenth():
     table.assign([f"n{i}" for i in range(10_000)])
     assert table.capacity == 60_001  # a batch larger than that: what it needs
     assert len(set(table.assign([f"k{i}" for i in range(50_000)] + ["one-more"]).slots.tolist())) == 50_001
+
+
+def test_breach_estimated_a_chunk_of_slots_at_a_time_gives_the_same_answers():
+    """`breach` bounds its temporaries by estimating `chunk_rows` slots at a time: the answers,
+    the screen's state they leave and the count of full estimates are those of one pass."""
+    import copy
+
+    rng = np.random.default_rng(23)
+    n = 500
+    one = ForecastBank("linear", lookback=6 * HOUR)
+    slots = one.slots_for(list(range(n)))
+    level = rng.uniform(10, 100, n)
+    rate = np.where(rng.random(n) < 0.4, rng.uniform(0, 200 / DAY, n), 0.0)
+    for k in range(6 * 60):
+        t = T0 + 60.0 * k
+        one.update(slots, t, level - rate * (t - T0) + rng.normal(0, 1, n) * 0.2)
+    chunked = copy.deepcopy(one)
+    chunked.chunk_rows = 37  # not a divisor of n: a short last chunk
+    order = rng.permutation(slots)  # slots in any order, as a rule's keys come
+    for threshold, direction in ((0.0, "below"), (60.0, "above"), (5.0, "below")):
+        a = one.breach(order, t, threshold, direction, DAY, 0.9)
+        b = chunked.breach(order, t, threshold, direction, DAY, 0.9)
+        for name in ("eta_seconds", "eta_low_seconds", "eta_high_seconds", "probability", "value_at_horizon",
+                     "model", "breached"):
+            np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)
+        assert chunked.full_estimates == one.full_estimates > 0
+    for name in ("measured", "factor", "curvature"):
+        np.testing.assert_array_equal(getattr(chunked.screen, name), getattr(one.screen, name), err_msg=name)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,10 @@ STATE_VERSION = 1
 # of more evaluations than that keeps about EVALUATIONS_PER_BUCKET a bucket, at least
 # MIN_LINEAR_BUCKETS (`window_buckets`).
 LINEAR_BUCKETS = 64
+# `breach` estimates this many slots at a time: its temporaries are about 750 bytes a slot (37
+# MB at 50,000 series in one go), held only while a chunk is estimated. Slots are
+# independent, so the answers are the same.
+CHUNK_ROWS = 8192
 MIN_LINEAR_BUCKETS = 32
 EVALUATIONS_PER_BUCKET = 8
 
@@ -239,6 +243,7 @@ class ForecastBank:
         # the linear models take out a daily profile where one is detected, unless the rule
         # turned seasonality off or named another period
         self.uses_daily = (self.season is None or self.season == DAY) if daily is None else bool(daily)
+        self.chunk_rows = CHUNK_ROWS  # slots per `breach` pass (tests set it to compare)
         self.table = SlotTable(capacity)
         self._allocate(self.table.capacity)
         self.full_estimates = 0  # slots the last `breach` estimated in full (the others were screened out)
@@ -447,8 +452,21 @@ class ForecastBank:
         below SCREEN_PROBABILITY (a fresh full estimate of a window whose bend grew since it
         was measured may say a few percent: far from a rule's confidence).
         """
-        below = breach.is_below(direction)
         slots = np.asarray(slots, dtype=np.int64)
+        if len(slots) <= self.chunk_rows:
+            return self._breach(slots, now, threshold, direction, horizon, confidence, model)
+        parts = []
+        full = 0
+        for lo in range(0, len(slots), self.chunk_rows):
+            parts.append(self._breach(slots[lo:lo + self.chunk_rows], now, threshold, direction, horizon, confidence,
+                                      model))
+            full += self.full_estimates
+        self.full_estimates = full
+        return BreachEstimates(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(BreachEstimates)))
+
+    def _breach(self, slots: np.ndarray, now: float, threshold: float, direction: str,
+                horizon: float, confidence: float, model: str | None) -> BreachEstimates:
+        below = breach.is_below(direction)
         hs = breach.grid(horizon)
         codes = self.model_codes(slots) if model is None else np.full(len(slots), self._code(model))
         last = self.sampling.v_last[slots]
