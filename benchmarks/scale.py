@@ -2,10 +2,12 @@
 generated exporter at 1k, 10k and 100k series, with and without the rule load.
 
 For each (size, mode, system) it prints CPU per ingested sample (CPU seconds of the process
-over the measurement window / samples scraped in it), RSS at the end and at its peak, the rule
-evaluation time (the groups' last evaluation summed: Forewarn's /api/v1/rules evaluationTime,
-Prometheus's prometheus_rule_group_last_duration_seconds) and the restart time (SIGTERM
-to ready again, the snapshot or WAL read back), then the ratios Forewarn / Prometheus.
+over the measurement window / samples scraped in it), RSS at the end, its mean over the window
+(a reading a second: both systems swing, Prometheus with its garbage collector, the agent
+during each evaluation) and its peak, the rule evaluation time (the groups' last evaluation
+summed: Forewarn's /api/v1/rules evaluationTime, Prometheus's
+prometheus_rule_group_last_duration_seconds) and the restart time (SIGTERM to ready again,
+the snapshot or WAL read back), then the ratios Forewarn / Prometheus.
 
 The rule load: a `rate()` error-ratio alert over the counters and a forecast over every gauge
 (Prometheus: predict_linear over the forecast's lookback); Forewarn also an anomaly rule over
@@ -236,6 +238,7 @@ class Row:
     mode: str
     cpu_us_per_sample: float
     rss_mb: float
+    mean_mb: float  # over the measurement window, a sample a second
     peak_mb: float
     eval_ms: float
     restart_s: float
@@ -258,10 +261,11 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         wait_ready(ready)
         time.sleep(warmup)
         c0, t0 = cpu_seconds(proc.pid), time.monotonic()
-        peak = rss_mb(proc.pid)
+        seen = [rss_mb(proc.pid)]
         while time.monotonic() - t0 < seconds:
             time.sleep(1.0)
-            peak = max(peak, rss_mb(proc.pid))
+            seen.append(rss_mb(proc.pid))
+        peak, mean = max(seen), float(np.mean(seen))
         cpu = cpu_seconds(proc.pid) - c0
         wall = time.monotonic() - t0
         rss = rss_mb(proc.pid)
@@ -315,7 +319,7 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         wait_ready(ready)
         restart = time.monotonic() - r0
-        return Row(system, n, mode, 1e6 * cpu / samples, rss, peak, eval_ms, restart, loadavg())
+        return Row(system, n, mode, 1e6 * cpu / samples, rss, mean, peak, eval_ms, restart, loadavg())
     finally:
         stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -497,14 +501,15 @@ def main() -> int:
                     row = run_one(system, n, mode, f"127.0.0.1:{port}", args.warmup, args.seconds, args.budget)
                     rows.append(row)
                     print(f"{row.system:<10} {row.series:>7} {row.mode:<7} CPU {row.cpu_us_per_sample:7.2f} us/sample  "
-                          f"RSS {row.rss_mb:7.1f} MB (peak {row.peak_mb:7.1f})  eval {row.eval_ms:8.1f} ms  "
+                          f"RSS {row.rss_mb:7.1f} MB (mean {row.mean_mb:7.1f}, peak {row.peak_mb:7.1f})  "
+                          f"eval {row.eval_ms:8.1f} ms  "
                           f"restart {row.restart_s:5.1f} s  load {row.load}", flush=True)
         finally:
             exp.terminate()
             exp.wait(timeout=30)
     print()
     print(f"{'series':>7} {'mode':<7} {'CPU us/sample F/P (ratio)':>30} {'RSS MB F/P (ratio)':>26} "
-          f"{'eval ms F/P':>16} {'restart s F/P':>14}")
+          f"{'mean RSS MB F/P (ratio)':>26} {'eval ms F/P':>16} {'restart s F/P':>14}")
     by = {(r.system, r.series, r.mode): r for r in rows}
     for n in sizes:
         for mode in args.modes.split(","):
@@ -513,7 +518,8 @@ def main() -> int:
                 continue
             print(f"{n:>7} {mode:<7} {f.cpu_us_per_sample:>9.2f} / {p.cpu_us_per_sample:<6.2f} "
                   f"({f.cpu_us_per_sample / p.cpu_us_per_sample:4.2f}x) {f.rss_mb:>8.0f} / {p.rss_mb:<5.0f} "
-                  f"({f.rss_mb / p.rss_mb:4.2f}x) {f.eval_ms:>7.1f} / {p.eval_ms:<6.1f} {f.restart_s:>5.1f} / "
+                  f"({f.rss_mb / p.rss_mb:4.2f}x) {f.mean_mb:>8.0f} / {p.mean_mb:<5.0f} ({f.mean_mb / p.mean_mb:4.2f}x) "
+                  f"{f.eval_ms:>7.1f} / {p.eval_ms:<6.1f} {f.restart_s:>5.1f} / "
                   f"{p.restart_s:<5.1f}")
     return 0
 
