@@ -46,8 +46,9 @@ DELIVERY_JOBS = ("outbox", "resend")  # talk to ITSM tools: their own pool
 # system before the next one (a few ms a call at 100,000 series)
 TRIM_INTERVAL = 15.0
 # A rules tick at least this long trims right after it: its temporaries (tens of MB at 100,000
-# series) leave the resident set then, not up to TRIM_INTERVAL later (at 100k with rules, RSS
-# read at random moments went from 527-569 to ... MB). A tick that found no group due costs none.
+# series) leave the resident set then, not up to TRIM_INTERVAL later. With the models' chunked
+# updates, at 100k with rules, RSS read four times a second for a minute went from 509-603 MB
+# (mean 517) to 505-538 MB (mean 509). A tick that found no group due costs no trim.
 TRIM_AFTER_TICK_SECONDS = 0.05
 
 
