@@ -680,6 +680,17 @@ def test_values_beyond_float32_forecast_as_predict_linear():
         np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
+def _declining_linear_bank(rng: np.random.Generator, n: int, share: float,
+                           max_rate: float) -> tuple[ForecastBank, np.ndarray, np.ndarray, np.ndarray]:
+    """A 6-hour linear bank of n series: levels 10 to 100, a `share` of them declining at up
+    to `max_rate` a second (the others flat)."""
+    bank = ForecastBank("linear", lookback=6 * HOUR)
+    slots = bank.slots_for(list(range(n)))
+    level = rng.uniform(10, 100, n)
+    rate = np.where(rng.random(n) < share, rng.uniform(0, max_rate, n), 0.0)
+    return bank, slots, level, rate
+
+
 def test_the_breach_screen_changes_nothing_that_matters():
     """Series the screen skips would have had no breach within the horizon and a probability
     of a few percent at most; the others get exactly the full estimate."""
@@ -688,10 +699,7 @@ def test_the_breach_screen_changes_nothing_that_matters():
 
     rng = np.random.default_rng(5)
     n = 300
-    bank = ForecastBank("linear", lookback=6 * HOUR)
-    slots = bank.slots_for(list(range(n)))
-    level = rng.uniform(10, 100, n)
-    rate = np.where(rng.random(n) < 0.3, rng.uniform(0, 100 / DAY, n), 0.0)
+    bank, slots, level, rate = _declining_linear_bank(rng, n, share=0.3, max_rate=100 / DAY)
     noise = rng.uniform(0.01, 0.3, n)
     for k in range(8 * 60):
         t = T0 + 60.0 * k
@@ -1019,10 +1027,7 @@ def test_breach_estimated_a_chunk_of_slots_at_a_time_gives_the_same_answers():
 
     rng = np.random.default_rng(23)
     n = 500
-    one = ForecastBank("linear", lookback=6 * HOUR)
-    slots = one.slots_for(list(range(n)))
-    level = rng.uniform(10, 100, n)
-    rate = np.where(rng.random(n) < 0.4, rng.uniform(0, 200 / DAY, n), 0.0)
+    one, slots, level, rate = _declining_linear_bank(rng, n, share=0.4, max_rate=200 / DAY)
     for k in range(6 * 60):
         t = T0 + 60.0 * k
         one.update(slots, t, level - rate * (t - T0) + rng.normal(0, 1, n) * 0.2)
