@@ -64,12 +64,12 @@ STATE_VERSION = 1
 # of more evaluations than that keeps about EVALUATIONS_PER_BUCKET a bucket, at least
 # MIN_LINEAR_BUCKETS (`window_buckets`).
 LINEAR_BUCKETS = 64
+MIN_LINEAR_BUCKETS = 32
+EVALUATIONS_PER_BUCKET = 8
 # `breach` estimates this many slots at a time: its temporaries are about 750 bytes a slot (37
 # MB at 50,000 series in one go), held only while a chunk is estimated. Slots are
 # independent, so the answers are the same.
 CHUNK_ROWS = 8192
-MIN_LINEAR_BUCKETS = 32
-EVALUATIONS_PER_BUCKET = 8
 
 
 def window_buckets(model: str, lookback: float, interval: float | None) -> int:
