@@ -102,7 +102,8 @@ def vector_vector(op: str, lhs: Vector, rhs: Vector, modifier: pp.BinModifier | 
     one_to_many = card == pp.VectorMatchCardinality.OneToMany
     one_to_one = card == pp.VectorMatchCardinality.OneToOne
     many, one = (rhs, lhs) if one_to_many else (lhs, rhs)
-    many.resolve_ids(), one.resolve_ids()
+    many.resolve_ids()
+    one.resolve_ids()
     by_ids = (matching is None and many.match_ids is not None and one.match_ids is not None
               and many.match_epoch == one.match_epoch)
     if by_ids:
