@@ -27,6 +27,7 @@ from agent.clock import Clock
 from agent.config.decode import ConfigErrors
 from agent.config.schema import Config
 from agent.metrics import Collector, Histogram, Metric
+from agent.metrics import Sample as MetricSample
 from agent.promql import Engine, Vector
 from agent.promql.select import read_back_seconds
 from agent.rules.alerting import Alert, AlertingRule
@@ -40,7 +41,7 @@ from agent.sources.query import QuerySources
 from agent.sources.scrape import ScrapeManager, ScrapeTarget
 from agent.sources.system import FAMILIES as SYSTEM_FAMILIES
 from agent.sources.system import SystemCollector
-from agent.store import Labels, RetentionNeed, Store
+from agent.store import Labels, RetentionNeed, Store, metric_name
 from agent.store.sizing import (
     MemoryBudget,
     StoreSizing,
@@ -592,17 +593,20 @@ class RuleSeries:
     def __init__(self, current: Callable[[], RuleManager]) -> None:
         self.current = current
 
-    def samples(self) -> list[Sample]:
+    def samples(self) -> list[MetricSample]:
         rules = self.current()
-        out = list(rules.alerts_series())
-        for samples in rules.forecast_series().values():
-            out.extend(samples)
-        out.extend(rules.anomaly_series())
+        out = self._alerts(rules)
+        for name, series in (rules.forecast_series() | rules.anomaly_series()).items():
+            out.extend(MetricSample(name, lab, value) for lab, value in series)
         return out
 
-    def alert_samples(self) -> list[Sample]:
+    def alert_samples(self) -> list[MetricSample]:
         """ALERTS and ALERTS_FOR_STATE alone."""
-        return list(self.current().alerts_series())
+        return self._alerts(self.current())
+
+    @staticmethod
+    def _alerts(rules: RuleManager) -> list[MetricSample]:
+        return [MetricSample(metric_name(lab), lab, value) for lab, value in rules.alerts_series()]
 
     def computed_count(self) -> int:
         """How many of `samples()` are not ALERTS or ALERTS_FOR_STATE, counted without them."""

@@ -259,7 +259,11 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     try:
         wait_ready(ready)
-        time.sleep(warmup)
+        # /metrics read once before the window, as a Prometheus scraping the system would: what
+        # a scrape leaves behind counts in the RSS (its CPU, before the window, does not)
+        time.sleep(warmup / 2)
+        requests.get(f"http://127.0.0.1:{port}/metrics", timeout=120)
+        time.sleep(warmup / 2)
         c0, t0 = cpu_seconds(proc.pid), time.monotonic()
         seen = [rss_mb(proc.pid)]
         while time.monotonic() - t0 < seconds:

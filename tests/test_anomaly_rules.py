@@ -100,7 +100,7 @@ def run_minutes(agent: Agent, minutes: range, values: np.ndarray) -> dict[int, t
         agent.store.append_samples([(LAT, float(values[i]))], t)
         agent.clock.set(t)
         agent.pipeline.evaluate(t)
-        series = {dict(lab)["__name__"]: v for lab, v in agent.pipeline.rules.anomaly_series()}
+        series = {name: v for name, ((_, v),) in agent.pipeline.rules.anomaly_series().items()}
         (rule,) = agent.pipeline.rules.alerting_rules()
         out[i] = (series["forewarn_anomaly_score"], series["forewarn_model_warming"] == 1.0,
                   any(a.state == F for a in rule.active_alerts()))
@@ -293,7 +293,7 @@ def test_a_warming_model_says_so_in_the_api_and_in_metrics():
         if i in (0, 30, 129):
             (group,) = rules_response(rm)[1]["data"]["groups"]
             (r,) = group["rules"]
-            warming = {dict(lab)["__name__"]: val for lab, val in rm.anomaly_series()}["forewarn_model_warming"]
+            ((_, warming),) = rm.anomaly_series()["forewarn_model_warming"]
             health[i] = (r["health"], r.get("lastError", ""), warming)
     assert health[0][0] == health[30][0] == "unknown"
     assert health[30][1] == ("anomaly model warming up: 1 series score 0 until each has 2h of data "
@@ -326,7 +326,7 @@ def test_a_new_rule_over_stored_series_starts_from_their_history():
     for ti, vi in zip(t.tolist(), v.tolist()):
         store.append_samples([(LAT, vi)], ti)
     rm.evaluate_group(rm.groups[0], float(t[-1]))
-    (labs, _), (_, warming) = rm.anomaly_series()
+    ((_, warming),) = rm.anomaly_series()["forewarn_model_warming"]
     assert warming == 0.0  # five hours of stored history: no warm-up
 
 
@@ -379,3 +379,37 @@ def test_the_verdicts_of_quiet_series_stay_columns_and_an_alert_holds_its_row():
     for endpoint, alert in firing.items():
         row = latest.keys.index(next(k for k in keys if dict(k)["endpoint"] == endpoint))
         assert latest.infos[row] is alert.anomaly and latest.infos[row] is infos[row]
+
+
+def test_a_series_gone_for_an_hour_loses_its_model_and_a_restored_one_counts_from_its_last_sample(tmp_path):
+    """A rule frees the model of a series no evaluation has had for `MODEL_FORGET_AFTER`
+    (looked for every quarter of that), and keeps the others; models loaded at a restart
+    count as seen when their series last had a sample."""
+    cart = make_labels("app_latency_seconds", {"job": "app", "endpoint": "/cart"})
+
+    def run(store: Store, rm: RuleManager, minutes: range, keys: tuple) -> None:
+        for i in minutes:
+            store.append_samples([(k, 0.2 + 0.001 * (i % 7)) for k in keys], T0 + i * MIN)
+            rm.evaluate_group(rm.groups[0], T0 + i * MIN)
+
+    store, rm = manager(rule_text("1m", "{seasonality: none}"))
+    (rule,) = rm.alerting_rules()
+    det = rule.detector
+    run(store, rm, range(0, 10), (LAT, cart))  # /cart's last sample: minute 9
+    path = str(tmp_path / MODEL_STATE_FILE)
+    rm.save_models(path)
+    run(store, rm, range(10, 60), (LAT,))
+    assert cart in det.table and det.series_held() == 2  # last evaluated with it at minute 14
+    run(store, rm, range(60, 95), (LAT,))
+    assert cart not in det.table and LAT in det.table and det.series_held() == 1
+    assert det.held_bytes() == det.row_bytes()
+
+    # a restart at minute 10 that loads the saved models: /cart counts from minute 9
+    store2, rm2 = manager(rule_text("1m", "{seasonality: none}"))
+    assert rm2.load_models(path) == 2
+    (rule2,) = rm2.alerting_rules()
+    run(store2, rm2, range(10, 60), (LAT,))
+    assert cart in rule2.detector.table
+    run(store2, rm2, range(60, 90), (LAT,))
+    assert cart not in rule2.detector.table and rule2.detector.series_held() == 1
+    assert rule2.detector.bank.state_dict()["n"][rule2.detector.table.slot(LAT)] == 90  # the same model went on

@@ -1043,3 +1043,64 @@ def test_breach_estimated_a_chunk_of_slots_at_a_time_gives_the_same_answers():
         assert chunked.full_estimates == one.full_estimates > 0
     for name in ("measured", "factor", "curvature"):
         np.testing.assert_array_equal(getattr(chunked.screen, name), getattr(one.screen, name), err_msg=name)
+
+
+def test_a_daily_bin_counts_its_first_samples_up_to_its_16_bit_limit(monkeypatch):
+    """A profile bin's count is 16 bits: past BIN_COUNT_MAX samples a bin keeps the mean of
+    the ones it counted, streamed or loaded from history alike (the limit lowered to 5 here;
+    it is 65,535: a sample every 27 ms over a 30-minute bin)."""
+    from agent.models import seasonality
+    from agent.models.seasonality import DailyProfile
+
+    assert DailyProfile.empty(1).n.dtype == np.uint16 and seasonality.BIN_COUNT_MAX == 65535
+    monkeypatch.setattr(seasonality, "BIN_COUNT_MAX", 5)
+    t = T0 + 10.0 * np.arange(12)  # twelve samples in one 30-minute bin
+    v = 100.0 + np.arange(12)
+    streamed, loaded = DailyProfile.empty(1), DailyProfile.empty(1)
+    slot = np.array([0])
+    for ti, vi in zip(t, v):
+        streamed.update(slot, np.array([ti]), np.array([vi]))
+    loaded.fill(0, t, v)
+    pos = int(np.floor(t[0] / streamed.width)) % streamed.bins
+    for profile in (streamed, loaded):
+        assert profile.n[0, pos] == 5 and profile.sum[0, pos] == v[:5].sum()
+        assert profile.n[0].sum() == 5
+    # the next bin counts afresh
+    later = t[-1] + streamed.width
+    streamed.update(slot, np.array([later]), np.array([7.0]))
+    assert streamed.n[0, (pos + 1) % streamed.bins] == 1
+
+
+def test_a_linear_bank_keeps_no_smoothing_rows_and_its_snapshot_keeps_the_format():
+    """A `linear` bank holds no rows of exponential smoothing state (15 vectors), yet writes
+    them in its snapshots as a new slot's, so a snapshot reads the same both ways."""
+    rng = np.random.default_rng(5)
+    keys = [f"s{i}" for i in range(300)]
+    t0 = T0 + 60.0 * np.arange(40)
+    linear, robust = ForecastBank("linear", HOUR), ForecastBank("robust_linear", HOUR)
+    for bank in (linear, robust):
+        slots = bank.slots_for(keys)
+        for ti in t0:
+            bank.update(slots, ti, rng.normal(100.0, 5.0, len(keys)))
+    assert linear.holt.level.size == linear.hw.level.size == linear.seasonal.period.size == 0
+    assert robust.holt.level.size == robust.table.capacity
+    assert robust.row_bytes() - linear.row_bytes() == 15 * 8
+    linear.forget(keys[:10])
+    state = linear.state_dict()
+    fresh = ForecastBank("holt", HOUR)
+    fresh.slots_for(["x"])
+    rows = linear.table.capacity
+    for name, want in (("h_l", fresh.holt.level[0]), ("h_alpha", fresh.holt.alpha[0]), ("w_phi", fresh.hw.phi[0]),
+                       ("period", 0.0), ("w_gamma", fresh.seasonal.gamma[0])):
+        got = state["arrays"][name]
+        assert got.shape == (rows,)
+        np.testing.assert_array_equal(got, np.full(rows, want), err_msg=name)
+    back = ForecastBank("linear", HOUR)
+    back.load_state_dict(state)
+    assert back.holt.level.size == 0 and sorted(back.keys()) == sorted(keys[10:])
+    now = t0[-1]
+    a = linear.breach(linear.slots_for(keys[10:]), now, 150.0, "above", HOUR, 0.9)
+    b = back.breach(back.slots_for(keys[10:]), now, 150.0, "above", HOUR, 0.9)
+    np.testing.assert_array_equal(a.probability, b.probability)
+    with pytest.raises(ValueError, match="keeps no holt"):
+        linear.forecast(linear.slots_for(keys[10:12]), now, [600.0], model="holt")

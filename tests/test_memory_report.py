@@ -5,7 +5,9 @@ measured against the arrays they really hold; and the per-series label sets the 
 
 from __future__ import annotations
 
+import gc
 import random
+import tracemalloc
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from agent.rules.manager import RuleOptions, build_rule_manager
 from agent.rules.query import without_name
 from agent.store import make_labels, with_pairs
 from agent.store.sizing import MODEL_SHARE, MemoryBudget, model_memory_bytes
+from agent.web.exposition import encode_text
 
 T0 = 1_767_225_600.0
 
@@ -135,11 +138,38 @@ def test_exported_model_outputs_share_the_series_pairs(tmp_path):
     agent.pipeline.evaluate(T0)
     stored = agent.store.labels(int(agent.store.get_id(lab)))
     exported = [labs for labs, _ in agent.pipeline.rules.forecast_series()["forewarn_forecast_breach_seconds"]]
-    assert exported == [make_labels("forewarn_forecast_breach_seconds",
-                                    {"job": "q", "queue": "orders", "alertname": "QueueWillOverflow"})]
+    assert exported == [make_labels(None, {"job": "q", "queue": "orders", "alertname": "QueueWillOverflow"})]
     job = next(p for p in exported[0] if p[0] == "job")
     assert any(job is p for p in stored)
     assert np.isfinite(list(memory_report(agent).values())).all()
+
+
+
+def test_exposing_the_models_outputs_keeps_nothing_per_series(tmp_path):
+    """/metrics shows four forecast outputs and two anomaly outputs per modelled series; their
+    label sets are built for each scrape and dropped with it (one per series, shared by its
+    outputs), so a scraped agent holds no more than one nobody scrapes (kept, they were 59 MB
+    at 100,000 series with rules)."""
+    (tmp_path / "rules.yml").write_text(RULES)
+    (tmp_path / "forewarn.yml").write_text(CONFIG.format(state=tmp_path / "state", rules=tmp_path / "rules.yml"))
+    agent = Agent(load_config(str(tmp_path / "forewarn.yml")), clock=SimulatedClock(T0))
+    n = 2000
+    labels = [make_labels("queue_depth", {"job": "q", "queue": f"q{i}"}) for i in range(n)]
+    feed(agent, labels, range(2))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        body = encode_text(agent.registry).decode()
+        assert body.count("\nforewarn_forecast_breach_seconds_low{") == n
+        assert body.count("\nforewarn_model_warming{") == n
+        assert 'forewarn_anomaly_score{alertname="QueueAnomaly",job="q",queue="q7"} ' in body
+        del body
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept / n < 20, f"{kept / n:.0f} bytes a series kept by a /metrics scrape"
 
 
 # ==== the models' memory budget =================================================================
@@ -176,12 +206,12 @@ def test_models_stop_at_their_budget_and_count_what_they_refuse(tmp_path, caplog
     want_refused = 0
     with caplog.at_level("WARNING"):
         for minute in range(3):
-            before = len(forecast.seen) + len(anomaly.seen)
+            before = forecast.series_held() + anomaly.series_held()
             feed(agent, labels, range(minute, minute + 1))
-            held = len(forecast.seen) + len(anomaly.seen)
+            held = forecast.series_held() + anomaly.series_held()
             want_refused += 4000 - held  # every series offered to either rule and not modelled
             assert held >= before
-    assert 0 < len(forecast.seen) < 2000 and 0 < len(anomaly.seen) < 2000
+    assert 0 < forecast.series_held() < 2000 and 0 < anomaly.series_held() < 2000
     for detector in (forecast, anomaly):  # each fills its half, and no more
         assert budget.share() - detector.row_bytes() < detector.held_bytes() <= budget.share() == budget.limit // 2
     assert budget.used() <= budget.limit
@@ -193,10 +223,10 @@ def test_models_stop_at_their_budget_and_count_what_they_refuse(tmp_path, caplog
     assert refused == {k: float(v) for k, v in budget.refused.items()}
     assert set(refused) == {"QueueWillOverflow", "QueueAnomaly"}
     # the outputs cover the modelled series only
-    assert len(agent.pipeline.rules.anomaly_series()) == 2 * len(anomaly.seen)
+    assert sum(map(len, agent.pipeline.rules.anomaly_series().values())) == 2 * anomaly.series_held()
     budget.limit = 1 << 30
     feed(agent, labels, range(3, 4))
-    assert len(forecast.seen) == len(anomaly.seen) == 2000
+    assert forecast.series_held() == anomaly.series_held() == 2000
 
 
 def test_a_linear_rule_sizes_its_window_ring_to_its_evaluations(tmp_path):

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from agent import ints
 from agent.clock import SimulatedClock
 from agent.config.schema import load_config
 from agent.sources.scrape import FAILURE_REASONS, ScrapeManager, ScrapeTarget
@@ -565,6 +566,11 @@ def test_a_first_scrape_shares_each_label_pair_and_leaves_no_pile_of_copies(tmp_
     assert late[0] is by_pair[("__name__", "q")] and late[1] is by_pair[("handler", "h7")]
     new_sid = store.series_id(late)
     assert store.labels(new_sid) is late
+    # the scrape cache's slots are the shared number objects the store's ids are (`agent.ints`)
+    (cache,) = mgr._states.values()
+    assert sorted(cache.slots.values()) == list(range(n))
+    assert all(slot is ints.shared(slot) for slot in cache.slots.values())
+    assert store.get_id(sets[n - 1]) is ints.shared(n - 1)
 
 
 # ---- hostile targets: reserved names, quotas, timestamps, label lengths -----------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agent.metrics import Sample
 from agent.store import Store, is_stale, make_labels
 from agent.web.collector import LOOKBACK_DELTA, ExposedFamily, SelfScrape, StoreCollector, exposed_family
 
@@ -31,7 +32,7 @@ class Provider:
     families = {"forewarn_problems": ("gauge", "Open problems by state.")}
 
     def samples(self):
-        return [(make_labels("forewarn_problems", {"state": "open"}), 2.0)]
+        return [Sample("forewarn_problems", make_labels(None, {"state": "open"}), 2.0)]
 
     def alert_samples(self):
         return []
@@ -50,9 +51,10 @@ def test_collect_exposes_live_series_and_providers():
     assert set(metrics) == {"node_load1", "custom", "forewarn_problems"}  # not the stale one
     assert (metrics["node_load1"].type, metrics["node_load1"].documentation) == ("gauge", "1m load average.")
     assert (metrics["custom"].type, metrics["custom"].documentation) == ("untyped", "custom")
-    # the label set goes as it is (the encoders skip `__name__`): no dict per sample
+    # the label set goes as the provider gave it (without `__name__`; the encoders would skip
+    # one): no dict per sample
     sample = metrics["forewarn_problems"].samples[0]
-    assert sample == ("forewarn_problems", make_labels("forewarn_problems", {"state": "open"}), 2.0)
+    assert sample == ("forewarn_problems", make_labels(None, {"state": "open"}), 2.0)
     later = {m.name for m in StoreCollector(store, FAMILIES, lambda: now + LOOKBACK_DELTA, []).collect()}
     assert later == set()  # not written for 5 minutes: no longer exposed
 
@@ -68,11 +70,11 @@ class Detectors:
 
     def samples(self):
         self.built += 1
-        return self.alert_samples() + [(make_labels("forewarn_anomaly_score", {"alertname": "Odd", "shard": str(i)}), 0.5)
-                                       for i in range(self.watched)]
+        return self.alert_samples() + [Sample("forewarn_anomaly_score", make_labels(None, {"alertname": "Odd", "shard": str(i)}),
+                                              0.5) for i in range(self.watched)]
 
     def alert_samples(self):
-        return [(make_labels("ALERTS", {"alertname": "Odd", "alertstate": "firing"}), 1.0)]
+        return [Sample("ALERTS", make_labels("ALERTS", {"alertname": "Odd", "alertstate": "firing"}), 1.0)]
 
     def computed_count(self):
         return self.watched

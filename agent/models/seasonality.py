@@ -131,6 +131,9 @@ def seasonal_profile(t: np.ndarray, v: np.ndarray, period: float, nbins: int) ->
 PROFILE_BINS = 48  # phase bins of a day in the online profile: 30 minutes each
 PROFILE_RATE = 1 / 7  # weight of each new day in a bin's profile once a week is learnt (a week's memory)
 PROFILE_COVERAGE = 0.75  # share of a day's bins that must hold samples for that day's mean to count
+# A bin's count is 16 bits: a bin takes its first BIN_COUNT_MAX samples (one every 27 ms over
+# 30 minutes) and leaves out the rest, so its mean stays the mean of what it counted.
+BIN_COUNT_MAX = np.iinfo(np.uint16).max
 NO_BIN = -(2**62)  # `DailyProfile.bin` of a slot without samples
 
 
@@ -176,10 +179,10 @@ class DailyProfile:
 
     @classmethod
     def empty(cls, capacity: int, bins: int = PROFILE_BINS) -> DailyProfile:
-        # counts and the profile in float32 (exact to 16M samples a bin; 7 digits of a
-        # deviation): the ring's sums stay float64, they hold the level itself
+        # counts in 16 bits (BIN_COUNT_MAX), the profile in float32 (7 digits of a deviation):
+        # the ring's sums stay float64, they hold the level itself
         return cls(bin=np.full(capacity, NO_BIN, dtype=np.int64), sum=np.zeros((capacity, bins)),
-                   n=np.zeros((capacity, bins), dtype=np.float32), profile=np.zeros((capacity, bins), dtype=np.float32),
+                   n=np.zeros((capacity, bins), dtype=np.uint16), profile=np.zeros((capacity, bins), dtype=np.float32),
                    resid=np.zeros(capacity), learnt=np.zeros(capacity), on=np.zeros(capacity, dtype=bool))
 
     @property
@@ -211,8 +214,12 @@ class DailyProfile:
         if moved.any():
             self._advance(slots[moved], last[moved], b[moved])
         i = slots * p + b % p
+        count = self.n.reshape(-1)
+        room = count[i] < BIN_COUNT_MAX
+        if not room.all():
+            i, v = i[room], v[room]
         self.sum.reshape(-1)[i] += v
-        self.n.reshape(-1)[i] += 1.0
+        count[i] += 1
 
     def _advance(self, slots: np.ndarray, last: np.ndarray, new: np.ndarray) -> None:
         """Slots whose sample opens bin `new` (their newest was `last`): learn the bin half a
@@ -326,7 +333,15 @@ class DailyProfile:
         self.learnt[slot] = learnt
         ring = b > b1 - p
         pos = np.mod(b[ring], p)
-        self.sum[slot] = np.bincount(pos, weights=v[ring], minlength=p)
+        vr = v[ring]
+        if len(pos) > BIN_COUNT_MAX and np.bincount(pos).max() > BIN_COUNT_MAX:
+            # as `update` would: a bin counts its first BIN_COUNT_MAX samples
+            order = np.argsort(pos, kind="stable")
+            rank = np.arange(pos.size) - np.searchsorted(pos[order], pos[order])
+            first = np.zeros(pos.size, dtype=bool)
+            first[order] = rank < BIN_COUNT_MAX
+            pos, vr = pos[first], vr[first]
+        self.sum[slot] = np.bincount(pos, weights=vr, minlength=p)
         self.n[slot] = np.bincount(pos, minlength=p)
         self.bin[slot] = b1
         self.refresh(np.array([slot]))

@@ -7,7 +7,7 @@ a key and handing its slot to the next new key, and the key of every slot for sn
 holds no model state; a bank sizes its arrays to `capacity` and resets the rows `assign`
 reports as new. `ForecastBank` and `AnomalyBank` use it.
 
-Imports nothing of the agent (and nothing but numpy).
+Imports numpy and, of the agent, only `agent.ints` (slot numbers are shared int objects).
 """
 
 from __future__ import annotations
@@ -15,8 +15,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
+from typing import TypeVar
 
 import numpy as np
+
+from agent import ints
+
+K = TypeVar("K", bound=Hashable)
 
 GROWTH = 16  # a full table grows by at least 1 / GROWTH of its capacity
 
@@ -53,8 +58,9 @@ class SlotTable:
         """A table holding `keys[i]` in slot i (None: slot i is free), e.g. from a snapshot."""
         table = cls(capacity=max(len(keys), 1))
         table._keys = list(keys) + [None] * (table.capacity - len(keys))
-        table._slot_of = {k: i for i, k in enumerate(table._keys) if k is not None}
-        table._free = [i for i in range(table.capacity - 1, -1, -1) if table._keys[i] is None]
+        numbers = ints.span(0, table.capacity)
+        table._slot_of = {k: i for i, k in zip(numbers, table._keys) if k is not None}
+        table._free = [i for i in reversed(numbers) if table._keys[i] is None]
         return table
 
     @property
@@ -65,7 +71,7 @@ class SlotTable:
     def _grow(self, capacity: int) -> None:
         old = len(self._keys)
         self._keys.extend([None] * (capacity - old))
-        self._free[:0] = range(capacity - 1, old - 1, -1)  # under the freed slots: those go first
+        self._free[:0] = reversed(ints.span(old, capacity))  # under the freed slots: those go first
 
     def assign(self, keys: Sequence[Hashable]) -> Assignment:
         """The slot of each key, giving a free slot to each key not held yet. The capacity grows
@@ -104,6 +110,14 @@ class SlotTable:
     def slot(self, key: Hashable) -> int | None:
         """The slot holding `key`, None if it is not held."""
         return self._slot_of.get(key)
+
+    def slots_of(self, keys: Sequence[Hashable]) -> np.ndarray:
+        """The slots of `keys`, every one held (KeyError otherwise): one C-level pass."""
+        return np.fromiter(map(self._slot_of.__getitem__, keys), dtype=np.int64, count=len(keys))
+
+    def missing(self, keys: Iterable[K]) -> set[K]:
+        """The keys not held."""
+        return set(keys).difference(self._slot_of)
 
     def key(self, slot: int) -> Hashable | None:
         """The key held in `slot`, None if the slot is free."""

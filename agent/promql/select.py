@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import promql_parser as pp
 
+from agent import ints
 from agent.store import Labels, Store, is_stale
 
 from .parse import PromQLError
@@ -88,7 +89,8 @@ class LabelIds:
                 self._ids = {}
                 self.epoch += 1
             table = self._ids
-            out = np.fromiter((table.setdefault(lab, len(table)) for lab in labels), dtype=np.int64,
+            numbers = ints.span(0, len(table) + len(labels))
+            out = np.fromiter((table.setdefault(lab, numbers[len(table)]) for lab in labels), dtype=np.int64,
                               count=len(labels))
             return out, self.epoch
 

@@ -285,10 +285,10 @@ class AlertingRule(Rule):
 
     def latest_series(self) -> int:
         """How many series the detector's latest evaluation had (0 for a threshold rule): what
-        `export_labels` would list, counted without building it."""
+        `exported` would list, counted without building it."""
         return len(self.detector.latest.keys) if self.detector is not None else 0
 
-    def export_labels(self, names: tuple[str, ...]) -> list[ExportedSeries]:
-        """For /metrics: per expr output series, its labels under each of `names` (with
-        alertname, without the series' own name) and the detector's latest verdict."""
-        return self.detector.export_labels(names, self.name) if self.detector is not None else []
+    def exported(self) -> list[ExportedSeries]:
+        """For /metrics: per expr output series, the labels of its outputs (with alertname,
+        without `__name__`) and the detector's latest verdict."""
+        return self.detector.exported(self.name) if self.detector is not None else []

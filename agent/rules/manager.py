@@ -268,31 +268,37 @@ class RuleManager:
 
     def forecast_series(self) -> dict[str, list[LabeledValue]]:
         """`forewarn_forecast_breach_seconds` (+ `_low`, `_high`) and
-        `forewarn_forecast_breach_probability` per forecast rule and series (labels include
-        `__name__`), by metric name. Seconds are `+Inf` where no breach is predicted."""
+        `forewarn_forecast_breach_probability` per forecast rule and series, by metric name.
+        The labels (with `alertname`) leave `__name__` out: the key names them, and a series'
+        four outputs share one label set. Seconds are `+Inf` where no breach is predicted."""
         out: dict[str, list[LabeledValue]] = {n: [] for n in FORECAST_SERIES}
+        eta, low, high, probability = (out[n] for n in FORECAST_SERIES)
         for r in self.alerting_rules():
             if r.kind != "forecast":
                 continue
-            for labs, info in r.export_labels(FORECAST_SERIES):
-                if not isinstance(info, BreachInfo):
-                    continue
-                for n, lab, v in zip(FORECAST_SERIES, labs, (info.eta, info.eta_low, info.eta_high, info.probability)):
-                    out[n].append((lab, float(v)))
+            for lab, info in r.exported():
+                if isinstance(info, BreachInfo):
+                    eta.append((lab, float(info.eta)))
+                    low.append((lab, float(info.eta_low)))
+                    high.append((lab, float(info.eta_high)))
+                    probability.append((lab, float(info.probability)))
         return out
 
-    def anomaly_series(self) -> list[LabeledValue]:
+    def anomaly_series(self) -> dict[str, list[LabeledValue]]:
         """`forewarn_anomaly_score{alertname, ...}` per anomaly rule and series, and
         `forewarn_model_warming{alertname, ...}`: 1 while the series' model is still warming
-        up (its score is then 0 because it cannot tell yet, not because all is well)."""
-        out: list[LabeledValue] = []
+        up (its score is then 0 because it cannot tell yet, not because all is well). By
+        metric name, the labels without `__name__` as `forecast_series` gives them."""
+        score_name, warming_name = ANOMALY_SERIES
+        score: list[LabeledValue] = []
+        warming: list[LabeledValue] = []
         for r in self.alerting_rules():
             if r.kind == "anomaly":
-                for labs, info in r.export_labels(ANOMALY_SERIES):
+                for lab, info in r.exported():
                     if isinstance(info, AnomalyInfo):
-                        out.append((labs[0], float(info.score)))
-                        out.append((labs[1], 1.0 if info.warming else 0.0))
-        return out
+                        score.append((lab, float(info.score)))
+                        warming.append((lab, 1.0 if info.warming else 0.0))
+        return {score_name: score, warming_name: warming}
 
 
 def slo_state_path(rules_state_path: str) -> str:

@@ -44,6 +44,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from agent import ints
 from agent.clock import Clock
 from agent.config.schema import Config, ScrapeConfig
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -518,7 +519,7 @@ class ScrapeManager:
             new_labels.append(labels)
             positions.append(sid)
         if new_labels:
-            for k, slot in zip(new_keys, range(len(state.slot_labels), len(state.slot_labels) + len(new_labels))):
+            for k, slot in zip(new_keys, ints.span(len(state.slot_labels), len(state.slot_labels) + len(new_labels))):
                 state.slots[k] = slot
             state.slot_keys.extend(new_keys)
             state.slot_labels.extend(new_labels)
@@ -552,7 +553,7 @@ class ScrapeManager:
     def _compact_cache(self, state: _TargetState, slots: np.ndarray) -> None:
         keep = set(slots[slots >= 0].tolist())
         items = [(k, slot) for k, slot in state.slots.items() if slot in keep]
-        state.slots = {k: i for i, (k, _) in enumerate(items)}
+        state.slots = {k: i for i, (k, _) in zip(ints.span(0, len(items)), items)}
         state.slot_keys = [k for k, _ in items]
         state.slot_labels = [state.slot_labels[slot] for _, slot in items]
         state.slot_ids = state.slot_ids[np.asarray([slot for _, slot in items], dtype=np.int64)] if items else \

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent import ints
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
 from agent.store import snapshot
 from agent.store.labels import Labels
@@ -420,7 +421,7 @@ class Store:
             if self._free:
                 sid = self._free.pop()
             else:
-                sid = len(self._labels)
+                sid = ints.shared(len(self._labels))
                 if sid >= self._cap:
                     self._grow(sid + 1)
                 self._labels.append(None)
@@ -555,7 +556,7 @@ class Store:
             kept = ids[~np.isin(ids, gone)].tolist()
             del ids  # release the buffer before the array is replaced
             if kept:
-                p.ids = kept[0] if len(kept) == 1 else array("q", kept)
+                p.ids = ints.shared(kept[0]) if len(kept) == 1 else array("q", kept)
             else:
                 del vals[v]
                 if not vals:
@@ -996,7 +997,7 @@ class Store:
                 self._alloc(n)
                 self._fit_arrays(snap, np.arange(n))
             labels = snap.labels
-            for i in range(n):
+            for i in ints.span(0, n):
                 lab = self._intern(labels[i], i)
                 self._labels.append(lab)
                 self._ids[lab] = i

@@ -196,10 +196,7 @@ def rule_outputs(rules: RuleManager) -> list[RuleOutputs]:
     for name, samples in rules.forecast_series().items():
         field_name = _FORECAST_FIELDS.get(name, name)
         for labels, value in samples:
-            rest = tuple((k, v) for k, v in labels if k != "__name__")
-            alertname = dict(rest).get("alertname", "")
-            by_rule.setdefault((alertname, "forecast"), {}).setdefault(rest, {})[field_name] = value
-    for labels, value in rules.anomaly_series():
-        rest = tuple((k, v) for k, v in labels if k != "__name__")
-        by_rule.setdefault((dict(rest).get("alertname", ""), "anomaly"), {}).setdefault(rest, {})["score"] = value
+            by_rule.setdefault((dict(labels).get("alertname", ""), "forecast"), {}).setdefault(labels, {})[field_name] = value
+    for labels, value in rules.anomaly_series()["forewarn_anomaly_score"]:
+        by_rule.setdefault((dict(labels).get("alertname", ""), "anomaly"), {}).setdefault(labels, {})["score"] = value
     return [RuleOutputs(rule, kind, sorted(series.items())) for (rule, kind), series in sorted(by_rule.items())]

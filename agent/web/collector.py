@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-from agent.metrics import Collector, Metric
+from agent.metrics import Collector, Metric, Sample
 from agent.store import Labels, Store, is_stale, make_labels, metric_name
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,18 @@ _TYPE_SUFFIXES = {
 
 
 class SampleProvider(Protocol):
-    """Series computed at scrape time rather than stored, with the families they belong to.
-    `alert_samples` gives the ALERTS and ALERTS_FOR_STATE of `samples` alone, and
+    """Series computed at scrape time rather than stored, with the families they belong to:
+    `Sample`s whose labels may leave `__name__` out (the sample's name says it, and the
+    outputs of one series can share one label set). `alert_samples` gives the ALERTS and ALERTS_FOR_STATE of `samples` alone, and
     `computed_count` how many of the others there are, without building them (the store keeps
     those only up to `COMPUTED_SERIES_LIMIT`)."""
 
     @property
     def families(self) -> FamilyInfo: ...
 
-    def samples(self) -> Iterable[tuple[Labels, float]]: ...
+    def samples(self) -> Iterable[Sample]: ...
 
-    def alert_samples(self) -> Iterable[tuple[Labels, float]]: ...
+    def alert_samples(self) -> Iterable[Sample]: ...
 
     def computed_count(self) -> int: ...
 
@@ -153,19 +154,18 @@ class StoreCollector:
         for provider in self.providers:
             exposed: dict[str, ExposedFamily] = {}
             try:
-                for labels, value in provider.samples():
-                    self._add(out, metric_name(labels), labels, value, provider.families, exposed)
+                for s in provider.samples():
+                    self._add(out, s.name, s.labels, s.value, provider.families, exposed)
             except Exception:
                 log.exception("metrics provider %r failed", provider)
         return list(out.values())
 
     @staticmethod
-    def _add(out: dict[str, Metric], name: str, labels: Labels, value: float, families: FamilyInfo,
+    def _add(out: dict[str, Metric], name: str, labels: Labels | dict[str, str], value: float, families: FamilyInfo,
              exposed: dict[str, ExposedFamily]) -> None:
-        """Add a sample named `name` (its label set's `__name__`) to its family in `out`;
-        `exposed` caches the family of each sample name over one collection. The label set
-        goes as it is (sorted pairs, `__name__` included): no dict per sample at 100,000
-        series."""
+        """Add a sample named `name` to its family in `out`; `exposed` caches the family of
+        each sample name over one collection. The label set goes as it is (sorted pairs; a
+        `__name__` among them is not written): no dict per sample at 100,000 series."""
         if not name:
             return
         fam = exposed.get(name)
@@ -212,12 +212,12 @@ class SelfScrape:
                 log.exception("collector %r failed", c)
         for provider in self.exposed.providers:
             try:
-                out.extend(self._bounded(provider))
+                out.extend((make_labels(s.name, s.labels), s.value) for s in self._bounded(provider))
             except Exception:
                 log.exception("metrics provider %r failed", provider)
         return out
 
-    def _bounded(self, provider: SampleProvider) -> Iterable[tuple[Labels, float]]:
+    def _bounded(self, provider: SampleProvider) -> Iterable[Sample]:
         """A provider's samples, without its computed series when these are over the limit
         (ALERTS and ALERTS_FOR_STATE are always kept, as Prometheus keeps them); the series
         left out then go stale in the store like those of a target over its sample_limit.
