@@ -413,3 +413,21 @@ def test_a_series_gone_for_an_hour_loses_its_model_and_a_restored_one_counts_fro
     run(store2, rm2, range(60, 90), (LAT,))
     assert cart not in rule2.detector.table and rule2.detector.series_held() == 1
     assert rule2.detector.bank.state_dict()["n"][rule2.detector.table.slot(LAT)] == 90  # the same model went on
+
+
+def test_the_forecasts_api_shows_each_series_anomaly_score_not_its_warming_flag():
+    """/api/v1/forecasts reads the rules' outputs: a warming model's series shows score 0 (what
+    the model says), not its `forewarn_model_warming` flag of 1."""
+    from agent.web.api import rule_outputs
+
+    store, rm = manager(rule_text("1m", "{seasonality: none}"))
+    for i in range(5):
+        store.append_samples([(LAT, 0.2 + 0.001 * i)], T0 + i * MIN)
+        rm.evaluate_group(rm.groups[0], T0 + i * MIN)
+    series = rm.anomaly_series()
+    assert series["forewarn_model_warming"][0][1] == 1.0
+    (out,) = rule_outputs(rm)
+    assert (out.rule, out.kind) == ("LatencyAnomaly", "anomaly")
+    ((labels, fields),) = out.series
+    assert dict(labels) == {"alertname": "LatencyAnomaly", "job": "app", "endpoint": "/checkout"}
+    assert fields == {"score": series["forewarn_anomaly_score"][0][1]} and fields["score"] < 1.0
