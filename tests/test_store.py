@@ -190,16 +190,19 @@ def test_expiry_removes_series_from_the_index():
 
 
 def test_postings_of_a_label_one_series_holds_go_from_one_id_to_many_and_back():
-    """A value unique to its series (a shard, a pod) keeps its one id without an array; a
-    second series turns it into a list, expiry back; regex matching mixes both kinds."""
+    """A value unique to its series (a shard, a pod) is its one id in the index, without a
+    postings object or an array; a second series turns it into postings that share the first
+    series' pair object, expiry back; regex matching mixes both kinds."""
     store = Store(raw_capacity=4, stale_after=60)
     a = make_labels("m", {"shard": "s1", "job": "j"})
     b = make_labels("m", {"shard": "s1", "job": "j", "pod": "p"})
     c = make_labels("m", {"shard": "s2", "job": "j"})
     ida = store.series_id(a)
     assert store.postings("shard", "s1").tolist() == [ida]
-    assert isinstance(store._index["shard"]["s1"].ids, int)  # no array for one series
+    assert store._index["shard"]["s1"] is ida  # no postings object for one series
     idb, idc = store.series_id(b), store.series_id(c)
+    pair_a = next(p for p in store.labels(ida) if p[0] == "shard")
+    assert next(p for p in store.labels(idb) if p[0] == "shard") is pair_a is store._index["shard"]["s1"].pair
     assert sorted(store.postings("shard", "s1").tolist()) == sorted([ida, idb])
     got = store.postings("shard", "s1")
     got[:] = -1  # a copy: the store's postings are not touched
@@ -211,7 +214,11 @@ def test_postings_of_a_label_one_series_holds_go_from_one_id_to_many_and_back():
     store.append(np.array([idb]), 900.0, np.array([3.0]))
     assert store.expire(1000.0 + 30) == 1  # b: older than stale_after
     assert store.postings("shard", "s1").tolist() == [ida]
-    assert isinstance(store._index["shard"]["s1"].ids, int)
+    assert store._index["shard"]["s1"] == ida
+    # a later series with the value again shares the remaining series' pair object
+    idd = store.series_id(make_labels("m", {"shard": "s1", "job": "k"}))
+    assert next(p for p in store.labels(idd) if p[0] == "shard") is pair_a
+    assert sorted(store.postings("shard", "s1").tolist()) == sorted([ida, idd])
     assert store.postings("pod", "p").size == 0 and "p" not in store.label_values("pod")
 
 

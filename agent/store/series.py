@@ -151,27 +151,29 @@ class StoreStats:
 
 
 class _Postings:
-    """One (name, value) pair of the index: the canonical pair object every label set holding
-    it shares, and the ids holding it: an int while one series does (a label unique to its
-    series, such as a shard or a pod name, is common, and an array costs 100 bytes more), an
-    `array('q')` from the second on."""
+    """A (name, value) pair of the index that two series or more hold: the canonical pair
+    object their label sets share, and their ids (`array('q')`). A pair one series holds (a
+    label unique to its series, such as a shard or a pod name, is common) is that series' id
+    in the index instead: its label set holds the canonical pair (`Store._pair`), and this
+    object and an array would cost 150 bytes more."""
 
     __slots__ = ("ids", "pair")
 
-    def __init__(self, pair: tuple[str, str], sid: int) -> None:
+    def __init__(self, pair: tuple[str, str], ids: Iterable[int]) -> None:
         self.pair = pair
-        self.ids: int | array[int] = sid
-
-    def add(self, sid: int) -> None:
-        if isinstance(self.ids, int):
-            self.ids = array("q", (self.ids, sid))
-        else:
-            self.ids.append(sid)
+        self.ids = array("q", ids)
 
     def as_array(self) -> np.ndarray:
         """The ids (int64; a view of the array: copy before the postings change)."""
-        ids = self.ids
-        return np.array([ids], dtype=np.int64) if isinstance(ids, int) else np.frombuffer(ids, dtype=np.int64)
+        return np.frombuffer(self.ids, dtype=np.int64)
+
+
+# What the index holds for a (name, value) pair: the id of the one series holding it, or postings.
+_Entry = int | _Postings
+
+
+def _entry_ids(entry: _Entry) -> np.ndarray:
+    return np.array([entry], dtype=np.int64) if isinstance(entry, int) else entry.as_array()
 
 
 def read_rss_bytes() -> int:
@@ -229,7 +231,7 @@ class Store:
         self._ids: dict[Labels, int] = {}
         self._labels: list[Labels | None] = []
         self._free: list[int] = []
-        self._index: dict[str, dict[str, _Postings]] = {}  # label name -> value -> postings
+        self._index: dict[str, dict[str, _Entry]] = {}  # label name -> value -> series id or postings
         self.t_base_ms = 0  # raw times are integer ms offsets from it (int64 arithmetic in Python ints)
         self._alloc(0)
         self._appended = 0
@@ -446,10 +448,15 @@ class Store:
             p = vals.get(v)
             if p is None:
                 name = sys.intern(k)
-                p = vals[v] = _Postings(pair if pair[0] is name else (name, v), sid)
+                canonical = pair if pair[0] is name else (name, v)
+                vals[v] = sid
+            elif isinstance(p, int):
+                canonical = self._pair(p, k)
+                vals[v] = _Postings(canonical, (p, sid))
             else:
-                p.add(sid)
-            out.append(p.pair)
+                p.ids.append(sid)
+                canonical = p.pair
+            out.append(canonical)
         if all(map(operator.is_, out, labels)):
             return labels
         return tuple(out)
@@ -466,8 +473,20 @@ class Store:
         for pair in labels:
             vals = index.get(pair[0])
             p = vals.get(pair[1]) if vals is not None else None
-            out.append(p.pair if p is not None else pending.setdefault(pair, pair))
+            if p is None:
+                out.append(pending.setdefault(pair, pair))
+            else:
+                out.append(self._pair(p, pair[0]) if isinstance(p, int) else p.pair)
         return labels if all(map(operator.is_, out, labels)) else tuple(out)
+
+    def _pair(self, sid: int, name: str) -> tuple[str, str]:
+        """The canonical pair named `name` of series `sid` (one the index maps to that series)."""
+        labels = self._labels[sid]
+        assert labels is not None
+        for pair in labels:
+            if pair[0] == name:
+                return pair
+        raise KeyError(name)
 
     def _refuse(self, why: str) -> None:
         self._series_dropped += 1
@@ -512,7 +531,7 @@ class Store:
         """Ids of the series with label `name` = `value` (a copy; empty if none)."""
         with self.lock:
             p = self._index.get(name, {}).get(value)
-            return p.as_array().copy() if p is not None else np.zeros(0, dtype=np.int64)
+            return _entry_ids(p).copy() if p is not None else np.zeros(0, dtype=np.int64)
 
     def label_values(self, name: str) -> list[str]:
         """Every value of label `name` in the index."""
@@ -525,8 +544,8 @@ class Store:
             parts = []
             for v, p in self._index.get(name, {}).items():
                 if pred(v):
-                    if isinstance(p.ids, int):
-                        single.append(p.ids)
+                    if isinstance(p, int):
+                        single.append(p)
                     else:
                         parts.append(np.frombuffer(p.ids, dtype=np.int64))
             if single:
@@ -552,11 +571,14 @@ class Store:
         for (k, v), gone in touched.items():
             vals = self._index[k]
             p = vals[v]
-            ids = p.as_array()
+            ids = _entry_ids(p)
             kept = ids[~np.isin(ids, gone)].tolist()
             del ids  # release the buffer before the array is replaced
-            if kept:
-                p.ids = ints.shared(kept[0]) if len(kept) == 1 else array("q", kept)
+            if len(kept) == 1:
+                vals[v] = ints.shared(kept[0])  # (its label set holds the canonical pair)
+            elif kept:
+                assert isinstance(p, _Postings)
+                p.ids = array("q", kept)
             else:
                 del vals[v]
                 if not vals:
