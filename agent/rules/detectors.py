@@ -5,7 +5,8 @@ the bank at every evaluation and is active where the model says so: the forecast
 breach of the threshold within the horizon with enough confidence, or the anomaly score
 passes the sensitivity's threshold on the chosen side. The adapter also keeps what the rule
 layer needs around the bank: when each series was last seen (models of series gone for a
-while are freed), the latest verdict per series (for `/metrics`), and the exposition labels.
+while are freed) and the latest verdict per series (for `/metrics`, whose label sets are built
+at each scrape).
 
 Only the banks' public methods are used. Imports `agent.models`, `agent.store`,
 `agent.rules.file` and `agent.rules.query`; never tickets, web, sources, the pipeline or the
