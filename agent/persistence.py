@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +182,14 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes | str | Iterable[bytes | memoryview], mode: int | None = FILE_MODE) -> None:
+def atomic_write(path: str, data: bytes | str | Iterable[bytes | memoryview] | Callable[[BinaryIO], object],
+                 mode: int | None = FILE_MODE) -> None:
     """Replace `path` with `data`: a temporary file in the same directory, written, fsynced and
     renamed over `path`, then the directory fsynced. Readers see the old file or the new one,
-    never a mixture. `data` may be an iterable of pieces, written in turn (large files
-    streamed without a copy). `mode` sets the new file's permissions (0600 unless asked
-    otherwise); None leaves them to the umask."""
+    never a mixture. `data` may be an iterable of pieces, written in turn, or a function that
+    writes into the open (seekable) file: large files are streamed without a copy in memory.
+    `mode` sets the new file's permissions (0600 unless asked otherwise); None leaves them to
+    the umask."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     # os.open with 0o666 lets the umask decide when no mode is given (mkstemp would force 0600).
@@ -198,6 +200,8 @@ def atomic_write(path: str, data: bytes | str | Iterable[bytes | memoryview], mo
         with os.fdopen(fd, "wb") as f:
             if isinstance(data, (bytes, str)):
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            elif callable(data):
+                data(f)
             else:
                 for piece in data:
                     f.write(piece)

@@ -11,7 +11,9 @@ tests drive the real rule manager over a real store and PromQL engine, or the da
 from __future__ import annotations
 
 import copy
+import gc
 import os
+import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
@@ -432,3 +434,43 @@ def test_the_forecasts_api_shows_each_series_anomaly_score_not_its_warming_flag(
     ((labels, fields),) = out.series
     assert dict(labels) == {"alertname": "LatencyAnomaly", "job": "app", "endpoint": "/checkout"}
     assert fields == {"score": series["forewarn_anomaly_score"][0][1]} and fields["score"] < 1.0
+
+
+def test_saving_the_models_streams_the_banks_arrays_to_the_file(tmp_path):
+    """The models' file is written from the banks' arrays as they are (the pipeline's lock
+    held), not built in memory first: saving holds about one array beyond the bank (before:
+    a copy of every array and the file's bytes twice, 180 MB over the RSS at 100,000 series);
+    a bank whose held slots are not its first rows (a series forgotten) is copied, and both
+    read back the same."""
+    n = 3000
+    store, rm = manager(rule_text("1m", "{seasonality: none}"))
+    keys = [make_labels("app_latency_seconds", {"job": "app", "endpoint": f"/e{i}"}) for i in range(n)]
+    for i in range(3):
+        store.append_samples([(k, 0.2 + 0.001 * ((i + j) % 5)) for j, k in enumerate(keys)], T0 + i * MIN)
+        rm.evaluate_group(rm.groups[0], T0 + i * MIN)
+    (rule,) = rm.alerting_rules()
+    bank = rule.detector.bank
+    assert np.shares_memory(bank.state_dict(copy=False)["weekly"], bank.state.weekly)
+    assert not np.shares_memory(bank.state_dict()["weekly"], bank.state.weekly)
+    path = str(tmp_path / MODEL_STATE_FILE)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        rm.save_models(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # numpy writes a zip member through a buffer of at most 16 MB: here, the largest array once
+    largest = bank.state_dict(copy=False)["weekly"].nbytes
+    assert peak < largest + (1 << 20), f"saving held {peak / largest:.2f} times the largest array"
+    assert bank.memory_bytes() > 2 * largest
+    _, back = manager(rule_text("1m", "{seasonality: none}"))
+    assert back.load_models(path) == n
+    (again,) = back.alerting_rules()
+    for name in ("n", "ls", "daily", "weekly", "hist", "weekly_exp"):
+        np.testing.assert_array_equal(again.detector.bank.state_dict()[name], bank.state_dict()[name], err_msg=name)
+    bank.forget(keys[:10])  # the held slots no longer start at row 0: copies, the same file contents
+    assert not np.shares_memory(bank.state_dict(copy=False)["weekly"], bank.state.weekly)
+    rm.save_models(path)
+    _, back = manager(rule_text("1m", "{seasonality: none}"))
+    assert back.load_models(path) == n - 10

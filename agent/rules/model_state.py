@@ -31,7 +31,7 @@ import logging
 import os
 import zipfile
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -51,11 +51,21 @@ def _detectors(rules: Iterable[AlertingRule]) -> list[tuple[AlertingRule, Anomal
 
 def encode(rules: Iterable[AlertingRule]) -> bytes:
     """The anomaly models of `rules` as the file's bytes."""
+    buf = io.BytesIO()
+    write(rules, buf)
+    return buf.getvalue()
+
+
+def write(rules: Iterable[AlertingRule], f: BinaryIO) -> None:
+    """Write the file of the anomaly models of `rules` into `f` (seekable), straight from the
+    banks' arrays: nothing may change them meanwhile (the pipeline's lock is held). At
+    100,000 series a save built the file in memory before, 180 MB over the process's RSS
+    at every snapshot."""
     index: list[dict[str, Any]] = []
     arrays: dict[str, Any] = {}  # (Any: numpy's stub reads ** as if it could hold allow_pickle)
     for i, (rule, det) in enumerate(_detectors(rules)):
         prefix = f"r{i}"
-        state = det.bank.state_dict()
+        state = det.bank.state_dict(copy=False)
         plain: dict[str, Any] = {}
         for name, value in state.items():
             if isinstance(value, np.ndarray):
@@ -65,9 +75,7 @@ def encode(rules: Iterable[AlertingRule]) -> bytes:
         index.append({"group": rule.group, "name": rule.name, "query": rule.query_text, "prefix": prefix,
                       "state": plain})
     meta = json.dumps({"version": MODEL_STATE_VERSION, "rules": index}, separators=(",", ":"))
-    buf = io.BytesIO()
-    np.savez(buf, index=np.frombuffer(meta.encode("utf-8"), dtype=np.uint8), **arrays)
-    return buf.getvalue()
+    np.savez(f, index=np.frombuffer(meta.encode("utf-8"), dtype=np.uint8), **arrays)
 
 
 def decode(data: bytes) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -97,7 +105,7 @@ def save(rules: Iterable[AlertingRule], path: str) -> None:
     rules = list(rules)
     if not _detectors(rules) and not os.path.exists(path):
         return
-    atomic_write(path, encode(rules))
+    atomic_write(path, lambda f: write(rules, f))
 
 
 def load(rules: Iterable[AlertingRule], path: str) -> int:

@@ -266,13 +266,17 @@ class AnomalyBank:
         return out
 
     # ---------------------------------------------------------------- persistence
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, copy: bool = True) -> dict[str, Any]:
         """Plain data (numpy arrays, lists, numbers) for a snapshot: ``version``, ``keys``
         (as given: whoever stores the snapshot must be able to serialise them), ``shape``
         (the layout), one array per field of `state.SeriesState` and the ``daily``,
-        ``weekly`` and ``hist`` matrices, row i belonging to ``keys[i]``."""
+        ``weekly`` and ``hist`` matrices, row i belonging to ``keys[i]``. With ``copy=False``
+        the arrays are views of the bank's where its held slots are its first rows in order
+        (the usual case): for a writer that is done before the bank changes again (80 MB
+        of copies at 50,000 series otherwise)."""
         keys = self.table.keys()
-        rows = self.table.used()
+        used = self.table.used()
+        rows: np.ndarray | slice = slice(0, len(keys)) if not copy and np.array_equal(used, np.arange(len(keys))) else used
         s = self.state
         lay = s.layout
         out: dict[str, Any] = {"version": STATE_VERSION, "keys": keys,
