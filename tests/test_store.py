@@ -215,6 +215,13 @@ def test_postings_of_a_label_one_series_holds_go_from_one_id_to_many_and_back():
     assert store.expire(1000.0 + 30) == 1  # b: older than stale_after
     assert store.postings("shard", "s1").tolist() == [ida]
     assert store._index["shard"]["s1"] == ida
+    # a scrape reads the index without the store's lock: if the one series holding a pair is
+    # gone meanwhile, the new label set takes the batch's own object for it
+    held, store._labels[ida] = store._labels[ida], None
+    pending: dict = {}
+    late = store.shared_labels(make_labels("m", {"shard": "s1", "job": "k"}), pending)
+    assert ("shard", "s1") in late and next(p for p in late if p[0] == "shard") is pending[("shard", "s1")]
+    store._labels[ida] = held
     # a later series with the value again shares the remaining series' pair object
     idd = store.series_id(make_labels("m", {"shard": "s1", "job": "k"}))
     assert next(p for p in store.labels(idd) if p[0] == "shard") is pair_a

@@ -451,7 +451,7 @@ class Store:
                 canonical = pair if pair[0] is name else (name, v)
                 vals[v] = sid
             elif isinstance(p, int):
-                canonical = self._pair(p, k)
+                canonical = self._pair(p, k) or pair  # (under the lock: that series holds the pair)
                 vals[v] = _Postings(canonical, (p, sid))
             else:
                 p.ids.append(sid)
@@ -473,20 +473,19 @@ class Store:
         for pair in labels:
             vals = index.get(pair[0])
             p = vals.get(pair[1]) if vals is not None else None
-            if p is None:
-                out.append(pending.setdefault(pair, pair))
-            else:
-                out.append(self._pair(p, pair[0]) if isinstance(p, int) else p.pair)
+            # (read without the lock: a series removed meanwhile leaves its pair to `pending`)
+            canonical = p.pair if isinstance(p, _Postings) else self._pair(p, pair[0]) if p is not None else None
+            out.append(canonical or pending.setdefault(pair, pair))
         return labels if all(map(operator.is_, out, labels)) else tuple(out)
 
-    def _pair(self, sid: int, name: str) -> tuple[str, str]:
-        """The canonical pair named `name` of series `sid` (one the index maps to that series)."""
-        labels = self._labels[sid]
-        assert labels is not None
-        for pair in labels:
+    def _pair(self, sid: int, name: str) -> tuple[str, str] | None:
+        """The canonical pair named `name` of series `sid`, the one the index maps that pair
+        to (None if the series is gone)."""
+        labels = self._labels[sid] if sid < len(self._labels) else None
+        for pair in labels or ():
             if pair[0] == name:
                 return pair
-        raise KeyError(name)
+        return None
 
     def _refuse(self, why: str) -> None:
         self._series_dropped += 1
