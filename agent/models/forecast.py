@@ -42,7 +42,7 @@ from agent.models.prediction import Prediction
 from agent.models.recurrence import NO_DAY, DailyExtremes
 from agent.models.schedule import RefitJob, RefitResult, RefitState, spread
 from agent.models.seasonality import CANDIDATE_PERIODS, DAY, NO_BIN, DailyProfile, detect_period, phase_values, seasonal_profile
-from agent.models.slots import SlotTable, state_nbytes
+from agent.models.slots import CHUNK_ROWS, SlotTable, state_nbytes
 
 MODELS: tuple[str, ...] = ("linear", "robust_linear", "holt", "holt_winters")
 LINEAR, ROBUST_LINEAR, HOLT, HOLT_WINTERS = range(4)
@@ -66,10 +66,6 @@ STATE_VERSION = 1
 LINEAR_BUCKETS = 64
 MIN_LINEAR_BUCKETS = 32
 EVALUATIONS_PER_BUCKET = 8
-# `breach` estimates this many slots at a time: its temporaries are about 750 bytes a slot (37
-# MB at 50,000 series in one go), held only while a chunk is estimated. Slots are
-# independent, so the answers are the same.
-CHUNK_ROWS = 8192
 
 
 def window_buckets(model: str, lookback: float, interval: float | None) -> int:

@@ -89,8 +89,9 @@ class LabelIds:
                 self._ids = {}
                 self.epoch += 1
             table = self._ids
-            numbers = ints.span(0, len(table) + len(labels))
-            out = np.fromiter((table.setdefault(lab, numbers[len(table)]) for lab in labels), dtype=np.int64,
+            base = len(table)  # a new label set takes the next number: base + how many came before it
+            numbers = ints.span(base, base + len(labels))
+            out = np.fromiter((table.setdefault(lab, numbers[len(table) - base]) for lab in labels), dtype=np.int64,
                               count=len(labels))
             return out, self.epoch
 

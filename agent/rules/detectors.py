@@ -319,13 +319,17 @@ class Detector(abc.ABC):
         """How many series the detector models."""
         return len(self.table)
 
-    def _mark_seen(self, slots: np.ndarray, when: np.ndarray | float) -> None:
+    def _seen_times(self) -> np.ndarray:
+        """`_last_seen`, grown (NaN) to the table's capacity."""
         capacity = self.table.capacity
         if len(self._last_seen) < capacity:
             grown = np.full(capacity, np.nan)
             grown[: len(self._last_seen)] = self._last_seen
             self._last_seen = grown
-        self._last_seen[slots] = when
+        return self._last_seen
+
+    def _mark_seen(self, slots: np.ndarray, when: np.ndarray | float) -> None:
+        self._seen_times()[slots] = when
 
     def held_bytes(self) -> int:
         """What the series this detector models cost (for the budget): O(1), no walk over them."""
@@ -374,8 +378,7 @@ class Detector(abc.ABC):
     def _forget_idle(self, now: float) -> None:
         table = self.table
         used = table.used()
-        self._mark_seen(used[:0], now)  # (sized to the table)
-        idle = used[~(self._last_seen[used] >= now - self.forget_after)]  # (never seen, NaN, counts as idle)
+        idle = used[~(self._seen_times()[used] >= now - self.forget_after)]  # (never seen, NaN, counts as idle)
         if idle.size:
             old = cast(list[Labels], [table.key(s) for s in idle.tolist()])  # (held slots: none is None)
             self._forget(old)

@@ -49,13 +49,6 @@ def _detectors(rules: Iterable[AlertingRule]) -> list[tuple[AlertingRule, Anomal
     return [(r, r.detector) for r in rules if isinstance(r.detector, AnomalyDetector)]
 
 
-def encode(rules: Iterable[AlertingRule]) -> bytes:
-    """The anomaly models of `rules` as the file's bytes."""
-    buf = io.BytesIO()
-    write(rules, buf)
-    return buf.getvalue()
-
-
 def write(rules: Iterable[AlertingRule], f: BinaryIO) -> None:
     """Write the file of the anomaly models of `rules` into `f` (seekable), straight from the
     banks' arrays: nothing may change them meanwhile (the pipeline's lock is held). At

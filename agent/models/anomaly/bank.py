@@ -33,13 +33,12 @@ from agent.models.anomaly.state import (
     read_profile,
     write_profile,
 )
-from agent.models.slots import SlotTable
+from agent.models.slots import CHUNK_ROWS, SlotTable
 
 # 4: which way a shift went (sh_dir) and the share of recent samples back in its band (sh_in)
 # added. 5: the profiles in 16 bits with a power of two per row (``daily_exp``,
 # ``weekly_exp``). Versions 1 and 2 (the previous detector), 3 and 4 are read and upgraded.
 STATE_VERSION = 5
-CHUNK_ROWS = 8192  # `update` learns this many rows at a time
 
 
 @dataclass
@@ -165,8 +164,6 @@ class AnomalyBank:
         ok = np.isfinite(values)
         s = self.state
         learn = np.flatnonzero(ok)
-        # a chunk of rows at a time: the step's temporaries are about 900 bytes a row (47 MB
-        # at 50,000 series in one go); rows are independent, so the answers are the same
         for lo in range(0, len(learn), self.chunk_rows):
             at = learn[lo:lo + self.chunk_rows]
             rows, d_at, w_at, t_at = slots[at], bd[at], bw[at], ts[at]
