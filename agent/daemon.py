@@ -48,7 +48,10 @@ TRIM_INTERVAL = 15.0
 # A rules tick at least this long trims right after it: its temporaries (tens of MB at 100,000
 # series) leave the resident set then, not up to TRIM_INTERVAL later. With the models' chunked
 # updates, at 100k with rules, RSS read four times a second for a minute went from 509-603 MB
-# (mean 517) to 505-538 MB (mean 509). A tick that found no group due costs no trim.
+# (mean 517) to 505-538 MB (mean 509). A tick that found no group due costs no trim. A
+# collection (a scrape) that long trims too: a 100,000-line body and its parse leave about 19 MB
+# that otherwise stayed resident for up to TRIM_INTERVAL (RSS read every 5 s: 479-506 MB, now
+# 473-483 MB); a host's few hundred series take a few ms and never trim.
 TRIM_AFTER_TICK_SECONDS = 0.05
 
 
@@ -179,8 +182,10 @@ class Agent:
 
     def _schedule_sources(self) -> None:
         self.scheduler.remove_prefix("source:")
+        trim = self._timed("trim", allocator.trim)
         for job in self.pipeline.source_jobs(self.collection_seconds):
-            self.scheduler.add(f"source:{job.name}", job.interval_seconds, job.run, executor="sources",
+            self.scheduler.add(f"source:{job.name}", job.interval_seconds,
+                               trim_after_long(job.run, trim, TRIM_AFTER_TICK_SECONDS), executor="sources",
                                first_delay=0.0, name=job.name)
 
     def _schedule_core(self) -> None:

@@ -59,3 +59,30 @@ def test_a_long_rules_tick_trims_right_after_and_a_short_one_does_not():
     with pytest.raises(RuntimeError, match="evaluation failed"):  # the tick's error goes on to the scheduler
         trim_after_long(failing, lambda: trims.append(now[0]), 0.05, clock=lambda: now[0])()
     assert len(trims) == 3  # a tick that raised still trims what it left behind
+
+
+def test_the_daemon_trims_after_a_long_collection_as_after_a_long_rules_tick(tmp_path, monkeypatch):
+    """A scrape of a large target frees its body and parse temporaries (about 19 MB at 100,000
+    series) when it ends; its job trims then, so they do not stay resident until the next
+    scheduled trim. Each source job is wrapped; whether it trims depends on how long it ran."""
+    from agent import allocator, daemon
+    from agent.config.schema import load_config
+
+    cfg = tmp_path / "forewarn.yml"
+    cfg.write_text(f"global: {{state_dir: {tmp_path / 'state'}}}\nweb: {{listen_address: '127.0.0.1:0'}}\n"
+                   "rule_files: []\n")
+    agent = daemon.Agent(load_config(str(cfg)))
+    jobs: dict[str, object] = {}
+    monkeypatch.setattr(agent.scheduler, "add", lambda job_id, seconds, fn, **kw: jobs.__setitem__(job_id, fn))
+    trims: list[str] = []
+    monkeypatch.setattr(allocator, "trim", lambda: trims.append("trim"))
+    for threshold, want in ((1e9, []), (0.0, ["trim"])):  # every run is "long" at 0 s
+        jobs.clear()
+        trims.clear()
+        monkeypatch.setattr(daemon, "TRIM_AFTER_TICK_SECONDS", threshold)
+        agent._schedule_sources()
+        sources = [fn for job_id, fn in jobs.items() if job_id.startswith("source:")]
+        assert sources, jobs
+        for run in sources:
+            run()
+        assert trims == want * len(sources)
