@@ -90,6 +90,25 @@ def test_times_stay_exact_across_several_rebases():
     assert [len(w) for w in expected] == [3, 3, 3, 3]
 
 
+def test_a_moving_base_leaves_the_rows_no_series_has_taken_untouched():
+    # Rows past the last series are zeros no one has written: not resident (100,000 series
+    # leave about 12,000 such rows after the store grows). Moving the base must not write
+    # them, and a series that takes one later still reads exact times.
+    store = Store(raw_capacity=3, retention=8 * DAY, downsample_interval=3600)
+    ids = store.series_ids([make_labels("m", {"i": str(i)}) for i in range(4)])
+    bases = set()
+    for k in range(6):
+        store.append(ids, np.full(len(ids), T0 + k * 10 * DAY), np.full(len(ids), float(k)))
+        bases.add(store.t_base_ms)
+    assert len(bases) >= 2 and store.raw_t.shape[0] > len(ids)
+    assert not store.raw_t[len(ids):].any()
+    late = store.series_ids([make_labels("m", {"i": "late"})])
+    assert int(late[0]) == len(ids)  # the first row the moves left alone
+    t = T0 + 60 * DAY + 0.25
+    store.append(late, np.array([t]), np.array([7.0]))
+    check_reads(store, late, [[ms_time(t)]], [t - 1, t, t + 1])
+
+
 def test_grid_reads_across_a_rebase_give_exact_times():
     store = Store(raw_capacity=6, retention=8 * DAY, downsample_interval=3600)
     ids = store.series_ids([make_labels("g", {"i": str(i)}) for i in range(50)])

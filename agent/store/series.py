@@ -333,8 +333,9 @@ class Store:
         self._drop_raw_before(floor)
         new_base = floor + self._base_above_floor
         # Modular arithmetic in the offsets' own type: every sample kept lands on its exact new
-        # offset; the slots of no sample (validity comes from raw_n) may wrap, harmlessly.
-        self.raw_t -= np.array(new_base - base, dtype=np.int64).astype(self.raw_t_dtype)
+        # offset; the slots of no sample (validity comes from raw_n) may wrap, harmlessly. Rows
+        # no series has taken yet are left alone: untouched, they are not resident.
+        self.raw_t[:len(self._labels)] -= np.array(new_base - base, dtype=np.int64).astype(self.raw_t_dtype)
         self.t_base_ms = new_base
         log.debug("store: raw time base moved to %d ms (oldest time kept %d ms)", new_base, floor)
         return floor
