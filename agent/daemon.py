@@ -55,7 +55,7 @@ TRIM_INTERVAL = 15.0
 TRIM_AFTER_TICK_SECONDS = 0.05
 
 
-def trim_after_long(run: Callable[[], None], trim: Callable[[], None], min_seconds: float,
+def trim_after_long(run: Callable[[], object], trim: Callable[[], None], min_seconds: float,
                     clock: Callable[[], float] = time.monotonic) -> Callable[[], None]:
     """`run`, then `trim` when the run took at least `min_seconds` (by `clock`)."""
     def run_then_trim() -> None:

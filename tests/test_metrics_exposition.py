@@ -77,3 +77,44 @@ def test_negotiation():
     assert choose_encoder("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.4")[0] is encode_openmetrics
     assert choose_encoder("text/plain")[0] is encode_text
     assert choose_encoder("")[0] is encode_text
+
+
+def test_label_sets_shared_by_a_models_outputs_are_written_once_and_right(monkeypatch):
+    """A provider's outputs of one series share its label set (a forecast's value, bounds and
+    probability): an exposition formats that set once, not once per output, and every line is
+    what formatting each sample on its own writes; a family of stored series (each set once)
+    is formatted without being remembered."""
+    from agent.web import exposition
+
+    calls: list[object] = []
+    real = exposition._labels
+    monkeypatch.setattr(exposition, "_labels", lambda labels: calls.append(labels) or real(labels))
+    shared = [(("alertname", "Q"), ("shard", f's"{i}')) for i in range(3)]
+    equal_copy = tuple(list(shared[0]))  # same pairs, another object: formatted on its own
+    assert equal_copy is not shared[0]
+    families = []
+    for name in ("forecast_value", "forecast_lower", "forecast_upper"):
+        m = Metric(name, name, "gauge", shared_labels=True)
+        for i, lab in enumerate(shared):
+            m.add_sample(name, lab, float(i))
+        families.append(m)
+    families[0].add_sample("forecast_value", equal_copy, 9.0)
+    stored = Metric("app_queue_depth", "", "gauge")
+    for i, lab in enumerate(shared):
+        stored.add_sample("app_queue_depth", (("__name__", "app_queue_depth"),) + lab, float(i))
+    families.append(stored)
+
+    class Fixed:
+        def collect(self):
+            return families
+
+    reg = Registry()
+    reg.register(Fixed())
+    body = encode_text(reg).decode()
+    assert len(calls) == len(shared) + 1 + len(shared)  # shared sets once; the copy; the stored ones
+    assert sum(1 for c in calls if c is shared[0]) == 1
+    lines = [line for line in body.splitlines() if not line.startswith("#")]
+    assert lines == [f"{m.name}{real(lab)} {v}" for m in families for _, lab, v in m.samples]
+    got = samples(parse_text(body))
+    assert got[("forecast_upper", (("alertname", "Q"), ("shard", 's"2')))] == 2.0
+    assert got[("app_queue_depth", (("alertname", "Q"), ("shard", 's"1')))] == 1.0

@@ -155,17 +155,19 @@ class StoreCollector:
             exposed: dict[str, ExposedFamily] = {}
             try:
                 for s in provider.samples():
-                    self._add(out, s.name, s.labels, s.value, provider.families, exposed)
+                    self._add(out, s.name, s.labels, s.value, provider.families, exposed, s)
             except Exception:
                 log.exception("metrics provider %r failed", provider)
         return list(out.values())
 
     @staticmethod
     def _add(out: dict[str, Metric], name: str, labels: Labels | dict[str, str], value: float, families: FamilyInfo,
-             exposed: dict[str, ExposedFamily]) -> None:
+             exposed: dict[str, ExposedFamily], sample: Sample | None = None) -> None:
         """Add a sample named `name` to its family in `out`; `exposed` caches the family of
         each sample name over one collection. The label set goes as it is (sorted pairs; a
-        `__name__` among them is not written): no dict per sample at 100,000 series."""
+        `__name__` among them is not written): no dict per sample at 100,000 series. `sample`:
+        a provider's `Sample` of these, kept as it is; its family is marked `shared_labels`
+        (a provider's series share label sets across their outputs)."""
         if not name:
             return
         fam = exposed.get(name)
@@ -173,8 +175,11 @@ class StoreCollector:
             fam = exposed[name] = exposed_family(name, families)
         m = out.get(fam.name)
         if m is None:
-            m = out[fam.name] = Metric(fam.name, fam.help or fam.name, fam.type)
-        m.add_sample(name, labels, value)
+            m = out[fam.name] = Metric(fam.name, fam.help or fam.name, fam.type, shared_labels=sample is not None)
+        if sample is None:
+            m.add_sample(name, labels, value)
+        else:
+            m.samples.append(sample)
 
 
 class SelfScrape:
