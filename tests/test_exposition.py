@@ -284,6 +284,30 @@ def test_a_repeated_scrape_reads_every_body_as_the_line_by_line_scan_does(body: 
     assert list(got_sc.slots) == [known.get(k, -1) for k in want.keys]
 
 
+@pytest.mark.parametrize("hashes", [1, 3, 8, 9, 40])
+def test_comment_lines_are_found_past_hashes_inside_label_values(hashes: int) -> None:
+    """Comment lines are searched for by their '#' alone; label values holding '#' (a URL's
+    fragment) are stepped over, and past a few the search for a line-start '#' takes over:
+    either way every comment line is found, by the plain scan and by the metadata reader."""
+    lines = [f'e{{u="/a#{i}"}} {i}' for i in range(hashes)]
+    lines.insert(hashes // 2, "# TYPE early gauge")
+    lines.append('# HELP late A help with a # inside.')
+    lines.append("# TYPE late counter")
+    lines.append("late 1")
+    body = "\n".join(lines) + "\n"
+    keys = [f'e{{u="/a#{i}"}}' for i in range(hashes)] + ["late"]
+    known = {k: i for i, k in enumerate(keys)}
+    want = exposition.scan_text(body)  # line by line
+    got = exposition.scan_text(body, known)
+    assert got.plain is True and got.keys == want.keys == keys
+    assert got.values.tolist() == want.values.tolist() == [*range(hashes), 1]
+    meta = exposition.parse_metadata(body)
+    assert {n: (m.type, m.help) for n, m in meta.items()} == {
+        "early": ("gauge", ""), "late": ("counter", "A help with a # inside.")}
+    with pytest.raises(ParseError):  # a bad comment after the hashes is still checked
+        exposition.scan_text(body + "# TYPE late countr\n", known)
+
+
 def test_a_body_with_the_previous_keys_reuses_their_slots() -> None:
     known = {k: i for i, k in enumerate(KNOWN_KEYS)}
     first = exposition.scan_text("# TYPE b gauge\nb 1\nc 2\n", known)

@@ -222,10 +222,10 @@ def _scan_plain(body: str, known: Mapping[Hashable, int], previous: Previous | N
     line scan (which judges it and reports any error): True when only a key was new, False
     when the body has not the plain shape."""
     text = body
-    if body.startswith("#") or "\n#" in body:
+    at = _next_comment(body, 0)
+    if at >= 0:
         pieces = []
         pos = 0  # the start of the text not yet kept (always a line's start)
-        at = _next_comment(body, 0)
         while at >= 0:  # drop the comment lines (a few per family), checked as the full scan does
             pieces.append(body[pos:at])
             end = body.find("\n", at)
@@ -262,11 +262,23 @@ def _scan_plain(body: str, known: Mapping[Hashable, int], previous: Previous | N
 
 
 def _next_comment(body: str, start: int) -> int:
-    """Where the first line at or after `start` (a line's start) that begins with '#' starts; -1: none."""
-    if body.startswith("#", start):
-        return start
-    at = body.find("\n#", start)
+    """Where the first line at or after `start` (a line's start) that begins with '#' starts; -1: none.
+    Looks for '#' alone and then at the character before it: a one-character search runs at
+    memchr's speed, "\n#" at a fraction of it (7 MB of samples after the last comment: 0.2 against
+    4.4 ms). A '#' inside a label value costs one more step; past a few, the two-character
+    search takes over (a body with '#' in every line's labels)."""
+    at = body.find("#", start)
+    for _ in range(_HASH_STEPS):
+        if at <= start or body[at - 1] == "\n":
+            return at
+        at = body.find("#", at + 1)
+    if at <= start or body[at - 1] == "\n":
+        return at
+    at = body.find("\n#", at)
     return -1 if at < 0 else at + 1
+
+
+_HASH_STEPS = 8  # '#'s inside values `_next_comment` steps over before searching for "\n#"
 
 
 def _values(texts: list[str], sc: Scanned) -> np.ndarray:
@@ -514,12 +526,11 @@ def parse_metadata(body: str, limit: int = 10000) -> dict[str, Metadata]:
     helps: dict[str, str] = {}
     units: dict[str, str] = {}
     seen: set[str] = set()
-    pos = 0 if body.startswith("#") else body.find("\n#")
-    while pos >= 0:
-        start = pos if body.startswith("#", pos) else pos + 1
+    start = _next_comment(body, 0)
+    while start >= 0:
         end = body.find("\n", start)
         line = body[start:] if end < 0 else body[start:end]
-        pos = -1 if end < 0 else body.find("\n#", end)
+        start = -1 if end < 0 else _next_comment(body, end + 1)
         parts = line.split(None, 3)
         if len(parts) < 3 or parts[0] != "#" or parts[1] not in ("TYPE", "HELP", "UNIT"):
             continue
