@@ -29,16 +29,13 @@ class Sample(NamedTuple):
 
 
 class Metric:
-    """One metric family: name, help, type and samples (sample name, labels, value).
-    `shared_labels`: its samples' label sets are shared with other samples (the outputs a
-    model computes for one series), so an exposition writes each set's text once."""
+    """One metric family: name, help, type and samples (sample name, labels, value)."""
 
-    def __init__(self, name: str, documentation: str, typ: str, shared_labels: bool = False) -> None:
+    def __init__(self, name: str, documentation: str, typ: str) -> None:
         self.name = name
         self.documentation = documentation
         self.type = typ  # counter | gauge | histogram | info | untyped
         self.samples: list[Sample] = []
-        self.shared_labels = shared_labels
 
     def add_sample(self, name: str, labels: dict[str, str] | LabelPairs, value: float) -> None:
         self.samples.append(Sample(name, labels, value))

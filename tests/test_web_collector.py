@@ -55,14 +55,12 @@ def test_collect_exposes_live_series_and_providers():
     # one): no dict per sample
     sample = metrics["forewarn_problems"].samples[0]
     assert sample == ("forewarn_problems", make_labels(None, {"state": "open"}), 2.0)
-    # a provider's Sample itself (no second object per sample), in a family marked as sharing
-    # its label sets across outputs; stored series' families are not
+    # a provider's Sample itself: no second object per sample
     given = Sample("forewarn_problems", make_labels(None, {"state": "open"}), 2.0)
     provider = Provider()
     provider.samples = lambda: [given]
     again = {m.name: m for m in StoreCollector(store, FAMILIES, lambda: now, [provider]).collect()}
     assert again["forewarn_problems"].samples[0] is given
-    assert again["forewarn_problems"].shared_labels and not again["node_load1"].shared_labels
     later = {m.name for m in StoreCollector(store, FAMILIES, lambda: now + LOOKBACK_DELTA, []).collect()}
     assert later == set()  # not written for 5 minutes: no longer exposed
 

@@ -33,28 +33,11 @@ def _labels(labels: dict[str, str] | LabelPairs) -> str:
     return "{" + text + "}" if text else ""
 
 
-class _LabelTexts(dict[int, tuple[object, str]]):
-    """The `{...}` text of each label-set object written in one exposition, by identity: the
-    outputs of a model share their series' label set (a forecast's four, an anomaly score's
-    two), so at 100,000 series their label texts are written once instead of up to four times.
-    Held for one exposition only; the set itself is kept beside its text, so an id cannot be
-    reused while its entry exists."""
-
-    def text(self, labels: dict[str, str] | LabelPairs) -> str:
-        got = self.get(id(labels))
-        if got is None:
-            got = self[id(labels)] = (labels, _labels(labels))
-        return got[1]
-
-
-def _family(header: str, m: Metric, texts: _LabelTexts) -> bytes:
+def _family(header: str, m: Metric) -> bytes:
     """One family's lines, encoded: the text of one family at a time is held, not of all
     (at 100,000 series that is some 45 MB of strings less at the peak of a scrape)."""
     lines = [header]
-    # a family whose label sets are its series' own (a stored series') is written without
-    # remembering them: each appears once, and remembering would hold them all to the end
-    label_text = texts.text if m.shared_labels else _labels
-    lines.extend(f"{s}{label_text(lab)} {format_value(v)}\n" for s, lab, v in m.samples)
+    lines.extend(f"{s}{_labels(lab)} {format_value(v)}\n" for s, lab, v in m.samples)
     return "".join(lines).encode()
 
 
@@ -62,20 +45,18 @@ def encode_text(registry: Registry) -> bytes:
     """Prometheus text format 0.0.4 (counters are named with `_total` in HELP/TYPE, as
     client_python writes them)."""
     out: list[bytes] = []
-    texts = _LabelTexts()
     for m in registry.collect():
         name = m.name + "_total" if m.type == "counter" else m.name
         typ = "gauge" if m.type == "info" else m.type
-        out.append(_family(f"# HELP {name} {_escape_help(m.documentation)}\n# TYPE {name} {typ}\n", m, texts))
+        out.append(_family(f"# HELP {name} {_escape_help(m.documentation)}\n# TYPE {name} {typ}\n", m))
     return b"".join(out)
 
 
 def encode_openmetrics(registry: Registry) -> bytes:
     out: list[bytes] = []
-    texts = _LabelTexts()
     for m in registry.collect():
         typ = "unknown" if m.type == "untyped" else m.type
-        out.append(_family(f"# HELP {m.name} {_escape_help(m.documentation)}\n# TYPE {m.name} {typ}\n", m, texts))
+        out.append(_family(f"# HELP {m.name} {_escape_help(m.documentation)}\n# TYPE {m.name} {typ}\n", m))
     out.append(b"# EOF\n")
     return b"".join(out)
 
