@@ -42,6 +42,9 @@ log = logging.getLogger("forewarn")
 
 SNAPSHOT_FILE = "store.snapshot"
 DELIVERY_JOBS = ("outbox", "resend")  # talk to ITSM tools: their own pool
+# Run every second to see what is due (rule groups, deliveries): a tick that outlasts a second
+# (the first evaluations at 100,000 series) skips the next ones by design, without a warning each.
+POLLING_JOBS = ("rules", "outbox", "resend")
 # seconds between two `allocator.trim` calls: an evaluation's freed temporaries go back to the
 # system before the next one (a few ms a call at 100,000 series)
 TRIM_INTERVAL = 15.0
@@ -201,7 +204,7 @@ class Agent:
             if job.name == "rules":
                 run = self._beating(trim_after_long(run, self._timed("trim", allocator.trim), TRIM_AFTER_TICK_SECONDS),
                                     self.evaluation_heartbeat)
-            add(f"core:{job.name}", job.interval_seconds, run, executor=executor)
+            add(f"core:{job.name}", job.interval_seconds, run, executor=executor, polls=job.name in POLLING_JOBS)
         wd = systemd.watchdog_interval()
         if wd:
             # WatchdogSec is twice the ping interval: an evaluation loop that has not finished a

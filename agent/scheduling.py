@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, tzinfo
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -39,6 +40,8 @@ from apscheduler.triggers.base import BaseTrigger
 
 log = logging.getLogger(__name__)
 
+# How APScheduler 3.x begins its warning for a run skipped because the job's previous run goes on.
+SKIPPED_RUN_MESSAGE = 'Execution of job "%s" skipped'
 STEP_THRESHOLD = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
 WATCH_INTERVAL = 0.5  # how often the watcher compares them: a step stalls nothing longer
 EARLY = 0.01  # a wake-up this close to the deadline counts as on time (wall and monotonic rates differ a little)
@@ -75,23 +78,42 @@ class MonotonicInterval(BaseTrigger):
         return f"<MonotonicInterval seconds={self.seconds:g} remaining={self.remaining():.3f}>"
 
 
+class _SchedulerLog(logging.LoggerAdapter):
+    """APScheduler's logger for one `Scheduler`: a run skipped because the job's previous run
+    still goes on is a warning, but for a polling job (`Scheduler.add(..., polls=True)`: it
+    runs every second to see whether work is due) it is routine and logged at debug."""
+
+    def __init__(self, polling: set[str]) -> None:
+        super().__init__(logging.getLogger("apscheduler.scheduler"), {})
+        self.polling = polling
+
+    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if isinstance(msg, str) and msg.startswith(SKIPPED_RUN_MESSAGE) and args \
+                and getattr(args[0], "id", None) in self.polling:
+            self.debug(msg, *args, **kwargs)
+        else:
+            super().warning(msg, *args, **kwargs)
+
+
 class Scheduler:
     """Named periodic jobs in named thread pools. Thread-safe; nothing runs before `start()`.
 
     `executors` maps a pool's name to its number of threads (a pool of its own for work that
     must never wait behind another kind). Each job runs at most once at a time; a run that
-    comes due while the previous one still runs is skipped, never queued."""
+    comes due while the previous one still runs is skipped, never queued (APScheduler logs a
+    warning, at debug for a polling job)."""
 
     def __init__(self, executors: Mapping[str, int], wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, timezone: str | tzinfo = "UTC") -> None:
         self.wall = wall
         self.monotonic = monotonic
+        self._polling: set[str] = set()  # ids of the jobs added with polls=True
         self.aps = BackgroundScheduler(
             executors={name: ThreadPoolExecutor(max_workers=n) for name, n in executors.items()},
             # misfire_grace_time None: APScheduler would compare a run's wall-clock time with the
             # wall clock's now and skip runs "missed" by a forward step.
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone=timezone)
+            timezone=timezone, logger=_SchedulerLog(self._polling))
         self.steps = 0  # wall-clock steps seen
         self._offset = wall() - monotonic()
         self._on_step: list[Callable[[float], object]] = []
@@ -102,9 +124,14 @@ class Scheduler:
     # ---- jobs ---------------------------------------------------------------------------------
 
     def add(self, job_id: str, seconds: float, fn: Callable[[], object], executor: str = "default",
-            first_delay: float | None = None, name: str | None = None) -> None:
+            first_delay: float | None = None, name: str | None = None, polls: bool = False) -> None:
         """Run `fn` every `seconds` in pool `executor`; first after `first_delay` seconds (default:
-        one interval). A job with the same id is replaced."""
+        one interval). A job with the same id is replaced. `polls`: the job runs often to see
+        whether work is due, so runs skipped while one works are routine (not warned of)."""
+        if polls:
+            self._polling.add(job_id)
+        else:
+            self._polling.discard(job_id)
         trigger = MonotonicInterval(seconds, seconds if first_delay is None else first_delay, self.monotonic)
         self.aps.add_job(fn, trigger=trigger, id=job_id, name=name or job_id, executor=executor,
                          replace_existing=True)
