@@ -116,10 +116,6 @@ class SlotTable:
         """The slot holding `key`, None if it is not held."""
         return self._slot_of.get(key)
 
-    def slots_of(self, keys: Sequence[Hashable]) -> np.ndarray:
-        """The slots of `keys`, every one held (KeyError otherwise): one C-level pass."""
-        return np.fromiter(map(self._slot_of.__getitem__, keys), dtype=np.int64, count=len(keys))
-
     def missing(self, keys: Iterable[K]) -> set[K]:
         """The keys not held."""
         return set(keys).difference(self._slot_of)

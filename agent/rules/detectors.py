@@ -175,11 +175,12 @@ class AnomalyInfos(Sequence[AnomalyInfo]):
 @dataclass
 class Verdicts:
     """A detector's output for one evaluation: per series, whether the rule is active and the
-    model's details (`infos`, in the order of `keys`)."""
+    model's details (`infos`, in the order of `keys`); `slots`: each series' slot in the bank."""
 
     keys: list[Labels] = field(default_factory=list)
     active: Sequence[bool] = field(default_factory=list)
     infos: Sequence[BreachInfo | AnomalyInfo] = field(default_factory=list)
+    slots: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 class ExportedSeries(NamedTuple):
@@ -285,7 +286,7 @@ class Detector(abc.ABC):
                 keys = [lab for lab, _ in samples]
         values = np.fromiter((v for _, v in samples), dtype=np.float64, count=len(samples))
         self.latest = self._observe(keys, now, values, new)
-        self._mark_seen(self.table.slots_of(keys), now)
+        self._mark_seen(self.latest.slots, now)
         if now >= self._next_forget:
             self._next_forget = now + self.forget_after / 4
             self._forget_idle(now)
@@ -457,7 +458,7 @@ class ForecastDetector(Detector):
         est = self.bank.breach(slots, now, s.threshold, s.direction, float(s.horizon), s.confidence)
         active = latch(est.probability, self._on[slots], s.confidence, self.recovery) & np.isfinite(values)
         self._on[slots] = active
-        return Verdicts(keys, active, BreachInfos(est))
+        return Verdicts(keys, active, BreachInfos(est), slots)
 
     def _forget(self, keys: list[Labels]) -> None:
         self.bank.forget(keys)
@@ -583,7 +584,7 @@ class AnomalyDetector(Detector):
                     before.note = _back_note(before, now)
         self.shown = shown
         self.warming = self.bank.warmup(slots[r.warming])
-        return Verdicts(keys, active.tolist(), verdicts)
+        return Verdicts(keys, active.tolist(), verdicts, slots)
 
     def warming_note(self) -> str | None:
         """While every series of the rule's last evaluation is still warming up (the rule

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from agent.config.schema import Config
 from agent.metrics import Metric
 from agent.promql import Engine
-from agent.rules.manager import RuleManager
+from agent.rules.manager import ANOMALY_SERIES, RuleManager
 from agent.sources.scrape import ScrapeManager
 from agent.store import Labels, Store
 from agent.tickets.builder import Ticketing
@@ -197,6 +197,6 @@ def rule_outputs(rules: RuleManager) -> list[RuleOutputs]:
         field_name = _FORECAST_FIELDS.get(name, name)
         for labels, value in samples:
             by_rule.setdefault((dict(labels).get("alertname", ""), "forecast"), {}).setdefault(labels, {})[field_name] = value
-    for labels, value in rules.anomaly_series()["forewarn_anomaly_score"]:
+    for labels, value in rules.anomaly_series()[ANOMALY_SERIES[0]]:
         by_rule.setdefault((dict(labels).get("alertname", ""), "anomaly"), {}).setdefault(labels, {})["score"] = value
     return [RuleOutputs(rule, kind, sorted(series.items())) for (rule, kind), series in sorted(by_rule.items())]
