@@ -309,7 +309,8 @@ class Agent:
                               max_body_bytes=w.max_request_bytes, query_workers=w.query_max_concurrency)
         return WebServer((host, port), self.registry, WebHooks(
             reload=self.reload, ready=self.ready_event.is_set, api=api_routes(self.pipeline, view),
-            lifecycle=lifecycle, admin=admin, authenticate=web_file.authenticator() if web_file else None),
+            lifecycle=lifecycle, admin=admin, authenticate=web_file.authenticator() if web_file else None,
+            trim=self._timed("trim", allocator.trim)),
             limits=limits, tls=web_file.tls_context() if web_file else None)
 
     def runtime_info(self) -> RuntimeInfo:

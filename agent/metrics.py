@@ -10,16 +10,22 @@ imports nothing of the agent.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeAlias
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Label pairs sorted by name, as a store label set is (`__name__`, when present, is not a label
 # here: the sample's name says it). Lets a collector hand over a stored series' labels as they
 # are, without a dict per sample.
 LabelPairs = tuple[tuple[str, str], ...]
+# A column of sample values: a float64 array or a list (numpy is only imported by who has one).
+Values: TypeAlias = "Sequence[float] | np.ndarray"
 
 
 class Sample(NamedTuple):
@@ -28,17 +34,42 @@ class Sample(NamedTuple):
     value: float
 
 
+class SampleColumns(NamedTuple):
+    """Samples as columns, in one order: their names (one for all, or one each), label sets
+    (sorted pairs) and values. The large families (every stored series, a rule's outputs for
+    each of its series) travel this way from the store and the rules to the encoder, which
+    writes them a slice at a time: no object per sample at 100,000 series."""
+
+    names: str | Sequence[str]
+    labels: Sequence[LabelPairs]
+    values: Values
+
+
 class Metric:
-    """One metric family: name, help, type and samples (sample name, labels, value)."""
+    """One metric family: name, help, type and samples (sample name, labels, value): the
+    objects in `samples` first, then `columns`."""
 
     def __init__(self, name: str, documentation: str, typ: str) -> None:
         self.name = name
         self.documentation = documentation
         self.type = typ  # counter | gauge | histogram | info | untyped
         self.samples: list[Sample] = []
+        self.columns: list[SampleColumns] = []
 
     def add_sample(self, name: str, labels: dict[str, str] | LabelPairs, value: float) -> None:
         self.samples.append(Sample(name, labels, value))
+
+    def add_columns(self, names: str | Sequence[str], labels: Sequence[LabelPairs], values: Values) -> None:
+        self.columns.append(SampleColumns(names, labels, values))
+
+    def all_samples(self) -> Iterator[Sample]:
+        """Every sample as a `Sample`, columns included (for the few readers that want
+        objects; the encoder does not)."""
+        yield from self.samples
+        for names, labels, values in self.columns:
+            vals = values.tolist() if hasattr(values, "tolist") else values
+            each = itertools.repeat(names) if isinstance(names, str) else names
+            yield from map(Sample, each, labels, vals)
 
 
 class _Family(Metric):

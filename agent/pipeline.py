@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from agent.clock import Clock
 from agent.config.decode import ConfigErrors
 from agent.config.schema import Config
-from agent.metrics import Collector, Histogram, Metric
+from agent.metrics import Collector, Histogram, Metric, Values
 from agent.metrics import Sample as MetricSample
 from agent.promql import Engine, Vector
 from agent.promql.select import read_back_seconds
@@ -596,8 +596,21 @@ class RuleSeries:
     def samples(self) -> list[MetricSample]:
         rules = self.current()
         out = self._alerts(rules)
-        for name, series in (rules.forecast_series() | rules.anomaly_series()).items():
-            out.extend(MetricSample(name, lab, value) for lab, value in series)
+        for name, labels, values in rules.output_columns():
+            out.extend(MetricSample(name, lab, value) for lab, value in zip(labels, values.tolist()))
+        return out
+
+    def columns(self) -> list[tuple[str, Sequence[Labels], Values]]:
+        """`samples` as columns: ALERTS and ALERTS_FOR_STATE (few), then the detectors'
+        outputs as their arrays."""
+        rules = self.current()
+        alerts: dict[str, tuple[list[Labels], list[float]]] = {}
+        for lab, value in rules.alerts_series():
+            labels, values = alerts.setdefault(metric_name(lab), ([], []))
+            labels.append(lab)
+            values.append(value)
+        out: list[tuple[str, Sequence[Labels], Values]] = [(n, lv[0], lv[1]) for n, lv in alerts.items()]
+        out.extend(rules.output_columns())
         return out
 
     def alert_samples(self) -> list[MetricSample]:

@@ -14,6 +14,11 @@ The rule load: a `rate()` error-ratio alert over the counters and a forecast ove
 every gauge. The exporter is a separate process (its CPU is not counted), serving counters
 that grow and gauges that wander.
 
+Mode `served` is the rule load with every series each system holds read from it every 15 s
+through the warm-up and the window, as a Prometheus scraping it would: the agent's `/metrics`
+(which carries every collected series and the rules' outputs) and, for Prometheus, the same
+series through `/federate`. The read's CPU and what it leaves in memory count in the row.
+
 `--stages` measures the agent's own hot path in-process at the largest size (parse, append,
 select+evaluate), per sample; `--measure-store` measures the store's bytes per series.
 
@@ -21,7 +26,7 @@ Run when the machine is quiet: the load average is printed with each row.
 `--hold HOURS` runs both systems side by side with the rule load at the largest size for that
 long and prints their RSS over time (Prometheus's head grows for its first hours).
 
-Usage: python benchmarks/scale.py [--sizes 1000,10000,100000] [--modes scrape,rules]
+Usage: python benchmarks/scale.py [--sizes 1000,10000,100000] [--modes scrape,rules,served]
        [--warmup 60] [--seconds 120] [--systems forewarn,prometheus] [--stages] [--measure-store]
        [--hold HOURS [--every SECONDS]]
 """
@@ -38,6 +43,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -245,10 +251,38 @@ class Row:
     load: str
 
 
+class Reader(threading.Thread):
+    """Reads `url` every INTERVAL seconds until stopped (mode `served`); keeps each read's
+    seconds and bytes."""
+
+    def __init__(self, url: str, params: dict[str, str] | None = None) -> None:
+        super().__init__(daemon=True)
+        self.url, self.params = url, params
+        self.stopped = threading.Event()
+        self.reads: list[tuple[float, int]] = []
+
+    def run(self) -> None:
+        while not self.stopped.wait(INTERVAL):
+            t0 = time.monotonic()
+            try:
+                size = len(requests.get(self.url, params=self.params, timeout=120).content)
+            except requests.RequestException:
+                continue
+            self.reads.append((time.monotonic() - t0, size))
+
+    def summary(self) -> str:
+        if not self.reads:
+            return "no read completed"
+        secs = [r[0] for r in self.reads]
+        return (f"{len(secs)} reads of {self.reads[-1][1] / 1e6:.1f} MB, {np.mean(secs):.2f} s each "
+                f"(max {max(secs):.2f})")
+
+
 def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, seconds: float, budget: int) -> Row:
     tmp = tempfile.mkdtemp(prefix=f"scale-{system}-")
     port = free_port()
-    rules = mode == "rules"
+    rules = mode in ("rules", "served")
+    reader = None
     if system == "forewarn":
         cmd = forewarn_files(tmp, exporter, port, rules, budget)
         ready = f"http://127.0.0.1:{port}/-/ready"
@@ -259,6 +293,10 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     try:
         wait_ready(ready)
+        if mode == "served":
+            reader = (Reader(f"http://127.0.0.1:{port}/metrics") if system == "forewarn" else
+                      Reader(f"http://127.0.0.1:{port}/federate", {"match[]": '{__name__=~".+"}'}))
+            reader.start()
         # /metrics read once before the window, as a Prometheus scraping the system would: what
         # a scrape leaves behind counts in the RSS (its CPU, before the window, does not)
         time.sleep(warmup / 2)
@@ -273,6 +311,11 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         cpu = cpu_seconds(proc.pid) - c0
         wall = time.monotonic() - t0
         rss = rss_mb(proc.pid)
+        if reader is not None:
+            reader.stopped.set()
+            reader.join()
+            what = "/metrics" if system == "forewarn" else "/federate of every series"
+            print(f"  {system} {what} every {INTERVAL:.0f} s: {reader.summary()}", flush=True)
         kids = [k for k in descendants(proc.pid) if rss_mb(k) == rss_mb(k)]  # (NaN: exited, not reaped yet)
         if kids:  # not in the row: the comparison is of the one process each system runs
             print(f"  {system} child processes running at the end: {len(kids)}, "
@@ -325,6 +368,8 @@ def run_one(system: str, n: int, mode: str, exporter: str, warmup: float, second
         restart = time.monotonic() - r0
         return Row(system, n, mode, 1e6 * cpu / samples, rss, mean, peak, eval_ms, restart, loadavg())
     finally:
+        if reader is not None:
+            reader.stopped.set()
         stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -465,7 +510,7 @@ def measure_store(n: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
-    ap.add_argument("--modes", default="scrape,rules")
+    ap.add_argument("--modes", default="scrape,rules,served")
     ap.add_argument("--systems", default="forewarn,prometheus")
     ap.add_argument("--warmup", type=float, default=60.0)
     ap.add_argument("--seconds", type=float, default=120.0)

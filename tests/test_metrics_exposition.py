@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
@@ -15,7 +16,14 @@ from agent.metrics import (
     ProcessCollector,
     Registry,
 )
-from agent.web.exposition import choose_encoder, encode_openmetrics, encode_text
+from agent.web.exposition import (
+    SLICE_LINES,
+    choose_encoder,
+    encode_openmetrics,
+    encode_text,
+    openmetrics_chunks,
+    text_chunks,
+)
 
 
 class Fixed:
@@ -74,6 +82,50 @@ def test_openmetrics_parses_strictly():
 
 
 def test_negotiation():
-    assert choose_encoder("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.4")[0] is encode_openmetrics
-    assert choose_encoder("text/plain")[0] is encode_text
-    assert choose_encoder("")[0] is encode_text
+    assert choose_encoder("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.4")[0] is openmetrics_chunks
+    assert choose_encoder("text/plain")[0] is text_chunks
+    assert choose_encoder("")[0] is text_chunks
+
+
+class Columns:
+    """The same samples twice: as objects in one family and as columns (a float64 array,
+    a shared name, or a name each) in another."""
+
+    def __init__(self, n: int) -> None:
+        self.labels = [(("__name__", "x"), ("i", str(i)), ("note", 'a "b"' if i % 7 == 0 else "ok")) for i in range(n)]
+        self.values = np.arange(n, dtype=np.float64) / 4
+        self.values[3] = math.nan
+
+    def collect(self):
+        objects = Metric("as_objects", "", "gauge")
+        for lab, v in zip(self.labels, self.values.tolist()):
+            objects.add_sample("as_objects", lab, v)
+        yield objects
+        columns = Metric("as_columns", "", "gauge")
+        columns.add_columns("as_columns", self.labels, self.values)
+        yield columns
+        histogram = Metric("h", "", "histogram")
+        histogram.add_columns(["h_bucket", "h_count", "h_sum"], [(("a", "1"), ("le", "+Inf")), (("a", "1"),), (("a", "1"),)],
+                              [2.0, 2.0, 0.5])
+        yield histogram
+
+
+def test_columns_are_written_as_the_same_samples_would_be_in_slices():
+    n = 2 * SLICE_LINES + 5
+    reg = Registry()
+    reg.register(Columns(n))
+    for chunks in (text_chunks, openmetrics_chunks):
+        pieces = list(chunks(reg))
+        body = b"".join(pieces).decode()
+        objects, columns = body.split("# HELP as_columns")
+        lines_objects = [line for line in objects.splitlines() if line.startswith("as_objects{")]
+        lines_columns = [line for line in columns.splitlines() if line.startswith("as_columns{")]
+        assert len(lines_columns) == n
+        assert [line.replace("as_objects", "as_columns", 1) for line in lines_objects] == lines_columns
+        assert len(pieces) >= 2 * 3 + 3  # each family's lines a slice at a time
+        assert 'h_bucket{a="1",le="+Inf"} 2.0\nh_count{a="1"} 2.0\nh_sum{a="1"} 0.5\n' in body
+    fams = {f.name: f for f in parse_openmetrics(encode_openmetrics(reg).decode())}
+    got = {s.labels["i"]: s.value for s in fams["as_columns"].samples}
+    assert len(got) == n and got["8"] == 2.0 and math.isnan(got["3"])
+    assert fams["as_columns"].samples[7].labels["note"] == 'a "b"'
+    assert [(s.name, s.value) for s in fams["h"].samples] == [("h_bucket", 2.0), ("h_count", 2.0), ("h_sum", 0.5)]

@@ -126,8 +126,13 @@ class BreachInfos(Sequence[BreachInfo]):
         return BreachInfo(*(float(c[i]) for c in self._columns))
 
     def __iter__(self) -> Iterator[BreachInfo]:
-        # every series (a /metrics scrape): each column converted once, not each element
         return (BreachInfo(*row) for row in zip(*(c.tolist() for c in self._columns)))
+
+    def outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The columns /metrics shows: seconds to the breach, its low and high ends, and the
+        probability (in `FORECAST_SERIES` order)."""
+        eta, low, high, probability, _ = self._columns
+        return eta, low, high, probability
 
 
 class AnomalyInfos(Sequence[AnomalyInfo]):
@@ -164,8 +169,17 @@ class AnomalyInfos(Sequence[AnomalyInfo]):
         held = self._held.get(i)
         return held if held is not None else self._info(*(float(c[i]) for c in self._columns))
 
+    def outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The columns /metrics shows: the score (an alert's held score where it holds one,
+        as its `AnomalyInfo` says) and the warming flag as 1 or 0."""
+        score = self._columns[0]
+        if self._held:
+            score = score.copy()
+            for i, info in self._held.items():
+                score[i] = info.score
+        return score, self._columns[8]
+
     def __iter__(self) -> Iterator[AnomalyInfo]:
-        # every series (a /metrics scrape): each column converted once, not each element
         held = self._held
         for i, row in enumerate(zip(*(c.tolist() for c in self._columns))):
             info = held.get(i)
@@ -350,13 +364,18 @@ class Detector(abc.ABC):
         """Bytes of one row of the model bank's arrays."""
 
     def exported(self, alertname: str) -> list[ExportedSeries]:
-        """For /metrics: per series of the latest evaluation, the labels its outputs carry (with
-        `alertname`, without the series' own name: every output names itself) and the model's
-        verdict. Built at each call and not kept: one label set a series, sharing the series'
-        pairs, for all its outputs (kept, four a forecast's series and two an anomaly's, they
-        held 59 MB at 100,000 series with rules)."""
+        """Per series of the latest evaluation, the labels its outputs carry and the model's
+        verdict (`exported_labels`, with the verdicts as objects)."""
+        return [ExportedSeries(lab, info) for lab, info in zip(self.exported_labels(alertname), self.latest.infos)]
+
+    def exported_labels(self, alertname: str) -> list[Labels]:
+        """For /metrics: per series of the latest evaluation, in the order of its verdicts, the
+        labels its outputs carry (with `alertname`, without the series' own name: every output
+        names itself). Built at each call and not kept: one label set a series, sharing the
+        series' pairs, for all its outputs (kept, four a forecast's series and two an
+        anomaly's, they held 59 MB at 100,000 series with rules)."""
         renames = (("__name__", ""), ("alertname", alertname))
-        return [ExportedSeries(with_pairs(k, *renames), info) for k, info in zip(self.latest.keys, self.latest.infos)]
+        return [with_pairs(k, *renames) for k in self.latest.keys]
 
     def memory_bytes(self) -> int:
         """The model bank's arrays and `bookkeeping_bytes`."""

@@ -14,11 +14,14 @@ rules package's own modules; never tickets, web, sources, the pipeline or the da
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from agent.clock import Clock
 from agent.config.schema import Config
@@ -26,7 +29,7 @@ from agent.models.forecast import ForecastBank, RefitJob, RefitResult
 from agent.promql import Engine
 from agent.rules import model_state, slo, state
 from agent.rules.alerting import AlertingRule
-from agent.rules.detectors import AnomalyInfo, BreachInfo, Detector, ForecastDetector, ModelBudget
+from agent.rules.detectors import AnomalyInfos, BreachInfos, Detector, ForecastDetector, ModelBudget
 from agent.rules.file import RuleGroupDef
 from agent.rules.group import RuleGroup
 from agent.rules.query import (
@@ -266,39 +269,38 @@ class RuleManager:
         per_series = {"forecast": len(FORECAST_SERIES), "anomaly": len(ANOMALY_SERIES)}
         return sum(r.latest_series() * per_series.get(r.kind, 0) for r in self.alerting_rules())
 
-    def forecast_series(self) -> dict[str, list[LabeledValue]]:
-        """`forewarn_forecast_breach_seconds` (+ `_low`, `_high`) and
-        `forewarn_forecast_breach_probability` per forecast rule and series, by metric name.
-        The labels (with `alertname`) leave `__name__` out: the key names them, and a series'
-        four outputs share one label set. Seconds are `+Inf` where no breach is predicted."""
-        out: dict[str, list[LabeledValue]] = {n: [] for n in FORECAST_SERIES}
-        eta, low, high, probability = (out[n] for n in FORECAST_SERIES)
-        for r in self.alerting_rules():
-            if r.kind != "forecast":
-                continue
-            for lab, info in r.exported():
-                if isinstance(info, BreachInfo):
-                    eta.append((lab, float(info.eta)))
-                    low.append((lab, float(info.eta_low)))
-                    high.append((lab, float(info.eta_high)))
-                    probability.append((lab, float(info.probability)))
+    def output_columns(self) -> list[tuple[str, list[Labels], np.ndarray]]:
+        """The detectors' outputs per rule, as (metric name, label sets, values) columns:
+        `forewarn_forecast_breach_seconds` (+ `_low`, `_high`; `+Inf` where no breach is
+        predicted) and `forewarn_forecast_breach_probability` of each forecast rule, then
+        `forewarn_anomaly_score` and `forewarn_model_warming` (1 while the series' model is
+        still warming up: its score is then 0 because it cannot tell yet, not because all is
+        well) of each anomaly rule. The labels (with `alertname`) leave `__name__` out: the
+        name says it, and the outputs of a series share one label set."""
+        out: list[tuple[str, list[Labels], np.ndarray]] = []
+        for kind, names in (("forecast", FORECAST_SERIES), ("anomaly", ANOMALY_SERIES)):
+            for r in self.alerting_rules():
+                detector = r.detector
+                infos = detector.latest.infos if r.kind == kind and detector is not None else ()
+                if detector is not None and isinstance(infos, (BreachInfos, AnomalyInfos)) and len(infos):
+                    labels = detector.exported_labels(r.name)
+                    out.extend(zip(names, itertools.repeat(labels), infos.outputs()))
         return out
 
+    def forecast_series(self) -> dict[str, list[LabeledValue]]:
+        """`output_columns` of the forecast rules as (labels, value) pairs, by metric name."""
+        return self._series(FORECAST_SERIES)
+
     def anomaly_series(self) -> dict[str, list[LabeledValue]]:
-        """`forewarn_anomaly_score{alertname, ...}` per anomaly rule and series, and
-        `forewarn_model_warming{alertname, ...}`: 1 while the series' model is still warming
-        up (its score is then 0 because it cannot tell yet, not because all is well). By
-        metric name, the labels without `__name__` as `forecast_series` gives them."""
-        score_name, warming_name = ANOMALY_SERIES
-        score: list[LabeledValue] = []
-        warming: list[LabeledValue] = []
-        for r in self.alerting_rules():
-            if r.kind == "anomaly":
-                for lab, info in r.exported():
-                    if isinstance(info, AnomalyInfo):
-                        score.append((lab, float(info.score)))
-                        warming.append((lab, 1.0 if info.warming else 0.0))
-        return {score_name: score, warming_name: warming}
+        """`output_columns` of the anomaly rules as (labels, value) pairs, by metric name."""
+        return self._series(ANOMALY_SERIES)
+
+    def _series(self, names: tuple[str, ...]) -> dict[str, list[LabeledValue]]:
+        out: dict[str, list[LabeledValue]] = {n: [] for n in names}
+        for name, labels, values in self.output_columns():
+            if name in out:
+                out[name].extend(zip(labels, values.tolist()))
+        return out
 
 
 def slo_state_path(rules_state_path: str) -> str:

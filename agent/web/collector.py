@@ -14,10 +14,12 @@ they compute arrives as `SampleProvider`s).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from agent.metrics import Collector, Metric, Sample
+import numpy as np
+
+from agent.metrics import Collector, Metric, Sample, Values
 from agent.store import Labels, Store, is_stale, make_labels, metric_name
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,11 @@ class SampleProvider(Protocol):
     def families(self) -> FamilyInfo: ...
 
     def samples(self) -> Iterable[Sample]: ...
+
+    def columns(self) -> Iterable[tuple[str, Sequence[Labels], Values]]:
+        """The same samples as `samples`, as (name, label sets, values) columns (what
+        /metrics writes)."""
+        ...
 
     def alert_samples(self) -> Iterable[Sample]: ...
 
@@ -128,25 +135,63 @@ class StoreCollector:
 
     def collect(self) -> Iterable[Metric]:
         now = self.clock()
-        out: dict[str, Metric] = {}
         families = self.families
         if self.metadata is not None:
             families = {**self.metadata(), **self.families}
-        hidden = self.hidden_names
-        exposed: dict[str, ExposedFamily] = {}
+        labels: list[Labels] = []
+        values = np.zeros(0)
         with self.store.lock:
             ids = self.store.all_ids()
             if ids.size:
                 t, v = self.store.latest(ids)
                 live = (t > now - LOOKBACK_DELTA) & ~is_stale(v)
-                for sid, value in zip(ids[live].tolist(), v[live].tolist()):
-                    labels = self.store.labels(sid)
-                    name = metric_name(labels)
-                    if name in hidden:
-                        continue
-                    self._add(out, name, labels, value, families, exposed)
+                label_of = self.store.labels
+                labels = [label_of(sid) for sid in ids[live].tolist()]
+                values = v[live]
+        out = self._stored(labels, values, families)
         out.update((m.name, m) for m in self.provided())
         return list(out.values())
+
+    def _stored(self, labels: list[Labels], values: np.ndarray, families: FamilyInfo) -> dict[str, Metric]:
+        """The stored series (`labels`, their latest `values`) as families of columns, in the
+        order each family is first met, and its samples in their store order (so a histogram's
+        buckets, count and sum stay together by label set, as OpenMetrics wants them)."""
+        hidden = self.hidden_names
+        exposed: dict[str, int] = {}  # sample name -> family index; -1: hidden
+        fams: list[ExposedFamily] = []
+        fam_index: dict[str, int] = {}
+        one_name: list[str | None] = []  # the family's one sample name; None once it has several
+        codes: list[int] = []
+        names: list[str] = []
+        for lab in labels:
+            name = metric_name(lab)
+            code = exposed.get(name)
+            if code is None:
+                code = -1
+                if name and name not in hidden:
+                    fam = exposed_family(name, families)
+                    code = fam_index.get(fam.name, -1)
+                    if code < 0:
+                        code = fam_index[fam.name] = len(fams)
+                        fams.append(fam)
+                        one_name.append(name)
+                    elif one_name[code] != name:
+                        one_name[code] = None
+                exposed[name] = code
+            codes.append(code)
+            names.append(name)
+        code_of = np.asarray(codes, dtype=np.int64)
+        order = np.argsort(code_of, kind="stable")
+        bounds = np.searchsorted(code_of[order], np.arange(len(fams) + 1))
+        out: dict[str, Metric] = {}
+        for k, fam in enumerate(fams):
+            rows = order[bounds[k]:bounds[k + 1]]
+            picked = rows.tolist()
+            m = out[fam.name] = Metric(fam.name, fam.help or fam.name, fam.type)
+            sample_names = one_name[k]
+            m.add_columns(sample_names if sample_names is not None else [names[i] for i in picked],
+                          [labels[i] for i in picked], values[rows])
+        return out
 
     def provided(self) -> list[Metric]:
         """The providers' families alone (the series computed at scrape time)."""
@@ -154,32 +199,19 @@ class StoreCollector:
         for provider in self.providers:
             exposed: dict[str, ExposedFamily] = {}
             try:
-                for s in provider.samples():
-                    self._add(out, s.name, s.labels, s.value, provider.families, exposed, s)
+                for name, labels, values in provider.columns():
+                    if not name:
+                        continue
+                    fam = exposed.get(name)
+                    if fam is None:
+                        fam = exposed[name] = exposed_family(name, provider.families)
+                    m = out.get(fam.name)
+                    if m is None:
+                        m = out[fam.name] = Metric(fam.name, fam.help or fam.name, fam.type)
+                    m.add_columns(name, labels, values)
             except Exception:
                 log.exception("metrics provider %r failed", provider)
         return list(out.values())
-
-    @staticmethod
-    def _add(out: dict[str, Metric], name: str, labels: Labels | dict[str, str], value: float, families: FamilyInfo,
-             exposed: dict[str, ExposedFamily], sample: Sample | None = None) -> None:
-        """Add a sample named `name` to its family in `out`; `exposed` caches the family of
-        each sample name over one collection. The label set goes as it is (sorted pairs; a
-        `__name__` among them is not written): no dict per sample at 100,000 series. `sample`:
-        a provider's `Sample` of these, kept as it is (not a second object per sample: at
-        100,000 series with rules, 300,000 of them a scrape)."""
-        if not name:
-            return
-        fam = exposed.get(name)
-        if fam is None:
-            fam = exposed[name] = exposed_family(name, families)
-        m = out.get(fam.name)
-        if m is None:
-            m = out[fam.name] = Metric(fam.name, fam.help or fam.name, fam.type)
-        if sample is None:
-            m.add_sample(name, labels, value)
-        else:
-            m.samples.append(sample)
 
 
 class SelfScrape:

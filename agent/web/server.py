@@ -141,6 +141,13 @@ class WebHooks:
     api: Mapping[str, Route | Endpoint] = field(default_factory=dict)
     admin: bool = False  # state-changing API (silences) allowed (Prometheus's --web.enable-admin-api)
     authenticate: Callable[[Request], bool] | None = None  # None: no authentication
+    # Run in a worker once a /metrics response of TRIM_AFTER_BYTES or more is sent (the daemon
+    # gives the allocator's trim): its pieces are freed then, and left to the heap they stayed
+    # resident until the next trim (at 100,000 series with rules, some 50 MB every scrape).
+    trim: Callable[[], None] | None = None
+
+
+TRIM_AFTER_BYTES = 8 << 20
 
 
 class _HTTPError(Exception):
@@ -159,9 +166,13 @@ class _Conn:
 
 class _Response(NamedTuple):
     status: int
-    body: bytes
+    body: bytes | list[bytes]  # /metrics: the encoder's pieces, sent one after the other, never joined
     content_type: str
     extra: tuple[tuple[str, str], ...] = ()
+
+
+def _body_length(body: bytes | list[bytes]) -> int:
+    return len(body) if isinstance(body, bytes) else sum(map(len, body))
 
 
 def _json_response(status: int, obj: Any) -> _Response:
@@ -250,6 +261,12 @@ class WebServer:
         try:
             loop.run_forever()
         finally:
+            # connections still open end here, as asyncio.run ends its tasks: destroyed pending
+            # they would run their clean-up at some later garbage collection
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -331,7 +348,13 @@ class WebServer:
                     return
                 conn.waiting = False
                 resp = await self._serve(req)
-                if not await self._write(writer, resp, keep_alive, req.method):
+                sent = await self._write(writer, resp, keep_alive, req.method)
+                large = isinstance(resp.body, list) and _body_length(resp.body) >= TRIM_AFTER_BYTES
+                del resp
+                if large and self.hooks.trim is not None:
+                    with contextlib.suppress(RuntimeError):  # the pool is shut down: the agent is stopping
+                        await asyncio.get_running_loop().run_in_executor(self._pool, self.hooks.trim)
+                if not sent:
                     return
                 if not keep_alive:
                     return
@@ -453,17 +476,22 @@ class WebServer:
     async def _write(self, writer: asyncio.StreamWriter, resp: _Response, keep_alive: bool, method: str) -> bool:
         reason = _HTTP_REASONS.get(resp.status, "Unknown")
         head = [f"HTTP/1.1 {resp.status} {reason}", f"Content-Type: {resp.content_type}",
-                f"Content-Length: {len(resp.body)}", "X-Content-Type-Options: nosniff"]
+                f"Content-Length: {_body_length(resp.body)}", "X-Content-Type-Options: nosniff"]
         head.extend(f"{k}: {v}" for k, v in resp.extra)
         if resp.content_type.startswith("text/html"):
             head.extend(_PAGE_HEADERS)
         if not keep_alive:
             head.append("Connection: close")
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        if method != "HEAD":
-            writer.write(resp.body)
+        pieces = [] if method == "HEAD" else [resp.body] if isinstance(resp.body, bytes) else resp.body
         try:
-            await asyncio.wait_for(writer.drain(), self.limits.read_timeout)
+            # a drain after each piece: the transport copies what the socket does not take at
+            # once into its buffer, which would hold a second copy of a 50 MB exposition
+            for piece in pieces:
+                writer.write(piece)
+                await asyncio.wait_for(writer.drain(), self.limits.read_timeout)
+            if not pieces:
+                await asyncio.wait_for(writer.drain(), self.limits.read_timeout)
         except (TimeoutError, ConnectionError):
             return False
         return True
@@ -498,7 +526,7 @@ class WebServer:
                 if req.method not in ("GET", "HEAD"):
                     return _Response(405, b"Method Not Allowed\n", "text/plain; charset=utf-8", (("Allow", "GET, HEAD"),))
                 encoder, ctype = choose_encoder(req.headers.get("accept", ""))
-                return _Response(200, encoder(self.registry), ctype)
+                return _Response(200, list(encoder(self.registry)), ctype)
             if path == "/-/reload":
                 if req.method not in ("POST", "PUT"):
                     return _Response(405, b"Only POST or PUT requests allowed\n", "text/plain; charset=utf-8")
