@@ -92,7 +92,11 @@ class Columns:
     a shared name, or a name each) in another."""
 
     def __init__(self, n: int) -> None:
-        self.labels = [(("__name__", "x"), ("i", str(i)), ("note", 'a "b"' if i % 7 == 0 else "ok")) for i in range(n)]
+        # a value to escape in the first slice (a quote) and in the second (a backslash and a
+        # line break), none in the third; one label set has no label but its name
+        notes = {0: 'a "b"', SLICE_LINES + 9: "x\\y\nz"}
+        self.labels = [(("__name__", "x"), ("i", str(i)), ("note", notes.get(i, "ok"))) for i in range(n)]
+        self.labels[7] = (("__name__", "x"),)
         self.values = np.arange(n, dtype=np.float64) / 4
         self.values[3] = math.nan
 
@@ -118,14 +122,15 @@ def test_columns_are_written_as_the_same_samples_would_be_in_slices():
         pieces = list(chunks(reg))
         body = b"".join(pieces).decode()
         objects, columns = body.split("# HELP as_columns")
-        lines_objects = [line for line in objects.splitlines() if line.startswith("as_objects{")]
-        lines_columns = [line for line in columns.splitlines() if line.startswith("as_columns{")]
+        lines_objects = [line for line in objects.splitlines() if line.startswith("as_objects")]
+        lines_columns = [line for line in columns.splitlines() if line.startswith("as_columns")]
         assert len(lines_columns) == n
         assert [line.replace("as_objects", "as_columns", 1) for line in lines_objects] == lines_columns
         assert len(pieces) >= 2 * 3 + 3  # each family's lines a slice at a time
         assert 'h_bucket{a="1",le="+Inf"} 2.0\nh_count{a="1"} 2.0\nh_sum{a="1"} 0.5\n' in body
     fams = {f.name: f for f in parse_openmetrics(encode_openmetrics(reg).decode())}
-    got = {s.labels["i"]: s.value for s in fams["as_columns"].samples}
-    assert len(got) == n and got["8"] == 2.0 and math.isnan(got["3"])
-    assert fams["as_columns"].samples[7].labels["note"] == 'a "b"'
+    got = {s.labels.get("i"): s for s in fams["as_columns"].samples}
+    assert len(got) == n and got["8"].value == 2.0 and math.isnan(got["3"].value) and got[None].value == 7 / 4
+    assert got["0"].labels["note"] == 'a "b"' and got[str(SLICE_LINES + 9)].labels["note"] == "x\\y\nz"
+    assert got["1"].labels["note"] == "ok"
     assert [(s.name, s.value) for s in fams["h"].samples] == [("h_bucket", 2.0), ("h_count", 2.0), ("h_sum", 0.5)]
