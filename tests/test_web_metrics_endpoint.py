@@ -1,9 +1,14 @@
-"""/metrics over the agent's own HTTP server at size: an exposition of many pieces arrives whole
-(its Content-Length the sum of them), and once a large one is sent the allocator is trimmed."""
+"""/metrics over the agent's own HTTP server at size: the exposition is sent chunked as it is
+made (to an HTTP/1.1 client; to HTTP/1.0 as it comes, then the connection closes), a failure
+half-way cuts the response short rather than ending it as if whole, and once a large one is
+sent the allocator is trimmed."""
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
+import pytest
 import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
@@ -11,50 +16,81 @@ from agent.metrics import Metric, Registry
 from agent.web.exposition import SLICE_LINES
 from agent.web.server import TRIM_AFTER_BYTES, WebHooks, WebServer
 
+OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
+
 
 class Wide:
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, fail: bool = False) -> None:
         self.labels = [(("shard", f"s{i:07d}"), ("zone", "z" * 60)) for i in range(n)]
         self.values = np.arange(n, dtype=np.float64)
+        self.fail = fail
 
     def collect(self):
         m = Metric("wide", "Many series.", "gauge")
         m.add_columns("wide", self.labels, self.values)
         yield m
+        if self.fail:
+            raise RuntimeError("a collector failed after the first family")
+        yield Metric("after", "The family after.", "gauge")
 
 
-def test_a_large_exposition_arrives_whole_and_trims_once_sent():
-    n = TRIM_AFTER_BYTES // 90 + SLICE_LINES  # lines of ~100 bytes: over the trim size
+def serve(collector, trims: list[int]) -> tuple[WebServer, str]:
     reg = Registry()
-    reg.register(Wide(n))
-    trims: list[int] = []
+    reg.register(collector)
     web = WebServer(("127.0.0.1", 0), reg, WebHooks(reload=lambda: (True, ""), ready=lambda: True,
                                                   trim=lambda: trims.append(1)))
     web.start()
+    return web, f"http://127.0.0.1:{web.server_address[1]}"
+
+
+LARGE = TRIM_AFTER_BYTES // 90 + SLICE_LINES  # lines of ~100 bytes: over the trim size
+
+
+def test_a_large_exposition_is_sent_chunked_whole_and_trims_once_sent():
+    trims: list[int] = []
+    web, base = serve(Wide(LARGE), trims)
     try:
-        base = f"http://127.0.0.1:{web.server_address[1]}"
         with requests.Session() as session:  # one kept-alive connection for every request
-            r = session.get(base + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"},
-                            timeout=60)
-            assert r.status_code == 200 and int(r.headers["Content-Length"]) == len(r.content) > TRIM_AFTER_BYTES
-            (fam,) = parse_openmetrics(r.text)
-            assert len(fam.samples) == n and fam.samples[-1].value == n - 1
-            assert fam.samples[n // 2].labels["shard"] == f"s{n // 2:07d}"
+            r = session.get(base + "/metrics", headers=OPENMETRICS, timeout=60)
+            assert r.status_code == 200 and r.headers["Transfer-Encoding"] == "chunked"
+            assert "Content-Length" not in r.headers and len(r.content) > TRIM_AFTER_BYTES
+            fams = {f.name: f for f in parse_openmetrics(r.text)}
+            assert len(fams["wide"].samples) == LARGE and fams["wide"].samples[-1].value == LARGE - 1
+            assert fams["wide"].samples[LARGE // 2].labels["shard"] == f"s{LARGE // 2:07d}"
+            assert "after" in fams
             assert trims == [1]
             assert session.get(base + "/-/healthy", timeout=10).status_code == 200
             head = session.head(base + "/metrics", timeout=60)
-            assert int(head.headers["Content-Length"]) > TRIM_AFTER_BYTES and head.content == b""
+            assert head.status_code == 200 and head.content == b""
             assert session.get(base + "/-/healthy", timeout=10).status_code == 200  # the connection goes on after HEAD
-        assert trims == [1, 1]  # after each large response, not after small ones
-        reg2 = Registry()
-        reg2.register(Wide(10))
-        small = WebServer(("127.0.0.1", 0), reg2, WebHooks(reload=lambda: (True, ""), ready=lambda: True,
-                                                           trim=lambda: trims.append(2)))
-        small.start()
-        try:
-            r = requests.get(f"http://127.0.0.1:{small.server_address[1]}/metrics", timeout=10)
-            assert r.text.count("\nwide{") == 10 and trims == [1, 1]
-        finally:
-            small.stop()
+        assert trims == [1]  # not after small responses, nor after HEAD (nothing made)
+    finally:
+        web.stop()
+
+
+def test_an_http_1_0_client_gets_the_exposition_until_the_connection_closes():
+    trims: list[int] = []
+    web, _ = serve(Wide(100), trims)
+    try:
+        with socket.create_connection(("127.0.0.1", web.server_address[1]), timeout=30) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"chunked" not in head.lower() and b"Connection: close" in head
+        assert body.count(b"\nwide{") == 100 and body.endswith(b"# TYPE after gauge\n")
+        assert trims == []  # a small one
+    finally:
+        web.stop()
+
+
+def test_a_collector_failing_half_way_cuts_the_response_short(caplog):
+    web, base = serve(Wide(2 * SLICE_LINES, fail=True), [])
+    try:
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            requests.get(base + "/metrics", timeout=60).content  # noqa: B018 - reading it is the point
+        assert "a collector failed after the first family" in caplog.text
+        assert requests.get(base + "/-/healthy", timeout=10).status_code == 200  # the server goes on
     finally:
         web.stop()
