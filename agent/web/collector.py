@@ -244,7 +244,7 @@ class SelfScrape:
         for c in self.collectors():
             try:
                 for m in c.collect():
-                    out.extend((make_labels(s.name, s.labels), float(s.value)) for s in m.samples)
+                    out.extend((make_labels(s.name, s.labels), float(s.value)) for s in m.all_samples())
             except Exception:
                 log.exception("collector %r failed", c)
         for provider in self.exposed.providers:
