@@ -506,7 +506,9 @@ class WebServer:
             return False, 0
         finally:
             if not isinstance(resp.body, bytes) and hasattr(resp.body, "close"):
-                resp.body.close()
+                # (still running in a worker when the server stops mid-piece: it ends with it)
+                with contextlib.suppress(ValueError):
+                    resp.body.close()
 
     async def _write_pieces(self, writer: asyncio.StreamWriter, pieces: Iterator[bytes], chunked: bool) -> int:
         """Each piece made in a worker, then sent and drained before the next is made; the
