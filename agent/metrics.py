@@ -66,10 +66,15 @@ class Metric:
         """Every sample as a `Sample`, columns included (for the few readers that want
         objects; the encoder does not)."""
         yield from self.samples
-        for names, labels, values in self.columns:
-            vals = values.tolist() if hasattr(values, "tolist") else values
-            each = itertools.repeat(names) if isinstance(names, str) else names
-            yield from map(Sample, each, labels, vals)
+        yield from column_samples(self.columns)
+
+
+def column_samples(columns: Iterable[tuple[str | Sequence[str], Sequence[LabelPairs], Values]]) -> Iterator[Sample]:
+    """The samples of (names, label sets, values) columns, one `Sample` each."""
+    for names, labels, values in columns:
+        vals = values.tolist() if hasattr(values, "tolist") else values
+        each = itertools.repeat(names) if isinstance(names, str) else names
+        yield from map(Sample, each, labels, vals)
 
 
 class _Family(Metric):

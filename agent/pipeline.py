@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from agent.clock import Clock
 from agent.config.decode import ConfigErrors
 from agent.config.schema import Config
-from agent.metrics import Collector, Histogram, Metric, Values
+from agent.metrics import Collector, Histogram, Metric, Values, column_samples
 from agent.metrics import Sample as MetricSample
 from agent.promql import Engine, Vector
 from agent.promql.select import read_back_seconds
@@ -594,15 +594,11 @@ class RuleSeries:
         self.current = current
 
     def samples(self) -> list[MetricSample]:
-        rules = self.current()
-        out = self._alerts(rules)
-        for name, labels, values in rules.output_columns():
-            out.extend(MetricSample(name, lab, value) for lab, value in zip(labels, values.tolist()))
-        return out
+        return list(column_samples(self.columns()))
 
     def columns(self) -> list[tuple[str, Sequence[Labels], Values]]:
-        """`samples` as columns: ALERTS and ALERTS_FOR_STATE (few), then the detectors'
-        outputs as their arrays."""
+        """ALERTS and ALERTS_FOR_STATE (few), then the detectors' outputs as their arrays
+        (what /metrics writes; `samples` gives the same as objects)."""
         rules = self.current()
         alerts: dict[str, tuple[list[Labels], list[float]]] = {}
         for lab, value in rules.alerts_series():

@@ -134,7 +134,7 @@ def test_constant_burn_exhaustion_eta_is_within_its_interval_and_opens_the_probl
         tickets.extend(t for _, t in tick.tickets)
         if tick.time in checks:
             rule = next(r for r in tick.rules.alerting_rules() if isinstance(r, SloBudgetRule))
-            (info,) = [i for _, i in rule.exported()]
+            (info,) = list(rule.detector.latest.infos)
             found[tick.time] = (info, rule.active_alerts())
             if tick.time == checks[-1]:
                 a = rule.active_alerts()[0]

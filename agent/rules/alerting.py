@@ -29,7 +29,6 @@ from agent.rules.detectors import (
     AnomalyInfo,
     BreachInfo,
     Condition,
-    ExportedSeries,
     ForecastDetector,
     make_detector,
 )
@@ -284,11 +283,6 @@ class AlertingRule(Rule):
         return out
 
     def latest_series(self) -> int:
-        """How many series the detector's latest evaluation had (0 for a threshold rule): what
-        `exported` would list, counted without building it."""
+        """How many series the detector's latest evaluation had (0 for a threshold rule): the
+        series `RuleManager.output_columns` shows of the rule, counted without building them."""
         return len(self.detector.latest.keys) if self.detector is not None else 0
-
-    def exported(self) -> list[ExportedSeries]:
-        """For /metrics: per expr output series, the labels of its outputs (with alertname,
-        without `__name__`) and the detector's latest verdict."""
-        return self.detector.exported(self.name) if self.detector is not None else []

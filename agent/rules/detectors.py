@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, cast, overload
+from typing import Any, cast, overload
 
 import numpy as np
 
@@ -197,14 +197,6 @@ class Verdicts:
     slots: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
-class ExportedSeries(NamedTuple):
-    """One series of a detector's latest evaluation for /metrics: the labels of its outputs
-    (without `__name__`), and the model's verdict."""
-
-    labels: Labels
-    info: BreachInfo | AnomalyInfo
-
-
 @dataclass
 class Condition:
     """One output series for which the rule is active now, with the detector's verdict."""
@@ -362,11 +354,6 @@ class Detector(abc.ABC):
     @abc.abstractmethod
     def bank_row_bytes(self) -> int:
         """Bytes of one row of the model bank's arrays."""
-
-    def exported(self, alertname: str) -> list[ExportedSeries]:
-        """Per series of the latest evaluation, the labels its outputs carry and the model's
-        verdict (`exported_labels`, with the verdicts as objects)."""
-        return [ExportedSeries(lab, info) for lab, info in zip(self.exported_labels(alertname), self.latest.infos)]
 
     def exported_labels(self, alertname: str) -> list[Labels]:
         """For /metrics: per series of the latest evaluation, in the order of its verdicts, the

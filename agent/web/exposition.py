@@ -42,7 +42,7 @@ SLICE_LINES = 4096
 def _lines(m: Metric) -> Iterator[bytes]:
     """A family's sample lines, encoded a slice at a time: its `samples`, then its `columns`."""
     for i in range(0, len(m.samples), SLICE_LINES):
-        yield "".join([f"{s}{_labels(lab)} {format_value(v)}\n" for s, lab, v in m.samples[i:i + SLICE_LINES]]).encode()
+        yield _escaped_lines(*zip(*m.samples[i:i + SLICE_LINES])).encode()
     for names, labels, values in m.columns:
         for i in range(0, len(labels), SLICE_LINES):
             part = values[i:i + SLICE_LINES]
@@ -64,8 +64,13 @@ def _column_lines(names: Iterable[str], labels: Sequence[LabelPairs], values: Se
         lines.append(f"{s}{{{','.join(parts)}}} {format_value(v)}\n" if parts else f"{s} {format_value(v)}\n")
     text = "".join(lines)
     if text.count('"') != 2 * pairs or "\\" in text or text.count("\n") != len(lines):
-        text = "".join([f"{s}{_labels(lab)} {format_value(v)}\n" for s, lab, v in zip(names, labels, values)])
+        text = _escaped_lines(names, labels, values)
     return text
+
+
+def _escaped_lines(names: Iterable[str], labels: Sequence[LabelPairs | dict[str, str]], values: Sequence[float]) -> str:
+    """Lines with every label value escaped as it is written."""
+    return "".join([f"{s}{_labels(lab)} {format_value(v)}\n" for s, lab, v in zip(names, labels, values)])
 
 
 def text_chunks(registry: Registry) -> Iterator[bytes]:
