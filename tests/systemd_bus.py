@@ -41,6 +41,7 @@ would ask for a password.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import threading
@@ -50,8 +51,6 @@ from dataclasses import dataclass, field
 from jeepney import DBusAddress, HeaderFields, MessageType, new_error, new_method_return, new_signal
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import open_dbus_connection
-
-from tests.helpers import wait_for
 
 BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -92,10 +91,17 @@ class PrivateBus:
             f.write(BUS_CONFIG.format(socket=self.socket))
         exe = shutil.which("dbus-daemon")
         assert exe, "dbus-daemon is not installed (Debian package dbus-daemon)"
-        self.proc = subprocess.Popen([exe, "--config-file", conf, "--nofork", "--nopidfile"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The socket file appears at bind(), before listen(): a client connecting
+        # then is refused. dbus-daemon prints its address once it listens.
+        self.proc = subprocess.Popen([exe, "--config-file", conf, "--nofork", "--nopidfile", "--print-address"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        assert ready, "dbus-daemon did not print its address within 10 s"
+        printed = self.proc.stdout.readline().decode().strip()
+        self.proc.stdout.close()
+        assert printed.startswith("unix:path=" + self.socket), f"dbus-daemon printed {printed!r}"
         self.address = f"unix:path={self.socket}"
-        wait_for(lambda: os.path.exists(self.socket), timeout=10, interval=0.02, what="dbus-daemon's socket")
 
     def stop(self) -> None:
         self.proc.terminate()
