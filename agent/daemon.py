@@ -41,10 +41,6 @@ from agent.web.webconfig import WebConfigFile, load_web_config
 log = logging.getLogger("forewarn")
 
 SNAPSHOT_FILE = "store.snapshot"
-DELIVERY_JOBS = ("outbox", "resend")  # talk to ITSM tools: their own pool
-# Run every second to see what is due (rule groups, deliveries): a tick that outlasts a second
-# (the first evaluations at 100,000 series) skips the next ones by design, without a warning each.
-POLLING_JOBS = ("rules", "outbox", "resend")
 # seconds between two `allocator.trim` calls: an evaluation's freed temporaries go back to the
 # system before the next one (a few ms a call at 100,000 series)
 TRIM_INTERVAL = 15.0
@@ -159,9 +155,9 @@ class Agent:
                                       self.store_collector, self.clock.now)
         # Periodic jobs on the monotonic clock: a wall-clock step stalls none of them.
         self.scheduler = Scheduler(
-            # Separate pools: many slow scrape targets or an unreachable ITSM tool cannot starve
-            # rule evaluation, and nothing can starve the watchdog ping.
-            {"default": 3, "sources": 8, "delivery": 2, "watchdog": 1,
+            # Separate pools: many slow scrape targets cannot starve the snapshots and refits, and
+            # nothing can starve the watchdog ping (rules and deliveries have threads of their own).
+            {"default": 3, "sources": 8, "watchdog": 1,
              # waits on the trend analysis's own process: never holds a thread of the others
              "trends": 1})
         self.scheduler.on_step(self._clock_stepped)
@@ -198,13 +194,18 @@ class Agent:
         add("expire", 60.0, self._timed("expire", lambda: self.store.expire(self.clock.now())))
         add("trim", TRIM_INTERVAL, self._timed("trim", allocator.trim))
         add("self", float(g.scrape_interval), self._timed("self", self.self_scrape.run))
+        self.pipeline.wake = lambda name: self.scheduler.wake(f"core:{name}")
         for job in self.pipeline.periodic_jobs():
-            executor = "delivery" if job.name in DELIVERY_JOBS else "default"
             run = self._timed(job.name, job.run)
             if job.name == "rules":
                 run = self._beating(trim_after_long(run, self._timed("trim", allocator.trim), TRIM_AFTER_TICK_SECONDS),
                                     self.evaluation_heartbeat)
-            add(f"core:{job.name}", job.interval_seconds, run, executor=executor, polls=job.name in POLLING_JOBS)
+            if job.due_in is not None:
+                # A thread of its own, asleep until due: deliveries to a slow or unreachable
+                # ITSM tool never hold up rule evaluation, nor the other way round.
+                self.scheduler.add_due(f"core:{job.name}", run, job.due_in, job.interval_seconds, first_delay=1.0)
+            else:
+                add(f"core:{job.name}", job.interval_seconds, run)
         wd = systemd.watchdog_interval()
         if wd:
             # WatchdogSec is twice the ping interval: an evaluation loop that has not finished a
@@ -231,6 +232,7 @@ class Agent:
         # and an evaluation running now schedules its group from the new time anyway.
         for group in self.pipeline.rules.groups:
             group.next_due = None
+        self.pipeline.wake("rules")
         if seconds < 0:
             log.warning("samples of existing series are refused as out of order for up to %.0fs, until the clock "
                         "passes the newest ones (counted in forewarn_store_samples_dropped_total)", -seconds)

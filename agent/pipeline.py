@@ -70,6 +70,12 @@ REFIT_BATCH = 512  # refit jobs in flight to the worker at most (it also bounds 
 REFIT_PERIOD = 30.0  # seconds between refit rounds: the worker is given enough work to last one
 REFIT_FIRST = 8  # jobs of the first round, before the worker has measured how long a fit takes
 DELIVERY_BUDGET = 20  # actions per delivery round, so a reload waits for at most one short round
+# The rules job runs when a group is due and at least this often: the problem stage's
+# housekeeping (storm summaries, writes a full disk held back) and the watchdog's heartbeat.
+HOUSEKEEPING_SECONDS = 5.0
+# Deliveries and re-sends run when due or woken (an action put in the outbox, a reload), and at
+# least this often.
+DELIVERY_MAX_WAIT = 60.0
 HOST_LABEL_CACHE_MAX = 100_000
 
 Sample = tuple[Labels, float]
@@ -146,6 +152,10 @@ class OutboxStage(Protocol):
 
     def deliver_due(self, now: float, budget: int) -> object: ...
 
+    def next_due_at(self) -> float | None: ...
+
+    on_enqueue: Callable[[], object] | None
+
     def collect(self) -> Iterable[Metric]: ...
 
 
@@ -189,11 +199,14 @@ class PipelineSummary:
 
 @dataclass(frozen=True)
 class Job:
-    """Periodic work for the daemon's scheduler."""
+    """Periodic work for the daemon's scheduler: every `interval_seconds`, or, with `due_in`,
+    whenever that says it is due (seconds from now; None: nothing is) or the pipeline wakes it
+    (`Pipeline.wake`), and at least every `interval_seconds`."""
 
     name: str
     interval_seconds: float
     run: Callable[[], object]
+    due_in: Callable[[], float | None] | None = None
 
 
 # ---- what the rules read -----------------------------------------------------------------------
@@ -250,6 +263,8 @@ class Pipeline:
         # its process (and matplotlib) exists around ticket opens only
         self.charts = ChartRenderer(matplotlib_dir=os.path.join(cfg.state_dir, "matplotlib"))
         self._resent_at: dict[str, float] = {}
+        # The daemon's hook that runs a due job (`Job.due_in`) now, by name; set before start().
+        self.wake: Callable[[str], object] = lambda name: None
 
     # ---- sources ------------------------------------------------------------------------------
 
@@ -445,8 +460,33 @@ class Pipeline:
                 sink.resend_active(now)
 
     def periodic_jobs(self) -> list[Job]:
-        return [Job("rules", 1.0, lambda: self.evaluate(self.clock.now())), Job("outbox", 1.0, self.deliver),
-                Job("refit", REFIT_PERIOD, self.refit), Job("resend", 1.0, self.resend)]
+        return [Job("rules", HOUSEKEEPING_SECONDS, lambda: self.evaluate(self.clock.now()), self.evaluation_due_in),
+                Job("outbox", DELIVERY_MAX_WAIT, self.deliver, self.delivery_due_in),
+                Job("refit", REFIT_PERIOD, self.refit),
+                Job("resend", DELIVERY_MAX_WAIT, self.resend, self.resend_due_in)]
+
+    def evaluation_due_in(self) -> float | None:
+        """Seconds until the next rule group is due (0: one is due now; None: there are none)."""
+        if not self.rules.groups:
+            return None
+        due = self.rules.next_due()
+        return 0.0 if due is None else due - self.clock.now()
+
+    def delivery_due_in(self) -> float | None:
+        """Seconds until the earliest pending ticket action may be tried (None: none is pending)."""
+        t = self.ticketing
+        due = t.outbox.next_due_at() if t is not None else None
+        return None if due is None else due - self.clock.now()
+
+    def resend_due_in(self) -> float | None:
+        """Seconds until a sink that re-sends its active alerts is next due (None: no such sink)."""
+        t = self.ticketing
+        due = [self._resent_at.get(name, 0.0) + sink.resend_interval
+               for name, sink in (t.sinks.items() if t is not None else ()) if isinstance(sink, Resender)]
+        return min(due) - self.clock.now() if due else None
+
+    def _wake_delivery(self) -> None:
+        self.wake("outbox")
 
     @property
     def rules_state_path(self) -> str:
@@ -460,6 +500,7 @@ class Pipeline:
         self.remediation = build_remediation(self.cfg, self.clock)  # its threads start with the first run
         self.ticketing = build_ticketing(self.cfg, self.clock, chart=self.chart, probe=self.probe,
                                          remediation=self.remediation, expand=alert_expander)
+        self.ticketing.outbox.on_enqueue = self._wake_delivery
         restored = self.rules.load_state(self.rules_state_path)
         if restored:
             log.info("restored %d alerts from %s", restored, self.rules_state_path)
@@ -531,6 +572,8 @@ class Pipeline:
                     new_outbox.adopt_counters(old_outbox)  # counters never reset on a reload
                 self.ticketing.close()
                 self.ticketing = new_ticketing
+                if new_ticketing is not None:
+                    new_ticketing.outbox.on_enqueue = self._wake_delivery
             self.system = system
             if local_host(cfg) != self._host:
                 self._host, self._with_host = local_host(cfg), {}
@@ -540,6 +583,9 @@ class Pipeline:
             self.cfg = cfg
             if self.ticketing is not None:  # problems of rules that are gone are cleared
                 self.ticketing.problems.retire_rules(new_rules.alerting_rules(), self.clock.now())
+        for job in self.periodic_jobs():  # new groups, sinks and outbox: what each has due runs now
+            if job.due_in is not None:
+                self.wake(job.name)
 
     def summary(self) -> PipelineSummary:
         """What a reload can change, for its log line."""

@@ -16,6 +16,12 @@ lives on `time.monotonic()`:
   monotonic deadline, so no job waits for the wall clock; callbacks (`on_step`) let the owner
   re-date its own wall-clock schedules (the rule groups').
 
+Jobs that know when they are next due (the rule groups, the ticket outbox, the re-sends)
+are `DueLoop`s instead: a thread each that sleeps until then, or until it is woken (a reload,
+an action put in the outbox), and at most `max_wait`. A job that polled every second cost
+APScheduler's wake-up, a pool hand-over and the job's own look every second: most of an idle
+agent's CPU.
+
 Why not drive the intervals by hand and keep only APScheduler's executors: they talk to their
 scheduler through private hooks (`_create_lock`, `_dispatch_event`) and want its Job objects;
 a trigger and `Job.modify` are APScheduler's documented extension points and stay stable
@@ -32,7 +38,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -40,8 +45,6 @@ from apscheduler.triggers.base import BaseTrigger
 
 log = logging.getLogger(__name__)
 
-# How APScheduler 3.x begins its warning for a run skipped because the job's previous run goes on.
-SKIPPED_RUN_MESSAGE = 'Execution of job "%s" skipped'
 STEP_THRESHOLD = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
 WATCH_INTERVAL = 0.5  # how often the watcher compares them: a step stalls nothing longer
 EARLY = 0.01  # a wake-up this close to the deadline counts as on time (wall and monotonic rates differ a little)
@@ -78,21 +81,70 @@ class MonotonicInterval(BaseTrigger):
         return f"<MonotonicInterval seconds={self.seconds:g} remaining={self.remaining():.3f}>"
 
 
-class _SchedulerLog(logging.LoggerAdapter):
-    """APScheduler's logger for one `Scheduler`: a run skipped because the job's previous run
-    still goes on is a warning, but for a polling job (`Scheduler.add(..., polls=True)`: it
-    runs every second to see whether work is due) it is routine and logged at debug."""
+class DueLoop:
+    """A job that says when it is next due, run on a thread of its own: `run()`, then
+    `due_in()` seconds of sleep (None: nothing is due; at most `max_wait` either way), or less
+    when `wake()` is called. A wake during a run makes another run right after it. When
+    `due_in()` says the job is still due right after a run (work left over, a run that
+    failed), it waits `retry` seconds: a job that cannot get on never spins. The sleep is on
+    the monotonic clock, so a wall-clock step delays nothing."""
 
-    def __init__(self, polling: set[str]) -> None:
-        super().__init__(logging.getLogger("apscheduler.scheduler"), {})
-        self.polling = polling
+    def __init__(self, name: str, run: Callable[[], object], due_in: Callable[[], float | None], max_wait: float,
+                 first_delay: float = 0.0, retry: float = 1.0) -> None:
+        if not max_wait > 0 or not retry > 0:
+            raise ValueError("max_wait and retry must be positive")
+        self.name = name
+        self.run, self.due_in = run, due_in
+        self.max_wait, self.retry = float(max_wait), float(retry)
+        self.first_delay = max(0.0, float(first_delay))
+        self.runs = 0
+        self.last_wait: float | None = None  # the sleep chosen after the latest run (seconds)
+        self._cond = threading.Condition()
+        self._woken = False
+        self._stopped = False
+        self._thread: threading.Thread | None = None
 
-    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
-        if isinstance(msg, str) and msg.startswith(SKIPPED_RUN_MESSAGE) and args \
-                and getattr(args[0], "id", None) in self.polling:
-            self.debug(msg, *args, **kwargs)
-        else:
-            super().warning(msg, *args, **kwargs)
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Run now, or again as soon as the current run ends."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """No more runs; a run going on is not waited for (as with `Scheduler.shutdown`)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def next_wait(self) -> float:
+        """How long to sleep after a run: until due, at most max_wait, retry when still due."""
+        try:
+            due = self.due_in()
+        except Exception:  # the job's own look at its schedule: the loop must outlive it
+            log.exception("%s: finding when it is next due failed", self.name)
+            return self.retry
+        if due is None:
+            return self.max_wait
+        return self.retry if due <= 0 else min(self.max_wait, due)
+
+    def _loop(self) -> None:
+        wait = self.first_delay
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._woken or self._stopped, timeout=wait)
+                if self._stopped:
+                    return
+                self._woken = False
+            try:
+                self.run()
+            except Exception:  # as APScheduler would: log, and run again when due
+                log.exception("%s failed", self.name)
+            self.runs += 1
+            wait = self.last_wait = self.next_wait()
 
 
 class Scheduler:
@@ -101,19 +153,20 @@ class Scheduler:
     `executors` maps a pool's name to its number of threads (a pool of its own for work that
     must never wait behind another kind). Each job runs at most once at a time; a run that
     comes due while the previous one still runs is skipped, never queued (APScheduler logs a
-    warning, at debug for a polling job)."""
+    warning). `add_due` adds a `DueLoop` instead, woken by `wake`."""
 
     def __init__(self, executors: Mapping[str, int], wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, timezone: str | tzinfo = "UTC") -> None:
         self.wall = wall
         self.monotonic = monotonic
-        self._polling: set[str] = set()  # ids of the jobs added with polls=True
+        self._loops: dict[str, DueLoop] = {}
+        self._started = False
         self.aps = BackgroundScheduler(
             executors={name: ThreadPoolExecutor(max_workers=n) for name, n in executors.items()},
             # misfire_grace_time None: APScheduler would compare a run's wall-clock time with the
             # wall clock's now and skip runs "missed" by a forward step.
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone=timezone, logger=_SchedulerLog(self._polling))
+            timezone=timezone)
         self.steps = 0  # wall-clock steps seen
         self._offset = wall() - monotonic()
         self._on_step: list[Callable[[float], object]] = []
@@ -124,19 +177,34 @@ class Scheduler:
     # ---- jobs ---------------------------------------------------------------------------------
 
     def add(self, job_id: str, seconds: float, fn: Callable[[], object], executor: str = "default",
-            first_delay: float | None = None, name: str | None = None, polls: bool = False) -> None:
+            first_delay: float | None = None, name: str | None = None) -> None:
         """Run `fn` every `seconds` in pool `executor`; first after `first_delay` seconds (default:
-        one interval). A job with the same id is replaced. `polls`: the job runs often to see
-        whether work is due, so runs skipped while one works are routine (not warned of)."""
-        if polls:
-            self._polling.add(job_id)
-        else:
-            self._polling.discard(job_id)
+        one interval). A job with the same id is replaced."""
         trigger = MonotonicInterval(seconds, seconds if first_delay is None else first_delay, self.monotonic)
         self.aps.add_job(fn, trigger=trigger, id=job_id, name=name or job_id, executor=executor,
                          replace_existing=True)
 
+    def add_due(self, job_id: str, run: Callable[[], object], due_in: Callable[[], float | None], max_wait: float,
+                first_delay: float = 0.0, retry: float = 1.0) -> DueLoop:
+        """Run `run` whenever `due_in()` says it is due (a `DueLoop`); started with the scheduler
+        (at once when it runs already). A job with the same id is replaced."""
+        self.remove(job_id)
+        loop = DueLoop(job_id, run, due_in, max_wait, first_delay, retry)
+        self._loops[job_id] = loop
+        if self._started:
+            loop.start()
+        return loop
+
+    def wake(self, job_id: str) -> None:
+        """Run the due job `job_id` now (nothing when there is none)."""
+        loop = self._loops.get(job_id)
+        if loop is not None:
+            loop.wake()
+
     def remove(self, job_id: str) -> None:
+        loop = self._loops.pop(job_id, None)
+        if loop is not None:
+            loop.stop()
         if self.aps.get_job(job_id) is not None:
             self.aps.remove_job(job_id)
 
@@ -144,9 +212,11 @@ class Scheduler:
         for job in self.aps.get_jobs():
             if job.id.startswith(prefix):
                 job.remove()
+        for job_id in [j for j in self._loops if j.startswith(prefix)]:
+            self.remove(job_id)
 
     def job_ids(self) -> list[str]:
-        return [job.id for job in self.aps.get_jobs()]
+        return [job.id for job in self.aps.get_jobs()] + list(self._loops)
 
     def remaining(self, job_id: str) -> float | None:
         """Seconds until the job's next run on the monotonic clock (None: no such job)."""
@@ -163,6 +233,9 @@ class Scheduler:
     def start(self) -> None:
         self._offset = self.wall() - self.monotonic()
         self.aps.start()
+        self._started = True
+        for loop in self._loops.values():
+            loop.start()
         self._watcher = threading.Thread(target=self._watch, name="clock-watch", daemon=True)
         self._watcher.start()
 
@@ -170,6 +243,8 @@ class Scheduler:
         """Stop scheduling; running jobs are not waited for (their threads are daemon-like and the
         owner saves state itself)."""
         self._stop.set()
+        for loop in self._loops.values():
+            loop.stop()
         if self.aps.running:
             self.aps.shutdown(wait=False)
 

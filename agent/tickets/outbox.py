@@ -424,6 +424,9 @@ class Outbox:
     ) -> None:
         self.path = path
         self.peers = peers
+        # Called (without locks held) after an action is put in: the daemon's delivery loop
+        # sleeps until the earliest action is due, so a new one wakes it.
+        self.on_enqueue: Callable[[], object] | None = None
         self.sinks = dict(sinks)
         self.clock = clock
         self.max_pending = max_pending
@@ -552,6 +555,8 @@ class Outbox:
             self._count(dropped.sink, "update", dropped.outcome)
             log.warning("outbox full: pending update #%d for sink %s %s to admit a %s",
                         dropped.id, dropped.sink, dropped.outcome, ticket.action)
+        if self.on_enqueue is not None:
+            self.on_enqueue()
         return True
 
     def _make_room(self, c: sqlite3.Connection, sink_name: str, ticket: Ticket, now: float) -> Dropped | None:
@@ -795,6 +800,8 @@ class Outbox:
         """When the earliest pending action may next be tried (None when nothing is pending);
         a held sink's actions count from the end of the hold."""
         with self._lock:
+            if not any(self._pending.values()):
+                return None
             rows = self._conn.execute(
                 "SELECT sink, MIN(next_attempt_at) AS t FROM actions WHERE state='pending' GROUP BY sink").fetchall()
         due = [max(r["t"], self._sink_hold_until.get(r["sink"], 0.0)) for r in rows if r["t"] is not None]
