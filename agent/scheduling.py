@@ -46,7 +46,7 @@ from apscheduler.triggers.base import BaseTrigger
 log = logging.getLogger(__name__)
 
 STEP_THRESHOLD = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
-WATCH_INTERVAL = 0.5  # how often the watcher compares them: a step stalls nothing longer
+WATCH_INTERVAL = 1.0  # how often the watcher compares them: a step stalls nothing longer
 EARLY = 0.01  # a wake-up this close to the deadline counts as on time (wall and monotonic rates differ a little)
 
 

@@ -12,6 +12,7 @@ from agent.config.schema import load_config
 from agent.metrics import Histogram, Registry
 from agent.pipeline import Pipeline
 from agent.store import Store
+from agent.tickets.sinks.base import Ticket
 from tests.helpers import REPO, free_port
 
 
@@ -22,18 +23,9 @@ def test_resend_runs_each_sink_on_its_own_interval(tmp_path):
     p = Pipeline(load_config(str(cfg_path)), Store(), clock)
     p.start()
     calls: list[tuple[str, float]] = []
-
-    class Forgetful:
-        def __init__(self, name, interval):
-            self.name, self.resend_interval = name, interval
-
-        def resend_active(self, now):
-            calls.append((self.name, now))
-            return 1
-
     try:
-        p.ticketing.sinks["am"] = Forgetful("am", 10.0)
-        p.ticketing.sinks["am2"] = Forgetful("am2", 25.0)
+        p.ticketing.sinks["am"] = Forgetful("am", 10.0, calls)
+        p.ticketing.sinks["am2"] = Forgetful("am2", 25.0, calls)
         for _ in range(60):
             p.resend()
             clock.advance(1.0)
@@ -41,6 +33,62 @@ def test_resend_runs_each_sink_on_its_own_interval(tmp_path):
         assert [t for n, t in calls if n == "am2"] == [1000.0, 1025.0, 1050.0]
     finally:
         p.stop()
+
+
+def test_due_jobs_say_when_they_are_next_due_and_are_woken_by_new_work(tmp_path):
+    """The daemon's rules, outbox and resend jobs sleep until these say they are due: the
+    next rule group, the earliest pending ticket action, the next re-send. An action put in
+    the outbox and a reload wake them."""
+    rules = tmp_path / "r.yml"
+    rules.write_text("groups:\n  - name: g\n    interval: 30s\n    rules:\n"
+                     "      - {record: one, expr: vector(1)}\n")
+    cfg_path = tmp_path / "f.yml"
+    cfg_path.write_text(f"global: {{state_dir: {tmp_path}}}\nsystem: {{enabled: false}}\nrule_files: [{rules}]\n")
+    clock = SimulatedClock(1000.0)
+    p = Pipeline(load_config(str(cfg_path)), Store(), clock)
+    woken: list[str] = []
+    p.wake = woken.append
+    p.start()
+    try:
+        assert {j.name for j in p.periodic_jobs() if j.due_in is not None} == {"rules", "outbox", "resend"}
+        assert p.evaluation_due_in() == 0.0  # never evaluated: due at once
+        p.evaluate(clock.now())
+        assert p.evaluation_due_in() == 30.0
+        clock.advance(12.0)
+        assert p.evaluation_due_in() == 18.0
+
+        assert p.delivery_due_in() is None  # nothing pending
+        ticket = Ticket(dedup_key="k1", action="open", sequence=1, title="t", body="b", rule="R")
+        assert p.enqueue("local", ticket)
+        assert woken == ["outbox"]
+        assert p.delivery_due_in() == 0.0
+        p.deliver()
+        assert p.delivery_due_in() is None
+
+        assert p.resend_due_in() is None  # no sink re-sends
+        p.ticketing.sinks["am"] = Forgetful("am", 10.0)
+        assert p.resend_due_in() < 0  # never sent: due
+        p.resend()
+        assert p.resend_due_in() == 10.0
+
+        woken.clear()
+        p.apply(load_config(str(cfg_path)))
+        assert sorted(woken) == ["outbox", "resend", "rules"]
+        assert p.evaluation_due_in() == 0.0  # the reloaded group is due at once
+    finally:
+        p.stop()
+
+
+class Forgetful:
+    """A sink that forgets alerts not re-sent every `resend_interval` (as Alertmanager does)."""
+
+    def __init__(self, name: str, interval: float, calls: list[tuple[str, float]] | None = None) -> None:
+        self.name, self.resend_interval = name, interval
+        self.calls = calls if calls is not None else []
+
+    def resend_active(self, now: float) -> int:
+        self.calls.append((self.name, now))
+        return 1
 
 
 def families(collectors) -> dict[str, dict[tuple, float]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -95,14 +96,20 @@ def command(args: argparse.Namespace) -> int:
     agent = Agent(cfg, args.listen_address, args.shard, enable_lifecycle=args.enable_lifecycle,
                   enable_admin_api=args.enable_admin_api, web_config_file=args.web_config_file)
     signals: list[int] = []
-    wake = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         signals.append(signum)
         if signum != signal.SIGHUP:
             agent.stop_requested.set()  # a snapshot restore in progress ends at once
-        wake.set()
 
+    # A process-directed signal may land on a worker thread; CPython then runs the handler only
+    # when the main thread next executes bytecode. Its C handler also writes the signal's number
+    # to the wakeup fd, whichever thread took it: the main thread sleeps on that fd and nothing
+    # else (it used to wake twice a second to look).
+    wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_r, False)
+    os.set_blocking(wakeup_w, False)
+    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(handled, on_signal)
     try:
@@ -112,10 +119,12 @@ def command(args: argparse.Namespace) -> int:
         return 1
     reloads = Reloads(agent.reload)
     while True:
-        # A process-directed signal may land on a worker thread; CPython then runs the handler
-        # only when the main thread next executes bytecode, so never block without a timeout.
-        wake.wait(timeout=0.5)
-        wake.clear()
+        select.select([wakeup_r], [], [])  # the handlers have run when it returns (PEP 475)
+        try:
+            while os.read(wakeup_r, 512):
+                pass
+        except BlockingIOError:
+            pass
         while signals:
             s = signals.pop(0)
             if s == signal.SIGHUP:
