@@ -41,15 +41,15 @@ from agent.web.webconfig import WebConfigFile, load_web_config
 log = logging.getLogger("forewarn")
 
 SNAPSHOT_FILE = "store.snapshot"
-# seconds between two `allocator.trim` calls: an evaluation's freed temporaries go back to the
-# system before the next one (a few ms a call at 100,000 series)
-TRIM_INTERVAL = 15.0
+# `allocator.trim` runs after each self-scrape (every scrape_interval): an evaluation's freed
+# temporaries go back to the system before the next one (a few ms a call at 100,000 series);
+# a job of its own cost an idle agent one more wake-up every 15 s.
 # A rules tick at least this long trims right after it: its temporaries (tens of MB at 100,000
-# series) leave the resident set then, not up to TRIM_INTERVAL later. With the models' chunked
+# series) leave the resident set then, not up to a scrape interval later. With the models' chunked
 # updates, at 100k with rules, RSS read four times a second for a minute went from 509-603 MB
 # (mean 517) to 505-538 MB (mean 509). A tick that found no group due costs no trim. A
 # collection (a scrape) that long trims too: a 100,000-line body and its parse leave about 19 MB
-# that otherwise stayed resident for up to TRIM_INTERVAL (RSS read every 5 s: 479-506 MB, now
+# that otherwise stayed resident for up to a scrape interval (RSS read every 5 s: 479-506 MB, now
 # 473-483 MB); a host's few hundred series take a few ms and never trim.
 TRIM_AFTER_TICK_SECONDS = 0.05
 
@@ -192,21 +192,29 @@ class Agent:
         add = self.scheduler.add
         add("snapshot", float(g.snapshot_interval), self._timed("snapshot", self.save_snapshot))
         add("expire", 60.0, self._timed("expire", lambda: self.store.expire(self.clock.now())))
-        add("trim", TRIM_INTERVAL, self._timed("trim", allocator.trim))
-        add("self", float(g.scrape_interval), self._timed("self", self.self_scrape.run))
+        self_scrape, trim = self._timed("self", self.self_scrape.run), self._timed("trim", allocator.trim)
+
+        def self_scrape_then_trim() -> None:
+            self_scrape()
+            trim()
+
+        add("self", float(g.scrape_interval), self_scrape_then_trim)
         self.pipeline.wake = lambda name: self.scheduler.wake(f"core:{name}")
+        wd = systemd.watchdog_interval()
         for job in self.pipeline.periodic_jobs():
             run = self._timed(job.name, job.run)
+            max_wait = job.interval_seconds
             if job.name == "rules":
                 run = self._beating(trim_after_long(run, self._timed("trim", allocator.trim), TRIM_AFTER_TICK_SECONDS),
                                     self.evaluation_heartbeat)
+                if wd:  # a round at least every ping interval, however long the groups' intervals
+                    max_wait = min(max_wait, wd)
             if job.due_in is not None:
                 # A thread of its own, asleep until due: deliveries to a slow or unreachable
                 # ITSM tool never hold up rule evaluation, nor the other way round.
-                self.scheduler.add_due(f"core:{job.name}", run, job.due_in, job.interval_seconds, first_delay=1.0)
+                self.scheduler.add_due(f"core:{job.name}", run, job.due_in, max_wait, first_delay=1.0)
             else:
                 add(f"core:{job.name}", job.interval_seconds, run)
-        wd = systemd.watchdog_interval()
         if wd:
             # WatchdogSec is twice the ping interval: an evaluation loop that has not finished a
             # round in that long is wedged, and systemd should restart the agent.

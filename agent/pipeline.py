@@ -71,8 +71,9 @@ REFIT_PERIOD = 30.0  # seconds between refit rounds: the worker is given enough 
 REFIT_FIRST = 8  # jobs of the first round, before the worker has measured how long a fit takes
 DELIVERY_BUDGET = 20  # actions per delivery round, so a reload waits for at most one short round
 # The rules job runs when a group is due and at least this often: the problem stage's
-# housekeeping (storm summaries, writes a full disk held back) and the watchdog's heartbeat.
-HOUSEKEEPING_SECONDS = 5.0
+# housekeeping (storm summaries, writes a full disk held back); under a systemd watchdog the
+# daemon makes it at least every ping interval (the watchdog is fed while rounds finish).
+HOUSEKEEPING_SECONDS = 15.0
 # Deliveries and re-sends run when due or woken (an action put in the outbox, a reload), and at
 # least this often.
 DELIVERY_MAX_WAIT = 60.0

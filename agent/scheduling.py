@@ -14,7 +14,9 @@ lives on `time.monotonic()`:
 - a watcher thread notices a step (the offset between wall and monotonic time moves by more
   than `STEP_THRESHOLD`), logs it, and re-dates every job to now + what is left on its
   monotonic deadline, so no job waits for the wall clock; callbacks (`on_step`) let the owner
-  re-date its own wall-clock schedules (the rule groups').
+  re-date its own wall-clock schedules (the rule groups'). A step matters to APScheduler only
+  when a job comes due, so the watcher looks just after each deadline (`WATCH_LAG`), and at
+  least every `WATCH_INTERVAL`, rather than several times a second.
 
 Jobs that know when they are next due (the rule groups, the ticket outbox, the re-sends)
 are `DueLoop`s instead: a thread each that sleeps until then, or until it is woken (a reload,
@@ -46,7 +48,8 @@ from apscheduler.triggers.base import BaseTrigger
 log = logging.getLogger(__name__)
 
 STEP_THRESHOLD = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
-WATCH_INTERVAL = 1.0  # how often the watcher compares them: a step stalls nothing longer
+WATCH_INTERVAL = 60.0  # the longest the watcher sleeps between two looks at the clocks
+WATCH_LAG = 0.05  # it looks this long after a job's deadline: a step stalls no job longer
 EARLY = 0.01  # a wake-up this close to the deadline counts as on time (wall and monotonic rates differ a little)
 
 
@@ -248,8 +251,15 @@ class Scheduler:
         if self.aps.running:
             self.aps.shutdown(wait=False)
 
+    def watch_wait(self) -> float:
+        """How long the watcher sleeps: until WATCH_LAG after the earliest deadline (a job a
+        backward step keeps APScheduler from running has a deadline already passed), at most
+        WATCH_INTERVAL."""
+        left = [job.trigger.remaining() for job in self.aps.get_jobs() if isinstance(job.trigger, MonotonicInterval)]
+        return min([WATCH_INTERVAL] + [r + WATCH_LAG for r in left])
+
     def _watch(self) -> None:
-        while not self._stop.wait(WATCH_INTERVAL):  # Event.wait times out on the monotonic clock
+        while not self._stop.wait(self.watch_wait()):  # Event.wait times out on the monotonic clock
             try:
                 self.check_clock()
             except Exception:  # never let the watcher die: the next check may succeed
