@@ -14,7 +14,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 from agent.metrics import Metric, Registry
 from agent.web.exposition import SLICE_LINES
-from agent.web.server import TRIM_AFTER_BYTES, WebHooks, WebServer
+from agent.web.server import SEND_BYTES, TRIM_AFTER_BYTES, WebHooks, WebServer
 
 OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
 
@@ -92,5 +92,57 @@ def test_a_collector_failing_half_way_cuts_the_response_short(caplog):
             requests.get(base + "/metrics", timeout=60).content  # noqa: B018 - reading it is the point
         assert "a collector failed after the first family" in caplog.text
         assert requests.get(base + "/-/healthy", timeout=10).status_code == 200  # the server goes on
+    finally:
+        web.stop()
+
+
+class ManySmall:
+    """A host's /metrics: a few hundred small families."""
+
+    def collect(self):
+        for i in range(300):
+            m = Metric(f"family_{i:03d}", "A small family.", "gauge")
+            m.add_sample(f"family_{i:03d}", {"cpu": "0"}, float(i))
+            m.add_sample(f"family_{i:03d}", {"cpu": "1"}, float(i))
+            yield m
+
+
+def chunk_sizes(port: int) -> tuple[list[int], bytes]:
+    """GET /metrics over HTTP/1.1: the sizes of the response's data chunks and its body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    sizes, body = [], b""
+    while True:
+        line, _, rest = rest.partition(b"\r\n")
+        n = int(line, 16)
+        if n == 0:
+            return sizes, body
+        sizes.append(n)
+        body, rest = body + rest[:n], rest[n + 2:]
+
+
+def test_small_pieces_go_out_together_and_a_large_body_a_slice_at_a_time():
+    """Each piece handed from the worker to the event loop costs two thread wake-ups: a host's
+    few hundred families go out as one chunk, not one per family header and line slice, while
+    a large body still goes out in pieces of about SEND_BYTES (never held whole)."""
+    web, _ = serve(ManySmall(), [])
+    try:
+        sizes, body = chunk_sizes(web.server_address[1])
+        assert body.count(b"# TYPE family_") == 300 and len(body) < SEND_BYTES
+        assert sizes == [len(body)]
+    finally:
+        web.stop()
+    web, _ = serve(Wide(LARGE), [])
+    try:
+        sizes, body = chunk_sizes(web.server_address[1])
+        assert body.count(b"\nwide{") == LARGE
+        assert len(sizes) > 1
+        # SEND_BYTES and at most one slice of lines (~100 bytes each) more; only the last is short
+        assert all(SEND_BYTES <= s <= SEND_BYTES + SLICE_LINES * 200 for s in sizes[:-1])
     finally:
         web.stop()

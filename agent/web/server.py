@@ -149,6 +149,12 @@ class WebHooks:
 
 
 TRIM_AFTER_BYTES = 8 << 20
+# A streamed body's pieces (a family's header, a slice of its lines) are joined in the worker
+# up to this many bytes before they are sent: each hand-over between the worker and the event
+# loop costs two thread wake-ups, and a host's /metrics (some 200 small families) made one per
+# piece took 65 ms of CPU a scrape on a slow host; now it is one hand-over, while a 100,000-series
+# body still goes out a slice at a time.
+SEND_BYTES = 128 << 10
 
 
 class _HTTPError(Exception):
@@ -511,14 +517,14 @@ class WebServer:
                     resp.body.close()
 
     async def _write_pieces(self, writer: asyncio.StreamWriter, pieces: Iterator[bytes], chunked: bool) -> int:
-        """Each piece made in a worker, then sent and drained before the next is made; the
-        bytes sent, or -1 when making one failed (the response then ends without its last
+        """Pieces made in a worker and joined up to SEND_BYTES, then sent and drained before
+        the next are made; the bytes sent, or -1 when making one failed (the response then ends without its last
         chunk, so the client sees it cut short, as a failed scrape)."""
         loop = asyncio.get_running_loop()
         size = 0
         while True:
             try:
-                made = loop.run_in_executor(self._pool, next, pieces, None)
+                made = loop.run_in_executor(self._pool, _gather, pieces, SEND_BYTES)
             except RuntimeError:  # the pool is shut down: the agent is stopping
                 return -1
             try:
@@ -603,3 +609,16 @@ class WebServer:
         except Exception as e:
             log.exception("error serving %s", path)
             return _error(500, "internal", str(e))
+
+
+def _gather(pieces: Iterator[bytes], min_bytes: int) -> bytes | None:
+    """The next pieces joined, as many as it takes to reach `min_bytes` (or what is left);
+    None once there are none left."""
+    parts: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        parts.append(piece)
+        size += len(piece)
+        if size >= min_bytes:
+            break
+    return b"".join(parts) if parts else None
