@@ -454,11 +454,14 @@ class Pipeline:
     def resend(self) -> None:
         """Sinks whose tool forgets what is not repeated (Alertmanager) re-send active alerts."""
         now = self.clock.now()
-        t = self.ticketing
-        for name, sink in (t.sinks.items() if t is not None else ()):
-            if isinstance(sink, Resender) and now - self._resent_at.get(name, 0.0) >= sink.resend_interval:
+        for name, sink in self._resenders():
+            if now - self._resent_at.get(name, 0.0) >= sink.resend_interval:
                 self._resent_at[name] = now
                 sink.resend_active(now)
+
+    def _resenders(self) -> list[tuple[str, Resender]]:
+        t = self.ticketing
+        return [(name, sink) for name, sink in (t.sinks.items() if t is not None else ()) if isinstance(sink, Resender)]
 
     def periodic_jobs(self) -> list[Job]:
         return [Job("rules", HOUSEKEEPING_SECONDS, lambda: self.evaluate(self.clock.now()), self.evaluation_due_in),
@@ -481,9 +484,7 @@ class Pipeline:
 
     def resend_due_in(self) -> float | None:
         """Seconds until a sink that re-sends its active alerts is next due (None: no such sink)."""
-        t = self.ticketing
-        due = [self._resent_at.get(name, 0.0) + sink.resend_interval
-               for name, sink in (t.sinks.items() if t is not None else ()) if isinstance(sink, Resender)]
+        due = [self._resent_at.get(name, 0.0) + sink.resend_interval for name, sink in self._resenders()]
         return min(due) - self.clock.now() if due else None
 
     def _wake_delivery(self) -> None:

@@ -15,8 +15,9 @@ lives on `time.monotonic()`:
   than `STEP_THRESHOLD`), logs it, and re-dates every job to now + what is left on its
   monotonic deadline, so no job waits for the wall clock; callbacks (`on_step`) let the owner
   re-date its own wall-clock schedules (the rule groups'). A step matters to APScheduler only
-  when a job comes due, so the watcher looks just after each deadline (`WATCH_LAG`), and at
-  least every `WATCH_INTERVAL`, rather than several times a second.
+  when a job comes due, so the watcher looks just after each deadline (`WATCH_LAG`), at most
+  once every `WATCH_MIN` (many scrape targets in as many phases) and at least every
+  `WATCH_INTERVAL`, rather than several times a second.
 
 Jobs that know when they are next due (the rule groups, the ticket outbox, the re-sends)
 are `DueLoop`s instead: a thread each that sleeps until then, or until it is woken (a reload,
@@ -49,7 +50,8 @@ log = logging.getLogger(__name__)
 
 STEP_THRESHOLD = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
 WATCH_INTERVAL = 60.0  # the longest the watcher sleeps between two looks at the clocks
-WATCH_LAG = 0.05  # it looks this long after a job's deadline: a step stalls no job longer
+WATCH_LAG = 0.05  # it looks this long after a job's deadline
+WATCH_MIN = 1.0  # and never sooner than this after its last look: a step stalls no job longer
 EARLY = 0.01  # a wake-up this close to the deadline counts as on time (wall and monotonic rates differ a little)
 
 
@@ -253,10 +255,10 @@ class Scheduler:
 
     def watch_wait(self) -> float:
         """How long the watcher sleeps: until WATCH_LAG after the earliest deadline (a job a
-        backward step keeps APScheduler from running has a deadline already passed), at most
-        WATCH_INTERVAL."""
+        backward step keeps APScheduler from running has a deadline already passed), between
+        WATCH_MIN and WATCH_INTERVAL."""
         left = [job.trigger.remaining() for job in self.aps.get_jobs() if isinstance(job.trigger, MonotonicInterval)]
-        return min([WATCH_INTERVAL] + [r + WATCH_LAG for r in left])
+        return max(WATCH_MIN, min([WATCH_INTERVAL] + [r + WATCH_LAG for r in left]))
 
     def _watch(self) -> None:
         while not self._stop.wait(self.watch_wait()):  # Event.wait times out on the monotonic clock

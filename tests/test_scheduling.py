@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.scheduling import WATCH_INTERVAL, WATCH_LAG, DueLoop, Scheduler
+from agent.scheduling import WATCH_INTERVAL, WATCH_LAG, WATCH_MIN, DueLoop, Scheduler
 from tests.helpers import wait_for
 
 
@@ -115,13 +115,17 @@ def test_a_stopped_loop_runs_no_more_and_a_removed_one_neither():
 
 def test_the_clock_watcher_looks_just_after_each_deadline():
     """A wall-clock step matters to APScheduler only when a job comes due: the watcher sleeps
-    until just after the earliest deadline instead of looking several times a second, and right
-    away looks again at a deadline already passed (a job a backward step keeps from running)."""
+    until just after the earliest deadline instead of looking several times a second, looks
+    again a second later at a deadline already passed (a job a backward step keeps from
+    running), and never more than once a second however many targets run in their own phases."""
     now = [1000.0]
     sched = Scheduler({"default": 1}, monotonic=lambda: now[0])
     assert sched.watch_wait() == WATCH_INTERVAL  # no jobs: it only follows the clocks' drift
     sched.add("source:system", 15.0, lambda: None, first_delay=4.0)
     sched.add("expire", 60.0, lambda: None)
     assert sched.watch_wait() == pytest.approx(4.0 + WATCH_LAG)
+    sched.add("scrape:app", 15.0, lambda: None, first_delay=0.3)  # a target in another phase
+    assert sched.watch_wait() == WATCH_MIN
+    sched.remove("scrape:app")
     now[0] += 10.0  # the first deadline passed and APScheduler did not run it
-    assert sched.watch_wait() == pytest.approx(WATCH_LAG)
+    assert sched.watch_wait() == WATCH_MIN
