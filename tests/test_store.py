@@ -82,7 +82,7 @@ def _reframe(body: bytes) -> bytes:
 
 
 GOOD = encode(Snapshot(raw_capacity=2, ds_interval=60.0, ds_capacity=2, labels=[],
-                       arrays={k: np.zeros(0) for k in ("raw_t", "raw_v", "raw_n", "last_t", "ds_v", "ds_first",
+                       arrays={k: np.zeros(0) for k in ("t_row", "raw_v", "raw_n", "last_t", "ds_v", "ds_first",
                                                         "ds_last", "acc_sum", "acc_cnt", "acc_b")},
                        saved_at=0.0))
 

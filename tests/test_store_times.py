@@ -67,7 +67,7 @@ def test_times_stay_exact_across_several_rebases():
     # for the series that skipped an append: when the base moves, its samples more than
     # RAW_T_SPAN_MS older than the newest time go.
     store = Store(raw_capacity=3, retention=8 * DAY, downsample_interval=3600)
-    assert store.raw_t.dtype == np.int32
+    assert store.time_rows.dtype == np.int32
     labels = [make_labels("m", {"i": str(i)}) for i in range(4)]
     ids = store.series_ids(labels)
     expected: list[list[float]] = [[] for _ in labels]
@@ -90,22 +90,24 @@ def test_times_stay_exact_across_several_rebases():
     assert [len(w) for w in expected] == [3, 3, 3, 3]
 
 
-def test_a_moving_base_leaves_the_rows_no_series_has_taken_untouched():
-    # Rows past the last series are zeros no one has written: not resident (100,000 series
-    # leave about 12,000 such rows after the store grows). Moving the base must not write
-    # them, and a series that takes one later still reads exact times.
+def test_a_moving_base_leaves_the_time_rows_no_series_has_taken_untouched():
+    # Time rows past those handed out are zeros no one has written: not resident (the rows
+    # grow by a quarter at a time). Moving the base must not write them, and a series that
+    # takes one later still reads exact times.
     store = Store(raw_capacity=3, retention=8 * DAY, downsample_interval=3600)
-    ids = store.series_ids([make_labels("m", {"i": str(i)}) for i in range(4)])
+    ids = store.series_ids([make_labels("m", {"i": str(i)}) for i in range(20)])
+    store.append(ids, T0 + 0.001 * np.arange(20), np.zeros(20))  # each its own time: a row each
+    ids = np.append(ids, store.series_ids([make_labels("m", {"i": "20"})]))
     bases = set()
     for k in range(6):
-        store.append(ids, np.full(len(ids), T0 + k * 10 * DAY), np.full(len(ids), float(k)))
+        store.append(ids, T0 + k * 10 * DAY + 1 + 0.001 * np.arange(21), np.full(len(ids), float(k)))
         bases.add(store.t_base_ms)
-    assert len(bases) >= 2 and store.raw_t.shape[0] > len(ids)
-    assert not store.raw_t[len(ids):].any()
+    assert len(bases) >= 2 and store.time_rows.shape[0] > store._t_hi == len(ids)
+    assert not store.time_rows[store._t_hi:].any()
     late = store.series_ids([make_labels("m", {"i": "late"})])
-    assert int(late[0]) == len(ids)  # the first row the moves left alone
     t = T0 + 60 * DAY + 0.25
     store.append(late, np.array([t]), np.array([7.0]))
+    assert store.t_row[late[0]] == len(ids)  # the first row the moves left alone
     check_reads(store, late, [[ms_time(t)]], [t - 1, t, t + 1])
 
 
@@ -189,7 +191,7 @@ def test_samples_older_than_the_span_go_when_the_base_moves():
 
 def test_a_long_store_has_int64_offsets_and_keeps_its_whole_span():
     store = Store(raw_capacity=100, retention=90 * DAY, downsample_interval=3600)
-    assert store.raw_t.dtype == np.int64
+    assert store.time_rows.dtype == np.int64
     sid = store.series_id(make_labels("m", {}))
     times = [T0 + k * 2 * DAY for k in range(40)]  # 78 days
     for k, t in enumerate(times):
@@ -212,11 +214,11 @@ def test_resize_to_a_longer_retention_changes_the_offsets_type_and_keeps_the_sam
         store.append(np.array([sid]), T0 + 1.5 * DAY * k, np.array([float(k)]))
     before = store.raw(sid)
     store.resize(8, 60 * DAY)
-    assert store.raw_t.dtype == np.int64
+    assert store.time_rows.dtype == np.int64
     assert store.raw(sid)[0].tolist() == before[0].tolist() and store.raw(sid)[1].tolist() == before[1].tolist()
     store.resize(8, 8 * DAY)
-    assert store.raw_t.dtype == np.int32 and store.raw(sid)[0].tolist() == before[0].tolist()
-    assert store.bytes_per_series() == 12 * 8 + 4 * store.ds_capacity + 7 * 8 + 1500
+    assert store.time_rows.dtype == np.int32 and store.raw(sid)[0].tolist() == before[0].tolist()
+    assert store.bytes_per_series() == 12 * 8 + 4 * store.ds_capacity + 8 * 8 + 1500
 
 
 # ---- snapshots -----------------------------------------------------------------------------
@@ -229,9 +231,10 @@ def filled_store(t0: float = T0) -> Store:
     return store
 
 
-def encode_v3(store: Store, snap: Snapshot | None = None) -> bytes:
-    """A store's snapshot (`snap`, else a new one) as version 3 wrote it (raw_t in float64
-    seconds, no time base): the writer of that release, kept here to make old files."""
+def encode_old(store: Store, version: int, snap: Snapshot | None = None) -> bytes:
+    """A store's snapshot (`snap`, else a new one) as version 3 or 4 wrote it (a per-series
+    raw_t column: float64 seconds and no time base in version 3, int32 offsets in version 4):
+    the writers of those releases, kept here to make old files."""
     snap = snap or store.snapshot()
     strings: dict[str, int] = {}
     pairs: list[int] = []
@@ -240,43 +243,66 @@ def encode_v3(store: Store, snap: Snapshot | None = None) -> bytes:
         for k, v in lab:
             pairs += [strings.setdefault(k, len(strings)), strings.setdefault(v, len(strings))]
     table = json.dumps(list(strings)).encode()
-    meta = json.dumps({"version": 3, "raw_capacity": snap.raw_capacity, "ds_interval": snap.ds_interval,
-                       "ds_capacity": snap.ds_capacity, "series": len(snap.labels), "pairs": len(pairs),
-                       "strings_bytes": len(table), "saved_at": snap.saved_at}).encode()
-    dtypes = {"raw_t": "<f8", "raw_v": "<f8", "raw_n": "<i8", "last_t": "<f8", "ds_v": "<f4", "ds_first": "<i8",
-              "ds_last": "<i8", "acc_sum": "<f8", "acc_cnt": "<i8", "acc_b": "<i8"}
-    arrays = dict(snap.arrays, raw_t=store.times_of(snap.arrays["raw_t"]))
-    body = struct.pack("<I", len(meta)) + meta + table + np.array(pairs, dtype="<i4").tobytes() + counts.tobytes()
-    body += b"".join(np.ascontiguousarray(arrays[k], dtype=dtypes[k]).tobytes() for k in ARRAYS)
-    return b"FWSNAP3\n" + body + struct.pack("<I", zlib.crc32(body))
+    meta = {"version": version, "raw_capacity": snap.raw_capacity, "ds_interval": snap.ds_interval,
+            "ds_capacity": snap.ds_capacity, "series": len(snap.labels), "pairs": len(pairs),
+            "strings_bytes": len(table), "saved_at": snap.saved_at}
+    if version == 4:
+        meta.update(t_base_ms=snap.t_base_ms, raw_t_dtype="<i4")
+    raw = json.dumps(meta).encode()
+    dtypes = {"raw_t": "<f8" if version == 3 else "<i4", "raw_v": "<f8", "raw_n": "<i8", "last_t": "<f8",
+              "ds_v": "<f4", "ds_first": "<i8", "ds_last": "<i8", "acc_sum": "<f8", "acc_cnt": "<i8", "acc_b": "<i8"}
+    offsets = snap.times(np.arange(len(snap.labels)))
+    arrays = dict(snap.arrays, raw_t=store.times_of(offsets) if version == 3 else offsets)
+    body = struct.pack("<I", len(raw)) + raw + table + np.array(pairs, dtype="<i4").tobytes() + counts.tobytes()
+    body += b"".join(np.ascontiguousarray(arrays[k], dtype=dtypes[k]).tobytes() for k in ["raw_t"] + list(ARRAYS[1:]))
+    return f"FWSNAP{version}\n".encode() + body + struct.pack("<I", zlib.crc32(body))
 
 
 @pytest.mark.parametrize("t0", [1000.0, T0])
-def test_version_4_round_trip_keeps_the_base_and_the_times(t0):
+def test_version_5_round_trip_keeps_the_base_the_times_and_the_shared_rows(t0):
     store = filled_store(t0)
+    assert store.t_row[:3].tolist() == [0, 0, 0]  # written together: one row of times
     data = encode(store.snapshot())
-    old = encode_v3(store, decode(data))
-    assert data.startswith(b"FWSNAP4\n")
+    old = encode_old(store, 3, decode(data))
+    assert data.startswith(b"FWSNAP5\n")
     snap = decode(data)
-    assert snap.arrays["raw_t"].dtype == np.int32 and snap.t_base_ms == store.t_base_ms
+    assert snap.time_rows.dtype == np.int32 and snap.t_base_ms == store.t_base_ms
     back = Store(raw_capacity=8, retention=8 * DAY, downsample_interval=60)
     back.restore(snap)
-    assert back.raw_t is snap.arrays["raw_t"]  # adopted as read, no conversion
+    assert back.time_rows is snap.time_rows  # adopted as read, no conversion
     for sid, lab in store.iter_series():
         other = back.get_id(lab)
         assert back.raw(other)[0].tolist() == store.raw(sid)[0].tolist()
         assert back.raw(other)[1].tolist() == store.raw(sid)[1].tolist()
-    # 4 bytes a raw time on disk where version 3 took 8 (its meta is shorter: no time base).
+    # On disk: the three series' 8 times once (int32) and a row index each (int64), where
+    # version 3 took 8 bytes a time a series (its meta is shorter: no time base, no row count).
     meta_growth = struct.unpack("<I", data[8:12])[0] - struct.unpack("<I", old[8:12])[0]
-    assert len(old) - len(data) == 3 * 8 * 4 - meta_growth
+    assert len(old) - len(data) == 3 * 8 * 8 - (8 * 4 + 3 * 8) - meta_growth
+
+
+@pytest.mark.parametrize("t0", [1000.0, T0])
+def test_restore_of_a_version_4_snapshot_joins_the_series_times_into_rows(t0):
+    store = filled_store(t0)
+    late = store.series_id(make_labels("m", {"i": "late"}))
+    store.append(np.array([late]), t0 + 15.001 * 30, np.array([1.0]))
+    back = Store(raw_capacity=8, retention=8 * DAY, downsample_interval=60)
+    back.restore(decode(encode_old(store, 4)))
+    ids = [back.get_id(make_labels("m", {"i": str(j)})) for j in range(3)]
+    assert len({int(back.t_row[i]) for i in ids}) == 1 and back.t_row[back.get_id(make_labels("m", {"i": "late"}))] != \
+        back.t_row[ids[0]]
+    assert back._t_hi == 2 and back.t_refs[:2].tolist() in ([3, 1], [1, 3])
+    for sid, lab in store.iter_series():
+        other = back.get_id(lab)
+        assert back.raw(other)[0].tolist() == store.raw(sid)[0].tolist()
+        assert back.raw(other)[1].tolist() == store.raw(sid)[1].tolist()
 
 
 @pytest.mark.parametrize("t0", [1000.0, T0])
 def test_restore_of_a_version_3_snapshot(t0):
     store = filled_store(t0)
     back = Store(raw_capacity=8, retention=8 * DAY, downsample_interval=60)
-    back.restore(decode(encode_v3(store)))
-    assert back.raw_t.dtype == np.int32
+    back.restore(decode(encode_old(store, 3)))
+    assert back.time_rows.dtype == np.int32
     for sid, lab in store.iter_series():
         other = back.get_id(lab)
         for read in (Store.raw, Store.downsampled):
@@ -295,7 +321,7 @@ def test_a_version_3_snapshot_with_sub_millisecond_times_is_rounded_on_restore()
     store = Store(raw_capacity=4, retention=8 * DAY, downsample_interval=60)
     sid = store.series_id(make_labels("m", {}))
     store.append(np.array([sid]), T0, np.array([1.0]))
-    data = encode_v3(store)
+    data = encode_old(store, 3)
     # The version 3 file held float seconds as given: put a sub-millisecond time in it.
     old = struct.pack("<d", ms_time(T0))
     assert data.count(old) == 2  # raw_t's slot and last_t
@@ -306,7 +332,7 @@ def test_a_version_3_snapshot_with_sub_millisecond_times_is_rounded_on_restore()
     assert back.raw(sid)[0].tolist() == [ms_time(T0)] and back.last_t[sid] == ms_time(T0)
 
 
-def test_a_version_4_snapshot_with_an_unknown_time_type_is_refused():
+def test_a_version_5_snapshot_with_an_unknown_time_type_is_refused():
     data = encode(filled_store().snapshot())
     n = struct.unpack("<I", data[8:12])[0]
     meta = json.loads(data[12:12 + n])
@@ -314,4 +340,4 @@ def test_a_version_4_snapshot_with_an_unknown_time_type_is_refused():
     raw = json.dumps(meta).encode()
     body = struct.pack("<I", len(raw)) + raw + data[12 + n:-4]
     with pytest.raises(SnapshotError, match="raw_t type"):
-        decode(b"FWSNAP4\n" + body + struct.pack("<I", zlib.crc32(body)))
+        decode(b"FWSNAP5\n" + body + struct.pack("<I", zlib.crc32(body)))

@@ -280,7 +280,8 @@ def grid_windows(store: Store, ids: np.ndarray, start: float, end: float,
         # exactly when the time is > start, offset <= upto exactly when it is <= end.
         after, upto = store.offset_at_or_before(start), store.offset_at_or_before(end)
         n = store.raw_n[ids]
-        newest = np.where(n > 0, store.raw_t[ids, (n - 1) % cap], 0)  # empty ones: one group, skipped below
+        # empty ones: one group, skipped below
+        newest = np.where(n > 0, store.time_rows[store.time_rows_of(ids), (n - 1) % cap], 0)
         order = np.lexsort((newest, n))  # stable: rows of a group stay ascending
         sn, st = n[order], newest[order]
         cut = np.nonzero((sn[1:] != sn[:-1]) | (st[1:] != st[:-1]))[0] + 1
@@ -288,7 +289,7 @@ def grid_windows(store: Store, ids: np.ndarray, start: float, end: float,
         # Samples in each group's window, from its first series' slots (an estimate where a
         # reused id's slots hold older times; _grid counts exactly): small groups are skipped
         # without a closer look.
-        ring = store.raw_t[ids[order[bounds[:-1]]]]
+        ring = store.time_rows[store.time_rows_of(ids[order[bounds[:-1]]])]
         per_series = np.count_nonzero((ring > after) & (ring <= upto), axis=1)
         big = (per_series >= 2) & (np.diff(bounds) * per_series >= min_samples) & (sn[bounds[:-1]] > 0)
         rest = np.ones(ids.size, dtype=bool)
@@ -327,7 +328,8 @@ def _grid(store: Store, ids: np.ndarray, written: int, after: np.integer, upto: 
     cap = store.raw_capacity
     count = min(written, cap)
     head = written % cap if written > cap else 0
-    ring = store.raw_t[ids[0]]
+    rows = store.time_rows_of(ids)
+    ring = store.time_rows[rows[0]]
     logical = np.concatenate((ring[head:], ring[:head])) if head else ring[:count]
     lo = int(np.searchsorted(logical, after, side="right"))
     hi = int(np.searchsorted(logical, upto, side="right"))
@@ -340,16 +342,20 @@ def _grid(store: Store, ids: np.ndarray, written: int, after: np.integer, upto: 
     else:
         cols = np.concatenate((np.arange(p0, cap), np.arange(0, p0 + hi - lo - cap)))
     first = int(ids[0])
+    c = np.arange(cap)[cols]
     if ids[-1] - first == ids.size - 1 and bool(np.all(np.diff(ids) == 1)):
-        # Consecutive ids (a selection of everything one target or metric wrote, usually): views.
-        t, v = store.raw_t[first:first + ids.size, cols], store.raw_v[first:first + ids.size, cols].copy()
+        # Consecutive ids (a selection of everything one target or metric wrote, usually): a view.
+        v = store.raw_v[first:first + ids.size, cols].copy()
     elif 2 * (hi - lo) >= cap:  # most of each row: gather whole rows, then the columns
-        t, v = store.raw_t.take(ids, axis=0)[:, cols], store.raw_v.take(ids, axis=0)[:, cols]
+        v = store.raw_v.take(ids, axis=0)[:, cols]
     else:
-        c = np.arange(cap)[cols]
-        t, v = store.raw_t[ids[:, None], c[None, :]], store.raw_v[ids[:, None], c[None, :]]
+        v = store.raw_v[ids[:, None], c[None, :]]
     offsets = logical[lo:hi]
-    if not bool((t == offsets).all()) or bool(is_stale(v).any()):
+    # Series of one time row (a target's, usually) share their times: only others are compared.
+    other = np.unique(rows[rows != rows[0]])
+    if other.size and not bool((store.time_rows[other[:, None], c[None, :]] == offsets).all()):
+        return None
+    if bool(is_stale(v).any()):
         return None
     return store.times_of(offsets), v  # copies in every branch: the slots are overwritten once the lock is released
 

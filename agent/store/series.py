@@ -6,10 +6,16 @@ Layout (measured figures in docs/operations.md, "Sizing"):
 - Columnar: every tier is a 2-D numpy array with one row per series id; a scrape of N series
   is a handful of fancy-index writes, never a Python object per sample.
 - raw: the last `raw_capacity` samples at full resolution: values in float64, times in integer
-  milliseconds as int32 offsets from a store-wide base (12 bytes a sample; see "Sample times"
-  below). Its length follows what is read: `raw_retention` for every series, longer when a
-  rule's range needs it (`RetentionNeed`, filled from the rule files at load and reload), so
-  rules always read exact samples.
+  milliseconds as int32 offsets from a store-wide base (see "Sample times" below). Its length
+  follows what is read: `raw_retention` for every series, longer when a rule's range needs it
+  (`RetentionNeed`, filled from the rule files at load and reload), so rules always read exact
+  samples.
+- time rows: the samples of one scrape share one time, so series that were written together
+  share their ring of times (`time_rows`, one row per group; `t_row` names each series' row,
+  -1 before its first sample): 8 bytes a sample and a row a target instead of 12 bytes a
+  sample. Series that part (one not scraped, a backfill, a different time) get a row of their
+  own at that write (copy on write); `_merge_time_rows` joins rows that hold the same times
+  after a restore, and from `expire` when they have multiplied.
 - downsampled: one float32 mean per `downsample_interval` bucket over the history something
   reads (models warming up, dashboards), accumulated online so a sample costs O(1).
 - labels: one canonical tuple per series whose (name, value) pairs are interned once in the
@@ -72,14 +78,15 @@ STALE_NAN = struct.unpack("<d", struct.pack("<Q", _STALE_BITS))[0]
 # ~1,140 are the arrays (allocation slack included): ~1,100 for the Python side, which this
 # rounds up. Used to size max_series from the memory budget and reported by memory_bytes().
 PYTHON_BYTES_PER_SERIES = 1500
-# Per-series arrays besides the two tiers: raw_n, last_t, ds_first, ds_last, acc_sum, acc_cnt, acc_b.
-_FIXED_ARRAY_BYTES = 7 * 8
+# Per-series arrays besides the two tiers: t_row, raw_n, last_t, ds_first, ds_last, acc_sum, acc_cnt, acc_b.
+_FIXED_ARRAY_BYTES = 8 * 8
 # How far back from the newest time raw samples stay representable when the base moves (an
 # int32 store's retention is at most this), and the bound on |ms| past which a time is
 # refused (~285,000 years: its milliseconds would no longer be exact in float64).
 RAW_T_SPAN_MS = 2**31 - 1
 MAX_ABS_MS = 2**53
 REFUSAL_LOG_INTERVAL = 60.0  # seconds between two log lines about refused series
+MERGE_SLACK_ROWS = 64  # time rows in use (or free) past which `expire` merges them
 
 
 def is_stale(values: np.ndarray) -> np.ndarray:
@@ -89,9 +96,9 @@ def is_stale(values: np.ndarray) -> np.ndarray:
 
 
 def bytes_per_series(raw_capacity: int, ds_capacity: int, time_bytes: int = 4) -> int:
-    """What one series costs in the store: both tiers (a raw sample is its float64 value and a
-    time offset of `time_bytes`), the per-series counters and the Python side (label set,
-    index, id map)."""
+    """What one series costs in the store at most: both tiers (a raw sample is its float64
+    value and a time offset of `time_bytes`, as when no other series shares its times), the
+    per-series counters and the Python side (label set, index, id map)."""
     return (8 + time_bytes) * raw_capacity + 4 * ds_capacity + _FIXED_ARRAY_BYTES + PYTHON_BYTES_PER_SERIES
 
 
@@ -234,6 +241,7 @@ class Store:
         self._index: dict[str, dict[str, _Entry]] = {}  # label name -> value -> series id or postings
         self.t_base_ms = 0  # raw times are integer ms offsets from it (int64 arithmetic in Python ints)
         self._alloc(0)
+        self._alloc_time_rows(0)
         self._appended = 0
         self._series_dropped = 0
         self._refused_memory = 0
@@ -246,7 +254,7 @@ class Store:
 
     def _alloc(self, n: int) -> None:
         self._cap = n
-        self.raw_t = np.zeros((n, self.raw_capacity), dtype=self.raw_t_dtype)  # ms offsets from t_base_ms
+        self.t_row = np.full(n, -1, dtype=np.int64)  # the series' time row (-1: none yet)
         self.raw_v = np.zeros((n, self.raw_capacity))
         self.raw_n = np.zeros(n, dtype=np.int64)  # samples ever written (head = n % capacity)
         self.last_t = np.full(n, -np.inf)
@@ -259,6 +267,143 @@ class Store:
         self.acc_sum = np.zeros(n)
         self.acc_cnt = np.zeros(n, dtype=np.int64)
         self.acc_b = np.full(n, -1, dtype=np.int64)
+
+    def _alloc_time_rows(self, n: int) -> None:
+        """Room for `n` time rows (at least one, so a clamped index always lands), none in use."""
+        self.time_rows = np.zeros((max(1, n), self.raw_capacity), dtype=self.raw_t_dtype)  # ms offsets from t_base_ms
+        self.t_refs = np.zeros(max(1, n), dtype=np.int64)  # series holding each row
+        self._t_hi = 0  # rows ever handed out; those below it with no series are in _t_free
+        self._t_free: list[int] = []
+        self._t_merged = 0  # rows in use after the last merge
+
+    def _take_time_rows(self, k: int) -> np.ndarray:
+        """`k` time rows no series holds (their contents are stale: callers write them)."""
+        got = [self._t_free.pop() for _ in range(min(k, len(self._t_free)))]
+        need = k - len(got)
+        if need:
+            if self._t_hi + need > len(self.time_rows):
+                new = max(self._t_hi + need, len(self.time_rows) + len(self.time_rows) // 4)
+                rows, refs = self.time_rows, self.t_refs
+                self.time_rows = np.zeros((new, self.raw_capacity), dtype=self.raw_t_dtype)
+                self.t_refs = np.zeros(new, dtype=np.int64)
+                self.time_rows[:self._t_hi] = rows[:self._t_hi]  # (rows never handed out stay untouched)
+                self.t_refs[:self._t_hi] = refs[:self._t_hi]
+            got.extend(range(self._t_hi, self._t_hi + need))
+            self._t_hi += need
+        return np.array(got, dtype=np.int64)
+
+    def _release_time_rows(self, sids: np.ndarray) -> None:
+        """Series `sids` (distinct) let go of their time rows."""
+        r = self.t_row[sids]
+        r = r[r >= 0]
+        if r.size:
+            rows, cnt = np.unique(r, return_counts=True)
+            self.t_refs[rows] -= cnt
+            self._t_free.extend(rows[self.t_refs[rows] == 0].tolist())
+        self.t_row[sids] = -1
+
+    def time_rows_of(self, ids: np.ndarray | int) -> np.ndarray:
+        """The time row of each series (row 0 for those with none: their slots are never valid)."""
+        return np.maximum(self.t_row[ids], 0)
+
+    def _write_times(self, ids: np.ndarray, pos: np.ndarray, off: np.ndarray | int) -> None:
+        """Write time offset `off` (one, or one per series) at ring position `pos` of each of
+        `ids` (distinct, about to count one more sample). The series of a row share their sample
+        count, so their position: a row all of whose series get one time is written once (the
+        usual scrape); series that part from their row's others, and series with no row yet,
+        get rows of their own, one per (old row, time)."""
+        r = self.t_row[ids]
+        one = isinstance(off, int)
+        if one and r.size and r[0] >= 0 and self.t_refs[r[0]] == r.size and bool((r == r[0]).all()):
+            self.time_rows[r[0], pos[0]] = off
+            return
+        if one:
+            order = np.argsort(r, kind="stable")
+            rs = r[order]
+            cut = np.flatnonzero(rs[1:] != rs[:-1]) + 1
+        else:
+            assert not isinstance(off, int)
+            order = np.lexsort((off, r))
+            rs, offs = r[order], off[order]
+            cut = np.flatnonzero((rs[1:] != rs[:-1]) | (offs[1:] != offs[:-1])) + 1
+        starts = np.concatenate(([0], cut))
+        sizes = np.diff(np.append(starts, r.size))
+        first = order[starts]  # one series of each group
+        dest = r[first]
+        whole = (dest >= 0) & (self.t_refs[np.maximum(dest, 0)] == sizes)
+        part = np.flatnonzero(~whole)
+        if part.size:
+            old = dest[part]
+            new = self._take_time_rows(part.size)
+            had = old >= 0
+            self.time_rows[new[had]] = self.time_rows[old[had]]
+            np.subtract.at(self.t_refs, old[had], sizes[part][had])
+            # rows every series of which parted with a new time (a row once: not plain
+            # np.unique, which imports numpy.ma, 1.3 MB for good on a small host)
+            left = np.bincount(old[had], minlength=self._t_hi)
+            self._t_free.extend(np.flatnonzero((left > 0) & (self.t_refs[:self._t_hi] == 0)).tolist())
+            self.t_refs[new] = sizes[part]
+            dest = dest.copy()
+            dest[part] = new
+            self.t_row[ids[order]] = np.repeat(dest, sizes)
+        self.time_rows[dest, pos[first]] = off if isinstance(off, int) else off[first]
+
+    def _merge_time_rows(self) -> None:
+        """Join the time rows that hold the same times for series with the same sample count,
+        and pack the rows in use at the front of a new array (rows freed since leave with the
+        old one). Linear in the rows: a hash of each row's valid slots, then a check."""
+        cap = self.raw_capacity
+        live = np.flatnonzero(self.t_row[:self._cap] >= 0)
+        rows = np.flatnonzero(np.bincount(self.t_row[live], minlength=self._t_hi))
+        owner = np.empty(max(1, self._t_hi), dtype=np.int64)
+        owner[self.t_row[live]] = live
+        count = self.raw_n[owner[rows]]
+        valid_n = np.minimum(count, cap)
+        weights = (np.arange(1, cap + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+        key = np.empty(rows.size, dtype=np.uint64)
+        j = np.arange(cap)
+        with np.errstate(over="ignore"):
+            for lo in range(0, rows.size, 4096):  # chunks bound the temporaries
+                sl = slice(lo, lo + 4096)
+                block = np.where(j[None, :] < valid_n[sl, None], self.time_rows[rows[sl]], 0).astype(np.int64)
+                key[sl] = (block.view(np.uint64) * weights).sum(axis=1) ^ count[sl].astype(np.uint64)
+        _, first, group = np.unique(key, return_index=True, return_inverse=True)
+        # A hash can collide: a row that differs from its group's first stays a group of its own.
+        ref = rows[first[group]]
+        same = count == count[first[group]]
+        for lo in range(0, rows.size, 4096):
+            sl = slice(lo, lo + 4096)
+            a, b = self.time_rows[rows[sl]], self.time_rows[ref[sl]]
+            same[sl] &= ((a == b) | (j[None, :] >= valid_n[sl, None])).all(axis=1)
+        group = np.where(same, group, first.size + np.arange(rows.size))
+        kept, target = np.unique(group, return_inverse=True)
+        if kept.size == rows.size == self._t_hi:  # nothing to join, no hole: the rows stay as they are
+            self.t_refs[:self._t_hi] = np.bincount(self.t_row[live], minlength=self._t_hi)
+            self._t_free, self._t_merged = [], self._t_hi
+            return
+        src = np.empty(kept.size, dtype=np.int64)
+        src[target] = rows
+        packed = np.zeros((max(1, int(kept.size * 1.25) + 16), cap), dtype=self.raw_t_dtype)
+        packed[:kept.size] = self.time_rows[src]
+        where = np.full(max(1, self._t_hi), -1, dtype=np.int64)
+        where[rows] = target
+        self.t_row[live] = where[self.t_row[live]]
+        self.time_rows = packed
+        self.t_refs = np.bincount(self.t_row[live], minlength=len(packed)).astype(np.int64)
+        self._t_hi, self._t_free, self._t_merged = int(kept.size), [], int(kept.size)
+
+    def _own_time_row(self, sid: int) -> int:
+        """The time row of `sid`, made its own (a copy) when other series share it."""
+        r = int(self.t_row[sid])
+        if r >= 0 and self.t_refs[r] == 1:
+            return r
+        new = int(self._take_time_rows(1)[0])
+        if r >= 0:
+            self.time_rows[new] = self.time_rows[r]
+            self.t_refs[r] -= 1
+        self.t_refs[new] = 1
+        self.t_row[sid] = new
+        return new
 
     def _grow(self, need: int) -> None:
         new = max(need, 16, self._cap + self._cap // 4)  # +25%: little slack on a small host
@@ -281,7 +426,8 @@ class Store:
                 return
             n = self._cap
             snap = Snapshot(self.raw_capacity, self.ds_interval, self.ds_capacity, [],
-                            {k: getattr(self, k) for k in ARRAYS}, time.time(), self.t_base_ms)
+                            {k: getattr(self, k) for k in ARRAYS}, time.time(), self.t_base_ms,
+                            self.time_rows[:self._t_hi])
             self.raw_capacity, self.ds_capacity, self.retention = raw_capacity, ds_capacity, float(retention)
             self._set_raw_time_dtype(dtype)
             self._alloc(n)
@@ -334,8 +480,8 @@ class Store:
         new_base = floor + self._base_above_floor
         # Modular arithmetic in the offsets' own type: every sample kept lands on its exact new
         # offset; the slots of no sample (validity comes from raw_n) may wrap, harmlessly. Rows
-        # no series has taken yet are left alone: untouched, they are not resident.
-        self.raw_t[:len(self._labels)] -= np.array(new_base - base, dtype=np.int64).astype(self.raw_t_dtype)
+        # never handed out are left alone: untouched, they are not resident.
+        self.time_rows[:self._t_hi] -= np.array(new_base - base, dtype=np.int64).astype(self.raw_t_dtype)
         self.t_base_ms = new_base
         log.debug("store: raw time base moved to %d ms (oldest time kept %d ms)", new_base, floor)
         return floor
@@ -354,44 +500,58 @@ class Store:
         rows, oldest, newest = self._raw_ends()
         if rows.size == 0:
             return None
-        return (int(self.raw_t[rows, oldest].min()) + self.t_base_ms,
-                int(self.raw_t[rows, newest].max()) + self.t_base_ms)
+        tr = self.t_row[rows]
+        return (int(self.time_rows[tr, oldest].min()) + self.t_base_ms,
+                int(self.time_rows[tr, newest].max()) + self.t_base_ms)
 
     def _drop_raw_before(self, floor_ms: int) -> None:
         """Drop the raw samples older than `floor_ms` (rows keep their newer samples, moved to
         the front of the ring with raw_n their count)."""
         rows, oldest, _ = self._raw_ends()
         limit = floor_ms - self.t_base_ms  # in int64: it may lie outside the offsets' range
-        rows = rows[self.raw_t[rows, oldest].astype(np.int64) < limit]
+        rows = rows[self.time_rows[self.t_row[rows], oldest].astype(np.int64) < limit]
         if rows.size == 0:
             return
         cap = self.raw_capacity
+        keep = np.empty(rows.size, dtype=np.int64)
         for lo in range(0, rows.size, 4096):  # chunks bound the temporaries
             r = rows[lo:lo + 4096]
-            n = self.raw_n[r]
-            count = np.minimum(n, cap)
+            count = np.minimum(self.raw_n[r], cap)
             valid = np.arange(cap)[None, :] < count[:, None]
-            old = np.count_nonzero(valid & (self.raw_t[r].astype(np.int64) < limit), axis=1)
-            self._keep_newest_raw(r, count - old)
+            old = np.count_nonzero(valid & (self.time_rows[self.t_row[r]].astype(np.int64) < limit), axis=1)
+            keep[lo:lo + 4096] = count - old
+        self._keep_newest_raw(rows, keep)
 
     def _keep_newest_raw(self, rows: np.ndarray, keep: np.ndarray) -> None:
-        """Rows `rows` keep only their newest `keep` raw samples, at slots 0..keep-1."""
+        """Series `rows` keep only their newest `keep` raw samples, at slots 0..keep-1. The
+        series of a time row are all among `rows` with one `keep` (it follows from the times
+        and the sample count they share): each time row moves once."""
         cap = self.raw_capacity
-        n = self.raw_n[rows]
-        count = np.minimum(n, cap)
-        head = np.where(n > cap, n % cap, 0)
         j = np.arange(cap)[None, :]
-        src = (head + count - keep)[:, None] + np.minimum(j, np.maximum(keep - 1, 0)[:, None])
-        src %= cap
-        valid = j < keep[:, None]
-        self.raw_t[rows] = np.where(valid, np.take_along_axis(self.raw_t[rows], src, axis=1), 0)
-        self.raw_v[rows] = np.where(valid, np.take_along_axis(self.raw_v[rows], src, axis=1), 0.0)
+
+        def source(r: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            n = self.raw_n[r]
+            count = np.minimum(n, cap)
+            head = np.where(n > cap, n % cap, 0)
+            src = (head + count - keep)[:, None] + np.minimum(j, np.maximum(keep - 1, 0)[:, None])
+            return src % cap, j < keep[:, None]
+
+        tr, one = np.unique(self.t_row[rows], return_index=True)
+        for lo in range(0, tr.size, 4096):  # chunks bound the temporaries
+            t, k = tr[lo:lo + 4096], one[lo:lo + 4096]
+            src, valid = source(rows[k], keep[k])
+            self.time_rows[t] = np.where(valid, np.take_along_axis(self.time_rows[t], src, axis=1), 0)
+        for lo in range(0, rows.size, 4096):
+            r = rows[lo:lo + 4096]
+            src, valid = source(r, keep[lo:lo + 4096])
+            self.raw_v[r] = np.where(valid, np.take_along_axis(self.raw_v[r], src, axis=1), 0.0)
         self.raw_n[rows] = keep
+        self._release_time_rows(rows[keep == 0])
 
     def memory_bytes(self) -> int:
         """The store's memory: its arrays (allocated rows, used or free) and the Python side of
         each live series (an estimate: PYTHON_BYTES_PER_SERIES)."""
-        arrays = sum(getattr(self, k).nbytes for k in ARRAYS)
+        arrays = sum(getattr(self, k).nbytes for k in ARRAYS) + self.time_rows.nbytes + self.t_refs.nbytes
         return int(arrays + PYTHON_BYTES_PER_SERIES * len(self._ids))
 
     # ---- series -------------------------------------------------------------------------------
@@ -585,6 +745,7 @@ class Store:
                     del self._index[k]
         if count:
             dead = np.asarray(sids, dtype=np.int64)
+            self._release_time_rows(dead)
             self.raw_n[dead] = 0
             self.last_t[dead] = -np.inf
             self.ds_first[dead] = -1
@@ -635,7 +796,7 @@ class Store:
                 if ids.size == 0:
                     return 0
             pos = self.raw_n[ids] % self.raw_capacity
-            self.raw_t[ids, pos] = int(ms) - self.t_base_ms if one_time else ms.astype(np.int64) - self.t_base_ms
+            self._write_times(ids, pos, int(ms) - self.t_base_ms if one_time else ms.astype(np.int64) - self.t_base_ms)
             self.raw_v[ids, pos] = values
             self.raw_n[ids] += 1
             self.last_t[ids] = stamps
@@ -674,7 +835,11 @@ class Store:
                 tail_ms, tail_v = tail_ms[fits], tail_v[fits]
                 n, skipped = 0, 0
             pos = (n + skipped + np.arange(tail_ms.size)) % cap
-            self.raw_t[sid, pos] = tail_ms - self.t_base_ms
+            if tail_ms.size:
+                row = self._own_time_row(sid)  # (first: taking a row may move the array)
+                self.time_rows[row, pos] = tail_ms - self.t_base_ms
+            elif n == 0:
+                self._release_time_rows(np.array([sid]))
             self.raw_v[sid, pos] = tail_v
             n += skipped + tail_ms.size
             if ts.size:
@@ -762,7 +927,9 @@ class Store:
             self.append(arr, ts, np.full(arr.size, STALE_NAN))
 
     def expire(self, now: float) -> int:
-        """Remove series with no sample for `stale_after` seconds. Returns how many."""
+        """Remove series with no sample for `stale_after` seconds (returns how many), and join
+        the time rows when they have multiplied since the last merge (series backfilled one at a
+        time on one step grid) or are mostly holes (rows of series since removed)."""
         with self.lock:
             n = len(self._labels)
             if n == 0:
@@ -770,6 +937,9 @@ class Store:
             old = np.nonzero(self.last_t[:n] < now - self.stale_after)[0]
             count = self._remove_many([int(s) for s in old.tolist() if self._labels[s] is not None])
             self._expired += count
+            in_use = self._t_hi - len(self._t_free)
+            if in_use > 2 * self._t_merged + MERGE_SLACK_ROWS or len(self._t_free) > in_use + MERGE_SLACK_ROWS:
+                self._merge_time_rows()
             return count
 
     # ---- reads --------------------------------------------------------------------------------
@@ -779,11 +949,12 @@ class Store:
         with self.lock:  # writers run on other threads; a ring read must not see half an append
             n = int(self.raw_n[sid])
             cap = self.raw_capacity
+            times = self.time_rows[self.time_rows_of(sid)]
             if n <= cap:
-                t, v = self.raw_t[sid, :n], self.raw_v[sid, :n]
+                t, v = times[:n], self.raw_v[sid, :n]
             else:
                 head = n % cap
-                t = np.concatenate((self.raw_t[sid, head:], self.raw_t[sid, :head]))
+                t = np.concatenate((times[head:], times[:head]))
                 v = np.concatenate((self.raw_v[sid, head:], self.raw_v[sid, :head]))
             lo = np.searchsorted(t, self.offset_at_or_before(start), side="right")
             hi = np.searchsorted(t, self.offset_at_or_before(end), side="right")
@@ -794,7 +965,8 @@ class Store:
             n = int(self.raw_n[sid])
             if n == 0:
                 return np.inf
-            return (self.t_base_ms + int(self.raw_t[sid, 0 if n <= self.raw_capacity else n % self.raw_capacity])) / 1000
+            slot = 0 if n <= self.raw_capacity else n % self.raw_capacity
+            return (self.t_base_ms + int(self.time_rows[self.t_row[sid], slot])) / 1000
 
     def downsampled(self, sid: int, start: float = -np.inf, end: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """Bucket means (timestamp = bucket start) with start < t <= end, oldest first; the
@@ -841,7 +1013,7 @@ class Store:
             if not full.any():
                 return 0
             ids, n = ids[full], n[full]
-            oldest = self.raw_t[ids, n % self.raw_capacity]
+            oldest = self.time_rows[self.t_row[ids], n % self.raw_capacity]
             return int(np.count_nonzero(oldest > self.offset_at_or_before(start)))
 
     def latest(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -850,7 +1022,7 @@ class Store:
         with self.lock:
             n = self.raw_n[ids]
             pos = (n - 1) % self.raw_capacity
-            t = np.where(n > 0, self.times_of(self.raw_t[ids, pos]), np.nan)
+            t = np.where(n > 0, self.times_of(self.time_rows[self.time_rows_of(ids), pos]), np.nan)
             v = np.where(n > 0, self.raw_v[ids, pos], np.nan)
         return t, v
 
@@ -888,7 +1060,9 @@ class Store:
                 wraps = nonempty & (p0 + lens > cap)
                 steps[offsets[:-1][wraps] + (cap - p0[wraps])] = 1 - cap
             idx = np.cumsum(steps)
-            return self.times_of(self.raw_t.reshape(-1).take(idx)), self.raw_v.reshape(-1).take(idx), offsets
+            # the same slots of each series' time row: its row's start in place of the series'
+            moved = np.repeat((self.time_rows_of(ids) - ids) * cap, lens)
+            return self.times_of(self.time_rows.reshape(-1).take(idx + moved)), self.raw_v.reshape(-1).take(idx), offsets
 
     def _bisect_right(self, ids: np.ndarray, head: np.ndarray, count: np.ndarray, x: np.integer) -> np.ndarray:
         """Per series, the logical index (0 = oldest) of the first raw sample whose offset is
@@ -897,8 +1071,8 @@ class Store:
         Gallops back from the newest sample first: PromQL windows are short next to the ring,
         so this takes about 2*log2(window) numpy steps instead of 2*log2(capacity)."""
         cap = self.raw_capacity
-        flat_t = self.raw_t.reshape(-1)
-        row = ids * cap
+        flat_t = self.time_rows.reshape(-1)
+        row = self.time_rows_of(ids) * cap
 
         def t_at(logical: np.ndarray) -> np.ndarray:
             pos = head + logical
@@ -981,6 +1155,7 @@ class Store:
                 arrays=arrays,
                 saved_at=time.time(),
                 t_base_ms=self.t_base_ms,
+                time_rows=self.time_rows[:self._t_hi],  # (rows no series holds go along: no copy)
             )
 
     def save(self, path: str) -> None:
@@ -1006,18 +1181,24 @@ class Store:
             n = min(len(snap.labels), self.max_series + self.reserve)
             same = (snap.raw_capacity == self.raw_capacity and snap.ds_capacity == self.ds_capacity
                     and snap.ds_interval == self.ds_interval)
-            if same and all(snap.arrays[k].shape[0] == n and snap.arrays[k].dtype == getattr(self, k).dtype
-                            for k in ARRAYS):
+            rows = snap.time_rows
+            if same and rows.dtype == self.raw_t_dtype and all(
+                    snap.arrays[k].shape[0] == n and snap.arrays[k].dtype == getattr(self, k).dtype for k in ARRAYS):
                 self._cap = n
                 for k in ARRAYS:
                     arr = snap.arrays[k]
                     # A snapshot read from a file owns its arrays: adopt them, no copy.
                     own = arr.flags.owndata and arr.flags.c_contiguous
                     setattr(self, k, arr if own else arr.copy())
+                self.time_rows = rows if len(rows) and rows.flags.owndata and rows.flags.c_contiguous else (
+                    np.zeros((1, self.raw_capacity), dtype=self.raw_t_dtype) if not len(rows) else rows.copy())
+                self.t_refs = np.bincount(self.t_row[self.t_row >= 0], minlength=len(self.time_rows)).astype(np.int64)
+                self._t_hi = len(rows)
                 self.t_base_ms = int(snap.t_base_ms)
             else:
                 self._alloc(n)
                 self._fit_arrays(snap, np.arange(n))
+            self._merge_time_rows()
             labels = snap.labels
             for i in ints.span(0, n):
                 lab = self._intern(labels[i], i)
@@ -1032,9 +1213,11 @@ class Store:
         `snap.t_base_ms`, or float seconds in snapshots written before version 4."""
         a = snap.arrays
         n = rows.size
+        self._alloc_time_rows(n)  # one a series, as they come; the caller merges them
         if n == 0:
             return
-        src_t = a["raw_t"]
+        src_t = snap.time_rows if len(snap.time_rows) else np.zeros((1, snap.raw_capacity), dtype=snap.time_rows.dtype)
+        src_row = np.maximum(a["t_row"][rows], 0)  # (read only where a series has samples)
         seconds = src_t.dtype.kind == "f"
 
         def to_ms(t: np.ndarray) -> np.ndarray:
@@ -1054,17 +1237,16 @@ class Store:
         floor = -2 * MAX_ABS_MS
         some = np.flatnonzero(keep > 0)
         if some.size:  # a base for what is kept: rows are in time order, two slots a row say it
-            r, h = rows[some], head[some]
+            r, h = src_row[some], head[some]
             oldest = to_ms(src_t[r, (h + have[some] - keep[some]) % old_cap])
             newest = to_ms(src_t[r, (h + have[some] - 1) % old_cap])
             floor = self._make_room(int(oldest.min()), int(newest.max()))
         j = np.arange(cap)
 
         def gather(sl: slice, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            r = rows[sl]
             logical = (have[sl] - keep)[:, None] + j[None, :]
             src = (head[sl][:, None] + np.minimum(logical, np.maximum(have[sl] - 1, 0)[:, None])) % old_cap
-            return j[None, :] < keep[:, None], to_ms(np.take_along_axis(src_t[r], src, axis=1)), src
+            return j[None, :] < keep[:, None], to_ms(np.take_along_axis(src_t[src_row[sl]], src, axis=1)), src
 
         for lo in range(0, n, 4096):  # chunks bound the temporaries
             sl = slice(lo, min(n, lo + 4096))
@@ -1073,9 +1255,13 @@ class Store:
             if too_old.any():  # beyond what this store's times reach back: the newer ones stay
                 keep[sl] -= too_old
                 valid, ms, src = gather(sl, keep[sl])
-            self.raw_t[sl] = np.where(valid, ms - self.t_base_ms, 0)
+            self.time_rows[sl] = np.where(valid, ms - self.t_base_ms, 0)
             self.raw_v[sl] = np.where(valid, np.take_along_axis(a["raw_v"][rows[sl]], src, axis=1), 0.0)
         self.raw_n[:n] = keep
+        held = keep > 0
+        self.t_row[:n] = np.where(held, np.arange(n), -1)
+        self.t_refs[:n] = held
+        self._t_hi, self._t_free = n, np.flatnonzero(~held).tolist()
         if snap.ds_interval != self.ds_interval:
             return  # buckets of another width cannot be reused; the accumulators start afresh
         self.acc_sum[:n], self.acc_cnt[:n], self.acc_b[:n] = a["acc_sum"][rows], a["acc_cnt"][rows], a["acc_b"][rows]

@@ -1,22 +1,28 @@
 """The store's snapshot file: its format (write, read) and its life on disk (an atomic write
 through `agent.persistence`; a corrupt file set aside, never fatal).
 
-Format, version 4 (what this release writes):
+Format, version 5 (what this release writes):
 
-    b"FWSNAP4\\n"  <u32 meta length> meta (JSON)
+    b"FWSNAP5\\n"  <u32 meta length> meta (JSON)
     strings      the label names and values, each once: a JSON list (meta "strings_bytes")
     pairs        int32 indexes into strings, name then value, every series' pairs in a row
     counts       int32 pairs per series
     columns      each array of ARRAYS as it is in memory, rows in the labels' order
+    time rows    the raw tier's sample times (meta "time_rows" rows of `raw_capacity`)
     <u32 crc32 of everything after the magic>
 
-The arrays are written as they are (no compression, no copies: 12 bytes a raw sample on disk
-as in memory) and read back in bulk into the arrays the store then adopts, in chunks that let
-a stop request end a restore at once and let progress be logged. `raw_t` holds integer
-millisecond offsets from the meta's `t_base_ms`, int32 or int64 as the meta's `raw_t_dtype`
-says ("<i4", "<i8"). Version 3 files (the same layout and magic b"FWSNAP3\\n", `raw_t` in
-float64 seconds) and version 2 files (a zlib body holding JSON and an .npz archive, magic
-b"FWSNAP1\\n") still load; their `raw_t` reaches the store as float seconds.
+The arrays are written as they are (no compression, no copies: on disk as in memory) and read
+back in bulk into the arrays the store then adopts, in chunks that let a stop request end a
+restore at once and let progress be logged. Series scraped together share their sample times:
+the store keeps those times once, as a time row, and each series' `t_row` names its row (-1:
+no raw sample). The time rows hold integer millisecond offsets from the meta's `t_base_ms`,
+int32 or int64 as the meta's `raw_t_dtype` says ("<i4", "<i8").
+
+Older files still load, their per-series times read as one time row a series (the store merges
+the rows it can): version 4 (magic b"FWSNAP4\\n", a per-series `raw_t` column in place of
+`t_row`, no time rows), version 3 (the same, `raw_t` in float64 seconds) and version 2 (a zlib
+body holding JSON and an .npz archive, magic b"FWSNAP1\\n"); float seconds reach the store
+as they are.
 
 The meta holds the version, the tier sizes the arrays were written with, the time base, the
 series count and the time of writing. What the arrays mean, and how to fit them into a store
@@ -37,7 +43,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 import numpy as np
@@ -47,15 +53,18 @@ from agent.store.labels import Labels
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_MAGIC = b"FWSNAP4\n"
-SNAPSHOT_VERSION = 4
+SNAPSHOT_MAGIC = b"FWSNAP5\n"
+SNAPSHOT_VERSION = 5
+V4_MAGIC = b"FWSNAP4\n"
 V3_MAGIC = b"FWSNAP3\n"
 V2_MAGIC = b"FWSNAP1\n"
-# The per-series arrays a snapshot carries, one row per series, and their types (raw_t: int32
-# unless the meta says int64; float64 seconds in version 3).
-ARRAYS = ("raw_t", "raw_v", "raw_n", "last_t", "ds_v", "ds_first", "ds_last", "acc_sum", "acc_cnt", "acc_b")
-DTYPES = {"raw_t": "<i4", "raw_v": "<f8", "raw_n": "<i8", "last_t": "<f8", "ds_v": "<f4", "ds_first": "<i8",
+# The per-series arrays a snapshot carries, one row per series, and their types.
+ARRAYS = ("t_row", "raw_v", "raw_n", "last_t", "ds_v", "ds_first", "ds_last", "acc_sum", "acc_cnt", "acc_b")
+DTYPES = {"t_row": "<i8", "raw_v": "<f8", "raw_n": "<i8", "last_t": "<f8", "ds_v": "<f4", "ds_first": "<i8",
           "ds_last": "<i8", "acc_sum": "<f8", "acc_cnt": "<i8", "acc_b": "<i8"}
+# Versions 4 and 3: a per-series `raw_t` (int32 unless the meta says int64; float64 seconds in
+# version 3) where version 5 has `t_row`.
+V4_ARRAYS = ("raw_t",) + ARRAYS[1:]
 RAW_T_DTYPES = ("<i4", "<i8")
 V3_RAW_T_DTYPE = "<f8"
 _HEADER = struct.Struct("<QI")  # version 2: body length, crc32 of the body
@@ -79,8 +88,9 @@ class Snapshot:
 
     `arrays` maps each name of ARRAYS to an array whose row i belongs to `labels[i]`;
     `raw_capacity`, `ds_interval` and `ds_capacity` are the tier sizes they were written with.
-    `arrays["raw_t"]` holds integer millisecond offsets from `t_base_ms` (int32 or int64), or
-    float seconds when read from a file older than version 4.
+    `time_rows` (rows x raw_capacity) holds the raw samples' times, row `arrays["t_row"][i]`
+    those of series i (-1: none): integer millisecond offsets from `t_base_ms` (int32 or
+    int64), or float seconds when read from a file older than version 4.
     """
 
     raw_capacity: int
@@ -90,13 +100,32 @@ class Snapshot:
     arrays: dict[str, np.ndarray]
     saved_at: float  # Unix seconds
     t_base_ms: int = 0
+    time_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int32))
+
+    def times(self, rows: np.ndarray) -> np.ndarray:
+        """The raw times of series `rows` (len(rows) x raw_capacity; zeros where a series has none)."""
+        t_row = self.arrays["t_row"][rows]
+        if not len(self.time_rows):
+            return np.zeros((len(t_row), self.raw_capacity), dtype=self.time_rows.dtype)
+        return np.where((t_row >= 0)[:, None], self.time_rows[np.maximum(t_row, 0)], 0)
 
 
-# ---- versions 4 and 3 -------------------------------------------------------------------------
+def per_series_times(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Arrays with a per-series `raw_t` (versions 2 to 4) as ARRAYS and time rows: each series
+    its own row, -1 for the series without a raw sample."""
+    raw_t = arrays["raw_t"]
+    n = len(raw_t)
+    t_row = np.where(np.asarray(arrays["raw_n"]).reshape(n) > 0, np.arange(n, dtype=np.int64), -1)
+    out = {k: v for k, v in arrays.items() if k != "raw_t"}
+    out["t_row"] = t_row
+    return out, raw_t
+
+# ---- versions 5, 4 and 3 -------------------------------------------------------------------------
 
 
 def _widths(raw_capacity: int, ds_capacity: int) -> dict[str, int]:
-    return {k: (raw_capacity if k in ("raw_t", "raw_v") else ds_capacity if k == "ds_v" else 1) for k in ARRAYS}
+    return {k: (raw_capacity if k in ("raw_t", "raw_v") else ds_capacity if k == "ds_v" else 1)
+            for k in ARRAYS + V4_ARRAYS}
 
 
 def chunks(snap: Snapshot) -> Iterator[bytes | memoryview]:
@@ -111,15 +140,17 @@ def chunks(snap: Snapshot) -> Iterator[bytes | memoryview]:
             pairs.append(strings.setdefault(k, len(strings)))
             pairs.append(strings.setdefault(v, len(strings)))
     table = json.dumps(list(strings), ensure_ascii=False).encode()
-    raw_t = snap.arrays["raw_t"]
-    if raw_t.size and raw_t.dtype.kind not in "iu":  # seconds written as offsets would be misread
-        raise ValueError(f"snapshot raw_t must hold integer ms offsets, not {raw_t.dtype}")
-    dtypes = {**DTYPES, "raw_t": "<i8" if raw_t.dtype.itemsize > 4 else "<i4"}
+    time_rows = snap.time_rows
+    if time_rows.size and time_rows.dtype.kind not in "iu":  # seconds written as offsets would be misread
+        raise ValueError(f"snapshot time rows must hold integer ms offsets, not {time_rows.dtype}")
+    if time_rows.shape[1:] != (snap.raw_capacity,) and len(time_rows):
+        raise ValueError(f"snapshot time rows have shape {time_rows.shape}, want rows x {snap.raw_capacity}")
+    t_dtype = "<i8" if time_rows.dtype.itemsize > 4 else "<i4"
     meta = json.dumps({
         "version": SNAPSHOT_VERSION, "raw_capacity": snap.raw_capacity, "ds_interval": snap.ds_interval,
         "ds_capacity": snap.ds_capacity, "series": len(snap.labels), "pairs": len(pairs),
         "strings_bytes": len(table), "saved_at": snap.saved_at, "t_base_ms": int(snap.t_base_ms),
-        "raw_t_dtype": dtypes["raw_t"],
+        "raw_t_dtype": t_dtype, "time_rows": len(time_rows),
     }).encode()
     crc = 0
 
@@ -134,10 +165,11 @@ def chunks(snap: Snapshot) -> Iterator[bytes | memoryview]:
     yield piece(np.asarray(pairs, dtype="<i4").tobytes())
     yield piece(counts.tobytes())
     widths = _widths(snap.raw_capacity, snap.ds_capacity)
-    for k in ARRAYS:
-        arr = np.ascontiguousarray(snap.arrays[k], dtype=dtypes[k])
+    columns = [(k, np.ascontiguousarray(snap.arrays[k], dtype=DTYPES[k])) for k in ARRAYS]
+    for k, arr in columns:
         if arr.shape[:1] != (len(snap.labels),) or arr.size != len(snap.labels) * widths[k]:
             raise ValueError(f"snapshot array {k} has shape {arr.shape}, want {len(snap.labels)} x {widths[k]}")
+    for _, arr in columns + [("time_rows", np.ascontiguousarray(time_rows, dtype=t_dtype))]:
         flat = arr.reshape(-1).view(np.uint8).data
         for lo in range(0, len(flat), CHUNK_BYTES):
             yield piece(flat[lo:lo + CHUNK_BYTES])
@@ -187,8 +219,9 @@ class _Reader:
                          self.total >> 20, 100.0 * self.done / max(1, self.total), now - self.started)
 
 
-def _read_v4(f: IO[bytes], total: int, should_stop: Callable[[], bool], version: int) -> Snapshot:
-    """A version 4 body, or a version 3 one (`version`): the same layout, raw_t in float64 seconds."""
+def _read_columns(f: IO[bytes], total: int, should_stop: Callable[[], bool], version: int) -> Snapshot:
+    """A version 5 body, or a version 4 or 3 one (`version`): the same layout with a per-series
+    `raw_t` column in place of `t_row` and no time rows (float64 seconds in version 3)."""
     r = _Reader(f, total, should_stop)
     (meta_len,) = _U32.unpack(r.read(_U32.size))
     if meta_len > 1 << 20:
@@ -196,26 +229,37 @@ def _read_v4(f: IO[bytes], total: int, should_stop: Callable[[], bool], version:
     meta = json.loads(r.read(meta_len))
     if meta.get("version") != version:
         raise SnapshotError(f"snapshot version {meta.get('version')} is not {version}")
-    raw_t_dtype = meta.get("raw_t_dtype") if version == SNAPSHOT_VERSION else V3_RAW_T_DTYPE
-    if version == SNAPSHOT_VERSION and raw_t_dtype not in RAW_T_DTYPES:
+    raw_t_dtype = V3_RAW_T_DTYPE if version == 3 else meta.get("raw_t_dtype")
+    if version > 3 and raw_t_dtype not in RAW_T_DTYPES:
         raise SnapshotError(f"snapshot raw_t type {raw_t_dtype!r} is not one of {', '.join(RAW_T_DTYPES)}")
+    names = ARRAYS if version == SNAPSHOT_VERSION else V4_ARRAYS
     dtypes = {**DTYPES, "raw_t": raw_t_dtype}
     n, npairs = int(meta["series"]), int(meta["pairs"])
+    nrows = int(meta.get("time_rows", 0)) if version == SNAPSHOT_VERSION else 0
     raw_capacity, ds_capacity = int(meta["raw_capacity"]), int(meta["ds_capacity"])
     widths = _widths(raw_capacity, ds_capacity)
     need = meta_len + int(meta["strings_bytes"]) + 4 * npairs + 4 * n + sum(
-        n * widths[k] * np.dtype(dtypes[k]).itemsize for k in ARRAYS) + 2 * _U32.size
+        n * widths[k] * np.dtype(dtypes[k]).itemsize for k in names) + 2 * _U32.size
+    need += nrows * raw_capacity * np.dtype(raw_t_dtype).itemsize
     if need > total - len(SNAPSHOT_MAGIC):
         raise SnapshotError(f"truncated: {total - len(SNAPSHOT_MAGIC)} of {need} bytes")
     strings = json.loads(r.read(int(meta["strings_bytes"])))
     pairs = np.frombuffer(r.read(4 * npairs), dtype="<i4")
     counts = np.frombuffer(r.read(4 * n), dtype="<i4")
     arrays: dict[str, np.ndarray] = {}
-    for k in ARRAYS:
+    for k in names:
         shape = (n, widths[k]) if k in ("raw_t", "raw_v", "ds_v") else (n,)
         arr = np.empty(shape, dtype=np.dtype(dtypes[k]).newbyteorder("="))
         r.read_into(arr)
         arrays[k] = arr
+    if version == SNAPSHOT_VERSION:
+        time_rows = np.empty((nrows, raw_capacity), dtype=np.dtype(raw_t_dtype).newbyteorder("="))
+        r.read_into(time_rows)
+        t_row = arrays["t_row"]
+        if t_row.size and (int(t_row.max()) >= nrows or int(t_row.min()) < -1):
+            raise SnapshotError(f"a series names a time row beyond the {nrows} written")
+    else:
+        arrays, time_rows = per_series_times(arrays)
     expected = r.crc
     tail = f.read(_U32.size)
     if len(tail) != _U32.size:
@@ -223,7 +267,7 @@ def _read_v4(f: IO[bytes], total: int, should_stop: Callable[[], bool], version:
     if _U32.unpack(tail)[0] != expected:
         raise SnapshotError("checksum mismatch")
     return Snapshot(raw_capacity, float(meta["ds_interval"]), ds_capacity, _label_sets(strings, pairs, counts), arrays,
-                    float(meta.get("saved_at", 0.0)), int(meta.get("t_base_ms", 0)))
+                    float(meta.get("saved_at", 0.0)), int(meta.get("t_base_ms", 0)), time_rows)
 
 
 def _label_sets(strings: list[str], pairs: np.ndarray, counts: np.ndarray) -> list[Labels]:
@@ -271,7 +315,7 @@ def _decode_v2(data: bytes) -> Snapshot:
     if meta.get("version") != 2:
         raise SnapshotError(f"snapshot version {meta.get('version')} is not 2")
     with np.load(io.BytesIO(payload[nl + 1:])) as npz:
-        arrays = {k: npz[k] for k in ARRAYS}  # each member decompressed once
+        arrays, time_rows = per_series_times({k: npz[k] for k in V4_ARRAYS})  # each member decompressed once
     return Snapshot(
         raw_capacity=int(meta["raw_capacity"]),
         ds_interval=float(meta["ds_interval"]),
@@ -279,6 +323,7 @@ def _decode_v2(data: bytes) -> Snapshot:
         labels=[tuple((str(k), str(v)) for k, v in lab) for lab in meta["labels"]],
         arrays=arrays,
         saved_at=float(meta.get("saved_at", 0.0)),
+        time_rows=time_rows,
     )
 
 
@@ -291,9 +336,11 @@ def read(f: IO[bytes], total: int, should_stop: Callable[[], bool] = lambda: Fal
     parse), RestoreInterrupted when `should_stop` says so."""
     magic = f.read(len(SNAPSHOT_MAGIC))
     if magic == SNAPSHOT_MAGIC:
-        return _read_v4(f, total, should_stop, SNAPSHOT_VERSION)
+        return _read_columns(f, total, should_stop, SNAPSHOT_VERSION)
+    if magic == V4_MAGIC:
+        return _read_columns(f, total, should_stop, 4)
     if magic == V3_MAGIC:
-        return _read_v4(f, total, should_stop, 3)
+        return _read_columns(f, total, should_stop, 3)
     if magic == V2_MAGIC:
         return _decode_v2(magic + f.read())
     raise SnapshotError("not a forewarn snapshot")
