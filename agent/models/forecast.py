@@ -37,7 +37,7 @@ import numpy as np
 from agent.models import breach, ets, linear, recurrence
 from agent.models.breach import BreachEstimates
 from agent.models.ets import EtsState, Season
-from agent.models.linear import Buckets, Sums
+from agent.models.linear import NO_BUCKET, Buckets, Sums
 from agent.models.prediction import Prediction
 from agent.models.recurrence import NO_DAY, DailyExtremes
 from agent.models.schedule import RefitJob, RefitResult, RefitState, spread
@@ -314,8 +314,11 @@ class ForecastBank:
         return self._state_bytes() + self.table.memory_bytes()
 
     def row_bytes(self) -> int:
-        """What one slot's state arrays cost."""
-        return self._state_bytes() // max(1, self.table.capacity)
+        """What one slot's state arrays cost, its times' statistics counted as a bucket group
+        of its own: what a slot costs when no other shares its sample times, so the models'
+        budget holds whatever the sharing."""
+        b = self.buckets
+        return (self._state_bytes() - b.group_bytes()) // max(1, self.table.capacity) + b.group_row_bytes()
 
     def _state_bytes(self) -> int:
         return state_nbytes(self.sampling, self.buckets, self.sums, self.screen, self.daily, self.extremes, self.holt,
@@ -713,14 +716,15 @@ class ForecastBank:
         (`lb_c`) is float32-rounded since the bank keeps it so; a state whose first values are
         not loads with its sums of y moved to the rounded ones (`linear.Buckets.load_c`).
         """
-        named = self._named_arrays()
+        times = self.buckets.take(slice(None))  # (copies: as every array below is copied)
+        named = self._named_arrays((times.n.astype(np.float32), times.st, times.stt))
         if self.daily.bin[self.table.used()].max(initial=NO_BIN) != NO_BIN:
             named.update(self._daily_arrays())  # (a bank that saw no sample writes the first release's format)
         if self.extremes.day[self.table.used()].max(initial=NO_DAY) != NO_DAY:
             named.update(self._extremes_arrays())
         arrays = {}
         for name, arr in named.items():
-            arrays[name] = arr.copy()
+            arrays[name] = arr if name in ("lb_n", "lb_st", "lb_stt") else arr.copy()
             if name == "lb_c":
                 # each position's bucket number, as the first release kept them, where it kept
                 # them (the bank keeps only the newest per slot): snapshots stay readable both ways
@@ -738,9 +742,11 @@ class ForecastBank:
             seasonal.period[table.used()] = self.season
         return EtsState.empty(table.capacity), EtsState.empty(table.capacity), seasonal
 
-    def _named_arrays(self, table: SlotTable | None = None) -> dict[str, np.ndarray]:
+    def _named_arrays(self, times: tuple[np.ndarray, np.ndarray, np.ndarray],
+                      table: SlotTable | None = None) -> dict[str, np.ndarray]:
         """The state arrays by their snapshot names, for the slots of `table` (the bank's own,
-        or the one a state being loaded brings)."""
+        or the one a state being loaded brings); `times` are the buckets' count, st and stt with
+        a row per slot (`linear.Buckets` keeps them per group of slots)."""
         (h, w, z), s, r, b = self._smoothing(self.table if table is None else table), self.sampling, self.refits, self.buckets
         return {
             "t_last": s.t_last, "v_last": s.v_last, "dt0": s.dt0, "nseen": s.nseen,
@@ -748,7 +754,8 @@ class ForecastBank:
             "w_l": w.level, "w_b": w.trend, "w_s2": w.s2, "period": z.period, "nbins": z.nbins,
             "w_alpha": w.alpha, "w_beta": w.beta, "w_phi": w.phi, "w_gamma": z.gamma,
             "choice": r.choice, "next_refit": r.next_refit, "pending_since": r.pending_since, "gen": r.gen,
-            "lb_n": b.n, "lb_st": b.st, "lb_sv": b.sv, "lb_stt": b.stt, "lb_stv": b.stv, "lb_svv": b.svv, "lb_c": b.c,
+            "lb_n": times[0], "lb_st": times[1], "lb_sv": b.sv, "lb_stt": times[2], "lb_stv": b.stv, "lb_svv": b.svv,
+            "lb_c": b.c,
             "season_state": z.profile,
         }
 
@@ -782,16 +789,22 @@ class ForecastBank:
                 self.seasonal, self.refits)
         self._allocate(table.capacity)
         try:
-            for name, arr in self._named_arrays(table).items():
+            shape = (table.capacity, self.buckets.ring)
+            times = (np.zeros(shape, dtype=np.float32), np.zeros(shape), np.zeros(shape))
+            for name, arr in self._named_arrays(times, table).items():
                 if name != "lb_c":  # (`load_c` below: float64 first values move the sums they centre)
                     arr[: len(keys)] = state["arrays"][name]
             for name, arr in (self._daily_arrays() | self._extremes_arrays()).items():
                 if name in state["arrays"]:
                     arr[: len(keys)] = state["arrays"][name]
-            self.buckets.load_c(slice(0, len(keys)), np.asarray(state["arrays"]["lb_c"], dtype=np.float64))
-            ids = np.full(self.buckets.n.shape, -1, dtype=np.int64)
-            ids[: len(keys)] = state["arrays"]["lb_id"]
+            rows = slice(0, len(keys))
+            arrays = state["arrays"]
+            self.buckets.load(rows, times[0][rows], times[1][rows], times[2][rows], NO_BUCKET)
+            self.buckets.load_c(rows, np.asarray(arrays["lb_c"], dtype=np.float64))
+            ids = np.full((self.buckets.capacity, self.buckets.ring), -1, dtype=np.int64)
+            ids[: len(keys)] = arrays["lb_id"]
             self.buckets.keep_ids(ids)
+            self.buckets.merge()
         except (KeyError, ValueError) as exc:
             # all of it, the derived sums and screen too: they must match the buckets kept
             (self.sampling, self.buckets, self.sums, self.screen, self.daily, self.extremes, self.holt, self.hw,

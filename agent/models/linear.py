@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -76,6 +76,7 @@ def line_at(t: np.ndarray, v: np.ndarray, at: float) -> LineFit:
 
 
 NO_BUCKET = -(2**62)  # `Buckets.top` of a slot whose ring is empty
+MERGE_SLACK_GROUPS = 64  # groups in use (or free) past which `Buckets.maybe_merge` merges
 _CENTRE_LIMIT = float(np.finfo(np.float32).max)
 
 
@@ -93,70 +94,256 @@ class Buckets:
     first value rounded to float32 (keeps the sums well conditioned); `top` is the newest bucket
     number floor(t / width) a slot holds (NO_BUCKET: none).
 
+    What depends on the sample times alone (`n`, `st`, `stt`, `top`) is the same for every
+    series sampled at the same times, as the series of one scrape are: it is kept once per
+    group of such slots (rows of those arrays are groups; `group` names each slot's, -1 while
+    its ring is empty; `refs` counts a group's slots). A slot whose samples part from its
+    group's (a sample missed, another time, a fill) gets a group of its own at that update
+    (copy on write); `merge` joins groups that hold the same times again (after fills, and
+    when groups have multiplied). The other statistics are per slot. Copies made by `take`
+    have a group per row (`group` = their row), so their `n`, `st`, `stt` and `top` read
+    per row.
+
     A position's bucket number follows from `top`: the newest number at most `top` that falls
     on that position (`ids`). Positions a newer bucket pushes out of the ring are cleared when
     it arrives, so a position holds that bucket or nothing (n = 0). Counts and `c` are float32:
     exact to 16M samples a bucket, and `c` is read back as stored; the sums stay float64, as
-    `predict_linear` equivalence needs. 56 bytes a ring position."""
+    `predict_linear` equivalence needs. 28 bytes a ring position per slot, and 20 per group
+    (56 in all where no slot shares its times)."""
 
-    n: np.ndarray
-    st: np.ndarray
+    n: np.ndarray  # (groups, ring)
+    st: np.ndarray  # (groups, ring)
     sv: np.ndarray
-    stt: np.ndarray
+    stt: np.ndarray  # (groups, ring)
     stv: np.ndarray
     svv: np.ndarray
     c: np.ndarray
-    top: np.ndarray
+    top: np.ndarray  # (groups,)
+    group: np.ndarray  # (slots,)
+    refs: np.ndarray  # (groups,)
+    used: int = 0  # groups ever handed out; those below with no slot are in `free`
+    free: list[int] = field(default_factory=list)
+    merged: int = 0  # groups in use after the last merge
 
     @classmethod
     def empty(cls, capacity: int, ring: int) -> Buckets:
         shape = (capacity, ring)
-        return cls(n=np.zeros(shape, dtype=np.float32), st=np.zeros(shape), sv=np.zeros(shape), stt=np.zeros(shape),
-                   stv=np.zeros(shape), svv=np.zeros(shape), c=np.zeros(shape, dtype=np.float32),
-                   top=np.full(capacity, NO_BUCKET, dtype=np.int64))
+        return cls(n=np.zeros((1, ring), dtype=np.float32), st=np.zeros((1, ring)), sv=np.zeros(shape),
+                   stt=np.zeros((1, ring)), stv=np.zeros(shape), svv=np.zeros(shape), c=np.zeros(shape, dtype=np.float32),
+                   top=np.full(1, NO_BUCKET, dtype=np.int64), group=np.full(capacity, -1, dtype=np.int64),
+                   refs=np.zeros(1, dtype=np.int64))
+
+    @classmethod
+    def per_row(cls, n: np.ndarray, st: np.ndarray, sv: np.ndarray, stt: np.ndarray, stv: np.ndarray, svv: np.ndarray,
+                c: np.ndarray, top: np.ndarray) -> Buckets:
+        """Buckets whose every row is a group of its own (copies, states being loaded)."""
+        k = len(top)
+        return cls(n, st, sv, stt, stv, svv, c, top, np.arange(k, dtype=np.int64), np.ones(k, dtype=np.int64), k)
 
     @property
     def ring(self) -> int:
         """Ring positions per slot: buckets per window plus one, so the partly covered oldest
         bucket survives until the window has fully left it."""
-        return int(self.n.shape[1])
+        return int(self.sv.shape[1])
+
+    @property
+    def capacity(self) -> int:
+        return int(self.sv.shape[0])
+
+    def group_bytes(self) -> int:
+        """What the groups' arrays hold (every allocated group)."""
+        return sum(a.nbytes for a in (self.n, self.st, self.stt, self.top, self.refs))
+
+    def group_row_bytes(self) -> int:
+        """What a group costs: its times' statistics, `top` and `refs`."""
+        return self.ring * (self.n.itemsize + self.st.itemsize + self.stt.itemsize) + 16
+
+    # ---- the times' statistics of slots, through their groups ------------------------------
+
+    def top_of(self, slots: Rows) -> np.ndarray:
+        g = self.group[slots]
+        return np.where(g >= 0, self.top[np.maximum(g, 0)], NO_BUCKET)
+
+    def n_of(self, slots: Rows) -> np.ndarray:
+        """The slots' counts (float32; zeros for an empty ring)."""
+        g = self.group[slots]
+        return np.where((g >= 0)[:, None], self.n[np.maximum(g, 0)], np.float32(0))
+
+    def gflat(self, slots: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Index of (slot, position) pairs into the ravelled group arrays (`cell`): an empty
+        ring's reads group 0's, so callers mask them with `held`."""
+        return np.maximum(self.group[slots], 0) * self.ring + pos
+
+    def held(self, slots: np.ndarray) -> np.ndarray:
+        return self.group[slots] >= 0
+
+    # ---- copies ------------------------------------------------------------------------------
 
     def take(self, rows: Rows) -> Buckets:
-        """Rows' copies, counts and `c` widened to float64 for the arithmetic that reads them."""
-        return Buckets(self.n[rows].astype(np.float64), self.st[rows], self.sv[rows], self.stt[rows], self.stv[rows],
-                       self.svv[rows], self.c[rows].astype(np.float64), self.top[rows])
+        """Rows' copies (a group per row), counts and `c` widened to float64 for the arithmetic
+        that reads them."""
+        g = self.group[rows]
+        held = (g >= 0)[:, None]
+        gg = np.maximum(g, 0)
+        return Buckets.per_row(np.where(held, self.n[gg], 0).astype(np.float64), np.where(held, self.st[gg], 0.0),
+                               self.sv[rows], np.where(held, self.stt[gg], 0.0), self.stv[rows], self.svv[rows],
+                               self.c[rows].astype(np.float64), np.where(g >= 0, self.top[gg], NO_BUCKET))
 
-    def put(self, rows: Rows, src: Buckets) -> None:
-        self.n[rows] = src.n
-        self.st[rows] = src.st
-        self.sv[rows] = src.sv
-        self.stt[rows] = src.stt
-        self.stv[rows] = src.stv
-        self.svv[rows] = src.svv
-        self.c[rows] = src.c
-        self.top[rows] = src.top
+    def load(self, rows: slice, n: np.ndarray, st: np.ndarray, stt: np.ndarray, top: np.ndarray | int) -> None:
+        """Set the times' statistics of `rows` (a range of fresh slots) as given: a group each
+        (the caller merges them)."""
+        k = len(range(*rows.indices(self.capacity)))
+        new = self._take_groups(k)
+        self.n[new], self.st[new], self.stt[new], self.top[new] = n, st, stt, top
+        self.refs[new] = 1
+        self.group[rows] = new
 
     def grow(self, capacity: int) -> Buckets:
         out = Buckets.empty(capacity, self.ring)
-        out.put(slice(0, len(self.n)), self)
+        k = self.capacity
+        for name in ("sv", "stv", "svv", "c", "group"):
+            getattr(out, name)[:k] = getattr(self, name)
+        out.n, out.st, out.stt, out.top, out.refs = self.n, self.st, self.stt, self.top, self.refs
+        out.used, out.free, out.merged = self.used, self.free, self.merged
         return out
 
     def reset(self, rows: Rows) -> None:
-        self.put(rows, Buckets.empty(1, self.ring))
+        self._release(np.arange(self.capacity)[rows])
+        for stat in (self.sv, self.stv, self.svv, self.c):
+            stat[rows] = 0.0
+
+    # ---- groups ------------------------------------------------------------------------------
+
+    def _take_groups(self, k: int) -> np.ndarray:
+        """`k` groups no slot holds, cleared (n = 0, no `top`)."""
+        got = [self.free.pop() for _ in range(min(k, len(self.free)))]
+        need = k - len(got)
+        if need:
+            if self.used + need > len(self.top):
+                size = max(self.used + need, len(self.top) + len(self.top) // 4)
+                self._resize_groups(size)
+            got.extend(range(self.used, self.used + need))
+            self.used += need
+        new = np.array(got, dtype=np.int64)
+        self.n[new], self.st[new], self.stt[new], self.top[new] = 0, 0.0, 0.0, NO_BUCKET
+        return new
+
+    def _resize_groups(self, size: int) -> None:
+        ring, u = self.ring, self.used
+        for name, dtype in (("n", np.float32), ("st", np.float64), ("stt", np.float64)):
+            arr = np.zeros((size, ring), dtype=dtype)
+            arr[:u] = getattr(self, name)[:u]  # (groups never handed out stay untouched)
+            setattr(self, name, arr)
+        top = np.full(size, NO_BUCKET, dtype=np.int64)
+        top[:u] = self.top[:u]
+        refs = np.zeros(size, dtype=np.int64)
+        refs[:u] = self.refs[:u]
+        self.top, self.refs = top, refs
+
+    def _release(self, slots: np.ndarray) -> None:
+        g = self.group[slots]
+        g = g[g >= 0]
+        if g.size:
+            left = np.bincount(g, minlength=self.used)
+            self.refs[:self.used] -= left
+            self.free.extend(np.flatnonzero((left > 0) & (self.refs[:self.used] == 0)).tolist())
+        self.group[slots] = -1
+
+    def _regroup(self, slots: np.ndarray, t: np.ndarray) -> None:
+        """Make every group of `slots` (distinct) hold only slots of this call with one time:
+        the usual call (every slot of one group, one time) changes nothing; slots that part
+        from their group's others, and slots with an empty ring, get groups of their own, one
+        per (old group, time), copies of the old."""
+        g = self.group[slots]
+        if g.size and g[0] >= 0 and self.refs[g[0]] == g.size and bool((g == g[0]).all()) and bool((t == t[0]).all()):
+            return
+        order = np.lexsort((t, g))
+        gs, ts = g[order], t[order]
+        cut = np.flatnonzero((gs[1:] != gs[:-1]) | (ts[1:] != ts[:-1])) + 1
+        starts = np.concatenate(([0], cut))
+        sizes = np.diff(np.append(starts, g.size))
+        old = gs[starts]
+        part = ~((old >= 0) & (self.refs[np.maximum(old, 0)] == sizes))
+        if not part.any():
+            return
+        old, sizes = old[part], sizes[part]
+        new = self._take_groups(int(part.sum()))
+        had = old >= 0
+        for name in ("n", "st", "stt", "top"):
+            arr = getattr(self, name)
+            arr[new[had]] = arr[old[had]]
+        left = np.bincount(old[had], weights=sizes[had], minlength=self.used).astype(np.int64)
+        self.refs[:self.used] -= left
+        self.free.extend(np.flatnonzero((left > 0) & (self.refs[:self.used] == 0)).tolist())
+        self.refs[new] = sizes
+        dest = np.full(len(starts), -1, dtype=np.int64)
+        dest[np.flatnonzero(part)] = new
+        moved = np.repeat(dest, np.diff(np.append(starts, g.size)))
+        self.group[slots[order[moved >= 0]]] = moved[moved >= 0]
+
+    def merge(self) -> None:
+        """Join the groups holding the same statistics (bit for bit) and pack those in use at
+        the front of new arrays. Linear in the groups: a hash of each, then a check."""
+        slots = np.flatnonzero(self.group >= 0)
+        counts = np.bincount(self.group[slots], minlength=self.used)
+        rows = np.flatnonzero(counts)
+        ring = self.ring
+        weights = (np.arange(1, 3 * ring + 2, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+
+        def words(r: np.ndarray) -> np.ndarray:
+            return np.concatenate((self.n[r].astype(np.float64), self.st[r], self.stt[r],
+                                   self.top[r].astype(np.float64)[:, None]), axis=1)
+
+        key = np.empty(rows.size, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for lo in range(0, rows.size, 4096):  # chunks bound the temporaries
+                block = words(rows[lo:lo + 4096])
+                key[lo:lo + 4096] = (block.view(np.uint64) * weights).sum(axis=1)
+        _, first, group = np.unique(key, return_index=True, return_inverse=True)
+        ref = rows[first[group]]
+        same = np.ones(rows.size, dtype=bool)
+        for lo in range(0, rows.size, 4096):  # a hash can collide: such a group stays one of its own
+            a, b = words(rows[lo:lo + 4096]), words(ref[lo:lo + 4096])
+            same[lo:lo + 4096] = (a.view(np.uint64) == b.view(np.uint64)).all(axis=1)
+        group = np.where(same, group, first.size + np.arange(rows.size))
+        kept, target = np.unique(group, return_inverse=True)
+        if kept.size == rows.size == self.used:  # nothing to join, no hole
+            self.free, self.merged = [], self.used
+            return
+        src = np.empty(kept.size, dtype=np.int64)
+        src[target] = rows
+        where = np.full(max(1, self.used), -1, dtype=np.int64)
+        where[rows] = target
+        n, st, stt, top = self.n[src], self.st[src], self.stt[src], self.top[src]
+        self.used, self.free, self.merged = 0, [], 0
+        self._resize_groups(max(1, int(kept.size * 1.25) + 16))
+        self.n[:kept.size], self.st[:kept.size], self.stt[:kept.size], self.top[:kept.size] = n, st, stt, top
+        self.group[slots] = where[self.group[slots]]
+        self.refs[:] = np.bincount(self.group[slots], minlength=len(self.refs))
+        self.used = self.merged = int(kept.size)
+
+    def maybe_merge(self) -> None:
+        """`merge` when the groups in use have doubled since the last one (fills, slots that
+        parted) or are mostly holes."""
+        in_use = self.used - len(self.free)
+        if in_use > 2 * self.merged + MERGE_SLACK_GROUPS or len(self.free) > in_use + MERGE_SLACK_GROUPS:
+            self.merge()
+
+    # ---- ring positions ----------------------------------------------------------------------
 
     def ids(self, rows: Rows = slice(None)) -> np.ndarray:
         """The bucket number each position of `rows` holds (rows x ring, int64; -1 where
         empty: a held position has samples, so its slot has a `top`)."""
-        top = self.top[rows][:, None]
-        return np.where(self.n[rows] > 0, top - (top - np.arange(self.ring)) % self.ring, -1)
+        top = self.top_of(rows)[:, None]
+        return np.where(self.n_of(rows) > 0, top - (top - np.arange(self.ring)) % self.ring, -1)
 
     def id_at(self, slots: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """The bucket number position `pos` of each slot holds, when it holds one."""
-        top = self.top[slots]
+        top = self.top_of(slots)
         return top - (top - pos) % self.ring
 
     def flat(self, slots: np.ndarray, pos: np.ndarray) -> np.ndarray:
-        """Index of (slot, ring position) pairs into the ravelled state arrays (`cell`): one
+        """Index of (slot, ring position) pairs into the ravelled per-slot arrays (`cell`): one
         1-d gather or scatter per statistic is several times cheaper than a 2-d one."""
         return slots * self.ring + pos
 
@@ -168,29 +355,37 @@ class Buckets:
             raise ValueError("bucket state arrays must be C-contiguous")
         return out
 
+    def times_at(self, slots: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n, st, stt) at position `pos` of each slot (float64; zeros for an empty ring)."""
+        gi, held = self.gflat(slots, pos), self.held(slots)
+        cell = self.cell
+        return (np.where(held, cell(self.n)[gi], 0.0), np.where(held, cell(self.st)[gi], 0.0),
+                np.where(held, cell(self.stt)[gi], 0.0))
+
     def contribution(self, slots: np.ndarray, pos: np.ndarray, t0: np.ndarray, v0: np.ndarray,
                      width: float) -> tuple[np.ndarray, ...]:
         """The sums (n, x, y, xx, xy, yy) of the bucket at ring position `pos` of each slot, in a
         frame with x = t - t0 and y = v - v0 (one entry per slot)."""
         i = self.flat(slots, pos)
         cell = self.cell
-        n, st, sv = cell(self.n)[i].astype(np.float64), cell(self.st)[i], cell(self.sv)[i]
+        n, st, stt = self.times_at(slots, pos)
+        sv = cell(self.sv)[i]
         dx = self.id_at(slots, pos) * width - t0
         dy = cell(self.c)[i] - v0
-        return (n, st + n * dx, sv + n * dy, cell(self.stt)[i] + dx * (2 * st + n * dx),
+        return (n, st + n * dx, sv + n * dy, stt + dx * (2 * st + n * dx),
                 cell(self.stv)[i] + dx * sv + dy * st + n * dx * dy, cell(self.svv)[i] + dy * (2 * sv + n * dy))
 
     def leaving(self, slots: np.ndarray, bid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The (slot, position) pairs holding samples that the buckets `bid` (one per slot, not
         older than the slot's `top`) push out of the ring: the positions of the bucket numbers
         after `top` up to `bid`, at most a ring's worth."""
-        top = self.top[slots]
+        top = self.top_of(slots)
         ahead = np.where(top == NO_BUCKET, 0, np.minimum(bid - top, self.ring))
         rs, ps = [], []
         for j in range(1, int(ahead.max(initial=0)) + 1):
             sel = np.flatnonzero(ahead >= j)
             pos = (top[sel] + j) % self.ring
-            held = self.cell(self.n)[self.flat(slots[sel], pos)] > 0
+            held = self.cell(self.n)[self.gflat(slots[sel], pos)] > 0  # (a slot with a top has a group)
             rs.append(slots[sel][held])
             ps.append(pos[held])
         if not rs:
@@ -198,41 +393,56 @@ class Buckets:
         return np.concatenate(rs), np.concatenate(ps)
 
     def clear(self, slots: np.ndarray, pos: np.ndarray) -> None:
+        """Clear positions `pos` of `slots`; their groups' too, so every slot of a group that
+        is cleared must be (`add` regroups first; `keep_ids` works on a group per slot)."""
         i = self.flat(slots, pos)
-        for stat in (self.n, self.st, self.sv, self.stt, self.stv, self.svv, self.c):
+        for stat in (self.sv, self.stv, self.svv, self.c):
             self.cell(stat)[i] = 0.0
+        held = self.held(slots)
+        gi = self.gflat(slots[held], pos[held])
+        for stat in (self.n, self.st, self.stt):
+            self.cell(stat)[gi] = 0.0
 
     def add(self, slots: np.ndarray, t: np.ndarray, v: np.ndarray, width: float, sums: Sums | None = None) -> None:
         """One sample (t, v) per slot (distinct slots, t after the slot's previous sample); the
         positions its bucket pushes out of the ring are cleared first. `sums`, when given, is
-        kept equal to the totals of what the ring holds (see `Sums`)."""
+        kept equal to the totals of what the ring holds (see `Sums`). The slots of a group get
+        one time (`_regroup`), so its statistics move once: the writes of its slots repeat one
+        value."""
+        self._regroup(slots, t)
         bid = np.floor(t / width).astype(np.int64)
         out_slots, out_pos = self.leaving(slots, bid)
         if sums is not None:
             sums.before_add(self, slots, v, bid, width, out_slots, out_pos)
         if len(out_slots):
             self.clear(out_slots, out_pos)
-        self.top[slots] = bid  # (not older than `top`: t is after the slot's previous sample)
-        i = self.flat(slots, bid % self.ring)
+        g = self.group[slots]  # (every slot has one now)
+        self.top[g] = bid  # (not older than `top`: t is after the slot's previous sample)
+        pos = bid % self.ring
+        i = self.flat(slots, pos)
+        gi = g * self.ring + pos
         cell = self.cell
         n, c = cell(self.n), cell(self.c)
-        opened = n[i] == 0
+        opened = n[gi] == 0
         if opened.any():
             c[i[opened]] = _centre(v[opened])
         x = t - bid * width
         y = v - c[i]
-        n[i] += 1.0
-        cell(self.st)[i] += x
+        n[gi] = n[gi] + np.float32(1)
+        st, stt = cell(self.st), cell(self.stt)
+        st[gi] = st[gi] + x
+        stt[gi] = stt[gi] + x * x
         cell(self.sv)[i] += y
-        cell(self.stt)[i] += x * x
         cell(self.stv)[i] += x * y
         cell(self.svv)[i] += y * y
         if sums is not None:
             sums.after_add(self, slots, t, v, width)
+        self.maybe_merge()
 
     def fill(self, slot: int, t: np.ndarray, v: np.ndarray, width: float) -> None:
         """Load a (reset) slot from a history: t ascending and distinct. Equals `add` of each
-        sample in turn."""
+        sample in turn. The slot gets a group of its own (`maybe_merge` joins it to others
+        later)."""
         bid = np.floor(t / width).astype(np.int64)
         sel = bid > bid[-1] - self.ring
         tb, vb, ib = t[sel], v[sel], bid[sel]
@@ -241,32 +451,41 @@ class Buckets:
         x = tb - ib * width
         y = vb - c[inv]
         pos = uniq % self.ring
-        self.top[slot] = uniq[-1]
+        self._release(np.array([slot]))
+        g = int(self._take_groups(1)[0])
+        self.refs[g] = 1
+        self.group[slot] = g
+        self.top[g] = uniq[-1]
         self.c[slot, pos] = c
-        for stat, w in ((self.n, np.ones_like(x)), (self.st, x), (self.sv, y), (self.stt, x * x), (self.stv, x * y),
-                        (self.svv, y * y)):
-            stat[slot, pos] = np.bincount(inv, weights=w, minlength=len(uniq))
+        for stat, row, w in ((self.n, g, np.ones_like(x)), (self.st, g, x), (self.sv, slot, y), (self.stt, g, x * x),
+                             (self.stv, slot, x * y), (self.svv, slot, y * y)):
+            stat[row, pos] = np.bincount(inv, weights=w, minlength=len(uniq))
+        self.maybe_merge()
 
     def load_c(self, rows: slice, c: np.ndarray) -> None:
         """Set `c` of `rows` from float64 values (a snapshot of a release that kept them so):
         the sums of y move by what rounding each to float32 changes, so the samples stay."""
         c32 = _centre(c)
         d = c - c32.astype(np.float64)
-        n, sv = self.n[rows].astype(np.float64), self.sv[rows]
+        n, sv = self.n_of(rows).astype(np.float64), self.sv[rows]
+        g = self.group[rows]
+        st = np.where((g >= 0)[:, None], self.st[np.maximum(g, 0)], 0.0)
         self.svv[rows] += d * (2 * sv + n * d)
-        self.stv[rows] += d * self.st[rows]
+        self.stv[rows] += d * st
         self.sv[rows] += n * d
         self.c[rows] = c32
 
     def keep_ids(self, ids: np.ndarray) -> None:
         """Set every slot's `top` from the bucket number of each position (a snapshot's: -1
         where empty) and clear the positions with samples whose number is not the one `top`
-        implies (older than the ring, or none)."""
+        implies (older than the ring, or none). Slots hold a group each (`load`)."""
         have = ids >= 0
-        self.top[:] = np.where(have.any(axis=1), ids.max(axis=1, initial=-1), NO_BUCKET)
-        r, p = np.nonzero((self.n > 0) & (ids != self.ids()))
+        held = np.flatnonzero(self.group >= 0)
+        self.top[self.group[held]] = np.where(have[held].any(axis=1), ids[held].max(axis=1, initial=-1), NO_BUCKET)
+        r, p = np.nonzero((self.n_of(slice(None)) > 0) & (ids != self.ids()))
         if len(r):
             self.clear(r, p)
+        self._release(held[~(self.n_of(held) > 0).any(axis=1)])  # an empty ring holds no group
 
 
 REBASE_RINGS = 2.0  # a slot's sums move their origin when it is this many rings behind (conditioning)
@@ -349,14 +568,14 @@ class Sums:
         if len(rows) == 0:
             return
         ring = buckets.ring
-        top = buckets.top[rows]
+        top = buckets.top_of(rows)
         held = top != NO_BUCKET
         self.t0[rows] = np.where(held, (top - ring + 1) * width, np.nan)
         self.v0[rows] = np.where(held, buckets.c[rows, top % ring], 0.0)
         r = np.repeat(rows, ring)
         p = np.tile(np.arange(ring), len(rows))
         parts = buckets.contribution(r, p, self.t0[r], self.v0[r], width)
-        mask = ((buckets.n[rows] > 0) & held[:, None]).reshape(-1)
+        mask = ((buckets.n_of(rows) > 0) & held[:, None]).reshape(-1)
         for total, part in zip(self._stats(), parts):
             total[rows] = np.where(mask, np.nan_to_num(part), 0.0).reshape(len(rows), ring).sum(axis=1)
 
@@ -407,7 +626,7 @@ def line(sums: Sums, buckets: Buckets, slots: np.ndarray, now: float, lookback: 
     edge = now - lookback
     eid = int(np.floor(edge / width))
     nid = int(np.floor(now / width))
-    top = buckets.top[slots]
+    top = buckets.top_of(slots)
     fast = (top <= nid) & (top >= eid + ring - EDGE_BUCKETS)
     N, SX, SY, SXX, SXY, SYY = (a[slots] for a in sums._stats())
     t0, v0 = sums.t0[slots], sums.v0[slots]
@@ -416,11 +635,10 @@ def line(sums: Sums, buckets: Buckets, slots: np.ndarray, now: float, lookback: 
         for j in range(EDGE_BUCKETS):
             bid = eid - j
             pos = np.full(len(fs), bid % ring, dtype=np.int64)
-            i = buckets.flat(fs, pos)
-            n = buckets.cell(buckets.n)[i]
+            n, st, _ = buckets.times_at(fs, pos)
             out = (n > 0) & (buckets.id_at(fs, pos) == bid)
             if j == 0:  # the edge bucket counts by its samples' mean time, as in `window`
-                out &= ~(buckets.cell(buckets.st)[i] / np.where(n > 0, n, 1.0) + bid * width > edge)
+                out &= ~(st / np.where(n > 0, n, 1.0) + bid * width > edge)
             if not out.any():
                 continue
             parts = buckets.contribution(fs, pos, t0[fast], v0[fast], width)
