@@ -55,3 +55,23 @@ def test_the_store_the_model_slots_and_the_label_set_ids_share_their_numbers() -
     back = Store(raw_capacity=4, retention=600, max_series=n)
     back.restore(store.snapshot())
     assert back.get_id(labels[n - 1]) is ints.shared(n - 1)
+
+
+def test_label_sets_numbered_again_come_back_as_the_table_objects() -> None:
+    """A selection's label sets without __name__ are rebuilt whenever the store's series set
+    changes; interned, every build holds the table's objects, so the rebuilt copies go."""
+    interned = LabelIds(max_entries=100)
+    first = [("a", str(i)) for i in (1, 2, 1, 3)]
+    sets = [(p,) for p in first]
+    got, ids, epoch = interned.intern(sets)
+    assert ids.tolist() == [0, 1, 0, 2] and epoch == 0
+    assert got[0] is sets[0] and got[2] is sets[0] and got[3] is sets[3]  # a repeat is the first object
+    rebuilt = [(("a", str(i)),) for i in (3, 2, 4)]
+    again, ids, _ = interned.intern(rebuilt)
+    assert ids.tolist() == [2, 1, 3]
+    assert again[0] is sets[3] and again[1] is sets[1] and again[2] is rebuilt[2]
+    assert interned.ids([rebuilt[0]])[0].tolist() == [2]
+    # a full table starts a new epoch: numbers and objects afresh
+    many = [(("b", str(i)),) for i in range(99)]
+    objs, ids, epoch = interned.intern(many)
+    assert epoch == 1 and ids.tolist() == list(range(99)) and all(x is y for x, y in zip(objs, many))

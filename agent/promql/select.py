@@ -75,25 +75,46 @@ def select_ids(store: Store, vs: pp.VectorSelector) -> np.ndarray:
 
 class LabelIds:
     """Interns label sets as small integers, so vectors can be matched with numpy. Bounded:
-    when full it starts afresh under a new epoch (ids of different epochs never compare)."""
+    when full it starts afresh under a new epoch (ids of different epochs never compare).
+    Number i of an epoch is `_by_id[i]`, the label set object first given for it."""
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
         self.max_entries = max_entries
         self.epoch = 0
         self._ids: dict[Labels, int] = {}
+        self._by_id: list[Labels] = []
         self._lock = threading.Lock()
 
     def ids(self, labels: list[Labels]) -> tuple[np.ndarray, int]:
+        out, epoch, _ = self._number(labels, canonical=False)
+        return out, epoch
+
+    def intern(self, labels: list[Labels]) -> tuple[list[Labels], np.ndarray, int]:
+        """`ids`, and the label sets as the table's own objects: a caller that keeps them
+        (a selection's label sets without __name__, rebuilt whenever the series set changes)
+        holds one object per label set with the table, not one more per build."""
+        out, epoch, canonical = self._number(labels, canonical=True)
+        assert canonical is not None
+        return canonical, out, epoch
+
+    def _number(self, labels: list[Labels], canonical: bool) -> tuple[np.ndarray, int, list[Labels] | None]:
         with self._lock:
             if len(self._ids) + len(labels) > self.max_entries:
                 self._ids = {}
+                self._by_id = []
                 self.epoch += 1
             table = self._ids
             base = len(table)  # a new label set takes the next number: base + how many came before it
             numbers = ints.span(base, base + len(labels))
             out = np.fromiter((table.setdefault(lab, numbers[len(table) - base]) for lab in labels), dtype=np.int64,
                               count=len(labels))
-            return out, self.epoch
+            by_id = self._by_id
+            if len(table) > len(by_id):  # the new numbers, in the order they were given
+                new = np.flatnonzero(out >= len(by_id))
+                vals = out[new]  # a number's first position: where it exceeds every number before it
+                before = np.concatenate(([len(by_id) - 1], np.maximum.accumulate(vals)[:-1]))
+                by_id.extend(labels[i] for i in new[vals > before].tolist())
+            return out, self.epoch, ([by_id[i] for i in out.tolist()] if canonical else None)
 
 
 class Selection:
@@ -121,8 +142,7 @@ class Selection:
                 got = self._nameless
                 if got is None:
                     nameless = [tuple(p for p in lab if p[0] != NAME) for lab in self.labels]
-                    ids, epoch = self._label_ids.ids(nameless)
-                    got = self._nameless = (nameless, ids, epoch)
+                    got = self._nameless = self._label_ids.intern(nameless)
         return got
 
     @property
