@@ -14,16 +14,16 @@ HOUR = 3600.0
 
 
 def groups_in_use(bank: ForecastBank) -> int:
-    b = bank.buckets
-    return b.used - len(b.free)
+    return bank.buckets.groups.in_use()
 
 
 def check_groups(bank: ForecastBank) -> None:
     b = bank.buckets
+    used = b.groups.used
     held = b.group[b.group >= 0]
-    refs = np.bincount(held, minlength=b.used)[:b.used]
-    assert refs.tolist() == b.refs[:b.used].tolist()
-    assert sorted(b.free) == np.flatnonzero(refs == 0).tolist()
+    refs = np.bincount(held, minlength=used)[:used]
+    assert refs.tolist() == b.groups.refs[:used].tolist()
+    assert sorted(b.groups.free) == np.flatnonzero(refs == 0).tolist()
     # a slot holds a group exactly when its ring holds a sample
     assert ((b.group >= 0) == (b.take(slice(None)).n.sum(axis=1) > 0)).tolist() == [True] * b.capacity
 

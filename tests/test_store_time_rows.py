@@ -20,7 +20,7 @@ CAP = 5
 
 
 def rows_in_use(store: Store) -> int:
-    return store._t_hi - len(store._t_free)
+    return store.time_refs.in_use()
 
 
 def check_invariants(store: Store) -> None:
@@ -28,9 +28,10 @@ def check_invariants(store: Store) -> None:
     t_row = store.t_row[live]
     assert bool(((t_row >= 0) == (store.raw_n[live] > 0)).all())  # a row exactly when there are samples
     held = t_row[t_row >= 0]
-    refs = np.bincount(held, minlength=store._t_hi)[:store._t_hi]
-    assert refs.tolist() == store.t_refs[:store._t_hi].tolist()
-    assert sorted(store._t_free) == np.flatnonzero(refs == 0).tolist()
+    used = store.time_refs.used
+    refs = np.bincount(held, minlength=used)[:used]
+    assert refs.tolist() == store.time_refs.refs[:used].tolist()
+    assert sorted(store.time_refs.free) == np.flatnonzero(refs == 0).tolist()
     for r in np.unique(held).tolist():  # the series of a row have written as many samples
         assert len(set(store.raw_n[live[t_row == r]].tolist())) == 1
 
@@ -128,7 +129,7 @@ def test_a_target_written_together_holds_one_row_and_a_series_that_parts_gets_it
     assert rows_in_use(store) == 1
     check_invariants(store)
     # The times cost one row, not one a series (the memory this is for).
-    assert store.time_rows.nbytes + store.t_refs.nbytes < ids.size * CAP * 4 // 100
+    assert store.time_rows.nbytes + store.time_refs.refs.nbytes < ids.size * CAP * 4 // 100
 
 
 def test_series_that_parted_and_came_back_in_step_are_joined_again_by_expire():

@@ -102,8 +102,9 @@ def test_a_moving_base_leaves_the_time_rows_no_series_has_taken_untouched():
     for k in range(6):
         store.append(ids, T0 + k * 10 * DAY + 1 + 0.001 * np.arange(21), np.full(len(ids), float(k)))
         bases.add(store.t_base_ms)
-    assert len(bases) >= 2 and store.time_rows.shape[0] > store._t_hi == len(ids)
-    assert not store.time_rows[store._t_hi:].any()
+    used = store.time_refs.used
+    assert len(bases) >= 2 and store.time_rows.shape[0] > used == len(ids)
+    assert not store.time_rows[used:].any()
     late = store.series_ids([make_labels("m", {"i": "late"})])
     t = T0 + 60 * DAY + 0.25
     store.append(late, np.array([t]), np.array([7.0]))
@@ -290,7 +291,7 @@ def test_restore_of_a_version_4_snapshot_joins_the_series_times_into_rows(t0):
     ids = [back.get_id(make_labels("m", {"i": str(j)})) for j in range(3)]
     assert len({int(back.t_row[i]) for i in ids}) == 1 and back.t_row[back.get_id(make_labels("m", {"i": "late"}))] != \
         back.t_row[ids[0]]
-    assert back._t_hi == 2 and back.t_refs[:2].tolist() in ([3, 1], [1, 3])
+    assert back.time_refs.used == 2 and back.time_refs.refs[:2].tolist() in ([3, 1], [1, 3])
     for sid, lab in store.iter_series():
         other = back.get_id(lab)
         assert back.raw(other)[0].tolist() == store.raw(sid)[0].tolist()

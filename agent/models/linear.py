@@ -12,7 +12,7 @@
 Prediction intervals are Gaussian: the regression interval (`forecast`). `predict_linear` and
 `line_at` work on plain sample arrays (tests, warm starts).
 
-Imports nothing of the agent.
+Imports nothing of the agent but `agent.models.prediction` and the `agent.rowshare` foundation.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.models.prediction import Prediction
+from agent.rowshare import RowRefs, identical
 
 Rows = np.ndarray | slice  # which slots of a state: an int64 array of slots, or a range
 
@@ -76,7 +77,6 @@ def line_at(t: np.ndarray, v: np.ndarray, at: float) -> LineFit:
 
 
 NO_BUCKET = -(2**62)  # `Buckets.top` of a slot whose ring is empty
-MERGE_SLACK_GROUPS = 64  # groups in use (or free) past which `Buckets.maybe_merge` merges
 _CENTRE_LIMIT = float(np.finfo(np.float32).max)
 
 
@@ -120,25 +120,21 @@ class Buckets:
     c: np.ndarray
     top: np.ndarray  # (groups,)
     group: np.ndarray  # (slots,)
-    refs: np.ndarray  # (groups,)
-    used: int = 0  # groups ever handed out; those below with no slot are in `free`
-    free: list[int] = field(default_factory=list)
-    merged: int = 0  # groups in use after the last merge
+    groups: RowRefs = field(default_factory=lambda: RowRefs(1))  # slots per group, free groups (`agent.rowshare`)
 
     @classmethod
     def empty(cls, capacity: int, ring: int) -> Buckets:
         shape = (capacity, ring)
         return cls(n=np.zeros((1, ring), dtype=np.float32), st=np.zeros((1, ring)), sv=np.zeros(shape),
                    stt=np.zeros((1, ring)), stv=np.zeros(shape), svv=np.zeros(shape), c=np.zeros(shape, dtype=np.float32),
-                   top=np.full(1, NO_BUCKET, dtype=np.int64), group=np.full(capacity, -1, dtype=np.int64),
-                   refs=np.zeros(1, dtype=np.int64))
+                   top=np.full(1, NO_BUCKET, dtype=np.int64), group=np.full(capacity, -1, dtype=np.int64))
 
     @classmethod
     def per_row(cls, n: np.ndarray, st: np.ndarray, sv: np.ndarray, stt: np.ndarray, stv: np.ndarray, svv: np.ndarray,
                 c: np.ndarray, top: np.ndarray) -> Buckets:
         """Buckets whose every row is a group of its own (copies, states being loaded)."""
         k = len(top)
-        return cls(n, st, sv, stt, stv, svv, c, top, np.arange(k, dtype=np.int64), np.ones(k, dtype=np.int64), k)
+        return cls(n, st, sv, stt, stv, svv, c, top, np.arange(k, dtype=np.int64), RowRefs(k, members_each=1))
 
     @property
     def ring(self) -> int:
@@ -152,7 +148,7 @@ class Buckets:
 
     def group_bytes(self) -> int:
         """What the groups' arrays hold (every allocated group)."""
-        return sum(a.nbytes for a in (self.n, self.st, self.stt, self.top, self.refs))
+        return sum(a.nbytes for a in (self.n, self.st, self.stt, self.top, self.groups.refs))
 
     def group_row_bytes(self) -> int:
         """What a group costs: its times' statistics, `top` and `refs`."""
@@ -195,7 +191,7 @@ class Buckets:
         k = len(range(*rows.indices(self.capacity)))
         new = self._take_groups(k)
         self.n[new], self.st[new], self.stt[new], self.top[new] = n, st, stt, top
-        self.refs[new] = 1
+        self.groups.refs[new] = 1
         self.group[rows] = new
 
     def grow(self, capacity: int) -> Buckets:
@@ -203,8 +199,7 @@ class Buckets:
         k = self.capacity
         for name in ("sv", "stv", "svv", "c", "group"):
             getattr(out, name)[:k] = getattr(self, name)
-        out.n, out.st, out.stt, out.top, out.refs = self.n, self.st, self.stt, self.top, self.refs
-        out.used, out.free, out.merged = self.used, self.free, self.merged
+        out.n, out.st, out.stt, out.top, out.groups = self.n, self.st, self.stt, self.top, self.groups
         return out
 
     def reset(self, rows: Rows) -> None:
@@ -216,117 +211,74 @@ class Buckets:
 
     def _take_groups(self, k: int) -> np.ndarray:
         """`k` groups no slot holds, cleared (n = 0, no `top`)."""
-        got = [self.free.pop() for _ in range(min(k, len(self.free)))]
-        need = k - len(got)
-        if need:
-            if self.used + need > len(self.top):
-                size = max(self.used + need, len(self.top) + len(self.top) // 4)
-                self._resize_groups(size)
-            got.extend(range(self.used, self.used + need))
-            self.used += need
-        new = np.array(got, dtype=np.int64)
+        new = self.groups.take(k)
+        self._fit_groups()
         self.n[new], self.st[new], self.stt[new], self.top[new] = 0, 0.0, 0.0, NO_BUCKET
         return new
 
-    def _resize_groups(self, size: int) -> None:
-        ring, u = self.ring, self.used
-        for name, dtype in (("n", np.float32), ("st", np.float64), ("stt", np.float64)):
-            arr = np.zeros((size, ring), dtype=dtype)
-            arr[:u] = getattr(self, name)[:u]  # (groups never handed out stay untouched)
-            setattr(self, name, arr)
-        top = np.full(size, NO_BUCKET, dtype=np.int64)
-        top[:u] = self.top[:u]
-        refs = np.zeros(size, dtype=np.int64)
-        refs[:u] = self.refs[:u]
-        self.top, self.refs = top, refs
+    def _fit_groups(self) -> None:
+        """The group arrays as many as `groups` may hand out (after it handed out more)."""
+        have, size = len(self.top), self.groups.capacity
+        if have < size:
+            for name in ("n", "st", "stt", "top"):
+                old = getattr(self, name)
+                arr = np.zeros((size,) + old.shape[1:], dtype=old.dtype)  # (never handed out: untouched, not resident)
+                arr[:have] = old
+                setattr(self, name, arr)
+            self.top[have:] = NO_BUCKET
 
     def _release(self, slots: np.ndarray) -> None:
-        g = self.group[slots]
-        g = g[g >= 0]
-        if g.size:
-            left = np.bincount(g, minlength=self.used)
-            self.refs[:self.used] -= left
-            self.free.extend(np.flatnonzero((left > 0) & (self.refs[:self.used] == 0)).tolist())
+        self.groups.drop(self.group[slots])
         self.group[slots] = -1
 
     def _regroup(self, slots: np.ndarray, t: np.ndarray) -> None:
         """Make every group of `slots` (distinct) hold only slots of this call with one time:
         the usual call (every slot of one group, one time) changes nothing; slots that part
         from their group's others, and slots with an empty ring, get groups of their own, one
-        per (old group, time), copies of the old."""
-        g = self.group[slots]
-        if g.size and g[0] >= 0 and self.refs[g[0]] == g.size and bool((g == g[0]).all()) and bool((t == t[0]).all()):
+        per (old group, time), copies of the old (`RowRefs.part`)."""
+        parting = self.groups.part(self.group[slots], t)
+        if parting is None:
             return
-        order = np.lexsort((t, g))
-        gs, ts = g[order], t[order]
-        cut = np.flatnonzero((gs[1:] != gs[:-1]) | (ts[1:] != ts[:-1])) + 1
-        starts = np.concatenate(([0], cut))
-        sizes = np.diff(np.append(starts, g.size))
-        old = gs[starts]
-        part = ~((old >= 0) & (self.refs[np.maximum(old, 0)] == sizes))
-        if not part.any():
-            return
-        old, sizes = old[part], sizes[part]
-        new = self._take_groups(int(part.sum()))
-        had = old >= 0
+        self._fit_groups()
+        old, new = parting.old, parting.new
+        copied = (new != old) & (old >= 0)
+        fresh = old < 0
         for name in ("n", "st", "stt", "top"):
             arr = getattr(self, name)
-            arr[new[had]] = arr[old[had]]
-        left = np.bincount(old[had], weights=sizes[had], minlength=self.used).astype(np.int64)
-        self.refs[:self.used] -= left
-        self.free.extend(np.flatnonzero((left > 0) & (self.refs[:self.used] == 0)).tolist())
-        self.refs[new] = sizes
-        dest = np.full(len(starts), -1, dtype=np.int64)
-        dest[np.flatnonzero(part)] = new
-        moved = np.repeat(dest, np.diff(np.append(starts, g.size)))
-        self.group[slots[order[moved >= 0]]] = moved[moved >= 0]
+            arr[new[copied]] = arr[old[copied]]
+        self.n[new[fresh]], self.st[new[fresh]], self.stt[new[fresh]], self.top[new[fresh]] = 0, 0.0, 0.0, NO_BUCKET
+        self.group[slots] = parting.rows_of_members()
 
     def merge(self) -> None:
         """Join the groups holding the same statistics (bit for bit) and pack those in use at
-        the front of new arrays. Linear in the groups: a hash of each, then a check."""
+        the front of new arrays."""
         slots = np.flatnonzero(self.group >= 0)
-        counts = np.bincount(self.group[slots], minlength=self.used)
-        rows = np.flatnonzero(counts)
-        ring = self.ring
-        weights = (np.arange(1, 3 * ring + 2, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+        rows = np.flatnonzero(np.bincount(self.group[slots], minlength=self.groups.used))
 
         def words(r: np.ndarray) -> np.ndarray:
             return np.concatenate((self.n[r].astype(np.float64), self.st[r], self.stt[r],
                                    self.top[r].astype(np.float64)[:, None]), axis=1)
 
-        key = np.empty(rows.size, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for lo in range(0, rows.size, 4096):  # chunks bound the temporaries
-                block = words(rows[lo:lo + 4096])
-                key[lo:lo + 4096] = (block.view(np.uint64) * weights).sum(axis=1)
-        _, first, group = np.unique(key, return_index=True, return_inverse=True)
-        ref = rows[first[group]]
-        same = np.ones(rows.size, dtype=bool)
-        for lo in range(0, rows.size, 4096):  # a hash can collide: such a group stays one of its own
-            a, b = words(rows[lo:lo + 4096]), words(ref[lo:lo + 4096])
-            same[lo:lo + 4096] = (a.view(np.uint64) == b.view(np.uint64)).all(axis=1)
-        group = np.where(same, group, first.size + np.arange(rows.size))
-        kept, target = np.unique(group, return_inverse=True)
-        if kept.size == rows.size == self.used:  # nothing to join, no hole
-            self.free, self.merged = [], self.used
+        kept, target = np.unique(identical(rows, words), return_inverse=True)
+        if kept.size == rows.size == self.groups.used:  # nothing to join, no hole
+            self.groups.merged = self.groups.used
             return
-        src = np.empty(kept.size, dtype=np.int64)
-        src[target] = rows
-        where = np.full(max(1, self.used), -1, dtype=np.int64)
-        where[rows] = target
+        src = rows[kept]
         n, st, stt, top = self.n[src], self.st[src], self.stt[src], self.top[src]
-        self.used, self.free, self.merged = 0, [], 0
-        self._resize_groups(max(1, int(kept.size * 1.25) + 16))
+        size = max(1, int(kept.size * 1.25) + 16)
+        ring = self.ring
+        self.n, self.st, self.stt = np.zeros((size, ring), dtype=np.float32), np.zeros((size, ring)), np.zeros((size, ring))
+        self.top = np.full(size, NO_BUCKET, dtype=np.int64)
         self.n[:kept.size], self.st[:kept.size], self.stt[:kept.size], self.top[:kept.size] = n, st, stt, top
+        where = np.full(max(1, self.groups.used), -1, dtype=np.int64)
+        where[rows] = target
         self.group[slots] = where[self.group[slots]]
-        self.refs[:] = np.bincount(self.group[slots], minlength=len(self.refs))
-        self.used = self.merged = int(kept.size)
+        self.groups.repack(size, int(kept.size), self.group[slots])
 
     def maybe_merge(self) -> None:
         """`merge` when the groups in use have doubled since the last one (fills, slots that
         parted) or are mostly holes."""
-        in_use = self.used - len(self.free)
-        if in_use > 2 * self.merged + MERGE_SLACK_GROUPS or len(self.free) > in_use + MERGE_SLACK_GROUPS:
+        if self.groups.merge_due():
             self.merge()
 
     # ---- ring positions ----------------------------------------------------------------------
@@ -453,7 +405,7 @@ class Buckets:
         pos = uniq % self.ring
         self._release(np.array([slot]))
         g = int(self._take_groups(1)[0])
-        self.refs[g] = 1
+        self.groups.refs[g] = 1
         self.group[slot] = g
         self.top[g] = uniq[-1]
         self.c[slot, pos] = c

@@ -61,6 +61,7 @@ import numpy as np
 
 from agent import ints
 from agent.metrics import CounterMetricFamily, GaugeMetricFamily, Metric
+from agent.rowshare import RowRefs, identical
 from agent.store import snapshot
 from agent.store.labels import Labels
 from agent.store.snapshot import ARRAYS, Snapshot
@@ -73,10 +74,10 @@ STALE_NAN = struct.unpack("<d", struct.pack("<Q", _STALE_BITS))[0]
 
 # Python-side bytes per series besides the arrays (label tuple, interned pairs, the id map, the
 # postings, a scrape cache's entry), as resident memory: benchmarks/scale.py --measure-store
-# measures about 2,250 bytes a series in all with 6-label series, 15 minutes of 15 s samples
+# measures about 1,800 bytes a series in all with 6-label series, 15 minutes of 15 s samples
 # and 6 hours of buckets (the allocator set and the heap trimmed as the daemon does), of which
-# ~1,140 are the arrays (allocation slack included): ~1,100 for the Python side, which this
-# rounds up. Used to size max_series from the memory budget and reported by memory_bytes().
+# ~890 are the arrays (allocation slack included; the series share one row of times): ~900 for
+# the Python side, which this rounds up. Used to size max_series from the memory budget and reported by memory_bytes().
 PYTHON_BYTES_PER_SERIES = 1500
 # Per-series arrays besides the two tiers: t_row, raw_n, last_t, ds_first, ds_last, acc_sum, acc_cnt, acc_b.
 _FIXED_ARRAY_BYTES = 8 * 8
@@ -86,7 +87,6 @@ _FIXED_ARRAY_BYTES = 8 * 8
 RAW_T_SPAN_MS = 2**31 - 1
 MAX_ABS_MS = 2**53
 REFUSAL_LOG_INTERVAL = 60.0  # seconds between two log lines about refused series
-MERGE_SLACK_ROWS = 64  # time rows in use (or free) past which `expire` merges them
 
 
 def is_stale(values: np.ndarray) -> np.ndarray:
@@ -270,36 +270,20 @@ class Store:
 
     def _alloc_time_rows(self, n: int) -> None:
         """Room for `n` time rows (at least one, so a clamped index always lands), none in use."""
-        self.time_rows = np.zeros((max(1, n), self.raw_capacity), dtype=self.raw_t_dtype)  # ms offsets from t_base_ms
-        self.t_refs = np.zeros(max(1, n), dtype=np.int64)  # series holding each row
-        self._t_hi = 0  # rows ever handed out; those below it with no series are in _t_free
-        self._t_free: list[int] = []
-        self._t_merged = 0  # rows in use after the last merge
+        self.time_refs = RowRefs(n)  # members of each row, free rows, merges (`agent.rowshare`)
+        self.time_rows = np.zeros((self.time_refs.capacity, self.raw_capacity), dtype=self.raw_t_dtype)
 
-    def _take_time_rows(self, k: int) -> np.ndarray:
-        """`k` time rows no series holds (their contents are stale: callers write them)."""
-        got = [self._t_free.pop() for _ in range(min(k, len(self._t_free)))]
-        need = k - len(got)
-        if need:
-            if self._t_hi + need > len(self.time_rows):
-                new = max(self._t_hi + need, len(self.time_rows) + len(self.time_rows) // 4)
-                rows, refs = self.time_rows, self.t_refs
-                self.time_rows = np.zeros((new, self.raw_capacity), dtype=self.raw_t_dtype)
-                self.t_refs = np.zeros(new, dtype=np.int64)
-                self.time_rows[:self._t_hi] = rows[:self._t_hi]  # (rows never handed out stay untouched)
-                self.t_refs[:self._t_hi] = refs[:self._t_hi]
-            got.extend(range(self._t_hi, self._t_hi + need))
-            self._t_hi += need
-        return np.array(got, dtype=np.int64)
+    def _fit_time_rows(self) -> None:
+        """The time rows as many as `time_refs` may hand out (after it handed out more)."""
+        have = len(self.time_rows)
+        if have < self.time_refs.capacity:
+            rows = np.zeros((self.time_refs.capacity, self.raw_capacity), dtype=self.raw_t_dtype)
+            rows[:have] = self.time_rows  # (rows never handed out stay untouched: not resident)
+            self.time_rows = rows
 
     def _release_time_rows(self, sids: np.ndarray) -> None:
         """Series `sids` (distinct) let go of their time rows."""
-        r = self.t_row[sids]
-        r = r[r >= 0]
-        if r.size:
-            rows, cnt = np.unique(r, return_counts=True)
-            self.t_refs[rows] -= cnt
-            self._t_free.extend(rows[self.t_refs[rows] == 0].tolist())
+        self.time_refs.drop(self.t_row[sids])
         self.t_row[sids] = -1
 
     def time_rows_of(self, ids: np.ndarray | int) -> np.ndarray:
@@ -311,99 +295,59 @@ class Store:
         `ids` (distinct, about to count one more sample). The series of a row share their sample
         count, so their position: a row all of whose series get one time is written once (the
         usual scrape); series that part from their row's others, and series with no row yet,
-        get rows of their own, one per (old row, time)."""
-        r = self.t_row[ids]
+        get rows of their own (`RowRefs.part`), copies of the old."""
+        rows = self.t_row[ids]
         one = isinstance(off, int)
-        if one and r.size and r[0] >= 0 and self.t_refs[r[0]] == r.size and bool((r == r[0]).all()):
-            self.time_rows[r[0], pos[0]] = off
+        parting = self.time_refs.part(rows, None if isinstance(off, int) else off)
+        if parting is None:
+            if one and bool((rows == rows[0]).all()):
+                self.time_rows[rows[0], pos[0]] = off
+            else:
+                self.time_rows[rows, pos] = off
             return
-        if one:
-            order = np.argsort(r, kind="stable")
-            rs = r[order]
-            cut = np.flatnonzero(rs[1:] != rs[:-1]) + 1
-        else:
-            assert not isinstance(off, int)
-            order = np.lexsort((off, r))
-            rs, offs = r[order], off[order]
-            cut = np.flatnonzero((rs[1:] != rs[:-1]) | (offs[1:] != offs[:-1])) + 1
-        starts = np.concatenate(([0], cut))
-        sizes = np.diff(np.append(starts, r.size))
-        first = order[starts]  # one series of each group
-        dest = r[first]
-        whole = (dest >= 0) & (self.t_refs[np.maximum(dest, 0)] == sizes)
-        part = np.flatnonzero(~whole)
-        if part.size:
-            old = dest[part]
-            new = self._take_time_rows(part.size)
-            had = old >= 0
-            self.time_rows[new[had]] = self.time_rows[old[had]]
-            np.subtract.at(self.t_refs, old[had], sizes[part][had])
-            # rows every series of which parted with a new time (a row once: not plain
-            # np.unique, which imports numpy.ma, 1.3 MB for good on a small host)
-            left = np.bincount(old[had], minlength=self._t_hi)
-            self._t_free.extend(np.flatnonzero((left > 0) & (self.t_refs[:self._t_hi] == 0)).tolist())
-            self.t_refs[new] = sizes[part]
-            dest = dest.copy()
-            dest[part] = new
-            self.t_row[ids[order]] = np.repeat(dest, sizes)
-        self.time_rows[dest, pos[first]] = off if isinstance(off, int) else off[first]
+        self._fit_time_rows()
+        copied = (parting.new != parting.old) & (parting.old >= 0)
+        self.time_rows[parting.new[copied]] = self.time_rows[parting.old[copied]]
+        self.t_row[ids] = parting.rows_of_members()
+        self.time_rows[parting.new, pos[parting.first]] = off if isinstance(off, int) else off[parting.first]
 
     def _merge_time_rows(self) -> None:
         """Join the time rows that hold the same times for series with the same sample count,
         and pack the rows in use at the front of a new array (rows freed since leave with the
-        old one). Linear in the rows: a hash of each row's valid slots, then a check."""
-        cap = self.raw_capacity
+        old one)."""
+        cap, refs = self.raw_capacity, self.time_refs
         live = np.flatnonzero(self.t_row[:self._cap] >= 0)
-        rows = np.flatnonzero(np.bincount(self.t_row[live], minlength=self._t_hi))
-        owner = np.empty(max(1, self._t_hi), dtype=np.int64)
-        owner[self.t_row[live]] = live
-        count = self.raw_n[owner[rows]]
-        valid_n = np.minimum(count, cap)
-        weights = (np.arange(1, cap + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
-        key = np.empty(rows.size, dtype=np.uint64)
+        rows = np.flatnonzero(np.bincount(self.t_row[live], minlength=refs.used))
+        count = np.zeros(max(1, refs.used), dtype=np.int64)
+        count[self.t_row[live]] = self.raw_n[live]  # (the series of a row share it)
         j = np.arange(cap)
-        with np.errstate(over="ignore"):
-            for lo in range(0, rows.size, 4096):  # chunks bound the temporaries
-                sl = slice(lo, lo + 4096)
-                block = np.where(j[None, :] < valid_n[sl, None], self.time_rows[rows[sl]], 0).astype(np.int64)
-                key[sl] = (block.view(np.uint64) * weights).sum(axis=1) ^ count[sl].astype(np.uint64)
-        _, first, group = np.unique(key, return_index=True, return_inverse=True)
-        # A hash can collide: a row that differs from its group's first stays a group of its own.
-        ref = rows[first[group]]
-        same = count == count[first[group]]
-        for lo in range(0, rows.size, 4096):
-            sl = slice(lo, lo + 4096)
-            a, b = self.time_rows[rows[sl]], self.time_rows[ref[sl]]
-            same[sl] &= ((a == b) | (j[None, :] >= valid_n[sl, None])).all(axis=1)
-        group = np.where(same, group, first.size + np.arange(rows.size))
-        kept, target = np.unique(group, return_inverse=True)
-        if kept.size == rows.size == self._t_hi:  # nothing to join, no hole: the rows stay as they are
-            self.t_refs[:self._t_hi] = np.bincount(self.t_row[live], minlength=self._t_hi)
-            self._t_free, self._t_merged = [], self._t_hi
+
+        def words(r: np.ndarray) -> np.ndarray:  # a row's valid slots and its sample count
+            valid = j[None, :] < np.minimum(count[r], cap)[:, None]
+            return np.concatenate((np.where(valid, self.time_rows[r], 0).astype(np.int64), count[r][:, None]), axis=1)
+
+        kept, target = np.unique(identical(rows, words), return_inverse=True)
+        if kept.size == rows.size == refs.used:  # nothing to join, no hole: the rows stay as they are
+            refs.merged = refs.used
             return
-        src = np.empty(kept.size, dtype=np.int64)
-        src[target] = rows
         packed = np.zeros((max(1, int(kept.size * 1.25) + 16), cap), dtype=self.raw_t_dtype)
-        packed[:kept.size] = self.time_rows[src]
-        where = np.full(max(1, self._t_hi), -1, dtype=np.int64)
+        packed[:kept.size] = self.time_rows[rows[kept]]
+        where = np.full(max(1, refs.used), -1, dtype=np.int64)
         where[rows] = target
         self.t_row[live] = where[self.t_row[live]]
         self.time_rows = packed
-        self.t_refs = np.bincount(self.t_row[live], minlength=len(packed)).astype(np.int64)
-        self._t_hi, self._t_free, self._t_merged = int(kept.size), [], int(kept.size)
+        refs.repack(len(packed), int(kept.size), self.t_row[live])
 
     def _own_time_row(self, sid: int) -> int:
         """The time row of `sid`, made its own (a copy) when other series share it."""
-        r = int(self.t_row[sid])
-        if r >= 0 and self.t_refs[r] == 1:
-            return r
-        new = int(self._take_time_rows(1)[0])
-        if r >= 0:
-            self.time_rows[new] = self.time_rows[r]
-            self.t_refs[r] -= 1
-        self.t_refs[new] = 1
-        self.t_row[sid] = new
-        return new
+        parting = self.time_refs.part(self.t_row[sid:sid + 1])
+        if parting is not None:
+            self._fit_time_rows()
+            old, new = int(parting.old[0]), int(parting.new[0])
+            if old >= 0:
+                self.time_rows[new] = self.time_rows[old]
+            self.t_row[sid] = new
+        return int(self.t_row[sid])
 
     def _grow(self, need: int) -> None:
         new = max(need, 16, self._cap + self._cap // 4)  # +25%: little slack on a small host
@@ -427,7 +371,7 @@ class Store:
             n = self._cap
             snap = Snapshot(self.raw_capacity, self.ds_interval, self.ds_capacity, [],
                             {k: getattr(self, k) for k in ARRAYS}, time.time(), self.t_base_ms,
-                            self.time_rows[:self._t_hi])
+                            self.time_rows[:self.time_refs.used])
             self.raw_capacity, self.ds_capacity, self.retention = raw_capacity, ds_capacity, float(retention)
             self._set_raw_time_dtype(dtype)
             self._alloc(n)
@@ -481,7 +425,7 @@ class Store:
         # Modular arithmetic in the offsets' own type: every sample kept lands on its exact new
         # offset; the slots of no sample (validity comes from raw_n) may wrap, harmlessly. Rows
         # never handed out are left alone: untouched, they are not resident.
-        self.time_rows[:self._t_hi] -= np.array(new_base - base, dtype=np.int64).astype(self.raw_t_dtype)
+        self.time_rows[:self.time_refs.used] -= np.array(new_base - base, dtype=np.int64).astype(self.raw_t_dtype)
         self.t_base_ms = new_base
         log.debug("store: raw time base moved to %d ms (oldest time kept %d ms)", new_base, floor)
         return floor
@@ -551,7 +495,7 @@ class Store:
     def memory_bytes(self) -> int:
         """The store's memory: its arrays (allocated rows, used or free) and the Python side of
         each live series (an estimate: PYTHON_BYTES_PER_SERIES)."""
-        arrays = sum(getattr(self, k).nbytes for k in ARRAYS) + self.time_rows.nbytes + self.t_refs.nbytes
+        arrays = sum(getattr(self, k).nbytes for k in ARRAYS) + self.time_rows.nbytes + self.time_refs.refs.nbytes
         return int(arrays + PYTHON_BYTES_PER_SERIES * len(self._ids))
 
     # ---- series -------------------------------------------------------------------------------
@@ -937,8 +881,7 @@ class Store:
             old = np.nonzero(self.last_t[:n] < now - self.stale_after)[0]
             count = self._remove_many([int(s) for s in old.tolist() if self._labels[s] is not None])
             self._expired += count
-            in_use = self._t_hi - len(self._t_free)
-            if in_use > 2 * self._t_merged + MERGE_SLACK_ROWS or len(self._t_free) > in_use + MERGE_SLACK_ROWS:
+            if self.time_refs.merge_due():
                 self._merge_time_rows()
             return count
 
@@ -1155,7 +1098,7 @@ class Store:
                 arrays=arrays,
                 saved_at=time.time(),
                 t_base_ms=self.t_base_ms,
-                time_rows=self.time_rows[:self._t_hi],  # (rows no series holds go along: no copy)
+                time_rows=self.time_rows[:self.time_refs.used],  # (rows no series holds go along: no copy)
             )
 
     def save(self, path: str) -> None:
@@ -1192,8 +1135,7 @@ class Store:
                     setattr(self, k, arr if own else arr.copy())
                 self.time_rows = rows if len(rows) and rows.flags.owndata and rows.flags.c_contiguous else (
                     np.zeros((1, self.raw_capacity), dtype=self.raw_t_dtype) if not len(rows) else rows.copy())
-                self.t_refs = np.bincount(self.t_row[self.t_row >= 0], minlength=len(self.time_rows)).astype(np.int64)
-                self._t_hi = len(rows)
+                self.time_refs.repack(len(self.time_rows), len(rows), self.t_row[self.t_row >= 0])
                 self.t_base_ms = int(snap.t_base_ms)
             else:
                 self._alloc(n)
@@ -1260,8 +1202,8 @@ class Store:
         self.raw_n[:n] = keep
         held = keep > 0
         self.t_row[:n] = np.where(held, np.arange(n), -1)
-        self.t_refs[:n] = held
-        self._t_hi, self._t_free = n, np.flatnonzero(~held).tolist()
+        self.time_refs = RowRefs(n, members_each=1)
+        self.time_refs.drop(np.flatnonzero(~held))
         if snap.ds_interval != self.ds_interval:
             return  # buckets of another width cannot be reused; the accumulators start afresh
         self.acc_sum[:n], self.acc_cnt[:n], self.acc_b[:n] = a["acc_sum"][rows], a["acc_cnt"][rows], a["acc_b"][rows]
