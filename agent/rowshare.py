@@ -48,7 +48,7 @@ class RowRefs:
 
     def __init__(self, capacity: int, members_each: int = 0) -> None:
         """`capacity` rows; with `members_each`, every one of them in use with that many."""
-        self.refs = np.full(max(1, capacity), members_each, dtype=np.int64)
+        self.refs = np.full(max(1, capacity), members_each if capacity else 0, dtype=np.int64)
         self.used = capacity if members_each else 0
         self.free: list[int] = []
         self.merged = self.used
