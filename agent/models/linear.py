@@ -97,7 +97,7 @@ class Buckets:
     What depends on the sample times alone (`n`, `st`, `stt`, `top`) is the same for every
     series sampled at the same times, as the series of one scrape are: it is kept once per
     group of such slots (rows of those arrays are groups; `group` names each slot's, -1 while
-    its ring is empty; `refs` counts a group's slots). A slot whose samples part from its
+    its ring is empty; `groups` counts a group's slots, `agent.rowshare`). A slot whose samples part from its
     group's (a sample missed, another time, a fill) gets a group of its own at that update
     (copy on write); `merge` joins groups that hold the same times again (after fills, and
     when groups have multiplied). The other statistics are per slot. Copies made by `take`
