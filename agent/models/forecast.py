@@ -716,8 +716,8 @@ class ForecastBank:
         (`lb_c`) is float32-rounded since the bank keeps it so; a state whose first values are
         not loads with its sums of y moved to the rounded ones (`linear.Buckets.load_c`).
         """
-        times = self.buckets.take(slice(None))  # (copies: as every array below is copied)
-        named = self._named_arrays((times.n.astype(np.float32), times.st, times.stt))
+        times = self.buckets.times_of(slice(None))  # (a row per slot: fresh arrays, not copied again below)
+        named = self._named_arrays(times)
         if self.daily.bin[self.table.used()].max(initial=NO_BIN) != NO_BIN:
             named.update(self._daily_arrays())  # (a bank that saw no sample writes the first release's format)
         if self.extremes.day[self.table.used()].max(initial=NO_DAY) != NO_DAY:

@@ -160,6 +160,13 @@ class Buckets:
         g = self.group[slots]
         return np.where(g >= 0, self.top[np.maximum(g, 0)], NO_BUCKET)
 
+    def times_of(self, slots: Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The slots' `n` (float32), `st` and `stt`, a row per slot (zeros for an empty ring)."""
+        g = self.group[slots]
+        held, gg = (g >= 0)[:, None], np.maximum(g, 0)
+        return (np.where(held, self.n[gg], np.float32(0)), np.where(held, self.st[gg], 0.0),
+                np.where(held, self.stt[gg], 0.0))
+
     def n_of(self, slots: Rows) -> np.ndarray:
         """The slots' counts (float32; zeros for an empty ring)."""
         g = self.group[slots]
@@ -178,12 +185,9 @@ class Buckets:
     def take(self, rows: Rows) -> Buckets:
         """Rows' copies (a group per row), counts and `c` widened to float64 for the arithmetic
         that reads them."""
-        g = self.group[rows]
-        held = (g >= 0)[:, None]
-        gg = np.maximum(g, 0)
-        return Buckets.per_row(np.where(held, self.n[gg], 0).astype(np.float64), np.where(held, self.st[gg], 0.0),
-                               self.sv[rows], np.where(held, self.stt[gg], 0.0), self.stv[rows], self.svv[rows],
-                               self.c[rows].astype(np.float64), np.where(g >= 0, self.top[gg], NO_BUCKET))
+        n, st, stt = self.times_of(rows)
+        return Buckets.per_row(n.astype(np.float64), st, self.sv[rows], stt, self.stv[rows], self.svv[rows],
+                               self.c[rows].astype(np.float64), self.top_of(rows))
 
     def load(self, rows: slice, n: np.ndarray, st: np.ndarray, stt: np.ndarray, top: np.ndarray | int) -> None:
         """Set the times' statistics of `rows` (a range of fresh slots) as given: a group each
@@ -419,9 +423,8 @@ class Buckets:
         the sums of y move by what rounding each to float32 changes, so the samples stay."""
         c32 = _centre(c)
         d = c - c32.astype(np.float64)
-        n, sv = self.n_of(rows).astype(np.float64), self.sv[rows]
-        g = self.group[rows]
-        st = np.where((g >= 0)[:, None], self.st[np.maximum(g, 0)], 0.0)
+        n, st, _ = self.times_of(rows)
+        n, sv = n.astype(np.float64), self.sv[rows]
         self.svv[rows] += d * (2 * sv + n * d)
         self.stv[rows] += d * st
         self.sv[rows] += n * d

@@ -297,10 +297,9 @@ class Store:
         usual scrape); series that part from their row's others, and series with no row yet,
         get rows of their own (`RowRefs.part`), copies of the old."""
         rows = self.t_row[ids]
-        one = isinstance(off, int)
         parting = self.time_refs.part(rows, None if isinstance(off, int) else off)
         if parting is None:
-            if one and bool((rows == rows[0]).all()):
+            if isinstance(off, int) and bool((rows == rows[0]).all()):
                 self.time_rows[rows[0], pos[0]] = off
             else:
                 self.time_rows[rows, pos] = off
